@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv when it is missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Linux machines whose pip index has no CPU build of torch: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(TORCH_INDEX_ARGS) torch
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 2 --nbmake tests notebooks
+
+demo: setup
+	$(BIN)/sandbox demo
+
+bench: setup
+	$(BIN)/sandbox bench cartpole
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,14 @@
+"""A CPU-first teaching sandbox: how dropout noise affects policy-gradient stability.
+
+    import sandbox
+    result = sandbox.train(sandbox.preset("cartpole", dropout=0.2, dropout_mode="consistent"))
+    result.metrics[["update", "ep_return_mean", "first_ratio_dev"]]
+"""
+
+from .config import Config, ConfigError, preset
+from .maths import Maths
+from .runlog import RunResult
+from .train import train
+
+__all__ = ["Config", "ConfigError", "Maths", "RunResult", "preset", "train"]
+__version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""Gymnasium environments for the trainers: vectorised, checked, and with episode bookkeeping.
+
+Gymnasium 1.x vector environments reset a finished sub-environment *on the next call* to ``step``
+("next-step" autoreset): the step after an episode ends ignores its action, returns the first observation of the
+new episode, reward 0 and no done flags. The trainers record such steps as ``valid = False`` and leave them out of
+the loss. The benefit: the observation stored at that step is the *final* observation of the finished episode,
+exactly what a truncated episode needs to bootstrap from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+from .config import ConfigError, check_env_id
+
+
+def make_vec_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, np.ndarray]:
+    """Build ``num_envs`` copies of ``env_id`` through gymnasium's vector API and reset them with ``seed``.
+
+    Uses gymnasium's numpy-vectorised implementation where the env registers one (CartPole), else
+    ``SyncVectorEnv`` (one process: for these cheap envs, subprocesses cost more than they save).
+    Returns ``(envs, first_observations)``. Raises :class:`ConfigError` for unknown ids and unsupported spaces.
+    """
+    check_env_id(env_id)
+    spec = gym.spec(env_id)
+    mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+    check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
+    if envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP) != gym.vector.AutoresetMode.NEXT_STEP:
+        raise ConfigError("env", f"{env_id}: the trainers expect gymnasium's next-step autoreset")
+    obs, _ = envs.reset(seed=seed)
+    return envs, obs
+
+
+def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> None:
+    """The agents handle a flat Box observation and a Discrete or Box action."""
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        raise ConfigError("env", f"{env_id} has observation space {obs_space}; supported: a 1-D Box")
+    if isinstance(act_space, gym.spaces.Box):
+        if len(act_space.shape) != 1:
+            raise ConfigError("env", f"{env_id} has action space {act_space}; supported: Discrete or a 1-D Box")
+    elif not isinstance(act_space, gym.spaces.Discrete):
+        raise ConfigError("env", f"{env_id} has action space {act_space}; supported: Discrete or a 1-D Box")
+
+
+def reward_threshold(env_id: str) -> float | None:
+    """The env's registered ``reward_threshold`` (475 for CartPole-v1), or None."""
+    return gym.spec(env_id).reward_threshold
+
+
+@dataclass
+class EpisodeTracker:
+    """Sums rewards per sub-environment and reports finished episodes.
+
+    ``step(rewards, dones, valid)`` takes one vector step's arrays and returns ``(returns, lengths)`` of the
+    episodes that finished at it. Steps with ``valid = False`` (autoreset steps) are not counted.
+    ``recent(k)`` is the mean return of the last k finished episodes.
+    """
+
+    num_envs: int
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._ret = np.zeros(self.num_envs, dtype=np.float64)
+        self._len = np.zeros(self.num_envs, dtype=np.int64)
+
+    def step(self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._ret += rewards * valid
+        self._len += valid
+        if not dones.any():
+            return _EMPTY_F, _EMPTY_I
+        ret, length = self._ret[dones].copy(), self._len[dones].copy()
+        self._ret[dones] = 0.0
+        self._len[dones] = 0
+        self.returns.extend(ret.tolist())
+        self.lengths.extend(length.tolist())
+        return ret, length
+
+    def recent(self, k: int = 20) -> float:
+        return float(np.mean(self.returns[-k:])) if self.returns else float("nan")
+
+    def recent_length(self, k: int = 20) -> float:
+        return float(np.mean(self.lengths[-k:])) if self.lengths else float("nan")
+
+
+_EMPTY_F = np.zeros(0, dtype=np.float64)
+_EMPTY_I = np.zeros(0, dtype=np.int64)

@@ -1,0 +1,160 @@
+"""The maths of the sandbox: small pure functions, and the seam through which the trainers call them.
+
+Every trainer reaches these functions through a :class:`Maths` object, never by importing them directly.
+To try your own version of one of them, pass it in; the trainer does not change::
+
+    import sandbox
+    from sandbox.maths import Maths
+
+    def my_gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
+        ...  # your code
+
+    result = sandbox.train(sandbox.preset("cartpole"), maths=Maths(gae=my_gae))
+
+Each function states its contract (shapes, ranges, the trap to avoid) and has hand-computed tests in
+``tests/test_maths.py``. Diagnostics that are *measured* (``approx_kl``, ``explained_var``, ...) always use the
+reference functions below, so a bug in a replaced function shows up in the metrics instead of hiding there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Maths",
+    "dropout_mask",
+    "explained_variance",
+    "gae",
+    "kl_k3",
+    "ppo_loss",
+    "value_loss",
+]
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    dones: Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016), truncation-aware.
+
+    All inputs have shape ``(T, N)``: T time steps of N parallel environments, float tensors.
+
+    - ``rewards[t]``: reward received after the action at step t.
+    - ``values[t]``: V(s_t) from the rollout.
+    - ``next_values[t]``: V(s_{t+1}) of the state the action led to, *even when the episode ended there*
+      (for a truncated episode this is the value of its last observation).
+    - ``terminated[t]``: 1 if s_{t+1} is terminal (the MDP ended: no future reward, do not bootstrap).
+    - ``dones[t]``: 1 if the episode ended at t for any reason (terminated or truncated): the advantage of
+      step t must not look into the next episode.
+
+    Returns ``(advantages, returns)``, both ``(T, N)``, with ``returns = advantages + values`` (the value target).
+
+        delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+
+    The trap: treating a time-limit truncation as termination (bootstrapping with 0) teaches the critic that
+    the world ends after 500 steps. Truncation stops the recursion but still bootstraps from V(s_{t+1}).
+    Typical values: gamma 0.98-0.999, gae_lambda 0.8-0.95.
+    """
+    not_terminated = 1.0 - terminated
+    not_done = 1.0 - dones
+    deltas = rewards + gamma * not_terminated * next_values - values
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        last = deltas[t] + gamma * gae_lambda * not_done[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def ppo_loss(ratio: Tensor, advantages: Tensor, clip_coef: float, clip_coef_high: float | None = None) -> Tensor:
+    """Per-sample clipped surrogate loss of PPO (Schulman et al. 2017), to be minimised.
+
+    ``ratio = pi_theta(a|s) / pi_old(a|s)`` and ``advantages`` have the same shape (one entry per sample or per
+    token). Returns a tensor of that shape::
+
+        loss_i = -min(r_i * A_i, clip(r_i, 1 - clip_coef, 1 + clip_coef_high) * A_i)
+
+    ``clip_coef_high`` defaults to ``clip_coef`` (symmetric clipping); DAPO uses 0.2 / 0.28. The caller
+    aggregates (a mean for PPO, a masked mean for sample dropout, a token aggregation for GRPO).
+    Typical clip_coef: 0.1-0.3. The trap: taking ``max`` of the two *losses* is the same as ``min`` of the two
+    objectives; taking ``min`` of the losses removes the pessimism that makes PPO stable.
+    """
+    high = clip_coef if clip_coef_high is None else clip_coef_high
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + high) * advantages
+    return -torch.minimum(unclipped, clipped)
+
+
+def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, clip_coef: float | None) -> Tensor:
+    """Per-sample value loss ``0.5 * (V - R)^2``, optionally clipped around the rollout's values.
+
+    With ``clip_coef`` set (CleanRL's ``clip_vloss``), the loss is
+    ``0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)``. SB3 does not clip by default.
+    """
+    unclipped = (values - returns).square()
+    if clip_coef is None:
+        return 0.5 * unclipped
+    clipped = (old_values + torch.clamp(values - old_values, -clip_coef, clip_coef) - returns).square()
+    return 0.5 * torch.maximum(unclipped, clipped)
+
+
+def kl_k3(log_ratio: Tensor) -> Tensor:
+    """Per-sample k3 estimator of KL(p || q) (Schulman 2020), for samples drawn from p.
+
+    ``log_ratio = log p(x) - log q(x)``. Returns ``exp(-log_ratio) - 1 + log_ratio``, which is >= 0 for every
+    sample and unbiased for KL(p || q) when x ~ p. PPO's ``approx_kl`` is ``mean(kl_k3(logp_old - logp_new))``
+    = ``mean((r - 1) - log r)``, because the batch was sampled from pi_old.
+    """
+    return torch.expm1(-log_ratio) + log_ratio
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, generator: torch.Generator | None = None) -> Tensor:
+    """An inverted-dropout mask: each entry is 0 with probability ``p``, else ``1 / (1 - p)``.
+
+    Multiplying activations by it keeps their expectation unchanged, so evaluation needs no rescaling
+    (this is what ``nn.Dropout`` does in train mode). ``p`` must be in [0, 1); ``p = 0`` gives all ones.
+    Draws from torch's global generator unless ``generator`` is given: the sandbox's determinism relies on it.
+    """
+    if p == 0.0:
+        return torch.ones(shape)
+    keep = 1.0 - p
+    return torch.empty(shape).bernoulli_(keep, generator=generator).div_(keep)
+
+
+def explained_variance(predicted: Tensor, target: Tensor) -> float:
+    """``1 - Var(target - predicted) / Var(target)``: 1 is a perfect critic, 0 no better than a constant,
+    negative worse than a constant. NaN when the target has no variance."""
+    var = target.var(unbiased=False)
+    if var.item() == 0.0:
+        return float("nan")
+    return float(1.0 - (target - predicted).var(unbiased=False) / var)
+
+
+@dataclasses.dataclass(frozen=True)
+class Maths:
+    """The seam between the trainers and the maths: every trainer calls these fields, never the functions
+    directly. Replace a field with your own function of the same signature to run the real trainer on it.
+
+    Example: ``sandbox.train(config, maths=Maths(ppo_loss=my_ppo_loss))``.
+    """
+
+    gae: Callable[..., tuple[Tensor, Tensor]] = gae
+    """``gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda) -> (advantages, returns)``."""
+    ppo_loss: Callable[..., Tensor] = ppo_loss
+    """``ppo_loss(ratio, advantages, clip_coef, clip_coef_high=None) -> per-sample loss``."""
+    value_loss: Callable[..., Tensor] = value_loss
+    """``value_loss(values, old_values, returns, clip_coef_or_None) -> per-sample loss``."""
+    kl_k3: Callable[[Tensor], Tensor] = kl_k3
+    """``kl_k3(log_ratio) -> per-sample k3`` (used where KL enters the loss; diagnostics use the reference)."""
+    dropout_mask: Callable[..., Tensor] = dropout_mask
+    """``dropout_mask(shape, p) -> mask`` of zeros and ``1/(1-p)``; every dropout layer draws from it."""

@@ -1,0 +1,52 @@
+"""The one metrics schema shared by every algorithm and task.
+
+``metrics.csv`` has one row per update with exactly these columns, in this order. A column an algorithm does not
+compute is left empty (NaN). Columns are added at the end over time, never renamed or removed.
+"""
+
+from __future__ import annotations
+
+METRICS: dict[str, str] = {
+    "update": "Update index, from 1.",
+    "env_steps": "Environment steps so far, all environments together (autoreset steps included).",
+    "wall_s": "Seconds since learning started (timing column: differs between identical runs).",
+    "sps": "Environment steps per second so far (timing column).",
+    "ep_return_mean": "Mean return of the last 20 finished episodes (NaN before the first one).",
+    "ep_len_mean": "Mean length of the last 20 finished episodes.",
+    "episodes": "Episodes finished so far.",
+    "first_ratio_dev": "Mean |r - 1| over the first minibatch of the first epoch of the update. The policy has not "
+                       "changed yet, so r must be exactly 1: anything else is dropout noise (or a bug).",
+    "first_clipfrac": "Fraction of the first minibatch with |r - 1| > clip_coef, before any gradient step.",
+    "first_approx_kl": "approx_kl of the first minibatch, before any gradient step (0 without noise).",
+    "clipfrac": "Fraction of samples with |r - 1| > clip_coef, mean over all minibatch steps of the update.",
+    "approx_kl": "k3 estimate of KL(pi_old || pi_theta) = mean((r - 1) - log r), mean over minibatch steps.",
+    "old_approx_kl": "k1 estimate mean(-log r), mean over minibatch steps.",
+    "entropy": "Mean policy entropy (nats).",
+    "policy_loss": "Clipped surrogate loss, mean over minibatch steps.",
+    "value_loss": "Value loss 0.5 * (V - R)^2, mean over minibatch steps.",
+    "explained_var": "1 - Var(R - V_old) / Var(R) on the batch: how well the critic predicted the returns.",
+    "grad_norm": "Global gradient norm before clipping, mean over minibatch steps.",
+    "surrogate_var": "Variance of r * A within a minibatch (A as used in the loss), mean over minibatch steps.",
+    "lr": "Learning rate used in the update.",
+    "clip_coef": "Clip range used in the update (annealed with anneal_clip).",
+    "dropout_p": "Dropout probability the dropout layers used (0 in mode off).",
+    "epochs_done": "Epochs run before target_kl stopped the update (update_epochs when it did not).",
+}
+
+METRIC_COLUMNS: tuple[str, ...] = tuple(METRICS)
+TIMING_COLUMNS: tuple[str, ...] = ("wall_s", "sps")
+EPISODE_COLUMNS: tuple[str, ...] = ("env_steps", "wall_s", "return", "length")
+
+SUMMARY: dict[str, str] = {
+    "status": "'ok', or 'non-finite-loss' when a NaN/inf loss stopped the run (its rows so far are kept).",
+    "final_return": "Mean return of the last 20 finished episodes (null if none finished).",
+    "solved_at_steps": "Env steps when the mean of the last 20 finished episodes first reached the env's "
+                       "reward_threshold (null if never, or if the env has no threshold).",
+    "solved_at_s": "Seconds from the start of learning to that moment (null likewise).",
+    "reward_threshold": "The threshold used (gymnasium's reward_threshold for the env).",
+    "total_s": "Seconds from the start of learning to the end of the run.",
+    "env_steps": "Environment steps taken.",
+    "updates": "Updates done.",
+    "episodes": "Episodes finished.",
+    "message": "What stopped the run, in words.",
+}

@@ -1,0 +1,165 @@
+"""Policy and value networks with dropout whose masks can be drawn fresh or handed in.
+
+A :class:`DropoutMLP` applies inverted dropout after every hidden activation. Like ``nn.Dropout`` it draws
+fresh masks in ``train()`` mode and none in ``eval()`` mode; unlike ``nn.Dropout`` it also accepts the masks to
+use, which is what ``consistent`` dropout needs (the masks drawn at rollout are stored and handed back in the
+update). All masks of one network for one sample are one row of a ``(batch, sum(hidden_sizes))`` tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .maths import dropout_mask
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _init(layer: nn.Linear, gain: float, ortho: bool) -> nn.Linear:
+    if ortho:
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class DropoutMLP(nn.Module):
+    """``in_dim -> hidden_sizes (tanh, dropout p) -> out_dim``.
+
+    ``forward(x, mask)``: ``mask`` is None (then train mode draws fresh masks and eval mode uses none) or a
+    ``(batch, sum(hidden_sizes))`` tensor of per-unit multipliers, e.g. from :meth:`sample_mask`.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_sizes: Sequence[int],
+        p: float = 0.0,
+        out_gain: float = 1.0,
+        ortho_init: bool = True,
+        mask_fn: Callable[..., Tensor] = dropout_mask,
+    ):
+        super().__init__()
+        sizes = [in_dim, *hidden_sizes]
+        self.hidden = nn.ModuleList(
+            _init(nn.Linear(a, b), math.sqrt(2), ortho_init) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.head = _init(nn.Linear(sizes[-1], out_dim), out_gain, ortho_init)
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.mask_width = sum(hidden_sizes)
+        self.p = p
+        self.mask_fn = mask_fn
+
+    def sample_mask(self, batch: int) -> Tensor:
+        """Masks for ``batch`` samples: ``(batch, sum(hidden_sizes))``, drawn with the network's ``mask_fn``."""
+        return self.mask_fn((batch, self.mask_width), self.p)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is None and self.training and self.p > 0:
+            mask = self.sample_mask(x.shape[0])
+        h = x
+        start = 0
+        for layer in self.hidden:
+            h = torch.tanh(layer(h))
+            if mask is not None:
+                width = layer.out_features
+                h = h * mask[:, start:start + width]
+                start += width
+        return self.head(h)
+
+
+class Agent(nn.Module):
+    """Separate actor and critic MLPs; a Categorical policy for Discrete actions, a diagonal Gaussian with a
+    state-independent log-std for Box actions.
+
+    Masks: ``mask_width = actor widths + critic widths (if the critic has dropout)``. ``act`` and ``evaluate``
+    take one ``(batch, mask_width)`` tensor or None (then each net follows its train/eval mode).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_space: gym.Space,
+        hidden_sizes: Sequence[int] = (64, 64),
+        dropout: float = 0.0,
+        dropout_value: bool = False,
+        ortho_init: bool = True,
+        mask_fn: Callable[..., Tensor] = dropout_mask,
+    ):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.actor = DropoutMLP(obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, mask_fn)
+        self.critic = DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init,
+                                 mask_fn)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.critic_has_dropout = dropout_value and dropout > 0
+        self.mask_width = self.actor.mask_width + (self.critic.mask_width if self.critic_has_dropout else 0)
+
+    @property
+    def dropout_p(self) -> float:
+        return self.actor.p
+
+    def sample_mask(self, batch: int) -> Tensor:
+        """Fresh masks for ``batch`` samples for every dropout layer of the agent, as one tensor."""
+        masks = [self.actor.sample_mask(batch)]
+        if self.critic_has_dropout:
+            masks.append(self.critic.sample_mask(batch))
+        return torch.cat(masks, dim=1) if len(masks) > 1 else masks[0]
+
+    def _split(self, mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        if mask is None:
+            return None, None
+        w = self.actor.mask_width
+        return mask[:, :w], (mask[:, w:] if self.critic_has_dropout else None)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample actions for a batch of observations: ``(actions, logp, values)``.
+
+        ``logp`` comes from the same forward pass that chose the action: with dropout at rollout, this is the
+        only log-prob that is the true probability of the behaviour policy.
+        """
+        actor_mask, critic_mask = self._split(mask)
+        out = self.actor(obs, actor_mask)
+        if self.discrete:
+            logp_all = F.log_softmax(out, dim=-1)
+            actions = torch.multinomial(logp_all.exp(), 1)
+            logp = logp_all.gather(1, actions).squeeze(1)
+            actions = actions.squeeze(1)
+        else:
+            std = self.log_std.exp()
+            actions = out + std * torch.randn_like(out)
+            logp = gaussian_logp(out, self.log_std, actions)
+        return actions, logp, self.critic(obs, critic_mask).squeeze(1)
+
+    @torch.no_grad()
+    def value(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.critic(obs, self._split(mask)[1]).squeeze(1)
+
+    def evaluate(self, obs: Tensor, actions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Log-prob of given actions, entropy and value, with gradients: ``(logp, entropy, values)``."""
+        actor_mask, critic_mask = self._split(mask)
+        out = self.actor(obs, actor_mask)
+        if self.discrete:
+            logp_all = F.log_softmax(out, dim=-1)
+            logp = logp_all.gather(1, actions.long().unsqueeze(1)).squeeze(1)
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+        else:
+            logp = gaussian_logp(out, self.log_std, actions)
+            entropy = (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(out.shape[0])
+        return logp, entropy, self.critic(obs, critic_mask).squeeze(1)
+
+
+def gaussian_logp(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
+    """Log-density of a diagonal Gaussian, summed over action dimensions: ``(batch, act_dim) -> (batch,)``."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - _LOG_SQRT_2PI).sum(-1)

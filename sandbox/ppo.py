@@ -1,0 +1,299 @@
+"""PPO (Schulman et al. 2017) with the usual implementation details, and four ways of handling dropout.
+
+Read ``train_ppo`` from top to bottom: collect a rollout, compute advantages, run the clipped-surrogate update,
+log one row of metrics. The maths comes in through ``maths`` (see ``sandbox/maths.py``).
+
+Dropout handling (``config.dropout_mode``), the point of the sandbox:
+
+================  ==============================  =====================================  =====================
+mode              rollout forward                 update forward                         first-minibatch ratio
+================  ==============================  =====================================  =====================
+``off``           p = 0 everywhere                p = 0                                  exactly 1
+``rollout-eval``  eval mode: no dropout           train mode: fresh masks                != 1 (SB3's behaviour)
+``naive``         train mode: fresh masks         train mode: new fresh masks            != 1 (TRL's default)
+``consistent``    train mode, masks stored        the stored masks are reused            exactly 1
+================  ==============================  =====================================  =====================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from .config import Config
+from .envs import EpisodeTracker, make_vec_env, reward_threshold
+from .maths import Maths, explained_variance, kl_k3
+from .nets import Agent
+from .runlog import Clock, RunLog, RunResult, progress_bar
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN or infinite loss stopped the run. The rows written so far are kept."""
+
+
+@dataclass
+class Rollout:
+    """One batch of experience, ``(T, N, ...)`` = (num_steps, num_envs, ...), preallocated once.
+
+    The numpy arrays and the torch tensors share memory (``torch.from_numpy``), so the env writes into numpy and
+    the update reads torch without copies. ``valid[t, i]`` is False for autoreset steps (see ``sandbox/envs.py``).
+    ``masks`` holds the dropout masks of every step in ``consistent`` mode, else it is None.
+    """
+
+    obs: np.ndarray
+    actions: torch.Tensor
+    logp: torch.Tensor
+    values: torch.Tensor
+    rewards: np.ndarray
+    terminated: np.ndarray
+    dones: np.ndarray
+    valid: np.ndarray
+    masks: torch.Tensor | None
+
+    @classmethod
+    def allocate(cls, T: int, N: int, obs_dim: int, action_space: gym.Space, mask_width: int) -> "Rollout":
+        act_shape = () if isinstance(action_space, gym.spaces.Discrete) else action_space.shape
+        act_dtype = torch.long if isinstance(action_space, gym.spaces.Discrete) else torch.float32
+        return cls(
+            obs=np.zeros((T, N, obs_dim), np.float32),
+            actions=torch.zeros((T, N, *act_shape), dtype=act_dtype),
+            logp=torch.zeros(T, N),
+            values=torch.zeros(T, N),
+            rewards=np.zeros((T, N), np.float32),
+            terminated=np.zeros((T, N), np.float32),
+            dones=np.zeros((T, N), np.float32),
+            valid=np.zeros((T, N), bool),
+            masks=torch.zeros(T, N, mask_width) if mask_width else None,
+        )
+
+
+def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
+    torch.manual_seed(cfg.seed)
+    envs, obs = make_vec_env(cfg.env, cfg.num_envs, cfg.seed)
+    act_space = envs.single_action_space
+    p = cfg.effective_dropout
+    agent = Agent(obs.shape[1], act_space, cfg.hidden_sizes, p, cfg.dropout_value, cfg.ortho_init,
+                  maths.dropout_mask)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
+    store_masks = cfg.dropout_mode == "consistent" and p > 0
+    T, N = cfg.num_steps, cfg.num_envs
+    buf = Rollout.allocate(T, N, obs.shape[1], act_space, agent.mask_width if store_masks else 0)
+    clip_action = _action_clipper(act_space)
+
+    threshold = reward_threshold(cfg.env)
+    episodes = EpisodeTracker(N)
+    state = _RunState(obs=obs, prev_done=np.zeros(N, bool))
+    bar = progress_bar(cfg.num_updates * cfg.batch_size, cfg.quiet, f"ppo {cfg.env}")
+    clock = Clock()
+    status, message = "ok", "finished the step budget"
+    try:
+        for update in range(1, cfg.num_updates + 1):
+            frac = 1.0 - (update - 1) / cfg.num_updates
+            lr = cfg.learning_rate * frac if cfg.anneal_lr else cfg.learning_rate
+            clip_coef = cfg.clip_coef * frac if cfg.anneal_clip else cfg.clip_coef
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # 1. Rollout. Modes naive/consistent sample with dropout on; rollout-eval and off sample without it.
+            agent.train(cfg.dropout_mode in ("naive", "consistent"))
+            stop = _collect_rollout(envs, agent, buf, state, store_masks, clip_action, episodes, threshold, cfg,
+                                    log, clock)
+            bar.update(T * N)
+            if stop:
+                message = "reached the reward threshold (--stop-at-threshold)"
+                break
+
+            # 2. Advantages: GAE over the whole rollout; autoreset steps are dropped afterwards.
+            next_values = torch.cat([buf.values[1:], agent.value(torch.from_numpy(state.obs))[None]])
+            advantages, returns = maths.gae(
+                torch.from_numpy(buf.rewards), buf.values, next_values, torch.from_numpy(buf.terminated),
+                torch.from_numpy(buf.dones), cfg.gamma, cfg.gae_lambda)
+            idx = torch.from_numpy(np.flatnonzero(buf.valid.reshape(-1)))
+            batch = _Batch(
+                obs=torch.from_numpy(buf.obs).flatten(0, 1)[idx],
+                actions=buf.actions.flatten(0, 1)[idx],
+                logp=buf.logp.flatten()[idx],
+                values=buf.values.flatten()[idx],
+                advantages=advantages.flatten()[idx],
+                returns=returns.flatten()[idx],
+                masks=buf.masks.flatten(0, 1)[idx] if store_masks else None,
+            )
+
+            # 3. Update: every mode but off runs the update forward in train mode.
+            agent.train(cfg.dropout_mode != "off")
+            stats = _ppo_update(agent, optimizer, batch, cfg, clip_coef, maths, update)
+
+            # 4. Log one row.
+            wall = clock()
+            env_steps = state.env_steps
+            log.update({
+                "update": update, "env_steps": env_steps, "wall_s": wall, "sps": env_steps / max(wall, 1e-9),
+                "ep_return_mean": episodes.recent(20), "ep_len_mean": episodes.recent_length(20),
+                "episodes": len(episodes.returns), **stats,
+                "explained_var": explained_variance(batch.values, batch.returns),
+                "lr": lr, "clip_coef": clip_coef, "dropout_p": agent.dropout_p,
+            })
+            bar.set_postfix(ret=f"{episodes.recent(20):.1f}", sps=f"{env_steps / max(wall, 1e-9):.0f}",
+                            refresh=False)
+    except NonFiniteLossError as err:
+        status, message = "non-finite-loss", str(err)
+        raise
+    except BaseException:
+        status = "interrupted"  # no summary.json: the run did not finish
+        raise
+    finally:
+        bar.close()
+        envs.close()
+        summary = {
+            "status": status,
+            "final_return": episodes.recent(20) if episodes.returns else None,
+            "solved_at_steps": state.solved_at_steps,
+            "solved_at_s": state.solved_at_s,
+            "reward_threshold": threshold,
+            "total_s": clock(),
+            "env_steps": state.env_steps,
+            "updates": len(log.rows),
+            "episodes": len(episodes.returns),
+            "message": message,
+        }
+        result = log.finish(summary, write_summary=status != "interrupted")
+    return result
+
+
+@dataclass
+class _RunState:
+    obs: np.ndarray
+    prev_done: np.ndarray
+    env_steps: int = 0
+    solved_at_steps: int | None = None
+    solved_at_s: float | None = None
+
+
+@dataclass
+class _Batch:
+    """The valid transitions of one rollout, flattened to ``(B, ...)``."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logp: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    masks: torch.Tensor | None
+
+
+def _collect_rollout(envs, agent: Agent, buf: Rollout, state: _RunState, store_masks: bool, clip_action,
+                     episodes: EpisodeTracker, threshold: float | None, cfg: Config, log: RunLog,
+                     clock: Clock) -> bool:
+    """Fill ``buf`` with ``num_steps`` vector steps. Returns True when the run should stop (solved, and
+    ``stop_at_threshold``). The log-prob stored for each action comes from the forward pass that chose it."""
+    N = cfg.num_envs
+    for t in range(cfg.num_steps):
+        obs_t = torch.from_numpy(state.obs)
+        mask = agent.sample_mask(N) if store_masks else None
+        actions, logp, values = agent.act(obs_t, mask)
+        buf.obs[t] = state.obs
+        buf.actions[t] = actions
+        buf.logp[t] = logp
+        buf.values[t] = values
+        if store_masks:
+            buf.masks[t] = mask
+        valid = ~state.prev_done
+        buf.valid[t] = valid
+
+        state.obs, rewards, terminated, truncated, _ = envs.step(clip_action(actions.numpy()))
+        if state.obs.dtype != np.float32:
+            state.obs = state.obs.astype(np.float32)
+        dones = terminated | truncated
+        buf.rewards[t] = rewards
+        buf.terminated[t] = terminated
+        buf.dones[t] = dones
+        state.prev_done = dones
+        state.env_steps += N
+
+        ended_returns, ended_lengths = episodes.step(rewards, dones, valid)
+        if len(ended_returns):
+            wall = clock()
+            for ret, length in zip(ended_returns.tolist(), ended_lengths.tolist()):
+                log.episode(state.env_steps, wall, ret, length)
+            if (state.solved_at_steps is None and threshold is not None and len(episodes.returns) >= 20
+                    and episodes.recent(20) >= threshold):
+                state.solved_at_steps, state.solved_at_s = state.env_steps, wall
+                if cfg.stop_at_threshold:
+                    return True
+    return False
+
+
+def _ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, b: _Batch, cfg: Config, clip_coef: float,
+                maths: Maths, update: int) -> dict[str, float]:
+    """``update_epochs`` passes of minibatch gradient steps on the clipped surrogate; returns the metrics."""
+    n = b.obs.shape[0]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    clip_vloss = clip_coef if cfg.clip_vloss else None
+    steps: list[torch.Tensor] = []
+    first: torch.Tensor | None = None
+    epochs_done = 0
+    stop = False
+    for epoch in range(cfg.update_epochs):
+        for mb in torch.tensor_split(torch.randperm(n), cfg.num_minibatches):
+            logp, entropy, values = agent.evaluate(b.obs[mb], b.actions[mb],
+                                                   b.masks[mb] if b.masks is not None else None)
+            logratio = logp - b.logp[mb]
+            ratio = logratio.exp()
+            adv = b.advantages[mb]
+            if cfg.norm_adv and len(mb) > 1:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+            pg_loss = maths.ppo_loss(ratio, adv, clip_coef).mean()
+            v_loss = maths.value_loss(values, b.values[mb], b.returns[mb], clip_vloss).mean()
+            ent = entropy.mean()
+            loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+
+            with torch.no_grad():  # diagnostics, with the reference maths
+                r = ratio.detach()
+                approx_kl = kl_k3(-logratio.detach()).mean()
+                diag = torch.stack([
+                    (r - 1).abs().mean(), ((r - 1).abs() > clip_coef).float().mean(), approx_kl,
+                    (-logratio.detach()).mean(), ent.detach(), pg_loss.detach(), v_loss.detach(),
+                    (r * adv).var(unbiased=False),
+                ])
+            if first is None:
+                first = diag
+            if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
+                stop = True
+                break
+            if not math.isfinite(loss.item()):
+                raise NonFiniteLossError(
+                    f"non-finite loss at update {update}, epoch {epoch + 1}: policy_loss={pg_loss.item()}, "
+                    f"value_loss={v_loss.item()}, entropy={ent.item()}")
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            steps.append(torch.cat([diag, grad_norm.detach()[None]]))
+        if stop:
+            break
+        epochs_done += 1
+
+    nan = float("nan")
+    means = torch.stack(steps).mean(0).tolist() if steps else [nan] * 9
+    return {
+        "first_ratio_dev": first[0].item(), "first_clipfrac": first[1].item(), "first_approx_kl": first[2].item(),
+        "clipfrac": means[1], "approx_kl": means[2], "old_approx_kl": means[3], "entropy": means[4],
+        "policy_loss": means[5], "value_loss": means[6], "surrogate_var": means[7], "grad_norm": means[8],
+        "epochs_done": epochs_done,
+    }
+
+
+def _action_clipper(space: gym.Space):
+    """Box actions are sampled from an unbounded Gaussian and clipped to the bounds only for the env (the stored
+    action, and its log-prob, are the unclipped sample). Discrete actions pass through."""
+    if isinstance(space, gym.spaces.Box):
+        low, high = space.low, space.high
+        return lambda a: np.clip(a, low, high)
+    return lambda a: a

@@ -1,0 +1,157 @@
+"""Run directories: ``config.json``, ``metrics.csv``, ``episodes.csv``, ``summary.json``.
+
+Rows are flushed after every update, so a run stopped early keeps everything up to its last update. JSON files are
+written atomically (temporary file, then rename), and ``summary.json`` is written last: a run directory without it
+did not finish. An existing directory is never overwritten unless asked to.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from .config import Config, ConfigError
+from .metrics import EPISODE_COLUMNS, METRIC_COLUMNS
+
+
+@dataclass
+class RunResult:
+    """What ``sandbox.train`` returns: the config, per-update metrics, finished episodes and the summary."""
+
+    config: Config
+    metrics: pd.DataFrame
+    episodes: pd.DataFrame
+    summary: dict[str, Any]
+    run_dir: Path | None
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, allow_nan=False, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any):
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def _clean(v: Any) -> Any:
+    """NaN and inf become null in JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def prepare_run_dir(out: str | os.PathLike, overwrite: bool) -> Path:
+    """Create ``out``; refuse a non-empty existing one unless ``overwrite`` (then its contents are removed)."""
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise ConfigError("out", f"{path} already exists; choose another --out or pass --overwrite")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class RunLog:
+    """Collects a run's rows in memory and, when ``out`` is given, writes them to the run directory."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.rows: list[dict[str, Any]] = []
+        self.episode_rows: list[tuple] = []
+        self.dir: Path | None = None
+        self._files: list = []
+        if config.out is not None:
+            self.dir = prepare_run_dir(config.out, config.overwrite)
+            write_json_atomic(self.dir / "config.json", config.to_dict())
+            self._mf = open(self.dir / "metrics.csv", "w", newline="")
+            self._ef = open(self.dir / "episodes.csv", "w", newline="")
+            self._files = [self._mf, self._ef]
+            self._mw = csv.DictWriter(self._mf, fieldnames=METRIC_COLUMNS, restval="")
+            self._mw.writeheader()
+            self._ew = csv.writer(self._ef)
+            self._ew.writerow(EPISODE_COLUMNS)
+        self._pending_episodes = 0
+
+    def episode(self, env_steps: int, wall_s: float, ret: float, length: int) -> None:
+        self.episode_rows.append((env_steps, wall_s, ret, length))
+        self._pending_episodes += 1
+
+    def update(self, row: dict[str, Any]) -> None:
+        """Record one update's metrics (unknown keys are an error: the schema is fixed) and flush both files."""
+        extra = set(row) - set(METRIC_COLUMNS)
+        if extra:
+            raise KeyError(f"metrics not in the schema (sandbox/metrics.py): {sorted(extra)}")
+        self.rows.append(row)
+        if self.dir is not None:
+            self._mw.writerow({k: _fmt(v) for k, v in row.items()})
+            self.flush()
+
+    def flush(self) -> None:
+        if self.dir is None:
+            return
+        if self._pending_episodes:
+            self._ew.writerows(self.episode_rows[-self._pending_episodes:])
+            self._pending_episodes = 0
+        for f in self._files:
+            f.flush()
+
+    def finish(self, summary: dict[str, Any], write_summary: bool = True) -> RunResult:
+        summary = {k: _clean(v) for k, v in summary.items()}
+        self.flush()
+        for f in self._files:
+            f.close()
+        if self.dir is not None and write_summary:
+            write_json_atomic(self.dir / "summary.json", summary)
+        metrics = pd.DataFrame(self.rows, columns=list(METRIC_COLUMNS)).astype(float)
+        for col in ("update", "env_steps", "episodes", "epochs_done"):
+            metrics[col] = metrics[col].astype("Int64")
+        episodes = pd.DataFrame(self.episode_rows, columns=list(EPISODE_COLUMNS))
+        return RunResult(self.config, metrics, episodes, summary, self.dir)
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return v
+
+
+def progress_bar(total: int, quiet: bool, desc: str) -> tqdm:
+    """A tqdm bar on stderr, off with ``quiet`` or when stderr is not a terminal."""
+    disable = quiet or not sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="step", disable=disable, dynamic_ncols=True, leave=False,
+                mininterval=0.25)
+
+
+class Clock:
+    """Seconds since ``start()``, the start of learning."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0

@@ -1,0 +1,27 @@
+"""``sandbox.train(config)``: the one entry point for every algorithm, from Python and from the CLI."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import Config, check_env_id, validate
+from .maths import Maths
+from .runlog import RunLog, RunResult
+
+
+def train(config: Config, maths: Maths | None = None) -> RunResult:
+    """Train one run and return its metrics, episodes and summary (and write its run directory if
+    ``config.out`` is set).
+
+    ``maths`` replaces the pure functions the trainer uses (see :class:`sandbox.maths.Maths`); by default the
+    sandbox's own. Raises :class:`sandbox.config.ConfigError` for a bad config and
+    :class:`sandbox.ppo.NonFiniteLossError` when a loss turns NaN or infinite (after writing what it had).
+    """
+    validate(config)
+    check_env_id(config.env)
+    torch.set_num_threads(config.torch_threads)
+    maths = maths or Maths()
+    log = RunLog(config)
+    from .ppo import train_ppo
+
+    return train_ppo(config, maths, log)
