@@ -67,12 +67,12 @@ class DropoutMLP(nn.Module):
         h = x
         start = 0
         for layer in self.hidden:
-            h = torch.tanh(layer(h))
+            h = torch.tanh(F.linear(h, layer.weight, layer.bias))  # F.linear: skips nn.Module call overhead
             if mask is not None:
                 width = layer.out_features
                 h = h * mask[:, start:start + width]
                 start += width
-        return self.head(h)
+        return F.linear(h, self.head.weight, self.head.bias)
 
 
 class Agent(nn.Module):
@@ -122,37 +122,39 @@ class Agent(nn.Module):
         return mask[:, :w], (mask[:, w:] if self.critic_has_dropout else None)
 
     @torch.no_grad()
-    def act(self, obs: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Sample actions for a batch of observations: ``(actions, logp, values)``.
+    def act(self, obs: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Sample actions for a batch of observations: ``(actions, logp)``.
 
         ``logp`` comes from the same forward pass that chose the action: with dropout at rollout, this is the
-        only log-prob that is the true probability of the behaviour policy.
+        only log-prob that is the true probability of the behaviour policy. (Values are computed for the whole
+        rollout in one batch afterwards, see :meth:`value`: the critic does not choose anything.)
         """
-        actor_mask, critic_mask = self._split(mask)
-        out = self.actor(obs, actor_mask)
+        out = self.actor(obs, self._split(mask)[0])
         if self.discrete:
             logp_all = F.log_softmax(out, dim=-1)
             actions = torch.multinomial(logp_all.exp(), 1)
-            logp = logp_all.gather(1, actions).squeeze(1)
-            actions = actions.squeeze(1)
-        else:
-            std = self.log_std.exp()
-            actions = out + std * torch.randn_like(out)
-            logp = gaussian_logp(out, self.log_std, actions)
-        return actions, logp, self.critic(obs, critic_mask).squeeze(1)
+            return actions.squeeze(1), logp_all.gather(1, actions).squeeze(1)
+        actions = out + self.log_std.exp() * torch.randn_like(out)
+        return actions, gaussian_logp(out, self.log_std, actions)
 
     @torch.no_grad()
     def value(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.critic(obs, self._split(mask)[1]).squeeze(1)
 
-    def evaluate(self, obs: Tensor, actions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Log-prob of given actions, entropy and value, with gradients: ``(logp, entropy, values)``."""
+    def evaluate(self, obs: Tensor, actions: Tensor, mask: Tensor | None = None,
+                 with_entropy: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """Log-prob of given actions, entropy and value, with gradients: ``(logp, entropy, values)``.
+
+        ``with_entropy=False`` computes the entropy without gradient (for the metric only): cheaper when the
+        entropy bonus is 0.
+        """
         actor_mask, critic_mask = self._split(mask)
         out = self.actor(obs, actor_mask)
         if self.discrete:
             logp_all = F.log_softmax(out, dim=-1)
             logp = logp_all.gather(1, actions.long().unsqueeze(1)).squeeze(1)
-            entropy = -(logp_all.exp() * logp_all).sum(-1)
+            with torch.set_grad_enabled(with_entropy and torch.is_grad_enabled()):
+                entropy = -(logp_all.exp() * logp_all).sum(-1)
         else:
             logp = gaussian_logp(out, self.log_std, actions)
             entropy = (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(out.shape[0])
@@ -163,3 +165,40 @@ def gaussian_logp(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
     """Log-density of a diagonal Gaussian, summed over action dimensions: ``(batch, act_dim) -> (batch,)``."""
     z = (actions - mean) * torch.exp(-log_std)
     return (-0.5 * z.square() - log_std - _LOG_SQRT_2PI).sum(-1)
+
+
+class FlatParams:
+    """All parameters of a module stored in one contiguous tensor, with their gradients in another.
+
+    A speed trick, mathematically a no-op: Adam and the global gradient-norm clip then run as one kernel each
+    instead of one per weight tensor, which matters on a CPU where these nets spend most of their time in
+    per-call overhead. The module's parameters become views into ``flat``; backward accumulates into views of
+    ``flat.grad``. Give the optimizer ``[flat_params.flat]`` and call :meth:`zero_grad` (not the module's,
+    which would detach the gradient views) before each backward.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.params = list(module.parameters())
+        self.flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in self.params]))
+        self.flat.grad = torch.zeros_like(self.flat)
+        self._data_views, self._grad_views = [], []
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            self._data_views.append(self.flat.data[offset:offset + n].view_as(p))
+            self._grad_views.append(self.flat.grad[offset:offset + n].view_as(p))
+            offset += n
+        for p, d in zip(self.params, self._data_views):
+            p.data = d
+        self.zero_grad()
+
+    def zero_grad(self) -> None:
+        self.flat.grad.zero_()
+        for p, g in zip(self.params, self._grad_views):
+            p.grad = g  # re-attach: cheap, and safe if anything set p.grad to None
+
+    def clip_grad_norm_(self, max_norm: float) -> Tensor:
+        """Scale the gradient to norm at most ``max_norm``; return the norm before clipping (as torch does)."""
+        norm = torch.linalg.vector_norm(self.flat.grad)
+        self.flat.grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+        return norm

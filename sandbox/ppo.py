@@ -17,6 +17,7 @@ mode              rollout forward                 update forward                
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ import torch
 from .config import Config
 from .envs import EpisodeTracker, make_vec_env, reward_threshold
 from .maths import Maths, explained_variance, kl_k3
-from .nets import Agent
+from .nets import Agent, FlatParams
 from .runlog import Clock, RunLog, RunResult, progress_bar
 
 
@@ -78,7 +79,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
     p = cfg.effective_dropout
     agent = Agent(obs.shape[1], act_space, cfg.hidden_sizes, p, cfg.dropout_value, cfg.ortho_init,
                   maths.dropout_mask)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
+    params = FlatParams(agent)  # one tensor for all weights: Adam and the grad clip run as one kernel each
+    optimizer = torch.optim.Adam([params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
     store_masks = cfg.dropout_mode == "consistent" and p > 0
     T, N = cfg.num_steps, cfg.num_envs
     buf = Rollout.allocate(T, N, obs.shape[1], act_space, agent.mask_width if store_masks else 0)
@@ -107,14 +109,17 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
                 message = "reached the reward threshold (--stop-at-threshold)"
                 break
 
-            # 2. Advantages: GAE over the whole rollout; autoreset steps are dropped afterwards.
+            # 2. Values of every visited state in one batched forward, in the rollout's dropout mode (with the
+            #    stored masks in consistent mode), then GAE; autoreset steps are dropped afterwards.
+            obs_flat = torch.from_numpy(buf.obs).flatten(0, 1)
+            buf.values = agent.value(obs_flat, buf.masks.flatten(0, 1) if store_masks else None).view(T, N)
             next_values = torch.cat([buf.values[1:], agent.value(torch.from_numpy(state.obs))[None]])
             advantages, returns = maths.gae(
                 torch.from_numpy(buf.rewards), buf.values, next_values, torch.from_numpy(buf.terminated),
                 torch.from_numpy(buf.dones), cfg.gamma, cfg.gae_lambda)
             idx = torch.from_numpy(np.flatnonzero(buf.valid.reshape(-1)))
             batch = _Batch(
-                obs=torch.from_numpy(buf.obs).flatten(0, 1)[idx],
+                obs=obs_flat[idx],
                 actions=buf.actions.flatten(0, 1)[idx],
                 logp=buf.logp.flatten()[idx],
                 values=buf.values.flatten()[idx],
@@ -125,7 +130,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
 
             # 3. Update: every mode but off runs the update forward in train mode.
             agent.train(cfg.dropout_mode != "off")
-            stats = _ppo_update(agent, optimizer, batch, cfg, clip_coef, maths, update)
+            stats = _ppo_update(agent, params, optimizer, batch, cfg, clip_coef, maths, update)
 
             # 4. Log one row.
             wall = clock()
@@ -185,6 +190,10 @@ class _Batch:
     returns: torch.Tensor
     masks: torch.Tensor | None
 
+    def select(self, idx: torch.Tensor) -> "_Batch":
+        return _Batch(self.obs[idx], self.actions[idx], self.logp[idx], self.values[idx], self.advantages[idx],
+                      self.returns[idx], self.masks[idx] if self.masks is not None else None)
+
 
 def _collect_rollout(envs, agent: Agent, buf: Rollout, state: _RunState, store_masks: bool, clip_action,
                      episodes: EpisodeTracker, threshold: float | None, cfg: Config, log: RunLog,
@@ -195,11 +204,10 @@ def _collect_rollout(envs, agent: Agent, buf: Rollout, state: _RunState, store_m
     for t in range(cfg.num_steps):
         obs_t = torch.from_numpy(state.obs)
         mask = agent.sample_mask(N) if store_masks else None
-        actions, logp, values = agent.act(obs_t, mask)
+        actions, logp = agent.act(obs_t, mask)
         buf.obs[t] = state.obs
         buf.actions[t] = actions
         buf.logp[t] = logp
-        buf.values[t] = values
         if store_masks:
             buf.masks[t] = mask
         valid = ~state.prev_done
@@ -228,66 +236,102 @@ def _collect_rollout(envs, agent: Agent, buf: Rollout, state: _RunState, store_m
     return False
 
 
-def _ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, b: _Batch, cfg: Config, clip_coef: float,
-                maths: Maths, update: int) -> dict[str, float]:
+def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimizer, b: _Batch, cfg: Config,
+                clip_coef: float, maths: Maths, update: int) -> dict[str, float]:
     """``update_epochs`` passes of minibatch gradient steps on the clipped surrogate; returns the metrics."""
     n = b.obs.shape[0]
-    params = [p for g in optimizer.param_groups for p in g["params"]]
     clip_vloss = clip_coef if cfg.clip_vloss else None
-    steps: list[torch.Tensor] = []
-    first: torch.Tensor | None = None
+    seen: list[_Seen] = []  # what each minibatch saw; the metrics are computed from it at the end, in one go
     epochs_done = 0
-    stop = False
+    single = cfg.num_minibatches == 1
+    if single and cfg.norm_adv:  # one minibatch = the whole batch, every epoch: normalise once
+        b = dataclasses.replace(b, advantages=_normalize(b.advantages))
     for epoch in range(cfg.update_epochs):
-        for mb in torch.tensor_split(torch.randperm(n), cfg.num_minibatches):
-            logp, entropy, values = agent.evaluate(b.obs[mb], b.actions[mb],
-                                                   b.masks[mb] if b.masks is not None else None)
-            logratio = logp - b.logp[mb]
+        # One minibatch is the whole batch: the loss is a mean, so shuffling would change nothing.
+        minibatches = [b] if single else [
+            b.select(mb) for mb in torch.tensor_split(torch.randperm(n), cfg.num_minibatches)]
+        for mb in minibatches:
+            logp, entropy, values = agent.evaluate(mb.obs, mb.actions, mb.masks, with_entropy=cfg.ent_coef > 0)
+            logratio = logp - mb.logp
             ratio = logratio.exp()
-            adv = b.advantages[mb]
-            if cfg.norm_adv and len(mb) > 1:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = mb.advantages if single or not cfg.norm_adv else _normalize(mb.advantages)
 
             pg_loss = maths.ppo_loss(ratio, adv, clip_coef).mean()
-            v_loss = maths.value_loss(values, b.values[mb], b.returns[mb], clip_vloss).mean()
+            v_loss = maths.value_loss(values, mb.values, mb.returns, clip_vloss).mean()
             ent = entropy.mean()
-            loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+            loss = pg_loss + cfg.vf_coef * v_loss
+            if cfg.ent_coef > 0:
+                loss = loss - cfg.ent_coef * ent
+            seen.append(_Seen(logratio.detach(), adv, (ent.detach(), pg_loss.detach(), v_loss.detach())))
 
-            with torch.no_grad():  # diagnostics, with the reference maths
-                r = ratio.detach()
-                approx_kl = kl_k3(-logratio.detach()).mean()
-                diag = torch.stack([
-                    (r - 1).abs().mean(), ((r - 1).abs() > clip_coef).float().mean(), approx_kl,
-                    (-logratio.detach()).mean(), ent.detach(), pg_loss.detach(), v_loss.detach(),
-                    (r * adv).var(unbiased=False),
-                ])
-            if first is None:
-                first = diag
-            if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
-                stop = True
-                break
+            if cfg.target_kl is not None and kl_k3(-logratio.detach()).mean().item() > cfg.target_kl:
+                return _update_metrics(seen, clip_coef, epochs_done)  # this minibatch takes no step
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(
                     f"non-finite loss at update {update}, epoch {epoch + 1}: policy_loss={pg_loss.item()}, "
                     f"value_loss={v_loss.item()}, entropy={ent.item()}")
 
-            optimizer.zero_grad(set_to_none=True)
+            params.zero_grad()
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)
             optimizer.step()
-            steps.append(torch.cat([diag, grad_norm.detach()[None]]))
-        if stop:
-            break
         epochs_done += 1
+    return _update_metrics(seen, clip_coef, epochs_done)
 
-    nan = float("nan")
-    means = torch.stack(steps).mean(0).tolist() if steps else [nan] * 9
+
+@dataclass
+class _Seen:
+    """What one minibatch saw: log-ratios, advantages as used in the loss, [entropy, policy loss, value loss],
+    and the gradient norm (None if target_kl stopped the update before this minibatch's step)."""
+
+    logratio: torch.Tensor
+    adv: torch.Tensor
+    scalars: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    grad_norm: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def _update_metrics(seen: list[_Seen], clip_coef: float, epochs_done: int) -> dict[str, float]:
+    """The update's diagnostics with the reference maths: ``first_*`` from the first minibatch (before any
+    gradient step), the rest as means over the minibatches that took a gradient step."""
+    sizes = torch.tensor([len(s.logratio) for s in seen])
+    segment = torch.repeat_interleave(torch.arange(len(seen)), sizes)
+
+    def per_minibatch_mean(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(seen)).index_add_(0, segment, x) / sizes
+
+    logratio = torch.cat([s.logratio for s in seen])
+    ratio = logratio.exp()
+    dev = (ratio - 1).abs()
+    x = ratio * torch.cat([s.adv for s in seen])
+    table = torch.stack([
+        per_minibatch_mean(dev),                        # 0 mean |r - 1|
+        per_minibatch_mean((dev > clip_coef).float()),  # 1 clip fraction
+        per_minibatch_mean(kl_k3(-logratio)),           # 2 approx_kl (k3)
+        per_minibatch_mean(-logratio),                  # 3 old_approx_kl (k1)
+        per_minibatch_mean(x.square()) - per_minibatch_mean(x).square(),  # 4 Var(r * A)
+    ], dim=1)
+    table = torch.cat([table, torch.tensor([[float(x) for x in s.scalars] for s in seen])], dim=1)  # 5 entropy, 6 pg, 7 value
+    stepped = [s.grad_norm is not None for s in seen]
+    first = table[0].tolist()
+    if any(stepped):
+        means = table[torch.tensor(stepped)].mean(0).tolist()
+        grad_norm = torch.stack([s.grad_norm for s in seen if s.grad_norm is not None]).mean().item()
+    else:
+        means, grad_norm = [float("nan")] * table.shape[1], float("nan")
     return {
-        "first_ratio_dev": first[0].item(), "first_clipfrac": first[1].item(), "first_approx_kl": first[2].item(),
-        "clipfrac": means[1], "approx_kl": means[2], "old_approx_kl": means[3], "entropy": means[4],
-        "policy_loss": means[5], "value_loss": means[6], "surrogate_var": means[7], "grad_norm": means[8],
+        "first_ratio_dev": first[0], "first_clipfrac": first[1], "first_approx_kl": first[2],
+        "clipfrac": means[1], "approx_kl": means[2], "old_approx_kl": means[3], "surrogate_var": means[4],
+        "entropy": means[5], "policy_loss": means[6], "value_loss": means[7], "grad_norm": grad_norm,
         "epochs_done": epochs_done,
     }
+
+
+def _normalize(adv: torch.Tensor) -> torch.Tensor:
+    """Advantages to mean 0, std 1 (a single sample is left as it is)."""
+    if len(adv) < 2:
+        return adv
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
 
 
 def _action_clipper(space: gym.Space):
