@@ -35,6 +35,16 @@ def make_vec_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.Vect
     return envs, obs
 
 
+def check_env(env_id: str) -> None:
+    """Raise :class:`ConfigError` unless ``env_id`` is known and has spaces the agents handle (builds one env)."""
+    check_env_id(env_id)
+    env = gym.make(env_id)
+    try:
+        check_spaces(env_id, env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
 def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> None:
     """The agents handle a flat Box observation and a Discrete or Box action."""
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import Config, check_env_id, validate
+from .config import Config, validate
+from .envs import check_env
 from .maths import Maths
 from .runlog import RunLog, RunResult
 
@@ -18,7 +19,7 @@ def train(config: Config, maths: Maths | None = None) -> RunResult:
     :class:`sandbox.ppo.NonFiniteLossError` when a loss turns NaN or infinite (after writing what it had).
     """
     validate(config)
-    check_env_id(config.env)
+    check_env(config.env)  # before the run directory exists: a refused config leaves nothing behind
     torch.set_num_threads(config.torch_threads)
     maths = maths or Maths()
     log = RunLog(config)

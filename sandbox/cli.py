@@ -1,0 +1,211 @@
+"""The ``sandbox`` command: ``train``, ``bench``, ``demo``.
+
+Every flag of ``sandbox train`` is a field of :class:`sandbox.config.Config`; its help is the field's docstring.
+Bad input ends with one line on stderr naming the flag and what it allows, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Annotated, Literal, Sequence
+
+import tyro
+
+from .config import PRESETS, Config, ConfigError, preset
+
+USAGE = """usage: sandbox COMMAND [flags]    (sandbox COMMAND --help for its flags)
+
+commands:
+  train   train one run: sandbox train --algo ppo --env CartPole-v1 --dropout 0.1 --dropout-mode consistent
+  demo    PPO on CartPole with the four dropout modes, 3 seeds each, and a table of the stability metrics
+  bench   benchmarks against a peer: sandbox bench cartpole (our PPO vs stable-baselines3)
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is one line."""
+
+
+def _flag(arg) -> str:
+    try:
+        return "/".join(arg.lowered.name_or_flags) or arg.display_name()
+    except Exception:  # noqa: BLE001 - tyro internals: fall back to a generic name
+        return "argument"
+
+
+def _one_line_errors(event) -> None:
+    """tyro parse-error hook: turn the events we know into a one-line :class:`UsageError`. Unknown events fall
+    through to tyro's own (multi-line) message, which also exits with code 2."""
+    from tyro import _errors as e
+
+    try:
+        if isinstance(event, e.InvalidChoice):
+            raise UsageError(f"{_flag(event.argument)}: invalid choice {event.value!r}; "
+                             f"one of: {', '.join(event.choices)}")
+        if isinstance(event, e.InstantiationFailure):
+            where = _flag(event.argument) if event.argument is not None else "argument"
+            raise UsageError(f"{where}: {event.message}")
+        if isinstance(event, e.BadValue):
+            raise UsageError(f"{_flag(event.argument)}: missing or unexpected value")
+        if isinstance(event, e.UnrecognizedArgs):
+            raise UsageError(f"unrecognized arguments: {' '.join(event.tokens)} (see --help)")
+        if isinstance(event, e.MissingArgs):
+            names = ", ".join(_flag(a.arg) for a in event.missing_arguments)
+            raise UsageError(f"missing required arguments: {names}")
+    except UsageError:
+        raise
+    except Exception:  # noqa: BLE001 - never let our rendering hide tyro's own error
+        return
+
+
+def _parse(cls, args: Sequence[str], prog: str, default=None, description: str | None = None):
+    try:
+        from tyro import _errors
+        hook = _errors.on_parse_error(_one_line_errors)
+    except (ImportError, AttributeError):  # tyro without the hook: its own messages, still exit code 2
+        import contextlib
+        hook = contextlib.nullcontext()
+    with hook:
+        return tyro.cli(cls, args=list(args), prog=prog, default=default, description=description)
+
+
+# --- sandbox train -----------------------------------------------------------------------------------------------
+
+def _split_preset(args: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--preset NAME`` (or ``--preset=NAME``) out of the arguments: presets set defaults, flags win."""
+    rest, name = [], None
+    it = iter(args)
+    for a in it:
+        if a == "--preset":
+            name = next(it, None)
+            if name is None:
+                raise UsageError(f"--preset: needs a name; one of: {', '.join(PRESETS)}")
+        elif a.startswith("--preset="):
+            name = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return name, rest
+
+
+def default_out(cfg: Config) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    env = cfg.env.replace("/", "_").replace(":", "_")
+    return f"runs/{env}-{cfg.algo}-{cfg.dropout_mode}-p{cfg.dropout:g}-s{cfg.seed}-{stamp}"
+
+
+def cmd_train(args: list[str]) -> int:
+    name, rest = _split_preset(args)
+    base = preset(name) if name is not None else Config()
+    description = ("Train one run and write its run directory (config.json, metrics.csv, episodes.csv, "
+                   f"summary.json). --preset NAME starts from a preset ({', '.join(PRESETS)}); flags override it.")
+    cfg = _parse(Config, rest, "sandbox train", default=base, description=description)
+    if cfg.out is None:
+        cfg = cfg.replace(out=default_out(cfg))
+    from .train import train
+
+    result = train(cfg)
+    s = result.summary
+    solved = (f"solved at {s['solved_at_steps']:,} steps / {s['solved_at_s']:.1f} s"
+              if s.get("solved_at_steps") is not None else "not solved")
+    final = f"{s['final_return']:.1f}" if s.get("final_return") is not None else "n/a"
+    print(f"final return {final} | {solved} | {s['env_steps']:,} steps in {s['total_s']:.1f} s | {result.run_dir}")
+    return 0
+
+
+# --- sandbox bench -----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class BenchArgs:
+    """Benchmarks, run side by side with a peer in one command."""
+
+    target: Annotated[Literal["cartpole"], tyro.conf.Positional]
+    """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """Seeds; each system runs once per seed, alternating."""
+    max_steps: int = 100_000
+    """Step budget per run (a run that does not solve counts as unsolved)."""
+    json: str | None = None
+    """Also write the figures to this JSON file."""
+    quiet: bool = False
+    """No progress bar."""
+
+
+def cmd_bench(args: list[str]) -> int:
+    a = _parse(BenchArgs, args, "sandbox bench")
+    if not a.seeds:
+        raise ConfigError("seeds", "needs at least one seed")
+    if a.max_steps <= 0:
+        raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
+    from . import bench
+
+    result = bench.bench_cartpole(a.seeds, a.max_steps, quiet=a.quiet)
+    if a.json:
+        import json
+
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+# --- sandbox demo ------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DemoArgs:
+    """PPO on CartPole-v1 (preset cartpole) with the four dropout modes at p = 0.2, 3 seeds each, run in parallel
+    processes; prints the mean first_ratio_dev, first_clipfrac, final return and time-to-solve per mode."""
+
+    dropout: float = 0.2
+    """Dropout probability for every mode (mode off sets it to 0)."""
+    seeds: int = 3
+    """Seeds per mode (0, 1, ...)."""
+    workers: int = 2
+    """Runs at a time (one process each, one torch thread each)."""
+    total_steps: int = 100_000
+    """Step budget per run."""
+    out: str | None = None
+    """Directory for the run directories, one per mode and seed (default runs/demo-<time>)."""
+    overwrite: bool = False
+    """Replace an existing demo directory."""
+    quiet: bool = False
+    """No progress bar."""
+
+
+def cmd_demo(args: list[str]) -> int:
+    a = _parse(DemoArgs, args, "sandbox demo")
+    from .demo import run_demo
+
+    run_demo(a.dropout, a.seeds, a.workers, a.total_steps, a.out, a.overwrite, a.quiet)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "bench": cmd_bench, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"sandbox: error: unknown command {command!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    from .ppo import NonFiniteLossError
+
+    try:
+        return COMMANDS[command](rest)
+    except (UsageError, ConfigError) as err:
+        print(f"sandbox {command}: error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"sandbox {command}: stopped: {err}. Every row up to the last update was kept.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sandbox {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
