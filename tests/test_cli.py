@@ -1,0 +1,131 @@
+"""The command line: every bad input gives one line naming the flag, exit code 2, no traceback."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox.cli import main
+
+FAST = ["--total-steps", "512", "--quiet"]
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args, flag, allowed", [
+    (["--dropout", "1.5"], "--dropout", "[0, 1)"),
+    (["--dropout", "-0.1"], "--dropout", "[0, 1)"),
+    (["--dropout", "abc"], "--dropout", "float"),
+    (["--env", "CartPole-v9"], "--env", "CartPole-v1"),
+    (["--env", "NoSuchEnv-v0"], "--env", "unknown environment id"),
+    (["--env", "FrozenLake-v1"], "--env", "supported: a 1-D Box"),
+    (["--env", "Blackjack-v1"], "--env", "supported: a 1-D Box"),
+    (["--total-steps", "0"], "--total-steps", "positive integer"),
+    (["--total-steps", "-100"], "--total-steps", "positive integer"),
+    (["--num-envs", "0"], "--num-envs", "positive integer"),
+    (["--num-steps", "0"], "--num-steps", "positive integer"),
+    (["--update-epochs", "0"], "--update-epochs", "positive integer"),
+    (["--dropout-mode", "sometimes"], "--dropout-mode", "off, rollout-eval, naive, consistent"),
+    (["--algo", "a2c"], "--algo", "ppo"),
+    (["--preset", "atari"], "--preset", "cartpole"),
+    (["--learning-rate", "0"], "--learning-rate", "(0, 1]"),
+    (["--gamma", "1.5"], "--gamma", "[0, 1]"),
+    (["--no-such-flag", "1"], "unrecognized arguments", "--no-such-flag"),
+])
+def test_bad_input_is_one_line_naming_the_field(capsys, tmp_path, args, flag, allowed):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", *FAST, "--out", str(out_dir), *args)  # the bad value comes last
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert flag in lines[0] and allowed in lines[0], lines[0]
+    assert not out_dir.exists()  # a refused config writes nothing
+
+
+def test_existing_out_is_refused_unless_overwrite(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    assert run_cli(capsys, "train", "--preset", "cartpole", "--out", str(out_dir), *FAST)[0] == 0
+    before = (out_dir / "metrics.csv").read_text()
+    code, _, err = run_cli(capsys, "train", "--preset", "cartpole", "--out", str(out_dir), *FAST)
+    assert code == 2 and "--out" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (out_dir / "metrics.csv").read_text() == before
+    code, out, _ = run_cli(capsys, "train", "--preset", "cartpole", "--out", str(out_dir), "--seed", "1",
+                           "--overwrite", *FAST)
+    assert code == 0 and json.loads((out_dir / "config.json").read_text())["seed"] == 1
+
+
+def test_preset_sets_defaults_and_flags_override_it(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, _ = run_cli(capsys, "train", "--preset", "cartpole", "--update-epochs", "3", "--dropout", "0.1",
+                           "--dropout-mode", "consistent", "--out", str(out_dir), *FAST)
+    assert code == 0 and str(out_dir) in out
+    cfg = json.loads((out_dir / "config.json").read_text())
+    assert (cfg["num_envs"], cfg["num_steps"], cfg["gae_lambda"], cfg["update_epochs"]) == (8, 32, 0.8, 3)
+    assert (cfg["dropout"], cfg["dropout_mode"], cfg["total_steps"]) == (0.1, "consistent", 512)
+
+
+def test_stop_at_threshold_flag(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "train", "--preset", "cartpole", "--seed", "1", "--stop-at-threshold",
+                           "--out", str(tmp_path / "r"), "--quiet")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert code == 0 and summary["solved_at_steps"] == summary["env_steps"] and "solved at" in out
+
+
+def test_help_shows_field_docstrings(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "--dropout-mode" in text and "stored and reused" in text and "--stop-at-threshold" in text
+
+
+def test_no_command_prints_usage(capsys):
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("launcher", [["sandbox"], [sys.executable, "-m", "sandbox"]])
+def test_real_process_exit_codes_and_no_traceback(tmp_path, launcher):
+    if launcher == ["sandbox"]:
+        launcher = [str(Path(sys.executable).with_name("sandbox"))]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    bad = subprocess.run([*launcher, "train", "--dropout", "2"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    ok = subprocess.run([*launcher, "train", "--out", str(tmp_path / "r"), *FAST], capture_output=True, text=True,
+                        env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "r" / "summary.json").exists()
+
+
+def test_non_finite_loss_exit_code_and_message(capsys, tmp_path, monkeypatch):
+    import sandbox.maths
+
+    def nan_loss(ratio, adv, clip_coef, clip_coef_high=None):
+        return ratio * float("nan")
+
+    monkeypatch.setattr(sandbox.maths.Maths, "__init__", _maths_init_with(ppo_loss=nan_loss))
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), *FAST)
+    assert code == 1 and "non-finite loss" in err and len(err.strip().splitlines()) == 1
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "non-finite-loss"
+
+
+def _maths_init_with(**overrides):
+    import dataclasses
+
+    import sandbox.maths
+
+    fields = {f.name: f.default for f in dataclasses.fields(sandbox.maths.Maths)}
+
+    def init(self, **kw):
+        for k, v in {**fields, **overrides, **kw}.items():
+            object.__setattr__(self, k, v)
+
+    return init
