@@ -140,7 +140,8 @@ class Config:
 PRESETS: dict[str, dict] = {
     # rl-baselines3-zoo hyperparams/ppo.yml, CartPole-v1 (SB3 PPO): n_envs 8, n_steps 32, batch_size 256,
     # gae_lambda 0.8, gamma 0.98, n_epochs 20, ent_coef 0, lr lin_1e-3, clip_range lin_0.2, n_timesteps 1e5.
-    # SB3's remaining defaults: no value clipping, vf_coef 0.5, max_grad_norm 0.5, per-minibatch adv. norm.
+    # SB3's remaining defaults: no value clipping, max_grad_norm 0.5, per-minibatch advantage normalisation, and a
+    # value loss vf_coef * MSE with vf_coef 0.5; ours is vf_coef * 0.5 * MSE (CleanRL), hence vf_coef 1.0 here.
     "cartpole": dict(
         env="CartPole-v1",
         total_steps=100_000,
@@ -156,6 +157,7 @@ PRESETS: dict[str, dict] = {
         clip_coef=0.2,
         anneal_clip=True,
         clip_vloss=False,
+        vf_coef=1.0,
     ),
 }
 

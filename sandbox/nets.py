@@ -132,8 +132,8 @@ class Agent(nn.Module):
         out = self.actor(obs, self._split(mask)[0])
         if self.discrete:
             logp_all = F.log_softmax(out, dim=-1)
-            actions = torch.multinomial(logp_all.exp(), 1)
-            return actions.squeeze(1), logp_all.gather(1, actions).squeeze(1)
+            actions = sample_categorical(logp_all)
+            return actions, logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
         actions = out + self.log_std.exp() * torch.randn_like(out)
         return actions, gaussian_logp(out, self.log_std, actions)
 
@@ -159,6 +159,16 @@ class Agent(nn.Module):
             logp = gaussian_logp(out, self.log_std, actions)
             entropy = (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(out.shape[0])
         return logp, entropy, self.critic(obs, critic_mask).squeeze(1)
+
+
+def sample_categorical(logits: Tensor) -> Tensor:
+    """One action per row, drawn from ``softmax(logits)``: ``(batch, n) -> (batch,)`` of int64.
+
+    The Gumbel-max trick: ``argmax(logits + G)`` with G ~ Gumbel(0, 1) i.i.d. is an exact sample from the softmax
+    (and ``-log E`` with E ~ Exp(1) is Gumbel). Same distribution as ``torch.multinomial(softmax(logits), 1)``, and
+    several times cheaper on the small batches of a rollout, where per-call overhead dominates.
+    """
+    return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
 
 
 def gaussian_logp(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:

@@ -227,3 +227,15 @@ def test_flat_params_match_plain_adam_and_clipping():
 def test_torch_threads_default_to_one():
     sandbox.train(small(total_steps=256))
     assert torch.get_num_threads() == 1
+
+
+def test_sample_categorical_matches_the_softmax():
+    from scipy import stats
+
+    from sandbox.nets import sample_categorical
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5]]).expand(200_000, 4)
+    counts = torch.bincount(sample_categorical(logits), minlength=4).numpy()
+    expected = torch.softmax(logits[0], -1).numpy() * 200_000
+    assert stats.chisquare(counts, expected).pvalue > 1e-3
