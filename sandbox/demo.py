@@ -103,6 +103,6 @@ def run_demo(dropout: float, seeds: int, workers: int, total_steps: int, out: st
     print(summarize(results))
     print(f"\n{len(results)} runs in {time.perf_counter() - t0:.0f} s. first_ratio_dev and first_clipfrac are "
           "means over updates of the first minibatch's |r - 1| and clip fraction, measured before any gradient "
-          "step: they are 0 when the update sees the policy that collected the data (off, consistent), and "
-          "dropout noise otherwise (rollout-eval, naive). Run directories: " + out)
+          "step: they are 0 (below 1e-6: floating-point rounding) when the update sees the policy that collected "
+          "the data (off, consistent), and dropout noise otherwise (rollout-eval, naive). Run directories: " + out)
     return results

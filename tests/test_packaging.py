@@ -58,3 +58,11 @@ def test_ci_runs_make_test_and_nothing_else():
     lines = [x for x in (ROOT / ".ci" / "run").read_text().splitlines() if x and not x.startswith("#")]
     assert lines[-1].strip() == "make test"
     assert not any(re.search(r"\b(pytest|pip)\b", x) for x in lines)
+
+
+def test_readme_documents_every_metric_and_has_no_placeholders():
+    from sandbox.metrics import METRICS
+
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in METRICS)
+    assert not re.search(r"\b[A-Z]+_TABLE\b", readme)
