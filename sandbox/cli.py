@@ -46,7 +46,8 @@ def _one_line_errors(event) -> None:
                              f"one of: {', '.join(event.choices)}")
         if isinstance(event, e.InstantiationFailure):
             where = _flag(event.argument) if event.argument is not None else "argument"
-            raise UsageError(f"{where}: {event.message}")
+            first = next((line.strip() for line in str(event.message).splitlines() if line.strip()), "bad value")
+            raise UsageError(f"{where}: {first}")
         if isinstance(event, e.BadValue):
             raise UsageError(f"{_flag(event.argument)}: missing or unexpected value")
         if isinstance(event, e.UnrecognizedArgs):
@@ -138,6 +139,12 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("seeds", "needs at least one seed")
     if a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
+    if a.json:
+        from pathlib import Path
+
+        parent = Path(a.json).resolve().parent
+        if not parent.is_dir():
+            raise ConfigError("json", f"directory {parent} does not exist")
     from . import bench
 
     result = bench.bench_cartpole(a.seeds, a.max_steps, quiet=a.quiet)

@@ -36,7 +36,8 @@ class Config:
     seed: int = 0
     """Seeds torch, the environments and everything else random."""
     total_steps: int = 100_000
-    """Environment steps to train for (all envs together); also the horizon of the LR and clip annealing."""
+    """Environment steps to train for (all envs together), rounded down to whole batches; also the horizon of the
+    LR and clip annealing."""
 
     # --- PPO ----------------------------------------------------------------------------------------------------
     num_envs: int = 4
@@ -64,7 +65,7 @@ class Config:
     anneal_clip: bool = False
     """Decay clip_coef linearly to 0 over total_steps, as rl-zoo3's 'lin_0.2' does."""
     clip_vloss: bool = True
-    """Clip the value loss around the rollout's values with clip_coef (CleanRL; SB3 does not)."""
+    """Clip the value loss around the rollout's values with clip_coef, never annealed (CleanRL; SB3 does not)."""
     ent_coef: float = 0.01
     """Entropy bonus coefficient (0 to 0.01 typical)."""
     vf_coef: float = 0.5
@@ -197,6 +198,11 @@ def validate(cfg: Config) -> Config:
     _check_finite(cfg, "dropout", 0.0, 1.0, hi_open=True)
     _check_positive(cfg, "total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
                     "torch_threads")
+    if cfg.total_steps < cfg.batch_size:
+        raise ConfigError("total_steps", f"must be at least one batch, num_envs * num_steps = {cfg.batch_size}, "
+                                         f"got {cfg.total_steps}")
+    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
+        raise ConfigError("seed", f"must be an integer in [0, 2**32), got {cfg.seed!r}")
     if cfg.num_minibatches > cfg.batch_size:
         raise ConfigError("num_minibatches", f"must be at most num_envs * num_steps = {cfg.batch_size}, "
                                              f"got {cfg.num_minibatches}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from .config import DROPOUT_MODES, Config, ConfigError, preset
+from .runlog import is_run_dir
 
 _COLUMNS = ("first_ratio_dev", "first_clipfrac", "first_approx_kl", "clipfrac")
 
@@ -90,9 +92,13 @@ def run_demo(dropout: float, seeds: int, workers: int, total_steps: int, out: st
             raise ConfigError(name, f"must be a positive integer, got {value}")
     out = out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     path = Path(out)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         if not overwrite:
             raise ConfigError("out", f"{path} already exists; choose another --out or pass --overwrite")
+        if not path.is_dir() or not all(is_run_dir(p) for p in path.iterdir()):
+            raise ConfigError("out", f"{path} holds files that are not run directories; --overwrite only "
+                                     "replaces a directory of runs")
+        shutil.rmtree(path)  # all of it: no run of an earlier, larger demo is left beside the new ones
     configs = [c.replace(overwrite=overwrite) for c in demo_configs(dropout, seeds, total_steps, out)]
     if not quiet:
         print(f"PPO on CartPole-v1 (preset cartpole), dropout p = {dropout}, modes {', '.join(DROPOUT_MODES)}, "

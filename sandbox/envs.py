@@ -38,7 +38,10 @@ def make_vec_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.Vect
 def check_env(env_id: str) -> None:
     """Raise :class:`ConfigError` unless ``env_id`` is known and has spaces the agents handle (builds one env)."""
     check_env_id(env_id)
-    env = gym.make(env_id)
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as err:  # e.g. DependencyNotInstalled for Box2D or MuJoCo envs
+        raise ConfigError("env", f"{env_id} cannot be built here: {str(err).splitlines()[0]}") from None
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
     finally:

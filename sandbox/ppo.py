@@ -88,7 +88,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
 
     threshold = reward_threshold(cfg.env)
     episodes = EpisodeTracker(N)
-    state = _RunState(obs=obs, prev_done=np.zeros(N, bool))
+    state = _RunState(obs=obs, prev_done=np.zeros(N, bool),
+                      next_mask=agent.sample_mask(N) if store_masks else None)
     bar = progress_bar(cfg.num_updates * cfg.batch_size, cfg.quiet, f"ppo {cfg.env}")
     clock = Clock()
     status, message = "ok", "finished the step budget"
@@ -113,7 +114,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
             #    stored masks in consistent mode), then GAE; autoreset steps are dropped afterwards.
             obs_flat = torch.from_numpy(buf.obs).flatten(0, 1)
             buf.values = agent.value(obs_flat, buf.masks.flatten(0, 1) if store_masks else None).view(T, N)
-            next_values = torch.cat([buf.values[1:], agent.value(torch.from_numpy(state.obs))[None]])
+            bootstrap = agent.value(torch.from_numpy(state.obs), state.next_mask)  # next step's masks if stored
+            next_values = torch.cat([buf.values[1:], bootstrap[None]])
             advantages, returns = maths.gae(
                 torch.from_numpy(buf.rewards), buf.values, next_values, torch.from_numpy(buf.terminated),
                 torch.from_numpy(buf.dones), cfg.gamma, cfg.gae_lambda)
@@ -173,6 +175,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
 class _RunState:
     obs: np.ndarray
     prev_done: np.ndarray
+    next_mask: torch.Tensor | None = None  # consistent mode: the masks of the next step, drawn in advance
     env_steps: int = 0
     solved_at_steps: int | None = None
     solved_at_s: float | None = None
@@ -203,13 +206,14 @@ def _collect_rollout(envs, agent: Agent, buf: Rollout, state: _RunState, store_m
     N = cfg.num_envs
     for t in range(cfg.num_steps):
         obs_t = torch.from_numpy(state.obs)
-        mask = agent.sample_mask(N) if store_masks else None
+        mask = state.next_mask
         actions, logp = agent.act(obs_t, mask)
         buf.obs[t] = state.obs
         buf.actions[t] = actions
         buf.logp[t] = logp
         if store_masks:
             buf.masks[t] = mask
+            state.next_mask = agent.sample_mask(N)  # also the bootstrap value's masks if the rollout ends here
         valid = ~state.prev_done
         buf.valid[t] = valid
 
@@ -240,16 +244,19 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
                 clip_coef: float, maths: Maths, update: int) -> dict[str, float]:
     """``update_epochs`` passes of minibatch gradient steps on the clipped surrogate; returns the metrics."""
     n = b.obs.shape[0]
-    clip_vloss = clip_coef if cfg.clip_vloss else None
+    clip_vloss = cfg.clip_coef if cfg.clip_vloss else None  # never annealed: a value clip of 0 stops the critic
     seen: list[_Seen] = []  # what each minibatch saw; the metrics are computed from it at the end, in one go
     epochs_done = 0
-    single = cfg.num_minibatches == 1
+    if n == 0:  # every step of the rollout was an autoreset step: nothing to learn from
+        return _update_metrics(seen, clip_coef, epochs_done)
+    num_minibatches = min(cfg.num_minibatches, n)
+    single = num_minibatches == 1
     if single and cfg.norm_adv:  # one minibatch = the whole batch, every epoch: normalise once
         b = dataclasses.replace(b, advantages=_normalize(b.advantages))
     for epoch in range(cfg.update_epochs):
         # One minibatch is the whole batch: the loss is a mean, so shuffling would change nothing.
         minibatches = [b] if single else [
-            b.select(mb) for mb in torch.tensor_split(torch.randperm(n), cfg.num_minibatches)]
+            b.select(mb) for mb in torch.tensor_split(torch.randperm(n), num_minibatches)]
         for mb in minibatches:
             logp, entropy, values = agent.evaluate(mb.obs, mb.actions, mb.masks, with_entropy=cfg.ent_coef > 0)
             logratio = logp - mb.logp
@@ -294,6 +301,11 @@ class _Seen:
 def _update_metrics(seen: list[_Seen], clip_coef: float, epochs_done: int) -> dict[str, float]:
     """The update's diagnostics with the reference maths: ``first_*`` from the first minibatch (before any
     gradient step), the rest as means over the minibatches that took a gradient step."""
+    if not seen:
+        nan = float("nan")
+        return {k: nan for k in ("first_ratio_dev", "first_clipfrac", "first_approx_kl", "clipfrac", "approx_kl",
+                                 "old_approx_kl", "surrogate_var", "entropy", "policy_loss", "value_loss",
+                                 "grad_norm")} | {"epochs_done": epochs_done}
     sizes = torch.tensor([len(s.logratio) for s in seen])
     segment = torch.repeat_interleave(torch.arange(len(seen)), sizes)
 

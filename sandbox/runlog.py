@@ -59,17 +59,32 @@ def _clean(v: Any) -> Any:
     return v
 
 
+RUN_FILES = frozenset({"config.json", "metrics.csv", "episodes.csv", "summary.json"})
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory written by a run: ``config.json`` and nothing but the run files (and their temporary files)."""
+    if not path.is_dir():
+        return False
+    names = {p.name for p in path.iterdir()}
+    return "config.json" in names and all(n in RUN_FILES or n.endswith(".tmp") for n in names)
+
+
 def prepare_run_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Create ``out``; refuse a non-empty existing one unless ``overwrite`` (then its contents are removed)."""
+    """Create ``out``. An existing non-empty one is refused, unless ``overwrite`` and it is a run directory (then
+    it is removed first): ``--overwrite`` never deletes anything a run did not write."""
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         if not overwrite:
             raise ConfigError("out", f"{path} already exists; choose another --out or pass --overwrite")
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+        if not is_run_dir(path):
+            raise ConfigError("out", f"{path} exists and is not a run directory (it holds other files); "
+                                     "--overwrite only replaces run directories")
+        shutil.rmtree(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError("out", f"cannot create {path}: {err.strerror}") from None
     return path
 
 

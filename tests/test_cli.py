@@ -38,6 +38,11 @@ def run_cli(capsys, *args):
     (["--learning-rate", "0"], "--learning-rate", "(0, 1]"),
     (["--gamma", "1.5"], "--gamma", "[0, 1]"),
     (["--no-such-flag", "1"], "unrecognized arguments", "--no-such-flag"),
+    (["--seed", "-1"], "--seed", "[0, 2**32)"),
+    (["--env", "LunarLander-v3"], "--env", "cannot be built here"),
+    (["--total-steps", "100"], "--total-steps", "at least one batch"),
+    (["--target-kl", "none"], "--target-kl", "none"),
+    (["--out", "/proc/no/such/dir"], "--out", "cannot create"),
 ])
 def test_bad_input_is_one_line_naming_the_field(capsys, tmp_path, args, flag, allowed):
     out_dir = tmp_path / "run"
@@ -59,6 +64,25 @@ def test_existing_out_is_refused_unless_overwrite(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "train", "--preset", "cartpole", "--out", str(out_dir), "--seed", "1",
                            "--overwrite", *FAST)
     assert code == 0 and json.loads((out_dir / "config.json").read_text())["seed"] == 1
+
+
+def test_overwrite_never_deletes_what_a_run_did_not_write(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("precious")
+    (tmp_path / "old-run").mkdir()
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path), "--overwrite", *FAST)
+    assert code == 2 and "not a run directory" in err
+    assert (tmp_path / "notes.txt").read_text() == "precious" and (tmp_path / "old-run").is_dir()
+
+
+def test_demo_refuses_a_directory_with_other_files(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("precious")
+    code, _, err = run_cli(capsys, "demo", "--out", str(tmp_path), "--overwrite", "--quiet")
+    assert code == 2 and "not run directories" in err and (tmp_path / "notes.txt").exists()
+
+
+def test_bench_checks_the_json_path_before_running(capsys):
+    code, _, err = run_cli(capsys, "bench", "cartpole", "--json", "/no/such/dir/out.json")
+    assert code == 2 and "--json" in err
 
 
 def test_preset_sets_defaults_and_flags_override_it(capsys, tmp_path):

@@ -239,3 +239,35 @@ def test_sample_categorical_matches_the_softmax():
     counts = torch.bincount(sample_categorical(logits), minlength=4).numpy()
     expected = torch.softmax(logits[0], -1).numpy() * 200_000
     assert stats.chisquare(counts, expected).pvalue > 1e-3
+
+
+def test_more_minibatches_than_valid_samples_still_trains():
+    """Autoreset steps are dropped, so a tiny batch can hold fewer samples than minibatches (or none)."""
+    r = sandbox.train(sandbox.Config(num_envs=1, num_steps=16, num_minibatches=16, total_steps=2000, quiet=True))
+    assert r.summary["status"] == "ok" and r.metrics.policy_loss.notna().any()
+
+
+def test_consistent_bootstrap_uses_the_masks_of_the_next_rollouts_first_step():
+    """With dropout in the critic, V(s_T) that closes rollout k must be the value rollout k+1 gives s_T at step 0."""
+    seen = []
+
+    def spy(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
+        seen.append((values[0].clone(), next_values[-1].clone()))
+        return gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda)
+
+    cfg = small(dropout=0.3, dropout_mode="consistent", dropout_value=True, learning_rate=1e-12, total_steps=768)
+    sandbox.train(cfg, maths=Maths(gae=spy))
+    for (_, bootstrap), (first_values, _) in zip(seen, seen[1:]):
+        assert torch.allclose(bootstrap, first_values, atol=1e-5)
+
+
+def test_value_clip_is_not_annealed(monkeypatch):
+    clips = []
+    from sandbox.maths import value_loss
+
+    def spy(values, old_values, returns, clip):
+        clips.append(clip)
+        return value_loss(values, old_values, returns, clip)
+
+    sandbox.train(small(anneal_clip=True, clip_vloss=True), maths=Maths(value_loss=spy))
+    assert set(clips) == {0.2}
