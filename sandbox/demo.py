@@ -44,11 +44,18 @@ def run_parallel(configs: list[Config], workers: int, quiet: bool, desc: str) ->
     results: list[dict | None] = [None] * len(configs)
     bar = tqdm(total=len(configs), desc=desc, unit="run", disable=quiet or not sys.stderr.isatty())
     ctx = mp.get_context("spawn")
-    with ctx.Pool(processes=workers, maxtasksperchild=None) as pool:
+    pool = ctx.Pool(processes=workers)
+    try:
         for i, res in pool.imap_unordered(_indexed_run, list(enumerate(configs))):
             results[i] = res
             bar.update(1)
-    bar.close()
+        pool.close()  # close + join, not terminate: workers exit cleanly and release their semaphores
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+        bar.close()
     return results  # type: ignore[return-value]
 
 
