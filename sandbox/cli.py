@@ -7,6 +7,7 @@ Bad input ends with one line on stderr naming the flag and what it allows, and e
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import time
 from typing import Annotated, Literal, Sequence
@@ -47,6 +48,11 @@ def _one_line_errors(event) -> None:
         if isinstance(event, e.InstantiationFailure):
             where = _flag(event.argument) if event.argument is not None else "argument"
             first = next((line.strip() for line in str(event.message).splitlines() if line.strip()), "bad value")
+            m = re.match(r"no type matching (.+) could be instantiated from \[(.*)\]", first)
+            if m:  # tyro's wording for a union such as float | None
+                kinds = [k.strip("{}").lower() for k in m.group(1).split("|")]
+                first = f"cannot read {m.group(2)} as {' or '.join(k for k in kinds if k != 'none')}" + (
+                    " or None" if "none" in kinds else "")
             raise UsageError(f"{where}: {first}")
         if isinstance(event, e.BadValue):
             raise UsageError(f"{_flag(event.argument)}: missing or unexpected value")

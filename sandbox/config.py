@@ -1,7 +1,9 @@
 """Typed run configuration. Each field's docstring is its ``--help`` text and its documentation.
 
-Defaults follow CleanRL's ``ppo.py``; ``preset("cartpole")`` gives the rl-baselines3-zoo tuned values. Field
-names follow the papers and CleanRL (``clip_coef``, ``gae_lambda``, ``update_epochs``).
+Gym defaults follow CleanRL's ``ppo.py``; ``preset("cartpole")`` gives the rl-baselines3-zoo tuned values. A few
+fields default to None, meaning "the usual value for this algorithm and kind of task" (``FAMILY_DEFAULTS``):
+:func:`resolve` fills them in, and ``config.json`` records the values used. Field names follow the papers and
+CleanRL (``clip_coef``, ``gae_lambda``, ``beta``, ``group_size``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Literal
 
 DropoutMode = Literal["off", "rollout-eval", "naive", "consistent"]
 DROPOUT_MODES: tuple[str, ...] = ("off", "rollout-eval", "naive", "consistent")
-ALGOS: tuple[str, ...] = ("ppo",)
+ALGOS: tuple[str, ...] = ("ppo", "grpo")
+LANG_PREFIX = "lang:"
 
 
 class ConfigError(ValueError):
@@ -29,33 +32,35 @@ class Config:
     """Everything that defines a run. Same config and seed, same metrics."""
 
     # --- what to run -------------------------------------------------------------------------------------------
-    algo: Literal["ppo"] = "ppo"
-    """Algorithm."""
+    algo: Literal["ppo", "grpo"] = "ppo"
+    """Algorithm: ppo (clipped surrogate, value function, GAE) or grpo (group-relative advantages, no value)."""
     env: str = "CartPole-v1"
-    """Gymnasium id with a Box observation space and a Discrete or Box action space."""
+    """A Gymnasium id (Box observations; Discrete or Box actions), or a language task lang:NAME with NAME one of
+    digit, positive, reverse, sort, add, length (run by the tiny transformer from its pretrained reference)."""
     seed: int = 0
     """Seeds torch, the environments and everything else random."""
     total_steps: int = 100_000
-    """Environment steps to train for (all envs together), rounded down to whole batches; also the horizon of the
-    LR and clip annealing."""
+    """Environment steps to train for (all envs together; for language tasks, sampled tokens), rounded down to
+    whole batches; also the horizon of the LR and clip annealing."""
 
     # --- PPO ----------------------------------------------------------------------------------------------------
     num_envs: int = 4
     """Parallel environments (gymnasium vector API; numpy-vectorised where gymnasium offers it)."""
     num_steps: int = 128
     """Steps per environment per rollout; a batch is num_envs * num_steps transitions."""
-    learning_rate: float = 2.5e-4
-    """Adam learning rate (typical 1e-4 to 1e-3)."""
+    learning_rate: float | None = None
+    """Adam learning rate (typical 1e-4 to 1e-3). None: 2.5e-4 on Gym, 1e-3 on language tasks."""
     anneal_lr: bool = True
     """Decay the learning rate linearly to 0 over total_steps."""
     adam_eps: float = 1e-5
     """Adam epsilon (PPO implementations use 1e-5, not PyTorch's 1e-8)."""
-    gamma: float = 0.99
-    """Discount factor (typical 0.98 to 0.999)."""
+    gamma: float | None = None
+    """Discount factor (typical 0.98 to 0.999). None: 0.99 on Gym, 1 on language tasks (reward at the end)."""
     gae_lambda: float = 0.95
     """GAE lambda: 0 = one-step TD, 1 = Monte Carlo (typical 0.8 to 0.95)."""
-    num_minibatches: int = 4
-    """Minibatches per epoch; the batch is split into this many nearly equal parts."""
+    num_minibatches: int | None = None
+    """Minibatches per epoch (per pass for GRPO); the batch is split into this many nearly equal parts.
+    None: 4 for PPO on Gym, 1 otherwise (one gradient step per batch and pass)."""
     update_epochs: int = 4
     """Passes over each batch. More epochs move the policy further from the one that collected the data."""
     norm_adv: bool = True
@@ -66,8 +71,8 @@ class Config:
     """Decay clip_coef linearly to 0 over total_steps, as rl-zoo3's 'lin_0.2' does."""
     clip_vloss: bool = True
     """Clip the value loss around the rollout's values with clip_coef, never annealed (CleanRL; SB3 does not)."""
-    ent_coef: float = 0.01
-    """Entropy bonus coefficient (0 to 0.01 typical)."""
+    ent_coef: float | None = None
+    """Entropy bonus coefficient (0 to 0.01 typical). None: 0.01 for PPO on Gym (CleanRL), 0 otherwise."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
     max_grad_norm: float = 0.5
@@ -76,6 +81,47 @@ class Config:
     """Stop an update's epochs early once a minibatch's approx_kl exceeds this, checked before its gradient step
     (None = never). Noisy dropout modes make this fire for no real reason: watch first_approx_kl."""
 
+    # --- GRPO (Shao et al. 2024) and the language tasks -----------------------------------------------------------
+    group_size: int = 8
+    """G: completions per prompt (episodes per reset seed on Gym) whose rewards are compared with each other."""
+    prompts_per_update: int = 16
+    """Prompts per batch (reset seeds per batch for GRPO on Gym); a batch holds prompts_per_update * group_size
+    completions or episodes."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """GRPO advantage scaling: divide by the group's std, the batch's std, or not at all (none = Dr. GRPO)."""
+    clip_coef_high: float | None = None
+    """Upper clip range eps_high (None = clip_coef; DAPO uses 0.2 low and 0.28 high)."""
+    mu: int = 1
+    """GRPO optimisation passes over each batch (mu in DeepSeekMath, num_iterations in TRL)."""
+    loss_agg: Literal["grpo", "bnpo", "dr_grpo"] = "grpo"
+    """Token loss aggregation (language tasks; steps on Gym): grpo = mean per sequence then over sequences, bnpo =
+    mean over all tokens of the batch, dr_grpo = sum / (sequences * max length)."""
+    drop_equal_groups: bool = False
+    """Leave out groups whose rewards are all equal (they have no signal; DAPO's dynamic sampling)."""
+    mask_truncated: bool = False
+    """Leave out completions that hit the length limit without <eos>."""
+    temperature: float = 1.0
+    """Sampling temperature for language tasks (log-probs are those of the tempered distribution)."""
+    sparse: bool = False
+    """lang:reverse and lang:sort: reward 1 for an exact match only (default: fraction of positions right)."""
+    partial_credit: bool = False
+    """lang:add: reward the fraction of digits right (default: exact match only)."""
+    sft_steps: int = 600
+    """Supervised steps for the language tasks' reference model (cached on disk: see sandbox pretrain)."""
+
+    # --- KL to a frozen reference policy -----------------------------------------------------------------------------
+    beta: float = 0.0
+    """KL coefficient (DeepSeekMath 0.04; TRL's default 0). The reference is the pretrained model (language tasks) or
+    the initial policy (Gym), frozen, in eval mode."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Estimator of KL(pi_theta || pi_ref) in the loss: k1 = log ratio, k2 = log ratio^2 / 2, k3 = r - 1 - log r."""
+    kl_in: Literal["loss", "reward"] = "loss"
+    """Where the KL enters: the loss (GRPO style, differentiable) or the reward (-beta * k1 per token, detached)."""
+    kl_target: float | None = None
+    """Adaptive beta (Ziegler et al. 2019): steer the per-sequence KL towards this target (None = fixed beta)."""
+    kl_horizon: int = 10_000
+    """Horizon of the adaptive beta rule, in samples."""
+
     # --- networks -----------------------------------------------------------------------------------------------
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of both the policy and the value MLP (tanh, separate networks)."""
@@ -83,8 +129,9 @@ class Config:
     """Orthogonal init: hidden layers gain sqrt(2), policy head 0.01, value head 1, biases 0."""
 
     # --- dropout ------------------------------------------------------------------------------------------------
-    dropout: float = 0.0
-    """Dropout probability p after every hidden activation of the policy MLP, in [0, 1)."""
+    dropout: float | None = None
+    """Dropout probability p in [0, 1): after every hidden activation of the policy MLP, or GPT-2's embedding,
+    attention and residual dropout in the transformer. None: 0 on Gym, 0.1 (GPT-2's) on language tasks."""
     dropout_mode: DropoutMode = "naive"
     """How rollouts and updates treat dropout. off: p = 0 everywhere; rollout-eval: no dropout at rollout, fresh
     masks in the update (what SB3 does); naive: fresh masks at rollout and again in the update (PyTorch's
@@ -106,7 +153,16 @@ class Config:
     """Torch intra-op threads. 1 is fastest for these small nets; run seeds in parallel processes instead."""
 
     @property
+    def is_lang(self) -> bool:
+        return self.env.startswith(LANG_PREFIX)
+
+    @property
+    def task_name(self) -> str:
+        return self.env[len(LANG_PREFIX):]
+
+    @property
     def batch_size(self) -> int:
+        """Environment steps per update for PPO on Gym (other trainers count their own)."""
         return self.num_envs * self.num_steps
 
     @property
@@ -115,8 +171,8 @@ class Config:
 
     @property
     def effective_dropout(self) -> float:
-        """The p the dropout layers actually use: 0 in mode ``off``."""
-        return 0.0 if self.dropout_mode == "off" else self.dropout
+        """The p the dropout layers actually use: 0 in mode ``off`` (call on a resolved config)."""
+        return 0.0 if self.dropout_mode == "off" else float(self.dropout)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -189,35 +245,84 @@ def _check_finite(cfg: Config, name: str, lo: float, hi: float, lo_open: bool = 
         raise ConfigError(name, f"must be in {interval}, got {value!r}")
 
 
-def validate(cfg: Config) -> Config:
-    """Check every field that can be checked without building the environment; raise :class:`ConfigError`."""
+FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
+    # (algo, "gym" or "lang") -> the value of every field left at None
+    ("ppo", "gym"): dict(learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0),
+    ("grpo", "gym"): dict(learning_rate=2.5e-4, gamma=0.99, num_minibatches=1, ent_coef=0.0, dropout=0.0),
+    ("ppo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1),
+    ("grpo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1),
+}
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill the fields left at None with their algorithm and task family's defaults (``FAMILY_DEFAULTS``)."""
     if cfg.algo not in ALGOS:
         raise ConfigError("algo", f"unknown algorithm {cfg.algo!r}; one of: {', '.join(ALGOS)}")
-    if cfg.dropout_mode not in DROPOUT_MODES:
-        raise ConfigError("dropout_mode", f"unknown mode {cfg.dropout_mode!r}; one of: {', '.join(DROPOUT_MODES)}")
+    defaults = FAMILY_DEFAULTS[(cfg.algo, "lang" if cfg.is_lang else "gym")]
+    return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+
+
+def _check_choice(cfg: Config, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        raise ConfigError(name, f"unknown value {value!r}; one of: {', '.join(allowed)}")
+
+
+def validate(cfg: Config) -> Config:
+    """Resolve the None defaults, then check every field that can be checked without building the environment;
+    raise :class:`ConfigError` naming the first bad field. Returns the resolved config."""
+    cfg = resolve(cfg)
+    _check_choice(cfg, "dropout_mode", DROPOUT_MODES)
+    _check_choice(cfg, "scale_rewards", ("group", "batch", "none"))
+    _check_choice(cfg, "loss_agg", ("grpo", "bnpo", "dr_grpo"))
+    _check_choice(cfg, "kl_estimator", ("k1", "k2", "k3"))
+    _check_choice(cfg, "kl_in", ("loss", "reward"))
     _check_finite(cfg, "dropout", 0.0, 1.0, hi_open=True)
     _check_positive(cfg, "total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                    "torch_threads")
-    if cfg.total_steps < cfg.batch_size:
-        raise ConfigError("total_steps", f"must be at least one batch, num_envs * num_steps = {cfg.batch_size}, "
-                                         f"got {cfg.total_steps}")
+                    "torch_threads", "prompts_per_update", "mu", "kl_horizon", "sft_steps")
+    if not (isinstance(cfg.group_size, int) and cfg.group_size >= 2):
+        raise ConfigError("group_size", f"must be an integer >= 2 (a group compares completions), "
+                                        f"got {cfg.group_size!r}")
     if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
         raise ConfigError("seed", f"must be an integer in [0, 2**32), got {cfg.seed!r}")
-    if cfg.num_minibatches > cfg.batch_size:
-        raise ConfigError("num_minibatches", f"must be at most num_envs * num_steps = {cfg.batch_size}, "
-                                             f"got {cfg.num_minibatches}")
+    if cfg.algo == "ppo" and not cfg.is_lang:
+        if cfg.total_steps < cfg.batch_size:
+            raise ConfigError("total_steps", f"must be at least one batch, num_envs * num_steps = "
+                                             f"{cfg.batch_size}, got {cfg.total_steps}")
+        if cfg.num_minibatches > cfg.batch_size:
+            raise ConfigError("num_minibatches", f"must be at most num_envs * num_steps = {cfg.batch_size}, "
+                                                 f"got {cfg.num_minibatches}")
+    elif cfg.dropout_value:
+        raise ConfigError("dropout_value", "only for PPO on Gym (elsewhere there is no separate value network)")
     _check_finite(cfg, "learning_rate", 0.0, 1.0, lo_open=True)
     _check_finite(cfg, "gamma", 0.0, 1.0)
     _check_finite(cfg, "gae_lambda", 0.0, 1.0)
     _check_finite(cfg, "clip_coef", 0.0, 10.0, lo_open=True)
+    if cfg.clip_coef_high is not None:
+        _check_finite(cfg, "clip_coef_high", 0.0, 10.0, lo_open=True)
     _check_finite(cfg, "ent_coef", 0.0, 10.0)
     _check_finite(cfg, "vf_coef", 0.0, 100.0)
     _check_finite(cfg, "max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
     _check_finite(cfg, "adam_eps", 0.0, 1.0, lo_open=True)
-    if cfg.target_kl is not None:
-        _check_finite(cfg, "target_kl", 0.0, math.inf, lo_open=True, hi_open=True)
+    _check_finite(cfg, "beta", 0.0, math.inf, hi_open=True)
+    _check_finite(cfg, "temperature", 0.0, 100.0, lo_open=True)
+    for name in ("target_kl", "kl_target"):
+        if getattr(cfg, name) is not None:
+            _check_finite(cfg, name, 0.0, math.inf, lo_open=True, hi_open=True)
+    if cfg.kl_target is not None and cfg.beta == 0:
+        raise ConfigError("kl_target", "adapts beta, so it needs --beta > 0 to start from")
     if not cfg.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in cfg.hidden_sizes):
         raise ConfigError("hidden_sizes", f"must be one or more positive integers, got {cfg.hidden_sizes!r}")
+    if cfg.is_lang:
+        from .lang.tasks import TASK_NAMES
+
+        if cfg.task_name not in TASK_NAMES:
+            raise ConfigError("env", f"unknown language task {cfg.task_name!r}; one of: "
+                                     f"{', '.join(LANG_PREFIX + t for t in TASK_NAMES)}")
+    if cfg.sparse and cfg.env not in ("lang:reverse", "lang:sort"):
+        raise ConfigError("sparse", f"only for lang:reverse and lang:sort, not {cfg.env}")
+    if cfg.partial_credit and cfg.env != "lang:add":
+        raise ConfigError("partial_credit", f"only for lang:add, not {cfg.env}")
     return cfg
 
 

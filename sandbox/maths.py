@@ -26,6 +26,11 @@ from torch import Tensor
 
 __all__ = [
     "Maths",
+    "adaptive_beta",
+    "aggregate_loss",
+    "group_advantages",
+    "kl_k1",
+    "kl_k2",
     "dropout_mask",
     "explained_variance",
     "gae",
@@ -118,6 +123,77 @@ def kl_k3(log_ratio: Tensor) -> Tensor:
     return torch.expm1(-log_ratio) + log_ratio
 
 
+def kl_k1(log_ratio: Tensor) -> Tensor:
+    """Per-sample k1 estimator of KL(p || q) for x ~ p: ``log_ratio = log p(x) - log q(x)`` itself.
+
+    Unbiased but often negative per sample. As a *loss* its expected gradient is zero: it measures, it does not pull.
+    """
+    return log_ratio
+
+
+def kl_k2(log_ratio: Tensor) -> Tensor:
+    """Per-sample k2 estimator ``0.5 * log_ratio^2``: biased, low variance, always >= 0. As a loss its gradient is
+    the gradient of the reverse KL, KL(pi_theta || pi_ref)."""
+    return 0.5 * log_ratio.square()
+
+
+def group_advantages(rewards: Tensor, scale_rewards: str = "group", eps: float = 1e-4) -> Tensor:
+    """GRPO advantages (Shao et al. 2024): each reward minus its group's mean, scaled.
+
+    ``rewards (n_groups, G)``: G completions (or episodes) per prompt. Returns the same shape:
+
+    - ``group``: ``(R - mean_group) / (std_group + eps)`` (DeepSeekMath);
+    - ``batch``: ``(R - mean_group) / (std_batch + eps)`` (TRL's ``scale_rewards="batch"``);
+    - ``none``:  ``R - mean_group`` (Dr. GRPO: the division by std favours easy and hopeless prompts).
+
+    std is the sample standard deviation (n - 1), as in TRL. A group whose rewards are all equal gets advantage 0
+    everywhere: it teaches nothing (``zero_std_frac`` in the metrics counts them).
+    """
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if scale_rewards == "group":
+        return centred / (rewards.std(dim=1, keepdim=True) + eps)
+    if scale_rewards == "batch":
+        return centred / (rewards.std() + eps)
+    if scale_rewards == "none":
+        return centred
+    raise ValueError(f"scale_rewards must be group, batch or none, got {scale_rewards!r}")
+
+
+def aggregate_loss(per_token: Tensor, mask: Tensor, mode: str = "grpo", max_len: int | None = None) -> Tensor:
+    """Reduce a per-token loss ``(B, T)`` to a scalar over the tokens where ``mask (B, T)`` is 1.
+
+    - ``grpo``: mean over each sequence's tokens, then mean over sequences (a long sequence's tokens weigh less);
+    - ``bnpo``: sum over all tokens / number of tokens in the batch (every token weighs the same);
+    - ``dr_grpo``: sum over all tokens / (B * max_len), a constant (Dr. GRPO: no length normalisation at all).
+
+    ``max_len`` defaults to T. Sequences with no token count for nothing (they are left out of ``grpo``'s mean).
+    The trap: ``grpo`` makes every sequence weigh the same, so a wrong long answer is punished less per token than a
+    wrong short one, which biases length (the ``length`` task shows it).
+    """
+    mask = mask.to(per_token.dtype)
+    masked = per_token * mask
+    if mode == "grpo":
+        n = mask.sum(dim=1)
+        has = n > 0
+        return (masked.sum(dim=1)[has] / n[has]).mean() if bool(has.any()) else masked.sum() * 0.0
+    if mode == "bnpo":
+        return masked.sum() / mask.sum().clamp(min=1.0)
+    if mode == "dr_grpo":
+        return masked.sum() / (per_token.shape[0] * (max_len or per_token.shape[1]))
+    raise ValueError(f"loss aggregation must be grpo, bnpo or dr_grpo, got {mode!r}")
+
+
+def adaptive_beta(beta: float, kl: float, kl_target: float, horizon: int, n_steps: int) -> float:
+    """Ziegler et al. (2019)'s adaptive KL coefficient, once per update.
+
+    ``e = clip(kl / kl_target - 1, -0.2, 0.2)``; ``beta * (1 + e * n_steps / horizon)``. ``kl`` is the batch mean
+    of the per-sequence summed k1; ``n_steps`` the number of samples in the batch. Beta grows when the policy is
+    further from the reference than the target, shrinks when it is closer, by at most 20% of n_steps / horizon.
+    """
+    error = min(max(kl / kl_target - 1.0, -0.2), 0.2)
+    return beta * (1.0 + error * n_steps / horizon)
+
+
 def dropout_mask(shape: tuple[int, ...], p: float, generator: torch.Generator | None = None) -> Tensor:
     """An inverted-dropout mask: each entry is 0 with probability ``p``, else ``1 / (1 - p)``.
 
@@ -154,7 +230,18 @@ class Maths:
     """``ppo_loss(ratio, advantages, clip_coef, clip_coef_high=None) -> per-sample loss``."""
     value_loss: Callable[..., Tensor] = value_loss
     """``value_loss(values, old_values, returns, clip_coef_or_None) -> per-sample loss``."""
+    kl_k1: Callable[[Tensor], Tensor] = kl_k1
+    """``kl_k1(log_ratio) -> per-sample k1``."""
+    kl_k2: Callable[[Tensor], Tensor] = kl_k2
+    """``kl_k2(log_ratio) -> per-sample k2``."""
     kl_k3: Callable[[Tensor], Tensor] = kl_k3
-    """``kl_k3(log_ratio) -> per-sample k3`` (used where KL enters the loss; diagnostics use the reference)."""
+    """``kl_k3(log_ratio) -> per-sample k3``. The trainers take k1/k2/k3 from here where KL enters a loss or a
+    reward; the measured ``kl_ref`` and ``approx_kl`` use the reference functions."""
+    group_advantages: Callable[..., Tensor] = group_advantages
+    """``group_advantages(rewards (n_groups, G), scale_rewards) -> advantages (n_groups, G)``."""
+    aggregate_loss: Callable[..., Tensor] = aggregate_loss
+    """``aggregate_loss(per_token (B, T), mask (B, T), mode, max_len=None) -> scalar``."""
+    adaptive_beta: Callable[..., float] = adaptive_beta
+    """``adaptive_beta(beta, kl, kl_target, horizon, n_steps) -> new beta``."""
     dropout_mask: Callable[..., Tensor] = dropout_mask
     """``dropout_mask(shape, p) -> mask`` of zeros and ``1/(1-p)``; every dropout layer draws from it."""

@@ -27,6 +27,7 @@ import torch
 
 from .config import Config
 from .envs import EpisodeTracker, make_vec_env, reward_threshold
+from .diagnostics import Seen, update_metrics
 from .maths import Maths, explained_variance, kl_k3
 from .nets import Agent, FlatParams
 from .runlog import Clock, RunLog, RunResult, progress_bar
@@ -245,10 +246,10 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
     """``update_epochs`` passes of minibatch gradient steps on the clipped surrogate; returns the metrics."""
     n = b.obs.shape[0]
     clip_vloss = cfg.clip_coef if cfg.clip_vloss else None  # never annealed: a value clip of 0 stops the critic
-    seen: list[_Seen] = []  # what each minibatch saw; the metrics are computed from it at the end, in one go
+    seen: list[Seen] = []  # what each minibatch saw; the metrics are computed from it at the end, in one go
     epochs_done = 0
     if n == 0:  # every step of the rollout was an autoreset step: nothing to learn from
-        return _update_metrics(seen, clip_coef, epochs_done)
+        return update_metrics(seen, clip_coef, epochs_done)
     num_minibatches = min(cfg.num_minibatches, n)
     single = num_minibatches == 1
     if single and cfg.norm_adv:  # one minibatch = the whole batch, every epoch: normalise once
@@ -269,10 +270,10 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
             loss = pg_loss + cfg.vf_coef * v_loss
             if cfg.ent_coef > 0:
                 loss = loss - cfg.ent_coef * ent
-            seen.append(_Seen(logratio.detach(), adv, (ent.detach(), pg_loss.detach(), v_loss.detach())))
+            seen.append(Seen(logratio.detach(), adv, (ent.detach(), pg_loss.detach(), v_loss.detach())))
 
             if cfg.target_kl is not None and kl_k3(-logratio.detach()).mean().item() > cfg.target_kl:
-                return _update_metrics(seen, clip_coef, epochs_done)  # this minibatch takes no step
+                return update_metrics(seen, clip_coef, epochs_done)  # this minibatch takes no step
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(
                     f"non-finite loss at update {update}, epoch {epoch + 1}: policy_loss={pg_loss.item()}, "
@@ -283,60 +284,7 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
             seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)
             optimizer.step()
         epochs_done += 1
-    return _update_metrics(seen, clip_coef, epochs_done)
-
-
-@dataclass
-class _Seen:
-    """What one minibatch saw: log-ratios, advantages as used in the loss, [entropy, policy loss, value loss],
-    and the gradient norm (None if target_kl stopped the update before this minibatch's step)."""
-
-    logratio: torch.Tensor
-    adv: torch.Tensor
-    scalars: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    grad_norm: torch.Tensor | None = None
-
-
-@torch.no_grad()
-def _update_metrics(seen: list[_Seen], clip_coef: float, epochs_done: int) -> dict[str, float]:
-    """The update's diagnostics with the reference maths: ``first_*`` from the first minibatch (before any
-    gradient step), the rest as means over the minibatches that took a gradient step."""
-    if not seen:
-        nan = float("nan")
-        return {k: nan for k in ("first_ratio_dev", "first_clipfrac", "first_approx_kl", "clipfrac", "approx_kl",
-                                 "old_approx_kl", "surrogate_var", "entropy", "policy_loss", "value_loss",
-                                 "grad_norm")} | {"epochs_done": epochs_done}
-    sizes = torch.tensor([len(s.logratio) for s in seen])
-    segment = torch.repeat_interleave(torch.arange(len(seen)), sizes)
-
-    def per_minibatch_mean(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(len(seen)).index_add_(0, segment, x) / sizes
-
-    logratio = torch.cat([s.logratio for s in seen])
-    ratio = logratio.exp()
-    dev = (ratio - 1).abs()
-    x = ratio * torch.cat([s.adv for s in seen])
-    table = torch.stack([
-        per_minibatch_mean(dev),                        # 0 mean |r - 1|
-        per_minibatch_mean((dev > clip_coef).float()),  # 1 clip fraction
-        per_minibatch_mean(kl_k3(-logratio)),           # 2 approx_kl (k3)
-        per_minibatch_mean(-logratio),                  # 3 old_approx_kl (k1)
-        per_minibatch_mean(x.square()) - per_minibatch_mean(x).square(),  # 4 Var(r * A)
-    ], dim=1)
-    table = torch.cat([table, torch.tensor([[float(x) for x in s.scalars] for s in seen])], dim=1)  # 5 entropy, 6 pg, 7 value
-    stepped = [s.grad_norm is not None for s in seen]
-    first = table[0].tolist()
-    if any(stepped):
-        means = table[torch.tensor(stepped)].mean(0).tolist()
-        grad_norm = torch.stack([s.grad_norm for s in seen if s.grad_norm is not None]).mean().item()
-    else:
-        means, grad_norm = [float("nan")] * table.shape[1], float("nan")
-    return {
-        "first_ratio_dev": first[0], "first_clipfrac": first[1], "first_approx_kl": first[2],
-        "clipfrac": means[1], "approx_kl": means[2], "old_approx_kl": means[3], "surrogate_var": means[4],
-        "entropy": means[5], "policy_loss": means[6], "value_loss": means[7], "grad_norm": grad_norm,
-        "epochs_done": epochs_done,
-    }
+    return update_metrics(seen, clip_coef, epochs_done)
 
 
 def _normalize(adv: torch.Tensor) -> torch.Tensor:

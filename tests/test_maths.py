@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from sandbox.maths import Maths, dropout_mask, explained_variance, gae, kl_k3, ppo_loss, value_loss
+from sandbox.maths import (Maths, adaptive_beta, aggregate_loss, dropout_mask, explained_variance, gae,
+                           group_advantages, kl_k1, kl_k2, kl_k3, ppo_loss, value_loss)
 
 
 def t(*xs):
@@ -102,3 +103,48 @@ def test_maths_seam_defaults_are_the_reference_functions():
     m = Maths()
     assert (m.gae, m.ppo_loss, m.value_loss, m.kl_k3, m.dropout_mask) == (gae, ppo_loss, value_loss, kl_k3,
                                                                           dropout_mask)
+    assert (m.kl_k1, m.kl_k2, m.group_advantages, m.aggregate_loss, m.adaptive_beta) == (
+        kl_k1, kl_k2, group_advantages, aggregate_loss, adaptive_beta)
+
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    # group: mean 2, sample std 1 -> (-1, 0, 1) / 1.0001; an all-equal group gets 0
+    assert group_advantages(rewards, "group").tolist() == [pytest.approx([-1 / 1.0001, 0, 1 / 1.0001]),
+                                                           [0.0, 0.0, 0.0]]
+    # batch: same centring, divided by the sample std of all six rewards, sqrt(8 / 5)
+    s = math.sqrt(8 / 5) + 1e-4
+    assert group_advantages(rewards, "batch").tolist() == [pytest.approx([-1 / s, 0, 1 / s]), [0.0, 0.0, 0.0]]
+    # none (Dr. GRPO): centring only
+    assert group_advantages(rewards, "none").tolist() == [[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    with pytest.raises(ValueError):
+        group_advantages(rewards, "median")
+
+
+def test_loss_aggregations_by_hand_with_unequal_lengths():
+    per_token = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 99.0, 99.0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert aggregate_loss(per_token, mask, "grpo").item() == pytest.approx((2.5 + 15.0) / 2)  # per sequence
+    assert aggregate_loss(per_token, mask, "bnpo").item() == pytest.approx(40.0 / 6)  # per token
+    assert aggregate_loss(per_token, mask, "dr_grpo").item() == pytest.approx(40.0 / (2 * 4))  # constant
+    assert aggregate_loss(per_token, mask, "dr_grpo", max_len=10).item() == pytest.approx(2.0)
+    empty = torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]])
+    assert aggregate_loss(per_token, empty, "grpo").item() == pytest.approx(2.5)
+
+
+def test_kl_estimators_by_hand():
+    x = torch.tensor([0.0, math.log(2), -math.log(2)])
+    assert kl_k1(x).tolist() == pytest.approx([0.0, math.log(2), -math.log(2)])
+    assert kl_k2(x).tolist() == pytest.approx([0.0, 0.5 * math.log(2) ** 2, 0.5 * math.log(2) ** 2])
+    assert kl_k3(x).tolist() == pytest.approx([0.0, 0.5 - 1 + math.log(2), 2 - 1 - math.log(2)])
+    assert (kl_k2(torch.randn(1000) * 5) >= 0).all()
+
+
+def test_adaptive_beta_by_hand():
+    # KL twice the target: the error is clipped to +0.2, beta grows by 0.2 * 256 / 10000
+    assert adaptive_beta(0.1, kl=12.0, kl_target=6.0, horizon=10_000, n_steps=256) == pytest.approx(
+        0.1 * (1 + 0.2 * 0.0256))
+    # KL a little under the target: error -0.05, beta shrinks a little
+    assert adaptive_beta(0.1, kl=5.7, kl_target=6.0, horizon=10_000, n_steps=256) == pytest.approx(
+        0.1 * (1 - 0.05 * 0.0256))
+    assert adaptive_beta(0.1, kl=0.0, kl_target=6.0, horizon=100, n_steps=100) == pytest.approx(0.08)

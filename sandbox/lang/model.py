@@ -1,0 +1,215 @@
+"""A tiny GPT-2: causal transformer with GPT-2's dropout, masks that can be handed in, and KV-cached sampling.
+
+GPT-2's three dropouts: on the embeddings (token + position), on the attention probabilities, and on the residual
+branches (after the attention projection and after the MLP). Like :class:`sandbox.nets.DropoutMLP`, each draws fresh
+masks in ``train()`` mode, none in ``eval()`` mode, or uses the :class:`SeqMasks` it is given. ``consistent`` dropout
+draws one ``SeqMasks`` for every position of every sequence before sampling; the sampler (one position at a time,
+with a KV cache) and the update (all positions at once) index the same tensors, so both see the same network.
+
+The layout matches Hugging Face's ``GPT2LMHeadModel`` (pre-LayerNorm blocks, learned positions, GELU MLP, tied
+input/output embeddings), so :func:`to_hf_gpt2_state_dict` can hand the same weights to TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..maths import dropout_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    max_len: int
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    dropout: float = 0.1
+
+
+@dataclasses.dataclass
+class SeqMasks:
+    """Dropout masks for every position: ``emb (B, T, d)``, per layer ``attn (B, H, T, T)`` (query row t = the
+    mask of position t's attention), ``resid_attn (B, T, d)`` and ``resid_mlp (B, T, d)``."""
+
+    emb: Tensor
+    attn: list[Tensor]
+    resid_attn: list[Tensor]
+    resid_mlp: list[Tensor]
+
+    def index(self, idx) -> "SeqMasks":
+        """The masks of the sequences ``idx`` (a batch index)."""
+        return SeqMasks(self.emb[idx], [a[idx] for a in self.attn], [r[idx] for r in self.resid_attn],
+                        [r[idx] for r in self.resid_mlp])
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.ln_1 = nn.LayerNorm(d)
+        self.c_attn = nn.Linear(d, 3 * d)
+        self.c_proj = nn.Linear(d, d)
+        self.ln_2 = nn.LayerNorm(d)
+        self.c_fc = nn.Linear(d, 4 * d)
+        self.mlp_proj = nn.Linear(4 * d, d)
+
+    def forward(self, x: Tensor, start: int, past: tuple[Tensor, Tensor] | None, drop: "_Dropper", layer: int):
+        """``x (B, t, d)`` holds positions ``start .. start + t - 1``; ``past`` their predecessors' keys/values."""
+        B, t, d = x.shape
+        H = self.n_heads
+        q, k, v = self.c_attn(self.ln_1(x)).split(d, dim=2)
+        q, k, v = (z.view(B, t, H, d // H).transpose(1, 2) for z in (q, k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        end = start + t
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // H)
+        causal = torch.ones(t, end, dtype=torch.bool).tril(diagonal=start)
+        probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        probs = drop.attn(probs, layer, start, end)
+        y = (probs @ v).transpose(1, 2).reshape(B, t, d)
+        x = x + drop.resid(self.c_proj(y), "resid_attn", layer, start, end)
+        x = x + drop.resid(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh")), "resid_mlp", layer,
+                           start, end)
+        return x, (k, v)
+
+
+class TinyGPT(nn.Module):
+    """``forward(tokens, masks=None, past=None, start=0) -> (logits, hidden, present)``.
+
+    ``tokens (B, t)`` are positions ``start .. start + t - 1``; ``past`` is the KV cache of the earlier positions
+    (from a previous call's ``present``). ``value_head`` (for PPO) is a linear layer on the final hidden states,
+    created with ``with_value_head=True``; the reference model never has one.
+    """
+
+    def __init__(self, cfg: ModelConfig, with_value_head: bool = False,
+                 mask_fn: Callable[..., Tensor] = dropout_mask):
+        super().__init__()
+        self.cfg = cfg
+        self.p = cfg.dropout
+        self.mask_fn = mask_fn
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.value_head = nn.Linear(cfg.d_model, 1) if with_value_head else None
+        self.apply(self._init)
+        for block in self.blocks:  # GPT-2: residual projections scaled by 1/sqrt(2 * n_layers)
+            for proj in (block.c_proj, block.mlp_proj):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def set_dropout(self, p: float) -> None:
+        self.p = p
+
+    def sample_masks(self, batch: int, length: int | None = None) -> SeqMasks:
+        """Masks for ``batch`` whole sequences of ``length`` positions (default: ``max_len``)."""
+        T = length or self.cfg.max_len
+        d, H, L = self.cfg.d_model, self.cfg.n_heads, self.cfg.n_layers
+        f = self.mask_fn
+        return SeqMasks(f((batch, T, d), self.p), [f((batch, H, T, T), self.p) for _ in range(L)],
+                        [f((batch, T, d), self.p) for _ in range(L)], [f((batch, T, d), self.p) for _ in range(L)])
+
+    def forward(self, tokens: Tensor, masks: SeqMasks | None = None, past: list | None = None, start: int = 0):
+        drop = _Dropper(self, masks)
+        B, t = tokens.shape
+        pos = torch.arange(start, start + t)
+        x = drop.resid(self.wte(tokens) + self.wpe(pos), "emb", None, start, start + t)
+        present = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, start, past[i] if past is not None else None, drop, i)
+            present.append(kv)
+        h = self.ln_f(x)
+        return F.linear(h, self.wte.weight), h, present
+
+    def value(self, hidden: Tensor) -> Tensor:
+        return self.value_head(hidden).squeeze(-1)
+
+
+class _Dropper:
+    """Applies one forward pass's dropout: the given masks, fresh ones (train mode, p > 0), or none."""
+
+    def __init__(self, model: TinyGPT, masks: SeqMasks | None):
+        self.masks = masks
+        self.fresh = masks is None and model.training and model.p > 0
+        self.p = model.p
+        self.mask_fn = model.mask_fn
+
+    def resid(self, x: Tensor, kind: str, layer: int | None, start: int, end: int) -> Tensor:
+        if self.masks is not None:
+            m = self.masks.emb if kind == "emb" else getattr(self.masks, kind)[layer]
+            return x * m[:, start:end]
+        if self.fresh:
+            return x * self.mask_fn(x.shape, self.p)
+        return x
+
+    def attn(self, probs: Tensor, layer: int, start: int, end: int) -> Tensor:
+        if self.masks is not None:
+            return probs * self.masks.attn[layer][:, :, start:end, :end]
+        if self.fresh:
+            return probs * self.mask_fn(probs.shape, self.p)
+        return probs
+
+
+@torch.no_grad()
+def sample(model: TinyGPT, prompts: Tensor, max_new_tokens: int, temperature: float = 1.0,
+           masks: SeqMasks | None = None) -> tuple[Tensor, Tensor]:
+    """Sample completions for ``prompts (B, P)`` with a KV cache: ``(completions (B, n), logp (B, n))``.
+
+    ``logp`` is the log-probability of each sampled token under the temperature-scaled distribution it was drawn
+    from, from the same forward pass. After a sequence emits ``<eos>`` it is padded with ``<pad>`` (logp 0).
+    The model's train/eval mode decides the dropout, or ``masks`` when given.
+    """
+    from .tasks import EOS, PAD
+    from ..nets import sample_categorical
+
+    B, P = prompts.shape
+    logits, _, past = model(prompts, masks, None, 0)
+    nxt = logits[:, -1]
+    tokens = torch.full((B, max_new_tokens), PAD, dtype=torch.long)
+    logps = torch.zeros(B, max_new_tokens)
+    done = torch.zeros(B, dtype=torch.bool)
+    for i in range(max_new_tokens):
+        logp_all = F.log_softmax(nxt / temperature, dim=-1)
+        tok = sample_categorical(logp_all)
+        lp = logp_all.gather(1, tok[:, None]).squeeze(1)
+        tokens[:, i] = torch.where(done, PAD, tok)
+        logps[:, i] = torch.where(done, 0.0, lp)
+        done = done | (tok == EOS)
+        if bool(done.all()) or i == max_new_tokens - 1:
+            break
+        logits, _, past = model(tokens[:, i:i + 1], masks, past, P + i)
+        nxt = logits[:, -1]
+    return tokens, logps
+
+
+def to_hf_gpt2_state_dict(model: TinyGPT) -> dict[str, Tensor]:
+    """The weights under Hugging Face ``GPT2LMHeadModel`` names (its Conv1D stores ``(in, out)``)."""
+    sd = {"transformer.wte.weight": model.wte.weight, "transformer.wpe.weight": model.wpe.weight,
+          "transformer.ln_f.weight": model.ln_f.weight, "transformer.ln_f.bias": model.ln_f.bias,
+          "lm_head.weight": model.wte.weight}
+    for i, b in enumerate(model.blocks):
+        p = f"transformer.h.{i}."
+        sd.update({
+            p + "ln_1.weight": b.ln_1.weight, p + "ln_1.bias": b.ln_1.bias,
+            p + "ln_2.weight": b.ln_2.weight, p + "ln_2.bias": b.ln_2.bias,
+            p + "attn.c_attn.weight": b.c_attn.weight.t(), p + "attn.c_attn.bias": b.c_attn.bias,
+            p + "attn.c_proj.weight": b.c_proj.weight.t(), p + "attn.c_proj.bias": b.c_proj.bias,
+            p + "mlp.c_fc.weight": b.c_fc.weight.t(), p + "mlp.c_fc.bias": b.c_fc.bias,
+            p + "mlp.c_proj.weight": b.mlp_proj.weight.t(), p + "mlp.c_proj.bias": b.mlp_proj.bias,
+        })
+    return {k: v.detach().clone().contiguous() for k, v in sd.items()}

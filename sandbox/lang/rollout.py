@@ -1,0 +1,88 @@
+"""Sampling a batch of completions for the RL trainers on the language tasks, and scoring it.
+
+``sample_groups`` draws ``n_prompts`` prompts, ``G`` completions each, from the current policy in the dropout mode's
+rollout setting, scores them with the task's reward, and evaluates the frozen reference on them.
+
+Where ``logp_old`` comes from (the log-probability of each sampled token under the policy that sampled it):
+- ``naive``: the sampler's own log-probs. Its masks were drawn and thrown away, so no other forward pass can
+  reproduce them: this is the only true ``logp_old``.
+- ``off``, ``rollout-eval``, ``consistent``: the sampling network is deterministic given its masks (none, none, the
+  stored ones), so ``logp_old`` is recomputed in one batched forward over whole sequences. Same numbers up to float
+  rounding, and exactly the numbers the update computes before its first step, so the first ratio is exactly 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .model import SeqMasks, TinyGPT, sample
+from .tasks import EOS, Task
+
+
+@dataclasses.dataclass
+class LangBatch:
+    """``B = n_prompts * G`` sequences; completion tensors are ``(B, n)`` with ``n = max_new_tokens``."""
+
+    prompts: Tensor       # (B, P) int64, each prompt repeated G times in a row
+    completions: Tensor   # (B, n) int64, <pad> after <eos>
+    logp_old: Tensor      # (B, n) log-prob of each token under the sampling policy
+    ref_logp: Tensor      # (B, n) under the frozen reference (eval mode)
+    mask: Tensor          # (B, n) bool: the completion's tokens, <eos> included
+    truncated: Tensor     # (B,) bool: reached max_new_tokens without <eos>
+    rewards: Tensor       # (B,) float32 task reward
+    lengths: Tensor       # (B,) tokens generated (<eos> included)
+    masks: SeqMasks | None  # consistent mode: the dropout masks of every position
+    group_size: int
+
+    @property
+    def tokens(self) -> Tensor:
+        return torch.cat([self.prompts, self.completions], dim=1)
+
+
+def sequence_logp(model: TinyGPT, tokens: Tensor, prompt_len: int, temperature: float,
+                  masks: SeqMasks | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward over whole sequences ``tokens (B, P + n)``: ``(logp (B, n), entropy (B, n), hidden (B, n, d))``
+    of the completion tokens under the temperature-scaled distribution, with gradients if enabled."""
+    logits, hidden, _ = model(tokens, masks)
+    logits = logits[:, prompt_len - 1:-1] / temperature
+    logp_all = F.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(2, tokens[:, prompt_len:, None]).squeeze(-1)
+    with torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy, hidden[:, prompt_len - 1:-1]
+
+
+@torch.no_grad()
+def sample_groups(policy: TinyGPT, reference: TinyGPT, task: Task, rng: np.random.Generator, n_prompts: int,
+                  group_size: int, temperature: float, dropout_mode: str) -> LangBatch:
+    prompts_np, infos = task.sample(n_prompts, rng)
+    prompts = torch.from_numpy(prompts_np).repeat_interleave(group_size, dim=0)
+    infos = [info for info in infos for _ in range(group_size)]
+    B, P = prompts.shape
+
+    policy.train(dropout_mode in ("naive", "consistent"))
+    masks = policy.sample_masks(B, P + task.max_new_tokens) if dropout_mode == "consistent" and policy.p > 0 \
+        else None
+    completions, sampler_logp = sample(policy, prompts, task.max_new_tokens, temperature, masks)
+    n = completions.shape[1]
+    has_eos = completions == EOS
+    ended = has_eos.any(dim=1)
+    first_eos = torch.where(ended, has_eos.float().argmax(dim=1), torch.full((B,), n - 1))
+    mask = torch.arange(n)[None, :] <= first_eos[:, None]
+    tokens = torch.cat([prompts, completions], dim=1)
+
+    if dropout_mode == "naive":
+        logp_old = sampler_logp
+    else:
+        logp_old = sequence_logp(policy, tokens, P, temperature, masks)[0] * mask
+    ref_logp = sequence_logp(reference, tokens, P, temperature)[0] * mask
+    rewards = torch.from_numpy(task.rewards(infos, completions.numpy()))
+    return LangBatch(prompts, completions, logp_old, ref_logp, mask, ~ended, rewards, mask.sum(1), masks,
+                     group_size)
+
+
