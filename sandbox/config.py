@@ -49,7 +49,8 @@ class Config:
     num_steps: int = 128
     """Steps per environment per rollout; a batch is num_envs * num_steps transitions."""
     learning_rate: float | None = None
-    """Adam learning rate (typical 1e-4 to 1e-3). None: 2.5e-4 on Gym, 1e-3 on language tasks."""
+    """Adam learning rate (typical 1e-4 to 1e-3). None: 2.5e-4 for PPO on Gym, 3e-3 for GRPO on Gym (one step per
+    minibatch of a large batch), 1e-3 on language tasks."""
     anneal_lr: bool = True
     """Decay the learning rate linearly to 0 over total_steps."""
     adam_eps: float = 1e-5
@@ -60,7 +61,7 @@ class Config:
     """GAE lambda: 0 = one-step TD, 1 = Monte Carlo (typical 0.8 to 0.95)."""
     num_minibatches: int | None = None
     """Minibatches per epoch (per pass for GRPO); the batch is split into this many nearly equal parts.
-    None: 4 for PPO on Gym, 1 otherwise (one gradient step per batch and pass)."""
+    None: 4 on Gym, 1 on language tasks (one gradient step per batch and pass)."""
     update_epochs: int = 4
     """Passes over each batch. More epochs move the policy further from the one that collected the data."""
     norm_adv: bool = True
@@ -248,7 +249,7 @@ def _check_finite(cfg: Config, name: str, lo: float, hi: float, lo_open: bool = 
 FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
     # (algo, "gym" or "lang") -> the value of every field left at None
     ("ppo", "gym"): dict(learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0),
-    ("grpo", "gym"): dict(learning_rate=2.5e-4, gamma=0.99, num_minibatches=1, ent_coef=0.0, dropout=0.0),
+    ("grpo", "gym"): dict(learning_rate=3e-3, gamma=0.99, num_minibatches=4, ent_coef=0.0, dropout=0.0),
     ("ppo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1),
     ("grpo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1),
 }

@@ -30,7 +30,15 @@ METRICS: dict[str, str] = {
     "lr": "Learning rate used in the update.",
     "clip_coef": "Clip range used in the update (annealed with anneal_clip).",
     "dropout_p": "Dropout probability the dropout layers used (0 in mode off).",
-    "epochs_done": "Epochs run before target_kl stopped the update (update_epochs when it did not).",
+    "epochs_done": "Epochs run before target_kl stopped the update (update_epochs when it did not; mu for GRPO).",
+    # added with the language tasks and GRPO (empty for PPO on Gym)
+    "reward_mean": "Mean reward of the batch's completions (language tasks) or episodes (GRPO on Gym).",
+    "reward_std": "Standard deviation of those rewards.",
+    "kl_ref": "KL(pi || pi_ref) of the sampling policy to the frozen reference: batch mean of the per-sequence sum "
+              "of k1 = log pi_old - log pi_ref over the sampled tokens. 0 at the start when nothing is noisy.",
+    "beta": "KL coefficient used in the update (changes over time with kl_target).",
+    "zero_std_frac": "Fraction of groups whose rewards are all equal: no signal, advantage 0 (GRPO).",
+    "completion_len": "Mean completion length in tokens, <eos> included (episode length for GRPO on Gym).",
 }
 
 METRIC_COLUMNS: tuple[str, ...] = tuple(METRICS)
@@ -43,7 +51,9 @@ SUMMARY: dict[str, str] = {
     "solved_at_steps": "Env steps when the mean of the last 20 finished episodes first reached the env's "
                        "reward_threshold (null if never, or if the env has no threshold).",
     "solved_at_s": "Seconds from the start of learning to that moment (null likewise).",
-    "reward_threshold": "The threshold used (gymnasium's reward_threshold for the env).",
+    "reward_threshold": "The threshold used: gymnasium's reward_threshold for the env; for language tasks the "
+                        "task's own (README), reached by the batch mean reward.",
+    "final_reward": "Language tasks and GRPO: mean reward of the last batch.",
     "total_s": "Seconds from the start of learning to the end of the run.",
     "env_steps": "Environment steps taken.",
     "updates": "Updates done.",

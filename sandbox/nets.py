@@ -92,13 +92,14 @@ class Agent(nn.Module):
         dropout_value: bool = False,
         ortho_init: bool = True,
         mask_fn: Callable[..., Tensor] = dropout_mask,
+        with_critic: bool = True,
     ):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.actor = DropoutMLP(obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, mask_fn)
         self.critic = DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init,
-                                 mask_fn)
+                                 mask_fn) if with_critic else None  # GRPO has no value function
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(act_dim))
         self.critic_has_dropout = dropout_value and dropout > 0
@@ -158,7 +159,8 @@ class Agent(nn.Module):
         else:
             logp = gaussian_logp(out, self.log_std, actions)
             entropy = (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(out.shape[0])
-        return logp, entropy, self.critic(obs, critic_mask).squeeze(1)
+        values = self.critic(obs, critic_mask).squeeze(1) if self.critic is not None else None
+        return logp, entropy, values
 
 
 def sample_categorical(logits: Tensor) -> Tensor:

@@ -159,6 +159,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
         summary = {
             "status": status,
             "final_return": episodes.recent(20) if episodes.returns else None,
+            "final_reward": None,
             "solved_at_steps": state.solved_at_steps,
             "solved_at_s": state.solved_at_s,
             "reward_threshold": threshold,

@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +170,40 @@ class Clock:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.t0
+
+
+@dataclass
+class BatchRunState:
+    """Bookkeeping of trainers that sample whole episodes or completions per update (GRPO, PPO on language tasks):
+    steps, finished episodes, the time the threshold was first reached, and the summary."""
+
+    env_steps: int = 0
+    updates: int = 0
+    returns: list = field(default_factory=list)
+    final_reward: float | None = None
+    solved_at_steps: int | None = None
+    solved_at_s: float | None = None
+
+    def record(self, log: "RunLog", rewards: list[float], lengths: list[int], wall: float) -> None:
+        """One batch of finished episodes (completions): count them and write them to episodes.csv."""
+        for ret, length in zip(rewards, lengths):
+            log.episode(self.env_steps, wall, ret, int(length))
+        self.returns.extend(rewards)
+        self.final_reward = float(sum(rewards) / len(rewards)) if rewards else None
+
+    def recent(self, k: int = 20) -> float:
+        return float(sum(self.returns[-k:]) / len(self.returns[-k:])) if self.returns else float("nan")
+
+    def check_solved(self, value: float, threshold: float | None, wall: float) -> bool:
+        """Record the first time ``value`` reaches ``threshold``; True if it just did."""
+        if self.solved_at_steps is None and threshold is not None and value >= threshold:
+            self.solved_at_steps, self.solved_at_s = self.env_steps, wall
+            return True
+        return False
+
+    def summary(self, status: str, message: str, threshold: float | None, total_s: float, **extra) -> dict:
+        return {"status": status, "final_return": self.recent(20) if self.returns else None,
+                "final_reward": self.final_reward, "solved_at_steps": self.solved_at_steps,
+                "solved_at_s": self.solved_at_s, "reward_threshold": threshold, "total_s": total_s,
+                "env_steps": self.env_steps, "updates": self.updates, "episodes": len(self.returns),
+                "message": message, **extra}
