@@ -21,6 +21,7 @@ USAGE = """usage: sandbox COMMAND [flags]    (sandbox COMMAND --help for its fla
 commands:
   train   train one run: sandbox train --algo ppo --env CartPole-v1 --dropout 0.1 --dropout-mode consistent
   demo    PPO on CartPole with the four dropout modes, 3 seeds each, and a table of the stability metrics
+  pretrain  the reference model of a language task (cached): sandbox pretrain --env lang:reverse
   bench   benchmarks against a peer: sandbox bench cartpole (our PPO vs stable-baselines3)
 """
 
@@ -193,7 +194,61 @@ def cmd_demo(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "bench": cmd_bench, "demo": cmd_demo}
+# --- sandbox pretrain ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class PretrainArgs:
+    """Supervised pretraining of a language task's reference model on its synthetic corpus, cached on disk
+    ($SANDBOX_CACHE, default ~/.cache/dropout-rl-sandbox). Training runs pretrain by themselves when needed."""
+
+    env: str
+    """The language task: lang:digit, lang:positive, lang:reverse, lang:sort, lang:add or lang:length."""
+    sft_steps: int = 600
+    """Supervised steps (batch 64)."""
+    sparse: bool = False
+    """lang:reverse and lang:sort with the exact-match reward (the reference itself is the same)."""
+    partial_credit: bool = False
+    """lang:add with partial credit."""
+    force: bool = False
+    """Pretrain again even if a cached model exists."""
+    quiet: bool = False
+    """No progress bar."""
+
+
+def cmd_pretrain(args: list[str]) -> int:
+    a = _parse(PretrainArgs, args, "sandbox pretrain")
+    cfg = Config(env=a.env, algo="grpo", sft_steps=a.sft_steps, sparse=a.sparse, partial_credit=a.partial_credit)
+    if not cfg.is_lang:
+        raise ConfigError("env", f"pretraining is for the language tasks (lang:NAME), not {a.env!r}")
+    from .config import validate
+
+    validate(cfg)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from .lang.model import sample
+    from .lang.pretrain import PretrainConfig, load_reference
+    from .lang.tasks import completion_tokens, decode, make_task
+
+    task = make_task(cfg.task_name, sparse=a.sparse, partial_credit=a.partial_credit)
+    model, stats = load_reference(task, PretrainConfig(steps=a.sft_steps), progress=not a.quiet, force=a.force)
+    prompts, infos = task.sample(4, np.random.default_rng(1))
+    torch.manual_seed(1)
+    completions, _ = sample(model, torch.from_numpy(prompts), task.max_new_tokens)
+    how = "loaded from the cache" if stats["from_cache"] else "pretrained and cached"
+    print(f"{cfg.env}: reference {how}: {stats['cached']}")
+    print(f"  supervised steps {stats['steps']}, {stats['seconds']:.1f} s of training, final loss "
+          f"{stats['final_loss']:.3f}")
+    print(f"  reference mean reward {stats['reference_reward']:.3f} (task threshold {task.threshold}), "
+          f"ends with <eos> {stats['reference_eos_rate']:.0%}")
+    for p, c, info in zip(prompts, completions.numpy(), infos):
+        words = completion_tokens(c)
+        print(f"  {decode(p):<28} -> {decode(words):<20} reward {task.reward(info, words):.2f}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "pretrain": cmd_pretrain, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -153,3 +153,33 @@ def _maths_init_with(**overrides):
             object.__setattr__(self, k, v)
 
     return init
+
+
+@pytest.mark.parametrize("args, flag, allowed", [
+    (["--algo", "grpo", "--env", "lang:poetry"], "--env", "lang:reverse"),
+    (["--algo", "grpo", "--env", "lang:digit", "--sparse"], "--sparse", "lang:reverse and lang:sort"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--partial-credit"], "--partial-credit", "lang:add"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--group-size", "1"], "--group-size", ">= 2"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--scale-rewards", "median"], "--scale-rewards", "group"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--loss-agg", "sum"], "--loss-agg", "dr_grpo"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--kl-estimator", "k4"], "--kl-estimator", "k3"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--kl-in", "value"], "--kl-in", "reward"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--beta", "-1"], "--beta", "[0, inf)"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--kl-target", "1"], "--kl-target", "--beta > 0"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--temperature", "0"], "--temperature", "(0, 100]"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--mu", "0"], "--mu", "positive integer"),
+    (["--algo", "grpo", "--env", "lang:reverse", "--dropout-value"], "--dropout-value", "only for PPO on Gym"),
+])
+def test_language_and_grpo_bad_input(capsys, tmp_path, args, flag, allowed):
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--quiet", "--out", str(out_dir), *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert flag in err and allowed in err, err
+    assert not out_dir.exists()
+
+
+def test_pretrain_command(capsys):
+    code, out, _ = run_cli(capsys, "pretrain", "--env", "lang:digit", "--quiet", "--sft-steps", "50")
+    assert code == 0 and "reference mean reward" in out and "digit:" in out
+    code, _, err = run_cli(capsys, "pretrain", "--env", "lang:nope")
+    assert code == 2 and "unknown language task" in err

@@ -64,7 +64,10 @@ def corpus_batch(task: Task, n: int, rng: np.random.Generator) -> tuple[torch.Te
 
 
 def _key(task: Task, pc: PretrainConfig) -> str:
-    spec = {"version": VERSION, "task": repr(task), "pretrain": dataclasses.asdict(pc), "vocab": VOCAB}
+    """What shapes the model: the task's corpus (its name: reward options such as --sparse do not change the
+    corpus), the recipe and the vocabulary. Never object reprs: they hold memory addresses."""
+    spec = {"version": VERSION, "task": task.name, "prompt_len": task.prompt_len,
+            "max_new_tokens": task.max_new_tokens, "pretrain": dataclasses.asdict(pc), "vocab": VOCAB}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -81,12 +84,14 @@ def pretrain(task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool =
                             betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.learning_rate, total_steps=pc.steps,
                                                 pct_start=0.1)
-    from tqdm import tqdm
+    from ..runlog import progress_bar
 
     t0 = time.perf_counter()
     model.train()
     loss = torch.tensor(float("nan"))
-    for step in tqdm(range(pc.steps), desc=f"pretrain {task.name}", disable=not progress, leave=False):
+    bar = progress_bar(pc.steps, quiet=not progress, desc=f"pretrain {task.name}")
+    for _ in range(pc.steps):
+        bar.update(1)
         tokens, learn = corpus_batch(task, pc.batch_size, rng)
         logits, _, _ = model(tokens)  # all T positions (the last prediction is unused): see TinyGPT's note on T
         target = tokens[:, 1:].masked_fill(~learn[:, 1:], -100)
@@ -96,6 +101,7 @@ def pretrain(task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool =
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+    bar.close()
     model.eval()
     stats = {"task": task.name, "seconds": time.perf_counter() - t0, "final_loss": loss.item(),
              "steps": pc.steps, **evaluate_reference(model, task)}
@@ -124,11 +130,11 @@ def load_reference(task: Task, pc: PretrainConfig = PretrainConfig(), progress: 
         model = TinyGPT(ModelConfig(**blob["model_config"]))
         model.load_state_dict(blob["state_dict"])
         model.eval()
-        return model, {**blob["stats"], "cached": str(path)}
+        return model, {**blob["stats"], "cached": str(path), "from_cache": True}
     model, stats = pretrain(task, pc, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"model_config": dataclasses.asdict(model.cfg), "state_dict": model.state_dict(), "stats": stats},
                tmp)
     os.replace(tmp, path)  # atomic: parallel runs may race to write the same entry, never half of it
-    return model, {**stats, "cached": str(path)}
+    return model, {**stats, "cached": str(path), "from_cache": False}
