@@ -24,7 +24,9 @@ demo: setup
 	$(BIN)/sandbox demo
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/sandbox bench cartpole
+	$(BIN)/sandbox bench lang
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""Benchmarks, run side by side with a peer in one command (never as timed tests).
+"""Benchmarks, run side by side with a peer in one command (never as timed tests): ``cartpole`` and ``lang``.
 
 ``sandbox bench cartpole``: our PPO (cartpole preset, dropout off) against stable-baselines3's PPO with the same
 rl-zoo3 hyperparameters, alternating, one run at a time, each in a fresh process with one torch thread.
@@ -142,4 +142,177 @@ def format_cartpole(r: dict) -> str:
               else "NOT met")
     lines += ["", f"ratio ours/SB3 (median wall s): {fmt(ratio, '.2f')}   target: ratio <= 0.33 and our median "
                   f"env steps <= 40k: {target}"]
+    return "\n".join(lines)
+
+
+# --- sandbox bench lang: GRPO on lang:reverse, ours and TRL's, from the same SFT reference ---------------------------
+
+LANG_THRESHOLD = 0.9
+LANG_SETTINGS = dict(prompts=16, group_size=8, learning_rate=1e-3, beta=0.0, max_grad_norm=0.5)
+
+
+def _ours_reverse(seed: int, max_steps: int) -> dict:
+    import sandbox
+
+    s = LANG_SETTINGS
+    cfg = sandbox.Config(algo="grpo", env="lang:reverse", seed=seed, dropout_mode="off", anneal_lr=False,
+                         prompts_per_update=s["prompts"], group_size=s["group_size"],
+                         learning_rate=s["learning_rate"], beta=s["beta"], max_grad_norm=s["max_grad_norm"],
+                         total_steps=max_steps, stop_at_threshold=True, quiet=True)
+    r = sandbox.train(cfg)
+    steps_at = r.summary["solved_at_steps"]
+    solved_s = r.summary["solved_at_s"]
+    return {"solved_s": solved_s, "solved_updates": int((r.metrics.env_steps <= (steps_at or 0)).sum()) or None,
+            "tokens": r.summary["env_steps"], "total_s": r.summary["total_s"],
+            "tokens_per_s": r.summary["env_steps"] / r.summary["total_s"],
+            "reference_reward": r.summary["reference_reward"]}
+
+
+def _trl_reverse(seed: int, max_steps: int) -> dict:
+    """TRL's GRPOTrainer on the same task, model (our SFT reference, converted to GPT2LMHeadModel), group size,
+    prompts per step, learning rate, beta and gradient clip, dropout off (disable_dropout), one torch thread."""
+    import logging
+    import os
+    import tempfile
+    import warnings
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.disable(logging.WARNING)
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .lang.model import to_hf_gpt2_state_dict
+    from .lang.pretrain import load_reference
+    from .lang.tasks import BOS, EOS, PAD, TOKEN, VOCAB, decode, make_task
+
+    task = make_task("reverse")
+    ours, ref_stats = load_reference(task)
+    c = ours.cfg
+    hf = GPT2LMHeadModel(GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.max_len, n_embd=c.d_model, n_layer=c.n_layers, n_head=c.n_heads,
+        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
+        activation_function="gelu_new", tie_word_embeddings=True, bos_token_id=BOS, eos_token_id=EOS,
+        pad_token_id=PAD))
+    hf.load_state_dict(to_hf_gpt2_state_dict(ours))
+    tok = Tokenizer(models.WordLevel(vocab=TOKEN, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                        pad_token="<pad>", unk_token="<pad>")
+    s = LANG_SETTINGS
+    steps = max_steps // (s["prompts"] * s["group_size"] * 5) + 1  # ~5 tokens per completion
+    rng = np.random.default_rng(seed)
+    prompts, targets = task.sample(s["prompts"] * steps, rng)
+    # the prompt is written out with its <pad>s: all prompts have the same length, and the model sees the format
+    # (and the positions) it was pretrained on
+    data = Dataset.from_list([{"prompt": " ".join(VOCAB[t] for t in p), "target": tg}
+                              for p, tg in zip(prompts, targets)])
+
+    def reward(prompts, completions, target, **_):
+        out = []
+        for text, tg in zip(completions, target):
+            words = [TOKEN[w] for w in text.split() if w in TOKEN and w not in ("<pad>", "<eos>", "<bos>")]
+            out.append(task.reward(tg, words))
+        return out
+
+    class Clock(TrainerCallback):
+        t0 = solved_s = solved_step = None
+        tokens = 0.0
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            self.tokens += logs.get("completions/mean_length", 0.0) * s["prompts"] * s["group_size"]
+            if self.solved_s is None and logs.get("reward", 0.0) >= LANG_THRESHOLD:
+                self.solved_s, self.solved_step = time.perf_counter() - self.t0, state.global_step
+                control.should_training_stop = True
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = GRPOConfig(
+            output_dir=tmp, per_device_train_batch_size=s["prompts"] * s["group_size"],
+            num_generations=s["group_size"], max_completion_length=task.max_new_tokens, learning_rate=
+            s["learning_rate"], lr_scheduler_type="constant", beta=s["beta"], max_grad_norm=s["max_grad_norm"],
+            loss_type="grpo", scale_rewards="group", disable_dropout=True, temperature=1.0, max_steps=steps,
+            logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=seed, disable_tqdm=True,
+            dataloader_num_workers=0)
+        clock = Clock()
+        trainer = GRPOTrainer(model=hf, reward_funcs=reward, args=args, train_dataset=data,
+                              processing_class=tokenizer, callbacks=[clock])
+        t0 = time.perf_counter()
+        trainer.train()
+        total = time.perf_counter() - t0
+    return {"solved_s": clock.solved_s, "solved_updates": clock.solved_step, "tokens": clock.tokens,
+            "total_s": total, "tokens_per_s": clock.tokens / total, "reference_reward":
+            ref_stats["reference_reward"]}
+
+
+def trl_available() -> str | None:
+    """None if TRL can run here, else why not."""
+    try:
+        import trl  # noqa: F401
+        import transformers  # noqa: F401
+        import datasets  # noqa: F401
+    except ImportError as err:
+        return f"TRL is not installed ({err.name}); pip install -c constraints.txt -e '.[bench]'"
+    return None
+
+
+WORKERS.update({"ours-lang": _ours_reverse, "trl-lang": _trl_reverse})
+
+
+def bench_lang(seeds: tuple[int, ...] = (0, 1, 2), max_steps: int = 300_000, quiet: bool = False) -> dict:
+    """GRPO on lang:reverse (dense) from the SFT reference, dropout off, until the batch mean reward >= 0.9:
+    ours and TRL's, alternating, one run at a time, each in a fresh process."""
+    from tqdm import tqdm
+
+    from .lang.pretrain import load_reference
+    from .lang.tasks import make_task
+
+    t0 = time.perf_counter()
+    _, ref = load_reference(make_task("reverse"), progress=not quiet)  # once, shared by every run
+    pretrain_s = ref.get("seconds") if not ref["from_cache"] else None
+    why_not = trl_available()
+    systems = ["ours-lang"] + ([] if why_not else ["trl-lang"])
+    runs: dict[str, list[dict]] = {k: [] for k in systems}
+    jobs = [(system, seed) for seed in seeds for system in systems]
+    bar = tqdm(jobs, desc="bench lang", unit="run", disable=quiet or not sys.stderr.isatty(), leave=False)
+    for system, seed in bar:
+        bar.set_postfix(run=f"{system} seed {seed}")
+        runs[system].append({"seed": seed, **_run_one(system, seed, max_steps)})
+    result = {"machine": machine(), "seeds": list(seeds), "runs": runs, "trl": why_not or "ran",
+              "reference_reward": ref["reference_reward"], "pretrain_s": pretrain_s,
+              "wall_s": time.perf_counter() - t0}
+    for system in systems:
+        result[f"{system}_median_s"] = _median([r["solved_s"] for r in runs[system]])
+        result[f"{system}_tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in runs[system])
+    print(format_lang(result))
+    return result
+
+
+def format_lang(r: dict) -> str:
+    def fmt(x, spec):
+        return "unsolved" if x is None else format(x, spec)
+
+    names = {"ours-lang": "sandbox GRPO", "trl-lang": "TRL GRPOTrainer"}
+    lines = [f"GRPO on lang:reverse (dense reward) from the SFT reference (mean reward {r['reference_reward']:.3f}), "
+             f"dropout off, 16 prompts x 8 completions, until the batch mean reward >= {LANG_THRESHOLD}; seeds "
+             f"{', '.join(map(str, r['seeds']))}", f"machine: {r['machine']}", "",
+             "| system | median time-to-0.9 (s) | sampled tokens/s | per seed: s / updates |", "|---|---|---|---|"]
+    for system, runs in r["runs"].items():
+        per = ", ".join(f"{fmt(x['solved_s'], '.1f')} / {fmt(x['solved_updates'], 'd')}" for x in runs)
+        lines.append(f"| {names[system]} | {fmt(r[system + '_median_s'], '.2f')} | "
+                     f"{r[system + '_tokens_per_s']:,.0f} | {per} |")
+    if r["trl"] != "ran":
+        lines.append(f"\nTRL not run: {r['trl']}")
+    ours = r.get("ours-lang_median_s")
+    lines.append(f"\ntarget: under 60 s: {'met' if ours is not None and ours < 60 else 'NOT met'} "
+                 f"(ours {fmt(ours, '.1f')} s)")
     return "\n".join(lines)

@@ -22,7 +22,8 @@ commands:
   train   train one run: sandbox train --algo ppo --env CartPole-v1 --dropout 0.1 --dropout-mode consistent
   demo    PPO on CartPole with the four dropout modes, 3 seeds each, and a table of the stability metrics
   pretrain  the reference model of a language task (cached): sandbox pretrain --env lang:reverse
-  bench   benchmarks against a peer: sandbox bench cartpole (our PPO vs stable-baselines3)
+  bench   benchmarks against a peer: sandbox bench cartpole (PPO vs stable-baselines3), sandbox bench lang
+          (GRPO vs TRL)
 """
 
 
@@ -128,12 +129,14 @@ def cmd_train(args: list[str]) -> int:
 class BenchArgs:
     """Benchmarks, run side by side with a peer in one command."""
 
-    target: Annotated[Literal["cartpole"], tyro.conf.Positional]
-    """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1."""
+    target: Annotated[Literal["cartpole", "lang"], tyro.conf.Positional]
+    """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
+    lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Seeds; each system runs once per seed, alternating."""
-    max_steps: int = 100_000
-    """Step budget per run (a run that does not solve counts as unsolved)."""
+    max_steps: int | None = None
+    """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
+    None: 100000 for cartpole, 300000 for lang."""
     json: str | None = None
     """Also write the figures to this JSON file."""
     quiet: bool = False
@@ -144,7 +147,7 @@ def cmd_bench(args: list[str]) -> int:
     a = _parse(BenchArgs, args, "sandbox bench")
     if not a.seeds:
         raise ConfigError("seeds", "needs at least one seed")
-    if a.max_steps <= 0:
+    if a.max_steps is not None and a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
     if a.json:
         from pathlib import Path
@@ -154,7 +157,10 @@ def cmd_bench(args: list[str]) -> int:
             raise ConfigError("json", f"directory {parent} does not exist")
     from . import bench
 
-    result = bench.bench_cartpole(a.seeds, a.max_steps, quiet=a.quiet)
+    if a.target == "cartpole":
+        result = bench.bench_cartpole(a.seeds, a.max_steps or 100_000, quiet=a.quiet)
+    else:
+        result = bench.bench_lang(a.seeds, a.max_steps or 300_000, quiet=a.quiet)
     if a.json:
         import json
 

@@ -172,3 +172,21 @@ def test_reference_cache_key_is_stable_and_ignores_reward_options():
     assert a == cache_path(make_task("reverse", sparse=True), PretrainConfig())
     assert a != cache_path(make_task("sort"), PretrainConfig()) != cache_path(make_task("reverse"),
                                                                               PretrainConfig(steps=10))
+
+
+def test_tiny_gpt_weights_load_into_hugging_face_gpt2():
+    """The bench hands our reference to TRL as a GPT2LMHeadModel: same weights, same logits."""
+    transformers = pytest.importorskip("transformers", reason="the optional 'bench' extra (TRL) is not installed")
+    from sandbox.lang.model import to_hf_gpt2_state_dict
+
+    torch.manual_seed(0)
+    task = make_task("reverse")
+    ours = TinyGPT(ModelConfig(len(VOCAB), task.prompt_len + task.max_new_tokens)).eval()
+    c = ours.cfg
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.max_len, n_embd=c.d_model, n_layer=c.n_layers, n_head=c.n_heads,
+        layer_norm_epsilon=1e-5, activation_function="gelu_new", tie_word_embeddings=True)).eval()
+    hf.load_state_dict(to_hf_gpt2_state_dict(ours))
+    x = torch.from_numpy(task.sample(4, np.random.default_rng(0))[0])
+    with torch.no_grad():
+        assert torch.allclose(ours(x)[0], hf(x, attention_mask=torch.ones_like(x)).logits, atol=1e-4)
