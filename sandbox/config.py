@@ -65,7 +65,8 @@ class Config:
     update_epochs: int = 4
     """Passes over each batch. More epochs move the policy further from the one that collected the data."""
     norm_adv: bool = True
-    """Normalise advantages to mean 0, std 1 within each minibatch."""
+    """Normalise advantages to mean 0, std 1: within each minibatch (PPO on Gym), over the batch's tokens (PPO on
+    language tasks). GRPO's advantages are normalised per group instead (scale_rewards)."""
     clip_coef: float = 0.2
     """PPO clip range eps: the ratio is clipped to [1 - eps, 1 + eps] (typical 0.1 to 0.3)."""
     anneal_clip: bool = False
@@ -79,8 +80,8 @@ class Config:
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
     target_kl: float | None = None
-    """Stop an update's epochs early once a minibatch's approx_kl exceeds this, checked before its gradient step
-    (None = never). Noisy dropout modes make this fire for no real reason: watch first_approx_kl."""
+    """Stop an update's epochs (GRPO: passes) early once a minibatch's approx_kl exceeds this, checked before its
+    gradient step (None = never). Noisy dropout modes make it fire for no real reason: watch first_approx_kl."""
 
     # --- GRPO (Shao et al. 2024) and the language tasks -----------------------------------------------------------
     group_size: int = 8

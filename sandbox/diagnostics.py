@@ -26,7 +26,8 @@ class Seen:
 
 
 @torch.no_grad()
-def update_metrics(seen: list[Seen], clip_coef: float, epochs_done: int) -> dict[str, float]:
+def update_metrics(seen: list[Seen], clip_coef: float, epochs_done: int,
+                   clip_coef_high: float | None = None) -> dict[str, float]:
     """The update's diagnostics with the reference maths: ``first_*`` from the first minibatch (before any
     gradient step), the rest as means over the minibatches that took a gradient step."""
     if not seen:
@@ -40,13 +41,14 @@ def update_metrics(seen: list[Seen], clip_coef: float, epochs_done: int) -> dict
     def per_minibatch_mean(x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(seen)).index_add_(0, segment, x) / sizes
 
+    high = clip_coef if clip_coef_high is None else clip_coef_high
     logratio = torch.cat([s.logratio for s in seen])
     ratio = logratio.exp()
     dev = (ratio - 1).abs()
     x = ratio * torch.cat([s.adv for s in seen])
     table = torch.stack([
         per_minibatch_mean(dev),                        # 0 mean |r - 1|
-        per_minibatch_mean((dev > clip_coef).float()),  # 1 clip fraction
+        per_minibatch_mean(((ratio > 1 + high) | (ratio < 1 - clip_coef)).float()),  # 1 clip fraction
         per_minibatch_mean(kl_k3(-logratio)),           # 2 approx_kl (k3)
         per_minibatch_mean(-logratio),                  # 3 old_approx_kl (k1)
         per_minibatch_mean(x.square()) - per_minibatch_mean(x).square(),  # 4 Var(r * A)

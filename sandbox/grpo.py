@@ -22,7 +22,7 @@ import torch
 from .config import Config
 from .diagnostics import Seen, update_metrics
 from .envs import check_spaces, reward_threshold
-from .maths import Maths
+from .maths import Maths, kl_k3
 from .nets import Agent, FlatParams
 from .ppo import NonFiniteLossError, _action_clipper
 from .runlog import BatchRunState, Clock, RunLog, RunResult, progress_bar
@@ -60,11 +60,14 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
             bar.update(steps)
 
             # 2. Rewards -> group advantages. With the KL in the reward, each sequence pays beta * its summed k1.
-            seq_kl = ((batch.logp_old - batch.ref_logp) * batch.mask).sum(dim=1)
-            rewards = batch.rewards - beta * seq_kl if cfg.kl_in == "reward" else batch.rewards
-            grouped = rewards.view(-1, G)
-            advantages = maths.group_advantages(grouped, cfg.scale_rewards).flatten()
-            all_equal = grouped.max(dim=1).values == grouped.min(dim=1).values
+            log_ratio_ref = (batch.logp_old - batch.ref_logp) * batch.mask
+            seq_kl = log_ratio_ref.sum(dim=1)  # the measured kl_ref and the adaptive rule: reference k1
+            rewards = batch.rewards
+            if cfg.kl_in == "reward":
+                rewards = rewards - beta * (maths.kl_k1(log_ratio_ref) * batch.mask).sum(dim=1)
+            advantages = maths.group_advantages(rewards.view(-1, G), cfg.scale_rewards).flatten()
+            task_rewards = batch.rewards.view(-1, G)  # "no signal" is about the task's rewards, not the KL shaping
+            all_equal = task_rewards.max(dim=1).values == task_rewards.min(dim=1).values
             token_mask = batch.mask.clone()
             if cfg.mask_truncated:
                 token_mask &= ~batch.truncated[:, None]
@@ -127,6 +130,7 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
     num_minibatches = min(cfg.num_minibatches, B)
     if not bool(token_mask.any()):  # every sequence was left out (equal groups, truncation): nothing to learn
         return {**update_metrics(seen, clip_coef, 0), "value_loss": float("nan")}
+    passes_done = 0
     for mu_pass in range(cfg.mu):
         splits = [torch.arange(B)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(B),
                                                                                     num_minibatches)
@@ -139,8 +143,9 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
             per_token = maths.ppo_loss(ratio, adv, clip_coef, clip_high)
             pg_loss = maths.aggregate_loss(per_token, m, cfg.loss_agg, max_len=n)
             loss = pg_loss
-            if beta > 0:
-                loss = loss + beta * maths.aggregate_loss(kl_term(logp - b.ref_logp[idx]), m, cfg.loss_agg, n)
+            if beta > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
+                kl = kl_term((logp - b.ref_logp[idx]) * m)
+                loss = loss + beta * maths.aggregate_loss(kl, m, cfg.loss_agg, n)
             if cfg.ent_coef > 0:
                 loss = loss - cfg.ent_coef * maths.aggregate_loss(entropy, m, cfg.loss_agg, n)
             if not bool(m.any()):
@@ -148,6 +153,8 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
             valid = m.bool()
             ent = entropy.detach()[valid].mean()
             seen.append(Seen(logratio.detach()[valid], adv[valid], (ent, pg_loss.detach(), torch.tensor(math.nan))))
+            if cfg.target_kl is not None and kl_k3(-logratio.detach()[valid]).mean().item() > cfg.target_kl:
+                return {**update_metrics(seen, clip_coef, passes_done, clip_high), "value_loss": float("nan")}
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(f"non-finite loss at update {update}, pass {mu_pass + 1}: "
                                          f"policy_loss={pg_loss.item()}")
@@ -155,7 +162,8 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
             loss.backward()
             seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)
             optimizer.step()
-    stats = update_metrics(seen, clip_coef, cfg.mu)
+        passes_done += 1
+    stats = update_metrics(seen, clip_coef, passes_done, clip_high)
     stats["value_loss"] = float("nan")
     return stats
 

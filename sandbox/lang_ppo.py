@@ -19,7 +19,7 @@ import torch
 from .config import Config
 from .diagnostics import Seen, update_metrics
 from .grpo import LanguageGroups
-from .maths import Maths, explained_variance
+from .maths import Maths, explained_variance, kl_k3
 from .nets import FlatParams
 from .ppo import NonFiniteLossError
 from .runlog import BatchRunState, Clock, RunLog, RunResult, progress_bar
@@ -60,12 +60,12 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
                 values = policy.value(hidden) * b.mask
 
             # 2. Per-token rewards: the task's reward on the last token, and -beta * k1 per token if in the reward.
-            k1 = (b.logp_old - b.ref_logp) * b.mask
+            log_ratio_ref = (b.logp_old - b.ref_logp) * b.mask
             last = (b.lengths - 1).clamp(min=0)
             rewards = torch.zeros_like(values)
             rewards[torch.arange(len(last)), last] = b.rewards
             if cfg.kl_in == "reward":
-                rewards = rewards - beta * k1
+                rewards = rewards - beta * maths.kl_k1(log_ratio_ref) * b.mask
             ends = torch.zeros_like(values)
             ends[torch.arange(len(last)), last] = 1.0  # the episode ends at the last token (gamma = 1 by default)
 
@@ -84,7 +84,7 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
                             clip_coef, beta if cfg.kl_in == "loss" else 0.0, kl_term, update)
 
             # 5. Adaptive beta, then log.
-            beta_used, kl_ref = beta, float(k1.sum(dim=1).mean())
+            beta_used, kl_ref = beta, float(log_ratio_ref.sum(dim=1).mean())  # reference k1, as GRPO logs it
             if cfg.kl_target is not None:
                 beta = maths.adaptive_beta(beta, kl_ref, cfg.kl_target, cfg.kl_horizon, len(b.rewards))
             wall = clock()
@@ -127,6 +127,7 @@ def _update(source: LanguageGroups, b, advantages, returns, old_values, token_ma
     seen: list[Seen] = []
     num_minibatches = min(cfg.num_minibatches, B)
     clip_vloss = cfg.clip_coef if cfg.clip_vloss else None
+    epochs_done = 0
     for epoch in range(cfg.update_epochs):
         splits = [torch.arange(B)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(B),
                                                                                     num_minibatches)
@@ -140,17 +141,21 @@ def _update(source: LanguageGroups, b, advantages, returns, old_values, token_ma
             logratio = (logp - b.logp_old[idx]) * m
             ratio = logratio.exp()
             adv = advantages[idx]
-            pg_loss = maths.aggregate_loss(maths.ppo_loss(ratio, adv, clip_coef), m, cfg.loss_agg, n)
+            clip_high = cfg.clip_coef_high
+            pg_loss = maths.aggregate_loss(maths.ppo_loss(ratio, adv, clip_coef, clip_high), m, cfg.loss_agg, n)
             v_loss = maths.aggregate_loss(maths.value_loss(policy.value(hidden), old_values[idx], returns[idx],
                                                            clip_vloss), m, cfg.loss_agg, n)
             loss = pg_loss + cfg.vf_coef * v_loss
-            if beta > 0:
-                loss = loss + beta * maths.aggregate_loss(kl_term(logp - b.ref_logp[idx]), m, cfg.loss_agg, n)
+            if beta > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
+                kl = kl_term((logp - b.ref_logp[idx]) * m)
+                loss = loss + beta * maths.aggregate_loss(kl, m, cfg.loss_agg, n)
             if cfg.ent_coef > 0:
                 loss = loss - cfg.ent_coef * maths.aggregate_loss(entropy, m, cfg.loss_agg, n)
             valid = m.bool()
             seen.append(Seen(logratio.detach()[valid], adv[valid],
                              (entropy.detach()[valid].mean(), pg_loss.detach(), v_loss.detach())))
+            if cfg.target_kl is not None and kl_k3(-logratio.detach()[valid]).mean().item() > cfg.target_kl:
+                return update_metrics(seen, clip_coef, epochs_done, cfg.clip_coef_high)
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(f"non-finite loss at update {update}, epoch {epoch + 1}: "
                                          f"policy_loss={pg_loss.item()}, value_loss={v_loss.item()}")
@@ -158,4 +163,5 @@ def _update(source: LanguageGroups, b, advantages, returns, old_values, token_ma
             loss.backward()
             seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)
             optimizer.step()
-    return update_metrics(seen, clip_coef, cfg.update_epochs)
+        epochs_done += 1
+    return update_metrics(seen, clip_coef, epochs_done, cfg.clip_coef_high)

@@ -31,6 +31,8 @@ __all__ = [
     "group_advantages",
     "kl_k1",
     "kl_k2",
+    "dropout_schedule",
+    "sample_dropout_mask",
     "dropout_mask",
     "explained_variance",
     "gae",
@@ -194,6 +196,69 @@ def adaptive_beta(beta: float, kl: float, kl_target: float, horizon: int, n_step
     return beta * (1.0 + error * n_steps / horizon)
 
 
+def sample_dropout_mask(surrogate: Tensor, ratio: Tensor, advantages: Tensor, mode: str = "none",
+                        rate: float = 0.1, delta: float = 0.25, by_sign: bool = False) -> Tensor:
+    """Which samples (transitions, or tokens) to keep in the surrogate: a bool mask, True = keep. Detached.
+
+    ``surrogate`` is x_i = r_i * A_i; all inputs are 1-D over the minibatch's samples (only the valid ones).
+
+    - ``none``: keep everything.
+    - ``dppo`` (D-PPO, Xie et al. 2023; a *reconstruction*, the paper's rule could not be read): with S = sum x,
+      score_i = x_i * (S - x_i), sample i's share of the cross terms sum_{i != j} x_i x_j that drive the variance of
+      the surrogate; drop the ``rate`` fraction with the lowest score.
+    - ``sdpo`` (Lin et al. 2023, rule from their code): keep a sample iff |r - 1| < ``delta``.
+    - ``outlier``: drop the ``rate`` fraction with the largest |x_i - mean(x)| (the greedy variance minimiser).
+
+    ``by_sign`` applies the ``rate`` within A > 0 and within A <= 0 separately (a rule that mostly drops A < 0 samples
+    biases the update). If the mask would keep nothing, everything is kept. ``rate`` in [0, 1): the number dropped
+    is floor(rate * n) (per sign group with ``by_sign``).
+    """
+    x = surrogate.detach()
+    n = x.numel()
+    if mode == "none" or n == 0:
+        return torch.ones_like(x, dtype=torch.bool)
+    if mode == "sdpo":
+        keep = (ratio.detach() - 1.0).abs() < delta
+    elif mode in ("dppo", "outlier"):
+        if mode == "dppo":
+            badness = -(x * (x.sum() - x))  # low score = bad
+        else:
+            badness = (x - x.mean()).abs()
+        keep = torch.ones_like(x, dtype=torch.bool)
+        groups = [advantages.detach() > 0, advantages.detach() <= 0] if by_sign else [torch.ones_like(keep)]
+        for group in groups:
+            idx = group.nonzero().squeeze(1)
+            k = int(rate * idx.numel())
+            if k > 0:
+                worst = torch.topk(badness[idx], k).indices  # ties: topk's order, deterministic on CPU
+                keep[idx[worst]] = False
+    else:
+        raise ValueError(f"sample dropout must be none, dppo, sdpo or outlier, got {mode!r}")
+    return keep if bool(keep.any()) else torch.ones_like(keep)
+
+
+def dropout_schedule(p: float, update: int, schedule: str = "constant", cutoff: int = 0) -> float:
+    """The dropout probability for ``update`` (counted from 1) under a schedule (Liu et al. 2023, "Dropout
+    Reduces Underfitting"; shapes from their code):
+
+    - ``constant``: p throughout;
+    - ``early``: p for the first ``cutoff`` updates, then 0;
+    - ``early-linear``: from p at update 1 down linearly to 0 at update ``cutoff + 1``, then 0;
+    - ``late``: 0 for the first ``cutoff`` updates, then p.
+
+    The trainers set it on every dropout layer before each update's rollout, so rollout and update see the same p.
+    """
+    if schedule == "constant":
+        return p
+    if schedule == "early":
+        return p if update <= cutoff else 0.0
+    if schedule == "early-linear":
+        return p * max(0.0, 1.0 - (update - 1) / cutoff) if cutoff > 0 else 0.0
+    if schedule == "late":
+        return 0.0 if update <= cutoff else p
+    raise ValueError(f"dropout schedule must be constant, early, early-linear or late, got {schedule!r}")
+
+
 def dropout_mask(shape: tuple[int, ...], p: float, generator: torch.Generator | None = None) -> Tensor:
     """An inverted-dropout mask: each entry is 0 with probability ``p``, else ``1 / (1 - p)``.
 
@@ -245,3 +310,7 @@ class Maths:
     """``adaptive_beta(beta, kl, kl_target, horizon, n_steps) -> new beta``."""
     dropout_mask: Callable[..., Tensor] = dropout_mask
     """``dropout_mask(shape, p) -> mask`` of zeros and ``1/(1-p)``; every dropout layer draws from it."""
+    sample_dropout_mask: Callable[..., Tensor] = sample_dropout_mask
+    """``sample_dropout_mask(surrogate, ratio, advantages, mode, rate, delta, by_sign) -> bool keep-mask``."""
+    dropout_schedule: Callable[..., float] = dropout_schedule
+    """``dropout_schedule(p, update, schedule, cutoff) -> p for this update``."""

@@ -190,3 +190,41 @@ def test_tiny_gpt_weights_load_into_hugging_face_gpt2():
     x = torch.from_numpy(task.sample(4, np.random.default_rng(0))[0])
     with torch.no_grad():
         assert torch.allclose(ours(x)[0], hf(x, attention_mask=torch.ones_like(x)).logits, atol=1e-4)
+
+
+# --- regressions found in review ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_k3_in_the_loss_stays_finite_at_low_temperature(algo):
+    """A padding position's log-ratio must never reach the estimator: k3 = exp(-x) - 1 + x overflows."""
+    r = sandbox.train(lang(algo=algo, dropout_mode="off", beta=0.04, kl_estimator="k3", temperature=0.1))
+    assert r.summary["status"] == "ok" and r.metrics.policy_loss.notna().all()
+
+
+def test_equal_groups_are_judged_on_task_rewards_even_with_kl_in_the_reward():
+    common = dict(dropout_mode="naive", beta=0.04, sparse=True, seed=1, total_steps=100)
+    loss = sandbox.train(lang(kl_in="loss", **common)).metrics
+    reward = sandbox.train(lang(kl_in="reward", **common)).metrics
+    assert loss.zero_std_frac.iloc[0] == reward.zero_std_frac.iloc[0] > 0
+
+
+def test_kl_in_the_reward_goes_through_the_seam():
+    zero_kl = sandbox.Maths(kl_k1=lambda x: 0 * x)
+    common = dict(dropout_mode="naive", beta=0.5, kl_in="reward", total_steps=600)
+    a = sandbox.train(lang(**common)).metrics
+    b = sandbox.train(lang(**common), maths=zero_kl).metrics
+    assert a.policy_loss.tolist() != b.policy_loss.tolist()
+
+
+def test_target_kl_stops_grpo_passes():
+    m = sandbox.train(lang(dropout=0.3, dropout_mode="naive", mu=4, target_kl=1e-9, total_steps=300)).metrics
+    assert (m.epochs_done == 0).all()
+
+
+def test_clip_fraction_respects_the_upper_clip():
+    from sandbox.diagnostics import Seen, update_metrics
+
+    logratio = torch.log(torch.tensor([1.25, 1.25, 0.7, 1.0]))
+    seen = [Seen(logratio, torch.ones(4), (torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0)))]
+    assert update_metrics(seen, 0.2, 1, clip_coef_high=0.28)["first_clipfrac"] == pytest.approx(0.25)  # only 0.7
+    assert update_metrics(seen, 0.2, 1)["first_clipfrac"] == pytest.approx(0.75)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .model import ModelConfig, TinyGPT, sample
 from .tasks import EOS, PAD, VOCAB, Task
 
+REWARD_ONLY = frozenset({"sparse", "partial_credit", "threshold", "reward_range"})  # do not change the corpus
 VERSION = 1  # bump when the corpus, the model or the recipe changes: old cache entries are then ignored
 
 
@@ -66,8 +67,9 @@ def corpus_batch(task: Task, n: int, rng: np.random.Generator) -> tuple[torch.Te
 def _key(task: Task, pc: PretrainConfig) -> str:
     """What shapes the model: the task's corpus (its name: reward options such as --sparse do not change the
     corpus), the recipe and the vocabulary. Never object reprs: they hold memory addresses."""
-    spec = {"version": VERSION, "task": task.name, "prompt_len": task.prompt_len,
-            "max_new_tokens": task.max_new_tokens, "pretrain": dataclasses.asdict(pc), "vocab": VOCAB}
+    corpus = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)
+              if f.name not in REWARD_ONLY and not callable(getattr(task, f.name))}
+    spec = {"version": VERSION, "task": corpus, "pretrain": dataclasses.asdict(pc), "vocab": VOCAB}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
