@@ -140,6 +140,32 @@ class Config:
     default train mode, what TRL does); consistent: the rollout's masks are stored and reused in the update."""
     dropout_value: bool = False
     """Put dropout in the value MLP too (same p and mode)."""
+    dropout_schedule: Literal["constant", "early", "early-linear", "late"] = "constant"
+    """p over training (Liu et al. 2023): constant; early = p for the first --dropout-cutoff updates, then 0;
+    early-linear = from p down to 0 over the cutoff; late = 0 for the first cutoff updates, then p."""
+    dropout_cutoff: int = 0
+    """The schedule's cutoff, in updates (needed by every schedule but constant)."""
+    dropout_samples: int = 1
+    """Multi-sample dropout (Inoue 2019): K masks on the last hidden layer, sharing the output head. K = 1 is
+    ordinary dropout."""
+    multi_sample_average: Literal["loss", "logits"] = "loss"
+    """loss: each of the K masks gives its own log-prob and ratio against the same stored logp_old, and the K
+    losses are averaged (the paper); logits: the K outputs are averaged into one policy (at rollout too)."""
+
+    # --- sample dropout (drop training samples from the surrogate) -------------------------------------------------
+    sample_dropout: Literal["none", "dppo", "sdpo", "outlier"] = "none"
+    """Drop samples (transitions or tokens) from the clipped surrogate, recomputed every minibatch step: dppo =
+    D-PPO's variance rule (a reconstruction, see README), sdpo = keep |r - 1| < delta (Lin et al. 2023), outlier =
+    drop the largest |r*A - mean|."""
+    sample_drop_rate: float = 0.1
+    """rho: the fraction dropped by dppo and outlier, in [0, 1)."""
+    sample_drop_delta: float = 0.25
+    """delta: SDPO keeps a sample iff |r - 1| < delta."""
+    sample_drop_by_sign: bool = False
+    """Apply the drop rate within A > 0 and within A <= 0 separately (dppo, outlier)."""
+    grad_diag_every: int = 0
+    """Every N updates, measure gradient noise (grad_gdv, grad_gde, grad_snr) on the batch's minibatches before
+    the update, without changing training (0 = never)."""
 
     # --- run ----------------------------------------------------------------------------------------------------
     out: str | None = None
@@ -280,6 +306,20 @@ def validate(cfg: Config) -> Config:
     _check_choice(cfg, "kl_estimator", ("k1", "k2", "k3"))
     _check_choice(cfg, "kl_in", ("loss", "reward"))
     _check_finite(cfg, "dropout", 0.0, 1.0, hi_open=True)
+    _check_choice(cfg, "dropout_schedule", ("constant", "early", "early-linear", "late"))
+    _check_choice(cfg, "multi_sample_average", ("loss", "logits"))
+    _check_choice(cfg, "sample_dropout", ("none", "dppo", "sdpo", "outlier"))
+    _check_finite(cfg, "sample_drop_rate", 0.0, 1.0, hi_open=True)
+    _check_finite(cfg, "sample_drop_delta", 0.0, math.inf, lo_open=True, hi_open=True)
+    if not (isinstance(cfg.dropout_samples, int) and cfg.dropout_samples >= 1):
+        raise ConfigError("dropout_samples", f"must be an integer >= 1 (K masks), got {cfg.dropout_samples!r}")
+    if not (isinstance(cfg.grad_diag_every, int) and cfg.grad_diag_every >= 0):
+        raise ConfigError("grad_diag_every", f"must be an integer >= 0 (0 = off), got {cfg.grad_diag_every!r}")
+    if not (isinstance(cfg.dropout_cutoff, int) and cfg.dropout_cutoff >= 0):
+        raise ConfigError("dropout_cutoff", f"must be an integer >= 0 (updates), got {cfg.dropout_cutoff!r}")
+    if cfg.dropout_schedule != "constant" and cfg.dropout_cutoff == 0:
+        raise ConfigError("dropout_cutoff", f"--dropout-schedule {cfg.dropout_schedule} needs a cutoff > 0, in "
+                                            "updates")
     _check_positive(cfg, "total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
                     "torch_threads", "prompts_per_update", "mu", "kl_horizon", "sft_steps")
     if not (isinstance(cfg.group_size, int) and cfg.group_size >= 2):

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from .config import Config
-from .diagnostics import Seen, update_metrics
+from .diagnostics import Seen, gradient_noise, update_metrics
 from .envs import check_spaces, reward_threshold
 from .maths import Maths, kl_k3
 from .nets import Agent, FlatParams
 from .ppo import NonFiniteLossError, _action_clipper
 from .runlog import BatchRunState, Clock, RunLog, RunResult, progress_bar
+from .surrogate import aggregate, policy_surrogate, valid_samples
 
 
 def train_grpo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
@@ -52,6 +53,8 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
                 cfg.clip_coef_high * frac if cfg.anneal_clip else cfg.clip_coef_high)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            source.set_dropout(maths.dropout_schedule(cfg.effective_dropout, update, cfg.dropout_schedule,
+                                                      cfg.dropout_cutoff))
 
             # 1. Sample prompts_per_update groups of G, in the dropout mode's rollout setting.
             batch = source.sample(rng)
@@ -65,7 +68,7 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
             rewards = batch.rewards
             if cfg.kl_in == "reward":
                 rewards = rewards - beta * (maths.kl_k1(log_ratio_ref) * batch.mask).sum(dim=1)
-            advantages = maths.group_advantages(rewards.view(-1, G), cfg.scale_rewards).flatten()
+            advantages = maths.group_advantages(rewards.view(-1, G), cfg.scale_rewards).flatten()  # (B,)
             task_rewards = batch.rewards.view(-1, G)  # "no signal" is about the task's rewards, not the KL shaping
             all_equal = task_rewards.max(dim=1).values == task_rewards.min(dim=1).values
             token_mask = batch.mask.clone()
@@ -128,33 +131,44 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
     B, n = b.mask.shape
     seen: list[Seen] = []
     num_minibatches = min(cfg.num_minibatches, B)
+    nan = {"value_loss": math.nan}
     if not bool(token_mask.any()):  # every sequence was left out (equal groups, truncation): nothing to learn
-        return {**update_metrics(seen, clip_coef, 0), "value_loss": float("nan")}
+        return update_metrics(seen, clip_coef, 0) | nan
+
+    def policy_terms(idx: torch.Tensor):
+        """The minibatch's per-token log-ratios (one row per dropout copy), surrogate loss and keep-mask."""
+        m = token_mask[idx]
+        logp, entropy = source.logp(b, idx, with_entropy_grad=cfg.ent_coef > 0)
+        logratio = (logp - b.logp_old[idx]) * m
+        adv = advantages[idx, None].expand(len(idx), n)
+        pg_loss, keep = policy_surrogate(maths, cfg, logratio.exp(), adv, clip_coef, clip_high, m, n)
+        return m, logp, entropy, logratio, adv, pg_loss, keep
+
+    grad_noise = {}
+    if cfg.grad_diag_every and update % cfg.grad_diag_every == 0:
+        grad_noise = gradient_noise(lambda idx: policy_terms(idx)[5], B, max(num_minibatches, 4),
+                                    [q for q in source.policy.parameters() if q.requires_grad])
     passes_done = 0
     for mu_pass in range(cfg.mu):
         splits = [torch.arange(B)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(B),
                                                                                     num_minibatches)
         for idx in splits:
-            m = token_mask[idx]
-            logp, entropy = source.logp(b, idx, with_entropy_grad=cfg.ent_coef > 0)
-            logratio = (logp - b.logp_old[idx]) * m
-            ratio = logratio.exp()
-            adv = advantages[idx, None].expand_as(logp)
-            per_token = maths.ppo_loss(ratio, adv, clip_coef, clip_high)
-            pg_loss = maths.aggregate_loss(per_token, m, cfg.loss_agg, max_len=n)
-            loss = pg_loss
-            if beta > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
-                kl = kl_term((logp - b.ref_logp[idx]) * m)
-                loss = loss + beta * maths.aggregate_loss(kl, m, cfg.loss_agg, n)
-            if cfg.ent_coef > 0:
-                loss = loss - cfg.ent_coef * maths.aggregate_loss(entropy, m, cfg.loss_agg, n)
+            m, logp, entropy, logratio, adv, pg_loss, keep = policy_terms(idx)
             if not bool(m.any()):
                 continue
+            loss = pg_loss
+            if beta > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
+                loss = loss + beta * aggregate(maths, cfg, kl_term((logp - b.ref_logp[idx]) * m), m, n)
+            if cfg.ent_coef > 0:
+                loss = loss - cfg.ent_coef * aggregate(maths, cfg, entropy, m, n)
             valid = m.bool()
-            ent = entropy.detach()[valid].mean()
-            seen.append(Seen(logratio.detach()[valid], adv[valid], (ent, pg_loss.detach(), torch.tensor(math.nan))))
-            if cfg.target_kl is not None and kl_k3(-logratio.detach()[valid]).mean().item() > cfg.target_kl:
-                return {**update_metrics(seen, clip_coef, passes_done, clip_high), "value_loss": float("nan")}
+            lr_valid = valid_samples(logratio.detach(), valid)
+            adv_valid = valid_samples(adv.expand_as(logratio), valid)
+            ent = valid_samples(entropy.detach(), valid).mean()
+            seen.append(Seen(lr_valid, adv_valid, (ent, pg_loss.detach(), torch.tensor(math.nan)),
+                             keep=valid_samples(keep, valid)))
+            if cfg.target_kl is not None and kl_k3(-lr_valid).mean().item() > cfg.target_kl:
+                return update_metrics(seen, clip_coef, passes_done, clip_high) | nan | grad_noise
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(f"non-finite loss at update {update}, pass {mu_pass + 1}: "
                                          f"policy_loss={pg_loss.item()}")
@@ -163,9 +177,7 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
             seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)
             optimizer.step()
         passes_done += 1
-    stats = update_metrics(seen, clip_coef, passes_done, clip_high)
-    stats["value_loss"] = float("nan")
-    return stats
+    return update_metrics(seen, clip_coef, passes_done, clip_high) | nan | grad_noise
 
 
 # --- where groups come from ------------------------------------------------------------------------------------
@@ -191,10 +203,15 @@ class LanguageGroups:
             torch.nn.init.zeros_(self.policy.value_head.bias)
         self.policy.set_dropout(cfg.effective_dropout)
         self.policy.mask_fn = maths.dropout_mask
+        self.policy.samples, self.policy.average = cfg.dropout_samples, cfg.multi_sample_average
         self.dropout_p = cfg.effective_dropout
         self.threshold = self.task.threshold
         self.summary_extra = {"reference_reward": ref_stats["reference_reward"],
                               "reference_path": ref_stats["cached"]}
+
+    def set_dropout(self, p: float) -> None:
+        self.policy.set_dropout(p)
+        self.dropout_p = p
 
     def sample(self, rng: np.random.Generator):
         from .lang.rollout import sample_groups
@@ -207,7 +224,7 @@ class LanguageGroups:
 
         masks = b.masks.index(idx) if b.masks is not None else None
         logp, entropy, _ = sequence_logp(self.policy, b.tokens[idx], self.task.prompt_len, self.cfg.temperature,
-                                         masks, with_entropy_grad)
+                                         masks, with_entropy_grad, all_samples=True)
         return logp, entropy
 
     def close(self) -> None:
@@ -240,13 +257,18 @@ class EpisodeGroups:
         check_spaces(cfg.env, self.envs.single_observation_space, self.envs.single_action_space)
         obs_dim = self.envs.single_observation_space.shape[0]
         self.policy = Agent(obs_dim, self.envs.single_action_space, cfg.hidden_sizes, cfg.effective_dropout,
-                            False, cfg.ortho_init, maths.dropout_mask, with_critic=False)
+                            False, cfg.ortho_init, maths.dropout_mask, with_critic=False,
+                            dropout_samples=cfg.dropout_samples, multi_sample_average=cfg.multi_sample_average)
         self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.clip_action = _action_clipper(self.envs.single_action_space)
         self.store_masks = cfg.dropout_mode == "consistent" and cfg.effective_dropout > 0
         self.dropout_p = cfg.effective_dropout
         self.threshold = reward_threshold(cfg.env)
         self.summary_extra = {}
+
+    def set_dropout(self, p: float) -> None:
+        self.policy.set_dropout(p)
+        self.dropout_p = p
 
     @torch.no_grad()
     def sample(self, rng: np.random.Generator) -> EpisodeBatch:
@@ -284,9 +306,9 @@ class EpisodeGroups:
         valid = b.mask[idx].bool()
         masks = b.dropout_masks[idx][valid] if b.dropout_masks is not None else None
         lp, ent, _ = self.policy.evaluate(b.obs[idx][valid], b.actions[idx][valid], masks, with_entropy_grad)
-        logp = torch.zeros(valid.shape).masked_scatter(valid, lp)
-        entropy = torch.zeros(valid.shape).masked_scatter(valid, ent)
-        return logp, entropy
+        shape = (*lp.shape[:-1], *valid.shape)  # (len(idx), n), or (K, len(idx), n) with multi-sample dropout
+        where = valid.expand(shape)
+        return torch.zeros(shape).masked_scatter(where, lp), torch.zeros(shape).masked_scatter(where, ent)
 
     def close(self) -> None:
         self.envs.close()

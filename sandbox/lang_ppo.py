@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from .config import Config
-from .diagnostics import Seen, update_metrics
+from .diagnostics import Seen, gradient_noise, update_metrics
 from .grpo import LanguageGroups
 from .maths import Maths, explained_variance, kl_k3
 from .nets import FlatParams
 from .ppo import NonFiniteLossError
 from .runlog import BatchRunState, Clock, RunLog, RunResult, progress_bar
+from .surrogate import aggregate, policy_surrogate, valid_samples
 
 
 def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
@@ -49,6 +50,8 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
             clip_coef = cfg.clip_coef * frac if cfg.anneal_clip else cfg.clip_coef
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            source.set_dropout(maths.dropout_schedule(cfg.effective_dropout, update, cfg.dropout_schedule,
+                                                      cfg.dropout_cutoff))
 
             # 1. Sample completions; value every state in one forward, in the rollout's dropout setting.
             b = source.sample(rng)
@@ -127,35 +130,43 @@ def _update(source: LanguageGroups, b, advantages, returns, old_values, token_ma
     seen: list[Seen] = []
     num_minibatches = min(cfg.num_minibatches, B)
     clip_vloss = cfg.clip_coef if cfg.clip_vloss else None
+
+    def policy_terms(idx: torch.Tensor):
+        m = token_mask[idx]
+        masks = b.masks.index(idx) if b.masks is not None else None
+        logp, entropy, hidden = sequence_logp(policy, b.tokens[idx], P, cfg.temperature, masks,
+                                              entropy_grad=cfg.ent_coef > 0, all_samples=True)
+        logratio = (logp - b.logp_old[idx]) * m
+        adv = advantages[idx]
+        pg_loss, keep = policy_surrogate(maths, cfg, logratio.exp(), adv, clip_coef, cfg.clip_coef_high, m, n)
+        return m, logp, entropy, hidden, logratio, adv, pg_loss, keep
+
+    grad_noise = {}
+    if cfg.grad_diag_every and update % cfg.grad_diag_every == 0:
+        params_policy = [q for name, q in policy.named_parameters() if not name.startswith("value_head")]
+        grad_noise = gradient_noise(lambda idx: policy_terms(idx)[6], B, max(num_minibatches, 4), params_policy)
     epochs_done = 0
     for epoch in range(cfg.update_epochs):
         splits = [torch.arange(B)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(B),
                                                                                     num_minibatches)
         for idx in splits:
-            m = token_mask[idx]
+            m, logp, entropy, hidden, logratio, adv, pg_loss, keep = policy_terms(idx)
             if not bool(m.any()):
                 continue
-            masks = b.masks.index(idx) if b.masks is not None else None
-            logp, entropy, hidden = sequence_logp(policy, b.tokens[idx], P, cfg.temperature, masks,
-                                                  entropy_grad=cfg.ent_coef > 0)
-            logratio = (logp - b.logp_old[idx]) * m
-            ratio = logratio.exp()
-            adv = advantages[idx]
-            clip_high = cfg.clip_coef_high
-            pg_loss = maths.aggregate_loss(maths.ppo_loss(ratio, adv, clip_coef, clip_high), m, cfg.loss_agg, n)
             v_loss = maths.aggregate_loss(maths.value_loss(policy.value(hidden), old_values[idx], returns[idx],
                                                            clip_vloss), m, cfg.loss_agg, n)
             loss = pg_loss + cfg.vf_coef * v_loss
             if beta > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
-                kl = kl_term((logp - b.ref_logp[idx]) * m)
-                loss = loss + beta * maths.aggregate_loss(kl, m, cfg.loss_agg, n)
+                loss = loss + beta * aggregate(maths, cfg, kl_term((logp - b.ref_logp[idx]) * m), m, n)
             if cfg.ent_coef > 0:
-                loss = loss - cfg.ent_coef * maths.aggregate_loss(entropy, m, cfg.loss_agg, n)
+                loss = loss - cfg.ent_coef * aggregate(maths, cfg, entropy, m, n)
             valid = m.bool()
-            seen.append(Seen(logratio.detach()[valid], adv[valid],
-                             (entropy.detach()[valid].mean(), pg_loss.detach(), v_loss.detach())))
-            if cfg.target_kl is not None and kl_k3(-logratio.detach()[valid]).mean().item() > cfg.target_kl:
-                return update_metrics(seen, clip_coef, epochs_done, cfg.clip_coef_high)
+            lr_valid = valid_samples(logratio.detach(), valid)
+            seen.append(Seen(lr_valid, valid_samples(adv.expand_as(logratio), valid),
+                             (valid_samples(entropy.detach(), valid).mean(), pg_loss.detach(), v_loss.detach()),
+                             keep=valid_samples(keep, valid)))
+            if cfg.target_kl is not None and kl_k3(-lr_valid).mean().item() > cfg.target_kl:
+                return update_metrics(seen, clip_coef, epochs_done, cfg.clip_coef_high) | grad_noise
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(f"non-finite loss at update {update}, epoch {epoch + 1}: "
                                          f"policy_loss={pg_loss.item()}, value_loss={v_loss.item()}")
@@ -164,4 +175,4 @@ def _update(source: LanguageGroups, b, advantages, returns, old_values, token_ma
             seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)
             optimizer.step()
         epochs_done += 1
-    return update_metrics(seen, clip_coef, epochs_done, cfg.clip_coef_high)
+    return update_metrics(seen, clip_coef, epochs_done, cfg.clip_coef_high) | grad_noise

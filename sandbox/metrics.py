@@ -39,6 +39,15 @@ METRICS: dict[str, str] = {
     "beta": "KL coefficient used in the update (changes over time with kl_target).",
     "zero_std_frac": "Fraction of groups whose rewards are all equal: no signal, advantage 0 (GRPO).",
     "completion_len": "Mean completion length in tokens, <eos> included (episode length for GRPO on Gym).",
+    # added with the dropout variants
+    "surrogate_var_kept": "Var(r * A) over the samples sample dropout kept, mean over minibatch steps.",
+    "dropped_frac": "Fraction of samples sample dropout left out of the surrogate, mean over minibatch steps.",
+    "dropped_frac_pos": "The same among samples with A > 0.",
+    "dropped_frac_neg": "The same among samples with A < 0 (a rule that drops mostly these biases the update).",
+    "grad_gdv": "Gradient direction variance: mean pairwise (1 - cosine) between minibatch gradients of the policy "
+                "loss, at the start of the update (every --grad-diag-every updates; empty otherwise).",
+    "grad_gde": "Gradient direction error: mean (1 - cosine) between each minibatch gradient and the batch's.",
+    "grad_snr": "Gradient signal-to-noise: |mean g|^2 / mean |g - mean g|^2 over the minibatch gradients.",
 }
 
 METRIC_COLUMNS: tuple[str, ...] = tuple(METRICS)

@@ -33,7 +33,12 @@ class DropoutMLP(nn.Module):
     """``in_dim -> hidden_sizes (tanh, dropout p) -> out_dim``.
 
     ``forward(x, mask)``: ``mask`` is None (then train mode draws fresh masks and eval mode uses none) or a
-    ``(batch, sum(hidden_sizes))`` tensor of per-unit multipliers, e.g. from :meth:`sample_mask`.
+    ``(batch, mask_width)`` tensor of per-unit multipliers, e.g. from :meth:`sample_mask`.
+
+    Multi-sample dropout (Inoue 2019), ``samples = K > 1``: the last hidden layer gets K masks and the head (shared
+    weights) K outputs. ``average="logits"`` averages them into one output. ``average="loss"`` returns the first
+    copy, or all K as ``(K, batch, out)`` with ``all_samples=True`` (the update then averages K losses, as the
+    paper does). ``mask_width = sum(hidden_sizes[:-1]) + K * hidden_sizes[-1]``; K = 1 is ordinary dropout.
     """
 
     def __init__(
@@ -45,6 +50,8 @@ class DropoutMLP(nn.Module):
         out_gain: float = 1.0,
         ortho_init: bool = True,
         mask_fn: Callable[..., Tensor] = dropout_mask,
+        samples: int = 1,
+        average: str = "loss",
     ):
         super().__init__()
         sizes = [in_dim, *hidden_sizes]
@@ -53,7 +60,8 @@ class DropoutMLP(nn.Module):
         )
         self.head = _init(nn.Linear(sizes[-1], out_dim), out_gain, ortho_init)
         self.hidden_sizes = tuple(hidden_sizes)
-        self.mask_width = sum(hidden_sizes)
+        self.samples, self.average = samples, average
+        self.mask_width = sum(hidden_sizes[:-1]) + samples * hidden_sizes[-1]
         self.p = p
         self.mask_fn = mask_fn
 
@@ -61,18 +69,28 @@ class DropoutMLP(nn.Module):
         """Masks for ``batch`` samples: ``(batch, sum(hidden_sizes))``, drawn with the network's ``mask_fn``."""
         return self.mask_fn((batch, self.mask_width), self.p)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, all_samples: bool = False) -> Tensor:
         if mask is None and self.training and self.p > 0:
             mask = self.sample_mask(x.shape[0])
         h = x
         start = 0
-        for layer in self.hidden:
+        last = len(self.hidden) - 1
+        for i, layer in enumerate(self.hidden):
             h = torch.tanh(F.linear(h, layer.weight, layer.bias))  # F.linear: skips nn.Module call overhead
-            if mask is not None:
-                width = layer.out_features
+            if mask is None:
+                continue
+            width = layer.out_features
+            if i == last and self.samples > 1:  # K masks on the last hidden layer: (batch, K, width)
+                h = h[:, None, :] * mask[:, start:start + self.samples * width].view(-1, self.samples, width)
+            else:
                 h = h * mask[:, start:start + width]
                 start += width
-        return F.linear(h, self.head.weight, self.head.bias)
+        out = F.linear(h, self.head.weight, self.head.bias)
+        if out.dim() == 3:  # (batch, K, out_dim)
+            if self.average == "logits":
+                return out.mean(dim=1)
+            return out.transpose(0, 1) if all_samples else out[:, 0]
+        return out
 
 
 class Agent(nn.Module):
@@ -93,11 +111,14 @@ class Agent(nn.Module):
         ortho_init: bool = True,
         mask_fn: Callable[..., Tensor] = dropout_mask,
         with_critic: bool = True,
+        dropout_samples: int = 1,
+        multi_sample_average: str = "loss",
     ):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
-        self.actor = DropoutMLP(obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, mask_fn)
+        self.actor = DropoutMLP(obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, mask_fn,
+                                dropout_samples, multi_sample_average)
         self.critic = DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init,
                                  mask_fn) if with_critic else None  # GRPO has no value function
         if not self.discrete:
@@ -108,6 +129,12 @@ class Agent(nn.Module):
     @property
     def dropout_p(self) -> float:
         return self.actor.p
+
+    def set_dropout(self, p: float) -> None:
+        """Set p on every dropout layer (a dropout schedule calls this before each update)."""
+        self.actor.p = p
+        if self.critic is not None and self.critic_has_dropout:
+            self.critic.p = p
 
     def sample_mask(self, batch: int) -> Tensor:
         """Fresh masks for ``batch`` samples for every dropout layer of the agent, as one tensor."""
@@ -146,19 +173,20 @@ class Agent(nn.Module):
                  with_entropy: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """Log-prob of given actions, entropy and value, with gradients: ``(logp, entropy, values)``.
 
-        ``with_entropy=False`` computes the entropy without gradient (for the metric only): cheaper when the
-        entropy bonus is 0.
+        With multi-sample dropout averaged over losses, ``logp`` and ``entropy`` are ``(K, batch)``: one row per
+        mask of the last hidden layer. ``with_entropy=False`` computes the entropy without gradient (a metric only).
         """
         actor_mask, critic_mask = self._split(mask)
-        out = self.actor(obs, actor_mask)
+        out = self.actor(obs, actor_mask, all_samples=True)
         if self.discrete:
             logp_all = F.log_softmax(out, dim=-1)
-            logp = logp_all.gather(1, actions.long().unsqueeze(1)).squeeze(1)
+            index = actions.long().unsqueeze(-1).expand(*out.shape[:-1], 1)
+            logp = logp_all.gather(-1, index).squeeze(-1)
             with torch.set_grad_enabled(with_entropy and torch.is_grad_enabled()):
                 entropy = -(logp_all.exp() * logp_all).sum(-1)
         else:
             logp = gaussian_logp(out, self.log_std, actions)
-            entropy = (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(out.shape[0])
+            entropy = (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(out.shape[:-1])
         values = self.critic(obs, critic_mask).squeeze(1) if self.critic is not None else None
         return logp, entropy, values
 

@@ -27,10 +27,11 @@ import torch
 
 from .config import Config
 from .envs import EpisodeTracker, make_vec_env, reward_threshold
-from .diagnostics import Seen, update_metrics
+from .diagnostics import Seen, gradient_noise, update_metrics
 from .maths import Maths, explained_variance, kl_k3
 from .nets import Agent, FlatParams
 from .runlog import Clock, RunLog, RunResult, progress_bar
+from .surrogate import policy_surrogate
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,7 +80,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
     act_space = envs.single_action_space
     p = cfg.effective_dropout
     agent = Agent(obs.shape[1], act_space, cfg.hidden_sizes, p, cfg.dropout_value, cfg.ortho_init,
-                  maths.dropout_mask)
+                  maths.dropout_mask, dropout_samples=cfg.dropout_samples,
+                  multi_sample_average=cfg.multi_sample_average)
     params = FlatParams(agent)  # one tensor for all weights: Adam and the grad clip run as one kernel each
     optimizer = torch.optim.Adam([params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
     store_masks = cfg.dropout_mode == "consistent" and p > 0
@@ -101,6 +103,11 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
             clip_coef = cfg.clip_coef * frac if cfg.anneal_clip else cfg.clip_coef
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            scheduled_p = maths.dropout_schedule(p, update, cfg.dropout_schedule, cfg.dropout_cutoff)
+            if scheduled_p != agent.dropout_p:
+                agent.set_dropout(scheduled_p)  # for the rollout and the update alike
+                if store_masks:  # the next step's masks were drawn with the old p
+                    state.next_mask = agent.sample_mask(N)
 
             # 1. Rollout. Modes naive/consistent sample with dropout on; rollout-eval and off sample without it.
             agent.train(cfg.dropout_mode in ("naive", "consistent"))
@@ -255,26 +262,30 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
     single = num_minibatches == 1
     if single and cfg.norm_adv:  # one minibatch = the whole batch, every epoch: normalise once
         b = dataclasses.replace(b, advantages=_normalize(b.advantages))
+    grad_noise = {}
+    if cfg.grad_diag_every and update % cfg.grad_diag_every == 0:
+        grad_noise = _gradient_noise(agent, b, cfg, clip_coef, maths, max(num_minibatches, 4))
     for epoch in range(cfg.update_epochs):
         # One minibatch is the whole batch: the loss is a mean, so shuffling would change nothing.
         minibatches = [b] if single else [
             b.select(mb) for mb in torch.tensor_split(torch.randperm(n), num_minibatches)]
         for mb in minibatches:
             logp, entropy, values = agent.evaluate(mb.obs, mb.actions, mb.masks, with_entropy=cfg.ent_coef > 0)
-            logratio = logp - mb.logp
+            logratio = logp - mb.logp  # (B,), or (K, B) with multi-sample dropout averaged over losses
             ratio = logratio.exp()
             adv = mb.advantages if single or not cfg.norm_adv else _normalize(mb.advantages)
 
-            pg_loss = maths.ppo_loss(ratio, adv, clip_coef).mean()
+            pg_loss, keep = policy_surrogate(maths, cfg, ratio, adv, clip_coef)
             v_loss = maths.value_loss(values, mb.values, mb.returns, clip_vloss).mean()
             ent = entropy.mean()
             loss = pg_loss + cfg.vf_coef * v_loss
             if cfg.ent_coef > 0:
                 loss = loss - cfg.ent_coef * ent
-            seen.append(Seen(logratio.detach(), adv, (ent.detach(), pg_loss.detach(), v_loss.detach())))
+            seen.append(Seen(logratio.detach().reshape(-1), adv.expand_as(logratio).reshape(-1),
+                             (ent.detach(), pg_loss.detach(), v_loss.detach()), keep=keep.reshape(-1)))
 
             if cfg.target_kl is not None and kl_k3(-logratio.detach()).mean().item() > cfg.target_kl:
-                return update_metrics(seen, clip_coef, epochs_done)  # this minibatch takes no step
+                return update_metrics(seen, clip_coef, epochs_done) | grad_noise  # this minibatch: no step
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(
                     f"non-finite loss at update {update}, epoch {epoch + 1}: policy_loss={pg_loss.item()}, "
@@ -285,7 +296,20 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
             seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)
             optimizer.step()
         epochs_done += 1
-    return update_metrics(seen, clip_coef, epochs_done)
+    return update_metrics(seen, clip_coef, epochs_done) | grad_noise
+
+
+def _gradient_noise(agent: Agent, b: _Batch, cfg: Config, clip_coef: float, maths: Maths,
+                    num_minibatches: int) -> dict[str, float]:
+    """grad_gdv, grad_gde, grad_snr of the policy loss on this batch's minibatches, before the update."""
+
+    def policy_loss(idx: torch.Tensor) -> torch.Tensor:
+        mb = b.select(idx)
+        logp, _, _ = agent.evaluate(mb.obs, mb.actions, mb.masks, with_entropy=False)
+        adv = _normalize(mb.advantages) if cfg.norm_adv else mb.advantages
+        return policy_surrogate(maths, cfg, (logp - mb.logp).exp(), adv, clip_coef)[0]
+
+    return gradient_noise(policy_loss, b.obs.shape[0], num_minibatches, list(agent.actor.parameters()))
 
 
 def _normalize(adv: torch.Tensor) -> torch.Tensor:

@@ -228,3 +228,12 @@ def test_clip_fraction_respects_the_upper_clip():
     seen = [Seen(logratio, torch.ones(4), (torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0)))]
     assert update_metrics(seen, 0.2, 1, clip_coef_high=0.28)["first_clipfrac"] == pytest.approx(0.25)  # only 0.7
     assert update_metrics(seen, 0.2, 1)["first_clipfrac"] == pytest.approx(0.75)
+
+
+def test_same_numbers_whether_or_not_the_reference_was_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path / "cache"))
+    cfg = lang(algo="grpo", dropout_mode="naive", sft_steps=20, total_steps=300)
+    fresh = sandbox.train(cfg)  # pretrains the reference (and caches it)
+    cached = sandbox.train(cfg)  # loads it
+    assert fresh.summary["reference_path"] == cached.summary["reference_path"]
+    assert fresh.metrics.policy_loss.tolist() == cached.metrics.policy_loss.tolist()

@@ -6,6 +6,11 @@ masks in ``train()`` mode, none in ``eval()`` mode, or uses the :class:`SeqMasks
 draws one ``SeqMasks`` for every position of every sequence before sampling; the sampler (one position at a time,
 with a KV cache) and the update (all positions at once) index the same tensors, so both see the same network.
 
+Multi-sample dropout (``samples = K > 1``): the last block's MLP residual dropout draws K masks, giving K final
+hidden states and K outputs of the shared head; ``average="logits"`` averages them, ``"loss"`` keeps them apart for
+the update (``all_samples=True`` returns them first-dimension-first, ``(K, B, t, V)``) and samples with the first.
+It sits after the last attention, so the KV cache is unaffected.
+
 The layout matches Hugging Face's ``GPT2LMHeadModel`` (pre-LayerNorm blocks, learned positions, GELU MLP, tied
 input/output embeddings), so :func:`to_hf_gpt2_state_dict` can hand the same weights to TRL.
 """
@@ -36,7 +41,8 @@ class ModelConfig:
 @dataclasses.dataclass
 class SeqMasks:
     """Dropout masks for every position: ``emb (B, T, d)``, per layer ``attn (B, H, T, T)`` (query row t = the
-    mask of position t's attention), ``resid_attn (B, T, d)`` and ``resid_mlp (B, T, d)``."""
+    mask of position t's attention), ``resid_attn (B, T, d)`` and ``resid_mlp (B, T, d)`` (the last layer's is
+    ``(B, K, T, d)`` with multi-sample dropout)."""
 
     emb: Tensor
     attn: list[Tensor]
@@ -76,9 +82,8 @@ class Block(nn.Module):
         probs = drop.attn(probs, layer, start, end)
         y = (probs @ v).transpose(1, 2).reshape(B, t, d)
         x = x + drop.resid(self.c_proj(y), "resid_attn", layer, start, end)
-        x = x + drop.resid(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh")), "resid_mlp", layer,
-                           start, end)
-        return x, (k, v)
+        mlp = self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+        return drop.residual_mlp(x, mlp, layer, start, end), (k, v)
 
 
 class TinyGPT(nn.Module):
@@ -90,11 +95,12 @@ class TinyGPT(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, with_value_head: bool = False,
-                 mask_fn: Callable[..., Tensor] = dropout_mask):
+                 mask_fn: Callable[..., Tensor] = dropout_mask, samples: int = 1, average: str = "loss"):
         super().__init__()
         self.cfg = cfg
         self.p = cfg.dropout
         self.mask_fn = mask_fn
+        self.samples, self.average = samples, average
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -121,10 +127,13 @@ class TinyGPT(nn.Module):
         T = length or self.cfg.max_len
         d, H, L = self.cfg.d_model, self.cfg.n_heads, self.cfg.n_layers
         f = self.mask_fn
+        K = self.samples
+        resid_mlp = [f((batch, T, d) if i < L - 1 or K == 1 else (batch, K, T, d), self.p) for i in range(L)]
         return SeqMasks(f((batch, T, d), self.p), [f((batch, H, T, T), self.p) for _ in range(L)],
-                        [f((batch, T, d), self.p) for _ in range(L)], [f((batch, T, d), self.p) for _ in range(L)])
+                        [f((batch, T, d), self.p) for _ in range(L)], resid_mlp)
 
-    def forward(self, tokens: Tensor, masks: SeqMasks | None = None, past: list | None = None, start: int = 0):
+    def forward(self, tokens: Tensor, masks: SeqMasks | None = None, past: list | None = None, start: int = 0,
+                all_samples: bool = False):
         drop = _Dropper(self, masks)
         B, t = tokens.shape
         pos = torch.arange(start, start + t)
@@ -134,7 +143,15 @@ class TinyGPT(nn.Module):
             x, kv = block(x, start, past[i] if past is not None else None, drop, i)
             present.append(kv)
         h = self.ln_f(x)
-        return F.linear(h, self.wte.weight), h, present
+        logits = F.linear(h, self.wte.weight)
+        if logits.dim() == 4:  # multi-sample dropout: (B, K, t, V)
+            if self.average == "logits":
+                logits, h = logits.mean(dim=1), h.mean(dim=1)
+            elif all_samples:
+                logits, h = logits.transpose(0, 1), h.mean(dim=1)
+            else:
+                logits, h = logits[:, 0], h[:, 0]
+        return logits, h, present
 
     def value(self, hidden: Tensor) -> Tensor:
         return self.value_head(hidden).squeeze(-1)
@@ -148,6 +165,7 @@ class _Dropper:
         self.fresh = masks is None and model.training and model.p > 0
         self.p = model.p
         self.mask_fn = model.mask_fn
+        self.samples, self.layers = model.samples, model.cfg.n_layers
 
     def resid(self, x: Tensor, kind: str, layer: int | None, start: int, end: int) -> Tensor:
         if self.masks is not None:
@@ -156,6 +174,17 @@ class _Dropper:
         if self.fresh:
             return x * self.mask_fn(x.shape, self.p)
         return x
+
+    def residual_mlp(self, x: Tensor, mlp: Tensor, layer: int, start: int, end: int) -> Tensor:
+        """``x + dropout(mlp)``; on the last layer with multi-sample dropout, K copies ``(B, K, t, d)``."""
+        multi = layer == self.layers - 1 and self.samples > 1
+        if not multi or (self.masks is None and not self.fresh):
+            return x + self.resid(mlp, "resid_mlp", layer, start, end)
+        if self.masks is not None:
+            mask = self.masks.resid_mlp[layer][:, :, start:end]
+        else:
+            mask = self.mask_fn((mlp.shape[0], self.samples, *mlp.shape[1:]), self.p)
+        return x[:, None] + mlp[:, None] * mask
 
     def attn(self, probs: Tensor, layer: int, start: int, end: int) -> Tensor:
         if self.masks is not None:

@@ -125,7 +125,16 @@ def evaluate_reference(model: TinyGPT, task: Task, n: int = 512, seed: int = 123
 
 def load_reference(task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool = False,
                    force: bool = False) -> tuple[TinyGPT, dict]:
-    """The cached reference for ``task`` (pretrained now if missing or ``force``), in eval mode."""
+    """The cached reference for ``task`` (pretrained now if missing or ``force``), in eval mode.
+
+    Neither path moves the caller's random stream (pretraining, and building a model to load weights into, both
+    draw random numbers), so a run gives the same numbers whether its reference was cached or not.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return _load_or_pretrain(task, pc, progress, force)
+
+
+def _load_or_pretrain(task: Task, pc: PretrainConfig, progress: bool, force: bool) -> tuple[TinyGPT, dict]:
     path = cache_path(task, pc)
     if path.exists() and not force:
         blob = torch.load(path, weights_only=False)

@@ -45,14 +45,17 @@ class LangBatch:
 
 
 def sequence_logp(model: TinyGPT, tokens: Tensor, prompt_len: int, temperature: float,
-                  masks: SeqMasks | None = None, entropy_grad: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                  masks: SeqMasks | None = None, entropy_grad: bool = False,
+                  all_samples: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """One forward over whole sequences ``tokens (B, P + n)``: ``(logp (B, n), entropy (B, n), hidden (B, n, d))``
     of the completion tokens under the temperature-scaled distribution, with gradients if enabled (for the entropy
-    only with ``entropy_grad``: it is usually a metric, not a loss term)."""
-    logits, hidden, _ = model(tokens, masks)
-    logits = logits[:, prompt_len - 1:-1] / temperature
+    only with ``entropy_grad``: it is usually a metric, not a loss term). With ``all_samples`` and multi-sample
+    dropout averaged over losses, ``logp`` and ``entropy`` are ``(K, B, n)``."""
+    logits, hidden, _ = model(tokens, masks, all_samples=all_samples)
+    logits = logits[..., prompt_len - 1:-1, :] / temperature
     logp_all = F.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(2, tokens[:, prompt_len:, None]).squeeze(-1)
+    index = tokens[:, prompt_len:, None].expand(*logits.shape[:-1], 1)
+    logp = logp_all.gather(-1, index).squeeze(-1)
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy, hidden[:, prompt_len - 1:-1]
