@@ -31,6 +31,7 @@ __all__ = [
     "group_advantages",
     "kl_k1",
     "kl_k2",
+    "dppo_scores",
     "dropout_schedule",
     "sample_dropout_mask",
     "dropout_mask",
@@ -196,6 +197,13 @@ def adaptive_beta(beta: float, kl: float, kl_target: float, horizon: int, n_step
     return beta * (1.0 + error * n_steps / horizon)
 
 
+def dppo_scores(surrogate: Tensor) -> Tensor:
+    """D-PPO's per-sample score (reconstruction): ``score_i = x_i * (S - x_i)`` with S = sum x, sample i's share of
+    the cross terms sum_{i != j} x_i x_j. With L = mean(x), V = mean(x^2) - L^2 and C = sum(score) = S^2 - sum x^2,
+    the identity ``V = (N - 1) * L^2 - C / N`` holds: low-score samples are those that push the variance up."""
+    return surrogate * (surrogate.sum() - surrogate)
+
+
 def sample_dropout_mask(surrogate: Tensor, ratio: Tensor, advantages: Tensor, mode: str = "none",
                         rate: float = 0.1, delta: float = 0.25, by_sign: bool = False) -> Tensor:
     """Which samples (transitions, or tokens) to keep in the surrogate: a bool mask, True = keep. Detached.
@@ -221,7 +229,7 @@ def sample_dropout_mask(surrogate: Tensor, ratio: Tensor, advantages: Tensor, mo
         keep = (ratio.detach() - 1.0).abs() < delta
     elif mode in ("dppo", "outlier"):
         if mode == "dppo":
-            badness = -(x * (x.sum() - x))  # low score = bad
+            badness = -dppo_scores(x)  # low score = bad
         else:
             badness = (x - x.mean()).abs()
         keep = torch.ones_like(x, dtype=torch.bool)
