@@ -74,12 +74,6 @@ def test_overwrite_never_deletes_what_a_run_did_not_write(capsys, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "precious" and (tmp_path / "old-run").is_dir()
 
 
-def test_demo_refuses_a_directory_with_other_files(capsys, tmp_path):
-    (tmp_path / "notes.txt").write_text("precious")
-    code, _, err = run_cli(capsys, "demo", "--out", str(tmp_path), "--overwrite", "--quiet")
-    assert code == 2 and "not run directories" in err and (tmp_path / "notes.txt").exists()
-
-
 def test_bench_checks_the_json_path_before_running(capsys):
     code, _, err = run_cli(capsys, "bench", "cartpole", "--json", "/no/such/dir/out.json")
     assert code == 2 and "--json" in err

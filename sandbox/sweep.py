@@ -1,0 +1,290 @@
+"""``sandbox sweep SPEC.toml --out DIR``: a grid of runs, in parallel processes or on Ray, resumable.
+
+The spec has a ``[base]`` table of config fields (``preset = "cartpole"`` starts from a preset) and a ``[grid]``
+table mapping config fields, ``seed`` included, to lists of values; the runs are the grid's product::
+
+    [base]
+    preset = "cartpole"
+    total_steps = 50000
+
+    [grid]
+    dropout_mode = ["off", "naive", "consistent"]
+    dropout = [0.1, 0.3]
+    seed = [0, 1, 2, 3, 4]
+
+Each run writes its own run directory under DIR, named from its grid values. Running the same sweep again skips the
+finished runs (a ``summary.json``, written last and atomically, and the same config) and redoes the unfinished ones
+from scratch; a killed worker or Ctrl-C never touches a finished run. Every config is checked before any run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from .config import PRESETS, Config, ConfigError, validate
+from .runlog import RUN_FILES
+
+RUN_ONLY = ("out", "overwrite", "quiet")  # set by the sweep, not by the spec
+
+
+class SpecError(ConfigError):
+    """A bad sweep spec. One line, naming the table and field."""
+
+    def __init__(self, message: str):
+        ValueError.__init__(self, message)
+        self.field = "spec"
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    config: Config
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.config.out)
+
+
+def load_spec(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Parse SPEC.toml into ``(base, grid)``; structural errors are :class:`SpecError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{path.name}: not valid TOML: {err}") from None
+    unknown = sorted(set(spec) - {"base", "grid"})
+    if unknown:
+        raise SpecError(f"{path.name}: unknown table [{unknown[0]}]; a spec has [base] and [grid]")
+    base, grid = dict(spec.get("base", {})), dict(spec.get("grid", {}))
+    if not grid:
+        raise SpecError(f"{path.name}: [grid] is empty; list at least one field's values, e.g. seed = [0, 1, 2]")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    for table, entries in (("base", base), ("grid", grid)):
+        for key in entries:
+            if key in RUN_ONLY:
+                raise SpecError(f"{path.name}: [{table}] {key}: set by the sweep itself (--out, --quiet), not the spec")
+            if key not in fields and not (table == "base" and key == "preset"):
+                close = ", ".join(sorted(f for f in fields if key[:4] in f)[:3]) or "see sandbox train --help"
+                raise SpecError(f"{path.name}: [{table}] {key}: unknown config field (close: {close})")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{path.name}: [grid] {key}: must be a non-empty list of values, got {values!r}")
+    if "preset" in base and base["preset"] not in PRESETS:
+        raise SpecError(f"{path.name}: [base] preset: unknown preset {base['preset']!r}; one of: "
+                        f"{', '.join(PRESETS)}")
+    return base, grid
+
+
+def _slug(value) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", str(value))
+
+
+def expand(base: dict, grid: dict, out: str | os.PathLike) -> list[Run]:
+    """Every combination of the grid on top of the base, validated; raise :class:`SpecError` naming the first bad
+    combination and field. Run names list the grid values in the spec's order, seed last."""
+    base = dict(base)
+    preset = base.pop("preset", None)
+    keys = [k for k in grid if k != "seed"] + (["seed"] if "seed" in grid else [])
+    runs = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        combo = dict(zip(keys, values))
+        name = "__".join(f"{k}={_slug(v)}" for k, v in combo.items())
+        fields = {**base, **combo, "out": str(Path(out) / name), "quiet": True}
+        if "hidden_sizes" in fields:
+            fields["hidden_sizes"] = tuple(fields["hidden_sizes"])
+        try:
+            cfg = Config(**{**(PRESETS[preset] if preset else {}), **fields})
+            cfg = validate(cfg)
+            if not cfg.is_lang:
+                from .envs import check_env
+
+                check_env(cfg.env)
+        except ConfigError as err:
+            where = ", ".join(f"{k}={v}" for k, v in combo.items())
+            raise SpecError(f"run {where}: {err}") from None
+        except TypeError as err:  # e.g. a string where a number belongs
+            raise SpecError(f"run {name}: {err}") from None
+        runs.append(Run(name, cfg))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise SpecError("two runs would share a directory name: a grid lists the same value twice")
+    return runs
+
+
+def run_status(run: Run) -> str:
+    """``done`` (summary.json and the same config), ``different`` (done, with another config), ``partial`` (started,
+    never finished) or ``new``."""
+    d = run.dir
+    if not d.exists():
+        return "new"
+    if not (d / "summary.json").exists():
+        return "partial"
+    try:
+        written = json.loads((d / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "partial"
+    return "done" if written == run.config.to_dict() else "different"
+
+
+def _reset_partial(run: Run) -> None:
+    """Remove an unfinished run directory, but only what a run writes."""
+    d = run.dir
+    names = {p.name for p in d.iterdir()}
+    if not all(n in RUN_FILES or n.endswith(".tmp") for n in names):
+        raise SpecError(f"{d} holds files a run does not write; move them away to resume this sweep")
+    shutil.rmtree(d)
+
+
+def _execute(config: dict) -> dict:
+    """One run, in a worker: one torch thread, quiet, the run directory written as by ``sandbox train``."""
+    import torch
+
+    torch.set_num_threads(1)
+    from .ppo import NonFiniteLossError
+    from .train import train
+
+    cfg = Config.from_dict(config)
+    try:
+        summary = train(cfg).summary
+    except NonFiniteLossError:  # a finished outcome: summary.json says so
+        summary = json.loads((Path(cfg.out) / "summary.json").read_text())
+    return {"out": cfg.out, "status": summary["status"]}
+
+
+def run_sweep(spec: str | os.PathLike, out: str | os.PathLike, workers: int | None = None, backend: str = "local",
+              address: str | None = None, quiet: bool = False) -> dict:
+    """Run the sweep; returns counts ``{"total", "skipped", "ran", "failed"}``."""
+    return run_sweeps([(spec, out)], workers, backend, address, quiet)
+
+
+def run_sweeps(items: list[tuple[str | os.PathLike, str | os.PathLike]], workers: int | None = None,
+               backend: str = "local", address: str | None = None, quiet: bool = False, before=None) -> dict:
+    """Several sweeps ``[(spec, out), ...]`` sharing one pool of workers, in order. ``before()``, if given, runs in a
+    background thread of this process while the pool works (the demo prepares a reference model there)."""
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ConfigError("workers", f"must be a positive integer, got {workers}")
+    runs: list[Run] = []
+    for spec, out in items:  # every config of every spec checked before anything starts or is written
+        runs += expand(*load_spec(spec), out)
+    statuses = {r.dir: run_status(r) for r in runs}
+    different = [d for d, st in statuses.items() if st == "different"]
+    if different:
+        raise SpecError(f"{different[0]} was finished with a different config; use another --out for a changed "
+                        "sweep (finished runs are never overwritten)")
+    for spec, out in items:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        if Path(spec).resolve() != (Path(out) / "spec.toml").resolve():
+            shutil.copyfile(spec, Path(out) / "spec.toml")  # what was asked, kept with the results
+    todo = [r for r in runs if statuses[r.dir] != "done"]
+    for r in todo:
+        if statuses[r.dir] == "partial":
+            _reset_partial(r)
+    counts = {"total": len(runs), "skipped": len(runs) - len(todo), "ran": 0, "failed": 0}
+    if not quiet:
+        names = ", ".join(Path(spec).name for spec, _ in items)
+        print(f"sweep {names}: {len(runs)} runs, {counts['skipped']} already finished, {len(todo)} to run, "
+              f"{workers} at a time ({backend}) -> {', '.join(str(out) for _, out in items)}", flush=True)
+    helper = None
+    if before is not None:
+        import threading
+
+        helper = threading.Thread(target=before, daemon=True)
+        helper.start()
+    if not todo:
+        return counts
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=quiet or not sys.stderr.isatty(),
+               dynamic_ncols=True)
+    failures: list[str] = []
+
+    def done(name: str, error: str | None) -> None:
+        bar.update(1)
+        if error is None:
+            counts["ran"] += 1
+        else:
+            counts["failed"] += 1
+            failures.append(f"{name}: {error}")
+
+    t0 = time.perf_counter()
+    try:
+        if backend == "ray":
+            _run_ray(todo, workers, address, done)
+        else:
+            _run_local(todo, workers, done)
+    finally:
+        bar.close()
+        if helper is not None:
+            helper.join()
+    if not quiet:
+        print(f"{counts['ran']} runs finished in {time.perf_counter() - t0:.0f} s"
+              + (f"; {counts['failed']} failed:\n  " + "\n  ".join(failures) if failures else ""), flush=True)
+    return counts
+
+
+def _run_local(todo: list[Run], workers: int, done) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # each worker starts clean: no torch state inherited
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
+        futures = {pool.submit(_execute, r.config.to_dict()): r for r in todo}
+        for future in as_completed(futures):
+            run = futures[future]
+            try:
+                future.result()
+                done(run.name, None)
+            except BrokenProcessPool:
+                raise SpecError("a worker process died (killed?); finished runs are kept: run the same sweep "
+                                "again to redo the rest") from None
+            except Exception as err:  # noqa: BLE001 - one run's bug must not stop the others
+                done(run.name, f"{type(err).__name__}: {err}")
+    except BaseException:  # Ctrl-C, a dead worker: stop the others now; their unfinished runs are redone next time
+        workers_alive = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown clears it
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers_alive:
+            proc.terminate()
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_ray(todo: list[Run], workers: int, address: str | None, done) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("backend", "ray is not installed: pip install -c constraints.txt -e '.[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=workers, **kwargs)
+    try:
+        remote = ray.remote(num_cpus=1)(_execute)
+        pending = {remote.remote(r.config.to_dict()): r for r in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            run = pending.pop(ready[0])
+            try:
+                ray.get(ready[0])
+                done(run.name, None)
+            except Exception as err:  # noqa: BLE001
+                done(run.name, f"{type(err).__name__}: {str(err).splitlines()[0]}")
+    finally:
+        if started_here:
+            ray.shutdown()

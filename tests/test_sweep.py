@@ -1,0 +1,214 @@
+"""Sweeps (resumable, parallel, Ray), the report's statistics, and the demo's plumbing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sandbox.report import collapsed, iqm, iqm_ci, probability_of_improvement, write_report
+from sandbox.sweep import SpecError, expand, load_spec, run_sweep
+
+TINY = """
+[base]
+preset = "cartpole"
+total_steps = 512
+quiet = false
+
+[grid]
+dropout_mode = ["off", "naive"]
+dropout = [0.2]
+seed = [0, 1]
+""".replace("quiet = false\n", "")
+
+
+def write_spec(tmp_path, text, name="spec.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# --- spec errors: one line, before anything runs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("[base]\nseed = 1\n", "[grid] is empty"),
+    ("[grid]\nseeds = [0, 1]\n", "[grid] seeds: unknown config field"),
+    ("[base]\nlearning_rat = 0.1\n[grid]\nseed = [0]\n", "[base] learning_rat: unknown config field"),
+    ("[grid]\ndropout = [0.1, 1.5]\n", "dropout=1.5: --dropout: must be in [0, 1)"),
+    ("[grid]\nenv = [\"CartPole-v1\", \"NoSuchEnv-v0\"]\n", "env=NoSuchEnv-v0: --env: unknown environment id"),
+    ("[grid]\nseed = []\n", "[grid] seed: must be a non-empty list"),
+    ("[grid]\nseed = 3\n", "[grid] seed: must be a non-empty list"),
+    ("[sweep]\nx = 1\n[grid]\nseed = [0]\n", "unknown table [sweep]"),
+    ("[grid\nseed = [0]\n", "not valid TOML"),
+    ("[base]\nout = \"x\"\n[grid]\nseed = [0]\n", "set by the sweep itself"),
+    ("[base]\npreset = \"atari\"\n[grid]\nseed = [0]\n", "unknown preset"),
+])
+def test_bad_specs_fail_before_any_run(capsys, tmp_path, text, message):
+    from sandbox.cli import main
+
+    spec = write_spec(tmp_path, text)
+    code = main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_runs_are_the_grid_product_named_by_their_values(tmp_path):
+    runs = expand(*load_spec(write_spec(tmp_path, TINY)), tmp_path / "out")
+    assert [r.name for r in runs] == ["dropout_mode=off__dropout=0.2__seed=0", "dropout_mode=off__dropout=0.2__seed=1",
+                                      "dropout_mode=naive__dropout=0.2__seed=0",
+                                      "dropout_mode=naive__dropout=0.2__seed=1"]
+    assert runs[0].config.num_envs == 8 and runs[0].config.total_steps == 512  # preset, then base
+
+
+# --- resuming --------------------------------------------------------------------------------------------------------
+
+def _finished(out: Path) -> dict[str, tuple[int, str]]:
+    return {p.parent.name: (p.stat().st_mtime_ns, p.read_text()) for p in out.glob("*/summary.json")}
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+RESUME = """
+[base]
+preset = "cartpole"
+
+[grid]
+total_steps = [512, 30000]
+seed = [0]
+"""
+
+
+@pytest.mark.parametrize("how", ["kill a worker", "ctrl-c"])
+def test_interrupted_sweep_resumes_without_touching_finished_runs(tmp_path, how):
+    spec, out = write_spec(tmp_path, RESUME), tmp_path / "out"
+    cmd = [sys.executable, "-m", "sandbox", "sweep", str(spec), "--out", str(out), "--workers", "2", "--quiet",
+           "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    long_run = out / "total_steps=30000__seed=0"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (_finished(out) and (long_run / "metrics.csv").exists()):
+        time.sleep(0.05)
+    assert _finished(out) and not (long_run / "summary.json").exists(), "the long run should still be running"
+    if how == "kill a worker":
+        workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert workers
+        os.kill(workers[0], signal.SIGKILL)  # one worker dies; the sweep must stop cleanly and say so
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (2, 130) and "Traceback" not in err, err
+    assert ("worker process died" in err) if how == "kill a worker" else ("interrupted" in err)
+    before = _finished(out)
+    assert "total_steps=30000__seed=0" not in before
+
+    counts = run_sweep(spec, out, workers=2, quiet=True)
+    assert counts["skipped"] == len(before) and counts["ran"] == 2 - len(before)
+    after = _finished(out)
+    assert set(after) == {"total_steps=512__seed=0", "total_steps=30000__seed=0"}
+    assert all(after[name] == before[name] for name in before)  # finished runs untouched, byte for byte
+
+
+def test_a_changed_sweep_is_refused_not_mixed(tmp_path):
+    out = tmp_path / "out"
+    run_sweep(write_spec(tmp_path, TINY), out, workers=2, quiet=True)
+    changed = write_spec(tmp_path, TINY.replace("total_steps = 512", "total_steps = 768"), "changed.toml")
+    with pytest.raises(SpecError, match="different config"):
+        run_sweep(changed, out, workers=2, quiet=True)
+    assert run_sweep(write_spec(tmp_path, TINY), out, workers=2, quiet=True)["skipped"] == 4
+
+
+# --- the report --------------------------------------------------------------------------------------------------
+
+def test_statistics_on_known_answers():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 100.0, -50.0, 2.5, 3.5])
+    assert iqm(x) == pytest.approx(np.mean([2.0, 2.5, 3.0, 3.5]))  # the middle half, outliers ignored
+    rng = np.random.default_rng(0)
+    sample = rng.normal(10.0, 1.0, 200)
+    low, high = iqm_ci(sample)
+    assert low < 10.0 < high and high - low < 0.5
+    small = iqm_ci(sample[:5])
+    assert small[1] - small[0] > high - low  # fewer seeds, wider interval
+    assert np.isnan(iqm_ci([1.0])[0])
+    assert probability_of_improvement([5, 6, 7], [1, 2, 3])[0] == 1.0
+    assert probability_of_improvement([1, 2, 3], [5, 6, 7])[0] == 0.0
+    assert probability_of_improvement([1, 2, 3], [1, 2, 3])[0] == 0.5
+
+
+def test_collapse_rule_on_hand_made_curves():
+    assert collapsed([10, 300, 450, 480, 200], 475) is True  # reached 427.5, then fell under 237.5
+    assert collapsed([10, 300, 450, 300, 250], 475) is False  # dipped, but not under half
+    assert collapsed([10, 300, 200, 100], 475) is False  # never got there
+    assert collapsed([0.5, 0.95, 0.3], 0.9) is True
+    assert collapsed([1, 2], None) is None and collapsed([-200, -100], -100) is None
+
+
+def test_report_on_a_tiny_sweep(tmp_path):
+    out = tmp_path / "out"
+    run_sweep(write_spec(tmp_path, TINY), out, workers=2, quiet=True)
+    table = write_report(out, quiet=True)
+    for name in ("report.md", "report.csv", "learning_curves.png", "surrogate_variance.png", "first_ratio_dev.png",
+                 "final_per_seed.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert list(table.group) == ["dropout_mode=naive", "dropout_mode=off"]
+    naive = table.set_index("group").loc["dropout_mode=naive"]
+    assert naive.baseline == "dropout_mode=off" and 0 <= naive.p_improvement <= 1 and naive.first_ratio_dev > 0
+    text = (out / "report.md").read_text()
+    assert "IQM" in text and "P(improvement)" in text and "![" in text
+
+
+def test_report_errors(capsys, tmp_path):
+    from sandbox.cli import main
+
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no finished run" in capsys.readouterr().err
+
+
+# --- Ray -----------------------------------------------------------------------------------------------------------
+
+def test_ray_backend_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray", reason="the optional 'ray' extra is not installed")
+    out = tmp_path / "out"
+    counts = run_sweep(write_spec(tmp_path, TINY), out, workers=2, backend="ray", quiet=True)
+    assert counts == {"total": 4, "skipped": 0, "ran": 4, "failed": 0}
+    for summary in out.glob("*/summary.json"):
+        assert json.loads(summary.read_text())["status"] == "ok"
+    local = tmp_path / "local"
+    run_sweep(write_spec(tmp_path, TINY), local, workers=2, quiet=True)
+    for name in [p.parent.name for p in out.glob("*/summary.json")]:  # same runs, same numbers, either backend
+        a, b = (json.loads((d / name / "summary.json").read_text()) for d in (out, local))
+        assert a["final_return"] == b["final_return"]
+
+
+# --- the demo's plumbing ---------------------------------------------------------------------------------------------
+
+def test_demo_fast_runs_every_spec_and_writes_the_report(tmp_path):
+    from sandbox.demo import run_demo
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("precious")
+    table = run_demo(workers=2, out=str(tmp_path / "demo"), quiet=True, fast=True)
+    assert (tmp_path / "demo" / "notes.txt").read_text() == "precious"
+    assert len(table) == 13  # 6 PPO groups + the PPO baseline + 6 GRPO groups
+    assert (tmp_path / "demo" / "report.md").exists() and (tmp_path / "demo" / "reward_kl.png").exists()
+    for name in ("ppo-cartpole", "ppo-cartpole-off", "grpo-reverse"):
+        assert load_spec(tmp_path / "demo" / name / "spec.toml")  # the specs are kept, reusable
+    again = run_demo(workers=2, out=str(tmp_path / "demo"), quiet=True, fast=True)  # resumes: nothing to run
+    assert again.equals(table)
