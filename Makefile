@@ -27,6 +27,8 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/sandbox bench cartpole
 	$(BIN)/sandbox bench lang
+	$(BIN)/sandbox bench sweep
+	$(BIN)/sandbox bench report
 
 clean:
 	rm -rf $(VENV) .pytest_cache

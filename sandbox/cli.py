@@ -1,4 +1,4 @@
-"""The ``sandbox`` command: ``train``, ``bench``, ``demo``.
+"""The ``sandbox`` command: ``train``, ``sweep``, ``report``, ``pretrain``, ``bench``, ``demo``.
 
 Every flag of ``sandbox train`` is a field of :class:`sandbox.config.Config`; its help is the field's docstring.
 Bad input ends with one line on stderr naming the flag and what it allows, and exit code 2.
@@ -20,12 +20,12 @@ USAGE = """usage: sandbox COMMAND [flags]    (sandbox COMMAND --help for its fla
 
 commands:
   train   train one run: sandbox train --algo ppo --env CartPole-v1 --dropout 0.1 --dropout-mode consistent
-  demo    PPO on CartPole with the four dropout modes, 3 seeds each, and a table of the stability metrics
+  demo    the headline experiment (about 3 minutes): dropout modes on PPO/CartPole and GRPO/lang:reverse, and its report
   sweep   a grid of runs, in parallel, resumable: sandbox sweep SPEC.toml --out DIR
   report  statistics and figures of a sweep: sandbox report DIR
   pretrain  the reference model of a language task (cached): sandbox pretrain --env lang:reverse
   bench   benchmarks against a peer: sandbox bench cartpole (PPO vs stable-baselines3), sandbox bench lang
-          (GRPO vs TRL)
+          (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report)
 """
 
 
@@ -131,9 +131,10 @@ def cmd_train(args: list[str]) -> int:
 class BenchArgs:
     """Benchmarks, run side by side with a peer in one command."""
 
-    target: Annotated[Literal["cartpole", "lang"], tyro.conf.Positional]
+    target: Annotated[Literal["cartpole", "lang", "sweep", "report"], tyro.conf.Positional]
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
-    lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9."""
+    lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9.
+    sweep: a 10-run sweep with 2 workers vs 1. report: the report of a 100-run sweep."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Seeds; each system runs once per seed, alternating."""
     max_steps: int | None = None
@@ -161,8 +162,12 @@ def cmd_bench(args: list[str]) -> int:
 
     if a.target == "cartpole":
         result = bench.bench_cartpole(a.seeds, a.max_steps or 100_000, quiet=a.quiet)
-    else:
+    elif a.target == "lang":
         result = bench.bench_lang(a.seeds, a.max_steps or 300_000, quiet=a.quiet)
+    elif a.target == "sweep":
+        result = bench.bench_sweep(quiet=a.quiet)
+    else:
+        result = bench.bench_report(quiet=a.quiet)
     if a.json:
         import json
 

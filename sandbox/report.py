@@ -27,7 +27,7 @@ INERT_WHEN_OFF = ("dropout", "dropout_value", "dropout_schedule", "dropout_cutof
                   "multi_sample_average")
 
 
-# --- statistics (pure; tests/test_report.py checks them on known answers) --------------------------------------
+# --- statistics (pure; tests/test_sweep.py checks them on known answers) --------------------------------------
 
 def iqm(x, axis=0):
     """Interquartile mean: the mean of the middle 50% (``scipy.stats.trim_mean`` cutting 25% at each end)."""
@@ -132,6 +132,13 @@ def group_runs(runs: list[RunData]) -> list[Group]:
         for g in members:
             g.family, g.varying = (f"{algo} {env}" if len(families) > 1 else ""), varying
             g.label = g.label_without()
+        # dropout off: its rate, schedule, ... have no effect, so its label leaves them out (unless that would
+        # give two groups the same label)
+        short = {id(g): g.label_without(*INERT_WHEN_OFF) if g.config.get("dropout_mode") == "off" else g.label
+                 for g in members}
+        if len(set(short.values())) == len(members):
+            for g in members:
+                g.label = short[id(g)]
     return sorted(groups.values(), key=lambda g: g.label)
 
 
@@ -355,7 +362,7 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[str, str]]:
     fig, ax = plt.subplots(figsize=(9, 4))
     lines: dict[str, list[tuple[float, float]]] = {}
     for g in groups:
-        p = float(g.config.get("dropout") or 0.0)
+        p = 0.0 if g.config.get("dropout_mode") == "off" else float(g.config.get("dropout") or 0.0)
         value = float(np.mean([r.metrics["first_ratio_dev"].mean() for r in g.runs]))
         lines.setdefault(g.label_without("dropout"), []).append((p, value))
     for label, pts in lines.items():
@@ -367,7 +374,7 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[str, str]]:
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("The ratio's noise before any update, by dropout p", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "first_ratio_dev.png", dpi=90)
+    fig.savefig(out / "first_ratio_dev.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     made.append(("first_ratio_dev.png", "first_ratio_dev against dropout p"))
 

@@ -212,3 +212,19 @@ def test_demo_fast_runs_every_spec_and_writes_the_report(tmp_path):
         assert load_spec(tmp_path / "demo" / name / "spec.toml")  # the specs are kept, reusable
     again = run_demo(workers=2, out=str(tmp_path / "demo"), quiet=True, fast=True)  # resumes: nothing to run
     assert again.equals(table)
+
+
+def test_dropout_off_groups_are_labelled_without_their_inert_rate():
+    import pandas as pd
+
+    from sandbox.report import RunData, group_runs
+
+    def run(mode, p, seed=0):
+        cfg = {"algo": "ppo", "env": "CartPole-v1", "dropout": p, "dropout_mode": mode, "seed": seed}  # Config order
+        return RunData(Path("."), cfg, {}, pd.DataFrame())
+
+    labels = [g.label for g in group_runs([run("naive", 0.1), run("naive", 0.5), run("off", 0.1)])]
+    assert labels == ["dropout=0.1, dropout_mode=naive", "dropout=0.5, dropout_mode=naive", "dropout_mode=off"]
+    # two dropout-off groups that differ only in the (inert) rate keep the rate, so that no two labels collide
+    labels = [g.label for g in group_runs([run("off", 0.1), run("off", 0.5)])]
+    assert labels == ["dropout=0.1", "dropout=0.5"]
