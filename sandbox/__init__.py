@@ -8,7 +8,7 @@
 from .config import Config, ConfigError, preset
 from .maths import Maths
 from .runlog import RunResult
-from .train import train
+from .train import resume, train
 
-__all__ = ["Config", "ConfigError", "Maths", "RunResult", "preset", "train"]
+__all__ = ["Config", "ConfigError", "Maths", "RunResult", "preset", "resume", "train"]
 __version__ = "0.1.0"

@@ -14,12 +14,14 @@ from typing import Annotated, Literal, Sequence
 
 import tyro
 
-from .config import PRESETS, Config, ConfigError, preset
+from .config import PRESETS, Config, ConfigError, preset, validate
 
 USAGE = """usage: sandbox COMMAND [flags]    (sandbox COMMAND --help for its flags)
 
 commands:
   train   train one run: sandbox train --algo ppo --env CartPole-v1 --dropout 0.1 --dropout-mode consistent
+          (sandbox train --resume RUN_DIR continues an interrupted run from its last checkpoint)
+  eval    what a saved policy does: sandbox eval RUN_DIR --episodes 20 [--deterministic] [--gif out.gif]
   demo    the headline experiment (about 3 minutes): dropout modes on PPO/CartPole and GRPO/lang:reverse, and its report
   sweep   a grid of runs, in parallel, resumable: sandbox sweep SPEC.toml --out DIR
   report  statistics and figures of a sweep: sandbox report DIR
@@ -106,22 +108,90 @@ def default_out(cfg: Config) -> str:
     return f"runs/{env}-{cfg.algo}-{cfg.dropout_mode}-p{cfg.dropout:g}-s{cfg.seed}-{stamp}"
 
 
-def cmd_train(args: list[str]) -> int:
-    name, rest = _split_preset(args)
-    base = preset(name) if name is not None else Config()
-    description = ("Train one run and write its run directory (config.json, metrics.csv, episodes.csv, "
-                   f"summary.json). --preset NAME starts from a preset ({', '.join(PRESETS)}); flags override it.")
-    cfg = _parse(Config, rest, "sandbox train", default=base, description=description)
-    if cfg.out is None:
-        cfg = cfg.replace(out=default_out(cfg))
-    from .train import train
+def _split_resume(args: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--resume RUN_DIR`` (or ``--resume=RUN_DIR``) out of the arguments."""
+    rest, run_dir = [], None
+    it = iter(args)
+    for a in it:
+        if a == "--resume":
+            run_dir = next(it, None)
+            if run_dir is None:
+                raise UsageError("--resume: needs the run directory to continue")
+        elif a.startswith("--resume="):
+            run_dir = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return run_dir, rest
 
-    result = train(cfg)
+
+def _report_run(result) -> None:
     s = result.summary
     solved = (f"solved at {s['solved_at_steps']:,} steps / {s['solved_at_s']:.1f} s"
               if s.get("solved_at_steps") is not None else "not solved")
     final = f"{s['final_return']:.1f}" if s.get("final_return") is not None else "n/a"
     print(f"final return {final} | {solved} | {s['env_steps']:,} steps in {s['total_s']:.1f} s | {result.run_dir}")
+
+
+def cmd_train(args: list[str]) -> int:
+    run_dir, args = _split_resume(args)
+    if run_dir is not None:  # the run's own config.json decides everything; only --quiet may be added
+        extra = [a for a in args if a != "--quiet"]
+        if extra:
+            raise UsageError(f"--resume continues a run with its own config.json; drop {' '.join(extra)} "
+                             "(only --quiet may be added)")
+        from .train import resume
+
+        _report_run(resume(run_dir, quiet="--quiet" in args))
+        return 0
+    name, rest = _split_preset(args)
+    base = preset(name) if name is not None else Config()
+    description = ("Train one run and write its run directory (config.json, metrics.csv, episodes.csv, "
+                   f"summary.json). --preset NAME starts from a preset ({', '.join(PRESETS)}); flags override it.")
+    cfg = validate(_parse(Config, rest, "sandbox train", default=base, description=description))
+    if cfg.out is None:
+        cfg = cfg.replace(out=default_out(cfg))
+    from .train import train
+
+    _report_run(train(cfg))
+    return 0
+
+
+# --- sandbox eval --------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class EvalArgs:
+    """Evaluate a saved policy: a run directory (its policy.pt) or a policy.pt / checkpoint file. Gym envs: the mean
+    and std of the return, and an animated GIF of one episode with --gif. Language tasks: sample completions with
+    their rewards."""
+
+    run_dir: Annotated[str, tyro.conf.Positional]
+    """The run directory, or a policy.pt / checkpoints/update-NNNNNN.pt file."""
+    episodes: int = 20
+    """Episodes to play (language tasks: prompts to complete)."""
+    deterministic: bool = False
+    """Take the most likely action (argmax; the Gaussian's mean; greedy decoding) instead of sampling."""
+    dropout: Literal["eval", "as-run"] = "eval"
+    """eval: no dropout, as a deployed policy runs. as-run: dropout as the run's rollouts had it (on in modes naive
+    and consistent, at the p the policy was saved with)."""
+    seed: int = 0
+    """Seeds the first episode's reset (or the prompts) and the sampling."""
+    gif: str | None = None
+    """Write episode 1 as an animated GIF here (Gym envs with rgb_array rendering)."""
+    gif_max_frames: int = 500
+    """At most this many frames in the GIF (CartPole renders at 50 frames/s)."""
+    show: int = 5
+    """Language tasks: completions to print."""
+    quiet: bool = False
+    """Print nothing."""
+
+
+def cmd_eval(args: list[str]) -> int:
+    a = _parse(EvalArgs, args, "sandbox eval")
+    if not (0 <= a.seed < 2**32):
+        raise ConfigError("seed", f"must be an integer in [0, 2**32), got {a.seed}")
+    from .evaluate import evaluate
+
+    evaluate(a.run_dir, a.episodes, a.deterministic, a.dropout, a.seed, a.gif, a.gif_max_frames, a.show, a.quiet)
     return 0
 
 
@@ -317,7 +387,7 @@ def cmd_report(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "pretrain": cmd_pretrain,
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "pretrain": cmd_pretrain,
             "bench": cmd_bench, "demo": cmd_demo}
 
 

@@ -113,16 +113,24 @@ class Config:
 
     # --- KL to a frozen reference policy -----------------------------------------------------------------------------
     beta: float = 0.0
-    """KL coefficient (DeepSeekMath 0.04; TRL's default 0). The reference is the pretrained model (language tasks) or
-    the initial policy (Gym), frozen, in eval mode."""
+    """KL coefficient (DeepSeekMath 0.04; TRL's default 0). The reference is --ref if given, else the initial policy
+    (Gym) or the task's pretrained model (language tasks); frozen, in eval mode."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """Estimator of KL(pi_theta || pi_ref) in the loss: k1 = log ratio, k2 = log ratio^2 / 2, k3 = r - 1 - log r."""
     kl_in: Literal["loss", "reward"] = "loss"
-    """Where the KL enters: the loss (GRPO style, differentiable) or the reward (-beta * k1 per token, detached)."""
+    """Where the KL enters: the loss (GRPO style, differentiable) or the reward (-beta * k1 per token or step,
+    detached, before the advantages; Ziegler et al. 2019)."""
     kl_target: float | None = None
-    """Adaptive beta (Ziegler et al. 2019): steer the per-sequence KL towards this target (None = fixed beta)."""
+    """Adaptive beta (Ziegler et al. 2019): steer the measured kl_ref towards this target (None = fixed beta). Same
+    unit as kl_ref: nats per sequence (language tasks, GRPO on Gym: per episode), per step for PPO on Gym."""
     kl_horizon: int = 10_000
     """Horizon of the adaptive beta rule, in samples."""
+    ref: str | None = None
+    """The frozen reference policy: a run directory (its policy.pt) or a policy.pt / checkpoint file of a run on the
+    same env (or language task). None: the initial policy (Gym) or the task's pretrained model (language tasks)."""
+    init_from_ref: bool = False
+    """Start the policy (and PPO's value network, when the reference has one) from --ref's weights. Needs --ref and
+    the same network shape (--hidden-sizes)."""
 
     # --- networks -----------------------------------------------------------------------------------------------
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -167,6 +175,12 @@ class Config:
     """Every N updates, measure gradient noise (grad_gdv, grad_gde, grad_snr) on the batch's minibatches before
     the update, without changing training (0 = never)."""
 
+    # --- environment variants ----------------------------------------------------------------------------------
+    env_params: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Physical parameters of the Gym env, set on it after it is built: e.g. --env-params length 1.0 masspole 0.3
+    (CartPole: a longer, heavier pole), --env-params g 15 (Pendulum: stronger gravity). Allowed names: see README
+    "Env variants" (a wrong name is refused with the list)."""
+
     # --- run ----------------------------------------------------------------------------------------------------
     out: str | None = None
     """Run directory. The CLI defaults to runs/<env>-<algo>-<mode>-p<p>-s<seed>-<time>; the Python API writes
@@ -175,6 +189,9 @@ class Config:
     """Replace an existing run directory (otherwise an existing --out is refused)."""
     stop_at_threshold: bool = False
     """Stop as soon as the mean of the last 20 episodes reaches the env's reward_threshold."""
+    save_every: int = 0
+    """Also save a checkpoint every N updates (RUN_DIR/checkpoints/update-NNNNNN.pt: the policy and what
+    sandbox train --resume needs). 0: only the final policy.pt."""
     quiet: bool = False
     """No progress bar (it is also off when stderr is not a terminal)."""
     torch_threads: int = 1
@@ -351,6 +368,21 @@ def validate(cfg: Config) -> Config:
     for name in ("target_kl", "kl_target"):
         if getattr(cfg, name) is not None:
             _check_finite(cfg, name, 0.0, math.inf, lo_open=True, hi_open=True)
+    if not (isinstance(cfg.save_every, int) and cfg.save_every >= 0):
+        raise ConfigError("save_every", f"must be an integer >= 0 (updates; 0 = only the final policy), "
+                                        f"got {cfg.save_every!r}")
+    if cfg.init_from_ref and cfg.ref is None:
+        raise ConfigError("init_from_ref", "needs --ref (the run directory or policy file to start from)")
+    if cfg.ref is not None:
+        from .checkpoint import find_policy_file
+
+        find_policy_file(cfg.ref, "ref")
+    if not isinstance(cfg.env_params, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for k, v in cfg.env_params.items()):
+        raise ConfigError("env_params", f"must map parameter names to finite numbers, got {cfg.env_params!r}")
+    if cfg.env_params and cfg.is_lang:
+        raise ConfigError("env_params", "only for Gym envs (the language tasks have no physical parameters)")
     if cfg.kl_target is not None and cfg.beta == 0:
         raise ConfigError("kl_target", "adapts beta, so it needs --beta > 0 to start from")
     if not cfg.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in cfg.hidden_sizes):

@@ -17,8 +17,57 @@ import numpy as np
 from .config import ConfigError, check_env_id
 
 
-def make_vec_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, np.ndarray]:
-    """Build ``num_envs`` copies of ``env_id`` through gymnasium's vector API and reset them with ``seed``.
+# What --env-params may set, per environment class: the constants the dynamics read at every step. Not what the
+# spaces were built from (Pendulum's max_torque, say), which would leave the action or observation bounds stale.
+_CARTPOLE = ("gravity", "masscart", "masspole", "length", "force_mag", "tau")
+ENV_PARAMS: dict[str, tuple[str, ...]] = {
+    "CartPoleEnv": _CARTPOLE,  # length is the pole's half-length (0.5); masspole 0.1, masscart 1.0, force_mag 10
+    "CartPoleVectorEnv": _CARTPOLE,
+    "PendulumEnv": ("g", "m", "l", "dt"),  # g 10.0, m 1.0, l 1.0, dt 0.05
+    "AcrobotEnv": ("LINK_LENGTH_1", "LINK_LENGTH_2", "LINK_MASS_1", "LINK_MASS_2", "LINK_COM_POS_1", "LINK_COM_POS_2",
+                   "LINK_MOI", "dt"),
+    "MountainCarEnv": ("force", "gravity"),  # force 0.001, gravity 0.0025
+    "Continuous_MountainCarEnv": ("power",),  # power 0.0015
+}
+
+
+def apply_env_params(env: gym.Env | gym.vector.VectorEnv, env_id: str, params: dict[str, float]) -> None:
+    """Set physical parameters (``--env-params``) on ``env``: a single env, a numpy-vectorised one, or every
+    sub-env of a ``SyncVectorEnv``. Raise :class:`ConfigError` for a name the env does not have (listing those it
+    has) or a value that is not positive. CartPole's derived constants (total mass, pole mass x length) follow."""
+    if not params:
+        return
+    inner = env.unwrapped
+    targets = [e.unwrapped for e in inner.envs] if isinstance(inner, gym.vector.SyncVectorEnv) else [inner]
+    for target in targets:
+        allowed = ENV_PARAMS.get(type(target).__name__)
+        if allowed is None:
+            names = ", ".join(sorted({n.removesuffix("Env").removesuffix("Vector") for n in ENV_PARAMS}))
+            raise ConfigError("env_params", f"{env_id} has no documented physical parameters; supported envs: "
+                                            f"{names}")
+        for name, value in params.items():
+            if name not in allowed:
+                raise ConfigError("env_params", f"{env_id} has no parameter {name!r}; one of: {', '.join(allowed)}")
+            if not value > 0:
+                raise ConfigError("env_params", f"{name} must be > 0, got {value!r}")
+            setattr(target, name, float(value))
+        if type(target).__name__.startswith("CartPole"):
+            target.total_mass = target.masspole + target.masscart
+            target.polemass_length = target.masspole * target.length
+
+
+def make_env(env_id: str, env_params: dict[str, float] | None = None, render_mode: str | None = None) -> gym.Env:
+    """One env (for evaluation and GIFs), with ``env_params`` applied."""
+    check_env_id(env_id)
+    env = gym.make(env_id, render_mode=render_mode)
+    apply_env_params(env, env_id, env_params or {})
+    return env
+
+
+def make_vec_env(env_id: str, num_envs: int, seed: int, env_params: dict[str, float] | None = None
+                 ) -> tuple[gym.vector.VectorEnv, np.ndarray]:
+    """Build ``num_envs`` copies of ``env_id`` through gymnasium's vector API, with ``env_params`` applied, and
+    reset them with ``seed``.
 
     Uses gymnasium's numpy-vectorised implementation where the env registers one (CartPole), else
     ``SyncVectorEnv`` (one process: for these cheap envs, subprocesses cost more than they save).
@@ -29,14 +78,16 @@ def make_vec_env(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.Vect
     mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
     check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
+    apply_env_params(envs, env_id, env_params or {})
     if envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP) != gym.vector.AutoresetMode.NEXT_STEP:
         raise ConfigError("env", f"{env_id}: the trainers expect gymnasium's next-step autoreset")
     obs, _ = envs.reset(seed=seed)
     return envs, obs
 
 
-def check_env(env_id: str) -> None:
-    """Raise :class:`ConfigError` unless ``env_id`` is known and has spaces the agents handle (builds one env)."""
+def check_env(env_id: str, env_params: dict[str, float] | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``env_id`` is known, has spaces the agents handle and takes
+    ``env_params`` (builds one env)."""
     check_env_id(env_id)
     try:
         env = gym.make(env_id)
@@ -44,6 +95,7 @@ def check_env(env_id: str) -> None:
         raise ConfigError("env", f"{env_id} cannot be built here: {str(err).splitlines()[0]}") from None
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
+        apply_env_params(env, env_id, env_params or {})
     finally:
         env.close()
 
@@ -95,6 +147,18 @@ class EpisodeTracker:
 
     def recent(self, k: int = 20) -> float:
         return float(np.mean(self.returns[-k:])) if self.returns else float("nan")
+
+    def state_dict(self) -> dict:
+        """For checkpoints: the finished episodes and the running sums of the unfinished ones, as tensors."""
+        import torch
+
+        return {"returns": torch.tensor(self.returns, dtype=torch.float64),
+                "lengths": torch.tensor(self.lengths, dtype=torch.int64),
+                "running_return": torch.from_numpy(self._ret.copy()), "running_length": torch.from_numpy(self._len.copy())}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.returns, self.lengths = d["returns"].tolist(), d["lengths"].tolist()
+        self._ret[:], self._len[:] = d["running_return"].numpy(), d["running_length"].numpy()
 
     def recent_length(self, k: int = 20) -> float:
         return float(np.mean(self.lengths[-k:])) if self.lengths else float("nan")

@@ -19,9 +19,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from . import checkpoint as ckpt
 from .config import Config
 from .diagnostics import Seen, gradient_noise, update_metrics
-from .envs import check_spaces, reward_threshold
+from .envs import apply_env_params, check_spaces, reward_threshold
 from .maths import Maths, kl_k3
 from .nets import Agent, FlatParams
 from .ppo import NonFiniteLossError, _action_clipper
@@ -29,7 +30,7 @@ from .runlog import BatchRunState, Clock, RunLog, RunResult, progress_bar
 from .surrogate import aggregate, policy_surrogate, valid_samples
 
 
-def train_grpo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
+def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None) -> RunResult:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     source = LanguageGroups(cfg, maths) if cfg.is_lang else EpisodeGroups(cfg, maths)
@@ -39,9 +40,12 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
     beta = cfg.beta
     kl_term = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}[cfg.kl_estimator]
 
-    bar = progress_bar(cfg.total_steps, cfg.quiet, f"grpo {cfg.env}")
     clock = Clock()
     state = BatchRunState()
+    if resume is not None:  # continue exactly where the checkpoint left off
+        beta, clock = restore_batch_run(resume, source, optimizer, state, rng)
+    bar = progress_bar(cfg.total_steps, cfg.quiet, f"grpo {cfg.env}")
+    bar.update(state.env_steps)
     status, message = "ok", "finished the step budget"
     try:
         while state.env_steps < cfg.total_steps:
@@ -106,6 +110,11 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
             })
             bar.set_postfix(reward=f"{reward_mean:.3f}", kl=f"{kl_ref:.3f}",
                             sps=f"{state.env_steps / max(wall, 1e-9):.0f}", refresh=False)
+            if cfg.save_every and update % cfg.save_every == 0:
+                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, source.network, source.policy, update,
+                                                      state.env_steps,
+                                                      batch_run_resume_state(optimizer, rng, state, source, beta,
+                                                                             clock)))
             if (cfg.is_lang or len(state.returns) >= 20) and state.check_solved(solved_by, source.threshold, wall):
                 if cfg.stop_at_threshold:
                     message = "reached the reward threshold (--stop-at-threshold)"
@@ -119,6 +128,8 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
     finally:
         bar.close()
         source.close()
+        if status != "interrupted":
+            log.save_policy(ckpt.blob("policy", cfg, source.network, source.policy, state.updates, state.env_steps))
         result = log.finish(state.summary(status, message, source.threshold, clock(), **source.summary_extra),
                             write_summary=status != "interrupted")
     return result
@@ -180,6 +191,28 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
     return update_metrics(seen, clip_coef, passes_done, clip_high) | nan | grad_noise
 
 
+def batch_run_resume_state(optimizer, rng: np.random.Generator, state: BatchRunState, source, beta: float,
+                           clock: Clock) -> dict:
+    """What a checkpoint of GRPO (or PPO on a language task) needs beyond the weights: the optimizer, both random
+    streams, the counters, beta and the scheduled dropout p. (Its batches start from fresh prompts or reset seeds:
+    no environment is mid-episode.)"""
+    return {"optimizer": optimizer.state_dict(), "random": ckpt.random_state(rng), "episodes_written":
+            len(state.returns), "wall_s": clock(),
+            "trainer": {"state": state.state_dict(), "beta": beta, "dropout_p": source.dropout_p}}
+
+
+def restore_batch_run(blob: dict, source, optimizer, state: BatchRunState, rng: np.random.Generator
+                      ) -> tuple[float, Clock]:
+    """The inverse of :func:`batch_run_resume_state`; returns ``(beta, clock)``."""
+    r, t = blob["resume"], blob["resume"]["trainer"]
+    source.policy.load_state_dict(blob["state_dict"])
+    optimizer.load_state_dict(r["optimizer"])
+    state.load_state_dict(t["state"])
+    source.set_dropout(t["dropout_p"])
+    ckpt.set_random_state(r["random"], rng)
+    return t["beta"], Clock(r["wall_s"])
+
+
 # --- where groups come from ------------------------------------------------------------------------------------
 
 class LanguageGroups:
@@ -187,15 +220,20 @@ class LanguageGroups:
     (PPO on the language tasks samples the same way, with a value head on the policy.)"""
 
     def __init__(self, cfg: Config, maths: Maths, with_value_head: bool = False):
-        from .lang.pretrain import PretrainConfig, load_reference
+        from .lang.pretrain import PretrainConfig, evaluate_reference, load_reference
         from .lang.tasks import make_task
 
         self.cfg = cfg
         self.task = make_task(cfg.task_name, sparse=cfg.sparse, partial_credit=cfg.partial_credit)
-        self.reference, ref_stats = load_reference(self.task, PretrainConfig(steps=cfg.sft_steps),
-                                                   progress=not cfg.quiet)
+        pretrained, ref_stats = load_reference(self.task, PretrainConfig(steps=cfg.sft_steps),
+                                               progress=not cfg.quiet)
+        self.reference, ref_path = pretrained, ref_stats["cached"]
+        if cfg.ref is not None:  # another run's policy as the reference (and, with init_from_ref, the start)
+            self.reference, ref_path = ckpt.lang_reference(cfg, pretrained.cfg)
+            with torch.random.fork_rng(devices=[]):
+                ref_stats = evaluate_reference(self.reference, self.task)
         self.reference.requires_grad_(False)
-        self.policy = copy.deepcopy(self.reference)
+        self.policy = copy.deepcopy(self.reference if cfg.init_from_ref else pretrained)
         self.policy.requires_grad_(True)
         if with_value_head:
             self.policy.value_head = torch.nn.Linear(self.policy.cfg.d_model, 1)
@@ -206,8 +244,8 @@ class LanguageGroups:
         self.policy.samples, self.policy.average = cfg.dropout_samples, cfg.multi_sample_average
         self.dropout_p = cfg.effective_dropout
         self.threshold = self.task.threshold
-        self.summary_extra = {"reference_reward": ref_stats["reference_reward"],
-                              "reference_path": ref_stats["cached"]}
+        self.network = ckpt.gpt_network(cfg, self.policy)
+        self.summary_extra = {"reference_reward": ref_stats["reference_reward"], "reference_path": ref_path}
 
     def set_dropout(self, p: float) -> None:
         self.policy.set_dropout(p)
@@ -255,16 +293,18 @@ class EpisodeGroups:
         E = cfg.prompts_per_update * cfg.group_size
         self.envs = gym.make_vec(cfg.env, num_envs=E, vectorization_mode="sync")  # sync: one seed per env
         check_spaces(cfg.env, self.envs.single_observation_space, self.envs.single_action_space)
+        apply_env_params(self.envs, cfg.env, cfg.env_params)
         obs_dim = self.envs.single_observation_space.shape[0]
         self.policy = Agent(obs_dim, self.envs.single_action_space, cfg.hidden_sizes, cfg.effective_dropout,
                             False, cfg.ortho_init, maths.dropout_mask, with_critic=False,
                             dropout_samples=cfg.dropout_samples, multi_sample_average=cfg.multi_sample_average)
-        self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.reference, ref_path = ckpt.gym_reference(cfg, self.policy)  # --ref, else the initial policy
+        self.network = ckpt.mlp_network(cfg, obs_dim, self.envs.single_action_space, with_critic=False)
         self.clip_action = _action_clipper(self.envs.single_action_space)
         self.store_masks = cfg.dropout_mode == "consistent" and cfg.effective_dropout > 0
         self.dropout_p = cfg.effective_dropout
         self.threshold = reward_threshold(cfg.env)
-        self.summary_extra = {}
+        self.summary_extra = {"reference_path": ref_path}
 
     def set_dropout(self, p: float) -> None:
         self.policy.set_dropout(p)
@@ -284,22 +324,19 @@ class EpisodeGroups:
             o = torch.as_tensor(obs, dtype=torch.float32)
             m = self.policy.sample_mask(E) if self.store_masks else None
             actions, logp = self.policy.act(o, m)
-            trace.append((o, actions, logp, m, torch.from_numpy(alive.copy())))
+            ref_logp = self.reference.log_prob(o, actions)  # same batch as the acting forward: see PPO's rollout
+            trace.append((o, actions, logp, ref_logp, m, torch.from_numpy(alive.copy())))
             obs, r, term, trunc, _ = self.envs.step(self.clip_action(actions.numpy()))
             rewards += r * alive
             truncated |= alive & trunc & ~term
             alive &= ~(term | trunc)
-        obs_t, act_t, logp_t, masks_t, alive_t = zip(*trace)
+        obs_t, act_t, logp_t, ref_t, masks_t, alive_t = zip(*trace)
         mask = torch.stack(alive_t, dim=1)  # (E, n): the steps of each first episode
-        batch = EpisodeBatch(
+        return EpisodeBatch(
             obs=torch.stack(obs_t, dim=1), actions=torch.stack(act_t, dim=1),
-            logp_old=torch.stack(logp_t, dim=1) * mask, ref_logp=torch.zeros(mask.shape), mask=mask,
+            logp_old=torch.stack(logp_t, dim=1) * mask, ref_logp=torch.stack(ref_t, dim=1) * mask, mask=mask,
             truncated=torch.from_numpy(truncated), rewards=torch.from_numpy(rewards).float(),
             lengths=mask.sum(dim=1), dropout_masks=torch.stack(masks_t, dim=1) if self.store_masks else None)
-        valid = mask.bool()
-        ref_logp, _, _ = self.reference.evaluate(batch.obs[valid], batch.actions[valid])
-        batch.ref_logp[valid] = ref_logp
-        return batch
 
     def logp(self, b: EpisodeBatch, idx: torch.Tensor, with_entropy_grad: bool):
         """Log-probs and entropies of the steps of episodes ``idx``, ``(len(idx), n)``, zero after each end."""

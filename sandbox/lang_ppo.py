@@ -16,9 +16,10 @@ import math
 import numpy as np
 import torch
 
+from . import checkpoint as ckpt
 from .config import Config
 from .diagnostics import Seen, gradient_noise, update_metrics
-from .grpo import LanguageGroups
+from .grpo import LanguageGroups, batch_run_resume_state, restore_batch_run
 from .maths import Maths, explained_variance, kl_k3
 from .nets import FlatParams
 from .ppo import NonFiniteLossError
@@ -26,7 +27,7 @@ from .runlog import BatchRunState, Clock, RunLog, RunResult, progress_bar
 from .surrogate import aggregate, policy_surrogate, valid_samples
 
 
-def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
+def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None) -> RunResult:
     from .lang.rollout import sequence_logp
 
     torch.manual_seed(cfg.seed)
@@ -38,9 +39,12 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
     beta = cfg.beta
     kl_term = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}[cfg.kl_estimator]
 
-    bar = progress_bar(cfg.total_steps, cfg.quiet, f"ppo {cfg.env}")
     clock = Clock()
     state = BatchRunState()
+    if resume is not None:  # continue exactly where the checkpoint left off
+        beta, clock = restore_batch_run(resume, source, optimizer, state, rng)
+    bar = progress_bar(cfg.total_steps, cfg.quiet, f"ppo {cfg.env}")
+    bar.update(state.env_steps)
     status, message = "ok", "finished the step budget"
     try:
         while state.env_steps < cfg.total_steps:
@@ -104,6 +108,11 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
                 "beta": beta_used, "completion_len": float(b.lengths.float().mean()),
             })
             bar.set_postfix(reward=f"{state.final_reward:.3f}", kl=f"{kl_ref:.3f}", refresh=False)
+            if cfg.save_every and update % cfg.save_every == 0:
+                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, source.network, policy, update,
+                                                      state.env_steps,
+                                                      batch_run_resume_state(optimizer, rng, state, source, beta,
+                                                                             clock)))
             if state.check_solved(state.final_reward, source.threshold, wall) and cfg.stop_at_threshold:
                 message = "reached the reward threshold (--stop-at-threshold)"
                 break
@@ -115,6 +124,8 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
         raise
     finally:
         bar.close()
+        if status != "interrupted":
+            log.save_policy(ckpt.blob("policy", cfg, source.network, policy, state.updates, state.env_steps))
         result = log.finish(state.summary(status, message, source.threshold, clock(), **source.summary_extra),
                             write_summary=status != "interrupted")
     return result

@@ -115,6 +115,7 @@ class Agent(nn.Module):
         multi_sample_average: str = "loss",
     ):
         super().__init__()
+        self.obs_dim, self.action_space = obs_dim, action_space
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.actor = DropoutMLP(obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, mask_fn,
@@ -164,6 +165,22 @@ class Agent(nn.Module):
             return actions, logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
         actions = out + self.log_std.exp() * torch.randn_like(out)
         return actions, gaussian_logp(out, self.log_std, actions)
+
+    @torch.no_grad()
+    def log_prob(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """``log pi(actions | obs)`` without gradient, by the same operations as :meth:`act`: for the same weights
+        and batch it gives the same bits, which is why the KL reference is evaluated step by step at rollout
+        (``kl_ref`` is then exactly 0 while the policy equals its reference)."""
+        out = self.actor(obs)
+        if self.discrete:
+            return F.log_softmax(out, dim=-1).gather(1, actions.unsqueeze(1)).squeeze(1)
+        return gaussian_logp(out, self.log_std, actions)
+
+    @torch.no_grad()
+    def best_action(self, obs: Tensor) -> Tensor:
+        """The most likely action: the argmax (Discrete) or the mean (Box). For deterministic evaluation."""
+        out = self.actor(obs)
+        return out.argmax(-1) if self.discrete else out
 
     @torch.no_grad()
     def value(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:

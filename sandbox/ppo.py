@@ -1,7 +1,10 @@
 """PPO (Schulman et al. 2017) with the usual implementation details, and four ways of handling dropout.
 
 Read ``train_ppo`` from top to bottom: collect a rollout, compute advantages, run the clipped-surrogate update,
-log one row of metrics. The maths comes in through ``maths`` (see ``sandbox/maths.py``).
+log one row of metrics (and save a checkpoint every ``save_every`` updates). The maths comes in through ``maths``
+(see ``sandbox/maths.py``). A frozen reference policy (``--ref``, else the initial policy) is evaluated on every
+step: ``kl_ref`` measures how far the policy has moved from it, and ``beta`` > 0 pulls it back, in the loss or in
+the reward (``--kl-in``).
 
 Dropout handling (``config.dropout_mode``), the point of the sandbox:
 
@@ -25,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from . import checkpoint as ckpt
 from .config import Config
 from .envs import EpisodeTracker, make_vec_env, reward_threshold
 from .diagnostics import Seen, gradient_noise, update_metrics
@@ -50,6 +54,7 @@ class Rollout:
     obs: np.ndarray
     actions: torch.Tensor
     logp: torch.Tensor
+    ref_logp: torch.Tensor
     values: torch.Tensor
     rewards: np.ndarray
     terminated: np.ndarray
@@ -65,6 +70,7 @@ class Rollout:
             obs=np.zeros((T, N, obs_dim), np.float32),
             actions=torch.zeros((T, N, *act_shape), dtype=act_dtype),
             logp=torch.zeros(T, N),
+            ref_logp=torch.zeros(T, N),
             values=torch.zeros(T, N),
             rewards=np.zeros((T, N), np.float32),
             terminated=np.zeros((T, N), np.float32),
@@ -74,16 +80,20 @@ class Rollout:
         )
 
 
-def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
+def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None) -> RunResult:
     torch.manual_seed(cfg.seed)
-    envs, obs = make_vec_env(cfg.env, cfg.num_envs, cfg.seed)
+    envs, obs = make_vec_env(cfg.env, cfg.num_envs, cfg.seed, cfg.env_params)
     act_space = envs.single_action_space
     p = cfg.effective_dropout
     agent = Agent(obs.shape[1], act_space, cfg.hidden_sizes, p, cfg.dropout_value, cfg.ortho_init,
                   maths.dropout_mask, dropout_samples=cfg.dropout_samples,
                   multi_sample_average=cfg.multi_sample_average)
+    reference, ref_path = ckpt.gym_reference(cfg, agent)  # --ref (maybe also the start), else the initial agent
     params = FlatParams(agent)  # one tensor for all weights: Adam and the grad clip run as one kernel each
     optimizer = torch.optim.Adam([params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
+    network = ckpt.mlp_network(cfg, obs.shape[1], act_space, with_critic=True)
+    beta = cfg.beta
+    kl_term = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}[cfg.kl_estimator]
     store_masks = cfg.dropout_mode == "consistent" and p > 0
     T, N = cfg.num_steps, cfg.num_envs
     buf = Rollout.allocate(T, N, obs.shape[1], act_space, agent.mask_width if store_masks else 0)
@@ -93,11 +103,16 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
     episodes = EpisodeTracker(N)
     state = _RunState(obs=obs, prev_done=np.zeros(N, bool),
                       next_mask=agent.sample_mask(N) if store_masks else None)
-    bar = progress_bar(cfg.num_updates * cfg.batch_size, cfg.quiet, f"ppo {cfg.env}")
     clock = Clock()
+    first = 1
+    if resume is not None:  # continue exactly where the checkpoint left off
+        beta, clock = _restore(resume, agent, optimizer, envs, state, episodes)
+        first = resume["update"] + 1
+    bar = progress_bar(cfg.num_updates * cfg.batch_size, cfg.quiet, f"ppo {cfg.env}")
+    bar.update(state.env_steps)
     status, message = "ok", "finished the step budget"
     try:
-        for update in range(1, cfg.num_updates + 1):
+        for update in range(first, cfg.num_updates + 1):
             frac = 1.0 - (update - 1) / cfg.num_updates
             lr = cfg.learning_rate * frac if cfg.anneal_lr else cfg.learning_rate
             clip_coef = cfg.clip_coef * frac if cfg.anneal_clip else cfg.clip_coef
@@ -111,27 +126,34 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
 
             # 1. Rollout. Modes naive/consistent sample with dropout on; rollout-eval and off sample without it.
             agent.train(cfg.dropout_mode in ("naive", "consistent"))
-            stop = _collect_rollout(envs, agent, buf, state, store_masks, clip_action, episodes, threshold, cfg,
-                                    log, clock)
+            stop = _collect_rollout(envs, agent, reference, buf, state, store_masks, clip_action, episodes,
+                                    threshold, cfg, log, clock)
             bar.update(T * N)
             if stop:
                 message = "reached the reward threshold (--stop-at-threshold)"
                 break
 
             # 2. Values of every visited state in one batched forward, in the rollout's dropout mode (with the
-            #    stored masks in consistent mode), then GAE; autoreset steps are dropped afterwards.
+            #    stored masks in consistent mode), then GAE; autoreset steps are dropped afterwards. With the KL
+            #    in the reward, every step pays beta * k1 = beta * (log pi_old - log pi_ref) first.
             obs_flat = torch.from_numpy(buf.obs).flatten(0, 1)
             buf.values = agent.value(obs_flat, buf.masks.flatten(0, 1) if store_masks else None).view(T, N)
             bootstrap = agent.value(torch.from_numpy(state.obs), state.next_mask)  # next step's masks if stored
             next_values = torch.cat([buf.values[1:], bootstrap[None]])
+            valid = torch.from_numpy(buf.valid)
+            log_ratio_ref = (buf.logp - buf.ref_logp) * valid  # (T, N); autoreset steps chose nothing
+            rewards = torch.from_numpy(buf.rewards)
+            if cfg.kl_in == "reward" and beta > 0:
+                rewards = rewards - beta * maths.kl_k1(log_ratio_ref)
             advantages, returns = maths.gae(
-                torch.from_numpy(buf.rewards), buf.values, next_values, torch.from_numpy(buf.terminated),
+                rewards, buf.values, next_values, torch.from_numpy(buf.terminated),
                 torch.from_numpy(buf.dones), cfg.gamma, cfg.gae_lambda)
             idx = torch.from_numpy(np.flatnonzero(buf.valid.reshape(-1)))
             batch = _Batch(
                 obs=obs_flat[idx],
                 actions=buf.actions.flatten(0, 1)[idx],
                 logp=buf.logp.flatten()[idx],
+                ref_logp=buf.ref_logp.flatten()[idx],
                 values=buf.values.flatten()[idx],
                 advantages=advantages.flatten()[idx],
                 returns=returns.flatten()[idx],
@@ -140,9 +162,16 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
 
             # 3. Update: every mode but off runs the update forward in train mode.
             agent.train(cfg.dropout_mode != "off")
-            stats = _ppo_update(agent, params, optimizer, batch, cfg, clip_coef, maths, update)
+            stats = _ppo_update(agent, params, optimizer, batch, cfg, clip_coef, maths, update,
+                                beta if cfg.kl_in == "loss" else 0.0, kl_term)
 
-            # 4. Log one row.
+            # 4. KL to the reference (k1 per step, the behaviour policy's own log-probs); adaptive beta.
+            kl_ref = float(log_ratio_ref.sum() / len(idx)) if len(idx) else math.nan
+            beta_used = beta
+            if cfg.kl_target is not None and len(idx):
+                beta = maths.adaptive_beta(beta, kl_ref, cfg.kl_target, cfg.kl_horizon, len(idx))
+
+            # 5. Log one row; a checkpoint every save_every updates.
             wall = clock()
             env_steps = state.env_steps
             log.update({
@@ -150,10 +179,14 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
                 "ep_return_mean": episodes.recent(20), "ep_len_mean": episodes.recent_length(20),
                 "episodes": len(episodes.returns), **stats,
                 "explained_var": explained_variance(batch.values, batch.returns),
-                "lr": lr, "clip_coef": clip_coef, "dropout_p": agent.dropout_p,
+                "lr": lr, "clip_coef": clip_coef, "dropout_p": agent.dropout_p, "kl_ref": kl_ref, "beta": beta_used,
             })
             bar.set_postfix(ret=f"{episodes.recent(20):.1f}", sps=f"{env_steps / max(wall, 1e-9):.0f}",
                             refresh=False)
+            if cfg.save_every and update % cfg.save_every == 0:
+                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, network, agent, update, state.env_steps,
+                                                      _resume_state(optimizer, envs, state, episodes, agent, beta,
+                                                                    clock)))
     except NonFiniteLossError as err:
         status, message = "non-finite-loss", str(err)
         raise
@@ -163,6 +196,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
     finally:
         bar.close()
         envs.close()
+        if status != "interrupted":
+            log.save_policy(ckpt.blob("policy", cfg, network, agent, len(log.rows), state.env_steps))
         summary = {
             "status": status,
             "final_return": episodes.recent(20) if episodes.returns else None,
@@ -175,6 +210,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog) -> RunResult:
             "updates": len(log.rows),
             "episodes": len(episodes.returns),
             "message": message,
+            "reference_path": ref_path,
         }
         result = log.finish(summary, write_summary=status != "interrupted")
     return result
@@ -190,6 +226,33 @@ class _RunState:
     solved_at_s: float | None = None
 
 
+def _resume_state(optimizer, envs, state: _RunState, episodes: EpisodeTracker, agent: Agent, beta: float,
+                  clock: Clock) -> dict:
+    """What a checkpoint needs beyond the weights to continue bit for bit: the optimizer, the random streams,
+    the environments mid-episode, the trainer's counters. Plain data and tensors only."""
+    return {"optimizer": optimizer.state_dict(), "random": ckpt.random_state(), "envs": ckpt.env_state(envs),
+            "episodes_written": len(episodes.returns), "wall_s": clock(),
+            "trainer": {"obs": torch.from_numpy(state.obs.copy()), "prev_done": torch.from_numpy(state.prev_done),
+                        "next_mask": state.next_mask, "env_steps": state.env_steps,
+                        "solved_at_steps": state.solved_at_steps, "solved_at_s": state.solved_at_s,
+                        "episodes": episodes.state_dict(), "beta": beta, "dropout_p": agent.dropout_p}}
+
+
+def _restore(blob: dict, agent: Agent, optimizer, envs, state: _RunState, episodes: EpisodeTracker
+             ) -> tuple[float, Clock]:
+    """Put a checkpoint's state back (the inverse of :func:`_resume_state`); returns ``(beta, clock)``."""
+    r, t = blob["resume"], blob["resume"]["trainer"]
+    agent.load_state_dict(blob["state_dict"])
+    optimizer.load_state_dict(r["optimizer"])
+    ckpt.set_env_state(envs, r["envs"])
+    state.obs, state.prev_done, state.next_mask = t["obs"].numpy(), t["prev_done"].numpy(), t["next_mask"]
+    state.env_steps, state.solved_at_steps, state.solved_at_s = t["env_steps"], t["solved_at_steps"], t["solved_at_s"]
+    episodes.load_state_dict(t["episodes"])
+    agent.set_dropout(t["dropout_p"])
+    ckpt.set_random_state(r["random"])
+    return t["beta"], Clock(r["wall_s"])
+
+
 @dataclass
 class _Batch:
     """The valid transitions of one rollout, flattened to ``(B, ...)``."""
@@ -197,21 +260,23 @@ class _Batch:
     obs: torch.Tensor
     actions: torch.Tensor
     logp: torch.Tensor
+    ref_logp: torch.Tensor
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
     masks: torch.Tensor | None
 
     def select(self, idx: torch.Tensor) -> "_Batch":
-        return _Batch(self.obs[idx], self.actions[idx], self.logp[idx], self.values[idx], self.advantages[idx],
-                      self.returns[idx], self.masks[idx] if self.masks is not None else None)
+        return _Batch(self.obs[idx], self.actions[idx], self.logp[idx], self.ref_logp[idx], self.values[idx],
+                      self.advantages[idx], self.returns[idx], self.masks[idx] if self.masks is not None else None)
 
 
-def _collect_rollout(envs, agent: Agent, buf: Rollout, state: _RunState, store_masks: bool, clip_action,
-                     episodes: EpisodeTracker, threshold: float | None, cfg: Config, log: RunLog,
+def _collect_rollout(envs, agent: Agent, reference: Agent, buf: Rollout, state: _RunState, store_masks: bool,
+                     clip_action, episodes: EpisodeTracker, threshold: float | None, cfg: Config, log: RunLog,
                      clock: Clock) -> bool:
     """Fill ``buf`` with ``num_steps`` vector steps. Returns True when the run should stop (solved, and
-    ``stop_at_threshold``). The log-prob stored for each action comes from the forward pass that chose it."""
+    ``stop_at_threshold``). The log-prob stored for each action comes from the forward pass that chose it; the
+    reference's, from the same batch shape (so that equal networks give equal bits)."""
     N = cfg.num_envs
     for t in range(cfg.num_steps):
         obs_t = torch.from_numpy(state.obs)
@@ -220,6 +285,7 @@ def _collect_rollout(envs, agent: Agent, buf: Rollout, state: _RunState, store_m
         buf.obs[t] = state.obs
         buf.actions[t] = actions
         buf.logp[t] = logp
+        buf.ref_logp[t] = reference.log_prob(obs_t, actions)
         if store_masks:
             buf.masks[t] = mask
             state.next_mask = agent.sample_mask(N)  # also the bootstrap value's masks if the rollout ends here
@@ -250,8 +316,9 @@ def _collect_rollout(envs, agent: Agent, buf: Rollout, state: _RunState, store_m
 
 
 def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimizer, b: _Batch, cfg: Config,
-                clip_coef: float, maths: Maths, update: int) -> dict[str, float]:
-    """``update_epochs`` passes of minibatch gradient steps on the clipped surrogate; returns the metrics."""
+                clip_coef: float, maths: Maths, update: int, beta: float, kl_term) -> dict[str, float]:
+    """``update_epochs`` passes of minibatch gradient steps on the clipped surrogate (plus ``beta`` times the KL
+    estimate ``kl_term`` to the reference); returns the metrics."""
     n = b.obs.shape[0]
     clip_vloss = cfg.clip_coef if cfg.clip_vloss else None  # never annealed: a value clip of 0 stops the critic
     seen: list[Seen] = []  # what each minibatch saw; the metrics are computed from it at the end, in one go
@@ -279,6 +346,8 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
             v_loss = maths.value_loss(values, mb.values, mb.returns, clip_vloss).mean()
             ent = entropy.mean()
             loss = pg_loss + cfg.vf_coef * v_loss
+            if beta > 0:  # KL to the reference in the loss, per sample (and per dropout copy), averaged
+                loss = loss + beta * kl_term(logp - mb.ref_logp).mean()
             if cfg.ent_coef > 0:
                 loss = loss - cfg.ent_coef * ent
             seen.append(Seen(logratio.detach().reshape(-1), adv.expand_as(logratio).reshape(-1),

@@ -59,7 +59,7 @@ def _clean(v: Any) -> Any:
     return v
 
 
-RUN_FILES = frozenset({"config.json", "metrics.csv", "episodes.csv", "summary.json"})
+RUN_FILES = frozenset({"config.json", "metrics.csv", "episodes.csv", "summary.json", "policy.pt", "checkpoints"})
 
 
 def is_run_dir(path: Path) -> bool:
@@ -89,25 +89,70 @@ def prepare_run_dir(out: str | os.PathLike, overwrite: bool) -> Path:
 
 
 class RunLog:
-    """Collects a run's rows in memory and, when ``out`` is given, writes them to the run directory."""
+    """Collects a run's rows in memory and, when ``out`` is given, writes them to the run directory.
 
-    def __init__(self, config: Config):
+    ``resume=(update, episodes)`` reopens an existing run directory to continue it from a checkpoint: the rows of
+    updates after ``update`` and the episodes after the first ``episodes`` (written after that checkpoint) are
+    dropped, so that the continued run writes each row exactly once.
+    """
+
+    def __init__(self, config: Config, resume: tuple[int, int] | None = None):
         self.config = config
         self.rows: list[dict[str, Any]] = []
         self.episode_rows: list[tuple] = []
         self.dir: Path | None = None
         self._files: list = []
         if config.out is not None:
-            self.dir = prepare_run_dir(config.out, config.overwrite)
-            write_json_atomic(self.dir / "config.json", config.to_dict())
-            self._mf = open(self.dir / "metrics.csv", "w", newline="")
-            self._ef = open(self.dir / "episodes.csv", "w", newline="")
+            if resume is None:
+                self.dir = prepare_run_dir(config.out, config.overwrite)
+                write_json_atomic(self.dir / "config.json", config.to_dict())
+            else:
+                self.dir = Path(config.out)
+                self._keep_rows_until(*resume)
+            self._mf = open(self.dir / "metrics.csv", "a", newline="")
+            self._ef = open(self.dir / "episodes.csv", "a", newline="")
             self._files = [self._mf, self._ef]
             self._mw = csv.DictWriter(self._mf, fieldnames=METRIC_COLUMNS, restval="")
-            self._mw.writeheader()
             self._ew = csv.writer(self._ef)
-            self._ew.writerow(EPISODE_COLUMNS)
+            if resume is None:
+                self._mw.writeheader()
+                self._ew.writerow(EPISODE_COLUMNS)
         self._pending_episodes = 0
+
+    def _keep_rows_until(self, update: int, episodes: int) -> None:
+        """Read back the rows up to a checkpoint and rewrite both files with only those (atomically)."""
+        with open(self.dir / "metrics.csv", newline="") as f:
+            kept = [r for r in csv.DictReader(f) if int(r["update"]) <= update]
+        with open(self.dir / "episodes.csv", newline="") as f:
+            kept_episodes = list(csv.reader(f))[1:episodes + 1]
+        if len(kept) != update or len(kept_episodes) != episodes:
+            raise ConfigError("resume", f"{self.dir}: metrics.csv or episodes.csv has fewer rows than the checkpoint "
+                                        f"of update {update}; the run directory was changed by hand")
+        for name, header, rows in (("metrics.csv", METRIC_COLUMNS, [[r[c] for c in METRIC_COLUMNS] for r in kept]),
+                                   ("episodes.csv", EPISODE_COLUMNS, kept_episodes)):
+            tmp = self.dir / f".{name}.tmp"
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(header)
+                w.writerows(rows)
+            os.replace(tmp, self.dir / name)
+        self.rows = [{c: float(r[c]) if r[c] != "" else math.nan for c in METRIC_COLUMNS} for r in kept]
+        self.episode_rows = [(int(e[0]), float(e[1]), float(e[2]), int(e[3])) for e in kept_episodes]
+
+    def save_policy(self, blob: dict) -> None:
+        """``policy.pt`` (see :mod:`sandbox.checkpoint`); nothing without a run directory."""
+        if self.dir is not None:
+            from .checkpoint import POLICY_FILE, save
+
+            save(self.dir / POLICY_FILE, blob)
+
+    def save_checkpoint(self, update: int, blob: dict) -> None:
+        """``checkpoints/update-NNNNNN.pt``, after the rows of that update are on disk."""
+        if self.dir is not None:
+            from .checkpoint import checkpoint_path, save
+
+            self.flush()
+            save(checkpoint_path(self.dir, update), blob)
 
     def episode(self, env_steps: int, wall_s: float, ret: float, length: int) -> None:
         self.episode_rows.append((env_steps, wall_s, ret, length))
@@ -160,10 +205,10 @@ def progress_bar(total: int, quiet: bool, desc: str) -> tqdm:
 
 
 class Clock:
-    """Seconds since ``start()``, the start of learning."""
+    """Seconds since ``start()``, the start of learning (plus ``offset``: the seconds a resumed run had done)."""
 
-    def __init__(self):
-        self.t0 = time.perf_counter()
+    def __init__(self, offset: float = 0.0):
+        self.t0 = time.perf_counter() - offset
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
@@ -193,6 +238,18 @@ class BatchRunState:
 
     def recent(self, k: int = 20) -> float:
         return float(sum(self.returns[-k:]) / len(self.returns[-k:])) if self.returns else float("nan")
+
+    def state_dict(self) -> dict:
+        """For checkpoints: plain numbers, the returns as a float64 tensor."""
+        import torch
+
+        return {**{k: getattr(self, k) for k in ("env_steps", "updates", "final_reward", "solved_at_steps",
+                                                  "solved_at_s")},
+                "returns": torch.tensor(self.returns, dtype=torch.float64)}
+
+    def load_state_dict(self, d: dict) -> None:
+        for k, v in d.items():
+            setattr(self, k, v.tolist() if k == "returns" else v)
 
     def check_solved(self, value: float, threshold: float | None, wall: float) -> bool:
         """Record the first time ``value`` reaches ``threshold``; True if it just did."""

@@ -108,10 +108,9 @@ def expand(base: dict, grid: dict, out: str | os.PathLike) -> list[Run]:
         try:
             cfg = Config(**{**(PRESETS[preset] if preset else {}), **fields})
             cfg = validate(cfg)
-            if not cfg.is_lang:
-                from .envs import check_env
+            from .train import check
 
-                check_env(cfg.env)
+            check(cfg)
         except ConfigError as err:
             where = ", ".join(f"{k}={v}" for k, v in combo.items())
             raise SpecError(f"run {where}: {err}") from None

@@ -79,7 +79,8 @@ def test_same_config_and_seed_same_metrics(tmp_path, mode):
 def test_run_directory_contents(tmp_path):
     out = tmp_path / "run"
     result = sandbox.train(small(out=str(out), dropout=0.1, dropout_mode="consistent"))
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "episodes.csv", "metrics.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "episodes.csv", "metrics.csv", "policy.pt",
+                                                     "summary.json"]
     config = json.loads((out / "config.json").read_text())
     assert sandbox.Config.from_dict(config) == result.config
     with open(out / "metrics.csv") as f:
@@ -95,7 +96,8 @@ def test_run_directory_contents(tmp_path):
     assert result.metrics.env_steps.tolist() == [256, 512]
     ppo_columns = list(METRIC_COLUMNS[:METRIC_COLUMNS.index("epochs_done") + 1])
     assert not result.metrics[ppo_columns].isna().any().any()
-    assert result.metrics[["reward_mean", "kl_ref", "beta"]].isna().all().all()  # language / GRPO columns
+    assert result.metrics[["reward_mean", "reward_std", "zero_std_frac"]].isna().all().all()  # language / GRPO
+    assert result.metrics.kl_ref.notna().all() and (result.metrics.beta == 0).all()  # KL to the initial policy
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1",

@@ -201,7 +201,8 @@ def sample(model: TinyGPT, prompts: Tensor, max_new_tokens: int, temperature: fl
 
     ``logp`` is the log-probability of each sampled token under the temperature-scaled distribution it was drawn
     from, from the same forward pass. After a sequence emits ``<eos>`` it is padded with ``<pad>`` (logp 0).
-    The model's train/eval mode decides the dropout, or ``masks`` when given.
+    The model's train/eval mode decides the dropout, or ``masks`` when given. ``temperature=0`` decodes greedily
+    (the most likely token; its logp is then that of the untempered distribution).
     """
     from .tasks import EOS, PAD
     from ..nets import sample_categorical
@@ -213,8 +214,8 @@ def sample(model: TinyGPT, prompts: Tensor, max_new_tokens: int, temperature: fl
     logps = torch.zeros(B, max_new_tokens)
     done = torch.zeros(B, dtype=torch.bool)
     for i in range(max_new_tokens):
-        logp_all = F.log_softmax(nxt / temperature, dim=-1)
-        tok = sample_categorical(logp_all)
+        logp_all = F.log_softmax(nxt / temperature if temperature > 0 else nxt, dim=-1)
+        tok = sample_categorical(logp_all) if temperature > 0 else logp_all.argmax(-1)
         lp = logp_all.gather(1, tok[:, None]).squeeze(1)
         tokens[:, i] = torch.where(done, PAD, tok)
         logps[:, i] = torch.where(done, 0.0, lp)
