@@ -22,6 +22,7 @@ commands:
   train   train one run: sandbox train --algo ppo --env CartPole-v1 --dropout 0.1 --dropout-mode consistent
           (sandbox train --resume RUN_DIR continues an interrupted run from its last checkpoint)
   eval    what a saved policy does: sandbox eval RUN_DIR --episodes 20 [--deterministic] [--gif out.gif]
+          [--env-params NAME VALUE ...]
   demo    the headline experiment (about 3 minutes): dropout modes on PPO/CartPole and GRPO/lang:reverse, and its report
   sweep   a grid of runs, in parallel, resumable: sandbox sweep SPEC.toml --out DIR
   report  statistics and figures of a sweep: sandbox report DIR
@@ -181,6 +182,8 @@ class EvalArgs:
     """At most this many frames in the GIF (CartPole renders at 50 frames/s)."""
     show: int = 5
     """Language tasks: completions to print."""
+    env_params: dict[str, float] | None = None
+    """Evaluate on another variant of the env: --env-params masscart 10 (default: the run's own --env-params)."""
     quiet: bool = False
     """Print nothing."""
 
@@ -191,7 +194,8 @@ def cmd_eval(args: list[str]) -> int:
         raise ConfigError("seed", f"must be an integer in [0, 2**32), got {a.seed}")
     from .evaluate import evaluate
 
-    evaluate(a.run_dir, a.episodes, a.deterministic, a.dropout, a.seed, a.gif, a.gif_max_frames, a.show, a.quiet)
+    evaluate(a.run_dir, a.episodes, a.deterministic, a.dropout, a.seed, a.gif, a.gif_max_frames, a.show, a.quiet,
+             a.env_params)
     return 0
 
 

@@ -28,12 +28,13 @@ from .config import Config, ConfigError
 
 def evaluate(path: str | os.PathLike, episodes: int = 20, deterministic: bool = False, dropout: str = "eval",
              seed: int = 0, gif: str | os.PathLike | None = None, gif_max_frames: int = 500, show: int = 5,
-             quiet: bool = False) -> dict:
-    """Evaluate the policy of a run directory (its ``policy.pt``) or of a policy/checkpoint file.
+             quiet: bool = False, env_params: dict[str, float] | None = None) -> dict:
+    """Evaluate the policy of a run directory (its ``policy.pt``) or of a policy/checkpoint file, on its run's env
+    (``env_params``, if given, replace the run's: how does the policy do on another variant?).
 
-    Returns ``{"env", "episodes", "returns", "lengths", "mean", "std", "gif"}`` (language tasks: ``returns`` are
-    the completions' rewards, and ``"samples"`` lists ``(prompt, completion, reward)``). Prints a summary unless
-    ``quiet``.
+    Returns ``{"env", "env_params", "episodes", "returns", "lengths", "mean", "std", "gif"}`` (language tasks:
+    ``returns`` are the completions' rewards, and ``"samples"`` lists ``(prompt, completion, reward)``). Prints a
+    summary unless ``quiet``.
     """
     if not (isinstance(episodes, int) and episodes >= 1):
         raise ConfigError("episodes", f"must be a positive integer, got {episodes!r}")
@@ -55,17 +56,21 @@ def evaluate(path: str | os.PathLike, episodes: int = 20, deterministic: bool = 
     if b["network"]["type"] == "gpt":
         if gif is not None:
             raise ConfigError("gif", "language tasks have no pictures; their completions are printed instead")
+        if env_params:
+            raise ConfigError("env_params", "only for Gym envs (the language tasks have no physical parameters)")
         result = _evaluate_lang(b, cfg, episodes, deterministic, noisy, seed, show)
     else:
-        result = _evaluate_gym(b, file, episodes, deterministic, noisy, seed, gif, gif_max_frames)
+        params = b["network"]["env_params"] if env_params is None else env_params
+        result = _evaluate_gym(b, file, episodes, deterministic, noisy, seed, gif, gif_max_frames, params)
     if not quiet:
         lang = b["network"]["type"] == "gpt"
         how = ({(False, False): "sampled actions", (False, True): "most likely actions",
                 (True, False): "sampled completions", (True, True): "greedy completions"}[lang, deterministic]) + (
             f", dropout p = {b['dropout_p']:g} as at rollout" if noisy else ", no dropout (eval mode)")
         unit = "reward" if lang else "return"
-        print(f"{file}: {cfg.env}{_params(cfg)}, {cfg.algo} policy after {b['env_steps']:,} steps "
-              f"({b['update']} updates)")
+        print(f"{file}: {cfg.algo} policy after {b['env_steps']:,} steps ({b['update']} updates) on {cfg.env}"
+              f"{_params(cfg.env_params)}" + (f", evaluated on {cfg.env}{_params(result['env_params'])}"
+                                              if result.get("env_params", cfg.env_params) != cfg.env_params else ""))
         print(f"{episodes} {'prompts' if unit == 'reward' else 'episodes'}, {how}: {unit} {result['mean']:.3f} "
               f"± {result['std']:.3f} (std; min {min(result['returns']):.3f}, max {max(result['returns']):.3f})")
         for prompt, completion, reward in result.get("samples", [])[:show]:
@@ -76,19 +81,19 @@ def evaluate(path: str | os.PathLike, episodes: int = 20, deterministic: bool = 
     return result
 
 
-def _params(cfg: Config) -> str:
-    return f" ({', '.join(f'{k}={v:g}' for k, v in cfg.env_params.items())})" if cfg.env_params else ""
+def _params(env_params: dict[str, float]) -> str:
+    return f" ({', '.join(f'{k}={v:g}' for k, v in env_params.items())})" if env_params else ""
 
 
 def _evaluate_gym(b: dict, file: Path, episodes: int, deterministic: bool, noisy: bool, seed: int,
-                  gif: Path | None, gif_max_frames: int) -> dict:
+                  gif: Path | None, gif_max_frames: int, env_params: dict[str, float]) -> dict:
     import gymnasium as gym
 
     from .envs import make_env
 
     net = b["network"]
     try:
-        env = make_env(net["env"], net["env_params"], render_mode="rgb_array" if gif is not None else None)
+        env = make_env(net["env"], env_params, render_mode="rgb_array" if gif is not None else None)
     except gym.error.DependencyNotInstalled as err:
         raise ConfigError("gif", f"rendering {net['env']} needs pygame: {str(err).splitlines()[0]}") from None
     ckpt.check_gym_policy(b, file, "run_dir", net["env"], env.observation_space.shape[0], env.action_space)
@@ -118,7 +123,8 @@ def _evaluate_gym(b: dict, file: Path, episodes: int, deterministic: bool, noisy
         fps = env.metadata.get("render_fps") or 30
     finally:
         env.close()
-    result = {"env": net["env"], "episodes": episodes, "returns": returns, "lengths": lengths,
+    result = {"env": net["env"], "env_params": dict(env_params), "episodes": episodes, "returns": returns,
+              "lengths": lengths,
               "mean": float(np.mean(returns)), "std": float(np.std(returns)), "gif": None}
     if gif is not None:
         write_gif(frames, gif, fps)

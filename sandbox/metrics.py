@@ -31,11 +31,13 @@ METRICS: dict[str, str] = {
     "clip_coef": "Clip range used in the update (annealed with anneal_clip).",
     "dropout_p": "Dropout probability the dropout layers used (0 in mode off).",
     "epochs_done": "Epochs run before target_kl stopped the update (update_epochs when it did not; mu for GRPO).",
-    # added with the language tasks and GRPO (empty for PPO on Gym)
+    # added with the language tasks and GRPO (empty for PPO on Gym, except kl_ref and beta)
     "reward_mean": "Mean reward of the batch's completions (language tasks) or episodes (GRPO on Gym).",
     "reward_std": "Standard deviation of those rewards.",
-    "kl_ref": "KL(pi || pi_ref) of the sampling policy to the frozen reference: batch mean of the per-sequence sum "
-              "of k1 = log pi_old - log pi_ref over the sampled tokens. 0 at the start when nothing is noisy.",
+    "kl_ref": "KL(pi || pi_ref) of the sampling policy to the frozen reference (--ref, else the initial policy "
+              "or the pretrained model), from the behaviour policy's own log-probs, k1 = log pi_old - log pi_ref: "
+              "batch mean of the per-sequence (GRPO on Gym: per-episode) sum; PPO on Gym: mean per step. Exactly 0 "
+              "at the start when the policy is its reference and nothing is noisy.",
     "beta": "KL coefficient used in the update (changes over time with kl_target).",
     "zero_std_frac": "Fraction of groups whose rewards are all equal: no signal, advantage 0 (GRPO).",
     "completion_len": "Mean completion length in tokens, <eos> included (episode length for GRPO on Gym).",
@@ -63,6 +65,8 @@ SUMMARY: dict[str, str] = {
     "reward_threshold": "The threshold used: gymnasium's reward_threshold for the env; for language tasks the "
                         "task's own (README), reached by the batch mean reward.",
     "final_reward": "Language tasks and GRPO: mean reward of the last batch.",
+    "reference_path": "The KL reference's file: --ref's policy, the cached pretrained model (language tasks), or "
+                      "null for the initial policy (Gym).",
     "total_s": "Seconds from the start of learning to the end of the run.",
     "env_steps": "Environment steps taken.",
     "updates": "Updates done.",

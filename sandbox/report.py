@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-IGNORED = ("seed", "out", "overwrite", "quiet", "torch_threads")  # not part of what a group is
+IGNORED = ("seed", "out", "overwrite", "quiet", "torch_threads", "save_every")  # not part of what a group is
 # fields without effect when dropout is off: a baseline "dropout_mode=off" group may differ in them
 INERT_WHEN_OFF = ("dropout", "dropout_value", "dropout_schedule", "dropout_cutoff", "dropout_samples",
                   "multi_sample_average")
@@ -191,10 +191,8 @@ def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.D
             "first_ratio_dev": float(m["first_ratio_dev"].mean()),
             "first_clipfrac": float(m["first_clipfrac"].mean()),
             "surrogate_var": float(m["surrogate_var"].mean()),
-            "kl_ref_first": float(np.mean([r.metrics["kl_ref"].iloc[0] for r in g.runs])) if g.runs[0].is_lang
-            else math.nan,
-            "kl_ref_last": float(np.mean([r.metrics["kl_ref"].iloc[-1] for r in g.runs])) if g.runs[0].is_lang
-            else math.nan,
+            "kl_ref_first": _mean_of(g, lambda m: m["kl_ref"].iloc[0]),
+            "kl_ref_last": _mean_of(g, lambda m: m["kl_ref"].iloc[-1]),
         }
         base = _baseline_of(g, groups, by_key, field_, value)
         if base is None or base is g:
@@ -215,6 +213,13 @@ def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.D
             row.update(baseline=base.label, p_improvement=poi, mw_pvalue=pvalue, verdict=verdict)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mean_of(g: Group, pick) -> float:
+    """The mean over a group's runs of ``pick(metrics)``, NaN when no run has the column filled (older runs)."""
+    values = [pick(r.metrics) for r in g.runs if "kl_ref" in r.metrics and len(r.metrics)]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
 
 
 def _fmt(v, spec=".3g") -> str:
@@ -255,7 +260,7 @@ def write_report(sweep_dir: str | os.PathLike, baseline: str = "dropout_mode=off
         table = group_table(groups, baseline)
         table.to_csv(sweep_dir / "report.csv", index=False)
         pictures = _figures(groups, sweep_dir) if figures else []
-    lang = [g for g in groups if g.runs[0].is_lang]
+    with_kl = bool(np.isfinite(table.kl_ref_first).any())
     lines = [f"# Sweep report: {sweep_dir.name}", "",
              f"{len(runs)} finished runs in {len(groups)} groups (a group = one config, all its seeds). "
              f"Baseline of each group: the same config with `{baseline}`.", "",
@@ -275,15 +280,20 @@ def write_report(sweep_dir: str | os.PathLike, baseline: str = "dropout_mode=off
         lines.append("")
     lines += ["## Mechanism: the ratio before any update", "",
               "| group | first_ratio_dev | first_clipfrac | surrogate_var | seed-to-seed std of final |"
-              + (" kl_ref first update | kl_ref last update |" if lang else ""),
-              "|---|---|---|---|---|" + ("---|---|" if lang else "")]
+              + (" kl_ref first update | kl_ref last update |" if with_kl else ""),
+              "|---|---|---|---|---|" + ("---|---|" if with_kl else "")]
     for r in table.itertuples():
         lines.append(f"| {r.group} | {_fmt(r.first_ratio_dev, '.4f')} | {_fmt(r.first_clipfrac, '.3f')} | "
                      f"{_fmt(r.surrogate_var, '.3g')} | {_fmt(r.final_std, '.3g')} |"
-                     + (f" {_fmt(r.kl_ref_first, '.3g')} | {_fmt(r.kl_ref_last, '.3g')} |" if lang else ""))
+                     + (f" {_fmt(r.kl_ref_first, '.3g')} | {_fmt(r.kl_ref_last, '.3g')} |" if with_kl else ""))
     lines += ["", "first_ratio_dev = mean |r - 1| over the first minibatch of each update, before any gradient "
                   "step: 0 when the update sees the network that acted (dropout off, consistent), dropout noise "
-                  "otherwise.", ""]
+                  "otherwise."]
+    if with_kl:
+        lines += ["kl_ref = KL of the sampling policy to the frozen reference (--ref, else the initial policy or "
+                  "the pretrained model), k1: nats per sequence or episode (language tasks, GRPO), per step "
+                  "(PPO on Gym)."]
+    lines.append("")
     if pictures:
         lines += ["## Figures", ""] + [f"![{title}]({name})\n" for name, title in pictures]
     (sweep_dir / "report.md").write_text("\n".join(lines))

@@ -262,7 +262,11 @@ def test_eval_is_deterministic_and_follows_the_run_s_env_params(tmp_path, cartpo
     sandbox.train(small(total_steps=256, out=str(out), env_params={"length": 0.05}))
     b = ckpt.load(out / "policy.pt")
     assert b["network"]["env_params"] == {"length": 0.05}
-    assert evaluate(out, episodes=2, quiet=True)["env"] == "CartPole-v1"
+    assert evaluate(out, episodes=2, quiet=True)["env_params"] == {"length": 0.05}  # the run's own variant
+    other = evaluate(out, episodes=2, quiet=True, env_params={"masscart": 10.0})  # or another one
+    assert other["env_params"] == {"masscart": 10.0}
+    with pytest.raises(sandbox.ConfigError, match="no parameter 'mass'"):
+        evaluate(out, episodes=2, quiet=True, env_params={"mass": 10.0})
 
 
 def test_eval_of_a_language_policy_prints_completions(capsys, tmp_path):
