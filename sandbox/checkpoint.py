@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -57,7 +59,7 @@ def find_policy_file(path: str | os.PathLike, field: str = "ref") -> Path:
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The checkpoint with the highest update number in ``run_dir/checkpoints``, or None."""
-    found = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("update-*.pt"))
+    found = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("update-*.pt"), key=checkpoint_update)
     return found[-1] if found else None
 
 
@@ -86,7 +88,15 @@ def load(path: str | os.PathLike, field: str = "ref") -> dict:
                                  f"'{FORMAT}' header)")
     if blob.get("version") != VERSION:
         raise ConfigError(field, f"{path} has format version {blob.get('version')}; this sandbox reads {VERSION}")
+    missing = [k for k in _REQUIRED if k not in blob]
+    network = blob.get("network")
+    if missing or not isinstance(network, dict) or network.get("type") not in ("mlp", "gpt"):
+        raise ConfigError(field, f"{path} is a damaged sandbox file (missing or bad: "
+                                 f"{', '.join(missing) or 'network'})")
     return blob
+
+
+_REQUIRED = ("kind", "config", "network", "state_dict", "dropout_p", "update", "env_steps")
 
 
 # --- what a policy file holds ------------------------------------------------------------------------------------
@@ -195,6 +205,10 @@ def check_ref(cfg: Config) -> None:
     """Check ``--ref`` against the run's env or task before anything is written (one-line errors)."""
     if cfg.ref is None:
         return
+    ref, out = find_policy_file(cfg.ref, "ref").resolve(), Path(cfg.out).resolve() if cfg.out else None
+    if out is not None and (out == ref or out in ref.parents):
+        raise ConfigError("ref", f"{cfg.ref} is inside this run's --out {cfg.out}, which the run would replace; "
+                                 "write the new run somewhere else")
     if cfg.is_lang:
         from .lang.pretrain import PretrainConfig, model_config
         from .lang.tasks import make_task
@@ -230,6 +244,46 @@ def lang_reference(cfg: Config, model_config) -> tuple[Any, str]:
 
 # --- what a checkpoint adds: random states and environment state, as plain data ----------------------------------
 
+def digest(module: torch.nn.Module) -> str:
+    """A fingerprint of a module's weights (SHA-256 of every tensor's bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_same_reference(resume: dict, reference: torch.nn.Module) -> None:
+    """Refuse to resume against a reference whose weights changed since the checkpoint (a retrained --ref run, a
+    re-pretrained language model): the continued run would not be the run that was interrupted."""
+    if resume["ref_digest"] != digest(reference):
+        raise ConfigError("resume", "the reference policy is not the one this run started with (its weights "
+                                    "changed since the checkpoint); resume is refused rather than mixed")
+
+
+def batch_run_state(optimizer, rng: np.random.Generator, state, source, beta: float, clock) -> dict:
+    """What a checkpoint of GRPO (or PPO on a language task) needs beyond the weights: the optimizer, both random
+    streams, the counters, beta, the scheduled dropout p and which reference it used. (Its batches start from
+    fresh prompts or reset seeds: no environment is mid-episode.)"""
+    return {"optimizer": optimizer.state_dict(), "random": random_state(rng), "episodes_written":
+            len(state.returns), "wall_s": clock(), "ref_digest": digest(source.reference),
+            "trainer": {"state": state.state_dict(), "beta": beta, "dropout_p": source.dropout_p}}
+
+
+def restore_batch_run(blob: dict, source, optimizer, state, rng: np.random.Generator):
+    """The inverse of :func:`batch_run_state`; returns ``(beta, clock)``."""
+    from .runlog import Clock
+
+    r, t = blob["resume"], blob["resume"]["trainer"]
+    check_same_reference(r, source.reference)
+    source.policy.load_state_dict(blob["state_dict"])
+    optimizer.load_state_dict(r["optimizer"])
+    state.load_state_dict(t["state"])
+    source.set_dropout(t["dropout_p"])
+    set_random_state(r["random"], rng)
+    return t["beta"], Clock(r["wall_s"])
+
+
 def random_state(rng: np.random.Generator | None = None) -> dict:
     """torch's global random state and, if given, a numpy Generator's."""
     return {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state if rng is not None else None}
@@ -243,6 +297,13 @@ def set_random_state(state: dict, rng: np.random.Generator | None = None) -> Non
 
 _SKIP = object()
 _PLAIN = (bool, int, float, str, type(None))
+
+
+def _inert(v: Any) -> bool:
+    """Attributes an env rebuilds identically (spaces, spec, constructor kwargs, metadata, enums, functions,
+    sub-envs): leaving them out of a checkpoint loses nothing."""
+    kinds = (gym.Space, gym.envs.registration.EnvSpec, dict, enum.Enum, gym.Env, gym.vector.VectorEnv)
+    return isinstance(v, kinds) or callable(v)
 
 
 def _encode(v: Any) -> Any:
@@ -294,7 +355,8 @@ def _env_objects(env, path: str = ""):
 def env_state(env) -> dict[str, dict]:
     """Everything mutable in a gymnasium env (single or vector, with its wrappers): the attributes of every layer
     that hold numbers, arrays or random generators (physics state, step counters, autoreset flags, np_random).
-    Spaces, specs and renderers are rebuilt with the env and left out."""
+    Spaces, specs and functions are rebuilt with the env and left out. Anything else (an object this function
+    cannot write down) raises :class:`ConfigError`: a checkpoint that could not resume exactly is refused."""
     out = {}
     for path, obj in _env_objects(env):
         fields = {}
@@ -302,8 +364,15 @@ def env_state(env) -> dict[str, dict]:
             enc = _encode(value)
             if enc is not _SKIP:
                 fields[name] = enc
+            elif not (_inert(value) or name in _NOT_STATE):
+                raise ConfigError("save_every", f"cannot checkpoint {type(obj).__name__}: its attribute {name} "
+                                                f"({type(value).__name__}) is not plain data, so --resume could not "
+                                                "continue it exactly")
         out[path] = fields
     return out
+
+
+_NOT_STATE = frozenset({"_previous_data", "envs", "env_fns"})  # the env checker's memo of the last output; sub-envs
 
 
 def set_env_state(env, state: dict[str, dict]) -> None:

@@ -38,12 +38,12 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
     optimizer = torch.optim.Adam([params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
     G = cfg.group_size
     beta = cfg.beta
-    kl_term = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}[cfg.kl_estimator]
+    kl_term = maths.kl(cfg.kl_estimator)
 
     clock = Clock()
     state = BatchRunState()
     if resume is not None:  # continue exactly where the checkpoint left off
-        beta, clock = restore_batch_run(resume, source, optimizer, state, rng)
+        beta, clock = ckpt.restore_batch_run(resume, source, optimizer, state, rng)
     bar = progress_bar(cfg.total_steps, cfg.quiet, f"grpo {cfg.env}")
     bar.update(state.env_steps)
     status, message = "ok", "finished the step budget"
@@ -110,15 +110,15 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             })
             bar.set_postfix(reward=f"{reward_mean:.3f}", kl=f"{kl_ref:.3f}",
                             sps=f"{state.env_steps / max(wall, 1e-9):.0f}", refresh=False)
-            if cfg.save_every and update % cfg.save_every == 0:
-                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, source.network, source.policy, update,
-                                                      state.env_steps,
-                                                      batch_run_resume_state(optimizer, rng, state, source, beta,
-                                                                             clock)))
             if (cfg.is_lang or len(state.returns) >= 20) and state.check_solved(solved_by, source.threshold, wall):
                 if cfg.stop_at_threshold:
                     message = "reached the reward threshold (--stop-at-threshold)"
                     break
+            if cfg.save_every and update % cfg.save_every == 0:
+                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, source.network, source.policy, update,
+                                                      state.env_steps,
+                                                      ckpt.batch_run_state(optimizer, rng, state, source, beta,
+                                                                           clock)))
     except NonFiniteLossError as err:
         status, message = "non-finite-loss", str(err)
         raise
@@ -189,28 +189,6 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
             optimizer.step()
         passes_done += 1
     return update_metrics(seen, clip_coef, passes_done, clip_high) | nan | grad_noise
-
-
-def batch_run_resume_state(optimizer, rng: np.random.Generator, state: BatchRunState, source, beta: float,
-                           clock: Clock) -> dict:
-    """What a checkpoint of GRPO (or PPO on a language task) needs beyond the weights: the optimizer, both random
-    streams, the counters, beta and the scheduled dropout p. (Its batches start from fresh prompts or reset seeds:
-    no environment is mid-episode.)"""
-    return {"optimizer": optimizer.state_dict(), "random": ckpt.random_state(rng), "episodes_written":
-            len(state.returns), "wall_s": clock(),
-            "trainer": {"state": state.state_dict(), "beta": beta, "dropout_p": source.dropout_p}}
-
-
-def restore_batch_run(blob: dict, source, optimizer, state: BatchRunState, rng: np.random.Generator
-                      ) -> tuple[float, Clock]:
-    """The inverse of :func:`batch_run_resume_state`; returns ``(beta, clock)``."""
-    r, t = blob["resume"], blob["resume"]["trainer"]
-    source.policy.load_state_dict(blob["state_dict"])
-    optimizer.load_state_dict(r["optimizer"])
-    state.load_state_dict(t["state"])
-    source.set_dropout(t["dropout_p"])
-    ckpt.set_random_state(r["random"], rng)
-    return t["beta"], Clock(r["wall_s"])
 
 
 # --- where groups come from ------------------------------------------------------------------------------------

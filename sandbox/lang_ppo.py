@@ -19,7 +19,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config
 from .diagnostics import Seen, gradient_noise, update_metrics
-from .grpo import LanguageGroups, batch_run_resume_state, restore_batch_run
+from .grpo import LanguageGroups
 from .maths import Maths, explained_variance, kl_k3
 from .nets import FlatParams
 from .ppo import NonFiniteLossError
@@ -37,12 +37,12 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
     params = FlatParams(policy)
     optimizer = torch.optim.Adam([params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
     beta = cfg.beta
-    kl_term = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}[cfg.kl_estimator]
+    kl_term = maths.kl(cfg.kl_estimator)
 
     clock = Clock()
     state = BatchRunState()
     if resume is not None:  # continue exactly where the checkpoint left off
-        beta, clock = restore_batch_run(resume, source, optimizer, state, rng)
+        beta, clock = ckpt.restore_batch_run(resume, source, optimizer, state, rng)
     bar = progress_bar(cfg.total_steps, cfg.quiet, f"ppo {cfg.env}")
     bar.update(state.env_steps)
     status, message = "ok", "finished the step budget"
@@ -108,14 +108,14 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
                 "beta": beta_used, "completion_len": float(b.lengths.float().mean()),
             })
             bar.set_postfix(reward=f"{state.final_reward:.3f}", kl=f"{kl_ref:.3f}", refresh=False)
-            if cfg.save_every and update % cfg.save_every == 0:
-                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, source.network, policy, update,
-                                                      state.env_steps,
-                                                      batch_run_resume_state(optimizer, rng, state, source, beta,
-                                                                             clock)))
             if state.check_solved(state.final_reward, source.threshold, wall) and cfg.stop_at_threshold:
                 message = "reached the reward threshold (--stop-at-threshold)"
                 break
+            if cfg.save_every and update % cfg.save_every == 0:
+                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, source.network, policy, update,
+                                                      state.env_steps,
+                                                      ckpt.batch_run_state(optimizer, rng, state, source, beta,
+                                                                           clock)))
     except NonFiniteLossError as err:
         status, message = "non-finite-loss", str(err)
         raise

@@ -322,3 +322,7 @@ class Maths:
     """``sample_dropout_mask(surrogate, ratio, advantages, mode, rate, delta, by_sign) -> bool keep-mask``."""
     dropout_schedule: Callable[..., float] = dropout_schedule
     """``dropout_schedule(p, update, schedule, cutoff) -> p for this update``."""
+
+    def kl(self, estimator: str) -> Callable[[Tensor], Tensor]:
+        """The KL estimator named ``k1``, ``k2`` or ``k3`` (``--kl-estimator``), as this seam holds it."""
+        return {"k1": self.kl_k1, "k2": self.kl_k2, "k3": self.kl_k3}[estimator]

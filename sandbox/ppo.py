@@ -93,7 +93,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
     optimizer = torch.optim.Adam([params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
     network = ckpt.mlp_network(cfg, obs.shape[1], act_space, with_critic=True)
     beta = cfg.beta
-    kl_term = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}[cfg.kl_estimator]
+    kl_term = maths.kl(cfg.kl_estimator)
     store_masks = cfg.dropout_mode == "consistent" and p > 0
     T, N = cfg.num_steps, cfg.num_envs
     buf = Rollout.allocate(T, N, obs.shape[1], act_space, agent.mask_width if store_masks else 0)
@@ -106,7 +106,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
     clock = Clock()
     first = 1
     if resume is not None:  # continue exactly where the checkpoint left off
-        beta, clock = _restore(resume, agent, optimizer, envs, state, episodes)
+        beta, clock = _restore(resume, agent, reference, optimizer, envs, state, episodes)
         first = resume["update"] + 1
     bar = progress_bar(cfg.num_updates * cfg.batch_size, cfg.quiet, f"ppo {cfg.env}")
     bar.update(state.env_steps)
@@ -185,8 +185,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
                             refresh=False)
             if cfg.save_every and update % cfg.save_every == 0:
                 log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, network, agent, update, state.env_steps,
-                                                      _resume_state(optimizer, envs, state, episodes, agent, beta,
-                                                                    clock)))
+                                                      _resume_state(optimizer, envs, state, episodes, agent,
+                                                                    reference, beta, clock)))
     except NonFiniteLossError as err:
         status, message = "non-finite-loss", str(err)
         raise
@@ -226,22 +226,23 @@ class _RunState:
     solved_at_s: float | None = None
 
 
-def _resume_state(optimizer, envs, state: _RunState, episodes: EpisodeTracker, agent: Agent, beta: float,
-                  clock: Clock) -> dict:
+def _resume_state(optimizer, envs, state: _RunState, episodes: EpisodeTracker, agent: Agent, reference: Agent,
+                  beta: float, clock: Clock) -> dict:
     """What a checkpoint needs beyond the weights to continue bit for bit: the optimizer, the random streams,
-    the environments mid-episode, the trainer's counters. Plain data and tensors only."""
+    the environments mid-episode, the trainer's counters (and which reference it used). Plain data and tensors."""
     return {"optimizer": optimizer.state_dict(), "random": ckpt.random_state(), "envs": ckpt.env_state(envs),
-            "episodes_written": len(episodes.returns), "wall_s": clock(),
+            "episodes_written": len(episodes.returns), "wall_s": clock(), "ref_digest": ckpt.digest(reference),
             "trainer": {"obs": torch.from_numpy(state.obs.copy()), "prev_done": torch.from_numpy(state.prev_done),
                         "next_mask": state.next_mask, "env_steps": state.env_steps,
                         "solved_at_steps": state.solved_at_steps, "solved_at_s": state.solved_at_s,
                         "episodes": episodes.state_dict(), "beta": beta, "dropout_p": agent.dropout_p}}
 
 
-def _restore(blob: dict, agent: Agent, optimizer, envs, state: _RunState, episodes: EpisodeTracker
-             ) -> tuple[float, Clock]:
+def _restore(blob: dict, agent: Agent, reference: Agent, optimizer, envs, state: _RunState,
+             episodes: EpisodeTracker) -> tuple[float, Clock]:
     """Put a checkpoint's state back (the inverse of :func:`_resume_state`); returns ``(beta, clock)``."""
     r, t = blob["resume"], blob["resume"]["trainer"]
+    ckpt.check_same_reference(r, reference)
     agent.load_state_dict(blob["state_dict"])
     optimizer.load_state_dict(r["optimizer"])
     ckpt.set_env_state(envs, r["envs"])

@@ -122,10 +122,10 @@ class RunLog:
     def _keep_rows_until(self, update: int, episodes: int) -> None:
         """Read back the rows up to a checkpoint and rewrite both files with only those (atomically)."""
         with open(self.dir / "metrics.csv", newline="") as f:
-            kept = [r for r in csv.DictReader(f) if int(r["update"]) <= update]
+            kept = list(csv.DictReader(f))[:update]  # by position: a line torn by a kill can only come later
         with open(self.dir / "episodes.csv", newline="") as f:
             kept_episodes = list(csv.reader(f))[1:episodes + 1]
-        if len(kept) != update or len(kept_episodes) != episodes:
+        if len(kept) != update or len(kept_episodes) != episodes or int(kept[-1]["update"]) != update:
             raise ConfigError("resume", f"{self.dir}: metrics.csv or episodes.csv has fewer rows than the checkpoint "
                                         f"of update {update}; the run directory was changed by hand")
         for name, header, rows in (("metrics.csv", METRIC_COLUMNS, [[r[c] for c in METRIC_COLUMNS] for r in kept]),

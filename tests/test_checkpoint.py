@@ -99,13 +99,17 @@ def test_bad_files_and_mismatched_policies_get_one_line_errors(capsys, tmp_path,
         (["train", "--env", "lang:digit", "--ref", str(cartpole_run)], "is a policy for the Gym env CartPole-v1"),
         (["train", "--init-from-ref"], "needs --ref"),
         (["train", "--ref", str(tmp_path / "text.pt")], "is not a sandbox policy"),
+        (["eval", str(tmp_path / "damaged.pt")], "is a damaged sandbox file"),
     ]
+    torch.save({"format": "dropout-rl-sandbox", "version": 1, "network": {"type": "mlp"}}, tmp_path / "damaged.pt")
     for args, message in cases:
         out = tmp_path / "out"
         extra = ["--out", str(out), "--quiet"] if args[0] == "train" else []
         code, _, err = run_cli(capsys, *args, *extra)
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (args, err)
         assert not out.exists()  # refused before anything was written
+    code, _, err = run_cli(capsys, "train", "--ref", str(cartpole_run), "--out", str(cartpole_run), "--overwrite")
+    assert code == 2 and "inside this run's --out" in err and (cartpole_run / "policy.pt").exists()
 
 
 # --- resume ----------------------------------------------------------------------------------------------------------
@@ -151,6 +155,35 @@ def test_resume_equals_a_run_that_was_never_interrupted(tmp_path, kw, seam):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert {k: v for k, v in full.summary.items() if k not in ("total_s", "solved_at_s")} == {
         k: v for k, v in resumed.summary.items() if k not in ("total_s", "solved_at_s")}
+
+
+def test_resume_keeps_the_moment_the_threshold_was_reached(tmp_path, monkeypatch):
+    """The threshold reached at an update that is also checkpointed: the checkpoint must already know it."""
+    import sandbox.grpo
+
+    monkeypatch.setattr(sandbox.grpo, "reward_threshold", lambda env_id: 12.0)  # reached within a few updates
+    base = dict(algo="grpo", env="CartPole-v1", prompts_per_update=2, group_size=2, total_steps=1500, quiet=True,
+                save_every=1, seed=2)
+    full = sandbox.train(sandbox.Config(**base, out=str(tmp_path / "full"))).summary
+    assert full["solved_at_steps"] is not None
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.train(sandbox.Config(**base, out=str(tmp_path / "cut")),
+                      maths=Maths(group_advantages=_interrupt(group_advantages, 6)))  # after update 5, the solving one
+    assert sandbox.resume(tmp_path / "cut").summary["solved_at_steps"] == full["solved_at_steps"]
+
+
+def test_resume_refuses_a_reference_that_changed(tmp_path, cartpole_run):
+    import shutil
+
+    ref = tmp_path / "ref"
+    shutil.copytree(cartpole_run, ref)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.train(small(total_steps=1536, save_every=2, ref=str(ref), beta=0.1, out=str(cut)),
+                      maths=Maths(gae=_interrupt(gae, 4)))
+    shutil.copy(ref / "checkpoints" / "update-000004.pt", ref / "policy.pt")  # the reference run was redone
+    with pytest.raises(sandbox.ConfigError, match="not the one this run started with"):
+        sandbox.resume(cut)
 
 
 def test_resume_from_the_command_line_and_its_refusals(capsys, tmp_path, cartpole_run):

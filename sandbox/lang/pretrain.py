@@ -137,7 +137,7 @@ def load_reference(task: Task, pc: PretrainConfig = PretrainConfig(), progress: 
 def _load_or_pretrain(task: Task, pc: PretrainConfig, progress: bool, force: bool) -> tuple[TinyGPT, dict]:
     path = cache_path(task, pc)
     if path.exists() and not force:
-        blob = torch.load(path, weights_only=False)
+        blob = torch.load(path, weights_only=True)  # a cache directory may be shared: never run code from it
         model = TinyGPT(ModelConfig(**blob["model_config"]))
         model.load_state_dict(blob["state_dict"])
         model.eval()
