@@ -153,7 +153,16 @@ def cmd_train(args: list[str]) -> int:
         cfg = cfg.replace(out=default_out(cfg))
     from .train import train
 
-    _report_run(train(cfg))
+    try:
+        _report_run(train(cfg))
+    except KeyboardInterrupt:
+        from .checkpoint import latest_checkpoint
+
+        if latest_checkpoint(cfg.out) is None:
+            raise
+        print(f"sandbox train: interrupted; continue from the last checkpoint with: sandbox train --resume {cfg.out}",
+              file=sys.stderr)
+        return 130
     return 0
 
 
