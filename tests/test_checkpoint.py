@@ -186,10 +186,21 @@ def test_resume_refuses_a_reference_that_changed(tmp_path, cartpole_run):
         sandbox.resume(cut)
 
 
-def test_resume_from_the_command_line_and_its_refusals(capsys, tmp_path, cartpole_run):
+def test_resume_from_the_command_line_and_its_refusals(capsys, tmp_path, cartpole_run, monkeypatch):
+    import dataclasses
+
     cut = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
-        sandbox.train(small(total_steps=1536, save_every=2, out=str(cut)), maths=Maths(gae=_interrupt(gae, 4)))
+    fields = {**{f.name: f.default for f in dataclasses.fields(Maths)}, "gae": _interrupt(gae, 4)}
+
+    def maths_that_stop_in_update_4(self):
+        for name, fn in fields.items():
+            object.__setattr__(self, name, fn)
+
+    with monkeypatch.context() as m:  # Ctrl-C in update 4 of a CLI run: it says how to go on
+        m.setattr(Maths, "__init__", maths_that_stop_in_update_4)
+        code, _, err = run_cli(capsys, "train", "--preset", "cartpole", "--total-steps", "1536", "--save-every", "2",
+                               "--update-epochs", "4", "--out", str(cut), "--quiet")
+    assert code == 130 and f"sandbox train --resume {cut}" in err
     code, out, _ = run_cli(capsys, "train", "--resume", str(cut), "--quiet")
     assert code == 0 and str(cut) in out
     assert len(pd.read_csv(cut / "metrics.csv")) == 6
