@@ -2,8 +2,8 @@
 
 Read ``train_ppo`` from top to bottom: collect a rollout, compute advantages, run the clipped-surrogate update,
 log one row of metrics (and save a checkpoint every ``save_every`` updates). The maths comes in through ``maths``
-(see ``sandbox/maths.py``). A frozen reference policy (``--ref``, else the initial policy) is evaluated on every
-step: ``kl_ref`` measures how far the policy has moved from it, and ``beta`` > 0 pulls it back, in the loss or in
+(see ``sandbox/maths.py``). A frozen reference policy (``--ref``, else the initial policy) is evaluated on the
+rollout: ``kl_ref`` measures how far the policy has moved from it, and ``beta`` > 0 pulls it back, in the loss or in
 the reward (``--kl-in``).
 
 Dropout handling (``config.dropout_mode``), the point of the sandbox:
@@ -94,6 +94,9 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
     network = ckpt.mlp_network(cfg, obs.shape[1], act_space, with_critic=True)
     beta = cfg.beta
     kl_term = maths.kl(cfg.kl_estimator)
+    # With --ref or a KL term, the reference's log-probs come step by step from the acting batch shape (equal networks,
+    # equal bits: kl_ref exactly 0); when kl_ref is only measured, one batched forward per rollout is cheaper.
+    ref_each_step = cfg.ref is not None or cfg.beta > 0
     store_masks = cfg.dropout_mode == "consistent" and p > 0
     T, N = cfg.num_steps, cfg.num_envs
     buf = Rollout.allocate(T, N, obs.shape[1], act_space, agent.mask_width if store_masks else 0)
@@ -126,8 +129,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
 
             # 1. Rollout. Modes naive/consistent sample with dropout on; rollout-eval and off sample without it.
             agent.train(cfg.dropout_mode in ("naive", "consistent"))
-            stop = _collect_rollout(envs, agent, reference, buf, state, store_masks, clip_action, episodes,
-                                    threshold, cfg, log, clock)
+            stop = _collect_rollout(envs, agent, reference if ref_each_step else None, buf, state, store_masks,
+                                    clip_action, episodes, threshold, cfg, log, clock)
             bar.update(T * N)
             if stop:
                 message = "reached the reward threshold (--stop-at-threshold)"
@@ -137,6 +140,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
             #    stored masks in consistent mode), then GAE; autoreset steps are dropped afterwards. With the KL
             #    in the reward, every step pays beta * k1 = beta * (log pi_old - log pi_ref) first.
             obs_flat = torch.from_numpy(buf.obs).flatten(0, 1)
+            if not ref_each_step:
+                buf.ref_logp = reference.log_prob(obs_flat, buf.actions.flatten(0, 1)).view(T, N)
             buf.values = agent.value(obs_flat, buf.masks.flatten(0, 1) if store_masks else None).view(T, N)
             bootstrap = agent.value(torch.from_numpy(state.obs), state.next_mask)  # next step's masks if stored
             next_values = torch.cat([buf.values[1:], bootstrap[None]])
@@ -272,12 +277,12 @@ class _Batch:
                       self.advantages[idx], self.returns[idx], self.masks[idx] if self.masks is not None else None)
 
 
-def _collect_rollout(envs, agent: Agent, reference: Agent, buf: Rollout, state: _RunState, store_masks: bool,
+def _collect_rollout(envs, agent: Agent, reference: Agent | None, buf: Rollout, state: _RunState, store_masks: bool,
                      clip_action, episodes: EpisodeTracker, threshold: float | None, cfg: Config, log: RunLog,
                      clock: Clock) -> bool:
     """Fill ``buf`` with ``num_steps`` vector steps. Returns True when the run should stop (solved, and
     ``stop_at_threshold``). The log-prob stored for each action comes from the forward pass that chose it; the
-    reference's, from the same batch shape (so that equal networks give equal bits)."""
+    reference's (if ``reference`` is given) from the same batch shape, so that equal networks give equal bits."""
     N = cfg.num_envs
     for t in range(cfg.num_steps):
         obs_t = torch.from_numpy(state.obs)
@@ -286,7 +291,8 @@ def _collect_rollout(envs, agent: Agent, reference: Agent, buf: Rollout, state: 
         buf.obs[t] = state.obs
         buf.actions[t] = actions
         buf.logp[t] = logp
-        buf.ref_logp[t] = reference.log_prob(obs_t, actions)
+        if reference is not None:
+            buf.ref_logp[t] = reference.log_prob(obs_t, actions)
         if store_masks:
             buf.masks[t] = mask
             state.next_mask = agent.sample_mask(N)  # also the bootstrap value's masks if the rollout ends here
