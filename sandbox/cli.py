@@ -87,42 +87,27 @@ def _parse(cls, args: Sequence[str], prog: str, default=None, description: str |
 
 # --- sandbox train -----------------------------------------------------------------------------------------------
 
-def _split_preset(args: list[str]) -> tuple[str | None, list[str]]:
-    """Take ``--preset NAME`` (or ``--preset=NAME``) out of the arguments: presets set defaults, flags win."""
-    rest, name = [], None
+def _take_flag(args: list[str], flag: str, needs: str) -> tuple[str | None, list[str]]:
+    """Take ``flag VALUE`` (or ``flag=VALUE``) out of the arguments, for the flags handled before tyro parses the
+    rest (``--preset`` sets defaults that flags override; ``--resume`` replaces the config)."""
+    rest, value = [], None
     it = iter(args)
     for a in it:
-        if a == "--preset":
-            name = next(it, None)
-            if name is None:
-                raise UsageError(f"--preset: needs a name; one of: {', '.join(PRESETS)}")
-        elif a.startswith("--preset="):
-            name = a.split("=", 1)[1]
+        if a == flag:
+            value = next(it, None)
+            if value is None:
+                raise UsageError(f"{flag}: needs {needs}")
+        elif a.startswith(f"{flag}="):
+            value = a.split("=", 1)[1]
         else:
             rest.append(a)
-    return name, rest
+    return value, rest
 
 
 def default_out(cfg: Config) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     env = cfg.env.replace("/", "_").replace(":", "_")
     return f"runs/{env}-{cfg.algo}-{cfg.dropout_mode}-p{cfg.dropout:g}-s{cfg.seed}-{stamp}"
-
-
-def _split_resume(args: list[str]) -> tuple[str | None, list[str]]:
-    """Take ``--resume RUN_DIR`` (or ``--resume=RUN_DIR``) out of the arguments."""
-    rest, run_dir = [], None
-    it = iter(args)
-    for a in it:
-        if a == "--resume":
-            run_dir = next(it, None)
-            if run_dir is None:
-                raise UsageError("--resume: needs the run directory to continue")
-        elif a.startswith("--resume="):
-            run_dir = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-    return run_dir, rest
 
 
 def _report_run(result) -> None:
@@ -134,7 +119,7 @@ def _report_run(result) -> None:
 
 
 def cmd_train(args: list[str]) -> int:
-    run_dir, args = _split_resume(args)
+    run_dir, args = _take_flag(args, "--resume", "the run directory to continue")
     if run_dir is not None:  # the run's own config.json decides everything; only --quiet may be added
         extra = [a for a in args if a != "--quiet"]
         if extra:
@@ -144,7 +129,7 @@ def cmd_train(args: list[str]) -> int:
 
         _report_run(resume(run_dir, quiet="--quiet" in args))
         return 0
-    name, rest = _split_preset(args)
+    name, rest = _take_flag(args, "--preset", f"a name; one of: {', '.join(PRESETS)}")
     base = preset(name) if name is not None else Config()
     description = ("Train one run and write its run directory (config.json, metrics.csv, episodes.csv, "
                    f"summary.json). --preset NAME starts from a preset ({', '.join(PRESETS)}); flags override it.")
