@@ -154,7 +154,8 @@ class EpisodeTracker:
 
         return {"returns": torch.tensor(self.returns, dtype=torch.float64),
                 "lengths": torch.tensor(self.lengths, dtype=torch.int64),
-                "running_return": torch.from_numpy(self._ret.copy()), "running_length": torch.from_numpy(self._len.copy())}
+                "running_return": torch.from_numpy(self._ret.copy()),
+                "running_length": torch.from_numpy(self._len.copy())}
 
     def load_state_dict(self, d: dict) -> None:
         self.returns, self.lengths = d["returns"].tolist(), d["lengths"].tolist()
