@@ -201,8 +201,9 @@ def _load_ref(cfg: Config, obs_dim: int | None = None, action_space: gym.Space |
     return b, path
 
 
-def check_ref(cfg: Config) -> None:
-    """Check ``--ref`` against the run's env or task before anything is written (one-line errors)."""
+def check_ref(cfg: Config, spaces: tuple[gym.Space, gym.Space] | None = None) -> None:
+    """Check ``--ref`` against the run's env (its ``(observation_space, action_space)``) or language task before
+    anything is written (one-line errors)."""
     if cfg.ref is None:
         return
     ref, out = find_policy_file(cfg.ref, "ref").resolve(), Path(cfg.out).resolve() if cfg.out else None
@@ -215,11 +216,7 @@ def check_ref(cfg: Config) -> None:
 
         _load_ref(cfg, model_config=model_config(make_task(cfg.task_name), PretrainConfig(steps=cfg.sft_steps)))
     else:
-        env = gym.make(cfg.env)
-        try:
-            _load_ref(cfg, env.observation_space.shape[0], env.action_space)
-        finally:
-            env.close()
+        _load_ref(cfg, spaces[0].shape[0], spaces[1])
 
 
 def gym_reference(cfg: Config, agent) -> tuple[Any, str | None]:
@@ -315,7 +312,7 @@ def _encode(v: Any) -> Any:
         return {"scalar": v.item(), "dtype": str(v.dtype)}
     if isinstance(v, np.random.Generator):
         return {"generator": v.bit_generator.state}
-    if isinstance(v, (list, tuple)) and not any(isinstance(x, (gym.Env, gym.vector.VectorEnv)) for x in v):
+    if isinstance(v, (list, tuple)):
         items = [_encode(x) for x in v]
         return _SKIP if any(x is _SKIP for x in items) else {"list": items}
     return _SKIP

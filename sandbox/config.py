@@ -215,6 +215,12 @@ class Config:
         return max(1, self.total_steps // self.batch_size)
 
     @property
+    def ref_each_step(self) -> bool:
+        """With --ref or a KL term, the reference's log-probs are computed step by step on the acting batch shape
+        (equal networks give equal bits: kl_ref exactly 0); when kl_ref is only measured, in one batched forward."""
+        return self.ref is not None or self.beta > 0
+
+    @property
     def effective_dropout(self) -> float:
         """The p the dropout layers actually use: 0 in mode ``off`` (call on a resolved config)."""
         return 0.0 if self.dropout_mode == "off" else float(self.dropout)

@@ -85,9 +85,9 @@ def make_vec_env(env_id: str, num_envs: int, seed: int, env_params: dict[str, fl
     return envs, obs
 
 
-def check_env(env_id: str, env_params: dict[str, float] | None = None) -> None:
+def check_env(env_id: str, env_params: dict[str, float] | None = None) -> tuple[gym.Space, gym.Space]:
     """Raise :class:`ConfigError` unless ``env_id`` is known, has spaces the agents handle and takes
-    ``env_params`` (builds one env)."""
+    ``env_params`` (builds one env). Returns its ``(observation_space, action_space)``."""
     check_env_id(env_id)
     try:
         env = gym.make(env_id)
@@ -96,6 +96,7 @@ def check_env(env_id: str, env_params: dict[str, float] | None = None) -> None:
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
         apply_env_params(env, env_id, env_params or {})
+        return env.observation_space, env.action_space
     finally:
         env.close()
 

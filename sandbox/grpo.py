@@ -277,7 +277,6 @@ class EpisodeGroups:
                             False, cfg.ortho_init, maths.dropout_mask, with_critic=False,
                             dropout_samples=cfg.dropout_samples, multi_sample_average=cfg.multi_sample_average)
         self.reference, ref_path = ckpt.gym_reference(cfg, self.policy)  # --ref, else the initial policy
-        self.ref_each_step = cfg.ref is not None or cfg.beta > 0
         self.network = ckpt.mlp_network(cfg, obs_dim, self.envs.single_action_space, with_critic=False)
         self.clip_action = _action_clipper(self.envs.single_action_space)
         self.store_masks = cfg.dropout_mode == "consistent" and cfg.effective_dropout > 0
@@ -303,8 +302,7 @@ class EpisodeGroups:
             o = torch.as_tensor(obs, dtype=torch.float32)
             m = self.policy.sample_mask(E) if self.store_masks else None
             actions, logp = self.policy.act(o, m)
-            # with --ref or a KL term, from the acting batch shape: equal networks give equal bits (see PPO)
-            ref_logp = self.reference.log_prob(o, actions) if self.ref_each_step else torch.zeros(E)
+            ref_logp = self.reference.log_prob(o, actions) if cfg.ref_each_step else None  # see Config
             trace.append((o, actions, logp, ref_logp, m, torch.from_numpy(alive.copy())))
             obs, r, term, trunc, _ = self.envs.step(self.clip_action(actions.numpy()))
             rewards += r * alive
@@ -314,10 +312,11 @@ class EpisodeGroups:
         mask = torch.stack(alive_t, dim=1)  # (E, n): the steps of each first episode
         batch = EpisodeBatch(
             obs=torch.stack(obs_t, dim=1), actions=torch.stack(act_t, dim=1),
-            logp_old=torch.stack(logp_t, dim=1) * mask, ref_logp=torch.stack(ref_t, dim=1) * mask, mask=mask,
+            logp_old=torch.stack(logp_t, dim=1) * mask, mask=mask,
+            ref_logp=torch.stack(ref_t, dim=1) * mask if cfg.ref_each_step else torch.zeros(mask.shape),
             truncated=torch.from_numpy(truncated), rewards=torch.from_numpy(rewards).float(),
             lengths=mask.sum(dim=1), dropout_masks=torch.stack(masks_t, dim=1) if self.store_masks else None)
-        if not self.ref_each_step:  # kl_ref only measured: one batched forward
+        if not cfg.ref_each_step:  # kl_ref only measured: one batched forward
             valid = mask.bool()
             batch.ref_logp[valid] = self.reference.log_prob(batch.obs[valid], batch.actions[valid])
         return batch

@@ -94,9 +94,6 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
     network = ckpt.mlp_network(cfg, obs.shape[1], act_space, with_critic=True)
     beta = cfg.beta
     kl_term = maths.kl(cfg.kl_estimator)
-    # With --ref or a KL term, the reference's log-probs come step by step from the acting batch shape (equal networks,
-    # equal bits: kl_ref exactly 0); when kl_ref is only measured, one batched forward per rollout is cheaper.
-    ref_each_step = cfg.ref is not None or cfg.beta > 0
     store_masks = cfg.dropout_mode == "consistent" and p > 0
     T, N = cfg.num_steps, cfg.num_envs
     buf = Rollout.allocate(T, N, obs.shape[1], act_space, agent.mask_width if store_masks else 0)
@@ -129,7 +126,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
 
             # 1. Rollout. Modes naive/consistent sample with dropout on; rollout-eval and off sample without it.
             agent.train(cfg.dropout_mode in ("naive", "consistent"))
-            stop = _collect_rollout(envs, agent, reference if ref_each_step else None, buf, state, store_masks,
+            stop = _collect_rollout(envs, agent, reference if cfg.ref_each_step else None, buf, state, store_masks,
                                     clip_action, episodes, threshold, cfg, log, clock)
             bar.update(T * N)
             if stop:
@@ -140,7 +137,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
             #    stored masks in consistent mode), then GAE; autoreset steps are dropped afterwards. With the KL
             #    in the reward, every step pays beta * k1 = beta * (log pi_old - log pi_ref) first.
             obs_flat = torch.from_numpy(buf.obs).flatten(0, 1)
-            if not ref_each_step:
+            if not cfg.ref_each_step:  # kl_ref only measured: one batched forward, equal up to rounding
                 buf.ref_logp = reference.log_prob(obs_flat, buf.actions.flatten(0, 1)).view(T, N)
             buf.values = agent.value(obs_flat, buf.masks.flatten(0, 1) if store_masks else None).view(T, N)
             bootstrap = agent.value(torch.from_numpy(state.obs), state.next_mask)  # next step's masks if stored

@@ -32,9 +32,8 @@ def check(config: Config) -> None:
     """The checks that need an env or a file: the env builds with its ``env_params``, and ``ref`` fits it."""
     from .checkpoint import check_ref
 
-    if not config.is_lang:
-        check_env(config.env, config.env_params)
-    check_ref(config)
+    spaces = None if config.is_lang else check_env(config.env, config.env_params)
+    check_ref(config, spaces)
 
 
 # fields that say where and how loudly a run writes, not what it computes: a resumed run may differ in them
