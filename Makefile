@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH_INDEX ?=
 TORCH_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test lint demo bench clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-test: setup
+test: setup lint
 	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 2 --nbmake tests notebooks
+
+# ruff: lint and format check (pyproject.toml [tool.ruff])
+lint: setup
+	$(BIN)/ruff check sandbox tests
+	$(BIN)/ruff format --check sandbox tests
 
 demo: setup
 	$(BIN)/sandbox demo

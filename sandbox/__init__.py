@@ -1,8 +1,8 @@
 """A CPU-first teaching sandbox: how dropout noise affects policy-gradient stability.
 
-    import sandbox
-    result = sandbox.train(sandbox.preset("cartpole", dropout=0.2, dropout_mode="consistent"))
-    result.metrics[["update", "ep_return_mean", "first_ratio_dev"]]
+import sandbox
+result = sandbox.train(sandbox.preset("cartpole", dropout=0.2, dropout_mode="consistent"))
+result.metrics[["update", "ep_return_mean", "first_ratio_dev"]]
 """
 
 from .config import Config, ConfigError, preset

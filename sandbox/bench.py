@@ -26,8 +26,14 @@ def _ours_cartpole(seed: int, max_steps: int) -> dict:
     import sandbox
 
     with tempfile.TemporaryDirectory() as tmp:  # the run directory is written, as for any user run
-        cfg = sandbox.preset("cartpole", seed=seed, total_steps=max_steps, stop_at_threshold=True, quiet=True,
-                             out=os.path.join(tmp, "run"))
+        cfg = sandbox.preset(
+            "cartpole",
+            seed=seed,
+            total_steps=max_steps,
+            stop_at_threshold=True,
+            quiet=True,
+            out=os.path.join(tmp, "run"),
+        )
         s = sandbox.train(cfg).summary
     return {"solved_s": s["solved_at_s"], "solved_steps": s["solved_at_steps"], "total_s": s["total_s"]}
 
@@ -65,8 +71,21 @@ def _sb3_cartpole(seed: int, max_steps: int) -> dict:
 
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     # rl-baselines3-zoo hyperparams/ppo.yml, CartPole-v1; SB3 defaults otherwise (64x64 tanh, separate nets).
-    model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
-                ent_coef=0.0, learning_rate=lin(1e-3), clip_range=lin(0.2), seed=seed, device="cpu", verbose=0)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=32,
+        batch_size=256,
+        gae_lambda=0.8,
+        gamma=0.98,
+        n_epochs=20,
+        ent_coef=0.0,
+        learning_rate=lin(1e-3),
+        clip_range=lin(0.2),
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
     clock = SolveClock()
     t0 = time.perf_counter()
     model.learn(total_timesteps=max_steps, callback=clock)
@@ -78,8 +97,7 @@ WORKERS = {"ours": _ours_cartpole, "sb3": _sb3_cartpole}
 
 def _run_one(system: str, seed: int, max_steps: int) -> dict:
     """One run in a fresh interpreter, so neither system inherits the other's warm caches."""
-    code = (f"import json, sandbox.bench as b; "
-            f"print(json.dumps(b.WORKERS[{system!r}]({seed}, {max_steps})))")
+    code = f"import json, sandbox.bench as b; print(json.dumps(b.WORKERS[{system!r}]({seed}, {max_steps})))"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -101,12 +119,12 @@ def machine() -> str:
         pass
     import torch
 
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"1 torch thread")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread"
+    )
 
 
-def bench_cartpole(seeds: tuple[int, ...] = (0, 1, 2, 3, 4), max_steps: int = 100_000,
-                   quiet: bool = False) -> dict:
+def bench_cartpole(seeds: tuple[int, ...] = (0, 1, 2, 3, 4), max_steps: int = 100_000, quiet: bool = False) -> dict:
     """Alternate ours and SB3 on each seed; print and return per-run figures and medians."""
     from tqdm import tqdm
 
@@ -130,19 +148,28 @@ def format_cartpole(r: dict) -> str:
     def fmt(x, spec):
         return "unsolved" if x is None else format(x, spec)
 
-    lines = [f"CartPole-v1 time-to-solve (mean of last {SOLVE_WINDOW} episodes >= 475), seeds "
-             f"{', '.join(map(str, r['seeds']))}", f"machine: {r['machine']}", "",
-             "| system | median wall s | median env steps | per seed: wall s / env steps |", "|---|---|---|---|"]
+    lines = [
+        f"CartPole-v1 time-to-solve (mean of last {SOLVE_WINDOW} episodes >= 475), seeds "
+        f"{', '.join(map(str, r['seeds']))}",
+        f"machine: {r['machine']}",
+        "",
+        "| system | median wall s | median env steps | per seed: wall s / env steps |",
+        "|---|---|---|---|",
+    ]
     names = {"ours": "sandbox PPO (preset cartpole, dropout off)", "sb3": "SB3 PPO (rl-zoo3 tuned)"}
     for system, runs in r["runs"].items():
         per = ", ".join(f"{fmt(x['solved_s'], '.1f')} / {fmt(x['solved_steps'], ',')}" for x in runs)
-        lines.append(f"| {names[system]} | {fmt(r[system + '_median_s'], '.2f')} | "
-                     f"{fmt(r[system + '_median_steps'], ',.0f')} | {per} |")
+        lines.append(
+            f"| {names[system]} | {fmt(r[system + '_median_s'], '.2f')} | "
+            f"{fmt(r[system + '_median_steps'], ',.0f')} | {per} |"
+        )
     ratio = r["ratio_s"]
-    target = ("met" if ratio is not None and ratio <= 0.33 and (r["ours_median_steps"] or 1e9) <= 40_000
-              else "NOT met")
-    lines += ["", f"ratio ours/SB3 (median wall s): {fmt(ratio, '.2f')}   target: ratio <= 0.33 and our median "
-                  f"env steps <= 40k: {target}"]
+    target = "met" if ratio is not None and ratio <= 0.33 and (r["ours_median_steps"] or 1e9) <= 40_000 else "NOT met"
+    lines += [
+        "",
+        f"ratio ours/SB3 (median wall s): {fmt(ratio, '.2f')}   target: ratio <= 0.33 and our median "
+        f"env steps <= 40k: {target}",
+    ]
     return "\n".join(lines)
 
 
@@ -156,17 +183,32 @@ def _ours_reverse(seed: int, max_steps: int) -> dict:
     import sandbox
 
     s = LANG_SETTINGS
-    cfg = sandbox.Config(algo="grpo", env="lang:reverse", seed=seed, dropout_mode="off", anneal_lr=False,
-                         prompts_per_update=s["prompts"], group_size=s["group_size"],
-                         learning_rate=s["learning_rate"], beta=s["beta"], max_grad_norm=s["max_grad_norm"],
-                         total_steps=max_steps, stop_at_threshold=True, quiet=True)
+    cfg = sandbox.Config(
+        algo="grpo",
+        env="lang:reverse",
+        seed=seed,
+        dropout_mode="off",
+        anneal_lr=False,
+        prompts_per_update=s["prompts"],
+        group_size=s["group_size"],
+        learning_rate=s["learning_rate"],
+        beta=s["beta"],
+        max_grad_norm=s["max_grad_norm"],
+        total_steps=max_steps,
+        stop_at_threshold=True,
+        quiet=True,
+    )
     r = sandbox.train(cfg)
     steps_at = r.summary["solved_at_steps"]
     solved_s = r.summary["solved_at_s"]
-    return {"solved_s": solved_s, "solved_updates": int((r.metrics.env_steps <= (steps_at or 0)).sum()) or None,
-            "tokens": r.summary["env_steps"], "total_s": r.summary["total_s"],
-            "tokens_per_s": r.summary["env_steps"] / r.summary["total_s"],
-            "reference_reward": r.summary["reference_reward"]}
+    return {
+        "solved_s": solved_s,
+        "solved_updates": int((r.metrics.env_steps <= (steps_at or 0)).sum()) or None,
+        "tokens": r.summary["env_steps"],
+        "total_s": r.summary["total_s"],
+        "tokens_per_s": r.summary["env_steps"] / r.summary["total_s"],
+        "reference_reward": r.summary["reference_reward"],
+    }
 
 
 def _trl_reverse(seed: int, max_steps: int) -> dict:
@@ -191,29 +233,44 @@ def _trl_reverse(seed: int, max_steps: int) -> dict:
 
     from .lang.model import to_hf_gpt2_state_dict
     from .lang.pretrain import load_reference
-    from .lang.tasks import BOS, EOS, PAD, TOKEN, VOCAB, decode, make_task
+    from .lang.tasks import BOS, EOS, PAD, TOKEN, VOCAB, make_task
 
     task = make_task("reverse")
     ours, ref_stats = load_reference(task)
     c = ours.cfg
-    hf = GPT2LMHeadModel(GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.max_len, n_embd=c.d_model, n_layer=c.n_layers, n_head=c.n_heads,
-        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
-        activation_function="gelu_new", tie_word_embeddings=True, bos_token_id=BOS, eos_token_id=EOS,
-        pad_token_id=PAD))
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=c.vocab_size,
+            n_positions=c.max_len,
+            n_embd=c.d_model,
+            n_layer=c.n_layers,
+            n_head=c.n_heads,
+            resid_pdrop=c.dropout,
+            embd_pdrop=c.dropout,
+            attn_pdrop=c.dropout,
+            layer_norm_epsilon=1e-5,
+            activation_function="gelu_new",
+            tie_word_embeddings=True,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+        )
+    )
     hf.load_state_dict(to_hf_gpt2_state_dict(ours))
     tok = Tokenizer(models.WordLevel(vocab=TOKEN, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                        pad_token="<pad>", unk_token="<pad>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<pad>"
+    )
     s = LANG_SETTINGS
     steps = max_steps // (s["prompts"] * s["group_size"] * 5) + 1  # ~5 tokens per completion
     rng = np.random.default_rng(seed)
     prompts, targets = task.sample(s["prompts"] * steps, rng)
     # the prompt is written out with its <pad>s: all prompts have the same length, and the model sees the format
     # (and the positions) it was pretrained on
-    data = Dataset.from_list([{"prompt": " ".join(VOCAB[t] for t in p), "target": tg}
-                              for p, tg in zip(prompts, targets)])
+    data = Dataset.from_list(
+        [{"prompt": " ".join(VOCAB[t] for t in p), "target": tg} for p, tg in zip(prompts, targets)]
+    )
 
     def reward(prompts, completions, target, **_):
         out = []
@@ -238,29 +295,50 @@ def _trl_reverse(seed: int, max_steps: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         args = GRPOConfig(
-            output_dir=tmp, per_device_train_batch_size=s["prompts"] * s["group_size"],
-            num_generations=s["group_size"], max_completion_length=task.max_new_tokens, learning_rate=
-            s["learning_rate"], lr_scheduler_type="constant", beta=s["beta"], max_grad_norm=s["max_grad_norm"],
-            loss_type="grpo", scale_rewards="group", disable_dropout=True, temperature=1.0, max_steps=steps,
-            logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=seed, disable_tqdm=True,
-            dataloader_num_workers=0)
+            output_dir=tmp,
+            per_device_train_batch_size=s["prompts"] * s["group_size"],
+            num_generations=s["group_size"],
+            max_completion_length=task.max_new_tokens,
+            learning_rate=s["learning_rate"],
+            lr_scheduler_type="constant",
+            beta=s["beta"],
+            max_grad_norm=s["max_grad_norm"],
+            loss_type="grpo",
+            scale_rewards="group",
+            disable_dropout=True,
+            temperature=1.0,
+            max_steps=steps,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            seed=seed,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
         clock = Clock()
-        trainer = GRPOTrainer(model=hf, reward_funcs=reward, args=args, train_dataset=data,
-                              processing_class=tokenizer, callbacks=[clock])
+        trainer = GRPOTrainer(
+            model=hf, reward_funcs=reward, args=args, train_dataset=data, processing_class=tokenizer, callbacks=[clock]
+        )
         t0 = time.perf_counter()
         trainer.train()
         total = time.perf_counter() - t0
-    return {"solved_s": clock.solved_s, "solved_updates": clock.solved_step, "tokens": clock.tokens,
-            "total_s": total, "tokens_per_s": clock.tokens / total, "reference_reward":
-            ref_stats["reference_reward"]}
+    return {
+        "solved_s": clock.solved_s,
+        "solved_updates": clock.solved_step,
+        "tokens": clock.tokens,
+        "total_s": total,
+        "tokens_per_s": clock.tokens / total,
+        "reference_reward": ref_stats["reference_reward"],
+    }
 
 
 def trl_available() -> str | None:
     """None if TRL can run here, else why not."""
     try:
-        import trl  # noqa: F401
-        import transformers  # noqa: F401
         import datasets  # noqa: F401
+        import transformers  # noqa: F401
+        import trl  # noqa: F401
     except ImportError as err:
         return f"TRL is not installed ({err.name}); pip install -c constraints.txt -e '.[bench]'"
     return None
@@ -288,9 +366,15 @@ def bench_lang(seeds: tuple[int, ...] = (0, 1, 2), max_steps: int = 300_000, qui
     for system, seed in bar:
         bar.set_postfix(run=f"{system} seed {seed}")
         runs[system].append({"seed": seed, **_run_one(system, seed, max_steps)})
-    result = {"machine": machine(), "seeds": list(seeds), "runs": runs, "trl": why_not or "ran",
-              "reference_reward": ref["reference_reward"], "pretrain_s": pretrain_s,
-              "wall_s": time.perf_counter() - t0}
+    result = {
+        "machine": machine(),
+        "seeds": list(seeds),
+        "runs": runs,
+        "trl": why_not or "ran",
+        "reference_reward": ref["reference_reward"],
+        "pretrain_s": pretrain_s,
+        "wall_s": time.perf_counter() - t0,
+    }
     for system in systems:
         result[f"{system}_median_s"] = _median([r["solved_s"] for r in runs[system]])
         result[f"{system}_tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in runs[system])
@@ -303,23 +387,31 @@ def format_lang(r: dict) -> str:
         return "unsolved" if x is None else format(x, spec)
 
     names = {"ours-lang": "sandbox GRPO", "trl-lang": "TRL GRPOTrainer"}
-    lines = [f"GRPO on lang:reverse (dense reward) from the SFT reference (mean reward {r['reference_reward']:.3f}), "
-             f"dropout off, 16 prompts x 8 completions, until the batch mean reward >= {LANG_THRESHOLD}; seeds "
-             f"{', '.join(map(str, r['seeds']))}", f"machine: {r['machine']}", "",
-             "| system | median time-to-0.9 (s) | sampled tokens/s | per seed: s / updates |", "|---|---|---|---|"]
+    lines = [
+        f"GRPO on lang:reverse (dense reward) from the SFT reference (mean reward {r['reference_reward']:.3f}), "
+        f"dropout off, 16 prompts x 8 completions, until the batch mean reward >= {LANG_THRESHOLD}; seeds "
+        f"{', '.join(map(str, r['seeds']))}",
+        f"machine: {r['machine']}",
+        "",
+        "| system | median time-to-0.9 (s) | sampled tokens/s | per seed: s / updates |",
+        "|---|---|---|---|",
+    ]
     for system, runs in r["runs"].items():
         per = ", ".join(f"{fmt(x['solved_s'], '.1f')} / {fmt(x['solved_updates'], 'd')}" for x in runs)
-        lines.append(f"| {names[system]} | {fmt(r[system + '_median_s'], '.2f')} | "
-                     f"{r[system + '_tokens_per_s']:,.0f} | {per} |")
+        lines.append(
+            f"| {names[system]} | {fmt(r[system + '_median_s'], '.2f')} | {r[system + '_tokens_per_s']:,.0f} | {per} |"
+        )
     if r["trl"] != "ran":
         lines.append(f"\nTRL not run: {r['trl']}")
     ours = r.get("ours-lang_median_s")
-    lines.append(f"\ntarget: under 60 s: {'met' if ours is not None and ours < 60 else 'NOT met'} "
-                 f"(ours {fmt(ours, '.1f')} s)")
+    lines.append(
+        f"\ntarget: under 60 s: {'met' if ours is not None and ours < 60 else 'NOT met'} (ours {fmt(ours, '.1f')} s)"
+    )
     return "\n".join(lines)
 
 
 # --- sandbox bench sweep / report: the experiment machinery itself ------------------------------------------------
+
 
 def _write(path, text: str):
     path.write_text(text)
@@ -345,13 +437,22 @@ def bench_sweep(runs: int = 10, steps: int = 20_000, rounds: int = 2, quiet: boo
                 print(f"  {workers} worker(s): {times[workers][-1]:.1f} s", file=sys.stderr, flush=True)
     serial, parallel = sum(times[1]), sum(times[2])
     ratio = parallel / serial
-    result = {"machine": machine(), "runs": runs, "steps": steps, "serial_s": times[1], "parallel_s": times[2],
-              "ratio": ratio}
-    rows = "\n".join(f"| {w} | {', '.join(f'{t:.1f}' for t in times[w])} | {sum(times[w]) / len(times[w]):.1f} |"
-                     for w in (1, 2))
-    print(f"sweep of {runs} PPO runs (preset cartpole, {steps:,} steps each), order {order}\n"
-          f"machine: {result['machine']}\n\n| workers | wall s per round | mean |\n|---|---|---|\n{rows}\n\n"
-          f"ratio 2 workers / 1 worker: {ratio:.3f}   target <= 0.6: {'met' if ratio <= 0.6 else 'NOT met'}")
+    result = {
+        "machine": machine(),
+        "runs": runs,
+        "steps": steps,
+        "serial_s": times[1],
+        "parallel_s": times[2],
+        "ratio": ratio,
+    }
+    rows = "\n".join(
+        f"| {w} | {', '.join(f'{t:.1f}' for t in times[w])} | {sum(times[w]) / len(times[w]):.1f} |" for w in (1, 2)
+    )
+    print(
+        f"sweep of {runs} PPO runs (preset cartpole, {steps:,} steps each), order {order}\n"
+        f"machine: {result['machine']}\n\n| workers | wall s per round | mean |\n|---|---|---|\n{rows}\n\n"
+        f"ratio 2 workers / 1 worker: {ratio:.3f}   target <= 0.6: {'met' if ratio <= 0.6 else 'NOT met'}"
+    )
     return result
 
 
@@ -360,9 +461,11 @@ def bench_report(quiet: bool = False) -> dict:
     from .report import write_report
     from .sweep import run_sweep
 
-    spec = ('[base]\npreset = "cartpole"\ntotal_steps = 2048\n\n[grid]\n'
-            'dropout_mode = ["off", "rollout-eval", "naive", "consistent"]\ndropout = [0.1, 0.2, 0.3, 0.4, 0.5]\n'
-            'seed = [0, 1, 2, 3, 4]\n')
+    spec = (
+        '[base]\npreset = "cartpole"\ntotal_steps = 2048\n\n[grid]\n'
+        'dropout_mode = ["off", "rollout-eval", "naive", "consistent"]\ndropout = [0.1, 0.2, 0.3, 0.4, 0.5]\n'
+        "seed = [0, 1, 2, 3, 4]\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = _write(Path(tmp) / "spec.toml", spec)
         t0 = time.perf_counter()
@@ -372,7 +475,9 @@ def bench_report(quiet: bool = False) -> dict:
         table = write_report(Path(tmp) / "out", quiet=True)
         report_s = time.perf_counter() - t0
     result = {"machine": machine(), "runs": 100, "groups": len(table), "sweep_s": sweep_s, "report_s": report_s}
-    print(f"report of a 100-run sweep ({len(table)} groups x 5 seeds), figures included\nmachine: {result['machine']}"
-          f"\n\nreport: {report_s:.1f} s (the sweep itself took {sweep_s:.0f} s)   target < 15 s: "
-          f"{'met' if report_s < 15 else 'NOT met'}")
+    print(
+        f"report of a 100-run sweep ({len(table)} groups x 5 seeds), figures included\nmachine: {result['machine']}"
+        f"\n\nreport: {report_s:.1f} s (the sweep itself took {sweep_s:.0f} s)   target < 15 s: "
+        f"{'met' if report_s < 15 else 'NOT met'}"
+    )
     return result

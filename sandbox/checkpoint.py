@@ -43,6 +43,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 # --- files -------------------------------------------------------------------------------------------------------
 
+
 def find_policy_file(path: str | os.PathLike, field: str = "ref") -> Path:
     """A run directory means its ``policy.pt``; a file means itself. One-line error if neither exists."""
     p = Path(path)
@@ -81,18 +82,23 @@ def load(path: str | os.PathLike, field: str = "ref") -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise ConfigError(field, f"{path} is not a sandbox policy or checkpoint (torch.load with weights_only=True "
-                                 f"refused it: {type(err).__name__})") from None
+        raise ConfigError(
+            field,
+            f"{path} is not a sandbox policy or checkpoint (torch.load with weights_only=True "
+            f"refused it: {type(err).__name__})",
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ConfigError(field, f"{path} is not a sandbox policy or checkpoint (a torch file without the "
-                                 f"'{FORMAT}' header)")
+        raise ConfigError(
+            field, f"{path} is not a sandbox policy or checkpoint (a torch file without the '{FORMAT}' header)"
+        )
     if blob.get("version") != VERSION:
         raise ConfigError(field, f"{path} has format version {blob.get('version')}; this sandbox reads {VERSION}")
     missing = [k for k in _REQUIRED if k not in blob]
     network = blob.get("network")
     if missing or not isinstance(network, dict) or network.get("type") not in ("mlp", "gpt"):
-        raise ConfigError(field, f"{path} is a damaged sandbox file (missing or bad: "
-                                 f"{', '.join(missing) or 'network'})")
+        raise ConfigError(
+            field, f"{path} is a damaged sandbox file (missing or bad: {', '.join(missing) or 'network'})"
+        )
     return blob
 
 
@@ -100,6 +106,7 @@ _REQUIRED = ("kind", "config", "network", "state_dict", "dropout_p", "update", "
 
 
 # --- what a policy file holds ------------------------------------------------------------------------------------
+
 
 def describe_space(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
@@ -110,8 +117,9 @@ def describe_space(space: gym.Space) -> dict:
 def space_from(desc: dict) -> gym.Space:
     if desc["type"] == "discrete":
         return gym.spaces.Discrete(desc["n"])
-    return gym.spaces.Box(np.array(desc["low"], np.float32), np.array(desc["high"], np.float32),
-                          tuple(desc["shape"]), np.float32)
+    return gym.spaces.Box(
+        np.array(desc["low"], np.float32), np.array(desc["high"], np.float32), tuple(desc["shape"]), np.float32
+    )
 
 
 def _space_text(desc: dict) -> str:
@@ -119,22 +127,49 @@ def _space_text(desc: dict) -> str:
 
 
 def mlp_network(cfg: Config, obs_dim: int, action_space: gym.Space, with_critic: bool) -> dict:
-    return {"type": "mlp", "env": cfg.env, "env_params": dict(cfg.env_params), "obs_dim": int(obs_dim),
-            "action": describe_space(action_space), "hidden_sizes": list(cfg.hidden_sizes), "critic": with_critic}
+    return {
+        "type": "mlp",
+        "env": cfg.env,
+        "env_params": dict(cfg.env_params),
+        "obs_dim": int(obs_dim),
+        "action": describe_space(action_space),
+        "hidden_sizes": list(cfg.hidden_sizes),
+        "critic": with_critic,
+    }
 
 
 def gpt_network(cfg: Config, model) -> dict:
-    return {"type": "gpt", "env": cfg.env, "model_config": dataclasses.asdict(model.cfg),
-            "value_head": hasattr(model, "value_head")}
+    return {
+        "type": "gpt",
+        "env": cfg.env,
+        "model_config": dataclasses.asdict(model.cfg),
+        "value_head": hasattr(model, "value_head"),
+    }
 
 
-def blob(kind: str, cfg: Config, network: dict, module: torch.nn.Module, update: int, env_steps: int,
-         resume: dict | None = None) -> dict:
+def blob(
+    kind: str,
+    cfg: Config,
+    network: dict,
+    module: torch.nn.Module,
+    update: int,
+    env_steps: int,
+    resume: dict | None = None,
+) -> dict:
     """A policy (``kind="policy"``) or checkpoint (``"checkpoint"``, with ``resume``) as plain data and tensors."""
     p = module.dropout_p if hasattr(module, "dropout_p") else getattr(module, "p", 0.0)  # MLP agent / tiny GPT
-    out = {"format": FORMAT, "version": VERSION, "kind": kind, "config": cfg.to_dict(), "network": network,
-           "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()}, "obs_norm": None,
-           "dropout_p": float(p), "update": update, "env_steps": env_steps}
+    out = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "config": cfg.to_dict(),
+        "network": network,
+        "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "obs_norm": None,
+        "dropout_p": float(p),
+        "update": update,
+        "env_steps": env_steps,
+    }
     if resume is not None:
         out["resume"] = resume
     return out
@@ -147,9 +182,15 @@ def build_agent(b: dict, with_critic: bool = True):
 
     net, cfg = b["network"], b["config"]
     with torch.random.fork_rng(devices=[]):
-        agent = Agent(net["obs_dim"], space_from(net["action"]), tuple(net["hidden_sizes"]), b["dropout_p"],
-                      with_critic=with_critic and net["critic"], dropout_samples=cfg["dropout_samples"],
-                      multi_sample_average=cfg["multi_sample_average"])
+        agent = Agent(
+            net["obs_dim"],
+            space_from(net["action"]),
+            tuple(net["hidden_sizes"]),
+            b["dropout_p"],
+            with_critic=with_critic and net["critic"],
+            dropout_samples=cfg["dropout_samples"],
+            multi_sample_average=cfg["multi_sample_average"],
+        )
     state = {k: v for k, v in b["state_dict"].items() if with_critic or not k.startswith("critic.")}
     agent.load_state_dict(state)
     return agent.eval()
@@ -175,13 +216,17 @@ def check_gym_policy(b: dict, path: Path, field: str, env_id: str, obs_dim: int,
         raise ConfigError(field, f"{path} is a policy for the language task {net['env']}, not for {env_id}")
     want = describe_space(action_space)
     if net["obs_dim"] != obs_dim or net["action"] != want:
-        raise ConfigError(field, f"{path} was made for {net['env']} (observations of size {net['obs_dim']}, "
-                                 f"actions {_space_text(net['action'])}); {env_id} has {obs_dim} and "
-                                 f"{_space_text(want)}")
+        raise ConfigError(
+            field,
+            f"{path} was made for {net['env']} (observations of size {net['obs_dim']}, "
+            f"actions {_space_text(net['action'])}); {env_id} has {obs_dim} and "
+            f"{_space_text(want)}",
+        )
 
 
-def _load_ref(cfg: Config, obs_dim: int | None = None, action_space: gym.Space | None = None,
-              model_config=None) -> tuple[dict, Path]:
+def _load_ref(
+    cfg: Config, obs_dim: int | None = None, action_space: gym.Space | None = None, model_config=None
+) -> tuple[dict, Path]:
     """``--ref``'s file, checked against this run: a Gym policy for the same observation size and action space
     (with ``--init-from-ref``, the same hidden sizes too), or a tiny GPT of the task's shape."""
     path = find_policy_file(cfg.ref, "ref")
@@ -190,14 +235,20 @@ def _load_ref(cfg: Config, obs_dim: int | None = None, action_space: gym.Space |
     if model_config is None:
         check_gym_policy(b, path, "ref", cfg.env, obs_dim, action_space)
         if cfg.init_from_ref and tuple(net["hidden_sizes"]) != tuple(cfg.hidden_sizes):
-            raise ConfigError("init_from_ref", f"the reference {path} has --hidden-sizes "
-                                               f"{' '.join(map(str, net['hidden_sizes']))}; this run has "
-                                               f"{' '.join(map(str, cfg.hidden_sizes))}: make them equal")
+            raise ConfigError(
+                "init_from_ref",
+                f"the reference {path} has --hidden-sizes "
+                f"{' '.join(map(str, net['hidden_sizes']))}; this run has "
+                f"{' '.join(map(str, cfg.hidden_sizes))}: make them equal",
+            )
     elif net["type"] != "gpt":
         raise ConfigError("ref", f"{path} is a policy for the Gym env {net['env']}, not for {cfg.env}")
     elif net["model_config"] != dataclasses.asdict(model_config):
-        raise ConfigError("ref", f"{path} was made for {net['env']} with a model of another shape "
-                                 f"({net['model_config']}); {cfg.env} uses {dataclasses.asdict(model_config)}")
+        raise ConfigError(
+            "ref",
+            f"{path} was made for {net['env']} with a model of another shape "
+            f"({net['model_config']}); {cfg.env} uses {dataclasses.asdict(model_config)}",
+        )
     return b, path
 
 
@@ -208,8 +259,11 @@ def check_ref(cfg: Config, spaces: tuple[gym.Space, gym.Space] | None = None) ->
         return
     ref, out = find_policy_file(cfg.ref, "ref").resolve(), Path(cfg.out).resolve() if cfg.out else None
     if out is not None and (out == ref or out in ref.parents):
-        raise ConfigError("ref", f"{cfg.ref} is inside this run's --out {cfg.out}, which the run would replace; "
-                                 "write the new run somewhere else")
+        raise ConfigError(
+            "ref",
+            f"{cfg.ref} is inside this run's --out {cfg.out}, which the run would replace; "
+            "write the new run somewhere else",
+        )
     if cfg.is_lang:
         from .lang.pretrain import PretrainConfig, model_config
         from .lang.tasks import make_task
@@ -241,6 +295,7 @@ def lang_reference(cfg: Config, model_config) -> tuple[Any, str]:
 
 # --- what a checkpoint adds: random states and environment state, as plain data ----------------------------------
 
+
 def digest(module: torch.nn.Module) -> str:
     """A fingerprint of a module's weights (SHA-256 of every tensor's bytes, in name order)."""
     h = hashlib.sha256()
@@ -254,17 +309,25 @@ def check_same_reference(resume: dict, reference: torch.nn.Module) -> None:
     """Refuse to resume against a reference whose weights changed since the checkpoint (a retrained --ref run, a
     re-pretrained language model): the continued run would not be the run that was interrupted."""
     if resume["ref_digest"] != digest(reference):
-        raise ConfigError("resume", "the reference policy is not the one this run started with (its weights "
-                                    "changed since the checkpoint); resume is refused rather than mixed")
+        raise ConfigError(
+            "resume",
+            "the reference policy is not the one this run started with (its weights "
+            "changed since the checkpoint); resume is refused rather than mixed",
+        )
 
 
 def batch_run_state(optimizer, rng: np.random.Generator, state, source, beta: float, clock) -> dict:
     """What a checkpoint of GRPO (or PPO on a language task) needs beyond the weights: the optimizer, both random
     streams, the counters, beta, the scheduled dropout p and which reference it used. (Its batches start from
     fresh prompts or reset seeds: no environment is mid-episode.)"""
-    return {"optimizer": optimizer.state_dict(), "random": random_state(rng), "episodes_written":
-            len(state.returns), "wall_s": clock(), "ref_digest": digest(source.reference),
-            "trainer": {"state": state.state_dict(), "beta": beta, "dropout_p": source.dropout_p}}
+    return {
+        "optimizer": optimizer.state_dict(),
+        "random": random_state(rng),
+        "episodes_written": len(state.returns),
+        "wall_s": clock(),
+        "ref_digest": digest(source.reference),
+        "trainer": {"state": state.state_dict(), "beta": beta, "dropout_p": source.dropout_p},
+    }
 
 
 def restore_batch_run(blob: dict, source, optimizer, state, rng: np.random.Generator):
@@ -362,9 +425,12 @@ def env_state(env) -> dict[str, dict]:
             if enc is not _SKIP:
                 fields[name] = enc
             elif not (_inert(value) or name in _NOT_STATE):
-                raise ConfigError("save_every", f"cannot checkpoint {type(obj).__name__}: its attribute {name} "
-                                                f"({type(value).__name__}) is not plain data, so --resume could not "
-                                                "continue it exactly")
+                raise ConfigError(
+                    "save_every",
+                    f"cannot checkpoint {type(obj).__name__}: its attribute {name} "
+                    f"({type(value).__name__}) is not plain data, so --resume could not "
+                    "continue it exactly",
+                )
         out[path] = fields
     return out
 

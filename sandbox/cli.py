@@ -50,8 +50,9 @@ def _one_line_errors(event) -> None:
 
     try:
         if isinstance(event, e.InvalidChoice):
-            raise UsageError(f"{_flag(event.argument)}: invalid choice {event.value!r}; "
-                             f"one of: {', '.join(event.choices)}")
+            raise UsageError(
+                f"{_flag(event.argument)}: invalid choice {event.value!r}; one of: {', '.join(event.choices)}"
+            )
         if isinstance(event, e.InstantiationFailure):
             where = _flag(event.argument) if event.argument is not None else "argument"
             first = next((line.strip() for line in str(event.message).splitlines() if line.strip()), "bad value")
@@ -59,7 +60,8 @@ def _one_line_errors(event) -> None:
             if m:  # tyro's wording for a union such as float | None
                 kinds = [k.strip("{}").lower() for k in m.group(1).split("|")]
                 first = f"cannot read {m.group(2)} as {' or '.join(k for k in kinds if k != 'none')}" + (
-                    " or None" if "none" in kinds else "")
+                    " or None" if "none" in kinds else ""
+                )
             raise UsageError(f"{where}: {first}")
         if isinstance(event, e.BadValue):
             raise UsageError(f"{_flag(event.argument)}: missing or unexpected value")
@@ -77,15 +79,18 @@ def _one_line_errors(event) -> None:
 def _parse(cls, args: Sequence[str], prog: str, default=None, description: str | None = None):
     try:
         from tyro import _errors
+
         hook = _errors.on_parse_error(_one_line_errors)
     except (ImportError, AttributeError):  # tyro without the hook: its own messages, still exit code 2
         import contextlib
+
         hook = contextlib.nullcontext()
     with hook:
         return tyro.cli(cls, args=list(args), prog=prog, default=default, description=description)
 
 
 # --- sandbox train -----------------------------------------------------------------------------------------------
+
 
 def _take_flag(args: list[str], flag: str, needs: str) -> tuple[str | None, list[str]]:
     """Take ``flag VALUE`` (or ``flag=VALUE``) out of the arguments, for the flags handled before tyro parses the
@@ -112,8 +117,11 @@ def default_out(cfg: Config) -> str:
 
 def _report_run(result) -> None:
     s = result.summary
-    solved = (f"solved at {s['solved_at_steps']:,} steps / {s['solved_at_s']:.1f} s"
-              if s.get("solved_at_steps") is not None else "not solved")
+    solved = (
+        f"solved at {s['solved_at_steps']:,} steps / {s['solved_at_s']:.1f} s"
+        if s.get("solved_at_steps") is not None
+        else "not solved"
+    )
     final = f"{s['final_return']:.1f}" if s.get("final_return") is not None else "n/a"
     print(f"final return {final} | {solved} | {s['env_steps']:,} steps in {s['total_s']:.1f} s | {result.run_dir}")
 
@@ -123,16 +131,19 @@ def cmd_train(args: list[str]) -> int:
     if run_dir is not None:  # the run's own config.json decides everything; only --quiet may be added
         extra = [a for a in args if a != "--quiet"]
         if extra:
-            raise UsageError(f"--resume continues a run with its own config.json; drop {' '.join(extra)} "
-                             "(only --quiet may be added)")
+            raise UsageError(
+                f"--resume continues a run with its own config.json; drop {' '.join(extra)} (only --quiet may be added)"
+            )
         from .train import resume
 
         _report_run(resume(run_dir, quiet="--quiet" in args))
         return 0
     name, rest = _take_flag(args, "--preset", f"a name; one of: {', '.join(PRESETS)}")
     base = preset(name) if name is not None else Config()
-    description = ("Train one run and write its run directory (config.json, metrics.csv, episodes.csv, "
-                   f"summary.json). --preset NAME starts from a preset ({', '.join(PRESETS)}); flags override it.")
+    description = (
+        "Train one run and write its run directory (config.json, metrics.csv, episodes.csv, "
+        f"summary.json). --preset NAME starts from a preset ({', '.join(PRESETS)}); flags override it."
+    )
     cfg = validate(_parse(Config, rest, "sandbox train", default=base, description=description))
     if cfg.out is None:
         cfg = cfg.replace(out=default_out(cfg))
@@ -145,13 +156,16 @@ def cmd_train(args: list[str]) -> int:
 
         if latest_checkpoint(cfg.out) is None:
             raise
-        print(f"sandbox train: interrupted; continue from the last checkpoint with: sandbox train --resume {cfg.out}",
-              file=sys.stderr)
+        print(
+            f"sandbox train: interrupted; continue from the last checkpoint with: sandbox train --resume {cfg.out}",
+            file=sys.stderr,
+        )
         return 130
     return 0
 
 
 # --- sandbox eval --------------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class EvalArgs:
@@ -188,12 +202,23 @@ def cmd_eval(args: list[str]) -> int:
         raise ConfigError("seed", f"must be an integer in [0, 2**32), got {a.seed}")
     from .evaluate import evaluate
 
-    evaluate(a.run_dir, a.episodes, a.deterministic, a.dropout, a.seed, a.gif, a.gif_max_frames, a.show, a.quiet,
-             a.env_params)
+    evaluate(
+        a.run_dir,
+        a.episodes,
+        a.deterministic,
+        a.dropout,
+        a.seed,
+        a.gif,
+        a.gif_max_frames,
+        a.show,
+        a.quiet,
+        a.env_params,
+    )
     return 0
 
 
 # --- sandbox bench -----------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class BenchArgs:
@@ -246,6 +271,7 @@ def cmd_bench(args: list[str]) -> int:
 
 # --- sandbox demo ------------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class DemoArgs:
     """The headline experiment in about 3 minutes on 2 cores: PPO on CartPole in the four dropout modes at two
@@ -273,6 +299,7 @@ def cmd_demo(args: list[str]) -> int:
 
 
 # --- sandbox pretrain ---------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class PretrainArgs:
@@ -316,10 +343,14 @@ def cmd_pretrain(args: list[str]) -> int:
     completions, _ = sample(model, torch.from_numpy(prompts), task.max_new_tokens)
     how = "loaded from the cache" if stats["from_cache"] else "pretrained and cached"
     print(f"{cfg.env}: reference {how}: {stats['cached']}")
-    print(f"  supervised steps {stats['steps']}, {stats['seconds']:.1f} s of training, final loss "
-          f"{stats['final_loss']:.3f}")
-    print(f"  reference mean reward {stats['reference_reward']:.3f} (task threshold {task.threshold}), "
-          f"ends with <eos> {stats['reference_eos_rate']:.0%}")
+    print(
+        f"  supervised steps {stats['steps']}, {stats['seconds']:.1f} s of training, final loss "
+        f"{stats['final_loss']:.3f}"
+    )
+    print(
+        f"  reference mean reward {stats['reference_reward']:.3f} (task threshold {task.threshold}), "
+        f"ends with <eos> {stats['reference_eos_rate']:.0%}"
+    )
     for p, c, info in zip(prompts, completions.numpy(), infos):
         words = completion_tokens(c)
         print(f"  {decode(p):<28} -> {decode(words):<20} reward {task.reward(info, words):.2f}")
@@ -327,6 +358,7 @@ def cmd_pretrain(args: list[str]) -> int:
 
 
 # --- sandbox sweep / report -------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class SweepArgs:
@@ -385,8 +417,15 @@ def cmd_report(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "report": cmd_report, "pretrain": cmd_pretrain,
-            "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "pretrain": cmd_pretrain,
+    "bench": cmd_bench,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -203,7 +203,7 @@ class Config:
 
     @property
     def task_name(self) -> str:
-        return self.env[len(LANG_PREFIX):]
+        return self.env[len(LANG_PREFIX) :]
 
     @property
     def batch_size(self) -> int:
@@ -341,22 +341,36 @@ def validate(cfg: Config) -> Config:
     if not (isinstance(cfg.dropout_cutoff, int) and cfg.dropout_cutoff >= 0):
         raise ConfigError("dropout_cutoff", f"must be an integer >= 0 (updates), got {cfg.dropout_cutoff!r}")
     if cfg.dropout_schedule != "constant" and cfg.dropout_cutoff == 0:
-        raise ConfigError("dropout_cutoff", f"--dropout-schedule {cfg.dropout_schedule} needs a cutoff > 0, in "
-                                            "updates")
-    _check_positive(cfg, "total_steps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                    "torch_threads", "prompts_per_update", "mu", "kl_horizon", "sft_steps")
+        raise ConfigError("dropout_cutoff", f"--dropout-schedule {cfg.dropout_schedule} needs a cutoff > 0, in updates")
+    _check_positive(
+        cfg,
+        "total_steps",
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "update_epochs",
+        "torch_threads",
+        "prompts_per_update",
+        "mu",
+        "kl_horizon",
+        "sft_steps",
+    )
     if not (isinstance(cfg.group_size, int) and cfg.group_size >= 2):
-        raise ConfigError("group_size", f"must be an integer >= 2 (a group compares completions), "
-                                        f"got {cfg.group_size!r}")
+        raise ConfigError(
+            "group_size", f"must be an integer >= 2 (a group compares completions), got {cfg.group_size!r}"
+        )
     if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
         raise ConfigError("seed", f"must be an integer in [0, 2**32), got {cfg.seed!r}")
     if cfg.algo == "ppo" and not cfg.is_lang:
         if cfg.total_steps < cfg.batch_size:
-            raise ConfigError("total_steps", f"must be at least one batch, num_envs * num_steps = "
-                                             f"{cfg.batch_size}, got {cfg.total_steps}")
+            raise ConfigError(
+                "total_steps",
+                f"must be at least one batch, num_envs * num_steps = {cfg.batch_size}, got {cfg.total_steps}",
+            )
         if cfg.num_minibatches > cfg.batch_size:
-            raise ConfigError("num_minibatches", f"must be at most num_envs * num_steps = {cfg.batch_size}, "
-                                                 f"got {cfg.num_minibatches}")
+            raise ConfigError(
+                "num_minibatches", f"must be at most num_envs * num_steps = {cfg.batch_size}, got {cfg.num_minibatches}"
+            )
     elif cfg.dropout_value:
         raise ConfigError("dropout_value", "only for PPO on Gym (elsewhere there is no separate value network)")
     _check_finite(cfg, "learning_rate", 0.0, 1.0, lo_open=True)
@@ -375,8 +389,9 @@ def validate(cfg: Config) -> Config:
         if getattr(cfg, name) is not None:
             _check_finite(cfg, name, 0.0, math.inf, lo_open=True, hi_open=True)
     if not (isinstance(cfg.save_every, int) and cfg.save_every >= 0):
-        raise ConfigError("save_every", f"must be an integer >= 0 (updates; 0 = only the final policy), "
-                                        f"got {cfg.save_every!r}")
+        raise ConfigError(
+            "save_every", f"must be an integer >= 0 (updates; 0 = only the final policy), got {cfg.save_every!r}"
+        )
     if cfg.init_from_ref and cfg.ref is None:
         raise ConfigError("init_from_ref", "needs --ref (the run directory or policy file to start from)")
     if cfg.ref is not None:
@@ -384,8 +399,9 @@ def validate(cfg: Config) -> Config:
 
         find_policy_file(cfg.ref, "ref")
     if not isinstance(cfg.env_params, dict) or not all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for k, v in cfg.env_params.items()):
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for k, v in cfg.env_params.items()
+    ):
         raise ConfigError("env_params", f"must map parameter names to finite numbers, got {cfg.env_params!r}")
     if cfg.env_params and cfg.is_lang:
         raise ConfigError("env_params", "only for Gym envs (the language tasks have no physical parameters)")
@@ -397,8 +413,10 @@ def validate(cfg: Config) -> Config:
         from .lang.tasks import TASK_NAMES
 
         if cfg.task_name not in TASK_NAMES:
-            raise ConfigError("env", f"unknown language task {cfg.task_name!r}; one of: "
-                                     f"{', '.join(LANG_PREFIX + t for t in TASK_NAMES)}")
+            raise ConfigError(
+                "env",
+                f"unknown language task {cfg.task_name!r}; one of: {', '.join(LANG_PREFIX + t for t in TASK_NAMES)}",
+            )
     if cfg.sparse and cfg.env not in ("lang:reverse", "lang:sort"):
         raise ConfigError("sparse", f"only for lang:reverse and lang:sort, not {cfg.env}")
     if cfg.partial_credit and cfg.env != "lang:add":

@@ -25,8 +25,7 @@ from .config import ConfigError
 
 PPO_SPEC = {
     "base": {"preset": "cartpole", "total_steps": 30_000, "dropout_value": True},
-    "grid": {"dropout_mode": ["rollout-eval", "naive", "consistent"], "dropout": [0.1, 0.5],
-             "seed": [0, 1, 2, 3, 4]},
+    "grid": {"dropout_mode": ["rollout-eval", "naive", "consistent"], "dropout": [0.1, 0.5], "seed": [0, 1, 2, 3, 4]},
 }
 PPO_BASELINE_SPEC = {  # dropout off: the rate does not matter, so it runs once, not once per rate
     "base": {"preset": "cartpole", "total_steps": 30_000, "dropout_value": True, "dropout": 0.1},
@@ -80,12 +79,16 @@ def run_demo(workers: int = 2, out: str | None = None, quiet: bool = False, fast
         load_reference(make_task("reverse"))
 
     if not quiet:
-        print("The headline experiment: does dropout noise change policy-gradient training?\n"
-              "  PPO on CartPole-v1: 4 dropout modes x p in {0.1, 0.5} (policy and value nets) x 5 seeds\n"
-              "  GRPO on lang:reverse: dropout off / naive / consistent x beta in {0, 0.04} x 3 seeds", flush=True)
+        print(
+            "The headline experiment: does dropout noise change policy-gradient training?\n"
+            "  PPO on CartPole-v1: 4 dropout modes x p in {0.1, 0.5} (policy and value nets) x 5 seeds\n"
+            "  GRPO on lang:reverse: dropout off / naive / consistent x beta in {0, 0.04} x 3 seeds",
+            flush=True,
+        )
     run_sweeps(items, workers, quiet=quiet, before=prepare_reference)
     table = write_report(out_dir, quiet=quiet)
     if not quiet:
-        print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; figures and the full report: "
-              f"{out_dir / 'report.md'}")
+        print(
+            f"\ndemo finished in {time.perf_counter() - t0:.0f} s; figures and the full report: {out_dir / 'report.md'}"
+        )
     return table

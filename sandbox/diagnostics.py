@@ -15,9 +15,23 @@ import torch
 
 from .maths import kl_k3
 
-UPDATE_METRICS = ("first_ratio_dev", "first_clipfrac", "first_approx_kl", "clipfrac", "approx_kl", "old_approx_kl",
-                  "surrogate_var", "surrogate_var_kept", "dropped_frac", "dropped_frac_pos", "dropped_frac_neg",
-                  "entropy", "policy_loss", "value_loss", "grad_norm")
+UPDATE_METRICS = (
+    "first_ratio_dev",
+    "first_clipfrac",
+    "first_approx_kl",
+    "clipfrac",
+    "approx_kl",
+    "old_approx_kl",
+    "surrogate_var",
+    "surrogate_var_kept",
+    "dropped_frac",
+    "dropped_frac_pos",
+    "dropped_frac_neg",
+    "entropy",
+    "policy_loss",
+    "value_loss",
+    "grad_norm",
+)
 
 
 @dataclass
@@ -34,8 +48,9 @@ class Seen:
 
 
 @torch.no_grad()
-def update_metrics(seen: list[Seen], clip_coef: float, epochs_done: int,
-                   clip_coef_high: float | None = None) -> dict[str, float]:
+def update_metrics(
+    seen: list[Seen], clip_coef: float, epochs_done: int, clip_coef_high: float | None = None
+) -> dict[str, float]:
     """The update's diagnostics with the reference maths: ``first_*`` from the first minibatch (before any
     gradient step), the rest as means over the minibatches that took a gradient step."""
     if not seen:
@@ -54,24 +69,28 @@ def update_metrics(seen: list[Seen], clip_coef: float, epochs_done: int,
     high = clip_coef if clip_coef_high is None else clip_coef_high
     logratio = torch.cat([s.logratio for s in seen])
     adv = torch.cat([s.adv for s in seen])
-    keep = torch.cat([s.keep if s.keep is not None else torch.ones_like(s.logratio, dtype=torch.bool)
-                      for s in seen]).float()
+    keep = torch.cat(
+        [s.keep if s.keep is not None else torch.ones_like(s.logratio, dtype=torch.bool) for s in seen]
+    ).float()
     ratio = logratio.exp()
     dev = (ratio - 1).abs()
     x = ratio * adv
     dropped = 1.0 - keep
-    table = torch.stack([
-        per_minibatch_mean(dev),                                                       # 0 mean |r - 1|
-        per_minibatch_mean(((ratio > 1 + high) | (ratio < 1 - clip_coef)).float()),  # 1 clip fraction
-        per_minibatch_mean(kl_k3(-logratio)),                                          # 2 approx_kl (k3)
-        per_minibatch_mean(-logratio),                                                 # 3 old_approx_kl (k1)
-        per_minibatch_mean(x.square()) - per_minibatch_mean(x).square(),               # 4 Var(r * A)
-        per_minibatch_mean(x.square(), keep) - per_minibatch_mean(x, keep).square(),   # 5 Var over kept samples
-        per_minibatch_mean(dropped),                                                   # 6 dropped fraction
-        per_minibatch_mean(dropped, (adv > 0).float()),                                # 7 ... among A > 0
-        per_minibatch_mean(dropped, (adv < 0).float()),                                # 8 ... among A < 0
-    ], dim=1)
-    scalars = torch.tensor([[float(v) for v in s.scalars] for s in seen])              # 9 entropy, 10 pg, 11 vf
+    table = torch.stack(
+        [
+            per_minibatch_mean(dev),  # 0 mean |r - 1|
+            per_minibatch_mean(((ratio > 1 + high) | (ratio < 1 - clip_coef)).float()),  # 1 clip fraction
+            per_minibatch_mean(kl_k3(-logratio)),  # 2 approx_kl (k3)
+            per_minibatch_mean(-logratio),  # 3 old_approx_kl (k1)
+            per_minibatch_mean(x.square()) - per_minibatch_mean(x).square(),  # 4 Var(r * A)
+            per_minibatch_mean(x.square(), keep) - per_minibatch_mean(x, keep).square(),  # 5 Var over kept samples
+            per_minibatch_mean(dropped),  # 6 dropped fraction
+            per_minibatch_mean(dropped, (adv > 0).float()),  # 7 ... among A > 0
+            per_minibatch_mean(dropped, (adv < 0).float()),  # 8 ... among A < 0
+        ],
+        dim=1,
+    )
+    scalars = torch.tensor([[float(v) for v in s.scalars] for s in seen])  # 9 entropy, 10 pg, 11 vf
     table = torch.cat([table, scalars], dim=1)
     stepped = torch.tensor([s.grad_norm is not None for s in seen])
     first = table[0].tolist()
@@ -81,16 +100,28 @@ def update_metrics(seen: list[Seen], clip_coef: float, epochs_done: int,
     else:
         means, grad_norm = [math.nan] * table.shape[1], math.nan
     return {
-        "first_ratio_dev": first[0], "first_clipfrac": first[1], "first_approx_kl": first[2],
-        "clipfrac": means[1], "approx_kl": means[2], "old_approx_kl": means[3], "surrogate_var": means[4],
-        "surrogate_var_kept": means[5], "dropped_frac": means[6], "dropped_frac_pos": means[7],
-        "dropped_frac_neg": means[8], "entropy": means[9], "policy_loss": means[10], "value_loss": means[11],
-        "grad_norm": grad_norm, "epochs_done": epochs_done,
+        "first_ratio_dev": first[0],
+        "first_clipfrac": first[1],
+        "first_approx_kl": first[2],
+        "clipfrac": means[1],
+        "approx_kl": means[2],
+        "old_approx_kl": means[3],
+        "surrogate_var": means[4],
+        "surrogate_var_kept": means[5],
+        "dropped_frac": means[6],
+        "dropped_frac_pos": means[7],
+        "dropped_frac_neg": means[8],
+        "entropy": means[9],
+        "policy_loss": means[10],
+        "value_loss": means[11],
+        "grad_norm": grad_norm,
+        "epochs_done": epochs_done,
     }
 
 
-def gradient_noise(policy_loss: Callable[[torch.Tensor], torch.Tensor], n: int, num_minibatches: int,
-                   params: list[torch.Tensor]) -> dict[str, float]:
+def gradient_noise(
+    policy_loss: Callable[[torch.Tensor], torch.Tensor], n: int, num_minibatches: int, params: list[torch.Tensor]
+) -> dict[str, float]:
     """How noisy are the minibatch gradients of the policy loss at the current parameters (brief section 6)?
 
     ``policy_loss(idx)`` is the policy loss on the samples (or sequences) ``idx`` of the current batch of ``n``;
@@ -104,6 +135,7 @@ def gradient_noise(policy_loss: Callable[[torch.Tensor], torch.Tensor], n: int, 
     """
     state = torch.get_rng_state()
     try:
+
         def grad(idx: torch.Tensor) -> torch.Tensor:
             gs = torch.autograd.grad(policy_loss(idx), params, allow_unused=True)
             return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, params)])

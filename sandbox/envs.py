@@ -16,7 +16,6 @@ import numpy as np
 
 from .config import ConfigError, check_env_id
 
-
 # What --env-params may set, per environment class: the constants the dynamics read at every step. Not what the
 # spaces were built from (Pendulum's max_torque, say), which would leave the action or observation bounds stale.
 _CARTPOLE = ("gravity", "masscart", "masspole", "length", "force_mag", "tau")
@@ -24,8 +23,16 @@ ENV_PARAMS: dict[str, tuple[str, ...]] = {
     "CartPoleEnv": _CARTPOLE,  # length is the pole's half-length (0.5); masspole 0.1, masscart 1.0, force_mag 10
     "CartPoleVectorEnv": _CARTPOLE,
     "PendulumEnv": ("g", "m", "l", "dt"),  # g 10.0, m 1.0, l 1.0, dt 0.05
-    "AcrobotEnv": ("LINK_LENGTH_1", "LINK_LENGTH_2", "LINK_MASS_1", "LINK_MASS_2", "LINK_COM_POS_1", "LINK_COM_POS_2",
-                   "LINK_MOI", "dt"),
+    "AcrobotEnv": (
+        "LINK_LENGTH_1",
+        "LINK_LENGTH_2",
+        "LINK_MASS_1",
+        "LINK_MASS_2",
+        "LINK_COM_POS_1",
+        "LINK_COM_POS_2",
+        "LINK_MOI",
+        "dt",
+    ),
     "MountainCarEnv": ("force", "gravity"),  # force 0.001, gravity 0.0025
     "Continuous_MountainCarEnv": ("power",),  # power 0.0015
 }
@@ -43,8 +50,7 @@ def apply_env_params(env: gym.Env | gym.vector.VectorEnv, env_id: str, params: d
         allowed = ENV_PARAMS.get(type(target).__name__)
         if allowed is None:
             names = ", ".join(sorted({n.removesuffix("Env").removesuffix("Vector") for n in ENV_PARAMS}))
-            raise ConfigError("env_params", f"{env_id} has no documented physical parameters; supported envs: "
-                                            f"{names}")
+            raise ConfigError("env_params", f"{env_id} has no documented physical parameters; supported envs: {names}")
         for name, value in params.items():
             if name not in allowed:
                 raise ConfigError("env_params", f"{env_id} has no parameter {name!r}; one of: {', '.join(allowed)}")
@@ -64,8 +70,9 @@ def make_env(env_id: str, env_params: dict[str, float] | None = None, render_mod
     return env
 
 
-def make_vec_env(env_id: str, num_envs: int, seed: int, env_params: dict[str, float] | None = None
-                 ) -> tuple[gym.vector.VectorEnv, np.ndarray]:
+def make_vec_env(
+    env_id: str, num_envs: int, seed: int, env_params: dict[str, float] | None = None
+) -> tuple[gym.vector.VectorEnv, np.ndarray]:
     """Build ``num_envs`` copies of ``env_id`` through gymnasium's vector API, with ``env_params`` applied, and
     reset them with ``seed``.
 
@@ -153,10 +160,12 @@ class EpisodeTracker:
         """For checkpoints: the finished episodes and the running sums of the unfinished ones, as tensors."""
         import torch
 
-        return {"returns": torch.tensor(self.returns, dtype=torch.float64),
-                "lengths": torch.tensor(self.lengths, dtype=torch.int64),
-                "running_return": torch.from_numpy(self._ret.copy()),
-                "running_length": torch.from_numpy(self._len.copy())}
+        return {
+            "returns": torch.tensor(self.returns, dtype=torch.float64),
+            "lengths": torch.tensor(self.lengths, dtype=torch.int64),
+            "running_return": torch.from_numpy(self._ret.copy()),
+            "running_length": torch.from_numpy(self._len.copy()),
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.returns, self.lengths = d["returns"].tolist(), d["lengths"].tolist()

@@ -26,9 +26,18 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError
 
 
-def evaluate(path: str | os.PathLike, episodes: int = 20, deterministic: bool = False, dropout: str = "eval",
-             seed: int = 0, gif: str | os.PathLike | None = None, gif_max_frames: int = 500, show: int = 5,
-             quiet: bool = False, env_params: dict[str, float] | None = None) -> dict:
+def evaluate(
+    path: str | os.PathLike,
+    episodes: int = 20,
+    deterministic: bool = False,
+    dropout: str = "eval",
+    seed: int = 0,
+    gif: str | os.PathLike | None = None,
+    gif_max_frames: int = 500,
+    show: int = 5,
+    quiet: bool = False,
+    env_params: dict[str, float] | None = None,
+) -> dict:
     """Evaluate the policy of a run directory (its ``policy.pt``) or of a policy/checkpoint file, on its run's env
     (``env_params``, if given, replace the run's: how does the policy do on another variant?).
 
@@ -64,20 +73,34 @@ def evaluate(path: str | os.PathLike, episodes: int = 20, deterministic: bool = 
         result = _evaluate_gym(b, file, episodes, deterministic, noisy, seed, gif, gif_max_frames, params)
     if not quiet:
         lang = b["network"]["type"] == "gpt"
-        how = ({(False, False): "sampled actions", (False, True): "most likely actions",
-                (True, False): "sampled completions", (True, True): "greedy completions"}[lang, deterministic]) + (
-            f", dropout p = {b['dropout_p']:g} as at rollout" if noisy else ", no dropout (eval mode)")
+        how = (
+            {
+                (False, False): "sampled actions",
+                (False, True): "most likely actions",
+                (True, False): "sampled completions",
+                (True, True): "greedy completions",
+            }[lang, deterministic]
+        ) + (f", dropout p = {b['dropout_p']:g} as at rollout" if noisy else ", no dropout (eval mode)")
         unit = "reward" if lang else "return"
-        print(f"{file}: {cfg.algo} policy after {b['env_steps']:,} steps ({b['update']} updates) on {cfg.env}"
-              f"{_params(cfg.env_params)}" + (f", evaluated on {cfg.env}{_params(result['env_params'])}"
-                                              if result.get("env_params", cfg.env_params) != cfg.env_params else ""))
-        print(f"{episodes} {'prompts' if unit == 'reward' else 'episodes'}, {how}: {unit} {result['mean']:.3f} "
-              f"± {result['std']:.3f} (std; min {min(result['returns']):.3f}, max {max(result['returns']):.3f})")
+        print(
+            f"{file}: {cfg.algo} policy after {b['env_steps']:,} steps ({b['update']} updates) on {cfg.env}"
+            f"{_params(cfg.env_params)}"
+            + (
+                f", evaluated on {cfg.env}{_params(result['env_params'])}"
+                if result.get("env_params", cfg.env_params) != cfg.env_params
+                else ""
+            )
+        )
+        print(
+            f"{episodes} {'prompts' if unit == 'reward' else 'episodes'}, {how}: {unit} {result['mean']:.3f} "
+            f"± {result['std']:.3f} (std; min {min(result['returns']):.3f}, max {max(result['returns']):.3f})"
+        )
         for prompt, completion, reward in result.get("samples", [])[:show]:
             print(f"  {prompt:<28} -> {completion:<20} reward {reward:.2f}")
         if result.get("gif"):
-            print(f"gif: {result['gif']} ({result['gif_frames']} frames of episode 1, return "
-                  f"{result['returns'][0]:.1f})")
+            print(
+                f"gif: {result['gif']} ({result['gif_frames']} frames of episode 1, return {result['returns'][0]:.1f})"
+            )
     return result
 
 
@@ -85,8 +108,17 @@ def _params(env_params: dict[str, float]) -> str:
     return f" ({', '.join(f'{k}={v:g}' for k, v in env_params.items())})" if env_params else ""
 
 
-def _evaluate_gym(b: dict, file: Path, episodes: int, deterministic: bool, noisy: bool, seed: int,
-                  gif: Path | None, gif_max_frames: int, env_params: dict[str, float]) -> dict:
+def _evaluate_gym(
+    b: dict,
+    file: Path,
+    episodes: int,
+    deterministic: bool,
+    noisy: bool,
+    seed: int,
+    gif: Path | None,
+    gif_max_frames: int,
+    env_params: dict[str, float],
+) -> dict:
     import gymnasium as gym
 
     from .envs import make_env
@@ -123,9 +155,16 @@ def _evaluate_gym(b: dict, file: Path, episodes: int, deterministic: bool, noisy
         fps = env.metadata.get("render_fps") or 30
     finally:
         env.close()
-    result = {"env": net["env"], "env_params": dict(env_params), "episodes": episodes, "returns": returns,
-              "lengths": lengths,
-              "mean": float(np.mean(returns)), "std": float(np.std(returns)), "gif": None}
+    result = {
+        "env": net["env"],
+        "env_params": dict(env_params),
+        "episodes": episodes,
+        "returns": returns,
+        "lengths": lengths,
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "gif": None,
+    }
     if gif is not None:
         write_gif(frames, gif, fps)
         result.update(gif=str(gif), gif_frames=len(frames))
@@ -145,19 +184,29 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: float, max_width: int =
     os.replace(tmp, path)
 
 
-def _evaluate_lang(b: dict, cfg: Config, episodes: int, deterministic: bool, noisy: bool, seed: int,
-                   show: int) -> dict:
+def _evaluate_lang(b: dict, cfg: Config, episodes: int, deterministic: bool, noisy: bool, seed: int, show: int) -> dict:
     from .lang.model import sample
     from .lang.tasks import completion_tokens, decode, make_task
 
     task = make_task(cfg.task_name, sparse=cfg.sparse, partial_credit=cfg.partial_credit)
     model = ckpt.build_gpt(b).train(noisy)
     prompts, infos = task.sample(episodes, np.random.default_rng(seed))
-    completions, _ = sample(model, torch.from_numpy(prompts), task.max_new_tokens,
-                            0.0 if deterministic else cfg.temperature)
+    completions, _ = sample(
+        model, torch.from_numpy(prompts), task.max_new_tokens, 0.0 if deterministic else cfg.temperature
+    )
     rewards = task.rewards(infos, completions.numpy()).astype(float)
-    samples = [(decode(p), decode(completion_tokens(c)), float(r))
-               for p, c, r in zip(prompts[:show], completions.numpy()[:show], rewards[:show])]
+    samples = [
+        (decode(p), decode(completion_tokens(c)), float(r))
+        for p, c, r in zip(prompts[:show], completions.numpy()[:show], rewards[:show])
+    ]
     lengths = [len(completion_tokens(c)) for c in completions.numpy()]
-    return {"env": cfg.env, "episodes": episodes, "returns": rewards.tolist(), "lengths": lengths,
-            "mean": float(rewards.mean()), "std": float(rewards.std()), "gif": None, "samples": samples}
+    return {
+        "env": cfg.env,
+        "episodes": episodes,
+        "returns": rewards.tolist(),
+        "lengths": lengths,
+        "mean": float(rewards.mean()),
+        "std": float(rewards.std()),
+        "gif": None,
+        "samples": samples,
+    }

@@ -53,12 +53,16 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             frac = 1.0 - state.env_steps / cfg.total_steps
             lr = cfg.learning_rate * frac if cfg.anneal_lr else cfg.learning_rate
             clip_coef = cfg.clip_coef * frac if cfg.anneal_clip else cfg.clip_coef
-            clip_high = None if cfg.clip_coef_high is None else (
-                cfg.clip_coef_high * frac if cfg.anneal_clip else cfg.clip_coef_high)
+            clip_high = (
+                None
+                if cfg.clip_coef_high is None
+                else (cfg.clip_coef_high * frac if cfg.anneal_clip else cfg.clip_coef_high)
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            source.set_dropout(maths.dropout_schedule(cfg.effective_dropout, update, cfg.dropout_schedule,
-                                                      cfg.dropout_cutoff))
+            source.set_dropout(
+                maths.dropout_schedule(cfg.effective_dropout, update, cfg.dropout_schedule, cfg.dropout_cutoff)
+            )
 
             # 1. Sample prompts_per_update groups of G, in the dropout mode's rollout setting.
             batch = source.sample(rng)
@@ -83,8 +87,21 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
 
             # 3. Update: mu passes of clipped per-token surrogate (+ beta * KL in the loss).
             source.policy.train(cfg.dropout_mode != "off")
-            stats = _grpo_update(source, batch, advantages, token_mask, cfg, maths, params, optimizer, clip_coef,
-                                 clip_high, beta if cfg.kl_in == "loss" else 0.0, kl_term, update)
+            stats = _grpo_update(
+                source,
+                batch,
+                advantages,
+                token_mask,
+                cfg,
+                maths,
+                params,
+                optimizer,
+                clip_coef,
+                clip_high,
+                beta if cfg.kl_in == "loss" else 0.0,
+                kl_term,
+                update,
+            )
 
             # 4. Adaptive beta (Ziegler et al.): steer the per-sequence KL towards kl_target.
             beta_used = beta
@@ -99,26 +116,50 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             reward_mean = state.final_reward
             # language tasks: the batch's mean reward; Gym: the mean return of the last 20 episodes
             solved_by = reward_mean if cfg.is_lang else state.recent(20)
-            log.update({
-                "update": update, "env_steps": state.env_steps, "wall_s": wall,
-                "sps": state.env_steps / max(wall, 1e-9), "ep_return_mean": solved_by,
-                "ep_len_mean": float(batch.lengths.float().mean()), "episodes": len(state.returns), **stats,
-                "lr": lr, "clip_coef": clip_coef, "dropout_p": source.dropout_p,
-                "reward_mean": reward_mean, "reward_std": float(batch.rewards.std()), "kl_ref": kl_ref,
-                "beta": beta_used, "zero_std_frac": float(all_equal.float().mean()),
-                "completion_len": float(batch.lengths.float().mean()),
-            })
-            bar.set_postfix(reward=f"{reward_mean:.3f}", kl=f"{kl_ref:.3f}",
-                            sps=f"{state.env_steps / max(wall, 1e-9):.0f}", refresh=False)
+            log.update(
+                {
+                    "update": update,
+                    "env_steps": state.env_steps,
+                    "wall_s": wall,
+                    "sps": state.env_steps / max(wall, 1e-9),
+                    "ep_return_mean": solved_by,
+                    "ep_len_mean": float(batch.lengths.float().mean()),
+                    "episodes": len(state.returns),
+                    **stats,
+                    "lr": lr,
+                    "clip_coef": clip_coef,
+                    "dropout_p": source.dropout_p,
+                    "reward_mean": reward_mean,
+                    "reward_std": float(batch.rewards.std()),
+                    "kl_ref": kl_ref,
+                    "beta": beta_used,
+                    "zero_std_frac": float(all_equal.float().mean()),
+                    "completion_len": float(batch.lengths.float().mean()),
+                }
+            )
+            bar.set_postfix(
+                reward=f"{reward_mean:.3f}",
+                kl=f"{kl_ref:.3f}",
+                sps=f"{state.env_steps / max(wall, 1e-9):.0f}",
+                refresh=False,
+            )
             if (cfg.is_lang or len(state.returns) >= 20) and state.check_solved(solved_by, source.threshold, wall):
                 if cfg.stop_at_threshold:
                     message = "reached the reward threshold (--stop-at-threshold)"
                     break
             if cfg.save_every and update % cfg.save_every == 0:
-                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, source.network, source.policy, update,
-                                                      state.env_steps,
-                                                      ckpt.batch_run_state(optimizer, rng, state, source, beta,
-                                                                           clock)))
+                log.save_checkpoint(
+                    update,
+                    ckpt.blob(
+                        "checkpoint",
+                        cfg,
+                        source.network,
+                        source.policy,
+                        update,
+                        state.env_steps,
+                        ckpt.batch_run_state(optimizer, rng, state, source, beta, clock),
+                    ),
+                )
     except NonFiniteLossError as err:
         status, message = "non-finite-loss", str(err)
         raise
@@ -130,14 +171,28 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
         source.close()
         if status != "interrupted":
             log.save_policy(ckpt.blob("policy", cfg, source.network, source.policy, state.updates, state.env_steps))
-        result = log.finish(state.summary(status, message, source.threshold, clock(), **source.summary_extra),
-                            write_summary=status != "interrupted")
+        result = log.finish(
+            state.summary(status, message, source.threshold, clock(), **source.summary_extra),
+            write_summary=status != "interrupted",
+        )
     return result
 
 
-def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, cfg: Config, maths: Maths,
-                 params: FlatParams, optimizer, clip_coef: float, clip_high: float | None, beta: float, kl_term,
-                 update: int) -> dict[str, float]:
+def _grpo_update(
+    source,
+    b,
+    advantages: torch.Tensor,
+    token_mask: torch.Tensor,
+    cfg: Config,
+    maths: Maths,
+    params: FlatParams,
+    optimizer,
+    clip_coef: float,
+    clip_high: float | None,
+    beta: float,
+    kl_term,
+    update: int,
+) -> dict[str, float]:
     """``mu`` passes over the batch's sequences, ``num_minibatches`` gradient steps each."""
     B, n = b.mask.shape
     seen: list[Seen] = []
@@ -157,12 +212,15 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
 
     grad_noise = {}
     if cfg.grad_diag_every and update % cfg.grad_diag_every == 0:
-        grad_noise = gradient_noise(lambda idx: policy_terms(idx)[5], B, max(num_minibatches, 4),
-                                    [q for q in source.policy.parameters() if q.requires_grad])
+        grad_noise = gradient_noise(
+            lambda idx: policy_terms(idx)[5],
+            B,
+            max(num_minibatches, 4),
+            [q for q in source.policy.parameters() if q.requires_grad],
+        )
     passes_done = 0
     for mu_pass in range(cfg.mu):
-        splits = [torch.arange(B)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(B),
-                                                                                    num_minibatches)
+        splits = [torch.arange(B)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(B), num_minibatches)
         for idx in splits:
             m, logp, entropy, logratio, adv, pg_loss, keep = policy_terms(idx)
             if not bool(m.any()):
@@ -176,13 +234,20 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
             lr_valid = valid_samples(logratio.detach(), valid)
             adv_valid = valid_samples(adv.expand_as(logratio), valid)
             ent = valid_samples(entropy.detach(), valid).mean()
-            seen.append(Seen(lr_valid, adv_valid, (ent, pg_loss.detach(), torch.tensor(math.nan)),
-                             keep=valid_samples(keep, valid)))
+            seen.append(
+                Seen(
+                    lr_valid,
+                    adv_valid,
+                    (ent, pg_loss.detach(), torch.tensor(math.nan)),
+                    keep=valid_samples(keep, valid),
+                )
+            )
             if cfg.target_kl is not None and kl_k3(-lr_valid).mean().item() > cfg.target_kl:
                 return update_metrics(seen, clip_coef, passes_done, clip_high) | nan | grad_noise
             if not math.isfinite(loss.item()):
-                raise NonFiniteLossError(f"non-finite loss at update {update}, pass {mu_pass + 1}: "
-                                         f"policy_loss={pg_loss.item()}")
+                raise NonFiniteLossError(
+                    f"non-finite loss at update {update}, pass {mu_pass + 1}: policy_loss={pg_loss.item()}"
+                )
             params.zero_grad()
             loss.backward()
             seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)
@@ -192,6 +257,7 @@ def _grpo_update(source, b, advantages: torch.Tensor, token_mask: torch.Tensor, 
 
 
 # --- where groups come from ------------------------------------------------------------------------------------
+
 
 class LanguageGroups:
     """G completions per prompt from the tiny transformer, which starts from the task's pretrained reference.
@@ -203,8 +269,7 @@ class LanguageGroups:
 
         self.cfg = cfg
         self.task = make_task(cfg.task_name, sparse=cfg.sparse, partial_credit=cfg.partial_credit)
-        pretrained, ref_stats = load_reference(self.task, PretrainConfig(steps=cfg.sft_steps),
-                                               progress=not cfg.quiet)
+        pretrained, ref_stats = load_reference(self.task, PretrainConfig(steps=cfg.sft_steps), progress=not cfg.quiet)
         self.reference, ref_path = pretrained, ref_stats["cached"]
         if cfg.ref is not None:  # another run's policy as the reference (and, with init_from_ref, the start)
             self.reference, ref_path = ckpt.lang_reference(cfg, pretrained.cfg)
@@ -232,15 +297,30 @@ class LanguageGroups:
     def sample(self, rng: np.random.Generator):
         from .lang.rollout import sample_groups
 
-        return sample_groups(self.policy, self.reference, self.task, rng, self.cfg.prompts_per_update,
-                             self.cfg.group_size, self.cfg.temperature, self.cfg.dropout_mode)
+        return sample_groups(
+            self.policy,
+            self.reference,
+            self.task,
+            rng,
+            self.cfg.prompts_per_update,
+            self.cfg.group_size,
+            self.cfg.temperature,
+            self.cfg.dropout_mode,
+        )
 
     def logp(self, b, idx: torch.Tensor, with_entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         from .lang.rollout import sequence_logp
 
         masks = b.masks.index(idx) if b.masks is not None else None
-        logp, entropy, _ = sequence_logp(self.policy, b.tokens[idx], self.task.prompt_len, self.cfg.temperature,
-                                         masks, with_entropy_grad, all_samples=True)
+        logp, entropy, _ = sequence_logp(
+            self.policy,
+            b.tokens[idx],
+            self.task.prompt_len,
+            self.cfg.temperature,
+            masks,
+            with_entropy_grad,
+            all_samples=True,
+        )
         return logp, entropy
 
     def close(self) -> None:
@@ -273,9 +353,18 @@ class EpisodeGroups:
         check_spaces(cfg.env, self.envs.single_observation_space, self.envs.single_action_space)
         apply_env_params(self.envs, cfg.env, cfg.env_params)
         obs_dim = self.envs.single_observation_space.shape[0]
-        self.policy = Agent(obs_dim, self.envs.single_action_space, cfg.hidden_sizes, cfg.effective_dropout,
-                            False, cfg.ortho_init, maths.dropout_mask, with_critic=False,
-                            dropout_samples=cfg.dropout_samples, multi_sample_average=cfg.multi_sample_average)
+        self.policy = Agent(
+            obs_dim,
+            self.envs.single_action_space,
+            cfg.hidden_sizes,
+            cfg.effective_dropout,
+            False,
+            cfg.ortho_init,
+            maths.dropout_mask,
+            with_critic=False,
+            dropout_samples=cfg.dropout_samples,
+            multi_sample_average=cfg.multi_sample_average,
+        )
         self.reference, ref_path = ckpt.gym_reference(cfg, self.policy)  # --ref, else the initial policy
         self.network = ckpt.mlp_network(cfg, obs_dim, self.envs.single_action_space, with_critic=False)
         self.clip_action = _action_clipper(self.envs.single_action_space)
@@ -311,11 +400,16 @@ class EpisodeGroups:
         obs_t, act_t, logp_t, ref_t, masks_t, alive_t = zip(*trace)
         mask = torch.stack(alive_t, dim=1)  # (E, n): the steps of each first episode
         batch = EpisodeBatch(
-            obs=torch.stack(obs_t, dim=1), actions=torch.stack(act_t, dim=1),
-            logp_old=torch.stack(logp_t, dim=1) * mask, mask=mask,
+            obs=torch.stack(obs_t, dim=1),
+            actions=torch.stack(act_t, dim=1),
+            logp_old=torch.stack(logp_t, dim=1) * mask,
+            mask=mask,
             ref_logp=torch.stack(ref_t, dim=1) * mask if cfg.ref_each_step else torch.zeros(mask.shape),
-            truncated=torch.from_numpy(truncated), rewards=torch.from_numpy(rewards).float(),
-            lengths=mask.sum(dim=1), dropout_masks=torch.stack(masks_t, dim=1) if self.store_masks else None)
+            truncated=torch.from_numpy(truncated),
+            rewards=torch.from_numpy(rewards).float(),
+            lengths=mask.sum(dim=1),
+            dropout_masks=torch.stack(masks_t, dim=1) if self.store_masks else None,
+        )
         if not cfg.ref_each_step:  # kl_ref only measured: one batched forward
             valid = mask.bool()
             batch.ref_logp[valid] = self.reference.log_prob(batch.obs[valid], batch.actions[valid])

@@ -54,8 +54,9 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
             clip_coef = cfg.clip_coef * frac if cfg.anneal_clip else cfg.clip_coef
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            source.set_dropout(maths.dropout_schedule(cfg.effective_dropout, update, cfg.dropout_schedule,
-                                                      cfg.dropout_cutoff))
+            source.set_dropout(
+                maths.dropout_schedule(cfg.effective_dropout, update, cfg.dropout_schedule, cfg.dropout_cutoff)
+            )
 
             # 1. Sample completions; value every state in one forward, in the rollout's dropout setting.
             b = source.sample(rng)
@@ -87,8 +88,22 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
 
             # 4. Update: every mode but off runs the update forward in train mode.
             policy.train(cfg.dropout_mode != "off")
-            stats = _update(source, b, advantages, returns, values, token_mask, cfg, maths, params, optimizer,
-                            clip_coef, beta if cfg.kl_in == "loss" else 0.0, kl_term, update)
+            stats = _update(
+                source,
+                b,
+                advantages,
+                returns,
+                values,
+                token_mask,
+                cfg,
+                maths,
+                params,
+                optimizer,
+                clip_coef,
+                beta if cfg.kl_in == "loss" else 0.0,
+                kl_term,
+                update,
+            )
 
             # 5. Adaptive beta, then log.
             beta_used, kl_ref = beta, float(log_ratio_ref.sum(dim=1).mean())  # reference k1, as GRPO logs it
@@ -98,24 +113,44 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
             state.updates = update
             state.record(log, b.rewards.tolist(), b.lengths.tolist(), wall)
             valid = b.mask.bool()
-            log.update({
-                "update": update, "env_steps": state.env_steps, "wall_s": wall,
-                "sps": state.env_steps / max(wall, 1e-9), "ep_return_mean": state.final_reward,
-                "ep_len_mean": float(b.lengths.float().mean()), "episodes": len(state.returns), **stats,
-                "explained_var": explained_variance(values[valid], returns[valid]),
-                "lr": lr, "clip_coef": clip_coef, "dropout_p": source.dropout_p,
-                "reward_mean": state.final_reward, "reward_std": float(b.rewards.std()), "kl_ref": kl_ref,
-                "beta": beta_used, "completion_len": float(b.lengths.float().mean()),
-            })
+            log.update(
+                {
+                    "update": update,
+                    "env_steps": state.env_steps,
+                    "wall_s": wall,
+                    "sps": state.env_steps / max(wall, 1e-9),
+                    "ep_return_mean": state.final_reward,
+                    "ep_len_mean": float(b.lengths.float().mean()),
+                    "episodes": len(state.returns),
+                    **stats,
+                    "explained_var": explained_variance(values[valid], returns[valid]),
+                    "lr": lr,
+                    "clip_coef": clip_coef,
+                    "dropout_p": source.dropout_p,
+                    "reward_mean": state.final_reward,
+                    "reward_std": float(b.rewards.std()),
+                    "kl_ref": kl_ref,
+                    "beta": beta_used,
+                    "completion_len": float(b.lengths.float().mean()),
+                }
+            )
             bar.set_postfix(reward=f"{state.final_reward:.3f}", kl=f"{kl_ref:.3f}", refresh=False)
             if state.check_solved(state.final_reward, source.threshold, wall) and cfg.stop_at_threshold:
                 message = "reached the reward threshold (--stop-at-threshold)"
                 break
             if cfg.save_every and update % cfg.save_every == 0:
-                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, source.network, policy, update,
-                                                      state.env_steps,
-                                                      ckpt.batch_run_state(optimizer, rng, state, source, beta,
-                                                                           clock)))
+                log.save_checkpoint(
+                    update,
+                    ckpt.blob(
+                        "checkpoint",
+                        cfg,
+                        source.network,
+                        policy,
+                        update,
+                        state.env_steps,
+                        ckpt.batch_run_state(optimizer, rng, state, source, beta, clock),
+                    ),
+                )
     except NonFiniteLossError as err:
         status, message = "non-finite-loss", str(err)
         raise
@@ -126,13 +161,29 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
         bar.close()
         if status != "interrupted":
             log.save_policy(ckpt.blob("policy", cfg, source.network, policy, state.updates, state.env_steps))
-        result = log.finish(state.summary(status, message, source.threshold, clock(), **source.summary_extra),
-                            write_summary=status != "interrupted")
+        result = log.finish(
+            state.summary(status, message, source.threshold, clock(), **source.summary_extra),
+            write_summary=status != "interrupted",
+        )
     return result
 
 
-def _update(source: LanguageGroups, b, advantages, returns, old_values, token_mask, cfg: Config, maths: Maths,
-            params: FlatParams, optimizer, clip_coef: float, beta: float, kl_term, update: int) -> dict:
+def _update(
+    source: LanguageGroups,
+    b,
+    advantages,
+    returns,
+    old_values,
+    token_mask,
+    cfg: Config,
+    maths: Maths,
+    params: FlatParams,
+    optimizer,
+    clip_coef: float,
+    beta: float,
+    kl_term,
+    update: int,
+) -> dict:
     """``update_epochs`` passes, ``num_minibatches`` gradient steps each, over the batch's sequences."""
     from .lang.rollout import sequence_logp
 
@@ -145,8 +196,9 @@ def _update(source: LanguageGroups, b, advantages, returns, old_values, token_ma
     def policy_terms(idx: torch.Tensor):
         m = token_mask[idx]
         masks = b.masks.index(idx) if b.masks is not None else None
-        logp, entropy, hidden = sequence_logp(policy, b.tokens[idx], P, cfg.temperature, masks,
-                                              entropy_grad=cfg.ent_coef > 0, all_samples=True)
+        logp, entropy, hidden = sequence_logp(
+            policy, b.tokens[idx], P, cfg.temperature, masks, entropy_grad=cfg.ent_coef > 0, all_samples=True
+        )
         logratio = (logp - b.logp_old[idx]) * m
         adv = advantages[idx]
         pg_loss, keep = policy_surrogate(maths, cfg, logratio.exp(), adv, clip_coef, cfg.clip_coef_high, m, n)
@@ -158,14 +210,14 @@ def _update(source: LanguageGroups, b, advantages, returns, old_values, token_ma
         grad_noise = gradient_noise(lambda idx: policy_terms(idx)[6], B, max(num_minibatches, 4), params_policy)
     epochs_done = 0
     for epoch in range(cfg.update_epochs):
-        splits = [torch.arange(B)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(B),
-                                                                                    num_minibatches)
+        splits = [torch.arange(B)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(B), num_minibatches)
         for idx in splits:
             m, logp, entropy, hidden, logratio, adv, pg_loss, keep = policy_terms(idx)
             if not bool(m.any()):
                 continue
-            v_loss = maths.aggregate_loss(maths.value_loss(policy.value(hidden), old_values[idx], returns[idx],
-                                                           clip_vloss), m, cfg.loss_agg, n)
+            v_loss = maths.aggregate_loss(
+                maths.value_loss(policy.value(hidden), old_values[idx], returns[idx], clip_vloss), m, cfg.loss_agg, n
+            )
             loss = pg_loss + cfg.vf_coef * v_loss
             if beta > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
                 loss = loss + beta * aggregate(maths, cfg, kl_term((logp - b.ref_logp[idx]) * m), m, n)
@@ -173,14 +225,21 @@ def _update(source: LanguageGroups, b, advantages, returns, old_values, token_ma
                 loss = loss - cfg.ent_coef * aggregate(maths, cfg, entropy, m, n)
             valid = m.bool()
             lr_valid = valid_samples(logratio.detach(), valid)
-            seen.append(Seen(lr_valid, valid_samples(adv.expand_as(logratio), valid),
-                             (valid_samples(entropy.detach(), valid).mean(), pg_loss.detach(), v_loss.detach()),
-                             keep=valid_samples(keep, valid)))
+            seen.append(
+                Seen(
+                    lr_valid,
+                    valid_samples(adv.expand_as(logratio), valid),
+                    (valid_samples(entropy.detach(), valid).mean(), pg_loss.detach(), v_loss.detach()),
+                    keep=valid_samples(keep, valid),
+                )
+            )
             if cfg.target_kl is not None and kl_k3(-lr_valid).mean().item() > cfg.target_kl:
                 return update_metrics(seen, clip_coef, epochs_done, cfg.clip_coef_high) | grad_noise
             if not math.isfinite(loss.item()):
-                raise NonFiniteLossError(f"non-finite loss at update {update}, epoch {epoch + 1}: "
-                                         f"policy_loss={pg_loss.item()}, value_loss={v_loss.item()}")
+                raise NonFiniteLossError(
+                    f"non-finite loss at update {update}, epoch {epoch + 1}: "
+                    f"policy_loss={pg_loss.item()}, value_loss={v_loss.item()}"
+                )
             params.zero_grad()
             loss.backward()
             seen[-1].grad_norm = params.clip_grad_norm_(cfg.max_grad_norm)

@@ -204,8 +204,15 @@ def dppo_scores(surrogate: Tensor) -> Tensor:
     return surrogate * (surrogate.sum() - surrogate)
 
 
-def sample_dropout_mask(surrogate: Tensor, ratio: Tensor, advantages: Tensor, mode: str = "none",
-                        rate: float = 0.1, delta: float = 0.25, by_sign: bool = False) -> Tensor:
+def sample_dropout_mask(
+    surrogate: Tensor,
+    ratio: Tensor,
+    advantages: Tensor,
+    mode: str = "none",
+    rate: float = 0.1,
+    delta: float = 0.25,
+    by_sign: bool = False,
+) -> Tensor:
     """Which samples (transitions, or tokens) to keep in the surrogate: a bool mask, True = keep. Detached.
 
     ``surrogate`` is x_i = r_i * A_i; all inputs are 1-D over the minibatch's samples (only the valid ones).

@@ -15,7 +15,7 @@ METRICS: dict[str, str] = {
     "ep_len_mean": "Mean length of the last 20 finished episodes.",
     "episodes": "Episodes finished so far.",
     "first_ratio_dev": "Mean |r - 1| over the first minibatch of the first epoch of the update. The policy has not "
-                       "changed yet, so r must be exactly 1: anything else is dropout noise (or a bug).",
+    "changed yet, so r must be exactly 1: anything else is dropout noise (or a bug).",
     "first_clipfrac": "Fraction of the first minibatch with |r - 1| > clip_coef, before any gradient step.",
     "first_approx_kl": "approx_kl of the first minibatch, before any gradient step (0 without noise).",
     "clipfrac": "Fraction of samples with |r - 1| > clip_coef, mean over all minibatch steps of the update.",
@@ -35,9 +35,9 @@ METRICS: dict[str, str] = {
     "reward_mean": "Mean reward of the batch's completions (language tasks) or episodes (GRPO on Gym).",
     "reward_std": "Standard deviation of those rewards.",
     "kl_ref": "KL(pi || pi_ref) of the sampling policy to the frozen reference (--ref, else the initial policy "
-              "or the pretrained model), from the behaviour policy's own log-probs, k1 = log pi_old - log pi_ref: "
-              "batch mean of the per-sequence (GRPO on Gym: per-episode) sum; PPO on Gym: mean per step. Exactly 0 "
-              "at the start when the policy is its reference and nothing is noisy.",
+    "or the pretrained model), from the behaviour policy's own log-probs, k1 = log pi_old - log pi_ref: "
+    "batch mean of the per-sequence (GRPO on Gym: per-episode) sum; PPO on Gym: mean per step. Exactly 0 "
+    "at the start when the policy is its reference and nothing is noisy.",
     "beta": "KL coefficient used in the update (changes over time with kl_target).",
     "zero_std_frac": "Fraction of groups whose rewards are all equal: no signal, advantage 0 (GRPO).",
     "completion_len": "Mean completion length in tokens, <eos> included (episode length for GRPO on Gym).",
@@ -47,7 +47,7 @@ METRICS: dict[str, str] = {
     "dropped_frac_pos": "The same among samples with A > 0.",
     "dropped_frac_neg": "The same among samples with A < 0 (a rule that drops mostly these biases the update).",
     "grad_gdv": "Gradient direction variance: mean pairwise (1 - cosine) between minibatch gradients of the policy "
-                "loss, at the start of the update (every --grad-diag-every updates; empty otherwise).",
+    "loss, at the start of the update (every --grad-diag-every updates; empty otherwise).",
     "grad_gde": "Gradient direction error: mean (1 - cosine) between each minibatch gradient and the batch's.",
     "grad_snr": "Gradient signal-to-noise: |mean g|^2 / mean |g - mean g|^2 over the minibatch gradients.",
 }
@@ -60,13 +60,13 @@ SUMMARY: dict[str, str] = {
     "status": "'ok', or 'non-finite-loss' when a NaN/inf loss stopped the run (its rows so far are kept).",
     "final_return": "Mean return of the last 20 finished episodes (null if none finished).",
     "solved_at_steps": "Env steps when the mean of the last 20 finished episodes first reached the env's "
-                       "reward_threshold (null if never, or if the env has no threshold).",
+    "reward_threshold (null if never, or if the env has no threshold).",
     "solved_at_s": "Seconds from the start of learning to that moment (null likewise).",
     "reward_threshold": "The threshold used: gymnasium's reward_threshold for the env; for language tasks the "
-                        "task's own (README), reached by the batch mean reward.",
+    "task's own (README), reached by the batch mean reward.",
     "final_reward": "Language tasks and GRPO: mean reward of the last batch.",
     "reference_path": "The KL reference's file: --ref's policy, the cached pretrained model (language tasks), or "
-                      "null for the initial policy (Gym).",
+    "null for the initial policy (Gym).",
     "total_s": "Seconds from the start of learning to the end of the run.",
     "env_steps": "Environment steps taken.",
     "updates": "Updates done.",

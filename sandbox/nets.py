@@ -81,9 +81,9 @@ class DropoutMLP(nn.Module):
                 continue
             width = layer.out_features
             if i == last and self.samples > 1:  # K masks on the last hidden layer: (batch, K, width)
-                h = h[:, None, :] * mask[:, start:start + self.samples * width].view(-1, self.samples, width)
+                h = h[:, None, :] * mask[:, start : start + self.samples * width].view(-1, self.samples, width)
             else:
-                h = h * mask[:, start:start + width]
+                h = h * mask[:, start : start + width]
                 start += width
         out = F.linear(h, self.head.weight, self.head.bias)
         if out.dim() == 3:  # (batch, K, out_dim)
@@ -118,10 +118,14 @@ class Agent(nn.Module):
         self.obs_dim, self.action_space = obs_dim, action_space
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
-        self.actor = DropoutMLP(obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, mask_fn,
-                                dropout_samples, multi_sample_average)
-        self.critic = DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init,
-                                 mask_fn) if with_critic else None  # GRPO has no value function
+        self.actor = DropoutMLP(
+            obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, mask_fn, dropout_samples, multi_sample_average
+        )
+        self.critic = (
+            DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init, mask_fn)
+            if with_critic
+            else None
+        )  # GRPO has no value function
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(act_dim))
         self.critic_has_dropout = dropout_value and dropout > 0
@@ -186,8 +190,9 @@ class Agent(nn.Module):
     def value(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.critic(obs, self._split(mask)[1]).squeeze(1)
 
-    def evaluate(self, obs: Tensor, actions: Tensor, mask: Tensor | None = None,
-                 with_entropy: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    def evaluate(
+        self, obs: Tensor, actions: Tensor, mask: Tensor | None = None, with_entropy: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Log-prob of given actions, entropy and value, with gradients: ``(logp, entropy, values)``.
 
         With multi-sample dropout averaged over losses, ``logp`` and ``entropy`` are ``(K, batch)``: one row per
@@ -242,8 +247,8 @@ class FlatParams:
         offset = 0
         for p in self.params:
             n = p.numel()
-            self._data_views.append(self.flat.data[offset:offset + n].view_as(p))
-            self._grad_views.append(self.flat.grad[offset:offset + n].view_as(p))
+            self._data_views.append(self.flat.data[offset : offset + n].view_as(p))
+            self._grad_views.append(self.flat.grad[offset : offset + n].view_as(p))
             offset += n
         for p, d in zip(self.params, self._data_views):
             p.data = d

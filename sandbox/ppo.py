@@ -30,8 +30,8 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import Config
-from .envs import EpisodeTracker, make_vec_env, reward_threshold
 from .diagnostics import Seen, gradient_noise, update_metrics
+from .envs import EpisodeTracker, make_vec_env, reward_threshold
 from .maths import Maths, explained_variance, kl_k3
 from .nets import Agent, FlatParams
 from .runlog import Clock, RunLog, RunResult, progress_bar
@@ -85,9 +85,17 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
     envs, obs = make_vec_env(cfg.env, cfg.num_envs, cfg.seed, cfg.env_params)
     act_space = envs.single_action_space
     p = cfg.effective_dropout
-    agent = Agent(obs.shape[1], act_space, cfg.hidden_sizes, p, cfg.dropout_value, cfg.ortho_init,
-                  maths.dropout_mask, dropout_samples=cfg.dropout_samples,
-                  multi_sample_average=cfg.multi_sample_average)
+    agent = Agent(
+        obs.shape[1],
+        act_space,
+        cfg.hidden_sizes,
+        p,
+        cfg.dropout_value,
+        cfg.ortho_init,
+        maths.dropout_mask,
+        dropout_samples=cfg.dropout_samples,
+        multi_sample_average=cfg.multi_sample_average,
+    )
     reference, ref_path = ckpt.gym_reference(cfg, agent)  # --ref (maybe also the start), else the initial agent
     params = FlatParams(agent)  # one tensor for all weights: Adam and the grad clip run as one kernel each
     optimizer = torch.optim.Adam([params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
@@ -101,8 +109,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
 
     threshold = reward_threshold(cfg.env)
     episodes = EpisodeTracker(N)
-    state = _RunState(obs=obs, prev_done=np.zeros(N, bool),
-                      next_mask=agent.sample_mask(N) if store_masks else None)
+    state = _RunState(obs=obs, prev_done=np.zeros(N, bool), next_mask=agent.sample_mask(N) if store_masks else None)
     clock = Clock()
     first = 1
     if resume is not None:  # continue exactly where the checkpoint left off
@@ -126,8 +133,20 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
 
             # 1. Rollout. Modes naive/consistent sample with dropout on; rollout-eval and off sample without it.
             agent.train(cfg.dropout_mode in ("naive", "consistent"))
-            stop = _collect_rollout(envs, agent, reference if cfg.ref_each_step else None, buf, state, store_masks,
-                                    clip_action, episodes, threshold, cfg, log, clock)
+            stop = _collect_rollout(
+                envs,
+                agent,
+                reference if cfg.ref_each_step else None,
+                buf,
+                state,
+                store_masks,
+                clip_action,
+                episodes,
+                threshold,
+                cfg,
+                log,
+                clock,
+            )
             bar.update(T * N)
             if stop:
                 message = "reached the reward threshold (--stop-at-threshold)"
@@ -148,8 +167,14 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
             if cfg.kl_in == "reward" and beta > 0:
                 rewards = rewards - beta * maths.kl_k1(log_ratio_ref)
             advantages, returns = maths.gae(
-                rewards, buf.values, next_values, torch.from_numpy(buf.terminated),
-                torch.from_numpy(buf.dones), cfg.gamma, cfg.gae_lambda)
+                rewards,
+                buf.values,
+                next_values,
+                torch.from_numpy(buf.terminated),
+                torch.from_numpy(buf.dones),
+                cfg.gamma,
+                cfg.gae_lambda,
+            )
             idx = torch.from_numpy(np.flatnonzero(buf.valid.reshape(-1)))
             batch = _Batch(
                 obs=obs_flat[idx],
@@ -164,8 +189,18 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
 
             # 3. Update: every mode but off runs the update forward in train mode.
             agent.train(cfg.dropout_mode != "off")
-            stats = _ppo_update(agent, params, optimizer, batch, cfg, clip_coef, maths, update,
-                                beta if cfg.kl_in == "loss" else 0.0, kl_term)
+            stats = _ppo_update(
+                agent,
+                params,
+                optimizer,
+                batch,
+                cfg,
+                clip_coef,
+                maths,
+                update,
+                beta if cfg.kl_in == "loss" else 0.0,
+                kl_term,
+            )
 
             # 4. KL to the reference (k1 per step, the behaviour policy's own log-probs); adaptive beta.
             kl_ref = float(log_ratio_ref.sum() / len(idx)) if len(idx) else math.nan
@@ -176,19 +211,38 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
             # 5. Log one row; a checkpoint every save_every updates.
             wall = clock()
             env_steps = state.env_steps
-            log.update({
-                "update": update, "env_steps": env_steps, "wall_s": wall, "sps": env_steps / max(wall, 1e-9),
-                "ep_return_mean": episodes.recent(20), "ep_len_mean": episodes.recent_length(20),
-                "episodes": len(episodes.returns), **stats,
-                "explained_var": explained_variance(batch.values, batch.returns),
-                "lr": lr, "clip_coef": clip_coef, "dropout_p": agent.dropout_p, "kl_ref": kl_ref, "beta": beta_used,
-            })
-            bar.set_postfix(ret=f"{episodes.recent(20):.1f}", sps=f"{env_steps / max(wall, 1e-9):.0f}",
-                            refresh=False)
+            log.update(
+                {
+                    "update": update,
+                    "env_steps": env_steps,
+                    "wall_s": wall,
+                    "sps": env_steps / max(wall, 1e-9),
+                    "ep_return_mean": episodes.recent(20),
+                    "ep_len_mean": episodes.recent_length(20),
+                    "episodes": len(episodes.returns),
+                    **stats,
+                    "explained_var": explained_variance(batch.values, batch.returns),
+                    "lr": lr,
+                    "clip_coef": clip_coef,
+                    "dropout_p": agent.dropout_p,
+                    "kl_ref": kl_ref,
+                    "beta": beta_used,
+                }
+            )
+            bar.set_postfix(ret=f"{episodes.recent(20):.1f}", sps=f"{env_steps / max(wall, 1e-9):.0f}", refresh=False)
             if cfg.save_every and update % cfg.save_every == 0:
-                log.save_checkpoint(update, ckpt.blob("checkpoint", cfg, network, agent, update, state.env_steps,
-                                                      _resume_state(optimizer, envs, state, episodes, agent,
-                                                                    reference, beta, clock)))
+                log.save_checkpoint(
+                    update,
+                    ckpt.blob(
+                        "checkpoint",
+                        cfg,
+                        network,
+                        agent,
+                        update,
+                        state.env_steps,
+                        _resume_state(optimizer, envs, state, episodes, agent, reference, beta, clock),
+                    ),
+                )
     except NonFiniteLossError as err:
         status, message = "non-finite-loss", str(err)
         raise
@@ -228,20 +282,42 @@ class _RunState:
     solved_at_s: float | None = None
 
 
-def _resume_state(optimizer, envs, state: _RunState, episodes: EpisodeTracker, agent: Agent, reference: Agent,
-                  beta: float, clock: Clock) -> dict:
+def _resume_state(
+    optimizer,
+    envs,
+    state: _RunState,
+    episodes: EpisodeTracker,
+    agent: Agent,
+    reference: Agent,
+    beta: float,
+    clock: Clock,
+) -> dict:
     """What a checkpoint needs beyond the weights to continue bit for bit: the optimizer, the random streams,
     the environments mid-episode, the trainer's counters (and which reference it used). Plain data and tensors."""
-    return {"optimizer": optimizer.state_dict(), "random": ckpt.random_state(), "envs": ckpt.env_state(envs),
-            "episodes_written": len(episodes.returns), "wall_s": clock(), "ref_digest": ckpt.digest(reference),
-            "trainer": {"obs": torch.from_numpy(state.obs.copy()), "prev_done": torch.from_numpy(state.prev_done),
-                        "next_mask": state.next_mask, "env_steps": state.env_steps,
-                        "solved_at_steps": state.solved_at_steps, "solved_at_s": state.solved_at_s,
-                        "episodes": episodes.state_dict(), "beta": beta, "dropout_p": agent.dropout_p}}
+    return {
+        "optimizer": optimizer.state_dict(),
+        "random": ckpt.random_state(),
+        "envs": ckpt.env_state(envs),
+        "episodes_written": len(episodes.returns),
+        "wall_s": clock(),
+        "ref_digest": ckpt.digest(reference),
+        "trainer": {
+            "obs": torch.from_numpy(state.obs.copy()),
+            "prev_done": torch.from_numpy(state.prev_done),
+            "next_mask": state.next_mask,
+            "env_steps": state.env_steps,
+            "solved_at_steps": state.solved_at_steps,
+            "solved_at_s": state.solved_at_s,
+            "episodes": episodes.state_dict(),
+            "beta": beta,
+            "dropout_p": agent.dropout_p,
+        },
+    }
 
 
-def _restore(blob: dict, agent: Agent, reference: Agent, optimizer, envs, state: _RunState,
-             episodes: EpisodeTracker) -> tuple[float, Clock]:
+def _restore(
+    blob: dict, agent: Agent, reference: Agent, optimizer, envs, state: _RunState, episodes: EpisodeTracker
+) -> tuple[float, Clock]:
     """Put a checkpoint's state back (the inverse of :func:`_resume_state`); returns ``(beta, clock)``."""
     r, t = blob["resume"], blob["resume"]["trainer"]
     ckpt.check_same_reference(r, reference)
@@ -270,13 +346,32 @@ class _Batch:
     masks: torch.Tensor | None
 
     def select(self, idx: torch.Tensor) -> "_Batch":
-        return _Batch(self.obs[idx], self.actions[idx], self.logp[idx], self.ref_logp[idx], self.values[idx],
-                      self.advantages[idx], self.returns[idx], self.masks[idx] if self.masks is not None else None)
+        return _Batch(
+            self.obs[idx],
+            self.actions[idx],
+            self.logp[idx],
+            self.ref_logp[idx],
+            self.values[idx],
+            self.advantages[idx],
+            self.returns[idx],
+            self.masks[idx] if self.masks is not None else None,
+        )
 
 
-def _collect_rollout(envs, agent: Agent, reference: Agent | None, buf: Rollout, state: _RunState, store_masks: bool,
-                     clip_action, episodes: EpisodeTracker, threshold: float | None, cfg: Config, log: RunLog,
-                     clock: Clock) -> bool:
+def _collect_rollout(
+    envs,
+    agent: Agent,
+    reference: Agent | None,
+    buf: Rollout,
+    state: _RunState,
+    store_masks: bool,
+    clip_action,
+    episodes: EpisodeTracker,
+    threshold: float | None,
+    cfg: Config,
+    log: RunLog,
+    clock: Clock,
+) -> bool:
     """Fill ``buf`` with ``num_steps`` vector steps. Returns True when the run should stop (solved, and
     ``stop_at_threshold``). The log-prob stored for each action comes from the forward pass that chose it; the
     reference's (if ``reference`` is given) from the same batch shape, so that equal networks give equal bits."""
@@ -311,16 +406,30 @@ def _collect_rollout(envs, agent: Agent, reference: Agent | None, buf: Rollout, 
             wall = clock()
             for ret, length in zip(ended_returns.tolist(), ended_lengths.tolist()):
                 log.episode(state.env_steps, wall, ret, length)
-            if (state.solved_at_steps is None and threshold is not None and len(episodes.returns) >= 20
-                    and episodes.recent(20) >= threshold):
+            if (
+                state.solved_at_steps is None
+                and threshold is not None
+                and len(episodes.returns) >= 20
+                and episodes.recent(20) >= threshold
+            ):
                 state.solved_at_steps, state.solved_at_s = state.env_steps, wall
                 if cfg.stop_at_threshold:
                     return True
     return False
 
 
-def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimizer, b: _Batch, cfg: Config,
-                clip_coef: float, maths: Maths, update: int, beta: float, kl_term) -> dict[str, float]:
+def _ppo_update(
+    agent: Agent,
+    params: FlatParams,
+    optimizer: torch.optim.Optimizer,
+    b: _Batch,
+    cfg: Config,
+    clip_coef: float,
+    maths: Maths,
+    update: int,
+    beta: float,
+    kl_term,
+) -> dict[str, float]:
     """``update_epochs`` passes of minibatch gradient steps on the clipped surrogate (plus ``beta`` times the KL
     estimate ``kl_term`` to the reference); returns the metrics."""
     n = b.obs.shape[0]
@@ -338,8 +447,7 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
         grad_noise = _gradient_noise(agent, b, cfg, clip_coef, maths, max(num_minibatches, 4))
     for epoch in range(cfg.update_epochs):
         # One minibatch is the whole batch: the loss is a mean, so shuffling would change nothing.
-        minibatches = [b] if single else [
-            b.select(mb) for mb in torch.tensor_split(torch.randperm(n), num_minibatches)]
+        minibatches = [b] if single else [b.select(mb) for mb in torch.tensor_split(torch.randperm(n), num_minibatches)]
         for mb in minibatches:
             logp, entropy, values = agent.evaluate(mb.obs, mb.actions, mb.masks, with_entropy=cfg.ent_coef > 0)
             logratio = logp - mb.logp  # (B,), or (K, B) with multi-sample dropout averaged over losses
@@ -354,15 +462,22 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
                 loss = loss + beta * kl_term(logp - mb.ref_logp).mean()
             if cfg.ent_coef > 0:
                 loss = loss - cfg.ent_coef * ent
-            seen.append(Seen(logratio.detach().reshape(-1), adv.expand_as(logratio).reshape(-1),
-                             (ent.detach(), pg_loss.detach(), v_loss.detach()), keep=keep.reshape(-1)))
+            seen.append(
+                Seen(
+                    logratio.detach().reshape(-1),
+                    adv.expand_as(logratio).reshape(-1),
+                    (ent.detach(), pg_loss.detach(), v_loss.detach()),
+                    keep=keep.reshape(-1),
+                )
+            )
 
             if cfg.target_kl is not None and kl_k3(-logratio.detach()).mean().item() > cfg.target_kl:
                 return update_metrics(seen, clip_coef, epochs_done) | grad_noise  # this minibatch: no step
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(
                     f"non-finite loss at update {update}, epoch {epoch + 1}: policy_loss={pg_loss.item()}, "
-                    f"value_loss={v_loss.item()}, entropy={ent.item()}")
+                    f"value_loss={v_loss.item()}, entropy={ent.item()}"
+                )
 
             params.zero_grad()
             loss.backward()
@@ -372,8 +487,9 @@ def _ppo_update(agent: Agent, params: FlatParams, optimizer: torch.optim.Optimiz
     return update_metrics(seen, clip_coef, epochs_done) | grad_noise
 
 
-def _gradient_noise(agent: Agent, b: _Batch, cfg: Config, clip_coef: float, maths: Maths,
-                    num_minibatches: int) -> dict[str, float]:
+def _gradient_noise(
+    agent: Agent, b: _Batch, cfg: Config, clip_coef: float, maths: Maths, num_minibatches: int
+) -> dict[str, float]:
     """grad_gdv, grad_gde, grad_snr of the policy loss on this batch's minibatches, before the update."""
 
     def policy_loss(idx: torch.Tensor) -> torch.Tensor:

@@ -23,11 +23,18 @@ from scipy import stats
 
 IGNORED = ("seed", "out", "overwrite", "quiet", "torch_threads", "save_every")  # not part of what a group is
 # fields without effect when dropout is off: a baseline "dropout_mode=off" group may differ in them
-INERT_WHEN_OFF = ("dropout", "dropout_value", "dropout_schedule", "dropout_cutoff", "dropout_samples",
-                  "multi_sample_average")
+INERT_WHEN_OFF = (
+    "dropout",
+    "dropout_value",
+    "dropout_schedule",
+    "dropout_cutoff",
+    "dropout_samples",
+    "multi_sample_average",
+)
 
 
 # --- statistics (pure; tests/test_sweep.py checks them on known answers) --------------------------------------
+
 
 def iqm(x, axis=0):
     """Interquartile mean: the mean of the middle 50% (``scipy.stats.trim_mean`` cutting 25% at each end)."""
@@ -42,8 +49,14 @@ def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) 
         return math.nan, math.nan
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
-    res = stats.bootstrap((x,), iqm, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                          random_state=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (x,),
+        iqm,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -65,10 +78,11 @@ def collapsed(curve, threshold: float | None) -> bool | None:
     reached = np.flatnonzero(c >= 0.9 * threshold)
     if len(reached) == 0:
         return False
-    return bool(np.any(c[reached[0]:] < 0.5 * threshold))
+    return bool(np.any(c[reached[0] :] < 0.5 * threshold))
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class RunData:
@@ -108,8 +122,14 @@ def load_runs(sweep_dir: str | os.PathLike) -> list[RunData]:
     for summary in sorted(Path(sweep_dir).rglob("summary.json")):
         d = summary.parent
         try:
-            runs.append(RunData(d, json.loads((d / "config.json").read_text()), json.loads(summary.read_text()),
-                                pd.read_csv(d / "metrics.csv")))
+            runs.append(
+                RunData(
+                    d,
+                    json.loads((d / "config.json").read_text()),
+                    json.loads(summary.read_text()),
+                    pd.read_csv(d / "metrics.csv"),
+                )
+            )
         except (OSError, ValueError):
             continue  # not a complete run directory
     return runs
@@ -127,15 +147,20 @@ def group_runs(runs: list[RunData]) -> list[Group]:
     for g in groups.values():
         families.setdefault((g.config.get("algo"), g.config.get("env")), []).append(g)
     for (algo, env), members in families.items():
-        varying = [k for k in members[0].config
-                   if len({json.dumps(m.config.get(k)) for m in members}) > 1 and k not in ("algo", "env")]
+        varying = [
+            k
+            for k in members[0].config
+            if len({json.dumps(m.config.get(k)) for m in members}) > 1 and k not in ("algo", "env")
+        ]
         for g in members:
             g.family, g.varying = (f"{algo} {env}" if len(families) > 1 else ""), varying
             g.label = g.label_without()
         # dropout off: its rate, schedule, ... have no effect, so its label leaves them out (unless that would
         # give two groups the same label)
-        short = {id(g): g.label_without(*INERT_WHEN_OFF) if g.config.get("dropout_mode") == "off" else g.label
-                 for g in members}
+        short = {
+            id(g): g.label_without(*INERT_WHEN_OFF) if g.config.get("dropout_mode") == "off" else g.label
+            for g in members
+        }
         if len(set(short.values())) == len(members):
             for g in members:
                 g.label = short[id(g)]
@@ -143,6 +168,7 @@ def group_runs(runs: list[RunData]) -> list[Group]:
 
 
 # --- the report --------------------------------------------------------------------------------------------------
+
 
 def _parse_baseline(spec: str) -> tuple[str, object]:
     name, _, raw = spec.partition("=")
@@ -180,12 +206,16 @@ def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.D
         collapses = [collapsed(r.metrics["ep_return_mean"].to_numpy(), threshold) for r in g.runs]
         m = pd.concat([r.metrics for r in g.runs])
         row = {
-            "group": g.label, "runs": len(g.runs), "final_iqm": iqm(finals[np.isfinite(finals)])
-            if np.isfinite(finals).any() else math.nan, "ci_low": low, "ci_high": high,
+            "group": g.label,
+            "runs": len(g.runs),
+            "final_iqm": iqm(finals[np.isfinite(finals)]) if np.isfinite(finals).any() else math.nan,
+            "ci_low": low,
+            "ci_high": high,
             "final_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan,
             "solved": len(solved),
             "median_solve_s": float(np.median([r.summary["solved_at_s"] for r in solved])) if solved else math.nan,
-            "median_solve_steps": float(np.median([r.summary["solved_at_steps"] for r in solved])) if solved
+            "median_solve_steps": float(np.median([r.summary["solved_at_steps"] for r in solved]))
+            if solved
             else math.nan,
             "collapses": sum(bool(c) for c in collapses) if collapses and collapses[0] is not None else math.nan,
             "first_ratio_dev": float(m["first_ratio_dev"].mean()),
@@ -196,8 +226,9 @@ def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.D
         }
         base = _baseline_of(g, groups, by_key, field_, value)
         if base is None or base is g:
-            row.update(baseline="" if base is None else "(baseline)", p_improvement=math.nan, mw_pvalue=math.nan,
-                       verdict="")
+            row.update(
+                baseline="" if base is None else "(baseline)", p_improvement=math.nan, mw_pvalue=math.nan, verdict=""
+            )
         else:
             base_finals = np.array([r.final for r in base.runs])
             poi, pvalue = probability_of_improvement(finals, base_finals)
@@ -229,21 +260,24 @@ def _fmt(v, spec=".3g") -> str:
 
 
 def key_table(table: pd.DataFrame) -> str:
-    lines = ["| group | runs | final IQM [95% CI] | solved | median time-to-solve | collapses | "
-             "first_ratio_dev | first_clipfrac | P(improvement) vs baseline | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| group | runs | final IQM [95% CI] | solved | median time-to-solve | collapses | "
+        "first_ratio_dev | first_clipfrac | P(improvement) vs baseline | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in table.itertuples():
-        solve = (f"{_fmt(r.median_solve_s, '.1f')} s / {_fmt(r.median_solve_steps, ',.0f')}"
-                 if r.solved else "-")
+        solve = f"{_fmt(r.median_solve_s, '.1f')} s / {_fmt(r.median_solve_steps, ',.0f')}" if r.solved else "-"
         lines.append(
             f"| {r.group} | {r.runs} | {_fmt(r.final_iqm, '.3g')} [{_fmt(r.ci_low, '.3g')}, {_fmt(r.ci_high, '.3g')}] "
             f"| {r.solved}/{r.runs} | {solve} | {_fmt(r.collapses, '.0f')} | {_fmt(r.first_ratio_dev, '.4f')} | "
-            f"{_fmt(r.first_clipfrac, '.3f')} | {_fmt(r.p_improvement, '.2f')} | {r.verdict or r.baseline} |")
+            f"{_fmt(r.first_clipfrac, '.3f')} | {_fmt(r.p_improvement, '.2f')} | {r.verdict or r.baseline} |"
+        )
     return "\n".join(lines)
 
 
-def write_report(sweep_dir: str | os.PathLike, baseline: str = "dropout_mode=off", quiet: bool = False,
-                 figures: bool = True) -> pd.DataFrame:
+def write_report(
+    sweep_dir: str | os.PathLike, baseline: str = "dropout_mode=off", quiet: bool = False, figures: bool = True
+) -> pd.DataFrame:
     """Write report.md, report.csv and the PNG figures into ``sweep_dir``; print the key table."""
     from .config import ConfigError
 
@@ -261,38 +295,59 @@ def write_report(sweep_dir: str | os.PathLike, baseline: str = "dropout_mode=off
         table.to_csv(sweep_dir / "report.csv", index=False)
         pictures = _figures(groups, sweep_dir) if figures else []
     with_kl = bool(np.isfinite(table.kl_ref_first).any())
-    lines = [f"# Sweep report: {sweep_dir.name}", "",
-             f"{len(runs)} finished runs in {len(groups)} groups (a group = one config, all its seeds). "
-             f"Baseline of each group: the same config with `{baseline}`.", "",
-             "How to read it: *final* is the mean return of the last 20 episodes (Gym) or the mean reward of the "
-             "last batch (language tasks). IQM = interquartile mean over seeds, with a 95% percentile-bootstrap "
-             "confidence interval (scipy). A *collapse* is a run whose 20-episode mean reached 90% of the "
-             "threshold and later fell below 50% of it. P(improvement) = P(X > Y) over pairs of seeds of the "
-             "group and its baseline (Mann-Whitney U / (n m)); 0.5 means no edge. Where the confidence intervals "
-             "overlap, the report says there is no significant difference; with 3-5 seeds, only large effects "
-             "can show.", "", "## Final performance and stability", "", key_table(table), ""]
+    lines = [
+        f"# Sweep report: {sweep_dir.name}",
+        "",
+        f"{len(runs)} finished runs in {len(groups)} groups (a group = one config, all its seeds). "
+        f"Baseline of each group: the same config with `{baseline}`.",
+        "",
+        "How to read it: *final* is the mean return of the last 20 episodes (Gym) or the mean reward of the "
+        "last batch (language tasks). IQM = interquartile mean over seeds, with a 95% percentile-bootstrap "
+        "confidence interval (scipy). A *collapse* is a run whose 20-episode mean reached 90% of the "
+        "threshold and later fell below 50% of it. P(improvement) = P(X > Y) over pairs of seeds of the "
+        "group and its baseline (Mann-Whitney U / (n m)); 0.5 means no edge. Where the confidence intervals "
+        "overlap, the report says there is no significant difference; with 3-5 seeds, only large effects "
+        "can show.",
+        "",
+        "## Final performance and stability",
+        "",
+        key_table(table),
+        "",
+    ]
     verdicts = table[table.verdict != ""]
     if len(verdicts):
         lines += ["## Against the baseline, in words", ""]
         for r in verdicts.itertuples():
-            lines.append(f"- **{r.group}** vs {r.baseline}: {r.verdict}; P(improvement) = "
-                         f"{_fmt(r.p_improvement, '.2f')} (Mann-Whitney p = {_fmt(r.mw_pvalue, '.2g')}).")
+            lines.append(
+                f"- **{r.group}** vs {r.baseline}: {r.verdict}; P(improvement) = "
+                f"{_fmt(r.p_improvement, '.2f')} (Mann-Whitney p = {_fmt(r.mw_pvalue, '.2g')})."
+            )
         lines.append("")
-    lines += ["## Mechanism: the ratio before any update", "",
-              "| group | first_ratio_dev | first_clipfrac | surrogate_var | seed-to-seed std of final |"
-              + (" kl_ref first update | kl_ref last update |" if with_kl else ""),
-              "|---|---|---|---|---|" + ("---|---|" if with_kl else "")]
+    lines += [
+        "## Mechanism: the ratio before any update",
+        "",
+        "| group | first_ratio_dev | first_clipfrac | surrogate_var | seed-to-seed std of final |"
+        + (" kl_ref first update | kl_ref last update |" if with_kl else ""),
+        "|---|---|---|---|---|" + ("---|---|" if with_kl else ""),
+    ]
     for r in table.itertuples():
-        lines.append(f"| {r.group} | {_fmt(r.first_ratio_dev, '.4f')} | {_fmt(r.first_clipfrac, '.3f')} | "
-                     f"{_fmt(r.surrogate_var, '.3g')} | {_fmt(r.final_std, '.3g')} |"
-                     + (f" {_fmt(r.kl_ref_first, '.3g')} | {_fmt(r.kl_ref_last, '.3g')} |" if with_kl else ""))
-    lines += ["", "first_ratio_dev = mean |r - 1| over the first minibatch of each update, before any gradient "
-                  "step: 0 when the update sees the network that acted (dropout off, consistent), dropout noise "
-                  "otherwise."]
+        lines.append(
+            f"| {r.group} | {_fmt(r.first_ratio_dev, '.4f')} | {_fmt(r.first_clipfrac, '.3f')} | "
+            f"{_fmt(r.surrogate_var, '.3g')} | {_fmt(r.final_std, '.3g')} |"
+            + (f" {_fmt(r.kl_ref_first, '.3g')} | {_fmt(r.kl_ref_last, '.3g')} |" if with_kl else "")
+        )
+    lines += [
+        "",
+        "first_ratio_dev = mean |r - 1| over the first minibatch of each update, before any gradient "
+        "step: 0 when the update sees the network that acted (dropout off, consistent), dropout noise "
+        "otherwise.",
+    ]
     if with_kl:
-        lines += ["kl_ref = KL of the sampling policy to the frozen reference (--ref, else the initial policy or "
-                  "the pretrained model), k1: nats per sequence or episode (language tasks, GRPO), per step "
-                  "(PPO on Gym)."]
+        lines += [
+            "kl_ref = KL of the sampling policy to the frozen reference (--ref, else the initial policy or "
+            "the pretrained model), k1: nats per sequence or episode (language tasks, GRPO), per step "
+            "(PPO on Gym)."
+        ]
     lines.append("")
     if pictures:
         lines += ["## Figures", ""] + [f"![{title}]({name})\n" for name, title in pictures]
@@ -304,6 +359,7 @@ def write_report(sweep_dir: str | os.PathLike, baseline: str = "dropout_mode=off
 
 
 # --- figures -----------------------------------------------------------------------------------------------------
+
 
 def _curves(group: Group, column: str, points: int = 100) -> tuple[np.ndarray, np.ndarray] | None:
     """The runs' ``column`` against env_steps, on a common grid: ``(x (points,), y (runs, points))``."""
@@ -324,8 +380,9 @@ def _band(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mid = iqm(y, axis=0)
     if len(y) < 2:
         return mid, mid, mid
-    res = stats.bootstrap((y,), iqm, axis=0, vectorized=True, n_resamples=500, method="percentile",
-                          random_state=np.random.default_rng(0))
+    res = stats.bootstrap(
+        (y,), iqm, axis=0, vectorized=True, n_resamples=500, method="percentile", random_state=np.random.default_rng(0)
+    )
     low, high = res.confidence_interval
     return mid, np.where(np.isfinite(low), low, mid), np.where(np.isfinite(high), high, mid)
 
@@ -364,8 +421,12 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[str, str]]:
         plt.close(fig)
         made.append((name, title))
 
-    grid_of("ep_return_mean", "return (20-episode mean) / reward", "learning_curves.png",
-            "Learning curves: IQM over seeds, 95% bootstrap band")
+    grid_of(
+        "ep_return_mean",
+        "return (20-episode mean) / reward",
+        "learning_curves.png",
+        "Learning curves: IQM over seeds, 95% bootstrap band",
+    )
     grid_of("surrogate_var", "Var(r * A)", "surrogate_variance.png", "Surrogate variance over training", log=True)
 
     # first_ratio_dev against dropout p, one line per mode (and per other varying setting)

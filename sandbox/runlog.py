@@ -78,8 +78,11 @@ def prepare_run_dir(out: str | os.PathLike, overwrite: bool) -> Path:
         if not overwrite:
             raise ConfigError("out", f"{path} already exists; choose another --out or pass --overwrite")
         if not is_run_dir(path):
-            raise ConfigError("out", f"{path} exists and is not a run directory (it holds other files); "
-                                     "--overwrite only replaces run directories")
+            raise ConfigError(
+                "out",
+                f"{path} exists and is not a run directory (it holds other files); "
+                "--overwrite only replaces run directories",
+            )
         shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -124,12 +127,17 @@ class RunLog:
         with open(self.dir / "metrics.csv", newline="") as f:
             kept = list(csv.DictReader(f))[:update]  # by position: a line torn by a kill can only come later
         with open(self.dir / "episodes.csv", newline="") as f:
-            kept_episodes = list(csv.reader(f))[1:episodes + 1]
+            kept_episodes = list(csv.reader(f))[1 : episodes + 1]
         if len(kept) != update or len(kept_episodes) != episodes or int(kept[-1]["update"]) != update:
-            raise ConfigError("resume", f"{self.dir}: metrics.csv or episodes.csv has fewer rows than the checkpoint "
-                                        f"of update {update}; the run directory was changed by hand")
-        for name, header, rows in (("metrics.csv", METRIC_COLUMNS, [[r[c] for c in METRIC_COLUMNS] for r in kept]),
-                                   ("episodes.csv", EPISODE_COLUMNS, kept_episodes)):
+            raise ConfigError(
+                "resume",
+                f"{self.dir}: metrics.csv or episodes.csv has fewer rows than the checkpoint "
+                f"of update {update}; the run directory was changed by hand",
+            )
+        for name, header, rows in (
+            ("metrics.csv", METRIC_COLUMNS, [[r[c] for c in METRIC_COLUMNS] for r in kept]),
+            ("episodes.csv", EPISODE_COLUMNS, kept_episodes),
+        ):
             tmp = self.dir / f".{name}.tmp"
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
@@ -172,7 +180,7 @@ class RunLog:
         if self.dir is None:
             return
         if self._pending_episodes:
-            self._ew.writerows(self.episode_rows[-self._pending_episodes:])
+            self._ew.writerows(self.episode_rows[-self._pending_episodes :])
             self._pending_episodes = 0
         for f in self._files:
             f.flush()
@@ -200,8 +208,7 @@ def _fmt(v: Any) -> Any:
 def progress_bar(total: int, quiet: bool, desc: str) -> tqdm:
     """A tqdm bar on stderr, off with ``quiet`` or when stderr is not a terminal."""
     disable = quiet or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="step", disable=disable, dynamic_ncols=True, leave=False,
-                mininterval=0.25)
+    return tqdm(total=total, desc=desc, unit="step", disable=disable, dynamic_ncols=True, leave=False, mininterval=0.25)
 
 
 class Clock:
@@ -243,9 +250,10 @@ class BatchRunState:
         """For checkpoints: plain numbers, the returns as a float64 tensor."""
         import torch
 
-        return {**{k: getattr(self, k) for k in ("env_steps", "updates", "final_reward", "solved_at_steps",
-                                                  "solved_at_s")},
-                "returns": torch.tensor(self.returns, dtype=torch.float64)}
+        return {
+            **{k: getattr(self, k) for k in ("env_steps", "updates", "final_reward", "solved_at_steps", "solved_at_s")},
+            "returns": torch.tensor(self.returns, dtype=torch.float64),
+        }
 
     def load_state_dict(self, d: dict) -> None:
         for k, v in d.items():
@@ -259,8 +267,17 @@ class BatchRunState:
         return False
 
     def summary(self, status: str, message: str, threshold: float | None, total_s: float, **extra) -> dict:
-        return {"status": status, "final_return": self.recent(20) if self.returns else None,
-                "final_reward": self.final_reward, "solved_at_steps": self.solved_at_steps,
-                "solved_at_s": self.solved_at_s, "reward_threshold": threshold, "total_s": total_s,
-                "env_steps": self.env_steps, "updates": self.updates, "episodes": len(self.returns),
-                "message": message, **extra}
+        return {
+            "status": status,
+            "final_return": self.recent(20) if self.returns else None,
+            "final_reward": self.final_reward,
+            "solved_at_steps": self.solved_at_steps,
+            "solved_at_s": self.solved_at_s,
+            "reward_threshold": threshold,
+            "total_s": total_s,
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "episodes": len(self.returns),
+            "message": message,
+            **extra,
+        }

@@ -17,9 +17,16 @@ from .config import Config
 from .maths import Maths
 
 
-def policy_surrogate(maths: Maths, cfg: Config, ratio: torch.Tensor, adv: torch.Tensor, clip_coef: float,
-                     clip_coef_high: float | None = None, token_mask: torch.Tensor | None = None,
-                     max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def policy_surrogate(
+    maths: Maths,
+    cfg: Config,
+    ratio: torch.Tensor,
+    adv: torch.Tensor,
+    clip_coef: float,
+    clip_coef_high: float | None = None,
+    token_mask: torch.Tensor | None = None,
+    max_len: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``ratio``: ``(B,)`` or ``(K, B)`` samples (Gym), or ``(B, n)`` / ``(K, B, n)`` with ``token_mask (B, n)``.
     ``adv`` broadcasts against one copy. Returns ``(loss, keep)``, ``keep`` shaped like ``ratio`` (True where the
     sample counts; for sequences only valid tokens can be True)."""
@@ -28,8 +35,11 @@ def policy_surrogate(maths: Maths, cfg: Config, ratio: torch.Tensor, adv: torch.
     valid = token_mask.bool() if token_mask is not None else None
     losses, keeps = [], []
     for r in copies:
-        per = maths.ppo_loss(r, adv, clip_coef) if clip_coef_high is None else \
-            maths.ppo_loss(r, adv, clip_coef, clip_coef_high)
+        per = (
+            maths.ppo_loss(r, adv, clip_coef)
+            if clip_coef_high is None
+            else maths.ppo_loss(r, adv, clip_coef, clip_coef_high)
+        )
         a = adv.expand_as(r)
         if valid is None:
             keep = _keep(maths, cfg, r, a)
@@ -51,8 +61,15 @@ def _keep(maths: Maths, cfg: Config, r: torch.Tensor, a: torch.Tensor) -> torch.
     """The keep-mask of sample dropout over 1-D samples, or None when every sample is kept (the plain mean)."""
     if cfg.sample_dropout == "none":
         return None
-    keep = maths.sample_dropout_mask((r * a).detach(), r.detach(), a.detach(), cfg.sample_dropout,
-                                     cfg.sample_drop_rate, cfg.sample_drop_delta, cfg.sample_drop_by_sign)
+    keep = maths.sample_dropout_mask(
+        (r * a).detach(),
+        r.detach(),
+        a.detach(),
+        cfg.sample_dropout,
+        cfg.sample_drop_rate,
+        cfg.sample_drop_delta,
+        cfg.sample_drop_by_sign,
+    )
     return None if bool(keep.all()) else keep
 
 

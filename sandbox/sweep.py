@@ -83,8 +83,7 @@ def load_spec(path: str | os.PathLike) -> tuple[dict, dict]:
         if not isinstance(values, list) or not values:
             raise SpecError(f"{path.name}: [grid] {key}: must be a non-empty list of values, got {values!r}")
     if "preset" in base and base["preset"] not in PRESETS:
-        raise SpecError(f"{path.name}: [base] preset: unknown preset {base['preset']!r}; one of: "
-                        f"{', '.join(PRESETS)}")
+        raise SpecError(f"{path.name}: [base] preset: unknown preset {base['preset']!r}; one of: {', '.join(PRESETS)}")
     return base, grid
 
 
@@ -163,14 +162,26 @@ def _execute(config: dict) -> dict:
     return {"out": cfg.out, "status": summary["status"]}
 
 
-def run_sweep(spec: str | os.PathLike, out: str | os.PathLike, workers: int | None = None, backend: str = "local",
-              address: str | None = None, quiet: bool = False) -> dict:
+def run_sweep(
+    spec: str | os.PathLike,
+    out: str | os.PathLike,
+    workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    quiet: bool = False,
+) -> dict:
     """Run the sweep; returns counts ``{"total", "skipped", "ran", "failed"}``."""
     return run_sweeps([(spec, out)], workers, backend, address, quiet)
 
 
-def run_sweeps(items: list[tuple[str | os.PathLike, str | os.PathLike]], workers: int | None = None,
-               backend: str = "local", address: str | None = None, quiet: bool = False, before=None) -> dict:
+def run_sweeps(
+    items: list[tuple[str | os.PathLike, str | os.PathLike]],
+    workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    quiet: bool = False,
+    before=None,
+) -> dict:
     """Several sweeps ``[(spec, out), ...]`` sharing one pool of workers, in order. ``before()``, if given, runs in a
     background thread of this process while the pool works (the demo prepares a reference model there)."""
     workers = workers or os.cpu_count() or 1
@@ -182,8 +193,10 @@ def run_sweeps(items: list[tuple[str | os.PathLike, str | os.PathLike]], workers
     statuses = {r.dir: run_status(r) for r in runs}
     different = [d for d, st in statuses.items() if st == "different"]
     if different:
-        raise SpecError(f"{different[0]} was finished with a different config; use another --out for a changed "
-                        "sweep (finished runs are never overwritten)")
+        raise SpecError(
+            f"{different[0]} was finished with a different config; use another --out for a changed "
+            "sweep (finished runs are never overwritten)"
+        )
     for spec, out in items:
         Path(out).mkdir(parents=True, exist_ok=True)
         if Path(spec).resolve() != (Path(out) / "spec.toml").resolve():
@@ -195,8 +208,11 @@ def run_sweeps(items: list[tuple[str | os.PathLike, str | os.PathLike]], workers
     counts = {"total": len(runs), "skipped": len(runs) - len(todo), "ran": 0, "failed": 0}
     if not quiet:
         names = ", ".join(Path(spec).name for spec, _ in items)
-        print(f"sweep {names}: {len(runs)} runs, {counts['skipped']} already finished, {len(todo)} to run, "
-              f"{workers} at a time ({backend}) -> {', '.join(str(out) for _, out in items)}", flush=True)
+        print(
+            f"sweep {names}: {len(runs)} runs, {counts['skipped']} already finished, {len(todo)} to run, "
+            f"{workers} at a time ({backend}) -> {', '.join(str(out) for _, out in items)}",
+            flush=True,
+        )
     helper = None
     if before is not None:
         import threading
@@ -207,8 +223,7 @@ def run_sweeps(items: list[tuple[str | os.PathLike, str | os.PathLike]], workers
         return counts
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=quiet or not sys.stderr.isatty(),
-               dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
     failures: list[str] = []
 
     def done(name: str, error: str | None) -> None:
@@ -230,8 +245,11 @@ def run_sweeps(items: list[tuple[str | os.PathLike, str | os.PathLike]], workers
         if helper is not None:
             helper.join()
     if not quiet:
-        print(f"{counts['ran']} runs finished in {time.perf_counter() - t0:.0f} s"
-              + (f"; {counts['failed']} failed:\n  " + "\n  ".join(failures) if failures else ""), flush=True)
+        print(
+            f"{counts['ran']} runs finished in {time.perf_counter() - t0:.0f} s"
+            + (f"; {counts['failed']} failed:\n  " + "\n  ".join(failures) if failures else ""),
+            flush=True,
+        )
     return counts
 
 
@@ -248,8 +266,9 @@ def _run_local(todo: list[Run], workers: int, done) -> None:
                 future.result()
                 done(run.name, None)
             except BrokenProcessPool:
-                raise SpecError("a worker process died (killed?); finished runs are kept: run the same sweep "
-                                "again to redo the rest") from None
+                raise SpecError(
+                    "a worker process died (killed?); finished runs are kept: run the same sweep again to redo the rest"
+                ) from None
             except Exception as err:  # noqa: BLE001 - one run's bug must not stop the others
                 done(run.name, f"{type(err).__name__}: {err}")
     except BaseException:  # Ctrl-C, a dead worker: stop the others now; their unfinished runs are redone next time

@@ -57,11 +57,15 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
     config = validate(Config.from_dict({**written, "out": str(run_dir), "overwrite": False, "quiet": quiet}))
     last = ckpt.latest_checkpoint(run_dir)
     if last is None:
-        raise ConfigError("resume", f"{run_dir} has no checkpoint: it was started without --save-every N, or "
-                                    "stopped before its first one; start it again with --overwrite")
+        raise ConfigError(
+            "resume",
+            f"{run_dir} has no checkpoint: it was started without --save-every N, or "
+            "stopped before its first one; start it again with --overwrite",
+        )
     blob = ckpt.load(last, "resume")
     if blob.get("kind") != "checkpoint" or {k: v for k, v in blob["config"].items() if k not in _WHERE} != {
-            k: v for k, v in written.items() if k not in _WHERE}:
+        k: v for k, v in written.items() if k not in _WHERE
+    }:
         raise ConfigError("resume", f"{last} is not a checkpoint of the run in {run_dir}")
     log = RunLog(config, resume=(blob["update"], blob["resume"]["episodes_written"]))
     return _run(config, maths, log, blob)

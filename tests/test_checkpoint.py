@@ -36,6 +36,7 @@ def run_cli(capsys, *args):
 
 # --- saving and loading ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("space", [gym.spaces.Discrete(3), gym.spaces.Box(-2.0, 2.0, (2,), np.float32)])
 def test_policy_round_trip_gives_identical_action_probabilities(tmp_path, space):
     cfg = sandbox.config.validate(small(env="CartPole-v1", dropout=0.2, dropout_samples=2, hidden_sizes=(16, 8)))
@@ -72,8 +73,7 @@ def test_language_policy_round_trip(tmp_path):
 
 def test_every_run_saves_its_policy_and_checkpoints_every_n_updates(cartpole_run):
     assert (cartpole_run / "policy.pt").is_file()
-    assert sorted(p.name for p in (cartpole_run / "checkpoints").iterdir()) == ["update-000004.pt",
-                                                                                "update-000008.pt"]
+    assert sorted(p.name for p in (cartpole_run / "checkpoints").iterdir()) == ["update-000004.pt", "update-000008.pt"]
     last = ckpt.load(cartpole_run / "checkpoints" / "update-000008.pt")
     final = ckpt.load(cartpole_run / "policy.pt")
     assert last["kind"] == "checkpoint" and final["kind"] == "policy" and "resume" not in final
@@ -114,6 +114,7 @@ def test_bad_files_and_mismatched_policies_get_one_line_errors(capsys, tmp_path,
 
 # --- resume ----------------------------------------------------------------------------------------------------------
 
+
 def _interrupt(fn, at_call: int):
     """A maths function that behaves like ``fn`` but raises KeyboardInterrupt at its ``at_call``-th call: a Ctrl-C
     in the middle of an update."""
@@ -128,15 +129,43 @@ def _interrupt(fn, at_call: int):
     return wrapped
 
 
-@pytest.mark.parametrize("kw, seam", [
-    (dict(env="CartPole-v1", num_envs=4, num_steps=32, dropout=0.2, dropout_mode="consistent", dropout_value=True,
-          beta=0.05, kl_target=0.01), "gae"),
-    (dict(env="Pendulum-v1", num_envs=2, num_steps=64, dropout=0.1, dropout_mode="naive",
-          env_params={"g": 12.0}), "gae"),
-    (dict(algo="grpo", env="lang:reverse", prompts_per_update=4, group_size=4, dropout_mode="consistent",
-          beta=0.04, kl_target=0.5), "group_advantages"),
-    (dict(algo="ppo", env="lang:digit", prompts_per_update=4, group_size=4, dropout_mode="naive"), "gae"),
-])
+@pytest.mark.parametrize(
+    "kw, seam",
+    [
+        (
+            dict(
+                env="CartPole-v1",
+                num_envs=4,
+                num_steps=32,
+                dropout=0.2,
+                dropout_mode="consistent",
+                dropout_value=True,
+                beta=0.05,
+                kl_target=0.01,
+            ),
+            "gae",
+        ),
+        (
+            dict(
+                env="Pendulum-v1", num_envs=2, num_steps=64, dropout=0.1, dropout_mode="naive", env_params={"g": 12.0}
+            ),
+            "gae",
+        ),
+        (
+            dict(
+                algo="grpo",
+                env="lang:reverse",
+                prompts_per_update=4,
+                group_size=4,
+                dropout_mode="consistent",
+                beta=0.04,
+                kl_target=0.5,
+            ),
+            "group_advantages",
+        ),
+        (dict(algo="ppo", env="lang:digit", prompts_per_update=4, group_size=4, dropout_mode="naive"), "gae"),
+    ],
+)
 def test_resume_equals_a_run_that_was_never_interrupted(tmp_path, kw, seam):
     base = dict(total_steps=1024 if "lang" not in kw["env"] else 900, quiet=True, save_every=2, seed=5, **kw)
     full = sandbox.train(sandbox.Config(**base, out=str(tmp_path / "full")))
@@ -148,13 +177,16 @@ def test_resume_equals_a_run_that_was_never_interrupted(tmp_path, kw, seam):
     timing = list(TIMING_COLUMNS)
     pd.testing.assert_frame_equal(full.metrics.drop(columns=timing), resumed.metrics.drop(columns=timing))
     for name in ("metrics.csv", "episodes.csv"):  # the files too: no row missing, none twice
-        a, b = (pd.read_csv(tmp_path / d / name).drop(columns=timing if name == "metrics.csv" else ["wall_s"])
-                for d in ("full", "cut"))
+        a, b = (
+            pd.read_csv(tmp_path / d / name).drop(columns=timing if name == "metrics.csv" else ["wall_s"])
+            for d in ("full", "cut")
+        )
         pd.testing.assert_frame_equal(a, b)
     a, b = (ckpt.load(tmp_path / d / "policy.pt")["state_dict"] for d in ("full", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert {k: v for k, v in full.summary.items() if k not in ("total_s", "solved_at_s")} == {
-        k: v for k, v in resumed.summary.items() if k not in ("total_s", "solved_at_s")}
+        k: v for k, v in resumed.summary.items() if k not in ("total_s", "solved_at_s")
+    }
 
 
 def test_resume_keeps_the_moment_the_threshold_was_reached(tmp_path, monkeypatch):
@@ -162,13 +194,23 @@ def test_resume_keeps_the_moment_the_threshold_was_reached(tmp_path, monkeypatch
     import sandbox.grpo
 
     monkeypatch.setattr(sandbox.grpo, "reward_threshold", lambda env_id: 12.0)  # reached within a few updates
-    base = dict(algo="grpo", env="CartPole-v1", prompts_per_update=2, group_size=2, total_steps=1500, quiet=True,
-                save_every=1, seed=2)
+    base = dict(
+        algo="grpo",
+        env="CartPole-v1",
+        prompts_per_update=2,
+        group_size=2,
+        total_steps=1500,
+        quiet=True,
+        save_every=1,
+        seed=2,
+    )
     full = sandbox.train(sandbox.Config(**base, out=str(tmp_path / "full"))).summary
     assert full["solved_at_steps"] is not None
     with pytest.raises(KeyboardInterrupt):
-        sandbox.train(sandbox.Config(**base, out=str(tmp_path / "cut")),
-                      maths=Maths(group_advantages=_interrupt(group_advantages, 6)))  # after update 5, the solving one
+        sandbox.train(
+            sandbox.Config(**base, out=str(tmp_path / "cut")),
+            maths=Maths(group_advantages=_interrupt(group_advantages, 6)),
+        )  # after update 5, the solving one
     assert sandbox.resume(tmp_path / "cut").summary["solved_at_steps"] == full["solved_at_steps"]
 
 
@@ -179,8 +221,10 @@ def test_resume_refuses_a_reference_that_changed(tmp_path, cartpole_run):
     shutil.copytree(cartpole_run, ref)
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        sandbox.train(small(total_steps=1536, save_every=2, ref=str(ref), beta=0.1, out=str(cut)),
-                      maths=Maths(gae=_interrupt(gae, 4)))
+        sandbox.train(
+            small(total_steps=1536, save_every=2, ref=str(ref), beta=0.1, out=str(cut)),
+            maths=Maths(gae=_interrupt(gae, 4)),
+        )
     shutil.copy(ref / "checkpoints" / "update-000004.pt", ref / "policy.pt")  # the reference run was redone
     with pytest.raises(sandbox.ConfigError, match="not the one this run started with"):
         sandbox.resume(cut)
@@ -198,14 +242,30 @@ def test_resume_from_the_command_line_and_its_refusals(capsys, tmp_path, cartpol
 
     with monkeypatch.context() as m:  # Ctrl-C in update 4 of a CLI run: it says how to go on
         m.setattr(Maths, "__init__", maths_that_stop_in_update_4)
-        code, _, err = run_cli(capsys, "train", "--preset", "cartpole", "--total-steps", "1536", "--save-every", "2",
-                               "--update-epochs", "4", "--out", str(cut), "--quiet")
+        code, _, err = run_cli(
+            capsys,
+            "train",
+            "--preset",
+            "cartpole",
+            "--total-steps",
+            "1536",
+            "--save-every",
+            "2",
+            "--update-epochs",
+            "4",
+            "--out",
+            str(cut),
+            "--quiet",
+        )
     assert code == 130 and f"sandbox train --resume {cut}" in err
     code, out, _ = run_cli(capsys, "train", "--resume", str(cut), "--quiet")
     assert code == 0 and str(cut) in out
     assert len(pd.read_csv(cut / "metrics.csv")) == 6
-    for args, message in [((str(cut),), "has finished"), ((str(cut), "--seed", "3"), "drop --seed 3"),
-                          ((str(tmp_path / "none"),), "not a run directory")]:
+    for args, message in [
+        ((str(cut),), "has finished"),
+        ((str(cut), "--seed", "3"), "drop --seed 3"),
+        ((str(tmp_path / "none"),), "not a run directory"),
+    ]:
         code, _, err = run_cli(capsys, "train", "--resume", *args)
         assert code == 2 and message in err, err
     nock = tmp_path / "nock"
@@ -216,6 +276,7 @@ def test_resume_from_the_command_line_and_its_refusals(capsys, tmp_path, cartpol
 
 
 # --- KL to a reference on Gym tasks -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
 def test_kl_to_a_reference_is_exactly_zero_at_the_start(cartpole_run, algo):
@@ -229,13 +290,23 @@ def test_kl_to_a_reference_is_exactly_zero_at_the_start(cartpole_run, algo):
 
 
 def test_kl_to_the_pretrained_reference_is_exactly_zero_at_the_start_on_a_language_task(tmp_path):
-    m = sandbox.train(sandbox.Config(algo="grpo", env="lang:digit", dropout_mode="off", total_steps=200,
-                                     quiet=True)).metrics
+    m = sandbox.train(
+        sandbox.Config(algo="grpo", env="lang:digit", dropout_mode="off", total_steps=200, quiet=True)
+    ).metrics
     assert m.kl_ref.iloc[0] == 0.0
     out = tmp_path / "run"
     sandbox.train(sandbox.Config(algo="grpo", env="lang:digit", total_steps=600, quiet=True, out=str(out)))
-    m = sandbox.train(sandbox.Config(algo="grpo", env="lang:digit", dropout_mode="off", total_steps=200, quiet=True,
-                                     ref=str(out), init_from_ref=True)).metrics
+    m = sandbox.train(
+        sandbox.Config(
+            algo="grpo",
+            env="lang:digit",
+            dropout_mode="off",
+            total_steps=200,
+            quiet=True,
+            ref=str(out),
+            init_from_ref=True,
+        )
+    ).metrics
     assert m.kl_ref.iloc[0] == 0.0
 
 
@@ -252,6 +323,7 @@ def test_kl_in_the_loss_or_in_the_reward_on_ppo(cartpole_run, kl_in):
 
 # --- env variants ------------------------------------------------------------------------------------------------
 
+
 def test_env_params_change_the_physics_and_are_recorded(tmp_path):
     out = tmp_path / "run"
     sandbox.train(small(out=str(out), env_params={"length": 0.25, "masspole": 0.3}))
@@ -267,12 +339,15 @@ def test_env_params_change_the_physics_and_are_recorded(tmp_path):
     assert a != b  # a very short pole falls sooner under the same random start
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--env-params", "lenght", "1.0"], "no parameter 'lenght'; one of: gravity"),
-    (["--env-params", "length", "0"], "length must be > 0"),
-    (["--env", "lang:digit", "--env-params", "length", "1"], "only for Gym envs"),
-    (["--save-every", "-1"], "--save-every: must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env-params", "lenght", "1.0"], "no parameter 'lenght'; one of: gravity"),
+        (["--env-params", "length", "0"], "length must be > 0"),
+        (["--env", "lang:digit", "--env-params", "length", "1"], "only for Gym envs"),
+        (["--save-every", "-1"], "--save-every: must be an integer >= 0"),
+    ],
+)
 def test_bad_env_params_and_save_every(capsys, tmp_path, args, message):
     code, _, err = run_cli(capsys, "train", *args, "--out", str(tmp_path / "out"), "--quiet")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
@@ -281,17 +356,27 @@ def test_bad_env_params_and_save_every(capsys, tmp_path, args, message):
 
 # --- evaluation ------------------------------------------------------------------------------------------------
 
+
 def test_eval_prints_the_return_and_writes_a_readable_gif(capsys, tmp_path, cartpole_run):
     from PIL import Image
 
     gif = tmp_path / "episode.gif"
-    code, out, err = run_cli(capsys, "eval", str(cartpole_run), "--episodes", "3", "--gif", str(gif),
-                             "--gif-max-frames", "40")
+    code, out, err = run_cli(
+        capsys, "eval", str(cartpole_run), "--episodes", "3", "--gif", str(gif), "--gif-max-frames", "40"
+    )
     assert code == 0 and "3 episodes" in out and "return" in out and "gif:" in out, out + err
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames > 5 and im.width <= 360
-    code, out, _ = run_cli(capsys, "eval", str(cartpole_run / "checkpoints" / "update-000004.pt"), "--episodes",
-                           "2", "--deterministic", "--dropout", "as-run")
+    code, out, _ = run_cli(
+        capsys,
+        "eval",
+        str(cartpole_run / "checkpoints" / "update-000004.pt"),
+        "--episodes",
+        "2",
+        "--deterministic",
+        "--dropout",
+        "as-run",
+    )
     assert code == 0 and "most likely actions" in out
     code, _, err = run_cli(capsys, "eval", str(cartpole_run), "--gif", str(tmp_path / "x.png"))
     assert code == 2 and "must name a .gif file" in err

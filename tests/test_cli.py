@@ -19,31 +19,34 @@ def run_cli(capsys, *args):
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("args, flag, allowed", [
-    (["--dropout", "1.5"], "--dropout", "[0, 1)"),
-    (["--dropout", "-0.1"], "--dropout", "[0, 1)"),
-    (["--dropout", "abc"], "--dropout", "float"),
-    (["--env", "CartPole-v9"], "--env", "CartPole-v1"),
-    (["--env", "NoSuchEnv-v0"], "--env", "unknown environment id"),
-    (["--env", "FrozenLake-v1"], "--env", "supported: a 1-D Box"),
-    (["--env", "Blackjack-v1"], "--env", "supported: a 1-D Box"),
-    (["--total-steps", "0"], "--total-steps", "positive integer"),
-    (["--total-steps", "-100"], "--total-steps", "positive integer"),
-    (["--num-envs", "0"], "--num-envs", "positive integer"),
-    (["--num-steps", "0"], "--num-steps", "positive integer"),
-    (["--update-epochs", "0"], "--update-epochs", "positive integer"),
-    (["--dropout-mode", "sometimes"], "--dropout-mode", "off, rollout-eval, naive, consistent"),
-    (["--algo", "a2c"], "--algo", "ppo"),
-    (["--preset", "atari"], "--preset", "cartpole"),
-    (["--learning-rate", "0"], "--learning-rate", "(0, 1]"),
-    (["--gamma", "1.5"], "--gamma", "[0, 1]"),
-    (["--no-such-flag", "1"], "unrecognized arguments", "--no-such-flag"),
-    (["--seed", "-1"], "--seed", "[0, 2**32)"),
-    (["--env", "LunarLander-v3"], "--env", "cannot be built here"),
-    (["--total-steps", "100"], "--total-steps", "at least one batch"),
-    (["--target-kl", "none"], "--target-kl", "none"),
-    (["--out", "/proc/no/such/dir"], "--out", "cannot create"),
-])
+@pytest.mark.parametrize(
+    "args, flag, allowed",
+    [
+        (["--dropout", "1.5"], "--dropout", "[0, 1)"),
+        (["--dropout", "-0.1"], "--dropout", "[0, 1)"),
+        (["--dropout", "abc"], "--dropout", "float"),
+        (["--env", "CartPole-v9"], "--env", "CartPole-v1"),
+        (["--env", "NoSuchEnv-v0"], "--env", "unknown environment id"),
+        (["--env", "FrozenLake-v1"], "--env", "supported: a 1-D Box"),
+        (["--env", "Blackjack-v1"], "--env", "supported: a 1-D Box"),
+        (["--total-steps", "0"], "--total-steps", "positive integer"),
+        (["--total-steps", "-100"], "--total-steps", "positive integer"),
+        (["--num-envs", "0"], "--num-envs", "positive integer"),
+        (["--num-steps", "0"], "--num-steps", "positive integer"),
+        (["--update-epochs", "0"], "--update-epochs", "positive integer"),
+        (["--dropout-mode", "sometimes"], "--dropout-mode", "off, rollout-eval, naive, consistent"),
+        (["--algo", "a2c"], "--algo", "ppo"),
+        (["--preset", "atari"], "--preset", "cartpole"),
+        (["--learning-rate", "0"], "--learning-rate", "(0, 1]"),
+        (["--gamma", "1.5"], "--gamma", "[0, 1]"),
+        (["--no-such-flag", "1"], "unrecognized arguments", "--no-such-flag"),
+        (["--seed", "-1"], "--seed", "[0, 2**32)"),
+        (["--env", "LunarLander-v3"], "--env", "cannot be built here"),
+        (["--total-steps", "100"], "--total-steps", "at least one batch"),
+        (["--target-kl", "none"], "--target-kl", "none"),
+        (["--out", "/proc/no/such/dir"], "--out", "cannot create"),
+    ],
+)
 def test_bad_input_is_one_line_naming_the_field(capsys, tmp_path, args, flag, allowed):
     out_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, "train", *FAST, "--out", str(out_dir), *args)  # the bad value comes last
@@ -61,8 +64,9 @@ def test_existing_out_is_refused_unless_overwrite(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--preset", "cartpole", "--out", str(out_dir), *FAST)
     assert code == 2 and "--out" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert (out_dir / "metrics.csv").read_text() == before
-    code, out, _ = run_cli(capsys, "train", "--preset", "cartpole", "--out", str(out_dir), "--seed", "1",
-                           "--overwrite", *FAST)
+    code, out, _ = run_cli(
+        capsys, "train", "--preset", "cartpole", "--out", str(out_dir), "--seed", "1", "--overwrite", *FAST
+    )
     assert code == 0 and json.loads((out_dir / "config.json").read_text())["seed"] == 1
 
 
@@ -81,8 +85,21 @@ def test_bench_checks_the_json_path_before_running(capsys):
 
 def test_preset_sets_defaults_and_flags_override_it(capsys, tmp_path):
     out_dir = tmp_path / "run"
-    code, out, _ = run_cli(capsys, "train", "--preset", "cartpole", "--update-epochs", "3", "--dropout", "0.1",
-                           "--dropout-mode", "consistent", "--out", str(out_dir), *FAST)
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "--preset",
+        "cartpole",
+        "--update-epochs",
+        "3",
+        "--dropout",
+        "0.1",
+        "--dropout-mode",
+        "consistent",
+        "--out",
+        str(out_dir),
+        *FAST,
+    )
     assert code == 0 and str(out_dir) in out
     cfg = json.loads((out_dir / "config.json").read_text())
     assert (cfg["num_envs"], cfg["num_steps"], cfg["gae_lambda"], cfg["update_epochs"]) == (8, 32, 0.8, 3)
@@ -90,8 +107,18 @@ def test_preset_sets_defaults_and_flags_override_it(capsys, tmp_path):
 
 
 def test_stop_at_threshold_flag(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "train", "--preset", "cartpole", "--seed", "1", "--stop-at-threshold",
-                           "--out", str(tmp_path / "r"), "--quiet")
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        "--preset",
+        "cartpole",
+        "--seed",
+        "1",
+        "--stop-at-threshold",
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    )
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert code == 0 and summary["solved_at_steps"] == summary["env_steps"] and "solved at" in out
 
@@ -117,8 +144,9 @@ def test_real_process_exit_codes_and_no_traceback(tmp_path, launcher):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     bad = subprocess.run([*launcher, "train", "--dropout", "2"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    ok = subprocess.run([*launcher, "train", "--out", str(tmp_path / "r"), *FAST], capture_output=True, text=True,
-                        env=env)
+    ok = subprocess.run(
+        [*launcher, "train", "--out", str(tmp_path / "r"), *FAST], capture_output=True, text=True, env=env
+    )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "r" / "summary.json").exists()
 
@@ -149,21 +177,24 @@ def _maths_init_with(**overrides):
     return init
 
 
-@pytest.mark.parametrize("args, flag, allowed", [
-    (["--algo", "grpo", "--env", "lang:poetry"], "--env", "lang:reverse"),
-    (["--algo", "grpo", "--env", "lang:digit", "--sparse"], "--sparse", "lang:reverse and lang:sort"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--partial-credit"], "--partial-credit", "lang:add"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--group-size", "1"], "--group-size", ">= 2"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--scale-rewards", "median"], "--scale-rewards", "group"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--loss-agg", "sum"], "--loss-agg", "dr_grpo"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--kl-estimator", "k4"], "--kl-estimator", "k3"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--kl-in", "value"], "--kl-in", "reward"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--beta", "-1"], "--beta", "[0, inf)"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--kl-target", "1"], "--kl-target", "--beta > 0"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--temperature", "0"], "--temperature", "(0, 100]"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--mu", "0"], "--mu", "positive integer"),
-    (["--algo", "grpo", "--env", "lang:reverse", "--dropout-value"], "--dropout-value", "only for PPO on Gym"),
-])
+@pytest.mark.parametrize(
+    "args, flag, allowed",
+    [
+        (["--algo", "grpo", "--env", "lang:poetry"], "--env", "lang:reverse"),
+        (["--algo", "grpo", "--env", "lang:digit", "--sparse"], "--sparse", "lang:reverse and lang:sort"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--partial-credit"], "--partial-credit", "lang:add"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--group-size", "1"], "--group-size", ">= 2"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--scale-rewards", "median"], "--scale-rewards", "group"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--loss-agg", "sum"], "--loss-agg", "dr_grpo"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--kl-estimator", "k4"], "--kl-estimator", "k3"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--kl-in", "value"], "--kl-in", "reward"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--beta", "-1"], "--beta", "[0, inf)"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--kl-target", "1"], "--kl-target", "--beta > 0"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--temperature", "0"], "--temperature", "(0, 100]"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--mu", "0"], "--mu", "positive integer"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--dropout-value"], "--dropout-value", "only for PPO on Gym"),
+    ],
+)
 def test_language_and_grpo_bad_input(capsys, tmp_path, args, flag, allowed):
     out_dir = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--quiet", "--out", str(out_dir), *args)

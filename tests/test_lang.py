@@ -8,13 +8,22 @@ from gymnasium.utils.env_checker import check_env
 
 import sandbox
 from sandbox.lang.model import ModelConfig, TinyGPT, sample
-from sandbox.lang.tasks import EOS, TASK_NAMES, TOKEN, VOCAB, LangEnv, encode, make_task
+from sandbox.lang.tasks import EOS, TASK_NAMES, VOCAB, LangEnv, encode, make_task
 
 
 def lang(**kw) -> sandbox.Config:
     """GRPO on lang:reverse, small: 8 prompts x 4 completions per update."""
-    return sandbox.Config(**{"algo": "grpo", "env": "lang:reverse", "prompts_per_update": 8, "group_size": 4,
-                             "total_steps": 400, "quiet": True, **kw})
+    return sandbox.Config(
+        **{
+            "algo": "grpo",
+            "env": "lang:reverse",
+            "prompts_per_update": 8,
+            "group_size": 4,
+            "total_steps": 400,
+            "quiet": True,
+            **kw,
+        }
+    )
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
@@ -61,7 +70,7 @@ def test_sampled_logp_is_the_full_forward_logp():
 
     def full_logp(completions, masks):
         logits, _, _ = model(torch.cat([prompts, completions], 1), masks)
-        logp = F.log_softmax(logits[:, task.prompt_len - 1:-1], -1)
+        logp = F.log_softmax(logits[:, task.prompt_len - 1 : -1], -1)
         return logp.gather(2, completions[..., None]).squeeze(-1)
 
     model.eval()
@@ -88,8 +97,9 @@ def test_consistent_dropout_keeps_the_ratio_exact(mode):
 
 def test_naive_dropout_biases_kl_and_ratio_at_step_0():
     """k1 is noisy per sequence: a full default batch (16 prompts x 8) shows the bias clearly."""
-    m = sandbox.train(lang(dropout=0.1, dropout_mode="naive", total_steps=100, prompts_per_update=16,
-                           group_size=8)).metrics
+    m = sandbox.train(
+        lang(dropout=0.1, dropout_mode="naive", total_steps=100, prompts_per_update=16, group_size=8)
+    ).metrics
     assert m.kl_ref.iloc[0] > 0.05  # the policy IS the reference, yet the estimate says otherwise
     assert m.first_ratio_dev.iloc[0] > 0.05 and m.first_clipfrac.iloc[0] > 0.05
 
@@ -100,23 +110,34 @@ def test_rollout_eval_dropout_ratio_is_noisy_but_kl_is_not():
     assert m.first_ratio_dev.iloc[0] > 0.05
 
 
-@pytest.mark.parametrize("options", [
-    dict(scale_rewards="batch"), dict(scale_rewards="none"), dict(loss_agg="bnpo"), dict(loss_agg="dr_grpo"),
-    dict(mu=2, num_minibatches=2), dict(clip_coef_high=0.28), dict(drop_equal_groups=True),
-    dict(mask_truncated=True), dict(beta=0.04, kl_estimator="k1"), dict(beta=0.04, kl_estimator="k2"),
-    dict(beta=0.04, kl_in="reward"), dict(ent_coef=0.01), dict(temperature=0.7), dict(sparse=True),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(scale_rewards="batch"),
+        dict(scale_rewards="none"),
+        dict(loss_agg="bnpo"),
+        dict(loss_agg="dr_grpo"),
+        dict(mu=2, num_minibatches=2),
+        dict(clip_coef_high=0.28),
+        dict(drop_equal_groups=True),
+        dict(mask_truncated=True),
+        dict(beta=0.04, kl_estimator="k1"),
+        dict(beta=0.04, kl_estimator="k2"),
+        dict(beta=0.04, kl_in="reward"),
+        dict(ent_coef=0.01),
+        dict(temperature=0.7),
+        dict(sparse=True),
+    ],
+)
 def test_grpo_switches_run(options):
     r = sandbox.train(lang(dropout_mode="off", **options))
     assert r.summary["status"] == "ok" and r.metrics.policy_loss.notna().all()
 
 
 def test_adaptive_beta_moves_towards_the_target():
-    m = sandbox.train(lang(beta=0.1, kl_target=0.001, kl_horizon=100, total_steps=1500,
-                           dropout_mode="naive")).metrics
+    m = sandbox.train(lang(beta=0.1, kl_target=0.001, kl_horizon=100, total_steps=1500, dropout_mode="naive")).metrics
     assert m.beta.iloc[0] == 0.1 and m.beta.iloc[-1] > 0.1  # naive dropout: KL above the tiny target, beta grows
-    m = sandbox.train(lang(beta=0.1, kl_target=100.0, kl_horizon=100, total_steps=1500,
-                           dropout_mode="off")).metrics
+    m = sandbox.train(lang(beta=0.1, kl_target=100.0, kl_horizon=100, total_steps=1500, dropout_mode="off")).metrics
     assert m.beta.iloc[-1] < 0.1
 
 
@@ -132,8 +153,9 @@ def test_grpo_metrics_columns():
 
 @pytest.mark.slow
 def test_sft_then_grpo_learns_reverse():
-    r = sandbox.train(sandbox.Config(algo="grpo", env="lang:reverse", dropout_mode="off", beta=0.04,
-                                     total_steps=20_000, quiet=True))
+    r = sandbox.train(
+        sandbox.Config(algo="grpo", env="lang:reverse", dropout_mode="off", beta=0.04, total_steps=20_000, quiet=True)
+    )
     assert r.summary["reference_reward"] < 0.8
     assert r.summary["solved_at_steps"] is not None  # batch mean reward >= 0.9
     assert r.metrics.reward_mean.tail(3).mean() > r.summary["reference_reward"] + 0.1
@@ -147,22 +169,24 @@ def test_ppo_on_the_token_mdp_runs_and_values_tokens():
 
 
 def test_grpo_on_gym_groups_episodes_by_reset_seed():
-    cfg = sandbox.Config(algo="grpo", env="CartPole-v1", prompts_per_update=4, group_size=4, total_steps=2000,
-                         quiet=True)
+    cfg = sandbox.Config(
+        algo="grpo", env="CartPole-v1", prompts_per_update=4, group_size=4, total_steps=2000, quiet=True
+    )
     r = sandbox.train(cfg)
     assert r.summary["status"] == "ok" and (r.metrics.completion_len > 5).all()
     assert (r.metrics.first_ratio_dev < 1e-6).all()
 
 
 def test_same_seed_same_language_metrics(tmp_path):
-    from test_ppo import _rows  # noqa: the helper that drops the timing columns
+    from test_ppo import _rows  # the helper that drops the timing columns
 
     from sandbox.metrics import TIMING_COLUMNS
 
     for name in ("a", "b"):
         sandbox.train(lang(dropout_mode="consistent", seed=2, out=str(tmp_path / name)))
-    assert _rows(tmp_path / "a" / "metrics.csv", TIMING_COLUMNS) == _rows(tmp_path / "b" / "metrics.csv",
-                                                                          TIMING_COLUMNS)
+    assert _rows(tmp_path / "a" / "metrics.csv", TIMING_COLUMNS) == _rows(
+        tmp_path / "b" / "metrics.csv", TIMING_COLUMNS
+    )
 
 
 def test_reference_cache_key_is_stable_and_ignores_reward_options():
@@ -170,8 +194,11 @@ def test_reference_cache_key_is_stable_and_ignores_reward_options():
 
     a = cache_path(make_task("reverse"), PretrainConfig())
     assert a == cache_path(make_task("reverse", sparse=True), PretrainConfig())
-    assert a != cache_path(make_task("sort"), PretrainConfig()) != cache_path(make_task("reverse"),
-                                                                              PretrainConfig(steps=10))
+    assert (
+        a
+        != cache_path(make_task("sort"), PretrainConfig())
+        != cache_path(make_task("reverse"), PretrainConfig(steps=10))
+    )
 
 
 def test_tiny_gpt_weights_load_into_hugging_face_gpt2():
@@ -183,9 +210,18 @@ def test_tiny_gpt_weights_load_into_hugging_face_gpt2():
     task = make_task("reverse")
     ours = TinyGPT(ModelConfig(len(VOCAB), task.prompt_len + task.max_new_tokens)).eval()
     c = ours.cfg
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.max_len, n_embd=c.d_model, n_layer=c.n_layers, n_head=c.n_heads,
-        layer_norm_epsilon=1e-5, activation_function="gelu_new", tie_word_embeddings=True)).eval()
+    hf = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=c.vocab_size,
+            n_positions=c.max_len,
+            n_embd=c.d_model,
+            n_layer=c.n_layers,
+            n_head=c.n_heads,
+            layer_norm_epsilon=1e-5,
+            activation_function="gelu_new",
+            tie_word_embeddings=True,
+        )
+    ).eval()
     hf.load_state_dict(to_hf_gpt2_state_dict(ours))
     x = torch.from_numpy(task.sample(4, np.random.default_rng(0))[0])
     with torch.no_grad():
@@ -193,6 +229,7 @@ def test_tiny_gpt_weights_load_into_hugging_face_gpt2():
 
 
 # --- regressions found in review ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
 def test_k3_in_the_loss_stays_finite_at_low_temperature(algo):

@@ -5,8 +5,20 @@ import math
 import pytest
 import torch
 
-from sandbox.maths import (Maths, adaptive_beta, aggregate_loss, dropout_mask, explained_variance, gae,
-                           group_advantages, kl_k1, kl_k2, kl_k3, ppo_loss, value_loss)
+from sandbox.maths import (
+    Maths,
+    adaptive_beta,
+    aggregate_loss,
+    dropout_mask,
+    explained_variance,
+    gae,
+    group_advantages,
+    kl_k1,
+    kl_k2,
+    kl_k3,
+    ppo_loss,
+    value_loss,
+)
 
 
 def t(*xs):
@@ -64,7 +76,7 @@ def test_value_loss_by_hand():
     # unclipped (0 - 2)^2 = 4; clipped V_old=1 + clip(-1, -.5, .5) = .5 -> (.5 - 2)^2 = 2.25; max = 4
     assert value_loss(v, t(1.0), t(2.0), 0.5).tolist() == pytest.approx([2.0])
     assert value_loss(t(2.0), t(1.0), t(0.0), 0.5).tolist() == pytest.approx([2.0])  # max(4, 2.25)
-    assert value_loss(t(1.0), t(3.0), t(0.0), 0.5).tolist() == pytest.approx([0.5 * 2.5 ** 2])  # max(1, 6.25)
+    assert value_loss(t(1.0), t(3.0), t(0.0), 0.5).tolist() == pytest.approx([0.5 * 2.5**2])  # max(1, 6.25)
 
 
 def test_kl_k3_by_hand_and_nonnegative():
@@ -78,7 +90,7 @@ def test_kl_k3_is_unbiased_for_gaussians():
     """KL(N(0,1) || N(1,1)) = 0.5, estimated from samples of the first."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400_000, generator=g)
-    log_p = -0.5 * x ** 2
+    log_p = -0.5 * x**2
     log_q = -0.5 * (x - 1) ** 2
     assert kl_k3(log_p - log_q).mean().item() == pytest.approx(0.5, abs=0.01)
 
@@ -101,17 +113,26 @@ def test_explained_variance():
 
 def test_maths_seam_defaults_are_the_reference_functions():
     m = Maths()
-    assert (m.gae, m.ppo_loss, m.value_loss, m.kl_k3, m.dropout_mask) == (gae, ppo_loss, value_loss, kl_k3,
-                                                                          dropout_mask)
+    assert (m.gae, m.ppo_loss, m.value_loss, m.kl_k3, m.dropout_mask) == (
+        gae,
+        ppo_loss,
+        value_loss,
+        kl_k3,
+        dropout_mask,
+    )
     assert (m.kl_k1, m.kl_k2, m.group_advantages, m.aggregate_loss, m.adaptive_beta) == (
-        kl_k1, kl_k2, group_advantages, aggregate_loss, adaptive_beta)
+        kl_k1,
+        kl_k2,
+        group_advantages,
+        aggregate_loss,
+        adaptive_beta,
+    )
 
 
 def test_group_advantages_by_hand():
     rewards = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     # group: mean 2, sample std 1 -> (-1, 0, 1) / 1.0001; an all-equal group gets 0
-    assert group_advantages(rewards, "group").tolist() == [pytest.approx([-1 / 1.0001, 0, 1 / 1.0001]),
-                                                           [0.0, 0.0, 0.0]]
+    assert group_advantages(rewards, "group").tolist() == [pytest.approx([-1 / 1.0001, 0, 1 / 1.0001]), [0.0, 0.0, 0.0]]
     # batch: same centring, divided by the sample std of all six rewards, sqrt(8 / 5)
     s = math.sqrt(8 / 5) + 1e-4
     assert group_advantages(rewards, "batch").tolist() == [pytest.approx([-1 / s, 0, 1 / s]), [0.0, 0.0, 0.0]]
@@ -143,8 +164,10 @@ def test_kl_estimators_by_hand():
 def test_adaptive_beta_by_hand():
     # KL twice the target: the error is clipped to +0.2, beta grows by 0.2 * 256 / 10000
     assert adaptive_beta(0.1, kl=12.0, kl_target=6.0, horizon=10_000, n_steps=256) == pytest.approx(
-        0.1 * (1 + 0.2 * 0.0256))
+        0.1 * (1 + 0.2 * 0.0256)
+    )
     # KL a little under the target: error -0.05, beta shrinks a little
     assert adaptive_beta(0.1, kl=5.7, kl_target=6.0, horizon=10_000, n_steps=256) == pytest.approx(
-        0.1 * (1 - 0.05 * 0.0256))
+        0.1 * (1 - 0.05 * 0.0256)
+    )
     assert adaptive_beta(0.1, kl=0.0, kl_target=6.0, horizon=100, n_steps=100) == pytest.approx(0.08)

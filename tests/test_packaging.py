@@ -30,8 +30,7 @@ def _pins(lines) -> dict[str, str]:
 
 def test_environment_yml_names_the_same_packages_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {_name(r) for r in project["dependencies"]} | {_name(r) for r in
-                                                              project["optional-dependencies"]["dev"]}
+    declared = {_name(r) for r in project["dependencies"]} | {_name(r) for r in project["optional-dependencies"]["dev"]}
     assert {_name(r) for r in _conda_pip_section()} == declared
 
 

@@ -79,8 +79,13 @@ def test_same_config_and_seed_same_metrics(tmp_path, mode):
 def test_run_directory_contents(tmp_path):
     out = tmp_path / "run"
     result = sandbox.train(small(out=str(out), dropout=0.1, dropout_mode="consistent"))
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "episodes.csv", "metrics.csv", "policy.pt",
-                                                     "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "episodes.csv",
+        "metrics.csv",
+        "policy.pt",
+        "summary.json",
+    ]
     config = json.loads((out / "config.json").read_text())
     assert sandbox.Config.from_dict(config) == result.config
     with open(out / "metrics.csv") as f:
@@ -94,17 +99,26 @@ def test_run_directory_contents(tmp_path):
     assert summary["final_return"] == pytest.approx(result.episodes["return"].tail(20).mean())
     assert list(result.metrics.columns) == list(METRIC_COLUMNS)
     assert result.metrics.env_steps.tolist() == [256, 512]
-    ppo_columns = list(METRIC_COLUMNS[:METRIC_COLUMNS.index("epochs_done") + 1])
+    ppo_columns = list(METRIC_COLUMNS[: METRIC_COLUMNS.index("epochs_done") + 1])
     assert not result.metrics[ppo_columns].isna().any().any()
     assert result.metrics[["reward_mean", "reward_std", "zero_std_frac"]].isna().all().all()  # language / GRPO
     assert result.metrics.kl_ref.notna().all() and (result.metrics.beta == 0).all()  # KL to the initial policy
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1",
-                                    "MountainCarContinuous-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "MountainCarContinuous-v0"]
+)
 def test_runs_on_discrete_and_box_action_spaces(env_id):
-    cfg = sandbox.Config(env=env_id, num_envs=2, num_steps=64, total_steps=256, update_epochs=2, quiet=True,
-                         dropout=0.1, dropout_mode="consistent")
+    cfg = sandbox.Config(
+        env=env_id,
+        num_envs=2,
+        num_steps=64,
+        total_steps=256,
+        update_epochs=2,
+        quiet=True,
+        dropout=0.1,
+        dropout_mode="consistent",
+    )
     r = sandbox.train(cfg)
     assert len(r.metrics) == 2
     assert r.metrics.policy_loss.notna().all()
@@ -170,8 +184,9 @@ def test_student_functions_plug_in_through_the_seam():
         return torch.empty(shape).bernoulli_(1 - p) / (1 - p)
 
     reference = sandbox.train(small(dropout=0.2, dropout_mode="consistent")).metrics
-    mine = sandbox.train(small(dropout=0.2, dropout_mode="consistent"),
-                         maths=Maths(gae=my_gae, ppo_loss=my_loss, dropout_mask=my_mask)).metrics
+    mine = sandbox.train(
+        small(dropout=0.2, dropout_mode="consistent"), maths=Maths(gae=my_gae, ppo_loss=my_loss, dropout_mask=my_mask)
+    ).metrics
     assert used["gae"] == 2 and used["ppo_loss"] == 8 and used["mask"] > 0
     assert mine.policy_loss.tolist() == pytest.approx(reference.policy_loss.tolist(), rel=1e-4)
 

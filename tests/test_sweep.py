@@ -35,19 +35,23 @@ def write_spec(tmp_path, text, name="spec.toml"):
 
 # --- spec errors: one line, before anything runs ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, message", [
-    ("[base]\nseed = 1\n", "[grid] is empty"),
-    ("[grid]\nseeds = [0, 1]\n", "[grid] seeds: unknown config field"),
-    ("[base]\nlearning_rat = 0.1\n[grid]\nseed = [0]\n", "[base] learning_rat: unknown config field"),
-    ("[grid]\ndropout = [0.1, 1.5]\n", "dropout=1.5: --dropout: must be in [0, 1)"),
-    ("[grid]\nenv = [\"CartPole-v1\", \"NoSuchEnv-v0\"]\n", "env=NoSuchEnv-v0: --env: unknown environment id"),
-    ("[grid]\nseed = []\n", "[grid] seed: must be a non-empty list"),
-    ("[grid]\nseed = 3\n", "[grid] seed: must be a non-empty list"),
-    ("[sweep]\nx = 1\n[grid]\nseed = [0]\n", "unknown table [sweep]"),
-    ("[grid\nseed = [0]\n", "not valid TOML"),
-    ("[base]\nout = \"x\"\n[grid]\nseed = [0]\n", "set by the sweep itself"),
-    ("[base]\npreset = \"atari\"\n[grid]\nseed = [0]\n", "unknown preset"),
-])
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[base]\nseed = 1\n", "[grid] is empty"),
+        ("[grid]\nseeds = [0, 1]\n", "[grid] seeds: unknown config field"),
+        ("[base]\nlearning_rat = 0.1\n[grid]\nseed = [0]\n", "[base] learning_rat: unknown config field"),
+        ("[grid]\ndropout = [0.1, 1.5]\n", "dropout=1.5: --dropout: must be in [0, 1)"),
+        ('[grid]\nenv = ["CartPole-v1", "NoSuchEnv-v0"]\n', "env=NoSuchEnv-v0: --env: unknown environment id"),
+        ("[grid]\nseed = []\n", "[grid] seed: must be a non-empty list"),
+        ("[grid]\nseed = 3\n", "[grid] seed: must be a non-empty list"),
+        ("[sweep]\nx = 1\n[grid]\nseed = [0]\n", "unknown table [sweep]"),
+        ("[grid\nseed = [0]\n", "not valid TOML"),
+        ('[base]\nout = "x"\n[grid]\nseed = [0]\n', "set by the sweep itself"),
+        ('[base]\npreset = "atari"\n[grid]\nseed = [0]\n', "unknown preset"),
+    ],
+)
 def test_bad_specs_fail_before_any_run(capsys, tmp_path, text, message):
     from sandbox.cli import main
 
@@ -60,13 +64,17 @@ def test_bad_specs_fail_before_any_run(capsys, tmp_path, text, message):
 
 def test_runs_are_the_grid_product_named_by_their_values(tmp_path):
     runs = expand(*load_spec(write_spec(tmp_path, TINY)), tmp_path / "out")
-    assert [r.name for r in runs] == ["dropout_mode=off__dropout=0.2__seed=0", "dropout_mode=off__dropout=0.2__seed=1",
-                                      "dropout_mode=naive__dropout=0.2__seed=0",
-                                      "dropout_mode=naive__dropout=0.2__seed=1"]
+    assert [r.name for r in runs] == [
+        "dropout_mode=off__dropout=0.2__seed=0",
+        "dropout_mode=off__dropout=0.2__seed=1",
+        "dropout_mode=naive__dropout=0.2__seed=0",
+        "dropout_mode=naive__dropout=0.2__seed=1",
+    ]
     assert runs[0].config.num_envs == 8 and runs[0].config.total_steps == 512  # preset, then base
 
 
 # --- resuming --------------------------------------------------------------------------------------------------------
+
 
 def _finished(out: Path) -> dict[str, tuple[int, str]]:
     return {p.parent.name: (p.stat().st_mtime_ns, p.read_text()) for p in out.glob("*/summary.json")}
@@ -97,8 +105,19 @@ seed = [0]
 @pytest.mark.parametrize("how", ["kill a worker", "ctrl-c"])
 def test_interrupted_sweep_resumes_without_touching_finished_runs(tmp_path, how):
     spec, out = write_spec(tmp_path, RESUME), tmp_path / "out"
-    cmd = [sys.executable, "-m", "sandbox", "sweep", str(spec), "--out", str(out), "--workers", "2", "--quiet",
-           "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sandbox",
+        "sweep",
+        str(spec),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+        "--no-report",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     long_run = out / "total_steps=12000__seed=0"
     deadline = time.time() + 60
@@ -135,6 +154,7 @@ def test_a_changed_sweep_is_refused_not_mixed(tmp_path):
 
 # --- the report --------------------------------------------------------------------------------------------------
 
+
 def test_statistics_on_known_answers():
     x = np.array([1.0, 2.0, 3.0, 4.0, 100.0, -50.0, 2.5, 3.5])
     assert iqm(x) == pytest.approx(np.mean([2.0, 2.5, 3.0, 3.5]))  # the middle half, outliers ignored
@@ -162,8 +182,14 @@ def test_report_on_a_tiny_sweep(tmp_path):
     out = tmp_path / "out"
     run_sweep(write_spec(tmp_path, TINY), out, workers=2, quiet=True)
     table = write_report(out, quiet=True)
-    for name in ("report.md", "report.csv", "learning_curves.png", "surrogate_variance.png", "first_ratio_dev.png",
-                 "final_per_seed.png"):
+    for name in (
+        "report.md",
+        "report.csv",
+        "learning_curves.png",
+        "surrogate_variance.png",
+        "first_ratio_dev.png",
+        "final_per_seed.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert list(table.group) == ["dropout_mode=naive", "dropout_mode=off"]
     naive = table.set_index("group").loc["dropout_mode=naive"]
@@ -183,6 +209,7 @@ def test_report_errors(capsys, tmp_path):
 
 # --- Ray -----------------------------------------------------------------------------------------------------------
 
+
 def test_ray_backend_on_a_local_instance(tmp_path):
     pytest.importorskip("ray", reason="the optional 'ray' extra is not installed")
     out = tmp_path / "out"
@@ -198,6 +225,7 @@ def test_ray_backend_on_a_local_instance(tmp_path):
 
 
 # --- the demo's plumbing ---------------------------------------------------------------------------------------------
+
 
 def test_demo_fast_runs_every_spec_and_writes_the_report(tmp_path):
     from sandbox.demo import run_demo

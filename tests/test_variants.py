@@ -16,13 +16,25 @@ GRAD = ("grad_gdv", "grad_gde", "grad_snr")
 
 
 def cartpole(**kw):
-    return sandbox.preset("cartpole", **{"total_steps": 768, "update_epochs": 4, "quiet": True, "dropout": 0.2,
-                                         "dropout_mode": "naive", **kw})
+    return sandbox.preset(
+        "cartpole",
+        **{"total_steps": 768, "update_epochs": 4, "quiet": True, "dropout": 0.2, "dropout_mode": "naive", **kw},
+    )
 
 
 def reverse(**kw):
-    return sandbox.Config(**{"algo": "grpo", "env": "lang:reverse", "prompts_per_update": 8, "group_size": 4,
-                             "total_steps": 600, "quiet": True, "dropout_mode": "naive", **kw})
+    return sandbox.Config(
+        **{
+            "algo": "grpo",
+            "env": "lang:reverse",
+            "prompts_per_update": 8,
+            "group_size": 4,
+            "total_steps": 600,
+            "quiet": True,
+            "dropout_mode": "naive",
+            **kw,
+        }
+    )
 
 
 class _Metrics:
@@ -40,25 +52,30 @@ _metrics = _Metrics
 
 # --- sample dropout ----------------------------------------------------------------------------------------------
 
+
 def test_variance_identity_of_dppo_scores():
     """V = (N - 1) L^2 - C / N, with C the sum of D-PPO's scores (brief section 3)."""
     for seed in range(5):
         x = torch.randn(50, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 3 + 0.5
         n, mean = len(x), x.mean()
-        variance = (x ** 2).mean() - mean ** 2
+        variance = (x**2).mean() - mean**2
         c = dppo_scores(x).sum()
-        assert torch.isclose(c, x.sum() ** 2 - (x ** 2).sum())
-        assert torch.isclose(variance, (n - 1) * mean ** 2 - c / n)
+        assert torch.isclose(c, x.sum() ** 2 - (x**2).sum())
+        assert torch.isclose(variance, (n - 1) * mean**2 - c / n)
 
 
-@pytest.mark.parametrize("mode, kw", [("dppo", dict(rate=0.0)), ("outlier", dict(rate=0.0)),
-                                      ("sdpo", dict(delta=1e9)), ("none", {})])
+@pytest.mark.parametrize(
+    "mode, kw", [("dppo", dict(rate=0.0)), ("outlier", dict(rate=0.0)), ("sdpo", dict(delta=1e9)), ("none", {})]
+)
 def test_all_kept_gives_the_plain_loss_to_the_last_bit(mode, kw):
     torch.manual_seed(0)
     ratio, adv = torch.exp(torch.randn(300) * 0.1), torch.randn(300)
     assert sample_dropout_mask(ratio * adv, ratio, adv, mode, **kw).all()
-    cfg = validate(sandbox.Config(sample_dropout=mode, sample_drop_rate=kw.get("rate", 0.1),
-                                  sample_drop_delta=kw.get("delta", 0.25)))
+    cfg = validate(
+        sandbox.Config(
+            sample_dropout=mode, sample_drop_rate=kw.get("rate", 0.1), sample_drop_delta=kw.get("delta", 0.25)
+        )
+    )
     loss, keep = policy_surrogate(sandbox.Maths(), cfg, ratio, adv, 0.2)
     assert keep.all() and torch.equal(loss, ppo_loss(ratio, adv, 0.2).mean())
     mask = torch.ones(30, 10, dtype=torch.bool)
@@ -84,8 +101,10 @@ def test_sdpo_drops_nothing_in_the_first_minibatch():
         calls.append(keep)
         return keep
 
-    m = sandbox.train(cartpole(dropout_mode="consistent", sample_dropout="sdpo", sample_drop_delta=0.01,
-                               update_epochs=6), maths=sandbox.Maths(sample_dropout_mask=spy)).metrics
+    m = sandbox.train(
+        cartpole(dropout_mode="consistent", sample_dropout="sdpo", sample_drop_delta=0.01, update_epochs=6),
+        maths=sandbox.Maths(sample_dropout_mask=spy),
+    ).metrics
     per_update = len(calls) // len(m)
     assert all(calls[i * per_update].all() for i in range(len(m)))  # the first minibatch of every update
     assert m.dropped_frac.max() > 0  # later minibatches do drop
@@ -128,19 +147,22 @@ def test_sample_dropout_columns():
 
 # --- schedules ---------------------------------------------------------------------------------------------------
 
+
 def test_schedule_values_by_hand():
     p = 0.3
     assert [dropout_schedule(p, u, "constant", 0) for u in (1, 5, 100)] == [0.3, 0.3, 0.3]
     assert [dropout_schedule(p, u, "early", 3) for u in (1, 3, 4, 10)] == [0.3, 0.3, 0.0, 0.0]
     assert [dropout_schedule(p, u, "early-linear", 4) for u in (1, 2, 3, 4, 5, 6)] == pytest.approx(
-        [0.3, 0.225, 0.15, 0.075, 0.0, 0.0])
+        [0.3, 0.225, 0.15, 0.075, 0.0, 0.0]
+    )
     assert [dropout_schedule(p, u, "late", 2) for u in (1, 2, 3, 9)] == [0.0, 0.0, 0.3, 0.3]
 
 
 @pytest.mark.parametrize("make", [cartpole, reverse])
 def test_dropout_p_follows_the_schedule(make):
-    m = sandbox.train(make(dropout=0.2, dropout_schedule="early-linear", dropout_cutoff=2,
-                           total_steps=make().total_steps * 2)).metrics
+    m = sandbox.train(
+        make(dropout=0.2, dropout_schedule="early-linear", dropout_cutoff=2, total_steps=make().total_steps * 2)
+    ).metrics
     assert m.dropout_p.tolist()[:4] == pytest.approx([0.2, 0.1, 0.0, 0.0])
 
 
@@ -151,11 +173,13 @@ def test_consistent_dropout_stays_exact_through_a_schedule():
 
 # --- multi-sample dropout ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("make", [cartpole, reverse])
 @pytest.mark.parametrize("average", ["loss", "logits"])
 def test_one_sample_is_ordinary_dropout(make, average):
-    assert _metrics(sandbox.train(make())) == _metrics(sandbox.train(make(dropout_samples=1,
-                                                                          multi_sample_average=average)))
+    assert _metrics(sandbox.train(make())) == _metrics(
+        sandbox.train(make(dropout_samples=1, multi_sample_average=average))
+    )
 
 
 @pytest.mark.parametrize("make", [cartpole, reverse])
@@ -168,6 +192,7 @@ def test_multi_sample_dropout(make):
 
 
 # --- gradient noise ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("make", [cartpole, reverse])
 def test_gradient_metrics_do_not_change_training(tmp_path, make):
@@ -189,8 +214,7 @@ def test_gradient_noise_on_known_gradients():
     assert same["grad_gdv"] == pytest.approx(0.0, abs=1e-6) and same["grad_gde"] == pytest.approx(0.0, abs=1e-6)
     assert same["grad_snr"] == float("inf")
     directions = torch.eye(3)
-    opposite = gradient_noise(lambda idx: (w * directions[idx[0] % 3]).sum() * (1 if idx[0] % 2 else -1), 4, 4,
-                              [w])
+    opposite = gradient_noise(lambda idx: (w * directions[idx[0] % 3]).sum() * (1 if idx[0] % 2 else -1), 4, 4, [w])
     assert opposite["grad_gdv"] > 0.5
 
 
@@ -202,18 +226,22 @@ def test_grad_diag_every_n_updates():
 
 # --- bad values ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, flag, allowed", [
-    (["--sample-dropout", "random"], "--sample-dropout", "dppo"),
-    (["--sample-drop-rate", "1.0"], "--sample-drop-rate", "[0, 1)"),
-    (["--sample-drop-rate", "-0.1"], "--sample-drop-rate", "[0, 1)"),
-    (["--sample-drop-delta", "0"], "--sample-drop-delta", "(0, inf)"),
-    (["--dropout-samples", "0"], "--dropout-samples", ">= 1"),
-    (["--multi-sample-average", "median"], "--multi-sample-average", "logits"),
-    (["--dropout-schedule", "middle"], "--dropout-schedule", "early-linear"),
-    (["--dropout-schedule", "early"], "--dropout-cutoff", "cutoff > 0"),
-    (["--dropout-cutoff", "-1"], "--dropout-cutoff", ">= 0"),
-    (["--grad-diag-every", "-2"], "--grad-diag-every", ">= 0"),
-])
+
+@pytest.mark.parametrize(
+    "args, flag, allowed",
+    [
+        (["--sample-dropout", "random"], "--sample-dropout", "dppo"),
+        (["--sample-drop-rate", "1.0"], "--sample-drop-rate", "[0, 1)"),
+        (["--sample-drop-rate", "-0.1"], "--sample-drop-rate", "[0, 1)"),
+        (["--sample-drop-delta", "0"], "--sample-drop-delta", "(0, inf)"),
+        (["--dropout-samples", "0"], "--dropout-samples", ">= 1"),
+        (["--multi-sample-average", "median"], "--multi-sample-average", "logits"),
+        (["--dropout-schedule", "middle"], "--dropout-schedule", "early-linear"),
+        (["--dropout-schedule", "early"], "--dropout-cutoff", "cutoff > 0"),
+        (["--dropout-cutoff", "-1"], "--dropout-cutoff", ">= 0"),
+        (["--grad-diag-every", "-2"], "--grad-diag-every", ">= 0"),
+    ],
+)
 def test_bad_values_one_line(capsys, tmp_path, args, flag, allowed):
     from sandbox.cli import main
 
@@ -232,10 +260,32 @@ FLAGS = [
     (["--dropout-samples", "3"], "first_ratio_dev"),
     (["--grad-diag-every", "1"], "grad_snr"),
 ]
-TARGETS = {"ppo-cartpole": ["--algo", "ppo", "--env", "CartPole-v1", "--preset", "cartpole", "--total-steps", "512",
-                            "--dropout", "0.2"],
-           "grpo-reverse": ["--algo", "grpo", "--env", "lang:reverse", "--prompts-per-update", "8",
-                            "--group-size", "4", "--total-steps", "400"]}
+TARGETS = {
+    "ppo-cartpole": [
+        "--algo",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--preset",
+        "cartpole",
+        "--total-steps",
+        "512",
+        "--dropout",
+        "0.2",
+    ],
+    "grpo-reverse": [
+        "--algo",
+        "grpo",
+        "--env",
+        "lang:reverse",
+        "--prompts-per-update",
+        "8",
+        "--group-size",
+        "4",
+        "--total-steps",
+        "400",
+    ],
+}
 
 
 @pytest.mark.parametrize("target", list(TARGETS))

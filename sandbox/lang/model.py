@@ -51,8 +51,12 @@ class SeqMasks:
 
     def index(self, idx) -> "SeqMasks":
         """The masks of the sequences ``idx`` (a batch index)."""
-        return SeqMasks(self.emb[idx], [a[idx] for a in self.attn], [r[idx] for r in self.resid_attn],
-                        [r[idx] for r in self.resid_mlp])
+        return SeqMasks(
+            self.emb[idx],
+            [a[idx] for a in self.attn],
+            [r[idx] for r in self.resid_attn],
+            [r[idx] for r in self.resid_mlp],
+        )
 
 
 class Block(nn.Module):
@@ -94,8 +98,14 @@ class TinyGPT(nn.Module):
     created with ``with_value_head=True``; the reference model never has one.
     """
 
-    def __init__(self, cfg: ModelConfig, with_value_head: bool = False,
-                 mask_fn: Callable[..., Tensor] = dropout_mask, samples: int = 1, average: str = "loss"):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        with_value_head: bool = False,
+        mask_fn: Callable[..., Tensor] = dropout_mask,
+        samples: int = 1,
+        average: str = "loss",
+    ):
         super().__init__()
         self.cfg = cfg
         self.p = cfg.dropout
@@ -129,11 +139,21 @@ class TinyGPT(nn.Module):
         f = self.mask_fn
         K = self.samples
         resid_mlp = [f((batch, T, d) if i < L - 1 or K == 1 else (batch, K, T, d), self.p) for i in range(L)]
-        return SeqMasks(f((batch, T, d), self.p), [f((batch, H, T, T), self.p) for _ in range(L)],
-                        [f((batch, T, d), self.p) for _ in range(L)], resid_mlp)
+        return SeqMasks(
+            f((batch, T, d), self.p),
+            [f((batch, H, T, T), self.p) for _ in range(L)],
+            [f((batch, T, d), self.p) for _ in range(L)],
+            resid_mlp,
+        )
 
-    def forward(self, tokens: Tensor, masks: SeqMasks | None = None, past: list | None = None, start: int = 0,
-                all_samples: bool = False):
+    def forward(
+        self,
+        tokens: Tensor,
+        masks: SeqMasks | None = None,
+        past: list | None = None,
+        start: int = 0,
+        all_samples: bool = False,
+    ):
         drop = _Dropper(self, masks)
         B, t = tokens.shape
         pos = torch.arange(start, start + t)
@@ -195,8 +215,9 @@ class _Dropper:
 
 
 @torch.no_grad()
-def sample(model: TinyGPT, prompts: Tensor, max_new_tokens: int, temperature: float = 1.0,
-           masks: SeqMasks | None = None) -> tuple[Tensor, Tensor]:
+def sample(
+    model: TinyGPT, prompts: Tensor, max_new_tokens: int, temperature: float = 1.0, masks: SeqMasks | None = None
+) -> tuple[Tensor, Tensor]:
     """Sample completions for ``prompts (B, P)`` with a KV cache: ``(completions (B, n), logp (B, n))``.
 
     ``logp`` is the log-probability of each sampled token under the temperature-scaled distribution it was drawn
@@ -204,8 +225,8 @@ def sample(model: TinyGPT, prompts: Tensor, max_new_tokens: int, temperature: fl
     The model's train/eval mode decides the dropout, or ``masks`` when given. ``temperature=0`` decodes greedily
     (the most likely token; its logp is then that of the untempered distribution).
     """
-    from .tasks import EOS, PAD
     from ..nets import sample_categorical
+    from .tasks import EOS, PAD
 
     B, P = prompts.shape
     logits, _, past = model(prompts, masks, None, 0)
@@ -222,24 +243,36 @@ def sample(model: TinyGPT, prompts: Tensor, max_new_tokens: int, temperature: fl
         done = done | (tok == EOS)
         if bool(done.all()) or i == max_new_tokens - 1:
             break
-        logits, _, past = model(tokens[:, i:i + 1], masks, past, P + i)
+        logits, _, past = model(tokens[:, i : i + 1], masks, past, P + i)
         nxt = logits[:, -1]
     return tokens, logps
 
 
 def to_hf_gpt2_state_dict(model: TinyGPT) -> dict[str, Tensor]:
     """The weights under Hugging Face ``GPT2LMHeadModel`` names (its Conv1D stores ``(in, out)``)."""
-    sd = {"transformer.wte.weight": model.wte.weight, "transformer.wpe.weight": model.wpe.weight,
-          "transformer.ln_f.weight": model.ln_f.weight, "transformer.ln_f.bias": model.ln_f.bias,
-          "lm_head.weight": model.wte.weight}
+    sd = {
+        "transformer.wte.weight": model.wte.weight,
+        "transformer.wpe.weight": model.wpe.weight,
+        "transformer.ln_f.weight": model.ln_f.weight,
+        "transformer.ln_f.bias": model.ln_f.bias,
+        "lm_head.weight": model.wte.weight,
+    }
     for i, b in enumerate(model.blocks):
         p = f"transformer.h.{i}."
-        sd.update({
-            p + "ln_1.weight": b.ln_1.weight, p + "ln_1.bias": b.ln_1.bias,
-            p + "ln_2.weight": b.ln_2.weight, p + "ln_2.bias": b.ln_2.bias,
-            p + "attn.c_attn.weight": b.c_attn.weight.t(), p + "attn.c_attn.bias": b.c_attn.bias,
-            p + "attn.c_proj.weight": b.c_proj.weight.t(), p + "attn.c_proj.bias": b.c_proj.bias,
-            p + "mlp.c_fc.weight": b.c_fc.weight.t(), p + "mlp.c_fc.bias": b.c_fc.bias,
-            p + "mlp.c_proj.weight": b.mlp_proj.weight.t(), p + "mlp.c_proj.bias": b.mlp_proj.bias,
-        })
+        sd.update(
+            {
+                p + "ln_1.weight": b.ln_1.weight,
+                p + "ln_1.bias": b.ln_1.bias,
+                p + "ln_2.weight": b.ln_2.weight,
+                p + "ln_2.bias": b.ln_2.bias,
+                p + "attn.c_attn.weight": b.c_attn.weight.t(),
+                p + "attn.c_attn.bias": b.c_attn.bias,
+                p + "attn.c_proj.weight": b.c_proj.weight.t(),
+                p + "attn.c_proj.bias": b.c_proj.bias,
+                p + "mlp.c_fc.weight": b.c_fc.weight.t(),
+                p + "mlp.c_fc.bias": b.c_fc.bias,
+                p + "mlp.c_proj.weight": b.mlp_proj.weight.t(),
+                p + "mlp.c_proj.bias": b.mlp_proj.bias,
+            }
+        )
     return {k: v.detach().clone().contiguous() for k, v in sd.items()}

@@ -45,8 +45,9 @@ def cache_dir() -> Path:
 
 
 def model_config(task: Task, pc: PretrainConfig) -> ModelConfig:
-    return ModelConfig(len(VOCAB), task.prompt_len + task.max_new_tokens, pc.d_model, pc.n_heads, pc.n_layers,
-                       pc.dropout)
+    return ModelConfig(
+        len(VOCAB), task.prompt_len + task.max_new_tokens, pc.d_model, pc.n_heads, pc.n_layers, pc.dropout
+    )
 
 
 def corpus_batch(task: Task, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,19 +57,22 @@ def corpus_batch(task: Task, n: int, rng: np.random.Generator) -> tuple[torch.Te
     T = task.prompt_len + task.max_new_tokens
     tokens = np.full((n, T), PAD, dtype=np.int64)
     learn = np.zeros((n, T), dtype=bool)
-    tokens[:, :task.prompt_len] = prompts
+    tokens[:, : task.prompt_len] = prompts
     for i, info in enumerate(infos):
-        completion = (task.demonstration(info, rng) + [EOS])[:task.max_new_tokens]
-        tokens[i, task.prompt_len:task.prompt_len + len(completion)] = completion
-        learn[i, task.prompt_len:task.prompt_len + len(completion)] = True
+        completion = (task.demonstration(info, rng) + [EOS])[: task.max_new_tokens]
+        tokens[i, task.prompt_len : task.prompt_len + len(completion)] = completion
+        learn[i, task.prompt_len : task.prompt_len + len(completion)] = True
     return torch.from_numpy(tokens), torch.from_numpy(learn)
 
 
 def _key(task: Task, pc: PretrainConfig) -> str:
     """What shapes the model: the task's corpus (its name: reward options such as --sparse do not change the
     corpus), the recipe and the vocabulary. Never object reprs: they hold memory addresses."""
-    corpus = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)
-              if f.name not in REWARD_ONLY and not callable(getattr(task, f.name))}
+    corpus = {
+        f.name: getattr(task, f.name)
+        for f in dataclasses.fields(task)
+        if f.name not in REWARD_ONLY and not callable(getattr(task, f.name))
+    }
     spec = {"version": VERSION, "task": corpus, "pretrain": dataclasses.asdict(pc), "vocab": VOCAB}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -82,10 +86,8 @@ def pretrain(task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool =
     torch.manual_seed(pc.seed)
     rng = np.random.default_rng(pc.seed)
     model = TinyGPT(model_config(task, pc))
-    opt = torch.optim.AdamW(model.parameters(), lr=pc.learning_rate, weight_decay=pc.weight_decay,
-                            betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.learning_rate, total_steps=pc.steps,
-                                                pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=pc.learning_rate, weight_decay=pc.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.learning_rate, total_steps=pc.steps, pct_start=0.1)
     from ..runlog import progress_bar
 
     t0 = time.perf_counter()
@@ -105,8 +107,13 @@ def pretrain(task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool =
         sched.step()
     bar.close()
     model.eval()
-    stats = {"task": task.name, "seconds": time.perf_counter() - t0, "final_loss": loss.item(),
-             "steps": pc.steps, **evaluate_reference(model, task)}
+    stats = {
+        "task": task.name,
+        "seconds": time.perf_counter() - t0,
+        "final_loss": loss.item(),
+        "steps": pc.steps,
+        **evaluate_reference(model, task),
+    }
     return model, stats
 
 
@@ -123,8 +130,9 @@ def evaluate_reference(model: TinyGPT, task: Task, n: int = 512, seed: int = 123
     return {"reference_reward": float(rewards.mean()), "reference_eos_rate": ended}
 
 
-def load_reference(task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool = False,
-                   force: bool = False) -> tuple[TinyGPT, dict]:
+def load_reference(
+    task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool = False, force: bool = False
+) -> tuple[TinyGPT, dict]:
     """The cached reference for ``task`` (pretrained now if missing or ``force``), in eval mode.
 
     Neither path moves the caller's random stream (pretraining, and building a model to load weights into, both
@@ -145,7 +153,6 @@ def _load_or_pretrain(task: Task, pc: PretrainConfig, progress: bool, force: boo
     model, stats = pretrain(task, pc, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"model_config": dataclasses.asdict(model.cfg), "state_dict": model.state_dict(), "stats": stats},
-               tmp)
+    torch.save({"model_config": dataclasses.asdict(model.cfg), "state_dict": model.state_dict(), "stats": stats}, tmp)
     os.replace(tmp, path)  # atomic: parallel runs may race to write the same entry, never half of it
     return model, {**stats, "cached": str(path), "from_cache": False}

@@ -28,14 +28,14 @@ from .tasks import EOS, Task
 class LangBatch:
     """``B = n_prompts * G`` sequences; completion tensors are ``(B, n)`` with ``n = max_new_tokens``."""
 
-    prompts: Tensor       # (B, P) int64, each prompt repeated G times in a row
-    completions: Tensor   # (B, n) int64, <pad> after <eos>
-    logp_old: Tensor      # (B, n) log-prob of each token under the sampling policy
-    ref_logp: Tensor      # (B, n) under the frozen reference (eval mode)
-    mask: Tensor          # (B, n) bool: the completion's tokens, <eos> included
-    truncated: Tensor     # (B,) bool: reached max_new_tokens without <eos>
-    rewards: Tensor       # (B,) float32 task reward
-    lengths: Tensor       # (B,) tokens generated (<eos> included)
+    prompts: Tensor  # (B, P) int64, each prompt repeated G times in a row
+    completions: Tensor  # (B, n) int64, <pad> after <eos>
+    logp_old: Tensor  # (B, n) log-prob of each token under the sampling policy
+    ref_logp: Tensor  # (B, n) under the frozen reference (eval mode)
+    mask: Tensor  # (B, n) bool: the completion's tokens, <eos> included
+    truncated: Tensor  # (B,) bool: reached max_new_tokens without <eos>
+    rewards: Tensor  # (B,) float32 task reward
+    lengths: Tensor  # (B,) tokens generated (<eos> included)
     masks: SeqMasks | None  # consistent mode: the dropout masks of every position
     group_size: int
 
@@ -44,34 +44,47 @@ class LangBatch:
         return torch.cat([self.prompts, self.completions], dim=1)
 
 
-def sequence_logp(model: TinyGPT, tokens: Tensor, prompt_len: int, temperature: float,
-                  masks: SeqMasks | None = None, entropy_grad: bool = False,
-                  all_samples: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+def sequence_logp(
+    model: TinyGPT,
+    tokens: Tensor,
+    prompt_len: int,
+    temperature: float,
+    masks: SeqMasks | None = None,
+    entropy_grad: bool = False,
+    all_samples: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
     """One forward over whole sequences ``tokens (B, P + n)``: ``(logp (B, n), entropy (B, n), hidden (B, n, d))``
     of the completion tokens under the temperature-scaled distribution, with gradients if enabled (for the entropy
     only with ``entropy_grad``: it is usually a metric, not a loss term). With ``all_samples`` and multi-sample
     dropout averaged over losses, ``logp`` and ``entropy`` are ``(K, B, n)``."""
     logits, hidden, _ = model(tokens, masks, all_samples=all_samples)
-    logits = logits[..., prompt_len - 1:-1, :] / temperature
+    logits = logits[..., prompt_len - 1 : -1, :] / temperature
     logp_all = F.log_softmax(logits, dim=-1)
     index = tokens[:, prompt_len:, None].expand(*logits.shape[:-1], 1)
     logp = logp_all.gather(-1, index).squeeze(-1)
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy, hidden[:, prompt_len - 1:-1]
+    return logp, entropy, hidden[:, prompt_len - 1 : -1]
 
 
 @torch.no_grad()
-def sample_groups(policy: TinyGPT, reference: TinyGPT, task: Task, rng: np.random.Generator, n_prompts: int,
-                  group_size: int, temperature: float, dropout_mode: str) -> LangBatch:
+def sample_groups(
+    policy: TinyGPT,
+    reference: TinyGPT,
+    task: Task,
+    rng: np.random.Generator,
+    n_prompts: int,
+    group_size: int,
+    temperature: float,
+    dropout_mode: str,
+) -> LangBatch:
     prompts_np, infos = task.sample(n_prompts, rng)
     prompts = torch.from_numpy(prompts_np).repeat_interleave(group_size, dim=0)
     infos = [info for info in infos for _ in range(group_size)]
     B, P = prompts.shape
 
     policy.train(dropout_mode in ("naive", "consistent"))
-    masks = policy.sample_masks(B, P + task.max_new_tokens) if dropout_mode == "consistent" and policy.p > 0 \
-        else None
+    masks = policy.sample_masks(B, P + task.max_new_tokens) if dropout_mode == "consistent" and policy.p > 0 else None
     completions, sampler_logp = sample(policy, prompts, task.max_new_tokens, temperature, masks)
     n = completions.shape[1]
     has_eos = completions == EOS
@@ -86,7 +99,4 @@ def sample_groups(policy: TinyGPT, reference: TinyGPT, task: Task, rng: np.rando
         logp_old = sequence_logp(policy, tokens, P, temperature, masks)[0] * mask
     ref_logp = sequence_logp(reference, tokens, P, temperature)[0] * mask
     rewards = torch.from_numpy(task.rewards(infos, completions.numpy()))
-    return LangBatch(prompts, completions, logp_old, ref_logp, mask, ~ended, rewards, mask.sum(1), masks,
-                     group_size)
-
-
+    return LangBatch(prompts, completions, logp_old, ref_logp, mask, ~ended, rewards, mask.sum(1), masks, group_size)

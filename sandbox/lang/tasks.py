@@ -76,14 +76,13 @@ class Task:
         raise NotImplementedError
 
     def rewards(self, infos: list, completions: np.ndarray) -> np.ndarray:
-        return np.array([self.reward(i, completion_tokens(c)) for i, c in zip(infos, completions)],
-                        dtype=np.float32)
+        return np.array([self.reward(i, completion_tokens(c)) for i, c in zip(infos, completions)], dtype=np.float32)
 
 
 def _left_pad(rows: list[list[int]], width: int) -> np.ndarray:
     out = np.full((len(rows), width), PAD, dtype=np.int64)
     for i, r in enumerate(rows):
-        out[i, width - len(r):] = r
+        out[i, width - len(r) :] = r
     return out
 
 
@@ -113,8 +112,25 @@ class DigitTask(Task):
 
 def _sentence(rng: np.random.Generator, n_words: int, p_positive: float) -> list[int]:
     """A review-like word sequence: 'the movie was very good and ...' with sentiment words mixed in."""
-    frame = ["the", "movie", "was", "very", None, "and", "the", "plot", "is", None, "it", "was", None, "the",
-             "actor", "is", None]
+    frame = [
+        "the",
+        "movie",
+        "was",
+        "very",
+        None,
+        "and",
+        "the",
+        "plot",
+        "is",
+        None,
+        "it",
+        "was",
+        None,
+        "the",
+        "actor",
+        "is",
+        None,
+    ]
     start = int(rng.integers(0, 4))
     words = []
     for w in (frame[start:] + frame)[:n_words]:
@@ -230,11 +246,15 @@ def make_task(name: str, sparse: bool = False, partial_credit: bool = False) -> 
         return PositiveTask("positive", prompt_len=2, max_new_tokens=10, threshold=0.6)
     if name in ("reverse", "sort"):
         transform = (lambda s: s[::-1]) if name == "reverse" else sorted
-        return SequenceTask(name, prompt_len=9, max_new_tokens=7, threshold=0.9, sparse=sparse,
-                            transform=transform)
+        return SequenceTask(name, prompt_len=9, max_new_tokens=7, threshold=0.9, sparse=sparse, transform=transform)
     if name == "add":
-        return AddTask("add", prompt_len=8, max_new_tokens=4, threshold=0.9 if partial_credit else 0.8,
-                       partial_credit=partial_credit)
+        return AddTask(
+            "add",
+            prompt_len=8,
+            max_new_tokens=4,
+            threshold=0.9 if partial_credit else 0.8,
+            partial_credit=partial_credit,
+        )
     if name == "length":
         return LengthTask("length", prompt_len=2, max_new_tokens=16, threshold=-0.1)
     raise KeyError(name)
@@ -273,7 +293,7 @@ class LangEnv(gym.Env):
         reward = 0.0
         info = {}
         if done:
-            completion = completion_tokens(self._tokens[self.task.prompt_len: self.task.prompt_len + self._n])
+            completion = completion_tokens(self._tokens[self.task.prompt_len : self.task.prompt_len + self._n])
             reward = float(self.task.reward(self._info, completion))
             info["truncated_completion"] = action != EOS
         return self._tokens.copy(), reward, done, False, info
