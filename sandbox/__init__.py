@@ -7,7 +7,7 @@ result.metrics[["update", "ep_return_mean", "first_ratio_dev"]]
 
 from .config import Config, ConfigError, preset
 from .maths import Maths
-from .runlog import RunResult
+from .rundir import RunResult
 from .train import resume, train
 
 __all__ = ["Config", "ConfigError", "Maths", "RunResult", "preset", "resume", "train"]

@@ -10,11 +10,15 @@ import dataclasses
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Literal, Sequence
 
 import tyro
 
-from .config import PRESETS, Config, ConfigError, preset, validate
+from .config import GROUPS, PRESETS, Config, ConfigError, preset, validate
+from .learner import NonFiniteLossError
+from .rundir import latest_checkpoint
+from .train import check, resume, train
 
 USAGE = """usage: sandbox COMMAND [flags]    (sandbox COMMAND --help for its flags)
 
@@ -126,7 +130,8 @@ def _report_run(result) -> None:
     print(f"final return {final} | {solved} | {s['env_steps']:,} steps in {s['total_s']:.1f} s | {result.run_dir}")
 
 
-def cmd_train(args: list[str]) -> int:
+def parse_train(args: list[str]) -> Config | Path:
+    """``sandbox train``'s arguments: the validated config, or the run directory of ``--resume``."""
     run_dir, args = _take_flag(args, "--resume", "the run directory to continue")
     if run_dir is not None:  # the run's own config.json decides everything; only --quiet may be added
         extra = [a for a in args if a != "--quiet"]
@@ -134,26 +139,32 @@ def cmd_train(args: list[str]) -> int:
             raise UsageError(
                 f"--resume continues a run with its own config.json; drop {' '.join(extra)} (only --quiet may be added)"
             )
-        from .train import resume
-
-        _report_run(resume(run_dir, quiet="--quiet" in args))
-        return 0
+        return Path(run_dir)
     name, rest = _take_flag(args, "--preset", f"a name; one of: {', '.join(PRESETS)}")
     base = preset(name) if name is not None else Config()
     description = (
         "Train one run and write its run directory (config.json, metrics.csv, episodes.csv, "
         f"summary.json). --preset NAME starts from a preset ({', '.join(PRESETS)}); flags override it."
     )
-    cfg = validate(_parse(Config, rest, "sandbox train", default=base, description=description))
-    if cfg.out is None:
-        cfg = cfg.replace(out=default_out(cfg))
-    from .train import train
+    groups = _parse(TrainArgs, rest, "sandbox train", default=TrainArgs(**base.groups()), description=description)
+    return validate(Config.from_groups(vars(groups)))
 
+
+# sandbox train's flags, one --help section per topic group of the config, each flag under its usual name
+TrainArgs = dataclasses.make_dataclass(
+    "TrainArgs", [(name, Annotated[group, tyro.conf.OmitArgPrefixes]) for name, group in GROUPS.items()]
+)
+
+
+def cmd_train(args: list[str]) -> int:
+    parsed = parse_train(args)
+    if isinstance(parsed, Path):
+        _report_run(resume(parsed, quiet="--quiet" in args))
+        return 0
+    cfg = parsed if parsed.out is not None else parsed.replace(out=default_out(parsed))
     try:
         _report_run(train(cfg))
     except KeyboardInterrupt:
-        from .checkpoint import latest_checkpoint
-
         if latest_checkpoint(cfg.out) is None:
             raise
         print(
@@ -196,8 +207,12 @@ class EvalArgs:
     """Print nothing."""
 
 
+def parse_eval(args: list[str]) -> EvalArgs:
+    return _parse(EvalArgs, args, "sandbox eval")
+
+
 def cmd_eval(args: list[str]) -> int:
-    a = _parse(EvalArgs, args, "sandbox eval")
+    a = parse_eval(args)
     if not (0 <= a.seed < 2**32):
         raise ConfigError("seed", f"must be an integer in [0, 2**32), got {a.seed}")
     from .evaluate import evaluate
@@ -239,8 +254,12 @@ class BenchArgs:
     """No progress bar."""
 
 
+def parse_bench(args: list[str]) -> BenchArgs:
+    return _parse(BenchArgs, args, "sandbox bench")
+
+
 def cmd_bench(args: list[str]) -> int:
-    a = _parse(BenchArgs, args, "sandbox bench")
+    a = parse_bench(args)
     if not a.seeds:
         raise ConfigError("seeds", "needs at least one seed")
     if a.max_steps is not None and a.max_steps <= 0:
@@ -288,8 +307,12 @@ class DemoArgs:
     """No progress bar, no table."""
 
 
+def parse_demo(args: list[str]) -> DemoArgs:
+    return _parse(DemoArgs, args, "sandbox demo")
+
+
 def cmd_demo(args: list[str]) -> int:
-    a = _parse(DemoArgs, args, "sandbox demo")
+    a = parse_demo(args)
     if a.workers < 1:
         raise ConfigError("workers", f"must be a positive integer, got {a.workers}")
     from .demo import run_demo
@@ -320,14 +343,17 @@ class PretrainArgs:
     """No progress bar."""
 
 
+def parse_pretrain(args: list[str]) -> PretrainArgs:
+    return _parse(PretrainArgs, args, "sandbox pretrain")
+
+
 def cmd_pretrain(args: list[str]) -> int:
-    a = _parse(PretrainArgs, args, "sandbox pretrain")
+    a = parse_pretrain(args)
     cfg = Config(env=a.env, algo="grpo", sft_steps=a.sft_steps, sparse=a.sparse, partial_credit=a.partial_credit)
     if not cfg.is_lang:
         raise ConfigError("env", f"pretraining is for the language tasks (lang:NAME), not {a.env!r}")
-    from .config import validate
-
     validate(cfg)
+    check(cfg)
     import numpy as np
     import torch
 
@@ -381,8 +407,12 @@ class SweepArgs:
     """No progress bar."""
 
 
+def parse_sweep(args: list[str]) -> SweepArgs:
+    return _parse(SweepArgs, args, "sandbox sweep")
+
+
 def cmd_sweep(args: list[str]) -> int:
-    a = _parse(SweepArgs, args, "sandbox sweep")
+    a = parse_sweep(args)
     if a.workers is not None and a.workers < 1:
         raise ConfigError("workers", f"must be a positive integer, got {a.workers}")
     from .sweep import run_sweep
@@ -407,14 +437,37 @@ class ReportArgs:
     """Do not print the key table."""
 
 
+def parse_report(args: list[str]) -> ReportArgs:
+    return _parse(ReportArgs, args, "sandbox report")
+
+
 def cmd_report(args: list[str]) -> int:
-    a = _parse(ReportArgs, args, "sandbox report")
+    a = parse_report(args)
     if "=" not in a.baseline:
         raise ConfigError("baseline", f"must be FIELD=VALUE, e.g. dropout_mode=off, got {a.baseline!r}")
     from .report import write_report
 
     write_report(a.sweep_dir, a.baseline, quiet=a.quiet)
     return 0
+
+
+PARSERS = {
+    "train": parse_train,
+    "eval": parse_eval,
+    "sweep": parse_sweep,
+    "report": parse_report,
+    "pretrain": parse_pretrain,
+    "bench": parse_bench,
+    "demo": parse_demo,
+}
+
+
+def parse_command(argv: Sequence[str]) -> tuple[str, object]:
+    """Parse a command line without running it: ``(command, its parsed arguments)``. Raises :class:`UsageError` or
+    :class:`~sandbox.config.ConfigError` (one line), as the command itself would."""
+    if not argv or argv[0] not in PARSERS:
+        raise UsageError(f"unknown command {argv[0] if argv else ''!r}; one of: {', '.join(PARSERS)}")
+    return argv[0], PARSERS[argv[0]](list(argv[1:]))
 
 
 COMMANDS = {
@@ -437,8 +490,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"sandbox: error: unknown command {command!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    from .ppo import NonFiniteLossError
-
     try:
         return COMMANDS[command](rest)
     except (UsageError, ConfigError) as err:

@@ -1,20 +1,25 @@
-"""Typed run configuration. Each field's docstring is its ``--help`` text and its documentation.
+"""Typed run configuration, by topic. Each field's docstring is its ``--help`` text and its documentation.
+
+A :class:`Config` is one flat dataclass (``cfg.clip_coef``, ``preset("cartpole", dropout=0.2)``, one flat
+``config.json``) assembled from topic groups: :class:`RunConfig`, :class:`PPOConfig`, :class:`GRPOConfig`,
+:class:`KLConfig`, :class:`DropoutConfig`, :class:`VariantsConfig`, :class:`LangConfig`. Each group validates its own
+fields; ``sandbox train --help`` shows one section per group, with the flags' usual names.
 
 Gym defaults follow CleanRL's ``ppo.py``; ``preset("cartpole")`` gives the rl-baselines3-zoo tuned values. A few
 fields default to None, meaning "the usual value for this algorithm and kind of task" (``FAMILY_DEFAULTS``):
 :func:`resolve` fills them in, and ``config.json`` records the values used. Field names follow the papers and
-CleanRL (``clip_coef``, ``gae_lambda``, ``beta``, ``group_size``).
+CleanRL (``clip_coef``, ``gae_lambda``, ``beta``, ``group_size``). What needs an environment or a file (the env id,
+the language task, ``--ref``) is checked by ``sandbox.train.check``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from typing import Literal
 
-DropoutMode = Literal["off", "rollout-eval", "naive", "consistent"]
-DROPOUT_MODES: tuple[str, ...] = ("off", "rollout-eval", "naive", "consistent")
+from .dropout_modes import MODE_NAMES, MODES, DropoutModeName
+
 ALGOS: tuple[str, ...] = ("ppo", "grpo")
 LANG_PREFIX = "lang:"
 
@@ -27,11 +32,13 @@ class ConfigError(ValueError):
         super().__init__(f"--{field.replace('_', '-')}: {message}")
 
 
-@dataclasses.dataclass
-class Config:
-    """Everything that defines a run. Same config and seed, same metrics."""
+# --- the groups ----------------------------------------------------------------------------------------------------
 
-    # --- what to run -------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class RunConfig:
+    """What to run, and where the run writes."""
+
     algo: Literal["ppo", "grpo"] = "ppo"
     """Algorithm: ppo (clipped surrogate, value function, GAE) or grpo (group-relative advantages, no value)."""
     env: str = "CartPole-v1"
@@ -42,8 +49,45 @@ class Config:
     total_steps: int = 100_000
     """Environment steps to train for (all envs together; for language tasks, sampled tokens), rounded down to
     whole batches; also the horizon of the LR and clip annealing."""
+    env_params: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Physical parameters of the Gym env, set on it after it is built: e.g. --env-params length 1.0 masspole 0.3
+    (CartPole: a longer, heavier pole), --env-params g 15 (Pendulum: stronger gravity). Allowed names: see README
+    "Env variants" (a wrong name is refused with the list)."""
+    out: str | None = None
+    """Run directory. The CLI defaults to runs/<env>-<algo>-<mode>-p<p>-s<seed>-<time>; the Python API writes
+    nothing when None."""
+    overwrite: bool = False
+    """Replace an existing run directory (otherwise an existing --out is refused)."""
+    stop_at_threshold: bool = False
+    """Stop as soon as the mean of the last 20 episodes reaches the env's reward_threshold."""
+    save_every: int = 0
+    """Also save a checkpoint every N updates (RUN_DIR/checkpoints/update-NNNNNN.pt: the policy and what
+    sandbox train --resume needs). 0: only the final policy.pt."""
+    quiet: bool = False
+    """No progress bar (it is also off when stderr is not a terminal)."""
+    torch_threads: int = 1
+    """Torch intra-op threads. 1 is fastest for these small nets; run seeds in parallel processes instead."""
 
-    # --- PPO ----------------------------------------------------------------------------------------------------
+    def _validate_run(self) -> None:
+        if self.algo not in ALGOS:
+            raise ConfigError("algo", f"unknown algorithm {self.algo!r}; one of: {', '.join(ALGOS)}")
+        _positive_int(self, "total_steps", "torch_threads")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**32):
+            raise ConfigError("seed", f"must be an integer in [0, 2**32), got {self.seed!r}")
+        _int_at_least(self, "save_every", 0, "updates; 0 = only the final policy")
+        if not isinstance(self.env_params, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for k, v in self.env_params.items()
+        ):
+            raise ConfigError("env_params", f"must map parameter names to finite numbers, got {self.env_params!r}")
+        if self.env_params and self.env.startswith(LANG_PREFIX):
+            raise ConfigError("env_params", "only for Gym envs (the language tasks have no physical parameters)")
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    """PPO, and the optimisation every trainer shares (learning rate, clipping, gradient clip, networks)."""
+
     num_envs: int = 4
     """Parallel environments (gymnasium vector API; numpy-vectorised where gymnasium offers it)."""
     num_steps: int = 128
@@ -69,8 +113,11 @@ class Config:
     language tasks). GRPO's advantages are normalised per group instead (scale_rewards)."""
     clip_coef: float = 0.2
     """PPO clip range eps: the ratio is clipped to [1 - eps, 1 + eps] (typical 0.1 to 0.3)."""
+    clip_coef_high: float | None = None
+    """Upper clip range eps_high: the ratio is clipped to [1 - clip_coef, 1 + clip_coef_high] (None = clip_coef,
+    symmetric; DAPO uses 0.2 low and 0.28 high). Every trainer; annealed like clip_coef."""
     anneal_clip: bool = False
-    """Decay clip_coef linearly to 0 over total_steps, as rl-zoo3's 'lin_0.2' does."""
+    """Decay clip_coef (and clip_coef_high) linearly to 0 over total_steps, as rl-zoo3's 'lin_0.2' does."""
     clip_vloss: bool = True
     """Clip the value loss around the rollout's values with clip_coef, never annealed (CleanRL; SB3 does not)."""
     ent_coef: float | None = None
@@ -82,8 +129,44 @@ class Config:
     target_kl: float | None = None
     """Stop an update's epochs (GRPO: passes) early once a minibatch's approx_kl exceeds this, checked before its
     gradient step (None = never). Noisy dropout modes make it fire for no real reason: watch first_approx_kl."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of both the policy and the value MLP (tanh, separate networks)."""
+    ortho_init: bool = True
+    """Orthogonal init: hidden layers gain sqrt(2), policy head 0.01, value head 1, biases 0."""
 
-    # --- GRPO (Shao et al. 2024) and the language tasks -----------------------------------------------------------
+    def _validate_ppo(self) -> None:
+        _positive_int(self, "num_envs", "num_steps", "num_minibatches", "update_epochs")
+        if self.algo == "ppo" and not self.is_lang:
+            if self.total_steps < self.batch_size:
+                raise ConfigError(
+                    "total_steps",
+                    f"must be at least one batch, num_envs * num_steps = {self.batch_size}, got {self.total_steps}",
+                )
+            if self.num_minibatches > self.batch_size:
+                raise ConfigError(
+                    "num_minibatches",
+                    f"must be at most num_envs * num_steps = {self.batch_size}, got {self.num_minibatches}",
+                )
+        _in_range(self, "learning_rate", 0.0, 1.0, lo_open=True)
+        _in_range(self, "gamma", 0.0, 1.0)
+        _in_range(self, "gae_lambda", 0.0, 1.0)
+        _in_range(self, "clip_coef", 0.0, 10.0, lo_open=True)
+        if self.clip_coef_high is not None:
+            _in_range(self, "clip_coef_high", 0.0, 10.0, lo_open=True)
+        _in_range(self, "ent_coef", 0.0, 10.0)
+        _in_range(self, "vf_coef", 0.0, 100.0)
+        _in_range(self, "max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
+        _in_range(self, "adam_eps", 0.0, 1.0, lo_open=True)
+        if self.target_kl is not None:
+            _in_range(self, "target_kl", 0.0, math.inf, lo_open=True, hi_open=True)
+        if not self.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in self.hidden_sizes):
+            raise ConfigError("hidden_sizes", f"must be one or more positive integers, got {self.hidden_sizes!r}")
+
+
+@dataclasses.dataclass
+class GRPOConfig:
+    """GRPO (Shao et al. 2024): groups, advantage scaling, passes, token aggregation."""
+
     group_size: int = 8
     """G: completions per prompt (episodes per reset seed on Gym) whose rewards are compared with each other."""
     prompts_per_update: int = 16
@@ -91,27 +174,31 @@ class Config:
     completions or episodes."""
     scale_rewards: Literal["group", "batch", "none"] = "group"
     """GRPO advantage scaling: divide by the group's std, the batch's std, or not at all (none = Dr. GRPO)."""
-    clip_coef_high: float | None = None
-    """Upper clip range eps_high (None = clip_coef; DAPO uses 0.2 low and 0.28 high)."""
     mu: int = 1
     """GRPO optimisation passes over each batch (mu in DeepSeekMath, num_iterations in TRL)."""
     loss_agg: Literal["grpo", "bnpo", "dr_grpo"] = "grpo"
     """Token loss aggregation (language tasks; steps on Gym): grpo = mean per sequence then over sequences, bnpo =
-    mean over all tokens of the batch, dr_grpo = sum / (sequences * max length)."""
+    mean over all tokens of the batch, dr_grpo = sum / (sequences * the longest possible length: the task's
+    max_new_tokens, the Gym env's episode limit)."""
     drop_equal_groups: bool = False
     """Leave out groups whose rewards are all equal (they have no signal; DAPO's dynamic sampling)."""
     mask_truncated: bool = False
     """Leave out completions that hit the length limit without <eos>."""
-    temperature: float = 1.0
-    """Sampling temperature for language tasks (log-probs are those of the tempered distribution)."""
-    sparse: bool = False
-    """lang:reverse and lang:sort: reward 1 for an exact match only (default: fraction of positions right)."""
-    partial_credit: bool = False
-    """lang:add: reward the fraction of digits right (default: exact match only)."""
-    sft_steps: int = 600
-    """Supervised steps for the language tasks' reference model (cached on disk: see sandbox pretrain)."""
 
-    # --- KL to a frozen reference policy -----------------------------------------------------------------------------
+    def _validate_grpo(self) -> None:
+        _choice(self, "scale_rewards", ("group", "batch", "none"))
+        _choice(self, "loss_agg", ("grpo", "bnpo", "dr_grpo"))
+        _positive_int(self, "prompts_per_update", "mu")
+        if not (isinstance(self.group_size, int) and self.group_size >= 2):
+            raise ConfigError(
+                "group_size", f"must be an integer >= 2 (a group compares completions), got {self.group_size!r}"
+            )
+
+
+@dataclasses.dataclass
+class KLConfig:
+    """KL to a frozen reference policy: how much, which estimator, where it enters, which reference."""
+
     beta: float = 0.0
     """KL coefficient (DeepSeekMath 0.04; TRL's default 0). The reference is --ref if given, else the initial policy
     (Gym) or the task's pretrained model (language tasks); frozen, in eval mode."""
@@ -132,17 +219,27 @@ class Config:
     """Start the policy (and PPO's value network, when the reference has one) from --ref's weights. Needs --ref and
     the same network shape (--hidden-sizes)."""
 
-    # --- networks -----------------------------------------------------------------------------------------------
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of both the policy and the value MLP (tanh, separate networks)."""
-    ortho_init: bool = True
-    """Orthogonal init: hidden layers gain sqrt(2), policy head 0.01, value head 1, biases 0."""
+    def _validate_kl(self) -> None:
+        _choice(self, "kl_estimator", ("k1", "k2", "k3"))
+        _choice(self, "kl_in", ("loss", "reward"))
+        _in_range(self, "beta", 0.0, math.inf, hi_open=True)
+        _positive_int(self, "kl_horizon")
+        if self.kl_target is not None:
+            _in_range(self, "kl_target", 0.0, math.inf, lo_open=True, hi_open=True)
+            if self.beta == 0:
+                raise ConfigError("kl_target", "adapts beta, so it needs --beta > 0 to start from")
+        if self.init_from_ref and self.ref is None:
+            raise ConfigError("init_from_ref", "needs --ref (the run directory or policy file to start from)")
 
-    # --- dropout ------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DropoutConfig:
+    """Dropout in the policy, and how rollouts and updates handle it (README: "Dropout: the four handling modes")."""
+
     dropout: float | None = None
     """Dropout probability p in [0, 1): after every hidden activation of the policy MLP, or GPT-2's embedding,
     attention and residual dropout in the transformer. None: 0 on Gym, 0.1 (GPT-2's) on language tasks."""
-    dropout_mode: DropoutMode = "naive"
+    dropout_mode: DropoutModeName = "naive"
     """How rollouts and updates treat dropout. off: p = 0 everywhere; rollout-eval: no dropout at rollout, fresh
     masks in the update (what SB3 does); naive: fresh masks at rollout and again in the update (PyTorch's
     default train mode, what TRL does); consistent: the rollout's masks are stored and reused in the update."""
@@ -153,14 +250,30 @@ class Config:
     early-linear = from p down to 0 over the cutoff; late = 0 for the first cutoff updates, then p."""
     dropout_cutoff: int = 0
     """The schedule's cutoff, in updates (needed by every schedule but constant)."""
+
+    def _validate_dropout(self) -> None:
+        _choice(self, "dropout_mode", MODE_NAMES)
+        _in_range(self, "dropout", 0.0, 1.0, hi_open=True)
+        _choice(self, "dropout_schedule", ("constant", "early", "early-linear", "late"))
+        _int_at_least(self, "dropout_cutoff", 0, "updates")
+        if self.dropout_schedule != "constant" and self.dropout_cutoff == 0:
+            raise ConfigError(
+                "dropout_cutoff", f"--dropout-schedule {self.dropout_schedule} needs a cutoff > 0, in updates"
+            )
+        if self.dropout_value and (self.algo != "ppo" or self.is_lang):
+            raise ConfigError("dropout_value", "only for PPO on Gym (elsewhere there is no separate value network)")
+
+
+@dataclasses.dataclass
+class VariantsConfig:
+    """The dropout family's variants: multi-sample dropout, sample dropout, gradient-noise diagnostics."""
+
     dropout_samples: int = 1
     """Multi-sample dropout (Inoue 2019): K masks on the last hidden layer, sharing the output head. K = 1 is
     ordinary dropout."""
     multi_sample_average: Literal["loss", "logits"] = "loss"
     """loss: each of the K masks gives its own log-prob and ratio against the same stored logp_old, and the K
     losses are averaged (the paper); logits: the K outputs are averaged into one policy (at rollout too)."""
-
-    # --- sample dropout (drop training samples from the surrogate) -------------------------------------------------
     sample_dropout: Literal["none", "dppo", "sdpo", "outlier"] = "none"
     """Drop samples (transitions or tokens) from the clipped surrogate, recomputed every minibatch step: dppo =
     D-PPO's variance rule (a reconstruction, see README), sdpo = keep |r - 1| < delta (Lin et al. 2023), outlier =
@@ -175,27 +288,52 @@ class Config:
     """Every N updates, measure gradient noise (grad_gdv, grad_gde, grad_snr) on the batch's minibatches before
     the update, without changing training (0 = never)."""
 
-    # --- environment variants ----------------------------------------------------------------------------------
-    env_params: dict[str, float] = dataclasses.field(default_factory=dict)
-    """Physical parameters of the Gym env, set on it after it is built: e.g. --env-params length 1.0 masspole 0.3
-    (CartPole: a longer, heavier pole), --env-params g 15 (Pendulum: stronger gravity). Allowed names: see README
-    "Env variants" (a wrong name is refused with the list)."""
+    def _validate_variants(self) -> None:
+        _choice(self, "multi_sample_average", ("loss", "logits"))
+        _choice(self, "sample_dropout", ("none", "dppo", "sdpo", "outlier"))
+        _in_range(self, "sample_drop_rate", 0.0, 1.0, hi_open=True)
+        _in_range(self, "sample_drop_delta", 0.0, math.inf, lo_open=True, hi_open=True)
+        _int_at_least(self, "dropout_samples", 1, "K masks")
+        _int_at_least(self, "grad_diag_every", 0, "0 = off")
 
-    # --- run ----------------------------------------------------------------------------------------------------
-    out: str | None = None
-    """Run directory. The CLI defaults to runs/<env>-<algo>-<mode>-p<p>-s<seed>-<time>; the Python API writes
-    nothing when None."""
-    overwrite: bool = False
-    """Replace an existing run directory (otherwise an existing --out is refused)."""
-    stop_at_threshold: bool = False
-    """Stop as soon as the mean of the last 20 episodes reaches the env's reward_threshold."""
-    save_every: int = 0
-    """Also save a checkpoint every N updates (RUN_DIR/checkpoints/update-NNNNNN.pt: the policy and what
-    sandbox train --resume needs). 0: only the final policy.pt."""
-    quiet: bool = False
-    """No progress bar (it is also off when stderr is not a terminal)."""
-    torch_threads: int = 1
-    """Torch intra-op threads. 1 is fastest for these small nets; run seeds in parallel processes instead."""
+
+@dataclasses.dataclass
+class LangConfig:
+    """The language tasks: sampling temperature, reward options, the reference's pretraining."""
+
+    temperature: float = 1.0
+    """Sampling temperature for language tasks (log-probs are those of the tempered distribution)."""
+    sparse: bool = False
+    """lang:reverse and lang:sort: reward 1 for an exact match only (default: fraction of positions right)."""
+    partial_credit: bool = False
+    """lang:add: reward the fraction of digits right (default: exact match only)."""
+    sft_steps: int = 600
+    """Supervised steps for the language tasks' reference model (cached on disk: see sandbox pretrain)."""
+
+    def _validate_lang(self) -> None:
+        _in_range(self, "temperature", 0.0, 100.0, lo_open=True)
+        _positive_int(self, "sft_steps")
+        if self.sparse and self.env not in ("lang:reverse", "lang:sort"):
+            raise ConfigError("sparse", f"only for lang:reverse and lang:sort, not {self.env}")
+        if self.partial_credit and self.env != "lang:add":
+            raise ConfigError("partial_credit", f"only for lang:add, not {self.env}")
+
+
+GROUPS: dict[str, type] = {
+    "run": RunConfig,
+    "ppo": PPOConfig,
+    "grpo": GRPOConfig,
+    "kl": KLConfig,
+    "dropout": DropoutConfig,
+    "variants": VariantsConfig,
+    "lang": LangConfig,
+}
+"""The topic groups, in the order of ``--help`` and of ``config.json``."""
+
+
+@dataclasses.dataclass
+class Config(LangConfig, VariantsConfig, DropoutConfig, KLConfig, GRPOConfig, PPOConfig, RunConfig):
+    """Everything that defines a run: the fields of every group, flat. Same config and seed, same metrics."""
 
     @property
     def is_lang(self) -> bool:
@@ -221,9 +359,14 @@ class Config:
         return self.ref is not None or self.beta > 0
 
     @property
+    def mode(self):
+        """The dropout mode's row of the table (:data:`sandbox.dropout_modes.MODES`)."""
+        return MODES[self.dropout_mode]
+
+    @property
     def effective_dropout(self) -> float:
         """The p the dropout layers actually use: 0 in mode ``off`` (call on a resolved config)."""
-        return 0.0 if self.dropout_mode == "off" else float(self.dropout)
+        return float(self.dropout) if self.mode.uses_dropout else 0.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -243,6 +386,17 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
+
+    def groups(self) -> dict[str, object]:
+        """The config as one object per topic group (what ``sandbox train``'s parser fills in)."""
+        return {
+            name: group(**{f.name: getattr(self, f.name) for f in dataclasses.fields(group)})
+            for name, group in GROUPS.items()
+        }
+
+    @classmethod
+    def from_groups(cls, groups: dict[str, object]) -> "Config":
+        return cls(**{k: v for g in groups.values() for k, v in dataclasses.asdict(g).items()})
 
 
 PRESETS: dict[str, dict] = {
@@ -280,22 +434,6 @@ def preset(name: str, **overrides) -> Config:
     return Config(**{**PRESETS[name], **overrides})
 
 
-def _check_positive(cfg: Config, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(name, f"must be a positive integer, got {value!r}")
-
-
-def _check_finite(cfg: Config, name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
-    value = getattr(cfg, name)
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        interval = ("(" if lo_open else "[") + f"{lo:g}, {hi:g}" + (")" if hi_open else "]")
-        raise ConfigError(name, f"must be in {interval}, got {value!r}")
-
-
 FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
     # (algo, "gym" or "lang") -> the value of every field left at None
     ("ppo", "gym"): dict(learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0),
@@ -313,123 +451,49 @@ def resolve(cfg: Config) -> Config:
     return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
 
 
-def _check_choice(cfg: Config, name: str, allowed: tuple[str, ...]) -> None:
-    value = getattr(cfg, name)
-    if value not in allowed:
-        raise ConfigError(name, f"unknown value {value!r}; one of: {', '.join(allowed)}")
-
-
 def validate(cfg: Config) -> Config:
-    """Resolve the None defaults, then check every field that can be checked without building the environment;
-    raise :class:`ConfigError` naming the first bad field. Returns the resolved config."""
+    """Resolve the None defaults, then check every field, group by group, that can be checked without building the
+    environment; raise :class:`ConfigError` naming the first bad field. Returns the resolved config."""
     cfg = resolve(cfg)
-    _check_choice(cfg, "dropout_mode", DROPOUT_MODES)
-    _check_choice(cfg, "scale_rewards", ("group", "batch", "none"))
-    _check_choice(cfg, "loss_agg", ("grpo", "bnpo", "dr_grpo"))
-    _check_choice(cfg, "kl_estimator", ("k1", "k2", "k3"))
-    _check_choice(cfg, "kl_in", ("loss", "reward"))
-    _check_finite(cfg, "dropout", 0.0, 1.0, hi_open=True)
-    _check_choice(cfg, "dropout_schedule", ("constant", "early", "early-linear", "late"))
-    _check_choice(cfg, "multi_sample_average", ("loss", "logits"))
-    _check_choice(cfg, "sample_dropout", ("none", "dppo", "sdpo", "outlier"))
-    _check_finite(cfg, "sample_drop_rate", 0.0, 1.0, hi_open=True)
-    _check_finite(cfg, "sample_drop_delta", 0.0, math.inf, lo_open=True, hi_open=True)
-    if not (isinstance(cfg.dropout_samples, int) and cfg.dropout_samples >= 1):
-        raise ConfigError("dropout_samples", f"must be an integer >= 1 (K masks), got {cfg.dropout_samples!r}")
-    if not (isinstance(cfg.grad_diag_every, int) and cfg.grad_diag_every >= 0):
-        raise ConfigError("grad_diag_every", f"must be an integer >= 0 (0 = off), got {cfg.grad_diag_every!r}")
-    if not (isinstance(cfg.dropout_cutoff, int) and cfg.dropout_cutoff >= 0):
-        raise ConfigError("dropout_cutoff", f"must be an integer >= 0 (updates), got {cfg.dropout_cutoff!r}")
-    if cfg.dropout_schedule != "constant" and cfg.dropout_cutoff == 0:
-        raise ConfigError("dropout_cutoff", f"--dropout-schedule {cfg.dropout_schedule} needs a cutoff > 0, in updates")
-    _check_positive(
-        cfg,
-        "total_steps",
-        "num_envs",
-        "num_steps",
-        "num_minibatches",
-        "update_epochs",
-        "torch_threads",
-        "prompts_per_update",
-        "mu",
-        "kl_horizon",
-        "sft_steps",
-    )
-    if not (isinstance(cfg.group_size, int) and cfg.group_size >= 2):
-        raise ConfigError(
-            "group_size", f"must be an integer >= 2 (a group compares completions), got {cfg.group_size!r}"
-        )
-    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
-        raise ConfigError("seed", f"must be an integer in [0, 2**32), got {cfg.seed!r}")
-    if cfg.algo == "ppo" and not cfg.is_lang:
-        if cfg.total_steps < cfg.batch_size:
-            raise ConfigError(
-                "total_steps",
-                f"must be at least one batch, num_envs * num_steps = {cfg.batch_size}, got {cfg.total_steps}",
-            )
-        if cfg.num_minibatches > cfg.batch_size:
-            raise ConfigError(
-                "num_minibatches", f"must be at most num_envs * num_steps = {cfg.batch_size}, got {cfg.num_minibatches}"
-            )
-    elif cfg.dropout_value:
-        raise ConfigError("dropout_value", "only for PPO on Gym (elsewhere there is no separate value network)")
-    _check_finite(cfg, "learning_rate", 0.0, 1.0, lo_open=True)
-    _check_finite(cfg, "gamma", 0.0, 1.0)
-    _check_finite(cfg, "gae_lambda", 0.0, 1.0)
-    _check_finite(cfg, "clip_coef", 0.0, 10.0, lo_open=True)
-    if cfg.clip_coef_high is not None:
-        _check_finite(cfg, "clip_coef_high", 0.0, 10.0, lo_open=True)
-    _check_finite(cfg, "ent_coef", 0.0, 10.0)
-    _check_finite(cfg, "vf_coef", 0.0, 100.0)
-    _check_finite(cfg, "max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
-    _check_finite(cfg, "adam_eps", 0.0, 1.0, lo_open=True)
-    _check_finite(cfg, "beta", 0.0, math.inf, hi_open=True)
-    _check_finite(cfg, "temperature", 0.0, 100.0, lo_open=True)
-    for name in ("target_kl", "kl_target"):
-        if getattr(cfg, name) is not None:
-            _check_finite(cfg, name, 0.0, math.inf, lo_open=True, hi_open=True)
-    if not (isinstance(cfg.save_every, int) and cfg.save_every >= 0):
-        raise ConfigError(
-            "save_every", f"must be an integer >= 0 (updates; 0 = only the final policy), got {cfg.save_every!r}"
-        )
-    if cfg.init_from_ref and cfg.ref is None:
-        raise ConfigError("init_from_ref", "needs --ref (the run directory or policy file to start from)")
-    if cfg.ref is not None:
-        from .checkpoint import find_policy_file
-
-        find_policy_file(cfg.ref, "ref")
-    if not isinstance(cfg.env_params, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        for k, v in cfg.env_params.items()
+    for check in (
+        cfg._validate_run,
+        cfg._validate_dropout,
+        cfg._validate_variants,
+        cfg._validate_ppo,
+        cfg._validate_grpo,
+        cfg._validate_kl,
+        cfg._validate_lang,
     ):
-        raise ConfigError("env_params", f"must map parameter names to finite numbers, got {cfg.env_params!r}")
-    if cfg.env_params and cfg.is_lang:
-        raise ConfigError("env_params", "only for Gym envs (the language tasks have no physical parameters)")
-    if cfg.kl_target is not None and cfg.beta == 0:
-        raise ConfigError("kl_target", "adapts beta, so it needs --beta > 0 to start from")
-    if not cfg.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in cfg.hidden_sizes):
-        raise ConfigError("hidden_sizes", f"must be one or more positive integers, got {cfg.hidden_sizes!r}")
-    if cfg.is_lang:
-        from .lang.tasks import TASK_NAMES
-
-        if cfg.task_name not in TASK_NAMES:
-            raise ConfigError(
-                "env",
-                f"unknown language task {cfg.task_name!r}; one of: {', '.join(LANG_PREFIX + t for t in TASK_NAMES)}",
-            )
-    if cfg.sparse and cfg.env not in ("lang:reverse", "lang:sort"):
-        raise ConfigError("sparse", f"only for lang:reverse and lang:sort, not {cfg.env}")
-    if cfg.partial_credit and cfg.env != "lang:add":
-        raise ConfigError("partial_credit", f"only for lang:add, not {cfg.env}")
+        check()
     return cfg
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise :class:`ConfigError` for an id gymnasium does not know, suggesting the closest ones."""
-    import gymnasium as gym
+# --- checks shared by the groups -----------------------------------------------------------------------------------
 
-    if env_id in gym.envs.registry:
-        return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
-    hint = f"; did you mean {' or '.join(close)}?" if close else "; see gymnasium.envs.registry for the ids"
-    raise ConfigError("env", f"unknown environment id {env_id!r}{hint}")
+
+def _positive_int(cfg, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+def _int_at_least(cfg, name: str, low: int, unit: str) -> None:
+    value = getattr(cfg, name)
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise ConfigError(name, f"must be an integer >= {low} ({unit}), got {value!r}")
+
+
+def _in_range(cfg, name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
+    value = getattr(cfg, name)
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        interval = ("(" if lo_open else "[") + f"{lo:g}, {hi:g}" + (")" if hi_open else "]")
+        raise ConfigError(name, f"must be in {interval}, got {value!r}")
+
+
+def _choice(cfg, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        raise ConfigError(name, f"unknown value {value!r}; one of: {', '.join(allowed)}")

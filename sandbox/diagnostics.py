@@ -1,6 +1,6 @@
 """The per-update diagnostics shared by every trainer.
 
-A trainer appends one :class:`Seen` per minibatch (detached tensors: no cost), then calls :func:`update_metrics`,
+The update appends one :class:`Seen` per minibatch (detached tensors: no cost), then calls :func:`update_metrics`,
 which computes every metric for all minibatches in a handful of batched operations, with the reference maths.
 :func:`gradient_noise` measures how noisy the minibatch gradients are, without changing training.
 """
@@ -36,15 +36,17 @@ UPDATE_METRICS = (
 
 @dataclass
 class Seen:
-    """What one minibatch saw, one entry per sample (a sample per dropout copy with multi-sample dropout): the
-    log-ratios, the advantages as used in the loss, and which samples sample dropout kept; then [entropy, policy
-    loss, value loss] and the gradient norm (None if target_kl stopped the update before this minibatch's step)."""
+    """What one minibatch saw: one entry per sample (per valid token; a sample per dropout copy with multi-sample
+    dropout) for the log-ratios, the advantages as used in the loss and which samples sample dropout kept; then the
+    minibatch's loss terms, and the gradient norm (None if target_kl stopped the update before this step)."""
 
     logratio: torch.Tensor
     adv: torch.Tensor
-    scalars: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    grad_norm: torch.Tensor | None = None
+    entropy: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor | None = None  # None: the algorithm has no value function (GRPO)
     keep: torch.Tensor | None = None  # None: every sample kept
+    grad_norm: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -76,44 +78,34 @@ def update_metrics(
     dev = (ratio - 1).abs()
     x = ratio * adv
     dropped = 1.0 - keep
-    table = torch.stack(
-        [
-            per_minibatch_mean(dev),  # 0 mean |r - 1|
-            per_minibatch_mean(((ratio > 1 + high) | (ratio < 1 - clip_coef)).float()),  # 1 clip fraction
-            per_minibatch_mean(kl_k3(-logratio)),  # 2 approx_kl (k3)
-            per_minibatch_mean(-logratio),  # 3 old_approx_kl (k1)
-            per_minibatch_mean(x.square()) - per_minibatch_mean(x).square(),  # 4 Var(r * A)
-            per_minibatch_mean(x.square(), keep) - per_minibatch_mean(x, keep).square(),  # 5 Var over kept samples
-            per_minibatch_mean(dropped),  # 6 dropped fraction
-            per_minibatch_mean(dropped, (adv > 0).float()),  # 7 ... among A > 0
-            per_minibatch_mean(dropped, (adv < 0).float()),  # 8 ... among A < 0
-        ],
-        dim=1,
-    )
-    scalars = torch.tensor([[float(v) for v in s.scalars] for s in seen])  # 9 entropy, 10 pg, 11 vf
-    table = torch.cat([table, scalars], dim=1)
+    nan = torch.tensor(math.nan)
+    columns = {  # one value per minibatch each
+        "ratio_dev": per_minibatch_mean(dev),  # mean |r - 1|
+        "clipfrac": per_minibatch_mean(((ratio > 1 + high) | (ratio < 1 - clip_coef)).float()),
+        "approx_kl": per_minibatch_mean(kl_k3(-logratio)),  # k3
+        "old_approx_kl": per_minibatch_mean(-logratio),  # k1
+        "surrogate_var": per_minibatch_mean(x.square()) - per_minibatch_mean(x).square(),  # Var(r * A)
+        "surrogate_var_kept": per_minibatch_mean(x.square(), keep) - per_minibatch_mean(x, keep).square(),
+        "dropped_frac": per_minibatch_mean(dropped),
+        "dropped_frac_pos": per_minibatch_mean(dropped, (adv > 0).float()),
+        "dropped_frac_neg": per_minibatch_mean(dropped, (adv < 0).float()),
+        "entropy": torch.tensor([float(s.entropy) for s in seen]),
+        "policy_loss": torch.tensor([float(s.policy_loss) for s in seen]),
+        "value_loss": torch.tensor([float(s.value_loss if s.value_loss is not None else nan) for s in seen]),
+    }
+    table = torch.stack(list(columns.values()), dim=1)  # (minibatches, columns)
+    first = dict(zip(columns, table[0].tolist()))
     stepped = torch.tensor([s.grad_norm is not None for s in seen])
-    first = table[0].tolist()
     if bool(stepped.any()):
-        means = table[stepped].nanmean(0).tolist()
+        means = dict(zip(columns, table[stepped].nanmean(0).tolist()))
         grad_norm = torch.stack([s.grad_norm for s in seen if s.grad_norm is not None]).mean().item()
     else:
-        means, grad_norm = [math.nan] * table.shape[1], math.nan
+        means, grad_norm = dict.fromkeys(columns, math.nan), math.nan
     return {
-        "first_ratio_dev": first[0],
-        "first_clipfrac": first[1],
-        "first_approx_kl": first[2],
-        "clipfrac": means[1],
-        "approx_kl": means[2],
-        "old_approx_kl": means[3],
-        "surrogate_var": means[4],
-        "surrogate_var_kept": means[5],
-        "dropped_frac": means[6],
-        "dropped_frac_pos": means[7],
-        "dropped_frac_neg": means[8],
-        "entropy": means[9],
-        "policy_loss": means[10],
-        "value_loss": means[11],
+        "first_ratio_dev": first["ratio_dev"],
+        "first_clipfrac": first["clipfrac"],
+        "first_approx_kl": first["approx_kl"],
+        **{k: means[k] for k in columns if k != "ratio_dev"},
         "grad_norm": grad_norm,
         "epochs_done": epochs_done,
     }
@@ -122,7 +114,7 @@ def update_metrics(
 def gradient_noise(
     policy_loss: Callable[[torch.Tensor], torch.Tensor], n: int, num_minibatches: int, params: list[torch.Tensor]
 ) -> dict[str, float]:
-    """How noisy are the minibatch gradients of the policy loss at the current parameters (brief section 6)?
+    """How noisy are the minibatch gradients of the policy loss at the current parameters?
 
     ``policy_loss(idx)`` is the policy loss on the samples (or sequences) ``idx`` of the current batch of ``n``;
     the batch is split into ``num_minibatches`` random minibatches (at least 2). Returns

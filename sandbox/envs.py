@@ -9,12 +9,14 @@ exactly what a truncated episode needs to bootstrap from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+import torch
 
-from .config import ConfigError, check_env_id
+from .config import ConfigError
 
 # What --env-params may set, per environment class: the constants the dynamics read at every step. Not what the
 # spaces were built from (Pendulum's max_torque, say), which would leave the action or observation bounds stale.
@@ -36,6 +38,15 @@ ENV_PARAMS: dict[str, tuple[str, ...]] = {
     "MountainCarEnv": ("force", "gravity"),  # force 0.001, gravity 0.0025
     "Continuous_MountainCarEnv": ("power",),  # power 0.0015
 }
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise :class:`ConfigError` for an id gymnasium does not know, suggesting the closest ones."""
+    if env_id in gym.envs.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; see gymnasium.envs.registry for the ids"
+    raise ConfigError("env", f"unknown environment id {env_id!r}{hint}")
 
 
 def apply_env_params(env: gym.Env | gym.vector.VectorEnv, env_id: str, params: dict[str, float]) -> None:
@@ -126,16 +137,13 @@ def reward_threshold(env_id: str) -> float | None:
 
 @dataclass
 class EpisodeTracker:
-    """Sums rewards per sub-environment and reports finished episodes.
+    """Sums rewards per sub-environment and reports the episodes that finish.
 
     ``step(rewards, dones, valid)`` takes one vector step's arrays and returns ``(returns, lengths)`` of the
     episodes that finished at it. Steps with ``valid = False`` (autoreset steps) are not counted.
-    ``recent(k)`` is the mean return of the last k finished episodes.
     """
 
     num_envs: int
-    returns: list[float] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         self._ret = np.zeros(self.num_envs, dtype=np.float64)
@@ -149,30 +157,31 @@ class EpisodeTracker:
         ret, length = self._ret[dones].copy(), self._len[dones].copy()
         self._ret[dones] = 0.0
         self._len[dones] = 0
-        self.returns.extend(ret.tolist())
-        self.lengths.extend(length.tolist())
         return ret, length
 
-    def recent(self, k: int = 20) -> float:
-        return float(np.mean(self.returns[-k:])) if self.returns else float("nan")
-
     def state_dict(self) -> dict:
-        """For checkpoints: the finished episodes and the running sums of the unfinished ones, as tensors."""
-        import torch
-
+        """For checkpoints: the running sums of the episodes in flight, as tensors."""
         return {
-            "returns": torch.tensor(self.returns, dtype=torch.float64),
-            "lengths": torch.tensor(self.lengths, dtype=torch.int64),
             "running_return": torch.from_numpy(self._ret.copy()),
             "running_length": torch.from_numpy(self._len.copy()),
         }
 
     def load_state_dict(self, d: dict) -> None:
-        self.returns, self.lengths = d["returns"].tolist(), d["lengths"].tolist()
         self._ret[:], self._len[:] = d["running_return"].numpy(), d["running_length"].numpy()
 
-    def recent_length(self, k: int = 20) -> float:
-        return float(np.mean(self.lengths[-k:])) if self.lengths else float("nan")
+
+def action_clipper(space: gym.Space):
+    """Box actions are sampled from an unbounded Gaussian and clipped to the bounds only for the env (the stored
+    action, and its log-prob, are the unclipped sample). Discrete actions pass through."""
+    if isinstance(space, gym.spaces.Box):
+        low, high = space.low, space.high
+        return lambda a: np.clip(a, low, high)
+    return lambda a: a
+
+
+def episode_limit(env_id: str) -> int | None:
+    """The env's registered time limit (``max_episode_steps``: 500 for CartPole-v1), or None."""
+    return gym.spec(env_id).max_episode_steps
 
 
 _EMPTY_F = np.zeros(0, dtype=np.float64)

@@ -22,8 +22,11 @@ for _driver in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):  # rgb_array frames need 
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
 from .config import Config, ConfigError
+from .dropout_modes import MODES
+from .network_spec import build_agent, build_gpt, check_gym_policy
+from .policy_file import load
+from .rundir import find_policy_file
 
 
 def evaluate(
@@ -57,10 +60,10 @@ def evaluate(
             raise ConfigError("gif", f"directory {gif.resolve().parent} does not exist")
     if not (isinstance(gif_max_frames, int) and gif_max_frames >= 1):
         raise ConfigError("gif_max_frames", f"must be a positive integer, got {gif_max_frames!r}")
-    file = ckpt.find_policy_file(path, "run_dir")
-    b = ckpt.load(file, "run_dir")
+    file = find_policy_file(path, "run_dir")
+    b = load(file, "run_dir")
     cfg = Config.from_dict(b["config"])
-    noisy = dropout == "as-run" and cfg.dropout_mode in ("naive", "consistent") and b["dropout_p"] > 0
+    noisy = dropout == "as-run" and MODES[cfg.dropout_mode].rollout_train and b["dropout_p"] > 0
     torch.manual_seed(seed)
     if b["network"]["type"] == "gpt":
         if gif is not None:
@@ -128,8 +131,8 @@ def _evaluate_gym(
         env = make_env(net["env"], env_params, render_mode="rgb_array" if gif is not None else None)
     except gym.error.DependencyNotInstalled as err:
         raise ConfigError("gif", f"rendering {net['env']} needs pygame: {str(err).splitlines()[0]}") from None
-    ckpt.check_gym_policy(b, file, "run_dir", net["env"], env.observation_space.shape[0], env.action_space)
-    agent = ckpt.build_agent(b, with_critic=False).train(noisy)
+    check_gym_policy(b, file, "run_dir", net["env"], env.observation_space.shape[0], env.action_space)
+    agent = build_agent(b, with_critic=False).train(noisy)
     box = isinstance(env.action_space, gym.spaces.Box)
     returns, lengths, frames = [], [], []
     obs, _ = env.reset(seed=seed)
@@ -189,7 +192,7 @@ def _evaluate_lang(b: dict, cfg: Config, episodes: int, deterministic: bool, noi
     from .lang.tasks import completion_tokens, decode, make_task
 
     task = make_task(cfg.task_name, sparse=cfg.sparse, partial_credit=cfg.partial_credit)
-    model = ckpt.build_gpt(b).train(noisy)
+    model = build_gpt(b).train(noisy)
     prompts, infos = task.sample(episodes, np.random.default_rng(seed))
     completions, _ = sample(
         model, torch.from_numpy(prompts), task.max_new_tokens, 0.0 if deterministic else cfg.temperature

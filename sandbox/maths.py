@@ -24,6 +24,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .dropout import apply_dropout, dropout_mask
+
 __all__ = [
     "Maths",
     "adaptive_beta",
@@ -35,7 +37,9 @@ __all__ = [
     "dropout_schedule",
     "sample_dropout_mask",
     "dropout_mask",
+    "apply_dropout",
     "explained_variance",
+    "normalize_advantages",
     "gae",
     "kl_k3",
     "ppo_loss",
@@ -274,17 +278,12 @@ def dropout_schedule(p: float, update: int, schedule: str = "constant", cutoff: 
     raise ValueError(f"dropout schedule must be constant, early, early-linear or late, got {schedule!r}")
 
 
-def dropout_mask(shape: tuple[int, ...], p: float, generator: torch.Generator | None = None) -> Tensor:
-    """An inverted-dropout mask: each entry is 0 with probability ``p``, else ``1 / (1 - p)``.
-
-    Multiplying activations by it keeps their expectation unchanged, so evaluation needs no rescaling
-    (this is what ``nn.Dropout`` does in train mode). ``p`` must be in [0, 1); ``p = 0`` gives all ones.
-    Draws from torch's global generator unless ``generator`` is given: the sandbox's determinism relies on it.
-    """
-    if p == 0.0:
-        return torch.ones(shape)
-    keep = 1.0 - p
-    return torch.empty(shape).bernoulli_(keep, generator=generator).div_(keep)
+def normalize_advantages(adv: Tensor) -> Tensor:
+    """Advantages to mean 0, std 1 over the given samples (PPO normalises each minibatch). A single sample is left
+    as it is (its std is undefined). The 1e-8 keeps a batch of equal advantages finite."""
+    if len(adv) < 2:
+        return adv
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
 
 
 def explained_variance(predicted: Tensor, target: Tensor) -> float:
@@ -324,7 +323,10 @@ class Maths:
     adaptive_beta: Callable[..., float] = adaptive_beta
     """``adaptive_beta(beta, kl, kl_target, horizon, n_steps) -> new beta``."""
     dropout_mask: Callable[..., Tensor] = dropout_mask
-    """``dropout_mask(shape, p) -> mask`` of zeros and ``1/(1-p)``; every dropout layer draws from it."""
+    """``dropout_mask(shape, p) -> mask`` of zeros and ``1/(1-p)``; every dropout layer draws from it
+    (:mod:`sandbox.dropout`)."""
+    apply_dropout: Callable[[Tensor, Tensor], Tensor] = apply_dropout
+    """``apply_dropout(x, mask) -> x * mask``; every dropout layer applies its mask (fresh or replayed) with it."""
     sample_dropout_mask: Callable[..., Tensor] = sample_dropout_mask
     """``sample_dropout_mask(surrogate, ratio, advantages, mode, rate, delta, by_sign) -> bool keep-mask``."""
     dropout_schedule: Callable[..., float] = dropout_schedule

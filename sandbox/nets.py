@@ -1,15 +1,16 @@
 """Policy and value networks with dropout whose masks can be drawn fresh or handed in.
 
-A :class:`DropoutMLP` applies inverted dropout after every hidden activation. Like ``nn.Dropout`` it draws
-fresh masks in ``train()`` mode and none in ``eval()`` mode; unlike ``nn.Dropout`` it also accepts the masks to
-use, which is what ``consistent`` dropout needs (the masks drawn at rollout are stored and handed back in the
-update). All masks of one network for one sample are one row of a ``(batch, sum(hidden_sizes))`` tensor.
+A :class:`DropoutMLP` applies inverted dropout after every hidden activation (:mod:`sandbox.dropout`, through the
+``Maths`` seam). Like ``nn.Dropout`` it draws fresh masks in ``train()`` mode and none in ``eval()`` mode; unlike
+``nn.Dropout`` it also accepts the masks to use, which is what ``consistent`` dropout needs (the masks drawn at
+rollout are stored and handed back in the update). All masks of one network for one sample are one row of a
+``(batch, sum(hidden_sizes))`` tensor.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .maths import dropout_mask
+from .dropout import layer_mask
+from .maths import Maths
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -49,7 +51,7 @@ class DropoutMLP(nn.Module):
         p: float = 0.0,
         out_gain: float = 1.0,
         ortho_init: bool = True,
-        mask_fn: Callable[..., Tensor] = dropout_mask,
+        maths: Maths | None = None,
         samples: int = 1,
         average: str = "loss",
     ):
@@ -63,15 +65,18 @@ class DropoutMLP(nn.Module):
         self.samples, self.average = samples, average
         self.mask_width = sum(hidden_sizes[:-1]) + samples * hidden_sizes[-1]
         self.p = p
-        self.mask_fn = mask_fn
+        self.maths = maths or Maths()  # dropout_mask and apply_dropout: a learner's versions can stand in
 
     def sample_mask(self, batch: int) -> Tensor:
-        """Masks for ``batch`` samples: ``(batch, sum(hidden_sizes))``, drawn with the network's ``mask_fn``."""
-        return self.mask_fn((batch, self.mask_width), self.p)
+        """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask``."""
+        return self.maths.dropout_mask((batch, self.mask_width), self.p)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, all_samples: bool = False) -> Tensor:
-        if mask is None and self.training and self.p > 0:
-            mask = self.sample_mask(x.shape[0])
+        """``x (batch, in_dim) -> (batch, out_dim)``, or ``(K, batch, out_dim)`` with multi-sample dropout and
+        ``all_samples``. ``mask``: the stored masks to replay, or None (fresh ones in train mode, none in eval)."""
+        fresh = self.training and self.p > 0
+        mask = layer_mask(mask, fresh, (x.shape[0], self.mask_width), self.p, self.maths.dropout_mask)
+        apply = self.maths.apply_dropout
         h = x
         start = 0
         last = len(self.hidden) - 1
@@ -81,9 +86,9 @@ class DropoutMLP(nn.Module):
                 continue
             width = layer.out_features
             if i == last and self.samples > 1:  # K masks on the last hidden layer: (batch, K, width)
-                h = h[:, None, :] * mask[:, start : start + self.samples * width].view(-1, self.samples, width)
+                h = apply(h[:, None, :], mask[:, start : start + self.samples * width].view(-1, self.samples, width))
             else:
-                h = h * mask[:, start : start + width]
+                h = apply(h, mask[:, start : start + width])
                 start += width
         out = F.linear(h, self.head.weight, self.head.bias)
         if out.dim() == 3:  # (batch, K, out_dim)
@@ -109,7 +114,7 @@ class Agent(nn.Module):
         dropout: float = 0.0,
         dropout_value: bool = False,
         ortho_init: bool = True,
-        mask_fn: Callable[..., Tensor] = dropout_mask,
+        maths: Maths | None = None,
         with_critic: bool = True,
         dropout_samples: int = 1,
         multi_sample_average: str = "loss",
@@ -119,10 +124,10 @@ class Agent(nn.Module):
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.actor = DropoutMLP(
-            obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, mask_fn, dropout_samples, multi_sample_average
+            obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, maths, dropout_samples, multi_sample_average
         )
         self.critic = (
-            DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init, mask_fn)
+            DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init, maths)
             if with_critic
             else None
         )  # GRPO has no value function

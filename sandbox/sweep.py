@@ -33,7 +33,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .config import PRESETS, Config, ConfigError, validate
-from .runlog import RUN_FILES
+from .rundir import RUN_FILES
 
 RUN_ONLY = ("out", "overwrite", "quiet")  # set by the sweep, not by the spec
 
@@ -151,7 +151,7 @@ def _execute(config: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from .ppo import NonFiniteLossError
+    from .learner import NonFiniteLossError
     from .train import train
 
     cfg = Config.from_dict(config)

@@ -10,9 +10,15 @@ from pathlib import Path
 import torch
 
 from .config import Config, ConfigError, validate
-from .envs import check_env
+from .envs import check_env, episode_limit
+from .grpo import train_grpo
+from .lang.tasks import TASK_NAMES
+from .lang_ppo import train_lang_ppo
 from .maths import Maths
-from .runlog import RunLog, RunResult
+from .policy_file import VERSION, load
+from .ppo import train_ppo
+from .reference import check_ref
+from .rundir import RunLog, RunResult, latest_checkpoint
 
 
 def train(config: Config, maths: Maths | None = None) -> RunResult:
@@ -21,7 +27,7 @@ def train(config: Config, maths: Maths | None = None) -> RunResult:
 
     ``maths`` replaces the pure functions the trainer uses (see :class:`sandbox.maths.Maths`); by default the
     sandbox's own. Raises :class:`sandbox.config.ConfigError` for a bad config and
-    :class:`sandbox.ppo.NonFiniteLossError` when a loss turns NaN or infinite (after writing what it had).
+    :class:`sandbox.learner.NonFiniteLossError` when a loss turns NaN or infinite (after writing what it had).
     """
     config = validate(config)  # the resolved config: every None default filled in, as config.json records it
     check(config)  # before the run directory exists: a refused config leaves nothing behind
@@ -29,10 +35,21 @@ def train(config: Config, maths: Maths | None = None) -> RunResult:
 
 
 def check(config: Config) -> None:
-    """The checks that need an env or a file: the env builds with its ``env_params``, and ``ref`` fits it."""
-    from .checkpoint import check_ref
-
-    spaces = None if config.is_lang else check_env(config.env, config.env_params)
+    """The checks that need an environment or a file (after :func:`sandbox.config.validate`): the Gym env builds
+    with its ``env_params`` (or the language task exists), Dr. GRPO's constant length exists, and ``--ref`` fits."""
+    spaces = None
+    if config.is_lang:
+        if config.task_name not in TASK_NAMES:
+            known = ", ".join(f"lang:{t}" for t in TASK_NAMES)
+            raise ConfigError("env", f"unknown language task {config.task_name!r}; one of: {known}")
+    else:
+        spaces = check_env(config.env, config.env_params)
+        if config.algo == "grpo" and config.loss_agg == "dr_grpo" and episode_limit(config.env) is None:
+            raise ConfigError(
+                "loss_agg",
+                f"dr_grpo divides by the longest possible episode, and {config.env} has "
+                "no time limit (max_episode_steps); use grpo or bnpo",
+            )
     check_ref(config, spaces)
 
 
@@ -46,8 +63,6 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
     The rows written after that checkpoint are dropped and written again; with the same ``maths``, the finished
     run has the same metrics, episodes and policy as one that was never interrupted (timing columns aside).
     """
-    from . import checkpoint as ckpt
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ConfigError("resume", f"{run_dir} is not a run directory (no config.json)")
@@ -55,33 +70,38 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
         raise ConfigError("resume", f"{run_dir} has finished (summary.json); nothing to resume")
     written = json.loads((run_dir / "config.json").read_text())
     config = validate(Config.from_dict({**written, "out": str(run_dir), "overwrite": False, "quiet": quiet}))
-    last = ckpt.latest_checkpoint(run_dir)
+    last = latest_checkpoint(run_dir)
     if last is None:
         raise ConfigError(
             "resume",
             f"{run_dir} has no checkpoint: it was started without --save-every N, or "
             "stopped before its first one; start it again with --overwrite",
         )
-    blob = ckpt.load(last, "resume")
+    blob = load(last, "resume")
     if blob.get("kind") != "checkpoint" or {k: v for k, v in blob["config"].items() if k not in _WHERE} != {
         k: v for k, v in written.items() if k not in _WHERE
     }:
         raise ConfigError("resume", f"{last} is not a checkpoint of the run in {run_dir}")
+    if blob["version"] != VERSION:
+        raise ConfigError(
+            "resume",
+            f"{last} was written by an older sandbox (format version {blob['version']}); "
+            "its resume state cannot be read: start the run again with --overwrite",
+        )
     log = RunLog(config, resume=(blob["update"], blob["resume"]["episodes_written"]))
     return _run(config, maths, log, blob)
 
 
+TRAINERS = {
+    ("ppo", False): train_ppo,
+    ("ppo", True): train_lang_ppo,
+    ("grpo", False): train_grpo,
+    ("grpo", True): train_grpo,
+}
+"""(algo, is a language task) -> the trainer."""
+
+
 def _run(config: Config, maths: Maths | None, log: RunLog, resume: dict | None) -> RunResult:
     torch.set_num_threads(config.torch_threads)
-    maths = maths or Maths()
-    if config.algo == "grpo":
-        from .grpo import train_grpo
-
-        return train_grpo(config, maths, log, resume)
-    if config.is_lang:
-        from .lang_ppo import train_lang_ppo
-
-        return train_lang_ppo(config, maths, log, resume)
-    from .ppo import train_ppo
-
-    return train_ppo(config, maths, log, resume)
+    torch.manual_seed(config.seed)  # every trainer starts from here: same config and seed, same numbers
+    return TRAINERS[config.algo, config.is_lang](config, maths or Maths(), log, resume)

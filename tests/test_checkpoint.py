@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import sandbox
-from sandbox import checkpoint as ckpt
+from sandbox import network_spec, policy_file
 from sandbox.cli import main
 from sandbox.maths import Maths, gae, group_advantages
 from sandbox.metrics import TIMING_COLUMNS
 from sandbox.nets import Agent
+from sandbox.rundir import save_torch_atomic
 
 
 def small(**kw) -> sandbox.Config:
@@ -44,9 +45,12 @@ def test_policy_round_trip_gives_identical_action_probabilities(tmp_path, space)
     with torch.no_grad():
         for p in agent.parameters():
             p.add_(torch.randn_like(p) * 0.3)  # not the initial weights
-    ckpt.save(tmp_path / "policy.pt", ckpt.blob("policy", cfg, ckpt.mlp_network(cfg, 5, space, True), agent, 7, 99))
-    b = ckpt.load(tmp_path / "policy.pt")
-    loaded = ckpt.build_agent(b)
+    save_torch_atomic(
+        tmp_path / "policy.pt",
+        policy_file.blob("policy", cfg, network_spec.mlp_network(cfg, 5, space, True), agent, 7, 99),
+    )
+    b = policy_file.load(tmp_path / "policy.pt")
+    loaded = network_spec.build_agent(b)
     obs = torch.randn(64, 5)
     actions = agent.best_action(obs)
     assert torch.equal(agent.eval().log_prob(obs, actions), loaded.log_prob(obs, actions))
@@ -63,10 +67,12 @@ def test_language_policy_round_trip(tmp_path):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    ckpt.save(tmp_path / "policy.pt", ckpt.blob("policy", cfg, ckpt.gpt_network(cfg, model), model, 3, 40))
-    b = ckpt.load(tmp_path / "policy.pt")
+    save_torch_atomic(
+        tmp_path / "policy.pt", policy_file.blob("policy", cfg, network_spec.gpt_network(cfg, model), model, 3, 40)
+    )
+    b = policy_file.load(tmp_path / "policy.pt")
     assert b["network"]["type"] == "gpt" and b["network"]["value_head"] and "value_head.weight" in b["state_dict"]
-    loaded = ckpt.build_gpt(b)
+    loaded = network_spec.build_gpt(b)
     tokens = torch.randint(0, 52, (4, 12))
     assert torch.equal(model.eval()(tokens)[0], loaded(tokens)[0])
 
@@ -74,8 +80,8 @@ def test_language_policy_round_trip(tmp_path):
 def test_every_run_saves_its_policy_and_checkpoints_every_n_updates(cartpole_run):
     assert (cartpole_run / "policy.pt").is_file()
     assert sorted(p.name for p in (cartpole_run / "checkpoints").iterdir()) == ["update-000004.pt", "update-000008.pt"]
-    last = ckpt.load(cartpole_run / "checkpoints" / "update-000008.pt")
-    final = ckpt.load(cartpole_run / "policy.pt")
+    last = policy_file.load(cartpole_run / "checkpoints" / "update-000008.pt")
+    final = policy_file.load(cartpole_run / "policy.pt")
     assert last["kind"] == "checkpoint" and final["kind"] == "policy" and "resume" not in final
     assert all(torch.equal(last["state_dict"][k], v) for k, v in final["state_dict"].items())
     assert final["config"] == json.loads((cartpole_run / "config.json").read_text())
@@ -182,7 +188,7 @@ def test_resume_equals_a_run_that_was_never_interrupted(tmp_path, kw, seam):
             for d in ("full", "cut")
         )
         pd.testing.assert_frame_equal(a, b)
-    a, b = (ckpt.load(tmp_path / d / "policy.pt")["state_dict"] for d in ("full", "cut"))
+    a, b = (policy_file.load(tmp_path / d / "policy.pt")["state_dict"] for d in ("full", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert {k: v for k, v in full.summary.items() if k not in ("total_s", "solved_at_s")} == {
         k: v for k, v in resumed.summary.items() if k not in ("total_s", "solved_at_s")
@@ -191,9 +197,9 @@ def test_resume_equals_a_run_that_was_never_interrupted(tmp_path, kw, seam):
 
 def test_resume_keeps_the_moment_the_threshold_was_reached(tmp_path, monkeypatch):
     """The threshold reached at an update that is also checkpointed: the checkpoint must already know it."""
-    import sandbox.grpo
+    import sandbox.groups
 
-    monkeypatch.setattr(sandbox.grpo, "reward_threshold", lambda env_id: 12.0)  # reached within a few updates
+    monkeypatch.setattr(sandbox.groups, "reward_threshold", lambda env_id: 12.0)  # reached within a few updates
     base = dict(
         algo="grpo",
         env="CartPole-v1",
@@ -389,7 +395,7 @@ def test_eval_is_deterministic_and_follows_the_run_s_env_params(tmp_path, cartpo
     assert a == evaluate(cartpole_run, episodes=4, seed=3, quiet=True)
     out = tmp_path / "short-pole"
     sandbox.train(small(total_steps=256, out=str(out), env_params={"length": 0.05}))
-    b = ckpt.load(out / "policy.pt")
+    b = policy_file.load(out / "policy.pt")
     assert b["network"]["env_params"] == {"length": 0.05}
     assert evaluate(out, episodes=2, quiet=True)["env_params"] == {"length": 0.05}  # the run's own variant
     other = evaluate(out, episodes=2, quiet=True, env_params={"masscart": 10.0})  # or another one

@@ -262,7 +262,7 @@ def test_clip_fraction_respects_the_upper_clip():
     from sandbox.diagnostics import Seen, update_metrics
 
     logratio = torch.log(torch.tensor([1.25, 1.25, 0.7, 1.0]))
-    seen = [Seen(logratio, torch.ones(4), (torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0)))]
+    seen = [Seen(logratio, torch.ones(4), torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0))]
     assert update_metrics(seen, 0.2, 1, clip_coef_high=0.28)["first_clipfrac"] == pytest.approx(0.25)  # only 0.7
     assert update_metrics(seen, 0.2, 1)["first_clipfrac"] == pytest.approx(0.75)
 

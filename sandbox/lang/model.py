@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..maths import dropout_mask
+from ..dropout import layer_mask
+from ..maths import Maths
+from ..nets import sample_categorical
+from .tasks import EOS, PAD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,14 +104,14 @@ class TinyGPT(nn.Module):
         self,
         cfg: ModelConfig,
         with_value_head: bool = False,
-        mask_fn: Callable[..., Tensor] = dropout_mask,
+        maths: Maths | None = None,
         samples: int = 1,
         average: str = "loss",
     ):
         super().__init__()
         self.cfg = cfg
         self.p = cfg.dropout
-        self.mask_fn = mask_fn
+        self.maths = maths or Maths()  # dropout_mask and apply_dropout: a learner's versions can stand in
         self.samples, self.average = samples, average
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)
@@ -129,14 +131,19 @@ class TinyGPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
+    @property
+    def dropout_p(self) -> float:
+        return self.p
+
     def set_dropout(self, p: float) -> None:
+        """Set p on every dropout layer (a dropout schedule calls this before each update)."""
         self.p = p
 
     def sample_masks(self, batch: int, length: int | None = None) -> SeqMasks:
         """Masks for ``batch`` whole sequences of ``length`` positions (default: ``max_len``)."""
         T = length or self.cfg.max_len
         d, H, L = self.cfg.d_model, self.cfg.n_heads, self.cfg.n_layers
-        f = self.mask_fn
+        f = self.maths.dropout_mask
         K = self.samples
         resid_mlp = [f((batch, T, d) if i < L - 1 or K == 1 else (batch, K, T, d), self.p) for i in range(L)]
         return SeqMasks(
@@ -178,40 +185,37 @@ class TinyGPT(nn.Module):
 
 
 class _Dropper:
-    """Applies one forward pass's dropout: the given masks, fresh ones (train mode, p > 0), or none."""
+    """Applies one forward pass's dropout at each place (:func:`sandbox.dropout.layer_mask`): the given masks (the
+    positions ``start:end`` of them), fresh ones (train mode, p > 0), or none."""
 
     def __init__(self, model: TinyGPT, masks: SeqMasks | None):
         self.masks = masks
         self.fresh = masks is None and model.training and model.p > 0
         self.p = model.p
-        self.mask_fn = model.mask_fn
+        self.draw, self.apply = model.maths.dropout_mask, model.maths.apply_dropout
         self.samples, self.layers = model.samples, model.cfg.n_layers
 
+    def _drop(self, x: Tensor, stored: Tensor | None, shape: tuple[int, ...]) -> Tensor:
+        mask = layer_mask(stored, self.fresh, shape, self.p, self.draw)
+        return x if mask is None else self.apply(x, mask)
+
     def resid(self, x: Tensor, kind: str, layer: int | None, start: int, end: int) -> Tensor:
+        stored = None
         if self.masks is not None:
-            m = self.masks.emb if kind == "emb" else getattr(self.masks, kind)[layer]
-            return x * m[:, start:end]
-        if self.fresh:
-            return x * self.mask_fn(x.shape, self.p)
-        return x
+            stored = (self.masks.emb if kind == "emb" else getattr(self.masks, kind)[layer])[:, start:end]
+        return self._drop(x, stored, x.shape)
 
     def residual_mlp(self, x: Tensor, mlp: Tensor, layer: int, start: int, end: int) -> Tensor:
         """``x + dropout(mlp)``; on the last layer with multi-sample dropout, K copies ``(B, K, t, d)``."""
         multi = layer == self.layers - 1 and self.samples > 1
         if not multi or (self.masks is None and not self.fresh):
             return x + self.resid(mlp, "resid_mlp", layer, start, end)
-        if self.masks is not None:
-            mask = self.masks.resid_mlp[layer][:, :, start:end]
-        else:
-            mask = self.mask_fn((mlp.shape[0], self.samples, *mlp.shape[1:]), self.p)
-        return x[:, None] + mlp[:, None] * mask
+        stored = self.masks.resid_mlp[layer][:, :, start:end] if self.masks is not None else None
+        return x[:, None] + self._drop(mlp[:, None], stored, (mlp.shape[0], self.samples, *mlp.shape[1:]))
 
     def attn(self, probs: Tensor, layer: int, start: int, end: int) -> Tensor:
-        if self.masks is not None:
-            return probs * self.masks.attn[layer][:, :, start:end, :end]
-        if self.fresh:
-            return probs * self.mask_fn(probs.shape, self.p)
-        return probs
+        stored = self.masks.attn[layer][:, :, start:end, :end] if self.masks is not None else None
+        return self._drop(probs, stored, probs.shape)
 
 
 @torch.no_grad()
@@ -225,9 +229,6 @@ def sample(
     The model's train/eval mode decides the dropout, or ``masks`` when given. ``temperature=0`` decodes greedily
     (the most likely token; its logp is then that of the untempered distribution).
     """
-    from ..nets import sample_categorical
-    from .tasks import EOS, PAD
-
     B, P = prompts.shape
     logits, _, past = model(prompts, masks, None, 0)
     nxt = logits[:, -1]

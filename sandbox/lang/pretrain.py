@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..progress import progress_bar
 from .model import ModelConfig, TinyGPT, sample
 from .tasks import EOS, PAD, VOCAB, Task
 
@@ -88,8 +89,6 @@ def pretrain(task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool =
     model = TinyGPT(model_config(task, pc))
     opt = torch.optim.AdamW(model.parameters(), lr=pc.learning_rate, weight_decay=pc.weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.learning_rate, total_steps=pc.steps, pct_start=0.1)
-    from ..runlog import progress_bar
-
     t0 = time.perf_counter()
     model.train()
     loss = torch.tensor(float("nan"))

@@ -3,7 +3,8 @@
 ``sample_groups`` draws ``n_prompts`` prompts, ``G`` completions each, from the current policy in the dropout mode's
 rollout setting, scores them with the task's reward, and evaluates the frozen reference on them.
 
-Where ``logp_old`` comes from (the log-probability of each sampled token under the policy that sampled it):
+Where ``logp_old`` comes from (the log-probability of each sampled token under the policy that sampled it; the
+mode's ``sampler_reproducible`` in :mod:`sandbox.dropout_modes`):
 - ``naive``: the sampler's own log-probs. Its masks were drawn and thrown away, so no other forward pass can
   reproduce them: this is the only true ``logp_old``.
 - ``off``, ``rollout-eval``, ``consistent``: the sampling network is deterministic given its masks (none, none, the
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..dropout_modes import DropoutMode
 from .model import SeqMasks, TinyGPT, sample
 from .tasks import EOS, Task
 
@@ -76,15 +78,16 @@ def sample_groups(
     n_prompts: int,
     group_size: int,
     temperature: float,
-    dropout_mode: str,
+    mode: DropoutMode,
 ) -> LangBatch:
+    """``n_prompts`` prompts, ``group_size`` completions each, sampled in the dropout ``mode``'s rollout setting."""
     prompts_np, infos = task.sample(n_prompts, rng)
     prompts = torch.from_numpy(prompts_np).repeat_interleave(group_size, dim=0)
     infos = [info for info in infos for _ in range(group_size)]
     B, P = prompts.shape
 
-    policy.train(dropout_mode in ("naive", "consistent"))
-    masks = policy.sample_masks(B, P + task.max_new_tokens) if dropout_mode == "consistent" and policy.p > 0 else None
+    policy.train(mode.rollout_train)
+    masks = policy.sample_masks(B, P + task.max_new_tokens) if mode.store_masks and policy.p > 0 else None
     completions, sampler_logp = sample(policy, prompts, task.max_new_tokens, temperature, masks)
     n = completions.shape[1]
     has_eos = completions == EOS
@@ -93,10 +96,10 @@ def sample_groups(
     mask = torch.arange(n)[None, :] <= first_eos[:, None]
     tokens = torch.cat([prompts, completions], dim=1)
 
-    if dropout_mode == "naive":
-        logp_old = sampler_logp
-    else:
+    if mode.sampler_reproducible:  # one batched forward: exactly what the update computes before its first step
         logp_old = sequence_logp(policy, tokens, P, temperature, masks)[0] * mask
+    else:  # the sampler's fresh masks are gone: its own log-probs are the only true logp_old
+        logp_old = sampler_logp
     ref_logp = sequence_logp(reference, tokens, P, temperature)[0] * mask
     rewards = torch.from_numpy(task.rewards(infos, completions.numpy()))
     return LangBatch(prompts, completions, logp_old, ref_logp, mask, ~ended, rewards, mask.sum(1), masks, group_size)

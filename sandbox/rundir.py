@@ -1,8 +1,10 @@
-"""Run directories: ``config.json``, ``metrics.csv``, ``episodes.csv``, ``summary.json``.
+"""Run directories: what a run writes, under which names, and how (atomically, never overwriting by surprise).
 
-Rows are flushed after every update, so a run stopped early keeps everything up to its last update. JSON files are
-written atomically (temporary file, then rename), and ``summary.json`` is written last: a run directory without it
-did not finish. An existing directory is never overwritten unless asked to.
+A run directory holds ``config.json``, ``metrics.csv`` (one row per update), ``episodes.csv``, ``summary.json``,
+``policy.pt`` and, with ``--save-every N``, ``checkpoints/update-NNNNNN.pt``. Rows are flushed after every update,
+so a run stopped early keeps everything up to its last update. JSON and torch files are written atomically
+(temporary file, then rename), and ``summary.json`` is written last: a run directory without it did not finish.
+An existing directory is never overwritten unless asked to.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
+import torch
 
 from .config import Config, ConfigError
 from .metrics import EPISODE_COLUMNS, METRIC_COLUMNS
@@ -59,7 +60,51 @@ def _clean(v: Any) -> Any:
     return v
 
 
-RUN_FILES = frozenset({"config.json", "metrics.csv", "episodes.csv", "summary.json", "policy.pt", "checkpoints"})
+# --- names -------------------------------------------------------------------------------------------------------
+
+POLICY_FILE = "policy.pt"
+CHECKPOINT_DIR = "checkpoints"
+RUN_FILES = frozenset({"config.json", "metrics.csv", "episodes.csv", "summary.json", POLICY_FILE, CHECKPOINT_DIR})
+
+
+def checkpoint_path(run_dir: Path, update: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"update-{update:06d}.pt"
+
+
+def checkpoint_update(path: Path) -> int:
+    m = re.search(r"update-(\d+)\.pt$", path.name)
+    return int(m.group(1)) if m else -1
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest update number in ``run_dir/checkpoints``, or None."""
+    found = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("update-*.pt"), key=checkpoint_update)
+    return found[-1] if found else None
+
+
+def find_policy_file(path: str | os.PathLike, field: str = "ref") -> Path:
+    """A run directory means its ``policy.pt``; a file means itself. One-line error if neither exists."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / POLICY_FILE).is_file():
+            return p / POLICY_FILE
+        last = latest_checkpoint(p)
+        hint = f"; its last checkpoint is {last}" if last is not None else ""
+        raise ConfigError(field, f"{p} has no {POLICY_FILE} (the run did not finish){hint}")
+    if p.is_file():
+        return p
+    raise ConfigError(field, f"{p}: no such run directory or policy file")
+
+
+# --- atomic writes -----------------------------------------------------------------------------------------------
+
+
+def save_torch_atomic(path: Path, obj: Any) -> None:
+    """``torch.save`` to a temporary file, then a rename: a crash never leaves half a file under the real name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -148,19 +193,15 @@ class RunLog:
         self.episode_rows = [(int(e[0]), float(e[1]), float(e[2]), int(e[3])) for e in kept_episodes]
 
     def save_policy(self, blob: dict) -> None:
-        """``policy.pt`` (see :mod:`sandbox.checkpoint`); nothing without a run directory."""
+        """``policy.pt`` (see :mod:`sandbox.policy_file`); nothing without a run directory."""
         if self.dir is not None:
-            from .checkpoint import POLICY_FILE, save
-
-            save(self.dir / POLICY_FILE, blob)
+            save_torch_atomic(self.dir / POLICY_FILE, blob)
 
     def save_checkpoint(self, update: int, blob: dict) -> None:
         """``checkpoints/update-NNNNNN.pt``, after the rows of that update are on disk."""
         if self.dir is not None:
-            from .checkpoint import checkpoint_path, save
-
             self.flush()
-            save(checkpoint_path(self.dir, update), blob)
+            save_torch_atomic(checkpoint_path(self.dir, update), blob)
 
     def episode(self, env_steps: int, wall_s: float, ret: float, length: int) -> None:
         self.episode_rows.append((env_steps, wall_s, ret, length))
@@ -203,81 +244,3 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
     return v
-
-
-def progress_bar(total: int, quiet: bool, desc: str) -> tqdm:
-    """A tqdm bar on stderr, off with ``quiet`` or when stderr is not a terminal."""
-    disable = quiet or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="step", disable=disable, dynamic_ncols=True, leave=False, mininterval=0.25)
-
-
-class Clock:
-    """Seconds since ``start()``, the start of learning (plus ``offset``: the seconds a resumed run had done)."""
-
-    def __init__(self, offset: float = 0.0):
-        self.t0 = time.perf_counter() - offset
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0
-
-
-@dataclass
-class BatchRunState:
-    """Bookkeeping of trainers that sample whole episodes or completions per update (GRPO, PPO on language tasks):
-    steps, finished episodes, the time the threshold was first reached, and the summary."""
-
-    env_steps: int = 0
-    updates: int = 0
-    returns: list = field(default_factory=list)
-    final_reward: float | None = None
-    solved_at_steps: int | None = None
-    solved_at_s: float | None = None
-
-    def record(self, log: "RunLog", rewards: list[float], lengths: list[int], wall: float) -> None:
-        """One batch of finished episodes (completions): count them and write them to episodes.csv."""
-        for ret, length in zip(rewards, lengths):
-            log.episode(self.env_steps, wall, ret, int(length))
-        self.returns.extend(rewards)
-        self.final_reward = float(sum(rewards) / len(rewards)) if rewards else None
-
-    def recent(self, k: int = 20) -> float:
-        return float(sum(self.returns[-k:]) / len(self.returns[-k:])) if self.returns else float("nan")
-
-    def state_dict(self) -> dict:
-        """For checkpoints: plain numbers, the returns as a float64 tensor."""
-        import torch
-
-        return {
-            **{k: getattr(self, k) for k in ("env_steps", "updates", "final_reward", "solved_at_steps", "solved_at_s")},
-            "returns": torch.tensor(self.returns, dtype=torch.float64),
-        }
-
-    def load_state_dict(self, d: dict) -> None:
-        for k, v in d.items():
-            setattr(self, k, v.tolist() if k == "returns" else v)
-
-    def check_solved(self, value: float, threshold: float | None, wall: float) -> bool:
-        """Record the first time ``value`` reaches ``threshold``; True if it just did."""
-        if self.solved_at_steps is None and threshold is not None and value >= threshold:
-            self.solved_at_steps, self.solved_at_s = self.env_steps, wall
-            return True
-        return False
-
-    def summary(self, status: str, message: str, threshold: float | None, total_s: float, **extra) -> dict:
-        return {
-            "status": status,
-            "final_return": self.recent(20) if self.returns else None,
-            "final_reward": self.final_reward,
-            "solved_at_steps": self.solved_at_steps,
-            "solved_at_s": self.solved_at_s,
-            "reward_threshold": threshold,
-            "total_s": total_s,
-            "env_steps": self.env_steps,
-            "updates": self.updates,
-            "episodes": len(self.returns),
-            "message": message,
-            **extra,
-        }

@@ -1,0 +1,115 @@
+"""The mechanics of an update that every trainer shares: the optimiser, the minibatch loop, the gradient step.
+
+A trainer writes its objective as a function of one minibatch, ``minibatch_loss(idx) -> MinibatchLoss``; then
+``learner.optimise(minibatch_loss, ...)`` runs ``epochs`` passes of shuffled minibatches over it, stops early on
+``target_kl``, guards against a non-finite loss, steps Adam, and returns the update's metrics
+(:mod:`sandbox.diagnostics`). The objective stays in the trainer, where the reader is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .config import Config
+from .diagnostics import Seen, gradient_noise, update_metrics
+from .maths import kl_k3
+from .nets import FlatParams
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN or infinite loss stopped the run. The rows written so far are kept."""
+
+
+@dataclass
+class MinibatchLoss:
+    """What a trainer's objective returns for one minibatch."""
+
+    loss: Tensor
+    """The scalar the gradient step minimises."""
+    policy_loss: Tensor
+    """The policy term alone, with its gradient (what the gradient-noise diagnostics differentiate)."""
+    seen: Seen
+    """What the update's metrics are computed from."""
+    skip: bool = False
+    """Nothing to learn from in this minibatch (every token left out): no step, no metrics."""
+
+
+class Learner:
+    """The parameters of ``module`` and their optimiser: Adam (eps ``adam_eps``) over all weights held in one flat
+    tensor (:class:`~sandbox.nets.FlatParams`, one kernel per step), the global gradient-norm clip, and the
+    learning rate the run anneals (:meth:`set_lr`)."""
+
+    def __init__(self, module: nn.Module, cfg: Config):
+        self.params = FlatParams(module)
+        self.optimizer = torch.optim.Adam([self.params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
+        self.max_grad_norm = cfg.max_grad_norm
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self, loss: Tensor, where: str, seen: Seen) -> Tensor:
+        """One gradient step on ``loss``; returns the gradient norm before clipping. A NaN or infinite loss raises
+        :class:`NonFiniteLossError` instead (``where`` and ``seen``'s loss terms name it), before any weight moves."""
+        if not math.isfinite(loss.item()):
+            terms = {"policy_loss": seen.policy_loss, "value_loss": seen.value_loss, "entropy": seen.entropy}
+            shown = ", ".join(f"{k}={float(v)}" for k, v in terms.items() if v is not None)
+            raise NonFiniteLossError(f"non-finite loss at {where}: {shown}")
+        self.params.zero_grad()
+        loss.backward()
+        grad_norm = self.params.clip_grad_norm_(self.max_grad_norm)
+        self.optimizer.step()
+        return grad_norm
+
+    def optimise(
+        self,
+        minibatch_loss: Callable[[Tensor | slice], MinibatchLoss],
+        n: int,
+        epochs: int,
+        num_minibatches: int,
+        update: int,
+        clip: tuple[float, float | None],
+        target_kl: float | None = None,
+        noise_params: list[Tensor] | None = None,
+        unit: str = "epoch",
+    ) -> dict[str, float]:
+        """``epochs`` passes over ``n`` samples (transitions, or sequences), each split at random into
+        ``num_minibatches`` nearly equal minibatches (one minibatch: the whole batch, ``slice(None)``, unshuffled,
+        since a mean does not depend on the order). A minibatch whose loss says ``skip`` is passed over.
+
+        ``target_kl``: stop the update once a minibatch's approx_kl (k3 of its log-ratios) exceeds it, checked
+        before that minibatch's step. ``noise_params``: measure gradient noise of the policy loss over these
+        parameters first, without changing training. ``clip = (clip_coef, clip_coef_high)`` for the clip fractions.
+        Returns the update's metrics, ``epochs_done`` included (0 when ``n`` is 0: nothing to learn from).
+        """
+        seen: list[Seen] = []
+        if n == 0:
+            return update_metrics(seen, clip[0], 0, clip[1])
+        num_minibatches = min(num_minibatches, n)
+        noise = {}
+        if noise_params is not None:
+            noise = gradient_noise(
+                lambda idx: minibatch_loss(idx).policy_loss, n, max(num_minibatches, 4), noise_params
+            )
+        for epoch in range(epochs):
+            parts = [slice(None)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(n), num_minibatches)
+            for idx in parts:
+                mb = minibatch_loss(idx)
+                if mb.skip:
+                    continue
+                seen.append(mb.seen)
+                if target_kl is not None and kl_k3(-mb.seen.logratio).mean().item() > target_kl:
+                    return update_metrics(seen, clip[0], epoch, clip[1]) | noise  # this minibatch: no step
+                mb.seen.grad_norm = self.step(mb.loss, f"update {update}, {unit} {epoch + 1}", mb.seen)
+        return update_metrics(seen, clip[0], epochs, clip[1]) | noise
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)

@@ -1,0 +1,122 @@
+"""The pieces of the objective that every trainer shares, next to the clipped loss it computes with ``maths.ppo_loss``:
+
+- :func:`sample_dropout_mean`, the variant step: sample dropout (``maths.sample_dropout_mask``, detached,
+  recomputed at every minibatch step) chooses which samples count, then the mean over them (Gym) or the token
+  aggregation over them (sequences, ``maths.aggregate_loss``), then the mean over multi-sample dropout's K copies
+  (the paper averages the K losses);
+- :func:`aggregate` for the other per-token terms (KL, entropy), copy by copy;
+- :class:`Beta`, the KL coefficient: fixed, or adapted once per update (Ziegler et al. 2019).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .config import Config
+from .maths import Maths
+
+
+class Surrogate(NamedTuple):
+    loss: Tensor
+    """The scalar policy loss."""
+    keep: Tensor
+    """Bool, shaped like the per-sample loss: True where a sample counted (for sequences only valid tokens can)."""
+
+
+def sample_dropout_mean(
+    maths: Maths,
+    cfg: Config,
+    per_sample: Tensor,
+    ratio: Tensor,
+    adv: Tensor,
+    token_mask: Tensor | None = None,
+    max_len: int | None = None,
+) -> Surrogate:
+    """Reduce the per-sample clipped loss of one minibatch to the scalar policy loss.
+
+    ``per_sample`` and ``ratio``: ``(B,)`` or ``(K, B)`` samples (Gym), or ``(B, n)`` / ``(K, B, n)`` tokens with
+    ``token_mask (B, n)``; the leading K is multi-sample dropout's copies. ``adv`` broadcasts against one copy.
+    ``max_len``: the constant length of ``dr_grpo``'s normaliser (sequences only).
+    """
+    sample_dims = 1 if token_mask is None else 2
+    copies = per_sample.dim() > sample_dims
+    valid = token_mask.bool() if token_mask is not None else None
+    losses, keeps = [], []
+    for per, r in zip(per_sample if copies else per_sample[None], ratio if copies else ratio[None]):
+        a = adv.expand_as(r)
+        if valid is None:
+            keep = _keep(maths, cfg, r, a)
+            loss = per.mean() if keep is None else per[keep].mean()
+            keep = torch.ones_like(r, dtype=torch.bool) if keep is None else keep
+        else:
+            keep = torch.zeros_like(valid)
+            kept = _keep(maths, cfg, r[valid], a[valid])
+            keep[valid] = True if kept is None else kept
+            loss = maths.aggregate_loss(per, keep, cfg.loss_agg, max_len)
+        losses.append(loss)
+        keeps.append(keep)
+    if not copies:
+        return Surrogate(losses[0], keeps[0])
+    return Surrogate(torch.stack(losses).mean(), torch.stack(keeps))
+
+
+def _keep(maths: Maths, cfg: Config, r: Tensor, a: Tensor) -> Tensor | None:
+    """The keep-mask of sample dropout over 1-D samples, or None when every sample is kept (the plain mean)."""
+    if cfg.sample_dropout == "none":
+        return None
+    keep = maths.sample_dropout_mask(
+        (r * a).detach(),
+        r.detach(),
+        a.detach(),
+        cfg.sample_dropout,
+        cfg.sample_drop_rate,
+        cfg.sample_drop_delta,
+        cfg.sample_drop_by_sign,
+    )
+    return None if bool(keep.all()) else keep
+
+
+def aggregate(maths: Maths, cfg: Config, per_token: Tensor, mask: Tensor, max_len: int) -> Tensor:
+    """``maths.aggregate_loss`` of a per-token term ``(B, n)``, or of each copy of ``(K, B, n)`` then their mean."""
+    if per_token.dim() == 2:
+        return maths.aggregate_loss(per_token, mask, cfg.loss_agg, max_len)
+    return torch.stack([maths.aggregate_loss(t, mask, cfg.loss_agg, max_len) for t in per_token]).mean()
+
+
+def valid_samples(t: Tensor, valid: Tensor) -> Tensor:
+    """The valid positions of ``(B, n)`` or of every copy of ``(K, B, n)``, flattened."""
+    return t[valid] if t.dim() == valid.dim() else t[:, valid].reshape(-1)
+
+
+class Beta:
+    """beta, the coefficient of the KL to the reference: fixed (``--beta``), or adapted once per update towards
+    ``--kl-target`` with ``maths.adaptive_beta`` (Ziegler et al. 2019). ``in_loss`` is what the loss uses: beta
+    when the KL is a loss term (``--kl-in loss``), else 0 (the reward pays it instead)."""
+
+    def __init__(self, cfg: Config, maths: Maths):
+        self.value = cfg.beta
+        self.cfg, self.maths = cfg, maths
+        self.estimator: Callable[[Tensor], Tensor] = maths.kl(cfg.kl_estimator)  # k1, k2 or k3, per sample
+
+    @property
+    def in_loss(self) -> float:
+        return self.value if self.cfg.kl_in == "loss" else 0.0
+
+    @property
+    def in_reward(self) -> float:
+        return self.value if self.cfg.kl_in == "reward" else 0.0
+
+    def adapt(self, kl: float, n_samples: int) -> None:
+        """After an update: steer the measured KL (``kl_ref``) towards ``kl_target``, if one is set (and the batch
+        had samples to measure it on)."""
+        if self.cfg.kl_target is not None and n_samples > 0:
+            self.value = self.maths.adaptive_beta(self.value, kl, self.cfg.kl_target, self.cfg.kl_horizon, n_samples)
+
+    def state_dict(self) -> dict:
+        return {"beta": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["beta"]
