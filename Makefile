@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup lint
 	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 2 --nbmake tests notebooks
 
-# ruff: lint and format check (pyproject.toml [tool.ruff])
+# ruff (lint, format check) and the import layers (lint-imports), both configured in pyproject.toml
 lint: setup
 	$(BIN)/ruff check sandbox tests
 	$(BIN)/ruff format --check sandbox tests
+	$(BIN)/lint-imports
 
 demo: setup
 	$(BIN)/sandbox demo

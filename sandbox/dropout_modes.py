@@ -51,14 +51,29 @@ class DropoutMode:
 MODES: dict[str, DropoutMode] = {
     m.name: m
     for m in (
-        DropoutMode("off", uses_dropout=False, rollout_train=False, update_train=False, store_masks=False,
-                    exact_ratio=True),
-        DropoutMode("rollout-eval", uses_dropout=True, rollout_train=False, update_train=True, store_masks=False,
-                    exact_ratio=False),
-        DropoutMode("naive", uses_dropout=True, rollout_train=True, update_train=True, store_masks=False,
-                    exact_ratio=False),
-        DropoutMode("consistent", uses_dropout=True, rollout_train=True, update_train=True, store_masks=True,
-                    exact_ratio=True),
+        DropoutMode(
+            "off", uses_dropout=False, rollout_train=False, update_train=False, store_masks=False, exact_ratio=True
+        ),
+        DropoutMode(
+            "rollout-eval",
+            uses_dropout=True,
+            rollout_train=False,
+            update_train=True,
+            store_masks=False,
+            exact_ratio=False,
+        ),
+        DropoutMode(
+            "naive", uses_dropout=True, rollout_train=True, update_train=True, store_masks=False, exact_ratio=False
+        ),
+        DropoutMode(
+            "consistent", uses_dropout=True, rollout_train=True, update_train=True, store_masks=True, exact_ratio=True
+        ),
     )
-}  # fmt: skip
+}
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
+
+
+def dropout_is_off(name: object) -> bool:
+    """True for a mode in which the dropout layers do nothing (``off``): its rate, schedule and variants are inert.
+    Any other value, a mode name or not, is False."""
+    return isinstance(name, str) and name in MODES and not MODES[name].uses_dropout

@@ -31,12 +31,26 @@ from .network_spec import gpt_network, mlp_network
 from .reference import gym_reference, lang_reference
 
 
-class LanguageGroups:
+class _Groups:
+    """What both sources share: the random stream that draws prompts (reset seeds), saved with checkpoints."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+class LanguageGroups(_Groups):
     """G completions per prompt from the tiny transformer, which starts from the task's pretrained reference (or
     ``--ref``'s weights with ``--init-from-ref``). PPO on the language tasks adds a value head to the policy."""
 
     def __init__(self, cfg: Config, maths: Maths, with_value_head: bool = False):
-        self.cfg = cfg
+        super().__init__(cfg)
         self.task = make_task(cfg.task_name, sparse=cfg.sparse, partial_credit=cfg.partial_credit)
         pretrained, ref_stats = load_reference(self.task, PretrainConfig(steps=cfg.sft_steps), progress=not cfg.quiet)
         self.reference, ref_path = pretrained, ref_stats["cached"]
@@ -59,13 +73,14 @@ class LanguageGroups:
         self.network = gpt_network(cfg, self.policy)
         self.summary_extra = {"reference_reward": ref_stats["reference_reward"], "reference_path": ref_path}
 
-    def sample(self, rng: np.random.Generator) -> LangBatch:
+    def sample(self) -> LangBatch:
+        """``prompts_per_update`` prompts, ``group_size`` completions each, scored, with the reference's log-probs."""
         cfg = self.cfg
         return sample_groups(
             self.policy,
             self.reference,
             self.task,
-            rng,
+            self.rng,
             cfg.prompts_per_update,
             cfg.group_size,
             cfg.temperature,
@@ -105,13 +120,13 @@ class EpisodeBatch:
     dropout_masks: Tensor | None
 
 
-class EpisodeGroups:
+class EpisodeGroups(_Groups):
     """G episodes from the same reset seed, for every one of ``prompts_per_update`` seeds: the Gym version of "G
     completions of one prompt". The policy is the MLP actor; the reference is ``--ref``, else a frozen copy of its
     initial state."""
 
     def __init__(self, cfg: Config, maths: Maths):
-        self.cfg = cfg
+        super().__init__(cfg)
         E = cfg.prompts_per_update * cfg.group_size
         self.envs = gym.make_vec(cfg.env, num_envs=E, vectorization_mode="sync")  # sync: one seed per env
         space = self.envs.single_action_space
@@ -139,9 +154,10 @@ class EpisodeGroups:
         self.summary_extra = {"reference_path": ref_path}
 
     @torch.no_grad()
-    def sample(self, rng: np.random.Generator) -> EpisodeBatch:
+    def sample(self) -> EpisodeBatch:
+        """``group_size`` episodes from each of ``prompts_per_update`` reset seeds, with the reference's log-probs."""
         cfg, E = self.cfg, self.envs.num_envs
-        seeds = [int(s) for s in rng.integers(0, 2**31 - 1, cfg.prompts_per_update) for _ in range(cfg.group_size)]
+        seeds = [int(s) for s in self.rng.integers(0, 2**31 - 1, cfg.prompts_per_update) for _ in range(cfg.group_size)]
         obs, _ = self.envs.reset(seed=seeds)
         self.policy.train(cfg.mode.rollout_train)
         alive = np.ones(E, dtype=bool)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import numpy as np
 from torch import Tensor
 
 from .config import Config
@@ -41,29 +40,14 @@ from .rundir import RunLog, RunResult
 def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None) -> RunResult:
     """GRPO on ``cfg.env`` (a language task or a Gym env): the objective of the module docstring."""
     mode, G = cfg.mode, cfg.group_size
-    rng = np.random.default_rng(cfg.seed)
     source = LanguageGroups(cfg, maths) if cfg.is_lang else EpisodeGroups(cfg, maths)
     policy = source.policy
-    learner, beta = Learner(policy, cfg), Beta(cfg, maths)
-    with Run(
-        cfg,
-        log,
-        maths,
-        policy,
-        learner,
-        source.network,
-        budget=cfg.total_steps,
-        reference=source.reference,
-        threshold=source.threshold,
-        components={"beta": beta},
-        rng=rng,
-        summary_extra=source.summary_extra,
-        close=source.close,
-        resume=resume,
-    ) as run:
+    policy_params = [q for q in policy.parameters() if q.requires_grad]
+    learner, beta = Learner(policy, cfg, policy_params), Beta(cfg, maths)
+    with Run(cfg, log, maths, learner, source, budget=cfg.total_steps, components={"beta": beta}, resume=resume) as run:
         for update in run.updates():
             # 1. Sample prompts_per_update groups of G sequences, in the dropout mode's rollout setting.
-            b = source.sample(rng)
+            b = source.sample()
             run.count_steps(int(b.lengths.sum()))
 
             # 2. Rewards -> group advantages. With the KL in the reward, each sequence first pays beta * its summed k1.
@@ -83,18 +67,8 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             # 3. Update: mu passes over the batch's sequences, in the mode's update setting.
             policy.train(mode.update_train)
             n = len(b.rewards) if bool(token_mask.any()) else 0  # all left out (equal groups, truncation): no step
-            diag = cfg.grad_diag_every and update % cfg.grad_diag_every == 0
-            stats = learner.optimise(
-                partial(grpo_objective, source, b, advantages, token_mask, cfg, maths, run, beta),
-                n,
-                cfg.mu,
-                cfg.num_minibatches,
-                update,
-                (run.clip_coef, run.clip_coef_high),
-                cfg.target_kl,
-                [q for q in policy.parameters() if q.requires_grad] if diag else None,
-                unit="pass",
-            )
+            objective = partial(grpo_objective, source, b, advantages, token_mask, cfg, maths, run, beta)
+            stats = learner.optimise(objective, n, cfg.mu, run, unit="pass")
 
             # 4. Log one row (the KL of the sampling policy to the reference: k1 summed per sequence); adapt beta.
             run.record_batch(b.rewards.tolist(), b.lengths.tolist())

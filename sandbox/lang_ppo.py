@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,32 +39,17 @@ from .rundir import RunLog, RunResult
 def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None) -> RunResult:
     """PPO on the language task ``cfg.env``: the objective of the module docstring."""
     mode = cfg.mode
-    rng = np.random.default_rng(cfg.seed)
     source = LanguageGroups(cfg, maths, with_value_head=True)
     policy = source.policy
-    learner, beta = Learner(policy, cfg), Beta(cfg, maths)
-    with Run(
-        cfg,
-        log,
-        maths,
-        policy,
-        learner,
-        source.network,
-        budget=cfg.total_steps,
-        reference=source.reference,
-        threshold=source.threshold,
-        components={"beta": beta},
-        rng=rng,
-        summary_extra=source.summary_extra,
-        close=source.close,
-        resume=resume,
-    ) as run:
+    policy_params = [q for k, q in policy.named_parameters() if not k.startswith("value_head")]
+    learner, beta = Learner(policy, cfg, policy_params), Beta(cfg, maths)
+    with Run(cfg, log, maths, learner, source, budget=cfg.total_steps, components={"beta": beta}, resume=resume) as run:
         for update in run.updates():
             # 1. Sample completions (as GRPO does); value every state in one forward, in the rollout's dropout setting.
-            b = source.sample(rng)
+            b = source.sample()
             run.count_steps(int(b.lengths.sum()))
             with torch.no_grad():
-                hidden = sequence_logp(policy, b.tokens, source.task.prompt_len, cfg.temperature, b.masks)[2]
+                _, _, hidden = sequence_logp(policy, b.tokens, source.task.prompt_len, cfg.temperature, b.masks)
                 values = policy.value(hidden) * b.mask  # (B, n)
 
             # 2. Per-token rewards: the task's reward on the last token, and -beta * k1 per token if in the reward.
@@ -89,17 +73,10 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
             # 4. Update: update_epochs epochs over the batch's completions, in the mode's update setting.
             policy.train(mode.update_train)
             n = len(b.rewards) if bool(token_mask.any()) else 0  # every completion left out: nothing to learn
-            diag = cfg.grad_diag_every and update % cfg.grad_diag_every == 0
-            stats = learner.optimise(
-                partial(lang_ppo_objective, source, b, advantages, returns, values, token_mask, cfg, maths, run, beta),
-                n,
-                cfg.update_epochs,
-                cfg.num_minibatches,
-                update,
-                (run.clip_coef, run.clip_coef_high),
-                cfg.target_kl,
-                [q for k, q in policy.named_parameters() if not k.startswith("value_head")] if diag else None,
+            objective = partial(
+                lang_ppo_objective, source, b, advantages, returns, values, token_mask, cfg, maths, run, beta
             )
+            stats = learner.optimise(objective, n, cfg.update_epochs, run)
 
             # 5. Log one row (the KL of the sampling policy to the reference, as GRPO logs it); adapt beta.
             run.record_batch(b.rewards.tolist(), b.lengths.tolist())

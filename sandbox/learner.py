@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -42,12 +42,14 @@ class MinibatchLoss:
 class Learner:
     """The parameters of ``module`` and their optimiser: Adam (eps ``adam_eps``) over all weights held in one flat
     tensor (:class:`~sandbox.nets.FlatParams`, one kernel per step), the global gradient-norm clip, and the
-    learning rate the run anneals (:meth:`set_lr`)."""
+    learning rate the run anneals (:meth:`set_lr`). ``policy_params``: the parameters whose gradient noise
+    ``--grad-diag-every`` measures (default: all of them)."""
 
-    def __init__(self, module: nn.Module, cfg: Config):
+    def __init__(self, module: nn.Module, cfg: Config, policy_params: Iterable[Tensor] | None = None):
+        self.cfg = cfg
+        self.policy_params = list(module.parameters() if policy_params is None else policy_params)
         self.params = FlatParams(module)
         self.optimizer = torch.optim.Adam([self.params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
-        self.max_grad_norm = cfg.max_grad_norm
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -62,40 +64,31 @@ class Learner:
             raise NonFiniteLossError(f"non-finite loss at {where}: {shown}")
         self.params.zero_grad()
         loss.backward()
-        grad_norm = self.params.clip_grad_norm_(self.max_grad_norm)
+        grad_norm = self.params.clip_grad_norm_(self.cfg.max_grad_norm)
         self.optimizer.step()
         return grad_norm
 
     def optimise(
-        self,
-        minibatch_loss: Callable[[Tensor | slice], MinibatchLoss],
-        n: int,
-        epochs: int,
-        num_minibatches: int,
-        update: int,
-        clip: tuple[float, float | None],
-        target_kl: float | None = None,
-        noise_params: list[Tensor] | None = None,
-        unit: str = "epoch",
+        self, minibatch_loss: Callable[[Tensor | slice], MinibatchLoss], n: int, epochs: int, run, unit: str = "epoch"
     ) -> dict[str, float]:
         """``epochs`` passes over ``n`` samples (transitions, or sequences), each split at random into
         ``num_minibatches`` nearly equal minibatches (one minibatch: the whole batch, ``slice(None)``, unshuffled,
         since a mean does not depend on the order). A minibatch whose loss says ``skip`` is passed over.
 
         ``target_kl``: stop the update once a minibatch's approx_kl (k3 of its log-ratios) exceeds it, checked
-        before that minibatch's step. ``noise_params``: measure gradient noise of the policy loss over these
-        parameters first, without changing training. ``clip = (clip_coef, clip_coef_high)`` for the clip fractions.
-        Returns the update's metrics, ``epochs_done`` included (0 when ``n`` is 0: nothing to learn from).
+        before that minibatch's step. Every ``grad_diag_every`` updates, the gradient noise of the policy loss is
+        measured first, without changing training. ``run`` gives the update number and the clip ranges (for the clip
+        fractions). Returns the update's metrics, ``epochs_done`` included (0 when ``n`` is 0: nothing to learn).
         """
+        cfg, clip = self.cfg, (run.clip_coef, run.clip_coef_high)
         seen: list[Seen] = []
         if n == 0:
             return update_metrics(seen, clip[0], 0, clip[1])
-        num_minibatches = min(num_minibatches, n)
+        num_minibatches = min(cfg.num_minibatches, n)
         noise = {}
-        if noise_params is not None:
-            noise = gradient_noise(
-                lambda idx: minibatch_loss(idx).policy_loss, n, max(num_minibatches, 4), noise_params
-            )
+        if cfg.grad_diag_every and run.update % cfg.grad_diag_every == 0:
+            policy_loss = lambda idx: minibatch_loss(idx).policy_loss  # noqa: E731
+            noise = gradient_noise(policy_loss, n, max(num_minibatches, 4), self.policy_params)
         for epoch in range(epochs):
             parts = [slice(None)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(n), num_minibatches)
             for idx in parts:
@@ -103,9 +96,9 @@ class Learner:
                 if mb.skip:
                     continue
                 seen.append(mb.seen)
-                if target_kl is not None and kl_k3(-mb.seen.logratio).mean().item() > target_kl:
+                if cfg.target_kl is not None and kl_k3(-mb.seen.logratio).mean().item() > cfg.target_kl:
                     return update_metrics(seen, clip[0], epoch, clip[1]) | noise  # this minibatch: no step
-                mb.seen.grad_norm = self.step(mb.loss, f"update {update}, {unit} {epoch + 1}", mb.seen)
+                mb.seen.grad_norm = self.step(mb.loss, f"update {run.update}, {unit} {epoch + 1}", mb.seen)
         return update_metrics(seen, clip[0], epochs, clip[1]) | noise
 
     def state_dict(self) -> dict:

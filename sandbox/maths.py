@@ -172,8 +172,11 @@ def aggregate_loss(per_token: Tensor, mask: Tensor, mode: str = "grpo", max_len:
     - ``grpo``: mean over each sequence's tokens, then mean over sequences (a long sequence's tokens weigh less);
     - ``bnpo``: sum over all tokens / number of tokens in the batch (every token weighs the same);
     - ``dr_grpo``: sum over all tokens / (B * max_len), a constant (Dr. GRPO: no length normalisation at all).
+      ``max_len`` must be the longest *possible* length (TRL: ``max_completion_length``; the trainers pass the task's
+      ``max_new_tokens`` or the env's episode limit), not the longest of this batch, which changes from batch to batch.
 
-    ``max_len`` defaults to T. Sequences with no token count for nothing (they are left out of ``grpo``'s mean).
+    ``max_len`` defaults to T. Sequences with no token count for nothing: they are left out of ``grpo``'s mean (TRL's
+    ``grpo`` loss counts them as zeros, which shrinks the loss by their fraction of the batch).
     The trap: ``grpo`` makes every sequence weigh the same, so a wrong long answer is punished less per token than a
     wrong short one, which biases length (the ``length`` task shows it).
     """

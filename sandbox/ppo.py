@@ -49,47 +49,21 @@ from .snapshot import env_state, set_env_state
 def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None) -> RunResult:
     """PPO on ``cfg.env``: the objective of the module docstring, through the ``maths`` seam."""
     mode = cfg.mode  # the dropout mode: what the rollout and the update do with the dropout layers
-    envs, obs = make_vec_env(cfg.env, cfg.num_envs, cfg.seed, cfg.env_params)
-    agent = Agent(
-        obs.shape[1],
-        envs.single_action_space,
-        cfg.hidden_sizes,
-        cfg.effective_dropout,
-        cfg.dropout_value,
-        cfg.ortho_init,
-        maths,
-        dropout_samples=cfg.dropout_samples,
-        multi_sample_average=cfg.multi_sample_average,
-    )
-    reference, ref_path = gym_reference(cfg, agent)  # --ref (maybe also the start), else the initial agent
-    learner, beta = Learner(agent, cfg), Beta(cfg, maths)
-    rollout = Rollout(envs, obs, agent, cfg, store_masks=mode.store_masks and cfg.effective_dropout > 0)
-    network = mlp_network(cfg, obs.shape[1], envs.single_action_space, with_critic=True)
-    with Run(
-        cfg,
-        log,
-        maths,
-        agent,
-        learner,
-        network,
-        budget=cfg.num_updates * cfg.batch_size,
-        reference=reference,
-        threshold=reward_threshold(cfg.env),
-        components={"rollout": rollout, "beta": beta},
-        summary_extra={"reference_path": ref_path},
-        close=envs.close,
-        resume=resume,
-    ) as run:
+    rollout = Rollout(cfg, maths)  # the vector envs, the actor-critic agent and its frozen reference
+    agent = rollout.policy
+    learner, beta = Learner(agent, cfg, policy_params=agent.actor.parameters()), Beta(cfg, maths)
+    budget = cfg.num_updates * cfg.batch_size
+    with Run(cfg, log, maths, learner, rollout, budget=budget, components={"beta": beta}, resume=resume) as run:
         for update in run.updates():
             # 1. Rollout: num_steps steps of every env, with the policy in the mode's rollout setting.
             agent.train(mode.rollout_train)
-            if rollout.collect(agent, reference, run):
+            if rollout.collect(run):
                 break  # solved, with --stop-at-threshold
 
             # 2. Advantages. The critic values every visited state in one forward (the rollout's dropout setting, its
             #    stored masks); with the KL in the reward, each step first pays beta * k1(log pi_old - log pi_ref).
-            values, next_values = rollout.values(agent)
-            log_ratio_ref = rollout.log_ratio_ref(reference)  # (T, N)
+            values, next_values = rollout.values()
+            log_ratio_ref = rollout.log_ratio_ref()  # (T, N)
             rewards = rollout.rewards
             if beta.in_reward > 0:
                 rewards = rewards - beta.in_reward * maths.kl_k1(log_ratio_ref)
@@ -102,16 +76,8 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
             agent.train(mode.update_train)
             if cfg.norm_adv and min(cfg.num_minibatches, len(batch)) == 1:  # one minibatch: normalise once
                 batch.advantages = normalize_advantages(batch.advantages)
-            diag = cfg.grad_diag_every and update % cfg.grad_diag_every == 0
             stats = learner.optimise(
-                partial(ppo_objective, agent, batch, cfg, maths, run, beta),
-                len(batch),
-                cfg.update_epochs,
-                cfg.num_minibatches,
-                update,
-                (run.clip_coef, run.clip_coef_high),
-                cfg.target_kl,
-                list(agent.actor.parameters()) if diag else None,
+                partial(ppo_objective, agent, batch, cfg, maths, run, beta), len(batch), cfg.update_epochs, run
             )
 
             # 4. Log one row: the update's metrics, and the KL of the behaviour policy to the reference (k1 per step).
@@ -194,31 +160,47 @@ class Batch:
 
 
 class Rollout:
-    """``num_steps`` steps of ``num_envs`` environments, ``(T, N, ...)``, in buffers allocated once, and the state
-    that carries over from one rollout to the next (the current observations, episodes in flight, the next step's
-    dropout masks).
+    """Where PPO's experience comes from: ``num_envs`` environments (gymnasium's vector API), the actor-critic agent
+    acting in them (``policy``) and its frozen ``reference``; ``num_steps`` steps of them, ``(T, N, ...)``, in buffers
+    allocated once, and the state that carries over from one rollout to the next (the current observations, episodes
+    in flight, the next step's dropout masks).
 
     The numpy arrays and the torch tensors share memory (``torch.from_numpy``), so the env writes into numpy and
     the update reads torch without copies. ``valid[t, i]`` is False for autoreset steps (see ``sandbox/envs.py``).
     With ``store_masks`` (consistent dropout) the masks of every step are kept for the update.
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv, obs: np.ndarray, agent: Agent, cfg: Config, store_masks: bool):
-        T, N, space = cfg.num_steps, cfg.num_envs, envs.single_action_space
-        discrete = isinstance(space, gym.spaces.Discrete)
-        self.envs, self.cfg, self.store_masks = envs, cfg, store_masks
+    def __init__(self, cfg: Config, maths: Maths):
+        self.envs, obs = make_vec_env(cfg.env, cfg.num_envs, cfg.seed, cfg.env_params)
+        space = self.envs.single_action_space
+        self.policy = Agent(
+            obs.shape[1],
+            space,
+            cfg.hidden_sizes,
+            cfg.effective_dropout,
+            cfg.dropout_value,
+            cfg.ortho_init,
+            maths,
+            dropout_samples=cfg.dropout_samples,
+            multi_sample_average=cfg.multi_sample_average,
+        )
+        self.reference, ref_path = gym_reference(cfg, self.policy)  # --ref (maybe also the start), else a copy
+        self.network = mlp_network(cfg, obs.shape[1], space, with_critic=True)
+        self.threshold, self.summary_extra = reward_threshold(cfg.env), {"reference_path": ref_path}
+        self.cfg, self.store_masks = cfg, cfg.mode.store_masks and cfg.effective_dropout > 0
         self.clip_action = action_clipper(space)
+        T, N, discrete = cfg.num_steps, cfg.num_envs, isinstance(space, gym.spaces.Discrete)
         self.obs_buf = np.zeros((T, N, obs.shape[1]), np.float32)
         self.actions = torch.zeros((T, N, *(() if discrete else space.shape)), dtype=torch.long if discrete else None)
         self.logp, self.ref_logp = torch.zeros(T, N), torch.zeros(T, N)
         self.rewards_np, self.terminated_np = np.zeros((T, N), np.float32), np.zeros((T, N), np.float32)
         self.dones_np, self.valid = np.zeros((T, N), np.float32), np.zeros((T, N), bool)
-        self.masks = torch.zeros(T, N, agent.mask_width) if store_masks else None
+        self.masks = torch.zeros(T, N, self.policy.mask_width) if self.store_masks else None
         # what carries over between rollouts
         self.obs, self.prev_done = obs, np.zeros(N, bool)
         self.episodes = EpisodeTracker(N)
-        self.next_mask = agent.sample_mask(N) if store_masks else None  # consistent: the next step's masks
-        self.mask_p = agent.dropout_p  # the p next_mask was drawn with
+        self.next_mask = self.policy.sample_mask(N) if self.store_masks else None  # consistent: the next step's masks
+        self.mask_p = self.policy.dropout_p  # the p next_mask was drawn with
 
     @property
     def rewards(self) -> Tensor:
@@ -233,11 +215,11 @@ class Rollout:
         return torch.from_numpy(self.dones_np)
 
     @torch.no_grad()
-    def collect(self, agent: Agent, reference: Agent, run: Run) -> bool:
+    def collect(self, run: Run) -> bool:
         """Fill the buffers with ``num_steps`` vector steps; True when the run should stop (solved, with
         ``stop_at_threshold``). The log-prob stored for each action comes from the forward pass that chose it; with
         ``ref_each_step``, the reference's too, from the same batch shape, so that equal networks give equal bits."""
-        N = self.cfg.num_envs
+        agent, reference, N = self.policy, self.reference, self.cfg.num_envs
         if self.store_masks and self.mask_p != agent.dropout_p:  # a dropout schedule changed p: redraw
             self.next_mask, self.mask_p = agent.sample_mask(N), agent.dropout_p
         for t in range(self.cfg.num_steps):
@@ -269,23 +251,23 @@ class Rollout:
         return False
 
     @torch.no_grad()
-    def values(self, agent: Agent) -> tuple[Tensor, Tensor]:
+    def values(self) -> tuple[Tensor, Tensor]:
         """``(V(s_t), V(s_{t+1}))``, both ``(T, N)``: every state of the rollout in one forward, with the stored
         masks; the bootstrap state with the next step's masks."""
         T, N = self.cfg.num_steps, self.cfg.num_envs
         masks = self.masks.flatten(0, 1) if self.store_masks else None
-        values = agent.value(torch.from_numpy(self.obs_buf).flatten(0, 1), masks).view(T, N)
-        bootstrap = agent.value(torch.from_numpy(self.obs), self.next_mask)
+        values = self.policy.value(torch.from_numpy(self.obs_buf).flatten(0, 1), masks).view(T, N)
+        bootstrap = self.policy.value(torch.from_numpy(self.obs), self.next_mask)
         return values, torch.cat([values[1:], bootstrap[None]])
 
     @torch.no_grad()
-    def log_ratio_ref(self, reference: Agent) -> Tensor:
+    def log_ratio_ref(self) -> Tensor:
         """``log pi_old - log pi_ref`` of every step, 0 at autoreset steps (they chose nothing). When kl_ref is only
         measured (not ``ref_each_step``), the reference's log-probs are computed now in one batched forward: equal up
         to rounding, and cheaper than a forward per step."""
         if not self.cfg.ref_each_step:
             obs = torch.from_numpy(self.obs_buf).flatten(0, 1)
-            self.ref_logp = reference.log_prob(obs, self.actions.flatten(0, 1)).view(self.logp.shape)
+            self.ref_logp = self.reference.log_prob(obs, self.actions.flatten(0, 1)).view(self.logp.shape)
         return (self.logp - self.ref_logp) * torch.from_numpy(self.valid)
 
     def batch(self, values: Tensor, advantages: Tensor, returns: Tensor) -> Batch:
@@ -301,6 +283,9 @@ class Rollout:
             returns=returns.flatten()[idx],
             masks=self.masks.flatten(0, 1)[idx] if self.store_masks else None,
         )
+
+    def close(self) -> None:
+        self.envs.close()
 
     def state_dict(self) -> dict:
         """The environments mid-episode and what carries over to the next rollout, as plain data and tensors."""

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .dropout_modes import dropout_is_off
+
 IGNORED = ("seed", "out", "overwrite", "quiet", "torch_threads", "save_every")  # not part of what a group is
 # fields without effect when dropout is off: a baseline "dropout_mode=off" group may differ in them
 INERT_WHEN_OFF = (
@@ -158,7 +160,7 @@ def group_runs(runs: list[RunData]) -> list[Group]:
         # dropout off: its rate, schedule, ... have no effect, so its label leaves them out (unless that would
         # give two groups the same label)
         short = {
-            id(g): g.label_without(*INERT_WHEN_OFF) if g.config.get("dropout_mode") == "off" else g.label
+            id(g): g.label_without(*INERT_WHEN_OFF) if dropout_is_off(g.config.get("dropout_mode")) else g.label
             for g in members
         }
         if len(set(short.values())) == len(members):
@@ -184,7 +186,7 @@ def _baseline_of(g: Group, groups: list[Group], by_key: dict, field_: str, value
     """The group with the same config but ``field_ = value``; for ``dropout_mode=off``, differences in fields
     that dropout-off makes inert (the rate, the schedule, ...) are allowed."""
     exact = by_key.get(json.dumps({**g.config, field_: value}, sort_keys=True))
-    if exact is not None or (field_, value) != ("dropout_mode", "off"):
+    if exact is not None or not (field_ == "dropout_mode" and dropout_is_off(value)):
         return exact
     want = {k: v for k, v in {**g.config, field_: value}.items() if k not in INERT_WHEN_OFF}
     for other in groups:
@@ -433,7 +435,7 @@ def _figures(groups: list[Group], out: Path) -> list[tuple[str, str]]:
     fig, ax = plt.subplots(figsize=(9, 4))
     lines: dict[str, list[tuple[float, float]]] = {}
     for g in groups:
-        p = 0.0 if g.config.get("dropout_mode") == "off" else float(g.config.get("dropout") or 0.0)
+        p = 0.0 if dropout_is_off(g.config.get("dropout_mode")) else float(g.config.get("dropout") or 0.0)
         value = float(np.mean([r.metrics["first_ratio_dev"].mean() for r in g.runs]))
         lines.setdefault(g.label_without("dropout"), []).append((p, value))
     for label, pts in lines.items():

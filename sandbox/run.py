@@ -2,7 +2,7 @@
 
 Every trainer uses :class:`Run` the same way::
 
-    with Run(cfg, log, maths, policy, learner, network, budget=..., reference=..., ...) as run:
+    with Run(cfg, log, maths, learner, source, budget=...) as run:
         for update in run.updates():   # annealed lr and clip range, scheduled dropout p, periodic checkpoints
             ...                        # the algorithm: rollout, advantages, update
             run.log({...})             # one row of metrics.csv
@@ -18,7 +18,7 @@ each by its own ``state_dict()``) and resuming from one; and, however the loop e
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -40,35 +40,46 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class Source(Protocol):
+    """Where a trainer's experience comes from, as far as the run's bookkeeping is concerned."""
+
+    policy: nn.Module
+    network: dict
+    reference: nn.Module
+    threshold: float | None
+    summary_extra: dict[str, Any]
+
+    def close(self) -> None: ...
+
+
 class Run:
-    """The bookkeeping of one run. ``policy`` is the module whose weights ``policy.pt`` holds (it has
-    ``dropout_p`` and ``set_dropout``); ``budget`` the steps to train for; ``components`` the trainer's other state,
-    by name (saved in checkpoints with their ``state_dict()``); ``rng`` a numpy Generator the trainer draws from (its
-    state is saved too); ``close`` is called however the run ends; ``resume`` a checkpoint to continue from."""
+    """The bookkeeping of one run.
+
+    ``source`` is where the trainer's experience comes from (:class:`sandbox.ppo.Rollout`,
+    :class:`sandbox.groups.LanguageGroups`, :class:`sandbox.groups.EpisodeGroups`); the run reads from it the
+    ``policy`` (the module ``policy.pt`` holds, with ``dropout_p`` and ``set_dropout``), its ``network`` description,
+    the frozen ``reference``, the reward ``threshold``, ``summary_extra`` for ``summary.json``, and calls its
+    ``close()`` however the run ends; a source with a ``state_dict()`` is saved in checkpoints. ``budget`` is the
+    steps to train for; ``components`` the trainer's other state by name (saved with their ``state_dict()``, with
+    torch's random state); ``resume`` a checkpoint to continue from.
+    """
 
     def __init__(
         self,
         cfg: Config,
         log: RunLog,
         maths: Maths,
-        policy: nn.Module,
         learner: Learner,
-        network: dict,
+        source: Source,
         *,
         budget: int,
-        reference: nn.Module,
-        threshold: float | None,
         components: dict[str, Stateful] | None = None,
-        rng: np.random.Generator | None = None,
-        summary_extra: dict[str, Any] | None = None,
-        close: Callable[[], None] | None = None,
         resume: dict | None = None,
     ):
-        self.cfg, self.run_log, self.maths = cfg, log, maths
-        self.policy, self.learner, self.network, self.reference = policy, learner, network, reference
-        self.budget, self.threshold = budget, threshold
-        self.components, self.rng = components or {}, rng
-        self.summary_extra, self.close = summary_extra or {}, close
+        self.cfg, self.run_log, self.maths, self.learner, self.source = cfg, log, maths, learner, source
+        self.policy, self.network, self.reference = source.policy, source.network, source.reference
+        self.budget, self.threshold = budget, source.threshold
+        self.components = ({"source": source} if hasattr(source, "state_dict") else {}) | (components or {})
         self.update = 0
         self.env_steps = 0
         self.returns: list[float] = []  # finished episodes (completions): returns and lengths
@@ -187,8 +198,7 @@ class Run:
         else:
             status = "interrupted"  # Ctrl-C or an error: no summary.json, the run did not finish
         self.bar.close()
-        if self.close is not None:
-            self.close()
+        self.source.close()
         finished = status != "interrupted"
         updates = len(self.run_log.rows)
         if finished:
@@ -205,7 +215,7 @@ class Run:
             "updates": updates,
             "episodes": len(self.returns),
             "message": self.message,
-            **self.summary_extra,
+            **self.source.summary_extra,
         }
         self.result = self.run_log.finish(summary, write_summary=finished)
         return False  # the exception, if any, goes on
@@ -237,7 +247,7 @@ class Run:
             "run": self.state_dict(),
             "learner": self.learner.state_dict(),
             **{name: c.state_dict() for name, c in self.components.items()},
-            "random": random_state(self.rng),
+            "random": random_state(),
             "ref_digest": digest(self.reference),
             "episodes_written": len(self.returns),
         }
@@ -254,4 +264,4 @@ class Run:
         for name, component in self.components.items():
             component.load_state_dict(r[name])
         self.load_state_dict(r["run"])
-        set_random_state(r["random"], self.rng)
+        set_random_state(r["random"])

@@ -1,5 +1,7 @@
 """Language tasks, the tiny transformer, GRPO and PPO on them, and the KL to the reference."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -274,3 +276,22 @@ def test_same_numbers_whether_or_not_the_reference_was_cached(tmp_path, monkeypa
     cached = sandbox.train(cfg)  # loads it
     assert fresh.summary["reference_path"] == cached.summary["reference_path"]
     assert fresh.metrics.policy_loss.tolist() == cached.metrics.policy_loss.tolist()
+
+
+def test_the_readme_first_update_table_is_what_the_code_measures():
+    """README, "Language tasks": the first update of GRPO on lang:reverse in each dropout mode (seed 0). Exact zeros
+    must be zeros; the other numbers are checked within 25% (+-0.02), as another CPU model rounds the pretraining of
+    the reference differently."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("What dropout does here, at the very first update") :]
+    rows = re.findall(r"^\| `([a-z-]+)` \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)[:4]
+    assert [r[0] for r in rows] == ["off", "rollout-eval", "naive", "consistent"]
+    for mode, *stated in rows:
+        m = sandbox.train(sandbox.Config(algo="grpo", env="lang:reverse", total_steps=1, dropout_mode=mode, quiet=True))
+        measured = m.metrics.iloc[0][["first_ratio_dev", "first_clipfrac", "kl_ref"]].tolist()
+        for column, text, value in zip(("first_ratio_dev", "first_clipfrac", "kl_ref"), stated, measured):
+            want = float(text)
+            ok = abs(value) < 1e-6 if want == 0 else abs(value - want) <= 0.25 * want + 0.02
+            assert ok, f"{mode} {column}: README says {text}, measured {value:.3f}"

@@ -54,7 +54,7 @@ _metrics = _Metrics
 
 
 def test_variance_identity_of_dppo_scores():
-    """V = (N - 1) L^2 - C / N, with C the sum of D-PPO's scores (brief section 3)."""
+    """V = (N - 1) L^2 - C / N, with C the sum of D-PPO's scores (README, "Dropout variants")."""
     for seed in range(5):
         x = torch.randn(50, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 3 + 0.5
         n, mean = len(x), x.mean()

@@ -1,0 +1,116 @@
+"""The shape of the house: layers without import circles, one dropout-mode table, a README that matches the code."""
+
+import ast
+import re
+import shlex
+from pathlib import Path
+
+import grimp
+import pytest
+
+from sandbox.cli import parse_command
+from sandbox.dropout_modes import MODE_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "sandbox"
+
+
+def test_no_import_circle_counting_imports_inside_functions():
+    graph = grimp.build_graph("sandbox", include_external_packages=False)
+    modules = sorted(m for m in graph.modules if m != "sandbox")  # the package's face only hands names on
+    edges = {m: {i for i in graph.find_modules_directly_imported_by(m) if i != "sandbox"} for m in modules}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(edges[m]):
+            assert state.get(n) != 1, "import circle: " + " -> ".join([*path, m, n])
+            if n not in state:
+                visit(n, [*path, m])
+        state[m] = 2
+
+    for m in modules:
+        if m not in state:
+            visit(m, [])
+
+
+def test_no_code_outside_the_mode_table_compares_mode_names():
+    """``dropout_modes.py`` defines the four modes once; elsewhere code reads the table, never ``mode == "naive"``."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "dropout_modes.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                for o in operands:
+                    names = [o] + (list(o.elts) if isinstance(o, (ast.Tuple, ast.List, ast.Set)) else [])
+                    if any(isinstance(x, ast.Constant) and x.value in MODE_NAMES for x in names):
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
+
+
+def _code_blocks(markdown: str, languages=("bash", "sh", "console", "")) -> list[str]:
+    blocks, current, lang = [], None, None
+    for line in markdown.splitlines():
+        fence = re.match(r"^\s*```(\w*)\s*$", line)
+        if fence and current is None:
+            current, lang = [], fence.group(1)
+        elif fence:
+            if lang in languages:
+                blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def _sandbox_command_lines(markdown: str) -> list[list[str]]:
+    commands = []
+    for block in _code_blocks(markdown):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if not line.startswith("sandbox "):
+                continue
+            words = shlex.split(re.sub(r"\[([^\]]*)\]", r"\1", line), comments=True)  # [--opt X]: parsed too
+            command: list[str] = []
+            for word in [*words, "&&"]:  # a line may chain commands: sandbox train ... && sandbox eval ...
+                if word in ("&&", ";", "|"):
+                    if command[:1] == ["sandbox"]:
+                        commands.append(command[1:])
+                    command = []
+                else:
+                    command.append(word)
+    return commands
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "notebooks").rglob("README.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_sandbox_command_in_the_docs_parses_with_the_real_cli(doc):
+    """The README and the CLI cannot drift apart: each ``sandbox ...`` line of a code block is parsed as the command
+    would parse it (without running it)."""
+    commands = _sandbox_command_lines(doc.read_text())
+    assert doc.name != "README.md" or doc.parent != ROOT or len(commands) >= 15
+    for argv in commands:
+        if "--help" in argv:
+            with pytest.raises(SystemExit) as exit_:
+                parse_command(argv)
+            assert exit_.value.code == 0
+        else:
+            parse_command(argv)  # raises a one-line UsageError or ConfigError on drift
+
+
+def test_the_readme_layout_names_every_module_and_only_existing_ones():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    layout = layout[: layout.index("\n## ", 5)] if "\n## " in layout[5:] else layout
+    modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    named = {n.removeprefix("sandbox/") for n in re.findall(r"\b([a-z_]+(?:/[a-z_]+)?\.py)\b", layout)}
+    top_level = {m for m in modules if "/" not in m}
+    lang = {m.split("/")[1] for m in modules if m.startswith("lang/")}
+    assert top_level - named == set(), "modules missing from the README's Layout"
+    assert lang - named == set(), "language modules missing from the README's Layout"
+    stale = {n for n in named if n not in top_level and n not in lang and n not in modules}
+    assert stale == set(), "files the README's Layout names that do not exist"
