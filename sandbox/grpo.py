@@ -28,11 +28,10 @@ from functools import partial
 from torch import Tensor
 
 from .config import Config
-from .diagnostics import Seen
 from .groups import EpisodeGroups, LanguageGroups
 from .learner import Learner, MinibatchLoss
 from .maths import Maths
-from .objective import Beta, aggregate, sample_dropout_mean, valid_samples
+from .objective import Beta, sample_dropout_mean, sequence_loss
 from .run import Run
 from .rundir import RunLog, RunResult
 
@@ -67,7 +66,7 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             # 3. Update: mu passes over the batch's sequences, in the mode's update setting.
             policy.train(mode.update_train)
             n = len(b.rewards) if bool(token_mask.any()) else 0  # all left out (equal groups, truncation): no step
-            objective = partial(grpo_objective, source, b, advantages, token_mask, cfg, maths, run, beta)
+            objective = partial(grpo_objective, source, b, advantages, token_mask, run, beta)
             stats = learner.optimise(objective, n, cfg.mu, run, unit="pass")
 
             # 4. Log one row (the KL of the sampling policy to the reference: k1 summed per sequence); adapt beta.
@@ -99,13 +98,16 @@ def grpo_objective(
     b,
     advantages: Tensor,
     token_mask: Tensor,
-    cfg: Config,
-    maths: Maths,
     run: Run,
     beta: Beta,
     idx: Tensor | slice,
 ) -> MinibatchLoss:
-    """L_GRPO on the sequences ``idx`` of batch ``b``; ``token_mask (B, n)`` marks the tokens that count."""
+    """L_GRPO of the module docstring on the sequences ``idx`` of batch ``b`` (``slice(None)``: all of them).
+
+    ``advantages (B,)``: one per sequence, given to each of its tokens. ``token_mask (B, n)``: the tokens that count
+    (a sequence's own, minus those ``--mask-truncated`` and ``--drop-equal-groups`` leave out).
+    """
+    cfg, maths = run.cfg, run.maths
     m = token_mask[idx]
     logp, entropy, _ = source.logp(b, idx, entropy_grad=cfg.ent_coef > 0)  # (B', n), or (K, B', n)
     logratio = (logp - b.logp_old[idx]) * m
@@ -114,19 +116,5 @@ def grpo_objective(
 
     per_token = maths.ppo_loss(ratio, adv, run.clip_coef, run.clip_coef_high)
     pg_loss, keep = sample_dropout_mean(maths, cfg, per_token, ratio, adv, m, source.max_len)  # agg + variants
-    loss = pg_loss
-    if beta.in_loss > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
-        loss = loss + beta.in_loss * aggregate(
-            maths, cfg, beta.estimator((logp - b.ref_logp[idx]) * m), m, source.max_len
-        )
-    if cfg.ent_coef > 0:
-        loss = loss - cfg.ent_coef * aggregate(maths, cfg, entropy, m, source.max_len)
-    valid = m.bool()
-    seen = Seen(
-        valid_samples(logratio.detach(), valid),
-        valid_samples(adv.expand_as(logratio), valid),
-        valid_samples(entropy.detach(), valid).mean(),
-        pg_loss.detach(),
-        keep=valid_samples(keep, valid),
-    )
-    return MinibatchLoss(loss, pg_loss, seen, skip=not bool(valid.any()))
+    log_ratio_ref = logp - b.ref_logp[idx]
+    return sequence_loss(maths, cfg, beta, pg_loss, keep, logratio, adv, log_ratio_ref, entropy, m, source.max_len)

@@ -26,12 +26,11 @@ import torch
 from torch import Tensor
 
 from .config import Config
-from .diagnostics import Seen
 from .groups import LanguageGroups
 from .lang.rollout import LangBatch, sequence_logp
 from .learner import Learner, MinibatchLoss
 from .maths import Maths, explained_variance
-from .objective import Beta, aggregate, sample_dropout_mean, valid_samples
+from .objective import Beta, sample_dropout_mean, sequence_loss
 from .run import Run
 from .rundir import RunLog, RunResult
 
@@ -73,9 +72,7 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
             # 4. Update: update_epochs epochs over the batch's completions, in the mode's update setting.
             policy.train(mode.update_train)
             n = len(b.rewards) if bool(token_mask.any()) else 0  # every completion left out: nothing to learn
-            objective = partial(
-                lang_ppo_objective, source, b, advantages, returns, values, token_mask, cfg, maths, run, beta
-            )
+            objective = partial(lang_ppo_objective, source, b, advantages, returns, values, token_mask, run, beta)
             stats = learner.optimise(objective, n, cfg.update_epochs, run)
 
             # 5. Log one row (the KL of the sampling policy to the reference, as GRPO logs it); adapt beta.
@@ -109,13 +106,14 @@ def lang_ppo_objective(
     returns: Tensor,
     old_values: Tensor,
     token_mask: Tensor,
-    cfg: Config,
-    maths: Maths,
     run: Run,
     beta: Beta,
     idx: Tensor | slice,
 ) -> MinibatchLoss:
-    """The objective on the completions ``idx`` of batch ``b``; ``token_mask (B, n)`` marks the tokens that count."""
+    """The objective of the module docstring on the completions ``idx`` of batch ``b``. Per token ``(B, n)``: the
+    ``advantages`` and value targets ``returns`` from GAE, the rollout's ``old_values`` (for the value clip), and
+    ``token_mask``, the tokens that count."""
+    cfg, maths = run.cfg, run.maths
     m, max_len = token_mask[idx], source.max_len
     logp, entropy, hidden = source.logp(b, idx, entropy_grad=cfg.ent_coef > 0)  # (B', n), or (K, B', n)
     logratio = (logp - b.logp_old[idx]) * m
@@ -127,18 +125,5 @@ def lang_ppo_objective(
     clip_vloss = cfg.clip_coef if cfg.clip_vloss else None  # never annealed: a value clip of 0 stops the critic
     per_token_vf = maths.value_loss(source.policy.value(hidden), old_values[idx], returns[idx], clip_vloss)
     v_loss = maths.aggregate_loss(per_token_vf, m, cfg.loss_agg, max_len)
-    loss = pg_loss + cfg.vf_coef * v_loss
-    if beta.in_loss > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
-        loss = loss + beta.in_loss * aggregate(maths, cfg, beta.estimator((logp - b.ref_logp[idx]) * m), m, max_len)
-    if cfg.ent_coef > 0:
-        loss = loss - cfg.ent_coef * aggregate(maths, cfg, entropy, m, max_len)
-    valid = m.bool()
-    seen = Seen(
-        valid_samples(logratio.detach(), valid),
-        valid_samples(adv.expand_as(logratio), valid),
-        valid_samples(entropy.detach(), valid).mean(),
-        pg_loss.detach(),
-        v_loss.detach(),
-        keep=valid_samples(keep, valid),
-    )
-    return MinibatchLoss(loss, pg_loss, seen, skip=not bool(valid.any()))
+    log_ratio_ref = logp - b.ref_logp[idx]
+    return sequence_loss(maths, cfg, beta, pg_loss, keep, logratio, adv, log_ratio_ref, entropy, m, max_len, v_loss)

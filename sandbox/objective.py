@@ -4,7 +4,8 @@
   recomputed at every minibatch step) chooses which samples count, then the mean over them (Gym) or the token
   aggregation over them (sequences, ``maths.aggregate_loss``), then the mean over multi-sample dropout's K copies
   (the paper averages the K losses);
-- :func:`aggregate` for the other per-token terms (KL, entropy), copy by copy;
+- :func:`aggregate` for the other per-token terms (KL, entropy), copy by copy, and :func:`sequence_loss`, which adds
+  them to a per-token objective's clipped term (GRPO, PPO on the language tasks);
 - :class:`Beta`, the KL coefficient: fixed, or adapted once per update (Ziegler et al. 2019).
 """
 
@@ -16,6 +17,8 @@ import torch
 from torch import Tensor
 
 from .config import Config
+from .diagnostics import Seen
+from .learner import MinibatchLoss
 from .maths import Maths
 
 
@@ -84,6 +87,41 @@ def aggregate(maths: Maths, cfg: Config, per_token: Tensor, mask: Tensor, max_le
     if per_token.dim() == 2:
         return maths.aggregate_loss(per_token, mask, cfg.loss_agg, max_len)
     return torch.stack([maths.aggregate_loss(t, mask, cfg.loss_agg, max_len) for t in per_token]).mean()
+
+
+def sequence_loss(
+    maths: Maths,
+    cfg: Config,
+    beta: "Beta",
+    pg_loss: Tensor,
+    keep: Tensor,
+    logratio: Tensor,
+    adv: Tensor,
+    log_ratio_ref: Tensor,
+    entropy: Tensor,
+    mask: Tensor,
+    max_len: int | None,
+    value_loss: Tensor | None = None,
+) -> MinibatchLoss:
+    """The minibatch loss of a per-token objective, from its clipped term ``pg_loss`` on:
+    ``pg_loss [+ vf_coef * value_loss] + beta * agg(k(log_ratio_ref)) - ent_coef * agg(entropy)``, with
+    ``agg = maths.aggregate_loss`` over the tokens of ``mask (B, n)``, and what the update's metrics see of it.
+    ``logratio``, ``log_ratio_ref``, ``entropy``: ``(B, n)`` or ``(K, B, n)``; ``adv`` broadcasts to them."""
+    loss = pg_loss if value_loss is None else pg_loss + cfg.vf_coef * value_loss
+    if beta.in_loss > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
+        loss = loss + beta.in_loss * aggregate(maths, cfg, beta.estimator(log_ratio_ref * mask), mask, max_len)
+    if cfg.ent_coef > 0:
+        loss = loss - cfg.ent_coef * aggregate(maths, cfg, entropy, mask, max_len)
+    valid = mask.bool()
+    seen = Seen(
+        valid_samples(logratio.detach(), valid),
+        valid_samples(adv.expand_as(logratio), valid),
+        valid_samples(entropy.detach(), valid).mean(),
+        pg_loss.detach(),
+        None if value_loss is None else value_loss.detach(),
+        keep=valid_samples(keep, valid),
+    )
+    return MinibatchLoss(loss, pg_loss, seen, skip=not bool(valid.any()))
 
 
 def valid_samples(t: Tensor, valid: Tensor) -> Tensor:

@@ -77,7 +77,7 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
             if cfg.norm_adv and min(cfg.num_minibatches, len(batch)) == 1:  # one minibatch: normalise once
                 batch.advantages = normalize_advantages(batch.advantages)
             stats = learner.optimise(
-                partial(ppo_objective, agent, batch, cfg, maths, run, beta), len(batch), cfg.update_epochs, run
+                partial(ppo_objective, agent, batch, run, beta), len(batch), cfg.update_epochs, run
             )
 
             # 4. Log one row: the update's metrics, and the KL of the behaviour policy to the reference (k1 per step).
@@ -96,11 +96,10 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
     return run.result
 
 
-def ppo_objective(
-    agent: Agent, batch: "Batch", cfg: Config, maths: Maths, run: Run, beta: Beta, idx: Tensor | slice
-) -> MinibatchLoss:
+def ppo_objective(agent: Agent, batch: "Batch", run: Run, beta: Beta, idx: Tensor | slice) -> MinibatchLoss:
     """The objective on the minibatch ``idx`` of ``batch`` (``slice(None)``: the whole batch, whose advantages the
     trainer normalised once)."""
+    cfg, maths = run.cfg, run.maths
     mb = batch.select(idx)
     logp, entropy, values = agent.evaluate(mb.obs, mb.actions, mb.masks, with_entropy=cfg.ent_coef > 0)
     logratio = logp - mb.logp  # (B,), or (K, B): one row per dropout copy with multi-sample dropout
