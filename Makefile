@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH_INDEX ?=
 TORCH_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench notebooks clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,14 @@ lint: setup
 	$(BIN)/ruff check sandbox tests
 	$(BIN)/ruff format --check sandbox tests
 	$(BIN)/lint-imports
+
+# Every lesson run in full mode, its outputs (figures included) written into the .ipynb; the paired .py (jupytext
+# percent format) is the source a reviewer reads and edits. `make test` runs them in FAST mode without writing back.
+notebooks: setup
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
+	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200 $$nb || exit 1; \
+	done
 
 demo: setup
 	$(BIN)/sandbox demo

@@ -1,0 +1,67 @@
+"""The statistics behind every verdict: intervals that keep their coverage, tests, Holm, power."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from sandbox import stats
+
+
+def test_t_interval_keeps_its_coverage_at_three_seeds_where_the_percentile_bootstrap_does_not():
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0.0, 1.0, size=(600, 3))
+    t_cover = np.mean([(lo <= 0 <= hi) for lo, hi, _ in map(stats.t_interval, samples)])
+    boot = [stats.bootstrap_interval(s, np.mean, method="percentile", n_resamples=400) for s in samples[:300]]
+    boot_cover = np.mean([(lo <= 0 <= hi) for lo, hi, _ in boot])
+    assert 0.92 <= t_cover <= 0.98
+    assert boot_cover < 0.85  # why the report no longer reads non-overlapping bootstrap intervals as a verdict
+
+
+def test_permutation_test_of_three_against_three_cannot_go_below_one_tenth():
+    c = stats.compare([10.0, 11.0, 12.0], [1.0, 2.0, 3.0])
+    assert c.p_value == pytest.approx(0.1)  # 2 of the 20 splits are as extreme: the exact test
+    assert c.test.startswith("permutation") and c.diff == pytest.approx(9.0)
+    assert stats.verdict(c, c.p_value) == "too few seeds for a verdict (n < 5)"
+
+
+def test_compare_on_clearly_different_groups():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(1.0, 1.0, 20), rng.normal(0.0, 1.0, 20)
+    c = stats.compare(x, y)
+    welch = sps.ttest_ind(x, y, equal_var=False).confidence_interval()
+    assert (c.diff_interval.low, c.diff_interval.high) == pytest.approx((welch.low, welch.high))
+    assert c.p_value < 0.05 and c.effect_interval.low < c.effect_size < c.effect_interval.high
+    assert 0.5 < c.prob_improvement <= 1 and c.prob_interval.low <= c.prob_improvement <= c.prob_interval.high
+    assert stats.verdict(c, c.p_value) == "better" and stats.verdict(c, 0.2) == "no significant difference"
+    assert stats.verdict(c, c.p_value, higher_is_better=False) == "worse"
+
+
+def test_hedges_g_by_hand():
+    c = stats.compare([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    assert c.effect_size == pytest.approx(-0.8)  # pooled sd 1, d = -1, correction 1 - 3 / 15
+
+
+@pytest.mark.parametrize("d, n", [(0.5, 64), (1.0, 17), (2.0, 6)])
+def test_seeds_needed_matches_the_classic_power_tables(d, n):
+    assert stats.seeds_needed(d) == n
+    assert stats.seeds_needed(0.0) == math.inf
+
+
+def test_holm_by_hand():
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = stats.holm([0.2, math.nan])
+    assert out[0] == pytest.approx(0.2) and math.isnan(out[1])
+
+
+def test_iqm_and_performance_profile():
+    assert stats.iqm([0, 1, 2, 3, 100, 4, 5, 6]) == pytest.approx(3.5)
+    assert stats.performance_profile([1, 2, 3, 4], [0, 2.5, 10]).tolist() == [1.0, 0.5, 0.0]
+
+
+def test_equal_groups_and_tiny_groups_do_not_crash():
+    c = stats.compare([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    assert c.diff == 0 and c.p_value == 1.0 and math.isinf(c.seeds_needed)
+    c = stats.compare([1.0], [2.0, 3.0])
+    assert math.isnan(c.p_value)
