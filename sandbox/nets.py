@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import layer_mask
+from .dropout import apply_dropout, layer_mask
 from .maths import Maths
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -67,35 +67,73 @@ class DropoutMLP(nn.Module):
         self.p = p
         self.maths = maths or Maths()  # dropout_mask and apply_dropout: a learner's versions can stand in
 
-    def sample_mask(self, batch: int) -> Tensor:
-        """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask``."""
-        return self.maths.dropout_mask((batch, self.mask_width), self.p)
+    def sample_mask(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask`` (from
+        ``generator``, else torch's global generator)."""
+        if generator is None:
+            return self.maths.dropout_mask((batch, self.mask_width), self.p)
+        return self.maths.dropout_mask((batch, self.mask_width), self.p, generator=generator)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, all_samples: bool = False) -> Tensor:
         """``x (batch, in_dim) -> (batch, out_dim)``, or ``(K, batch, out_dim)`` with multi-sample dropout and
         ``all_samples``. ``mask``: the stored masks to replay, or None (fresh ones in train mode, none in eval)."""
         fresh = self.training and self.p > 0
         mask = layer_mask(mask, fresh, (x.shape[0], self.mask_width), self.p, self.maths.dropout_mask)
-        apply = self.maths.apply_dropout
-        h = x
-        start = 0
-        last = len(self.hidden) - 1
-        for i, layer in enumerate(self.hidden):
-            h = torch.tanh(F.linear(h, layer.weight, layer.bias))  # F.linear: skips nn.Module call overhead
-            if mask is None:
-                continue
-            width = layer.out_features
-            if i == last and self.samples > 1:  # K masks on the last hidden layer: (batch, K, width)
-                h = apply(h[:, None, :], mask[:, start : start + self.samples * width].view(-1, self.samples, width))
-            else:
-                h = apply(h, mask[:, start : start + width])
-                start += width
-        out = F.linear(h, self.head.weight, self.head.bias)
-        if out.dim() == 3:  # (batch, K, out_dim)
-            if self.average == "logits":
-                return out.mean(dim=1)
-            return out.transpose(0, 1) if all_samples else out[:, 0]
-        return out
+        weights = [(layer.weight, layer.bias) for layer in self.hidden] + [(self.head.weight, self.head.bias)]
+        return mlp_forward(x, weights, mask, self.samples, self.average, all_samples, self.maths.apply_dropout)
+
+
+def mlp_forward(
+    x: Tensor,
+    weights: list[tuple[Tensor, Tensor]],
+    mask: Tensor | None,
+    samples: int = 1,
+    average: str = "loss",
+    all_samples: bool = False,
+    apply=apply_dropout,
+) -> Tensor:
+    """The forward pass of :class:`DropoutMLP` as a function of its ``weights``: ``[(W, b), ...]``, the hidden layers
+    then the head, each followed by tanh and dropout with ``mask`` (``(..., mask_width)`` or None) except the head.
+
+    One network: ``W (out, in)``, ``x (batch, in)``. K stacked networks of one shape (a population of seeds):
+    ``W (K, out, in)``, ``x (K, batch, in)``, ``mask (K, batch, mask_width)``: one batched matrix product per layer.
+    Multi-sample dropout (``samples`` > 1) adds a copy dimension before the last: see :class:`DropoutMLP`.
+    """
+    h = x
+    start = 0
+    last = len(weights) - 2
+    for i, (w, b) in enumerate(weights[:-1]):
+        h = tanh(_linear(h, w, b))
+        if mask is None:
+            continue
+        width = w.shape[-2]
+        if i == last and samples > 1:  # `samples` masks on the last hidden layer: (..., samples, width)
+            h = apply(h.unsqueeze(-2), mask[..., start : start + samples * width].unflatten(-1, (samples, width)))
+        else:
+            h = apply(h, mask[..., start : start + width])
+            start += width
+    out = _linear(h, *weights[-1])
+    if out.dim() > x.dim():  # (..., samples, out_dim)
+        if average == "logits":
+            return out.mean(dim=-2)
+        return out.movedim(-2, 0) if all_samples else out[..., 0, :]
+    return out
+
+
+def tanh(x: Tensor) -> Tensor:
+    """tanh, computed as ``2 * sigmoid(2x) - 1`` (within 2e-7 of ``torch.tanh``): the same function, several times
+    cheaper on a CPU, where PyTorch's float32 tanh costs about 2.6 ns per element against a sigmoid's 0.5 (measured on
+    the benchmark machine; README, "Populations"). Its gradient, ``1 - tanh^2``, comes through the sigmoid's."""
+    return torch.sigmoid(x * 2.0) * 2.0 - 1.0
+
+
+def _linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """``h @ w.T + b``: ``F.linear`` for one network (it skips nn.Module call overhead), ``baddbmm`` for K stacked
+    ones (``w (K, out, in)``, ``h (K, ..., in)``; equal to F.linear member by member, to the last bit)."""
+    if w.dim() == 2:
+        return F.linear(h, w, b)
+    flat = h.reshape(h.shape[0], -1, h.shape[-1])
+    return torch.baddbmm(b.unsqueeze(1), flat, w.transpose(1, 2)).view(*h.shape[:-1], w.shape[-2])
 
 
 class Agent(nn.Module):
@@ -146,18 +184,18 @@ class Agent(nn.Module):
         if self.critic is not None and self.critic_has_dropout:
             self.critic.p = p
 
-    def sample_mask(self, batch: int) -> Tensor:
+    def sample_mask(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
         """Fresh masks for ``batch`` samples for every dropout layer of the agent, as one tensor."""
-        masks = [self.actor.sample_mask(batch)]
+        masks = [self.actor.sample_mask(batch, generator)]
         if self.critic_has_dropout:
-            masks.append(self.critic.sample_mask(batch))
+            masks.append(self.critic.sample_mask(batch, generator))
         return torch.cat(masks, dim=1) if len(masks) > 1 else masks[0]
 
     def _split(self, mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         if mask is None:
             return None, None
         w = self.actor.mask_width
-        return mask[:, :w], (mask[:, w:] if self.critic_has_dropout else None)
+        return mask[..., :w], (mask[..., w:] if self.critic_has_dropout else None)
 
     @torch.no_grad()
     def act(self, obs: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -167,23 +205,14 @@ class Agent(nn.Module):
         only log-prob that is the true probability of the behaviour policy. (Values are computed for the whole
         rollout in one batch afterwards, see :meth:`value`: the critic does not choose anything.)
         """
-        out = self.actor(obs, self._split(mask)[0])
-        if self.discrete:
-            logp_all = F.log_softmax(out, dim=-1)
-            actions = sample_categorical(logp_all)
-            return actions, logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
-        actions = out + self.log_std.exp() * torch.randn_like(out)
-        return actions, gaussian_logp(out, self.log_std, actions)
+        return sample_action(self.actor(obs, self._split(mask)[0]), self.log_std if not self.discrete else None)
 
     @torch.no_grad()
     def log_prob(self, obs: Tensor, actions: Tensor) -> Tensor:
         """``log pi(actions | obs)`` without gradient, by the same operations as :meth:`act`: for the same weights
         and batch it gives the same bits, which is why the KL reference is evaluated step by step at rollout
         (``kl_ref`` is then exactly 0 while the policy equals its reference)."""
-        out = self.actor(obs)
-        if self.discrete:
-            return F.log_softmax(out, dim=-1).gather(1, actions.unsqueeze(1)).squeeze(1)
-        return gaussian_logp(out, self.log_std, actions)
+        return action_logp(self.actor(obs), self.log_std if not self.discrete else None, actions)
 
     @torch.no_grad()
     def best_action(self, obs: Tensor) -> Tensor:
@@ -193,7 +222,7 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def value(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.critic(obs, self._split(mask)[1]).squeeze(1)
+        return self.critic(obs, self._split(mask)[1]).squeeze(-1)
 
     def evaluate(
         self, obs: Tensor, actions: Tensor, mask: Tensor | None = None, with_entropy: bool = True
@@ -205,27 +234,62 @@ class Agent(nn.Module):
         """
         actor_mask, critic_mask = self._split(mask)
         out = self.actor(obs, actor_mask, all_samples=True)
-        if self.discrete:
-            logp_all = F.log_softmax(out, dim=-1)
-            index = actions.long().unsqueeze(-1).expand(*out.shape[:-1], 1)
-            logp = logp_all.gather(-1, index).squeeze(-1)
-            with torch.set_grad_enabled(with_entropy and torch.is_grad_enabled()):
-                entropy = -(logp_all.exp() * logp_all).sum(-1)
-        else:
-            logp = gaussian_logp(out, self.log_std, actions)
-            entropy = (0.5 + _LOG_SQRT_2PI + self.log_std).sum().expand(out.shape[:-1])
-        values = self.critic(obs, critic_mask).squeeze(1) if self.critic is not None else None
+        logp, entropy = action_logp_entropy(out, self.log_std if not self.discrete else None, actions, with_entropy)
+        values = self.critic(obs, critic_mask).squeeze(-1) if self.critic is not None else None
         return logp, entropy, values
 
 
-def sample_categorical(logits: Tensor) -> Tensor:
-    """One action per row, drawn from ``softmax(logits)``: ``(batch, n) -> (batch,)`` of int64.
+def sample_action(out: Tensor, log_std: Tensor | None, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """An action per row of the actor's output, and its log-prob: ``(actions, logp)``.
+
+    ``log_std`` None: ``out`` are the logits of a Categorical (``(..., n)`` -> actions ``(...)`` of int64, by the
+    Gumbel-max trick); else ``out`` is the mean of a diagonal Gaussian with ``log_std`` (broadcast against it).
+    ``noise``: the random numbers to use (Exp(1) for the Categorical, N(0, 1) for the Gaussian, shaped like ``out``),
+    else drawn from torch's global generator.
+    """
+    if log_std is None:
+        logp_all = F.log_softmax(out, dim=-1)
+        actions = sample_categorical(logp_all, noise)
+        return actions, logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    actions = out + log_std.exp() * (torch.randn_like(out) if noise is None else noise)
+    return actions, gaussian_logp(out, log_std, actions)
+
+
+def action_logp(out: Tensor, log_std: Tensor | None, actions: Tensor) -> Tensor:
+    """``log pi(actions)`` under the actor's output ``out`` (logits, or a Gaussian's mean with ``log_std``)."""
+    if log_std is None:
+        return F.log_softmax(out, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return gaussian_logp(out, log_std, actions)
+
+
+def action_logp_entropy(
+    out: Tensor, log_std: Tensor | None, actions: Tensor, with_entropy: bool = True
+) -> tuple[Tensor, Tensor]:
+    """``(logp, entropy)`` of ``actions`` under ``out``; ``out`` may carry copies of multi-sample dropout in front
+    (``actions`` broadcast). ``with_entropy=False``: the entropy without gradient (a metric only)."""
+    if log_std is None:
+        logp_all = F.log_softmax(out, dim=-1)
+        index = actions.long().unsqueeze(-1).expand(*out.shape[:-1], 1)
+        logp = logp_all.gather(-1, index).squeeze(-1)
+        with torch.set_grad_enabled(with_entropy and torch.is_grad_enabled()):
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy
+    logp = gaussian_logp(out, log_std, actions)  # first: the order of autograd's sums into log_std.grad is kept
+    entropy = (0.5 + _LOG_SQRT_2PI + log_std).sum(-1).expand(out.shape[:-1])  # log_std (A,), or (K, 1, A)
+    return logp, entropy
+
+
+def sample_categorical(logits: Tensor, noise: Tensor | None = None) -> Tensor:
+    """One action per row, drawn from ``softmax(logits)``: ``(..., n) -> (...)`` of int64.
 
     The Gumbel-max trick: ``argmax(logits + G)`` with G ~ Gumbel(0, 1) i.i.d. is an exact sample from the softmax
     (and ``-log E`` with E ~ Exp(1) is Gumbel). Same distribution as ``torch.multinomial(softmax(logits), 1)``, and
-    several times cheaper on the small batches of a rollout, where per-call overhead dominates.
+    several times cheaper on the small batches of a rollout, where per-call overhead dominates. ``noise``: the Exp(1)
+    draws to use (shaped like ``logits``), else drawn from torch's global generator.
     """
-    return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
+    if noise is None:
+        noise = torch.empty_like(logits).exponential_()
+    return (logits - noise.log()).argmax(-1)
 
 
 def gaussian_logp(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from .lang.tasks import TASK_NAMES
 from .lang_ppo import train_lang_ppo
 from .maths import Maths
 from .policy_file import VERSION, load
+from .population import check_population, train_ppo_population
 from .ppo import train_ppo
 from .reference import check_ref
 from .rundir import RunLog, RunResult, latest_checkpoint
@@ -51,6 +52,25 @@ def check(config: Config) -> None:
                 "no time limit (max_episode_steps); use grpo or bnpo",
             )
     check_ref(config, spaces)
+
+
+def train_population(configs: list[Config], maths: Maths | None = None) -> list[RunResult]:
+    """Train the runs ``configs`` (one config, several seeds) as one population: one process, batched networks
+    (``sandbox/population.py``), each run writing its own run directory. Returns one result per config, in order.
+
+    A member's numbers equal its single-seed run's (:func:`train`) up to float rounding. Raises
+    :class:`~sandbox.config.ConfigError` for configs that cannot share a population (see
+    :func:`sandbox.population.check_population`).
+    """
+    configs = [validate(c) for c in configs]
+    if not configs:
+        raise ConfigError("seed", "a population needs at least one run")
+    check_population(configs)
+    for c in configs:
+        check(c)
+    torch.set_num_threads(configs[0].torch_threads)
+    logs = [RunLog(c) for c in configs]
+    return train_ppo_population(configs, maths or Maths(), logs)
 
 
 # fields that say where and how loudly a run writes, not what it computes: a resumed run may differ in them

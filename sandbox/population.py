@@ -1,0 +1,408 @@
+"""A population of seeds: K runs of one PPO config that differ only in their seed, trained together in one process.
+
+Why: these networks are so small that a CPU spends most of a gradient step in per-operation overhead, not in
+arithmetic. Stacking the K members' weights (``sandbox/stacked.py``) turns K forward and backward passes into one of
+batched matrix products, and K rollouts into one batched forward per step; seeds per CPU-second go up several times
+(README, "Populations").
+
+What stays the single-seed trainer's (``sandbox/ppo.py``, the readable reference): every member has its own
+:class:`~sandbox.rollout.Rollout` (environments, buffers, episodes), its own :class:`~sandbox.run.Run` (run
+directory, annealing, dropout schedule, summary), its own beta, and its own random generator, which draws what the
+single-seed trainer draws, in the same order; the advantages (``ppo_batch``), the objective (``ppo_loss_terms``) and
+the logged row (``log_update``) are ppo.py's own functions, called member by member. What is batched: the networks'
+forward and backward passes, and Adam (exact per member, with each member's own step count). Gradient clipping,
+advantage normalisation, early stopping on ``target_kl`` and the non-finite guard act per member: a member that
+stops or fails does not hold the others back.
+
+Numbers: a member's metrics equal its single-seed run's up to float rounding (the batched products sum in another
+order, as on another CPU model), and are independent of the other members: changing one seed changes nothing else.
+Not supported in a population (``sandbox sweep`` runs such configs one seed at a time): ``save_every``,
+``stop_at_threshold``, ``grad_diag_every``; language tasks and GRPO.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import Config, ConfigError
+from .diagnostics import Seen, update_metrics
+from .learner import NonFiniteLossError
+from .maths import Maths, kl_k3
+from .nets import DropoutMLP
+from .objective import Beta, sample_dropout_mean
+from .ppo import log_update, ppo_batch
+from .rollout import Batch, Rollout
+from .run import Run
+from .rundir import RunLog, RunResult
+from .stacked import StackedAdam, StackedAgent
+
+UNSUPPORTED = {"save_every": 0, "stop_at_threshold": False, "grad_diag_every": 0}
+"""Fields a population cannot take, with the only value it accepts."""
+
+
+def check_population(cfgs: list[Config]) -> None:
+    """One-line errors unless ``cfgs`` can train as one population: PPO on a Gym env, the same config but for the
+    seed and the run directory, none of :data:`UNSUPPORTED`."""
+    first = cfgs[0]
+    if first.algo != "ppo" or first.is_lang:
+        raise ConfigError("algo", "populations train PPO on Gym envs; run GRPO and language tasks one seed at a time")
+    for name, allowed in UNSUPPORTED.items():
+        if getattr(first, name) != allowed:
+            raise ConfigError(name, f"is not supported in a population (only {allowed!r}); train one seed at a time")
+    shared = {k: v for k, v in first.to_dict().items() if k not in ("seed", "out", "overwrite", "quiet")}
+    for c in cfgs[1:]:
+        if {k: v for k, v in c.to_dict().items() if k not in ("seed", "out", "overwrite", "quiet")} != shared:
+            raise ConfigError("seed", "a population's runs must share every setting but the seed and the --out")
+
+
+class _MemberLearner:
+    """What a member's :class:`Run` needs of a learner: the annealed learning rate (the same for every member)."""
+
+    def __init__(self, adam: StackedAdam):
+        self.adam = adam
+
+    def set_lr(self, lr: float) -> None:
+        self.adam.lr = lr
+
+    def state_dict(self) -> dict:  # pragma: no cover - checkpoints are refused in populations
+        raise ConfigError("save_every", "is not supported in a population")
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed memory instead of returning it to the system. A population's tensors are
+    large (a layer's activations for 16 members are a megabyte), and glibc serves such blocks with ``mmap``: every
+    allocation then page-faults its memory in anew, which made the batched elementwise operations about a quarter
+    slower (measured; README, "Populations"). A no-op where glibc is not the allocator (macOS, Windows)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD: blocks below 256 MB come from the heap
+        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD: keep up to 512 MB of freed heap
+    except (OSError, AttributeError):
+        pass
+
+
+def train_ppo_population(cfgs: list[Config], maths: Maths, logs: list[RunLog]) -> list[RunResult]:
+    """PPO for every config of ``cfgs`` (one per seed), as one population; each writes its own run directory."""
+    keep_freed_memory()
+    cfg, mode = cfgs[0], cfgs[0].mode
+    rollouts, generators = [], []
+    for c in cfgs:  # each member starts exactly as its single-seed run does, then draws from its own generator
+        torch.manual_seed(c.seed)
+        rollouts.append(Rollout(c, maths))
+        generators.append(torch.Generator().manual_seed(0))
+        generators[-1].set_state(torch.get_rng_state())
+        rollouts[-1].generator = generators[-1]
+    agents = StackedAgent([r.policy for r in rollouts])
+    references = StackedAgent([r.reference for r in rollouts])
+    adam = StackedAdam(agents.flat, cfg.learning_rate, cfg.adam_eps, cfg.max_grad_norm)
+    betas = [Beta(c, maths) for c in cfgs]
+    budget = cfg.num_updates * cfg.batch_size
+    runs = [
+        Run(c, log, maths, _MemberLearner(adam), r, budget=budget, components={"beta": b})
+        for c, log, r, b in zip(cfgs, logs, rollouts, betas)
+    ]
+    population = _Population(runs, agents)
+    with population:
+        for _ in population.updates():
+            # 1. Rollout: every member acts in one batched forward per step, in the mode's rollout setting.
+            for r in rollouts:
+                r.policy.train(mode.rollout_train)
+            _collect(population, rollouts, agents, references, generators)
+
+            # 2. Advantages, member by member (ppo.py's ppo_batch), from one batched forward of the critics.
+            values, next_values = _values(rollouts, agents, generators)
+            made = {k: ppo_batch(rollouts[k], values[k], next_values[k], betas[k], maths) for k in population.active}
+
+            # 3. Update: update_epochs epochs of minibatch steps, all members in one batched forward and backward.
+            for r in rollouts:
+                r.policy.train(mode.update_train)
+            batches = {k: batch for k, (batch, _) in made.items()}
+            stats = _optimise(population, agents, adam, batches, betas, generators)
+
+            # 4. Log one row per member (ppo.py's log_update); adapt each member's beta.
+            for k in population.active:
+                log_update(runs[k], betas[k], stats[k], batches[k], made[k][1])
+    return [run.result for run in runs]
+
+
+class _Population:
+    """The members' :class:`Run` objects, entered together and advanced in lockstep; a member that fails (a
+    non-finite loss) leaves early with its own summary, and everyone's weights are written back before any run
+    saves its ``policy.pt``."""
+
+    def __init__(self, runs: list[Run], agents: StackedAgent):
+        self.runs, self.agents = runs, agents
+        self.active = list(range(len(runs)))
+
+    def __enter__(self) -> "_Population":
+        return self
+
+    def updates(self):
+        steps = [run.updates() for run in self.runs]
+        while True:
+            got = [next(steps[k], None) for k in self.active]
+            if not self.active or any(u is None for u in got):
+                return
+            yield got[0]
+
+    def fail(self, k: int, error: NonFiniteLossError) -> None:
+        self.agents.write_back(k)
+        self.active.remove(k)
+        self.runs[k].__exit__(NonFiniteLossError, error, None)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        for k in list(self.active):
+            self.agents.write_back(k)
+            self.runs[k].__exit__(exc_type, exc, tb)
+        return False
+
+
+def _fresh(net: DropoutMLP | None) -> bool:
+    """Does this net draw fresh masks in its forward pass (train mode, p > 0), as in the single-seed trainer?"""
+    return net is not None and net.training and net.p > 0
+
+
+def _stack(rows: list[Tensor], size: int) -> Tensor:
+    """Member rows ``(n_k, ...)`` into ``(K, size, ...)``, each member's rows first, zeros after."""
+    out = rows[0].new_zeros((len(rows), size, *rows[0].shape[1:]))
+    for k, row in enumerate(rows):
+        out[k, : len(row)] = row
+    return out
+
+
+@torch.no_grad()
+def _collect(pop: _Population, rollouts: list[Rollout], agents: StackedAgent, refs: StackedAgent, gens: list) -> None:
+    """``num_steps`` steps of every member: masks and noise drawn per member, one batched forward, then each
+    member's :meth:`~sandbox.rollout.Rollout.record`."""
+    first, template = rollouts[0], agents.template
+    N = first.cfg.num_envs
+    for r in rollouts:
+        r.refresh_masks()
+    actor_width = template.actor.mask_width
+    for t in range(first.cfg.num_steps):
+        obs = torch.from_numpy(np.stack([r.obs for r in rollouts]))  # (K, N, obs_dim)
+        if first.store_masks:
+            actor_masks = torch.stack([r.next_mask[:, :actor_width] for r in rollouts])
+        elif _fresh(template.actor):
+            actor_masks = torch.stack([r.policy.actor.sample_mask(N, g) for r, g in zip(rollouts, gens)])
+        else:
+            actor_masks = None
+        shape = (N, template.actor.head.out_features)
+        draw = (
+            torch.randn
+            if not template.discrete
+            else lambda *s, generator: torch.empty(s).exponential_(generator=generator)
+        )
+        noise = torch.stack([draw(*shape, generator=g) for g in gens])
+        actions, logp = agents.act(obs, actor_masks, noise)
+        ref_logp = refs.log_prob(obs, actions) if first.cfg.ref_each_step else None
+        for k in pop.active:  # a member that failed keeps its row in the batch, but acts no more
+            rollouts[k].record(t, actions[k], logp[k], None if ref_logp is None else ref_logp[k], pop.runs[k])
+
+
+@torch.no_grad()
+def _values(rollouts: list[Rollout], agents: StackedAgent, gens: list) -> tuple[Tensor, Tensor]:
+    """``(V(s_t), V(s_{t+1}))`` of every member, ``(K, T, N)``: :meth:`~sandbox.rollout.Rollout.values` batched."""
+    first, template = rollouts[0], agents.template
+    T, N = first.cfg.num_steps, first.cfg.num_envs
+    obs = torch.from_numpy(np.stack([r.obs_buf for r in rollouts])).flatten(1, 2)  # (K, T * N, obs_dim)
+    last = torch.from_numpy(np.stack([r.obs for r in rollouts]))
+    critic = template.critic
+    if first.store_masks and template.critic_has_dropout:
+        width = template.actor.mask_width
+        masks = torch.stack([r.masks.flatten(0, 1)[:, width:] for r in rollouts])
+        boot_masks = torch.stack([r.next_mask[:, width:] for r in rollouts])
+    elif _fresh(critic):
+        masks = torch.stack([r.policy.critic.sample_mask(T * N, g) for r, g in zip(rollouts, gens)])
+        boot_masks = torch.stack([r.policy.critic.sample_mask(N, g) for r, g in zip(rollouts, gens)])
+    else:
+        masks = boot_masks = None
+    values = agents.value(obs, masks).view(len(rollouts), T, N)
+    bootstrap = agents.value(last, boot_masks)
+    return values, torch.cat([values[:, 1:], bootstrap[:, None]], dim=1)
+
+
+def _optimise(
+    pop: _Population, agents: StackedAgent, adam: StackedAdam, batches: dict[int, Batch], betas: list[Beta], gens: list
+) -> dict[int, dict[str, float]]:
+    """``update_epochs`` epochs for every active member, all members' minibatch j through the networks together.
+
+    Each member's minibatches come from its own permutation of its own valid transitions (``torch.randperm`` from
+    its generator, as the single-seed trainer draws it); minibatch j of every member is padded to the same number
+    of rows, which depends on the config only, so members never change each other's shapes. The objective is that of
+    ``sandbox/ppo.py`` with every mean taken over a member's own rows (:func:`_member_means`). A member whose
+    approx_kl passes ``target_kl`` stops its epochs there, alone; one whose loss is not finite leaves the population
+    (its run ends with status ``non-finite-loss``). Returns each member's metrics (:func:`update_metrics`)."""
+    runs, maths = pop.runs, pop.runs[0].maths
+    cfg, K, B = runs[pop.active[0]].cfg, len(runs), runs[pop.active[0]].cfg.batch_size
+    empty = next(iter(batches.values())).select(slice(0, 0))
+    stacked = Batch(
+        *(
+            None if getattr(empty, f) is None else _stack([getattr(batches.get(k, empty), f) for k in range(K)], B)
+            for f in Batch.FIELDS
+        )
+    )
+    sizes = torch.tensor([len(batches[k]) if k in batches else 0 for k in range(K)])
+    parts = {k: min(cfg.num_minibatches, int(sizes[k])) for k in pop.active if sizes[k] > 0}
+    whole = torch.arange(B)[None] < sizes[:, None]  # (K, B): each member's valid transitions
+    if cfg.norm_adv and parts and max(parts.values()) == 1:  # one minibatch: the whole batch, normalised once
+        stacked.advantages = _member_normalize(stacked.advantages, whole)
+    width = math.ceil(B / min(cfg.num_minibatches, B))  # rows per padded minibatch
+    log: list[tuple] = []  # per minibatch: what the metrics need, for every member at once
+    epochs_done = {k: cfg.update_epochs if k in parts else 0 for k in pop.active}
+    stepping = list(parts)
+    for epoch in range(cfg.update_epochs):
+        order = {
+            k: [torch.arange(int(sizes[k]))]
+            if parts[k] == 1
+            else torch.randperm(int(sizes[k]), generator=gens[k]).tensor_split(parts[k])
+            for k in stepping
+        }
+        for j in range(max((len(o) for o in order.values()), default=0)):
+            now = [k for k in stepping if j < len(order[k])]
+            rows = [order[k][j] if k in now else torch.zeros(0, dtype=torch.long) for k in range(K)]
+            idx, valid = _pad_rows(rows, width)
+            mb = stacked.gather(idx)
+            actor_masks, critic_masks = _update_masks(agents, mb, rows, runs, gens, width)
+            logp, entropy, values = agents.evaluate(mb.obs, mb.actions, actor_masks, critic_masks, cfg.ent_coef > 0)
+            normalised = not cfg.norm_adv or max(parts.values()) == 1
+            terms = _member_loss(mb, logp, entropy, values, valid, normalised, runs, betas, maths)
+            loss, kl = terms["loss"].detach(), terms["approx_kl"]
+            stop = [k for k in now if cfg.target_kl is not None and float(kl[k]) > cfg.target_kl]
+            for k in stop:  # this minibatch: no step for this member, and no more this update
+                epochs_done[k] = epoch
+                stepping.remove(k)
+            step = [k for k in now if k not in stop]
+            for k in [k for k in step if not math.isfinite(float(loss[k]))]:
+                step.remove(k)
+                stepping.remove(k)
+                pop.fail(k, NonFiniteLossError(_non_finite_message(runs[k].update, epoch, terms, k)))
+            norms = None
+            if step:
+                agents.flat.grad.zero_()
+                terms["loss"][step].sum().backward()
+                norms = adam.clip_grad_norm_()
+                adam.step(step)
+            log.append((now, step, valid, terms, norms))
+    return {
+        k: update_metrics(_seen(log, k), runs[k].clip_coef, epochs_done[k], runs[k].clip_coef_high) for k in pop.active
+    }
+
+
+def _pad_rows(rows: list[Tensor], width: int) -> tuple[Tensor, Tensor]:
+    """Member row indices (ragged) into ``(K, width)`` indices (padding points at row 0) and the valid mask."""
+    idx = torch.zeros(len(rows), width, dtype=torch.long)
+    for k, r in enumerate(rows):
+        idx[k, : len(r)] = r
+    lengths = torch.tensor([len(r) for r in rows])
+    return idx, torch.arange(width)[None] < lengths[:, None]
+
+
+def _update_masks(agents: StackedAgent, mb: Batch, rows: list[Tensor], runs: list[Run], gens: list, width: int):
+    """The update forward's dropout masks ``(K, width, ...)``: consistent dropout's stored ones, or fresh ones drawn
+    member by member (actor then critic, as :meth:`sandbox.nets.Agent.evaluate` draws them), or none."""
+    template = agents.template
+    if mb.masks is not None:
+        stored = mb.masks
+    elif _fresh(template.actor):
+        drawn = [runs[k].policy.sample_mask(len(r), gens[k]) for k, r in enumerate(rows)]
+        stored = _stack(drawn, width)
+    else:
+        return None, None
+    w = template.actor.mask_width
+    return stored[..., :w], stored[..., w:] if template.critic_has_dropout else None
+
+
+def _member_means(x: Tensor, valid: Tensor) -> Tensor:
+    """The mean over each member's valid rows: ``x (..., K, S)``, ``valid (K, S)`` -> ``(K,)`` (copies of
+    multi-sample dropout, in front, are averaged too)."""
+    v = valid.to(x.dtype)
+    copies = x.numel() // v.numel()
+    return (x * v).reshape(copies, *v.shape).sum(dim=(0, 2)) / (v.sum(dim=1) * copies).clamp(min=1)
+
+
+def _member_normalize(adv: Tensor, valid: Tensor) -> Tensor:
+    """``maths.normalize_advantages`` over each member's valid rows (a member with fewer than 2 is left alone)."""
+    v = valid.to(adv.dtype)
+    n = v.sum(dim=1, keepdim=True)
+    mean = (adv * v).sum(dim=1, keepdim=True) / n.clamp(min=1)
+    std = (((adv - mean) * v).square().sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+    return torch.where(n >= 2, (adv - mean) / (std + 1e-8), adv)
+
+
+def _member_loss(mb, logp, entropy, values, valid, normalised, runs, betas, maths) -> dict[str, Tensor]:
+    """PPO's objective (``sandbox/ppo.py``) for every member of the padded minibatch ``mb``, through the same maths
+    functions, each mean over the member's own rows: returns the per-member ``loss`` (K,) with its terms, and what
+    the metrics need."""
+    run, cfg = runs[0], runs[0].cfg
+    logratio = logp - mb.logp  # (K, S), or (copies, K, S)
+    ratio = logratio.exp()
+    adv = mb.advantages if normalised else _member_normalize(mb.advantages, valid)
+    per_sample = maths.ppo_loss(ratio, adv, run.clip_coef, run.clip_coef_high)
+    keep = None
+    if cfg.sample_dropout == "none":
+        pg_loss = _member_means(per_sample, valid)
+    else:  # sample dropout's keep-masks are a member's own business: objective.py's step, member by member
+        pg, keep = [], torch.zeros_like(per_sample, dtype=torch.bool)
+        for k in range(valid.shape[0]):
+            n = int(valid[k].sum())
+            if n == 0:
+                pg.append(per_sample[..., k, :0].sum())
+                continue
+            member = sample_dropout_mean(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
+            pg.append(member.loss)
+            keep[..., k, :n] = member.keep
+        pg_loss = torch.stack(pg)
+    clip_v = cfg.clip_coef if cfg.clip_vloss else None
+    v_loss = _member_means(maths.value_loss(values, mb.values, mb.returns, clip_v), valid)
+    ent = _member_means(entropy, valid)
+    loss = pg_loss + cfg.vf_coef * v_loss
+    beta = torch.tensor([b.in_loss for b in betas])
+    if bool((beta > 0).any()):
+        loss = loss + beta * _member_means(betas[0].estimator(logp - mb.ref_logp), valid)
+    if cfg.ent_coef > 0:
+        loss = loss - cfg.ent_coef * ent
+    return {
+        "loss": loss,
+        "policy_loss": pg_loss.detach(),
+        "value_loss": v_loss.detach(),
+        "entropy": ent.detach(),
+        "approx_kl": _member_means(kl_k3(-logratio.detach()), valid),
+        "logratio": logratio.detach(),
+        "adv": adv.expand_as(logratio).detach(),
+        "keep": keep,
+    }
+
+
+def _seen(log: list[tuple], k: int) -> list[Seen]:
+    """Member k's :class:`Seen` of every minibatch it took part in, from the update's log."""
+    out = []
+    for now, step, valid, terms, norms in log:
+        if k not in now:
+            continue
+        n = int(valid[k].sum())
+        keep = terms["keep"]
+        out.append(
+            Seen(
+                terms["logratio"][..., k, :n].reshape(-1),
+                terms["adv"][..., k, :n].reshape(-1),
+                terms["entropy"][k],
+                terms["policy_loss"][k],
+                terms["value_loss"][k],
+                keep=None if keep is None else keep[..., k, :n].reshape(-1),
+                grad_norm=norms[k] if k in step else None,
+            )
+        )
+    return out
+
+
+def _non_finite_message(update: int, epoch: int, terms: dict[str, Tensor], k: int) -> str:
+    return (
+        f"non-finite loss at update {update}, epoch {epoch + 1}: policy_loss={float(terms['policy_loss'][k])}, "
+        f"value_loss={float(terms['value_loss'][k])}, entropy={float(terms['entropy'][k])}"
+    )
