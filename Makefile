@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/sandbox bench lang
 	$(BIN)/sandbox bench sweep
 	$(BIN)/sandbox bench report
+	$(BIN)/sandbox bench population
 
 clean:
 	rm -rf $(VENV) .pytest_cache

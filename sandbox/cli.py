@@ -239,10 +239,11 @@ def cmd_eval(args: list[str]) -> int:
 class BenchArgs:
     """Benchmarks, run side by side with a peer in one command."""
 
-    target: Annotated[Literal["cartpole", "lang", "sweep", "report"], tyro.conf.Positional]
+    target: Annotated[Literal["cartpole", "lang", "sweep", "report", "population"], tyro.conf.Positional]
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
     lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9.
-    sweep: a 10-run sweep with 2 workers vs 1. report: the report of a 100-run sweep."""
+    sweep: a 10-run sweep with 2 workers vs 1. report: the report of a 100-run sweep. population: a 16-seed
+    population vs 16 runs one at a time, seeds per CPU-second and final returns."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Seeds; each system runs once per seed, alternating."""
     max_steps: int | None = None
@@ -278,8 +279,10 @@ def cmd_bench(args: list[str]) -> int:
         result = bench.bench_lang(a.seeds, a.max_steps or 300_000, quiet=a.quiet)
     elif a.target == "sweep":
         result = bench.bench_sweep(quiet=a.quiet)
-    else:
+    elif a.target == "report":
         result = bench.bench_report(quiet=a.quiet)
+    else:
+        result = bench.bench_population(quiet=a.quiet)
     if a.json:
         import json
 
@@ -403,8 +406,20 @@ class SweepArgs:
     """Ray cluster address (default: start a local Ray instance)."""
     report: bool = True
     """Write the report (sandbox report) when the sweep has finished."""
+    population: str = "16"
+    """Train the seeds of one config together, up to this many per population (several times more seeds per
+    CPU-second; README, "Populations"), or off: every run on its own."""
     quiet: bool = False
     """No progress bar."""
+
+
+def population_size(text: str) -> int:
+    """``--population``: a positive integer, or off (0)."""
+    if text == "off":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError("population", f"must be a positive integer or off, got {text!r}")
+    return int(text)
 
 
 def parse_sweep(args: list[str]) -> SweepArgs:
@@ -415,9 +430,10 @@ def cmd_sweep(args: list[str]) -> int:
     a = parse_sweep(args)
     if a.workers is not None and a.workers < 1:
         raise ConfigError("workers", f"must be a positive integer, got {a.workers}")
+    population = population_size(a.population)
     from .sweep import run_sweep
 
-    counts = run_sweep(a.spec, a.out, a.workers, a.backend, a.address, a.quiet)
+    counts = run_sweep(a.spec, a.out, a.workers, a.backend, a.address, a.quiet, population)
     if a.report:
         from .report import write_report
 

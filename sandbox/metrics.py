@@ -72,4 +72,6 @@ SUMMARY: dict[str, str] = {
     "updates": "Updates done.",
     "episodes": "Episodes finished.",
     "message": "What stopped the run, in words.",
+    "population": "Seeds trained together with this one as a population (sandbox sweep --population): 1 for a run "
+    "on its own. A member's numbers equal its single-seed run's up to float rounding.",
 }

@@ -106,6 +106,8 @@ def train_ppo_population(cfgs: list[Config], maths: Maths, logs: list[RunLog]) -
         Run(c, log, maths, _MemberLearner(adam), r, budget=budget, components={"beta": b})
         for c, log, r, b in zip(cfgs, logs, rollouts, betas)
     ]
+    for run in runs:
+        run.population = len(runs)
     population = _Population(runs, agents)
     with population:
         for _ in population.updates():

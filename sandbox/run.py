@@ -88,6 +88,7 @@ class Run:
         self.solved_at_steps: int | None = None
         self.solved_at_s: float | None = None
         self.message = "finished the step budget"
+        self.population = 1  # seeds trained together with this one (sandbox/population.py sets it)
         self.lr, self.clip_coef, self.clip_coef_high = cfg.learning_rate, cfg.clip_coef, cfg.clip_coef_high
         self.result: RunResult | None = None
         self.clock = Clock()
@@ -215,6 +216,7 @@ class Run:
             "updates": updates,
             "episodes": len(self.returns),
             "message": self.message,
+            "population": self.population,
             **self.source.summary_extra,
         }
         self.result = self.run_log.finish(summary, write_summary=finished)

@@ -15,6 +15,11 @@ table mapping config fields, ``seed`` included, to lists of values; the runs are
 Each run writes its own run directory under DIR, named from its grid values. Running the same sweep again skips the
 finished runs (a ``summary.json``, written last and atomically, and the same config) and redoes the unfinished ones
 from scratch; a killed worker or Ctrl-C never touches a finished run. Every config is checked before any run starts.
+
+Populations (``population``, default 16): the seeds of one grid point that are still to run train together, up to
+that many at a time, as one population in one worker (``sandbox/population.py``): several times more seeds per
+CPU-second, each run still writing its own directory. Configs a population cannot take (GRPO, language tasks,
+``save_every``, ``stop_at_threshold``, ``grad_diag_every``) run one seed at a time, as with ``population = 0``.
 """
 
 from __future__ import annotations
@@ -146,20 +151,43 @@ def _reset_partial(run: Run) -> None:
     shutil.rmtree(d)
 
 
-def _execute(config: dict) -> dict:
-    """One run, in a worker: one torch thread, quiet, the run directory written as by ``sandbox train``."""
+def _execute(configs: list[dict]) -> list[dict]:
+    """One job in a worker: one run, or several seeds of one config as a population; one torch thread, quiet, each
+    run directory written as by ``sandbox train``."""
     import torch
 
     torch.set_num_threads(1)
     from .learner import NonFiniteLossError
-    from .train import train
+    from .train import train, train_population
 
-    cfg = Config.from_dict(config)
+    cfgs = [Config.from_dict(c) for c in configs]
+    if len(cfgs) > 1:
+        return [{"out": r.config.out, "status": r.summary["status"]} for r in train_population(cfgs)]
     try:
-        summary = train(cfg).summary
+        summary = train(cfgs[0]).summary
     except NonFiniteLossError:  # a finished outcome: summary.json says so
-        summary = json.loads((Path(cfg.out) / "summary.json").read_text())
-    return {"out": cfg.out, "status": summary["status"]}
+        summary = json.loads((Path(cfgs[0].out) / "summary.json").read_text())
+    return [{"out": cfgs[0].out, "status": summary["status"]}]
+
+
+def jobs(todo: list[Run], population: int) -> list[list[Run]]:
+    """The runs to do, as jobs: the seeds of one config (every field but the seed equal) in populations of at most
+    ``population`` runs where the config allows one, else one run per job. Largest jobs first."""
+    from .population import check_population
+
+    groups: dict[str, list[Run]] = {}
+    for r in todo:
+        key = {k: v for k, v in r.config.to_dict().items() if k not in ("seed", *RUN_ONLY)}
+        groups.setdefault(json.dumps(key, sort_keys=True), []).append(r)
+    out: list[list[Run]] = []
+    for members in groups.values():
+        try:
+            check_population([m.config for m in members])
+            size = max(1, population)
+        except ConfigError:
+            size = 1
+        out += [members[i : i + size] for i in range(0, len(members), size)]
+    return sorted(out, key=len, reverse=True)
 
 
 def run_sweep(
@@ -169,9 +197,10 @@ def run_sweep(
     backend: str = "local",
     address: str | None = None,
     quiet: bool = False,
+    population: int = 16,
 ) -> dict:
     """Run the sweep; returns counts ``{"total", "skipped", "ran", "failed"}``."""
-    return run_sweeps([(spec, out)], workers, backend, address, quiet)
+    return run_sweeps([(spec, out)], workers, backend, address, quiet, population=population)
 
 
 def run_sweeps(
@@ -181,9 +210,11 @@ def run_sweeps(
     address: str | None = None,
     quiet: bool = False,
     before=None,
+    population: int = 16,
 ) -> dict:
     """Several sweeps ``[(spec, out), ...]`` sharing one pool of workers, in order. ``before()``, if given, runs in a
-    background thread of this process while the pool works (the demo prepares a reference model there)."""
+    background thread of this process while the pool works (the demo prepares a reference model there).
+    ``population``: the most seeds of one config trained together (0 or 1: every run on its own)."""
     workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise ConfigError("workers", f"must be a positive integer, got {workers}")
@@ -206,11 +237,14 @@ def run_sweeps(
         if statuses[r.dir] == "partial":
             _reset_partial(r)
     counts = {"total": len(runs), "skipped": len(runs) - len(todo), "ran": 0, "failed": 0}
+    work = jobs(todo, population)
     if not quiet:
         names = ", ".join(Path(spec).name for spec, _ in items)
+        batched = sum(len(j) for j in work if len(j) > 1)
+        how = f"; {batched} of them in {sum(len(j) > 1 for j in work)} populations" if batched else ""
         print(
-            f"sweep {names}: {len(runs)} runs, {counts['skipped']} already finished, {len(todo)} to run, "
-            f"{workers} at a time ({backend}) -> {', '.join(str(out) for _, out in items)}",
+            f"sweep {names}: {len(runs)} runs, {counts['skipped']} already finished, {len(todo)} to run{how}, "
+            f"{workers} jobs at a time ({backend}) -> {', '.join(str(out) for _, out in items)}",
             flush=True,
         )
     helper = None
@@ -226,20 +260,20 @@ def run_sweeps(
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
     failures: list[str] = []
 
-    def done(name: str, error: str | None) -> None:
-        bar.update(1)
+    def done(job: list[Run], error: str | None) -> None:
+        bar.update(len(job))
         if error is None:
-            counts["ran"] += 1
+            counts["ran"] += len(job)
         else:
-            counts["failed"] += 1
-            failures.append(f"{name}: {error}")
+            counts["failed"] += len(job)
+            failures.append(f"{', '.join(r.name for r in job)}: {error}")
 
     t0 = time.perf_counter()
     try:
         if backend == "ray":
-            _run_ray(todo, workers, address, done)
+            _run_ray(work, workers, address, done)
         else:
-            _run_local(todo, workers, done)
+            _run_local(work, workers, done)
     finally:
         bar.close()
         if helper is not None:
@@ -253,24 +287,24 @@ def run_sweeps(
     return counts
 
 
-def _run_local(todo: list[Run], workers: int, done) -> None:
+def _run_local(work: list[list[Run]], workers: int, done) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # each worker starts clean: no torch state inherited
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
-        futures = {pool.submit(_execute, r.config.to_dict()): r for r in todo}
+        futures = {pool.submit(_execute, [r.config.to_dict() for r in job]): job for job in work}
         for future in as_completed(futures):
-            run = futures[future]
+            job = futures[future]
             try:
                 future.result()
-                done(run.name, None)
+                done(job, None)
             except BrokenProcessPool:
                 raise SpecError(
                     "a worker process died (killed?); finished runs are kept: run the same sweep again to redo the rest"
                 ) from None
             except Exception as err:  # noqa: BLE001 - one run's bug must not stop the others
-                done(run.name, f"{type(err).__name__}: {err}")
+                done(job, f"{type(err).__name__}: {err}")
     except BaseException:  # Ctrl-C, a dead worker: stop the others now; their unfinished runs are redone next time
         workers_alive = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown clears it
         pool.shutdown(wait=False, cancel_futures=True)
@@ -280,7 +314,7 @@ def _run_local(todo: list[Run], workers: int, done) -> None:
     pool.shutdown(wait=True)
 
 
-def _run_ray(todo: list[Run], workers: int, address: str | None, done) -> None:
+def _run_ray(work: list[list[Run]], workers: int, address: str | None, done) -> None:
     try:
         import ray
     except ImportError:
@@ -294,15 +328,15 @@ def _run_ray(todo: list[Run], workers: int, address: str | None, done) -> None:
             ray.init(num_cpus=workers, **kwargs)
     try:
         remote = ray.remote(num_cpus=1)(_execute)
-        pending = {remote.remote(r.config.to_dict()): r for r in todo}
+        pending = {remote.remote([r.config.to_dict() for r in job]): job for job in work}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            run = pending.pop(ready[0])
+            job = pending.pop(ready[0])
             try:
                 ray.get(ready[0])
-                done(run.name, None)
+                done(job, None)
             except Exception as err:  # noqa: BLE001
-                done(run.name, f"{type(err).__name__}: {str(err).splitlines()[0]}")
+                done(job, f"{type(err).__name__}: {str(err).splitlines()[0]}")
     finally:
         if started_here:
             ray.shutdown()

@@ -256,3 +256,40 @@ def test_dropout_off_groups_are_labelled_without_their_inert_rate():
     # two dropout-off groups that differ only in the (inert) rate keep the rate, so that no two labels collide
     labels = [g.label for g in group_runs([run("off", 0.1), run("off", 0.5)])]
     assert labels == ["dropout=0.1", "dropout=0.5"]
+
+
+# --- populations ---------------------------------------------------------------------------------------------------
+
+
+def test_a_sweep_trains_the_seeds_of_each_config_as_populations(tmp_path):
+    spec = write_spec(tmp_path, TINY.replace("seed = [0, 1]", "seed = [0, 1, 2]"))
+    counts = run_sweep(spec, tmp_path / "out", workers=1, quiet=True, population=2)
+    assert counts == {"total": 6, "skipped": 0, "ran": 6, "failed": 0}
+    sizes = sorted(
+        json.loads((d / "summary.json").read_text())["population"] for d in (tmp_path / "out").iterdir() if d.is_dir()
+    )
+    assert sizes == [1, 1, 2, 2, 2, 2]  # per config: seeds 0 and 1 together, seed 2 on its own
+    again = run_sweep(spec, tmp_path / "out", workers=1, quiet=True, population=2)
+    assert again["skipped"] == 6 and again["ran"] == 0
+
+
+def test_configs_a_population_cannot_take_run_one_seed_at_a_time(tmp_path):
+    from sandbox.sweep import jobs
+
+    ppo = expand({"preset": "cartpole", "total_steps": 512}, {"seed": [0, 1, 2]}, tmp_path / "a")
+    stop = expand({"preset": "cartpole", "stop_at_threshold": True}, {"seed": [0, 1]}, tmp_path / "b")
+    grpo = expand({"algo": "grpo", "env": "lang:reverse"}, {"seed": [0, 1]}, tmp_path / "c")
+    assert sorted(len(j) for j in jobs(ppo + stop + grpo, 16)) == [1, 1, 1, 1, 3]
+    assert sorted(len(j) for j in jobs(ppo, 0)) == [1, 1, 1]
+
+
+def test_population_flag_from_the_command_line(capsys, tmp_path):
+    from sandbox.cli import main
+
+    spec = write_spec(tmp_path, TINY)
+    assert (
+        main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--population", "off", "--quiet", "--no-report"]) == 0
+    )
+    assert json.loads(next((tmp_path / "o").glob("*/summary.json")).read_text())["population"] == 1
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "p"), "--population", "two", "--quiet"]) == 2
+    assert "--population: must be a positive integer or off" in capsys.readouterr().err
