@@ -296,12 +296,12 @@ def cmd_bench(args: list[str]) -> int:
 
 @dataclasses.dataclass
 class DemoArgs:
-    """The headline experiment in about 3 minutes on 2 cores: PPO on CartPole in the four dropout modes at two
-    rates (5 seeds), GRPO on lang:reverse with dropout off / naive / consistent and beta 0 / 0.04 (3 seeds), then
-    the report (report.md with its figures) and its key table."""
+    """The headline experiment in about 3 minutes on 2 cores: PPO on CartPole in the four dropout modes (p = 0.3,
+    16 seeds each, trained as populations), GRPO on lang:reverse in the four modes (p = 0.1, beta 0.04, 10 seeds
+    each), then the report (report.md with its figures) and its key table."""
 
     workers: int = 2
-    """Runs at a time (one process and one torch thread each)."""
+    """Jobs at a time (a run or a population; one process and one torch thread each)."""
     out: str | None = None
     """Directory for the demo (default runs/demo-<time>: a new one each time, nothing is overwritten)."""
     fast: bool = False
