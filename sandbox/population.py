@@ -22,6 +22,7 @@ Not supported in a population (``sandbox sweep`` runs such configs one seed at a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from .config import Config, ConfigError
 from .diagnostics import Seen, update_metrics
+from .envs import StepTogether
 from .learner import NonFiniteLossError
 from .maths import Maths, kl_k3
 from .nets import DropoutMLP
@@ -97,6 +99,7 @@ def train_ppo_population(cfgs: list[Config], maths: Maths, logs: list[RunLog]) -
         generators.append(torch.Generator().manual_seed(0))
         generators[-1].set_state(torch.get_rng_state())
         rollouts[-1].generator = generators[-1]
+    envs = StepTogether([r.envs for r in rollouts], cfg.env, cfg.env_params)
     agents = StackedAgent([r.policy for r in rollouts])
     references = StackedAgent([r.reference for r in rollouts])
     adam = StackedAdam(agents.flat, cfg.learning_rate, cfg.adam_eps, cfg.max_grad_norm)
@@ -109,12 +112,12 @@ def train_ppo_population(cfgs: list[Config], maths: Maths, logs: list[RunLog]) -
     for run in runs:
         run.population = len(runs)
     population = _Population(runs, agents)
-    with population:
+    with population, contextlib.closing(envs):
         for _ in population.updates():
             # 1. Rollout: every member acts in one batched forward per step, in the mode's rollout setting.
             for r in rollouts:
                 r.policy.train(mode.rollout_train)
-            _collect(population, rollouts, agents, references, generators)
+            _collect(population, rollouts, agents, references, generators, envs)
 
             # 2. Advantages, member by member (ppo.py's ppo_batch), from one batched forward of the critics.
             values, next_values = _values(rollouts, agents, generators)
@@ -178,9 +181,12 @@ def _stack(rows: list[Tensor], size: int) -> Tensor:
 
 
 @torch.no_grad()
-def _collect(pop: _Population, rollouts: list[Rollout], agents: StackedAgent, refs: StackedAgent, gens: list) -> None:
-    """``num_steps`` steps of every member: masks and noise drawn per member, one batched forward, then each
-    member's :meth:`~sandbox.rollout.Rollout.record`."""
+def _collect(
+    pop: _Population, rollouts: list[Rollout], agents: StackedAgent, refs: StackedAgent, gens: list, envs: StepTogether
+) -> None:
+    """``num_steps`` steps of every member: masks and noise drawn per member, one batched forward, each member's
+    :meth:`~sandbox.rollout.Rollout.store`, the envs stepped together, each member's
+    :meth:`~sandbox.rollout.Rollout.observe`."""
     first, template = rollouts[0], agents.template
     N = first.cfg.num_envs
     for r in rollouts:
@@ -203,8 +209,12 @@ def _collect(pop: _Population, rollouts: list[Rollout], agents: StackedAgent, re
         noise = torch.stack([draw(*shape, generator=g) for g in gens])
         actions, logp = agents.act(obs, actor_masks, noise)
         ref_logp = refs.log_prob(obs, actions) if first.cfg.ref_each_step else None
-        for k in pop.active:  # a member that failed keeps its row in the batch, but acts no more
-            rollouts[k].record(t, actions[k], logp[k], None if ref_logp is None else ref_logp[k], pop.runs[k])
+        env_actions = [
+            r.store(t, actions[k], logp[k], None if ref_logp is None else ref_logp[k]) for k, r in enumerate(rollouts)
+        ]
+        answers = envs.step(env_actions, pop.active)
+        for k in pop.active:  # a member that failed keeps its row in the batch, but takes no step of its own
+            rollouts[k].observe(t, *answers[k], pop.runs[k])
 
 
 @torch.no_grad()

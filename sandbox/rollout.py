@@ -146,25 +146,29 @@ class Rollout:
         """Step ``t`` of the rollout, once the policy has chosen ``actions`` (with log-probs ``logp``, and the
         reference's ``ref_logp``): store them, step the envs, count finished episodes. True when the run should
         stop (just solved, with ``stop_at_threshold``)."""
-        N = self.cfg.num_envs
+        env_actions = self.store(t, actions, logp, ref_logp)
+        return self.observe(t, *self.envs.step(env_actions)[:4], run)
+
+    def store(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> np.ndarray:
+        """The first half of :meth:`record`: keep what the policy chose at step ``t``; return the actions as the
+        env takes them (Box actions clipped to the bounds)."""
         self.obs_buf[t], self.actions[t], self.logp[t] = self.obs, actions, logp
         if ref_logp is not None:
             self.ref_logp[t] = ref_logp
         if self.store_masks:
             self.masks[t] = self.next_mask  # the masks this step acted with
-            self.next_mask = self.policy.sample_mask(N, self.generator)  # also the bootstrap value's, if the last
-        valid = ~self.prev_done
-        self.valid[t] = valid
+            self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)  # the bootstrap's, if last
+        self.valid[t] = ~self.prev_done
+        return self.clip_action(actions.numpy())
 
-        self.obs, rewards, terminated, truncated, _ = self.envs.step(self.clip_action(actions.numpy()))
-        if self.obs.dtype != np.float32:
-            self.obs = self.obs.astype(np.float32)
+    def observe(self, t: int, obs: np.ndarray, rewards, terminated, truncated, run: Run) -> bool:
+        """The second half of :meth:`record`: what the envs answered at step ``t``. True when the run should stop."""
+        self.obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)
         dones = terminated | truncated
         self.rewards_np[t], self.terminated_np[t], self.dones_np[t] = rewards, terminated, dones
         self.prev_done = dones
-        run.count_steps(N)
-
-        ended_returns, ended_lengths = self.episodes.step(rewards, dones, valid)
+        run.count_steps(self.cfg.num_envs)
+        ended_returns, ended_lengths = self.episodes.step(rewards, dones, self.valid[t])
         if len(ended_returns):
             run.record_episodes(ended_returns.tolist(), ended_lengths.tolist())
             return run.solved()

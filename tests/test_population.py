@@ -129,3 +129,21 @@ def test_what_a_population_cannot_take_is_refused_in_one_line(change, field):
         check_population([small(**change), small(seed=1, **change)])
     with pytest.raises(sandbox.ConfigError, match="share every setting"):
         check_population([small(), small(seed=1, dropout=0.5)])
+
+
+def test_cartpole_members_stepped_together_answer_as_if_alone():
+    import numpy as np
+
+    from sandbox.envs import StepTogether, make_vec_env
+
+    alone = [make_vec_env("CartPole-v1", 4, seed)[0] for seed in (0, 1, 2)]
+    members = [make_vec_env("CartPole-v1", 4, seed)[0] for seed in (0, 1, 2)]
+    together = StepTogether(members, "CartPole-v1", {})
+    assert together.together
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # long enough for many episodes to end and reset
+        actions = [rng.integers(0, 2, 4) for _ in alone]
+        got = together.step(actions)
+        for env, a, answer in zip(alone, actions, got):
+            want = env.step(a)[:4]
+            assert all(np.array_equal(x, y) for x, y in zip(want, answer))
