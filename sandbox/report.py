@@ -373,14 +373,14 @@ def key_table(table: pd.DataFrame) -> str:
 
 
 def _how_to_read(table: pd.DataFrame, baseline: str) -> list[str]:
-    compared = table[table.test != ""]
+    compared = _compared(table)
     m = int(np.isfinite(compared.p_value).sum())
     lines = [
         "## How to read it",
         "",
         f"**The verdict.** Each group is compared with its baseline (the same config with `{baseline}`) by a "
-        "two-sided permutation test of the difference of mean final scores; the p-values of all "
-        f"{m} comparisons of this report are adjusted together with Holm's method (*p Holm*). The verdict says "
+        "two-sided permutation test of the difference of mean final scores, and the p-values of the report's "
+        f"{_count(m, 'comparison')} are adjusted together with Holm's method (*p Holm*). The verdict says "
         f"*better* or *worse* only when the adjusted p is below {stats.ALPHA} and both groups have at least "
         f"{stats.MIN_SEEDS} seeds, *too few seeds for a verdict* below that, and *no significant difference* "
         "otherwise, which means the seeds cannot tell the groups apart, not that they are equal: *seeds needed* is "
@@ -416,6 +416,15 @@ def _how_to_read(table: pd.DataFrame, baseline: str) -> list[str]:
         "",
     ]
     return lines
+
+
+def _compared(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of groups compared with a baseline."""
+    return table[~table.baseline.isin(["", "(baseline)"])]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _base_runs(table: pd.DataFrame, compared: pd.DataFrame) -> list[int]:
@@ -479,7 +488,7 @@ def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str,
         ),
         "",
     ]
-    compared = table[table.test != ""]
+    compared = _compared(table)
     if len(compared):
         lines += [
             "## Against the baseline",
@@ -502,9 +511,9 @@ def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str,
                 ],
             ),
             "",
-            f"Test: {compared.test.iloc[0] or 'permutation test, difference of means'} (two-sided, "
+            f"Test: {next((t for t in compared.test if t), 'permutation test, difference of means')} (two-sided, "
             "scipy.stats.permutation_test: exact when there are at most 10,000 splits of the seeds), Holm's "
-            f"correction over the {int(np.isfinite(compared.p_value).sum())} comparisons above.",
+            f"correction over the {_count(int(np.isfinite(compared.p_value).sum()), 'comparison')} above.",
             "",
         ]
     lines += [
