@@ -679,11 +679,12 @@ def _lines(task: _Task) -> dict[tuple, list[Group]]:
     return out
 
 
-def _layout(plt, panels: list[int], title: str, max_cols: int = 4, width: float = 3.2, height: float = 2.5):
+def _layout(plt, panels: list[int], title: str, max_cols: int = 4, width: float | None = None, height: float = 2.5):
     """A grid with one block of rows per task (at most ``max_cols`` panels a row) and a legend column on the right.
     Returns the figure and, per task, (its panel axes, its legend axes); a task's panels share their axes."""
     rows = [max(1, math.ceil(n / max_cols)) for n in panels]
-    ncols = min(max_cols, max(panels))
+    ncols = max(math.ceil(n / k) for n, k in zip(panels, rows))  # balanced: 5 panels as 3 + 2, not 4 + 1
+    width = width or (4.6 if ncols == 1 else 3.2)
     fig, axes = plt.subplots(
         sum(rows),
         ncols + 1,
@@ -826,7 +827,7 @@ def _by_x_figure(plt, tasks, out: Path, name: str, title: str, value, center, yl
     (marker and error bar), one line per (mode, style) against the x field (p); categories where nothing varies."""
     from matplotlib.lines import Line2D
 
-    fig, layout = _layout(plt, [1] * len(tasks), title, width=4.6, height=2.9)
+    fig, layout = _layout(plt, [1] * len(tasks), title, height=2.9)
     rng = np.random.default_rng(0)
     for task, (axes, legend_ax) in zip(tasks, layout):
         ax = axes[0]
@@ -866,13 +867,12 @@ def _by_x_figure(plt, tasks, out: Path, name: str, title: str, value, center, yl
             ax.set_xlim(min(xs) - 0.25 * span, max(xs) + 0.25 * span)
             ax.set_xlabel(task.x_label(), fontsize=9)
         else:
+            labels = [" ".join([m, task.style_label(s)]).strip() for m, s in moving]
+            long = max(map(len, labels)) > 12
             ax.set_xticks(
-                range(len(moving)),
-                [" ".join([m, task.style_label(s)]).strip() for m, s in moving],
-                fontsize=8,
-                rotation=20,
-                ha="right",
+                range(len(moving)), labels, fontsize=8, rotation=20 if long else 0, ha="right" if long else "center"
             )
+            ax.set_xlim(-0.6, len(moving) - 0.4)
         ax.set_title(task.name, fontsize=9.5)
         ax.set_ylabel(ylabel(task), fontsize=9)
         extra = [Line2D([], [], color="#666666", marker="o", ls="", ms=3.5, alpha=0.6, label="one seed")]
@@ -885,7 +885,7 @@ def _reward_kl_figure(plt, tasks, out: Path, name: str):
     from matplotlib.lines import Line2D
 
     title = "Reward against KL to the reference, seed by seed"
-    fig, layout = _layout(plt, [1] * len(tasks), title, width=4.6, height=2.9)
+    fig, layout = _layout(plt, [1] * len(tasks), title, height=2.9)
     for task, (axes, legend_ax) in zip(tasks, layout):
         ax = axes[0]
         kind = task.kind
