@@ -411,8 +411,9 @@ def _how_to_read(table: pd.DataFrame, baseline: str) -> list[str]:
         "Hedges' g (the difference in pooled standard deviations, small-sample corrected) with a normal-approximation "
         "95% interval; P(improvement) = P(X > Y) over pairs of seeds (0.5: no edge) with a 95% percentile-bootstrap "
         "interval; seeds needed for a two-sided t test at 0.05 with 80% power if the true effect were the observed "
-        "g (noncentral t). A *collapse* is a run whose 20-episode mean reached 90% of the threshold and later fell "
-        "below 50% of it.",
+        "g (noncentral t). The intervals are not adjusted for the number of comparisons: a difference interval that "
+        "excludes 0 is not a verdict. A *collapse* is a run whose 20-episode mean reached 90% of the threshold "
+        "and later fell below 50% of it.",
         "",
     ]
     return lines
@@ -748,10 +749,11 @@ def _style(task: _Task, g: Group) -> dict:
     return {"color": mode_color(g.mode), "ls": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)]}
 
 
-def _curve_figure(plt, tasks, bases, column: str, title: str, ylabel: str, out: Path, name: str):
+def _curve_figure(plt, tasks, bases, column: str, title: str, ylabel: str, out: Path, name: str, log_if_wide=False):
     """Learning-curve-like figures: per task, one panel per value of p, every group's mean over seeds with the 95% t
     interval of the mean (:func:`sandbox.stats.t_band`); a group of fewer than 3 seeds shows its seeds instead (the
-    t interval of 2 values is 12.7 standard errors wide). Log scale when the task's values span more than 30x."""
+    t interval of 2 values is 12.7 standard errors wide). ``log_if_wide``: log scale when the task's values span more
+    than 30x (variances; returns stay linear)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import EngFormatter, ScalarFormatter
@@ -782,7 +784,7 @@ def _curve_figure(plt, tasks, bases, column: str, title: str, ylabel: str, out: 
             ax.set_xlabel("tokens sampled" if task.is_lang else "env steps", fontsize=9)
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         axes[0].set_ylabel(ylabel.format(score="reward (batch mean)" if task.is_lang else "return (20-episode mean)"))
-        if seen and min(seen) > 0 and max(seen) > 30 * min(seen):
+        if log_if_wide and seen and min(seen) > 0 and max(seen) > 30 * min(seen):
             axes[0].set_yscale("log")
             axes[0].yaxis.set_major_formatter(ScalarFormatter())
         elif seen:  # the runs' range: a band wider than the runs themselves leaves the panel
@@ -979,7 +981,7 @@ def _figures(groups: list[Group], table: pd.DataFrame, bases: dict, out: Path) -
             "surrogate_variance.png",
             "Surrogate variance Var(r A) over training: mean over seeds with the 95% t interval of the mean.",
             lambda name: _curve_figure(
-                plt, tasks, bases, "surrogate_var", "Surrogate variance over training", "Var(r A)", out, name
+                plt, tasks, bases, "surrogate_var", "Surrogate variance over training", "Var(r A)", out, name, True
             ),
         ),
     ]

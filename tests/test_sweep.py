@@ -306,3 +306,31 @@ def test_dropout_off_groups_are_labelled_without_their_inert_rate():
     # two dropout-off groups that differ only in the (inert) rate keep the rate, so that no two labels collide
     labels = [g.label for g in group_runs([run("off", 0.1), run("off", 0.5)])]
     assert labels == ["dropout=0.1", "dropout=0.5"]
+
+
+def test_figures_put_p_on_the_x_axis_and_dropout_off_in_every_panel_it_is_the_baseline_of():
+    """The demo's layout: PPO groups at p = 0.1 and 0.5 with one dropout-off group (its p inert), GRPO groups at one p
+    with beta varying. One row per task; p (else beta) is the x field; dropout off is drawn in both p panels."""
+    import pandas as pd
+
+    from sandbox.report import RunData, _facets, _tasks, baselines, group_runs
+
+    def run(algo, env, mode, p, beta=0.0):
+        cfg = {"algo": algo, "env": env, "dropout": p, "dropout_mode": mode, "beta": beta, "seed": 0}
+        return RunData(Path("."), cfg, {}, pd.DataFrame())
+
+    runs = [run("ppo", "CartPole-v1", m, p) for m in ("naive", "consistent") for p in (0.1, 0.5)]
+    runs += [run("ppo", "CartPole-v1", "off", 0.1)]
+    runs += [run("grpo", "lang:reverse", m, 0.1, beta) for m in ("off", "naive") for beta in (0.0, 0.04)]
+    groups = group_runs(runs)
+    tasks = _tasks(groups)
+    assert [(t.name, t.x_field, t.style_fields) for t in tasks] == [
+        ("GRPO lang:reverse", "beta", []),
+        ("PPO CartPole-v1", "dropout", []),
+    ]
+    ppo = tasks[1]
+    assert [g.mode for g in ppo.groups] == ["off", "naive", "naive", "consistent", "consistent"]  # MODE_COLORS order
+    panels = _facets(ppo, baselines(groups))
+    assert [title for title, _ in panels] == ["p = 0.1", "p = 0.5"]
+    for _, members in panels:
+        assert [g.mode for g in members] == ["off", "naive", "consistent"]
