@@ -272,15 +272,21 @@ def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.D
     """One row per group: the statistics of the report (also written as report.csv).
 
     Every group with a baseline is compared with it (:func:`sandbox.stats.compare`); the p-values of all these
-    comparisons are adjusted together with Holm's method (``p_holm``), and ``verdict`` is
-    :func:`sandbox.stats.verdict` of the adjusted p."""
+    comparisons that can get a verdict (``stats.MIN_SEEDS`` seeds or more on both sides) are adjusted together with
+    Holm's method (``p_holm``), and ``verdict`` is :func:`sandbox.stats.verdict` of the adjusted p. Comparisons with
+    too few seeds are not tested, so they do not weaken the others' correction (their ``p_holm`` is Holm's over
+    them alone, for information)."""
     bases = baselines(groups, baseline)
     comparisons = {}
     for g in groups:
         base = bases[g.key]
         if base is not None and base is not g:
             comparisons[g.key] = (base, stats.compare(g.finals, base.finals))
-    adjusted = dict(zip(comparisons, stats.holm([c.p_value for _, c in comparisons.values()])))
+    testable = {k: c for k, (_, c) in comparisons.items() if min(c.n_x, c.n_y) >= stats.MIN_SEEDS}
+    untested = {k: c for k, (_, c) in comparisons.items() if k not in testable}
+    adjusted = {}
+    for family in (testable, untested):
+        adjusted |= dict(zip(family, stats.holm([c.p_value for c in family.values()])))
     rows = []
     for g in groups:
         row = _describe(g)
@@ -374,19 +380,21 @@ def key_table(table: pd.DataFrame) -> str:
 
 def _how_to_read(table: pd.DataFrame, baseline: str) -> list[str]:
     compared = _compared(table)
-    m = int(np.isfinite(compared.p_value).sum())
+    seeds = [min(a, b) for a, b in zip(compared.runs, _base_runs(table, compared))]
+    m = sum(1 for n, p in zip(seeds, compared.p_value) if n >= stats.MIN_SEEDS and np.isfinite(p))
     lines = [
         "## How to read it",
         "",
         f"**The verdict.** Each group is compared with its baseline (the same config with `{baseline}`) by a "
         "two-sided permutation test of the difference of mean final scores, and the p-values of the report's "
-        f"{_count(m, 'comparison')} are adjusted together with Holm's method (*p Holm*). The verdict says "
+        f"{_count(m, 'comparison')} with at least {stats.MIN_SEEDS} seeds on both sides are adjusted together with "
+        "Holm's method (*p Holm*; comparisons with fewer seeds are not tested). The verdict says "
         f"*better* or *worse* only when the adjusted p is below {stats.ALPHA} and both groups have at least "
         f"{stats.MIN_SEEDS} seeds, *too few seeds for a verdict* below that, and *no significant difference* "
         "otherwise, which means the seeds cannot tell the groups apart, not that they are equal: *seeds needed* is "
         "how many seeds per group would detect the observed difference 80% of the time.",
     ]
-    if m:
+    if len(compared):
         n_pairs = sorted({(int(min(a, b)), int(max(a, b))) for a, b in zip(compared.runs, _base_runs(table, compared))})
         smallest = {pair: stats.smallest_p_value(*pair) for pair in n_pairs}
         text = "; ".join(f"{_fmt(p, '.2g')} with {a} seeds against {b}" for (a, b), p in smallest.items())
