@@ -448,7 +448,8 @@ class ReportArgs:
     sweep_dir: Annotated[str, tyro.conf.Positional]
     """The sweep's directory (runs are found in it and below it)."""
     baseline: str = "dropout_mode=off"
-    """FIELD=VALUE: each group is compared with the group that has the same config but this value."""
+    """FIELD=VALUE: each group is compared with the group that has the same config but this value (a permutation
+    test of the final means, Holm-corrected over the report; no verdict below 5 seeds per group)."""
     quiet: bool = False
     """Do not print the key table."""
 

@@ -65,3 +65,21 @@ def test_equal_groups_and_tiny_groups_do_not_crash():
     assert c.diff == 0 and c.p_value == 1.0 and math.isinf(c.seeds_needed)
     c = stats.compare([1.0], [2.0, 3.0])
     assert math.isnan(c.p_value)
+
+
+@pytest.mark.parametrize("n_x, n_y", [(3, 3), (5, 5), (4, 6), (12, 12)])
+def test_smallest_p_value_is_what_compare_returns_for_perfectly_separated_groups(n_x, n_y):
+    x, y = np.arange(n_x) + 100.0, np.arange(n_y, dtype=float)
+    assert stats.compare(x, y).p_value == pytest.approx(stats.smallest_p_value(n_x, n_y))
+    assert stats.smallest_p_value(3, 3) == pytest.approx(0.1) and stats.smallest_p_value(5, 5) == pytest.approx(2 / 252)
+
+
+def test_t_band_is_the_t_interval_at_every_point():
+    rng = np.random.default_rng(2)
+    y = rng.normal(0.0, 1.0, size=(4, 6))
+    mean, low, high = stats.t_band(y)
+    for j in range(6):
+        lo, hi, _ = stats.t_interval(y[:, j])
+        assert (low[j], high[j]) == pytest.approx((lo, hi)) and mean[j] == pytest.approx(y[:, j].mean())
+    one = stats.t_band(y[:1])
+    assert np.array_equal(one[1], y[0]) and np.array_equal(one[2], y[0])

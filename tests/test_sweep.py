@@ -178,9 +178,12 @@ def test_collapse_rule_on_hand_made_curves():
     assert collapsed([1, 2], None) is None and collapsed([-200, -100], -100) is None
 
 
-def test_report_on_a_tiny_sweep(tmp_path):
+def test_report_of_a_tiny_sweep_of_three_seeds_per_group_states_no_verdict(tmp_path):
+    """The report's files, and no verdict from three seeds against three: the exact test cannot go below p = 0.1 and a
+    bootstrap over 3 values covers far less than 95%, so nothing may be called better or worse, whatever the numbers.
+    (Smallest runs that still draw curves: 2 updates each.)"""
     out = tmp_path / "out"
-    run_sweep(write_spec(tmp_path, TINY), out, workers=2, quiet=True)
+    run_sweep(write_spec(tmp_path, TINY.replace("seed = [0, 1]", "seed = [0, 1, 2]")), out, workers=2, quiet=True)
     table = write_report(out, quiet=True)
     for name in (
         "report.md",
@@ -189,13 +192,60 @@ def test_report_on_a_tiny_sweep(tmp_path):
         "surrogate_variance.png",
         "first_ratio_dev.png",
         "final_per_seed.png",
+        "performance_profile.png",
     ):
         assert (out / name).stat().st_size > 0, name
     assert list(table.group) == ["dropout_mode=naive", "dropout_mode=off"]
     naive = table.set_index("group").loc["dropout_mode=naive"]
     assert naive.baseline == "dropout_mode=off" and 0 <= naive.p_improvement <= 1 and naive.first_ratio_dev > 0
+    assert naive.poi_ci_low <= naive.p_improvement <= naive.poi_ci_high and naive.test.startswith("permutation")
+    assert naive.p_value >= 0.1 and naive.verdict == "too few seeds for a verdict (n < 5)"
+    assert table.set_index("group").loc["dropout_mode=off", "baseline"] == "(baseline)"
     text = (out / "report.md").read_text()
     assert "IQM" in text and "P(improvement)" in text and "![" in text
+    assert "BCa" in text and "Student t" in text and "Holm" in text and "permutation test" in text
+    assert "too few seeds for a verdict (n < 5)" in text
+    assert "| better |" not in text and "| worse |" not in text and "**better**" not in text and "**worse**" not in text
+
+
+def _fake_run(root: Path, name: str, env: str, mode: str, p: float, seed: int, final: float) -> None:
+    """A finished run directory with a known final return (two metric rows), without training anything."""
+    import pandas as pd
+
+    d = root / name / f"seed={seed}"
+    d.mkdir(parents=True)
+    cfg = {"algo": "ppo", "env": env, "dropout": p, "dropout_mode": mode, "seed": seed}
+    (d / "config.json").write_text(json.dumps(cfg))
+    summary = {"status": "ok", "final_return": final, "solved_at_steps": None, "reward_threshold": 475.0}
+    (d / "summary.json").write_text(json.dumps(summary))
+    row = {"first_ratio_dev": 0.0, "first_clipfrac": 0.0, "surrogate_var": 1.0, "kl_ref": 0.0}
+    pd.DataFrame(
+        [{"env_steps": 100, "ep_return_mean": final / 2, **row}, {"env_steps": 200, "ep_return_mean": final, **row}]
+    ).to_csv(d / "metrics.csv", index=False)
+
+
+def test_holm_is_applied_across_every_comparison_of_the_report(tmp_path):
+    """Three comparisons over two tasks, six seeds each. Raw p: 0.0022 (shift 100), 0.035 (shift 3), 0.70; Holm
+    multiplies the second smallest by 2, so the shift of 3 is significant alone (p < 0.05) but not in this report."""
+    from sandbox import stats
+
+    base = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    for seed, b in enumerate(base):
+        _fake_run(tmp_path, "cp-off", "CartPole-v1", "off", 0.1, seed, b)
+        _fake_run(tmp_path, "cp-big", "CartPole-v1", "naive", 0.1, seed, b + 100)
+        _fake_run(tmp_path, "cp-small", "CartPole-v1", "naive", 0.5, seed, b + 3)
+        _fake_run(tmp_path, "ac-off", "Acrobot-v1", "off", 0.1, seed, b)
+        _fake_run(tmp_path, "ac-none", "Acrobot-v1", "naive", 0.1, seed, b + 0.5)
+    table = write_report(tmp_path, quiet=True).set_index("group")
+    compared = table[table.test != ""]
+    assert len(compared) == 3
+    assert compared.p_holm.tolist() == pytest.approx(stats.holm(compared.p_value.tolist()))
+    big = table.loc["PPO CartPole-v1: dropout=0.1, dropout_mode=naive"]
+    small = table.loc["PPO CartPole-v1: dropout=0.5, dropout_mode=naive"]
+    assert big.verdict == "better" and big.p_holm == pytest.approx(3 * big.p_value)
+    assert small.p_value < 0.05 < small.p_holm and small.verdict == "no significant difference"
+    assert table.loc["PPO Acrobot-v1: dropout_mode=naive", "verdict"] == "no significant difference"
+    assert "Holm's correction over the 3 comparisons" in (tmp_path / "report.md").read_text()
 
 
 def test_report_errors(capsys, tmp_path):
@@ -256,6 +306,34 @@ def test_dropout_off_groups_are_labelled_without_their_inert_rate():
     # two dropout-off groups that differ only in the (inert) rate keep the rate, so that no two labels collide
     labels = [g.label for g in group_runs([run("off", 0.1), run("off", 0.5)])]
     assert labels == ["dropout=0.1", "dropout=0.5"]
+
+
+def test_figures_put_p_on_the_x_axis_and_dropout_off_in_every_panel_it_is_the_baseline_of():
+    """The demo's layout: PPO groups at p = 0.1 and 0.5 with one dropout-off group (its p inert), GRPO groups at one p
+    with beta varying. One row per task; p (else beta) is the x field; dropout off is drawn in both p panels."""
+    import pandas as pd
+
+    from sandbox.report import RunData, _facets, _tasks, baselines, group_runs
+
+    def run(algo, env, mode, p, beta=0.0):
+        cfg = {"algo": algo, "env": env, "dropout": p, "dropout_mode": mode, "beta": beta, "seed": 0}
+        return RunData(Path("."), cfg, {}, pd.DataFrame())
+
+    runs = [run("ppo", "CartPole-v1", m, p) for m in ("naive", "consistent") for p in (0.1, 0.5)]
+    runs += [run("ppo", "CartPole-v1", "off", 0.1)]
+    runs += [run("grpo", "lang:reverse", m, 0.1, beta) for m in ("off", "naive") for beta in (0.0, 0.04)]
+    groups = group_runs(runs)
+    tasks = _tasks(groups)
+    assert [(t.name, t.x_field, t.style_fields) for t in tasks] == [
+        ("GRPO lang:reverse", "beta", []),
+        ("PPO CartPole-v1", "dropout", []),
+    ]
+    ppo = tasks[1]
+    assert [g.mode for g in ppo.groups] == ["off", "naive", "naive", "consistent", "consistent"]  # MODE_COLORS order
+    panels = _facets(ppo, baselines(groups))
+    assert [title for title, _ in panels] == ["p = 0.1", "p = 0.5"]
+    for _, members in panels:
+        assert [g.mode for g in members] == ["off", "naive", "consistent"]
 
 
 # --- populations ---------------------------------------------------------------------------------------------------
