@@ -143,7 +143,7 @@ class Report:
         return bool(self.results) and self.failed == 0
 
     def __repr__(self) -> str:
-        return f"<Report {self.assignment}: {self.passed} passed, {self.failed} failed, score {self.score:g}/{self.max_score:g}>"
+        return f"<Report {self.assignment}: {self.summary_line()}>"
 
     def summary_line(self) -> str:
         return f"{self.passed} passed, {self.failed} failed (score {self.score:g}/{self.max_score:g})"
@@ -249,6 +249,7 @@ def run_tests(
     *,
     extra: list[Test] = (),
     only_given: bool = False,
+    only: tuple[str, ...] | None = None,
     submission: str | None = None,
     notes: list[str] = (),
 ) -> Report:
@@ -256,10 +257,13 @@ def run_tests(
 
     A function missing from ``functions`` fails its tests, or with ``only_given`` (``check`` in a notebook) leaves
     them out with a note. An integration test runs only when its functions passed every case and property test
-    before it: a training run cannot say more than a failed case already does, and costs seconds.
+    before it: a training run cannot say more than a failed case already does, and costs seconds. ``only``: run just
+    the tests that involve one of these functions.
     """
     start = time.perf_counter()
     tests = [*assignment.build(), *extra]
+    if only is not None:
+        tests = [t for t in tests if set(t.functions) & set(only)]
     given = {name: fn for name, fn in functions.items() if fn is not None}
     results: list[Result] = []
     notes = list(notes)
@@ -292,6 +296,11 @@ def run_tests(
                 output = (
                     f"took longer than {test.timeout:g} s, the grader's limit for this test: a Python loop over "
                     "every entry, or a loop that never ends?"
+                )
+            except Exception as err:  # noqa: BLE001 - a result so odd that a check itself broke on it
+                output = (
+                    f"the grader could not finish this check on what your function returned ({type(err).__name__}: "
+                    f"{err}): look at the types and shapes it returns"
                 )
             finally:
                 torch.set_num_threads(threads)
@@ -414,17 +423,19 @@ def expect_tensor(
             f"{str(want.dtype).removeprefix('torch.')} (the dtype of the inputs: the trainer keeps float32 throughout)"
         )
     got = got.detach()
-    if got.dtype == torch.bool or exact:
-        bad = got != want
-    else:
-        finite = torch.isfinite(want)
-        nonfinite = finite & ~torch.isfinite(got)
+    if got.is_floating_point():
+        nonfinite = torch.isfinite(want) & ~torch.isfinite(got)
         if bool(nonfinite.any()):
             i = _index(int(nonfinite.flatten().nonzero()[0]), tuple(want.shape))
             raise Fail(
                 f"{what} has {int(nonfinite.sum())} NaN or infinite entries, the first at index {i} "
                 f"(expected {float(want[i]):.6g})"
             )
+    if math.isinf(rtol) or math.isinf(atol):
+        return  # expect_like: everything but the values
+    if got.dtype == torch.bool or exact:
+        bad = got != want
+    else:
         bad = ~torch.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
     if bool(bad.any()):
         flat = int(bad.flatten().nonzero()[0])
@@ -432,11 +443,22 @@ def expect_tensor(
         where_ = f" at index {i}" if want.dim() else ""
         g, w = got[i], want[i]
         values = (
-            f"expected {bool(w)}, got {bool(g)}" if want.dtype == torch.bool else f"expected {float(w):.6g}, got {float(g):.6g}"
+            f"expected {bool(w)}, got {bool(g)}"
+            if want.dtype == torch.bool
+            else f"expected {float(w):.6g}, got {float(g):.6g}"
         )
-        tol = "" if want.dtype == torch.bool or exact else f"; tolerance |got - expected| <= {atol:g} + {rtol:g} * |expected|"
+        tol = (
+            ""
+            if want.dtype == torch.bool or exact
+            else f"; tolerance |got - expected| <= {atol:g} + {rtol:g} * |expected|"
+        )
         full = f"\n  expected {show(want)}\n  got      {show(got)}" if 1 < want.numel() <= 16 else ""
         raise Fail(f"{what}{where_}: {values} ({int(bad.sum())} of {want.numel()} entries differ{tol}){full}")
+
+
+def expect_like(got: Any, want: Tensor, what: str = "the result") -> None:
+    """Type, shape, dtype and finiteness of ``got`` against ``want``, not the values (before a property test)."""
+    expect_tensor(got, want, what, rtol=math.inf, atol=math.inf)
 
 
 def expect_inputs_unchanged(before: list, after: list, names: list[str], fn: str) -> None:

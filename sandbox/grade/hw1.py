@@ -6,8 +6,20 @@ import torch
 
 from ..config import preset
 from ..maths import gae as reference_gae
-from .core import Assignment, Fail, FunctionSpec, Test, call, clone, describe, expect_inputs_unchanged, expect_tensor
-from .core import generator, show
+from .core import (
+    Assignment,
+    Fail,
+    FunctionSpec,
+    Test,
+    call,
+    clone,
+    describe,
+    expect_inputs_unchanged,
+    expect_like,
+    expect_tensor,
+    generator,
+    show,
+)
 from .integration import Scenario, learns, run_scenario
 
 SIGNATURE = "gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda) -> (advantages, returns)"
@@ -73,8 +85,8 @@ TERMINATION = [t(1, 1, 1), t(1, 2, 3), t(2, 99, 4), t(0, 1, 0), t(0, 1, 0), 0.5,
 # truncated (time limit) at the last step: the episode goes on beyond the rollout's view, V(s_3) = 4 counts
 TRUNCATION_LAST = [t(1, 1, 1), t(1, 2, 3), t(2, 3, 4), t(0, 0, 0), t(0, 0, 1), 0.5, 1.0]
 # truncated at t=1, with V of that last observation 0 (so bootstrapping does not matter here): a new episode starts
-# at t=2, and its advantage must not leak back into t=1 and t=0
-TRUNCATION_CUT = [t(1, 1, 1), t(1, 2, 3), t(2, 0, 4), t(0, 0, 0), t(0, 1, 0), 0.5, 1.0]
+# at t=2, and its advantage (0.5) must not leak back into t=1 and t=0
+TRUNCATION_CUT = [t(1, 1, 1), t(1, 2, 3), t(2, 0, 5), t(0, 0, 0), t(0, 1, 0), 0.5, 1.0]
 
 
 def test_shapes(fns):
@@ -84,7 +96,7 @@ def test_shapes(fns):
     if not isinstance(got, (tuple, list)) or len(got) != 2:
         raise Fail(f"expected a pair (advantages, returns), got {describe(got)}")
     for name, g, w in zip(("advantages", "returns"), got, want):
-        expect_tensor(g, w, name, rtol=float("inf"), atol=float("inf"))  # type, shape, dtype, finite: not values
+        expect_like(g, w, name)  # type, shape, dtype, finite: not values
 
 
 def test_one_step(fns):
@@ -128,7 +140,7 @@ def td_errors(args: list) -> torch.Tensor:
 
 def test_lambda_zero(fns):
     args = rollout(7, 12, 3, p_term=0.15, p_trunc=0.1, lam=0.0)
-    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)))
+    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)), args)
     expect_tensor(adv, td_errors(args).float(), "advantages", **TOL)
 
 
@@ -142,13 +154,13 @@ def test_lambda_one(fns):
         if step < T - 1:
             future = torch.where(dones[step].bool(), next_values[step] * (1 - terminated[step]), discounted[step + 1])
         discounted[step] = rewards[step] + gamma * future
-    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)))
+    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)), args)
     expect_tensor(adv, (discounted - values).float(), "advantages", **TOL)
 
 
 def test_returns_are_advantages_plus_values(fns):
     args = rollout(9, 10, 3, p_term=0.1, p_trunc=0.1)
-    adv, ret = _pair(call(fns["gae"], "gae", *clone(args)))
+    adv, ret = _pair(call(fns["gae"], "gae", *clone(args)), args)
     expect_tensor(ret, adv.detach() + args[1], "returns (compared with your advantages + values)", rtol=1e-5, atol=1e-5)
 
 
@@ -156,8 +168,8 @@ def test_environments_independent(fns):
     args = rollout(10, 9, 5, p_term=0.1, p_trunc=0.1)
     perm = torch.tensor([3, 0, 4, 1, 2])
     shuffled = [a[:, perm] if torch.is_tensor(a) else a for a in args]
-    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)))
-    adv_shuffled, _ = _pair(call(fns["gae"], "gae", *clone(shuffled)))
+    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)), args)
+    adv_shuffled, _ = _pair(call(fns["gae"], "gae", *clone(shuffled)), shuffled)
     expect_tensor(adv_shuffled, adv.detach()[:, perm], "advantages of the permuted environments", **TOL)
 
 
@@ -165,8 +177,8 @@ def test_terminal_next_value_ignored(fns):
     args = rollout(11, 9, 4, p_term=0.25)
     changed = clone(args)
     changed[2] = torch.where(args[3].bool(), torch.full_like(args[2], 1000.0), args[2])
-    a, _ = _pair(call(fns["gae"], "gae", *clone(args)))
-    b, _ = _pair(call(fns["gae"], "gae", *changed))
+    a, _ = _pair(call(fns["gae"], "gae", *clone(args)), args)
+    b, _ = _pair(call(fns["gae"], "gae", *changed), args)
     expect_tensor(b, a.detach(), "advantages with next_values = 1000 behind every termination", **TOL)
 
 
@@ -177,9 +189,13 @@ def test_inputs_unchanged(fns):
     expect_inputs_unchanged(before, args, list(ARGS), "gae")
 
 
-def _pair(got):
-    if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(torch.is_tensor(x) for x in got):
+def _pair(got, args: list):
+    """The learner's (advantages, returns), checked for type, shape, dtype and finiteness against ours."""
+    want = reference_gae(*args)
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
         raise Fail(f"expected a pair (advantages, returns) of tensors, got {describe(got)}")
+    expect_like(got[0], want[0], "advantages")
+    expect_like(got[1], want[1], "returns")
     return got
 
 

@@ -8,8 +8,19 @@ import torch
 from ..config import Config
 from ..maths import aggregate_loss as reference_aggregate
 from ..maths import group_advantages as reference_advantages
-from .core import Assignment, Fail, FunctionSpec, Test, call, clone, expect_inputs_unchanged, expect_tensor
-from .core import generator, show
+from .core import (
+    Assignment,
+    Fail,
+    FunctionSpec,
+    Test,
+    call,
+    clone,
+    expect_inputs_unchanged,
+    expect_like,
+    expect_tensor,
+    generator,
+    show,
+)
 from .integration import Scenario, learns, run_scenario
 
 TOL_ADV = dict(rtol=1e-5, atol=1e-5)
@@ -78,8 +89,7 @@ NEAR_EQUAL = torch.tensor([[0.5, 0.5001, 0.5, 0.5]])
 
 def test_adv_shape(fns):
     r = rewards(0, 5, 4)
-    expect_tensor(adv(fns, r, "group"), reference_advantages(r, "group"), "the advantages", rtol=float("inf"),
-                  atol=float("inf"))  # fmt: skip
+    expect_like(adv(fns, r, "group"), reference_advantages(r, "group"), "the advantages")
 
 
 def test_adv_hand(fns):
@@ -100,7 +110,9 @@ def test_adv_mode(mode: str):
                 _compare_adv(adv(fns, r, mode), reference_advantages(r, mode))
             except Fail as f:
                 kind = "0/1 rewards" if seed == 2 else "N(0, 1) rewards"
-                raise Fail(f.problem, case=f"{n} groups of G={G}, {kind}, the first group all equal (seed {seed})") from None
+                raise Fail(
+                    f.problem, case=f"{n} groups of G={G}, {kind}, the first group all equal (seed {seed})"
+                ) from None
 
     return run
 
@@ -120,7 +132,7 @@ def test_adv_centred(fns):
     r = rewards(4, 8, 6)
     for mode in MODES:
         a = adv(fns, r, mode)
-        expect_tensor(a, reference_advantages(r, mode), "the advantages", rtol=float("inf"), atol=float("inf"))
+        expect_like(a, reference_advantages(r, mode), "the advantages")
         expect_tensor(a.detach().sum(dim=1), torch.zeros(8), f"scale_rewards={mode!r}: each group's sum",
                       rtol=0.0, atol=1e-5)  # fmt: skip
 
@@ -151,7 +163,7 @@ def test_agg_scalar(fns):
     per_token, mask = tokens(10, 4, 6)
     x = per_token.clone().requires_grad_()
     got = call(fns["aggregate_loss"], "aggregate_loss", x, mask.clone(), "grpo", None)
-    expect_tensor(got, reference_aggregate(per_token, mask, "grpo"), "the loss", rtol=float("inf"), atol=float("inf"))
+    expect_like(got, reference_aggregate(per_token, mask, "grpo"), "the loss")
     if not got.requires_grad:
         raise Fail("the loss carries no gradient back to per_token: the trainer differentiates it",
                    hint="stay in torch: no .item(), .numpy() or Python loops that build floats")  # fmt: skip
@@ -174,7 +186,9 @@ def test_agg_random(mode: str):
             max_len = T + 7 if mode == "dr_grpo" and seed == 12 else None
             for m in (mask, mask.float()):
                 try:
-                    _compare_agg(agg(fns, per_token, m, mode, max_len), reference_aggregate(per_token, m, mode, max_len))
+                    _compare_agg(
+                        agg(fns, per_token, m, mode, max_len), reference_aggregate(per_token, m, mode, max_len)
+                    )
                 except Fail as f:
                     case = f"{B} sequences of unequal lengths in (B, T) = ({B}, {T}), mask as {str(m.dtype)[6:]}"
                     case += f", max_len {max_len}" if max_len else ""
@@ -263,12 +277,30 @@ def build() -> list[Test]:
         "the lengths",
     }
     tests = [
-        Test("group_advantages returns a float32 tensor shaped like rewards", a, test_adv_shape, 1,
-             case="5 groups of G=4", hint="one advantage per completion: shape (n_groups, G)"),
-        Test("group_advantages on a hand case, every scaling", a, test_adv_hand, 2,
-             case=f"rewards {show(HAND_R)}", hint=hint_std),
-        Test("the standard deviation is the sample one (n - 1)", a, test_adv_sample_std, 2,
-             case=f"rewards {show(TWO)}: sample std 0.7071, population std 0.5", hint=hint_std),
+        Test(
+            "group_advantages returns a float32 tensor shaped like rewards",
+            a,
+            test_adv_shape,
+            1,
+            case="5 groups of G=4",
+            hint="one advantage per completion: shape (n_groups, G)",
+        ),
+        Test(
+            "group_advantages on a hand case, every scaling",
+            a,
+            test_adv_hand,
+            2,
+            case=f"rewards {show(HAND_R)}",
+            hint=hint_std,
+        ),
+        Test(
+            "the standard deviation is the sample one (n - 1)",
+            a,
+            test_adv_sample_std,
+            2,
+            case=f"rewards {show(TWO)}: sample std 0.7071, population std 0.5",
+            hint=hint_std,
+        ),
     ]
     for mode, hint in (
         ("group", hint_std),
@@ -278,20 +310,50 @@ def build() -> list[Test]:
         tests.append(Test(f"scale_rewards={mode!r} on random groups, against ours", a, test_adv_mode(mode), 2,
                           hint=hint))  # fmt: skip
     tests += [
-        Test("eps is added to the std: a nearly-equal group", a, test_adv_near_equal, 1,
-             case=f"rewards {show(NEAR_EQUAL)} (std 5e-5)",
-             hint="(R - mean) / (std + 1e-4): eps outside the square root, added to the std"),
-        Test("a group whose rewards are all equal gets advantage 0 (not NaN)", a, test_adv_equal_groups_zero, 1,
-             kind="property", case="three groups of four equal rewards, every scaling",
-             hint="its centred rewards are 0, and 0 / (0 + eps) = 0: the eps is what keeps it finite"),
-        Test("each group's advantages sum to 0", a, test_adv_centred, 1, kind="property",
-             case="8 groups of G=6, every scaling", hint="subtract the mean of each group (dim 1, keepdim=True)"),
-        Test("adding a constant to a group's rewards changes nothing", a, test_adv_shift_invariant, 1,
-             kind="property", case="6 groups of G=4, group g shifted by 3g; scalings group and none",
-             hint="advantages are relative to the group: centre within the group, not over the batch"),
+        Test(
+            "eps is added to the std: a nearly-equal group",
+            a,
+            test_adv_near_equal,
+            1,
+            case=f"rewards {show(NEAR_EQUAL)} (std 5e-5)",
+            hint="(R - mean) / (std + 1e-4): eps outside the square root, added to the std",
+        ),
+        Test(
+            "a group whose rewards are all equal gets advantage 0 (not NaN)",
+            a,
+            test_adv_equal_groups_zero,
+            1,
+            kind="property",
+            case="three groups of four equal rewards, every scaling",
+            hint="its centred rewards are 0, and 0 / (0 + eps) = 0: the eps is what keeps it finite",
+        ),
+        Test(
+            "each group's advantages sum to 0",
+            a,
+            test_adv_centred,
+            1,
+            kind="property",
+            case="8 groups of G=6, every scaling",
+            hint="subtract the mean of each group (dim 1, keepdim=True)",
+        ),
+        Test(
+            "adding a constant to a group's rewards changes nothing",
+            a,
+            test_adv_shift_invariant,
+            1,
+            kind="property",
+            case="6 groups of G=4, group g shifted by 3g; scalings group and none",
+            hint="advantages are relative to the group: centre within the group, not over the batch",
+        ),
         Test("group_advantages leaves its input unchanged", a, test_adv_inputs_unchanged, 1, kind="property"),
-        Test("aggregate_loss returns a 0-dim float32 scalar with a gradient", g, test_agg_scalar, 1,
-             case="4 sequences, grpo", hint="reduce to a scalar tensor, staying in torch"),
+        Test(
+            "aggregate_loss returns a 0-dim float32 scalar with a gradient",
+            g,
+            test_agg_scalar,
+            1,
+            case="4 sequences, grpo",
+            hint="reduce to a scalar tensor, staying in torch",
+        ),
     ]
     for mode in AGGS:
         tests.append(Test(f"aggregate_loss {mode} on a hand case of unequal lengths", g, test_agg_hand(mode), 2,

@@ -16,8 +16,19 @@ from ..lang.model import ModelConfig, TinyGPT, sample
 from ..lang.rollout import sequence_logp
 from ..maths import Maths
 from ..nets import DropoutMLP
-from .core import Assignment, Fail, FunctionSpec, Test, call, clone, describe, expect_inputs_unchanged, expect_tensor
-from .core import generator
+from .core import (
+    Assignment,
+    Fail,
+    FunctionSpec,
+    Test,
+    call,
+    clone,
+    describe,
+    expect_inputs_unchanged,
+    expect_like,
+    expect_tensor,
+    generator,
+)
 from .integration import Recorder, Scenario, learns, run_scenario
 
 FIELDS = ("dropout_mask", "apply_dropout", "layer_mask")
@@ -55,7 +66,7 @@ def draw_mask(fns, shape, p):
 
 def check_mask(m, shape: tuple[int, ...], p: float, what: str = "the mask") -> None:
     """A float32 tensor of ``shape`` whose entries are 0 or 1 / (1 - p)."""
-    expect_tensor(m, torch.ones(shape), what, rtol=float("inf"), atol=float("inf"))
+    expect_like(m, torch.ones(shape), what)
     kept = 1.0 / (1.0 - p)
     values = torch.unique(m.detach())
     wrong = values[(values != 0) & ~torch.isclose(values, torch.tensor(kept), rtol=1e-6, atol=0.0)]
@@ -108,7 +119,8 @@ def test_mask_independent(fns):
     if rows < 990 or cols < 60:
         raise Fail(
             f"of 1000 rows (samples) only {rows} differ, of 64 columns (units) {cols}: the entries are not drawn "
-            "independently", hint="draw one random number per entry of the full shape, not one row to broadcast"
+            "independently",
+            hint="draw one random number per entry of the full shape, not one row to broadcast",
         )
 
 
@@ -175,7 +187,7 @@ def test_apply_gradient(fns):
     out = call(fns["apply_dropout"], "apply_dropout", xg, mask.clone())
     if not isinstance(out, torch.Tensor) or not out.requires_grad:
         raise Fail("the result carries no gradient back to x: the networks train through it")
-    expect_tensor(out, reference_apply(x, mask), "the result", rtol=float("inf"), atol=float("inf"))
+    expect_like(out, reference_apply(x, mask), "the result")
     out.sum().backward()
     expect_tensor(xg.grad, mask, "d sum(result) / d x (should be the mask)", rtol=1e-6, atol=0.0)
 
@@ -360,8 +372,8 @@ def build() -> list[Test]:
              case="shapes (3, 5), (2, 4, 6), (7,), p 0.1", hint="shape is a tuple: torch.rand(shape) takes it"),
         Test("dropout_mask at p = 0 is all ones", m, test_mask_p_zero, 1, case="shape (4, 6), p 0",
              hint="nothing is dropped and the scale 1 / (1 - 0) is 1"),
-        Test("dropout_mask entries are 0 or 1 / (1 - p)", m, test_mask_values, 2, case="shape (50, 40), p 0.1, 0.25, 0.5",
-             hint=hint_mask),
+        Test("dropout_mask entries are 0 or 1 / (1 - p)", m, test_mask_values, 2,
+             case="shape (50, 40), p 0.1, 0.25, 0.5", hint=hint_mask),
         Test("dropout_mask drops a fraction p, and keeps the mean at 1", m, test_mask_rate, 2, kind="property",
              case="200,000 entries, p 0.1 and 0.3", hint=hint_mask),
         Test("dropout_mask draws every entry independently", m, test_mask_independent, 1, kind="property",

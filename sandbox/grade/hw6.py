@@ -10,8 +10,20 @@ import torch
 from ..config import preset
 from ..maths import dppo_scores as reference_scores
 from ..maths import sample_dropout_mask as reference_keep
-from .core import Assignment, Fail, FunctionSpec, Test, call, clone, describe, expect_inputs_unchanged, expect_tensor
-from .core import generator, show
+from .core import (
+    Assignment,
+    Fail,
+    FunctionSpec,
+    Test,
+    call,
+    clone,
+    describe,
+    expect_inputs_unchanged,
+    expect_like,
+    expect_tensor,
+    generator,
+    show,
+)
 from .integration import Recorder, Scenario, learns, run_scenario
 
 RULES = ("dppo", "sdpo", "outlier")
@@ -113,7 +125,7 @@ HAND_X = torch.tensor([1.0, 2.0, -1.0, 0.5])
 
 def test_scores_shape(fns):
     x = samples(0, 64)[0]
-    expect_tensor(scores(fns, x), reference_scores(x), "the scores", rtol=float("inf"), atol=float("inf"))
+    expect_like(scores(fns, x), reference_scores(x), "the scores")
 
 
 def test_scores_values(fns):
@@ -137,7 +149,7 @@ def test_variance_identity(fns):
     for seed, n in ((3, 100), (4, 9)):
         x = samples(seed, n, spread=0.5)[0]
         s = scores(fns, x)
-        expect_tensor(s, reference_scores(x), "the scores", rtol=float("inf"), atol=float("inf"))
+        expect_like(s, reference_scores(x), "the scores")
         V, rhs = identity_sides(x, s)
         if not math.isclose(V, rhs, rel_tol=1e-4, abs_tol=1e-5):
             raise Fail(f"with your scores, (N - 1) L^2 - C / N = {rhs:.6g} but the variance V is {V:.6g} "
@@ -147,7 +159,7 @@ def test_variance_identity(fns):
 def test_scores_sum(fns):
     x = samples(5, 50)[0]
     s = scores(fns, x)
-    expect_tensor(s, reference_scores(x), "the scores", rtol=float("inf"), atol=float("inf"))
+    expect_like(s, reference_scores(x), "the scores")
     want = float(x.double().sum() ** 2 - (x.double() ** 2).sum())
     if not math.isclose(float(s.double().sum()), want, rel_tol=1e-4, abs_tol=1e-4):
         raise Fail(f"the scores sum to {float(s.sum()):.6g}; sum_i x_i (S - x_i) = S^2 - sum x^2 = {want:.6g}")
@@ -172,6 +184,11 @@ def rule_cases(mode: str, by_sign: bool = False) -> list[tuple[str, list]]:
     for seed, n, rate in ((12, 10, 0.2), (13, 256, 0.1), (14, 7, 0.25), (15, 9, 0.1), (16, 100, 0.3)):
         x, r, a = samples(seed, n, spread=0.4)
         cases.append((f"{n} samples (seed {seed}), rate {rate}", [x, r, a, mode, rate, 0.25, by_sign]))
+    x, r, a = samples(24, 60, spread=0.4)
+    a = a + 1.5  # mostly positive advantages: the surrogate's mean is far from 0
+    cases.append(
+        ("60 samples (seed 24) with advantages around +1.5, rate 0.2", [r * a, r, a, mode, 0.2, 0.25, by_sign])
+    )
     return cases
 
 
@@ -192,7 +209,9 @@ SDPO_A = torch.tensor([1.0, -1.0, 2.0, -0.5, 0.3, 1.0, -2.0, 0.1])
 
 def test_sdpo(fns):
     args = [SDPO_R * SDPO_A, SDPO_R, SDPO_A, "sdpo", 0.1, 0.25, False]
-    expect_keep(keep(fns, *args), args, "the keep-mask on the hand case")
+    got = keep(fns, *args)
+    expect_keep(got, args, "the keep-mask on the hand case")  # type and shape first
+    _compare_keep_exact(got, reference_keep(*args), "the keep-mask on the hand case (the boundary is excluded)")
     for seed, delta in ((17, 0.25), (18, 0.1)):
         x, r, a = samples(seed, 200, spread=0.3)
         args = [x, r, a, "sdpo", 0.1, delta, False]

@@ -81,10 +81,15 @@ def reference_metrics(scenario: Scenario) -> pd.DataFrame:
     return _REFERENCE[key]
 
 
-def save_references(scenarios: list[Scenario], path: str | Path) -> None:
-    """Our runs of ``scenarios``, as JSON: a notebook graded in its own kernel loads them instead of training again."""
-    blob = {s.key: reference_metrics(s).to_dict(orient="list") for s in scenarios}
-    Path(path).write_text(json.dumps(blob))
+def save_references(path: str | Path) -> None:
+    """Our runs computed so far in this process, merged into the JSON file ``path``: the next submission's kernel
+    loads them (:func:`load_references`) instead of training them again."""
+    path = Path(path)
+    blob = json.loads(path.read_text()) if path.is_file() else {}
+    blob.update({key: metrics.to_dict(orient="list") for key, metrics in _REFERENCE.items()})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(blob))
+    tmp.replace(path)
 
 
 def load_references(path: str | Path) -> None:
