@@ -5,7 +5,7 @@ Each submission runs in its own kernel, started with this interpreter and ``SAND
 training cells are short) and ``SANDBOX_GRADING=1`` (their ``check(...)`` cells print one line instead of running the
 tests: the grader runs them once, after the last cell). A notebook's cells run in order, as "Run all" would; a
 ``.py`` file runs as one script. If a cell (or the script) raises, the report names it and the functions defined
-before it are graded. Then one more cell grades the functions the namespace holds and hands the report back as JSON.
+up to that point are graded. Then one more cell grades the functions the namespace holds and hands the report back as JSON.
 Our training runs that the integration checks compare with are shared through a cache file, so a folder of
 submissions trains them once.
 """
@@ -110,7 +110,7 @@ def grade_file(key: str, path: str | Path, hidden: str | None = None, cache: str
                         break
                     except TimeoutError:
                         notes.append(f"{_where(path, nb, cell)} ran longer than {timeout:g} s and was stopped; the "
-                                     "functions defined before it are graded")  # fmt: skip
+                                     "functions defined up to that point are graded")  # fmt: skip
                         km.interrupt_kernel()
                         break
                 code = (
@@ -152,8 +152,8 @@ def _stopped(path: Path, nb: Any, cell: Any, err: Any) -> str:
         found = re.findall(re.escape(path.name) + r"(?::|\"?, line )(\d+)", plain)
         line = f" at line {found[-1]}" if found else ""
     return (
-        f"the submission stopped in {where}{line} with {err.ename}: {err.evalue}; the functions defined before it are "
-        "graded"
+        f"the submission stopped in {where}{line} with {err.ename}: {err.evalue}; the functions defined up to that "
+        "point are graded"
     )
 
 
