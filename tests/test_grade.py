@@ -19,14 +19,14 @@ HOMEWORK = ROOT / "notebooks" / "homework"
 NOTEBOOKS = {"hw1": "hw1_gae", "hw2": "hw2_clipped_losses", "hw3": "hw3_kl_estimators", "hw4": "hw4_grpo_advantages",
              "hw5": "hw5_consistent_dropout", "hw6": "hw6_sample_dropout"}  # fmt: skip
 
-GAE_SOURCE = '''def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
+GAE_SOURCE = """def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
     advantages, last = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]
         last = delta + gamma * gae_lambda * (1 - dones[t]) * last
         advantages[t] = last
     return advantages, advantages + values
-'''
+"""
 
 
 def ours(key: str) -> dict:
@@ -47,7 +47,7 @@ def test_ours_and_a_correct_rewrite_pass_every_test(key):
         assert any(r.kind == "integration" for r in report.results)
 
 
-WRONG_ANSWERS = [(key, fname, label) for key, per in WRONG.items() for fname, answers in per.items() for label in answers]
+WRONG_ANSWERS = [(k, fname, label) for k, per in WRONG.items() for fname, answers in per.items() for label in answers]
 
 
 @pytest.mark.parametrize("key, fname, label", WRONG_ANSWERS, ids=[f"{k}-{f}-{w}" for k, f, w in WRONG_ANSWERS])
@@ -139,26 +139,27 @@ def write_hidden(directory: Path, key: str, cases: list) -> Path:
 
 def test_hidden_cases_are_graded_after_the_built_in_tests(tmp_path):
     hidden = write_hidden(tmp_path / "hidden", "hw1", [HIDDEN_CASE])
-    good = grade_functions("hw1", ours("hw1"), hidden=str(hidden))
+    good = grade_functions("hw1", ours("hw1"), hidden=str(hidden), integration=False)
     last = good.results[-1]
     assert good.ok and last.name == "hidden: a truncation at the very first step" and last.max_score == 3
     assert good.to_gradescope()["tests"][-1]["visibility"] == "after_due_date"
-    wrong = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, hidden=str(hidden))
+    wrong = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, hidden=str(hidden), integration=False)
     assert not wrong.results[-1].passed and "advantages at index (0, 0)" in wrong.results[-1].output
 
 
 def test_a_hidden_case_may_give_its_expected_values(tmp_path):
     case = dict(HIDDEN_CASE, expected=[[[9.0], [9.0]], [[9.0], [9.0]]])  # deliberately not what gae gives
     hidden = write_hidden(tmp_path / "hidden", "hw1", [case])
-    report = grade_functions("hw1", ours("hw1"), hidden=str(hidden), only=("gae",))
+    report = grade_functions("hw1", ours("hw1"), hidden=str(hidden), integration=False)
     assert not report.results[-1].passed and "expected 9" in report.results[-1].output
 
 
 def test_the_example_hidden_cases_in_the_instructor_notes_are_valid():
-    report = grade_functions("hw1", ours("hw1"), hidden=str(HOMEWORK / "hidden_example"), only=("gae",))
+    example = str(HOMEWORK / "hidden_example")
+    report = grade_functions("hw1", ours("hw1"), hidden=example, integration=False)
     hidden = [r for r in report.results if r.kind == "hidden"]
-    assert hidden and all(r.passed for r in hidden), report.text()
-    wrong = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, hidden=str(HOMEWORK / "hidden_example"))
+    assert len(hidden) == 3 and all(r.passed for r in hidden), report.text()
+    wrong = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, hidden=example, integration=False)
     assert any(not r.passed for r in wrong.results if r.kind == "hidden")
 
 
@@ -233,21 +234,23 @@ def test_grading_a_folder_of_submissions(tmp_path, capsys):
         "import torch\nfrom sandbox.maths import gae as _ours\n\n"
         "def gae(r, v, nv, term, dones, gamma, lam):\n    return _ours(r, v, nv, dones, dones, gamma, lam)\n"
     )
-    broken = fill_in(HOMEWORK / "hw1_gae.ipynb", folder / "carol.ipynb", GAE_SOURCE + "\nprint(undefined_name)\n")
+    cut_on_terminated = GAE_SOURCE.replace("(1 - dones[t])", "(1 - terminated[t])") + "\nprint(undefined_name)\n"
+    broken = fill_in(HOMEWORK / "hw1_gae.ipynb", folder / "carol.ipynb", cut_on_terminated)
     (folder / ".ipynb_checkpoints").mkdir()
     shutil.copy(broken, folder / ".ipynb_checkpoints" / "carol-checkpoint.ipynb")  # skipped
     out = tmp_path / "grades"
     code = main(["grade", "hw1", str(folder), "--format", "gradescope", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 1
-    assert "3 submissions graded, 1 with every test passed" in text
+    assert "3 submissions graded, 0 with every test passed" in text
     summary = (out / "summary.csv").read_text().splitlines()
-    assert summary == ["submission,score,max_score,passed,failed", "bob.py,12.0,25,9,6", "carol.ipynb,25,25,15,0",
+    assert summary == ["submission,score,max_score,passed,failed", "bob.py,12.0,25,9,6", "carol.ipynb,13.0,25,10,5",
                        "stub.ipynb,0.0,25,0,15"]  # fmt: skip
     for name in ("bob", "carol", "stub"):
         assert json.loads((out / name / "results.json").read_text())["tests"]
     carol = (out / "carol.txt").read_text()
     # the cell raised after defining gae: the report says where it stopped, and grades the gae it had defined
+    assert "FAIL  every episode end stops the recursion" in carol
     assert "note: the submission stopped in cell 5 (code cell 2, `def gae(rewards, values, next_values," in carol
     assert "NameError: name 'undefined_name' is not defined" in carol
     assert "0 passed, 15 failed" in (out / "stub.txt").read_text()
@@ -280,4 +283,4 @@ def test_every_assignment_has_a_student_notebook_pair():
         assert f'check("{key}"' in code and "raise NotImplementedError" in code
         for fname in ASSIGNMENTS[key].functions:
             assert f"def {fname}(" in code, (key, fname)
-        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{stem}: a student copy has no outputs"
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{stem}: has outputs"

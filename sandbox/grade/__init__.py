@@ -70,12 +70,14 @@ def grade_functions(
     submission: str | None = None,
     notes: list[str] = (),
     only: tuple[str, ...] | None = None,
+    integration: bool = True,
 ) -> Report:
     """Grade ``functions`` (every function of the assignment; a missing one fails its tests), with the instructor's
-    hidden cases from the directory ``hidden`` if given; ``only``: just the tests involving these functions."""
+    hidden cases from the directory ``hidden`` if given; ``only``: just the tests involving these functions;
+    ``integration=False``: without the training runs."""
     from .hidden import hidden_tests
 
     a = assignment(key)
     extra = hidden_tests(a, hidden) if hidden else []
     return run_tests(a, {name: functions.get(name) for name in a.functions}, extra=extra, submission=submission,
-                     notes=list(notes), only=only)  # fmt: skip
+                     notes=list(notes), only=only, integration=integration)  # fmt: skip

@@ -5,7 +5,8 @@ Each submission runs in its own kernel, started with this interpreter and ``SAND
 training cells are short) and ``SANDBOX_GRADING=1`` (their ``check(...)`` cells print one line instead of running the
 tests: the grader runs them once, after the last cell). A notebook's cells run in order, as "Run all" would; a
 ``.py`` file runs as one script. If a cell (or the script) raises, the report names it and the functions defined
-up to that point are graded. Then one more cell grades the functions the namespace holds and hands the report back as JSON.
+up to that point are graded. Then one more cell grades the functions the namespace holds and hands the report back
+as JSON.
 Our training runs that the integration checks compare with are shared through a cache file, so a folder of
 submissions trains them once.
 """
