@@ -3,6 +3,7 @@ integration runs included); the stub, zeros and each classic mistake fail, each 
 the reports, formats, hidden cases, notebooks and the command line behave as documented."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -284,3 +285,18 @@ def test_every_assignment_has_a_student_notebook_pair():
         for fname in ASSIGNMENTS[key].functions:
             assert f"def {fname}(" in code, (key, fname)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{stem}: has outputs"
+
+
+def test_the_instructor_notes_list_every_test_with_its_points():
+    text = (HOMEWORK / "README.md").read_text()
+    for key, a in ASSIGNMENTS.items():
+        section = text[text.index(f"<b>{key}</b>") :]
+        section = section[: section.index("</details>")]
+        rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")][1:]
+        tests = a.build()
+        assert [(name.replace("\\|", "|"), kind, points) for name, kind, points in rows] == [
+            (t.name, t.kind, f"{t.points:g}") for t in tests
+        ], key
+        total = f"{sum(t.points for t in tests):g}"
+        assert f"<b>{key}</b>: {len(tests)} tests, {total} points" in section
+        assert re.search(rf"^\| {key} \| `{NOTEBOOKS[key]}` \|.*\| {total} \|$", text, re.M), key

@@ -125,7 +125,7 @@ if report.ok:
               f"return {m.ep_return_mean.iloc[-1]:.1f}")  # fmt: skip
         ax.plot(m.env_steps, m.first_ratio_dev, color=MODE_COLORS[mode], label=f"{mode} (your dropout layer)")
     ax.set(xlabel="environment steps", ylabel="first_ratio_dev = mean |r - 1|", title="the ratio before any step")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper right")
     plt.show()
 else:
     print("Train with your dropout layer once every test above passes.")

@@ -58,8 +58,9 @@ FAST = os.environ.get("SANDBOX_FAST") == "1"
 #   its own, floor(rate * n_group) each;
 # - if the mask would keep nothing, keep everything (an empty mean is NaN).
 #
-# **The trap.** A variance rule drops samples by the size of their products, and on CartPole the large negative
-# ones are mostly A < 0: plain `dppo` leans towards positive updates. `by_sign` is the cure to try.
+# **The trap.** A variance rule looks at the size of the products x_i, not at what they mean: on CartPole plain
+# `dppo` drops mostly samples with A < 0 (the last figure), a bias towards positive updates. `by_sign` is the cure
+# to try.
 
 # %% [markdown]
 # ## Your functions
@@ -119,7 +120,7 @@ if report.ok:
         ax.set(xlabel="environment steps", title=f"dppo, rate 0.1{', by sign' if by_sign else ''}")
         print(f"dppo{' by sign' if by_sign else ''}: final return {m.ep_return_mean.iloc[-1]:.1f}")
     axes[0].set_ylabel("fraction dropped")
-    axes[0].legend(loc="upper right")
+    axes[1].legend(loc="upper right")
     plt.show()
 else:
     print("Train with your rule once every test above passes.")
