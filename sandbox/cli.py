@@ -461,10 +461,12 @@ class GradeArgs:
     """Grade a homework submission (notebooks/homework): PASS / FAIL per test with a hint, "N passed, M failed", exit
     code 1 on any failure. Each submission runs in a fresh Jupyter kernel, with SANDBOX_FAST=1."""
 
-    assignment: Annotated[Literal["hw1", "hw2", "hw3", "hw4", "hw5", "hw6"], tyro.conf.Positional]
+    assignment: Annotated[
+        Literal["hw1", "hw2", "hw3", "hw4", "hw5", "hw6"], tyro.conf.Positional, tyro.conf.arg(metavar="HW")
+    ]
     """hw1 gae, hw2 ppo_loss and value_loss, hw3 kl_k1/k2/k3, hw4 group_advantages and aggregate_loss, hw5
     dropout_mask, apply_dropout and layer_mask, hw6 dppo_scores and sample_dropout_mask."""
-    submission: Annotated[str, tyro.conf.Positional]
+    submission: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SUBMISSION")]
     """A .py file, a notebook (.ipynb, executed cell by cell), or a folder of them (graded one by one)."""
     format: Literal["text", "json", "gradescope"] = "text"
     """text: the report only. json: also a plain JSON file. gradescope: also Gradescope's results.json."""

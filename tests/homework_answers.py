@@ -4,6 +4,8 @@ which must FAIL. A wrong answer replaces one function; the assignment's other fu
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -271,7 +273,9 @@ def advantages_eps_inside_sqrt(rewards, scale_rewards, eps=1e-4):
 
 
 def advantages_across_groups(rewards, scale_rewards, eps=1e-4):
-    return maths.group_advantages(rewards.T, scale_rewards, eps).T  # normalised over the wrong dimension
+    with warnings.catch_warnings():  # a single group makes torch warn about the std of one value
+        warnings.simplefilter("ignore", UserWarning)
+        return maths.group_advantages(rewards.T, scale_rewards, eps).T  # normalised over the wrong dimension
 
 
 def advantages_zeros(rewards, scale_rewards, eps=1e-4):
