@@ -8,8 +8,8 @@ after about ten updates):
 1. *every call*: the learner's function is wrapped, each call's inputs and output are kept, and after the run the
    output is compared with our function's on the same inputs (the tolerance of the cases);
 2. *the first update*: its metrics (losses, KL, entropy, gradient norm, explained variance) against ours, within
-   0.2% plus 0.02% of the column's largest value over our run (a difference there means the function did something besides computing its
-   result: drew random numbers, changed its inputs);
+   0.2% plus 0.02% of the column's largest value over our run (a difference there means the function did
+   something besides computing its result: drew random numbers, changed its inputs);
 3. *what the run means*: it learns (the return passes a floor every seed of ours clears with room to spare), or,
    for dropout, the first-minibatch ratio is exact in consistent mode and noisy in naive mode.
 """
