@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import layer_mask
 from .maths import Maths
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -65,7 +64,7 @@ class DropoutMLP(nn.Module):
         self.samples, self.average = samples, average
         self.mask_width = sum(hidden_sizes[:-1]) + samples * hidden_sizes[-1]
         self.p = p
-        self.maths = maths or Maths()  # dropout_mask and apply_dropout: a learner's versions can stand in
+        self.maths = maths or Maths()  # dropout_mask, apply_dropout, layer_mask: a learner's versions can stand in
 
     def sample_mask(self, batch: int) -> Tensor:
         """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask``."""
@@ -75,7 +74,7 @@ class DropoutMLP(nn.Module):
         """``x (batch, in_dim) -> (batch, out_dim)``, or ``(K, batch, out_dim)`` with multi-sample dropout and
         ``all_samples``. ``mask``: the stored masks to replay, or None (fresh ones in train mode, none in eval)."""
         fresh = self.training and self.p > 0
-        mask = layer_mask(mask, fresh, (x.shape[0], self.mask_width), self.p, self.maths.dropout_mask)
+        mask = self.maths.layer_mask(mask, fresh, (x.shape[0], self.mask_width), self.p, self.maths.dropout_mask)
         apply = self.maths.apply_dropout
         h = x
         start = 0
