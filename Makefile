@@ -28,7 +28,9 @@ lint: setup
 
 # Every lesson run in full mode, its outputs (figures included) written into the .ipynb; the paired .py (jupytext
 # percent format) is the source a reviewer reads and edits. `make test` runs them in FAST mode without writing back.
+# The homework notebooks are student copies: synced with their .py, never executed here (they keep no outputs).
 notebooks: setup
+	$(BIN)/jupytext --sync notebooks/homework/hw[0-9]_*.py
 	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
 	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200 $$nb || exit 1; \

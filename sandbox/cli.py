@@ -1,4 +1,4 @@
-"""The ``sandbox`` command: ``train``, ``sweep``, ``report``, ``pretrain``, ``bench``, ``demo``.
+"""The ``sandbox`` command: ``train``, ``eval``, ``sweep``, ``report``, ``pretrain``, ``bench``, ``demo``, ``grade``.
 
 Every flag of ``sandbox train`` is a field of :class:`sandbox.config.Config`; its help is the field's docstring.
 Bad input ends with one line on stderr naming the flag and what it allows, and exit code 2.
@@ -33,6 +33,8 @@ commands:
   pretrain  the reference model of a language task (cached): sandbox pretrain --env lang:reverse
   bench   benchmarks against a peer: sandbox bench cartpole (PPO vs stable-baselines3), sandbox bench lang
           (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report)
+  grade   grade homework: sandbox grade hw1 my_gae.ipynb (a .py, a notebook or a folder of them)
+          [--format text|json|gradescope] [--hidden DIR]
 """
 
 
@@ -468,6 +470,101 @@ def cmd_report(args: list[str]) -> int:
     return 0
 
 
+# --- sandbox grade -----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class GradeArgs:
+    """Grade a homework submission (notebooks/homework): PASS / FAIL per test with a hint, "N passed, M failed", exit
+    code 1 on any failure. Each submission runs in a fresh Jupyter kernel, with SANDBOX_FAST=1."""
+
+    assignment: Annotated[
+        Literal["hw1", "hw2", "hw3", "hw4", "hw5", "hw6"], tyro.conf.Positional, tyro.conf.arg(metavar="HW")
+    ]
+    """hw1 gae, hw2 ppo_loss and value_loss, hw3 kl_k1/k2/k3, hw4 group_advantages and aggregate_loss, hw5
+    dropout_mask, apply_dropout and layer_mask, hw6 dppo_scores and sample_dropout_mask."""
+    submission: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SUBMISSION")]
+    """A .py file, a notebook (.ipynb, executed cell by cell), or a folder of them (graded one by one)."""
+    format: Literal["text", "json", "gradescope"] = "text"
+    """text: the report only. json: also a plain JSON file. gradescope: also Gradescope's results.json."""
+    out: str | None = None
+    """Where the JSON goes: a file for one submission (default results.json for gradescope, grade.json for json), a
+    directory for a folder (default grade-results/: one file per submission, and summary.csv)."""
+    hidden: str | None = None
+    """The instructor's hidden cases: a directory holding hwN.json (format: notebooks/homework/README.md)."""
+    timeout: float = 600.0
+    """Seconds a notebook cell (or a .py file) may run before it is stopped."""
+    quiet: bool = False
+    """Print only the closing line of each report."""
+
+
+def parse_grade(args: list[str]) -> GradeArgs:
+    return _parse(GradeArgs, args, "sandbox grade")
+
+
+def cmd_grade(args: list[str]) -> int:
+    a = parse_grade(args)
+    target = Path(a.submission)
+    if not target.exists():
+        raise ConfigError("submission", f"{a.submission} does not exist")
+    if target.is_file() and target.suffix not in (".py", ".ipynb"):
+        raise ConfigError("submission", f"must be a .py file, a .ipynb notebook or a folder, got {a.submission}")
+    if a.hidden is not None and not Path(a.hidden).is_dir():
+        raise ConfigError("hidden", f"{a.hidden} is not a directory")
+    if not a.timeout > 0:
+        raise ConfigError("timeout", f"must be a positive number of seconds, got {a.timeout}")
+    from .grade import assignment
+    from .grade.hidden import hidden_tests
+    from .grade.submission import grade_file, submissions_in
+
+    if a.hidden is not None:
+        hidden_tests(assignment(a.assignment), a.hidden)  # a bad hidden file: one line, before any kernel starts
+    import json
+    import tempfile
+
+    def write(report, path: Path) -> None:
+        blob = report.to_gradescope() if a.format == "gradescope" else report.to_json()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(blob, indent=2))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = str(Path(tmp) / "reference-runs.json")
+        if target.is_file():
+            report = grade_file(a.assignment, target, a.hidden, cache, a.timeout)
+            print(report.summary_line() if a.quiet else report.text())
+            if a.format != "text":
+                out = Path(a.out or ("results.json" if a.format == "gradescope" else "grade.json"))
+                write(report, out)
+                print(f"wrote {out}")
+            return 0 if report.ok else 1
+        files = submissions_in(target)
+        if not files:
+            raise ConfigError("submission", f"{a.submission} holds no .py or .ipynb file")
+        out_dir = Path(a.out or "grade-results")
+        rows, all_ok = [], True
+        for path in files:
+            name = "__".join(path.relative_to(target).with_suffix("").parts)
+            report = grade_file(a.assignment, path, a.hidden, cache, a.timeout)
+            all_ok &= report.ok
+            if not a.quiet:
+                print(f"{path.relative_to(target)}: {report.summary_line()}")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"{name}.txt").write_text(report.text() + "\n")
+            if a.format == "gradescope":
+                write(report, out_dir / name / "results.json")
+            elif a.format == "json":
+                write(report, out_dir / f"{name}.json")
+            rows.append((str(path.relative_to(target)), report.score, report.max_score, report.passed, report.failed))
+        import csv
+
+        with open(out_dir / "summary.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["submission", "score", "max_score", "passed", "failed"])
+            w.writerows(rows)
+        print(f"{len(files)} submissions graded, {sum(r[4] == 0 for r in rows)} with every test passed; {out_dir}/")
+        return 0 if all_ok else 1
+
+
 PARSERS = {
     "train": parse_train,
     "eval": parse_eval,
@@ -476,6 +573,7 @@ PARSERS = {
     "pretrain": parse_pretrain,
     "bench": parse_bench,
     "demo": parse_demo,
+    "grade": parse_grade,
 }
 
 
@@ -495,6 +593,7 @@ COMMANDS = {
     "pretrain": cmd_pretrain,
     "bench": cmd_bench,
     "demo": cmd_demo,
+    "grade": cmd_grade,
 }
 
 

@@ -5,8 +5,9 @@ probability p and ``1 / (1 - p)`` otherwise. Unlike ``nn.Dropout``, every dropou
 hidden activation of the MLPs, and GPT-2's embedding, attention and residual dropout in the tiny transformer) can
 also be *handed* its mask: consistent dropout stores the masks drawn at rollout and replays them in the update.
 
-``dropout_mask`` and ``apply_dropout`` are reachable through the :class:`~sandbox.maths.Maths` seam, so a learner's
-version runs inside the real networks: ``sandbox.train(cfg, maths=Maths(dropout_mask=my_mask))``.
+All three are reachable through the :class:`~sandbox.maths.Maths` seam (``dropout_mask``, ``apply_dropout``,
+``layer_mask``), so a learner's version runs inside the real networks, MLP and transformer alike:
+``sandbox.train(cfg, maths=Maths(dropout_mask=my_mask, layer_mask=my_layer_mask))`` (homework 5).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .dropout import apply_dropout, dropout_mask
+from .dropout import apply_dropout, dropout_mask, layer_mask
 
 __all__ = [
     "Maths",
@@ -38,6 +38,7 @@ __all__ = [
     "sample_dropout_mask",
     "dropout_mask",
     "apply_dropout",
+    "layer_mask",
     "explained_variance",
     "normalize_advantages",
     "gae",
@@ -330,6 +331,9 @@ class Maths:
     (:mod:`sandbox.dropout`)."""
     apply_dropout: Callable[[Tensor, Tensor], Tensor] = apply_dropout
     """``apply_dropout(x, mask) -> x * mask``; every dropout layer applies its mask (fresh or replayed) with it."""
+    layer_mask: Callable[..., Tensor | None] = layer_mask
+    """``layer_mask(stored, fresh, shape, p, draw) -> mask or None``: which mask one dropout layer uses in one forward
+    pass (replay the stored one, draw a fresh one with ``draw(shape, p)``, or none). Consistent dropout's replay."""
     sample_dropout_mask: Callable[..., Tensor] = sample_dropout_mask
     """``sample_dropout_mask(surrogate, ratio, advantages, mode, rate, delta, by_sign) -> bool keep-mask``."""
     dropout_schedule: Callable[..., float] = dropout_schedule

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import apply_dropout, layer_mask
+from .dropout import apply_dropout
 from .maths import Maths
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -65,7 +65,7 @@ class DropoutMLP(nn.Module):
         self.samples, self.average = samples, average
         self.mask_width = sum(hidden_sizes[:-1]) + samples * hidden_sizes[-1]
         self.p = p
-        self.maths = maths or Maths()  # dropout_mask and apply_dropout: a learner's versions can stand in
+        self.maths = maths or Maths()  # dropout_mask, apply_dropout, layer_mask: a learner's versions can stand in
 
     def sample_mask(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
         """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask`` (from
@@ -78,7 +78,7 @@ class DropoutMLP(nn.Module):
         """``x (batch, in_dim) -> (batch, out_dim)``, or ``(K, batch, out_dim)`` with multi-sample dropout and
         ``all_samples``. ``mask``: the stored masks to replay, or None (fresh ones in train mode, none in eval)."""
         fresh = self.training and self.p > 0
-        mask = layer_mask(mask, fresh, (x.shape[0], self.mask_width), self.p, self.maths.dropout_mask)
+        mask = self.maths.layer_mask(mask, fresh, (x.shape[0], self.mask_width), self.p, self.maths.dropout_mask)
         weights = [(layer.weight, layer.bias) for layer in self.hidden] + [(self.head.weight, self.head.bias)]
         return mlp_forward(x, weights, mask, self.samples, self.average, all_samples, self.maths.apply_dropout)
 

@@ -119,10 +119,10 @@ def test_the_readme_layout_names_every_module_and_only_existing_ones():
     layout = readme[readme.index("## Layout") :]
     layout = layout[: layout.index("\n## ", 5)] if "\n## " in layout[5:] else layout
     modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    named = {n.removeprefix("sandbox/") for n in re.findall(r"\b([a-z_]+(?:/[a-z_]+)?\.py)\b", layout)}
+    named = {n.removeprefix("sandbox/") for n in re.findall(r"\b([a-z_][a-z_0-9]*(?:/[a-z_0-9]+)?\.py)\b", layout)}
     top_level = {m for m in modules if "/" not in m}
-    lang = {m.split("/")[1] for m in modules if m.startswith("lang/")}
+    inner = {m.split("/")[1] for m in modules if "/" in m}  # the subpackages' modules: lang/, grade/
     assert top_level - named == set(), "modules missing from the README's Layout"
-    assert lang - named == set(), "language modules missing from the README's Layout"
-    stale = {n for n in named if n not in top_level and n not in lang and n not in modules}
+    assert inner - named == set(), "subpackage modules (lang/, grade/) missing from the README's Layout"
+    stale = {n for n in named if n not in top_level and n not in inner and n not in modules}
     assert stale == set(), "files the README's Layout names that do not exist"

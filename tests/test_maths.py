@@ -1,4 +1,5 @@
-"""The pure functions on hand-computed cases (these are also the checks a student's version must pass)."""
+"""Our pure functions on hand-computed cases. A learner's replacement is checked by the grader instead
+(``sandbox grade hwN FILE``, ``sandbox/grade/``), which compares it with these functions."""
 
 import math
 
@@ -9,6 +10,7 @@ from sandbox.maths import (
     Maths,
     adaptive_beta,
     aggregate_loss,
+    apply_dropout,
     dropout_mask,
     explained_variance,
     gae,
@@ -16,7 +18,9 @@ from sandbox.maths import (
     kl_k1,
     kl_k2,
     kl_k3,
+    layer_mask,
     ppo_loss,
+    sample_dropout_mask,
     value_loss,
 )
 
@@ -127,6 +131,21 @@ def test_maths_seam_defaults_are_the_reference_functions():
         aggregate_loss,
         adaptive_beta,
     )
+    assert (m.apply_dropout, m.layer_mask, m.sample_dropout_mask) == (apply_dropout, layer_mask, sample_dropout_mask)
+
+
+def test_layer_mask_replays_draws_or_leaves_out():
+    drawn = []
+
+    def draw(shape, p):
+        drawn.append((shape, p))
+        return torch.full(shape, 2.0)
+
+    stored = torch.zeros(2, 3)
+    assert layer_mask(stored, True, (2, 3), 0.5, draw) is stored and drawn == []  # replay: nothing drawn
+    assert torch.equal(layer_mask(None, True, (2, 3), 0.5, draw), torch.full((2, 3), 2.0))
+    assert drawn == [((2, 3), 0.5)]
+    assert layer_mask(None, False, (2, 3), 0.5, draw) is None and len(drawn) == 1  # eval mode: no dropout
 
 
 def test_group_advantages_by_hand():

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..dropout import layer_mask
 from ..maths import Maths
 from ..nets import sample_categorical
 from .tasks import EOS, PAD
@@ -111,7 +110,7 @@ class TinyGPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.p = cfg.dropout
-        self.maths = maths or Maths()  # dropout_mask and apply_dropout: a learner's versions can stand in
+        self.maths = maths or Maths()  # dropout_mask, apply_dropout, layer_mask: a learner's versions can stand in
         self.samples, self.average = samples, average
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)
@@ -185,18 +184,18 @@ class TinyGPT(nn.Module):
 
 
 class _Dropper:
-    """Applies one forward pass's dropout at each place (:func:`sandbox.dropout.layer_mask`): the given masks (the
-    positions ``start:end`` of them), fresh ones (train mode, p > 0), or none."""
+    """Applies one forward pass's dropout at each place (``maths.layer_mask``, :func:`sandbox.dropout.layer_mask` by
+    default): the given masks (the positions ``start:end`` of them), fresh ones (train mode, p > 0), or none."""
 
     def __init__(self, model: TinyGPT, masks: SeqMasks | None):
         self.masks = masks
         self.fresh = masks is None and model.training and model.p > 0
         self.p = model.p
-        self.draw, self.apply = model.maths.dropout_mask, model.maths.apply_dropout
+        self.draw, self.apply, self.choose = model.maths.dropout_mask, model.maths.apply_dropout, model.maths.layer_mask
         self.samples, self.layers = model.samples, model.cfg.n_layers
 
     def _drop(self, x: Tensor, stored: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-        mask = layer_mask(stored, self.fresh, shape, self.p, self.draw)
+        mask = self.choose(stored, self.fresh, shape, self.p, self.draw)
         return x if mask is None else self.apply(x, mask)
 
     def resid(self, x: Tensor, kind: str, layer: int | None, start: int, end: int) -> Tensor:

@@ -1,0 +1,83 @@
+"""The homework grader: six assignments, each a few functions a learner writes and the trainers call through the
+``Maths`` seam, checked against ours.
+
+In a notebook::
+
+    from sandbox.grade import check
+    report = check("hw1", gae=gae)       # prints PASS / FAIL per test and "N passed, M failed"
+
+From the command line (``sandbox grade --help``)::
+
+    sandbox grade hw1 my_gae.py                                  # a .py file or a notebook (.ipynb, executed)
+    sandbox grade hw1 submissions/ --format gradescope           # a folder of submissions: results.json each
+
+Every test compares with the reference functions of :mod:`sandbox.maths` and :mod:`sandbox.dropout` at grading time,
+on inputs generated from fixed seeds: nothing is stored but the seeds. ``notebooks/homework/README.md`` has the
+instructor's notes (points, hidden cases, the honest limits).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from . import hw1, hw2, hw3, hw4, hw5, hw6
+from .core import Assignment, Report, run_tests
+
+ASSIGNMENTS: dict[str, Assignment] = {
+    a.key: a for a in (hw1.ASSIGNMENT, hw2.ASSIGNMENT, hw3.ASSIGNMENT, hw4.ASSIGNMENT, hw5.ASSIGNMENT, hw6.ASSIGNMENT)
+}
+
+GRADING_ENV = "SANDBOX_GRADING"
+"""Set to 1 while ``sandbox grade`` executes a submission: :func:`check` calls in it print one line and return
+(the grader runs the checks itself, once)."""
+
+__all__ = ["ASSIGNMENTS", "Report", "assignment", "check", "grade_functions"]
+
+
+def assignment(key: str) -> Assignment:
+    if key not in ASSIGNMENTS:
+        raise ValueError(f"unknown assignment {key!r}; one of: {', '.join(ASSIGNMENTS)}")
+    return ASSIGNMENTS[key]
+
+
+def check(key: str, *, quiet: bool = False, **functions: Callable) -> Report:
+    """Check your functions for assignment ``key`` ("hw1" ... "hw6") and print the report; returns it.
+
+    Pass the functions by name: ``check("hw2", ppo_loss=ppo_loss, value_loss=value_loss)``. Tests of functions you
+    do not pass are left out (with a note). A failure prints its case, what was expected and a hint; nothing raises,
+    so a notebook runs on. While ``sandbox grade`` executes your notebook this prints one line and returns an empty
+    report (``report.ok`` is False): the grader runs the tests itself, once, after the last cell.
+    """
+    a = assignment(key)
+    unknown = sorted(set(functions) - set(a.functions))
+    if unknown:
+        raise ValueError(f"{key} asks for {', '.join(a.functions)}; there is no {', '.join(unknown)} in it")
+    if os.environ.get(GRADING_ENV) == "1":
+        print(f"check({key!r}): skipped while `sandbox grade` grades this notebook (it runs the checks itself)")
+        return Report(a.key, a.title, [], notes=["skipped: sandbox grade runs the checks itself"])
+    report = run_tests(a, functions, only_given=True)
+    if not quiet:
+        print(report.text())
+    return report
+
+
+def grade_functions(
+    key: str,
+    functions: dict[str, Callable | None],
+    *,
+    hidden: str | None = None,
+    submission: str | None = None,
+    notes: list[str] = (),
+    only: tuple[str, ...] | None = None,
+    integration: bool = True,
+) -> Report:
+    """Grade ``functions`` (every function of the assignment; a missing one fails its tests), with the instructor's
+    hidden cases from the directory ``hidden`` if given; ``only``: just the tests involving these functions;
+    ``integration=False``: without the training runs."""
+    from .hidden import hidden_tests
+
+    a = assignment(key)
+    extra = hidden_tests(a, hidden) if hidden else []
+    return run_tests(a, {name: functions.get(name) for name in a.functions}, extra=extra, submission=submission,
+                     notes=list(notes), only=only, integration=integration)  # fmt: skip

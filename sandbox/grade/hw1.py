@@ -1,0 +1,272 @@
+"""Homework 1: generalised advantage estimation, ``gae`` (pairs with lesson 01, PPO and dropout)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import preset
+from ..maths import gae as reference_gae
+from .core import (
+    Assignment,
+    Fail,
+    FunctionSpec,
+    Test,
+    call,
+    clone,
+    describe,
+    expect_inputs_unchanged,
+    expect_like,
+    expect_tensor,
+    generator,
+    show,
+)
+from .integration import Scenario, learns, run_scenario
+
+SIGNATURE = "gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda) -> (advantages, returns)"
+ARGS = ("rewards", "values", "next_values", "terminated", "dones", "gamma", "gae_lambda")
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def compare(got, want, what: str = "") -> None:
+    """A pair (advantages, returns) of (T, N) float32 tensors, each against ours."""
+    prefix = f"{what}: " if what else ""
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise Fail(f"{prefix}expected a pair (advantages, returns) of {describe(want[0])[2:]}s; got {describe(got)}")
+    expect_tensor(got[0], want[0], f"{prefix}advantages", **TOL)
+    expect_tensor(got[1], want[1], f"{prefix}returns", **TOL)
+
+
+SPEC = FunctionSpec("gae", SIGNATURE, reference_gae, ARGS, compare)
+
+
+def rollout(seed: int, T: int, N: int, p_term: float = 0.0, p_trunc: float = 0.0, gamma=0.99, lam=0.95) -> list:
+    """A random rollout as the trainer builds it: ``next_values[t] = values[t + 1]`` inside an episode; at an episode
+    end it is the value of the episode's last observation (a terminated episode's must be ignored)."""
+    g = generator(seed)
+    rewards = torch.randn(T, N, generator=g)
+    values = 2 * torch.randn(T, N, generator=g)
+    u = torch.rand(T, N, generator=g)
+    terminated = (u < p_term).float()
+    dones = (u < p_term + p_trunc).float()
+    last_obs_value = 2 * torch.randn(T, N, generator=g)
+    next_values = torch.cat([values[1:], 2 * torch.randn(1, N, generator=g)])
+    next_values = torch.where(dones.bool(), last_obs_value, next_values)
+    return [rewards, values, next_values, terminated, dones, gamma, lam]
+
+
+def describe_rollout(args: list, seed: int | None = None) -> str:
+    rewards, _, _, terminated, dones, gamma, lam = args
+    T, N = rewards.shape
+    n_term, n_trunc = int(terminated.sum()), int((dones - terminated).sum())
+    text = f"a rollout of T={T} steps x N={N} environments"
+    text += f" (seed {seed})" if seed is not None else ""
+    return text + f", {n_term} terminations, {n_trunc} truncations, gamma {gamma}, gae_lambda {lam}"
+
+
+def show_inputs(args: list) -> str:
+    names = ("rewards", "values", "next_values", "terminated", "dones")
+    cols = ", ".join(f"{n} {show(a[:, 0])}" for n, a in zip(names, args[:5]))
+    return f"one environment, {cols}, gamma {args[5]}, gae_lambda {args[6]}"
+
+
+def t(*xs: float) -> torch.Tensor:
+    return torch.tensor(xs, dtype=torch.float32)[:, None]
+
+
+def against_ours(fns, args: list, what: str = "") -> None:
+    compare(call(fns["gae"], "gae", *clone(args)), reference_gae(*args), what)
+
+
+# --- the cases -------------------------------------------------------------------------------------------------
+
+ONE_STEP = [t(1.0), t(0.5), t(2.0), t(0.0), t(0.0), 0.9, 0.95]
+# terminated at t=1: next_values[1] = 99 stands for whatever sits behind the end and must not count
+TERMINATION = [t(1, 1, 1), t(1, 2, 3), t(2, 99, 4), t(0, 1, 0), t(0, 1, 0), 0.5, 1.0]
+# truncated (time limit) at the last step: the episode goes on beyond the rollout's view, V(s_3) = 4 counts
+TRUNCATION_LAST = [t(1, 1, 1), t(1, 2, 3), t(2, 3, 4), t(0, 0, 0), t(0, 0, 1), 0.5, 1.0]
+# truncated at t=1, with V of that last observation 0 (so bootstrapping does not matter here): a new episode starts
+# at t=2, and its advantage (0.5) must not leak back into t=1 and t=0
+TRUNCATION_CUT = [t(1, 1, 1), t(1, 2, 3), t(2, 0, 5), t(0, 0, 0), t(0, 1, 0), 0.5, 1.0]
+
+
+def test_shapes(fns):
+    args = rollout(0, 5, 3)
+    got = call(fns["gae"], "gae", *clone(args))
+    want = reference_gae(*args)
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise Fail(f"expected a pair (advantages, returns), got {describe(got)}")
+    for name, g, w in zip(("advantages", "returns"), got, want):
+        expect_like(g, w, name)  # type, shape, dtype, finite: not values
+
+
+def test_one_step(fns):
+    against_ours(fns, ONE_STEP)
+
+
+def test_no_episode_end(fns):
+    for seed, (T, N) in zip((1, 2, 3), ((8, 4), (1, 1), (33, 2))):
+        args = rollout(seed, T, N)
+        try:
+            against_ours(fns, args)
+        except Fail as f:
+            raise Fail(f.problem, case=describe_rollout(args, seed)) from None
+
+
+def test_termination(fns):
+    against_ours(fns, TERMINATION)
+
+
+def test_truncation_bootstraps(fns):
+    against_ours(fns, TRUNCATION_LAST)
+
+
+def test_recursion_stops_at_dones(fns):
+    against_ours(fns, TRUNCATION_CUT)
+
+
+def test_random_with_ends(fns):
+    for seed, (T, N) in zip((4, 5, 6), ((16, 4), (33, 2), (7, 8))):
+        args = rollout(seed, T, N, p_term=0.1, p_trunc=0.1)
+        try:
+            against_ours(fns, args)
+        except Fail as f:
+            raise Fail(f.problem, case=describe_rollout(args, seed)) from None
+
+
+def td_errors(args: list) -> torch.Tensor:
+    rewards, values, next_values, terminated, _, gamma, _ = [a.double() if torch.is_tensor(a) else a for a in args]
+    return rewards + gamma * (1 - terminated) * next_values - values
+
+
+def test_lambda_zero(fns):
+    args = rollout(7, 12, 3, p_term=0.15, p_trunc=0.1, lam=0.0)
+    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)), args)
+    expect_tensor(adv, td_errors(args).float(), "advantages", **TOL)
+
+
+def test_lambda_one(fns):
+    args = rollout(8, 12, 3, p_term=0.15, p_trunc=0.1, lam=1.0)
+    rewards, values, next_values, terminated, dones, gamma, _ = [a.double() if torch.is_tensor(a) else a for a in args]
+    T = rewards.shape[0]
+    discounted = torch.zeros_like(rewards)  # the discounted return to the episode's end (or the rollout's)
+    future = next_values[T - 1] * (1 - terminated[T - 1])
+    for step in reversed(range(T)):
+        if step < T - 1:
+            future = torch.where(dones[step].bool(), next_values[step] * (1 - terminated[step]), discounted[step + 1])
+        discounted[step] = rewards[step] + gamma * future
+    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)), args)
+    expect_tensor(adv, (discounted - values).float(), "advantages", **TOL)
+
+
+def test_returns_are_advantages_plus_values(fns):
+    args = rollout(9, 10, 3, p_term=0.1, p_trunc=0.1)
+    adv, ret = _pair(call(fns["gae"], "gae", *clone(args)), args)
+    expect_tensor(ret, adv.detach() + args[1], "returns (compared with your advantages + values)", rtol=1e-5, atol=1e-5)
+
+
+def test_environments_independent(fns):
+    args = rollout(10, 9, 5, p_term=0.1, p_trunc=0.1)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    shuffled = [a[:, perm] if torch.is_tensor(a) else a for a in args]
+    adv, _ = _pair(call(fns["gae"], "gae", *clone(args)), args)
+    adv_shuffled, _ = _pair(call(fns["gae"], "gae", *clone(shuffled)), shuffled)
+    expect_tensor(adv_shuffled, adv.detach()[:, perm], "advantages of the permuted environments", **TOL)
+
+
+def test_terminal_next_value_ignored(fns):
+    args = rollout(11, 9, 4, p_term=0.25)
+    changed = clone(args)
+    changed[2] = torch.where(args[3].bool(), torch.full_like(args[2], 1000.0), args[2])
+    a, _ = _pair(call(fns["gae"], "gae", *clone(args)), args)
+    b, _ = _pair(call(fns["gae"], "gae", *changed), args)
+    expect_tensor(b, a.detach(), "advantages with next_values = 1000 behind every termination", **TOL)
+
+
+def test_inputs_unchanged(fns):
+    args = rollout(12, 6, 3, p_term=0.1, p_trunc=0.1)
+    before = clone(args)
+    call(fns["gae"], "gae", *args)
+    expect_inputs_unchanged(before, args, list(ARGS), "gae")
+
+
+def _pair(got, args: list):
+    """The learner's (advantages, returns), checked for type, shape, dtype and finiteness against ours."""
+    want = reference_gae(*args)
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise Fail(f"expected a pair (advantages, returns) of tensors, got {describe(got)}")
+    expect_like(got[0], want[0], "advantages")
+    expect_like(got[1], want[1], "returns")
+    return got
+
+
+# --- integration ---------------------------------------------------------------------------------------------------
+
+CARTPOLE = Scenario(
+    "PPO, preset cartpole, CartPole-v1, 16,384 steps, seed 0",
+    preset("cartpole", total_steps=16_384, seed=0, quiet=True),
+    ("gae",),
+    first_update=("explained_var", "value_loss", "policy_loss", "approx_kl", "entropy", "grad_norm"),
+    meaning=learns(60, "every seed 0-9 of ours reaches at least 155 at 16,384 steps; a random policy scores about 22"),
+)
+PENDULUM = Scenario(
+    "PPO, Pendulum-v1 (every episode truncated at 200 steps), 4,096 steps, seed 0",
+    preset("cartpole", env="Pendulum-v1", num_envs=4, num_steps=256, total_steps=4096, seed=0, quiet=True),
+    ("gae",),
+    first_update=("explained_var", "value_loss", "policy_loss", "approx_kl", "entropy", "grad_norm"),
+)
+
+HINT_TRUNCATION = (
+    "a time limit is not the end of the world: a truncated episode still has a future worth V(s_{t+1}), so "
+    "delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - V(s_t) bootstraps through a truncation; only a "
+    "termination removes the future. Use `terminated` in delta, `dones` in the recursion."
+)
+
+
+def build() -> list[Test]:
+    g = ("gae",)
+    return [
+        Test("gae returns (advantages, returns): two float32 tensors shaped like rewards", g, test_shapes, 1,
+             case="a (5, 3) rollout without episode ends",
+             hint="return a tuple of two tensors of shape (T, N); keep the inputs' dtype (float32)"),
+        Test("one step: A = r + gamma * V(s') - V(s)", g, test_one_step, 1, case=show_inputs(ONE_STEP),
+             hint="delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t; with T = 1, A_0 = delta_0"),
+        Test("rollouts without episode ends, against ours", g, test_no_episode_end, 2,
+             hint="iterate t from T - 1 down to 0: A_t = delta_t + gamma * gae_lambda * A_{t+1}, with A_T = 0"),
+        Test("termination: no bootstrap from the terminal state, and the recursion stops", g, test_termination, 2,
+             case=show_inputs(TERMINATION),
+             hint="at a termination nothing follows: delta_t = r_t - V(s_t) (next_values there is meaningless, "
+             "here 99), and A_t must not add gamma * lambda * A_{t+1} from the next episode"),
+        Test("truncation at the last step bootstraps from V(s_{t+1})", g, test_truncation_bootstraps, 2,
+             case=show_inputs(TRUNCATION_LAST), hint=HINT_TRUNCATION),
+        Test("every episode end stops the recursion: dones, not only terminations", g, test_recursion_stops_at_dones,
+             2, case=show_inputs(TRUNCATION_CUT),
+             hint="after a truncation the next step belongs to a new episode: A_t = delta_t + gamma * lambda * "
+             "(1 - dones_t) * A_{t+1}. Cutting on `terminated` lets the next episode leak into this one"),
+        Test("random rollouts with terminations and truncations, against ours", g, test_random_with_ends, 3,
+             hint=HINT_TRUNCATION),
+        Test("limit gae_lambda = 0: the one-step TD error", g, test_lambda_zero, 1, kind="property",
+             case="a (12, 3) rollout with episode ends, gae_lambda 0",
+             hint="with lambda = 0 nothing is carried back: A_t = delta_t"),
+        Test("limit gae_lambda = 1: the discounted return minus V (Monte Carlo)", g, test_lambda_one, 1,
+             kind="property", case="a (12, 3) rollout with episode ends, gae_lambda 1",
+             hint="with lambda = 1 the TD errors telescope into sum_k gamma^k r_{t+k} + gamma^K V(end) - V(s_t)"),
+        Test("returns = advantages + values (the critic's target)", g, test_returns_are_advantages_plus_values, 1,
+             kind="property", case="a (10, 3) rollout with episode ends",
+             hint="the value target is A_t + V(s_t), not the discounted sum of rewards"),
+        Test("parallel environments are independent (permuting them permutes the result)", g,
+             test_environments_independent, 1, kind="property", case="a (9, 5) rollout, environments permuted",
+             hint="the recursion runs along time (dim 0), never across environments (dim 1)"),
+        Test("what follows a termination is ignored (next_values there does not count)", g,
+             test_terminal_next_value_ignored, 1, kind="property",
+             case="a (9, 4) rollout with terminations; next_values set to 1000 wherever terminated = 1",
+             hint="multiply the bootstrap by (1 - terminated)"),
+        Test("the inputs are left unchanged", g, test_inputs_unchanged, 1, kind="property",
+             case="a (6, 3) rollout with episode ends"),
+        Test(f"integration: {CARTPOLE.description}, through the seam, against ours", g,
+             lambda fns: run_scenario(CARTPOLE, fns, {"gae": SPEC}), 4, kind="integration", timeout=60),
+        Test(f"integration: {PENDULUM.description}, against ours", g,
+             lambda fns: run_scenario(PENDULUM, fns, {"gae": SPEC}), 2, kind="integration", timeout=60),
+    ]  # fmt: skip
+
+
+ASSIGNMENT = Assignment("hw1", "generalised advantage estimation (gae)", "01", {"gae": SPEC}, build)

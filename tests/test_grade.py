@@ -1,0 +1,302 @@
+"""The homework grader, proven on answers: ours and a correct rewrite of every function pass every test (the
+integration runs included); the stub, zeros and each classic mistake fail, each caught by the test that teaches it;
+the reports, formats, hidden cases, notebooks and the command line behave as documented."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from homework_answers import CORRECT, TEACHES, WRONG, gae_bootstrap_zero_at_truncation, gae_float64, ppo_column, stub
+
+from sandbox.cli import main
+from sandbox.config import ConfigError
+from sandbox.grade import ASSIGNMENTS, check, grade_functions
+
+ROOT = Path(__file__).resolve().parents[1]
+HOMEWORK = ROOT / "notebooks" / "homework"
+NOTEBOOKS = {"hw1": "hw1_gae", "hw2": "hw2_clipped_losses", "hw3": "hw3_kl_estimators", "hw4": "hw4_grpo_advantages",
+             "hw5": "hw5_consistent_dropout", "hw6": "hw6_sample_dropout"}  # fmt: skip
+
+GAE_SOURCE = """def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
+    advantages, last = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]
+        last = delta + gamma * gae_lambda * (1 - dones[t]) * last
+        advantages[t] = last
+    return advantages, advantages + values
+"""
+
+
+def ours(key: str) -> dict:
+    return {name: spec.reference for name, spec in ASSIGNMENTS[key].functions.items()}
+
+
+# --- proven to pass what it must pass, and to fail what it must fail -----------------------------------------------
+
+
+@pytest.mark.parametrize("key", ASSIGNMENTS)
+def test_ours_and_a_correct_rewrite_pass_every_test(key):
+    """Integration included: a rewrite in another order of operations differs from ours in the last bits, and the
+    tolerances (every call on its inputs, the first update, then what the run means) let it through."""
+    assert set(CORRECT[key]) == set(ASSIGNMENTS[key].functions)
+    for functions in (ours(key), CORRECT[key]):
+        report = grade_functions(key, functions)
+        assert report.ok, report.text()
+        assert any(r.kind == "integration" for r in report.results)
+
+
+WRONG_ANSWERS = [(k, fname, label) for k, per in WRONG.items() for fname, answers in per.items() for label in answers]
+
+
+@pytest.mark.parametrize("key, fname, label", WRONG_ANSWERS, ids=[f"{k}-{f}-{w}" for k, f, w in WRONG_ANSWERS])
+def test_every_wrong_answer_fails(key, fname, label):
+    report = grade_functions(key, {**ours(key), fname: WRONG[key][fname][label]}, only=(fname,))
+    failed = [r for r in report.results if not r.passed]
+    assert failed and not report.ok, report.text()
+    assert all(r.output for r in failed)
+    if label in TEACHES:  # the classic mistakes: caught by the test that teaches them
+        assert any(TEACHES[label] in r.name for r in failed), [r.name for r in failed]
+
+
+def test_every_function_has_a_stub_and_a_classic_mistake_in_the_self_check():
+    for key, a in ASSIGNMENTS.items():
+        for fname in a.functions:
+            answers = WRONG[key][fname]
+            assert stub in answers.values() and len(answers) >= 2, (key, fname)
+
+
+def test_a_failure_names_the_case_what_was_expected_and_a_hint():
+    report = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, only=("gae",))
+    truncation = next(r for r in report.results if r.name.startswith("truncation at the last step"))
+    assert not truncation.passed
+    lines = truncation.output.splitlines()
+    assert lines[0].startswith("case: one environment, rewards [1.0, 1.0, 1.0]")
+    assert "advantages at index (0, 0): expected 1.25, got 0.75" in truncation.output
+    assert "expected [[1.25], [0.5], [0.0]]" in truncation.output
+    assert lines[-1].startswith("hint: a time limit is not the end of the world")
+    assert report.text().splitlines()[-1] == f"{report.passed} passed, {report.failed} failed (score 12/25)"
+
+
+def test_shape_and_dtype_come_before_values():
+    """A result that would broadcast against ours is refused by its shape; a float64 one by its dtype."""
+    report = grade_functions("hw2", {**ours("hw2"), "ppo_loss": ppo_column}, only=("ppo_loss",))
+    first = report.results[0]
+    assert "has shape (256, 1), expected (256,)" in first.output and "broadcast" in first.output
+    report = grade_functions("hw1", {"gae": gae_float64}, only=("gae",))
+    assert "has dtype float64, expected float32" in report.results[0].output
+
+
+def test_integration_is_not_run_when_a_case_failed():
+    report = grade_functions("hw1", {"gae": stub})
+    integration = [r for r in report.results if r.kind == "integration"]
+    assert integration and all(r.output.startswith("not run:") and r.seconds < 1 for r in integration)
+
+
+# --- check() in a notebook -----------------------------------------------------------------------------------------
+
+
+def test_check_prints_the_report_and_never_raises(capsys):
+    report = check("hw1", gae=stub)
+    out = capsys.readouterr().out
+    assert report.failed == len(report.results) == 15 and not report.ok
+    assert out.splitlines()[-1] == "0 passed, 15 failed (score 0/25)" and "FAIL  one step" in out
+    assert "not implemented yet" in out
+
+
+def test_check_leaves_out_the_functions_not_given(capsys):
+    report = check("hw2", value_loss=ours("hw2")["value_loss"])
+    assert report.results and all(r.functions == ("value_loss",) for r in report.results) and report.ok
+    assert "need functions not passed to check() (ppo_loss)" in report.notes[0]
+    with pytest.raises(ValueError, match="hw2 asks for ppo_loss, value_loss; there is no gae"):
+        check("hw2", gae=stub)
+
+
+def test_check_is_skipped_while_the_grader_runs_the_notebook(monkeypatch, capsys):
+    monkeypatch.setenv("SANDBOX_GRADING", "1")
+    report = check("hw1", gae=stub)
+    assert report.results == [] and not report.ok
+    assert "skipped while `sandbox grade` grades this notebook" in capsys.readouterr().out
+
+
+# --- hidden cases --------------------------------------------------------------------------------------------------
+
+HIDDEN_CASE = {
+    "name": "a truncation at the very first step",
+    "function": "gae",
+    "points": 3,
+    "args": {"rewards": [[1.0], [0.5]], "values": [[0.2], [0.1]], "next_values": [[0.3], [0.0]],
+             "terminated": [[0.0], [0.0]], "dones": [[1.0], [0.0]], "gamma": 0.9, "gae_lambda": 0.95},
+}  # fmt: skip
+
+
+def write_hidden(directory: Path, key: str, cases: list) -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / f"{key}.json").write_text(json.dumps({"cases": cases}))
+    return directory
+
+
+def test_hidden_cases_are_graded_after_the_built_in_tests(tmp_path):
+    hidden = write_hidden(tmp_path / "hidden", "hw1", [HIDDEN_CASE])
+    good = grade_functions("hw1", ours("hw1"), hidden=str(hidden), integration=False)
+    last = good.results[-1]
+    assert good.ok and last.name == "hidden: a truncation at the very first step" and last.max_score == 3
+    assert good.to_gradescope()["tests"][-1]["visibility"] == "after_due_date"
+    wrong = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, hidden=str(hidden), integration=False)
+    assert not wrong.results[-1].passed and "advantages at index (0, 0)" in wrong.results[-1].output
+
+
+def test_a_hidden_case_may_give_its_expected_values(tmp_path):
+    case = dict(HIDDEN_CASE, expected=[[[9.0], [9.0]], [[9.0], [9.0]]])  # deliberately not what gae gives
+    hidden = write_hidden(tmp_path / "hidden", "hw1", [case])
+    report = grade_functions("hw1", ours("hw1"), hidden=str(hidden), integration=False)
+    assert not report.results[-1].passed and "expected 9" in report.results[-1].output
+
+
+def test_the_example_hidden_cases_in_the_instructor_notes_are_valid():
+    example = str(HOMEWORK / "hidden_example")
+    report = grade_functions("hw1", ours("hw1"), hidden=example, integration=False)
+    hidden = [r for r in report.results if r.kind == "hidden"]
+    assert len(hidden) == 3 and all(r.passed for r in hidden), report.text()
+    wrong = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, hidden=example, integration=False)
+    assert any(not r.passed for r in wrong.results if r.kind == "hidden")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "is not valid JSON"),
+        ('{"cases": []}', "at least one case"),
+        ('{"cases": [{"name": "x", "function": "gaee", "args": {}}]}', "unknown function 'gaee'; hw1 has gae"),
+        ('{"cases": [{"name": "x", "function": "gae", "args": {"rewards": [[1.0]]}}]}', "argument 'values' is missing"),
+        ('{"cases": [{"name": "x", "function": "gae", "args": {"reward": [[1.0]]}}]}', "gae has no argument 'reward'"),
+        ('{"cases": [{"name": "x", "function": "gae", "args": {}, "points": -1}]}', "points must be a positive"),
+        ('{"cases": [{"name": "x", "function": "gae", "args": {}, "colour": 1}]}', "unknown field 'colour'"),
+    ],
+)
+def test_a_bad_hidden_file_is_one_line_naming_the_case(tmp_path, content, message):
+    (tmp_path / "hw1.json").write_text(content)
+    with pytest.raises(ConfigError, match="--hidden: ") as err:
+        grade_functions("hw1", ours("hw1"), hidden=str(tmp_path))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_random_functions_cannot_have_hidden_cases(tmp_path):
+    write_hidden(tmp_path, "hw5", [{"name": "x", "function": "dropout_mask", "args": {"shape": [2, 3], "p": 0.1}}])
+    with pytest.raises(ConfigError, match="dropout_mask draws random numbers"):
+        grade_functions("hw5", ours("hw5"), hidden=str(tmp_path))
+
+
+# --- the formats ---------------------------------------------------------------------------------------------------
+
+
+def test_gradescope_and_plain_json_formats():
+    report = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, only=("gae",))
+    gs = report.to_gradescope()
+    assert gs["score"] == sum(t["score"] for t in gs["tests"]) == report.score
+    for t in gs["tests"]:
+        assert set(t) >= {"name", "score", "max_score", "output", "status"} and t["status"] in ("passed", "failed")
+        assert isinstance(t["score"], (int, float)) and isinstance(t["output"], str) and t["output"]
+    plain = report.to_json()
+    assert (plain["passed"], plain["failed"], plain["max_score"]) == (report.passed, report.failed, 25)
+    assert json.loads(json.dumps(plain)) == plain
+
+
+# --- the command line: files, notebooks, folders ------------------------------------------------------------------
+
+
+def fill_in(notebook: Path, out: Path, source: str) -> Path:
+    nb = nbformat.read(notebook, as_version=4)
+    stub_cell = next(c for c in nb.cells if c.cell_type == "code" and "raise NotImplementedError" in c.source)
+    stub_cell.source = source
+    nbformat.write(nb, out)
+    return out
+
+
+def test_grading_a_filled_in_notebook_writes_gradescope_results(tmp_path, capsys):
+    nb = fill_in(HOMEWORK / "hw1_gae.ipynb", tmp_path / "alice.ipynb", GAE_SOURCE)
+    out = tmp_path / "results.json"
+    code = main(["grade", "hw1", str(nb), "--format", "gradescope", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "15 passed, 0 failed (score 25/25)" in text
+    results = json.loads(out.read_text())
+    assert results["score"] == 25 and len(results["tests"]) == 15
+    assert all(t["status"] == "passed" and t["score"] == t["max_score"] for t in results["tests"])
+
+
+def test_grading_a_folder_of_submissions(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    shutil.copy(HOMEWORK / "hw1_gae.ipynb", folder / "stub.ipynb")  # the student copy, untouched
+    (folder / "bob.py").write_text(
+        "import torch\nfrom sandbox.maths import gae as _ours\n\n"
+        "def gae(r, v, nv, term, dones, gamma, lam):\n    return _ours(r, v, nv, dones, dones, gamma, lam)\n"
+    )
+    cut_on_terminated = GAE_SOURCE.replace("(1 - dones[t])", "(1 - terminated[t])") + "\nprint(undefined_name)\n"
+    broken = fill_in(HOMEWORK / "hw1_gae.ipynb", folder / "carol.ipynb", cut_on_terminated)
+    (folder / ".ipynb_checkpoints").mkdir()
+    shutil.copy(broken, folder / ".ipynb_checkpoints" / "carol-checkpoint.ipynb")  # skipped
+    out = tmp_path / "grades"
+    code = main(["grade", "hw1", str(folder), "--format", "gradescope", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "3 submissions graded, 0 with every test passed" in text
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary == ["submission,score,max_score,passed,failed", "bob.py,12.0,25,9,6", "carol.ipynb,13.0,25,10,5",
+                       "stub.ipynb,0.0,25,0,15"]  # fmt: skip
+    for name in ("bob", "carol", "stub"):
+        assert json.loads((out / name / "results.json").read_text())["tests"]
+    carol = (out / "carol.txt").read_text()
+    # the cell raised after defining gae: the report says where it stopped, and grades the gae it had defined
+    assert "FAIL  every episode end stops the recursion" in carol
+    assert "note: the submission stopped in cell 5 (code cell 2, `def gae(rewards, values, next_values," in carol
+    assert "NameError: name 'undefined_name' is not defined" in carol
+    assert "0 passed, 15 failed" in (out / "stub.txt").read_text()
+    assert "FAIL  truncation at the last step bootstraps" in (out / "bob.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hw9", "x.py"], "invalid choice 'hw9'; one of: hw1, hw2, hw3, hw4, hw5, hw6"),
+        (["hw1", "no/such/file.py"], "--submission: no/such/file.py does not exist"),
+        (["hw1", "README.md"], "--submission: must be a .py file, a .ipynb notebook or a folder"),
+        (["hw1", "tests", "--hidden", "no/such/dir"], "--hidden: no/such/dir is not a directory"),
+        (["hw1", "tests", "--timeout", "0"], "--timeout: must be a positive number of seconds"),
+        (["hw1", "tests", "--format", "csv"], "--format: invalid choice 'csv'; one of: text, json, gradescope"),
+    ],
+)
+def test_bad_grade_input_is_one_line(capsys, monkeypatch, args, message):
+    monkeypatch.chdir(ROOT)
+    code = main(["grade", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_every_assignment_has_a_student_notebook_pair():
+    for key, stem in NOTEBOOKS.items():
+        nb = nbformat.read(HOMEWORK / f"{stem}.ipynb", as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert (HOMEWORK / f"{stem}.py").is_file()
+        assert f'check("{key}"' in code and "raise NotImplementedError" in code
+        for fname in ASSIGNMENTS[key].functions:
+            assert f"def {fname}(" in code, (key, fname)
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{stem}: has outputs"
+
+
+def test_the_instructor_notes_list_every_test_with_its_points():
+    text = (HOMEWORK / "README.md").read_text()
+    for key, a in ASSIGNMENTS.items():
+        section = text[text.index(f"<b>{key}</b>") :]
+        section = section[: section.index("</details>")]
+        rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")][1:]
+        tests = a.build()
+        assert [(name.replace("\\|", "|"), kind, points) for name, kind, points in rows] == [
+            (t.name, t.kind, f"{t.points:g}") for t in tests
+        ], key
+        total = f"{sum(t.points for t in tests):g}"
+        assert f"<b>{key}</b>: {len(tests)} tests, {total} points" in section
+        assert re.search(rf"^\| {key} \| `{NOTEBOOKS[key]}` \|.*\| {total} \|$", text, re.M), key
