@@ -239,6 +239,7 @@ def _describe(g: Group) -> dict:
     low, high, method = stats.bootstrap_interval(ok, iqm)
     t_low, t_high, _ = stats.t_interval(ok)
     solved = [r for r in g.runs if r.summary.get("solved_at_steps") is not None]
+    alone = [r for r in solved if r.summary.get("population", 1) == 1]
     threshold = g.runs[0].summary.get("reward_threshold")
     collapses = [collapsed(r.metrics["ep_return_mean"].to_numpy(), threshold) for r in g.runs]
     m = pd.concat([r.metrics for r in g.runs])
@@ -257,7 +258,8 @@ def _describe(g: Group) -> dict:
         "mean_ci_high": t_high,
         "final_std": float(np.std(ok, ddof=1)) if len(ok) > 1 else math.nan,
         "solved": len(solved),
-        "median_solve_s": float(np.median([r.summary["solved_at_s"] for r in solved])) if solved else math.nan,
+        # seconds only for runs trained alone: a population member's clock is the whole population's
+        "median_solve_s": float(np.median([r.summary["solved_at_s"] for r in alone])) if alone else math.nan,
         "median_solve_steps": float(np.median([r.summary["solved_at_steps"] for r in solved])) if solved else math.nan,
         "collapses": sum(bool(c) for c in collapses) if collapses and collapses[0] is not None else math.nan,
         "first_ratio_dev": float(m["first_ratio_dev"].mean()),
@@ -487,7 +489,8 @@ def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str,
                     _interval(r.final_mean, r.mean_ci_low, r.mean_ci_high),
                     _fmt(r.final_std),
                     f"{r.solved}/{r.runs}",
-                    f"{_fmt(r.median_solve_s, '.1f')} s / {_fmt(r.median_solve_steps, ',.0f')} steps"
+                    (f"{_fmt(r.median_solve_s, '.1f')} s / " if math.isfinite(r.median_solve_s) else "")
+                    + f"{_fmt(r.median_solve_steps, ',.0f')} steps"
                     if r.solved
                     else "-",
                     _fmt(r.collapses, ".0f"),
