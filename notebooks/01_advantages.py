@@ -13,9 +13,9 @@
 # **Assumes.** Lesson 00 (a run, its `metrics.csv`); discounted returns and a value function V(s) = the expected
 # discounted return from s.
 #
-# **Running time**, measured on 2 cores while other jobs shared them: full mode RUNTIME_FULL; with `SANDBOX_FAST=1`
-# RUNTIME_FAST (tiny runs that only check the notebook works: their numbers mean nothing). The committed outputs are
-# those of a full run.
+# **Running time**, measured on 2 cores shared with other jobs (load about 6): full mode 4.2 min (2.2 min of CPU
+# time, about what an idle machine takes); with `SANDBOX_FAST=1` 9 s (tiny runs that only check the notebook works:
+# their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **Read along:** `sandbox/ppo.py`, step 2 of `train_ppo` ("Advantages"), and `gae` in `sandbox/maths.py`.
 #
@@ -23,6 +23,7 @@
 
 # %%
 import os
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -208,7 +209,9 @@ def against(table: dict, baseline, quality=()) -> pd.DataFrame:
     permutation test's p-value Holm-adjusted over *every* comparison of the table, and ``stats.verdict``'s words.
     Metrics named in ``quality`` (higher is better) get "better" / "worse"; the others "higher" / "lower"."""
     pairs = [(metric, k) for metric, scores in table.items() for k in scores if k != baseline]
-    comparisons = [stats.compare(table[metric][k], table[metric][baseline]) for metric, k in pairs]
+    with warnings.catch_warnings():  # scipy warns when every seed of a group scored the same (say 500): harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
+        comparisons = [stats.compare(table[metric][k], table[metric][baseline]) for metric, k in pairs]
     adjusted = stats.holm([c.p_value for c in comparisons])
     rows = []
     for (metric, k), c, p in zip(pairs, comparisons, adjusted):

@@ -13,9 +13,9 @@
 # **Assumes.** Lessons 00-02: a run and its metrics, the clipped surrogate, `clipfrac`, `approx_kl` and
 # `target_kl`. What dropout is (each hidden unit zeroed with probability p, the others scaled by 1 / (1 - p)).
 #
-# **Running time**, measured on 2 cores while other jobs shared them: full mode RUNTIME_FULL; with `SANDBOX_FAST=1`
-# RUNTIME_FAST (tiny runs that only check the notebook works: their numbers mean nothing). The committed outputs are
-# those of a full run.
+# **Running time**, measured on 2 cores shared with other jobs (load about 6): full mode 5.6 min (2.9 min of CPU
+# time, about what an idle machine takes); with `SANDBOX_FAST=1` 23 s (tiny runs that only check the notebook works:
+# their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **Read along:** `sandbox/dropout_modes.py` (the four modes, one table), `sandbox/dropout.py` (drawing, applying and
 # replaying a mask), `Rollout.collect` in `sandbox/ppo.py` (where consistent dropout stores each step's masks) and
@@ -25,6 +25,7 @@
 
 # %%
 import os
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -90,7 +91,7 @@ runs, first = {}, {}
 for mode in MODES:
     for seed in SEEDS:
         first[mode, seed] = FirstRatios(base.update_epochs * base.num_minibatches)
-        out = f"runs/lesson03/{mode}-s{seed}"  # the consistent run's policy is reused in section 5
+        out = f"runs/lesson03/{mode}-s{seed}"  # section 5 starts from these runs' policies
         cfg = base.replace(dropout_mode=mode, seed=seed, out=out, overwrite=True)
         runs[mode, seed] = sandbox.train(cfg, maths=sandbox.Maths(ppo_loss=first[mode, seed]))
 
@@ -122,16 +123,15 @@ pd.DataFrame(summary_rows).set_index("mode")
 # Means over the seeds per update, smoothed over 5 updates; the table has the raw numbers over all updates and
 # seeds.
 #
-# - **`off` and `consistent` sit at exactly 0** at every update (the `off` line hides under `consistent`).
-#   `consistent` keeps dropout, its randomness in behaviour and its regularisation, and still has an exact ratio,
-#   because the update replays the masks the rollout used.
+# - **`off` and `consistent` sit at 0** at every update, up to float rounding (the `off` line hides under
+#   `consistent`). `consistent` keeps dropout, its randomness in behaviour and its regularisation, and still has an
+#   exact ratio, because the update replays the masks the rollout used.
 # - **`rollout-eval` and `naive` are above 0 from the first updates.** `naive` is the noisier of the two all along
 #   (mean `first_ratio_dev` 0.058 against 0.035 over all updates and seeds): both of its forward passes are random.
 #   The noise peaks in the first 10k steps and then falls (section 5: a policy trained with noisy dropout becomes
-#   less sensitive to its masks), while `first_clipfrac`
-#   climbs at the end for another reason: the preset anneals the clip range to 0, so ever smaller deviations count
-#   as clipped. On average a fifth (`naive`) or a ninth (`rollout-eval`) of each first minibatch was outside the clip
-#   band before the optimiser had done anything.
+#   less sensitive to its masks), while `first_clipfrac` climbs at the end for another reason: the preset anneals the
+#   clip range to 0, so ever smaller deviations count as clipped. On average a fifth (`naive`) or a ninth
+#   (`rollout-eval`) of each first minibatch was outside the clip band before the optimiser had done anything.
 #
 # The ratios themselves, first minibatch of one update (update 60, 15,360 steps in), all seeds pooled:
 
@@ -158,7 +158,7 @@ plt.show()
 #
 # ## 3. Does the noise change learning?
 #
-# The mechanism is certain: the table above shows it at every update. Whether it changes *outcomes* is a question
+# The mechanism is certain: it shows at every update above. Whether it changes *outcomes* is a question
 # for seeds and intervals.
 
 # %%
@@ -181,7 +181,9 @@ def against(table: dict, baseline, quality=()) -> pd.DataFrame:
     permutation test's p-value Holm-adjusted over *every* comparison of the table, and ``stats.verdict``'s words.
     Metrics named in ``quality`` (higher is better) get "better" / "worse"; the others "higher" / "lower"."""
     pairs = [(metric, k) for metric, scores in table.items() for k in scores if k != baseline]
-    comparisons = [stats.compare(table[metric][k], table[metric][baseline]) for metric, k in pairs]
+    with warnings.catch_warnings():  # scipy warns when every seed of a group scored the same (say 500): harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
+        comparisons = [stats.compare(table[metric][k], table[metric][baseline]) for metric, k in pairs]
     adjusted = stats.holm([c.p_value for c in comparisons])
     rows = []
     for (metric, k), c, p in zip(pairs, comparisons, adjusted):
