@@ -1,0 +1,420 @@
+# %% [markdown]
+# # Lesson 02: the clipped surrogate. Ratio, clipping, KL
+#
+# **Learning goals.** After this lesson you can
+#
+# 1. draw PPO's clipped objective against the ratio r for a positive and a negative advantage, and say where its
+#    gradient is zero;
+# 2. read `clipfrac` (and know what it does *not* count);
+# 3. explain the k3 estimator behind `approx_kl`, and why PPO uses it rather than the plain log-ratio;
+# 4. say what `target_kl` does to an update, and measure what it did on CartPole;
+# 5. explain asymmetric clipping (eps_low / eps_high, DAPO's "clip-higher") and where each bound acts.
+#
+# **Assumes.** Lesson 00 (a run and its metrics) and lesson 01 (advantages). The policy gradient idea: raise the
+# probability of actions with positive advantage, lower it for negative ones.
+#
+# **Running time**, measured on 2 cores shared with other jobs (load about 6): full mode 4.4 min (2.2 min of CPU
+# time, about what an idle machine takes); with `SANDBOX_FAST=1` 17 s (tiny runs that only check the notebook works:
+# their numbers mean nothing). The committed outputs are those of a full run.
+#
+# **Read along:** `ppo_loss` and `kl_k3` in `sandbox/maths.py`; `ppo_objective` in `sandbox/ppo.py` (the loss of one
+# minibatch); `Learner.optimise` in `sandbox/learner.py` (the epochs, the minibatches, `target_kl`);
+# `update_metrics` in `sandbox/diagnostics.py` (how `clipfrac` and `approx_kl` are measured).
+#
+# Homework 2 (the clipped surrogate and the value loss): `notebooks/homework/hw2_...` (being written).
+
+# %%
+import os
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+import sandbox
+from sandbox import maths, stats
+from sandbox.plots import OTHER_COLORS, use_style
+
+use_style()
+FAST = os.environ.get("SANDBOX_FAST") == "1"
+STEPS = 4_096 if FAST else 60_000
+SEEDS = [0] if FAST else [0, 1, 2, 3, 4]
+print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps per setting")
+
+# %% [markdown]
+# ## 1. The objective against the ratio
+#
+# The data were collected by the old policy; the update changes the policy and asks how the new one would have done
+# on them. The ratio r_t = pi_theta(a_t | s_t) / pi_old(a_t | s_t) reweights each sample, and PPO's objective
+# (Schulman et al. 2017), maximised, is
+#
+# $$L^{CLIP}(\theta) = \mathbb{E}_t\big[\min\big(r_t A_t,\ \mathrm{clip}(r_t, 1-\epsilon, 1+\epsilon)\,A_t\big)\big]$$
+#
+# `maths.ppo_loss(ratio, advantages, clip_coef, clip_coef_high=None)` returns minus this, per sample (a loss to
+# minimise). Below: the objective (= -`ppo_loss`) and its gradient with respect to r, both from the package function,
+# the gradient by autograd.
+
+# %%
+eps = 0.2
+r = torch.linspace(0.0, 2.0, 401, requires_grad=True)
+fig, axes = plt.subplots(2, 2, figsize=(9, 5), sharex=True, sharey="row")
+for col, A in enumerate([1.0, -1.0]):
+    advantages = torch.full_like(r, A)
+    objective = -maths.ppo_loss(r, advantages, eps)
+    (grad,) = torch.autograd.grad(objective.sum(), r)
+    ax = axes[0, col]
+    ax.plot(r.detach(), (r * A).detach(), color="grey", ls=":", label="r A (unclipped)")
+    ax.plot(r.detach(), objective.detach(), color=OTHER_COLORS[0], lw=2, label="min(r A, clip(r) A)")
+    ax.set_title(f"A = {A:+g}")
+    axes[1, col].plot(r.detach(), grad, color=OTHER_COLORS[1], lw=2)
+    axes[1, col].set_xlabel("ratio r")
+    for a in axes[:, col]:
+        a.axvspan(1 - eps, 1 + eps, color="grey", alpha=0.12, lw=0)
+axes[0, 0].set_ylabel("objective")
+axes[1, 0].set_ylabel("d objective / d r")
+axes[0, 0].legend(loc="upper left")
+plt.show()
+
+# %% [markdown]
+# The shaded band is [1 - eps, 1 + eps]. Read the two columns:
+#
+# - **A > 0** (a better-than-expected action): raising r pays until r = 1 + eps, then the objective is flat and the
+#   gradient exactly 0: no incentive to push the probability further in this update. Below 1 - eps nothing is
+#   clipped: if the update made a good action *less* likely, the full gradient pulls it back.
+# - **A < 0**: lowering r pays until 1 - eps, then flat. Above 1 + eps the objective keeps falling with slope A: a bad
+#   action made more likely is always corrected.
+#
+# The `min` makes the objective a pessimistic bound: clipping only ever removes the part of the gain that would come
+# from moving too far, never a penalty. (The trap named in `ppo_loss`'s docstring: the min of the two *objectives*
+# is the max of the two *losses*.)
+#
+# ## 2. What happens inside one update, and what `clipfrac` counts
+#
+# The preset runs 20 epochs over each batch of 256 transitions, one minibatch per epoch: 20 gradient steps on the
+# same data. A ratio starts at exactly 1 in the first epoch (the policy has not moved) and spreads as the epochs go.
+# To watch it, record what `ppo_loss` receives through the `Maths` seam: a callable that calls `maths.ppo_loss`
+# unchanged and keeps the ratios and advantages of every minibatch step.
+
+
+# %%
+class RecordingLoss:
+    """maths.ppo_loss, unchanged, keeping what it was given at each minibatch step (detached copies)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, ratio, advantages, clip_coef, clip_coef_high=None):
+        self.calls.append((ratio.detach().clone(), advantages.detach().clone(), clip_coef, clip_coef_high))
+        return maths.ppo_loss(ratio, advantages, clip_coef, clip_coef_high)
+
+
+base = sandbox.preset("cartpole", dropout_mode="off", total_steps=STEPS, quiet=True)
+recorder = RecordingLoss()
+run0 = sandbox.train(base.replace(seed=0), maths=sandbox.Maths(ppo_loss=recorder))
+E = base.update_epochs
+print(f"{len(recorder.calls)} minibatch steps = {len(run0.metrics)} updates x {E} epochs")
+
+
+# %%
+def clip_counts(ratio, adv, low, high):
+    """Per minibatch step: the fraction outside [1 - low, 1 + high] (what clipfrac counts), and the fractions whose
+    clip is active (gradient 0) at the top (A > 0, r > 1 + high) and at the bottom (A < 0, r < 1 - low)."""
+    high = low if high is None else high
+    outside = (ratio > 1 + high) | (ratio < 1 - low)
+    top, bottom = (adv > 0) & (ratio > 1 + high), (adv < 0) & (ratio < 1 - low)
+    return {
+        "outside": outside.float().mean().item(),
+        "active_top": top.float().mean().item(),
+        "active_bottom": bottom.float().mean().item(),
+    }
+
+
+steps = pd.DataFrame([clip_counts(*c) for c in recorder.calls])
+steps["update"] = np.arange(len(steps)) // E + 1
+per_update = steps.groupby("update").mean()
+print(
+    "outside the band, mean over each update's steps, vs metrics.csv's clipfrac: max difference",
+    f"{np.abs(per_update.outside.to_numpy() - run0.metrics.clipfrac.to_numpy()).max():.1e}",
+)
+
+U = min(40, len(run0.metrics))  # one update to look inside
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2))
+epochs = np.arange(1, E + 1)
+ratios = [recorder.calls[(U - 1) * E + e][0].numpy() for e in range(E)]
+qs = np.array([np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95]) for x in ratios])
+axes[0].fill_between(epochs, qs[:, 0], qs[:, 4], color=OTHER_COLORS[0], alpha=0.2, lw=0, label="5-95%")
+axes[0].fill_between(epochs, qs[:, 1], qs[:, 3], color=OTHER_COLORS[0], alpha=0.4, lw=0, label="25-75%")
+axes[0].plot(epochs, qs[:, 2], color=OTHER_COLORS[0], label="median")
+clip_u = recorder.calls[(U - 1) * E][2]
+for y in (1 - clip_u, 1 + clip_u):
+    axes[0].axhline(y, color="grey", ls=":", lw=1)
+axes[0].set(title=f"ratios in update {U}, epoch by epoch", xlabel="epoch", ylabel="r")
+axes[0].legend(loc="upper left")
+in_u = steps[steps["update"] == U].reset_index(drop=True)
+axes[1].plot(epochs, in_u.outside, label="outside the band (clipfrac)", color=OTHER_COLORS[0])
+axes[1].plot(epochs, in_u.active_top + in_u.active_bottom, label="clip active (gradient 0)", color=OTHER_COLORS[1])
+axes[1].set(title=f"update {U}: fractions per epoch", xlabel="epoch")
+axes[1].legend(loc="upper left")
+plt.show()
+peak = int(in_u.outside.idxmax())
+active = in_u.active_top[peak] + in_u.active_bottom[peak]
+print(
+    f"update {U}: clip range {clip_u:.3f} (annealed from 0.2); "
+    f"clipfrac in metrics.csv {run0.metrics.clipfrac.iloc[U - 1]:.3f}\n"
+    f"epoch {peak + 1}: {in_u.outside[peak]:.1%} of the samples outside the band, {active:.1%} with the clip active: "
+    f"{1 - active / in_u.outside[peak]:.0%} of those outside are on the unclipped side"
+)
+
+# %% [markdown]
+# In update 40 (the clip range is 0.167 by then) every ratio starts at exactly 1: in epoch 1 the policy has not
+# moved. The spread grows epoch by epoch; from epoch 5 some samples are outside the band, 14.8% at epoch 13, and the
+# spread narrows again in the last epochs. The two curves on the right differ: `clipfrac` counts every sample outside
+# the band, but only those on the clipped side (A > 0 above the band, A < 0 below it: 9.4% at epoch 13) lose their
+# gradient. The other 37% of those outside are on the unclipped side and keep their full gradient, which points back
+# towards the band. (The mean of the per-epoch fractions matches `metrics.csv`'s `clipfrac` to 3e-8: printed above.)
+#
+# In `metrics.csv`, `clipfrac` is one number per update, the mean over its 20 steps (left, with the fraction whose
+# clip is active, both smoothed over 10 updates). Right: `approx_kl` (section 3), how far each update moved the
+# policy. `clipfrac` is highest in the first 25k steps, while the policy changes fastest, and then settles at a few
+# percent: `approx_kl` falls towards 0 as the learning rate decays, but the clip range shrinks with it, so ever smaller
+# moves count as outside the band.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 3))
+m = run0.metrics
+active = per_update.active_top + per_update.active_bottom
+axes[0].plot(m.env_steps, m.clipfrac.rolling(10).mean(), color=OTHER_COLORS[0], label="clipfrac (outside the band)")
+axes[0].plot(m.env_steps, active.rolling(10).mean().to_numpy(), color=OTHER_COLORS[1], label="clip active (gradient 0)")
+axes[0].set(xlabel="env steps", title="seed 0: mean of 10 updates")
+axes[0].legend(loc="upper right")
+axes[1].plot(m.env_steps, m.approx_kl.rolling(10).mean(), color=OTHER_COLORS[2])
+axes[1].set(xlabel="env steps", title="approx_kl: mean of 10 updates")
+plt.show()
+
+# %% [markdown]
+# ## 3. `approx_kl`: Schulman's k3 estimator
+#
+# How far did the update move the policy? The KL divergence KL(pi_old || pi_theta) = E_{a ~ pi_old}[log pi_old(a) -
+# log pi_theta(a)] is an expectation over the old policy, and the batch *is* a sample from it. With log_ratio =
+# log pi_old - log pi_theta = -log r, two unbiased per-sample estimators (Schulman 2020, "Approximating KL
+# divergence"; `maths.kl_k1`, `maths.kl_k3`):
+#
+# - k1 = log_ratio = -log r: unbiased, but negative for every sample whose probability went up, so a batch mean is
+#   noisy and can be below 0;
+# - k3 = (r - 1) - log r: adds r - 1, whose expectation under pi_old is 0 (sum over a of pi_theta(a) - 1), so still
+#   unbiased, and now >= 0 for every sample, with much less variance when the policies are close.
+#
+# PPO's `approx_kl` is `mean(kl_k3(-logratio))` (k3); `old_approx_kl` is k1. A check on two known distributions
+# (three actions), 256 samples per batch like one CartPole update, 2,000 batches:
+
+# %%
+gen = torch.Generator().manual_seed(0)
+p_old = torch.tensor([0.5, 0.3, 0.2])
+p_new = torch.tensor([0.4, 0.35, 0.25])
+true_kl = float((p_old * (p_old / p_new).log()).sum())
+a = torch.multinomial(p_old, 2_000 * 256, replacement=True, generator=gen).view(2_000, 256)
+log_ratio = p_old.log()[a] - p_new.log()[a]  # log pi_old - log pi_new, for actions drawn from pi_old
+k1, k3 = maths.kl_k1(log_ratio).mean(1), maths.kl_k3(log_ratio).mean(1)
+fig, ax = plt.subplots(figsize=(7, 3))
+bins = np.linspace(min(k1.min(), k3.min()).item(), max(k1.max(), k3.max()).item(), 60)
+ax.hist(k1.numpy(), bins=bins, alpha=0.6, color=OTHER_COLORS[2], label="k1 = -log r")
+ax.hist(k3.numpy(), bins=bins, alpha=0.6, color=OTHER_COLORS[0], label="k3 = (r - 1) - log r")
+ax.axvline(true_kl, color="black", lw=1.5, label="true KL")
+ax.set(xlabel="batch estimate of KL(pi_old || pi_new)", ylabel="batches", title="2,000 batches of 256 samples")
+ax.legend()
+plt.show()
+print(f"true KL {true_kl:.4f}; mean of the batch estimates: k1 {k1.mean():.4f}, k3 {k3.mean():.4f}")
+print(f"std of the batch estimates: k1 {k1.std():.4f}, k3 {k3.std():.4f} ({k1.std() / k3.std():.1f}x smaller)")
+print(
+    f"per sample: k1 < 0 for {(maths.kl_k1(log_ratio) < 0).float().mean():.0%}, k3 < 0 for "
+    f"{(maths.kl_k3(log_ratio) < 0).float().mean():.0%}; batches with k1 < 0: {(k1 < 0).float().mean():.1%}"
+)
+
+# %% [markdown]
+# Both estimators centre on the true KL; k3's batches scatter less around it and never go below 0. In a run,
+# `approx_kl` is the mean over an update's minibatch steps, each measured *before* that step's gradient step (the
+# first one reads 0 without dropout: the policy has not moved yet).
+#
+# ## 4. `target_kl`: stop the update when the policy has moved far enough
+#
+# Clipping removes the incentive to move a sample's ratio past the band, but 20 epochs of steps can still carry the
+# policy far (the flat parts have gradient 0 only for the samples already outside). `target_kl` adds a hard stop:
+# in `Learner.optimise`, before each minibatch's gradient step, if that minibatch's `approx_kl` exceeds `target_kl`,
+# the update ends there; `epochs_done` records how many epochs ran. Same seeds, four settings: the preset as it is
+# ("default": no `target_kl`, clip range 0.2 on both sides), two values of `target_kl`, and section 5's asymmetric
+# clip.
+
+# %%
+settings = {
+    "default": dict(),  # the preset: target_kl None, clip_coef 0.2, clip_coef_high None (= clip_coef)
+    "target_kl 0.01": dict(target_kl=0.01),
+    "target_kl 0.001": dict(target_kl=0.001),
+    "eps_high 0.28": dict(clip_coef_high=0.28),  # section 5
+}
+runs = {(name, seed): sandbox.train(base.replace(seed=seed, **kw)) for name, kw in settings.items() for seed in SEEDS}
+SETTING_COLORS = dict(zip(settings, [OTHER_COLORS[0], OTHER_COLORS[1], OTHER_COLORS[2], OTHER_COLORS[6]]))
+
+
+def median_band(ax, name, column, smooth=1):
+    """The median over seeds of a metrics column (a rolling mean of ``smooth`` updates first), and a band from the
+    lowest to the highest seed."""
+    curves = pd.concat([runs[name, s].metrics[column].rolling(smooth).mean() for s in SEEDS], axis=1)
+    steps = runs[name, SEEDS[0]].metrics.env_steps
+    ax.fill_between(steps, curves.min(axis=1), curves.max(axis=1), color=SETTING_COLORS[name], alpha=0.2, lw=0)
+    ax.plot(steps, curves.median(axis=1), color=SETTING_COLORS[name], lw=1.5, label=name)
+
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
+for name in list(settings)[:3]:
+    median_band(axes[0], name, "epochs_done", smooth=10)
+    median_band(axes[1], name, "ep_return_mean", smooth=10)
+axes[0].set(xlabel="env steps", title="epochs_done", ylim=(0, 21))
+axes[1].axhline(475, color="grey", ls=":", lw=1)
+axes[1].set(xlabel="env steps", title="return (last 20 episodes)")
+axes[0].legend(loc="lower right")
+fig.suptitle(f"mean of 10 updates; median of {len(SEEDS)} seeds, band: lowest to highest seed", fontsize=10)
+plt.show()
+
+
+# %%
+def against(table: dict, baseline, quality=()) -> pd.DataFrame:
+    """Every setting against the baseline, for each metric of ``table`` = {metric: {setting: per-seed scores}}: the
+    means, the difference with Welch's 95% interval, P(a seed of the setting beats a seed of the baseline), the
+    permutation test's p-value Holm-adjusted over *every* comparison of the table, and ``stats.verdict``'s words.
+    Metrics named in ``quality`` (higher is better) get "better" / "worse"; the others "higher" / "lower"."""
+    pairs = [(metric, k) for metric, scores in table.items() for k in scores if k != baseline]
+    with warnings.catch_warnings():  # scipy warns when every seed of a group scored the same (say 500): harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
+        comparisons = [stats.compare(table[metric][k], table[metric][baseline]) for metric, k in pairs]
+    adjusted = stats.holm([c.p_value for c in comparisons])
+    rows = []
+    for (metric, k), c, p in zip(pairs, comparisons, adjusted):
+        words = stats.verdict(c, p)
+        if metric not in quality:
+            words = words.replace("better", "higher").replace("worse", "lower")
+        rows.append(
+            {
+                "metric": metric,
+                "setting": k,
+                "mean": float(f"{c.mean_x:.4g}"),
+                f"baseline: {baseline}": float(f"{c.mean_y:.4g}"),
+                "difference [95% CI]": f"{c.diff:+.3g} [{c.diff_interval.low:+.3g}, {c.diff_interval.high:+.3g}]",
+                "P(beats baseline)": round(c.prob_improvement, 2),
+                "p (Holm)": round(p, 3),
+                "verdict": words,
+            }
+        )
+    return pd.DataFrame(rows).set_index(["metric", "setting"])
+
+
+def per_seed(name, value):
+    return [value(runs[name, s]) for s in SEEDS]
+
+
+kl_settings = list(settings)[:3]
+epochs_run = {n: per_seed(n, lambda r: r.metrics.epochs_done.mean()) for n in kl_settings}
+mean_return = {n: per_seed(n, lambda r: r.metrics.ep_return_mean.mean()) for n in kl_settings}
+print("mean epochs per update:", {k: round(float(np.mean(v)), 1) for k, v in epochs_run.items()})
+against({"mean return over training": mean_return}, baseline="default", quality=["mean return over training"])
+
+# %% [markdown]
+# `target_kl` 0.001 stopped most updates early (9.2 of 20 epochs on average) and learned worse: mean return over
+# training 135 against 326 without a target, difference -191 [95% CI -287, -96]; no seed of it beat a seed without
+# (P = 0), verdict *worse* (Holm-adjusted p = 0.016). 0.01 cut about two epochs per update (17.9), with no significant
+# difference. With both, `epochs_done` climbs back to 20 in the second half of the run: the learning rate decays
+# towards 0, and the steps no longer carry the policy past the target.
+#
+# Two things to remember for lesson 03. The check reads the minibatch's `approx_kl` *before* its step, so an update
+# whose very first minibatch is already above the target stops having done nothing (`epochs_done` 0). Without
+# dropout that cannot happen: the first minibatch has r = 1 exactly and `first_approx_kl` = 0. With dropout noise in
+# the ratio it can.
+#
+# ## 5. Asymmetric clipping: eps_low and eps_high
+#
+# DAPO (Yu et al. 2025) clips the ratio to [1 - eps_low, 1 + eps_high] with eps_high > eps_low (0.2 and 0.28):
+# "clip-higher". `--clip-coef` is eps_low, `--clip-coef-high` eps_high (`maths.ppo_loss`'s `clip_coef_high`, in every
+# trainer, annealed with the other by `--anneal-clip`). Section 1 showed that the upper bound only bites for A > 0
+# and the lower one only for A < 0, so the two are separate dials:
+
+# %%
+r_plot = torch.linspace(0.0, 2.0, 401)
+fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
+for ax, A in zip(axes, [1.0, -1.0]):
+    adv = torch.full_like(r_plot, A)
+    ax.plot(r_plot, -maths.ppo_loss(r_plot, adv, 0.2), color=OTHER_COLORS[0], lw=2, label="eps 0.2 / 0.2")
+    ax.plot(
+        r_plot,
+        -maths.ppo_loss(r_plot, adv, 0.2, 0.28),
+        color=OTHER_COLORS[3],
+        lw=2,
+        ls="--",
+        label="eps_low 0.2, eps_high 0.28",
+    )
+    ax.set(title=f"A = {A:+g}", xlabel="ratio r")
+axes[0].set_ylabel("objective")
+axes[0].legend(loc="upper left")
+plt.show()
+
+# %% [markdown]
+# With A > 0 the objective now rises until r = 1.28: a good action's probability may grow by up to 28% in one
+# update instead of 20%. That matters most for *unlikely* actions: going from 0.01 to 0.0128 is a small absolute move,
+# and a symmetric clip keeps the policy from ever raising rare actions fast, which DAPO found to collapse the entropy
+# of language-model policies. The A < 0 side is unchanged. Measured on CartPole, against the symmetric default:
+
+# %%
+ratio_settings = ["default", "eps_high 0.28"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for name in ratio_settings:
+    median_band(axes[0], name, "entropy", smooth=10)
+    median_band(axes[1], name, "ep_return_mean", smooth=10)
+axes[0].set(xlabel="env steps", title="policy entropy (nats)")
+axes[1].axhline(475, color="grey", ls=":", lw=1)
+axes[1].set(xlabel="env steps", title="return (last 20 episodes)")
+axes[0].legend(loc="upper right")
+fig.suptitle(f"mean of 10 updates; median of {len(SEEDS)} seeds, band: lowest to highest seed", fontsize=10)
+plt.show()
+asym = {
+    "entropy, mean over training": {n: per_seed(n, lambda r: r.metrics.entropy.mean()) for n in ratio_settings},
+    "approx_kl, mean over training": {n: per_seed(n, lambda r: r.metrics.approx_kl.mean()) for n in ratio_settings},
+    "mean return over training": {n: per_seed(n, lambda r: r.metrics.ep_return_mean.mean()) for n in ratio_settings},
+}
+against(asym, baseline="default", quality=["mean return over training"])
+
+# %% [markdown]
+# With five seeds, eps_high = 0.28 showed no significant difference on CartPole in entropy, in `approx_kl` or in the
+# return (Holm's correction over the three comparisons; `approx_kl`, 30% higher, came closest at p = 0.119).
+# CartPole has two actions, while DAPO's problem was the rare tokens of a large vocabulary; `--clip-coef-high` works
+# the same way in the GRPO trainer on the language tasks, where that question can be asked.
+#
+# ## Check yourself
+#
+# 1. A sample has A = +2 and, after a few epochs, r = 1.35 with eps = 0.2. What is its contribution to the objective,
+#    and to the gradient? Same question with A = -2.
+# 2. A sample has A = +1 and r = 0.7. Is it counted in `clipfrac`? Is its gradient zero?
+# 3. Why is k3 never negative, and why is it still unbiased?
+# 4. `target_kl` is set and an update reports `epochs_done` = 0. What happened, and what would have to be true of the
+#    ratio at the first minibatch?
+# 5. You raise eps_high from 0.2 to 0.28. Which samples' gradients change: those with A > 0 or A < 0, and with r in
+#    which range?
+#
+# <details><summary>Answers</summary>
+#
+# 1. A = +2: min(1.35 x 2, 1.2 x 2) = 2.4, and the gradient with respect to r is 0 (the clipped term is the
+#    minimum). A = -2: min(-2.7, -2.4) = -2.7, the unclipped term: the gradient is -2, pushing r back down.
+# 2. Yes, it is outside [0.8, 1.2], so `clipfrac` counts it. No: with A > 0 and r < 1 - eps the unclipped term
+#    r A is the minimum, so the full gradient acts. `clipfrac` counts samples outside the band, not samples whose
+#    gradient was removed (section 2 measured both).
+# 3. k3 = (r - 1) - log r, and log r <= r - 1 for every r > 0 (the log lies below its tangent at 1), so k3 >= 0
+#    sample by sample. Its extra term r - 1 has expectation sum_a pi_old(a) (pi_theta(a) / pi_old(a)) - 1 = 0
+#    under pi_old, so adding it changes the variance, not the mean.
+# 4. The first minibatch's `approx_kl`, measured before any step, was already above `target_kl`, so the learner
+#    stopped before the first gradient step: the update did nothing. That needs r != 1 before the policy has
+#    changed: the behaviour policy and the policy evaluated in the update differ, which is what dropout noise does
+#    (lesson 03).
+# 5. Only samples with A > 0 and r between 1.2 and 1.28: before, their gradient was 0 (clipped), now they still
+#    push r up. Samples with A < 0 depend only on eps_low.
+#
+# </details>
+#
+# Next: lesson 03, dropout and the ratio (`notebooks/03_dropout_and_the_ratio.ipynb`).
