@@ -29,9 +29,10 @@
 #
 # **Assumes** lesson 5 (GRPO on the language tasks, the reference, `kl_ref`).
 #
-# **Running time** (measured on 2 cores while other jobs shared them): full mode RUNTIME_FULL, two runs at a time;
-# `SANDBOX_FAST=1` RUNTIME_FAST (2 seeds, tiny runs, and a reference pretrained for 100 steps instead of 600: worse,
-# and cached apart). The first run also pretrains the reference of `lang:positive` (5-15 s, once).
+# **Running time**, measured on 2 cores that three other jobs were sharing (load average 6-7): full mode 344 s,
+# two runs at a time, of which 177 s of CPU time over both processes (on an idle 2-core machine, an estimated
+# 1.5-2 minutes); `SANDBOX_FAST=1` 26 s, 12 s of CPU (2 seeds, tiny runs in this process, and a reference
+# pretrained for 100 steps instead of 600: worse, and cached apart). The first run also pretrains the reference of `lang:positive` (5-15 s, once).
 #
 # **The code you are reading about.** `maths.kl_k1`, `kl_k2`, `kl_k3` and `adaptive_beta` in `sandbox/maths.py`;
 # the KL term's place in the objective in the docstring of `sandbox/grpo.py` and in `sandbox/objective.py`
@@ -173,7 +174,7 @@ for i, mu in enumerate((0.1, 0.5, 1.0, 2.0)):
 pd.DataFrame(rows).set_index(["mu", "KL", "estimator"])
 
 # %% [markdown]
-# Every measured number agrees with the exact one, and both claims reproduce: at KL 0.005 the relative standard
+# All 24 intervals but one contain the exact value, and both claims reproduce: at KL 0.005 the relative standard
 # deviations are 20.01, 1.422 and 1.420 (Schulman: 20, 1.42, 1.42) and k2's relative bias is
 # 0.0042 [0.0003, 0.0081] (exact 0.0025; Schulman: 0.002); at KL 0.5 they are 2.00, 1.73 and 1.67 [1.64, 1.71]
 # (Schulman: 2, 1.73, 1.7; exact for k3: 1.70) and k2's relative bias is 0.249 (Schulman and exact: 0.25). k2's
@@ -224,8 +225,9 @@ pd.DataFrame({name: {"mean": float(v.mean()), "std": float(v.std()), "fraction b
 # faster; they cross at KL ≈ 0.63 (exact), so for distributions further apart than that, k1 is the less noisy
 # one. Right: what one batch sees at KL 0.005. The k1 estimate from 128 samples had a standard deviation of
 # 0.0088 around 0.005 and was negative in 27.6% of the 2,000 batches; k2 and k3 were never negative, with a
-# standard deviation of 0.0006. This is why GRPO implementations put k3 in the loss and why `kl_ref`, which uses
-# k1 because it is unbiased, is averaged over whole completions and batches before it is read.
+# standard deviation of 0.0006. That low variance near p = q is the usual argument for k3 in GRPO's loss; and
+# `kl_ref`, which uses k1 because it is unbiased, is summed over whole completions and averaged over the batch
+# before it is read.
 #
 # ## 2. As a loss: which KL does each estimator's gradient follow?
 #
@@ -345,7 +347,8 @@ for beta in BETAS:
 #   positive.
 #
 # Reward and KL fall together as beta grows: there is no free lunch, only a choice of point on the frontier.
-# Completion length is the cheap tell of a hack here: 1-2 words where the reference writes 6-7. Against beta 0,
+# Completion length is the cheap tell of a hack here: 2-3 tokens (one or two words and `<eos>`) where the
+# reference writes about 7.5 (the length panel's first update). Against beta 0,
 # the reward is significantly lower from beta 0.1 up and the KL from beta 0.3 up; beta 0.03 differs significantly
 # in neither, because beta 0's seeds are so spread.
 #
@@ -470,8 +473,8 @@ print(f"beta: lowest {[round(float(r.metrics.beta.min()), 3) for r in runs_adapt
 # 3. You put k1 in the loss, with beta = 1. What does the KL term do to the policy, on average?
 # 4. On `lang:positive`, a run has reward 0.99, completion length 2 and `kl_ref` 17. What has happened, and which
 #    two numbers give it away without reading a completion?
-# 5. Why can a *larger* beta in the reward (KL in the reward) hold the policy closer to the reference than the
-#    same beta in the loss?
+# 5. Why does the same beta hold the policy much closer to the reference with the KL in the reward than with the
+#    KL in the loss?
 # 6. The adaptive controller's KL overshoots its target before coming back. Which constant would you change to
 #    react faster, and what would you risk?
 

@@ -31,9 +31,10 @@
 # **Assumes** lesson 1 (PPO's clipped surrogate, the dropout modes, `first_ratio_dev`) and the statistics of
 # lessons 5-6 (t intervals, `stats.compare`, Holm's correction).
 #
-# **Running time** (measured on 2 cores while other jobs shared them): full mode RUNTIME_FULL, two runs at a time;
-# `SANDBOX_FAST=1` RUNTIME_FAST (2 seeds of 10 updates: it only checks that the notebook runs; its numbers mean
-# nothing).
+# **Running time**, measured on 2 cores that three other jobs were sharing (load average about 6): full mode
+# 424 s, two runs at a time, of which 212 s of CPU time over both processes (on an idle 2-core machine, an
+# estimated 2 minutes); `SANDBOX_FAST=1` 28 s, 13 s of CPU (2 seeds of 5 updates, in this process: it only checks
+# that the notebook runs; its numbers mean nothing).
 #
 # **The code you are reading about.** `maths.sample_dropout_mask`, `maths.dppo_scores` and `maths.dropout_schedule`
 # in `sandbox/maths.py`; the step that applies sample dropout and multi-sample averaging in `sandbox/objective.py`
@@ -336,9 +337,10 @@ test_against({k: SCHEDULES[k] for k in ("constant", "early", "late")}, SCHEDULES
 # averages the K losses (`--dropout-samples K`, `--multi-sample-average loss`). The claim: faster training and
 # lower error, for little extra cost, because the K masks give a lower-variance gradient per step.
 #
-# In PPO there is a catch: the rollout samples its action with the *first* mask, and every mask's ratio is taken
-# against that same stored `logp_old`. So in `consistent` mode, which stores and replays the rollout's masks,
-# masks 2..K are new: the first minibatch's ratio is no longer exactly 1. Twenty updates per mode and K (from
+# In PPO there is a catch: the rollout samples its action with the *first* mask, and every copy's ratio is taken
+# against that same stored `logp_old`, the first copy's. So in `consistent` mode, which stores and replays the
+# rollout's masks (all K of them), copies 2..K still compare their own log-probability with the first copy's: the
+# first minibatch's ratio is no longer exactly 1. Twenty updates per mode and K (from
 # the first update the policy is nearly uniform and no mask changes it much, so we average `first_ratio_dev`
 # over the twenty):
 
@@ -353,7 +355,8 @@ for mode in ("naive", "consistent"):
 pd.DataFrame(rows).set_index(["mode", "K"]).round(4)
 
 # %% [markdown]
-# **Claim to test** (Inoue 2019), as H6: K = 4 ends with a higher return than K = 1 in the same time steps, mode
+# **Claim to test** (Inoue 2019), as H6: K = 4 ends with a higher return than K = 1 after the same number of
+# environment steps, mode
 # `naive`, p = 0.2, 5 seeds. And its cost in wall-clock time.
 
 # %%
@@ -407,10 +410,11 @@ pd.concat([
 # <details>
 # <summary>Answers</summary>
 #
-# 1. Samples with x_i < 0, i.e. A_i < 0, the most negative first (their score x_i (S - x_i) is the most negative).
-#    Dropping them removes the "push this action down" part of the gradient: the update leans towards raising the
-#    probability of good actions only, a bias that `dropped_frac_neg` against `dropped_frac_pos` makes visible.
-#    `--sample-drop-by-sign` applies the rate within each sign instead.
+# 1. The samples with the largest |x_i|, and for the same |x_i| those with x_i < 0 first: with S > 0,
+#    x_i (S - x_i) is more negative for x_i < 0. Since r > 0, x_i < 0 means A_i < 0. Dropping them removes part of
+#    the "push this action down" half of the gradient: the update leans towards raising the probability of good
+#    actions, a bias that `dropped_frac_neg` against `dropped_frac_pos` makes visible. `--sample-drop-by-sign`
+#    applies the rate within each sign instead.
 # 2. In `consistent` mode the first minibatch recomputes exactly the rollout's probabilities, so r = 1 and
 #    |r - 1| = 0 < delta for every sample. In `naive` mode the update's fresh masks make r differ from 1 before any
 #    step, and the samples with |r - 1| ≥ delta are dropped.
@@ -419,8 +423,8 @@ pd.concat([
 #    cost more than the variance saves. (Also: with 5 seeds, a small real effect is invisible.)
 # 4. `early` and `constant` are the same runs until the cutoff (same seeds, same p): their gradient noise is
 #    identical there. The test needs a run without dropout (`off`) as the comparison.
-# 5. Copies 2..K: the rollout sampled with the first mask, whose stored mask is replayed, so copy 1's ratio is
-#    exactly 1; the other copies draw masks the rollout never used.
+# 5. Copies 2..K. All K masks are stored and replayed, but `logp_old` is the first copy's (the copy that chose the
+#    action), so only copy 1's ratio is exactly 1; the others compare a differently thinned network with it.
 # 6. `stats.seeds_needed(1.0)` = 17 per arm.
 #
 # </details>
