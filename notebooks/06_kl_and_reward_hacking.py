@@ -29,8 +29,8 @@
 #
 # **Assumes** lesson 5 (GRPO on the language tasks, the reference, `kl_ref`).
 #
-# **Running time**, measured on 2 cores that three other jobs were sharing (load average 6-7): full mode 344 s,
-# two runs at a time, of which 177 s of CPU time over both processes (on an idle 2-core machine, an estimated
+# **Running time**, measured on 2 cores that three other jobs were sharing (load average 7-8): full mode 356 s,
+# two runs at a time, of which 169 s of CPU time over both processes (on an idle 2-core machine, an estimated
 # 1.5-2 minutes); `SANDBOX_FAST=1` 26 s, 12 s of CPU (2 seeds, tiny runs in this process, and a reference
 # pretrained for 100 steps instead of 600: worse, and cached apart). The first run also pretrains the reference of `lang:positive` (5-15 s, once).
 #
@@ -43,6 +43,7 @@
 # %%
 import multiprocessing as mp
 import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -331,6 +332,7 @@ for beta in BETAS:
     print(f"beta {beta:g}: mean reward {result['mean']:.3f} over 200 completions")
     for _, completion, reward in result["samples"]:
         print(f"    {completion:<55} reward {reward:.2f}")
+shutil.rmtree(OUT)  # the run directories were only needed for their policy.pt
 
 # %% [markdown]
 # Over 5 seeds of 40k tokens each (the reference's reward: 0.085):
