@@ -153,6 +153,24 @@ def test_grpo_metrics_columns():
     assert 0 < r.summary["reference_reward"] < 1
 
 
+def test_reference_reward_follows_the_reward_options(tmp_path, monkeypatch):
+    """--sparse shares the dense task's corpus, so one cached model serves both; its measured reward must not."""
+    from sandbox.lang.pretrain import PretrainConfig, evaluate_reference, load_reference
+
+    monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path))
+    pc = PretrainConfig(steps=30)
+    dense, sparse = make_task("reverse"), make_task("reverse", sparse=True)
+    model, first = load_reference(dense, pc)  # pretrained now, measured with the dense reward
+    _, again = load_reference(sparse, pc)  # the same cached model, read by a --sparse run
+    assert not first["from_cache"] and again["from_cache"] and again["cached"] == first["cached"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(pc.seed)
+        expected = evaluate_reference(model, sparse)["reference_reward"]
+    assert again["reference_reward"] == expected
+    assert again["reference_reward"] < first["reference_reward"]  # exact match is rarer than positions right
+    assert load_reference(dense, pc)[1]["reference_reward"] == first["reference_reward"]  # the stored one
+
+
 @pytest.mark.slow
 def test_sft_then_grpo_learns_reverse():
     r = sandbox.train(

@@ -25,7 +25,9 @@ from .model import ModelConfig, TinyGPT, sample
 from .tasks import EOS, PAD, VOCAB, Task
 
 REWARD_ONLY = frozenset({"sparse", "partial_credit", "threshold", "reward_range"})  # do not change the corpus
-VERSION = 1  # bump when the corpus, the model or the recipe changes: old cache entries are then ignored
+REWARD_OPTIONS = ("sparse", "partial_credit")  # change the reward, so the reference's measured reward
+VERSION = 2  # bump when the corpus, the model, the recipe or the cached stats change: old entries are then ignored
+# 2: the stats record the reward options their reward was measured with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,12 @@ class PretrainConfig:
     n_heads: int = 4
     n_layers: int = 2
     seed: int = 0
+
+
+def reward_options(task: Task) -> dict:
+    """The task's options that change its reward but not its corpus (``--sparse``, ``--partial-credit``): one cached
+    model serves them all, but its measured ``reference_reward`` holds only for the options it was measured with."""
+    return {name: getattr(task, name, None) for name in REWARD_OPTIONS}
 
 
 def cache_dir() -> Path:
@@ -112,6 +120,7 @@ def pretrain(task: Task, pc: PretrainConfig = PretrainConfig(), progress: bool =
         "final_loss": loss.item(),
         "steps": pc.steps,
         **evaluate_reference(model, task),
+        "reward_options": reward_options(task),
     }
     return model, stats
 
@@ -148,7 +157,11 @@ def _load_or_pretrain(task: Task, pc: PretrainConfig, progress: bool, force: boo
         model = TinyGPT(ModelConfig(**blob["model_config"]))
         model.load_state_dict(blob["state_dict"])
         model.eval()
-        return model, {**blob["stats"], "cached": str(path), "from_cache": True}
+        stats = blob["stats"]
+        if stats.get("reward_options") != reward_options(task):  # cached by a run with other reward options
+            torch.manual_seed(pc.seed)  # (inside load_reference's fork_rng: the caller's stream is untouched)
+            stats = {**stats, **evaluate_reference(model, task), "reward_options": reward_options(task)}
+        return model, {**stats, "cached": str(path), "from_cache": True}
     model, stats = pretrain(task, pc, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

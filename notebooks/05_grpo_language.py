@@ -1,0 +1,469 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 5: GRPO on a toy language task
+#
+# GRPO (Shao et al. 2024, DeepSeekMath) is PPO without a value function: for every prompt it samples a *group* of G
+# completions and scores each one against the others. This lesson runs it on the sandbox's tiny GPT-2 (2 layers,
+# about 100k parameters), fine-tuned from a pretrained *reference* on word-level toy tasks.
+#
+# **Learning goals.** After this lesson you can
+# - say what the pretrained reference is, and why RL starts from it;
+# - compute GRPO's group advantages by hand, and say why a group whose rewards are all equal teaches nothing
+#   (`zero_std_frac`);
+# - say how each token aggregation (`grpo`, `bnpo`, `dr_grpo`) weighs a token, and recognise the length bias of
+#   `grpo` on `lang:length`;
+# - read the first update of a transformer with dropout: ratio noise (`first_ratio_dev`) and KL to the reference
+#   (`kl_ref`) when the policy *is* the reference.
+#
+# **Assumes** lesson 1 (PPO's ratio and clipped surrogate, the four dropout modes) and a little PyTorch.
+#
+# **Running time**, measured on 2 cores that three other jobs were sharing (load average about 6): full mode
+# 203 s, of which 96 s of CPU time (on an idle 2-core machine, an estimated 1.5-2 minutes); `SANDBOX_FAST=1` 36 s,
+# 17 s of CPU (seeds 0-1, tiny runs, and references pretrained for 100 steps instead of 600: worse, and cached
+# apart from the full ones). The first run also pretrains the references of `lang:reverse` and `lang:length`
+# (5-15 s each, once; cached under `$SANDBOX_CACHE` or `~/.cache/dropout-rl-sandbox`).
+#
+# **The code you are reading about.** The objective is written out in the docstring of `sandbox/grpo.py`
+# (`L_GRPO`); its pieces are `maths.group_advantages`, `maths.ppo_loss` and `maths.aggregate_loss` in
+# `sandbox/maths.py`; the tasks and their rewards are in `sandbox/lang/tasks.py`.
+#
+# Homework: `notebooks/homework/hw4_...` (group advantages, token aggregation; being written).
+
+# %%
+import os
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+import sandbox
+from sandbox import maths, stats
+from sandbox.dropout_modes import MODES
+from sandbox.lang.pretrain import PretrainConfig, load_reference
+from sandbox.lang.rollout import sample_groups
+from sandbox.lang.tasks import completion_tokens, decode, make_task
+from sandbox.plots import MODE_COLORS, OTHER_COLORS, use_style
+
+FAST = os.environ.get("SANDBOX_FAST") == "1"
+SEEDS = [0, 1] if FAST else [0, 1, 2, 3, 4]
+SFT_STEPS = 100 if FAST else 600  # FAST: a reference pretrained for 100 steps only (worse, and cached apart)
+TOKENS = 2_000 if FAST else 20_000  # sampled tokens per training run
+torch.set_num_threads(1)  # the runs use one thread each (sandbox.train does the same); more only contend
+use_style()
+T0 = time.perf_counter()
+
+
+def grpo(env, **kw):
+    """One GRPO run from the task's pretrained reference (quiet, nothing written to disk)."""
+    return sandbox.train(sandbox.Config(algo="grpo", env=env, sft_steps=SFT_STEPS, quiet=True, **kw))
+
+
+def mean_ci(x, digits=3):
+    """'mean [low, high]': the mean over seeds and its 95% t interval (sandbox.stats.t_interval)."""
+    lo, hi, _ = stats.t_interval(x)
+    return f"{np.mean(x):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def band(ax, runs, column, color, label):
+    """The mean over seeds of a metric against the update number, with its 95% t interval as a band."""
+    n = min(len(r.metrics) for r in runs)
+    values = np.stack([r.metrics[column].to_numpy()[:n] for r in runs])  # (seeds, updates)
+    ci = np.array([stats.t_interval(values[:, j])[:2] for j in range(n)])
+    x = np.arange(1, n + 1)
+    ax.plot(x, values.mean(0), color=color, label=label)
+    ax.fill_between(x, ci[:, 0], ci[:, 1], color=color, alpha=0.2, lw=0)
+
+
+print(f"FAST={FAST}: seeds {SEEDS}, {TOKENS:,} tokens per run, reference pretrained for {SFT_STEPS} steps")
+
+# %% [markdown]
+# ## 1. The pretrained reference
+#
+# RL for language models does not start from random weights: it starts from a model that already writes in the
+# right format (after pretraining and supervised fine-tuning), and keeps a frozen copy of it, the *reference*
+# `pi_ref`. The sandbox does the same in miniature. `load_reference` trains the tiny GPT on a synthetic corpus
+# that is well-formed but only partly right: for `lang:reverse` (`<bos> reverse: c a f >` should give `f a c`),
+# half of the corpus answers are correct reversals and half are plausible mistakes (a copy, or two symbols
+# swapped). The result is cached on disk, so this cell is instant after its first run.
+
+# %%
+task = make_task("reverse")
+reference, ref_stats = load_reference(task, PretrainConfig(steps=SFT_STEPS))
+print({k: ref_stats[k] for k in ("reference_reward", "reference_eos_rate", "steps")})
+
+# %% [markdown]
+# `reference_reward` is the mean reward of 512 sampled completions (the fraction of positions right), and
+# `reference_eos_rate` the fraction that ended with `<eos>`: the reference is fluent in the format and partly
+# right, which leaves RL something to improve.
+#
+# ## 2. A group, and its advantages
+#
+# GRPO samples G completions o_1..o_G of the same prompt q and compares their rewards R_i with each other:
+#
+# $$A_i = \frac{R_i - \mathrm{mean}(R_1..R_G)}{\mathrm{std}(R_1..R_G) + 10^{-4}}$$
+#
+# the same advantage for every token of o_i (`maths.group_advantages(rewards (n_groups, G), "group")`). No value
+# network: the group's mean is the baseline. Two variants divide differently: `batch` by the standard deviation of
+# the whole batch (TRL's `scale_rewards="batch"`), `none` not at all (Dr. GRPO, Liu et al. 2025, who argue that the
+# division up-weights prompts that are too easy or too hard). Here is one batch of the trainer's default size,
+# 16 prompts x 8 completions, sampled from the reference with `sandbox.lang.rollout.sample_groups`, the
+# trainer's own sampler.
+
+# %%
+G = 8
+torch.manual_seed(0)
+batch = sample_groups(reference, reference, task, np.random.default_rng(0), 16, G, 1.0, MODES["off"])
+rewards = batch.rewards.view(-1, G)  # (16 prompts, G completions)
+adv = {s: maths.group_advantages(rewards, s) for s in ("group", "batch", "none")}
+
+
+def show_group(g):
+    return (
+        pd.DataFrame(
+            {
+                "completion": [decode(completion_tokens(c)) for c in batch.completions[g * G : (g + 1) * G]],
+                "reward": rewards[g].numpy(),
+                "A (group)": adv["group"][g].numpy(),
+                "A (batch)": adv["batch"][g].numpy(),
+                "A (none)": adv["none"][g].numpy(),
+            }
+        )
+        .round(3)
+        .rename_axis(f"prompt: {decode(batch.prompts[g * G])}")
+    )
+
+
+show_group(0)
+
+# %%
+all_equal = rewards.max(dim=1).values == rewards.min(dim=1).values
+print(f"groups whose rewards are all equal: {int(all_equal.sum())} of {len(all_equal)}, "
+      f"zero_std_frac = {all_equal.float().mean():.4f}")
+print(f"largest |advantage| in those groups: {adv['group'][all_equal].abs().max().item() if all_equal.any() else None}")
+print(f"largest |sum of a group's advantages|: {adv['group'].sum(dim=1).abs().max().item():.1e}")
+show_group(int(all_equal.float().argmax())) if all_equal.any() else None
+
+# %% [markdown]
+# In group 0 above, the three completions that reverse `f e c c a a` correctly get A = +1.05, the two that are
+# two positions off get -1.35, and the advantages of every group sum to 0 (to 5e-6, float rounding): the group's
+# mean is the baseline. `batch` scales the same differences by the whole batch's spread (smaller here: +0.52,
+# -0.67), `none` leaves them in reward units. The prompt `a a a` is its own reversal; all 8 completions got it
+# right, so that group's advantages are exactly 0: one group of 16, `zero_std_frac` = 0.0625.
+#
+# ## 3. `zero_std_frac`: the signal dries up as the policy improves
+#
+# A group whose G rewards are all equal has advantage 0 for every token: its completions add nothing to the
+# gradient (only to the KL term, when there is one). `zero_std_frac` in the metrics is the fraction of such groups
+# in each batch. With a 0/1 reward and a prompt the policy solves with probability p, a group of G is all-equal
+# with probability p^G + (1 - p)^G: likely when p is near 0 or near 1. So the better the policy gets, the less of
+# each batch teaches it anything.
+#
+# Below: GRPO on `lang:reverse` with dropout off (so that only GRPO's mechanics are at work; the dropout modes
+# come in section 5), with the dense reward (fraction of positions right) and the sparse one (`sparse=True`: 1 for
+# an exact match, else 0). Lines are the mean over seeds; bands their 95% t interval.
+
+# %%
+runs_zsf = {}
+for sparse in (False, True):
+    runs_zsf[sparse] = [grpo("lang:reverse", dropout_mode="off", sparse=sparse, seed=s, total_steps=TOKENS)
+                        for s in SEEDS]
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharex=True)
+for sparse, color in zip((False, True), OTHER_COLORS):
+    label = "sparse (exact match)" if sparse else "dense (fraction right)"
+    band(axes[0], runs_zsf[sparse], "reward_mean", color, label)
+    band(axes[1], runs_zsf[sparse], "zero_std_frac", color, label)
+axes[0].set(xlabel="update", ylabel="batch mean reward", title="reward")
+axes[1].set(xlabel="update", ylabel="zero_std_frac", title="groups with no signal")
+axes[0].legend(loc="lower right")
+plt.show()
+
+rows = []
+for sparse, runs in runs_zsf.items():
+    rows.append({"reward": "sparse" if sparse else "dense",
+                 "reward, first update": mean_ci([r.metrics.reward_mean.iloc[0] for r in runs]),
+                 "reward, last 5 updates": mean_ci([r.metrics.reward_mean.iloc[-5:].mean() for r in runs]),
+                 "zero_std_frac, first update": mean_ci([r.metrics.zero_std_frac.iloc[0] for r in runs]),
+                 "zero_std_frac, last 5 updates": mean_ci([r.metrics.zero_std_frac.iloc[-5:].mean() for r in runs])})
+print(f"updates per run: {sorted({len(r.metrics) for runs in runs_zsf.values() for r in runs})}")
+pd.DataFrame(rows).set_index("reward")
+
+# %% [markdown]
+# Over 5 seeds (29 updates of about 700 tokens each), with the dense reward the batch mean reward rose from
+# 0.725 [0.691, 0.760] at the first update to 0.964 [0.959, 0.969] over the last five, and `zero_std_frac` from
+# 0.025 [-0.018, 0.068] to 0.395 [0.333, 0.457]: by the end, about four groups in ten carry no signal. With the
+# sparse reward the reward starts lower (0.355: the reference gets about a third of the answers exactly right) and
+# ends at 0.863 [0.843, 0.884]; `zero_std_frac` rose from 0.100 [0.031, 0.169] to 0.380 [0.335, 0.425].
+# (A t interval that dips below 0 for a fraction is the t
+# interval's symmetric shape at 5 seeds, not a negative fraction.) DAPO's "dynamic sampling" (`--drop-equal-groups`
+# leaves such groups out of the loss) and larger groups are the usual answers; neither adds signal, they only stop
+# the empty groups from diluting the loss.
+#
+# ## 4. Token aggregation, and the length bias of `grpo`
+#
+# The clipped loss is per token; `maths.aggregate_loss(per_token (B, T), mask (B, T), mode, max_len)` turns it into
+# one number. With L_it the loss of token t of completion i and |o_i| its length:
+#
+# | `--loss-agg` | loss | weight of one token of o_i |
+# |---|---|---|
+# | `grpo` (DeepSeekMath) | mean over sequences of (mean over o_i's tokens) | 1 / (B · \|o_i\|) |
+# | `bnpo` | sum over all tokens / number of tokens in the batch | 1 / sum_j \|o_j\| |
+# | `dr_grpo` (Dr. GRPO) | sum over all tokens / (B · max_len), max_len a constant | 1 / (B · max_len) |
+#
+# The weights are the gradient of the aggregated loss with respect to each token's loss, so autograd reads them
+# off exactly. A batch of two completions, 2 and 10 tokens long, `max_len` 16 (lang:length's limit):
+
+# %%
+lengths = torch.tensor([2, 10])
+n = make_task("length").max_new_tokens  # 16
+mask = torch.arange(n)[None, :] < lengths[:, None]
+rows = []
+for mode in ("grpo", "bnpo", "dr_grpo"):
+    per_token = torch.ones(2, n, requires_grad=True)
+    (weights,) = torch.autograd.grad(maths.aggregate_loss(per_token, mask, mode, max_len=n), per_token)
+    rows.append({"loss_agg": mode, "one token, short (2)": weights[0, 0].item(),
+                 "one token, long (10)": weights[1, 0].item(),
+                 "whole completion, short": weights[0].sum().item(), "whole completion, long": weights[1].sum().item()})
+pd.DataFrame(rows).set_index("loss_agg").round(4)
+
+# %% [markdown]
+# With `grpo` every *completion* weighs the same (0.5 each), so a token of the long completion weighs five times
+# less than a token of the short one. If both are wrong (A < 0), the long one is pushed down five times less per
+# token: `grpo` punishes long wrong answers less than short wrong ones, a bias towards length (Liu et al. 2025,
+# "Understanding R1-Zero-like training", who call it the length bias and propose `dr_grpo`). `bnpo` and `dr_grpo`
+# give every token the same weight; they differ by a constant factor, which Adam's step mostly ignores.
+#
+# **Hypothesis** (Liu et al. 2025): with `grpo` aggregation, completions are longer than with `bnpo` or `dr_grpo`.
+# We test it on `lang:length` (reward -|words - 8| / 8; the reference writes 1-15 words), dropout off.
+
+# %%
+AGGS = ("grpo", "bnpo", "dr_grpo")
+runs_len = {agg: [grpo("lang:length", dropout_mode="off", loss_agg=agg, seed=s, total_steps=TOKENS) for s in SEEDS]
+            for agg in AGGS}
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharex=True)
+for agg, color in zip(AGGS, OTHER_COLORS):
+    band(axes[0], runs_len[agg], "completion_len", color, agg)
+    band(axes[1], runs_len[agg], "reward_mean", color, agg)
+axes[0].axhline(9, color="grey", ls=":", lw=1)
+axes[0].set(xlabel="update", ylabel="tokens per completion (<eos> included)", title="length (dotted: 8 words + <eos>)")
+axes[1].set(xlabel="update", ylabel="batch mean reward", title="reward (0 = exactly 8 words)")
+axes[0].legend()
+plt.show()
+
+EARLY = slice(1, 6)  # updates 2-6: the update after the first, and the four after it
+early = {agg: [r.metrics.completion_len.iloc[EARLY].mean() for r in runs] for agg, runs in runs_len.items()}
+late = {agg: [r.metrics.completion_len.iloc[-5:].mean() for r in runs] for agg, runs in runs_len.items()}
+final = {agg: [r.metrics.reward_mean.iloc[-5:].mean() for r in runs] for agg, runs in runs_len.items()}
+pd.DataFrame({"completion_len, updates 2-6": {a: mean_ci(v, 2) for a, v in early.items()},
+              "completion_len, last 5 updates": {a: mean_ci(v, 2) for a, v in late.items()},
+              "reward, last 5 updates": {a: mean_ci(v) for a, v in final.items()}})
+
+# %% [markdown]
+# Each comparison below is a permutation test of the difference of the seed means, with Welch's 95% interval of
+# the difference, and Holm's correction over the three comparisons of each metric (`sandbox.stats.compare`,
+# `holm`, `verdict`; below 5 seeds per arm `verdict` says there are too few seeds for one). Why one family per
+# metric and not one for the whole table: with 5 seeds against 5, the smallest two-sided p a permutation test can
+# give is 2 / 252 ≈ 0.008 (only the two most extreme of the 252 splits of 10 runs into 5 + 5), and Holm multiplies
+# the smallest p by the number of comparisons, so a family of 9 could never reach 0.05 however large the effect.
+
+# %%
+rows = []
+for metric, values in {"completion_len, updates 2-6": early, "completion_len, last 5 updates": late,
+                       "reward, last 5 updates": final}.items():
+    pairs = [("grpo", "bnpo"), ("grpo", "dr_grpo"), ("bnpo", "dr_grpo")]
+    comparisons = [stats.compare(values[a], values[b]) for a, b in pairs]
+    for (a, b), c, p in zip(pairs, comparisons, stats.holm([c.p_value for c in comparisons])):
+        verdict = stats.verdict(c, p)
+        rows.append({"metric": metric, "comparison": f"{a} - {b}",
+                     "difference [95% CI]": f"{c.diff:.3f} [{c.diff_interval.low:.3f}, {c.diff_interval.high:.3f}]",
+                     "p (Holm)": round(p, 4), "verdict": {"better": "higher", "worse": "lower"}.get(verdict, verdict)})
+pd.DataFrame(rows).set_index(["metric", "comparison"])
+
+# %% [markdown]
+# What the runs show (5 seeds, 18-19 updates of about 1,100 tokens):
+#
+# - **The hypothesis holds in the early phase.** Over updates 2-6, `grpo`'s completions were
+#   1.23 [0.88, 1.57] tokens longer than `bnpo`'s and 1.26 [0.91, 1.60] longer than `dr_grpo`'s (9.01 against
+#   7.79 and 7.75 tokens; significant after Holm's correction). The reference writes 1-15 words, so a group holds
+#   completions that are too short and too long, both with A < 0; the too-long ones have more tokens, and `grpo`
+#   pushes each of them down less. Its length falls slowly, while `bnpo` and `dr_grpo` cut the long tail at once
+#   and overshoot below the target before coming back.
+# - **At the end the lengths have nearly met**: 8.83 tokens for `grpo` against 8.73 and 8.72 over the last 5
+#   updates. Welch's intervals of the differences (0.10 [0.01, 0.20], 0.12 [0.02, 0.21]) exclude 0, but the
+#   permutation tests after Holm's correction do not reach 0.05 (p = 0.079, 0.071): no significant difference.
+# - **`grpo` ended with a lower reward**: -0.093 against -0.069 for `bnpo` (difference -0.024 [-0.035, -0.012]) and
+#   -0.076 for `dr_grpo` (-0.016 [-0.028, -0.005]), both significant: the slow start costs it at this budget.
+# - `bnpo` and `dr_grpo` are indistinguishable on every measure, as expected: they differ by a constant factor in
+#   the loss, which Adam's normalised step all but removes.
+#
+# ## 5. Dropout in a transformer, at the first update
+#
+# The tiny GPT has GPT-2's three dropouts (on the embeddings, on the attention probabilities, on the residual
+# branches), p = 0.1 by default, and the same four dropout modes as the MLP of lesson 1. At the first update the
+# policy *is* the reference: nothing has been learnt yet, so an honest measurement must read
+#
+# - ratio r_it = pi_theta(o_it | ...) / pi_old(o_it | ...) = 1 for every token: `first_ratio_dev` = mean |r - 1|
+#   = 0 and `first_clipfrac` = 0 (before the first gradient step);
+# - `kl_ref` = mean over completions of sum_t (log pi_old(o_it) - log pi_ref(o_it)) = 0 (k1 summed per completion;
+#   the reference is always evaluated in eval mode, without dropout).
+#
+# `total_steps=1` stops each run after its first update (the budget is counted in sampled tokens).
+
+# %%
+rows = []
+for mode in MODES:
+    for s in SEEDS:
+        m = grpo("lang:reverse", dropout=0.1, dropout_mode=mode, seed=s, total_steps=1).metrics.iloc[0]
+        rows.append({"mode": mode, "seed": s, **m[["first_ratio_dev", "first_clipfrac", "kl_ref"]].to_dict()})
+first = pd.DataFrame(rows)
+print("seed 0 (the README's table):")
+first[first.seed == 0].set_index("mode").drop(columns="seed").round(3)
+
+# %%
+summary = first.groupby("mode", sort=False)[["first_ratio_dev", "first_clipfrac", "kl_ref"]]
+print(f"mean over seeds {SEEDS} [95% t interval]:")
+summary.agg(lambda x: mean_ci(x.to_numpy()))
+
+# %%
+print("min - max over the seeds:")
+summary.agg(lambda x: f"{x.min():.3f} - {x.max():.3f}")
+
+# %% [markdown]
+# Seed 0 gives the README's table exactly: `rollout-eval` 0.167 / 0.250 / 0, `naive` 0.257 / 0.352 / 0.334,
+# `consistent` 0 / 0 / 0.264 (`first_ratio_dev` / `first_clipfrac` / `kl_ref`). Over seeds 0-4:
+#
+# - `off` and `consistent` have r = 1 exactly for every token; `rollout-eval` has `first_ratio_dev`
+#   0.176 [0.168, 0.183] and `naive` 0.247 [0.229, 0.265], with 0.265 and 0.340 of the tokens clipped *before any
+#   gradient step*: a quarter to a third of the batch has its gradient cut by noise alone.
+# - `kl_ref` is 0 in `off` and `rollout-eval` (the sampler has no dropout, like the reference) but
+#   0.325 [0.190, 0.460] nats per completion in `naive` and 0.362 [0.239, 0.486] in `consistent`, from 0.18 to 0.53
+#   across seeds: with beta > 0 the KL term pulls towards the reference a policy that has not moved from it.
+# - `consistent` fixes the ratio, not the KL: its sampler still has dropout, the reference does not.
+#
+# How does this grow with p? The same first update at p = 0.05 to 0.3 (mode `off` is 0 at every p and is left out):
+
+# %%
+PS = [0.1, 0.3] if FAST else [0.05, 0.1, 0.2, 0.3]
+rows = []
+for mode in ("rollout-eval", "naive", "consistent"):
+    for p in PS:
+        for s in SEEDS:
+            m = grpo("lang:reverse", dropout=p, dropout_mode=mode, seed=s, total_steps=1).metrics.iloc[0]
+            rows.append({"mode": mode, "p": p, "seed": s, **m[["first_ratio_dev", "first_clipfrac", "kl_ref"]].to_dict()})
+sweep = pd.DataFrame(rows)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharex=True)
+for mode, d in sweep.groupby("mode", sort=False):
+    for ax, col in zip(axes, ("first_ratio_dev", "kl_ref")):
+        g = d.groupby("p")[col]
+        ci = np.array([stats.t_interval(v.to_numpy())[:2] for _, v in g])
+        ax.errorbar(PS, g.mean(), yerr=[g.mean() - ci[:, 0], ci[:, 1] - g.mean()], color=MODE_COLORS[mode],
+                    marker="o", capsize=3, label=mode)
+axes[0].set(xlabel="dropout p", ylabel="first_ratio_dev = mean |r - 1|", title="ratio noise before any step")
+axes[1].set(xlabel="dropout p", ylabel="kl_ref (nats per completion)", title="KL to the reference before any step")
+axes[0].legend()
+plt.show()
+sweep.groupby(["mode", "p"], sort=False)[["first_ratio_dev", "first_clipfrac", "kl_ref"]].mean().unstack("p").round(3)
+
+# %% [markdown]
+# The ratio noise grows about linearly with p (`naive`: 0.169 at p = 0.05, 0.552 at p = 0.3; `rollout-eval`:
+# 0.118 to 0.404, always below `naive`, whose two forward passes are both random). `kl_ref` grows faster than
+# linearly, from 0.13-0.17 nats per completion at p = 0.05 to 2.1-2.3 at p = 0.3, and `naive` and `consistent` read
+# about the same KL at every p (their intervals overlap): that KL is the distance between a sampler with dropout and
+# one without, whatever the mode does in the update.
+#
+# ## 6. And over training?
+#
+# The first update shows the mechanism. Whether it changes the outcome takes training and seeds: GRPO on
+# `lang:reverse`, p = 0.1, beta 0, 12k tokens, every mode (the GRPO half of `make demo` at beta 0, with more seeds
+# and `rollout-eval` too).
+
+# %%
+DEMO_TOKENS = 1_500 if FAST else 12_000
+runs_mode = {mode: [grpo("lang:reverse", dropout=0.1, dropout_mode=mode, seed=s, total_steps=DEMO_TOKENS) for s in SEEDS]
+             for mode in MODES}
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+for mode, runs in runs_mode.items():
+    band(ax, runs, "reward_mean", MODE_COLORS[mode], mode)
+ax.axhline(task.threshold, color="grey", ls=":", lw=1)
+ax.set(xlabel="update", ylabel="batch mean reward", title="GRPO on lang:reverse, p = 0.1 (dotted: threshold 0.9)")
+ax.legend(loc="lower right")
+plt.show()
+
+final_mode = {mode: [r.summary["final_reward"] for r in runs] for mode, runs in runs_mode.items()}
+comparisons = {mode: stats.compare(final_mode[mode], final_mode["off"]) for mode in MODES if mode != "off"}
+adjusted = dict(zip(comparisons, stats.holm([c.p_value for c in comparisons.values()])))
+pd.DataFrame([{"mode": mode, "final reward [95% CI]": mean_ci(final_mode[mode]),
+               "seeds that reached 0.9": sum(r.summary["solved_at_s"] is not None for r in runs_mode[mode]),
+               "difference to off [95% CI]": "-" if mode == "off" else
+               f"{comparisons[mode].diff:.3f} [{comparisons[mode].diff_interval.low:.3f}, "
+               f"{comparisons[mode].diff_interval.high:.3f}]",
+               "verdict vs off": "baseline" if mode == "off" else stats.verdict(comparisons[mode], adjusted[mode])}
+              for mode in MODES]).set_index("mode")
+
+# %% [markdown]
+# With dropout off, all 5 seeds reached the threshold 0.9 and the last batch's reward was 0.951 [0.936, 0.966].
+# `naive` ended at 0.874 [0.839, 0.908], lower than `off` by 0.078 [0.043, 0.112] (significant after Holm's
+# correction), and only 2 of its 5 seeds ever reached 0.9. `consistent`, the same p with an exact ratio, ended in
+# between, at 0.901 [0.874, 0.929]: also lower than `off` (by 0.050 [0.023, 0.077], significant) but every seed
+# reached 0.9 at some update. `rollout-eval` ended at 0.935 [0.925, 0.945]: Welch's interval of its difference to
+# `off`, -0.016 [-0.032, -0.001], just excludes 0, but the permutation test after Holm's correction does not reach
+# 0.05: no significant difference. The ordering `naive` < `consistent` < `off` is the one `make demo` reports with
+# 3 seeds. That `consistent` still costs something suggests that the noisy ratio is not the only price of dropout
+# here: the sampler itself is noisier (section 5's KL), and every update sees a thinned network.
+#
+# ## Check yourself
+#
+# 1. A group's rewards are (1, 1, 1, 0, 1, 1, 1, 1). Which completion gets the largest |advantage| with
+#    `scale_rewards="group"`, and roughly how large is it? What changes with `none`?
+# 2. Why does a group of 8 equal rewards contribute nothing to the clipped term of the loss, and what could still
+#    move its completions' probabilities?
+# 3. Your policy solves 95% of the prompts of a sparse-reward task. What fraction of groups of 8 has no signal?
+# 4. Two wrong completions, 3 and 12 tokens long, same advantage. Under `grpo` aggregation, how much more is each
+#    token of the short one pushed down than each token of the long one? Under `bnpo`?
+# 5. In mode `consistent` the first update's ratio is exactly 1, yet `kl_ref` is above 0. Why? And why is
+#    `kl_ref` 0 in `rollout-eval`, whose ratio is noisy?
+# 6. Section 6 compares modes with 5 seeds each. What would you need before claiming that `consistent` and `off`
+#    end at different rewards, if their intervals overlapped?
+
+# %% [markdown]
+# <details>
+# <summary>Answers</summary>
+#
+# 1. The 0: its advantage is (0 - 0.875) / (std + 1e-4), with the sample std of the group
+#    sqrt(8 · 0.875 · 0.125 / 7) ≈ 0.354, so about -2.47; each of the seven 1s gets 0.125 / 0.354 ≈ 0.35. With
+#    `none` there is no division: -0.875 and +0.125. Check it with
+#    `maths.group_advantages(torch.tensor([[1., 1, 1, 0, 1, 1, 1, 1]]), "group")`.
+# 2. Every advantage is R - mean(R) = 0, so every token's clipped term is -min(r · 0, clip(r) · 0) = 0 and has no
+#    gradient. Only the other terms of the loss move them: the KL to the reference (beta > 0) and an entropy bonus.
+# 3. 0.95^8 + 0.05^8 ≈ 0.66: two groups in three teach nothing.
+# 4. Under `grpo` each token of o_i weighs 1 / (B · |o_i|), so the short one's tokens are pushed 12 / 3 = 4 times
+#    harder. Under `bnpo` every token weighs the same (1 / number of tokens), so 1 time: the long completion gets
+#    4 times more total push, spread over 4 times more tokens.
+# 5. The sampler has dropout (its masks are stored and replayed, so the update sees the same network: r = 1), but
+#    the reference is evaluated without dropout: the sampling policy with masks is a different distribution from
+#    the reference, and k1 measures that. In `rollout-eval` the sampler runs in eval mode, exactly like the
+#    reference, so the two agree; the noise only enters in the update's forward pass, with fresh masks.
+# 6. A test, not a look at the intervals: `stats.compare` (permutation test, Welch's interval of the difference),
+#    Holm's correction over all the comparisons you make, and enough seeds: `stats.seeds_needed(effect_size)`
+#    says how many per arm would give 80% power for the effect you observed.
+#
+# </details>
+
+# %%
+print(f"notebook ran in {time.perf_counter() - T0:.0f} s")

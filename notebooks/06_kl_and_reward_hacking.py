@@ -1,0 +1,507 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 6: KL to a reference, and reward hacking
+#
+# RL fine-tuning optimises a reward that is only a proxy for what we want. Left alone, the policy finds what the
+# proxy pays for and nothing else: *reward hacking*. The usual guard is a KL term that keeps the policy near the
+# reference it started from. This lesson measures the pieces: how the KL is estimated from samples, what its
+# coefficient beta buys and costs, where the term goes (loss or reward), and a rule that adapts beta.
+#
+# **Learning goals.** After this lesson you can
+# - say what the k1, k2 and k3 estimators of KL are, which are unbiased, which have low variance, and when;
+# - say which KL the gradient of each estimator *as a loss* follows (k1: none, k2: KL(pi || pi_ref), k3: KL(pi_ref || pi));
+# - read a beta sweep on `lang:positive` as a reward-KL frontier, and recognise a hacked policy from its metrics;
+# - explain why the same beta means different things with the KL in the loss and in the reward;
+# - run Ziegler et al.'s adaptive beta and read its controller's behaviour.
+#
+# **Assumes** lesson 5 (GRPO on the language tasks, the reference, `kl_ref`).
+#
+# **Running time**, measured on 2 cores that three other jobs were sharing (load average 7-8): full mode 356 s,
+# two runs at a time, of which 169 s of CPU time over both processes (on an idle 2-core machine, an estimated
+# 1.5-2 minutes); `SANDBOX_FAST=1` 26 s, 12 s of CPU (2 seeds, tiny runs in this process, and a reference
+# pretrained for 100 steps instead of 600: worse, and cached apart). The first run also pretrains the reference of `lang:positive` (5-15 s, once).
+#
+# **The code you are reading about.** `maths.kl_k1`, `kl_k2`, `kl_k3` and `adaptive_beta` in `sandbox/maths.py`;
+# the KL term's place in the objective in the docstring of `sandbox/grpo.py` and in `sandbox/objective.py`
+# (`sequence_loss`, `Beta`); the task in `sandbox/lang/tasks.py` (`PositiveTask`).
+#
+# Homework: `notebooks/homework/hw3_...` (KL estimators; being written).
+
+# %%
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+import sandbox
+from sandbox import maths, stats
+from sandbox.dropout_modes import MODES
+from sandbox.evaluate import evaluate
+from sandbox.lang.pretrain import PretrainConfig, load_reference
+from sandbox.lang.rollout import sample_groups
+from sandbox.lang.tasks import completion_tokens, decode, make_task
+from sandbox.plots import OTHER_COLORS, use_style
+
+FAST = os.environ.get("SANDBOX_FAST") == "1"
+SEEDS = [0, 1] if FAST else [0, 1, 2, 3, 4]
+SFT_STEPS = 100 if FAST else 600  # FAST: a reference pretrained for 100 steps only (worse, and cached apart)
+TOKENS = 2_000 if FAST else 40_000  # sampled tokens per training run
+MC_SAMPLES = 20_000 if FAST else 400_000  # Monte Carlo samples per distribution pair
+torch.set_num_threads(1)
+use_style()
+T0 = time.perf_counter()
+OUT = Path(tempfile.mkdtemp(prefix="lesson06-"))  # run directories of the runs whose completions we read
+
+
+def positive(**kw):
+    """A GRPO config on lang:positive from its pretrained reference, dropout off, quiet."""
+    return sandbox.Config(algo="grpo", env="lang:positive", dropout_mode="off", sft_steps=SFT_STEPS,
+                          total_steps=TOKENS, quiet=True, **kw)
+
+
+def train_all(configs):
+    """sandbox.train on every config: two processes at a time (one per core) in full mode, here in FAST mode."""
+    if FAST:
+        return [sandbox.train(c) for c in configs]
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(sandbox.train, configs))
+
+
+def mean_ci(x, digits=3):
+    """'mean [low, high]': the mean over seeds and its 95% t interval (sandbox.stats.t_interval)."""
+    lo, hi, _ = stats.t_interval(x)
+    return f"{np.mean(x):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def band(ax, runs, column, color, label):
+    """The mean over seeds of a metric against the update number, with its 95% t interval as a band."""
+    n = min(len(r.metrics) for r in runs)
+    values = np.stack([r.metrics[column].to_numpy()[:n] for r in runs])
+    ci = np.array([stats.t_interval(values[:, j])[:2] for j in range(n)])
+    x = np.arange(1, n + 1)
+    ax.plot(x, values.mean(0), color=color, label=label)
+    ax.fill_between(x, ci[:, 0], ci[:, 1], color=color, alpha=0.2, lw=0)
+
+
+print(f"FAST={FAST}: seeds {SEEDS}, {TOKENS:,} tokens per run, {MC_SAMPLES:,} Monte Carlo samples")
+
+# %% [markdown]
+# ## 1. Three estimators of KL, by Monte Carlo
+#
+# The KL of the policy p to the reference q, KL(p || q) = E_{x ~ p}[log p(x) - log q(x)], is an expectation over
+# the policy's own samples, so the trainers estimate it from the tokens they sampled. With the log-ratio
+# l = log p(x) - log q(x) of one sample x ~ p and ρ = q(x) / p(x) = exp(-l) (Schulman 2020, "Approximating KL
+# divergence"):
+#
+# | estimator | per sample | `sandbox/maths.py` | property |
+# |---|---|---|---|
+# | k1 | l | `kl_k1` | unbiased; negative for many samples, high variance |
+# | k2 | l² / 2 | `kl_k2` | biased (it estimates a different divergence); ≥ 0, low variance when p ≈ q |
+# | k3 | (ρ - 1) - log ρ | `kl_k3` | unbiased (E_p[ρ - 1] = 0); ≥ 0 for every sample |
+#
+# Two distributions whose KL we know exactly: p = N(0, 1), q = N(mu, 1), KL(p || q) = mu² / 2. For these the
+# moments are known too: l = -mu x + mu² / 2 ~ N(mu²/2, mu²), so E[k2] = mu²/2 + mu⁴/8 (k2's bias is mu⁴ / 8), and
+# the standard deviations of one sample, relative to the KL, are 2 / mu (k1), sqrt(2 + mu²) (k2) and
+# sqrt(exp(mu²) - 1 - mu²) / (mu² / 2) (k3; ρ is lognormal). The cell samples x ~ p, fresh samples for each mu,
+# applies the sandbox's own estimators, and puts the exact values next to the measured ones.
+#
+# **Claims to test** (Schulman 2020, with p and q swapped, which changes nothing for two Gaussians of equal
+# variance): at KL = 0.005 (mu = 0.1) the relative standard deviations std / KL are 20, 1.42 and 1.42 for k1, k2,
+# k3, and k2's relative bias is 0.002; at KL = 0.5 (mu = 1) they are 2, 1.73 and 1.7, with k2's relative bias 0.25.
+
+# %%
+p = torch.distributions.Normal(0.0, 1.0)
+ESTIMATORS = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}
+CHUNKS = 40  # the samples in 40 chunks: a t interval over the chunks' values gives each number an interval
+
+
+def log_ratios(mu, n=MC_SAMPLES, seed=0):
+    """n samples x ~ p and their log-ratios log p(x) - log q(x), q = N(mu, 1): fresh samples for every mu."""
+    torch.manual_seed(seed)
+    x = p.sample((n,))
+    return p.log_prob(x) - torch.distributions.Normal(mu, 1.0).log_prob(x)
+
+
+def moments(mu, seed):
+    """Per estimator: (relative bias, relative std) of one sample, each as (value, 95% interval over chunks)."""
+    log_ratio = log_ratios(mu, seed=seed)
+    kl = mu**2 / 2
+    out = {}
+    for name, f in ESTIMATORS.items():
+        k = f(log_ratio).double()
+        chunks = k.view(CHUNKS, -1)
+        bias = ((chunks.mean(1) - kl) / kl).numpy()
+        var = (chunks.var(1) / kl**2).numpy()  # relative variance per chunk: its mean is unbiased, then sqrt
+        lo, hi, method = stats.t_interval(var)
+        std_ci = stats.Interval(np.sqrt(max(lo, 0.0)), np.sqrt(hi), f"sqrt of a {method} interval")
+        out[name] = ((float(k.mean() - kl) / kl, stats.t_interval(bias)), (float(np.sqrt(var.mean())), std_ci))
+    return out
+
+
+EXACT_STD = {  # std / KL of one sample, from l ~ N(mu^2 / 2, mu^2) and rho = exp(-l) lognormal
+    "k1": lambda mu: 2 / mu,
+    "k2": lambda mu: np.sqrt(2 + mu**2),
+    "k3": lambda mu: np.sqrt(np.expm1(mu**2) - mu**2) / (mu**2 / 2),
+}
+rows = []
+for i, mu in enumerate((0.1, 0.5, 1.0, 2.0)):
+    for name, ((bias, bias_ci), (std, std_ci)) in moments(mu, seed=i).items():
+        rows.append({"mu": mu, "KL": mu**2 / 2, "estimator": name,
+                     "relative bias [95% CI]": f"{bias:.4f} [{bias_ci.low:.4f}, {bias_ci.high:.4f}]",
+                     "exact relative bias": mu**2 / 4 if name == "k2" else 0.0,
+                     "relative std [95% CI]": f"{std:.3f} [{std_ci.low:.3f}, {std_ci.high:.3f}]",
+                     "exact relative std": EXACT_STD[name](mu)})
+pd.DataFrame(rows).set_index(["mu", "KL", "estimator"])
+
+# %% [markdown]
+# All 24 intervals but one contain the exact value, and both claims reproduce: at KL 0.005 the relative standard
+# deviations are 20.01, 1.422 and 1.420 (Schulman: 20, 1.42, 1.42) and k2's relative bias is
+# 0.0042 [0.0003, 0.0081] (exact 0.0025; Schulman: 0.002); at KL 0.5 they are 2.00, 1.73 and 1.67 [1.64, 1.71]
+# (Schulman: 2, 1.73, 1.7; exact for k3: 1.70) and k2's relative bias is 0.249 (Schulman and exact: 0.25). k2's
+# bias grows as mu² / 4: at KL 2 it is as large as the KL itself. And k3's low variance is a property of *nearby*
+# distributions: at KL 2 its relative std is 3.2 [2.3, 3.8] (exact 3.5), above k1's 1.0.
+#
+# One interval misses: k1's relative bias at mu = 0.1 is 0.069 [0.004, 0.134] although k1 is exactly unbiased
+# (here k1 - KL = -mu · x, so its error is the sample mean of x, about 2 standard errors below 0 in this draw).
+# Eight intervals of unbiased estimators at 95% miss at least once with probability 1 - 0.95^8 ≈ 0.34: a
+# 95% interval is wrong one time in twenty, and a table of many shows it.
+#
+# The same measurement over a range of distances, and what one GRPO batch would see: the estimate of KL from the
+# mean of 128 samples (16 prompts x 8 completions), repeated 2,000 times at mu = 0.1 (KL 0.005, the order of a
+# per-token KL early in fine-tuning).
+
+# %%
+MUS = np.geomspace(0.05, 3.0, 13)
+curves = {mu: moments(mu, seed=10 + i) for i, mu in enumerate(MUS)}
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
+for (name, f), color in zip(ESTIMATORS.items(), OTHER_COLORS):
+    kls = MUS**2 / 2
+    axes[0].plot(kls, [curves[mu][name][0][0] for mu in MUS], marker="o", ms=3, color=color, label=name)
+    axes[1].plot(kls, [curves[mu][name][1][0] for mu in MUS], marker="o", ms=3, color=color, label=name)
+axes[0].set(xscale="log", xlabel="true KL(p || q)", ylabel="(E[k] - KL) / KL", title="relative bias")
+axes[1].set(xscale="log", yscale="log", xlabel="true KL(p || q)", ylabel="std(k) / KL", title="relative std, one sample")
+axes[0].legend()
+reps = min(2000, MC_SAMPLES // 128)
+batch_log_ratio = log_ratios(0.1, reps * 128, seed=99).view(reps, 128)  # reps batches of 128 samples
+spread = {name: f(batch_log_ratio).mean(1) for name, f in ESTIMATORS.items()}  # one estimate per batch
+boxes = axes[2].boxplot([v.numpy() for v in spread.values()], whis=(2.5, 97.5), showfliers=False)
+for i, color in enumerate(OTHER_COLORS[:3]):  # each box in its estimator's colour
+    for part in ("boxes", "medians"):
+        boxes[part][i].set_color(color)
+    for part in ("whiskers", "caps"):
+        for line in boxes[part][2 * i : 2 * i + 2]:
+            line.set_color(color)
+axes[2].set_xticks([1, 2, 3], list(spread))
+axes[2].axhline(0.005, color="grey", ls=":")
+axes[2].set(ylabel="estimate from 128 samples", title="one batch's estimate (dotted: KL = 0.005)")
+plt.show()
+print(f"{reps} batches of 128 samples at KL = 0.005 (box: quartiles; whiskers: 2.5% and 97.5%):")
+pd.DataFrame({name: {"mean": float(v.mean()), "std": float(v.std()), "fraction below 0": float((v < 0).float().mean())}
+              for name, v in spread.items()}).T.round(4)
+
+# %% [markdown]
+# Left: k2's bias grows with the KL; k1 and k3 stay at 0 (k1's points wobble at small KL, where its relative std
+# is largest). Middle: k1's relative std falls as 2 / mu, k3's stays near 1.42 up to KL ≈ 0.1 and then grows
+# faster; they cross at KL ≈ 0.63 (exact), so for distributions further apart than that, k1 is the less noisy
+# one. Right: what one batch sees at KL 0.005. The k1 estimate from 128 samples had a standard deviation of
+# 0.0088 around 0.005 and was negative in 27.6% of the 2,000 batches; k2 and k3 were never negative, with a
+# standard deviation of 0.0006. That low variance near p = q is the usual argument for k3 in GRPO's loss; and
+# `kl_ref`, which uses k1 because it is unbiased, is summed over whole completions and averaged over the batch
+# before it is read.
+#
+# ## 2. As a loss: which KL does each estimator's gradient follow?
+#
+# GRPO puts beta · k(log pi_theta - log pi_ref) in the loss, on tokens sampled from pi_old, and differentiates
+# through pi_theta only (the samples are fixed). At the first step pi_theta = pi_old = p, so the expected gradient
+# is E_{x~p}[∇ k(log p_theta(x) - log q(x))], with the expectation's weights not differentiated. On a small
+# categorical distribution we can compute this exactly (a sum over the outcomes instead of samples) and compare it
+# with the gradients of the two KLs:
+
+# %%
+torch.manual_seed(1)
+logits = torch.randn(6, requires_grad=True)  # p_theta = softmax(logits): the policy at one position
+log_q = torch.log_softmax(torch.randn(6), 0)  # the reference
+log_p = torch.log_softmax(logits, 0)
+weights = log_p.exp().detach()  # how often each outcome is sampled: not differentiated
+
+
+def grad(loss):
+    return torch.autograd.grad(loss, logits, retain_graph=True)[0]
+
+
+targets = {"KL(p || q), reverse": grad((log_p.exp() * (log_p - log_q)).sum()),
+           "KL(q || p), forward": grad((log_q.exp() * (log_q - log_p)).sum())}
+rows = []
+for name, f in ESTIMATORS.items():
+    g = grad((weights * f(log_p - log_q)).sum())
+    rows.append({"estimator in the loss": name, "|gradient|": g.norm().item(),
+                 **{f"max |difference| to ∇{t}": (g - tg).abs().max().item() for t, tg in targets.items()}})
+pd.DataFrame(rows).set_index("estimator in the loss")
+
+# %% [markdown]
+# To float rounding (3e-8): k1's expected gradient is 0, k2's is the gradient of the reverse KL(p || q), and k3's
+# is the gradient of the *forward* KL(q || p), not of the KL it estimates so well. The algebra:
+# ∇k3 = (1 - q/p) ∇log p, and E_p[(1 - q/p) ∇log p] = -Σ_x q(x) ∇log p(x) = ∇KL(q || p). So GRPO's default KL
+# term (k3), at the first step of each update, pulls like the forward KL: it penalises the policy for giving low
+# probability to what the reference likes (mass-covering) rather than for putting probability where the reference
+# puts little (mode-seeking, the reverse KL). Both are 0 only at p = q, so both hold the policy near the
+# reference; they differ in what they forgive. k2 in the loss is the one whose gradient is the reverse KL's.
+#
+# ## 3. Reward hacking on `lang:positive`, and the beta sweep
+#
+# `lang:positive`: the prompt is `<bos> review:`, the completion up to 9 words, the reward the fraction of positive
+# words. The reference learnt from reviews that mix positive and negative words in a sentence frame ("the movie was
+# very good and the plot is dull ..."). The proxy pays for positive words and nothing else, so "good good good" or
+# a single "great" scores 1: a hack. Here is the reference:
+
+# %%
+task = make_task("positive")
+reference, ref_stats = load_reference(task, PretrainConfig(steps=SFT_STEPS))
+torch.manual_seed(0)
+b = sample_groups(reference, reference, task, np.random.default_rng(0), 1, 6, 1.0, MODES["off"])
+print(f"reference: mean reward {ref_stats['reference_reward']:.3f} over 512 samples")
+for c, r in zip(b.completions, b.rewards):
+    print(f"  {decode(completion_tokens(c)):<55} reward {r:.2f}")
+
+# %% [markdown]
+# GRPO with the KL in the loss (k3, the default) and five values of beta, 5 seeds each, 40k sampled tokens per run,
+# dropout off (so that `kl_ref` measures learning only: lesson 5 showed dropout alone gives a KL above 0).
+
+# %%
+BETAS = [0.0, 0.03, 0.1, 0.3, 1.0]
+REWARD_BETAS = [0.01, 0.03, 0.1]  # section 4
+BETA_COLORS = dict(zip(sorted(set(BETAS + REWARD_BETAS)), OTHER_COLORS))  # one colour per value of beta
+configs = {(beta, s): positive(beta=beta, seed=s, out=str(OUT / f"beta{beta}-s{s}") if s == 0 else None)
+           for beta in BETAS for s in SEEDS}
+runs_beta = dict(zip(configs, train_all(list(configs.values()))))
+print(f"{len(runs_beta)} runs, {sum(r.summary['total_s'] for r in runs_beta.values()):.0f} s of training in all")
+
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), sharex=True)
+for beta in BETAS:
+    runs, color = [runs_beta[beta, s] for s in SEEDS], BETA_COLORS[beta]
+    for ax, col in zip(axes, ("reward_mean", "kl_ref", "completion_len")):
+        band(ax, runs, col, color, f"beta {beta:g}")
+axes[0].set(xlabel="update", ylabel="batch mean reward", title="reward (fraction of positive words)")
+axes[1].set(xlabel="update", ylabel="kl_ref (nats per completion)", title="KL to the reference")
+axes[2].set(xlabel="update", ylabel="tokens (<eos> included)", title="completion length")
+axes[0].legend()
+plt.show()
+
+
+def last(run, column, k=5):
+    return float(run.metrics[column].iloc[-k:].mean())
+
+
+table = pd.DataFrame([{"beta": beta,
+                       "reward (last 5 updates)": mean_ci([last(runs_beta[beta, s], "reward_mean") for s in SEEDS]),
+                       "kl_ref": mean_ci([last(runs_beta[beta, s], "kl_ref") for s in SEEDS], 2),
+                       "completion length": mean_ci([last(runs_beta[beta, s], "completion_len") for s in SEEDS], 2),
+                       "reward per seed": " ".join(f"{last(runs_beta[beta, s], 'reward_mean'):.2f}" for s in SEEDS),
+                       "updates (min-max)": "-".join(str(f([len(runs_beta[beta, s].metrics) for s in SEEDS]))
+                                                     for f in (min, max))}
+                      for beta in BETAS]).set_index("beta")
+table
+
+# %% [markdown]
+# What each policy writes (seed 0, 4 prompts sampled from its saved `policy.pt` with `sandbox.evaluate.evaluate`):
+
+# %%
+for beta in BETAS:
+    result = evaluate(OUT / f"beta{beta}-s0", episodes=200, show=4, quiet=True)
+    print(f"beta {beta:g}: mean reward {result['mean']:.3f} over 200 completions")
+    for _, completion, reward in result["samples"]:
+        print(f"    {completion:<55} reward {reward:.2f}")
+shutil.rmtree(OUT)  # the run directories were only needed for their policy.pt
+
+# %% [markdown]
+# Over 5 seeds of 40k tokens each (the reference's reward: 0.085):
+#
+# - **beta 0: the hack.** Four seeds ended above 0.9 (1.00, 0.91, 0.92, 0.98); seed 0's policy answers with one
+#   positive word ("great", "happy": reward 1.000 over 200 completions), `kl_ref` 34 [0.5, 68] nats per
+#   completion. One seed (0.50) had not reached it by the end of the budget.
+# - **beta 0.03 and 0.1: a cheaper hack.** Four seeds of each sit at a reward of about 0.5 with two-word answers,
+#   "very great", "very fun": "very" is a word the reference writes often (its sentences go "the movie was very
+#   ..."), so this hack costs less KL (11-15 nats) than a bare positive word. One seed of each (seed 3: 0.98 and
+#   0.91) went on to the full hack.
+# - **beta 0.3**: 0.396 [0.383, 0.409] at a KL of 8.0, a mix of "very fun" and fragments of sentences.
+# - **beta 1**: 0.176 [0.150, 0.202] at a KL of 0.67 and 7.3 tokens: sentences like the reference's, a little more
+#   positive.
+#
+# Reward and KL fall together as beta grows: there is no free lunch, only a choice of point on the frontier.
+# Completion length is the cheap tell of a hack here: 2-3 tokens (one or two words and `<eos>`) where the
+# reference writes about 7.5 (the length panel's first update). Against beta 0,
+# the reward is significantly lower from beta 0.1 up and the KL from beta 0.3 up; beta 0.03 differs significantly
+# in neither, because beta 0's seeds are so spread.
+#
+# Each beta against beta 0 (permutation test, Welch's interval of the difference, Holm over the four comparisons
+# of each metric):
+
+# %%
+rows = []
+for column in ("reward_mean", "kl_ref"):
+    base = [last(runs_beta[0.0, s], column) for s in SEEDS]
+    comparisons = [stats.compare([last(runs_beta[beta, s], column) for s in SEEDS], base) for beta in BETAS[1:]]
+    for beta, c, p in zip(BETAS[1:], comparisons, stats.holm([c.p_value for c in comparisons])):
+        verdict = stats.verdict(c, p)
+        rows.append({"metric": column, "beta": beta,
+                     "difference to beta 0 [95% CI]": f"{c.diff:.3f} [{c.diff_interval.low:.3f}, {c.diff_interval.high:.3f}]",
+                     "p (Holm)": round(p, 4), "verdict": {"better": "higher", "worse": "lower"}.get(verdict, verdict)})
+pd.DataFrame(rows).set_index(["metric", "beta"])
+
+# %% [markdown]
+# ## 4. KL in the loss, or in the reward?
+#
+# Two places for the same idea (`--kl-in`):
+#
+# - **loss** (GRPO, DeepSeekMath): L = L_clip + beta · agg_t[k3_t], a per-token term next to a clipped term whose
+#   advantages are normalised (std 1 within each group);
+# - **reward** (Ziegler et al. 2019, InstructGPT): each completion's reward pays beta · sum_t k1_t *before* the
+#   group advantages, R'_i = R_i - beta · sum_t k1_it (`sandbox/grpo.py`, step 2).
+#
+# The same beta does not mean the same thing in both. In the loss, beta multiplies a per-token *average* of the
+# KL, against advantages of order 1. In the reward, beta multiplies the KL *summed* over the completion (several
+# nats here), against rewards between 0 and 1, and then the group's standardisation decides how much it
+# weighs. So we compare the two placements along their frontiers, not at one beta: the KL in the reward at
+# beta = 0.01, 0.03 and 0.1, 3 seeds each (too few seeds for a verdict: this section describes, it does not test).
+
+# %%
+REWARD_SEEDS = SEEDS[:3]
+configs = {(beta, s): positive(beta=beta, kl_in="reward", seed=s) for beta in REWARD_BETAS for s in REWARD_SEEDS}
+runs_reward = dict(zip(configs, train_all(list(configs.values()))))
+print(f"{len(runs_reward)} runs, {sum(r.summary['total_s'] for r in runs_reward.values()):.0f} s of training in all")
+
+fig, ax = plt.subplots(figsize=(8.0, 3.8))
+for beta in BETAS:
+    pts = np.array([(last(runs_beta[beta, s], "kl_ref"), last(runs_beta[beta, s], "reward_mean")) for s in SEEDS])
+    ax.scatter(pts[:, 0], pts[:, 1], color=BETA_COLORS[beta], label=f"loss, beta {beta:g}")
+for beta in REWARD_BETAS:
+    pts = np.array([(last(runs_reward[beta, s], "kl_ref"), last(runs_reward[beta, s], "reward_mean"))
+                    for s in REWARD_SEEDS])
+    ax.scatter(pts[:, 0], pts[:, 1], color=BETA_COLORS[beta], marker="^", label=f"reward, beta {beta:g}")
+ax.axhline(ref_stats["reference_reward"], color="grey", ls=":", lw=1)
+ax.set_xscale("symlog", linthresh=1.0)
+ax.set_xlim(left=-0.3)
+ax.set(xlabel="kl_ref, last 5 updates (nats per completion)", ylabel="reward, last 5 updates",
+       title="reward-KL frontier: one point per run (dotted: the reference)")
+ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+plt.show()
+pd.DataFrame([{"beta (KL in the reward)": beta,
+               "reward": mean_ci([last(runs_reward[beta, s], "reward_mean") for s in REWARD_SEEDS]),
+               "kl_ref": mean_ci([last(runs_reward[beta, s], "kl_ref") for s in REWARD_SEEDS], 2),
+               "completion length": mean_ci([last(runs_reward[beta, s], "completion_len") for s in REWARD_SEEDS], 2)}
+              for beta in REWARD_BETAS]).set_index("beta (KL in the reward)")
+
+# %% [markdown]
+# The points of both placements fall along one curve: more KL buys more reward, however the KL is paid. Measured
+# in beta, the reward placement is the much stronger one here: a beta of 0.1 in the reward ended where a beta of 1
+# in the loss did (reward 0.179 and 0.176, KL 0.48 and 0.67), and 0.03 in the reward (0.296, KL 3.4) lies between
+# the loss's 0.3 and 1. At 0.01 the reward placement still hacked (0.816, KL 14.8, 2.3 tokens per completion).
+# In these runs neither placement reaches a visibly higher reward at the same KL; with 3 seeds per reward point
+# this is a description, not a test.
+#
+# ## 5. Adaptive beta
+#
+# Ziegler et al. (2019) pick a target KL instead of a beta, and adjust beta after every update
+# (`maths.adaptive_beta`, `--kl-target`, `--kl-horizon`):
+#
+# $$e = \mathrm{clip}\left(\frac{\mathrm{KL}}{\mathrm{KL_{target}}} - 1, -0.2, 0.2\right), \qquad
+#   \beta \leftarrow \beta \left(1 + e \cdot \frac{n}{H}\right)$$
+#
+# with n the samples of the batch (128 completions here) and H the horizon: at most a 0.2 · n / H relative change
+# per update. With H = 300, up to 8.5% per update. Target 4 nats per completion, starting from beta = 0.1.
+#
+# **Claim to test** (Ziegler et al. 2019): the controller holds the KL near its target. We measure the mean
+# `kl_ref` over the last 10 updates of each seed.
+
+# %%
+TARGET, HORIZON = 4.0, 300
+runs_adapt = train_all([positive(beta=0.1, kl_target=TARGET, kl_horizon=HORIZON, seed=s) for s in SEEDS])
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), sharex=True)
+for run, color in zip(runs_adapt, OTHER_COLORS):
+    axes[0].plot(run.metrics["update"], run.metrics.kl_ref, color=color, lw=1, label=f"seed {run.config.seed}")
+    axes[1].plot(run.metrics["update"], run.metrics.beta, color=color, lw=1)
+axes[0].axhline(TARGET, color="grey", ls=":")
+axes[0].set(xlabel="update", ylabel="kl_ref (nats per completion)", title=f"KL (dotted: target {TARGET:g})")
+axes[1].set(xlabel="update", ylabel="beta", title="beta, adapted after every update")
+axes[0].legend(fontsize=8)
+plt.show()
+kl_end = [last(r, "kl_ref", 10) for r in runs_adapt]
+lo, hi, _ = stats.t_interval(kl_end)
+print(f"kl_ref over the last 10 updates: {mean_ci(kl_end, 2)} (target {TARGET:g}; per seed {np.round(kl_end, 2).tolist()})")
+peaks = [r.metrics.kl_ref.max() for r in runs_adapt]
+print(f"peak kl_ref: {mean_ci(peaks, 2)} (per seed {np.round(peaks, 1).tolist()}); "
+      f"reward over the last 5 updates: {mean_ci([last(r, 'reward_mean') for r in runs_adapt])}")
+print(f"beta: lowest {[round(float(r.metrics.beta.min()), 3) for r in runs_adapt]} "
+      f"at update {[int(r.metrics['update'][r.metrics.beta.idxmin()]) for r in runs_adapt]}, "
+      f"highest {[round(float(r.metrics.beta.max()), 2) for r in runs_adapt]}")
+
+# %% [markdown]
+# **The claim does not reproduce in this setting.** The controller did not hold the KL near its target during
+# training. First beta *fell*, from 0.1 to 0.024-0.041 (at updates 11-17), because the KL was below the target
+# while the policy had not yet found the hack; then the hack came, and the KL shot up to peaks between 10.6 and
+# 53.6 nats per completion and stayed at 10 or more for about 30 updates or longer, while beta grew by at most
+# 8.5% per update (to 0.9-1.8 at its highest). Over the last 10 updates the KL was 7.95 [-0.55, 16.45]: the
+# interval contains the target 4 only because it is wide; three seeds ended between 2.5 and 5.5 nats and two far
+# above (9.0 and 19.4). A proportional controller with a horizon reacts slowly by design (Ziegler et al. used it
+# over much longer runs); against a hack that appears within a few updates it arrives late, and its early
+# *lowering* of beta opened the door.
+#
+# ## Check yourself
+#
+# 1. A batch's k1 estimate of KL is negative. Is the code broken? What about a negative k3 estimate?
+# 2. From the table of section 1: at KL 0.005, how many samples does k1 need to reach the relative standard error
+#    that k3 reaches with 100 samples?
+# 3. You put k1 in the loss, with beta = 1. What does the KL term do to the policy, on average?
+# 4. On `lang:positive`, a run has reward 0.99, completion length 2 and `kl_ref` 17. What has happened, and which
+#    two numbers give it away without reading a completion?
+# 5. Why does the same beta hold the policy much closer to the reference with the KL in the reward than with the
+#    KL in the loss?
+# 6. The adaptive controller's KL overshoots its target before coming back. Which constant would you change to
+#    react faster, and what would you risk?
+
+# %% [markdown]
+# <details>
+# <summary>Answers</summary>
+#
+# 1. No: k1 = log p(x) - log q(x) is negative for every sample where the reference gives the token more
+#    probability than the policy, and a batch's mean can be negative when the two are close (section 1: at
+#    KL 0.005, 27.6% of the 128-sample estimates were below 0). k3 is ≥ 0 for every sample, so a negative k3
+#    *is* a bug (or float rounding at 1e-7).
+# 2. The standard error of a mean of n samples is std / sqrt(n). k1's relative std was about 20 and k3's about
+#    1.42, so k1 needs (20 / 1.42)² ≈ 200 times as many samples: about 20,000.
+# 3. Nothing on average: at the first step E_p[∇ log p] = 0 (section 2: its exact expected gradient is 0). It still
+#    adds noise, through the sampled tokens.
+# 4. The policy writes one positive word and stops: the proxy reward is maxed out (hacked) with a completion that
+#    the reference would almost never write. The short `completion_len` and the large `kl_ref` give it away.
+# 5. They weigh different quantities: in the reward, beta multiplies the KL summed over the completion and competes
+#    with rewards in [0, 1] before the group's standardisation (a difference of a few nats between two completions
+#    of a group is large against reward differences of 0.1-0.3); in the loss, beta multiplies a per-token average
+#    next to advantages of standard deviation 1. The same number is a stronger pull in the reward.
+# 6. The horizon H (smaller: larger steps of beta per update; `kl_target` sets where, not how fast). Faster
+#    reaction risks oscillation: beta overshoots in turn, and the KL swings below and above the target.
+#
+# </details>
+
+# %%
+print(f"notebook ran in {time.perf_counter() - T0:.0f} s")
