@@ -203,36 +203,6 @@ plt.show()
 
 
 # %%
-def against(table: dict, baseline, quality=()) -> pd.DataFrame:
-    """Every setting against the baseline, for each metric of ``table`` = {metric: {setting: per-seed scores}}: the
-    means, the difference with Welch's 95% interval, P(a seed of the setting beats a seed of the baseline), the
-    permutation test's p-value Holm-adjusted over *every* comparison of the table, and ``stats.verdict``'s words.
-    Metrics named in ``quality`` (higher is better) get "better" / "worse"; the others "higher" / "lower"."""
-    pairs = [(metric, k) for metric, scores in table.items() for k in scores if k != baseline]
-    with warnings.catch_warnings():  # scipy warns when every seed of a group scored the same (say 500): harmless
-        warnings.simplefilter("ignore", RuntimeWarning)
-        comparisons = [stats.compare(table[metric][k], table[metric][baseline]) for metric, k in pairs]
-    adjusted = stats.holm([c.p_value for c in comparisons])
-    rows = []
-    for (metric, k), c, p in zip(pairs, comparisons, adjusted):
-        words = stats.verdict(c, p)
-        if metric not in quality:
-            words = words.replace("better", "higher").replace("worse", "lower")
-        rows.append(
-            {
-                "metric": metric,
-                "setting": k,
-                "mean": float(f"{c.mean_x:.4g}"),
-                f"baseline: {baseline}": float(f"{c.mean_y:.4g}"),
-                "difference [95% CI]": f"{c.diff:+.3g} [{c.diff_interval.low:+.3g}, {c.diff_interval.high:+.3g}]",
-                "P(beats baseline)": round(c.prob_improvement, 2),
-                "p (Holm)": round(p, 3),
-                "verdict": words,
-            }
-        )
-    return pd.DataFrame(rows).set_index(["metric", "setting"])
-
-
 def mean_return(run):
     return float(run.metrics.ep_return_mean.mean())
 
@@ -242,7 +212,7 @@ final = {lmb: [runs["right", lmb, s].summary["final_return"] for s in SEEDS] for
 print("mean return over training, per seed:", {k: np.round(v).tolist() for k, v in auc.items()})
 print("final return, per seed:            ", {k: np.round(v).tolist() for k, v in final.items()})
 QUALITY = ("mean return over training", "final return")  # higher is better; other metrics only describe
-against({"mean return over training": auc}, baseline=0.8, quality=QUALITY)
+stats.comparison_table({"mean return over training": auc}, baseline=0.8, quality=QUALITY)
 
 # %% [markdown]
 # What these runs show (5 seeds, 60k steps each):
@@ -364,7 +334,7 @@ scores = {
     "mean return over training": {v: [mean_return(runs[v, 0.8, s]) for s in SEEDS] for v in both},
     "final return": {v: [runs[v, 0.8, s].summary["final_return"] for s in SEEDS] for v in both},
 }
-against(scores, baseline="right", quality=QUALITY)
+stats.comparison_table(scores, baseline="right", quality=QUALITY)
 
 # %% [markdown]
 # What the bug did (5 seeds, the same seeds with and without it; the two runs of a seed are identical until its

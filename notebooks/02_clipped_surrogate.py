@@ -278,36 +278,6 @@ plt.show()
 
 
 # %%
-def against(table: dict, baseline, quality=()) -> pd.DataFrame:
-    """Every setting against the baseline, for each metric of ``table`` = {metric: {setting: per-seed scores}}: the
-    means, the difference with Welch's 95% interval, P(a seed of the setting beats a seed of the baseline), the
-    permutation test's p-value Holm-adjusted over *every* comparison of the table, and ``stats.verdict``'s words.
-    Metrics named in ``quality`` (higher is better) get "better" / "worse"; the others "higher" / "lower"."""
-    pairs = [(metric, k) for metric, scores in table.items() for k in scores if k != baseline]
-    with warnings.catch_warnings():  # scipy warns when every seed of a group scored the same (say 500): harmless
-        warnings.simplefilter("ignore", RuntimeWarning)
-        comparisons = [stats.compare(table[metric][k], table[metric][baseline]) for metric, k in pairs]
-    adjusted = stats.holm([c.p_value for c in comparisons])
-    rows = []
-    for (metric, k), c, p in zip(pairs, comparisons, adjusted):
-        words = stats.verdict(c, p)
-        if metric not in quality:
-            words = words.replace("better", "higher").replace("worse", "lower")
-        rows.append(
-            {
-                "metric": metric,
-                "setting": k,
-                "mean": float(f"{c.mean_x:.4g}"),
-                f"baseline: {baseline}": float(f"{c.mean_y:.4g}"),
-                "difference [95% CI]": f"{c.diff:+.3g} [{c.diff_interval.low:+.3g}, {c.diff_interval.high:+.3g}]",
-                "P(beats baseline)": round(c.prob_improvement, 2),
-                "p (Holm)": round(p, 3),
-                "verdict": words,
-            }
-        )
-    return pd.DataFrame(rows).set_index(["metric", "setting"])
-
-
 def per_seed(name, value):
     return [value(runs[name, s]) for s in SEEDS]
 
@@ -316,7 +286,7 @@ kl_settings = list(settings)[:3]
 epochs_run = {n: per_seed(n, lambda r: r.metrics.epochs_done.mean()) for n in kl_settings}
 mean_return = {n: per_seed(n, lambda r: r.metrics.ep_return_mean.mean()) for n in kl_settings}
 print("mean epochs per update:", {k: round(float(np.mean(v)), 1) for k, v in epochs_run.items()})
-against({"mean return over training": mean_return}, baseline="default", quality=["mean return over training"])
+stats.comparison_table({"mean return over training": mean_return}, baseline="default", quality=["mean return over training"])
 
 # %% [markdown]
 # `target_kl` 0.001 stopped most updates early (9.2 of 20 epochs on average) and learned worse: mean return over
@@ -379,7 +349,7 @@ asym = {
     "approx_kl, mean over training": {n: per_seed(n, lambda r: r.metrics.approx_kl.mean()) for n in ratio_settings},
     "mean return over training": {n: per_seed(n, lambda r: r.metrics.ep_return_mean.mean()) for n in ratio_settings},
 }
-against(asym, baseline="default", quality=["mean return over training"])
+stats.comparison_table(asym, baseline="default", quality=["mean return over training"])
 
 # %% [markdown]
 # With five seeds, eps_high = 0.28 showed no significant difference on CartPole in entropy, in `approx_kl` or in the

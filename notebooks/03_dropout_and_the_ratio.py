@@ -175,41 +175,11 @@ plt.show()
 
 
 # %%
-def against(table: dict, baseline, quality=()) -> pd.DataFrame:
-    """Every setting against the baseline, for each metric of ``table`` = {metric: {setting: per-seed scores}}: the
-    means, the difference with Welch's 95% interval, P(a seed of the setting beats a seed of the baseline), the
-    permutation test's p-value Holm-adjusted over *every* comparison of the table, and ``stats.verdict``'s words.
-    Metrics named in ``quality`` (higher is better) get "better" / "worse"; the others "higher" / "lower"."""
-    pairs = [(metric, k) for metric, scores in table.items() for k in scores if k != baseline]
-    with warnings.catch_warnings():  # scipy warns when every seed of a group scored the same (say 500): harmless
-        warnings.simplefilter("ignore", RuntimeWarning)
-        comparisons = [stats.compare(table[metric][k], table[metric][baseline]) for metric, k in pairs]
-    adjusted = stats.holm([c.p_value for c in comparisons])
-    rows = []
-    for (metric, k), c, p in zip(pairs, comparisons, adjusted):
-        words = stats.verdict(c, p)
-        if metric not in quality:
-            words = words.replace("better", "higher").replace("worse", "lower")
-        rows.append(
-            {
-                "metric": metric,
-                "setting": k,
-                "mean": float(f"{c.mean_x:.4g}"),
-                f"baseline: {baseline}": float(f"{c.mean_y:.4g}"),
-                "difference [95% CI]": f"{c.diff:+.3g} [{c.diff_interval.low:+.3g}, {c.diff_interval.high:+.3g}]",
-                "P(beats baseline)": round(c.prob_improvement, 2),
-                "p (Holm)": round(p, 3),
-                "verdict": words,
-            }
-        )
-    return pd.DataFrame(rows).set_index(["metric", "setting"])
-
-
 outcomes = {
     "mean return over training": {m: [runs[m, s].metrics.ep_return_mean.mean() for s in SEEDS] for m in MODES},
     "final return": {m: [runs[m, s].summary["final_return"] for s in SEEDS] for m in MODES},
 }
-against(outcomes, baseline="off", quality=tuple(outcomes))
+stats.comparison_table(outcomes, baseline="off", quality=tuple(outcomes))
 
 # %% [markdown]
 # Over the whole run the noisy modes did not learn measurably worse here. Mean return over training: `rollout-eval`
@@ -311,7 +281,7 @@ sensitivity = {
         start: [runs[start, s].metrics.entropy.iloc[-10:].mean() for s in SEEDS] for start in STARTS
     },
 }
-against(sensitivity, baseline="naive")
+stats.comparison_table(sensitivity, baseline="naive")
 
 # %% [markdown]
 # A policy trained with naive dropout barely notices the noise: one naive update at p = 0.2 gave it a

@@ -73,12 +73,6 @@ def grpo(env, **kw):
     return sandbox.train(sandbox.Config(algo="grpo", env=env, sft_steps=SFT_STEPS, quiet=True, **kw))
 
 
-def mean_ci(x, digits=3):
-    """'mean [low, high]': the mean over seeds and its 95% t interval (sandbox.stats.t_interval)."""
-    lo, hi, _ = stats.t_interval(x)
-    return f"{np.mean(x):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def band(ax, runs, column, color, label):
     """The mean over seeds of a metric against the update number, with its 95% t interval as a band."""
     n = min(len(r.metrics) for r in runs)
@@ -196,10 +190,10 @@ plt.show()
 rows = []
 for sparse, runs in runs_zsf.items():
     rows.append({"reward": "sparse" if sparse else "dense",
-                 "reward, first update": mean_ci([r.metrics.reward_mean.iloc[0] for r in runs]),
-                 "reward, last 5 updates": mean_ci([r.metrics.reward_mean.iloc[-5:].mean() for r in runs]),
-                 "zero_std_frac, first update": mean_ci([r.metrics.zero_std_frac.iloc[0] for r in runs]),
-                 "zero_std_frac, last 5 updates": mean_ci([r.metrics.zero_std_frac.iloc[-5:].mean() for r in runs])})
+                 "reward, first update": stats.mean_with_interval([r.metrics.reward_mean.iloc[0] for r in runs]),
+                 "reward, last 5 updates": stats.mean_with_interval([r.metrics.reward_mean.iloc[-5:].mean() for r in runs]),
+                 "zero_std_frac, first update": stats.mean_with_interval([r.metrics.zero_std_frac.iloc[0] for r in runs]),
+                 "zero_std_frac, last 5 updates": stats.mean_with_interval([r.metrics.zero_std_frac.iloc[-5:].mean() for r in runs])})
 print(f"updates per run: {sorted({len(r.metrics) for runs in runs_zsf.values() for r in runs})}")
 pd.DataFrame(rows).set_index("reward")
 
@@ -270,9 +264,9 @@ EARLY = slice(1, 6)  # updates 2-6: the update after the first, and the four aft
 early = {agg: [r.metrics.completion_len.iloc[EARLY].mean() for r in runs] for agg, runs in runs_len.items()}
 late = {agg: [r.metrics.completion_len.iloc[-5:].mean() for r in runs] for agg, runs in runs_len.items()}
 final = {agg: [r.metrics.reward_mean.iloc[-5:].mean() for r in runs] for agg, runs in runs_len.items()}
-pd.DataFrame({"completion_len, updates 2-6": {a: mean_ci(v, 2) for a, v in early.items()},
-              "completion_len, last 5 updates": {a: mean_ci(v, 2) for a, v in late.items()},
-              "reward, last 5 updates": {a: mean_ci(v) for a, v in final.items()}})
+pd.DataFrame({"completion_len, updates 2-6": {a: stats.mean_with_interval(v, 2) for a, v in early.items()},
+              "completion_len, last 5 updates": {a: stats.mean_with_interval(v, 2) for a, v in late.items()},
+              "reward, last 5 updates": {a: stats.mean_with_interval(v) for a, v in final.items()}})
 
 # %% [markdown]
 # Each comparison below is a permutation test of the difference of the seed means, with Welch's 95% interval of
@@ -338,7 +332,7 @@ first[first.seed == 0].set_index("mode").drop(columns="seed").round(3)
 # %%
 summary = first.groupby("mode", sort=False)[["first_ratio_dev", "first_clipfrac", "kl_ref"]]
 print(f"mean over seeds {SEEDS} [95% t interval]:")
-summary.agg(lambda x: mean_ci(x.to_numpy()))
+summary.agg(lambda x: stats.mean_with_interval(x.to_numpy()))
 
 # %%
 print("min - max over the seeds:")
@@ -408,7 +402,7 @@ plt.show()
 final_mode = {mode: [r.summary["final_reward"] for r in runs] for mode, runs in runs_mode.items()}
 comparisons = {mode: stats.compare(final_mode[mode], final_mode["off"]) for mode in MODES if mode != "off"}
 adjusted = dict(zip(comparisons, stats.holm([c.p_value for c in comparisons.values()])))
-pd.DataFrame([{"mode": mode, "final reward [95% CI]": mean_ci(final_mode[mode]),
+pd.DataFrame([{"mode": mode, "final reward [95% CI]": stats.mean_with_interval(final_mode[mode]),
                "seeds that reached 0.9": sum(r.summary["solved_at_s"] is not None for r in runs_mode[mode]),
                "difference to off [95% CI]": "-" if mode == "off" else
                f"{comparisons[mode].diff:.3f} [{comparisons[mode].diff_interval.low:.3f}, "

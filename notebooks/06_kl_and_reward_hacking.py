@@ -41,12 +41,10 @@
 # Homework: `notebooks/homework/hw3_...` (KL estimators; being written).
 
 # %%
-import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -78,20 +76,6 @@ def positive(**kw):
     """A GRPO config on lang:positive from its pretrained reference, dropout off, quiet."""
     return sandbox.Config(algo="grpo", env="lang:positive", dropout_mode="off", sft_steps=SFT_STEPS,
                           total_steps=TOKENS, quiet=True, **kw)
-
-
-def train_all(configs):
-    """sandbox.train on every config: two processes at a time (one per core) in full mode, here in FAST mode."""
-    if FAST:
-        return [sandbox.train(c) for c in configs]
-    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(sandbox.train, configs))
-
-
-def mean_ci(x, digits=3):
-    """'mean [low, high]': the mean over seeds and its 95% t interval (sandbox.stats.t_interval)."""
-    lo, hi, _ = stats.t_interval(x)
-    return f"{np.mean(x):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def band(ax, runs, column, color, label):
@@ -294,7 +278,7 @@ REWARD_BETAS = [0.01, 0.03, 0.1]  # section 4
 BETA_COLORS = dict(zip(sorted(set(BETAS + REWARD_BETAS)), OTHER_COLORS))  # one colour per value of beta
 configs = {(beta, s): positive(beta=beta, seed=s, out=str(OUT / f"beta{beta}-s{s}") if s == 0 else None)
            for beta in BETAS for s in SEEDS}
-runs_beta = dict(zip(configs, train_all(list(configs.values()))))
+runs_beta = dict(zip(configs, sandbox.train_many(list(configs.values()), workers=1 if FAST else 2)))
 print(f"{len(runs_beta)} runs, {sum(r.summary['total_s'] for r in runs_beta.values()):.0f} s of training in all")
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), sharex=True)
@@ -314,9 +298,9 @@ def last(run, column, k=5):
 
 
 table = pd.DataFrame([{"beta": beta,
-                       "reward (last 5 updates)": mean_ci([last(runs_beta[beta, s], "reward_mean") for s in SEEDS]),
-                       "kl_ref": mean_ci([last(runs_beta[beta, s], "kl_ref") for s in SEEDS], 2),
-                       "completion length": mean_ci([last(runs_beta[beta, s], "completion_len") for s in SEEDS], 2),
+                       "reward (last 5 updates)": stats.mean_with_interval([last(runs_beta[beta, s], "reward_mean") for s in SEEDS]),
+                       "kl_ref": stats.mean_with_interval([last(runs_beta[beta, s], "kl_ref") for s in SEEDS], 2),
+                       "completion length": stats.mean_with_interval([last(runs_beta[beta, s], "completion_len") for s in SEEDS], 2),
                        "reward per seed": " ".join(f"{last(runs_beta[beta, s], 'reward_mean'):.2f}" for s in SEEDS),
                        "updates (min-max)": "-".join(str(f([len(runs_beta[beta, s].metrics) for s in SEEDS]))
                                                      for f in (min, max))}
@@ -388,7 +372,7 @@ pd.DataFrame(rows).set_index(["metric", "beta"])
 # %%
 REWARD_SEEDS = SEEDS[:3]
 configs = {(beta, s): positive(beta=beta, kl_in="reward", seed=s) for beta in REWARD_BETAS for s in REWARD_SEEDS}
-runs_reward = dict(zip(configs, train_all(list(configs.values()))))
+runs_reward = dict(zip(configs, sandbox.train_many(list(configs.values()), workers=1 if FAST else 2)))
 print(f"{len(runs_reward)} runs, {sum(r.summary['total_s'] for r in runs_reward.values()):.0f} s of training in all")
 
 fig, ax = plt.subplots(figsize=(8.0, 3.8))
@@ -407,9 +391,9 @@ ax.set(xlabel="kl_ref, last 5 updates (nats per completion)", ylabel="reward, la
 ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
 plt.show()
 pd.DataFrame([{"beta (KL in the reward)": beta,
-               "reward": mean_ci([last(runs_reward[beta, s], "reward_mean") for s in REWARD_SEEDS]),
-               "kl_ref": mean_ci([last(runs_reward[beta, s], "kl_ref") for s in REWARD_SEEDS], 2),
-               "completion length": mean_ci([last(runs_reward[beta, s], "completion_len") for s in REWARD_SEEDS], 2)}
+               "reward": stats.mean_with_interval([last(runs_reward[beta, s], "reward_mean") for s in REWARD_SEEDS]),
+               "kl_ref": stats.mean_with_interval([last(runs_reward[beta, s], "kl_ref") for s in REWARD_SEEDS], 2),
+               "completion length": stats.mean_with_interval([last(runs_reward[beta, s], "completion_len") for s in REWARD_SEEDS], 2)}
               for beta in REWARD_BETAS]).set_index("beta (KL in the reward)")
 
 # %% [markdown]
@@ -436,7 +420,7 @@ pd.DataFrame([{"beta (KL in the reward)": beta,
 
 # %%
 TARGET, HORIZON = 4.0, 300
-runs_adapt = train_all([positive(beta=0.1, kl_target=TARGET, kl_horizon=HORIZON, seed=s) for s in SEEDS])
+runs_adapt = sandbox.train_many([positive(beta=0.1, kl_target=TARGET, kl_horizon=HORIZON, seed=s) for s in SEEDS], workers=1 if FAST else 2)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), sharex=True)
 for run, color in zip(runs_adapt, OTHER_COLORS):
     axes[0].plot(run.metrics["update"], run.metrics.kl_ref, color=color, lw=1, label=f"seed {run.config.seed}")
@@ -448,10 +432,10 @@ axes[0].legend(fontsize=8)
 plt.show()
 kl_end = [last(r, "kl_ref", 10) for r in runs_adapt]
 lo, hi, _ = stats.t_interval(kl_end)
-print(f"kl_ref over the last 10 updates: {mean_ci(kl_end, 2)} (target {TARGET:g}; per seed {np.round(kl_end, 2).tolist()})")
+print(f"kl_ref over the last 10 updates: {stats.mean_with_interval(kl_end, 2)} (target {TARGET:g}; per seed {np.round(kl_end, 2).tolist()})")
 peaks = [r.metrics.kl_ref.max() for r in runs_adapt]
-print(f"peak kl_ref: {mean_ci(peaks, 2)} (per seed {np.round(peaks, 1).tolist()}); "
-      f"reward over the last 5 updates: {mean_ci([last(r, 'reward_mean') for r in runs_adapt])}")
+print(f"peak kl_ref: {stats.mean_with_interval(peaks, 2)} (per seed {np.round(peaks, 1).tolist()}); "
+      f"reward over the last 5 updates: {stats.mean_with_interval([last(r, 'reward_mean') for r in runs_adapt])}")
 print(f"beta: lowest {[round(float(r.metrics.beta.min()), 3) for r in runs_adapt]} "
       f"at update {[int(r.metrics['update'][r.metrics.beta.idxmin()]) for r in runs_adapt]}, "
       f"highest {[round(float(r.metrics.beta.max()), 2) for r in runs_adapt]}")

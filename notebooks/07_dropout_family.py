@@ -44,10 +44,8 @@
 # Homework: `notebooks/homework/hw6_...` (sample dropout; being written).
 
 # %%
-import multiprocessing as mp
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -76,36 +74,10 @@ def cartpole(**kw):
     return sandbox.preset("cartpole", **{**base, **kw})
 
 
-def train_all(configs):
-    """sandbox.train on every config: two processes at a time (one per core) in full mode, here in FAST mode."""
-    if FAST:
-        return [sandbox.train(c) for c in configs]
-    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(sandbox.train, configs))
-
-
-def mean_ci(x, digits=3):
-    """'mean [low, high]': the mean over seeds and its 95% t interval (sandbox.stats.t_interval)."""
-    lo, hi, _ = stats.t_interval(x)
-    return f"{np.mean(x):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def test_against(arms, baseline, metric, higher_is_better=True):
-    """Each arm against the baseline on one per-run number: the difference with Welch's interval, the probability
-    that a run of the arm beats a baseline run (in the claimed direction), the permutation test's p after Holm's
-    correction over the arms, the verdict in words, and the seeds per arm that 80% power would need for the
-    observed effect (sandbox.stats)."""
-    base = [metric(r) for r in baseline]
-    names = list(arms)
-    comps = [stats.compare([metric(r) for r in arms[n]], base) for n in names]
-    rows = []
-    for name, c, p in zip(names, comps, stats.holm([c.p_value for c in comps])):
-        rows.append({"arm": name, "mean": f"{c.mean_x:.3g}", "baseline": f"{c.mean_y:.3g}",
-                     "difference [95% CI]": f"{c.diff:.3g} [{c.diff_interval.low:.3g}, {c.diff_interval.high:.3g}]",
-                     "P(improvement)": round(c.prob_improvement if higher_is_better else 1 - c.prob_improvement, 2),
-                     "p (Holm)": round(p, 4), "verdict": stats.verdict(c, p, higher_is_better),
-                     "seeds needed": c.seeds_needed})
-    return pd.DataFrame(rows).set_index("arm")
+    """Each arm's runs against the baseline's on one number per run (``metric``): sandbox.stats.comparison_table."""
+    scores = {name: [metric(r) for r in runs] for name, runs in {**arms, "baseline": baseline}.items()}
+    return stats.comparison_table({"value": scores}, "baseline", quality=["value"] if higher_is_better else [])
 
 
 def final_return(run):
@@ -201,7 +173,7 @@ more |= {(sched, s): cartpole(dropout_schedule=sched, dropout_cutoff=CUTOFF, see
          for sched in ("early", "late") for s in SEEDS}
 more |= {("K=4", s): cartpole(dropout_samples=4, seed=s) for s in SEEDS}  # section 4
 configs |= more
-runs = dict(zip(configs, train_all(list(configs.values()))))
+runs = dict(zip(configs, sandbox.train_many(list(configs.values()), workers=1 if FAST else 2)))
 arm = {name: [runs[name, s] for s in SEEDS] for name in dict.fromkeys(k for k, _ in configs)}
 print(f"{len(runs)} runs, {sum(r.summary['total_s'] for r in runs.values()):.0f} s of training in all")
 
@@ -209,12 +181,12 @@ rows = []
 for rule in RULES:
     m = [r.metrics for r in arm[rule]]
     rows.append({"rule": rule,
-                 "dropped_frac": mean_ci([x.dropped_frac.mean() for x in m]),
-                 "dropped_frac_pos (A > 0)": mean_ci([x.dropped_frac_pos.mean() for x in m]),
-                 "dropped_frac_neg (A < 0)": mean_ci([x.dropped_frac_neg.mean() for x in m]),
-                 "surrogate_var": mean_ci([x.surrogate_var.mean() for x in m]),
-                 "surrogate_var_kept": mean_ci([x.surrogate_var_kept.mean() for x in m]),
-                 "final return": mean_ci([final_return(r) for r in arm[rule]], 1),
+                 "dropped_frac": stats.mean_with_interval([x.dropped_frac.mean() for x in m]),
+                 "dropped_frac_pos (A > 0)": stats.mean_with_interval([x.dropped_frac_pos.mean() for x in m]),
+                 "dropped_frac_neg (A < 0)": stats.mean_with_interval([x.dropped_frac_neg.mean() for x in m]),
+                 "surrogate_var": stats.mean_with_interval([x.surrogate_var.mean() for x in m]),
+                 "surrogate_var_kept": stats.mean_with_interval([x.surrogate_var_kept.mean() for x in m]),
+                 "final return": stats.mean_with_interval([final_return(r) for r in arm[rule]], 1),
                  "solved (475)": sum(r.summary["solved_at_steps"] is not None for r in arm[rule])})
 pd.DataFrame(rows).set_index("rule")
 
@@ -223,7 +195,7 @@ pd.DataFrame(rows).set_index("rule")
 # sample dropout lowered the variance it saw):
 
 # %%
-pd.DataFrame({rule: {"Var kept / Var all, mean over updates": mean_ci(
+pd.DataFrame({rule: {"Var kept / Var all, mean over updates": stats.mean_with_interval(
     [float((r.metrics.surrogate_var_kept / r.metrics.surrogate_var).mean()) for r in arm[rule]])}
     for rule in RULES[1:]}).T
 

@@ -8,7 +8,8 @@ result.metrics[["update", "ep_return_mean", "first_ratio_dev"]]
 from .config import Config, ConfigError, preset
 from .maths import Maths
 from .rundir import RunResult
+from .sweep import train_many
 from .train import resume, train, train_population
 
-__all__ = ["Config", "ConfigError", "Maths", "RunResult", "preset", "resume", "train", "train_population"]
+__all__ = ["Config", "ConfigError", "Maths", "RunResult", "preset", "resume", "train", "train_many", "train_population"]
 __version__ = "0.1.0"

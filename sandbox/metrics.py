@@ -16,9 +16,10 @@ METRICS: dict[str, str] = {
     "episodes": "Episodes finished so far.",
     "first_ratio_dev": "Mean |r - 1| over the first minibatch of the first epoch of the update. The policy has not "
     "changed yet, so r must be exactly 1: anything else is dropout noise (or a bug).",
-    "first_clipfrac": "Fraction of the first minibatch with |r - 1| > clip_coef, before any gradient step.",
+    "first_clipfrac": "Fraction of the first minibatch with r outside the clip range, before any gradient step.",
     "first_approx_kl": "approx_kl of the first minibatch, before any gradient step (0 without noise).",
-    "clipfrac": "Fraction of samples with |r - 1| > clip_coef, mean over all minibatch steps of the update.",
+    "clipfrac": "Fraction of samples with r outside [1 - clip_coef, 1 + clip_coef_high] (clip_coef_high = clip_coef "
+    "unless set), mean over all minibatch steps of the update.",
     "approx_kl": "k3 estimate of KL(pi_old || pi_theta) = mean((r - 1) - log r), mean over minibatch steps.",
     "old_approx_kl": "k1 estimate mean(-log r), mean over minibatch steps.",
     "entropy": "Mean policy entropy (nats).",

@@ -628,6 +628,19 @@ class _Task:
         return "final reward (last batch)" if self.is_lang else "final return (last 20 episodes)"
 
 
+def _place_legend(ax, handles: list, title: str) -> None:
+    """A task's legend in the top left corner of ``ax``, titled with the task."""
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        fontsize=8,
+        title=title,
+        title_fontsize=8,
+        alignment="left",
+        borderaxespad=0.0,
+    )
+
+
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -744,15 +757,7 @@ def _legend(ax, task: _Task, marker: bool = False, extra: list | None = None) ->
             for i, s in enumerate(task.styles)
         ]
     handles += extra or []
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        fontsize=8,
-        title=task.name,
-        title_fontsize=8,
-        alignment="left",
-        borderaxespad=0.0,
-    )
+    _place_legend(ax, handles, task.name)
 
 
 def _style(task: _Task, g: Group) -> dict:
@@ -921,15 +926,7 @@ def _reward_kl_figure(plt, tasks, out: Path, name: str):
                 Line2D([], [], color="#666666", marker=MARKERS[i % len(MARKERS)], ls="", label=task.style_label(k))
                 for i, k in enumerate(kinds)
             ]
-        legend_ax.legend(
-            handles=handles,
-            loc="upper left",
-            fontsize=8,
-            title=task.name,
-            title_fontsize=8,
-            alignment="left",
-            borderaxespad=0.0,
-        )
+        _place_legend(legend_ax, handles, task.name)
     fig.savefig(out / name)
     plt.close(fig)
 

@@ -15,6 +15,8 @@ comparisons (Holm), and below ``MIN_SEEDS`` seeds per group there is no verdict 
 - :func:`holm` (step-down adjusted p-values) and :func:`verdict` (the words).
 - :func:`t_band`: the mean of many curves at every point, with its t interval (learning-curve bands).
 - :func:`performance_profile`: the fraction of runs scoring above each threshold.
+- :func:`comparison_table` (every arm of a study against its baseline, Holm over the table, in words) and
+  :func:`mean_with_interval` (``"mean [low, high]"``): what the lessons print.
 """
 
 from __future__ import annotations
@@ -302,3 +304,48 @@ def performance_profile(scores: Sequence[float], thresholds: Sequence[float]) ->
     s = _finite(scores)
     t = np.asarray(thresholds, dtype=float)
     return (s[None, :] > t[:, None]).mean(axis=1) if len(s) else np.full(len(t), math.nan)
+
+
+def mean_with_interval(x: Sequence[float], digits: int = 3) -> str:
+    """``"mean [low, high]"``: the mean over seeds and its 95% t interval (:func:`t_interval`)."""
+    low, high, _ = t_interval(x)
+    return f"{np.mean(_finite(x)):.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def comparison_table(
+    table: dict[str, dict[str, Sequence[float]]], baseline: str, quality: Sequence[str] = ()
+) -> "pd.DataFrame":  # noqa: F821
+    """Every arm of a study against its baseline, for each metric: ``table = {metric: {arm: per-seed scores}}``.
+
+    One row per (metric, arm): the means, the difference with Welch's 95% interval, P(a seed of the arm beats a
+    seed of the baseline), the permutation test's p adjusted with :func:`holm` over *every* comparison of the table,
+    :func:`verdict`'s words, and the seeds per group 80% power would need. For the metrics named in ``quality`` higher
+    is better ("better" / "worse"); the others are only "higher" / "lower".
+    """
+    import warnings
+
+    import pandas as pd
+
+    pairs = [(metric, arm) for metric, arms in table.items() for arm in arms if arm != baseline]
+    with warnings.catch_warnings():  # scipy warns when every seed of a group scored the same (say 500): harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
+        comparisons = [compare(table[metric][arm], table[metric][baseline]) for metric, arm in pairs]
+    rows = []
+    for (metric, arm), c, p in zip(pairs, comparisons, holm([c.p_value for c in comparisons])):
+        words = verdict(c, p)
+        if metric not in quality:
+            words = words.replace("better", "higher").replace("worse", "lower")
+        rows.append(
+            {
+                "metric": metric,
+                "arm": arm,
+                "mean": float(f"{c.mean_x:.4g}"),
+                f"baseline: {baseline}": float(f"{c.mean_y:.4g}"),
+                "difference [95% CI]": f"{c.diff:+.3g} [{c.diff_interval.low:+.3g}, {c.diff_interval.high:+.3g}]",
+                "P(beats baseline)": round(c.prob_improvement, 2),
+                "p (Holm)": float(f"{p:.2g}"),
+                "verdict": words,
+                "seeds needed": c.seeds_needed,
+            }
+        )
+    return pd.DataFrame(rows).set_index(["metric", "arm"])

@@ -190,6 +190,46 @@ def jobs(todo: list[Run], population: int) -> list[list[Run]]:
     return sorted(out, key=len, reverse=True)
 
 
+def train_many(configs: list[Config], workers: int | None = None, population: int = 16) -> list:
+    """``sandbox.train`` on every config, ``workers`` processes at a time (default: the number of cores), the seeds
+    of one config as populations where they can be (see :func:`jobs`); the results in the order of ``configs``. For
+    notebooks and scripts that want a study's results in memory rather than a sweep directory."""
+    import multiprocessing as mp
+
+    from .train import train_population
+
+    runs = [Run(str(i), validate(c)) for i, c in enumerate(configs)]
+    work = jobs(runs, population)
+    workers = workers or os.cpu_count() or 1
+    results: dict[str, object] = {}
+    if workers == 1:
+        for job in work:
+            got = train_population([r.config for r in job]) if len(job) > 1 else [_train_one(job[0].config)]
+            results.update({r.name: res for r, res in zip(job, got)})
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_train_job, [r.config for r in job]): job for job in work}
+            for future in as_completed(futures):
+                results.update({r.name: res for r, res in zip(futures[future], future.result())})
+    return [results[str(i)] for i in range(len(configs))]
+
+
+def _train_one(config: Config):
+    from .train import train
+
+    return train(config)
+
+
+def _train_job(configs: list[Config]) -> list:
+    """A job of :func:`train_many` in a worker: one torch thread, its results returned in memory."""
+    import torch
+
+    torch.set_num_threads(1)
+    from .train import train_population
+
+    return train_population(configs) if len(configs) > 1 else [_train_one(configs[0])]
+
+
 def run_sweep(
     spec: str | os.PathLike,
     out: str | os.PathLike,

@@ -371,3 +371,18 @@ def test_population_flag_from_the_command_line(capsys, tmp_path):
     assert json.loads(next((tmp_path / "o").glob("*/summary.json")).read_text())["population"] == 1
     assert main(["sweep", str(spec), "--out", str(tmp_path / "p"), "--population", "two", "--quiet"]) == 2
     assert "--population: must be a positive integer or off" in capsys.readouterr().err
+
+
+def test_train_many_returns_what_train_returns_in_order():
+    import sandbox
+    from sandbox.metrics import TIMING_COLUMNS
+
+    cfgs = [sandbox.preset("cartpole", total_steps=512, quiet=True, seed=s) for s in (0, 1)]
+    cfgs.append(
+        sandbox.Config(algo="grpo", env="CartPole-v1", prompts_per_update=2, group_size=2, total_steps=300, quiet=True)
+    )
+    many = sandbox.train_many(cfgs, workers=2)
+    assert [r.config.seed for r in many] == [0, 1, 0] and many[2].config.algo == "grpo"
+    alone = sandbox.train(cfgs[2]).metrics.drop(columns=list(TIMING_COLUMNS))
+    assert many[2].metrics.drop(columns=list(TIMING_COLUMNS)).equals(alone)  # a run on its own: the same numbers
+    assert all(r.summary["population"] == 2 for r in many[:2])  # the two seeds of one config: one population

@@ -165,8 +165,9 @@ class Report:
 
     def to_json(self) -> dict:
         """The plain JSON format (for any system that is not Gradescope)."""
-        from .. import __version__
+        from importlib.metadata import version
 
+        __version__ = version("dropout-rl-sandbox")
         return {
             "assignment": self.assignment,
             "title": self.title,
