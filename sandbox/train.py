@@ -38,7 +38,11 @@ def check(config: Config) -> None:
     """The checks that need an environment or a file (after :func:`sandbox.config.validate`): the Gym env builds
     with its ``env_params`` (or the language task exists), Dr. GRPO's constant length exists, and ``--ref`` fits."""
     spaces = None
-    if config.is_lang:
+    if config.algo == "sb3-ppo":  # SB3's MlpPolicy takes more spaces than the sandbox's agents (sandbox.sb3)
+        from .sb3 import check_sb3_env
+
+        spaces = check_sb3_env(config.env, config.env_params)
+    elif config.is_lang:
         if config.task_name not in TASK_NAMES:
             known = ", ".join(f"lang:{t}" for t in TASK_NAMES)
             raise ConfigError("env", f"unknown language task {config.task_name!r}; one of: {known}")
@@ -54,7 +58,7 @@ def check(config: Config) -> None:
 
 
 # fields that say where and how loudly a run writes, not what it computes: a resumed run may differ in them
-_WHERE = ("out", "overwrite", "quiet")
+_WHERE = ("out", "overwrite", "quiet", "tensorboard")
 
 
 def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool = False) -> RunResult:
@@ -92,11 +96,18 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
     return _run(config, maths, log, blob)
 
 
+def _train_sb3_ppo(config: Config, maths: Maths, log: RunLog, resume: dict | None) -> RunResult:
+    from .sb3 import train_sb3_ppo  # imports stable_baselines3: only when an SB3 run asks for it
+
+    return train_sb3_ppo(config, maths, log, resume)
+
+
 TRAINERS = {
     ("ppo", False): train_ppo,
     ("ppo", True): train_lang_ppo,
     ("grpo", False): train_grpo,
     ("grpo", True): train_grpo,
+    ("sb3-ppo", False): _train_sb3_ppo,
 }
 """(algo, is a language task) -> the trainer."""
 
