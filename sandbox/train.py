@@ -18,7 +18,7 @@ from .maths import Maths
 from .policy_file import VERSION, load
 from .ppo import train_ppo
 from .reference import check_ref
-from .rundir import RunLog, RunResult, latest_checkpoint
+from .rundir import RunLog, RunResult, check_tensorboard, latest_checkpoint
 
 
 def train(config: Config, maths: Maths | None = None) -> RunResult:
@@ -55,6 +55,7 @@ def check(config: Config) -> None:
                 "no time limit (max_episode_steps); use grpo or bnpo",
             )
     check_ref(config, spaces)
+    check_tensorboard(config)
 
 
 # fields that say where and how loudly a run writes, not what it computes: a resumed run may differ in them
