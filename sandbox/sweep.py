@@ -284,7 +284,7 @@ def _run_ray(todo: list[Run], workers: int, address: str | None, done) -> None:
     try:
         import ray
     except ImportError:
-        raise ConfigError("backend", "ray is not installed: pip install -c constraints.txt -e '.[ray]'") from None
+        raise ConfigError("backend", "ray is not installed: pip install -c requirements.lock -e '.[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
