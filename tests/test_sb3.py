@@ -217,3 +217,46 @@ def test_dropout_schedule_on_the_sb3_arm():
     assert m.dropout_p.tolist() == [0.0, 0.2]
     assert (m.first_ratio_dev < 1e-6).all()
     assert np.isfinite(m.kl_ref).all()
+
+
+def test_a_sweep_mixing_sb3_and_sandbox_arms_gives_one_report(tmp_path):
+    """The spec's runs, expanded and checked by the sweep, each run as a sweep worker runs it (``sandbox.train`` of
+    its config; here in this process, to spare the tests two worker start-ups), then one report."""
+    from sandbox.report import write_report
+    from sandbox.sweep import expand, load_spec
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[base]\npreset = "cartpole"\ntotal_steps = 512\ndropout = 0.2\n'
+        '[grid]\nalgo = ["ppo", "sb3-ppo"]\ndropout_mode = ["off", "naive"]\nseed = [0]\n'
+    )
+    runs = expand(*load_spec(spec), tmp_path / "out")
+    assert [r.name for r in runs][-1] == "algo=sb3-ppo__dropout_mode=naive__seed=0"
+    for run in runs:
+        sandbox.train(run.config)
+    table = write_report(tmp_path / "out", quiet=True, figures=False).set_index("group")
+    assert set(table.task) == {"PPO CartPole-v1", "SB3-PPO CartPole-v1"}
+    sb3_naive = table.loc["SB3-PPO CartPole-v1: dropout_mode=naive"]
+    assert sb3_naive.baseline == "SB3-PPO CartPole-v1: dropout_mode=off"  # each arm against its own algorithm's off
+    assert sb3_naive.first_ratio_dev > 0 and table.loc["SB3-PPO CartPole-v1: dropout_mode=off"].first_ratio_dev == 0
+    assert (tmp_path / "out" / "report.md").read_text().count("SB3-PPO CartPole-v1") > 0
+
+
+def test_the_sb3_dropout_layer_draws_and_applies_through_the_seam():
+    from sandbox.dropout import apply_dropout, dropout_mask
+
+    calls = {"mask": 0, "apply": 0}
+
+    def counted_mask(shape, p, generator=None):
+        calls["mask"] += 1
+        return dropout_mask(shape, p, generator)
+
+    def counted_apply(x, mask):
+        calls["apply"] += 1
+        return apply_dropout(x, mask)
+
+    cfg = sb3(dropout=0.2, dropout_mode="consistent", total_steps=256)
+    plain = sandbox.train(cfg).metrics
+    seamed = sandbox.train(cfg, maths=sandbox.Maths(dropout_mask=counted_mask, apply_dropout=counted_apply)).metrics
+    assert calls["mask"] > 0 and calls["apply"] > calls["mask"]
+    assert seamed.drop(columns=["wall_s", "sps"]).equals(plain.drop(columns=["wall_s", "sps"]))
