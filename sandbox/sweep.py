@@ -134,6 +134,10 @@ def run_status(run: Run) -> str:
         written = json.loads((d / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return "partial"
+    try:  # a config.json written before a field was added lacks it: compare with the field's default filled in
+        written = Config.from_dict(written).to_dict()
+    except (ConfigError, TypeError):
+        return "different"
     return "done" if written == run.config.to_dict() else "different"
 
 

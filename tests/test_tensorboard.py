@@ -46,3 +46,22 @@ def test_tensorboard_missing_is_one_line_and_writes_nothing(tmp_path, monkeypatc
     assert code == 2 and len(err) == 1
     assert err[0].startswith("sandbox train: error: --tensorboard: needs the tensorboard package")
     assert not out.exists() and not (tmp_path / "tb").exists()
+
+
+def test_a_run_finished_before_the_tensorboard_field_existed_is_still_done(tmp_path):
+    """Adding a config field must not turn finished sweeps into 'different' ones: config.json is compared with the
+    new field's default filled in."""
+    import json
+
+    from sandbox.sweep import expand, load_spec, run_status
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[base]\npreset = "cartpole"\ntotal_steps = 512\n[grid]\nseed = [0]\n')
+    (run,) = expand(*load_spec(spec), tmp_path / "out")
+    run.dir.mkdir(parents=True)
+    old = {k: v for k, v in run.config.to_dict().items() if k != "tensorboard"}
+    (run.dir / "config.json").write_text(json.dumps(old))
+    (run.dir / "summary.json").write_text("{}")
+    assert run_status(run) == "done"
+    (run.dir / "config.json").write_text(json.dumps({**old, "tensorboard": "elsewhere"}))
+    assert run_status(run) == "different"
