@@ -501,8 +501,11 @@ def _validate_sb3(cfg: Config) -> None:
     for name, (allowed, why) in SB3_UNSUPPORTED.items():
         if getattr(cfg, name) != allowed:
             raise ConfigError(name, f"not with --algo sb3-ppo: {why}")
+    sizes = (cfg.num_envs, cfg.num_steps, cfg.num_minibatches)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        return  # _validate_ppo names the bad one
     n = cfg.num_envs * cfg.num_steps
-    if isinstance(cfg.num_minibatches, int) and cfg.num_minibatches > 0 and n % cfg.num_minibatches:
+    if n % cfg.num_minibatches:
         raise ConfigError(
             "num_minibatches",
             f"with --algo sb3-ppo it must divide num_envs * num_steps = {n} (SB3's minibatches have one fixed "
