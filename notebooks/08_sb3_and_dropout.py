@@ -198,18 +198,20 @@ for d in sorted((work / "sweep").iterdir()):
         fields = dict(part.split("=") for part in d.name.split("__"))
         runs[fields["algo"], fields["dropout_mode"], int(fields["seed"])] = pd.read_csv(d / "metrics.csv")
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
 for ax, algo, title in zip(axes, ["sb3-ppo", "ppo"], ["SB3's PPO (sb3-ppo)", "the sandbox's PPO (ppo)"]):
-    for mode in MODES:
+    for mode in ["consistent", "naive", "rollout-eval", "off"]:  # off last, dashed: it lies on consistent's 0
         curves = np.stack([runs[algo, mode, s].first_ratio_dev.to_numpy() for s in SEEDS])
         steps = runs[algo, mode, SEEDS[0]].env_steps.to_numpy()
         mean, low, high = stats.t_band(curves)
-        ax.plot(steps, mean, color=MODE_COLORS[mode], label=mode)
+        ax.plot(steps, mean, color=MODE_COLORS[mode], ls="--" if mode == "off" else "-", label=mode)
         ax.fill_between(steps, low, high, color=MODE_COLORS[mode], alpha=0.2, lw=0)
     ax.set_title(title)
     ax.set_xlabel("env steps")
 axes[0].set_ylabel("first_ratio_dev = mean |r - 1|")
-axes[1].legend(title="dropout_mode", loc="upper left")
+handles, labels = axes[0].get_legend_handles_labels()
+order = [labels.index(m) for m in MODES]
+fig.legend([handles[i] for i in order], MODES, title="dropout_mode", loc="outside right center")
 plt.show()
 
 # %% [markdown]
