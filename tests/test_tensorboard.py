@@ -65,3 +65,18 @@ def test_a_run_finished_before_the_tensorboard_field_existed_is_still_done(tmp_p
     assert run_status(run) == "done"
     (run.dir / "config.json").write_text(json.dumps({**old, "tensorboard": "elsewhere"}))
     assert run_status(run) == "different"
+
+
+def test_a_resumed_run_shows_each_row_once_in_tensorboard(tmp_path):
+    """Resuming drops the rows after the checkpoint and writes them again; TensorBoard's purge_step hides the first
+    copies, so each update appears once."""
+    out, tb = tmp_path / "run", tmp_path / "tb"
+    cfg = sandbox.Config(**{**CONFIGS["ppo-gym"], "total_steps": 1024}, save_every=2, out=str(out), tensorboard=str(tb))
+    sandbox.train(cfg.replace(quiet=True))
+    (out / "summary.json").unlink()  # as if killed after update 4's row, before the end: resume from update 2
+    (out / "checkpoints" / "update-000004.pt").unlink()
+    sandbox.resume(out, quiet=True)
+    events = EventAccumulator(str(tb / "run"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("metrics/update")]
+    assert steps == pd.read_csv(out / "metrics.csv").env_steps.tolist() == [256, 512, 768, 1024]
