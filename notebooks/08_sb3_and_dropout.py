@@ -34,9 +34,10 @@
 # **Assumptions.** Lesson 1 (PPO's ratio, the four dropout modes, `first_ratio_dev`). You have trained with
 # `PPO("MlpPolicy", env).learn(n)` in SB3 once. No GPU.
 #
-# **Running time**, measured on a 2-core VM that three other jobs were loading at the same time (so an idle
-# 2-core machine is faster): full mode 7.1 minutes, FAST mode (`SANDBOX_FAST=1`, what `make test` runs) 33 s. The
-# last cell prints this run's own time.
+# **Running time**, measured on a 2-core VM while three other jobs loaded it (load average about 6): full mode 9.6
+# minutes (the 40-run sweep 560 s of it), FAST mode (`SANDBOX_FAST=1`, what `make test` runs) 38 s. On an idle
+# 2-core machine, the runs' CPU time (about 300 s for the sweep) puts full mode near 3 minutes and FAST mode near
+# 20 s: estimates, to be measured there. The last cell prints this run's own time.
 
 # %%
 import inspect
