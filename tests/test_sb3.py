@@ -260,3 +260,13 @@ def test_the_sb3_dropout_layer_draws_and_applies_through_the_seam():
     seamed = sandbox.train(cfg, maths=sandbox.Maths(dropout_mask=counted_mask, apply_dropout=counted_apply)).metrics
     assert calls["mask"] > 0 and calls["apply"] > calls["mask"]
     assert seamed.drop(columns=["wall_s", "sps"]).equals(plain.drop(columns=["wall_s", "sps"]))
+
+
+def test_env_params_and_stop_at_threshold_on_the_sb3_arm(monkeypatch):
+    model = make_model(sandbox.config.validate(sb3(env_params={"masscart": 10.0})))
+    assert all(e.unwrapped.masscart == 10.0 and e.unwrapped.total_mass == 10.1 for e in model.env.envs)
+    monkeypatch.setattr("sandbox.sb3.reward_threshold", lambda env_id: 10.0)  # random CartPole episodes reach it
+    r = sandbox.train(sb3(total_steps=8 * 32 * 20, stop_at_threshold=True))
+    assert r.summary["message"] == "reached the reward threshold (--stop-at-threshold)"
+    assert r.summary["solved_at_steps"] == r.summary["env_steps"] < 8 * 32 * 20
+    assert len(r.metrics) == r.summary["updates"] < 20  # the stopped update has no row, as in the sandbox's PPO
