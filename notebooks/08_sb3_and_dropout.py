@@ -34,10 +34,10 @@
 # **Assumptions.** Lesson 1 (PPO's ratio, the four dropout modes, `first_ratio_dev`). You have trained with
 # `PPO("MlpPolicy", env).learn(n)` in SB3 once. No GPU.
 #
-# **Running time**, measured on a 2-core VM while three other jobs loaded it (load average about 6): full mode 9.6
-# minutes (the 40-run sweep 560 s of it), FAST mode (`SANDBOX_FAST=1`, what `make test` runs) 38 s. On an idle
-# 2-core machine, the runs' CPU time (about 300 s for the sweep) puts full mode near 3 minutes and FAST mode near
-# 20 s: estimates, to be measured there. The last cell prints this run's own time.
+# **Running time**, measured on a 2-core VM shared with other jobs: full mode 3.6 minutes (the 40-run sweep 201 s
+# of it) at a load average of about 3.5, and 9.6 minutes at a load average of 6; FAST mode (`SANDBOX_FAST=1`, what
+# `make test` runs) 13 s at load 3 and 38 s at load 6. An idle 2-core machine is faster still. The last cell prints
+# this run's own time.
 
 # %%
 import inspect
