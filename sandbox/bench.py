@@ -341,7 +341,7 @@ def trl_available() -> str | None:
         import transformers  # noqa: F401
         import trl  # noqa: F401
     except ImportError as err:
-        return f"TRL is not installed ({err.name}); pip install -c constraints.txt -e '.[bench]'"
+        return f"TRL is not installed ({err.name}); pip install -c requirements.lock -e '.[bench]'"
     return None
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from typing import Literal
 
 from .dropout_modes import MODE_NAMES, MODES, DropoutModeName
 
-ALGOS: tuple[str, ...] = ("ppo", "grpo")
+ALGOS: tuple[str, ...] = ("ppo", "grpo", "sb3-ppo")
 LANG_PREFIX = "lang:"
 
 
@@ -39,8 +40,9 @@ class ConfigError(ValueError):
 class RunConfig:
     """What to run, and where the run writes."""
 
-    algo: Literal["ppo", "grpo"] = "ppo"
-    """Algorithm: ppo (clipped surrogate, value function, GAE) or grpo (group-relative advantages, no value)."""
+    algo: Literal["ppo", "grpo", "sb3-ppo"] = "ppo"
+    """Algorithm: ppo (clipped surrogate, value function, GAE), grpo (group-relative advantages, no value), or
+    sb3-ppo (Stable-Baselines3's own PPO with a dropout policy and the four modes, sandbox.sb3; Gym tasks only)."""
     env: str = "CartPole-v1"
     """A Gymnasium id (Box observations; Discrete or Box actions), or a language task lang:NAME with NAME one of
     digit, positive, reverse, sort, add, length (run by the tiny transformer from its pretrained reference)."""
@@ -65,6 +67,9 @@ class RunConfig:
     sandbox train --resume needs). 0: only the final policy.pt."""
     quiet: bool = False
     """No progress bar (it is also off when stderr is not a terminal)."""
+    tensorboard: str | None = None
+    """Also log every metrics row to TensorBoard under DIR/<run directory name> (x-axis: env_steps; needs the
+    tensorboard extra). metrics.csv stays the record; this is a view of it."""
     torch_threads: int = 1
     """Torch intra-op threads. 1 is fastest for these small nets; run seeds in parallel processes instead."""
 
@@ -136,7 +141,7 @@ class PPOConfig:
 
     def _validate_ppo(self) -> None:
         _positive_int(self, "num_envs", "num_steps", "num_minibatches", "update_epochs")
-        if self.algo == "ppo" and not self.is_lang:
+        if self.algo in ("ppo", "sb3-ppo") and not self.is_lang:
             if self.total_steps < self.batch_size:
                 raise ConfigError(
                     "total_steps",
@@ -260,7 +265,7 @@ class DropoutConfig:
             raise ConfigError(
                 "dropout_cutoff", f"--dropout-schedule {self.dropout_schedule} needs a cutoff > 0, in updates"
             )
-        if self.dropout_value and (self.algo != "ppo" or self.is_lang):
+        if self.dropout_value and (self.algo not in ("ppo", "sb3-ppo") or self.is_lang):
             raise ConfigError("dropout_value", "only for PPO on Gym (elsewhere there is no separate value network)")
 
 
@@ -440,6 +445,8 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
     ("grpo", "gym"): dict(learning_rate=3e-3, gamma=0.99, num_minibatches=4, ent_coef=0.0, dropout=0.0),
     ("ppo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1),
     ("grpo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1),
+    # SB3's PPO from the same config: the same defaults as the sandbox's PPO, mapped to SB3's names (sandbox.sb3)
+    ("sb3-ppo", "gym"): dict(learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0),
 }
 
 
@@ -447,6 +454,10 @@ def resolve(cfg: Config) -> Config:
     """Fill the fields left at None with their algorithm and task family's defaults (``FAMILY_DEFAULTS``)."""
     if cfg.algo not in ALGOS:
         raise ConfigError("algo", f"unknown algorithm {cfg.algo!r}; one of: {', '.join(ALGOS)}")
+    if cfg.algo == "sb3-ppo" and cfg.is_lang:
+        raise ConfigError(
+            "env", f"sb3-ppo trains on Gymnasium ids, not the language task {cfg.env}; use --algo ppo or grpo"
+        )
     defaults = FAMILY_DEFAULTS[(cfg.algo, "lang" if cfg.is_lang else "gym")]
     return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
 
@@ -457,6 +468,7 @@ def validate(cfg: Config) -> Config:
     cfg = resolve(cfg)
     for check in (
         cfg._validate_run,
+        partial(_validate_sb3, cfg),
         cfg._validate_dropout,
         cfg._validate_variants,
         cfg._validate_ppo,
@@ -466,6 +478,39 @@ def validate(cfg: Config) -> Config:
     ):
         check()
     return cfg
+
+
+SB3_UNSUPPORTED: dict[str, tuple[object, str]] = {
+    # field -> (the only value sb3-ppo accepts, why): options with no meaning in SB3's PPO are refused, not ignored
+    "clip_coef_high": (None, "SB3's PPO clips the ratio symmetrically (clip_range); there is no eps_high"),
+    "beta": (0.0, "SB3's PPO has no KL term to a reference policy; use --algo ppo"),
+    "kl_target": (None, "SB3's PPO has no KL term to a reference policy; use --algo ppo"),
+    "ref": (None, "SB3's PPO starts from its own initialisation and has no reference policy; use --algo ppo"),
+    "init_from_ref": (False, "SB3's PPO starts from its own initialisation; use --algo ppo"),
+    "dropout_samples": (1, "multi-sample dropout is a sandbox variant (one mask per layer in the SB3 policy)"),
+    "sample_dropout": ("none", "sample dropout is a sandbox variant; SB3's train() has no such step"),
+    "grad_diag_every": (0, "the gradient-noise diagnostics are the sandbox learner's; use --algo ppo"),
+    "save_every": (0, "sb3-ppo writes no checkpoints to --resume from (SB3 saves its models with model.save)"),
+}
+"""What the SB3 arm refuses (``sandbox.sb3`` maps every other field of a Gym config to SB3's hyperparameters)."""
+
+
+def _validate_sb3(cfg: Config) -> None:
+    if cfg.algo != "sb3-ppo":
+        return
+    for name, (allowed, why) in SB3_UNSUPPORTED.items():
+        if getattr(cfg, name) != allowed:
+            raise ConfigError(name, f"not with --algo sb3-ppo: {why}")
+    sizes = (cfg.num_envs, cfg.num_steps, cfg.num_minibatches)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        return  # _validate_ppo names the bad one
+    n = cfg.num_envs * cfg.num_steps
+    if n % cfg.num_minibatches:
+        raise ConfigError(
+            "num_minibatches",
+            f"with --algo sb3-ppo it must divide num_envs * num_steps = {n} (SB3's minibatches have one fixed "
+            f"size, batch_size = {n} / num_minibatches), got {cfg.num_minibatches}",
+        )
 
 
 # --- checks shared by the groups -----------------------------------------------------------------------------------

@@ -82,6 +82,13 @@ def load(path: str | os.PathLike, field: str = "ref") -> dict:
         )
     missing = [k for k in _REQUIRED if k not in blob]
     network = blob.get("network")
+    if not missing and isinstance(network, dict) and network.get("type") == "sb3":  # sandbox.sb3, other spaces
+        raise ConfigError(
+            field,
+            f"{path} holds a Stable-Baselines3 policy for {network.get('env')} (observations "
+            f"{network.get('observation')}, actions {network.get('action')}); the sandbox's agents read 1-D Box "
+            "observations and Discrete or 1-D Box actions",
+        )
     if missing or not isinstance(network, dict) or network.get("type") not in ("mlp", "gpt"):
         raise ConfigError(
             field, f"{path} is a damaged sandbox file (missing or bad: {', '.join(missing) or 'network'})"

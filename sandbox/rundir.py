@@ -10,11 +10,13 @@ An existing directory is never overwritten unless asked to.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,33 @@ def prepare_run_dir(out: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+def check_tensorboard(config: Config) -> None:
+    """``--tensorboard`` needs the tensorboard package (the optional ``tensorboard`` extra): a one-line error
+    before anything is written if it is missing."""
+    if config.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "tensorboard",
+            "needs the tensorboard package, which is not installed: "
+            "pip install -c requirements.lock -e '.[tensorboard]'",
+        )
+
+
+def tensorboard_writer(config: Config, run_dir: Path | None, purge_step: int | None = None):
+    """A TensorBoard ``SummaryWriter`` for ``config.tensorboard``/<the run directory's name> (without a run
+    directory: <env>-<algo>-<mode>-s<seed>-<time>), so that ``tensorboard --logdir DIR`` shows one run per
+    subdirectory. ``purge_step``: a resumed run hides the events from that step on (they are written again)."""
+    check_tensorboard(config)
+    from torch.utils.tensorboard import SummaryWriter
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    env = config.env.replace(":", "_").replace("/", "_")
+    name = run_dir.name if run_dir is not None else f"{env}-{config.algo}-{config.dropout_mode}-s{config.seed}-{stamp}"
+    try:
+        return SummaryWriter(log_dir=str(Path(config.tensorboard) / name), purge_step=purge_step)
+    except OSError as err:
+        raise ConfigError("tensorboard", f"cannot write to {config.tensorboard}: {err.strerror}") from None
+
+
 class RunLog:
     """Collects a run's rows in memory and, when ``out`` is given, writes them to the run directory.
 
@@ -150,6 +179,7 @@ class RunLog:
         self.episode_rows: list[tuple] = []
         self.dir: Path | None = None
         self._files: list = []
+        self._tb = None  # --tensorboard: a view of the rows, written as they come
         if config.out is not None:
             if resume is None:
                 self.dir = prepare_run_dir(config.out, config.overwrite)
@@ -166,6 +196,9 @@ class RunLog:
                 self._mw.writeheader()
                 self._ew.writerow(EPISODE_COLUMNS)
         self._pending_episodes = 0
+        if config.tensorboard is not None:
+            purge = int(self.rows[-1]["env_steps"]) + 1 if self.rows else None  # resume: hide the dropped rows
+            self._tb = tensorboard_writer(config, self.dir, purge)
 
     def _keep_rows_until(self, update: int, episodes: int) -> None:
         """Read back the rows up to a checkpoint and rewrite both files with only those (atomically)."""
@@ -215,9 +248,16 @@ class RunLog:
         self.rows.append(row)
         if self.dir is not None:
             self._mw.writerow({k: _fmt(v) for k, v in row.items()})
-            self.flush()
+        if self._tb is not None:
+            step = int(row["env_steps"])
+            for name, value in row.items():
+                if name != "env_steps" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(f"metrics/{name}", value, step)
+        self.flush()
 
     def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
         if self.dir is None:
             return
         if self._pending_episodes:
@@ -231,6 +271,8 @@ class RunLog:
         self.flush()
         for f in self._files:
             f.close()
+        if self._tb is not None:
+            self._tb.close()
         if self.dir is not None and write_summary:
             write_json_atomic(self.dir / "summary.json", summary)
         metrics = pd.DataFrame(self.rows, columns=list(METRIC_COLUMNS)).astype(float)

@@ -139,6 +139,10 @@ def run_status(run: Run) -> str:
         written = json.loads((d / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return "partial"
+    try:  # a config.json written before a field was added lacks it: compare with the field's default filled in
+        written = Config.from_dict(written).to_dict()
+    except (ConfigError, TypeError):
+        return "different"
     return "done" if written == run.config.to_dict() else "different"
 
 
@@ -358,7 +362,7 @@ def _run_ray(work: list[list[Run]], workers: int, address: str | None, done) -> 
     try:
         import ray
     except ImportError:
-        raise ConfigError("backend", "ray is not installed: pip install -c constraints.txt -e '.[ray]'") from None
+        raise ConfigError("backend", "ray is not installed: pip install -c requirements.lock -e '.[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)

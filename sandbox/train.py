@@ -19,7 +19,7 @@ from .policy_file import VERSION, load
 from .population import check_population, train_ppo_population
 from .ppo import train_ppo
 from .reference import check_ref
-from .rundir import RunLog, RunResult, latest_checkpoint
+from .rundir import RunLog, RunResult, check_tensorboard, latest_checkpoint
 
 
 def train(config: Config, maths: Maths | None = None) -> RunResult:
@@ -39,7 +39,11 @@ def check(config: Config) -> None:
     """The checks that need an environment or a file (after :func:`sandbox.config.validate`): the Gym env builds
     with its ``env_params`` (or the language task exists), Dr. GRPO's constant length exists, and ``--ref`` fits."""
     spaces = None
-    if config.is_lang:
+    if config.algo == "sb3-ppo":  # SB3's MlpPolicy takes more spaces than the sandbox's agents (sandbox.sb3)
+        from .sb3 import check_sb3_env
+
+        spaces = check_sb3_env(config.env, config.env_params)
+    elif config.is_lang:
         if config.task_name not in TASK_NAMES:
             known = ", ".join(f"lang:{t}" for t in TASK_NAMES)
             raise ConfigError("env", f"unknown language task {config.task_name!r}; one of: {known}")
@@ -52,6 +56,7 @@ def check(config: Config) -> None:
                 "no time limit (max_episode_steps); use grpo or bnpo",
             )
     check_ref(config, spaces)
+    check_tensorboard(config)
 
 
 def train_population(configs: list[Config], maths: Maths | None = None) -> list[RunResult]:
@@ -74,7 +79,7 @@ def train_population(configs: list[Config], maths: Maths | None = None) -> list[
 
 
 # fields that say where and how loudly a run writes, not what it computes: a resumed run may differ in them
-_WHERE = ("out", "overwrite", "quiet")
+_WHERE = ("out", "overwrite", "quiet", "tensorboard")
 
 
 def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool = False) -> RunResult:
@@ -112,11 +117,18 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
     return _run(config, maths, log, blob)
 
 
+def _train_sb3_ppo(config: Config, maths: Maths, log: RunLog, resume: dict | None) -> RunResult:
+    from .sb3 import train_sb3_ppo  # imports stable_baselines3: only when an SB3 run asks for it
+
+    return train_sb3_ppo(config, maths, log, resume)
+
+
 TRAINERS = {
     ("ppo", False): train_ppo,
     ("ppo", True): train_lang_ppo,
     ("grpo", False): train_grpo,
     ("grpo", True): train_grpo,
+    ("sb3-ppo", False): _train_sb3_ppo,
 }
 """(algo, is a language task) -> the trainer."""
 

@@ -119,7 +119,9 @@ def test_the_readme_layout_names_every_module_and_only_existing_ones():
     layout = readme[readme.index("## Layout") :]
     layout = layout[: layout.index("\n## ", 5)] if "\n## " in layout[5:] else layout
     modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    named = {n.removeprefix("sandbox/") for n in re.findall(r"\b([a-z_][a-z_0-9]*(?:/[a-z_0-9]+)?\.py)\b", layout)}
+    named = {
+        n.removeprefix("sandbox/") for n in re.findall(r"\b([a-z_][a-z0-9_]*(?:/[a-z_][a-z0-9_]*)?\.py)\b", layout)
+    }
     top_level = {m for m in modules if "/" not in m}
     inner = {m.split("/")[1] for m in modules if "/" in m}  # the subpackages' modules: lang/, grade/
     assert top_level - named == set(), "modules missing from the README's Layout"
