@@ -15,9 +15,9 @@
 # **Assumes.** Lessons 00 (a run and its files) and 03 (the dropout modes, `first_ratio_dev`). No statistics course:
 # every method is named and its function is in `sandbox/stats.py`, which this lesson calls.
 #
-# **Running time**, measured on 2 cores: full mode RUNTIME_FULL; with `SANDBOX_FAST=1` RUNTIME_FAST (2 seeds of tiny
-# runs that only check the notebook works: their numbers mean nothing). The committed outputs are those of a full
-# run.
+# **Running time**, measured on 2 cores shared with other jobs (load about 5): full mode 4.9 min (2.9 min of CPU
+# time, about what an idle machine takes); with `SANDBOX_FAST=1` 10 s (2 seeds of tiny runs that only check the
+# notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 
 # %%
 import os
@@ -161,7 +161,7 @@ for mode in list(MODE_COLORS)[1:]:
 comparisons = pd.DataFrame(table)
 comparisons["p Holm"] = [float(f"{p:.2g}") for p in stats.holm([c.p_value for c in comparisons._c])]
 comparisons["verdict"] = [stats.verdict(c, p) for c, p in zip(comparisons._c, comparisons["p Holm"])]
-comparisons.drop(columns="_c").round(3)
+comparisons.drop(columns="_c").round({"diff": 1, "g": 2, "P(improvement)": 2})
 
 # %% [markdown]
 # **Holm's correction.** Three comparisons at 0.05 each would call at least one "significant" far more often than 5%
@@ -208,25 +208,37 @@ needed
 #
 # ## 6. The report, line by line
 #
-# `write_report` (what `sandbox report runs/lesson04` does) writes `report.md`, `report.csv` and the figures. Its key
-# table, task by task:
+# `write_report` (what `sandbox report runs/lesson04` does) writes `report.md`, `report.csv` and the figures.
+# `report.md` has a table per question; here are three of them.
 
 # %%
 table = write_report(OUT, quiet=True)
 report = (OUT / "report.md").read_text()
-display(Markdown(report[report.index("| group") : report.index("\n\n", report.index("| group"))]))
+
+
+def section(title: str) -> str:
+    """The table under the heading ``## title`` of report.md."""
+    start = report.index("| group", report.index(f"## {title}"))
+    return report[start : report.index("\n\n", start)]
+
+
+for title in ("Final performance", "Against the baseline", "Mechanism"):
+    display(Markdown(f"**{title}**\n\n" + section(title)))
 
 # %% [markdown]
-# Reading one line, left to right:
+# Reading them, left to right:
 #
-# - **group**: the settings that differ between groups (here the dropout mode); dropout off is the *baseline* the
-#   others are compared with (`--baseline dropout_mode=off`, the default);
-# - **final IQM [95% CI]**: section 3's IQM and BCa interval; **solved**: how many seeds reached 475;
-# - **first_ratio_dev**: the mechanism, from lesson 03 (exactly 0 in off and consistent);
-# - **P(improvement)**, **p Holm** and the **verdict**: section 4, with Holm over every comparison of the report.
+# - **Final performance**: per group (the settings that differ between groups: here the dropout mode), section 3's
+#   IQM with its BCa interval and the mean with its t interval, the seed-to-seed standard deviation, how many seeds
+#   reached 475 and after how many steps (seconds too, for runs trained on their own: a population member's clock is
+#   the whole population's), and collapses (a run that reached 90% of the threshold, then fell below half of it).
+# - **Against the baseline**: each group against dropout off (`--baseline dropout_mode=off`, the default) with
+#   section 4's numbers: the difference with Welch's interval, Hedges' g, P(improvement), the permutation test's p,
+#   Holm's p over every comparison of the report, the seeds needed, and the verdict.
+# - **Mechanism**: lesson 03's measurements, averaged over updates and seeds: exactly 0 for off and consistent.
 #
-# `report.md` says the same in sentences and names every method; `report.csv` has every column, one row per group,
-# for your own plots. Two of its figures:
+# `report.md` also names every method in sentences; `report.csv` has every column, one row per group, for your own
+# plots. Two of its figures:
 
 # %%
 display(Image(filename=str(OUT / "final_per_seed.png")))

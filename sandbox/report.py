@@ -35,7 +35,7 @@ from . import stats
 from .dropout_modes import dropout_is_off
 from .plots import MODE_COLORS, mode_color, use_style
 
-IGNORED = ("seed", "out", "overwrite", "quiet", "torch_threads", "save_every")  # not part of what a group is
+IGNORED = ("seed", "out", "overwrite", "quiet", "torch_threads", "save_every", "tensorboard")  # not what a group is
 # fields without effect when dropout is off: a baseline "dropout_mode=off" group may differ in them
 INERT_WHEN_OFF = (
     "dropout",
@@ -935,7 +935,8 @@ def _figures(groups: list[Group], table: pd.DataFrame, bases: dict, out: Path) -
     """Draw the report's figures into ``out``; returns (file name, caption) pairs."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "inline" not in matplotlib.get_backend():  # a notebook keeps its inline plots (each figure here is closed)
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = _tasks(groups)
