@@ -268,29 +268,32 @@ def _optimise(
     log: list[tuple] = []  # per minibatch: what the metrics need, for every member at once
     epochs_done = {k: cfg.update_epochs if k in parts else 0 for k in pop.active}
     stepping = list(parts)
+    single = {k: [torch.arange(int(sizes[k]))] for k in parts if parts[k] == 1}  # the whole batch, every epoch
+    normalised = not cfg.norm_adv or max(parts.values(), default=1) == 1
+    padded: dict[tuple, tuple] = {}  # whole-batch minibatches are the same every epoch: gathered once
     for epoch in range(cfg.update_epochs):
         order = {
-            k: [torch.arange(int(sizes[k]))]
-            if parts[k] == 1
-            else torch.randperm(int(sizes[k]), generator=gens[k]).tensor_split(parts[k])
+            k: single.get(k) or torch.randperm(int(sizes[k]), generator=gens[k]).tensor_split(parts[k])
             for k in stepping
         }
         for j in range(max((len(o) for o in order.values()), default=0)):
             now = [k for k in stepping if j < len(order[k])]
             rows = [order[k][j] if k in now else torch.zeros(0, dtype=torch.long) for k in range(K)]
-            idx, valid = _pad_rows(rows, width)
-            mb = stacked.gather(idx)
+            key = tuple(now) if all(k in single for k in now) else None
+            if key is None or key not in padded:
+                idx, valid = _pad_rows(rows, width)
+                padded[key] = (valid, stacked.gather(idx))
+            valid, mb = padded[key]
             actor_masks, critic_masks = _update_masks(agents, mb, rows, runs, gens, width)
             logp, entropy, values = agents.evaluate(mb.obs, mb.actions, actor_masks, critic_masks, cfg.ent_coef > 0)
-            normalised = not cfg.norm_adv or max(parts.values()) == 1
             terms = _member_loss(mb, logp, entropy, values, valid, normalised, runs, betas, maths)
-            loss, kl = terms["loss"].detach(), terms["approx_kl"]
-            stop = [k for k in now if cfg.target_kl is not None and float(kl[k]) > cfg.target_kl]
+            loss, kl = terms["loss"].detach().tolist(), terms["approx_kl"].tolist()
+            stop = [k for k in now if cfg.target_kl is not None and kl[k] > cfg.target_kl]
             for k in stop:  # this minibatch: no step for this member, and no more this update
                 epochs_done[k] = epoch
                 stepping.remove(k)
             step = [k for k in now if k not in stop]
-            for k in [k for k in step if not math.isfinite(float(loss[k]))]:
+            for k in [k for k in step if not math.isfinite(loss[k])]:
                 step.remove(k)
                 stepping.remove(k)
                 pop.fail(k, NonFiniteLossError(_non_finite_message(runs[k].update, epoch, terms, k)))
