@@ -13,9 +13,9 @@
 # **Assumes.** Lesson 00 (a run, its `metrics.csv`); discounted returns and a value function V(s) = the expected
 # discounted return from s.
 #
-# **Running time**, measured on 2 cores shared with other jobs (load about 6): full mode 4.2 min (2.2 min of CPU
-# time, about what an idle machine takes); with `SANDBOX_FAST=1` 9 s (tiny runs that only check the notebook works:
-# their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time**, measured on 2 cores shared with other jobs (load 1-3): full mode 2.2 min (2.0 min of CPU time,
+# about what an idle machine takes; 5.0 min at load 5); with `SANDBOX_FAST=1` 16 s, 10 s of CPU (tiny runs that only
+# check the notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **Read along:** `sandbox/ppo.py`, step 2 of `train_ppo` ("Advantages"), and `gae` in `sandbox/maths.py`.
 #
@@ -199,7 +199,8 @@ plt.show()
 # updates, the area under the learning curve divided by its length), which rewards learning early and staying
 # solved. Each setting against the preset's lambda = 0.8, with `sandbox.stats`: a permutation test, Holm's correction
 # for the number of comparisons in the table, Welch's interval of the difference, the probability that a seed of the
-# setting beats a seed of the baseline, and a verdict in words (`stats.verdict`: none below five seeds per group).
+# setting beats a seed of the baseline, a verdict in words (`stats.verdict`: none below five seeds per group) and the
+# seeds per group a t test would need to detect the observed difference with 80% power (`stats.comparison_table`).
 
 
 # %%
@@ -217,13 +218,14 @@ stats.comparison_table({"mean return over training": auc}, baseline=0.8, quality
 # %% [markdown]
 # What these runs show (5 seeds, 60k steps each):
 #
-# - **lambda = 0 learned slowest**: its mean return over training was 176 against 326 for lambda = 0.8, and no
-#   lambda = 0 seed ended solved. Welch's 95% interval of the difference, [-261, -39], excludes 0, but the verdict
-#   comes from the permutation test corrected for the two comparisons (Holm), p = 0.079: with five seeds, *no
-#   significant difference*. Suggestive, not established; more seeds would decide it.
-# - **lambda = 1 and lambda = 0.8 are indistinguishable** over the whole run (334 against 326). At the end, all five
-#   lambda = 1 seeds were solved while two lambda = 0.8 seeds had fallen back (final returns 118 and 64): the seeds
-#   of one setting spread widely, as lesson 00 showed.
+# - **lambda = 0 learned slowest**: its mean return over training was 193 against 327 for lambda = 0.8, difference
+#   -134 [95% CI -222, -46]; every lambda = 0 seed was below every lambda = 0.8 seed (P(beats baseline) 0), and the
+#   permutation test corrected for the two comparisons (Holm) gives p = 0.016: verdict *worse*. Three of its five
+#   seeds ended far from solved (final returns 141 to 228); the other two reached 500 late in the run (figure above).
+# - **lambda = 1 and lambda = 0.8 are indistinguishable** over the whole run (333 against 327, p = 0.80; at this
+#   difference 80% power would need about 550 seeds per group). At the end, every lambda = 0.8 seed and four of the
+#   lambda = 1 seeds were at 475-500, while one lambda = 1 seed ended at 353: the seeds of one setting spread widely,
+#   as lesson 00 showed.
 #
 # ## 3. Termination or truncation?
 #
@@ -341,17 +343,18 @@ stats.comparison_table(scores, baseline="right", quality=QUALITY)
 # first episode reaches 500 steps):
 #
 # - **The advantages**: at every truncation the bug gave the last step a raw advantage of about -45 (per-seed means
-#   -43.7 to -46.8), where bootstrapping through the time limit gives about 0. The batch's advantages otherwise
-#   spread by 1 to 3 (standard deviation), so once PPO normalises them each of these steps is a large outlier that
-#   pushes down the probability of whatever the policy did last, in a state where it was doing well.
-# - **The critic** learned lower values: 47.0 against 49.1 on the rollouts that had a truncation, difference -2.1
-#   [95% CI -3.1, -1.1]; every seed with the bug was below every seed without it (P(beats baseline) 0), verdict
+#   -44.6 to -46.8), where bootstrapping through the time limit gives about 0. The batch's advantages otherwise
+#   spread by 1 to 3 (standard deviation, mean over updates: 0.9 to 2.6 per seed), so once PPO normalises them each
+#   of these steps is a large outlier that pushes down the probability of whatever the policy did last, in a state
+#   where it was doing well.
+# - **The critic** learned lower values: 47.3 against 48.9 on the rollouts that had a truncation, difference -1.6
+#   [95% CI -2.6, -0.5]; every seed with the bug was below every seed without it (P(beats baseline) 0), verdict
 #   *lower* after Holm's correction over the four comparisons (p = 0.032).
-# - **`explained_var`** over the second half was 0.38 with the bug against 0.61: no significant difference with five
+# - **`explained_var`** over the second half was 0.33 with the bug against 0.47: no significant difference with five
 #   seeds.
-# - **The return**: no significant difference (mean return over training 325 against 326). On CartPole at this budget
-#   the bug corrupts the critic and the advantages measurably, and the outcome not measurably; it can only act once a
-#   policy balances for 500 steps, late in these runs.
+# - **The return**: no significant difference (mean return over training 326 against 327, final return 497 against
+#   495). On CartPole at this budget the bug corrupts the critic and the advantages measurably, and the outcome not
+#   measurably; it can only act once a policy balances for 500 steps, late in these runs.
 #
 # The fix, if the time limit mattered to the task, would be to put the time in the observation (Pardo et al. 2018,
 # "Time Limits in Reinforcement Learning"); when it is only a training convenience, as here, bootstrap through it.
@@ -388,19 +391,25 @@ ax.set(
 ax.legend(loc="lower left")
 plt.show()
 spread = {
-    lmb: float(np.mean([pd.DataFrame(records["right", lmb, s]).returns_std.iloc[-50:].mean() for s in SEEDS]))
-    for lmb in lambdas
+    lmb: [pd.DataFrame(records["right", lmb, s]).returns_std.iloc[-50:].mean() for s in SEEDS] for lmb in lambdas
 }
-print("std of the targets R over the last 50 updates, mean over seeds:", {k: round(v, 2) for k, v in spread.items()})
+late_ev = {lmb: [runs["right", lmb, s].metrics.explained_var.iloc[-50:].mean() for s in SEEDS] for lmb in lambdas}
+print("over the last 50 updates, per seed (the order of SEEDS):")
+print("  std of the targets R:", {k: np.round(v, 2).tolist() for k, v in spread.items()})
+print("  mean explained_var:  ", {k: np.round(v, 2).tolist() for k, v in late_ev.items()})
 
 # %% [markdown]
-# - **lambda = 0 reads the highest** (near 1 for most of the run), yet it learned slowest (section 2). Its target
-#   r + gamma V(s') is mostly the critic's own prediction, so the critic predicts it easily: a high `explained_var`
-#   says the critic is consistent with itself, not that it is right.
-# - **lambda = 1 falls far below 0** once its seeds are solved. Its targets are then all about 50: their standard
-#   deviation over the last 50 updates was 0.03 (against 2.98 for lambda = 0.8), so Var(R) in the denominator is tiny
-#   and small errors of the critic give large negative values.
+# - **lambda = 0 reads the highest** (near 1 for most of the run; 0.93 to 0.99 over the last 50 updates, every
+#   seed), yet it learned slowest (section 2). Its target r + gamma V(s') is mostly the critic's own prediction, so
+#   the critic predicts it easily: a high `explained_var` says the critic is consistent with itself, not that it is
+#   right.
+# - **lambda = 1 falls to 0 and below** once its seeds are solved. Their targets are then all about 50: over the last
+#   50 updates the four solved seeds' targets had a standard deviation of 0.03, so Var(R) in the denominator is tiny
+#   and small errors of the critic give large negative values (-1.34 to +0.26 on average over those updates, and
+#   below -3 over some stretches of 10 updates: the band leaves the plot).
 # - **lambda = 0.8** sits in between, and its band is wide: its seeds differ in when and whether they stay solved.
+#   The same effect shows within it: its seed whose targets had settled (standard deviation 0.03) read -0.73 over the
+#   last 50 updates, the other four 0.59 to 0.97.
 #
 # So read `explained_var` as a diagnostic of the critic *relative to its own targets*, with the targets in mind:
 # a value near 1 with lambda near 0 is easy to reach, a negative value on a solved task may only mean the targets
@@ -425,8 +434,8 @@ print("std of the targets R over the last 50 updates, mean over seeds:", {k: rou
 #    also `terminated`, so delta_2 = r_2 - V(s_2): the terminal state's value is multiplied by 0.
 # 2. lambda = 0 uses V(s_{t+1}) in every target, so it inherits the critic's errors (bias). lambda = 1 sums every
 #    future reward of the episode, each a random outcome of later actions and states (variance). In section 2's runs,
-#    lambda = 0 had the lowest mean return (not a significant difference with five seeds); lambda = 1 and 0.8 were
-#    indistinguishable.
+#    lambda = 0 had the lowest mean return (significantly below lambda = 0.8 with five seeds); lambda = 1 and 0.8
+#    were indistinguishable.
 # 3. `terminated = 0` (the pole was still up), `dones = 1` (the episode ended). The advantage bootstraps from V of
 #    the final observation but does not look into the next episode.
 # 4. The last state before the cut gets the target r = 1 instead of r + gamma V(s') (about 50), and the states

@@ -13,9 +13,9 @@
 # **Assumes.** Lesson 00 (a run and its metrics) and lesson 01 (advantages). The policy gradient idea: raise the
 # probability of actions with positive advantage, lower it for negative ones.
 #
-# **Running time**, measured on 2 cores shared with other jobs (load about 6): full mode 4.4 min (2.2 min of CPU
-# time, about what an idle machine takes); with `SANDBOX_FAST=1` 17 s (tiny runs that only check the notebook works:
-# their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time**, measured on 2 cores shared with other jobs (load about 3): full mode 2.1 min (1.9 min of CPU
+# time, about what an idle machine takes; 2.8 min at load 4.5); with `SANDBOX_FAST=1` 19 s, 11 s of CPU (tiny runs
+# that only check the notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **Read along:** `ppo_loss` and `kl_k3` in `sandbox/maths.py`; `ppo_objective` in `sandbox/ppo.py` (the loss of one
 # minibatch); `Learner.optimise` in `sandbox/learner.py` (the epochs, the minibatches, `target_kl`);
@@ -168,17 +168,18 @@ print(
 
 # %% [markdown]
 # In update 40 (the clip range is 0.167 by then) every ratio starts at exactly 1: in epoch 1 the policy has not
-# moved. The spread grows epoch by epoch; from epoch 5 some samples are outside the band, 14.8% at epoch 13, and the
-# spread narrows again in the last epochs. The two curves on the right differ: `clipfrac` counts every sample outside
-# the band, but only those on the clipped side (A > 0 above the band, A < 0 below it: 9.4% at epoch 13) lose their
-# gradient. The other 37% of those outside are on the unclipped side and keep their full gradient, which points back
-# towards the band. (The mean of the per-epoch fractions matches `metrics.csv`'s `clipfrac` to 3e-8: printed above.)
+# moved. The spread grows epoch by epoch; from epoch 7 some samples are outside the band, 12.5% at epoch 11, then the
+# spread narrows for a few epochs and widens again in the last ones (5% outside at epoch 20). The two curves on the
+# right differ: `clipfrac` counts every sample outside the band, but only those on the clipped side (A > 0 above the
+# band, A < 0 below it: 8.2% at epoch 11) lose their gradient. The other 34% of those outside are on the unclipped
+# side and keep their full gradient, which points back towards the band. (The mean of the per-epoch fractions
+# matches `metrics.csv`'s `clipfrac`, 0.032 for this update, to 3e-8: printed above.)
 #
 # In `metrics.csv`, `clipfrac` is one number per update, the mean over its 20 steps (left, with the fraction whose
 # clip is active, both smoothed over 10 updates). Right: `approx_kl` (section 3), how far each update moved the
-# policy. `clipfrac` is highest in the first 25k steps, while the policy changes fastest, and then settles at a few
-# percent: `approx_kl` falls towards 0 as the learning rate decays, but the clip range shrinks with it, so ever smaller
-# moves count as outside the band.
+# policy. `clipfrac` stays between about 2% and 12% for the whole run (with a dip near 32k steps), while `approx_kl`
+# falls towards 0 after 30k steps as the learning rate decays: the clip range shrinks with it, so ever smaller moves
+# count as outside the band.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9.5, 3))
@@ -186,7 +187,9 @@ m = run0.metrics
 active = per_update.active_top + per_update.active_bottom
 axes[0].plot(m.env_steps, m.clipfrac.rolling(10).mean(), color=OTHER_COLORS[0], label="clipfrac (outside the band)")
 axes[0].plot(m.env_steps, active.rolling(10).mean().to_numpy(), color=OTHER_COLORS[1], label="clip active (gradient 0)")
-axes[0].set(xlabel="env steps", title="seed 0: mean of 10 updates")
+smoothed_top = m.clipfrac.rolling(10).mean().max()
+# headroom above the highest point, for the legend
+axes[0].set(xlabel="env steps", title="seed 0: mean of 10 updates", ylim=(0, 1.35 * smoothed_top))
 axes[0].legend(loc="upper right")
 axes[1].plot(m.env_steps, m.approx_kl.rolling(10).mean(), color=OTHER_COLORS[2])
 axes[1].set(xlabel="env steps", title="approx_kl: mean of 10 updates")
@@ -272,7 +275,7 @@ for name in list(settings)[:3]:
 axes[0].set(xlabel="env steps", title="epochs_done", ylim=(0, 21))
 axes[1].axhline(475, color="grey", ls=":", lw=1)
 axes[1].set(xlabel="env steps", title="return (last 20 episodes)")
-axes[0].legend(loc="lower right")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
 fig.suptitle(f"mean of 10 updates; median of {len(SEEDS)} seeds, band: lowest to highest seed", fontsize=10)
 plt.show()
 
@@ -289,11 +292,12 @@ print("mean epochs per update:", {k: round(float(np.mean(v)), 1) for k, v in epo
 stats.comparison_table({"mean return over training": mean_return}, baseline="default", quality=["mean return over training"])
 
 # %% [markdown]
-# `target_kl` 0.001 stopped most updates early (9.2 of 20 epochs on average) and learned worse: mean return over
-# training 135 against 326 without a target, difference -191 [95% CI -287, -96]; no seed of it beat a seed without
-# (P = 0), verdict *worse* (Holm-adjusted p = 0.016). 0.01 cut about two epochs per update (17.9), with no significant
-# difference. With both, `epochs_done` climbs back to 20 in the second half of the run: the learning rate decays
-# towards 0, and the steps no longer carry the policy past the target.
+# `target_kl` 0.001 stopped most updates early (8.7 of 20 epochs on average) and learned worse: mean return over
+# training 132 against 327 without a target, difference -195 [95% CI -237, -152]; no seed of it beat a seed without
+# (P = 0), verdict *worse* (Holm-adjusted p = 0.016). 0.01 cut about two epochs per update (17.6) and also learned
+# worse here: 262 against 327, difference -65 [-116, -14], P(beats baseline) 0.12, Holm-adjusted p = 0.040. With both,
+# `epochs_done` climbs back to 20 before the end of the run (0.01 by about 25k steps, 0.001 after about 45k): the
+# learning rate decays towards 0, and the steps no longer carry the policy past the target.
 #
 # Two things to remember for lesson 03. The check reads the minibatch's `approx_kl` *before* its step, so an update
 # whose very first minibatch is already above the target stops having done nothing (`epochs_done` 0). Without
@@ -353,7 +357,8 @@ stats.comparison_table(asym, baseline="default", quality=["mean return over trai
 
 # %% [markdown]
 # With five seeds, eps_high = 0.28 showed no significant difference on CartPole in entropy, in `approx_kl` or in the
-# return (Holm's correction over the three comparisons; `approx_kl`, 30% higher, came closest at p = 0.119).
+# return (Holm's correction over the three comparisons; `approx_kl`, 36% higher, came closest at p = 0.095, and
+# about 9 seeds per group would be needed to detect a difference that size with 80% power).
 # CartPole has two actions, while DAPO's problem was the rare tokens of a large vocabulary; `--clip-coef-high` works
 # the same way in the GRPO trainer on the language tasks, where that question can be asked.
 #

@@ -13,9 +13,9 @@
 # **Assumes.** Lessons 00-02: a run and its metrics, the clipped surrogate, `clipfrac`, `approx_kl` and
 # `target_kl`. What dropout is (each hidden unit zeroed with probability p, the others scaled by 1 / (1 - p)).
 #
-# **Running time**, measured on 2 cores shared with other jobs (load about 6): full mode 5.6 min (2.9 min of CPU
-# time, about what an idle machine takes); with `SANDBOX_FAST=1` 23 s (tiny runs that only check the notebook works:
-# their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time**, measured on 2 cores shared with other jobs (load 3-4.5): full mode 3.2 min (2.7 min of CPU
+# time, about what an idle machine takes); with `SANDBOX_FAST=1` 19 s, 11 s of CPU (tiny runs that only check the
+# notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **Read along:** `sandbox/dropout_modes.py` (the four modes, one table), `sandbox/dropout.py` (drawing, applying and
 # replaying a mask), `Rollout.collect` in `sandbox/ppo.py` (where consistent dropout stores each step's masks) and
@@ -127,11 +127,12 @@ pd.DataFrame(summary_rows).set_index("mode")
 #   `consistent`). `consistent` keeps dropout, its randomness in behaviour and its regularisation, and still has an
 #   exact ratio, because the update replays the masks the rollout used.
 # - **`rollout-eval` and `naive` are above 0 from the first updates.** `naive` is the noisier of the two all along
-#   (mean `first_ratio_dev` 0.058 against 0.035 over all updates and seeds): both of its forward passes are random.
-#   The noise peaks in the first 10k steps and then falls (section 5: a policy trained with noisy dropout becomes
-#   less sensitive to its masks), while `first_clipfrac` climbs at the end for another reason: the preset anneals the
-#   clip range to 0, so ever smaller deviations count as clipped. On average a fifth (`naive`) or a ninth
-#   (`rollout-eval`) of each first minibatch was outside the clip band before the optimiser had done anything.
+#   (mean `first_ratio_dev` 0.058 against 0.036 over all updates and seeds): both of its forward passes are random.
+#   The noise peaks in the first 10k steps and then falls (section 5: a policy trained with naive dropout is not
+#   very sensitive to its masks), while `first_clipfrac` climbs at the end for another reason: the preset anneals the
+#   clip range to 0, so ever smaller deviations count as clipped. On average about a fifth (`naive`, 0.19) or an
+#   eighth (`rollout-eval`, 0.12) of each first minibatch was outside the clip band before the optimiser had done
+#   anything.
 #
 # The ratios themselves, first minibatch of one update (update 60, 15,360 steps in), all seeds pooled:
 
@@ -183,12 +184,14 @@ stats.comparison_table(outcomes, baseline="off", quality=tuple(outcomes))
 
 # %% [markdown]
 # Over the whole run the noisy modes did not learn measurably worse here. Mean return over training: `rollout-eval`
-# 346, `naive` 279, `consistent` 317, against 326 with dropout off; at the end, all five `rollout-eval` and all five
-# `consistent` seeds were solved, while two `off` seeds had fallen back. Every comparison reads *no significant
-# difference* (Holm-adjusted p = 1.0 for all six): with five seeds on tuned CartPole and dropout in the policy only, the
-# noise is certain at every update and its effect on the outcome is smaller than the seed-to-seed spread. `make demo`
-# measures a harder setting (dropout in the value network too, a shorter budget, more groups), with the same
-# statistics.
+# 339, `naive` 299, `consistent` 338, against 327 with dropout off; at the end, every `off` and `rollout-eval` seed
+# and four of the five seeds of `naive` and of `consistent` were at 475-500, while one `naive` seed (about 170) and
+# one `consistent` seed (about 300) had fallen back. Every comparison reads *no significant difference*
+# (Holm-adjusted p = 1.0 for all six): with five seeds on tuned CartPole and dropout in the policy only, the noise is
+# certain at every update and its effect on the outcome is smaller than the seed-to-seed spread. To detect differences
+# of the sizes measured here with 80% power, a t test would need 28 (`naive`) to 284 (`consistent`) seeds per group
+# for the mean return over training. `make demo` measures a harder setting (dropout in the value network too, a
+# shorter budget, more groups), with the same statistics.
 #
 # ## 4. Early stops that fire for nothing
 #
@@ -219,12 +222,12 @@ early_stops
 
 # %% [markdown]
 # Without noise (`off`, `consistent`) no update stopped before its first step: `first_approx_kl` is 0, and they ran
-# 15.6 to 16.4 of 20 epochs on average. With a noisy ratio, `first_approx_kl` was above 0.005 at 70 to 90 of the 117
+# 15.0 to 16.5 of 20 epochs on average. With a noisy ratio, `first_approx_kl` was above 0.005 at 75 to 90 of the 117
 # updates (seeds 0 and 1), and every one of those updates stopped at the first check, having done nothing: most of
-# the data these runs collected was thrown away. Their final returns were the lowest here (`naive`: 137 and 82),
-# `consistent`'s the highest (468 and 418); two seeds each are too few for a verdict on the outcome, but the
-# mechanism needs none. The fix is not a larger `target_kl` but an exact ratio (`consistent`), or reading
-# `first_approx_kl` before trusting `approx_kl`.
+# the data these runs collected was thrown away. `naive`'s final returns were the lowest here (128 and 82); the others
+# do not order cleanly (`off` 185 and 104, `rollout-eval` 207 and 171, `consistent` 204 and 368). Two seeds each are
+# too few for a verdict on the outcome, but the mechanism needs none. The fix is not a larger `target_kl` but an exact
+# ratio (`consistent`), or reading `first_approx_kl` before trusting `approx_kl`.
 #
 # ## 5. Your turn: p, the mode, and the policy
 #
@@ -284,15 +287,18 @@ sensitivity = {
 stats.comparison_table(sensitivity, baseline="naive")
 
 # %% [markdown]
-# A policy trained with naive dropout barely notices the noise: one naive update at p = 0.2 gave it a
-# `first_ratio_dev` of 0.040 (mean of five seeds), against 0.139 for the policies trained without dropout and 0.161
-# for those trained with consistent dropout. Both are *higher* with every seed above every naive-trained one
-# (Holm-adjusted p = 0.032). Their entropies at the end of training do not differ significantly, so it is not that
-# the naive-trained policies were simply more certain. One reading: naive training evaluates every update under fresh
-# masks, so its policy is pushed to give the same probabilities under any mask; consistent training only ever
-# evaluates the masks each action was taken with, and training without dropout never sees a mask. The practical
-# consequence: switching a trained policy from one mode to another (or turning dropout on in a policy trained
-# without it) starts with far more ratio noise than the curves of section 2 suggest.
+# The policies trained with consistent dropout are the sensitive ones: one naive update at p = 0.2 gave them a
+# `first_ratio_dev` of 0.198 (mean of five seeds), against 0.053 for the policies trained with naive dropout,
+# difference +0.145 [95% CI +0.063, +0.227], every seed above every naive-trained one (Holm-adjusted p = 0.032):
+# *higher*. The policies trained without dropout read 0.066: no significant difference from the naive-trained ones
+# (p = 0.78). The entropies at the end of training do not differ significantly (0.21 naive, 0.24 off, 0.28
+# consistent), so the difference is not simply one of certainty. One reading: naive training evaluates every update
+# under fresh masks, so its policy is pushed to give the same probabilities under any mask, while consistent training
+# only ever evaluates each action under the masks it was taken with, and can come to rely on them. That reading
+# does not explain the policies trained without dropout, which never saw a mask and were still about as insensitive
+# as the naive-trained ones here; the seeds spread widely (the figure's bands, widest for consistent), so treat the
+# reason as open. The practical consequence: switching a policy trained with consistent dropout to naive dropout at
+# the same p starts with almost four times the ratio noise of a policy trained that way (0.198 against 0.053).
 #
 # Now pick your own: the starting policy, the mode and p, and see the first minibatch's ratios. The figure below is
 # one setting. With `ipywidgets` installed and the notebook running in Jupyter, the controls under it redraw it for

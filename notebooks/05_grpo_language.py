@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # Lesson 5: GRPO on a toy language task
+# # Lesson 05: GRPO on a toy language task
 #
 # GRPO (Shao et al. 2024, DeepSeekMath) is PPO without a value function: for every prompt it samples a *group* of G
 # completions and scores each one against the others. This lesson runs it on the sandbox's tiny GPT-2 (2 layers,
@@ -28,12 +28,12 @@
 # - read the first update of a transformer with dropout: ratio noise (`first_ratio_dev`) and KL to the reference
 #   (`kl_ref`) when the policy *is* the reference.
 #
-# **Assumes** lesson 1 (PPO's ratio and clipped surrogate, the four dropout modes) and a little PyTorch.
+# **Assumes** lessons 02 and 03 (PPO's ratio and clipped surrogate; the four dropout modes) and a little PyTorch.
 #
-# **Running time**, measured on 2 cores that three other jobs were sharing (load average about 6): full mode
-# 203 s, of which 96 s of CPU time (on an idle 2-core machine, an estimated 1.5-2 minutes); `SANDBOX_FAST=1` 36 s,
-# 17 s of CPU (seeds 0-1, tiny runs, and references pretrained for 100 steps instead of 600: worse, and cached
-# apart from the full ones). The first run also pretrains the references of `lang:reverse` and `lang:length`
+# **Running time**, measured on 2 cores that other jobs were sharing (load average about 3.5): full mode 87-105 s,
+# of which 73 s of CPU time (about what an idle machine takes: the runs use one thread, one after the other);
+# `SANDBOX_FAST=1` 17 s, 13 s of CPU (seeds 0-1, tiny runs, and references pretrained for 100 steps instead of 600:
+# worse, and cached apart from the full ones). The first run also pretrains the references of `lang:reverse` and `lang:length`
 # (5-15 s each, once; cached under `$SANDBOX_CACHE` or `~/.cache/dropout-rl-sandbox`).
 #
 # **The code you are reading about.** The objective is written out in the docstring of `sandbox/grpo.py`
@@ -264,6 +264,7 @@ EARLY = slice(1, 6)  # updates 2-6: the update after the first, and the four aft
 early = {agg: [r.metrics.completion_len.iloc[EARLY].mean() for r in runs] for agg, runs in runs_len.items()}
 late = {agg: [r.metrics.completion_len.iloc[-5:].mean() for r in runs] for agg, runs in runs_len.items()}
 final = {agg: [r.metrics.reward_mean.iloc[-5:].mean() for r in runs] for agg, runs in runs_len.items()}
+print(f"updates per run: {sorted({len(r.metrics) for runs in runs_len.values() for r in runs})}")
 pd.DataFrame({"completion_len, updates 2-6": {a: stats.mean_with_interval(v, 2) for a, v in early.items()},
               "completion_len, last 5 updates": {a: stats.mean_with_interval(v, 2) for a, v in late.items()},
               "reward, last 5 updates": {a: stats.mean_with_interval(v) for a, v in final.items()}})
@@ -309,7 +310,7 @@ pd.DataFrame(rows).set_index(["metric", "comparison"])
 # ## 5. Dropout in a transformer, at the first update
 #
 # The tiny GPT has GPT-2's three dropouts (on the embeddings, on the attention probabilities, on the residual
-# branches), p = 0.1 by default, and the same four dropout modes as the MLP of lesson 1. At the first update the
+# branches), p = 0.1 by default, and the same four dropout modes as the MLP of lesson 03. At the first update the
 # policy *is* the reference: nothing has been learnt yet, so an honest measurement must read
 #
 # - ratio r_it = pi_theta(o_it | ...) / pi_old(o_it | ...) = 1 for every token: `first_ratio_dev` = mean |r - 1|

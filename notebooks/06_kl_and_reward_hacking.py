@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # Lesson 6: KL to a reference, and reward hacking
+# # Lesson 06: KL to a reference, and reward hacking
 #
 # RL fine-tuning optimises a reward that is only a proxy for what we want. Left alone, the policy finds what the
 # proxy pays for and nothing else: *reward hacking*. The usual guard is a KL term that keeps the policy near the
@@ -27,11 +27,11 @@
 # - explain why the same beta means different things with the KL in the loss and in the reward;
 # - run Ziegler et al.'s adaptive beta and read its controller's behaviour.
 #
-# **Assumes** lesson 5 (GRPO on the language tasks, the reference, `kl_ref`).
+# **Assumes** lesson 05 (GRPO on the language tasks, the reference, `kl_ref`).
 #
-# **Running time**, measured on 2 cores that three other jobs were sharing (load average 7-8): full mode 356 s,
-# two runs at a time, of which 169 s of CPU time over both processes (on an idle 2-core machine, an estimated
-# 1.5-2 minutes); `SANDBOX_FAST=1` 26 s, 12 s of CPU (2 seeds, tiny runs in this process, and a reference
+# **Running time**, measured on 2 cores that other jobs were sharing (load average about 3.8): full mode 174-200 s,
+# two runs at a time, of which 170 s of CPU time over both processes (on an idle 2-core machine, an estimated
+# 1.5-2 minutes); `SANDBOX_FAST=1` 13 s, 11 s of CPU (2 seeds, tiny runs in this process, and a reference
 # pretrained for 100 steps instead of 600: worse, and cached apart). The first run also pretrains the reference of `lang:positive` (5-15 s, once).
 #
 # **The code you are reading about.** `maths.kl_k1`, `kl_k2`, `kl_k3` and `adaptive_beta` in `sandbox/maths.py`;
@@ -270,7 +270,7 @@ for c, r in zip(b.completions, b.rewards):
 
 # %% [markdown]
 # GRPO with the KL in the loss (k3, the default) and five values of beta, 5 seeds each, 40k sampled tokens per run,
-# dropout off (so that `kl_ref` measures learning only: lesson 5 showed dropout alone gives a KL above 0).
+# dropout off (so that `kl_ref` measures learning only: lesson 05 showed dropout alone gives a KL above 0).
 
 # %%
 BETAS = [0.0, 0.03, 0.1, 0.3, 1.0]
@@ -324,10 +324,11 @@ shutil.rmtree(OUT)  # the run directories were only needed for their policy.pt
 # - **beta 0: the hack.** Four seeds ended above 0.9 (1.00, 0.91, 0.92, 0.98); seed 0's policy answers with one
 #   positive word ("great", "happy": reward 1.000 over 200 completions), `kl_ref` 34 [0.5, 68] nats per
 #   completion. One seed (0.50) had not reached it by the end of the budget.
-# - **beta 0.03 and 0.1: a cheaper hack.** Four seeds of each sit at a reward of about 0.5 with two-word answers,
-#   "very great", "very fun": "very" is a word the reference writes often (its sentences go "the movie was very
-#   ..."), so this hack costs less KL (11-15 nats) than a bare positive word. One seed of each (seed 3: 0.98 and
-#   0.91) went on to the full hack.
+# - **beta 0.03 and 0.1: a cheaper hack.** Three seeds of beta 0.03 and four of beta 0.1 sit at a reward of about
+#   0.5 (0.46-0.49) with two-word answers, "very great", "very fun": "very" is a word the reference writes often (its
+#   sentences go "the movie was very ..."), so this hack costs less KL (11-15 nats on average) than a bare positive
+#   word. One seed of each (seed 3: 0.98 and 0.91) went on to the full hack, and beta 0.03's seed 1 ended in between
+#   (0.65).
 # - **beta 0.3**: 0.396 [0.383, 0.409] at a KL of 8.0, a mix of "very fun" and fragments of sentences.
 # - **beta 1**: 0.176 [0.150, 0.202] at a KL of 0.67 and 7.3 tokens: sentences like the reference's, a little more
 #   positive.
@@ -378,11 +379,11 @@ print(f"{len(runs_reward)} runs, {sum(r.summary['total_s'] for r in runs_reward.
 fig, ax = plt.subplots(figsize=(8.0, 3.8))
 for beta in BETAS:
     pts = np.array([(last(runs_beta[beta, s], "kl_ref"), last(runs_beta[beta, s], "reward_mean")) for s in SEEDS])
-    ax.scatter(pts[:, 0], pts[:, 1], color=BETA_COLORS[beta], label=f"loss, beta {beta:g}")
+    ax.scatter(pts[:, 0], pts[:, 1], color=BETA_COLORS[beta], alpha=0.7, label=f"loss, beta {beta:g}")
 for beta in REWARD_BETAS:
     pts = np.array([(last(runs_reward[beta, s], "kl_ref"), last(runs_reward[beta, s], "reward_mean"))
                     for s in REWARD_SEEDS])
-    ax.scatter(pts[:, 0], pts[:, 1], color=BETA_COLORS[beta], marker="^", label=f"reward, beta {beta:g}")
+    ax.scatter(pts[:, 0], pts[:, 1], color=BETA_COLORS[beta], marker="^", alpha=0.7, label=f"reward, beta {beta:g}")
 ax.axhline(ref_stats["reference_reward"], color="grey", ls=":", lw=1)
 ax.set_xscale("symlog", linthresh=1.0)
 ax.set_xlim(left=-0.3)
