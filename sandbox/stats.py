@@ -312,6 +312,13 @@ def mean_with_interval(x: Sequence[float], digits: int = 3) -> str:
     return f"{np.mean(_finite(x)):.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def _whole_seeds(n: float) -> str:
+    """:func:`seeds_needed` as a table shows it: a whole number, "more than 100000" past the search, "-" if unknown."""
+    if math.isnan(n):
+        return "-"
+    return f"{n:.0f}" if math.isfinite(n) else "more than 100000"
+
+
 def comparison_table(
     table: dict[str, dict[str, Sequence[float]]], baseline: str, quality: Sequence[str] = ()
 ) -> "pd.DataFrame":  # noqa: F821
@@ -345,7 +352,7 @@ def comparison_table(
                 "P(beats baseline)": round(c.prob_improvement, 2),
                 "p (Holm)": float(f"{p:.2g}"),
                 "verdict": words,
-                "seeds needed": c.seeds_needed,
+                "seeds needed": _whole_seeds(c.seeds_needed),
             }
         )
     return pd.DataFrame(rows).set_index(["metric", "arm"])

@@ -83,3 +83,16 @@ def test_t_band_is_the_t_interval_at_every_point():
         assert (low[j], high[j]) == pytest.approx((lo, hi)) and mean[j] == pytest.approx(y[:, j].mean())
     one = stats.t_band(y[:1])
     assert np.array_equal(one[1], y[0]) and np.array_equal(one[2], y[0])
+
+
+def test_comparison_table_holm_over_every_row_and_whole_seeds_needed():
+    table = {"return": {"off": [1, 2, 3, 4, 5], "same": [1, 2, 3, 4, 5], "higher": [11, 12, 13, 14, 15]}}
+    t = stats.comparison_table(table, baseline="off", quality=["return"])
+    assert list(t.index) == [("return", "same"), ("return", "higher")]
+    assert t.loc[("return", "higher"), "verdict"] == "better"
+    assert t.loc[("return", "same"), "verdict"] == "no significant difference"
+    assert t.loc[("return", "same"), "seeds needed"] == "more than 100000"  # no effect: no number of seeds finds it
+    higher = stats.compare([11, 12, 13, 14, 15], [1, 2, 3, 4, 5])
+    assert t.loc[("return", "higher"), "seeds needed"] == f"{higher.seeds_needed:.0f}"
+    raw = [stats.compare([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]).p_value, higher.p_value]
+    assert list(t["p (Holm)"]) == [float(f"{p:.2g}") for p in stats.holm(raw)]
