@@ -131,26 +131,10 @@ def test_first_updates_match_the_golden_file(name):
 
 
 @pytest.mark.parametrize("trainer", ["ppo-gym", "grpo-lang"])
-def test_the_dropout_layer_draws_and_applies_through_the_seam(trainer):
-    from sandbox.dropout import apply_dropout, dropout_mask, layer_mask
-
-    calls = {"mask": 0, "apply": 0, "choose": 0}
-
-    def counted_mask(shape, p, generator=None):
-        calls["mask"] += 1
-        return dropout_mask(shape, p, generator)
-
-    def counted_apply(x, mask):
-        calls["apply"] += 1
-        return apply_dropout(x, mask)
-
-    def counted_choice(stored, fresh, shape, p, draw):
-        calls["choose"] += 1
-        return layer_mask(stored, fresh, shape, p, draw)
-
+def test_the_dropout_layer_draws_and_applies_through_the_seam(trainer, counted_dropout_seam):
+    calls, maths = counted_dropout_seam
     cfg = sandbox.Config(**TRAINERS[trainer], dropout=0.2, dropout_mode="consistent", quiet=True)
     plain = sandbox.train(cfg).metrics
-    maths = Maths(dropout_mask=counted_mask, apply_dropout=counted_apply, layer_mask=counted_choice)
     seamed = sandbox.train(cfg, maths=maths).metrics
     assert calls["mask"] > 0 and calls["apply"] > calls["mask"]  # masks drawn once per step, applied per layer
     assert calls["choose"] > 0  # every forward pass (MLP) or dropout place (transformer) asks which mask to use

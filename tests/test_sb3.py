@@ -242,22 +242,11 @@ def test_a_sweep_mixing_sb3_and_sandbox_arms_gives_one_report(tmp_path):
     assert (tmp_path / "out" / "report.md").read_text().count("SB3-PPO CartPole-v1") > 0
 
 
-def test_the_sb3_dropout_layer_draws_and_applies_through_the_seam():
-    from sandbox.dropout import apply_dropout, dropout_mask
-
-    calls = {"mask": 0, "apply": 0}
-
-    def counted_mask(shape, p, generator=None):
-        calls["mask"] += 1
-        return dropout_mask(shape, p, generator)
-
-    def counted_apply(x, mask):
-        calls["apply"] += 1
-        return apply_dropout(x, mask)
-
+def test_the_sb3_dropout_layer_draws_and_applies_through_the_seam(counted_dropout_seam):
+    calls, maths = counted_dropout_seam
     cfg = sb3(dropout=0.2, dropout_mode="consistent", total_steps=256)
     plain = sandbox.train(cfg).metrics
-    seamed = sandbox.train(cfg, maths=sandbox.Maths(dropout_mask=counted_mask, apply_dropout=counted_apply)).metrics
+    seamed = sandbox.train(cfg, maths=maths).metrics
     assert calls["mask"] > 0 and calls["apply"] > calls["mask"]
     assert seamed.drop(columns=["wall_s", "sps"]).equals(plain.drop(columns=["wall_s", "sps"]))
 
