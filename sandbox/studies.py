@@ -193,13 +193,36 @@ def flatness_runs(
     run's return (reward) at that update."""
     keys = [(e, m, s) for e in envs for m in modes for s in seeds]
     results = train_many([flatness_config(*k, **kw) for k in keys], workers)
+    return flatness_frames(dict(zip(keys, results)))
+
+
+def flatness_frames(results: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``{(env, mode, seed): RunResult}`` of runs with ``--flatness-every`` -> ``(directions, measurements)``, the
+    frames of :func:`flatness_runs`."""
     directions, measurements = [], []
-    for (env, mode, seed), r in zip(keys, results):
+    for (env, mode, seed), r in results.items():
         tag = {"env": env, "mode": mode, "seed": seed}
         directions.append(r.flatness.assign(**tag))
         m = r.metrics.dropna(subset=["flat_slope"])
         measurements.append(m[["update", "ep_return_mean", "flat_slope", "curv_slope"]].assign(**tag))
     return pd.concat(directions, ignore_index=True), pd.concat(measurements, ignore_index=True)
+
+
+def flatness_tests(measurements: pd.DataFrame, baseline: str = "off") -> pd.DataFrame:
+    """Each mode's slope of log variance on log flatness (each seed's mean over its measurements) against dropout off,
+    per env (:func:`sandbox.stats.comparison_table`, Holm over the modes of one env)."""
+    tables = []
+    for env, g in measurements.groupby("env", sort=False):
+        per_seed = g.groupby(["mode", "seed"], sort=False)["flat_slope"].mean().reset_index()
+        scores = {mode: list(x["flat_slope"]) for mode, x in per_seed.groupby("mode", sort=False)}
+        t = comparison_table({"slope: variance vs flatness": scores}, baseline).reset_index()
+        tables.append(t.drop(columns="metric").rename(columns={"arm": "mode"}).assign(env=env))
+    return pd.concat(tables).set_index(["env", "mode"])
+
+
+def _interval(x, digits: int) -> str:
+    """:func:`sandbox.stats.mean_with_interval`, or "n/a" when no value is finite (no positive curvature, say)."""
+    return mean_with_interval(x, digits) if np.isfinite(np.asarray(x, dtype=float)).any() else "n/a"
 
 
 def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.DataFrame:
@@ -219,9 +242,9 @@ def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.D
                 "mode": mode,
                 "seeds": len(per_seed),
                 "measurements": len(g),
-                "slope: variance vs flatness": mean_with_interval(per_seed["flat_slope"], 2),
+                "slope: variance vs flatness": _interval(per_seed["flat_slope"], 2),
                 "pooled slope": f"{pooled[0]:.2f} [{pooled[1]:.2f}, {pooled[2]:.2f}]",
-                "slope: variance vs curvature": mean_with_interval(per_seed["curv_slope"], 2),
+                "slope: variance vs curvature": _interval(per_seed["curv_slope"], 2),
                 "censored": f"{int((~ok).sum())}/{len(d)}",
                 "curvature < 0": f"{int((d['curvature'] < 0).sum())}/{len(d)}",
             }

@@ -73,17 +73,8 @@ def cartpole(**kw):
 
 
 def reverse(**kw):
-    return sandbox.Config(
-        **{
-            "algo": "grpo",
-            "env": "lang:reverse",
-            "prompts_per_update": 4,
-            "group_size": 4,
-            "total_steps": 800,
-            "quiet": True,
-            **kw,
-        }
-    )
+    small = dict(prompts_per_update=4, group_size=4, total_steps=800)
+    return sandbox.Config(algo="grpo", env="lang:reverse", quiet=True, **{**small, **kw})
 
 
 FLAT = ("flat_slope", "curv_slope")

@@ -1,5 +1,5 @@
-"""GRPO-lambda (Dai et al. 2025): the length-penalised rewards, the switch between them and the 0/1 reward, the trainer's
-columns, and one-line errors for bad values."""
+"""GRPO-lambda (Dai et al. 2025): the length-penalised rewards, the switch between them and the 0/1 reward, the
+trainer's columns, and one-line errors for bad values."""
 
 import math
 
