@@ -36,6 +36,16 @@ ARMS: dict[str, dict] = {
 with alpha = 2.5 (a short wrong answer outscores a long right one); GRPO-lambda's switch with the paper's top-0.2
 rule and with a threshold on the correctness ratio."""
 
+ARM_STYLES: dict[str, tuple[str, str]] = {
+    "0/1 reward": (MODE_COLORS["off"], "-"),
+    "length penalty, efficiency form": (OTHER_COLORS[1], "--"),
+    "length penalty, Kimi form": (OTHER_COLORS[2], "-"),
+    "GRPO-lambda top 0.2, Kimi form": (OTHER_COLORS[0], ":"),
+    "GRPO-lambda ratio >= 0.5, Kimi form": (OTHER_COLORS[4], "-"),
+}
+"""Colour and line style of each arm: arms that draw the same curve (the first, second and fourth on reverse and
+sort) stay visible on top of each other."""
+
 
 def grpo_lambda_config(task: str, arm: str, mode: str = "off", seed: int = 0, total_steps: int = 40_000, **kw):
     """GRPO from the task's pretrained reference, the sandbox's defaults (16 prompts x 8 completions, beta 0),
@@ -140,9 +150,8 @@ def plot_grpo_lambda(curves: pd.DataFrame, colour_by: str = "arm", points: int =
     use_style()
     panels = list(dict.fromkeys(curves["task" if colour_by == "arm" else "arm"]))
     lines = list(dict.fromkeys(curves[colour_by]))
-    colours = {k: mode_color(k) if colour_by == "mode" else OTHER_COLORS[i % 7] for i, k in enumerate(lines)}
-    if colour_by == "arm" and "0/1 reward" in colours:
-        colours["0/1 reward"] = MODE_COLORS["off"]
+    styles = {k: (mode_color(k), "-") if colour_by == "mode" else ARM_STYLES.get(k, (OTHER_COLORS[i % 7], "-"))
+              for i, k in enumerate(lines)}  # fmt: skip
     fig, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels) + 0.5, 5.4), sharex=True, squeeze=False)
     for j, panel in enumerate(panels):
         sub = curves[curves["task" if colour_by == "arm" else "arm"] == panel]
@@ -155,9 +164,10 @@ def plot_grpo_lambda(curves: pd.DataFrame, colour_by: str = "arm", points: int =
                 y = np.stack([_on_grid(r, grid, column) for r in runs])
                 mean = y.mean(0)
                 half = st.t.ppf(0.975, len(y) - 1) * y.std(0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else 0 * mean
-                ax = axes[i, j]
-                ax.plot(grid / 1000, mean, color=colours[line], lw=1.5, label=f"{line} ({len(y)})")
-                ax.fill_between(grid / 1000, mean - half, mean + half, color=colours[line], alpha=0.15, lw=0)
+                ax, (colour, dash) = axes[i, j], styles[line]
+                lw = 2.2 if dash == "-" else 1.8
+                ax.plot(grid / 1000, mean, color=colour, ls=dash, lw=lw, label=f"{line} ({len(y)} seeds)")
+                ax.fill_between(grid / 1000, mean - half, mean + half, color=colour, alpha=0.15, lw=0)
         axes[0, j].set_title(panel if colour_by == "arm" else panel.replace(", ", ",\n"))
         axes[1, j].set_xlabel("sampled tokens (thousands)")
     for i, label in enumerate(("accuracy (fraction correct)", "completion length (tokens)")):
@@ -227,15 +237,18 @@ def _interval(x, digits: int) -> str:
 
 def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.DataFrame:
     """Per env and mode: the slope of log variance on log flatness (and on log curvature), each seed's mean over its
-    measurements, then the mean over seeds with its 95% t interval; the pooled fit of every direction of every
-    measurement with its interval (points are not independent: a guide, not a test); and how many directions were
-    censored or had negative curvature."""
+    measurements, then the mean over seeds with its 95% t interval; the same slope without direction 1 (the
+    trajectory's largest, often the drift of learning itself, along which the loss is lopsided); the pooled fit of
+    every direction of every measurement with its interval (points are not independent: a guide, not a test); and
+    how many directions were censored or had negative curvature."""
     rows = []
     for (env, mode), g in measurements.groupby(["env", "mode"], sort=False):
         d = directions[(directions["env"] == env) & (directions["mode"] == mode)]
         ok = ~d["censored"].astype(bool)
         pooled = loglog_slope(d.loc[ok, "flatness"], d.loc[ok, "variance"])
         per_seed = g.groupby("seed")[["flat_slope", "curv_slope"]].mean()
+        rest = d[ok & (d["direction"] > 1)].groupby(["seed", "update"])  # without direction 1, the drift
+        without_first = rest.apply(lambda x: loglog_slope(x["flatness"], x["variance"])[0], include_groups=False)
         rows.append(
             {
                 "env": env,
@@ -243,6 +256,7 @@ def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.D
                 "seeds": len(per_seed),
                 "measurements": len(g),
                 "slope: variance vs flatness": _interval(per_seed["flat_slope"], 2),
+                "without direction 1": _interval(without_first.groupby("seed").mean(), 2),
                 "pooled slope": f"{pooled[0]:.2f} [{pooled[1]:.2f}, {pooled[2]:.2f}]",
                 "slope: variance vs curvature": _interval(per_seed["curv_slope"], 2),
                 "censored": f"{int((~ok).sum())}/{len(d)}",
@@ -256,6 +270,7 @@ def plot_flatness(directions: pd.DataFrame):
     """Variance against flatness, log-log, one panel per env and mode (rows: envs): every uncensored direction of
     every measurement and seed, coloured by its rank (direction 1 = the largest variance), with the pooled fit."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     use_style()
     envs, modes = list(dict.fromkeys(directions["env"])), list(dict.fromkeys(directions["mode"]))
@@ -273,7 +288,8 @@ def plot_flatness(directions: pd.DataFrame):
                 x = np.geomspace(d["flatness"].min(), d["flatness"].max(), 20)
                 fit = np.polyfit(np.log(d["flatness"]), np.log(d["variance"]), 1)
                 ax.plot(x, np.exp(np.polyval(fit, np.log(x))), color=mode_color(mode), lw=2)
-            ax.set(xscale="log", yscale="log", title=f"{env}, {mode}\nslope {slope:.2f} [{low:.2f}, {high:.2f}]")
+            ax.set(xscale="log", yscale="log", title=f"{env}, {mode}\npooled slope {slope:.2f} [{low:.2f}, {high:.2f}]")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.title.set_color(mode_color(mode))
             if i == len(envs) - 1:
                 ax.set_xlabel("flatness F (width)")
