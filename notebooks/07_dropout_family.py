@@ -509,6 +509,14 @@ studies.flatness_tests(measurements)
 # 5. With K = 4 masks in mode `consistent`, `first_ratio_dev` is above 0. Which of the K copies are responsible?
 # 6. Section 2 compares three rules with 5 seeds each. Suppose one of them had P(improvement) = 0.8 and an effect
 #    size g = 1. How many seeds per arm would 80% power need (`stats.seeds_needed`)?
+# 7. In section 5's group, why does the paper's (efficiency) penalty give exactly the 0/1 reward's advantages? What
+#    would a task need for it to act?
+# 8. On `lang:add` the policy gets about 6% of the sums right. With rule `top` and λ = 0.2, which groups get Kimi's
+#    penalty, and what does it teach them? What does rule `threshold` with λ = 0.5 do instead?
+# 9. Why does the variance-flatness diagnostic switch dropout off when it evaluates the loss along a direction? What
+#    would the width measure in `naive` mode if it did not?
+# 10. The slope of log σ² on log F is strongly positive on `lang:reverse` but near 0 once direction 1 is left out.
+#     What is direction 1 in a window of 20 updates of a policy that is still learning, and why is its width large?
 
 # %% [markdown]
 # <details>
@@ -530,6 +538,22 @@ studies.flatness_tests(measurements)
 # 5. Copies 2..K. All K masks are stored and replayed, but `logp_old` is the first copy's (the copy that chose the
 #    action), so only copy 1's ratio is exactly 1; the others compare a differently thinned network with it.
 # 6. `stats.seeds_needed(1.0)` = 17 per arm.
+# 7. Every right answer to a prompt has the same length, so z = 0 for all of them and each earns 1 - α/2; the wrong
+#    ones earn 0. That is the 0/1 reward times (1 - α/2) > 0, and (R - mean) / (std + 1e-4) is the same for a reward
+#    and a positive multiple of it (up to the 1e-4). The penalty needs right completions of different lengths: several
+#    right answers, or a reasoning trace before the answer whose length can vary (the paper's setting).
+# 8. The ⌈0.2 · 16⌉ = 4 groups of the batch with the highest correctness ratio, which at 6% are mostly groups with no
+#    right answer at all (ties go to the earlier groups). Kimi's form still gives those wrong answers a length term,
+#    min(0, λ_i), so the longer wrong answers get the lower rewards and the policy learns to stop early: in the
+#    README's study every seed collapsed to a lone `<eos>`. The threshold rule penalises a group only when at least
+#    half of it is right: on `lang:add` almost never (1% of groups), so it keeps the 0/1 reward's accuracy.
+# 9. In `naive` mode every forward pass draws fresh masks: the loss at the same weights would differ from one
+#    evaluation to the next, and the root finder would cross the rise at random places. The width would mix the
+#    landscape with the masks' noise. With dropout off the loss is a function of the weights alone, and the same
+#    network in every mode.
+# 10. Mostly the drift of learning itself: the weights move steadily along it during the window, so it has the largest
+#     variance, and the policy loss keeps falling along it (the update's own direction), lopsided, so it rises slowly
+#     on one side: a wide interval. One point with a large variance and a large width drags the fitted slope up.
 #
 # </details>
 
