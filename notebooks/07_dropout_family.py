@@ -50,7 +50,7 @@
 # variance-flatness measurement in `sandbox/flatness.py` and its probe inside a run in `sandbox/diagnostics.py`
 # (`FlatnessProbe`); the studies' tables and figures in `sandbox/studies.py`.
 #
-# Homework: `notebooks/homework/hw6_...` (sample dropout; being written).
+# Homework 6 (sample dropout): `notebooks/homework/hw6_sample_dropout.ipynb`.
 
 # %%
 import os
@@ -426,7 +426,19 @@ plt.show()
 studies.grpo_lambda_tests(finals)
 
 # %% [markdown]
-# GL_RESULTS
+# What the 5 seeds say (the README's study repeats this with 10 seeds, on two more tasks and in every dropout mode):
+#
+# - **H7, the collapse: seen in 4 of 5 seeds, not significant at 5.** With Kimi's penalty in every group, accuracy
+#   rose with the 0/1 reward's for the first 3k tokens, then fell as the completions shortened; 4 of 5 seeds ended
+#   below half their starting accuracy, and the mean final accuracy was 0.18 against 0.90 (difference -0.72
+#   [-1.23, -0.22]). The t interval excludes 0, but the permutation test, Holm-adjusted over the two comparisons,
+#   gives p = 0.063: with 5 seeds, the one seed that did not collapse keeps the test above 0.05. In the README's
+#   10-seed study, 9 of 10 collapsed on `lang:sort`, significantly.
+# - **H8, the switch: holds.** GRPO-λ (rule `top`, λ = 0.2) ended at 0.901 against 0.903, difference -0.002
+#   [-0.028, +0.024]: the interval rules out a drop larger than 0.03, and no seed collapsed. In the figure its
+#   dotted curve is hidden under the 0/1 reward's solid one. It penalised a quarter of the groups (the
+#   ⌈0.2 · 16⌉ = 4 most correct of 16, 0.25 in the table), and its completions kept their length (5.45 tokens,
+#   against 5.46).
 #
 # ## 6. The variance-flatness relation under dropout's noise
 #
@@ -478,11 +490,26 @@ plt.show()
 studies.flatness_tests(measurements)
 
 # %% [markdown]
-# FL_RESULTS
+# What the 5 seeds say:
+#
+# - **H9 does not reproduce.** No mode's slope is below 0: `naive` -0.72 [-1.87, 0.44], `rollout-eval` -0.32
+#   [-1.64, 0.99], `off` -0.06 [-1.07, 0.96], `consistent` +0.38 [-0.90, 1.65]; every interval contains 0.
+#   Fitting all points at once (the figure's lines), the slope is *positive* in every mode, clearly so for `off`
+#   (0.92 [0.43, 1.41]) and `consistent` (1.05 [0.59, 1.50]): more variance along flatter directions, equilibrium's
+#   sign, nothing like Feng & Tu's -4. Without direction 1 one mode's interval is below 0 (`rollout-eval`, -1.09
+#   [-1.71, -0.47]): one of four modes, in a secondary column, so a lead for more seeds rather than a finding (the
+#   README's 10-seed study, at p = 0.1 and 50k steps, gives it -0.28 [-0.71, 0.16]).
+# - **H10 does not reproduce**: no mode's slope differs significantly from dropout off's (Holm-adjusted p 0.76 to
+#   0.98); differences this size would need 35 to 245 seeds per arm to tell.
+# - Read the other columns too: at w0 the clipped surrogate curves *down* along most directions (110 to 153 of 200:
+#   it is not at a minimum), and 5 to 24 of 200 directions were censored (the loss did not rise enough within
+#   reach). In the figure the colours sort vertically: the variance falls by orders of magnitude with the
+#   direction's rank while the width barely changes, which is what PCA of a near-random walk gives, whatever the
+#   landscape. A policy still learning over 20 updates is not in the steady state where Feng & Tu measured.
 #
 # ## 7. The claims, and what we found
 #
-# | claim | source | hypothesis here | measured (PPO, CartPole, naive p = 0.2, 30k steps, 5 seeds) | reproduces? |
+# | claim | source | hypothesis here | measured (5 seeds; PPO on CartPole, naive p = 0.2, 30k steps, unless stated) | reproduces? |
 # |---|---|---|---|---|
 # | dropping samples lowers the surrogate's variance | D-PPO; Lin et al. 2023 | H1: Var(kept) / Var(all) < 1 | 0.30 (`dppo`), 0.86 (`sdpo`), 0.21 (`outlier`), intervals below 1 | yes |
 # | ... and improves PPO's return | D-PPO; Lin et al. 2023 | H2: final return above `none` | 290 / 354 / 164 against 238; no significant difference | no (not at 5 seeds) |
@@ -490,11 +517,16 @@ studies.flatness_tests(measurements)
 # | early dropout helps an underfitting model | Liu et al. 2023 | H4: final return above `off` | 283 against 247; not significant | no (not at 5 seeds) |
 # | late dropout helps (regularisation) | Liu et al. 2023 | H5: final return above `off` | 386 against 247; not significant | no (not at 5 seeds) |
 # | multi-sample dropout trains faster | Inoue 2019 | H6: final return, K = 4 above K = 1 | 299 against 238; not significant | no (not at 5 seeds) |
+# | a length penalty collapses GRPO's accuracy | Dai et al. 2025 | H7: final accuracy below the 0/1 reward's, runs collapse | GRPO, `lang:sort --sparse`, 40k tokens, Kimi's penalty: 0.18 against 0.90, 4/5 collapsed; Holm p = 0.063 | seen, not significant at 5 seeds (significant at 10, README) |
+# | GRPO-λ's switch prevents the collapse | Dai et al. 2025 | H8: accuracy not below the 0/1 reward's, no collapse | 0.901 against 0.903, difference [-0.028, +0.024]; 0/5 collapsed | yes |
+# | the noise gives an inverse variance-flatness relation | Feng & Tu 2021; Zhang et al. 2024 | H9: slope of log σ² on log F below 0 | -0.72 to +0.38 over the four modes, every interval contains 0 | no |
+# | dropout changes the relation | Zhang et al. 2024 | H10: each mode's slope differs from `off`'s | Holm p 0.76 to 0.98 | no (not at 5 seeds) |
 #
 # "Does not reproduce" here means: not in this setting, at this budget, with 5 seeds. The papers measured other
-# tasks (MuJoCo, Atari, image classification) with other budgets; a claim that fails here is not refuted there.
-# What the sandbox does show with certainty is the mechanism of each variant: which samples a rule drops, what it
-# does to the variance it sees, and that multi-sample dropout breaks consistent dropout's exact ratio.
+# tasks (MuJoCo, Atari, image classification, reasoning with large language models) with other budgets; a claim
+# that fails here is not refuted there. What the sandbox does show with certainty is the mechanism of each variant:
+# which samples a rule drops, what it does to the variance it sees, that multi-sample dropout breaks consistent
+# dropout's exact ratio, and that Kimi's length penalty rewards a right answer below a wrong one that stops early.
 #
 # ## Check yourself
 #
