@@ -18,7 +18,9 @@
 # "Dropout" names a family of ideas beyond the dropout layer of lesson 1: dropping whole training *samples* from
 # the surrogate, switching dropout on only early or only late in training, averaging several dropout masks. Each
 # comes with a claim from its paper. This lesson runs each one in the sandbox's PPO on CartPole and treats every
-# claim as a hypothesis: seeds, intervals, a test, and a plain statement when it does not reproduce here.
+# claim as a hypothesis: seeds, intervals, a test, and a plain statement when it does not reproduce here. Two more
+# claims about noise and stability close it: GRPO-λ's switch between a length-penalised and a plain reward (on a
+# language task), and the inverse variance-flatness relation that dropout's noise is said to obey.
 #
 # **Learning goals.** After this lesson you can
 # - say what the three sample-dropout rules (`dppo`, `sdpo`, `outlier`) keep and drop, and *which* samples each
@@ -26,6 +28,10 @@
 # - set up early and late dropout schedules and read their effect on gradient noise (`grad_gdv`, `grad_gde`,
 #   `grad_snr`) and on the return;
 # - say what multi-sample dropout averages, and what it does to consistent dropout's exact ratio;
+# - say when a length penalty can collapse GRPO's accuracy, and how GRPO-λ's per-group switch (`--grpo-lambda`)
+#   prevents it (`correct_ratio`, `length_penalty_frac`);
+# - read a variance-flatness measurement (`--flatness-every`, `flatness.csv`): what is varied, what is held fixed,
+#   and what the fitted slope says;
 # - turn a paper's claim into a test with seeds and intervals, and report a non-reproduction plainly.
 #
 # **Assumes** lesson 1 (PPO's clipped surrogate, the dropout modes, `first_ratio_dev`) and the statistics of
@@ -39,9 +45,12 @@
 # **The code you are reading about.** `maths.sample_dropout_mask`, `maths.dppo_scores` and `maths.dropout_schedule`
 # in `sandbox/maths.py`; the step that applies sample dropout and multi-sample averaging in `sandbox/objective.py`
 # (`sample_dropout_mean`); the gradient-noise measurement in `sandbox/diagnostics.py` (`gradient_noise`); the flags
-# in `sandbox/config.py` (`VariantsConfig`, `DropoutConfig`).
+# in `sandbox/config.py` (`VariantsConfig`, `DropoutConfig`). Sections 5-6: `maths.length_penalty_rewards` and
+# `maths.grpo_lambda_switch`, used in step 2 of `train_grpo` (`sandbox/grpo.py`, `shaped_rewards`); the
+# variance-flatness measurement in `sandbox/flatness.py` and its probe inside a run in `sandbox/diagnostics.py`
+# (`FlatnessProbe`); the studies' tables and figures in `sandbox/studies.py`.
 #
-# Homework: `notebooks/homework/hw6_...` (sample dropout; being written).
+# Homework 6 (sample dropout): `notebooks/homework/hw6_sample_dropout.ipynb`.
 
 # %%
 import os
@@ -53,7 +62,7 @@ import pandas as pd
 import torch
 
 import sandbox
-from sandbox import maths, stats
+from sandbox import maths, stats, studies
 from sandbox.plots import MODE_COLORS, OTHER_COLORS, use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
@@ -63,6 +72,8 @@ UPDATES = STEPS // 256
 CUTOFF = UPDATES // 4  # early / late schedules switch after the first quarter of training
 P = 0.2
 DIAG_EVERY = 1 if FAST else 3  # gradient-noise diagnostics every 3 updates (they do not change training)
+FLATNESS = dict(flatness_every=5, flatness_window=4, flatness_directions=3) if FAST else dict(
+    flatness_every=20, flatness_window=20, flatness_directions=8)  # section 6 (it does not change training either)
 torch.set_num_threads(1)
 use_style()
 T0 = time.perf_counter()
@@ -168,7 +179,10 @@ plt.show()
 # %%
 RULES = ["none", "dppo", "sdpo", "outlier"]
 configs = {(rule, s): cartpole(sample_dropout=rule, seed=s) for rule in RULES for s in SEEDS}
-more = {("off", s): cartpole(dropout_mode="off", seed=s) for s in SEEDS}  # section 3
+configs |= {("none", s): cartpole(sample_dropout="none", seed=s, **FLATNESS) for s in SEEDS}  # + section 6
+more = {("off", s): cartpole(dropout_mode="off", seed=s, **FLATNESS) for s in SEEDS}  # sections 3 and 6
+more |= {(m, s): cartpole(dropout_mode=m, seed=s, grad_diag_every=0, **FLATNESS)
+         for m in ("rollout-eval", "consistent") for s in SEEDS}  # section 6
 more |= {(sched, s): cartpole(dropout_schedule=sched, dropout_cutoff=CUTOFF, seed=s)
          for sched in ("early", "late") for s in SEEDS}
 more |= {("K=4", s): cartpole(dropout_samples=4, seed=s) for s in SEEDS}  # section 4
@@ -348,9 +362,154 @@ pd.concat([
 # 61 [-97, 219]), no significant difference, and its gradient direction variance was no lower. It does cost
 # time: the printed ratio of seconds per run.
 #
-# ## 5. The claims, and what we found
+# ## 5. GRPO-λ: a length penalty that collapses accuracy, and a switch that prevents it
 #
-# | claim | source | hypothesis here | measured (PPO, CartPole, naive p = 0.2, 30k steps, 5 seeds) | reproduces? |
+# This section leaves CartPole for a language task (lesson 5): GRPO fine-tuning the tiny transformer on `lang:sort`
+# with `--sparse`, whose reward is a 0/1 correctness (1 for exactly the sorted symbols, then `<eos>`).
+#
+# Dai, Liu & Si (2025, "Stable Reinforcement Learning for Efficient Reasoning") observe that rewards asking for
+# *shorter* correct completions make GRPO unstable: "as the completion length decreases, model accuracy abruptly
+# collapses, often occurring early in training". Their fix, GRPO-λ, looks at each group's *correctness ratio*
+# (the fraction of its G completions that are right): groups the policy already gets mostly right keep the length
+# penalty, the others get the plain 0/1 reward, which asks for correctness only. Which penalty and which switch:
+# the paper's body could not be read here; the README says what is known and what is reconstructed. In short:
+#
+# - `maths.grpo_lambda_switch` with rule `top` (the paper's "top-λ"): the ⌈λ · groups⌉ groups of the batch with the
+#   highest correctness ratio get the penalty (`--grpo-lambda 0.2`); rule `threshold`: every group whose ratio is at
+#   least λ.
+# - `maths.length_penalty_rewards`, form `efficiency` (the paper's, reconstructed): a right completion earns
+#   1 - α · sigmoid(z), z its length standardised over the group's *right* completions; a wrong one earns 0. Form
+#   `kimi` (Kimi 1.5's length reward, which the paper cites as one of those that collapse): 1{right} + α · λ_i with
+#   λ_i = 0.5 - (L_i - min L) / (max L - min L) over the *whole* group, and min(0, λ_i) for a wrong one.
+#
+# One group of 8 completions of a 4-symbol prompt makes the difference plain: five right ones, 5 tokens each (four
+# symbols and `<eos>`), and three wrong ones that stopped early.
+
+# %%
+right = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+lengths = torch.tensor([[5, 5, 5, 5, 5, 1, 2, 3]])
+rewards = {"0/1": right.float(),
+           "efficiency, α = 0.6": maths.length_penalty_rewards(right, lengths, 0.6, "efficiency"),
+           "kimi, α = 2.5": maths.length_penalty_rewards(right, lengths, 2.5, "kimi")}
+pd.DataFrame({"right": right[0].tolist(), "length": lengths[0].tolist(),
+              **{f"reward ({k})": v[0].tolist() for k, v in rewards.items()},
+              **{f"advantage ({k})": maths.group_advantages(v)[0].tolist() for k, v in rewards.items()}}).round(3)
+
+# %% [markdown]
+# - The paper's form cannot act on this task: every right answer to a prompt has the same length (there is one
+#   right answer), so z = 0 for all of them, each earns 1 - α/2, and the group's std normalisation turns these
+#   rewards into exactly the advantages of the 0/1 reward (up to its 1e-4). On these toy tasks it changes nothing,
+#   by construction (`tests/test_grpo_lambda.py` checks it on random groups); the README's study measures it too.
+# - Kimi's form compares right with wrong: here the right answers are the longest, λ = -0.5, and with α = 2.5 they
+#   earn 1 - 1.25 = -0.25, less than the wrong answers that stopped after one token (0). The advantage tells the
+#   policy to stop early. That is a collapse waiting to happen, and what GRPO-λ's switch is for.
+#
+# **Claims to test** (Dai et al. 2025), as hypotheses on `lang:sort --sparse` (GRPO from the pretrained reference,
+# dropout off, the sandbox's defaults: 16 prompts x 8 completions per update; 40k sampled tokens; 5 seeds):
+#
+# - H7: a length penalty in every group collapses accuracy: the final accuracy (`correct_ratio`, the last 5
+#   updates) is below the 0/1 reward's, and runs end below half their starting accuracy ("collapsed");
+# - H8: GRPO-λ's switch (rule `top`, λ = 0.2, the same penalty) prevents it: its final accuracy is not below the
+#   0/1 reward's, and no run collapses.
+
+# %%
+GL_ARMS = ["0/1 reward", "length penalty, Kimi form", "GRPO-lambda top 0.2, Kimi form"]
+GL_TOKENS = 1_500 if FAST else 40_000
+curves = studies.grpo_lambda_runs(["sort"], GL_ARMS, seeds=SEEDS, workers=1 if FAST else 2, total_steps=GL_TOKENS,
+                                  sft_steps=100 if FAST else 600)  # FAST: a reference pretrained for 100 steps
+finals = studies.final_scores(curves)
+studies.grpo_lambda_table(finals)
+
+# %%
+studies.plot_grpo_lambda(curves)
+plt.show()
+studies.grpo_lambda_tests(finals)
+
+# %% [markdown]
+# What the 5 seeds say (the README's study repeats this with 10 seeds, on two more tasks and in every dropout mode):
+#
+# - **H7, the collapse: seen in 4 of 5 seeds, not significant at 5.** With Kimi's penalty in every group, accuracy
+#   rose with the 0/1 reward's for the first 3k tokens, then fell as the completions shortened; 4 of 5 seeds ended
+#   below half their starting accuracy, and the mean final accuracy was 0.18 against 0.90 (difference -0.72
+#   [-1.23, -0.22]). The t interval excludes 0, but the permutation test, Holm-adjusted over the two comparisons,
+#   gives p = 0.063: with 5 seeds, the one seed that did not collapse keeps the test above 0.05. In the README's
+#   10-seed study, 9 of 10 collapsed on `lang:sort`, significantly.
+# - **H8, the switch: holds.** GRPO-λ (rule `top`, λ = 0.2) ended at 0.901 against 0.903, difference -0.002
+#   [-0.028, +0.024]: the interval rules out a drop larger than 0.03, and no seed collapsed. In the figure its
+#   dotted curve is hidden under the 0/1 reward's solid one. It penalised a quarter of the groups (the
+#   ⌈0.2 · 16⌉ = 4 most correct of 16, 0.25 in the table), and its completions kept their length (5.45 tokens,
+#   against 5.46).
+#
+# ## 6. The variance-flatness relation under dropout's noise
+#
+# Feng & Tu (2021) looked at the weights SGD visits once the loss has stopped falling: over a window of updates,
+# PCA of the weight trajectory gives principal directions p_i; along each one they measured the *variance* of the
+# weights, σ_i², and the *flatness* of the loss, F_i: the width of the interval around the window's mean w0 within
+# which the loss stays below e · L(w0). Equilibrium statistical physics predicts σ² ∝ F² (the weights wander further
+# where the landscape is flatter). SGD does the opposite: σ_i² ∝ F_i^(-ψ), ψ ≈ 4 on MNIST, the *inverse*
+# variance-flatness relation, because minibatch noise is strongest along sharp directions. Zhang et al. (2024,
+# "Stochastic Modified Equations and Dynamics of Dropout Algorithm") report the same inverse relation for dropout's
+# noise, and argue that this is how dropout finds flat minima.
+#
+# Nobody looked at this in policy-gradient RL, where the loss moves with the data. The sandbox measures it inside a
+# run, without changing training (`--flatness-every N`, `sandbox/diagnostics.py`, `FlatnessProbe`): every N updates,
+# PCA of the policy's weights after each of the last `--flatness-window` updates; along each of the
+# `--flatness-directions` leading directions, the variance, the flatness and the curvature p^T H p at w0 (by double
+# backpropagation); and the fitted slope of log σ² on log F (`flat_slope`; negative: the inverse relation). Three
+# choices that RL forces, and that you should keep in mind when reading the numbers:
+#
+# - RL has no fixed dataset: the loss is PPO's clipped surrogate on *one held batch*, the rollout the update is
+#   about to learn from (advantages and `logp_old` fixed), evaluated with dropout switched off (the same network in
+#   every mode);
+# - the surrogate is not at a minimum and can be 0 at the centre, so "rises to e times its value" means nothing for
+#   it. The width is where it rises by `--flatness-rise` (0.1) times its *headroom*, clip_coef · mean|A|; Feng &
+#   Tu's e-fold rise is out of reach (the clipped surrogate saturates before, in most directions);
+# - the measurement itself has a known-answer test (`tests/test_flatness.py`): on a quadratic loss with chosen
+#   curvatures and variances, it recovers the variances, the widths 2·sqrt(2 · rise / h_i), the curvatures and
+#   the slope, exactly.
+#
+# The runs are section 2's and 3's (`none` is naive dropout p = 0.2, `off` no dropout) with the diagnostic on, every
+# 20 updates over a window of 20, 8 directions (measured at updates 40, 60, ..., 120), plus two arms with p = 0.2 in
+# modes `rollout-eval` and `consistent`, 5 seeds each.
+#
+# **Claims to test** (Feng & Tu 2021; Zhang et al. 2024), as hypotheses:
+#
+# - H9: under dropout's noise the relation is inverse: the slope of log σ² on log F is negative (each seed's mean
+#   slope over its measurements; the mean over seeds and its 95% t interval below 0), in each mode;
+# - H10: dropout changes the slope: each mode's slope differs from dropout off's.
+
+# %%
+FL_MODES = {"off": "off", "rollout-eval": "rollout-eval", "naive": "none", "consistent": "consistent"}
+directions, measurements = studies.flatness_frames(
+    {("CartPole-v1", mode, s): r for mode, name in FL_MODES.items() for s, r in zip(SEEDS, arm[name])})
+studies.flatness_table(directions, measurements)
+
+# %%
+studies.plot_flatness(directions)
+plt.show()
+studies.flatness_tests(measurements)
+
+# %% [markdown]
+# What the 5 seeds say:
+#
+# - **H9 does not reproduce.** No mode's slope is below 0: `naive` -0.72 [-1.87, 0.44], `rollout-eval` -0.32
+#   [-1.64, 0.99], `off` -0.06 [-1.07, 0.96], `consistent` +0.38 [-0.90, 1.65]; every interval contains 0.
+#   Fitting all points at once (the figure's lines), the slope is *positive* in every mode, clearly so for `off`
+#   (0.92 [0.43, 1.41]) and `consistent` (1.05 [0.59, 1.50]): more variance along flatter directions, equilibrium's
+#   sign, nothing like Feng & Tu's -4. Without direction 1 one mode's interval is below 0 (`rollout-eval`, -1.09
+#   [-1.71, -0.47]): one of four modes, in a secondary column, so a lead for more seeds rather than a finding (the
+#   README's 10-seed study, at p = 0.1 and 50k steps, gives it -0.28 [-0.71, 0.16]).
+# - **H10 does not reproduce**: no mode's slope differs significantly from dropout off's (Holm-adjusted p 0.76 to
+#   0.98); differences this size would need 35 to 245 seeds per arm to tell.
+# - Read the other columns too: at w0 the clipped surrogate curves *down* along most directions (110 to 153 of 200:
+#   it is not at a minimum), and 5 to 24 of 200 directions were censored (the loss did not rise enough within
+#   reach). In the figure the colours sort vertically: the variance falls by orders of magnitude with the
+#   direction's rank while the width barely changes, which is what PCA of a near-random walk gives, whatever the
+#   landscape. A policy still learning over 20 updates is not in the steady state where Feng & Tu measured.
+#
+# ## 7. The claims, and what we found
+#
+# | claim | source | hypothesis here | measured (5 seeds; PPO on CartPole, naive p = 0.2, 30k steps, unless stated) | reproduces? |
 # |---|---|---|---|---|
 # | dropping samples lowers the surrogate's variance | D-PPO; Lin et al. 2023 | H1: Var(kept) / Var(all) < 1 | 0.30 (`dppo`), 0.86 (`sdpo`), 0.21 (`outlier`), intervals below 1 | yes |
 # | ... and improves PPO's return | D-PPO; Lin et al. 2023 | H2: final return above `none` | 290 / 354 / 164 against 238; no significant difference | no (not at 5 seeds) |
@@ -358,11 +517,16 @@ pd.concat([
 # | early dropout helps an underfitting model | Liu et al. 2023 | H4: final return above `off` | 283 against 247; not significant | no (not at 5 seeds) |
 # | late dropout helps (regularisation) | Liu et al. 2023 | H5: final return above `off` | 386 against 247; not significant | no (not at 5 seeds) |
 # | multi-sample dropout trains faster | Inoue 2019 | H6: final return, K = 4 above K = 1 | 299 against 238; not significant | no (not at 5 seeds) |
+# | a length penalty collapses GRPO's accuracy | Dai et al. 2025 | H7: final accuracy below the 0/1 reward's, runs collapse | GRPO, `lang:sort --sparse`, 40k tokens, Kimi's penalty: 0.18 against 0.90, 4/5 collapsed; Holm p = 0.063 | seen, not significant at 5 seeds (significant at 10, README) |
+# | GRPO-λ's switch prevents the collapse | Dai et al. 2025 | H8: accuracy not below the 0/1 reward's, no collapse | 0.901 against 0.903, difference [-0.028, +0.024]; 0/5 collapsed | yes |
+# | the noise gives an inverse variance-flatness relation | Feng & Tu 2021; Zhang et al. 2024 | H9: slope of log σ² on log F below 0 | -0.72 to +0.38 over the four modes, every interval contains 0 | no |
+# | dropout changes the relation | Zhang et al. 2024 | H10: each mode's slope differs from `off`'s | Holm p 0.76 to 0.98 | no (not at 5 seeds) |
 #
 # "Does not reproduce" here means: not in this setting, at this budget, with 5 seeds. The papers measured other
-# tasks (MuJoCo, Atari, image classification) with other budgets; a claim that fails here is not refuted there.
-# What the sandbox does show with certainty is the mechanism of each variant: which samples a rule drops, what it
-# does to the variance it sees, and that multi-sample dropout breaks consistent dropout's exact ratio.
+# tasks (MuJoCo, Atari, image classification, reasoning with large language models) with other budgets; a claim
+# that fails here is not refuted there. What the sandbox does show with certainty is the mechanism of each variant:
+# which samples a rule drops, what it does to the variance it sees, that multi-sample dropout breaks consistent
+# dropout's exact ratio, and that Kimi's length penalty rewards a right answer below a wrong one that stops early.
 #
 # ## Check yourself
 #
@@ -377,6 +541,14 @@ pd.concat([
 # 5. With K = 4 masks in mode `consistent`, `first_ratio_dev` is above 0. Which of the K copies are responsible?
 # 6. Section 2 compares three rules with 5 seeds each. Suppose one of them had P(improvement) = 0.8 and an effect
 #    size g = 1. How many seeds per arm would 80% power need (`stats.seeds_needed`)?
+# 7. In section 5's group, why does the paper's (efficiency) penalty give exactly the 0/1 reward's advantages? What
+#    would a task need for it to act?
+# 8. On `lang:add` the policy gets about 6% of the sums right. With rule `top` and λ = 0.2, which groups get Kimi's
+#    penalty, and what does it teach them? What does rule `threshold` with λ = 0.5 do instead?
+# 9. Why does the variance-flatness diagnostic switch dropout off when it evaluates the loss along a direction? What
+#    would the width measure in `naive` mode if it did not?
+# 10. The slope of log σ² on log F is strongly positive on `lang:reverse` but near 0 once direction 1 is left out.
+#     What is direction 1 in a window of 20 updates of a policy that is still learning, and why is its width large?
 
 # %% [markdown]
 # <details>
@@ -398,6 +570,22 @@ pd.concat([
 # 5. Copies 2..K. All K masks are stored and replayed, but `logp_old` is the first copy's (the copy that chose the
 #    action), so only copy 1's ratio is exactly 1; the others compare a differently thinned network with it.
 # 6. `stats.seeds_needed(1.0)` = 17 per arm.
+# 7. Every right answer to a prompt has the same length, so z = 0 for all of them and each earns 1 - α/2; the wrong
+#    ones earn 0. That is the 0/1 reward times (1 - α/2) > 0, and (R - mean) / (std + 1e-4) is the same for a reward
+#    and a positive multiple of it (up to the 1e-4). The penalty needs right completions of different lengths: several
+#    right answers, or a reasoning trace before the answer whose length can vary (the paper's setting).
+# 8. The ⌈0.2 · 16⌉ = 4 groups of the batch with the highest correctness ratio, which at 6% are mostly groups with no
+#    right answer at all (ties go to the earlier groups). Kimi's form still gives those wrong answers a length term,
+#    min(0, λ_i), so the longer wrong answers get the lower rewards and the policy learns to stop early: in the
+#    README's study every seed collapsed to a lone `<eos>`. The threshold rule penalises a group only when at least
+#    half of it is right: on `lang:add` almost never (1% of groups), so it keeps the 0/1 reward's accuracy.
+# 9. In `naive` mode every forward pass draws fresh masks: the loss at the same weights would differ from one
+#    evaluation to the next, and the root finder would cross the rise at random places. The width would mix the
+#    landscape with the masks' noise. With dropout off the loss is a function of the weights alone, and the same
+#    network in every mode.
+# 10. Mostly the drift of learning itself: the weights move steadily along it during the window, so it has the largest
+#     variance, and the policy loss keeps falling along it (the update's own direction), lopsided, so it rises slowly
+#     on one side: a wide interval. One point with a large variance and a large width drags the fitted slope up.
 #
 # </details>
 

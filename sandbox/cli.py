@@ -32,7 +32,8 @@ commands:
   report  statistics and figures of a sweep: sandbox report DIR
   pretrain  the reference model of a language task (cached): sandbox pretrain --env lang:reverse
   bench   benchmarks against a peer: sandbox bench cartpole (PPO vs stable-baselines3), sandbox bench lang
-          (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report)
+          (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report); the
+          README's studies: sandbox bench grpo-lambda|flatness --seeds 0 1 2 ... --out DIR
   grade   grade homework: sandbox grade hw1 my_gae.ipynb (a .py, a notebook or a folder of them)
           [--format text|json|gradescope] [--hidden DIR]
 """
@@ -241,13 +242,20 @@ def cmd_eval(args: list[str]) -> int:
 class BenchArgs:
     """Benchmarks, run side by side with a peer in one command."""
 
-    target: Annotated[Literal["cartpole", "lang", "sweep", "report", "population"], tyro.conf.Positional]
+    target: Annotated[
+        Literal["cartpole", "lang", "sweep", "report", "population", "grpo-lambda", "flatness"], tyro.conf.Positional
+    ]
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
     lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9.
     sweep: a 10-run sweep with 2 workers vs 1. report: the report of a 100-run sweep. population: a 16-seed
-    population vs 16 runs one at a time, seeds per CPU-second and final returns."""
+    population vs 16 runs one at a time, seeds per CPU-second and final returns. grpo-lambda, flatness: the two
+    studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
+    --out."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """Seeds; each system runs once per seed, alternating."""
+    """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed; the README used
+    0-9)."""
+    out: str | None = None
+    """grpo-lambda, flatness: the directory for their tables and figures. None: bench-<target>-<time>."""
     max_steps: int | None = None
     """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
     None: 100000 for cartpole, 300000 for lang."""
@@ -283,8 +291,12 @@ def cmd_bench(args: list[str]) -> int:
         result = bench.bench_sweep(quiet=a.quiet)
     elif a.target == "report":
         result = bench.bench_report(quiet=a.quiet)
-    else:
+    elif a.target == "population":
         result = bench.bench_population(quiet=a.quiet)
+    else:
+        out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
+        study = bench.bench_grpo_lambda if a.target == "grpo-lambda" else bench.bench_flatness
+        result = study(a.seeds, out, quiet=a.quiet)
     if a.json:
         import json
 

@@ -23,6 +23,7 @@ from .dropout_modes import MODE_NAMES, MODES, DropoutModeName
 
 ALGOS: tuple[str, ...] = ("ppo", "grpo", "sb3-ppo")
 LANG_PREFIX = "lang:"
+SPARSE_TASKS: tuple[str, ...] = ("lang:reverse", "lang:sort")
 
 
 class ConfigError(ValueError):
@@ -189,10 +190,26 @@ class GRPOConfig:
     """Leave out groups whose rewards are all equal (they have no signal; DAPO's dynamic sampling)."""
     mask_truncated: bool = False
     """Leave out completions that hit the length limit without <eos>."""
+    grpo_lambda: float | None = None
+    """GRPO-lambda (Dai et al. 2025, README): with --length-penalty, only some groups of each batch get the
+    length-penalised reward, chosen by their correctness ratio (fraction of correct completions); the others get the
+    plain 0/1 correctness. top rule: lambda = the fraction of the batch's groups, most correct first (the paper's
+    top-lambda, e.g. 0.2); threshold rule: the groups whose ratio is >= lambda. None: every group is penalised."""
+    grpo_lambda_rule: Literal["top", "threshold"] = "top"
+    """How --grpo-lambda picks the penalised groups: top = the ceil(lambda * groups) most correct groups of the batch
+    (the paper's batch-wise top-lambda), threshold = every group whose correctness ratio is >= lambda."""
 
     def _validate_grpo(self) -> None:
         _choice(self, "scale_rewards", ("group", "batch", "none"))
         _choice(self, "loss_agg", ("grpo", "bnpo", "dr_grpo"))
+        _choice(self, "grpo_lambda_rule", ("top", "threshold"))
+        if self.grpo_lambda is not None:
+            _in_range(self, "grpo_lambda", 0.0, 1.0)
+            if not self.length_penalty > 0:
+                raise ConfigError(
+                    "grpo_lambda",
+                    "switches between the 0/1 reward and --length-penalty's, so it needs --length-penalty > 0",
+                )
         _positive_int(self, "prompts_per_update", "mu")
         if not (isinstance(self.group_size, int) and self.group_size >= 2):
             raise ConfigError(
@@ -292,6 +309,20 @@ class VariantsConfig:
     grad_diag_every: int = 0
     """Every N updates, measure gradient noise (grad_gdv, grad_gde, grad_snr) on the batch's minibatches before
     the update, without changing training (0 = never)."""
+    flatness_every: int = 0
+    """Every N updates, the variance-flatness diagnostic (Feng & Tu 2021), without changing training (0 = never):
+    PCA of the policy's weights over the last --flatness-window updates; along each leading direction, the weights'
+    variance, the loss's flatness (the width within which the policy loss on this update's batch, dropout off, rises
+    by --flatness-rise times the clipped surrogate's headroom) and its curvature. Columns flat_slope, curv_slope; one
+    row per direction in flatness.csv (RunResult.flatness)."""
+    flatness_window: int = 20
+    """Updates whose weights (after each update) make the trajectory the PCA is taken over (>= 3)."""
+    flatness_directions: int = 8
+    """Leading PCA directions measured (at most --flatness-window - 1, the most a window of W points has)."""
+    flatness_rise: float = 0.1
+    """The loss rise that bounds the flat region, as a fraction of the clipped surrogate's headroom clip_coef *
+    mean|A| (how much it can fall before every sample is clipped). Feng & Tu's e-fold rise (e - 1 = 1.72) is out of
+    reach: the clipped surrogate saturates first (README)."""
 
     def _validate_variants(self) -> None:
         _choice(self, "multi_sample_average", ("loss", "logits"))
@@ -300,6 +331,16 @@ class VariantsConfig:
         _in_range(self, "sample_drop_delta", 0.0, math.inf, lo_open=True, hi_open=True)
         _int_at_least(self, "dropout_samples", 1, "K masks")
         _int_at_least(self, "grad_diag_every", 0, "0 = off")
+        _int_at_least(self, "flatness_every", 0, "0 = off")
+        _int_at_least(self, "flatness_window", 3, "updates")
+        _int_at_least(self, "flatness_directions", 2, "directions")
+        _in_range(self, "flatness_rise", 0.0, 100.0, lo_open=True)
+        if self.flatness_directions > self.flatness_window - 1:
+            raise ConfigError(
+                "flatness_directions",
+                f"at most --flatness-window - 1 = {self.flatness_window - 1} (a window of W weight vectors spans "
+                f"W - 1 directions), got {self.flatness_directions}",
+            )
 
 
 @dataclasses.dataclass
@@ -312,16 +353,34 @@ class LangConfig:
     """lang:reverse and lang:sort: reward 1 for an exact match only (default: fraction of positions right)."""
     partial_credit: bool = False
     """lang:add: reward the fraction of digits right (default: exact match only)."""
+    length_penalty: float = 0.0
+    """alpha: ask for shorter correct completions (GRPO, tasks with a 0/1 correctness: lang:reverse or lang:sort
+    with --sparse, lang:add). Every group gets the length-penalised reward (--length-penalty-form), or with
+    --grpo-lambda the groups its switch picks. 0 = off; the paper's efficiency reward is 1 - alpha * sigmoid(z)."""
+    length_penalty_form: Literal["efficiency", "kimi"] = "efficiency"
+    """efficiency (GRPO-lambda's, reconstructed: README): a correct completion earns 1 - alpha * sigmoid(z), z its
+    length standardised over the group's correct completions, a wrong one 0; kimi (Kimi 1.5's): 1{correct} + alpha *
+    lam, lam = 0.5 - (L - min L) / (max L - min L) over the whole group (wrong answers: min(0, lam))."""
     sft_steps: int = 600
     """Supervised steps for the language tasks' reference model (cached on disk: see sandbox pretrain)."""
 
     def _validate_lang(self) -> None:
         _in_range(self, "temperature", 0.0, 100.0, lo_open=True)
         _positive_int(self, "sft_steps")
-        if self.sparse and self.env not in ("lang:reverse", "lang:sort"):
+        if self.sparse and self.env not in SPARSE_TASKS:
             raise ConfigError("sparse", f"only for lang:reverse and lang:sort, not {self.env}")
         if self.partial_credit and self.env != "lang:add":
             raise ConfigError("partial_credit", f"only for lang:add, not {self.env}")
+        _choice(self, "length_penalty_form", ("efficiency", "kimi"))
+        _in_range(self, "length_penalty", 0.0, math.inf, hi_open=True)
+        if self.length_penalty > 0 and self.algo != "grpo":
+            raise ConfigError("length_penalty", "only for --algo grpo (it compares the completions of a group)")
+        if self.length_penalty > 0 and not self.binary_correctness:
+            raise ConfigError(
+                "length_penalty",
+                "only for a task with a 0/1 correctness: lang:reverse or lang:sort with --sparse, lang:add without "
+                f"--partial-credit; not {self.env}" + (" without --sparse" if self.env in SPARSE_TASKS else ""),
+            )
 
 
 GROUPS: dict[str, type] = {
@@ -347,6 +406,12 @@ class Config(LangConfig, VariantsConfig, DropoutConfig, KLConfig, GRPOConfig, PP
     @property
     def task_name(self) -> str:
         return self.env[len(LANG_PREFIX) :]
+
+    @property
+    def binary_correctness(self) -> bool:
+        """The task's reward is a 0/1 correctness (lang:reverse or lang:sort with --sparse, lang:add without
+        --partial-credit): what --length-penalty and the correct_ratio column need."""
+        return (self.env in SPARSE_TASKS and self.sparse) or (self.env == "lang:add" and not self.partial_credit)
 
     @property
     def batch_size(self) -> int:

@@ -2,18 +2,25 @@
 
 The update appends one :class:`Seen` per minibatch (detached tensors: no cost), then calls :func:`update_metrics`,
 which computes every metric for all minibatches in a handful of batched operations, with the reference maths.
-:func:`gradient_noise` measures how noisy the minibatch gradients are, without changing training.
+:func:`gradient_noise` measures how noisy the minibatch gradients are, and :class:`FlatnessProbe` how the weights
+fluctuate against the loss landscape (Feng & Tu's variance-flatness relation), both without changing training.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import torch
+from torch import nn
 
-from .maths import kl_k3
+from .flatness import loglog_slope, variance_flatness
+from .maths import Maths, kl_k3
+from .metrics import FLATNESS_COLUMNS
 
 UPDATE_METRICS = (
     "first_ratio_dev",
@@ -148,3 +155,97 @@ def gradient_noise(
         "grad_gde": float((1 - unit @ (full / full.norm().clamp(min=1e-12))).mean()),
         "grad_snr": float(mean.square().sum() / noise) if noise > 0 else math.inf,
     }
+
+
+class FlatnessProbe:
+    """Feng & Tu's variance-flatness diagnostic inside a run (``--flatness-every N``), without changing training.
+
+    After every update it keeps the policy's weights (the last ``--flatness-window`` W of them). Every N updates, once
+    it has W, before the update's first step: :func:`sandbox.flatness.variance_flatness` along the
+    ``--flatness-directions`` leading principal directions of those W weight vectors, on this loss:
+
+    - RL has no fixed dataset, so the loss is the trainer's policy loss (PPO's clipped surrogate, GRPO's clipped
+      objective, with its token aggregation) on *one held batch*: the batch the update is about to learn from,
+      collected by the policy at the end of the window and not yet used for a step, with its advantages and
+      ``logp_old`` fixed;
+    - with dropout switched off (every dropout layer's ``layer_mask`` returns no mask, the seam's switch), so that the
+      loss is a function of the weights alone, the same network in every arm;
+    - the surrogate is not at a minimum and can be 0 at the centre, so Feng & Tu's "rises to e times its value"
+      has no meaning for it. The rise is set from the clipped surrogate's *headroom* at ratio 1, ``clip_coef *
+      mean|A|`` (how much it can fall before every sample is clipped; exactly that for a plain mean over samples):
+      ``--flatness-rise`` times it (default 0.1). A rise of e - 1 = 1.72 headrooms, Feng & Tu's factor with the
+      surrogate measured from its floor, is mostly never reached within a whole weight norm (the clipped surrogate
+      saturates first: measured, README). The rise is one number for every direction of a measurement, so for a
+      quadratic loss the fitted slopes would not depend on it; for the surrogate they do, somewhat.
+
+    torch's random state is restored afterwards and the weights are put back bit for bit: the run with the diagnostic
+    is the run without it, apart from its columns and the timing ones (tested).
+    """
+
+    def __init__(self, cfg, module: nn.Module, params: Sequence[torch.Tensor]):
+        self.every, self.k, self.rise = cfg.flatness_every, cfg.flatness_directions, cfg.flatness_rise * cfg.clip_coef
+        self.module, self.params = module, list(params)
+        self.trajectory: collections.deque[torch.Tensor] = collections.deque(maxlen=cfg.flatness_window)
+
+    def record(self) -> None:
+        """Keep the policy's weights as they are after an update."""
+        self.trajectory.append(torch.cat([p.detach().reshape(-1) for p in self.params]).clone())
+
+    def due(self, update: int) -> bool:
+        return update % self.every == 0 and len(self.trajectory) == self.trajectory.maxlen
+
+    def measure(self, held_loss: Callable[[], "MinibatchLoss"]) -> tuple[dict, list[dict]]:  # noqa: F821
+        """``held_loss()``: the trainer's objective on the held batch at the current weights (its ``policy_loss``, and
+        ``seen.adv``, the advantages as the loss uses them). Returns the row's columns (``flat_slope``,
+        ``curv_slope``) and one row per direction for ``flatness.csv``; nothing when the batch has nothing to learn
+        from (every token left out)."""
+        state = torch.get_rng_state()
+        try:
+            with dropout_off(self.module):
+                held = held_loss()
+                if held.skip:
+                    return {}, []
+                rise = self.rise * float(held.seen.adv.abs().mean())
+                trajectory = torch.stack(list(self.trajectory))
+                d = variance_flatness(trajectory, lambda: held_loss().policy_loss, self.params, self.k, rise)
+        finally:
+            torch.set_rng_state(state)
+        uncensored = [not c for c in d["censored"]]
+        keep = lambda xs: [x for x, u in zip(xs, uncensored) if u]  # noqa: E731
+        columns = {
+            "flat_slope": loglog_slope(keep(d["flatness"]), keep(d["variance"]))[0],
+            "curv_slope": loglog_slope(d["curvature"], d["variance"])[0],
+        }
+        rows = [
+            {"direction": i + 1, **{name: d[name][i] for name in FLATNESS_COLUMNS[2:]}}
+            for i in range(len(d["variance"]))
+        ]
+        return columns, rows
+
+    def state_dict(self) -> dict:
+        return {"trajectory": list(self.trajectory)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.trajectory.clear()
+        self.trajectory.extend(state["trajectory"])
+
+
+def _no_mask(stored, fresh, shape, p, draw) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def dropout_off(module: nn.Module) -> Iterator[None]:
+    """Every dropout layer of ``module`` uses no mask (neither a stored one nor a fresh one) inside the block: its
+    ``maths.layer_mask`` is swapped for one that answers "none", and put back afterwards."""
+    swapped = []
+    for m in module.modules():
+        maths = getattr(m, "maths", None)
+        if isinstance(maths, Maths):
+            swapped.append((m, maths))
+            m.maths = dataclasses.replace(maths, layer_mask=_no_mask)
+    try:
+        yield
+    finally:
+        for m, maths in swapped:
+            m.maths = maths

@@ -16,6 +16,11 @@ sequences o_1..o_G (each term tagged with the ``maths`` function that computes i
             grpo: mean over each sequence's tokens, then over sequences; bnpo: mean over all tokens of the batch;
             dr_grpo: sum / (sequences * the longest possible length)
 
+On a task whose reward is a 0/1 correctness, ``--length-penalty`` asks for shorter correct completions: each group's
+rewards R_i become the length-penalised ones (``maths.length_penalty_rewards``), in every group or, with
+``--grpo-lambda`` (GRPO-lambda, Dai et al. 2025), only in the groups whose correctness ratio its switch picks
+(``maths.grpo_lambda_switch``); the others keep the plain 0/1 reward.
+
 With ``--kl-in reward`` the KL leaves the loss and each sequence's reward pays ``beta * sum_t k1_it`` before the
 advantages; ``--kl-target`` adapts beta (``maths.adaptive_beta``). Sample dropout and multi-sample dropout act on the
 clipped term (``sandbox/objective.py``). The dropout modes are those of PPO (``sandbox/dropout_modes.py``).
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
 from torch import Tensor
 
 from .config import Config
@@ -49,9 +55,10 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             b = source.sample()
             run.count_steps(int(b.lengths.sum()))
 
-            # 2. Rewards -> group advantages. With the KL in the reward, each sequence first pays beta * its summed k1.
+            # 2. Rewards (length-penalised in the groups GRPO-lambda picks) -> group advantages. With the KL in the
+            #    reward, each sequence first pays beta * its summed k1.
             log_ratio_ref = (b.logp_old - b.ref_logp) * b.mask  # (B, n)
-            rewards = b.rewards
+            rewards, reward_columns = shaped_rewards(cfg, maths, b)
             if beta.in_reward > 0:
                 rewards = rewards - beta.in_reward * (maths.kl_k1(log_ratio_ref) * b.mask).sum(dim=1)
             advantages = maths.group_advantages(rewards.view(-1, G), cfg.scale_rewards).flatten()  # (B,)
@@ -85,12 +92,32 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
                     "beta": beta.value,
                     "zero_std_frac": float(all_equal.float().mean()),
                     "completion_len": length,
+                    **reward_columns,
                 }
             )
             beta.adapt(kl_ref, len(b.rewards))
             if run.solved(reward if cfg.is_lang else None):
                 break  # solved, with --stop-at-threshold
     return run.result
+
+
+def shaped_rewards(cfg: Config, maths: Maths, b) -> tuple[Tensor, dict[str, float]]:
+    """The rewards the advantages start from, ``(B,)``, and the row's reward columns. On a task whose reward is a 0/1
+    correctness: the plain 0/1 reward, or ``--length-penalty``'s length-penalised one in every group (``--grpo-lambda``
+    unset) or in the groups GRPO-lambda's switch picks from their correctness ratios. Elsewhere the task's reward."""
+    if not (cfg.is_lang and cfg.binary_correctness):
+        return b.rewards, {}
+    correct, lengths = b.rewards.view(-1, cfg.group_size) > 0.5, b.lengths.view(-1, cfg.group_size)
+    penalised = torch.full((len(correct),), cfg.length_penalty > 0)
+    if cfg.length_penalty > 0 and cfg.grpo_lambda is not None:
+        penalised = maths.grpo_lambda_switch(correct, cfg.grpo_lambda, cfg.grpo_lambda_rule)
+    rewards = correct.float()
+    if bool(penalised.any()):
+        shaped = maths.length_penalty_rewards(correct, lengths, cfg.length_penalty, cfg.length_penalty_form)
+        rewards = torch.where(penalised[:, None], shaped, rewards)
+    frac = float(penalised.float().mean())
+    columns = {"correct_ratio": float(correct.float().mean()), "length_penalty_frac": frac}
+    return rewards.flatten(), columns | {"plain_reward_frac": 1.0 - frac}
 
 
 def grpo_objective(

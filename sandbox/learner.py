@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config
-from .diagnostics import Seen, gradient_noise, update_metrics
+from .diagnostics import FlatnessProbe, Seen, gradient_noise, update_metrics
 from .maths import kl_k3
 from .nets import FlatParams
 
@@ -43,13 +43,14 @@ class Learner:
     """The parameters of ``module`` and their optimiser: Adam (eps ``adam_eps``) over all weights held in one flat
     tensor (:class:`~sandbox.nets.FlatParams`, one kernel per step), the global gradient-norm clip, and the
     learning rate the run anneals (:meth:`set_lr`). ``policy_params``: the parameters whose gradient noise
-    ``--grad-diag-every`` measures (default: all of them)."""
+    ``--grad-diag-every`` and whose variance-flatness relation ``--flatness-every`` measure (default: all of them)."""
 
     def __init__(self, module: nn.Module, cfg: Config, policy_params: Iterable[Tensor] | None = None):
         self.cfg = cfg
         self.policy_params = list(module.parameters() if policy_params is None else policy_params)
         self.params = FlatParams(module)
         self.optimizer = torch.optim.Adam([self.params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
+        self.flatness = FlatnessProbe(cfg, module, self.policy_params) if cfg.flatness_every else None
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -77,18 +78,24 @@ class Learner:
 
         ``target_kl``: stop the update once a minibatch's approx_kl (k3 of its log-ratios) exceeds it, checked
         before that minibatch's step. Every ``grad_diag_every`` updates, the gradient noise of the policy loss is
-        measured first, without changing training. ``run`` gives the update number and the clip ranges (for the clip
-        fractions). Returns the update's metrics, ``epochs_done`` included (0 when ``n`` is 0: nothing to learn).
+        measured first, and every ``flatness_every`` updates the variance-flatness relation, both without changing
+        training. ``run`` gives the update number and the clip ranges (for the clip fractions). Returns the update's
+        metrics, ``epochs_done`` included (0 when ``n`` is 0: nothing to learn).
         """
+        diagnostics = self._diagnostics(minibatch_loss, n, run) if n > 0 else {}
+        stats = self._epochs(minibatch_loss, n, epochs, run, unit) | diagnostics
+        if self.flatness is not None:
+            self.flatness.record()  # the weights after this update: the next windows' trajectory
+        return stats
+
+    def _epochs(
+        self, minibatch_loss: Callable[[Tensor | slice], MinibatchLoss], n: int, epochs: int, run, unit: str
+    ) -> dict[str, float]:
         cfg, clip = self.cfg, (run.clip_coef, run.clip_coef_high)
         seen: list[Seen] = []
         if n == 0:
             return update_metrics(seen, clip[0], 0, clip[1])
         num_minibatches = min(cfg.num_minibatches, n)
-        noise = {}
-        if cfg.grad_diag_every and run.update % cfg.grad_diag_every == 0:
-            policy_loss = lambda idx: minibatch_loss(idx).policy_loss  # noqa: E731
-            noise = gradient_noise(policy_loss, n, max(num_minibatches, 4), self.policy_params)
         for epoch in range(epochs):
             parts = [slice(None)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(n), num_minibatches)
             for idx in parts:
@@ -97,12 +104,31 @@ class Learner:
                     continue
                 seen.append(mb.seen)
                 if cfg.target_kl is not None and kl_k3(-mb.seen.logratio).mean().item() > cfg.target_kl:
-                    return update_metrics(seen, clip[0], epoch, clip[1]) | noise  # this minibatch: no step
+                    return update_metrics(seen, clip[0], epoch, clip[1])  # this minibatch: no step
                 mb.seen.grad_norm = self.step(mb.loss, f"update {run.update}, {unit} {epoch + 1}", mb.seen)
-        return update_metrics(seen, clip[0], epochs, clip[1]) | noise
+        return update_metrics(seen, clip[0], epochs, clip[1])
+
+    def _diagnostics(self, minibatch_loss: Callable[[Tensor | slice], MinibatchLoss], n: int, run) -> dict[str, float]:
+        """The measurements taken before the update's first step (``--grad-diag-every``, ``--flatness-every``)."""
+        cfg, out = self.cfg, {}
+        if cfg.grad_diag_every and run.update % cfg.grad_diag_every == 0:
+            policy_loss = lambda idx: minibatch_loss(idx).policy_loss  # noqa: E731
+            out |= gradient_noise(policy_loss, n, max(min(cfg.num_minibatches, n), 4), self.policy_params)
+        if self.flatness is not None and self.flatness.due(run.update):
+            columns, rows = self.flatness.measure(lambda: minibatch_loss(slice(None)))  # the whole batch, held
+            if rows:
+                run.run_log.flatness(run.update, rows)
+            out |= columns
+        return out
 
     def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
+        """Adam's state; with ``--flatness-every``, also the weights of the diagnostic's window."""
+        if self.flatness is None:
+            return self.optimizer.state_dict()
+        return {"optimizer": self.optimizer.state_dict(), "flatness": self.flatness.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        if self.flatness is not None:
+            self.flatness.load_state_dict(state["flatness"])
+            state = state["optimizer"]
         self.optimizer.load_state_dict(state)

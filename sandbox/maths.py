@@ -19,6 +19,7 @@ reference functions below, so a bug in a replaced function shows up in the metri
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import torch
@@ -31,6 +32,8 @@ __all__ = [
     "adaptive_beta",
     "aggregate_loss",
     "group_advantages",
+    "grpo_lambda_switch",
+    "length_penalty_rewards",
     "kl_k1",
     "kl_k2",
     "dppo_scores",
@@ -165,6 +168,66 @@ def group_advantages(rewards: Tensor, scale_rewards: str = "group", eps: float =
     if scale_rewards == "none":
         return centred
     raise ValueError(f"scale_rewards must be group, batch or none, got {scale_rewards!r}")
+
+
+def length_penalty_rewards(correct: Tensor, lengths: Tensor, alpha: float, form: str = "efficiency") -> Tensor:
+    """Rewards that ask for shorter correct completions, for a task whose reward is a 0/1 correctness.
+
+    ``correct (n_groups, G)``: bool (or 0/1), which completions are right; ``lengths (n_groups, G)``: their lengths in
+    tokens. Returns float rewards of that shape. ``alpha`` >= 0 is the penalty's strength.
+
+    - ``efficiency`` (GRPO-lambda's efficiency reward, Dai et al. 2025, reconstructed: README; the form of Arora &
+      Zanette 2025): a correct completion earns ``1 - alpha * sigmoid(z)``, ``z = (L - mean_c) / std_c`` over the
+      group's *correct* completions (population std); a wrong one earns 0. A lone correct completion, or correct
+      completions all of one length, get z = 0, so ``1 - alpha / 2``. Range [1 - alpha, 1].
+    - ``kimi`` (Kimi 1.5's length reward, as open-r1 implements it, added to the correctness with weight ``alpha``):
+      ``lam = 0.5 - (L - min L) / (max L - min L)`` over *all* G completions (0 when they all have one length);
+      ``R = 1{correct} + alpha * (lam if correct else min(0, lam))``. Range [-alpha/2, 1 + alpha/2].
+
+    The trap: ``efficiency`` compares correct completions only with each other. When every correct answer to a prompt
+    has the same length (the toy tasks: one right answer), z = 0 for all of them and the penalty only rescales the
+    rewards, which the group's std normalisation undoes: it cannot shorten anything. ``kimi`` compares right with
+    wrong: a short wrong answer can outscore a long right one once alpha > 2.
+    """
+    c = correct.to(torch.float32)
+    length = lengths.to(torch.float32)
+    if form == "efficiency":
+        n = c.sum(dim=1, keepdim=True).clamp(min=1.0)
+        mean = (c * length).sum(dim=1, keepdim=True) / n
+        std = ((c * (length - mean).square()).sum(dim=1, keepdim=True) / n).sqrt()
+        z = torch.where(std > 0, (length - mean) / std.clamp(min=1e-12), torch.zeros_like(length))
+        return c * (1.0 - alpha * torch.sigmoid(z))
+    if form == "kimi":
+        low, high = length.min(dim=1, keepdim=True).values, length.max(dim=1, keepdim=True).values
+        span = high - low
+        lam = torch.where(span > 0, 0.5 - (length - low) / span.clamp(min=1e-12), torch.zeros_like(length))
+        return c + alpha * torch.where(c > 0, lam, lam.clamp(max=0.0))
+    raise ValueError(f"length penalty form must be efficiency or kimi, got {form!r}")
+
+
+def grpo_lambda_switch(correct: Tensor, lam: float, rule: str = "top") -> Tensor:
+    """GRPO-lambda's switch (Dai et al. 2025, reconstructed: README): which groups get the length-penalised reward.
+
+    ``correct (n_groups, G)``: bool (or 0/1). Each group's *correctness ratio* is its fraction of correct completions.
+    Returns a bool ``(n_groups,)``, True = the length-penalised reward, False = the plain 0/1 correctness.
+
+    - ``top`` (the paper's batch-wise top-lambda selection): the ``ceil(lam * n_groups)`` groups with the highest
+      correctness ratio; ties go to the earlier group (a stable sort). ``lam`` in [0, 1]: 0 = no group, 1 = every one.
+    - ``threshold``: every group whose correctness ratio is at least ``lam``.
+
+    Groups the policy mostly gets wrong keep the plain reward, which asks only for correctness: the length penalty
+    is for prompts it can already solve. The trap: ``top`` ranks groups *within the batch*, so a batch the policy
+    gets all wrong still sends its top groups to the penalty (harmless here: a wrong completion earns 0 either way).
+    """
+    ratio = correct.to(torch.float32).mean(dim=1)
+    if rule == "top":
+        k = math.ceil(round(lam * ratio.numel(), 9))
+        chosen = torch.zeros_like(ratio, dtype=torch.bool)
+        chosen[torch.argsort(ratio, descending=True, stable=True)[:k]] = True
+        return chosen
+    if rule == "threshold":
+        return ratio >= lam
+    raise ValueError(f"GRPO-lambda rule must be top or threshold, got {rule!r}")
 
 
 def aggregate_loss(per_token: Tensor, mask: Tensor, mode: str = "grpo", max_len: int | None = None) -> Tensor:
@@ -322,6 +385,12 @@ class Maths:
     reward; the measured ``kl_ref`` and ``approx_kl`` use the reference functions."""
     group_advantages: Callable[..., Tensor] = group_advantages
     """``group_advantages(rewards (n_groups, G), scale_rewards) -> advantages (n_groups, G)``."""
+    length_penalty_rewards: Callable[..., Tensor] = length_penalty_rewards
+    """``length_penalty_rewards(correct (n_groups, G), lengths (n_groups, G), alpha, form) -> rewards``
+    (``--length-penalty``)."""
+    grpo_lambda_switch: Callable[..., Tensor] = grpo_lambda_switch
+    """``grpo_lambda_switch(correct (n_groups, G), lam, rule) -> bool (n_groups,)``: True = length-penalised reward
+    (``--grpo-lambda``)."""
     aggregate_loss: Callable[..., Tensor] = aggregate_loss
     """``aggregate_loss(per_token (B, T), mask (B, T), mode, max_len=None) -> scalar``."""
     adaptive_beta: Callable[..., float] = adaptive_beta

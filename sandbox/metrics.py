@@ -51,9 +51,37 @@ METRICS: dict[str, str] = {
     "loss, at the start of the update (every --grad-diag-every updates; empty otherwise).",
     "grad_gde": "Gradient direction error: mean (1 - cosine) between each minibatch gradient and the batch's.",
     "grad_snr": "Gradient signal-to-noise: |mean g|^2 / mean |g - mean g|^2 over the minibatch gradients.",
+    # added with GRPO-lambda (GRPO on a language task whose reward is a 0/1 correctness; empty otherwise)
+    "correct_ratio": "Fraction of the batch's completions that are correct (lang:reverse or lang:sort with --sparse, "
+    "lang:add), whatever reward the advantages used: the accuracy, and the mean of the groups' correctness ratios.",
+    "length_penalty_frac": "Fraction of the batch's groups whose reward was the length-penalised one "
+    "(--length-penalty; with --grpo-lambda, the groups its switch picked).",
+    "plain_reward_frac": "Fraction of the batch's groups whose reward was the plain 0/1 correctness "
+    "(1 - length_penalty_frac).",
+    # added with the variance-flatness diagnostic (every --flatness-every updates; empty otherwise)
+    "flat_slope": "Fitted slope of log variance against log flatness over the leading PCA directions of the policy's "
+    "weights in the last --flatness-window updates (Feng & Tu's inverse relation: negative). Per direction: "
+    "flatness.csv.",
+    "curv_slope": "Fitted slope of log variance against log curvature along the same directions (those of positive "
+    "curvature only).",
 }
 
+FLATNESS: dict[str, str] = {
+    "update": "The update at whose start the diagnostic ran (before its first gradient step).",
+    "direction": "Principal direction of the window's weight trajectory, 1 = the largest variance.",
+    "variance": "Variance of the policy's weights along the direction over the window (Feng & Tu's sigma^2).",
+    "flatness": "Width of the interval along the direction within which the held batch's policy loss (dropout off) "
+    "rises by less than flatness_rise * clip_coef * mean|A| (Feng & Tu's F): left + right.",
+    "curvature": "Second derivative of that loss along the direction at the window's centre, p^T H p (can be < 0).",
+    "left": "Distance to the crossing on the negative side (the direction's sign is arbitrary).",
+    "right": "Distance to the crossing on the positive side.",
+    "censored": "True when a side did not rise that much within the norm of the weights (its distance is that norm; "
+    "left out of flat_slope).",
+}
+"""``flatness.csv`` (``--flatness-every``): one row per measured direction, these columns."""
+
 METRIC_COLUMNS: tuple[str, ...] = tuple(METRICS)
+FLATNESS_COLUMNS: tuple[str, ...] = tuple(FLATNESS)
 TIMING_COLUMNS: tuple[str, ...] = ("wall_s", "sps")
 EPISODE_COLUMNS: tuple[str, ...] = ("env_steps", "wall_s", "return", "length")
 

@@ -17,7 +17,7 @@ stops or fails does not hold the others back.
 Numbers: a member's metrics equal its single-seed run's up to float rounding (the batched products sum in another
 order, as on another CPU model), and are independent of the other members: changing one seed changes nothing else.
 Not supported in a population (``sandbox sweep`` runs such configs one seed at a time): ``save_every``,
-``stop_at_threshold``, ``grad_diag_every``; language tasks and GRPO.
+``stop_at_threshold``, ``grad_diag_every``, ``flatness_every``; language tasks and GRPO.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .run import Run
 from .rundir import RunLog, RunResult
 from .stacked import StackedAdam, StackedAgent
 
-UNSUPPORTED = {"save_every": 0, "stop_at_threshold": False, "grad_diag_every": 0}
+UNSUPPORTED = {"save_every": 0, "stop_at_threshold": False, "grad_diag_every": 0, "flatness_every": 0}
 """Fields a population cannot take, with the only value it accepts."""
 
 

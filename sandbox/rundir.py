@@ -1,7 +1,8 @@
 """Run directories: what a run writes, under which names, and how (atomically, never overwriting by surprise).
 
 A run directory holds ``config.json``, ``metrics.csv`` (one row per update), ``episodes.csv``, ``summary.json``,
-``policy.pt`` and, with ``--save-every N``, ``checkpoints/update-NNNNNN.pt``. Rows are flushed after every update,
+``policy.pt`` and, with ``--save-every N``, ``checkpoints/update-NNNNNN.pt`` (with ``--flatness-every N``,
+``flatness.csv``). Rows are flushed after every update,
 so a run stopped early keeps everything up to its last update. JSON and torch files are written atomically
 (temporary file, then rename), and ``summary.json`` is written last: a run directory without it did not finish.
 An existing directory is never overwritten unless asked to.
@@ -25,7 +26,7 @@ import pandas as pd
 import torch
 
 from .config import Config, ConfigError
-from .metrics import EPISODE_COLUMNS, METRIC_COLUMNS
+from .metrics import EPISODE_COLUMNS, FLATNESS_COLUMNS, METRIC_COLUMNS
 
 
 @dataclass
@@ -37,6 +38,8 @@ class RunResult:
     episodes: pd.DataFrame
     summary: dict[str, Any]
     run_dir: Path | None
+    flatness: pd.DataFrame | None = None
+    """``--flatness-every``: one row per measured direction (``flatness.csv``); None when the diagnostic was off."""
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -66,7 +69,10 @@ def _clean(v: Any) -> Any:
 
 POLICY_FILE = "policy.pt"
 CHECKPOINT_DIR = "checkpoints"
-RUN_FILES = frozenset({"config.json", "metrics.csv", "episodes.csv", "summary.json", POLICY_FILE, CHECKPOINT_DIR})
+FLATNESS_FILE = "flatness.csv"
+RUN_FILES = frozenset(
+    {"config.json", "metrics.csv", "episodes.csv", "summary.json", POLICY_FILE, CHECKPOINT_DIR, FLATNESS_FILE}
+)
 
 
 def checkpoint_path(run_dir: Path, update: int) -> Path:
@@ -177,6 +183,7 @@ class RunLog:
         self.config = config
         self.rows: list[dict[str, Any]] = []
         self.episode_rows: list[tuple] = []
+        self.flatness_rows: list[dict[str, Any]] | None = [] if config.flatness_every else None
         self.dir: Path | None = None
         self._files: list = []
         self._tb = None  # --tensorboard: a view of the rows, written as they come
@@ -223,6 +230,10 @@ class RunLog:
                 w.writerows(rows)
             os.replace(tmp, self.dir / name)
         self.rows = [{c: float(r[c]) if r[c] != "" else math.nan for c in METRIC_COLUMNS} for r in kept]
+        if (self.dir / FLATNESS_FILE).exists():  # --flatness-every: its rows up to the checkpoint, likewise
+            flat = pd.read_csv(self.dir / FLATNESS_FILE)
+            self.flatness_rows = flat[flat["update"] <= update].to_dict("records")
+            self._write_flatness(self.flatness_rows, "w")
         self.episode_rows = [(int(e[0]), float(e[1]), float(e[2]), int(e[3])) for e in kept_episodes]
 
     def save_policy(self, blob: dict) -> None:
@@ -255,6 +266,23 @@ class RunLog:
                     self._tb.add_scalar(f"metrics/{name}", value, step)
         self.flush()
 
+    def flatness(self, update: int, rows: list[dict[str, Any]]) -> None:
+        """The variance-flatness diagnostic's rows of one update (``flatness.csv``, written at once)."""
+        rows = [{"update": update, **r} for r in rows]
+        self.flatness_rows.extend(rows)
+        self._write_flatness(rows, "a")
+
+    def _write_flatness(self, rows: list[dict[str, Any]], how: str) -> None:
+        if self.dir is None:
+            return
+        path = self.dir / FLATNESS_FILE
+        header = how == "w" or not path.exists()
+        with open(path, how, newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FLATNESS_COLUMNS)
+            if header:
+                w.writeheader()
+            w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
+
     def flush(self) -> None:
         if self._tb is not None:
             self._tb.flush()
@@ -279,7 +307,10 @@ class RunLog:
         for col in ("update", "env_steps", "episodes", "epochs_done"):
             metrics[col] = metrics[col].astype("Int64")
         episodes = pd.DataFrame(self.episode_rows, columns=list(EPISODE_COLUMNS))
-        return RunResult(self.config, metrics, episodes, summary, self.dir)
+        flatness = None
+        if self.flatness_rows is not None:
+            flatness = pd.DataFrame(self.flatness_rows, columns=list(FLATNESS_COLUMNS))
+        return RunResult(self.config, metrics, episodes, summary, self.dir, flatness)
 
 
 def _fmt(v: Any) -> Any:

@@ -19,7 +19,8 @@ from scratch; a killed worker or Ctrl-C never touches a finished run. Every conf
 Populations (``population``, default 16): the seeds of one grid point that are still to run train together, up to
 that many at a time, as one population in one worker (``sandbox/population.py``): several times more seeds per
 CPU-second, each run still writing its own directory. Configs a population cannot take (GRPO, language tasks,
-``save_every``, ``stop_at_threshold``, ``grad_diag_every``) run one seed at a time, as with ``population = 0``.
+``save_every``, ``stop_at_threshold``, ``grad_diag_every``, ``flatness_every``) run one seed at a time, as with
+``population = 0``.
 """
 
 from __future__ import annotations
