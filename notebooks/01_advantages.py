@@ -19,7 +19,7 @@
 #
 # **Read along:** `sandbox/ppo.py`, step 2 of `train_ppo` ("Advantages"), and `gae` in `sandbox/maths.py`.
 #
-# Homework 1 (GAE): `notebooks/homework/hw1_...` (being written).
+# Homework 1 (GAE): `notebooks/homework/hw1_gae.ipynb`.
 
 # %%
 import os

@@ -21,7 +21,7 @@
 # minibatch); `Learner.optimise` in `sandbox/learner.py` (the epochs, the minibatches, `target_kl`);
 # `update_metrics` in `sandbox/diagnostics.py` (how `clipfrac` and `approx_kl` are measured).
 #
-# Homework 2 (the clipped surrogate and the value loss): `notebooks/homework/hw2_...` (being written).
+# Homework 2 (the clipped surrogate and the value loss): `notebooks/homework/hw2_clipped_losses.ipynb`.
 
 # %%
 import os

@@ -21,7 +21,7 @@
 # replaying a mask), `Rollout.collect` in `sandbox/ppo.py` (where consistent dropout stores each step's masks) and
 # `update_metrics` in `sandbox/diagnostics.py` (the `first_*` columns).
 #
-# Homework 5 (consistent dropout masks): `notebooks/homework/hw5_...` (being written).
+# Homework 5 (consistent dropout masks): `notebooks/homework/hw5_consistent_dropout.ipynb`.
 
 # %%
 import os

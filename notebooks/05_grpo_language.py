@@ -40,7 +40,7 @@
 # (`L_GRPO`); its pieces are `maths.group_advantages`, `maths.ppo_loss` and `maths.aggregate_loss` in
 # `sandbox/maths.py`; the tasks and their rewards are in `sandbox/lang/tasks.py`.
 #
-# Homework: `notebooks/homework/hw4_...` (group advantages, token aggregation; being written).
+# Homework 4 (group advantages, token aggregation): `notebooks/homework/hw4_grpo_advantages.ipynb`.
 
 # %%
 import os

@@ -38,7 +38,7 @@
 # the KL term's place in the objective in the docstring of `sandbox/grpo.py` and in `sandbox/objective.py`
 # (`sequence_loss`, `Beta`); the task in `sandbox/lang/tasks.py` (`PositiveTask`).
 #
-# Homework: `notebooks/homework/hw3_...` (KL estimators; being written).
+# Homework 3 (KL estimators): `notebooks/homework/hw3_kl_estimators.ipynb`.
 
 # %%
 import os
