@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Lesson 8: your SB3 agent has dropout
+# # Lesson 08: your SB3 agent has dropout
 #
 # Stable-Baselines3 (SB3) is what most courses and many papers train with. Put dropout in an SB3 policy and SB3 does
 # something with it that no log shows you: it acts **without** dropout and updates **with** it. PPO's ratio then
@@ -31,13 +31,14 @@
 # 4. check that an instrumented SB3 is still SB3 (same episodes as plain SB3 PPO without dropout);
 # 5. read one report that holds SB3 arms and sandbox arms, with intervals and verdicts.
 #
-# **Assumptions.** Lesson 1 (PPO's ratio, the four dropout modes, `first_ratio_dev`). You have trained with
+# **Assumptions.** Lessons 02 and 03 (PPO's ratio; the four dropout modes, `first_ratio_dev`). You have trained with
 # `PPO("MlpPolicy", env).learn(n)` in SB3 once. No GPU.
 #
-# **Running time**, measured on a 2-core VM shared with other jobs: full mode 3.6 minutes (the 40-run sweep 201 s
-# of it) at a load average of about 3.5, and 9.6 minutes at a load average of 6; FAST mode (`SANDBOX_FAST=1`, what
-# `make test` runs) 13 s at load 3 and 38 s at load 6. An idle 2-core machine is faster still. The last cell prints
-# this run's own time.
+# **Running time**, measured on 2 cores shared with other jobs (load average 3-4): full mode 3.4-4.1 minutes of wall
+# time (the 40-run sweep, two worker processes, 192-229 s of it) and 3.7-3.9 minutes of CPU time over the kernel and
+# both workers (on an idle 2-core machine, an estimated 2 minutes); FAST mode (`SANDBOX_FAST=1`, what `make test`
+# runs) 20 s, 16 s of CPU (tiny runs that only check the notebook works: their numbers mean nothing). The last cell
+# prints this run's own time.
 
 # %%
 import inspect
@@ -258,8 +259,8 @@ for algo in ("sb3-ppo", "ppo"):
 #   `train()`, the first-minibatch ratio is 1 again (here exactly: every update of every seed reads 0), as with
 #   dropout off, while the policy keeps its dropout.
 # - **The sandbox's PPO and SB3's PPO show the same mechanism at the same level**: the exact modes at 0, and the
-#   noisy ones with overlapping intervals across the two implementations (rollout-eval 0.038 on both, naive 0.049
-#   on SB3 and 0.050 on the sandbox).
+#   noisy ones with overlapping intervals across the two implementations (rollout-eval 0.038 [0.033, 0.044] on SB3
+#   and 0.039 [0.036, 0.042] on the sandbox, naive 0.049 [0.046, 0.053] and 0.052 [0.049, 0.055]).
 #
 # ### Outcomes: the report
 #
@@ -276,17 +277,21 @@ print(key_table(table))
 display(Image(str(work / "sweep" / "learning_curves.png")))
 
 # %%
-verdicts = table[table.verdict.astype(str).str.len() > 0][["group", "final_mean", "mean_ci_low", "mean_ci_high",
-                                                            "p_holm", "verdict"]]
-verdicts.round(3)
+outcomes = table[["group", "final_mean", "mean_ci_low", "mean_ci_high", "p_holm", "verdict"]].copy()
+outcomes.loc[table.baseline == "(baseline)", "verdict"] = "(baseline)"  # each algorithm's dropout-off group
+outcomes.round(3)
 
 # %% [markdown]
-# In this run every dropout group of both algorithms ended below its own algorithm's dropout-off group on average
-# (P(improvement) between 0.08 and 0.32), and none significantly: every verdict reads "no significant difference".
-# On SB3, consistent dropout ended closest to dropout off (final IQM 376 against 452; rollout-eval 311, naive 304),
-# a difference between dropout modes that this report does not test. Read the verdict column rather than the eye:
-# with five seeds per group and six comparisons in the report, only a large effect can cross Holm's bar, and "no
-# significant difference" says the seeds cannot tell the groups apart, not that they are equal (the report's
+# In this run no dropout group differs significantly from its own algorithm's dropout-off group: every verdict reads
+# "no significant difference" (every Holm-adjusted p is 1), and for rollout-eval the two algorithms do not even agree on
+# the direction. On SB3 every dropout group ended below dropout off on average (mean final return 319, 301 and 370 for
+# rollout-eval, naive and consistent against 403; P(improvement) 0.20 to 0.28), consistent closest to it (final IQM 376
+# against 452; rollout-eval 311, naive 304), a difference between dropout modes that this report does not test. On the
+# sandbox's PPO, rollout-eval ended *above* dropout off on average (mean 401 against 364, P(improvement) 0.64), naive
+# and consistent a little below (354 and 330, P(improvement) 0.48 each); dropout off solved 3 seeds of 5 and the
+# dropout groups 1, 1 and 0, but its mean curve peaked near 25,000 steps and fell back. Read the verdict column rather
+# than the eye: with five seeds per group and six comparisons in the report, only a large effect can cross Holm's bar,
+# and "no significant difference" says the seeds cannot tell the groups apart, not that they are equal (the report's
 # `seeds_needed` column says how many seeds would). What the mechanism section showed holds at every seed: the noisy
 # modes spend part of the trust region on noise, the exact modes do not.
 #
