@@ -184,14 +184,37 @@ def group_runs(runs: list[RunData]) -> list[Group]:
 # --- the report --------------------------------------------------------------------------------------------------
 
 
+DEFAULT_BASELINE = "dropout_mode=off"
+
+
 def _parse_baseline(spec: str) -> tuple[str, object]:
+    """``"field=value"`` -> (field, value), the value read as JSON (``beta=0.0``, ``init_from_ref=false``), Python's
+    ``True``/``False``/``None`` accepted too, else kept as a string (``dropout_mode=off``)."""
     name, _, raw = spec.partition("=")
-    for cast in (json.loads,):
-        try:
-            return name.strip(), cast(raw)
-        except ValueError:
-            pass
-    return name.strip(), raw
+    raw = raw.strip()
+    python = {"True": True, "False": False, "None": None}
+    if raw in python:
+        return name.strip(), python[raw]
+    try:
+        return name.strip(), json.loads(raw)
+    except ValueError:
+        return name.strip(), raw
+
+
+def check_baseline(groups: list[Group], baseline: str) -> None:
+    """A one-line error unless some group of the sweep has ``baseline``'s value (a typo would otherwise give a
+    report with no comparison at all). A sweep without dropout-off runs may keep the default baseline."""
+    from .config import ConfigError
+
+    field_, value = _parse_baseline(baseline)
+    if not field_ or "=" not in baseline:
+        raise ConfigError("baseline", f"expected FIELD=VALUE (e.g. dropout_mode=off, beta=0.0), got {baseline!r}")
+    if any(field_ in g.config and g.config[field_] == value for g in groups) or baseline == DEFAULT_BASELINE:
+        return
+    if not any(field_ in g.config for g in groups):
+        raise ConfigError("baseline", f"the runs have no field {field_!r} (a config field, e.g. dropout_mode, beta)")
+    seen = sorted({json.dumps(g.config[field_]) for g in groups if field_ in g.config})
+    raise ConfigError("baseline", f"no group has {field_} = {json.dumps(value)}; this sweep has {', '.join(seen)}")
 
 
 def _baseline_of(g: Group, groups: list[Group], by_key: dict, field_: str, value) -> Group | None:
@@ -207,7 +230,7 @@ def _baseline_of(g: Group, groups: list[Group], by_key: dict, field_: str, value
     return None
 
 
-def baselines(groups: list[Group], baseline: str = "dropout_mode=off") -> dict[str, Group | None]:
+def baselines(groups: list[Group], baseline: str = DEFAULT_BASELINE) -> dict[str, Group | None]:
     """Group key -> its baseline group: None when the sweep has none, the group itself when it is one."""
     field_, value = _parse_baseline(baseline)
     by_key = {g.key: g for g in groups}
@@ -356,7 +379,13 @@ def _short_group(r) -> str:
     name and the dropout rate as p ("p=0.1, naive" for "PPO CartPole-v1: dropout=0.1, dropout_mode=naive")."""
     prefix = f"{r.task}: "
     label = r.group[len(prefix) :] if r.group.startswith(prefix) else r.group
-    return ", ".join(part.replace("dropout_mode=", "").replace("dropout=", "p=") for part in label.split(", "))
+    renamed = {"dropout_mode": "", "dropout": "p="}  # whole field names: "sample_dropout=dppo" stays as it is
+
+    def short(part: str) -> str:
+        name, eq, value = part.partition("=")
+        return renamed[name] + value if eq and name in renamed else part
+
+    return ", ".join(short(part) for part in label.split(", "))
 
 
 def key_table(table: pd.DataFrame) -> str:
@@ -456,6 +485,7 @@ def write_report(
     if not runs:
         raise ConfigError("sweep_dir", f"{sweep_dir} holds no finished run (no summary.json)")
     groups = group_runs(runs)
+    check_baseline(groups, baseline)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # degenerate resamples of tiny groups
         table = group_table(groups, baseline)

@@ -257,6 +257,42 @@ def test_report_errors(capsys, tmp_path):
     assert "no finished run" in capsys.readouterr().err
 
 
+def test_a_baseline_no_group_has_is_refused_in_one_line(capsys, tmp_path):
+    """A typo in --baseline used to give a report without a single comparison; now it names the values there are.
+    Python's spelling of a boolean (as the group labels print it) is read as the boolean."""
+    from sandbox.cli import main
+    from sandbox.report import _parse_baseline
+
+    for seed in range(2):
+        _fake_run(tmp_path, "off", "CartPole-v1", "off", 0.1, seed, 10.0)
+        _fake_run(tmp_path, "naive", "CartPole-v1", "naive", 0.1, seed, 5.0)
+    assert _parse_baseline("init_from_ref=False") == ("init_from_ref", False)
+    assert _parse_baseline("init_from_ref=false") == ("init_from_ref", False)
+    assert _parse_baseline("beta=0.0") == ("beta", 0.0) and _parse_baseline("dropout_mode=off") == (
+        "dropout_mode",
+        "off",
+    )
+    assert main(["report", str(tmp_path), "--quiet", "--baseline", "dropout_mode=of"]) == 2
+    err = capsys.readouterr().err
+    assert "baseline" in err and '"naive", "off"' in err and len(err.strip().splitlines()) == 1
+    assert main(["report", str(tmp_path), "--quiet", "--baseline", "beta=0.0"]) == 2
+    assert "no field 'beta'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--quiet", "--baseline", "dropout_mode"]) == 2
+    assert "FIELD=VALUE" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--quiet", "--baseline", "dropout_mode=naive"]) == 0
+
+
+def test_key_table_shortens_the_dropout_fields_only():
+    from types import SimpleNamespace
+
+    from sandbox.report import _short_group
+
+    row = SimpleNamespace(task="PPO CartPole-v1", group="PPO CartPole-v1: dropout=0.2, sample_dropout=dppo")
+    assert _short_group(row) == "p=0.2, sample_dropout=dppo"
+    row = SimpleNamespace(task="PPO CartPole-v1", group="PPO CartPole-v1: dropout=0.1, dropout_mode=naive")
+    assert _short_group(row) == "p=0.1, naive"
+
+
 # --- Ray -----------------------------------------------------------------------------------------------------------
 
 
