@@ -535,7 +535,7 @@ def _population_profile(settings: str, seeds: list[int]) -> dict[str, float]:
     phases = [
         ("_collect", "population.py", "rollouts (batched acting, env steps per member)"),
         ("_values", "population.py", "critic values"),
-        ("ppo_batch", "ppo.py", "advantages (GAE, per member)"),
+        ("_batches", "population.py", "advantages (GAE, all members at once)"),
         ("_optimise", "population.py", "update"),
         ("evaluate", "stacked.py", "  of which forward passes"),
         ("run_backward", "~", "  of which backward passes"),

@@ -8,9 +8,10 @@ batched matrix products, and K rollouts into one batched forward per step; seeds
 What stays the single-seed trainer's (``sandbox/ppo.py``, the readable reference): every member has its own
 :class:`~sandbox.rollout.Rollout` (environments, buffers, episodes), its own :class:`~sandbox.run.Run` (run
 directory, annealing, dropout schedule, summary), its own beta, and its own random generator, which draws what the
-single-seed trainer draws, in the same order; the advantages (``ppo_batch``), the objective (``ppo_loss_terms``) and
-the logged row (``log_update``) are ppo.py's own functions, called member by member. What is batched: the networks'
-forward and backward passes, and Adam (exact per member, with each member's own step count). Gradient clipping,
+single-seed trainer draws, in the same order; the step rewards (``step_rewards``), the objective (``ppo_loss_terms``)
+and the logged row (``log_update``) are ppo.py's own functions, called member by member. What is batched: the
+networks' forward and backward passes, Adam (exact per member, with each member's own step count), and GAE (one call
+over every member's envs side by side, exact: its columns do not mix). Gradient clipping,
 advantage normalisation, early stopping on ``target_kl`` and the non-finite guard act per member: a member that
 stops or fails does not hold the others back.
 
@@ -37,7 +38,7 @@ from .learner import NonFiniteLossError
 from .maths import Maths, kl_k3
 from .nets import DropoutMLP
 from .objective import Beta, sample_dropout_mean
-from .ppo import log_update, ppo_batch
+from .ppo import log_update, step_rewards
 from .rollout import Batch, Rollout
 from .run import Run
 from .rundir import RunLog, RunResult
@@ -119,9 +120,9 @@ def train_ppo_population(cfgs: list[Config], maths: Maths, logs: list[RunLog]) -
                 r.policy.train(mode.rollout_train)
             _collect(population, rollouts, agents, references, generators, envs)
 
-            # 2. Advantages, member by member (ppo.py's ppo_batch), from one batched forward of the critics.
+            # 2. Advantages (ppo.py's ppo_batch, GAE over every member's envs at once), from one forward of the critics.
             values, next_values = _values(rollouts, agents, generators)
-            made = {k: ppo_batch(rollouts[k], values[k], next_values[k], betas[k], maths) for k in population.active}
+            made = _batches(population.active, rollouts, values, next_values, betas, maths)
 
             # 3. Update: update_epochs epochs of minibatch steps, all members in one batched forward and backward.
             for r in rollouts:
@@ -215,6 +216,34 @@ def _collect(
         answers = envs.step(env_actions, pop.active)
         for k in pop.active:  # a member that failed keeps its row in the batch, but takes no step of its own
             rollouts[k].observe(t, *answers[k], pop.runs[k])
+
+
+def _batches(
+    active: list[int], rollouts: list[Rollout], values: Tensor, next_values: Tensor, betas: list[Beta], maths: Maths
+) -> dict[int, tuple[Batch, Tensor]]:
+    """What :func:`~sandbox.ppo.ppo_batch` gives each active member, with one call of ``maths.gae`` on every member's
+    envs side by side, ``(T, K * N)``: GAE's columns do not mix, so each member's advantages are the ones its own call
+    would give, to the last bit, and the loop over T runs once instead of K times."""
+    cfg, N = rollouts[0].cfg, rollouts[0].cfg.num_envs
+    rewards, log_ratio_ref = zip(*(step_rewards(rollouts[k], betas[k], maths) for k in active))
+
+    def side_by_side(tensors) -> Tensor:
+        return torch.cat(list(tensors), dim=1)
+
+    advantages, returns = maths.gae(
+        side_by_side(rewards),
+        side_by_side(values[k] for k in active),
+        side_by_side(next_values[k] for k in active),
+        side_by_side(rollouts[k].terminated for k in active),
+        side_by_side(rollouts[k].dones for k in active),
+        cfg.gamma,
+        cfg.gae_lambda,
+    )
+    own = [slice(i * N, (i + 1) * N) for i in range(len(active))]
+    return {
+        k: (rollouts[k].batch(values[k], advantages[:, own[i]], returns[:, own[i]]), log_ratio_ref[i])
+        for i, k in enumerate(active)
+    }
 
 
 @torch.no_grad()

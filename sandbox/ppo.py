@@ -72,17 +72,23 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
 def ppo_batch(rollout: Rollout, values: Tensor, next_values: Tensor, beta: Beta, maths: Maths) -> tuple[Batch, Tensor]:
     """The rollout's valid transitions with their GAE advantages and returns, and ``log pi_old - log pi_ref`` of every
     step ``(T, N)``. ``values``, ``next_values``: V(s_t) and V(s_{t+1}) ``(T, N)``, from the critic in the rollout's
-    dropout setting (:meth:`~sandbox.rollout.Rollout.values`). With the KL in the reward, each step first pays
-    ``beta * k1(log pi_old - log pi_ref)``."""
+    dropout setting (:meth:`~sandbox.rollout.Rollout.values`)."""
     cfg = rollout.cfg
-    log_ratio_ref = rollout.log_ratio_ref()
-    rewards = rollout.rewards
-    if beta.in_reward > 0:
-        rewards = rewards - beta.in_reward * maths.kl_k1(log_ratio_ref)
+    rewards, log_ratio_ref = step_rewards(rollout, beta, maths)
     advantages, returns = maths.gae(
         rewards, values, next_values, rollout.terminated, rollout.dones, cfg.gamma, cfg.gae_lambda
     )
     return rollout.batch(values, advantages, returns), log_ratio_ref
+
+
+def step_rewards(rollout: Rollout, beta: Beta, maths: Maths) -> tuple[Tensor, Tensor]:
+    """The rewards GAE sees, and ``log pi_old - log pi_ref``, both ``(T, N)``. With the KL in the reward, each step
+    first pays ``beta * k1(log pi_old - log pi_ref)`` (Ziegler et al. 2019)."""
+    log_ratio_ref = rollout.log_ratio_ref()
+    rewards = rollout.rewards
+    if beta.in_reward > 0:
+        rewards = rewards - beta.in_reward * maths.kl_k1(log_ratio_ref)
+    return rewards, log_ratio_ref
 
 
 def ppo_objective(agent: Agent, batch: Batch, run: Run, beta: Beta, idx: Tensor | slice) -> MinibatchLoss:
