@@ -12,9 +12,9 @@
 # **Assumes.** Python and a little pandas; what an environment, a policy, an episode and a return are. No PPO
 # knowledge: lessons 01 (advantages) and 02 (the clipped surrogate) take it apart, lesson 03 adds dropout.
 #
-# **Running time**, measured on 2 cores shared with other jobs (load about 5.5): full mode 2.0 min (1.2 min of CPU
-# time, about what an idle machine takes); with `SANDBOX_FAST=1` 15 s, 9 s of CPU (tiny runs that only check the
-# notebook works: their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 57 s of wall time,
+# 57 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 8 s (tiny runs that only check the notebook works:
+# their numbers mean nothing). The committed outputs are those of a full run.
 
 # %%
 import json

@@ -13,9 +13,9 @@
 # **Assumes.** Lesson 00 (a run, its `metrics.csv`); discounted returns and a value function V(s) = the expected
 # discounted return from s.
 #
-# **Running time**, measured on 2 cores shared with other jobs (load 1-3): full mode 2.2 min (2.0 min of CPU time,
-# about what an idle machine takes; 5.0 min at load 5); with `SANDBOX_FAST=1` 16 s, 10 s of CPU (tiny runs that only
-# check the notebook works: their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 1.7 min (104 s) of
+# wall time, 104 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 9 s (tiny runs that only check the
+# notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **Read along:** `sandbox/ppo.py`, step 2 of `train_ppo` ("Advantages"), and `gae` in `sandbox/maths.py`.
 #

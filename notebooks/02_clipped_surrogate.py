@@ -13,9 +13,9 @@
 # **Assumes.** Lesson 00 (a run and its metrics) and lesson 01 (advantages). The policy gradient idea: raise the
 # probability of actions with positive advantage, lower it for negative ones.
 #
-# **Running time**, measured on 2 cores shared with other jobs (load about 3): full mode 2.1 min (1.9 min of CPU
-# time, about what an idle machine takes; 2.8 min at load 4.5); with `SANDBOX_FAST=1` 19 s, 11 s of CPU (tiny runs
-# that only check the notebook works: their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 1.7 min (102 s) of
+# wall time, 102 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (tiny runs that only check the
+# notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **Read along:** `ppo_loss` and `kl_k3` in `sandbox/maths.py`; `ppo_objective` in `sandbox/ppo.py` (the loss of one
 # minibatch); `Learner.optimise` in `sandbox/learner.py` (the epochs, the minibatches, `target_kl`);

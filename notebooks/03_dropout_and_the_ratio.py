@@ -13,8 +13,8 @@
 # **Assumes.** Lessons 00-02: a run and its metrics, the clipped surrogate, `clipfrac`, `approx_kl` and
 # `target_kl`. What dropout is (each hidden unit zeroed with probability p, the others scaled by 1 / (1 - p)).
 #
-# **Running time**, measured on 2 cores shared with other jobs (load 3-4.5): full mode 3.2 min (2.7 min of CPU
-# time, about what an idle machine takes); with `SANDBOX_FAST=1` 19 s, 11 s of CPU (tiny runs that only check the
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 2.4 min (145 s) of
+# wall time, 144 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (tiny runs that only check the
 # notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **Read along:** `sandbox/dropout_modes.py` (the four modes, one table), `sandbox/dropout.py` (drawing, applying and

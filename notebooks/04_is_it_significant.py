@@ -15,9 +15,10 @@
 # **Assumes.** Lessons 00 (a run and its files) and 03 (the dropout modes, `first_ratio_dev`). No statistics course:
 # every method is named and its function is in `sandbox/stats.py`, which this lesson calls.
 #
-# **Running time**, measured on 2 cores shared with other jobs (load about 5): full mode 4.9 min (2.9 min of CPU
-# time, about what an idle machine takes); with `SANDBOX_FAST=1` 10 s (2 seeds of tiny runs that only check the
-# notebook works: their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 77 s of wall time
+# (the sweep runs on both cores: 2 worker processes), 140 s of CPU time; with `SANDBOX_FAST=1`, what `make test`
+# runs, 12 s (tiny runs that only check the notebook works: their numbers mean nothing). The committed outputs are
+# those of a full run.
 
 # %%
 import os

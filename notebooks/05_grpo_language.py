@@ -30,11 +30,12 @@
 #
 # **Assumes** lessons 02 and 03 (PPO's ratio and clipped surrogate; the four dropout modes) and a little PyTorch.
 #
-# **Running time**, measured on 2 cores that other jobs were sharing (load average about 3.5): full mode 87-105 s,
-# of which 73 s of CPU time (about what an idle machine takes: the runs use one thread, one after the other);
-# `SANDBOX_FAST=1` 17 s, 13 s of CPU (seeds 0-1, tiny runs, and references pretrained for 100 steps instead of 600:
-# worse, and cached apart from the full ones). The first run also pretrains the references of `lang:reverse` and `lang:length`
-# (5-15 s each, once; cached under `$SANDBOX_CACHE` or `~/.cache/dropout-rl-sandbox`).
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 68 s of wall time,
+# 67 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 13 s (tiny runs that only check the notebook
+# works: their numbers mean nothing). The committed outputs are those of a full run. The first run also pretrains
+# the references of `lang:reverse` and `lang:length` (5-15 s each, once; cached under `$SANDBOX_CACHE` or
+# `~/.cache/dropout-rl-sandbox`); FAST mode pretrains them for 100 steps instead of 600 (worse, and cached apart
+# from the full ones).
 #
 # **The code you are reading about.** The objective is written out in the docstring of `sandbox/grpo.py`
 # (`L_GRPO`); its pieces are `maths.group_advantages`, `maths.ppo_loss` and `maths.aggregate_loss` in

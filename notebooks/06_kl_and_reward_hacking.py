@@ -29,10 +29,11 @@
 #
 # **Assumes** lesson 05 (GRPO on the language tasks, the reference, `kl_ref`).
 #
-# **Running time**, measured on 2 cores that other jobs were sharing (load average about 3.8): full mode 174-200 s,
-# two runs at a time, of which 170 s of CPU time over both processes (on an idle 2-core machine, an estimated
-# 1.5-2 minutes); `SANDBOX_FAST=1` 13 s, 11 s of CPU (2 seeds, tiny runs in this process, and a reference
-# pretrained for 100 steps instead of 600: worse, and cached apart). The first run also pretrains the reference of `lang:positive` (5-15 s, once).
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 85 s of wall time
+# (two runs at a time), 152 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 11 s (tiny runs that only
+# check the notebook works: their numbers mean nothing). The committed outputs are those of a full run. The first
+# run also pretrains the reference of `lang:positive` (5-15 s, once); FAST mode pretrains it for 100 steps instead
+# of 600 (worse, and cached apart).
 #
 # **The code you are reading about.** `maths.kl_k1`, `kl_k2`, `kl_k3` and `adaptive_beta` in `sandbox/maths.py`;
 # the KL term's place in the objective in the docstring of `sandbox/grpo.py` and in `sandbox/objective.py`

@@ -37,10 +37,9 @@
 # **Assumes** lesson 1 (PPO's clipped surrogate, the dropout modes, `first_ratio_dev`) and the statistics of
 # lessons 5-6 (t intervals, `stats.compare`, Holm's correction).
 #
-# **Running time**, measured on 2 cores that three other jobs were sharing (load average about 6): full mode
-# 424 s, two runs at a time, of which 212 s of CPU time over both processes (on an idle 2-core machine, an
-# estimated 2 minutes); `SANDBOX_FAST=1` 28 s, 13 s of CPU (2 seeds of 5 updates, in this process: it only checks
-# that the notebook runs; its numbers mean nothing).
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 2.5 min (149 s) of
+# wall time (two runs at a time), 277 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 16 s (tiny runs
+# that only check the notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **The code you are reading about.** `maths.sample_dropout_mask`, `maths.dppo_scores` and `maths.dropout_schedule`
 # in `sandbox/maths.py`; the step that applies sample dropout and multi-sample averaging in `sandbox/objective.py`
@@ -347,7 +346,7 @@ pd.DataFrame(rows).set_index(["mode", "K"]).round(4)
 
 # %%
 seconds = {k: np.mean([r.summary["total_s"] for r in arm[k]]) for k in ("none", "K=4")}
-print(f"wall-clock seconds per run (while other jobs shared the machine): K=1 {seconds['none']:.1f}, "
+print(f"wall-clock seconds per run (this run of the notebook): K=1 {seconds['none']:.1f}, "
       f"K=4 {seconds['K=4']:.1f}, ratio {seconds['K=4'] / seconds['none']:.2f}")
 pd.concat([
     test_against({"K=4": arm["K=4"]}, arm["none"], final_return).assign(metric="final return"),

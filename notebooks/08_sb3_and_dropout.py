@@ -34,11 +34,10 @@
 # **Assumptions.** Lessons 02 and 03 (PPO's ratio; the four dropout modes, `first_ratio_dev`). You have trained with
 # `PPO("MlpPolicy", env).learn(n)` in SB3 once. No GPU.
 #
-# **Running time**, measured on 2 cores shared with other jobs (load average 3-4): full mode 3.4-4.1 minutes of wall
-# time (the 40-run sweep, two worker processes, 192-229 s of it) and 3.7-3.9 minutes of CPU time over the kernel and
-# both workers (on an idle 2-core machine, an estimated 2 minutes); FAST mode (`SANDBOX_FAST=1`, what `make test`
-# runs) 20 s, 16 s of CPU (tiny runs that only check the notebook works: their numbers mean nothing). The last cell
-# prints this run's own time.
+# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 95 s of wall time
+# (its 40-run sweep on 2 worker processes), 172 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 16 s
+# (tiny runs that only check the notebook works: their numbers mean nothing). The committed outputs are those of a
+# full run.
 
 # %%
 import inspect
