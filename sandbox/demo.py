@@ -1,4 +1,4 @@
-"""``sandbox demo`` (what ``make demo`` runs): the headline experiment, in under 2 minutes on 2 cores (98 s measured, README).
+"""``sandbox demo`` (what ``make demo`` runs): the headline experiment, in under 2 minutes on 2 cores (README).
 
 Two sweeps share one pool of workers, then one report covers both:
 
