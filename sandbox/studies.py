@@ -12,7 +12,7 @@ import pandas as pd
 from .config import Config, preset
 from .flatness import loglog_slope
 from .plots import MODE_COLORS, OTHER_COLORS, mode_color, use_style
-from .stats import comparison_table, mean_with_interval
+from .stats import comparison_table, mean_with_interval, t_band
 from .sweep import train_many
 
 # --- GRPO-lambda -----------------------------------------------------------------------------------------------------
@@ -145,7 +145,6 @@ def plot_grpo_lambda(curves: pd.DataFrame, colour_by: str = "arm", points: int =
     arm when colouring by mode): the mean over seeds (each run interpolated onto a common token grid) with its 95% t
     band. ``colour_by``: ``arm`` (one line per arm) or ``mode`` (the dropout modes' colours)."""
     import matplotlib.pyplot as plt
-    from scipy import stats as st
 
     use_style()
     panels = list(dict.fromkeys(curves["task" if colour_by == "arm" else "arm"]))
@@ -162,12 +161,11 @@ def plot_grpo_lambda(curves: pd.DataFrame, colour_by: str = "arm", points: int =
                 continue
             for i, column in enumerate(("accuracy", "length")):
                 y = np.stack([_on_grid(r, grid, column) for r in runs])
-                mean = y.mean(0)
-                half = st.t.ppf(0.975, len(y) - 1) * y.std(0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else 0 * mean
+                mean, low, high = t_band(y)
                 ax, (colour, dash) = axes[i, j], styles[line]
                 lw = 2.2 if dash == "-" else 1.8
                 ax.plot(grid / 1000, mean, color=colour, ls=dash, lw=lw, label=f"{line} ({len(y)} seeds)")
-                ax.fill_between(grid / 1000, mean - half, mean + half, color=colour, alpha=0.15, lw=0)
+                ax.fill_between(grid / 1000, low, high, color=colour, alpha=0.15, lw=0)
         axes[0, j].set_title(panel if colour_by == "arm" else panel.replace(", ", ",\n"))
         axes[1, j].set_xlabel("sampled tokens (thousands)")
     for i, label in enumerate(("accuracy (fraction correct)", "completion length (tokens)")):
