@@ -266,7 +266,9 @@ def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.D
 
 def plot_flatness(directions: pd.DataFrame):
     """Variance against flatness, log-log, one panel per env and mode (rows: envs): every uncensored direction of
-    every measurement and seed, coloured by its rank (direction 1 = the largest variance), with the pooled fit."""
+    every measurement and seed, coloured by its rank (direction 1 = the largest variance), with the pooled fit
+    (:func:`sandbox.flatness.loglog_slope`'s points: a width of 0, measured when the held batch's advantages are all
+    0, has no logarithm and is left out of both)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
@@ -280,6 +282,7 @@ def plot_flatness(directions: pd.DataFrame):
             d = directions[
                 (directions["env"] == env) & (directions["mode"] == mode) & ~directions["censored"].astype(bool)
             ]
+            d = d[(d["flatness"] > 0) & (d["variance"] > 0)]
             points = ax.scatter(d["flatness"], d["variance"], c=d["direction"], cmap="viridis", s=7, alpha=0.6)
             slope, low, high = loglog_slope(d["flatness"], d["variance"])
             if np.isfinite(slope):
