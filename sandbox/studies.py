@@ -246,7 +246,8 @@ def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.D
         pooled = loglog_slope(d.loc[ok, "flatness"], d.loc[ok, "variance"])
         per_seed = g.groupby("seed")[["flat_slope", "curv_slope"]].mean()
         rest = d[ok & (d["direction"] > 1)].groupby(["seed", "update"])  # without direction 1, the drift
-        without_first = rest.apply(lambda x: loglog_slope(x["flatness"], x["variance"])[0], include_groups=False)
+        slopes = {key: loglog_slope(x["flatness"], x["variance"])[0] for key, x in rest}  # {(seed, update): slope}
+        without_first = pd.Series(list(slopes.values()), index=[seed for seed, _ in slopes], dtype=float)
         rows.append(
             {
                 "env": env,
@@ -254,7 +255,7 @@ def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.D
                 "seeds": len(per_seed),
                 "measurements": len(g),
                 "slope: variance vs flatness": _interval(per_seed["flat_slope"], 2),
-                "without direction 1": _interval(without_first.groupby("seed").mean(), 2),
+                "without direction 1": _interval(without_first.groupby(level=0).mean(), 2),
                 "pooled slope": f"{pooled[0]:.2f} [{pooled[1]:.2f}, {pooled[2]:.2f}]",
                 "slope: variance vs curvature": _interval(per_seed["curv_slope"], 2),
                 "censored": f"{int((~ok).sum())}/{len(d)}",

@@ -156,3 +156,21 @@ def test_the_study_figure_leaves_out_a_width_of_zero():
     drawn = (math.log(y[-1]) - math.log(y[0])) / (math.log(x[-1]) - math.log(x[0]))
     assert drawn == pytest.approx(-4.0) == loglog_slope(directions["flatness"], directions["variance"])[0]
     plt.close(fig)
+
+
+def test_the_study_table_when_every_direction_but_the_first_is_censored():
+    """The column without direction 1 has nothing to fit then: "n/a", as the other columns say it, not a crash."""
+    import pandas as pd
+
+    from sandbox import studies
+
+    tag = dict(env="CartPole-v1", mode="naive", seed=0)
+    rest = dict(update=10, curvature=1.0, left=0.5, right=0.5, **tag)
+    directions = pd.DataFrame(
+        [{"direction": i, "variance": 1 / i, "flatness": float(i), "censored": i > 1, **rest} for i in range(1, 5)]
+    )
+    measurements = pd.DataFrame(
+        [{"update": 10, "ep_return_mean": 9.0, "flat_slope": math.nan, "curv_slope": -1.0, **tag}]
+    )
+    row = studies.flatness_table(directions, measurements).loc[("CartPole-v1", "naive")]
+    assert row["without direction 1"] == "n/a" and row["censored"] == "3/4" and row["seeds"] == 1
