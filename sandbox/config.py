@@ -555,6 +555,7 @@ SB3_UNSUPPORTED: dict[str, tuple[object, str]] = {
     "dropout_samples": (1, "multi-sample dropout is a sandbox variant (one mask per layer in the SB3 policy)"),
     "sample_dropout": ("none", "sample dropout is a sandbox variant; SB3's train() has no such step"),
     "grad_diag_every": (0, "the gradient-noise diagnostics are the sandbox learner's; use --algo ppo"),
+    "flatness_every": (0, "the variance-flatness diagnostic is the sandbox learner's; use --algo ppo"),
     "save_every": (0, "sb3-ppo writes no checkpoints to --resume from (SB3 saves its models with model.save)"),
 }
 """What the SB3 arm refuses (``sandbox.sb3`` maps every other field of a Gym config to SB3's hyperparameters)."""

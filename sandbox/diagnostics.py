@@ -167,16 +167,19 @@ class FlatnessProbe:
     - RL has no fixed dataset, so the loss is the trainer's policy loss (PPO's clipped surrogate, GRPO's clipped
       objective, with its token aggregation) on *one held batch*: the batch the update is about to learn from,
       collected by the policy at the end of the window and not yet used for a step, with its advantages and
-      ``logp_old`` fixed;
+      ``logp_old`` fixed. The trap: it is the objective of the whole batch, ``minibatch_loss(slice(None))``, so PPO
+      with several minibatches and ``--norm-adv`` measures the advantages as GAE gave them, not normalised per
+      minibatch as its steps see them (with one minibatch the trainer normalised the batch once: the same);
     - with dropout switched off (every dropout layer's ``layer_mask`` returns no mask, the seam's switch), so that the
       loss is a function of the weights alone, the same network in every arm;
     - the surrogate is not at a minimum and can be 0 at the centre, so Feng & Tu's "rises to e times its value"
       has no meaning for it. The rise is set from the clipped surrogate's *headroom* at ratio 1, ``clip_coef *
       mean|A|`` (how much it can fall before every sample is clipped; exactly that for a plain mean over samples):
-      ``--flatness-rise`` times it (default 0.1). A rise of e - 1 = 1.72 headrooms, Feng & Tu's factor with the
-      surrogate measured from its floor, is mostly never reached within a whole weight norm (the clipped surrogate
-      saturates first: measured, README). The rise is one number for every direction of a measurement, so for a
-      quadratic loss the fitted slopes would not depend on it; for the surrogate they do, somewhat.
+      ``--flatness-rise`` times it (default 0.1), with the configured ``clip_coef``: under ``--anneal-clip`` the
+      clip range shrinks and the same rise is more headrooms. A rise of e - 1 = 1.72 headrooms, Feng & Tu's factor
+      with the surrogate measured from its floor, is mostly never reached within a whole weight norm (the clipped
+      surrogate saturates first: measured, README). The rise is one number for every direction of a measurement, so
+      for a quadratic loss the fitted slopes would not depend on it; for the surrogate they do, somewhat.
 
     torch's random state is restored afterwards and the weights are put back bit for bit: the run with the diagnostic
     is the run without it, apart from its columns and the timing ones (tested).

@@ -61,8 +61,9 @@ def loss_width(
     ``profile(d)`` is the loss at distance ``d`` along a direction (``d`` < 0: the other side). From ``start`` (> 0),
     the distance doubles until the rise is reached, then Brent's method finds the crossing between the last two
     distances. Returns ``(left, right, censored)``, both >= 0: the flatness is ``left + right``. A side that does not
-    rise by ``rise`` within ``max_dist`` counts as ``max_dist`` and sets ``censored``. The trap: a profile that
-    rises and falls again within one doubling is crossed at its *last* crossing there, not its first.
+    rise by ``rise`` within ``max_dist`` counts as ``max_dist`` and sets ``censored``. The trap: only the probed
+    distances are looked at, so a bump that rises above ``rise`` and falls back between two of them is missed, and
+    when the last doubling holds several crossings Brent's method returns one of them, not necessarily the first.
     """
     base = profile(0.0)
 

@@ -26,6 +26,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -187,18 +188,21 @@ def group_runs(runs: list[RunData]) -> list[Group]:
 DEFAULT_BASELINE = "dropout_mode=off"
 
 
-def _parse_baseline(spec: str) -> tuple[str, object]:
+def _parse_baseline(spec: str, groups: Sequence[Group] = ()) -> tuple[str, object]:
     """``"field=value"`` -> (field, value), the value read as JSON (``beta=0.0``, ``init_from_ref=false``), Python's
-    ``True``/``False``/``None`` accepted too, else kept as a string (``dropout_mode=off``)."""
+    ``True``/``False``/``None`` accepted too, else kept as a string (``dropout_mode=off``). With ``groups``: as the
+    runs spell an equal value (``beta=0`` is their 0.0; groups are matched by their JSON, where 0 is not 0.0)."""
     name, _, raw = spec.partition("=")
-    raw = raw.strip()
+    name, raw = name.strip(), raw.strip()
     python = {"True": True, "False": False, "None": None}
     if raw in python:
-        return name.strip(), python[raw]
-    try:
-        return name.strip(), json.loads(raw)
-    except ValueError:
-        return name.strip(), raw
+        value = python[raw]
+    else:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+    return name, next((g.config[name] for g in groups if name in g.config and g.config[name] == value), value)
 
 
 def check_baseline(groups: list[Group], baseline: str) -> None:
@@ -206,7 +210,7 @@ def check_baseline(groups: list[Group], baseline: str) -> None:
     report with no comparison at all). A sweep without dropout-off runs may keep the default baseline."""
     from .config import ConfigError
 
-    field_, value = _parse_baseline(baseline)
+    field_, value = _parse_baseline(baseline, groups)
     if not field_ or "=" not in baseline:
         raise ConfigError("baseline", f"expected FIELD=VALUE (e.g. dropout_mode=off, beta=0.0), got {baseline!r}")
     if any(field_ in g.config and g.config[field_] == value for g in groups) or baseline == DEFAULT_BASELINE:
@@ -232,7 +236,7 @@ def _baseline_of(g: Group, groups: list[Group], by_key: dict, field_: str, value
 
 def baselines(groups: list[Group], baseline: str = DEFAULT_BASELINE) -> dict[str, Group | None]:
     """Group key -> its baseline group: None when the sweep has none, the group itself when it is one."""
-    field_, value = _parse_baseline(baseline)
+    field_, value = _parse_baseline(baseline, groups)
     by_key = {g.key: g for g in groups}
     return {g.key: _baseline_of(g, groups, by_key, field_, value) for g in groups}
 

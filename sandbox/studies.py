@@ -12,7 +12,7 @@ import pandas as pd
 from .config import Config, preset
 from .flatness import loglog_slope
 from .plots import MODE_COLORS, OTHER_COLORS, mode_color, use_style
-from .stats import comparison_table, mean_with_interval
+from .stats import comparison_table, mean_with_interval, t_band
 from .sweep import train_many
 
 # --- GRPO-lambda -----------------------------------------------------------------------------------------------------
@@ -145,7 +145,6 @@ def plot_grpo_lambda(curves: pd.DataFrame, colour_by: str = "arm", points: int =
     arm when colouring by mode): the mean over seeds (each run interpolated onto a common token grid) with its 95% t
     band. ``colour_by``: ``arm`` (one line per arm) or ``mode`` (the dropout modes' colours)."""
     import matplotlib.pyplot as plt
-    from scipy import stats as st
 
     use_style()
     panels = list(dict.fromkeys(curves["task" if colour_by == "arm" else "arm"]))
@@ -162,12 +161,11 @@ def plot_grpo_lambda(curves: pd.DataFrame, colour_by: str = "arm", points: int =
                 continue
             for i, column in enumerate(("accuracy", "length")):
                 y = np.stack([_on_grid(r, grid, column) for r in runs])
-                mean = y.mean(0)
-                half = st.t.ppf(0.975, len(y) - 1) * y.std(0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else 0 * mean
+                mean, low, high = t_band(y)
                 ax, (colour, dash) = axes[i, j], styles[line]
                 lw = 2.2 if dash == "-" else 1.8
                 ax.plot(grid / 1000, mean, color=colour, ls=dash, lw=lw, label=f"{line} ({len(y)} seeds)")
-                ax.fill_between(grid / 1000, mean - half, mean + half, color=colour, alpha=0.15, lw=0)
+                ax.fill_between(grid / 1000, low, high, color=colour, alpha=0.15, lw=0)
         axes[0, j].set_title(panel if colour_by == "arm" else panel.replace(", ", ",\n"))
         axes[1, j].set_xlabel("sampled tokens (thousands)")
     for i, label in enumerate(("accuracy (fraction correct)", "completion length (tokens)")):
@@ -248,7 +246,8 @@ def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.D
         pooled = loglog_slope(d.loc[ok, "flatness"], d.loc[ok, "variance"])
         per_seed = g.groupby("seed")[["flat_slope", "curv_slope"]].mean()
         rest = d[ok & (d["direction"] > 1)].groupby(["seed", "update"])  # without direction 1, the drift
-        without_first = rest.apply(lambda x: loglog_slope(x["flatness"], x["variance"])[0], include_groups=False)
+        slopes = {key: loglog_slope(x["flatness"], x["variance"])[0] for key, x in rest}  # {(seed, update): slope}
+        without_first = pd.Series(list(slopes.values()), index=[seed for seed, _ in slopes], dtype=float)
         rows.append(
             {
                 "env": env,
@@ -256,7 +255,7 @@ def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.D
                 "seeds": len(per_seed),
                 "measurements": len(g),
                 "slope: variance vs flatness": _interval(per_seed["flat_slope"], 2),
-                "without direction 1": _interval(without_first.groupby("seed").mean(), 2),
+                "without direction 1": _interval(without_first.groupby(level=0).mean(), 2),
                 "pooled slope": f"{pooled[0]:.2f} [{pooled[1]:.2f}, {pooled[2]:.2f}]",
                 "slope: variance vs curvature": _interval(per_seed["curv_slope"], 2),
                 "censored": f"{int((~ok).sum())}/{len(d)}",
@@ -268,7 +267,9 @@ def flatness_table(directions: pd.DataFrame, measurements: pd.DataFrame) -> pd.D
 
 def plot_flatness(directions: pd.DataFrame):
     """Variance against flatness, log-log, one panel per env and mode (rows: envs): every uncensored direction of
-    every measurement and seed, coloured by its rank (direction 1 = the largest variance), with the pooled fit."""
+    every measurement and seed, coloured by its rank (direction 1 = the largest variance), with the pooled fit
+    (:func:`sandbox.flatness.loglog_slope`'s points: a width of 0, measured when the held batch's advantages are all
+    0, has no logarithm and is left out of both)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
@@ -282,6 +283,7 @@ def plot_flatness(directions: pd.DataFrame):
             d = directions[
                 (directions["env"] == env) & (directions["mode"] == mode) & ~directions["censored"].astype(bool)
             ]
+            d = d[(d["flatness"] > 0) & (d["variance"] > 0)]
             points = ax.scatter(d["flatness"], d["variance"], c=d["direction"], cmap="viridis", s=7, alpha=0.6)
             slope, low, high = loglog_slope(d["flatness"], d["variance"])
             if np.isfinite(slope):

@@ -131,3 +131,46 @@ def test_bad_values_one_line(capsys, tmp_path):
         code = main(["train", "--quiet", "--out", str(tmp_path / "r"), *args])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and flag in err and allowed in err, err
+
+
+def test_the_study_figure_leaves_out_a_width_of_zero():
+    """A held batch whose advantages are all 0 makes a loss that is 0 everywhere and a rise of 0: every width is 0.
+    The figure draws what ``loglog_slope`` fits (positive widths) instead of failing on log(0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from sandbox import studies
+
+    assert loss_width(lambda d: 0.0, 0.0, 0.1, 5.0) == (0.0, 0.0, False)
+    row = dict(curvature=1.0, left=0.5, right=0.5, censored=False, env="lang:reverse", mode="off", seed=0)
+    cells = [(u, i) for u in (10, 20) for i in range(1, 5)]  # update 20: every width 0
+    directions = pd.DataFrame(
+        [{"update": u, "direction": i, "variance": i**-4.0, "flatness": float(i) * (u == 10), **row} for u, i in cells]
+    )
+    fig = studies.plot_flatness(directions)
+    (line,) = fig.axes[0].lines
+    x, y = line.get_data()
+    drawn = (math.log(y[-1]) - math.log(y[0])) / (math.log(x[-1]) - math.log(x[0]))
+    assert drawn == pytest.approx(-4.0) == loglog_slope(directions["flatness"], directions["variance"])[0]
+    plt.close(fig)
+
+
+def test_the_study_table_when_every_direction_but_the_first_is_censored():
+    """The column without direction 1 has nothing to fit then: "n/a", as the other columns say it, not a crash."""
+    import pandas as pd
+
+    from sandbox import studies
+
+    tag = dict(env="CartPole-v1", mode="naive", seed=0)
+    rest = dict(update=10, curvature=1.0, left=0.5, right=0.5, **tag)
+    directions = pd.DataFrame(
+        [{"direction": i, "variance": 1 / i, "flatness": float(i), "censored": i > 1, **rest} for i in range(1, 5)]
+    )
+    measurements = pd.DataFrame(
+        [{"update": 10, "ep_return_mean": 9.0, "flat_slope": math.nan, "curv_slope": -1.0, **tag}]
+    )
+    row = studies.flatness_table(directions, measurements).loc[("CartPole-v1", "naive")]
+    assert row["without direction 1"] == "n/a" and row["censored"] == "3/4" and row["seeds"] == 1

@@ -121,6 +121,7 @@ def test_a_member_whose_loss_is_not_finite_fails_alone(tmp_path):
         (dict(save_every=1), "save_every"),
         (dict(stop_at_threshold=True), "stop_at_threshold"),
         (dict(grad_diag_every=1), "grad_diag_every"),
+        (dict(flatness_every=1), "flatness_every"),  # sandbox.studies' train_many then runs one seed at a time
         (dict(algo="grpo"), "algo"),
     ],
 )

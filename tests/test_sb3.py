@@ -194,6 +194,7 @@ def test_sb3_refuses_what_it_cannot_mean_naming_the_field(field):
         "dropout_samples": 2,
         "sample_dropout": "sdpo",
         "grad_diag_every": 1,
+        "flatness_every": 5,
         "save_every": 5,
     }[field]
     with pytest.raises(ConfigError) as err:

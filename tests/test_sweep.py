@@ -282,6 +282,20 @@ def test_a_baseline_no_group_has_is_refused_in_one_line(capsys, tmp_path):
     assert main(["report", str(tmp_path), "--quiet", "--baseline", "dropout_mode=naive"]) == 0
 
 
+def test_a_baseline_spelled_as_an_integer_finds_its_float_group(tmp_path):
+    """``--baseline dropout=0`` passes the check (0 == 0.0), so it must also find the runs' dropout=0.0 group: groups
+    are keyed by their JSON, where 0 is not 0.0, and the report had no comparison at all."""
+    from sandbox.report import baselines, check_baseline, group_runs, load_runs
+
+    for seed in range(2):
+        _fake_run(tmp_path, "p0", "CartPole-v1", "naive", 0.0, seed, 10.0)
+        _fake_run(tmp_path, "p1", "CartPole-v1", "naive", 0.1, seed, 5.0)
+    groups = group_runs(load_runs(tmp_path))
+    for spec in ("dropout=0", "dropout=0.0"):
+        check_baseline(groups, spec)
+        assert [b.config["dropout"] for b in baselines(groups, spec).values()] == [0.0, 0.0], spec
+
+
 def test_key_table_shortens_the_dropout_fields_only():
     from types import SimpleNamespace
 
