@@ -316,9 +316,10 @@ class VariantsConfig:
     by --flatness-rise times the clipped surrogate's headroom) and its curvature. Columns flat_slope, curv_slope; one
     row per direction in flatness.csv (RunResult.flatness)."""
     flatness_window: int = 20
-    """Updates whose weights (after each update) make the trajectory the PCA is taken over (>= 3)."""
+    """Updates whose weights (after each update) make the trajectory the PCA is taken over (>= 4)."""
     flatness_directions: int = 8
-    """Leading PCA directions measured (at most --flatness-window - 1, the most a window of W points has)."""
+    """Leading PCA directions measured (3 or more, for a slope; at most --flatness-window - 1, the most a window of W
+    points has)."""
     flatness_rise: float = 0.1
     """The loss rise that bounds the flat region, as a fraction of the clipped surrogate's headroom clip_coef *
     mean|A| (how much it can fall before every sample is clipped). Feng & Tu's e-fold rise (e - 1 = 1.72) is out of
@@ -332,8 +333,8 @@ class VariantsConfig:
         _int_at_least(self, "dropout_samples", 1, "K masks")
         _int_at_least(self, "grad_diag_every", 0, "0 = off")
         _int_at_least(self, "flatness_every", 0, "0 = off")
-        _int_at_least(self, "flatness_window", 3, "updates")
-        _int_at_least(self, "flatness_directions", 2, "directions")
+        _int_at_least(self, "flatness_window", 4, "updates")
+        _int_at_least(self, "flatness_directions", 3, "directions: a slope needs 3 points")
         _in_range(self, "flatness_rise", 0.0, 100.0, lo_open=True)
         if self.flatness_directions > self.flatness_window - 1:
             raise ConfigError(

@@ -167,9 +167,8 @@ class FlatnessProbe:
     - RL has no fixed dataset, so the loss is the trainer's policy loss (PPO's clipped surrogate, GRPO's clipped
       objective, with its token aggregation) on *one held batch*: the batch the update is about to learn from,
       collected by the policy at the end of the window and not yet used for a step, with its advantages and
-      ``logp_old`` fixed. The trap: it is the objective of the whole batch, ``minibatch_loss(slice(None))``, so PPO
-      with several minibatches and ``--norm-adv`` measures the advantages as GAE gave them, not normalised per
-      minibatch as its steps see them (with one minibatch the trainer normalised the batch once: the same);
+      ``logp_old`` fixed. With ``--norm-adv`` PPO's advantages are normalised over the whole held batch (a step
+      normalises over its minibatch: the same with one minibatch, close with several);
     - with dropout switched off (every dropout layer's ``layer_mask`` returns no mask, the seam's switch), so that the
       loss is a function of the weights alone, the same network in every arm;
     - the surrogate is not at a minimum and can be 0 at the centre, so Feng & Tu's "rises to e times its value"
@@ -201,7 +200,7 @@ class FlatnessProbe:
         """``held_loss()``: the trainer's objective on the held batch at the current weights (its ``policy_loss``, and
         ``seen.adv``, the advantages as the loss uses them). Returns the row's columns (``flat_slope``,
         ``curv_slope``) and one row per direction for ``flatness.csv``; nothing when the batch has nothing to learn
-        from (every token left out)."""
+        from (every token left out, or every advantage 0)."""
         state = torch.get_rng_state()
         try:
             with dropout_off(self.module):
@@ -209,6 +208,8 @@ class FlatnessProbe:
                 if held.skip:
                     return {}, []
                 rise = self.rise * float(held.seen.adv.abs().mean())
+                if rise == 0:  # every advantage 0: the loss is flat in every direction, nothing to measure
+                    return {}, []
                 trajectory = torch.stack(list(self.trajectory))
                 d = variance_flatness(trajectory, lambda: held_loss().policy_loss, self.params, self.k, rise)
         finally:

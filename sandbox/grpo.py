@@ -59,11 +59,11 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             #    reward, each sequence first pays beta * its summed k1.
             log_ratio_ref = (b.logp_old - b.ref_logp) * b.mask  # (B, n)
             rewards, reward_columns = shaped_rewards(cfg, maths, b)
+            # "no signal": a group whose rewards (length-penalised where they are, before the KL shaping) are equal
+            all_equal = rewards.view(-1, G).max(dim=1).values == rewards.view(-1, G).min(dim=1).values
             if beta.in_reward > 0:
                 rewards = rewards - beta.in_reward * (maths.kl_k1(log_ratio_ref) * b.mask).sum(dim=1)
             advantages = maths.group_advantages(rewards.view(-1, G), cfg.scale_rewards).flatten()  # (B,)
-            task_rewards = b.rewards.view(-1, G)  # "no signal" is about the task's rewards, not the KL shaping
-            all_equal = task_rewards.max(dim=1).values == task_rewards.min(dim=1).values
             token_mask = b.mask.clone()
             if cfg.mask_truncated:
                 token_mask &= ~b.truncated[:, None]

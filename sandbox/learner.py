@@ -115,7 +115,10 @@ class Learner:
             policy_loss = lambda idx: minibatch_loss(idx).policy_loss  # noqa: E731
             out |= gradient_noise(policy_loss, n, max(min(cfg.num_minibatches, n), 4), self.policy_params)
         if self.flatness is not None and self.flatness.due(run.update):
-            columns, rows = self.flatness.measure(lambda: minibatch_loss(slice(None)))  # the whole batch, held
+            # the whole batch, held; with several minibatches as an index of every sample, so that PPO normalises its
+            # advantages as a minibatch step does (one minibatch: the trainer normalised the batch once already)
+            whole = slice(None) if cfg.num_minibatches == 1 else torch.arange(n)
+            columns, rows = self.flatness.measure(lambda: minibatch_loss(whole))
             if rows:
                 run.run_log.flatness(run.update, rows)
             out |= columns

@@ -103,6 +103,27 @@ def test_the_diagnostic_does_not_change_training(tmp_path, make, mode):
         assert len(list(csv.DictReader(f))) == len(flat)
 
 
+def test_ppo_with_several_minibatches_measures_normalised_advantages(monkeypatch):
+    """The held batch's loss sees the advantages as a step would: normalised (over the whole batch), not as GAE gave
+    them; with one minibatch the trainer normalised the batch once already."""
+    from sandbox.diagnostics import FlatnessProbe
+
+    seen = []
+    measure = FlatnessProbe.measure
+
+    def spy(self, held_loss):
+        seen.append(held_loss().seen.adv.detach().clone())
+        return measure(self, held_loss)
+
+    monkeypatch.setattr(FlatnessProbe, "measure", spy)
+    for minibatches in (1, 4):
+        seen.clear()
+        sandbox.train(cartpole(num_minibatches=minibatches, norm_adv=True, **ON))
+        assert seen
+        for adv in seen:
+            assert abs(float(adv.mean())) < 1e-5 and float(adv.std()) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_a_resumed_run_keeps_its_window(tmp_path):
     """The window's weights are in the checkpoint: a run stopped after update 4 and resumed measures as one that
     was never stopped."""
@@ -124,7 +145,8 @@ def test_bad_values_one_line(capsys, tmp_path):
 
     for args, flag, allowed in [
         (["--flatness-every", "-1"], "--flatness-every", ">= 0"),
-        (["--flatness-window", "2"], "--flatness-window", ">= 3"),
+        (["--flatness-window", "3"], "--flatness-window", ">= 4"),
+        (["--flatness-directions", "2"], "--flatness-directions", "a slope needs 3 points"),
         (["--flatness-window", "5", "--flatness-directions", "5"], "--flatness-directions", "at most"),
         (["--flatness-rise", "0"], "--flatness-rise", "(0, 100]"),
     ]:

@@ -90,6 +90,17 @@ def test_the_trainer_switches_per_group_through_the_seam():
     assert sandbox.train(reverse(sparse=False)).metrics.correct_ratio.isna().all()  # a dense reward: no correctness
 
 
+def test_no_signal_is_judged_on_the_length_penalised_rewards():
+    """A group of wrong answers of different lengths has equal 0/1 rewards but not equal Kimi rewards (a wrong answer
+    keeps min(0, lam)): it has a signal, so ``zero_std_frac`` does not count it and --drop-equal-groups keeps it. The
+    first update samples the same batch in both runs (same seed, same policy)."""
+    add = dict(env="lang:add", sparse=False, drop_equal_groups=True)  # about 5% right: many all-wrong groups
+    plain = sandbox.train(reverse(**add)).metrics.zero_std_frac.iloc[0]
+    kimi = reverse(length_penalty=2.5, length_penalty_form="kimi", **add)
+    shaped = sandbox.train(kimi).metrics.zero_std_frac.iloc[0]
+    assert plain > 0 and shaped < plain
+
+
 @pytest.mark.parametrize(
     "args, flag, allowed",
     [
