@@ -40,7 +40,10 @@ METRICS: dict[str, str] = {
     "batch mean of the per-sequence (GRPO on Gym: per-episode) sum; PPO on Gym: mean per step. Exactly 0 "
     "at the start when the policy is its reference and nothing is noisy.",
     "beta": "KL coefficient used in the update (changes over time with kl_target).",
-    "zero_std_frac": "Fraction of groups whose rewards are all equal: no signal, advantage 0 (GRPO).",
+    "zero_std_frac": (
+        "Fraction of groups whose rewards (length-penalised where `--length-penalty` applies, before any KL shaping) "
+        "are all equal: no signal, advantage 0 (GRPO)."
+    ),
     "completion_len": "Mean completion length in tokens, <eos> included (episode length for GRPO on Gym).",
     # added with the dropout variants
     "surrogate_var_kept": "Var(r * A) over the samples sample dropout kept, mean over minibatch steps.",
