@@ -275,6 +275,10 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("seeds", "needs at least one seed")
     if a.max_steps is not None and a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
+    if a.max_steps is not None and a.target not in ("cartpole", "lang"):
+        raise ConfigError("max_steps", f"only for bench cartpole and lang, not {a.target}")
+    if a.out is not None and a.target not in ("grpo-lambda", "flatness"):
+        raise ConfigError("out", f"only for bench grpo-lambda and flatness (the studies), not {a.target}")
     if a.json:
         from pathlib import Path
 

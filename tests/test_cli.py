@@ -83,6 +83,13 @@ def test_bench_checks_the_json_path_before_running(capsys):
     assert code == 2 and "--json" in err
 
 
+def test_bench_refuses_options_its_target_would_ignore(capsys):
+    code, _, err = run_cli(capsys, "bench", "cartpole", "--out", "somewhere")
+    assert code == 2 and "--out" in err and "grpo-lambda" in err
+    code, _, err = run_cli(capsys, "bench", "population", "--max-steps", "1000")
+    assert code == 2 and "--max-steps" in err and "cartpole" in err
+
+
 def test_preset_sets_defaults_and_flags_override_it(capsys, tmp_path):
     out_dir = tmp_path / "run"
     code, out, _ = run_cli(
