@@ -35,7 +35,7 @@ def _lock() -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(\s*;.*)?", line)
         assert m, f"requirements.lock: not an exact pin: {line!r}"
         pins[_canonical(m.group(1))] = m.group(2)
     return pins
