@@ -12,8 +12,10 @@ From the command line (``sandbox grade --help``)::
     sandbox grade hw1 submissions/ --format gradescope           # a folder of submissions: results.json each
 
 Every test compares with the reference functions of :mod:`sandbox.maths` and :mod:`sandbox.dropout` at grading time,
-on inputs generated from fixed seeds: nothing is stored but the seeds. ``notebooks/homework/README.md`` has the
-instructor's notes (points, hidden cases, the honest limits).
+on inputs drawn from a grading seed (a new one per ``sandbox grade`` run, printed so it can be repeated): no answer
+and no input is stored. ``sandbox grade`` runs each submission in its own process and computes every score in its
+own (:mod:`sandbox.grade.submission`). ``notebooks/homework/README.md`` has the instructor's notes (points, hidden
+cases, what the isolation stops and what it does not).
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ def assignment(key: str) -> Assignment:
     return ASSIGNMENTS[key]
 
 
-def check(key: str, *, quiet: bool = False, **functions: Callable) -> Report:
+def check(key: str, *, quiet: bool = False, seed: int | None = None, **functions: Callable) -> Report:
     """Check your functions for assignment ``key`` ("hw1" ... "hw6") and print the report; returns it.
 
     Pass the functions by name: ``check("hw2", ppo_loss=ppo_loss, value_loss=value_loss)``. Tests of functions you
     do not pass are left out (with a note). A failure prints its case, what was expected and a hint; nothing raises,
-    so a notebook runs on. While ``sandbox grade`` executes your notebook this prints one line and returns an empty
-    report (``report.ok`` is False): the grader runs the tests itself, once, after the last cell.
+    so a notebook runs on. The random cases are drawn from a new seed each time (the report's note gives it;
+    ``seed=N`` draws the same cases again), as the grader does. While ``sandbox grade`` executes your notebook this
+    prints one line and returns an empty report (``report.ok`` is False): the grader runs the tests itself.
     """
     a = assignment(key)
     unknown = sorted(set(functions) - set(a.functions))
@@ -56,7 +59,9 @@ def check(key: str, *, quiet: bool = False, **functions: Callable) -> Report:
     if os.environ.get(GRADING_ENV) == "1":
         print(f"check({key!r}): skipped while `sandbox grade` grades this notebook (it runs the checks itself)")
         return Report(a.key, a.title, [], notes=["skipped: sandbox grade runs the checks itself"])
-    report = run_tests(a, functions, only_given=True)
+    seed = new_seed() if seed is None else seed
+    report = run_tests(a, functions, only_given=True, seed=seed)
+    report.notes.append(f"random cases drawn with seed {seed} (check(..., seed={seed}) draws them again)")
     if not quiet:
         print(report.text())
     return report
@@ -71,13 +76,22 @@ def grade_functions(
     notes: list[str] = (),
     only: tuple[str, ...] | None = None,
     integration: bool = True,
+    seed: int = 0,
 ) -> Report:
-    """Grade ``functions`` (every function of the assignment; a missing one fails its tests), with the instructor's
-    hidden cases from the directory ``hidden`` if given; ``only``: just the tests involving these functions;
-    ``integration=False``: without the training runs."""
+    """Grade ``functions`` in this process (every function of the assignment; a missing one fails its tests), with
+    the instructor's hidden cases from the directory ``hidden`` if given; ``only``: just the tests involving these
+    functions; ``integration=False``: without the training runs; ``seed``: the grading seed of the random cases.
+    For submissions, ``sandbox grade`` (each in its own process) is the way: this trusts the functions it is given."""
     from .hidden import hidden_tests
 
     a = assignment(key)
     extra = hidden_tests(a, hidden) if hidden else []
     return run_tests(a, {name: functions.get(name) for name in a.functions}, extra=extra, submission=submission,
-                     notes=list(notes), only=only, integration=integration)  # fmt: skip
+                     notes=list(notes), only=only, integration=integration, seed=seed)  # fmt: skip
+
+
+def new_seed() -> int:
+    """A fresh grading seed (from the operating system's randomness), below one million so a person can type it."""
+    import secrets
+
+    return secrets.randbelow(1_000_000)

@@ -6,11 +6,17 @@ and what came back: shape, dtype, the first entry that differs) and a *hint* (th
 tensor checks go in a fixed order, so that a wrong answer cannot pass by accident: the type, then the shape (a
 tensor of another shape could broadcast against ours and compare equal), then the dtype, then finiteness, then the
 values against the reference function, computed at grading time on the same inputs (no stored answers).
+
+Random inputs come from :func:`generator` and :func:`manual_seed`, offset by the grading seed (:func:`run_tests`'s
+``seed``): ``sandbox grade`` draws a new one for every run (and prints it, so a run can be repeated), so the inputs
+are not stored with the package either. The tests run in the grader's process; the functions they call may live in
+the submission's process (:mod:`sandbox.grade.remote`), which changes nothing in how a test reads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import math
 import signal
@@ -46,6 +52,11 @@ class Fail(Exception):
 
 class Timeout(BaseException):
     """The grader's time limit for one test ran out (a BaseException, so that ``except Exception`` cannot hide it)."""
+
+
+class Ended(BaseException):
+    """The submission's process ended during a test (it crashed, exited, or ran out of time or restarts); the
+    message says why. Raised by :mod:`sandbox.grade.remote`; a BaseException for the same reason as :class:`Timeout`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +103,9 @@ class Assignment:
     """The lesson (notebook number) it pairs with."""
     functions: dict[str, FunctionSpec]
     build: Callable[[], list[Test]]
+    scenarios: tuple = ()
+    """The training runs its integration tests compare with ours (:class:`sandbox.grade.integration.Scenario`):
+    a folder's grading trains ours once, before the submissions."""
 
 
 @dataclasses.dataclass
@@ -120,6 +134,15 @@ class Report:
     submission: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    seed: int | None = None
+    """The grading seed the random inputs were drawn from (``sandbox grade --seed`` repeats them)."""
+    flags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Per function, why it counts as using the reference implementation (its tests score 0 unless allowed); ``*``
+    for the whole submission. Shown to the student."""
+    review: list[str] = dataclasses.field(default_factory=list)
+    """For the instructor only: what a reviewer should look at (files of the package read, dynamic imports...)."""
+    similarity: dict[str, float] = dataclasses.field(default_factory=dict)
+    """For the instructor only: per function, how close its code is to the reference's (0 to 1)."""
 
     @property
     def passed(self) -> int:
@@ -154,6 +177,8 @@ class Report:
             head += f"   [{self.submission}]"
         lines = [head]
         lines += [f"note: {n}" for n in self.notes]
+        lines += [f"flag: {fn if fn != '*' else 'the submission'} {why}" for fn, whys in self.flags.items()
+                  for why in whys]  # fmt: skip
         for r in self.results:
             status = "PASS" if r.passed else "FAIL"
             points = f"{r.score:g}/{r.max_score:g}"
@@ -161,6 +186,32 @@ class Report:
             if not r.passed:
                 lines += ["      " + line for out in r.output.splitlines() for line in _wrap(out, width - 6)]
         lines.append(self.summary_line())
+        return "\n".join(lines)
+
+    def apply_flags(self, flags: dict[str, list[str]]) -> None:
+        """Record ``flags`` (per function, why it uses the reference implementation; ``*``: the whole submission)
+        and score 0 every test they concern, with the reason first in its output."""
+        for name, whys in flags.items():
+            found = self.flags.setdefault(name, [])
+            found += [w for w in whys if w not in found]
+        self.flags = {k: v for k, v in self.flags.items() if v}
+        for r in self.results:
+            why = [f"the submission {w}" for w in self.flags.get("*", [])]
+            why += [f"`{f}` {w}" for f in r.functions for w in self.flags.get(f, [])]
+            if why and r.score:
+                r.output = (
+                    f"0 points: {'; '.join(why)}. Graded work is your own code: a function that reaches the sandbox's "
+                    "reference implementations, or a submission that changes the sandbox package, scores 0."
+                ) + (f"\n{r.output}" if r.output else "")
+                r.score = 0.0
+
+    def instructor_text(self) -> str:
+        """What only the instructor sees: the grading seed, the similarity to the reference, the review notes."""
+        lines = [f"grading seed: {self.seed}"] if self.seed is not None else []
+        if self.similarity:
+            lines.append("similarity to the reference (0 to 1): " + ", ".join(
+                f"{name} {value:.2f}" for name, value in self.similarity.items()))  # fmt: skip
+        lines += [f"review: {r}" for r in self.review]
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -178,6 +229,8 @@ class Report:
             "failed": self.failed,
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
+            "flags": self.flags,
+            "instructor": {"seed": self.seed, "similarity": self.similarity, "review": self.review},
             "tests": [
                 {
                     "name": r.name,
@@ -188,6 +241,7 @@ class Report:
                     "max_score": r.max_score,
                     "output": r.output,
                     "seconds": round(r.seconds, 3),
+                    "visibility": r.visibility,
                 }
                 for r in self.results
             ],
@@ -195,11 +249,16 @@ class Report:
         }
 
     def to_gradescope(self) -> dict:
-        """Gradescope's autograder ``results.json``: a ``tests`` list of name, score, max_score, status, output."""
+        """Gradescope's autograder ``results.json``: a ``tests`` list of name, score, max_score, status, output and
+        visibility (each test's own: the instructor's hidden cases stay hidden). What only the instructor should see
+        is one more test of 0 points with visibility ``hidden``, which Gradescope never shows to students."""
+        flags = [f"{fn if fn != '*' else 'the submission'} {why}" for fn, whys in self.flags.items() for why in whys]
+        instructor = [{"name": "instructor only: review", "score": 0, "max_score": 0, "status": "passed",
+                       "output": self.instructor_text() or "nothing to review", "visibility": "hidden"}]  # fmt: skip
         return {
             "score": self.score,
             "execution_time": round(self.seconds, 1),
-            "output": "\n".join([f"{self.assignment}: {self.title}", *self.notes, self.summary_line()]),
+            "output": "\n".join([f"{self.assignment}: {self.title}", *self.notes, *flags, self.summary_line()]),
             "stdout_visibility": "hidden",
             "tests": [
                 {
@@ -212,7 +271,8 @@ class Report:
                     "visibility": r.visibility,
                 }
                 for i, r in enumerate(self.results, start=1)
-            ],
+            ]
+            + instructor,
         }
 
 
@@ -244,6 +304,27 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+MAX_OUTPUT = 4000
+"""Characters of one test's output kept in the report (a message the student's code raised may be any size)."""
+
+_SEED = contextvars.ContextVar("grading_seed", default=0)
+
+
+def seed_of(k: int) -> int:
+    """The seed of a test's ``k``-th random draw under the current grading seed."""
+    return _SEED.get() + k
+
+
+def generator(seed: int) -> torch.Generator:
+    """A torch generator for a test's random inputs: ``seed`` offset by the grading seed."""
+    return torch.Generator().manual_seed(seed_of(seed))
+
+
+def manual_seed(seed: int) -> None:
+    """``torch.manual_seed`` offset by the grading seed (tests of functions that draw from torch's generator)."""
+    torch.manual_seed(seed_of(seed))
+
+
 def run_tests(
     assignment: Assignment,
     functions: dict[str, Callable | None],
@@ -254,6 +335,9 @@ def run_tests(
     integration: bool = True,
     submission: str | None = None,
     notes: list[str] = (),
+    seed: int = 0,
+    clock: Callable[[float], contextlib.AbstractContextManager] | None = None,
+    flags: dict[str, list[str]] | None = None,
 ) -> Report:
     """Run the assignment's tests (then ``extra``, the hidden cases) on ``functions``.
 
@@ -261,8 +345,32 @@ def run_tests(
     them out with a note. An integration test runs only when its functions passed every case and property test
     before it: a training run cannot say more than a failed case already does, and costs seconds. ``only``: run just
     the tests that involve one of these functions; ``integration=False``: leave the training runs out.
+
+    ``seed``: the grading seed (random inputs are drawn from it). ``clock(seconds)``: the time limit of one test when
+    the functions live in another process (:meth:`sandbox.grade.remote.RemoteFunctions.test`); by default an alarm
+    in this process. ``flags``: per function, why it uses the reference implementation: its tests score 0 (``*``:
+    every test), with the reason as their output.
     """
     start = time.perf_counter()
+    token = _SEED.set(seed)
+    try:
+        results, left_out, tests = _run(assignment, functions, extra, only_given, only, integration, clock)
+    finally:
+        _SEED.reset(token)
+    notes = list(notes)
+    given = {name for name, fn in functions.items() if fn is not None}
+    if left_out:
+        notes.append(
+            f"{len(left_out)} tests not run: they need functions not passed to check() "
+            f"({', '.join(sorted({f for t in tests if t.name in left_out for f in t.functions} - given))})"
+        )
+    report = Report(assignment.key, assignment.title, results, submission, notes, time.perf_counter() - start,
+                    seed=seed)  # fmt: skip
+    report.apply_flags(flags or {})
+    return report
+
+
+def _run(assignment, functions, extra, only_given, only, integration, clock) -> tuple[list, list, list]:
     tests = [*assignment.build(), *extra]
     if only is not None:
         tests = [t for t in tests if set(t.functions) & set(only)]
@@ -270,10 +378,10 @@ def run_tests(
         tests = [t for t in tests if t.kind != "integration"]
     given = {name: fn for name, fn in functions.items() if fn is not None}
     results: list[Result] = []
-    notes = list(notes)
     left_out: list[str] = []
     failed_functions: set[str] = set()
     threads = torch.get_num_threads()
+    ended: str | None = None
     for test in tests:
         missing = [f for f in test.functions if f not in given]
         if missing and only_given:
@@ -290,9 +398,11 @@ def run_tests(
                 f"not run: `{'`, `'.join(broken)}` failed a case or property above; a training run with it would "
                 "say less than that case does. Fix those first."
             )
+        elif ended is not None:
+            output = ended
         else:
             try:
-                with torch.random.fork_rng(devices=[]), time_limit(test.timeout):
+                with torch.random.fork_rng(devices=[]), (clock or time_limit)(test.timeout):
                     test.run(given)
             except Fail as failure:
                 output = failure.text(test.case or None, test.hint or None)
@@ -301,6 +411,10 @@ def run_tests(
                     f"took longer than {test.timeout:g} s, the grader's limit for this test: a Python loop over "
                     "every entry, or a loop that never ends?"
                 )
+            except Ended as end:
+                output = f"the submission's process ended during this test: {end}"
+                if str(end).startswith("not run"):
+                    ended = output = str(end)
             except Exception as err:  # noqa: BLE001 - a result so odd that a check itself broke on it
                 output = (
                     f"the grader could not finish this check on what your function returned ({type(err).__name__}: "
@@ -310,6 +424,8 @@ def run_tests(
                 torch.set_num_threads(threads)
         if output and test.kind != "integration":
             failed_functions.update(test.functions)
+        if len(output) > MAX_OUTPUT:
+            output = output[:MAX_OUTPUT] + f"\n[... {len(output) - MAX_OUTPUT:,} more characters not shown]"
         results.append(
             Result(
                 test.name,
@@ -322,12 +438,7 @@ def run_tests(
                 test.visibility,
             )
         )
-    if left_out:
-        notes.append(
-            f"{len(left_out)} tests not run: they need functions not passed to check() "
-            f"({', '.join(sorted({f for t in tests if t.name in left_out for f in t.functions} - set(given)))})"
-        )
-    return Report(assignment.key, assignment.title, results, submission, notes, time.perf_counter() - start)
+    return results, left_out, tests
 
 
 # --- calling the learner's function ------------------------------------------------------------------------------
@@ -344,7 +455,16 @@ def call(fn: Callable, name: str, *args) -> Any:
     except Fail:
         raise
     except Exception as err:  # noqa: BLE001 - the learner's code may raise anything; the message says what
-        raise Fail(f"`{name}` raised {type(err).__name__}: {err}{where(err)}") from None
+        raise Fail(f"`{name}` raised {raised(err)}") from None
+
+
+def raised(err: Exception) -> str:
+    """``TypeError: message (in your code, line N: ...)``, for an exception of this process or of the
+    submission's (:class:`sandbox.grade.remote.SubmissionError` carries its type, message and line as data)."""
+    type_name = getattr(err, "type_name", type(err).__name__)
+    message = getattr(err, "message", str(err))
+    found = err.where() if callable(getattr(err, "where", None)) else where(err)
+    return f"{type_name}: {message}{found}"
 
 
 def where(err: BaseException) -> str:
@@ -483,7 +603,3 @@ def clone(x: Any) -> Any:
     if isinstance(x, list):
         return [clone(v) for v in x]
     return x
-
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)

@@ -18,6 +18,7 @@ from .core import (
     expect_like,
     expect_tensor,
     generator,
+    seed_of,
     show,
 )
 from .integration import Scenario, learns, run_scenario
@@ -59,7 +60,7 @@ def describe_rollout(args: list, seed: int | None = None) -> str:
     T, N = rewards.shape
     n_term, n_trunc = int(terminated.sum()), int((dones - terminated).sum())
     text = f"a rollout of T={T} steps x N={N} environments"
-    text += f" (seed {seed})" if seed is not None else ""
+    text += f" (seed {seed_of(seed)})" if seed is not None else ""
     return text + f", {n_term} terminations, {n_trunc} truncations, gamma {gamma}, gae_lambda {lam}"
 
 
@@ -269,4 +270,5 @@ def build() -> list[Test]:
     ]  # fmt: skip
 
 
-ASSIGNMENT = Assignment("hw1", "generalised advantage estimation (gae)", "01", {"gae": SPEC}, build)
+ASSIGNMENT = Assignment("hw1", "generalised advantage estimation (gae)", "01", {"gae": SPEC}, build,
+                        (CARTPOLE, PENDULUM))  # fmt: skip

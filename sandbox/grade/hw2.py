@@ -19,6 +19,7 @@ from .core import (
     expect_like,
     expect_tensor,
     generator,
+    seed_of,
     show,
 )
 from .integration import Scenario, learns, run_scenario
@@ -107,7 +108,7 @@ def test_ppo_random(fns):
         try:
             _compare(ppo(fns, ratio, adv, clip), reference_ppo_loss(ratio, adv, clip))
         except Fail as f:
-            raise Fail(f.problem, case=f"300 random samples (seed {seed}), clip_coef {clip}") from None
+            raise Fail(f.problem, case=f"300 random samples (seed {seed_of(seed)}), clip_coef {clip}") from None
 
 
 def test_ppo_asymmetric_hand(fns):
@@ -121,7 +122,7 @@ def test_ppo_asymmetric_random(fns):
             _compare(ppo(fns, ratio, adv, low, high), reference_ppo_loss(ratio, adv, low, high))
         except Fail as f:
             raise Fail(
-                f.problem, case=f"300 random samples (seed {seed}), clip_coef {low}, clip_coef_high {high}"
+                f.problem, case=f"300 random samples (seed {seed_of(seed)}), clip_coef {low}, clip_coef_high {high}"
             ) from None
 
 
@@ -208,7 +209,7 @@ def test_value_clipped_random(fns):
         try:
             _compare(vloss(fns, *args, clip), reference_value_loss(*args, clip))
         except Fail as f:
-            raise Fail(f.problem, case=f"200 random samples (seed {seed}), clip_coef {clip}") from None
+            raise Fail(f.problem, case=f"200 random samples (seed {seed_of(seed)}), clip_coef {clip}") from None
 
 
 def test_value_pessimism(fns):
@@ -324,5 +325,5 @@ def build() -> list[Test]:
 
 ASSIGNMENT = Assignment(
     "hw2", "the clipped surrogate and the clipped value loss (ppo_loss, value_loss)", "02",
-    {"ppo_loss": PPO, "value_loss": VALUE}, build,
+    {"ppo_loss": PPO, "value_loss": VALUE}, build, (PPO_CARTPOLE, GRPO_CARTPOLE),
 )  # fmt: skip

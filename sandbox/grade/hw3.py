@@ -19,6 +19,7 @@ from .core import (
     expect_like,
     expect_tensor,
     generator,
+    seed_of,
     show,
 )
 from .integration import Scenario, learns, run_scenario
@@ -70,7 +71,7 @@ def test_values(name):
             try:
                 _compare(est(fns, name, x), REFERENCE[name](x))
             except Fail as f:
-                raise Fail(f.problem, case=f"300 random log-ratios, 1.5 * N(0, 1) (seed {seed})") from None
+                raise Fail(f.problem, case=f"300 random log-ratios, 1.5 * N(0, 1) (seed {seed_of(seed)})") from None
 
     return run
 
@@ -215,4 +216,5 @@ def build() -> list[Test]:
     return tests
 
 
-ASSIGNMENT = Assignment("hw3", "the KL estimators k1, k2, k3 (kl_k1, kl_k2, kl_k3)", "06", SPECS, build)
+ASSIGNMENT = Assignment("hw3", "the KL estimators k1, k2, k3 (kl_k1, kl_k2, kl_k3)", "06", SPECS, build,
+                        (K3_LOSS, K2_LOSS, K1_REWARD))  # fmt: skip

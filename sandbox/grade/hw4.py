@@ -19,6 +19,7 @@ from .core import (
     expect_like,
     expect_tensor,
     generator,
+    seed_of,
     show,
 )
 from .integration import Scenario, learns, run_scenario
@@ -111,7 +112,7 @@ def test_adv_mode(mode: str):
             except Fail as f:
                 kind = "0/1 rewards" if seed == 2 else "N(0, 1) rewards"
                 raise Fail(
-                    f.problem, case=f"{n} groups of G={G}, {kind}, the first group all equal (seed {seed})"
+                    f.problem, case=f"{n} groups of G={G}, {kind}, the first group all equal (seed {seed_of(seed)})"
                 ) from None
 
     return run
@@ -192,7 +193,7 @@ def test_agg_random(mode: str):
                 except Fail as f:
                     case = f"{B} sequences of unequal lengths in (B, T) = ({B}, {T}), mask as {str(m.dtype)[6:]}"
                     case += f", max_len {max_len}" if max_len else ""
-                    raise Fail(f.problem, case=case + f" (seed {seed})") from None
+                    raise Fail(f.problem, case=case + f" (seed {seed_of(seed)})") from None
 
     return run
 
@@ -383,5 +384,5 @@ def build() -> list[Test]:
 
 ASSIGNMENT = Assignment(
     "hw4", "GRPO's group advantages and token aggregation (group_advantages, aggregate_loss)", "05",
-    {"group_advantages": ADV, "aggregate_loss": AGG}, build,
+    {"group_advantages": ADV, "aggregate_loss": AGG}, build, SCENARIOS,
 )  # fmt: skip

@@ -28,6 +28,7 @@ from .core import (
     expect_like,
     expect_tensor,
     generator,
+    manual_seed,
 )
 from .integration import Recorder, Scenario, learns, run_scenario
 
@@ -79,7 +80,7 @@ def check_mask(m, shape: tuple[int, ...], p: float, what: str = "the mask") -> N
 
 
 def test_mask_shape(fns):
-    torch.manual_seed(0)
+    manual_seed(0)
     for shape in ((3, 5), (2, 4, 6), (7,)):
         check_mask(draw_mask(fns, shape, 0.1), shape, 0.1, f"the mask of shape {shape}")
 
@@ -90,13 +91,13 @@ def test_mask_p_zero(fns):
 
 
 def test_mask_values(fns):
-    torch.manual_seed(1)
+    manual_seed(1)
     for p in (0.1, 0.25, 0.5):
         check_mask(draw_mask(fns, (50, 40), p), (50, 40), p)
 
 
 def test_mask_rate(fns):
-    torch.manual_seed(2)
+    manual_seed(2)
     n = 200_000
     for p in (0.1, 0.3):
         m = draw_mask(fns, (n // 100, 100), p)
@@ -112,7 +113,7 @@ def test_mask_rate(fns):
 
 
 def test_mask_independent(fns):
-    torch.manual_seed(3)
+    manual_seed(3)
     m = draw_mask(fns, (1000, 64), 0.5)
     check_mask(m, (1000, 64), 0.5)
     rows, cols = len(torch.unique(m, dim=0)), len(torch.unique(m, dim=1))
@@ -125,9 +126,9 @@ def test_mask_independent(fns):
 
 
 def test_mask_seeded(fns):
-    torch.manual_seed(4)
+    manual_seed(4)
     a = draw_mask(fns, (20, 30), 0.3)
-    torch.manual_seed(4)
+    manual_seed(4)
     b = draw_mask(fns, (20, 30), 0.3)
     c = draw_mask(fns, (20, 30), 0.3)
     check_mask(a, (20, 30), 0.3)
@@ -255,7 +256,7 @@ def maths_of(fns) -> Maths:
 
 
 def test_mlp_replay(fns):
-    torch.manual_seed(11)
+    manual_seed(11)
     ours = DropoutMLP(4, 3, (16, 16), p=0.3)
     yours = DropoutMLP(4, 3, (16, 16), p=0.3, maths=maths_of(fns))
     yours.load_state_dict(ours.state_dict())
@@ -279,7 +280,7 @@ def test_mlp_replay(fns):
 
 
 def test_gpt_replay(fns):
-    torch.manual_seed(13)
+    manual_seed(13)
     cfg = ModelConfig(vocab_size=12, max_len=10, d_model=16, n_heads=2, n_layers=2, dropout=0.2)
     model = TinyGPT(cfg, maths=maths_of(fns))
     model.train()
@@ -412,4 +413,5 @@ def build() -> list[Test]:
     ]  # fmt: skip
 
 
-ASSIGNMENT = Assignment("hw5", "consistent dropout (dropout_mask, apply_dropout, layer_mask)", "03", SPECS, build)
+ASSIGNMENT = Assignment("hw5", "consistent dropout (dropout_mask, apply_dropout, layer_mask)", "03", SPECS, build,
+                        (CONSISTENT, NAIVE))  # fmt: skip

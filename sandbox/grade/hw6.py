@@ -22,6 +22,7 @@ from .core import (
     expect_like,
     expect_tensor,
     generator,
+    seed_of,
     show,
 )
 from .integration import Recorder, Scenario, learns, run_scenario
@@ -135,7 +136,7 @@ def test_scores_values(fns):
         try:
             _compare_scores(scores(fns, x), reference_scores(x))
         except Fail as f:
-            raise Fail(f.problem, case=f"{n} random surrogates x = r * A (seed {seed})") from None
+            raise Fail(f.problem, case=f"{n} random surrogates x = r * A (seed {seed_of(seed)})") from None
 
 
 def identity_sides(x: torch.Tensor, s: torch.Tensor) -> tuple[float, float]:
@@ -153,7 +154,7 @@ def test_variance_identity(fns):
         V, rhs = identity_sides(x, s)
         if not math.isclose(V, rhs, rel_tol=1e-4, abs_tol=1e-5):
             raise Fail(f"with your scores, (N - 1) L^2 - C / N = {rhs:.6g} but the variance V is {V:.6g} "
-                       f"({n} samples, seed {seed})")  # fmt: skip
+                       f"({n} samples, seed {seed_of(seed)})")  # fmt: skip
 
 
 def test_scores_sum(fns):
@@ -183,7 +184,7 @@ def rule_cases(mode: str, by_sign: bool = False) -> list[tuple[str, list]]:
     cases = []
     for seed, n, rate in ((12, 10, 0.2), (13, 256, 0.1), (14, 7, 0.25), (15, 9, 0.1), (16, 100, 0.3)):
         x, r, a = samples(seed, n, spread=0.4)
-        cases.append((f"{n} samples (seed {seed}), rate {rate}", [x, r, a, mode, rate, 0.25, by_sign]))
+        cases.append((f"{n} samples (seed {seed_of(seed)}), rate {rate}", [x, r, a, mode, rate, 0.25, by_sign]))
     x, r, a = samples(24, 60, spread=0.4)
     a = a + 1.5  # mostly positive advantages: the surrogate's mean is far from 0
     cases.append(
@@ -218,7 +219,7 @@ def test_sdpo(fns):
         try:
             expect_keep(keep(fns, *args), args)
         except Fail as f:
-            raise Fail(f.problem, case=f"200 random samples (seed {seed}), delta {delta}") from None
+            raise Fail(f.problem, case=f"200 random samples (seed {seed_of(seed)}), delta {delta}") from None
 
 
 def test_sdpo_first_minibatch(fns):
@@ -354,5 +355,5 @@ def build() -> list[Test]:
 
 ASSIGNMENT = Assignment(
     "hw6", "sample dropout (dppo_scores, sample_dropout_mask)", "07",
-    {"dppo_scores": SCORES, "sample_dropout_mask": KEEP}, build,
+    {"dppo_scores": SCORES, "sample_dropout_mask": KEEP}, build, (DPPO, OUTLIER, SDPO),
 )  # fmt: skip

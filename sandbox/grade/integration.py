@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -54,10 +53,14 @@ class Scenario:
         return json.dumps(self.config.to_dict(), sort_keys=True)
 
 
+KEEP = 400
+"""Calls of each function recorded in a run (their inputs and output), every one compared with ours."""
+
+
 class Recorder:
     """Calls the learner's function and keeps a copy of the inputs and output of its first ``keep`` calls."""
 
-    def __init__(self, fn: Callable, name: str, keep: int = 400):
+    def __init__(self, fn: Callable, name: str, keep: int = KEEP):
         self.fn, self.name, self.keep = fn, name, keep
         self.calls: list[tuple[tuple, Any]] = []
         self.count = 0
@@ -74,44 +77,28 @@ _REFERENCE: dict[str, pd.DataFrame] = {}
 
 
 def reference_metrics(scenario: Scenario) -> pd.DataFrame:
-    """Our run of the scenario (computed once per process, or loaded with :func:`load_references`)."""
+    """Our run of the scenario (computed once per process, or given with :func:`set_references`)."""
     key = scenario.key
     if key not in _REFERENCE:
         _REFERENCE[key] = train(scenario.config).metrics
     return _REFERENCE[key]
 
 
-def save_references(path: str | Path) -> None:
-    """Our runs computed so far in this process, merged into the JSON file ``path``: the next submission's kernel
-    loads them (:func:`load_references`) instead of training them again."""
-    path = Path(path)
-    blob = json.loads(path.read_text()) if path.is_file() else {}
-    blob.update({key: metrics.to_dict(orient="list") for key, metrics in _REFERENCE.items()})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(blob))
-    tmp.replace(path)
-
-
-def load_references(path: str | Path) -> None:
-    for key, columns in json.loads(Path(path).read_text()).items():
-        _REFERENCE.setdefault(key, pd.DataFrame(columns))
+def set_references(runs: dict[str, pd.DataFrame]) -> None:
+    """Our runs trained elsewhere (a folder's grading trains them once, before the submissions), by scenario key."""
+    _REFERENCE.update(runs)
 
 
 def run_scenario(scenario: Scenario, functions: dict[str, Callable], specs: dict[str, FunctionSpec]) -> None:
     """Train the scenario with the learner's ``functions`` in ``scenario.fields``; raise :class:`Fail` on the first
-    comparison that does not hold."""
+    comparison that does not hold. When the functions live in the submission's process, the run happens there and
+    its metrics and recorded calls come back as data; every comparison happens here."""
     ours = reference_metrics(scenario)
-    recorders = {name: Recorder(functions[name], name) for name in scenario.fields}
-    try:
-        yours = train(scenario.config, maths=Maths(**recorders)).metrics
-    except NonFiniteLossError as err:
-        raise Fail(f"the training run stopped: {err}; with our functions it runs to the end") from None
-    except Fail:
-        raise
-    except NotImplementedError:
-        raise Fail("the training run called a function that raises NotImplementedError") from None
-    except Exception as err:  # noqa: BLE001 - the learner's function, called by the trainer, may raise anything
-        raise Fail(f"the training run raised {type(err).__name__}: {err}{where(err)}") from None
+    owner = getattr(functions[scenario.fields[0]], "owner", None)
+    if owner is not None:
+        yours, recorders = _train_remote(scenario, owner)
+    else:
+        yours, recorders = _train_here(scenario, functions)
     for name, rec in recorders.items():
         if rec.count == 0:
             raise Fail(f"the trainer never called `{name}`: was it passed in?")
@@ -129,6 +116,56 @@ def run_scenario(scenario: Scenario, functions: dict[str, Callable], specs: dict
         raise Fail(f"the run logged {len(yours)} updates, ours {len(ours)}")
     if scenario.meaning is not None:
         scenario.meaning(yours, ours)
+
+
+def _train_here(scenario: Scenario, functions: dict[str, Callable]) -> tuple[pd.DataFrame, dict[str, "Recorder"]]:
+    recorders = {name: Recorder(functions[name], name) for name in scenario.fields}
+    try:
+        yours = train(scenario.config, maths=Maths(**recorders)).metrics
+    except NonFiniteLossError as err:
+        raise Fail(f"the training run stopped: {err}; with our functions it runs to the end") from None
+    except Fail:
+        raise
+    except NotImplementedError:
+        raise Fail("the training run called a function that raises NotImplementedError") from None
+    except Exception as err:  # noqa: BLE001 - the learner's function, called by the trainer, may raise anything
+        raise Fail(f"the training run raised {type(err).__name__}: {err}{where(err)}") from None
+    return yours, recorders
+
+
+@dataclasses.dataclass
+class Recorded:
+    """A function's calls in a run of the submission's process: the first calls' (inputs, output), and how many."""
+
+    name: str
+    calls: list
+    count: int
+
+
+def _train_remote(scenario: Scenario, owner) -> tuple[pd.DataFrame, dict[str, Recorded]]:
+    body = owner.train(scenario.config.to_dict(), scenario.fields, KEEP)
+    error = body.get("error")
+    if error:
+        if error["type"] == "NonFiniteLossError":
+            raise Fail(f"the training run stopped: {error['message']}; with our functions it runs to the end")
+        if error["type"] == "NotImplementedError":
+            raise Fail("the training run called a function that raises NotImplementedError")
+        line = error.get("where")
+        found = f" (in your code, line {line['line']}: `{line['source']}`)" if line else ""
+        raise Fail(f"the training run raised {error['type']}: {error['message']}{found}")
+    metrics = body.get("metrics")
+    if not isinstance(metrics, dict):
+        raise Fail("the training run sent back no metrics")
+    try:
+        yours = pd.DataFrame({str(k): [float(x) for x in v] for k, v in metrics.items()})
+    except (TypeError, ValueError) as err:
+        raise Fail(f"the training run sent back metrics that are not numbers ({err})") from None
+    recorders = {}
+    for name in scenario.fields:
+        calls = body.get("calls", {}).get(name, [])
+        pairs = [(tuple(c[0]), c[1]) for c in calls if isinstance(c, (tuple, list)) and len(c) == 2]
+        recorders[name] = Recorded(name, pairs, int(body.get("counts", {}).get(name, 0)))
+    return yours, recorders
 
 
 def compare_first_update(yours: pd.DataFrame, ours: pd.DataFrame, columns: tuple[str, ...]) -> None:
