@@ -519,6 +519,8 @@ class GradeArgs:
     cell_timeout: float = 60.0
     """Seconds a notebook cell (or a .py file) may run before it is stopped; the functions defined before it are
     graded. Each test has its own limit too (30 s, 60 s for a training run)."""
+    test_timeout: float | None = None
+    """A cap on every test's own time limit in seconds (default: each test's own, 30 s, 60 s for a training run)."""
     seed: int | None = None
     """The grading seed the random test cases are drawn from (default: a new one, printed in the instructor's
     notes; give it again to draw the same cases)."""
@@ -548,9 +550,10 @@ def cmd_grade(args: list[str]) -> int:
     hidden = Path(a.hidden).resolve() if a.hidden is not None else None  # resolved here: it is never relative later
     if hidden is not None and not hidden.is_dir():
         raise ConfigError("hidden", f"{a.hidden} is not a directory")
-    for name in ("timeout", "cell_timeout"):
-        if not getattr(a, name) > 0:
-            raise ConfigError(name, f"must be a positive number of seconds, got {getattr(a, name)}")
+    for name in ("timeout", "cell_timeout", "test_timeout"):
+        value = getattr(a, name)
+        if value is not None and not value > 0:
+            raise ConfigError(name, f"must be a positive number of seconds, got {value}")
     if a.workers < 1:
         raise ConfigError("workers", f"must be at least 1, got {a.workers}")
     if a.seed is not None and a.seed < 0:
@@ -587,7 +590,7 @@ def cmd_grade(args: list[str]) -> int:
         (str(hidden),) if hidden else ()
     )
     options = Options(a.assignment, str(hidden) if hidden else None, seed, a.timeout, a.cell_timeout,
-                      a.allow_reference, a.isolation, True, hidden_paths)  # fmt: skip
+                      a.allow_reference, a.isolation, True, hidden_paths, a.test_timeout)  # fmt: skip
     if target.is_file():
         graded = grade_file(target, options)
         report = graded.report

@@ -8,11 +8,13 @@
 # **How it is graded.** Run the *check* cell: it prints PASS or FAIL for each test, with the case that failed, what
 # was expected and a hint, then `N passed, M failed`. The same tests grade your submission:
 # `sandbox grade hw1 hw1_gae.ipynb` (your instructor may add hidden cases). Every test compares your function with
-# the sandbox's own `sandbox.maths.gae` on inputs generated from fixed seeds, plus properties (the lambda limits,
+# the sandbox's own `sandbox.maths.gae` on random inputs drawn fresh at each check (the report gives the seed), plus properties (the lambda limits,
 # independence of the environments), plus a short training run with your function inside the real trainer.
 #
 # **Rules.** Keep the signature. Use torch only (no numpy round trips), keep the inputs' dtype (float32), and do not
 # change the input tensors in place: the trainer reuses them.
+# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
+# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
 
 # %%
 import os
@@ -62,19 +64,21 @@ def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
 # %% [markdown]
 # ## Try it by hand
 #
-# One environment, three steps, gamma = 0.5 and lambda = 1. The episode is *truncated* after step 1 (the value of
-# its last observation is 0 here) and a new one starts at step 2. Work out the three advantages on paper first:
-# delta = (1, -1, 0.5); the recursion stops after step 1. Then compare.
+# One environment, three steps, gamma = 0.5 and lambda = 1. The episode is *truncated* after step 1: a time limit,
+# so its last observation still has a value (4 here), and a new episode starts at step 2. Work out the three
+# advantages on paper first: delta = (1, 1, 0.5), and the recursion stops after step 1. Then compare. Two classic
+# mistakes give other lines: treating the time limit as a termination (no bootstrap) gives [0.5, -1.0, 0.5], and
+# cutting the recursion only at terminations gives [1.625, 1.25, 0.5].
 
 # %%
 col = lambda *xs: torch.tensor(xs)[:, None]  # noqa: E731 - a (T, 1) column
-hand = dict(rewards=col(1.0, 1.0, 1.0), values=col(1.0, 2.0, 3.0), next_values=col(2.0, 0.0, 5.0),
+hand = dict(rewards=col(1.0, 1.0, 1.0), values=col(1.0, 2.0, 3.0), next_values=col(2.0, 4.0, 5.0),
             terminated=col(0.0, 0.0, 0.0), dones=col(0.0, 1.0, 0.0), gamma=0.5, gae_lambda=1.0)  # fmt: skip
 try:
     print("yours:", gae(**hand)[0].flatten().tolist())
 except NotImplementedError:
     print("yours: not implemented yet")
-print("expected: [0.5, -1.0, 0.5]")
+print("expected: [1.5, 1.0, 0.5]")
 
 # %% [markdown]
 # ## Check
@@ -111,6 +115,6 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save this notebook and hand it in; `sandbox grade hw1 hw1_gae.ipynb` runs it from the top in a fresh kernel (with
+# Save this notebook and hand it in; `sandbox grade hw1 hw1_gae.ipynb` runs it from the top in its own process (with
 # `SANDBOX_FAST=1`), then grades the `gae` it defines. A cell that raises stops the run there: the report names it,
 # and only what was defined up to that point is graded.

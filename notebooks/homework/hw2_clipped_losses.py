@@ -14,6 +14,8 @@
 #
 # **Rules.** Keep the signatures. Return one loss *per sample* (the trainer averages or aggregates), in float32,
 # with gradients (no `.item()`, `.numpy()`, `.detach()`), without changing the inputs.
+# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
+# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
 
 # %%
 import os
@@ -133,5 +135,5 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw2 hw2_clipped_losses.ipynb` runs it from the top in a fresh kernel
+# Save and hand in this notebook; `sandbox grade hw2 hw2_clipped_losses.ipynb` runs it from the top in its own process
 # and grades the `ppo_loss` and `value_loss` it defines.

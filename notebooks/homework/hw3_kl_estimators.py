@@ -11,6 +11,8 @@
 # gradients, and PPO runs with each of your estimators in the loss or in the reward.
 #
 # **Rules.** Keep the signatures; elementwise torch operations only; float32 in, float32 out, with gradients.
+# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
+# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
 
 # %%
 import os
@@ -135,5 +137,5 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw3 hw3_kl_estimators.ipynb` runs it from the top in a fresh kernel
+# Save and hand in this notebook; `sandbox grade hw3 hw3_kl_estimators.ipynb` runs it from the top in its own process
 # and grades the three functions it defines.

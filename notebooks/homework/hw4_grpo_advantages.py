@@ -13,6 +13,8 @@
 # CartPole with your two functions.
 #
 # **Rules.** Keep the signatures; torch only; float32; the loss must keep its gradient; do not change the inputs.
+# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
+# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
 
 # %%
 import os
@@ -136,5 +138,5 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw4 hw4_grpo_advantages.ipynb` runs it from the top in a fresh
-# kernel and grades the two functions it defines.
+# Save and hand in this notebook; `sandbox grade hw4 hw4_grpo_advantages.ipynb` runs it from the top in its own
+# process and grades the two functions it defines.

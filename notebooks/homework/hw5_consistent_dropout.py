@@ -14,6 +14,8 @@
 # your three functions; and two PPO runs, consistent and naive, whose first-minibatch ratios must be exact and noisy.
 #
 # **Rules.** Keep the signatures; torch's random generator only (the runs must be reproducible from the seed); float32.
+# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
+# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
 
 # %%
 import os
@@ -133,5 +135,5 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw5 hw5_consistent_dropout.ipynb` runs it from the top in a fresh
-# kernel and grades the three functions it defines.
+# Save and hand in this notebook; `sandbox grade hw5 hw5_consistent_dropout.ipynb` runs it from the top in its own
+# process and grades the three functions it defines.

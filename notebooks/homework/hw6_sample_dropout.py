@@ -20,6 +20,8 @@
 # `sandbox.maths.sample_dropout_mask` (ties may break either way), the edge cases, and PPO runs with your rule.
 #
 # **Rules.** Keep the signatures; torch only; the mask is bool (True = keep), computed from detached values.
+# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
+# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
 
 # %%
 import os
@@ -128,5 +130,5 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw6 hw6_sample_dropout.ipynb` runs it from the top in a fresh kernel
+# Save and hand in this notebook; `sandbox grade hw6 hw6_sample_dropout.ipynb` runs it from the top in its own process
 # and grades the two functions it defines.

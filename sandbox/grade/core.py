@@ -338,6 +338,7 @@ def run_tests(
     seed: int = 0,
     clock: Callable[[float], contextlib.AbstractContextManager] | None = None,
     flags: dict[str, list[str]] | None = None,
+    test_timeout: float | None = None,
 ) -> Report:
     """Run the assignment's tests (then ``extra``, the hidden cases) on ``functions``.
 
@@ -349,12 +350,13 @@ def run_tests(
     ``seed``: the grading seed (random inputs are drawn from it). ``clock(seconds)``: the time limit of one test when
     the functions live in another process (:meth:`sandbox.grade.remote.RemoteFunctions.test`); by default an alarm
     in this process. ``flags``: per function, why it uses the reference implementation: its tests score 0 (``*``:
-    every test), with the reason as their output.
+    every test), with the reason as their output. ``test_timeout``: a cap on every test's own time limit.
     """
     start = time.perf_counter()
     token = _SEED.set(seed)
     try:
-        results, left_out, tests = _run(assignment, functions, extra, only_given, only, integration, clock)
+        results, left_out, tests = _run(assignment, functions, extra, only_given, only, integration, clock,
+                                        test_timeout)  # fmt: skip
     finally:
         _SEED.reset(token)
     notes = list(notes)
@@ -370,7 +372,7 @@ def run_tests(
     return report
 
 
-def _run(assignment, functions, extra, only_given, only, integration, clock) -> tuple[list, list, list]:
+def _run(assignment, functions, extra, only_given, only, integration, clock, cap) -> tuple[list, list, list]:
     tests = [*assignment.build(), *extra]
     if only is not None:
         tests = [t for t in tests if set(t.functions) & set(only)]
@@ -401,15 +403,16 @@ def _run(assignment, functions, extra, only_given, only, integration, clock) -> 
         elif ended is not None:
             output = ended
         else:
+            limit = min(test.timeout, cap) if cap else test.timeout
             try:
-                with torch.random.fork_rng(devices=[]), (clock or time_limit)(test.timeout):
+                with torch.random.fork_rng(devices=[]), (clock or time_limit)(limit):
                     test.run(given)
             except Fail as failure:
                 output = failure.text(test.case or None, test.hint or None)
             except Timeout:
                 output = (
-                    f"took longer than {test.timeout:g} s, the grader's limit for this test: a Python loop over "
-                    "every entry, or a loop that never ends?"
+                    f"took longer than {limit:g} s, the grader's limit for this test: a Python loop over every entry, "
+                    "or a loop that never ends?"
                 )
             except Ended as end:
                 output = f"the submission's process ended during this test: {end}"

@@ -230,9 +230,11 @@ def build() -> list[Test]:
              case="a (5, 3) rollout without episode ends",
              hint="return a tuple of two tensors of shape (T, N); keep the inputs' dtype (float32)"),
         Test("one step: A = r + gamma * V(s') - V(s)", g, test_one_step, 1, case=show_inputs(ONE_STEP),
-             hint="delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t; with T = 1, A_0 = delta_0"),
+             hint="with one step there is nothing to carry back: the advantage is the one-step TD error, "
+             "delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t"),
         Test("rollouts without episode ends, against ours", g, test_no_episode_end, 2,
-             hint="iterate t from T - 1 down to 0: A_t = delta_t + gamma * gae_lambda * A_{t+1}, with A_T = 0"),
+             hint="GAE runs backwards in time: each advantage is its own TD error plus gamma * lambda times the next "
+             "step's advantage, A_t = delta_t + gamma * lambda * A_{t+1}, starting from A_T = 0 after the last step"),
         Test("termination: no bootstrap from the terminal state, and the recursion stops", g, test_termination, 2,
              case=show_inputs(TERMINATION),
              hint="at a termination nothing follows: delta_t = r_t - V(s_t) (next_values there is meaningless, "
@@ -260,7 +262,8 @@ def build() -> list[Test]:
         Test("what follows a termination is ignored (next_values there does not count)", g,
              test_terminal_next_value_ignored, 1, kind="property",
              case="a (9, 4) rollout with terminations; next_values set to 1000 wherever terminated = 1",
-             hint="multiply the bootstrap by (1 - terminated)"),
+             hint="after a termination there is no next state: whatever next_values holds there must not enter the TD "
+             "error"),
         Test("the inputs are left unchanged", g, test_inputs_unchanged, 1, kind="property",
              case="a (6, 3) rollout with episode ends"),
         Test(f"integration: {CARTPOLE.description}, through the seam, against ours", g,

@@ -267,9 +267,9 @@ GRPO_CARTPOLE = Scenario(
 )
 
 HINT_PPO = (
-    "loss = -min(r * A, clip(r, 1 - clip_coef, 1 + clip_coef_high) * A), element by element "
-    "(torch.minimum, torch.clamp), clip_coef_high defaulting to clip_coef. The minimum of the two *objectives* "
-    "is the maximum of the two *losses*: min of the losses throws the pessimism away"
+    "PPO is pessimistic: of the unclipped objective r * A and the clipped one clip(r, 1 - clip_coef, 1 + "
+    "clip_coef_high) * A it keeps the smaller, sample by sample. The minimum of the two *objectives* is the maximum "
+    "of the two *losses*: the minimum of the losses throws the pessimism away"
 )
 
 
@@ -291,7 +291,7 @@ def build() -> list[Test]:
         Test("asymmetric clip on random samples, against ours", p, test_ppo_asymmetric_random, 1,
              hint="the ratio is clipped to [1 - clip_coef, 1 + clip_coef_high]"),
         Test("clip_coef_high = None means symmetric", p, test_ppo_high_none, 1, case="200 samples, clip_coef 0.2",
-             hint="high = clip_coef if clip_coef_high is None else clip_coef_high"),
+             hint="without an upper clip of its own the clip is symmetric: the upper bound uses clip_coef too"),
         Test("pessimism: the loss is max(-r*A, -clip(r)*A), never below either", p, test_ppo_pessimism, 1,
              kind="property", case="500 random samples, clip_coef 0.2", hint=HINT_PPO),
         Test("gradient: zero where the clip is active, -A elsewhere", p, test_ppo_gradient, 2, kind="property",

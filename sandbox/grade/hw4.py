@@ -191,7 +191,8 @@ def test_agg_random(mode: str):
                         agg(fns, per_token, m, mode, max_len), reference_aggregate(per_token, m, mode, max_len)
                     )
                 except Fail as f:
-                    case = f"{B} sequences of unequal lengths in (B, T) = ({B}, {T}), mask as {str(m.dtype)[6:]}"
+                    case = (f"{B} sequences of unequal lengths in (B, T) = ({B}, {T}), mask as {str(m.dtype)[6:]}; "
+                            "the padding holds values near 50, a stand-in that must never count")  # fmt: skip
                     case += f", max_len {max_len}" if max_len else ""
                     raise Fail(f.problem, case=case + f" (seed {seed_of(seed)})") from None
 
@@ -335,7 +336,7 @@ def build() -> list[Test]:
             1,
             kind="property",
             case="8 groups of G=6, every scaling",
-            hint="subtract the mean of each group (dim 1, keepdim=True)",
+            hint="each group's mean reward is its own baseline: relative to it, a group's advantages sum to 0",
         ),
         Test(
             "adding a constant to a group's rewards changes nothing",
@@ -365,10 +366,11 @@ def build() -> list[Test]:
     tests += [
         Test("padded tokens never count", g, test_agg_padding_ignored, 1, kind="property",
              case="6 sequences of unequal lengths; padding values changed to -1e4; every mode",
-             hint="multiply by the mask (or index with it) before any sum; divide by counts of unmasked tokens"),
+             hint="padding belongs to no completion: only unmasked tokens may reach a sum or a count"),
         Test("empty sequences: left out of grpo's mean; an all-masked batch gives 0, not NaN", g, test_agg_empty, 1,
              kind="property", case="5 sequences, two of them without tokens; then every token masked",
-             hint="grpo: average only over sequences with at least one token; clamp the token count at 1 for bnpo"),
+             hint="an empty sequence has no mean to contribute, so grpo averages over the sequences that have "
+             "tokens; a batch with no token at all has a loss of 0, not 0 / 0"),
         Test("each token's weight (the gradient), every mode, against ours", g, test_agg_gradient, 2,
              kind="property", case="6 sequences of unequal lengths",
              hint="grpo gives a token of sequence i the weight 1 / (n_i * B'), bnpo 1 / (tokens in the batch), "

@@ -204,19 +204,32 @@ def test_apply_inputs_unchanged(fns):
 # --- layer_mask ----------------------------------------------------------------------------------------------------
 
 
+STAND_IN = 7.0
+"""What the grader's ``draw`` fills its masks with: a value no real mask holds (a real one holds 0 and 1 / (1 - p)),
+so a mask that came from ``draw`` is recognisable in a result."""
+ABOUT_STAND_IN = (
+    f"(the grader's draw returns a mask filled with {STAND_IN:g}, a stand-in no real mask holds, so that a mask taken "
+    "from draw can be recognised)"
+)
+
+
 class CountingDraw:
-    """A ``draw(shape, p)`` that records its calls and returns a recognisable mask."""
+    """A ``draw(shape, p)`` that records its calls and returns a recognisable mask (filled with :data:`STAND_IN`)."""
 
     def __init__(self):
         self.calls: list[tuple] = []
 
     def __call__(self, shape, p):
         self.calls.append((tuple(shape), p))
-        return torch.full(tuple(shape), 7.0)
+        return torch.full(tuple(shape), STAND_IN)
 
 
 def choose(fns, stored, fresh, shape, p, draw):
     return call(fns["layer_mask"], "layer_mask", stored, fresh, shape, p, draw)
+
+
+def _from_draw(got) -> bool:
+    return isinstance(got, torch.Tensor) and got.numel() > 0 and bool((got == STAND_IN).all())
 
 
 def test_choice_replays(fns):
@@ -224,6 +237,11 @@ def test_choice_replays(fns):
     for fresh in (True, False):
         draw = CountingDraw()
         got = choose(fns, stored.clone(), fresh, (4, 6), 0.3, draw)
+        if _from_draw(got):
+            raise Fail(
+                f"with a stored mask and fresh={fresh}, the mask used is the one draw returned {ABOUT_STAND_IN}: "
+                "the stored mask was not replayed"
+            )
         _compare_choice(got, stored, f"with a stored mask and fresh={fresh}: the mask used")
         if draw.calls:
             raise Fail(
@@ -235,7 +253,8 @@ def test_choice_replays(fns):
 def test_choice_fresh(fns):
     draw = CountingDraw()
     got = choose(fns, None, True, (3, 5), 0.2, draw)
-    _compare_choice(got, torch.full((3, 5), 7.0), "with no stored mask and fresh=True: the mask used (draw's)")
+    _compare_choice(got, torch.full((3, 5), STAND_IN),
+                    f"with no stored mask and fresh=True, the mask used should be draw's {ABOUT_STAND_IN}")  # fmt: skip
     if draw.calls != [((3, 5), 0.2)]:
         raise Fail(f"draw should be called once, as draw((3, 5), 0.2); it was called {draw.calls}")
 
@@ -365,12 +384,13 @@ SPECS = {"dropout_mask": MASK, "apply_dropout": APPLY, "layer_mask": CHOICE}
 def build() -> list[Test]:
     m, a, c = ("dropout_mask",), ("apply_dropout",), ("layer_mask",)
     hint_mask = (
-        "inverted dropout: keep each entry with probability 1 - p and scale the kept ones by 1 / (1 - p), e.g. "
-        "(torch.rand(shape) >= p).float() / (1 - p) or torch.empty(shape).bernoulli_(1 - p).div_(1 - p)"
+        "inverted dropout: each entry is kept with probability 1 - p, and the kept ones are scaled by 1 / (1 - p) so "
+        "that the layer's output keeps its mean"
     )
     return [
         Test("dropout_mask returns a float32 tensor of the shape asked", m, test_mask_shape, 1,
-             case="shapes (3, 5), (2, 4, 6), (7,), p 0.1", hint="shape is a tuple: torch.rand(shape) takes it"),
+             case="shapes (3, 5), (2, 4, 6), (7,), p 0.1",
+             hint="the mask has exactly the shape asked for: one entry per activation (shape is a tuple)"),
         Test("dropout_mask at p = 0 is all ones", m, test_mask_p_zero, 1, case="shape (4, 6), p 0",
              hint="nothing is dropped and the scale 1 / (1 - 0) is 1"),
         Test("dropout_mask entries are 0 or 1 / (1 - p)", m, test_mask_values, 2,
@@ -381,24 +401,29 @@ def build() -> list[Test]:
              case="shape (1000, 64), p 0.5", hint="one random number per entry of the full shape"),
         Test("dropout_mask draws from torch's generator (same seed, same mask)", m, test_mask_seeded, 1,
              kind="property", case="torch.manual_seed(4), then two masks",
-             hint="use torch's random functions (torch.rand, bernoulli_): the sandbox's runs are reproducible "
-             "because every random number comes from the seeded generator"),
+             hint="every random number must come from torch's seeded generator (numpy's and Python's are not "
+             "reset by torch.manual_seed): the sandbox's runs are reproducible because of it"),
         Test("apply_dropout returns x * mask", a, test_apply_values, 1, case="x (6, 10), mask (6, 10)",
-             hint="multiply: the mask already holds the 1 / (1 - p) scale"),
+             hint="the mask already carries the 1 / (1 - p) scale: applying it is all that is left"),
         Test("apply_dropout broadcasts as the networks need", a, test_apply_broadcast, 1,
-             hint="x * mask broadcasts by itself; do not reshape or index"),
+             hint="the mask may be one row for the batch or K copies: broadcasting lines them up, reshaping "
+             "breaks them"),
         Test("apply_dropout uses the given mask and draws nothing", a, test_apply_no_randomness, 2, kind="property",
              case="x (5, 9), mask (5, 9); torch's random state compared before and after"),
         Test("apply_dropout's gradient with respect to x is the mask", a, test_apply_gradient, 1, kind="property"),
         Test("apply_dropout leaves its inputs unchanged", a, test_apply_inputs_unchanged, 1, kind="property"),
         Test("layer_mask replays a stored mask, in train mode too, without drawing", c, test_choice_replays, 3,
              case="a stored (4, 6) mask, fresh True and False, p 0.3",
-             hint="if stored is not None: return stored. Drawing a new mask at update time is exactly naive "
-             "dropout: the update would see another network than the one that acted"),
+             hint="a stored mask is the network the agent acted with: replaying it, in train mode too, is what "
+             "lets the update see that same network (a first ratio of exactly 1); a mask drawn here instead is naive "
+             "dropout"),
         Test("layer_mask draws a fresh mask when none is stored in train mode", c, test_choice_fresh, 1,
-             case="stored None, fresh True, shape (3, 5), p 0.2", hint="return draw(shape, p)"),
+             case="stored None, fresh True, shape (3, 5), p 0.2",
+             hint="with nothing stored and dropout on, the layer needs a new mask, and draw is how it gets one "
+             "(every mask then comes from the seam's dropout_mask)"),
         Test("layer_mask uses no mask in eval mode", c, test_choice_eval, 1,
-             case="stored None, fresh False", hint="return None: the layer then leaves the activations as they are"),
+             case="stored None, fresh False",
+             hint="in eval mode there is no dropout at all: no mask, so the layer leaves the activations as they are"),
         Test("the MLP with your three functions: stored masks replay exactly", FIELDS, test_mlp_replay, 2,
              kind="property", case="DropoutMLP(4 -> 16 -> 16 -> 3, p 0.3), 8 inputs, masks from its sample_mask",
              hint="same stored masks, same output, to the last bit; fresh masks in train mode; none in eval mode"),

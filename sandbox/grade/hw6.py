@@ -301,7 +301,7 @@ def build() -> list[Test]:
     s, k = ("dppo_scores",), ("sample_dropout_mask",)
     hint_dppo = (
         "score_i = x_i * (S - x_i) with S = sum(x): sample i's share of the cross terms; drop the floor(rate * n) "
-        "samples with the LOWEST score (torch.topk(-score, k) or argsort), keep the rest"
+        "samples with the LOWEST score, keep the rest"
     )
     hint_outlier = "drop the floor(rate * n) samples with the LARGEST |x_i - mean(x)|"
     hint_sign = (
@@ -342,7 +342,7 @@ def build() -> list[Test]:
              case="12 samples, four with A = 0, rate 0.25, by_sign", hint="the groups are A > 0 and A <= 0"),
         Test("the mask is detached, and works on tensors that require grad", k, test_detached, 1, kind="property",
              case="30 samples whose ratio and advantages require grad",
-             hint="call .detach() before any numpy or sorting"),
+             hint="the keep-mask is a decision, not part of the loss: it is computed from detached values"),
         Test("sample_dropout_mask leaves its inputs unchanged", k, test_keep_inputs_unchanged, 1, kind="property"),
         Test(f"integration: {DPPO.description}, against ours", k, lambda fns: run_scenario(DPPO, fns, specs), 2,
              kind="integration", timeout=60),

@@ -43,6 +43,7 @@ class Options:
     isolation: str = "auto"
     integration: bool = True
     hidden_paths: tuple[str, ...] = ()
+    test_timeout: float | None = None
     """Paths the submission must not see (the submissions folder, the output folder, the hidden cases)."""
 
 
@@ -95,7 +96,7 @@ def grade_file(path: str | Path, options: Options, references: dict | None = Non
 
         report = run_tests(a, {n: functions.get(n) for n in a.functions}, extra=extra, submission=path.name,
                            notes=[*remote.notes, *notes], seed=options.seed, clock=remote.test,
-                           integration=options.integration)  # fmt: skip
+                           integration=options.integration, test_timeout=options.test_timeout)  # fmt: skip
     finally:
         watch = remote.close()
         if owned:

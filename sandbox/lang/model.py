@@ -189,7 +189,7 @@ class _Dropper:
 
     def __init__(self, model: TinyGPT, masks: SeqMasks | None):
         self.masks = masks
-        self.fresh = masks is None and model.training and model.p > 0
+        self.fresh = model.training and model.p > 0  # as the MLP's: layer_mask replays a stored mask first
         self.p = model.p
         self.draw, self.apply, self.choose = model.maths.dropout_mask, model.maths.apply_dropout, model.maths.layer_mask
         self.samples, self.layers = model.samples, model.cfg.n_layers
