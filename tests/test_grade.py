@@ -2,6 +2,7 @@
 integration runs included); the stub, zeros and each classic mistake fail, each caught by the test that teaches it;
 the reports, formats, hidden cases, notebooks and the command line behave as documented."""
 
+import csv
 import json
 import re
 import shutil
@@ -143,7 +144,8 @@ def test_hidden_cases_are_graded_after_the_built_in_tests(tmp_path):
     good = grade_functions("hw1", ours("hw1"), hidden=str(hidden), integration=False)
     last = good.results[-1]
     assert good.ok and last.name == "hidden: a truncation at the very first step" and last.max_score == 3
-    assert good.to_gradescope()["tests"][-1]["visibility"] == "after_due_date"
+    hidden_case = next(t for t in good.to_gradescope()["tests"] if t["name"] == last.name)
+    assert hidden_case["visibility"] == "after_due_date"
     wrong = grade_functions("hw1", {"gae": gae_bootstrap_zero_at_truncation}, hidden=str(hidden), integration=False)
     assert not wrong.results[-1].passed and "advantages at index (0, 0)" in wrong.results[-1].output
 
@@ -223,8 +225,12 @@ def test_grading_a_filled_in_notebook_writes_gradescope_results(tmp_path, capsys
     assert code == 0, text
     assert "15 passed, 0 failed (score 25/25)" in text
     results = json.loads(out.read_text())
-    assert results["score"] == 25 and len(results["tests"]) == 15
-    assert all(t["status"] == "passed" and t["score"] == t["max_score"] for t in results["tests"])
+    graded = [t for t in results["tests"] if t["visibility"] != "hidden"]
+    assert results["score"] == 25 and len(graded) == 15
+    assert all(t["status"] == "passed" and t["score"] == t["max_score"] for t in graded)
+    instructor = results["tests"][-1]  # what Gradescope shows the instructor only
+    assert instructor["visibility"] == "hidden" and instructor["max_score"] == 0
+    assert "grading seed" in instructor["output"] and "similarity to the reference" in instructor["output"]
 
 
 def test_grading_a_folder_of_submissions(tmp_path, capsys):
@@ -244,9 +250,13 @@ def test_grading_a_folder_of_submissions(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 1
     assert "3 submissions graded, 0 with every test passed" in text
-    summary = (out / "summary.csv").read_text().splitlines()
-    assert summary == ["submission,score,max_score,passed,failed", "bob.py,12.0,25,9,6", "carol.ipynb,13.0,25,10,5",
-                       "stub.ipynb,0.0,25,0,15"]  # fmt: skip
+    with open(out / "summary.csv") as f:
+        summary = {row["submission"]: row for row in csv.DictReader(f)}
+    assert list(summary) == ["bob.py", "carol.ipynb", "stub.ipynb"]
+    assert [(summary[n]["score"], summary[n]["passed"], summary[n]["failed"]) for n in summary] == [
+        ("0", "0", "15"), ("13", "10", "5"), ("0", "0", "15")]  # fmt: skip
+    assert "uses sandbox.maths.gae" in summary["bob.py"]["flags"] and not summary["carol.ipynb"]["flags"]
+    assert summary["carol.ipynb"]["truncation at the last step bootstraps from V(s_{t+1})"] == "2"
     for name in ("bob", "carol", "stub"):
         assert json.loads((out / name / "results.json").read_text())["tests"]
     carol = (out / "carol.txt").read_text()
@@ -255,7 +265,7 @@ def test_grading_a_folder_of_submissions(tmp_path, capsys):
     assert "note: the submission stopped in cell 5 (code cell 2, `def gae(rewards, values, next_values," in carol
     assert "NameError: name 'undefined_name' is not defined" in carol
     assert "0 passed, 15 failed" in (out / "stub.txt").read_text()
-    assert "FAIL  truncation at the last step bootstraps" in (out / "bob.txt").read_text()
+    assert "uses the reference implementation: `gae` uses sandbox.maths.gae" in (out / "bob.txt").read_text()
 
 
 @pytest.mark.parametrize(
@@ -266,6 +276,11 @@ def test_grading_a_folder_of_submissions(tmp_path, capsys):
         (["hw1", "README.md"], "--submission: must be a .py file, a .ipynb notebook or a folder"),
         (["hw1", "tests", "--hidden", "no/such/dir"], "--hidden: no/such/dir is not a directory"),
         (["hw1", "tests", "--timeout", "0"], "--timeout: must be a positive number of seconds"),
+        (["hw1", "tests", "--cell-timeout", "-1"], "--cell-timeout: must be a positive number of seconds"),
+        (["hw1", "tests", "--test-timeout", "0"], "--test-timeout: must be a positive number of seconds"),
+        (["hw1", "tests", "--workers", "0"], "--workers: must be at least 1"),
+        (["hw1", "tests", "--seed", "-3"], "--seed: must be 0 or more"),
+        (["hw1", "tests", "--isolation", "docker"], "--isolation: invalid choice 'docker'; one of: auto, bwrap"),
         (["hw1", "tests", "--format", "csv"], "--format: invalid choice 'csv'; one of: text, json, gradescope"),
     ],
 )

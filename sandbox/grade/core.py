@@ -103,9 +103,6 @@ class Assignment:
     """The lesson (notebook number) it pairs with."""
     functions: dict[str, FunctionSpec]
     build: Callable[[], list[Test]]
-    scenarios: tuple = ()
-    """The training runs its integration tests compare with ours (:class:`sandbox.grade.integration.Scenario`):
-    a folder's grading trains ours once, before the submissions."""
 
 
 @dataclasses.dataclass
@@ -177,8 +174,7 @@ class Report:
             head += f"   [{self.submission}]"
         lines = [head]
         lines += [f"note: {n}" for n in self.notes]
-        lines += [f"flag: {fn if fn != '*' else 'the submission'} {why}" for fn, whys in self.flags.items()
-                  for why in whys]  # fmt: skip
+        lines += [f"flag: {line}" for line in self.flag_lines()]
         for r in self.results:
             status = "PASS" if r.passed else "FAIL"
             points = f"{r.score:g}/{r.max_score:g}"
@@ -204,6 +200,16 @@ class Report:
                     "reference implementations, or a submission that changes the sandbox package, scores 0."
                 ) + (f"\n{r.output}" if r.output else "")
                 r.score = 0.0
+
+    def flag_lines(self) -> list[str]:
+        """The flags as sentences: ``uses the reference implementation: `gae` is bound to sandbox.maths.gae``."""
+        return [
+            f"changes the grader: the submission {why}"
+            if fn == "*"
+            else f"uses the reference implementation: `{fn}` {why}"
+            for fn, whys in self.flags.items()
+            for why in whys
+        ]
 
     def instructor_text(self) -> str:
         """What only the instructor sees: the grading seed, the similarity to the reference, the review notes."""
@@ -252,7 +258,7 @@ class Report:
         """Gradescope's autograder ``results.json``: a ``tests`` list of name, score, max_score, status, output and
         visibility (each test's own: the instructor's hidden cases stay hidden). What only the instructor should see
         is one more test of 0 points with visibility ``hidden``, which Gradescope never shows to students."""
-        flags = [f"{fn if fn != '*' else 'the submission'} {why}" for fn, whys in self.flags.items() for why in whys]
+        flags = [f"flag: {line}" for line in self.flag_lines()]
         instructor = [{"name": "instructor only: review", "score": 0, "max_score": 0, "status": "passed",
                        "output": self.instructor_text() or "nothing to review", "visibility": "hidden"}]  # fmt: skip
         return {

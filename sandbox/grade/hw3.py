@@ -216,5 +216,4 @@ def build() -> list[Test]:
     return tests
 
 
-ASSIGNMENT = Assignment("hw3", "the KL estimators k1, k2, k3 (kl_k1, kl_k2, kl_k3)", "06", SPECS, build,
-                        (K3_LOSS, K2_LOSS, K1_REWARD))  # fmt: skip
+ASSIGNMENT = Assignment("hw3", "the KL estimators k1, k2, k3 (kl_k1, kl_k2, kl_k3)", "06", SPECS, build)

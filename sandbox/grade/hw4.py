@@ -386,5 +386,5 @@ def build() -> list[Test]:
 
 ASSIGNMENT = Assignment(
     "hw4", "GRPO's group advantages and token aggregation (group_advantages, aggregate_loss)", "05",
-    {"group_advantages": ADV, "aggregate_loss": AGG}, build, SCENARIOS,
+    {"group_advantages": ADV, "aggregate_loss": AGG}, build,
 )  # fmt: skip

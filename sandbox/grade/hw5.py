@@ -438,5 +438,4 @@ def build() -> list[Test]:
     ]  # fmt: skip
 
 
-ASSIGNMENT = Assignment("hw5", "consistent dropout (dropout_mask, apply_dropout, layer_mask)", "03", SPECS, build,
-                        (CONSISTENT, NAIVE))  # fmt: skip
+ASSIGNMENT = Assignment("hw5", "consistent dropout (dropout_mask, apply_dropout, layer_mask)", "03", SPECS, build)

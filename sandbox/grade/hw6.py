@@ -355,5 +355,5 @@ def build() -> list[Test]:
 
 ASSIGNMENT = Assignment(
     "hw6", "sample dropout (dppo_scores, sample_dropout_mask)", "07",
-    {"dppo_scores": SCORES, "sample_dropout_mask": KEEP}, build, (DPPO, OUTLIER, SDPO),
+    {"dppo_scores": SCORES, "sample_dropout_mask": KEEP}, build,
 )  # fmt: skip

@@ -7,7 +7,8 @@ that point are graded), and then runs every test here, calling the submission's 
 (:mod:`sandbox.grade.remote`). The process is ended when its submission is done.
 
 A folder is graded by ``workers`` grading processes side by side (each one submission at a time). Our own training
-runs, which the integration tests compare with, are trained once, before the first submission. Every submission's
+runs, which the integration tests compare with, are trained once per grading process, when a first submission
+reaches them. Every submission's
 files are written as soon as it is graded, ``summary.csv`` after each one, and a submission that breaks anything
 (an empty file, a notebook that is not JSON, a crash of its process, or of the grader on it) still gets its
 ``results.json``, with what could be graded and why the rest could not.
@@ -15,6 +16,7 @@ files are written as soon as it is graded, ``summary.csv`` after each one, and a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -22,8 +24,6 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
-
-import pandas as pd
 
 from .core import Report, Result
 
@@ -57,11 +57,10 @@ class Graded:
     definitions: dict[str, str]
 
 
-def grade_file(path: str | Path, options: Options, references: dict | None = None, isolation=None) -> Graded:
+def grade_file(path: str | Path, options: Options, isolation=None) -> Graded:
     """Grade one submission (never raises for anything the submission does: a report always comes back)."""
     from . import assignment
     from .hidden import hidden_tests
-    from .integration import set_references
     from .isolation import Isolation
     from .reference_use import python_sources, read_source, reference_source, similarity
     from .remote import RemoteFunctions, WorkerDied, make_load
@@ -69,8 +68,6 @@ def grade_file(path: str | Path, options: Options, references: dict | None = Non
     path = Path(path)
     start = time.perf_counter()
     a = assignment(options.key)
-    if references:
-        set_references(references)
     owned = isolation is None
     if owned:
         isolation, fallback = Isolation.choose(options.isolation, tuple(Path(p) for p in options.hidden_paths))
@@ -152,27 +149,23 @@ def submissions_in(folder: str | Path) -> list[Path]:
 # --- a folder ------------------------------------------------------------------------------------------------------
 
 
-def reference_runs(key: str) -> dict:
-    """Our metrics for every training run of assignment ``key``'s integration tests, by scenario key."""
-    from . import assignment
-    from .integration import reference_metrics
+class _Here:
+    """One submission graded in this process, when it is its turn (``workers=1``: no pool of grading processes)."""
 
-    return {s.key: reference_metrics(s) for s in assignment(key).scenarios}
+    def __init__(self, path: Path, options: Options):
+        self.path, self.options = path, options
 
-
-def _one_reference(key: str, index: int) -> tuple[str, pd.DataFrame]:
-    from . import assignment
-    from .integration import reference_metrics
-
-    scenario = assignment(key).scenarios[index]
-    return scenario.key, reference_metrics(scenario)
+    def result(self) -> Graded:
+        return grade_file(self.path, self.options)
 
 
-def _grade_in_pool(path: str, options: Options, references: dict) -> Graded:
+def _grade_in_pool(path: str, options: Options) -> Graded:
+    """One submission in a grading process of the pool (our training runs are trained once per such process, the
+    first time a submission reaches them)."""
     import torch
 
     torch.set_num_threads(1)
-    return grade_file(path, options, references)
+    return grade_file(path, options)
 
 
 def grade_folder(
@@ -195,15 +188,10 @@ def grade_folder(
     _, fallback = Isolation.choose(options.isolation, ())
     outcomes: dict[Path, Graded] = {}
     names = {p: "__".join(p.relative_to(folder).with_suffix("").parts) for p in files}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        references: dict = {}
-        if options.integration:
-            from . import assignment
-
-            jobs = [pool.submit(_one_reference, options.key, i) for i in range(len(assignment(options.key).scenarios))]
-            references = dict(job.result() for job in jobs)
-        jobs = {pool.submit(_grade_in_pool, str(p), options, references): p for p in files}
-        for done, job in enumerate(as_completed(jobs), start=1):
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
+    with pool or contextlib.nullcontext():
+        jobs = {(pool.submit(_grade_in_pool, str(p), options) if pool else _Here(p, options)): p for p in files}
+        for done, job in enumerate(as_completed(jobs) if pool else jobs, start=1):
             path = jobs[job]
             try:
                 graded = job.result()
@@ -286,10 +274,10 @@ def write_summary(out_dir: Path, outcomes: list[Graded]) -> None:
         for g in outcomes:
             r = g.report
             by_name = {x.name: x.score for x in r.results}
-            flags = "; ".join(f"{n if n != '*' else 'submission'}: {w}" for n, ws in r.flags.items() for w in ws)
-            w.writerow([r.submission, r.score, r.max_score, r.passed, r.failed, round(r.seconds, 1), g.isolation,
-                        flags, *[r.similarity.get(k, "") for k in sims], "; ".join(r.review),
-                        *[by_name.get(t, "") for t in tests]])  # fmt: skip
+            flags = "; ".join(r.flag_lines())
+            w.writerow([r.submission, f"{r.score:g}", f"{r.max_score:g}", r.passed, r.failed, round(r.seconds, 1),
+                        g.isolation, flags, *[r.similarity.get(k, "") for k in sims], "; ".join(r.review),
+                        *[f"{by_name[t]:g}" if t in by_name else "" for t in tests]])  # fmt: skip
     tmp.replace(out_dir / "summary.csv")
 
 

@@ -675,12 +675,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # everything the engine may need, imported before any student code (so the watch sees only the student's reads)
-    from .. import config, learner, maths, train  # noqa: F401
-    from . import wire  # noqa: F401
+    from . import wire  # noqa: F401 - the channel's codec, before any student code runs
 
     index = ReferenceIndex()
     watch = Watch(index)
