@@ -243,14 +243,16 @@ class BenchArgs:
     """Benchmarks, run side by side with a peer in one command."""
 
     target: Annotated[
-        Literal["cartpole", "lang", "sweep", "report", "population", "grpo-lambda", "flatness"], tyro.conf.Positional
+        Literal["cartpole", "lang", "sweep", "report", "population", "grpo-lambda", "flatness", "grading"],
+        tyro.conf.Positional,
     ]
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
     lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9.
     sweep: a 10-run sweep with 2 workers vs 1. report: the report of a 100-run sweep. population: a 16-seed
     population vs 16 runs one at a time, seeds per CPU-second and final returns. grpo-lambda, flatness: the two
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
-    --out."""
+    --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
+    grading processes; the time, and whether every verdict is the one it must be."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed; the README used
     0-9)."""
@@ -261,6 +263,10 @@ class BenchArgs:
     None: 100000 for cartpole, 300000 for lang."""
     json: str | None = None
     """Also write the figures to this JSON file."""
+    submissions: int = 150
+    """grading: how many made-up submissions."""
+    workers: int = 2
+    """grading: grading processes side by side."""
     quiet: bool = False
     """No progress bar."""
 
@@ -277,6 +283,8 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
     if a.max_steps is not None and a.target not in ("cartpole", "lang"):
         raise ConfigError("max_steps", f"only for bench cartpole and lang, not {a.target}")
+    if a.target == "grading" and (a.submissions < 1 or a.workers < 1):
+        raise ConfigError("submissions" if a.submissions < 1 else "workers", "must be at least 1")
     if a.out is not None and a.target not in ("grpo-lambda", "flatness"):
         raise ConfigError("out", f"only for bench grpo-lambda and flatness (the studies), not {a.target}")
     if a.json:
@@ -297,6 +305,8 @@ def cmd_bench(args: list[str]) -> int:
         result = bench.bench_report(quiet=a.quiet)
     elif a.target == "population":
         result = bench.bench_population(quiet=a.quiet)
+    elif a.target == "grading":
+        result = bench.bench_grading(a.submissions, a.workers, quiet=a.quiet)
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         study = bench.bench_grpo_lambda if a.target == "grpo-lambda" else bench.bench_flatness

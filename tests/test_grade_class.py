@@ -145,7 +145,8 @@ def test_no_submission_changes_another_score_in_either_order(tmp_path):
     assert {p.name for d in site.getsitepackages() for p in Path(d).iterdir()} == before
 
 
-SNOOPER = """import glob, os
+SNOOPER = """import glob
+import os
 
 found = []
 for pid in os.listdir("/proc"):
@@ -158,6 +159,13 @@ for pid in os.listdir("/proc"):
             found.append("cmdline")
 for path in glob.glob("HIDDEN/*") + glob.glob("FOLDER/*"):
     found.append(path)
+import socket
+
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2).close()
+    found.append("network")
+except OSError:
+    pass
 
 
 def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
