@@ -198,6 +198,7 @@ class Watch:
         self.uses: dict[str, list[str]] = {}
         self.stack: list[str] = []
         self.allowed: set = set()
+        self.paused: list[tuple[Any, int]] = []
         self._ours = False
         self._prefixes = tuple(sorted({str(Path(f).parent) + os.sep for f in index.files}))
 
@@ -240,10 +241,19 @@ class Watch:
             found.append(why)
 
     def profile(self, frame, event: str, arg) -> None:
+        """Python's profile hook while a graded function runs: classify every function it calls. The grader's own
+        machinery (a callable the grader lent, a recorder, the alarm) runs unwatched until it returns, unless a
+        graded function is entered again inside it."""
+        if self.paused and event == "return" and frame is self.paused[-1][0]:
+            self.paused.pop()
+            return
+        if self.paused and self.paused[-1][1] == len(self.stack):
+            return
         if event != "call" or not self.stack:
             return
         code = frame.f_code
         if code in self.allowed:
+            self.paused.append((frame, len(self.stack)))
             return
         why = self.index.classify(code, bool(self.reads))
         if why is not None:
@@ -541,6 +551,9 @@ class Recorder:
         self.fn, self.name, self.keep, self.watch = fn, name, keep, watch
         self.calls: list[tuple[tuple, Any]] = []
         self.count = 0
+
+    def __deepcopy__(self, memo):
+        return self  # a copied network keeps calling the same function (and its watch holds live frames)
 
     def __call__(self, *args):
         self.watch.student = True
