@@ -89,10 +89,13 @@ def test_the_written_policy_is_the_sb3_policy_in_the_sandbox_layout(tmp_path):
 
 @pytest.mark.parametrize("mode", ["off", "consistent"])
 def test_first_minibatch_ratio_is_exactly_one_on_the_sb3_arm(mode):
+    """Exactly 1 up to float rounding (the README's allowance: the rollout's and the update's matrix products have
+    other shapes; an Intel Xeon with AVX-512 rounds them apart by about 1e-9 here). The last update's clip range is
+    annealed to exactly 0, where any rounding counts as clipped, so the clip fraction is checked where it is > 0."""
     m = sandbox.train(sb3(dropout=0.3, dropout_mode=mode, dropout_value=True)).metrics
     assert len(m) == 2
     assert (m.first_ratio_dev < 1e-6).all(), m.first_ratio_dev.tolist()
-    assert (m.first_clipfrac == 0).all()
+    assert (m.clip_coef > 0).any() and (m.first_clipfrac[m.clip_coef > 0] == 0).all()
     assert (m.first_approx_kl.abs() < 1e-6).all()
 
 
@@ -239,7 +242,7 @@ def test_a_sweep_mixing_sb3_and_sandbox_arms_gives_one_report(tmp_path):
     assert set(table.task) == {"PPO CartPole-v1", "SB3-PPO CartPole-v1"}
     sb3_naive = table.loc["SB3-PPO CartPole-v1: dropout_mode=naive"]
     assert sb3_naive.baseline == "SB3-PPO CartPole-v1: dropout_mode=off"  # each arm against its own algorithm's off
-    assert sb3_naive.first_ratio_dev > 0 and table.loc["SB3-PPO CartPole-v1: dropout_mode=off"].first_ratio_dev == 0
+    assert sb3_naive.first_ratio_dev > 1e-3 and table.loc["SB3-PPO CartPole-v1: dropout_mode=off"].first_ratio_dev < 1e-6
     assert (tmp_path / "out" / "report.md").read_text().count("SB3-PPO CartPole-v1") > 0
 
 

@@ -195,9 +195,7 @@ class RemoteFunctions:
         if self.starts > MAX_RESTARTS:
             self.broken = "not run: the submission's process ended too many times"
             raise WorkerDied(self.broken)
-        if time.monotonic() >= self.budget_end:
-            self.broken = f"not run: the submission used all of its {self.budget:g} s (--timeout)"
-            raise WorkerDied(self.broken)
+        self._check_budget()
         self.starts += 1
         self.workdir = self.isolation.workdir()
         self.process = Process(self.isolation, self.workdir)
@@ -224,6 +222,10 @@ class RemoteFunctions:
                     "and was ended with its process; the functions defined before it are graded"
                 )
                 return self.start()
+        except Timeout:
+            self._end(None)
+            self._check_budget()
+            raise WorkerDied(f"its process did not start within {START_LIMIT:g} s") from None
         except WorkerDied as died:
             printed = self.process.text().strip().splitlines() if self.process else []
             self._end(None)
@@ -234,6 +236,21 @@ class RemoteFunctions:
             self.notes += [n for n in reply["notes"] if n not in self.notes]
             self.defined = reply["defined"]
             self.loaded = True
+
+    def _check_budget(self) -> None:
+        """Past the submission's budget (``--timeout``): end its process, and every later test is not run."""
+        if time.monotonic() >= self.budget_end:
+            self.broken = self.broken or f"not run: the submission used all of its {self.budget:g} s (--timeout)"
+            self._end(None)
+            raise WorkerDied(self.broken)
+
+    def _wait(self, deadline: float) -> Any:
+        """:meth:`_reply`, where running into the budget (not the test's own limit) ends the submission."""
+        try:
+            return self._reply(deadline)
+        except Timeout:
+            self._check_budget()
+            raise
 
     def _expect(self, op: str, deadline: float) -> dict:
         message, buffers = self.process.receive(deadline)
@@ -316,13 +333,14 @@ class RemoteFunctions:
 
     def call(self, name: str, args: tuple) -> Any:
         process = self.ensure()
+        self._check_budget()
         now = time.monotonic()
         end = min(self.test_end or self.budget_end, self.budget_end)
         if now >= end:
             raise Timeout()
         process.send("call", {"name": name, "args": list(args), "rng": torch.get_rng_state(),
                               "timeout": end - now}, self.lent)  # fmt: skip
-        body = self._reply(end)
+        body = self._wait(end)
         torch.set_rng_state(body["rng"])
         if body.get("timeout"):
             raise Timeout()
@@ -341,7 +359,7 @@ class RemoteFunctions:
     def grad(self, handle: int, grads: list) -> list:
         process = self.ensure()
         process.send("grad", {"handle": handle, "grads": grads}, self.lent)
-        return self._reply(min(self.test_end or self.budget_end, self.budget_end))["result"]
+        return self._wait(min(self.test_end or self.budget_end, self.budget_end))["result"]
 
     def train(self, config: dict, fields: tuple[str, ...], keep: int) -> dict:
         """Run a training scenario in the submission's process with its functions in ``fields``."""
@@ -349,7 +367,7 @@ class RemoteFunctions:
         end = min(self.test_end or self.budget_end, self.budget_end)
         process.send("train", {"config": config, "fields": list(fields), "keep": keep,
                                "timeout": end - time.monotonic()}, self.lent)  # fmt: skip
-        body = self._reply(end)
+        body = self._wait(end)
         if body.get("timeout"):
             raise Timeout()
         return body
