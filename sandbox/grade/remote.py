@@ -416,14 +416,6 @@ def _write_back(arg: Any, value: Any) -> None:
                 arg.data = value.to(arg.dtype) if value.is_floating_point() == arg.is_floating_point() else arg.data
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _tensors(v)]
-    return []
-
-
 def _rebuild(value: Any, tensors: Iterator[torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
         return next(tensors)
@@ -455,7 +447,7 @@ class _RemoteGradient(torch.autograd.Function):
 
 def _with_gradient(owner: RemoteFunctions, handle: int, args: tuple, result: Any) -> Any:
     inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    outs = _tensors(result)
+    outs = wire.tensors_in(result)
     required = tuple(bool(t.requires_grad) for t in outs)
     if not inputs or not any(required):
         return result

@@ -117,6 +117,16 @@ def encode(value: Any, callables: Callables | None = None) -> tuple[dict | list 
     return enc(value, 0), buffers
 
 
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """The tensors of a value (a tensor, or tuples and lists of them), in order: how both sides number a result's
+    tensors for the gradient's round trip."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in tensors_in(v)]
+    return []
+
+
 def opaque(v: Any) -> dict:
     if isinstance(v, torch.Tensor):
         return {"$opaque": f"a {str(v.dtype).removeprefix('torch.')} tensor of shape {tuple(v.shape)}"}

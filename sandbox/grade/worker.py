@@ -465,6 +465,8 @@ class Submission:
         """``fn(*args)`` under the watch and the time limit: (result, handle for a gradient, mutated arguments)."""
         import torch
 
+        from .wire import tensors_in
+
         fn = self.function(name)
         before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
         handed = [a for a in args if callable(a)]
@@ -482,7 +484,7 @@ class Submission:
             if b is not None and (a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a.detach(), b)):
                 mutated[str(i)] = a.detach().clone()
         handle = None
-        outs = [t for t in _tensors(out) if t.requires_grad]
+        outs = [t for t in tensors_in(out) if t.requires_grad]
         leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
         if outs and leaves:
             handle = self.next_handle
@@ -531,16 +533,6 @@ class Submission:
             "counts": {name: r.count for name, r in recorders.items()},
             "error": error,
         }
-
-
-def _tensors(value: Any) -> list:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _tensors(v)]
-    return []
 
 
 class Recorder:
