@@ -3,6 +3,7 @@ the engine. Same settings and seed: the first two updates agree metric by metric
 final returns (rewards) cannot be told apart. Either side drifting fails here."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,28 @@ def test_show_renders_the_files_own_lines():
     for missing in [("ppo_dropout", "no_such_function"), ("grpo_dropout", "# no such line"), ("ppo", "gae")]:
         with pytest.raises(ValueError):
             show(*missing)
+
+
+def test_the_lessons_committed_excerpts_are_the_files_as_they_are():
+    """Lessons 02, 03 and 05 print the reading editions' lines with ``reading.show``; their committed outputs must be
+    those lines as the files are now (after an edit of a reading edition, re-run the lesson's cells)."""
+    found = {}
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            nodes = [
+                node
+                for node in ast.walk(ast.parse("".join(cell["source"])))
+                if isinstance(node, ast.Call) and ast.unparse(node.func) == "reading.show"
+            ]
+            calls = [[ast.literal_eval(a) for a in n.args] for n in sorted(nodes, key=lambda n: n.lineno)]
+            if not calls:
+                continue
+            markdown = [o["data"]["text/markdown"] for o in cell["outputs"] if "text/markdown" in o.get("data", {})]
+            shown = ["".join(text) for text in markdown]
+            assert len(shown) == len(calls), f"{path.name}: {calls} without their outputs"
+            for args, text in zip(calls, shown):
+                assert text == show(*args)._repr_markdown_(), f"{path.name}: the output of reading.show{tuple(args)}"
+            found[path.stem[:2]] = found.get(path.stem[:2], 0) + len(calls)
+    assert {k for k, n in found.items() if n} == {"02", "03", "05"}
