@@ -90,8 +90,7 @@ class Mode(NamedTuple):
     store_masks: bool  # the sampler's masks are stored for every position and replayed in the update
 
 
-# The four ways of handling dropout, and what they do to the ratio r before the first gradient step.
-MODES = {
+MODES = {  # the four ways of handling dropout, and what they do to the ratio r before the first gradient step
     "off": Mode(False, False, False, False),  # p = 0 everywhere: r = 1 exactly
     "rollout-eval": Mode(True, False, True, False),  # no dropout sampling, fresh masks updating: r != 1
     "naive": Mode(True, True, True, False),  # fresh masks in both (TRL's GRPO on a model with dropout): r != 1
@@ -124,9 +123,8 @@ def reward(target: list[int], completion: list[int], sparse: bool) -> float:
     """The completion's tokens before <eos> against the answer: 1 for an exact match, else (unless ``sparse``) the
     fraction of positions right over the longer of the two (extra and missing tokens count as wrong)."""
     completion = completion[: completion.index(EOS)] if EOS in completion else completion
-    if completion == target or sparse:
-        return float(completion == target)
-    return sum(a == b for a, b in zip(completion, target)) / max(len(completion), len(target))
+    right = sum(a == b for a, b in zip(completion, target)) / max(len(completion), len(target))
+    return float(completion == target) if sparse else right
 
 
 def demonstration(target: list[int], rng: np.random.Generator) -> list[int]:
@@ -307,6 +305,8 @@ def train(args: Args) -> list[dict]:
         reference = TinyGPT(p=0.1)
         reference.load_state_dict(torch.load(args.ref, weights_only=True)["state_dict"])
     else:
+        if not args.quiet:
+            print(f"pretraining the reference: {args.sft_steps} supervised steps on the corpus")
         reference = pretrain(args.sft_steps)
     reference.eval().requires_grad_(False)  # frozen, and always without dropout
     torch.manual_seed(args.seed)
