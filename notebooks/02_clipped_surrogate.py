@@ -17,9 +17,12 @@
 # wall time, 102 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (tiny runs that only check the
 # notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
-# **Read along:** `ppo_loss` and `kl_k3` in `sandbox/maths.py`; `ppo_objective` in `sandbox/ppo.py` (the loss of one
-# minibatch); `Learner.optimise` in `sandbox/learner.py` (the epochs, the minibatches, `target_kl`);
-# `update_metrics` in `sandbox/diagnostics.py` (how `clipfrac` and `approx_kl` are measured).
+# **Read along:** first the reading edition, `sandbox/reading/ppo_dropout.py`, PPO in one file: its
+# `clipped_surrogate`, and its update loop (epochs, minibatches, `approx_kl`, `clipfrac`, `target_kl`), both printed
+# below from the file. Then the engine that runs this lesson: `ppo_loss` and `kl_k3` in `sandbox/maths.py`;
+# `ppo_objective` in `sandbox/ppo.py` (the loss of one minibatch); `Learner.optimise` in `sandbox/learner.py` (the
+# epochs, the minibatches, `target_kl`); `update_metrics` in `sandbox/diagnostics.py` (how `clipfrac` and `approx_kl`
+# are measured).
 #
 # Homework 2 (the clipped surrogate and the value loss): `notebooks/homework/hw2_clipped_losses.ipynb`.
 
@@ -33,7 +36,7 @@ import pandas as pd
 import torch
 
 import sandbox
-from sandbox import maths, stats
+from sandbox import maths, reading, stats
 from sandbox.plots import OTHER_COLORS, use_style
 
 use_style()
@@ -89,6 +92,14 @@ plt.show()
 # from moving too far, never a penalty. (The trap named in `ppo_loss`'s docstring: the min of the two *objectives*
 # is the max of the two *losses*.)
 #
+# The reading edition writes this loss as one function, the mean over the minibatch taken at once (printed from
+# `sandbox/reading/ppo_dropout.py`; the engine's `maths.ppo_loss` is the same line, per sample, with an upper clip
+# of its own for section 5):
+
+# %%
+reading.show("ppo_dropout", "clipped_surrogate")
+
+# %% [markdown]
 # ## 2. What happens inside one update, and what `clipfrac` counts
 #
 # The preset runs 20 epochs over each batch of 256 transitions, one minibatch per epoch: 20 gradient steps on the
@@ -244,9 +255,16 @@ print(
 # Clipping removes the incentive to move a sample's ratio past the band, but 20 epochs of steps can still carry the
 # policy far (the flat parts have gradient 0 only for the samples already outside). `target_kl` adds a hard stop:
 # in `Learner.optimise`, before each minibatch's gradient step, if that minibatch's `approx_kl` exceeds `target_kl`,
-# the update ends there; `epochs_done` records how many epochs ran. Same seeds, four settings: the preset as it is
-# ("default": no `target_kl`, clip range 0.2 on both sides), two values of `target_kl`, and section 5's asymmetric
-# clip.
+# the update ends there; `epochs_done` records how many epochs ran. The reading edition's update loop shows all of it
+# in one place: the minibatches of each epoch, the ratio and the clipped loss, what each minibatch measures
+# (`approx_kl` as k3, `clipfrac`) before its step, and the check against `target_kl`, *before* the step:
+
+# %%
+reading.show("ppo_dropout", "# ALGO LOGIC: the update", "# TRY NOT TO MODIFY: a row")
+
+# %% [markdown]
+# Same seeds, four settings: the preset as it is ("default": no `target_kl`, clip range 0.2 on both sides), two values
+# of `target_kl`, and section 5's asymmetric clip.
 
 # %%
 settings = {

@@ -17,8 +17,10 @@
 # wall time, 144 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (tiny runs that only check the
 # notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
-# **Read along:** `sandbox/dropout_modes.py` (the four modes, one table), `sandbox/dropout.py` (drawing, applying and
-# replaying a mask), `Rollout.collect` in `sandbox/ppo.py` (where consistent dropout stores each step's masks) and
+# **Read along:** first the reading edition, `sandbox/reading/ppo_dropout.py`, PPO in one file: its table of the
+# four modes, its dropout layer and its rollout (printed below from the file). Then the engine that runs this lesson:
+# `sandbox/dropout_modes.py` (the four modes, one table), `sandbox/dropout.py` (drawing, applying and replaying a
+# mask), `Rollout.store` in `sandbox/rollout.py` (where consistent dropout stores each step's masks) and
 # `update_metrics` in `sandbox/diagnostics.py` (the `first_*` columns).
 #
 # Homework 5 (consistent dropout masks): `notebooks/homework/hw5_consistent_dropout.ipynb`.
@@ -30,9 +32,10 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 import sandbox
-from sandbox import maths, stats
+from sandbox import maths, reading, stats
 from sandbox.dropout_modes import MODES
 from sandbox.plots import MODE_COLORS, use_style
 
@@ -65,6 +68,17 @@ pd.DataFrame([vars(m) for m in MODES.values()]).set_index("name")
 # - `consistent`: the rollout's masks are stored with each transition and replayed in the update (Hausknecht &
 #   Wagener 2022): dropout stays, the ratio is exact.
 #
+# The reading edition writes the same table in four lines (a test holds it equal to the engine's), then a dropout
+# layer that draws a fresh mask, uses the one it is handed, or none; and in its rollout, consistent dropout keeps the
+# masks each step acted with, while every mode stores the log-probability of the forward pass that chose the action
+# (all three printed from `sandbox/reading/ppo_dropout.py`):
+
+# %%
+display(reading.show("ppo_dropout", "# The four ways of handling dropout"))
+display(reading.show("ppo_dropout", "DropoutMLP"))
+reading.show("ppo_dropout", "# ALGO LOGIC: the rollout", "# TRY NOT TO MODIFY: episode bookkeeping")
+
+# %% [markdown]
 # ## 2. Train each mode, watch the ratio
 #
 # The preset, dropout p = 0.2 in the policy network, each mode on the same seeds. A `ppo_loss` passed through the
@@ -191,7 +205,7 @@ stats.comparison_table(outcomes, baseline="off", quality=tuple(outcomes))
 # certain at every update and its effect on the outcome is smaller than the seed-to-seed spread. To detect differences
 # of the sizes measured here with 80% power, a t test would need 28 (`naive`) to 284 (`consistent`) seeds per group
 # for the mean return over training. `make demo` measures a harder setting (dropout in the value network too, a
-# shorter budget, more groups), with the same statistics.
+# shorter budget, 16 seeds per mode), with the same statistics.
 #
 # ## 4. Early stops that fire for nothing
 #
@@ -224,9 +238,10 @@ early_stops
 # Without noise (`off`, `consistent`) no update stopped before its first step: `first_approx_kl` is 0, and they ran
 # 15.0 to 16.5 of 20 epochs on average. With a noisy ratio, `first_approx_kl` was above 0.005 at 75 to 90 of the 117
 # updates (seeds 0 and 1), and every one of those updates stopped at the first check, having done nothing: most of
-# the data these runs collected was thrown away. `naive`'s final returns were the lowest here (128 and 82); the others
-# do not order cleanly (`off` 185 and 104, `rollout-eval` 207 and 171, `consistent` 204 and 368). Two seeds each are
-# too few for a verdict on the outcome, but the mechanism needs none. The fix is not a larger `target_kl` but an exact
+# the data these runs collected was thrown away. `naive` ended lowest of the four modes on each seed (128 on seed 0,
+# 82 on seed 1), but the modes do not order cleanly across seeds: `off`'s seed 1 ended at 104, below `naive`'s seed
+# 0 (`off` 185 and 104, `rollout-eval` 207 and 171, `consistent` 204 and 368). Two seeds each are too few for a
+# verdict on the outcome, but the mechanism needs none. The fix is not a larger `target_kl` but an exact
 # ratio (`consistent`), or reading `first_approx_kl` before trusting `approx_kl`.
 #
 # ## 5. Your turn: p, the mode, and the policy
@@ -347,9 +362,10 @@ if widgets is not None and not FAST:
 #
 # <details><summary>Answers</summary>
 #
-# 1. The masks drawn at each rollout step are stored with the transition (`Rollout.collect` in `sandbox/ppo.py`)
-#    and the update's forward pass replays them, so before the first step it computes exactly the network that
-#    chose the action: same weights, same masks, same log-probability (up to float rounding, about 1e-8).
+# 1. The masks drawn at each rollout step are stored with the transition (`step_masks` in the reading edition's
+#    rollout, `Rollout.store` in `sandbox/rollout.py`) and the update's forward pass replays them, so before the
+#    first step it computes exactly the network that chose the action: same weights, same masks, same
+#    log-probability (up to float rounding, about 1e-8).
 # 2. The stored `logp_old` comes from the network without dropout, the update's `logp` from the network with fresh
 #    masks: two different functions of the same weights. Their log-probabilities differ before any step.
 # 3. In `naive` both sides are random: the acting pass and the update pass draw independent masks, so their

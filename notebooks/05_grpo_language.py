@@ -37,9 +37,11 @@
 # `~/.cache/dropout-rl-sandbox`); FAST mode pretrains them for 100 steps instead of 600 (worse, and cached apart
 # from the full ones).
 #
-# **The code you are reading about.** The objective is written out in the docstring of `sandbox/grpo.py`
-# (`L_GRPO`); its pieces are `maths.group_advantages`, `maths.ppo_loss` and `maths.aggregate_loss` in
-# `sandbox/maths.py`; the tasks and their rewards are in `sandbox/lang/tasks.py`.
+# **The code you are reading about.** First the reading edition, `sandbox/reading/grpo_dropout.py`: GRPO on this
+# lesson's `lang:reverse` in one file (the task, the tiny GPT-2 and its dropout masks, the groups, the update), with
+# its pieces printed below from the file. The engine that runs this lesson writes the objective out in the docstring
+# of `sandbox/grpo.py` (`L_GRPO`); its pieces are `maths.group_advantages`, `maths.ppo_loss` and
+# `maths.aggregate_loss` in `sandbox/maths.py`; the tasks and their rewards are in `sandbox/lang/tasks.py`.
 #
 # Homework 4 (group advantages, token aggregation): `notebooks/homework/hw4_grpo_advantages.ipynb`.
 
@@ -51,9 +53,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import display
 
 import sandbox
-from sandbox import maths, stats
+from sandbox import maths, reading, stats
 from sandbox.dropout_modes import MODES
 from sandbox.lang.pretrain import PretrainConfig, load_reference
 from sandbox.lang.rollout import sample_groups
@@ -115,7 +118,14 @@ print({k: ref_stats[k] for k in ("reference_reward", "reference_eos_rate", "step
 # the same advantage for every token of o_i (`maths.group_advantages(rewards (n_groups, G), "group")`). No value
 # network: the group's mean is the baseline. Two variants divide differently: `batch` by the standard deviation of
 # the whole batch (TRL's `scale_rewards="batch"`), `none` not at all (Dr. GRPO, Liu et al. 2025, who argue that the
-# division up-weights prompts that are too easy or too hard). Here is one batch of the trainer's default size,
+# division up-weights prompts that are too easy or too hard). The reading edition's version (printed from
+# `sandbox/reading/grpo_dropout.py`):
+
+# %%
+reading.show("grpo_dropout", "group_advantages")
+
+# %% [markdown]
+# Here is one batch of the trainer's default size,
 # 16 prompts x 8 completions, sampled from the reference with `sandbox.lang.rollout.sample_groups`, the
 # trainer's own sampler.
 
@@ -220,6 +230,12 @@ pd.DataFrame(rows).set_index("reward")
 # | `bnpo` | sum over all tokens / number of tokens in the batch | 1 / sum_j \|o_j\| |
 # | `dr_grpo` (Dr. GRPO) | sum over all tokens / (B · max_len), max_len a constant | 1 / (B · max_len) |
 #
+# The reading edition writes the three in a few lines (for `lang:reverse`, whose longest completion `MAX_NEW` is 7):
+
+# %%
+reading.show("grpo_dropout", "aggregate_loss")
+
+# %% [markdown]
 # The weights are the gradient of the aggregated loss with respect to each token's loss, so autograd reads them
 # off exactly. A batch of two completions, 2 and 10 tokens long, `max_len` 16 (lang:length's limit):
 
@@ -319,6 +335,16 @@ pd.DataFrame(rows).set_index(["metric", "comparison"])
 # - `kl_ref` = mean over completions of sum_t (log pi_old(o_it) - log pi_ref(o_it)) = 0 (k1 summed per completion;
 #   the reference is always evaluated in eval mode, without dropout).
 #
+# Where each dropout mask comes from, in the reading edition: one forward pass's dropout uses the stored masks of the
+# positions it computes, else fresh ones (train mode), else none; consistent dropout draws the masks of every
+# position of every sequence before sampling; and `logp_old` is the sampler's own log-probability only where its
+# masks are gone (`naive`), else one forward over the whole sequences, the very numbers the update starts from:
+
+# %%
+display(reading.show("grpo_dropout", "dropout_at"))
+reading.show("grpo_dropout", "# ALGO LOGIC: sample", "# ALGO LOGIC: group advantages")
+
+# %% [markdown]
 # `total_steps=1` stops each run after its first update (the budget is counted in sampled tokens).
 
 # %%
@@ -386,8 +412,8 @@ sweep.groupby(["mode", "p"], sort=False)[["first_ratio_dev", "first_clipfrac", "
 # ## 6. And over training?
 #
 # The first update shows the mechanism. Whether it changes the outcome takes training and seeds: GRPO on
-# `lang:reverse`, p = 0.1, beta 0, 12k tokens, every mode (the GRPO half of `make demo` at beta 0, with more seeds
-# and `rollout-eval` too).
+# `lang:reverse`, p = 0.1, beta 0, 12k tokens, every mode (the GRPO half of `make demo`, at beta 0 and with 5 seeds
+# per mode instead of 10).
 
 # %%
 DEMO_TOKENS = 1_500 if FAST else 12_000
@@ -419,8 +445,8 @@ pd.DataFrame([{"mode": mode, "final reward [95% CI]": stats.mean_with_interval(f
 # between, at 0.901 [0.874, 0.929]: also lower than `off` (by 0.050 [0.023, 0.077], significant) but every seed
 # reached 0.9 at some update. `rollout-eval` ended at 0.935 [0.925, 0.945]: Welch's interval of its difference to
 # `off`, -0.016 [-0.032, -0.001], just excludes 0, but the permutation test after Holm's correction does not reach
-# 0.05: no significant difference. The ordering `naive` < `consistent` < `off` is the one `make demo` reports with
-# 3 seeds. That `consistent` still costs something suggests that the noisy ratio is not the only price of dropout
+# 0.05: no significant difference. The ordering `naive` < `consistent` < `off` is the one `make demo` reports (10
+# seeds per mode, with the KL term at beta 0.04). That `consistent` still costs something suggests that the noisy ratio is not the only price of dropout
 # here: the sampler itself is noisier (section 5's KL), and every update sees a thinned network.
 #
 # ## Check yourself

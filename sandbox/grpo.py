@@ -2,8 +2,9 @@
 
 Read ``train_grpo`` from top to bottom: sample a batch of groups (G completions of one prompt on the language tasks,
 G episodes from one reset seed on Gym: ``sandbox/groups.py``), turn each group's rewards into advantages, run the
-clipped per-token surrogate for ``mu`` passes, log one row, adapt beta. The objective, for a batch of groups of G
-sequences o_1..o_G (each term tagged with the ``maths`` function that computes it)::
+clipped per-token surrogate for ``mu`` passes, log one row, adapt beta. On ``lang:reverse`` the whole algorithm in one
+file is the reading edition ``sandbox/reading/grpo_dropout.py``, tested against this trainer. The objective, for a
+batch of groups of G sequences o_1..o_G (each term tagged with the ``maths`` function that computes it)::
 
     L_GRPO(theta) = agg_{i,t}[ -min(r_it A_i, clip(r_it, 1 - clip_coef, 1 + clip_coef_high) A_i) ]   maths.ppo_loss
                     + beta * agg_{i,t}[ KL_it ]

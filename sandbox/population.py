@@ -5,11 +5,12 @@ arithmetic. Stacking the K members' weights (``sandbox/stacked.py``) turns K for
 batched matrix products, and K rollouts into one batched forward per step; seeds per CPU-second go up several times
 (README, "Populations").
 
-What stays the single-seed trainer's (``sandbox/ppo.py``, the readable reference): every member has its own
+What stays the single-seed trainer's (``sandbox/ppo.py``): every member has its own
 :class:`~sandbox.rollout.Rollout` (environments, buffers, episodes), its own :class:`~sandbox.run.Run` (run
 directory, annealing, dropout schedule, summary), its own beta, and its own random generator, which draws what the
-single-seed trainer draws, in the same order; the step rewards (``step_rewards``), the objective (``ppo_loss_terms``)
-and the logged row (``log_update``) are ppo.py's own functions, called member by member. What is batched: the
+single-seed trainer draws, in the same order; the step rewards (``step_rewards``) and the logged row
+(``log_update``) are ppo.py's own functions, called member by member, and the objective is ppo.py's
+``objective_terms``, called once for all members with each mean taken over a member's own rows. What is batched: the
 networks' forward and backward passes, Adam (exact per member, with each member's own step count), and GAE (one call
 over every member's envs side by side, exact: its columns do not mix). Gradient clipping,
 advantage normalisation, early stopping on ``target_kl`` and the non-finite guard act per member: a member that
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+from functools import partial
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ from .learner import NonFiniteLossError
 from .maths import Maths, kl_k3
 from .nets import DropoutMLP
 from .objective import Beta, sample_dropout_mean
-from .ppo import log_update, step_rewards
+from .ppo import log_update, objective_terms, step_rewards
 from .rollout import Batch, Rollout
 from .run import Run
 from .rundir import RunLog, RunResult
@@ -380,47 +382,44 @@ def _member_normalize(adv: Tensor, valid: Tensor) -> Tensor:
 
 
 def _member_loss(mb, logp, entropy, values, valid, normalised, runs, betas, maths) -> dict[str, Tensor]:
-    """PPO's objective (``sandbox/ppo.py``) for every member of the padded minibatch ``mb``, through the same maths
-    functions, each mean over the member's own rows: returns the per-member ``loss`` (K,) with its terms, and what
-    the metrics need."""
-    run, cfg = runs[0], runs[0].cfg
-    logratio = logp - mb.logp  # (K, S), or (copies, K, S)
-    ratio = logratio.exp()
+    """PPO's objective for every member of the padded minibatch ``mb``: :func:`sandbox.ppo.objective_terms`, the
+    single-seed trainer's, with each mean taken over the member's own rows (``valid``). Returns the per-member
+    ``loss`` (K,) with its terms, and what the metrics need."""
     adv = mb.advantages if normalised else _member_normalize(mb.advantages, valid)
-    per_sample = maths.ppo_loss(ratio, adv, run.clip_coef, run.clip_coef_high)
-    keep = None
-    if cfg.sample_dropout == "none":
-        pg_loss = _member_means(per_sample, valid)
-    else:  # sample dropout's keep-masks are a member's own business: objective.py's step, member by member
-        pg, keep = [], torch.zeros_like(per_sample, dtype=torch.bool)
-        for k in range(valid.shape[0]):
-            n = int(valid[k].sum())
-            if n == 0:
-                pg.append(per_sample[..., k, :0].sum())
-                continue
-            member = sample_dropout_mean(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
-            pg.append(member.loss)
-            keep[..., k, :n] = member.keep
-        pg_loss = torch.stack(pg)
-    clip_v = cfg.clip_coef if cfg.clip_vloss else None
-    v_loss = _member_means(maths.value_loss(values, mb.values, mb.returns, clip_v), valid)
-    ent = _member_means(entropy, valid)
-    loss = pg_loss + cfg.vf_coef * v_loss
-    beta = torch.tensor([b.in_loss for b in betas])
-    if bool((beta > 0).any()):
-        loss = loss + beta * _member_means(betas[0].estimator(logp - mb.ref_logp), valid)
-    if cfg.ent_coef > 0:
-        loss = loss - cfg.ent_coef * ent
+    beta = torch.tensor([b.in_loss for b in betas])  # one per member (each adapts its own with --kl-target)
+    mean = partial(_member_means, valid=valid)
+    surrogate = partial(_member_surrogate, runs[0].cfg, maths, valid)
+    t = objective_terms(mb, logp, entropy, values, adv, runs[0], beta, betas[0].estimator, mean, surrogate)
+    logratio = t.logratio.detach()
     return {
-        "loss": loss,
-        "policy_loss": pg_loss.detach(),
-        "value_loss": v_loss.detach(),
-        "entropy": ent.detach(),
-        "approx_kl": _member_means(kl_k3(-logratio.detach()), valid),
-        "logratio": logratio.detach(),
+        "loss": t.loss,
+        "policy_loss": t.pg_loss.detach(),
+        "value_loss": t.v_loss.detach(),
+        "entropy": t.entropy.detach(),
+        "approx_kl": _member_means(kl_k3(-logratio), valid),
+        "logratio": logratio,
         "adv": adv.expand_as(logratio).detach(),
-        "keep": keep,
+        "keep": t.keep,
     }
+
+
+def _member_surrogate(
+    cfg, maths, valid, per_sample: Tensor, ratio: Tensor, adv: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """The clipped term's reduction per member, ``(K,)``: the mean over each member's rows, or with sample dropout
+    objective.py's step member by member (each member's keep-mask is its own business)."""
+    if cfg.sample_dropout == "none":
+        return _member_means(per_sample, valid), None  # every sample kept
+    pg, keep = [], torch.zeros_like(per_sample, dtype=torch.bool)
+    for k in range(valid.shape[0]):
+        n = int(valid[k].sum())
+        if n == 0:
+            pg.append(per_sample[..., k, :0].sum())
+            continue
+        member = sample_dropout_mean(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
+        pg.append(member.loss)
+        keep[..., k, :n] = member.keep
+    return torch.stack(pg), keep
 
 
 def _seen(log: list[tuple], k: int) -> list[Seen]:

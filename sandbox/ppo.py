@@ -2,8 +2,11 @@
 dropout (``sandbox/dropout_modes.py``).
 
 Read ``train_ppo`` from top to bottom: collect a rollout, compute advantages, run the clipped-surrogate update, log
-one row of metrics. The objective, minimised over minibatches of the rollout's valid transitions for
-``update_epochs`` epochs (each term tagged with the ``maths`` function that computes it)::
+one row of metrics; the machinery is elsewhere (the rollout in ``rollout.py``, the minibatch loop and ``target_kl`` in
+``learner.py``, annealing and the dropout schedule in ``run.py``). The whole algorithm in one file, without the speed
+devices, is the reading edition ``sandbox/reading/ppo_dropout.py``, tested against this trainer. The objective,
+minimised over minibatches of the rollout's valid transitions for ``update_epochs`` epochs (each term tagged with the
+``maths`` function that computes it; :func:`objective_terms` computes it, for a population of seeds too)::
 
     L(theta) = mean_t[ L_clip_t ] + vf_coef * mean_t[ L_vf_t ] - ent_coef * mean_t[ H_t ] + beta * mean_t[ KL_t ]
 
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Callable, NamedTuple
 
+import torch
 from torch import Tensor
 
 from .config import Config
@@ -103,30 +108,68 @@ def ppo_loss_terms(
     mb: Batch, logp: Tensor, entropy: Tensor, values: Tensor, run: Run, beta: Beta, normalised: bool
 ) -> MinibatchLoss:
     """The objective of the module docstring on minibatch ``mb``, given the forward pass's ``logp``, ``entropy``
-    (``(B,)``, or ``(K, B)`` with multi-sample dropout's copies) and ``values`` ``(B,)``."""
+    (``(B,)``, or ``(K, B)`` with multi-sample dropout's copies) and ``values`` ``(B,)``: :func:`objective_terms` with
+    plain means, and what the update's metrics see of it."""
+    cfg, maths = run.cfg, run.maths
+    adv = mb.advantages if normalised or not cfg.norm_adv else normalize_advantages(mb.advantages)
+    surrogate = partial(sample_dropout_mean, maths, cfg)  # L_clip's mean, after the variants (sample / multi-sample)
+    t = objective_terms(mb, logp, entropy, values, adv, run, beta.in_loss, beta.estimator, Tensor.mean, surrogate)
+    seen = Seen(
+        t.logratio.detach().reshape(-1),
+        adv.expand_as(t.logratio).reshape(-1),
+        t.entropy.detach(),
+        t.pg_loss.detach(),
+        t.v_loss.detach(),
+        keep=t.keep.reshape(-1),
+    )
+    return MinibatchLoss(t.loss, t.pg_loss, seen)
+
+
+class Terms(NamedTuple):
+    """The objective on one minibatch and its terms: scalars, or one value per member of a population ``(K,)``."""
+
+    loss: Tensor
+    pg_loss: Tensor
+    v_loss: Tensor
+    entropy: Tensor
+    logratio: Tensor
+    """``logp - logp_old`` per sample (and per dropout copy), as the ratio was taken from it."""
+    keep: Tensor | None
+    """The samples the clipped term kept (sample dropout), as ``surrogate`` returned them."""
+
+
+def objective_terms(
+    mb: Batch,
+    logp: Tensor,
+    entropy: Tensor,
+    values: Tensor,
+    adv: Tensor,
+    run: Run,
+    beta: float | Tensor,
+    estimator: Callable[[Tensor], Tensor],
+    mean: Callable[[Tensor], Tensor],
+    surrogate: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor | None]],
+) -> Terms:
+    """The objective of the module docstring, the one both PPO trainers minimise: the single-seed trainer's
+    (:func:`ppo_loss_terms`) and a population's (``sandbox/population.py``, all members at once). Given the forward
+    pass's ``logp``, ``entropy`` and ``values``, the advantages ``adv`` as the loss uses them (normalised or not), the
+    KL coefficient in the loss ``beta`` (a float, or one per member) and its ``estimator``; and the reductions over
+    the samples: ``mean(x)`` (one seed: ``x.mean()``; a population: each member's mean over its own rows), and
+    ``surrogate(per_sample, ratio, adv) -> (pg_loss, keep)`` for the clipped term (with sample and multi-sample
+    dropout's steps). Terms enter the loss only when their coefficient is above 0."""
     cfg, maths = run.cfg, run.maths
     logratio = logp - mb.logp  # (B,), or (K, B): one row per dropout copy with multi-sample dropout
     ratio = logratio.exp()
-    adv = mb.advantages if normalised or not cfg.norm_adv else normalize_advantages(mb.advantages)
-
     per_sample = maths.ppo_loss(ratio, adv, run.clip_coef, run.clip_coef_high)  # L_clip, per sample and copy
-    pg_loss, keep = sample_dropout_mean(maths, cfg, per_sample, ratio, adv)  # variants: sample / multi-sample
-    v_loss = maths.value_loss(values, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None).mean()
-    ent = entropy.mean()
+    pg_loss, keep = surrogate(per_sample, ratio, adv)
+    v_loss = mean(maths.value_loss(values, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None))
+    ent = mean(entropy)
     loss = pg_loss + cfg.vf_coef * v_loss
-    if beta.in_loss > 0:  # KL to the reference in the loss, per sample (and per dropout copy), averaged
-        loss = loss + beta.in_loss * beta.estimator(logp - mb.ref_logp).mean()
+    if bool(torch.as_tensor(beta).gt(0).any()):  # KL to the reference in the loss, per sample (and dropout copy)
+        loss = loss + beta * mean(estimator(logp - mb.ref_logp))
     if cfg.ent_coef > 0:
         loss = loss - cfg.ent_coef * ent
-    seen = Seen(
-        logratio.detach().reshape(-1),
-        adv.expand_as(logratio).reshape(-1),
-        ent.detach(),
-        pg_loss.detach(),
-        v_loss.detach(),
-        keep=keep.reshape(-1),
-    )
-    return MinibatchLoss(loss, pg_loss, seen)
+    return Terms(loss, pg_loss, v_loss, ent, logratio, keep)
 
 
 def log_update(run: Run, beta: Beta, stats: dict[str, float], batch: Batch, log_ratio_ref: Tensor) -> None:
