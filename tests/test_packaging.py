@@ -136,6 +136,28 @@ def test_every_install_uses_the_lock():
     assert "lock-check: setup\n\t$(BIN)/python tools/lock_check.py" in makefile
 
 
+def test_one_set_of_install_steps_everywhere():
+    """The README's lines without make are the Makefile's pip commands; the course and homework notes point to them
+    (the homework's Gradescope lines are the Linux ones), and every note says to run sandbox doctor first."""
+    readme = (ROOT / "README.md").read_text()
+    for line in (
+        "py -3.11 -m venv .venv",
+        ".venv\\Scripts\\python -m pip install -c requirements.lock pip setuptools",
+        '.venv\\Scripts\\python -m pip install --no-build-isolation -c requirements.lock -e ".[dev]"',
+        "conda env create -f environment.yml",
+    ):
+        assert line in readme
+    assert "--no-deps -c requirements.lock --extra-index-url\nhttps://download.pytorch.org/whl/cpu torch" in readme
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet -c $(LOCK) pip setuptools\n" in makefile
+    notes = (ROOT / "notebooks" / "README.md").read_text()
+    assert "conda env create -f environment.yml" in notes and "run `sandbox doctor` first" in notes
+    homework = (ROOT / "notebooks" / "homework" / "README.md").read_text()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu torch`" in homework
+    for text in (readme, notes, homework):
+        assert "-c constraints.txt" not in text  # constraints.txt only feeds make lock
+
+
 def test_the_venv_has_the_locked_versions():
     """What make setup installed is what the lock says for this machine (run `make setup` after a lock change). A pin
     without a local label is met by a build that has one (PEP 440: ==2.13.0 admits 2.13.0+cpu), as pip decides."""
