@@ -242,7 +242,9 @@ def test_a_sweep_mixing_sb3_and_sandbox_arms_gives_one_report(tmp_path):
     assert set(table.task) == {"PPO CartPole-v1", "SB3-PPO CartPole-v1"}
     sb3_naive = table.loc["SB3-PPO CartPole-v1: dropout_mode=naive"]
     assert sb3_naive.baseline == "SB3-PPO CartPole-v1: dropout_mode=off"  # each arm against its own algorithm's off
-    assert sb3_naive.first_ratio_dev > 1e-3 and table.loc["SB3-PPO CartPole-v1: dropout_mode=off"].first_ratio_dev < 1e-6
+    assert (
+        sb3_naive.first_ratio_dev > 1e-3 and table.loc["SB3-PPO CartPole-v1: dropout_mode=off"].first_ratio_dev < 1e-6
+    )
     assert (tmp_path / "out" / "report.md").read_text().count("SB3-PPO CartPole-v1") > 0
 
 
