@@ -1,4 +1,5 @@
-"""The ``sandbox`` command: ``train``, ``eval``, ``sweep``, ``report``, ``pretrain``, ``bench``, ``demo``, ``grade``.
+"""The ``sandbox`` command: ``train``, ``eval``, ``sweep``, ``report``, ``pretrain``, ``bench``, ``demo``, ``grade``,
+``doctor``.
 
 Every flag of ``sandbox train`` is a field of :class:`sandbox.config.Config`; its help is the field's docstring.
 Bad input ends with one line on stderr naming the flag and what it allows, and exit code 2.
@@ -36,6 +37,7 @@ commands:
           README's studies: sandbox bench grpo-lambda|flatness --seeds 0 1 2 ... --out DIR
   grade   grade homework: sandbox grade hw1 my_gae.ipynb (a .py, a notebook or a folder of them)
           [--format text|json|gradescope] [--hidden DIR] [--workers N] [--timeout S]
+  doctor  is this machine ready for the course? versions against the lock, a short PPO run, a GIF, Jupyter (30 s)
 """
 
 
@@ -352,6 +354,28 @@ def cmd_demo(args: list[str]) -> int:
     return 0
 
 
+# --- sandbox doctor -----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DoctorArgs:
+    """Is this machine ready for the course? One line per check, OK or what to do; exit code 1 if any failed."""
+
+    lock: str | None = None
+    """The lock to compare the versions with (default: requirements.lock of the checkout sandbox runs from)."""
+
+
+def parse_doctor(args: list[str]) -> DoctorArgs:
+    return _parse(DoctorArgs, args, "sandbox doctor")
+
+
+def cmd_doctor(args: list[str]) -> int:
+    a = parse_doctor(args)
+    from .doctor import doctor
+
+    return doctor(a.lock)
+
+
 # --- sandbox pretrain ---------------------------------------------------------------------------------------------
 
 
@@ -639,6 +663,7 @@ PARSERS = {
     "bench": parse_bench,
     "demo": parse_demo,
     "grade": parse_grade,
+    "doctor": parse_doctor,
 }
 
 
@@ -659,6 +684,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "demo": cmd_demo,
     "grade": cmd_grade,
+    "doctor": cmd_doctor,
 }
 
 

