@@ -44,6 +44,14 @@ def bwrap_path() -> str | None:
         return shutil.which("bwrap")
 
 
+def needed_paths() -> list[Path]:
+    """What a submission's process needs to see to start: the package, the virtual environment, the Python it was
+    made from."""
+    paths = {PACKAGE_DIR, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+             Path(sys.executable).resolve().parent}  # fmt: skip
+    return sorted(paths, key=lambda p: len(p.parts))
+
+
 _PROBED: dict[str, str | None] = {}
 
 
@@ -144,14 +152,16 @@ class Isolation:
 
     def bwrap_args(self, workdir: Path) -> list[str]:
         args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+        for path in needed_paths():  # a checkout or a Python under /tmp stays visible (read-only) above the fresh /tmp
+            if path.is_relative_to("/tmp"):
+                args += ["--ro-bind", str(path), str(path)]
         masked = {self.root.resolve()}
         for p in self.hidden:
             p = Path(p).resolve()
             masked.add(p if p.is_dir() else p.parent)
         if (REPO / "tests").is_dir():
             masked.add((REPO / "tests").resolve())
-        needed = [PACKAGE_DIR, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
-                  Path(sys.executable).resolve().parent]  # fmt: skip
+        needed = needed_paths()
         hidden = [d for d in sorted(masked, key=lambda p: len(p.parts))
                   if d.is_dir() and not any(n == d or n.is_relative_to(d) for n in needed)]  # fmt: skip
         for d in hidden:
