@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Sequence
 
 import tyro
 
-from .config import GROUPS, PRESETS, Config, ConfigError, preset, validate
+from .config import GROUPS, KINDS, PRESETS, RENAMED, Config, ConfigError, applies, preset, validate
 from .learner import NonFiniteLossError
 from .rundir import latest_checkpoint
 from .train import check, resume, train
@@ -145,20 +145,43 @@ def parse_train(args: list[str]) -> Config | Path:
                 f"--resume continues a run with its own config.json; drop {' '.join(extra)} (only --quiet may be added)"
             )
         return Path(run_dir)
+    for old, new in RENAMED.items():
+        flag = "--" + old.replace("_", "-")
+        if any(a == flag or a.startswith(flag + "=") for a in args):
+            raise UsageError(f"{flag}: renamed --{new.replace('_', '-')}")
     name, rest = _take_flag(args, "--preset", f"a name; one of: {', '.join(PRESETS)}")
     base = preset(name) if name is not None else Config()
     description = (
         "Train one run and write its run directory (config.json, metrics.csv, episodes.csv, "
         f"summary.json). --preset NAME starts from a preset ({', '.join(PRESETS)}); flags override it."
     )
+    if "--help" in rest or "-h" in rest:  # the flags of the groups that apply to the kind of run asked for
+        kind = _kind_asked(rest, base)
+        description += f" The flags of {KINDS[kind]} (--algo and --env choose; --help without them: PPO on Gym)."
+        groups = applies(kind)
+        parser = train_args(groups)
+        _parse(parser, rest, "sandbox train", default=parser(**{g: base.groups()[g] for g in groups}),
+               description=description)  # fmt: skip
     groups = _parse(TrainArgs, rest, "sandbox train", default=TrainArgs(**base.groups()), description=description)
     return validate(Config.from_groups(vars(groups)))
 
 
-# sandbox train's flags, one --help section per topic group of the config, each flag under its usual name
-TrainArgs = dataclasses.make_dataclass(
-    "TrainArgs", [(name, Annotated[group, tyro.conf.OmitArgPrefixes]) for name, group in GROUPS.items()]
-)
+def train_args(groups: Sequence[str]) -> type:
+    """The parser of ``sandbox train``'s flags for ``groups`` (names of :data:`sandbox.config.GROUPS`): one ``--help``
+    section per group, each flag under its usual name."""
+    fields = [(name, Annotated[GROUPS[name], tyro.conf.OmitArgPrefixes]) for name in groups]
+    return dataclasses.make_dataclass("TrainArgs", fields)
+
+
+def _kind_asked(args: list[str], base: Config) -> str:
+    """The kind of run (:data:`sandbox.config.KINDS`) that ``--algo`` and ``--env`` in ``args`` ask for."""
+    algo, _ = _take_flag(args, "--algo", "an algorithm")
+    env, _ = _take_flag(args, "--env", "an env id")
+    probe = base.replace(algo=algo or base.algo, env=env or base.env)
+    return probe.kind if probe.kind in KINDS else "ppo"
+
+
+TrainArgs = train_args(list(GROUPS))
 
 
 def cmd_train(args: list[str]) -> int:

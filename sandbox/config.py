@@ -1,15 +1,20 @@
 """Typed run configuration, by topic. Each field's docstring is its ``--help`` text and its documentation.
 
 A :class:`Config` is one flat dataclass (``cfg.clip_coef``, ``preset("cartpole", dropout=0.2)``, one flat
-``config.json``) assembled from topic groups: :class:`RunConfig`, :class:`PPOConfig`, :class:`GRPOConfig`,
-:class:`KLConfig`, :class:`DropoutConfig`, :class:`VariantsConfig`, :class:`LangConfig`. Each group validates its own
-fields; ``sandbox train --help`` shows one section per group, with the flags' usual names.
+``config.json``) assembled from topic groups (:data:`GROUPS`): what to run (:class:`RunConfig`), the update every
+trainer shares (:class:`OptimConfig`), PPO's rollout on Gym (:class:`RolloutConfig`), PPO's advantages and critic
+(:class:`PPOConfig`), the Gym MLPs (:class:`NetConfig`), batches of groups (:class:`GroupsConfig`), GRPO's own
+options (:class:`GRPOConfig`), KL, dropout, the dropout family's variants and the language tasks. Each group
+validates its own fields. A group applies to some kinds of run only (:data:`APPLIES`): a field of a group that does
+not apply is refused in one line, never silently ignored, and ``sandbox train --algo grpo --help`` shows only the
+groups that apply.
 
 Gym defaults follow CleanRL's ``ppo.py``; ``preset("cartpole")`` gives the rl-baselines3-zoo tuned values. A few
 fields default to None, meaning "the usual value for this algorithm and kind of task" (``FAMILY_DEFAULTS``):
 :func:`resolve` fills them in, and ``config.json`` records the values used. Field names follow the papers and
-CleanRL (``clip_coef``, ``gae_lambda``, ``beta``, ``group_size``). What needs an environment or a file (the env id,
-the language task, ``--ref``) is checked by ``sandbox.train.check``.
+CleanRL (``clip_coef``, ``gae_lambda``, ``beta``, ``group_size``). Fields that do not define an experiment say so
+in their metadata (:data:`ROLES`; :func:`without`). What needs an environment or a file (the env id, the language
+task, ``--ref``) is checked by ``sandbox.train.check``.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class RunConfig:
     env: str = "CartPole-v1"
     """A Gymnasium id (Box observations; Discrete or Box actions), or a language task lang:NAME with NAME one of
     digit, positive, reverse, sort, add, length (run by the tiny transformer from its pretrained reference)."""
-    seed: int = 0
+    seed: int = dataclasses.field(default=0, metadata={"role": "seed"})
     """Seeds torch, the environments and everything else random."""
     total_steps: int = 100_000
     """Environment steps to train for (all envs together; for language tasks, sampled tokens), rounded down to
@@ -56,22 +61,22 @@ class RunConfig:
     """Physical parameters of the Gym env, set on it after it is built: e.g. --env-params length 1.0 masspole 0.3
     (CartPole: a longer, heavier pole), --env-params g 15 (Pendulum: stronger gravity). Allowed names: see README
     "Env variants" (a wrong name is refused with the list)."""
-    out: str | None = None
+    out: str | None = dataclasses.field(default=None, metadata={"role": "output"})
     """Run directory. The CLI defaults to runs/<env>-<algo>-<mode>-p<p>-s<seed>-<time>; the Python API writes
     nothing when None."""
-    overwrite: bool = False
+    overwrite: bool = dataclasses.field(default=False, metadata={"role": "output"})
     """Replace an existing run directory (otherwise an existing --out is refused)."""
     stop_at_threshold: bool = False
     """Stop as soon as the mean of the last 20 episodes reaches the env's reward_threshold."""
-    save_every: int = 0
+    save_every: int = dataclasses.field(default=0, metadata={"role": "execution"})
     """Also save a checkpoint every N updates (RUN_DIR/checkpoints/update-NNNNNN.pt: the policy and what
     sandbox train --resume needs). 0: only the final policy.pt."""
-    quiet: bool = False
+    quiet: bool = dataclasses.field(default=False, metadata={"role": "output"})
     """No progress bar (it is also off when stderr is not a terminal)."""
-    tensorboard: str | None = None
+    tensorboard: str | None = dataclasses.field(default=None, metadata={"role": "output"})
     """Also log every metrics row to TensorBoard under DIR/<run directory name> (x-axis: env_steps; needs the
     tensorboard extra). metrics.csv stays the record; this is a view of it."""
-    torch_threads: int = 1
+    torch_threads: int = dataclasses.field(default=1, metadata={"role": "execution"})
     """Torch intra-op threads. 1 is fastest for these small nets; run seeds in parallel processes instead."""
 
     def _validate_run(self) -> None:
@@ -91,13 +96,10 @@ class RunConfig:
 
 
 @dataclasses.dataclass
-class PPOConfig:
-    """PPO, and the optimisation every trainer shares (learning rate, clipping, gradient clip, networks)."""
+class OptimConfig:
+    """The update every trainer shares: learning rate, passes and minibatches, the clipped ratio, entropy, gradient
+    clip, early stop."""
 
-    num_envs: int = 4
-    """Parallel environments (gymnasium vector API; numpy-vectorised where gymnasium offers it)."""
-    num_steps: int = 128
-    """Steps per environment per rollout; a batch is num_envs * num_steps transitions."""
     learning_rate: float | None = None
     """Adam learning rate (typical 1e-4 to 1e-3). None: 2.5e-4 for PPO on Gym, 3e-3 for GRPO on Gym (one step per
     minibatch of a large batch), 1e-3 on language tasks."""
@@ -105,18 +107,12 @@ class PPOConfig:
     """Decay the learning rate linearly to 0 over total_steps."""
     adam_eps: float = 1e-5
     """Adam epsilon (PPO implementations use 1e-5, not PyTorch's 1e-8)."""
-    gamma: float | None = None
-    """Discount factor (typical 0.98 to 0.999). None: 0.99 on Gym, 1 on language tasks (reward at the end)."""
-    gae_lambda: float = 0.95
-    """GAE lambda: 0 = one-step TD, 1 = Monte Carlo (typical 0.8 to 0.95)."""
+    update_epochs: int | None = None
+    """Passes over each batch (PPO's epochs; GRPO's mu in DeepSeekMath, num_iterations in TRL). More passes move the
+    policy further from the one that collected the data. None: 4 for PPO, 1 for GRPO."""
     num_minibatches: int | None = None
-    """Minibatches per epoch (per pass for GRPO); the batch is split into this many nearly equal parts.
-    None: 4 on Gym, 1 on language tasks (one gradient step per batch and pass)."""
-    update_epochs: int = 4
-    """Passes over each batch. More epochs move the policy further from the one that collected the data."""
-    norm_adv: bool = True
-    """Normalise advantages to mean 0, std 1: within each minibatch (PPO on Gym), over the batch's tokens (PPO on
-    language tasks). GRPO's advantages are normalised per group instead (scale_rewards)."""
+    """Minibatches per pass; the batch is split into this many nearly equal parts. None: 4 on Gym, 1 on language
+    tasks (one gradient step per batch and pass)."""
     clip_coef: float = 0.2
     """PPO clip range eps: the ratio is clipped to [1 - eps, 1 + eps] (typical 0.1 to 0.3)."""
     clip_coef_high: float | None = None
@@ -124,25 +120,39 @@ class PPOConfig:
     symmetric; DAPO uses 0.2 low and 0.28 high). Every trainer; annealed like clip_coef."""
     anneal_clip: bool = False
     """Decay clip_coef (and clip_coef_high) linearly to 0 over total_steps, as rl-zoo3's 'lin_0.2' does."""
-    clip_vloss: bool = True
-    """Clip the value loss around the rollout's values with clip_coef, never annealed (CleanRL; SB3 does not)."""
     ent_coef: float | None = None
     """Entropy bonus coefficient (0 to 0.01 typical). None: 0.01 for PPO on Gym (CleanRL), 0 otherwise."""
-    vf_coef: float = 0.5
-    """Value loss coefficient."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
     target_kl: float | None = None
-    """Stop an update's epochs (GRPO: passes) early once a minibatch's approx_kl exceeds this, checked before its
-    gradient step (None = never). Noisy dropout modes make it fire for no real reason: watch first_approx_kl."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of both the policy and the value MLP (tanh, separate networks)."""
-    ortho_init: bool = True
-    """Orthogonal init: hidden layers gain sqrt(2), policy head 0.01, value head 1, biases 0."""
+    """Stop an update's passes early once a minibatch's approx_kl exceeds this, checked before its gradient step
+    (None = never). Noisy dropout modes make it fire for no real reason: watch first_approx_kl."""
 
-    def _validate_ppo(self) -> None:
-        _positive_int(self, "num_envs", "num_steps", "num_minibatches", "update_epochs")
-        if self.algo in ("ppo", "sb3-ppo") and not self.is_lang:
+    def _validate_optim(self) -> None:
+        _positive_int(self, "num_minibatches", "update_epochs")
+        _in_range(self, "learning_rate", 0.0, 1.0, lo_open=True)
+        _in_range(self, "clip_coef", 0.0, 10.0, lo_open=True)
+        if self.clip_coef_high is not None:
+            _in_range(self, "clip_coef_high", 0.0, 10.0, lo_open=True)
+        _in_range(self, "ent_coef", 0.0, 10.0)
+        _in_range(self, "max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
+        _in_range(self, "adam_eps", 0.0, 1.0, lo_open=True)
+        if self.target_kl is not None:
+            _in_range(self, "target_kl", 0.0, math.inf, lo_open=True, hi_open=True)
+
+
+@dataclasses.dataclass
+class RolloutConfig:
+    """PPO's rollout on Gym tasks: parallel environments and steps per environment."""
+
+    num_envs: int = 4
+    """Parallel environments (gymnasium vector API; numpy-vectorised where gymnasium offers it)."""
+    num_steps: int = 128
+    """Steps per environment per rollout; a batch is num_envs * num_steps transitions."""
+
+    def _validate_rollout(self) -> None:
+        _positive_int(self, "num_envs", "num_steps")
+        if self.algo in ("ppo", "sb3-ppo") and not self.is_lang and isinstance(self.num_minibatches, int):
             if self.total_steps < self.batch_size:
                 raise ConfigError(
                     "total_steps",
@@ -153,43 +163,79 @@ class PPOConfig:
                     "num_minibatches",
                     f"must be at most num_envs * num_steps = {self.batch_size}, got {self.num_minibatches}",
                 )
-        _in_range(self, "learning_rate", 0.0, 1.0, lo_open=True)
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    """PPO's advantages and critic (on Gym and on language tasks): discount, GAE, advantage normalisation, the value
+    loss."""
+
+    gamma: float | None = None
+    """Discount factor (typical 0.98 to 0.999). None: 0.99 on Gym, 1 on language tasks (reward at the end)."""
+    gae_lambda: float = 0.95
+    """GAE lambda: 0 = one-step TD, 1 = Monte Carlo (typical 0.8 to 0.95)."""
+    norm_adv: bool = True
+    """Normalise advantages to mean 0, std 1: within each minibatch (PPO on Gym), over the batch's tokens (PPO on
+    language tasks)."""
+    clip_vloss: bool = True
+    """Clip the value loss around the rollout's values with clip_coef, never annealed (CleanRL; SB3 does not)."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+
+    def _validate_ppo(self) -> None:
         _in_range(self, "gamma", 0.0, 1.0)
         _in_range(self, "gae_lambda", 0.0, 1.0)
-        _in_range(self, "clip_coef", 0.0, 10.0, lo_open=True)
-        if self.clip_coef_high is not None:
-            _in_range(self, "clip_coef_high", 0.0, 10.0, lo_open=True)
-        _in_range(self, "ent_coef", 0.0, 10.0)
         _in_range(self, "vf_coef", 0.0, 100.0)
-        _in_range(self, "max_grad_norm", 0.0, math.inf, lo_open=True, hi_open=True)
-        _in_range(self, "adam_eps", 0.0, 1.0, lo_open=True)
-        if self.target_kl is not None:
-            _in_range(self, "target_kl", 0.0, math.inf, lo_open=True, hi_open=True)
+
+
+@dataclasses.dataclass
+class NetConfig:
+    """The policy and value MLPs on Gym tasks (the language tasks' transformer is the pretrained reference's)."""
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of both the policy and the value MLP (tanh, separate networks)."""
+    ortho_init: bool = True
+    """Orthogonal init: hidden layers gain sqrt(2), policy head 0.01, value head 1, biases 0."""
+
+    def _validate_net(self) -> None:
         if not self.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in self.hidden_sizes):
             raise ConfigError("hidden_sizes", f"must be one or more positive integers, got {self.hidden_sizes!r}")
 
 
 @dataclasses.dataclass
-class GRPOConfig:
-    """GRPO (Shao et al. 2024): groups, advantage scaling, passes, token aggregation."""
+class GroupsConfig:
+    """Batches of groups (GRPO, and PPO on language tasks): G completions per prompt (episodes per reset seed on
+    Gym), and how a loss over their tokens is aggregated."""
 
     group_size: int = 8
     """G: completions per prompt (episodes per reset seed on Gym) whose rewards are compared with each other."""
     prompts_per_update: int = 16
     """Prompts per batch (reset seeds per batch for GRPO on Gym); a batch holds prompts_per_update * group_size
     completions or episodes."""
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    """GRPO advantage scaling: divide by the group's std, the batch's std, or not at all (none = Dr. GRPO)."""
-    mu: int = 1
-    """GRPO optimisation passes over each batch (mu in DeepSeekMath, num_iterations in TRL)."""
     loss_agg: Literal["grpo", "bnpo", "dr_grpo"] = "grpo"
     """Token loss aggregation (language tasks; steps on Gym): grpo = mean per sequence then over sequences, bnpo =
     mean over all tokens of the batch, dr_grpo = sum / (sequences * the longest possible length: the task's
     max_new_tokens, the Gym env's episode limit)."""
-    drop_equal_groups: bool = False
-    """Leave out groups whose rewards are all equal (they have no signal; DAPO's dynamic sampling)."""
     mask_truncated: bool = False
     """Leave out completions that hit the length limit without <eos>."""
+
+    def _validate_groups(self) -> None:
+        _choice(self, "loss_agg", ("grpo", "bnpo", "dr_grpo"))
+        _positive_int(self, "prompts_per_update")
+        if not (isinstance(self.group_size, int) and self.group_size >= 2):
+            raise ConfigError(
+                "group_size", f"must be an integer >= 2 (a group compares completions), got {self.group_size!r}"
+            )
+
+
+@dataclasses.dataclass
+class GRPOConfig:
+    """GRPO (Shao et al. 2024): how advantages are scaled within groups, which groups count, GRPO-lambda."""
+
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """GRPO advantage scaling: divide by the group's std, the batch's std, or not at all (none = Dr. GRPO)."""
+    drop_equal_groups: bool = False
+    """Leave out groups whose rewards are all equal (they have no signal; DAPO's dynamic sampling)."""
     grpo_lambda: float | None = None
     """GRPO-lambda (Dai et al. 2025, README): with --length-penalty, only some groups of each batch get the
     length-penalised reward, chosen by their correctness ratio (fraction of correct completions); the others get the
@@ -201,7 +247,6 @@ class GRPOConfig:
 
     def _validate_grpo(self) -> None:
         _choice(self, "scale_rewards", ("group", "batch", "none"))
-        _choice(self, "loss_agg", ("grpo", "bnpo", "dr_grpo"))
         _choice(self, "grpo_lambda_rule", ("top", "threshold"))
         if self.grpo_lambda is not None:
             _in_range(self, "grpo_lambda", 0.0, 1.0)
@@ -210,11 +255,6 @@ class GRPOConfig:
                     "grpo_lambda",
                     "switches between the 0/1 reward and --length-penalty's, so it needs --length-penalty > 0",
                 )
-        _positive_int(self, "prompts_per_update", "mu")
-        if not (isinstance(self.group_size, int) and self.group_size >= 2):
-            raise ConfigError(
-                "group_size", f"must be an integer >= 2 (a group compares completions), got {self.group_size!r}"
-            )
 
 
 @dataclasses.dataclass
@@ -386,7 +426,11 @@ class LangConfig:
 
 GROUPS: dict[str, type] = {
     "run": RunConfig,
+    "optim": OptimConfig,
+    "rollout": RolloutConfig,
     "ppo": PPOConfig,
+    "net": NetConfig,
+    "groups": GroupsConfig,
     "grpo": GRPOConfig,
     "kl": KLConfig,
     "dropout": DropoutConfig,
@@ -395,9 +439,64 @@ GROUPS: dict[str, type] = {
 }
 """The topic groups, in the order of ``--help`` and of ``config.json``."""
 
+KINDS: dict[str, str] = {
+    "ppo": "PPO on Gym tasks",
+    "ppo-lang": "PPO on language tasks",
+    "grpo": "GRPO on Gym tasks",
+    "grpo-lang": "GRPO on language tasks",
+    "sb3-ppo": "SB3's PPO on Gym tasks",
+}
+"""The kinds of run (:attr:`Config.kind`): an algorithm on a kind of task. Which groups apply to each:
+:data:`APPLIES`."""
+
+APPLIES: dict[str, tuple[str, ...]] = {
+    "run": tuple(KINDS),
+    "optim": tuple(KINDS),
+    "rollout": ("ppo", "sb3-ppo"),
+    "ppo": ("ppo", "ppo-lang", "sb3-ppo"),
+    "net": ("ppo", "grpo", "sb3-ppo"),
+    "groups": ("grpo", "grpo-lang", "ppo-lang"),
+    "grpo": ("grpo", "grpo-lang"),
+    "kl": tuple(KINDS),
+    "dropout": tuple(KINDS),
+    "variants": tuple(KINDS),
+    "lang": ("ppo-lang", "grpo-lang"),
+}
+"""The kinds of run each group of fields applies to. A field of a group that does not apply must keep its default:
+:func:`validate` refuses it in one line rather than ignore it (``sandbox train --algo grpo --help`` shows the groups
+that apply)."""
+
+TITLES: dict[str, str] = {
+    "run": "what to run",
+    "optim": "the update every trainer shares",
+    "rollout": "PPO's rollout on Gym",
+    "ppo": "PPO's advantages and critic",
+    "net": "the MLPs on Gym tasks",
+    "groups": "batches of groups",
+    "grpo": "GRPO's own options",
+    "kl": "KL to a reference",
+    "dropout": "dropout",
+    "variants": "the dropout family's variants",
+    "lang": "the language tasks",
+}
+"""Each group in a few words (its ``--help`` heading is its class docstring)."""
+
+RENAMED: dict[str, str] = {"mu": "update_epochs"}
+"""Fields renamed since they were introduced: old name -> new one (GRPO's ``mu`` and PPO's ``update_epochs`` were two
+names for the passes over each batch). ``config.json`` files that carry an old name still load."""
+
+ROLES = ("seed", "output", "execution")
+"""What the fields that do not define an experiment are. ``seed``: the replicate, one run of a group. ``output``:
+where and how loudly a run writes (a resumed run, or a population's member, may differ in them). ``execution``: how
+a run is carried out, not what it computes (the torch threads, the checkpoints); a report groups runs across them.
+Each such field says which in its metadata (``role``); every other field defines the experiment."""
+
 
 @dataclasses.dataclass
-class Config(LangConfig, VariantsConfig, DropoutConfig, KLConfig, GRPOConfig, PPOConfig, RunConfig):
+class Config(
+    LangConfig, VariantsConfig, DropoutConfig, KLConfig, GRPOConfig, GroupsConfig, NetConfig, PPOConfig, RolloutConfig,
+    OptimConfig, RunConfig,
+):  # fmt: skip
     """Everything that defines a run: the fields of every group, flat. Same config and seed, same metrics."""
 
     @property
@@ -430,6 +529,11 @@ class Config(LangConfig, VariantsConfig, DropoutConfig, KLConfig, GRPOConfig, PP
         return self.ref is not None or self.beta > 0
 
     @property
+    def kind(self) -> str:
+        """The kind of run, one of :data:`KINDS`: ``ppo``, ``ppo-lang``, ``grpo``, ``grpo-lang``, ``sb3-ppo``."""
+        return self.algo + ("-lang" if self.is_lang and self.algo != "sb3-ppo" else "")
+
+    @property
     def mode(self):
         """The dropout mode's row of the table (:data:`sandbox.dropout_modes.MODES`)."""
         return MODES[self.dropout_mode]
@@ -446,11 +550,17 @@ class Config(LangConfig, VariantsConfig, DropoutConfig, KLConfig, GRPOConfig, PP
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        """A config from its ``to_dict`` (a ``config.json``); a field renamed since (:data:`RENAMED`) is read under its
+        new name (GRPO's ``mu`` becomes ``update_epochs``; PPO ignored ``mu``)."""
+        d = dict(d)
+        if "mu" in d:
+            mu = d.pop("mu")
+            if d.get("algo") == "grpo":
+                d["update_epochs"] = mu
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(unknown[0], f"unknown config field; known fields: {', '.join(sorted(names))}")
-        d = dict(d)
         if "hidden_sizes" in d:
             d["hidden_sizes"] = tuple(d["hidden_sizes"])
         return cls(**d)
@@ -468,6 +578,22 @@ class Config(LangConfig, VariantsConfig, DropoutConfig, KLConfig, GRPOConfig, PP
     @classmethod
     def from_groups(cls, groups: dict[str, object]) -> "Config":
         return cls(**{k: v for g in groups.values() for k, v in dataclasses.asdict(g).items()})
+
+
+def fields_with_role(*roles: str) -> tuple[str, ...]:
+    """The names of the fields whose ``role`` (:data:`ROLES`) is one of ``roles``."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown role {sorted(unknown)[0]!r}; one of: {', '.join(ROLES)}")
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("role") in roles)
+
+
+def without(config: dict, *roles: str) -> dict:
+    """``config`` (a ``to_dict``) without the fields of ``roles``: ``without(d, "output")`` is what a resumed run
+    must share with its checkpoint, ``without(d, "seed", "output")`` what a population's members share, and
+    ``without(d, *ROLES)`` what defines an experiment (a report's group, a sweep's grid point)."""
+    drop = set(fields_with_role(*roles))
+    return {k: v for k, v in config.items() if k not in drop}
 
 
 PRESETS: dict[str, dict] = {
@@ -507,12 +633,20 @@ def preset(name: str, **overrides) -> Config:
 
 FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
     # (algo, "gym" or "lang") -> the value of every field left at None
-    ("ppo", "gym"): dict(learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0),
-    ("grpo", "gym"): dict(learning_rate=3e-3, gamma=0.99, num_minibatches=4, ent_coef=0.0, dropout=0.0),
-    ("ppo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1),
-    ("grpo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1),
+    ("ppo", "gym"): dict(
+        learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0, update_epochs=4
+    ),
+    ("grpo", "gym"): dict(
+        learning_rate=3e-3, gamma=0.99, num_minibatches=4, ent_coef=0.0, dropout=0.0, update_epochs=1
+    ),
+    ("ppo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1, update_epochs=4),
+    ("grpo", "lang"): dict(
+        learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1, update_epochs=1
+    ),
     # SB3's PPO from the same config: the same defaults as the sandbox's PPO, mapped to SB3's names (sandbox.sb3)
-    ("sb3-ppo", "gym"): dict(learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0),
+    ("sb3-ppo", "gym"): dict(
+        learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0, update_epochs=4
+    ),
 }
 
 
@@ -532,18 +666,45 @@ def validate(cfg: Config) -> Config:
     """Resolve the None defaults, then check every field, group by group, that can be checked without building the
     environment; raise :class:`ConfigError` naming the first bad field. Returns the resolved config."""
     cfg = resolve(cfg)
+    _validate_applies(cfg)
     for check in (
         cfg._validate_run,
         partial(_validate_sb3, cfg),
         cfg._validate_dropout,
         cfg._validate_variants,
+        cfg._validate_optim,
+        cfg._validate_rollout,
         cfg._validate_ppo,
+        cfg._validate_net,
+        cfg._validate_groups,
         cfg._validate_grpo,
         cfg._validate_kl,
         cfg._validate_lang,
     ):
         check()
     return cfg
+
+
+def applies(kind: str) -> list[str]:
+    """The groups of fields (names of :data:`GROUPS`) that apply to ``kind``, in order."""
+    return [name for name in GROUPS if kind in APPLIES[name]]
+
+
+def _validate_applies(cfg: Config) -> None:
+    """Refuse, in one line, a field set on a kind of run it does not apply to (it would be ignored). Its default,
+    or the value :func:`resolve` gives the kind (a ``config.json`` holds those), is accepted."""
+    family = FAMILY_DEFAULTS.get((cfg.algo, "lang" if cfg.is_lang else "gym"), {})
+    for name, group in GROUPS.items():
+        if cfg.kind in APPLIES[name]:
+            continue
+        for f in dataclasses.fields(group):
+            value, default = getattr(cfg, f.name), f.default
+            if value == default or (f.name in family and value == family[f.name]):
+                continue
+            kinds = ", ".join(KINDS[k] for k in APPLIES[name])
+            raise ConfigError(
+                f.name, f"not for {KINDS[cfg.kind]}, which ignores it ({TITLES[name]}: {kinds}); leave it out"
+            )
 
 
 SB3_UNSUPPORTED: dict[str, tuple[object, str]] = {

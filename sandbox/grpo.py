@@ -2,9 +2,10 @@
 
 Read ``train_grpo`` from top to bottom: sample a batch of groups (G completions of one prompt on the language tasks,
 G episodes from one reset seed on Gym: ``sandbox/groups.py``), turn each group's rewards into advantages, run the
-clipped per-token surrogate for ``mu`` passes, log one row, adapt beta. On ``lang:reverse`` the whole algorithm in one
-file is the reading edition ``sandbox/reading/grpo_dropout.py``, tested against this trainer. The objective, for a
-batch of groups of G sequences o_1..o_G (each term tagged with the ``maths`` function that computes it)::
+clipped per-token surrogate for ``update_epochs`` passes (DeepSeekMath's mu), log one row, adapt beta. On
+``lang:reverse`` the whole algorithm in one file is the reading edition ``sandbox/reading/grpo_dropout.py``, tested
+against this trainer. The objective, for a batch of groups of G sequences o_1..o_G (each term tagged with the
+``maths`` function that computes it)::
 
     L_GRPO(theta) = agg_{i,t}[ -min(r_it A_i, clip(r_it, 1 - clip_coef, 1 + clip_coef_high) A_i) ]   maths.ppo_loss
                     + beta * agg_{i,t}[ KL_it ]
@@ -75,7 +76,7 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             policy.train(mode.update_train)
             n = len(b.rewards) if bool(token_mask.any()) else 0  # all left out (equal groups, truncation): no step
             objective = partial(grpo_objective, source, b, advantages, token_mask, run, beta)
-            stats = learner.optimise(objective, n, cfg.mu, run, unit="pass")
+            stats = learner.optimise(objective, n, cfg.update_epochs, run, unit="pass")
 
             # 4. Log one row (the KL of the sampling policy to the reference: k1 summed per sequence); adapt beta.
             run.record_batch(b.rewards.tolist(), b.lengths.tolist())

@@ -31,7 +31,7 @@ METRICS: dict[str, str] = {
     "lr": "Learning rate used in the update.",
     "clip_coef": "Clip range used in the update (annealed with anneal_clip).",
     "dropout_p": "Dropout probability the dropout layers used (0 in mode off).",
-    "epochs_done": "Epochs run before target_kl stopped the update (update_epochs when it did not; mu for GRPO).",
+    "epochs_done": "Passes over the batch run before target_kl stopped the update (update_epochs when it did not).",
     # added with the language tasks and GRPO (empty for PPO on Gym, except kl_ref and beta)
     "reward_mean": "Mean reward of the batch's completions (language tasks) or episodes (GRPO on Gym).",
     "reward_std": "Standard deviation of those rewards.",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, without
 from .diagnostics import Seen, update_metrics
 from .envs import StepTogether
 from .learner import NonFiniteLossError
@@ -52,17 +52,17 @@ UNSUPPORTED = {"save_every": 0, "stop_at_threshold": False, "grad_diag_every": 0
 
 def check_population(cfgs: list[Config]) -> None:
     """One-line errors unless ``cfgs`` can train as one population: PPO on a Gym env, the same config but for the
-    seed and the run directory, none of :data:`UNSUPPORTED`."""
+    seed and where each run writes (:func:`sandbox.config.without`), none of :data:`UNSUPPORTED`."""
     first = cfgs[0]
     if first.algo != "ppo" or first.is_lang:
         raise ConfigError("algo", "populations train PPO on Gym envs; run GRPO and language tasks one seed at a time")
     for name, allowed in UNSUPPORTED.items():
         if getattr(first, name) != allowed:
             raise ConfigError(name, f"is not supported in a population (only {allowed!r}); train one seed at a time")
-    shared = {k: v for k, v in first.to_dict().items() if k not in ("seed", "out", "overwrite", "quiet")}
+    shared = without(first.to_dict(), "seed", "output")
     for c in cfgs[1:]:
-        if {k: v for k, v in c.to_dict().items() if k not in ("seed", "out", "overwrite", "quiet")} != shared:
-            raise ConfigError("seed", "a population's runs must share every setting but the seed and the --out")
+        if without(c.to_dict(), "seed", "output") != shared:
+            raise ConfigError("seed", "a population's runs must share every setting but the seed and where they write")
 
 
 class _MemberLearner:

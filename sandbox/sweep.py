@@ -38,10 +38,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from .config import PRESETS, Config, ConfigError, validate
+from .config import PRESETS, RENAMED, Config, ConfigError, validate, without
 from .rundir import RUN_FILES
 
-RUN_ONLY = ("out", "overwrite", "quiet")  # set by the sweep, not by the spec
+SET_BY_SWEEP = ("out", "overwrite", "quiet")  # the outputs a sweep sets for each run itself, not the spec
 
 
 class SpecError(ConfigError):
@@ -80,7 +80,9 @@ def load_spec(path: str | os.PathLike) -> tuple[dict, dict]:
     fields = {f.name for f in dataclasses.fields(Config)}
     for table, entries in (("base", base), ("grid", grid)):
         for key in entries:
-            if key in RUN_ONLY:
+            if key in RENAMED:
+                raise SpecError(f"{path.name}: [{table}] {key}: renamed {RENAMED[key]}")
+            if key in SET_BY_SWEEP:
                 raise SpecError(f"{path.name}: [{table}] {key}: set by the sweep itself (--out, --quiet), not the spec")
             if key not in fields and not (table == "base" and key == "preset"):
                 close = ", ".join(sorted(f for f in fields if key[:4] in f)[:3]) or "see sandbox train --help"
@@ -182,7 +184,7 @@ def jobs(todo: list[Run], population: int) -> list[list[Run]]:
 
     groups: dict[str, list[Run]] = {}
     for r in todo:
-        key = {k: v for k, v in r.config.to_dict().items() if k not in ("seed", *RUN_ONLY)}
+        key = without(r.config.to_dict(), "seed", "output")
         groups.setdefault(json.dumps(key, sort_keys=True), []).append(r)
     out: list[list[Run]] = []
     for members in groups.values():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError, validate
+from .config import Config, ConfigError, validate, without
 from .envs import check_env, episode_limit
 from .grpo import train_grpo
 from .lang.tasks import TASK_NAMES
@@ -78,10 +78,6 @@ def train_population(configs: list[Config], maths: Maths | None = None) -> list[
     return train_ppo_population(configs, maths or Maths(), logs)
 
 
-# fields that say where and how loudly a run writes, not what it computes: a resumed run may differ in them
-_WHERE = ("out", "overwrite", "quiet", "tensorboard")
-
-
 def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool = False) -> RunResult:
     """Continue an interrupted run from its last checkpoint (``save_every`` > 0), in the same run directory.
 
@@ -103,9 +99,7 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
             "stopped before its first one; start it again with --overwrite",
         )
     blob = load(last, "resume")
-    if blob.get("kind") != "checkpoint" or {k: v for k, v in blob["config"].items() if k not in _WHERE} != {
-        k: v for k, v in written.items() if k not in _WHERE
-    }:
+    if blob.get("kind") != "checkpoint" or without(blob["config"], "output") != without(written, "output"):
         raise ConfigError("resume", f"{last} is not a checkpoint of the run in {run_dir}")
     if blob["version"] != VERSION:
         raise ConfigError(

@@ -198,7 +198,11 @@ def _maths_init_with(**overrides):
         (["--algo", "grpo", "--env", "lang:reverse", "--beta", "-1"], "--beta", "[0, inf)"),
         (["--algo", "grpo", "--env", "lang:reverse", "--kl-target", "1"], "--kl-target", "--beta > 0"),
         (["--algo", "grpo", "--env", "lang:reverse", "--temperature", "0"], "--temperature", "(0, 100]"),
-        (["--algo", "grpo", "--env", "lang:reverse", "--mu", "0"], "--mu", "positive integer"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--update-epochs", "0"], "--update-epochs", "positive integer"),
+        (["--algo", "grpo", "--env", "lang:reverse", "--mu", "2"], "--mu", "renamed --update-epochs"),
+        (["--algo", "grpo", "--gamma", "0.9"], "--gamma", "not for GRPO on Gym tasks, which ignores it"),
+        (["--env", "lang:reverse", "--num-envs", "8"], "--num-envs", "not for PPO on language tasks"),
+        (["--group-size", "4"], "--group-size", "not for PPO on Gym tasks"),
         (["--algo", "grpo", "--env", "lang:reverse", "--dropout-value"], "--dropout-value", "only for PPO on Gym"),
     ],
 )

@@ -119,7 +119,7 @@ def test_rollout_eval_dropout_ratio_is_noisy_but_kl_is_not():
         dict(scale_rewards="none"),
         dict(loss_agg="bnpo"),
         dict(loss_agg="dr_grpo"),
-        dict(mu=2, num_minibatches=2),
+        dict(update_epochs=2, num_minibatches=2),
         dict(clip_coef_high=0.28),
         dict(drop_equal_groups=True),
         dict(mask_truncated=True),
@@ -274,7 +274,7 @@ def test_kl_in_the_reward_goes_through_the_seam():
 
 
 def test_target_kl_stops_grpo_passes():
-    m = sandbox.train(lang(dropout=0.3, dropout_mode="naive", mu=4, target_kl=1e-9, total_steps=300)).metrics
+    m = sandbox.train(lang(dropout=0.3, dropout_mode="naive", update_epochs=4, target_kl=1e-9, total_steps=300)).metrics
     assert (m.epochs_done == 0).all()
 
 

@@ -69,8 +69,8 @@ class Args:
     """Adam's learning rate"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over total_steps"""
-    mu: int = 1
-    """passes (gradient steps) over each batch"""
+    update_epochs: int = 1
+    """passes (gradient steps) over each batch: GRPO's mu (DeepSeekMath)"""
     clip_coef: float = 0.2
     """the ratio is clipped to [1 - clip_coef, 1 + clip_coef]"""
     beta: float = 0.0
@@ -347,10 +347,10 @@ def train(args: Args) -> list[dict]:
         advantages = group_advantages(rewards.view(-1, G), args.scale_rewards).flatten()  # (B,)
         all_equal = rewards.view(-1, G).max(dim=1).values == rewards.view(-1, G).min(dim=1).values  # no signal
 
-        # ALGO LOGIC: the update, mu gradient steps on the whole batch, in the mode's update setting
+        # ALGO LOGIC: the update, update_epochs (mu) gradient steps on the whole batch, in the mode's update setting
         policy.train(mode.update_train)
         seen = []  # what each step measured, before the step
-        for _ in range(args.mu):
+        for _ in range(args.update_epochs):
             logp, entropy = sequence_logp(policy, tokens, masks)  # (B, n); consistent: the sampler's masks
             logratio = (logp - logp_old) * mask
             ratio = logratio.exp()  # exactly 1 before the first step, unless dropout drew other masks
@@ -372,10 +372,10 @@ def train(args: Args) -> list[dict]:
             optimizer.step()
 
         # TRY NOT TO MODIFY: one row of metrics under the engine's names (sandbox/metrics.py)
-        reward_mean, length = rewards.mean().item(), mask.sum(dim=1).float().mean().item()
+        reward_mean, length, n_seq = rewards.mean().item(), mask.sum(dim=1).float().mean().item(), len(rewards)
         row = dict(update=update, env_steps=tokens_seen, wall_s=time.perf_counter() - start_time, lr=lr,
-                   clip_coef=args.clip_coef, dropout_p=policy.p, epochs_done=args.mu, episodes=update * len(rewards),
-                   ep_return_mean=reward_mean, ep_len_mean=length, reward_mean=reward_mean,
+                   clip_coef=args.clip_coef, dropout_p=policy.p, epochs_done=args.update_epochs,
+                   episodes=update * n_seq, ep_return_mean=reward_mean, ep_len_mean=length, reward_mean=reward_mean,
                    reward_std=rewards.std().item(), kl_ref=((logp_old - ref_logp) * mask).sum(dim=1).mean().item(),
                    beta=args.beta, zero_std_frac=all_equal.float().mean().item(), completion_len=length)  # fmt: skip
         row |= {f"first_{k}": seen[0][k] for k in ("ratio_dev", "clipfrac", "approx_kl")}
