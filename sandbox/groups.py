@@ -12,7 +12,6 @@ sequence's own positions and ``n`` at most :attr:`max_len` (the constant Dr. GRP
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import gymnasium as gym
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from .config import Config
 from .envs import action_clipper, apply_env_params, check_spaces, episode_limit, reward_threshold
+from .lang.model import TinyGPT
 from .lang.pretrain import PretrainConfig, evaluate_reference, load_reference
 from .lang.rollout import LangBatch, sample_groups, sequence_logp
 from .lang.tasks import make_task
@@ -47,7 +47,8 @@ class _Groups:
 
 class LanguageGroups(_Groups):
     """G completions per prompt from the tiny transformer, which starts from the task's pretrained reference (or
-    ``--ref``'s weights with ``--init-from-ref``). PPO on the language tasks adds a value head to the policy."""
+    ``--ref``'s weights with ``--init-from-ref``). PPO on the language tasks gives the policy a value head (starting
+    at zero)."""
 
     def __init__(self, cfg: Config, maths: Maths, with_value_head: bool = False):
         super().__init__(cfg)
@@ -59,15 +60,16 @@ class LanguageGroups(_Groups):
             with torch.random.fork_rng(devices=[]):
                 ref_stats = evaluate_reference(self.reference, self.task)
         self.reference.requires_grad_(False)
-        self.policy = copy.deepcopy(self.reference if cfg.init_from_ref else pretrained)
-        self.policy.requires_grad_(True)
-        if with_value_head:
-            self.policy.value_head = torch.nn.Linear(self.policy.cfg.d_model, 1)
-            torch.nn.init.zeros_(self.policy.value_head.weight)
-            torch.nn.init.zeros_(self.policy.value_head.bias)
-        self.policy.set_dropout(cfg.effective_dropout)
-        self.policy.maths = maths  # the dropout layers draw and apply masks through the seam
-        self.policy.samples, self.policy.average = cfg.dropout_samples, cfg.multi_sample_average
+        start = self.reference if cfg.init_from_ref else pretrained
+        self.policy = TinyGPT(  # the start's weights; the dropout layers draw and apply masks through the seam
+            start.cfg,
+            with_value_head,
+            maths,
+            cfg.dropout_samples,
+            cfg.multi_sample_average,
+            start_from=start,
+            dropout=cfg.effective_dropout,
+        )
         self.threshold = self.task.threshold
         self.max_len = self.task.max_new_tokens
         self.network = gpt_network(cfg, self.policy)

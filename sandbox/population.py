@@ -170,9 +170,12 @@ class _Population:
         return False
 
 
-def _fresh(net: DropoutMLP | None) -> bool:
-    """Does this net draw fresh masks in its forward pass (train mode, p > 0), as in the single-seed trainer?"""
-    return net is not None and net.training and net.p > 0
+def _chosen(nets: list[DropoutMLP], stored: list[Tensor | None], shapes: list[tuple[int, int]], gens: list):
+    """The dropout masks of one forward of every member, each chosen by the member's own network as its single-seed
+    forward chooses it (its :class:`~sandbox.dropout.MaskedDropout`, the seam's ``layer_mask``): its ``stored`` mask,
+    else a fresh one of its shape (train mode, p > 0), drawn from the member's own generator, else none. A list, one
+    per member: all masks, or all None (the members share one mode and one p)."""
+    return [net.dropout.choose(s, shape, g) for net, s, shape, g in zip(nets, stored, shapes, gens)]
 
 
 def _stack(rows: list[Tensor], size: int) -> Tensor:
@@ -197,12 +200,9 @@ def _collect(
     actor_width = template.actor.mask_width
     for t in range(first.cfg.num_steps):
         obs = torch.from_numpy(np.stack([r.obs for r in rollouts]))  # (K, N, obs_dim)
-        if first.store_masks:
-            actor_masks = torch.stack([r.next_mask[:, :actor_width] for r in rollouts])
-        elif _fresh(template.actor):
-            actor_masks = torch.stack([r.policy.actor.sample_mask(N, g) for r, g in zip(rollouts, gens)])
-        else:
-            actor_masks = None
+        stored = [r.next_mask[:, :actor_width] if first.store_masks else None for r in rollouts]
+        chosen = _chosen([r.policy.actor for r in rollouts], stored, [(N, actor_width)] * len(rollouts), gens)
+        actor_masks = None if chosen[0] is None else torch.stack(chosen)
         shape = (N, template.actor.head.out_features)
         draw = (
             torch.randn
@@ -255,16 +255,13 @@ def _values(rollouts: list[Rollout], agents: StackedAgent, gens: list) -> tuple[
     T, N = first.cfg.num_steps, first.cfg.num_envs
     obs = torch.from_numpy(np.stack([r.obs_buf for r in rollouts])).flatten(1, 2)  # (K, T * N, obs_dim)
     last = torch.from_numpy(np.stack([r.obs for r in rollouts]))
-    critic = template.critic
-    if first.store_masks and template.critic_has_dropout:
-        width = template.actor.mask_width
-        masks = torch.stack([r.masks.flatten(0, 1)[:, width:] for r in rollouts])
-        boot_masks = torch.stack([r.next_mask[:, width:] for r in rollouts])
-    elif _fresh(critic):
-        masks = torch.stack([r.policy.critic.sample_mask(T * N, g) for r, g in zip(rollouts, gens)])
-        boot_masks = torch.stack([r.policy.critic.sample_mask(N, g) for r, g in zip(rollouts, gens)])
-    else:
-        masks = boot_masks = None
+    critics, K = [r.policy.critic for r in rollouts], len(rollouts)
+    replay = first.store_masks and template.critic_has_dropout  # consistent dropout: the rollout's critic masks
+    w, cw = template.actor.mask_width, template.critic.mask_width
+    stored = [r.masks.flatten(0, 1)[:, w:] if replay else None for r in rollouts]
+    chosen = _chosen(critics, stored, [(T * N, cw)] * K, gens)
+    boot = _chosen(critics, [r.next_mask[:, w:] if replay else None for r in rollouts], [(N, cw)] * K, gens)
+    masks, boot_masks = (None, None) if chosen[0] is None else (torch.stack(chosen), torch.stack(boot))
     values = agents.value(obs, masks).view(len(rollouts), T, N)
     bootstrap = agents.value(last, boot_masks)
     return values, torch.cat([values[:, 1:], bootstrap[:, None]], dim=1)
@@ -350,18 +347,23 @@ def _pad_rows(rows: list[Tensor], width: int) -> tuple[Tensor, Tensor]:
 
 
 def _update_masks(agents: StackedAgent, mb: Batch, rows: list[Tensor], runs: list[Run], gens: list, width: int):
-    """The update forward's dropout masks ``(K, width, ...)``: consistent dropout's stored ones, or fresh ones drawn
-    member by member (actor then critic, as :meth:`sandbox.nets.Agent.evaluate` draws them), or none."""
-    template = agents.template
-    if mb.masks is not None:
-        stored = mb.masks
-    elif _fresh(template.actor):
-        drawn = [runs[k].policy.sample_mask(len(r), gens[k]) for k, r in enumerate(rows)]
-        stored = _stack(drawn, width)
-    else:
+    """The update forward's dropout masks of the actor and of the critic, ``(K, width, ...)`` or None, chosen member by
+    member (:func:`_chosen`; actor then critic, as :meth:`sandbox.nets.Agent.evaluate` draws them): consistent
+    dropout's stored ones, gathered with the minibatch (its padding rows included), fresh ones for each member's rows
+    (zeros after them), or none."""
+    template, w = agents.template, agents.template.actor.mask_width
+    actor: list[Tensor | None] = []
+    critic: list[Tensor | None] = []
+    for k, r in enumerate(rows):
+        agent, stored = runs[k].policy, None if mb.masks is None else mb.masks[k]
+        n = width if stored is not None else len(r)
+        actor += _chosen([agent.actor], [None if stored is None else stored[:, :w]], [(n, w)], [gens[k]])
+        if template.critic_has_dropout:
+            cw = template.critic.mask_width
+            critic += _chosen([agent.critic], [None if stored is None else stored[:, w:]], [(n, cw)], [gens[k]])
+    if actor[0] is None:
         return None, None
-    w = template.actor.mask_width
-    return stored[..., :w], stored[..., w:] if template.critic_has_dropout else None
+    return _stack(actor, width), _stack(critic, width) if template.critic_has_dropout else None
 
 
 def _member_means(x: Tensor, valid: Tensor) -> Tensor:
