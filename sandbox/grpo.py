@@ -50,8 +50,11 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
     policy = source.policy
     policy_params = [q for q in policy.parameters() if q.requires_grad]
     learner, beta = Learner(policy, cfg, policy_params), Beta(cfg, maths)
-    with Run(cfg, log, maths, learner, source, budget=cfg.total_steps, components={"beta": beta}, resume=resume) as run:
+    components = {"learner": learner, "beta": beta}  # what a checkpoint saves besides the run and the source
+    with Run(cfg, log, maths, source, budget=cfg.total_steps, components=components, resume=resume) as run:
         for update in run.updates():
+            learner.set_lr(run.schedule.lr)  # this update's learning rate (annealed with --anneal-lr)
+
             # 1. Sample prompts_per_update groups of G sequences, in the dropout mode's rollout setting.
             b = source.sample()
             run.count_steps(int(b.lengths.sum()))
@@ -75,7 +78,7 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             policy.train(mode.update_train)
             n = len(b.rewards) if bool(token_mask.any()) else 0  # all left out (equal groups, truncation): no step
             objective = partial(grpo_objective, source, b, advantages, token_mask, run, beta)
-            stats = learner.optimise(objective, n, cfg.mu, run, unit="pass")
+            stats, flatness = learner.optimise(objective, n, cfg.mu, run, unit="pass")
 
             # 4. Log one row (the KL of the sampling policy to the reference: k1 summed per sequence); adapt beta.
             run.record_batch(b.rewards.tolist(), b.lengths.tolist())
@@ -94,7 +97,8 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
                     "zero_std_frac": float(all_equal.float().mean()),
                     "completion_len": length,
                     **reward_columns,
-                }
+                },
+                flatness,
             )
             beta.adapt(kl_ref, len(b.rewards))
             if run.solved(reward if cfg.is_lang else None):
@@ -142,7 +146,7 @@ def grpo_objective(
     ratio = logratio.exp()
     adv = advantages[idx, None].expand(m.shape)  # every token of a sequence gets its sequence's advantage
 
-    per_token = maths.ppo_loss(ratio, adv, run.clip_coef, run.clip_coef_high)
+    per_token = maths.ppo_loss(ratio, adv, run.schedule.clip_coef, run.schedule.clip_coef_high)
     pg_loss, keep = sample_dropout_mean(maths, cfg, per_token, ratio, adv, m, source.max_len)  # agg + variants
     log_ratio_ref = logp - b.ref_logp[idx]
     return sequence_loss(maths, cfg, beta, pg_loss, keep, logratio, adv, log_ratio_ref, entropy, m, source.max_len)

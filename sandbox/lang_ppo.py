@@ -42,8 +42,11 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
     policy = source.policy
     policy_params = [q for k, q in policy.named_parameters() if not k.startswith("value_head")]
     learner, beta = Learner(policy, cfg, policy_params), Beta(cfg, maths)
-    with Run(cfg, log, maths, learner, source, budget=cfg.total_steps, components={"beta": beta}, resume=resume) as run:
+    components = {"learner": learner, "beta": beta}  # what a checkpoint saves besides the run and the source
+    with Run(cfg, log, maths, source, budget=cfg.total_steps, components=components, resume=resume) as run:
         for update in run.updates():
+            learner.set_lr(run.schedule.lr)  # this update's learning rate (annealed with --anneal-lr)
+
             # 1. Sample completions (as GRPO does); value every state in one forward, in the rollout's dropout setting.
             b = source.sample()
             run.count_steps(int(b.lengths.sum()))
@@ -73,7 +76,7 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
             policy.train(mode.update_train)
             n = len(b.rewards) if bool(token_mask.any()) else 0  # every completion left out: nothing to learn
             objective = partial(lang_ppo_objective, source, b, advantages, returns, values, token_mask, run, beta)
-            stats = learner.optimise(objective, n, cfg.update_epochs, run)
+            stats, flatness = learner.optimise(objective, n, cfg.update_epochs, run)
 
             # 5. Log one row (the KL of the sampling policy to the reference, as GRPO logs it); adapt beta.
             run.record_batch(b.rewards.tolist(), b.lengths.tolist())
@@ -91,7 +94,8 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
                     "kl_ref": kl_ref,
                     "beta": beta.value,
                     "completion_len": length,
-                }
+                },
+                flatness,
             )
             beta.adapt(kl_ref, len(b.rewards))
             if run.solved(run.final_reward):
@@ -120,7 +124,7 @@ def lang_ppo_objective(
     ratio = logratio.exp()
     adv = advantages[idx]
 
-    per_token = maths.ppo_loss(ratio, adv, run.clip_coef, run.clip_coef_high)
+    per_token = maths.ppo_loss(ratio, adv, run.schedule.clip_coef, run.schedule.clip_coef_high)
     pg_loss, keep = sample_dropout_mean(maths, cfg, per_token, ratio, adv, m, max_len)  # agg + variants
     clip_vloss = cfg.clip_coef if cfg.clip_vloss else None  # never annealed: a value clip of 0 stops the critic
     per_token_vf = maths.value_loss(source.policy.value(hidden), old_values[idx], returns[idx], clip_vloss)

@@ -65,19 +65,6 @@ def check_population(cfgs: list[Config]) -> None:
             raise ConfigError("seed", "a population's runs must share every setting but the seed and the --out")
 
 
-class _MemberLearner:
-    """What a member's :class:`Run` needs of a learner: the annealed learning rate (the same for every member)."""
-
-    def __init__(self, adam: StackedAdam):
-        self.adam = adam
-
-    def set_lr(self, lr: float) -> None:
-        self.adam.lr = lr
-
-    def state_dict(self) -> dict:  # pragma: no cover - checkpoints are refused in populations
-        raise ConfigError("save_every", "is not supported in a population")
-
-
 def keep_freed_memory() -> None:
     """Ask glibc's malloc to keep freed memory instead of returning it to the system. A population's tensors are
     large (a layer's activations for 16 members are a megabyte), and glibc serves such blocks with ``mmap``: every
@@ -109,14 +96,14 @@ def train_ppo_population(cfgs: list[Config], maths: Maths, logs: list[RunLog]) -
     betas = [Beta(c, maths) for c in cfgs]
     budget = cfg.num_updates * cfg.batch_size
     runs = [
-        Run(c, log, maths, _MemberLearner(adam), r, budget=budget, components={"beta": b})
+        Run(c, log, maths, r, budget=budget, components={"beta": b}, population=len(cfgs))
         for c, log, r, b in zip(cfgs, logs, rollouts, betas)
     ]
-    for run in runs:
-        run.population = len(runs)
     population = _Population(runs, agents)
     with population, contextlib.closing(envs):
         for _ in population.updates():
+            adam.lr = runs[population.active[0]].schedule.lr  # this update's, the same in every member's schedule
+
             # 1. Rollout: every member acts in one batched forward per step, in the mode's rollout setting.
             for r in rollouts:
                 r.policy.train(mode.rollout_train)
@@ -192,7 +179,7 @@ def _collect(
 ) -> None:
     """``num_steps`` steps of every member: masks and noise drawn per member, one batched forward, each member's
     :meth:`~sandbox.rollout.Rollout.store`, the envs stepped together, each member's
-    :meth:`~sandbox.rollout.Rollout.observe`."""
+    :meth:`~sandbox.rollout.Rollout.observe`, whose step its run records."""
     first, template = rollouts[0], agents.template
     N = first.cfg.num_envs
     for r in rollouts:
@@ -217,7 +204,7 @@ def _collect(
         ]
         answers = envs.step(env_actions, pop.active)
         for k in pop.active:  # a member that failed keeps its row in the batch, but takes no step of its own
-            rollouts[k].observe(t, *answers[k], pop.runs[k])
+            pop.runs[k].record_step(*rollouts[k].observe(t, *answers[k]))
 
 
 def _batches(
@@ -332,9 +319,8 @@ def _optimise(
                 norms = adam.clip_grad_norm_()
                 adam.step(step)
             log.append((now, step, valid, terms, norms))
-    return {
-        k: update_metrics(_seen(log, k), runs[k].clip_coef, epochs_done[k], runs[k].clip_coef_high) for k in pop.active
-    }
+    clip = {k: (runs[k].schedule.clip_coef, runs[k].schedule.clip_coef_high) for k in pop.active}
+    return {k: update_metrics(_seen(log, k), clip[k][0], epochs_done[k], clip[k][1]) for k in pop.active}
 
 
 def _pad_rows(rows: list[Tensor], width: int) -> tuple[Tensor, Tensor]:

@@ -545,19 +545,12 @@ def frozen_copy(policy: DropoutActorCriticPolicy) -> DropoutActorCriticPolicy:
     return copy.requires_grad_(False)
 
 
-class _NoOptimiser:
-    """The learner :class:`~sandbox.run.Run` expects: SB3 sets its own learning rate from its schedule
-    (``train()`` calls ``_update_learning_rate``), so the run's annealed value is not applied."""
-
-    def set_lr(self, lr: float) -> None:
-        pass
-
-
 class _RunCallback(BaseCallback):
     """SB3's ``learn()`` reporting to the sandbox's :class:`~sandbox.run.Run`: each rollout starts the run's next
-    update (its number and scheduled dropout p); each step counts the steps and the finished episodes (Monitor's
-    ``info["episode"]``) and stops when solved with ``stop_at_threshold``; each rollout's end measures ``kl_ref``;
-    the metrics row of an update is written when its ``train()`` is done (at the next rollout's start, or the end)."""
+    update (its number and scheduled dropout p; SB3 anneals its own learning rate and clip range, ``train()`` calls
+    ``_update_learning_rate``); each step counts the steps and the finished episodes (Monitor's ``info["episode"]``)
+    and stops when solved with ``stop_at_threshold``; each rollout's end measures ``kl_ref``; the metrics row of an
+    update is written when its ``train()`` is done (at the next rollout's start, or the end)."""
 
     def __init__(self, run: Run, reference: DropoutActorCriticPolicy):
         super().__init__()
@@ -569,13 +562,9 @@ class _RunCallback(BaseCallback):
         next(self.updates)
 
     def _on_step(self) -> bool:
-        self.run.count_steps(self.training_env.num_envs)
         ended = [info["episode"] for info in self.locals["infos"] if "episode" in info]
-        if ended:
-            self.run.record_episodes([float(e["r"]) for e in ended], [int(e["l"]) for e in ended])
-            if self.run.solved():
-                return False
-        return True
+        returns, lengths = [float(e["r"]) for e in ended], [int(e["l"]) for e in ended]
+        return not self.run.record_step(self.training_env.num_envs, returns, lengths)  # False: stop, solved
 
     @torch.no_grad()
     def _on_rollout_end(self) -> None:
@@ -617,7 +606,7 @@ def train_sb3_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = 
     model = make_model(cfg, maths)
     source = _Source(cfg, model)
     budget = cfg.num_updates * cfg.batch_size
-    with Run(cfg, log, maths, _NoOptimiser(), source, budget=budget) as run:
+    with Run(cfg, log, maths, source, budget=budget) as run:
         model.learn(budget, callback=_RunCallback(run, source.reference))
     return run.result
 
