@@ -6,7 +6,7 @@ A *group* is G samples that start from the same place and are compared with each
 the dropout mode's rollout setting, evaluate the frozen reference on them, and give the update the log-probs of any
 subset of the batch's sequences (:meth:`logp`), with the stored dropout masks in consistent mode.
 
-Both batches are ``(B, n)`` per step or token, zero-padded after each sequence's end, with ``mask`` marking the
+Both batches are ``(B, n)`` per step or token, zero-padded after each sequence's end, with ``token_mask`` marking the
 sequence's own positions and ``n`` at most :attr:`max_len` (the constant Dr. GRPO's aggregation divides by).
 """
 
@@ -92,7 +92,7 @@ class LanguageGroups(_Groups):
     def logp(self, b: LangBatch, idx: Tensor | slice, entropy_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
         """``(logp, entropy, hidden)`` of the completions ``idx``: ``(len(idx), n)`` (``(K, len(idx), n)`` with
         multi-sample dropout), and the final hidden states ``(len(idx), n, d)`` for a value head."""
-        masks = b.masks.index(idx) if b.masks is not None else None
+        masks = b.dropout_masks.index(idx) if b.dropout_masks is not None else None
         return sequence_logp(
             self.policy,
             b.tokens[idx],
@@ -115,7 +115,8 @@ class EpisodeBatch:
     actions: Tensor
     logp_old: Tensor
     ref_logp: Tensor
-    mask: Tensor
+    token_mask: Tensor
+    """(B, n) bool: the steps of each episode (a step is GRPO's token here)."""
     truncated: Tensor
     rewards: Tensor
     lengths: Tensor
@@ -182,7 +183,7 @@ class EpisodeGroups(_Groups):
             obs=torch.stack(obs_t, dim=1),
             actions=torch.stack(act_t, dim=1),
             logp_old=torch.stack(logp_t, dim=1) * mask,
-            mask=mask,
+            token_mask=mask,
             ref_logp=torch.stack(ref_t, dim=1) * mask if cfg.ref_each_step else torch.zeros(mask.shape),
             truncated=torch.from_numpy(truncated),
             rewards=torch.from_numpy(rewards).float(),
@@ -196,7 +197,7 @@ class EpisodeGroups(_Groups):
 
     def logp(self, b: EpisodeBatch, idx: Tensor | slice, entropy_grad: bool) -> tuple[Tensor, Tensor, None]:
         """Log-probs and entropies of the steps of episodes ``idx``, ``(len(idx), n)``, zero after each end."""
-        valid = b.mask[idx].bool()
+        valid = b.token_mask[idx].bool()
         masks = b.dropout_masks[idx][valid] if b.dropout_masks is not None else None
         lp, ent, _ = self.policy.evaluate(b.obs[idx][valid], b.actions[idx][valid], masks, entropy_grad)
         shape = (*lp.shape[:-1], *valid.shape)  # (len(idx), n), or (K, len(idx), n) with multi-sample dropout

@@ -109,7 +109,7 @@ class Learner:
                 seen.append(mb.seen)
                 if cfg.target_kl is not None and kl_k3(-mb.seen.logratio).mean().item() > cfg.target_kl:
                     return update_metrics(seen, clip[0], epoch, clip[1])  # this minibatch: no step
-                mb.seen.grad_norm = self.step(mb.loss, f"update {run.update}, {unit} {epoch + 1}", mb.seen)
+                mb.seen.grad_norm = self.step(mb.loss, f"update {run.update_index}, {unit} {epoch + 1}", mb.seen)
         return update_metrics(seen, clip[0], epochs, clip[1])
 
     def _diagnostics(
@@ -118,10 +118,10 @@ class Learner:
         """The measurements taken before the update's first step (``--grad-diag-every``, ``--flatness-every``): their
         columns of the metrics row, and the flatness diagnostic's rows."""
         cfg, out, rows = self.cfg, {}, []
-        if cfg.grad_diag_every and run.update % cfg.grad_diag_every == 0:
+        if cfg.grad_diag_every and run.update_index % cfg.grad_diag_every == 0:
             policy_loss = lambda idx: minibatch_loss(idx).policy_loss  # noqa: E731
             out |= gradient_noise(policy_loss, n, max(min(cfg.num_minibatches, n), 4), self.policy_params)
-        if self.flatness is not None and self.flatness.due(run.update):
+        if self.flatness is not None and self.flatness.due(run.update_index):
             # the whole batch, held; with several minibatches as an index of every sample, so that PPO normalises its
             # advantages as a minibatch step does (one minibatch: the trainer normalised the batch once already)
             whole = slice(None) if cfg.num_minibatches == 1 else torch.arange(n)

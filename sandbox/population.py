@@ -39,7 +39,7 @@ from .envs import StepTogether
 from .learner import NonFiniteLossError
 from .maths import Maths, kl_k3
 from .nets import DropoutMLP
-from .objective import Beta, sample_dropout_mean
+from .objective import Beta, keep_aggregate_average
 from .ppo import log_update, objective_terms, step_rewards
 from .rollout import Batch, Rollout
 from .run import Run
@@ -311,7 +311,7 @@ def _optimise(
             for k in [k for k in step if not math.isfinite(loss[k])]:
                 step.remove(k)
                 stepping.remove(k)
-                pop.fail(k, NonFiniteLossError(_non_finite_message(runs[k].update, epoch, terms, k)))
+                pop.fail(k, NonFiniteLossError(_non_finite_message(runs[k].update_index, epoch, terms, k)))
             norms = None
             if step:
                 agents.flat.grad.zero_()
@@ -404,7 +404,7 @@ def _member_surrogate(
         if n == 0:
             pg.append(per_sample[..., k, :0].sum())
             continue
-        member = sample_dropout_mean(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
+        member = keep_aggregate_average(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
         pg.append(member.loss)
         keep[..., k, :n] = member.keep
     return torch.stack(pg), keep

@@ -38,7 +38,7 @@ from .diagnostics import Seen
 from .learner import Learner, MinibatchLoss
 from .maths import Maths, explained_variance, normalize_advantages
 from .nets import Agent
-from .objective import Beta, sample_dropout_mean
+from .objective import Beta, keep_aggregate_average
 from .rollout import Batch, Rollout
 from .run import Run
 from .rundir import RunLog, RunResult
@@ -116,7 +116,7 @@ def ppo_loss_terms(
     plain means, and what the update's metrics see of it."""
     cfg, maths = run.cfg, run.maths
     adv = mb.advantages if normalised or not cfg.norm_adv else normalize_advantages(mb.advantages)
-    surrogate = partial(sample_dropout_mean, maths, cfg)  # L_clip's mean, after the variants (sample / multi-sample)
+    surrogate = partial(keep_aggregate_average, maths, cfg)  # L_clip: sample dropout, mean, multi-sample average
     t = objective_terms(mb, logp, entropy, values, adv, run, beta.in_loss, beta.estimator, Tensor.mean, surrogate)
     seen = Seen(
         t.logratio.detach().reshape(-1),

@@ -201,7 +201,7 @@ class Run:
     ):
         self.cfg, self.run_log, self.maths, self.source = cfg, log, maths, source
         self.policy, self.budget = source.policy, budget
-        self.update = 0
+        self.update_index = 0
         self.env_steps = 0
         self.returns: list[float] = []  # finished episodes (completions): returns and lengths
         self.lengths: list[int] = []
@@ -223,13 +223,13 @@ class Run:
         (:class:`Schedule`), its dropout p set on the policy. After each update the loop body finished (no ``break``):
         a checkpoint every ``save_every`` updates."""
         while self.env_steps < self.budget:
-            self.update += 1
-            self.schedule.start(self.update, 1.0 - self.env_steps / self.budget)
+            self.update_index += 1
+            self.schedule.start(self.update_index, 1.0 - self.env_steps / self.budget)
             if self.schedule.dropout_p != self.policy.dropout_p:
                 self.policy.set_dropout(self.schedule.dropout_p)
-            yield self.update
-            if self.checkpoints.due(self.update):
-                self.checkpoints.save(self.update, self.env_steps, len(self.returns))
+            yield self.update_index
+            if self.checkpoints.due(self.update_index):
+                self.checkpoints.save(self.update_index, self.env_steps, len(self.returns))
 
     def count_steps(self, n: int) -> None:
         """``n`` more environment steps (sampled tokens) done."""
@@ -293,10 +293,10 @@ class Run:
         wall = self.clock()
         sps = self.env_steps / max(wall, 1e-9)
         if flatness:
-            self.run_log.flatness(self.update, flatness)
+            self.run_log.flatness(self.update_index, flatness)
         self.run_log.update(
             {
-                "update": self.update,
+                "update": self.update_index,
                 "env_steps": self.env_steps,
                 "wall_s": wall,
                 "sps": sps,
@@ -349,7 +349,7 @@ class Run:
     def state_dict(self) -> dict:
         """The run's own counters: steps, finished episodes, the solved time, the final reward, the clock."""
         return {
-            "update": self.update,
+            "update": self.update_index,
             "env_steps": self.env_steps,
             "returns": torch.tensor(self.returns, dtype=torch.float64),
             "lengths": torch.tensor(self.lengths, dtype=torch.int64),
@@ -358,7 +358,7 @@ class Run:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.update, self.env_steps = state["update"], state["env_steps"]
+        self.update_index, self.env_steps = state["update"], state["env_steps"]
         self.returns, self.lengths = state["returns"].tolist(), state["lengths"].tolist()
         self.summary.load_state_dict(state)
         self.clock = Clock(state["wall_s"])
