@@ -87,8 +87,8 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             length = float(b.lengths.float().mean())
             run.log(
                 {
-                    "ep_return_mean": reward,
-                    "ep_len_mean": length,
+                    "ep_return_mean": reward,  # language tasks: reward_mean again (the report's curves read it)
+                    **({} if cfg.is_lang else {"ep_len_mean": length}),  # language tasks: completion_len only
                     **stats,
                     "reward_mean": run.final_reward,
                     "reward_std": float(b.rewards.std()),

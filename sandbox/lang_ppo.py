@@ -85,8 +85,7 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
             length = float(b.lengths.float().mean())
             run.log(
                 {
-                    "ep_return_mean": run.final_reward,
-                    "ep_len_mean": length,
+                    "ep_return_mean": run.final_reward,  # reward_mean again (the report's curves read it)
                     **stats,
                     "explained_var": explained_variance(values[valid], returns[valid]),
                     "reward_mean": run.final_reward,
