@@ -43,7 +43,7 @@
 #
 # **The code you are reading about.** `maths.sample_dropout_mask`, `maths.dppo_scores` and `maths.dropout_schedule`
 # in `sandbox/maths.py`; the step that applies sample dropout and multi-sample averaging in `sandbox/objective.py`
-# (`sample_dropout_mean`); the gradient-noise measurement in `sandbox/diagnostics.py` (`gradient_noise`); the flags
+# (`keep_aggregate_average`); the gradient-noise measurement in `sandbox/diagnostics.py` (`gradient_noise`); the flags
 # in `sandbox/config.py` (`VariantsConfig`, `DropoutConfig`). Sections 5-6: `maths.length_penalty_rewards` and
 # `maths.grpo_lambda_switch`, used in step 2 of `train_grpo` (`sandbox/grpo.py`, `shaped_rewards`); the
 # variance-flatness measurement in `sandbox/flatness.py` and its probe inside a run in `sandbox/diagnostics.py`
@@ -101,7 +101,7 @@ print(f"FAST={FAST}: seeds {SEEDS}, {STEPS:,} steps ({UPDATES} updates) per run,
 #
 # Sample dropout leaves some samples out of PPO's clipped surrogate. For one minibatch of N samples with
 # x_i = r_i · A_i, a detached keep-mask is computed at every minibatch step, and the loss is the mean of the
-# clipped term over the kept samples only (`maths.sample_dropout_mask`, applied in `objective.sample_dropout_mean`):
+# clipped term over the kept samples only (`maths.sample_dropout_mask`, applied in `objective.keep_aggregate_average`):
 #
 # | `--sample-dropout` | keeps | source |
 # |---|---|---|

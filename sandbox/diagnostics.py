@@ -18,8 +18,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .dropout import MaskedDropout
 from .flatness import loglog_slope, variance_flatness
-from .maths import Maths, kl_k3
+from .maths import kl_k3
 from .metrics import FLATNESS_COLUMNS
 
 UPDATE_METRICS = (
@@ -240,16 +241,15 @@ def _no_mask(stored, fresh, shape, p, draw) -> None:
 
 @contextlib.contextmanager
 def dropout_off(module: nn.Module) -> Iterator[None]:
-    """Every dropout layer of ``module`` uses no mask (neither a stored one nor a fresh one) inside the block: its
-    ``maths.layer_mask`` is swapped for one that answers "none", and put back afterwards."""
-    swapped = []
-    for m in module.modules():
-        maths = getattr(m, "maths", None)
-        if isinstance(maths, Maths):
-            swapped.append((m, maths))
-            m.maths = dataclasses.replace(maths, layer_mask=_no_mask)
+    """Every dropout layer of ``module`` (each :class:`~sandbox.dropout.MaskedDropout`) uses no mask, neither a stored
+    one nor a fresh one, inside the block: its seam's ``layer_mask`` is swapped for one that answers "none", and put
+    back afterwards."""
+    layers = [m for m in module.modules() if isinstance(m, MaskedDropout)]
+    seams = [layer.maths for layer in layers]
+    for layer, maths in zip(layers, seams):
+        layer.maths = dataclasses.replace(maths, layer_mask=_no_mask)
     try:
         yield
     finally:
-        for m, maths in swapped:
-            m.maths = maths
+        for layer, maths in zip(layers, seams):
+            layer.maths = maths

@@ -6,13 +6,12 @@ A *group* is G samples that start from the same place and are compared with each
 the dropout mode's rollout setting, evaluate the frozen reference on them, and give the update the log-probs of any
 subset of the batch's sequences (:meth:`logp`), with the stored dropout masks in consistent mode.
 
-Both batches are ``(B, n)`` per step or token, zero-padded after each sequence's end, with ``mask`` marking the
+Both batches are ``(B, n)`` per step or token, zero-padded after each sequence's end, with ``token_mask`` marking the
 sequence's own positions and ``n`` at most :attr:`max_len` (the constant Dr. GRPO's aggregation divides by).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import gymnasium as gym
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from .config import Config
 from .envs import action_clipper, apply_env_params, check_spaces, episode_limit, reward_threshold
+from .lang.model import TinyGPT
 from .lang.pretrain import PretrainConfig, evaluate_reference, load_reference
 from .lang.rollout import LangBatch, sample_groups, sequence_logp
 from .lang.tasks import make_task
@@ -47,7 +47,8 @@ class _Groups:
 
 class LanguageGroups(_Groups):
     """G completions per prompt from the tiny transformer, which starts from the task's pretrained reference (or
-    ``--ref``'s weights with ``--init-from-ref``). PPO on the language tasks adds a value head to the policy."""
+    ``--ref``'s weights with ``--init-from-ref``). PPO on the language tasks gives the policy a value head (starting
+    at zero)."""
 
     def __init__(self, cfg: Config, maths: Maths, with_value_head: bool = False):
         super().__init__(cfg)
@@ -59,15 +60,16 @@ class LanguageGroups(_Groups):
             with torch.random.fork_rng(devices=[]):
                 ref_stats = evaluate_reference(self.reference, self.task)
         self.reference.requires_grad_(False)
-        self.policy = copy.deepcopy(self.reference if cfg.init_from_ref else pretrained)
-        self.policy.requires_grad_(True)
-        if with_value_head:
-            self.policy.value_head = torch.nn.Linear(self.policy.cfg.d_model, 1)
-            torch.nn.init.zeros_(self.policy.value_head.weight)
-            torch.nn.init.zeros_(self.policy.value_head.bias)
-        self.policy.set_dropout(cfg.effective_dropout)
-        self.policy.maths = maths  # the dropout layers draw and apply masks through the seam
-        self.policy.samples, self.policy.average = cfg.dropout_samples, cfg.multi_sample_average
+        start = self.reference if cfg.init_from_ref else pretrained
+        self.policy = TinyGPT(  # the start's weights; the dropout layers draw and apply masks through the seam
+            start.cfg,
+            with_value_head,
+            maths,
+            cfg.dropout_samples,
+            cfg.multi_sample_average,
+            start_from=start,
+            dropout=cfg.effective_dropout,
+        )
         self.threshold = self.task.threshold
         self.max_len = self.task.max_new_tokens
         self.network = gpt_network(cfg, self.policy)
@@ -90,7 +92,7 @@ class LanguageGroups(_Groups):
     def logp(self, b: LangBatch, idx: Tensor | slice, entropy_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
         """``(logp, entropy, hidden)`` of the completions ``idx``: ``(len(idx), n)`` (``(K, len(idx), n)`` with
         multi-sample dropout), and the final hidden states ``(len(idx), n, d)`` for a value head."""
-        masks = b.masks.index(idx) if b.masks is not None else None
+        masks = b.dropout_masks.index(idx) if b.dropout_masks is not None else None
         return sequence_logp(
             self.policy,
             b.tokens[idx],
@@ -113,7 +115,8 @@ class EpisodeBatch:
     actions: Tensor
     logp_old: Tensor
     ref_logp: Tensor
-    mask: Tensor
+    token_mask: Tensor
+    """(B, n) bool: the steps of each episode (a step is GRPO's token here)."""
     truncated: Tensor
     rewards: Tensor
     lengths: Tensor
@@ -180,7 +183,7 @@ class EpisodeGroups(_Groups):
             obs=torch.stack(obs_t, dim=1),
             actions=torch.stack(act_t, dim=1),
             logp_old=torch.stack(logp_t, dim=1) * mask,
-            mask=mask,
+            token_mask=mask,
             ref_logp=torch.stack(ref_t, dim=1) * mask if cfg.ref_each_step else torch.zeros(mask.shape),
             truncated=torch.from_numpy(truncated),
             rewards=torch.from_numpy(rewards).float(),
@@ -194,7 +197,7 @@ class EpisodeGroups(_Groups):
 
     def logp(self, b: EpisodeBatch, idx: Tensor | slice, entropy_grad: bool) -> tuple[Tensor, Tensor, None]:
         """Log-probs and entropies of the steps of episodes ``idx``, ``(len(idx), n)``, zero after each end."""
-        valid = b.mask[idx].bool()
+        valid = b.token_mask[idx].bool()
         masks = b.dropout_masks[idx][valid] if b.dropout_masks is not None else None
         lp, ent, _ = self.policy.evaluate(b.obs[idx][valid], b.actions[idx][valid], masks, entropy_grad)
         shape = (*lp.shape[:-1], *valid.shape)  # (len(idx), n), or (K, len(idx), n) with multi-sample dropout

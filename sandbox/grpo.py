@@ -39,7 +39,7 @@ from .config import Config
 from .groups import EpisodeGroups, LanguageGroups
 from .learner import Learner, MinibatchLoss
 from .maths import Maths
-from .objective import Beta, sample_dropout_mean, sequence_loss
+from .objective import Beta, keep_aggregate_average, sequence_loss
 from .run import Run
 from .rundir import RunLog, RunResult
 
@@ -51,32 +51,35 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
     policy = source.policy
     policy_params = [q for q in policy.parameters() if q.requires_grad]
     learner, beta = Learner(policy, cfg, policy_params), Beta(cfg, maths)
-    with Run(cfg, log, maths, learner, source, budget=cfg.total_steps, components={"beta": beta}, resume=resume) as run:
+    components = {"learner": learner, "beta": beta}  # what a checkpoint saves besides the run and the source
+    with Run(cfg, log, maths, source, budget=cfg.total_steps, components=components, resume=resume) as run:
         for update in run.updates():
+            learner.set_lr(run.schedule.lr)  # this update's learning rate (annealed with --anneal-lr)
+
             # 1. Sample prompts_per_update groups of G sequences, in the dropout mode's rollout setting.
             b = source.sample()
             run.count_steps(int(b.lengths.sum()))
 
             # 2. Rewards (length-penalised in the groups GRPO-lambda picks) -> group advantages. With the KL in the
             #    reward, each sequence first pays beta * its summed k1.
-            log_ratio_ref = (b.logp_old - b.ref_logp) * b.mask  # (B, n)
+            log_ratio_ref = (b.logp_old - b.ref_logp) * b.token_mask  # (B, n)
             rewards, reward_columns = shaped_rewards(cfg, maths, b)
             # "no signal": a group whose rewards (length-penalised where they are, before the KL shaping) are equal
             all_equal = rewards.view(-1, G).max(dim=1).values == rewards.view(-1, G).min(dim=1).values
             if beta.in_reward > 0:
-                rewards = rewards - beta.in_reward * (maths.kl_k1(log_ratio_ref) * b.mask).sum(dim=1)
+                rewards = rewards - beta.in_reward * (maths.kl_k1(log_ratio_ref) * b.token_mask).sum(dim=1)
             advantages = maths.group_advantages(rewards.view(-1, G), cfg.scale_rewards).flatten()  # (B,)
-            token_mask = b.mask.clone()
+            loss_mask = b.token_mask.clone()  # the tokens the loss counts
             if cfg.mask_truncated:
-                token_mask &= ~b.truncated[:, None]
+                loss_mask &= ~b.truncated[:, None]
             if cfg.drop_equal_groups:
-                token_mask &= ~all_equal.repeat_interleave(G)[:, None]
+                loss_mask &= ~all_equal.repeat_interleave(G)[:, None]
 
-            # 3. Update: mu passes over the batch's sequences, in the mode's update setting.
+            # 3. Update: update_epochs passes (mu) over the batch's sequences, in the mode's update setting.
             policy.train(mode.update_train)
-            n = len(b.rewards) if bool(token_mask.any()) else 0  # all left out (equal groups, truncation): no step
-            objective = partial(grpo_objective, source, b, advantages, token_mask, run, beta)
-            stats = learner.optimise(objective, n, cfg.update_epochs, run, unit="pass")
+            n = len(b.rewards) if bool(loss_mask.any()) else 0  # all left out (equal groups, truncation): no step
+            objective = partial(grpo_objective, source, b, advantages, loss_mask, run, beta)
+            stats, flatness = learner.optimise(objective, n, cfg.update_epochs, run, unit="pass")
 
             # 4. Log one row (the KL of the sampling policy to the reference: k1 summed per sequence); adapt beta.
             run.record_batch(b.rewards.tolist(), b.lengths.tolist())
@@ -85,8 +88,8 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
             length = float(b.lengths.float().mean())
             run.log(
                 {
-                    "ep_return_mean": reward,
-                    "ep_len_mean": length,
+                    "ep_return_mean": reward,  # language tasks: reward_mean again (the report's curves read it)
+                    **({} if cfg.is_lang else {"ep_len_mean": length}),  # language tasks: completion_len only
                     **stats,
                     "reward_mean": run.final_reward,
                     "reward_std": float(b.rewards.std()),
@@ -95,7 +98,8 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
                     "zero_std_frac": float(all_equal.float().mean()),
                     "completion_len": length,
                     **reward_columns,
-                }
+                },
+                flatness,
             )
             beta.adapt(kl_ref, len(b.rewards))
             if run.solved(reward if cfg.is_lang else None):
@@ -126,24 +130,24 @@ def grpo_objective(
     source: LanguageGroups | EpisodeGroups,
     b,
     advantages: Tensor,
-    token_mask: Tensor,
+    loss_mask: Tensor,
     run: Run,
     beta: Beta,
     idx: Tensor | slice,
 ) -> MinibatchLoss:
     """L_GRPO of the module docstring on the sequences ``idx`` of batch ``b`` (``slice(None)``: all of them).
 
-    ``advantages (B,)``: one per sequence, given to each of its tokens. ``token_mask (B, n)``: the tokens that count
+    ``advantages (B,)``: one per sequence, given to each of its tokens. ``loss_mask (B, n)``: the tokens that count
     (a sequence's own, minus those ``--mask-truncated`` and ``--drop-equal-groups`` leave out).
     """
     cfg, maths = run.cfg, run.maths
-    m = token_mask[idx]
+    m = loss_mask[idx]
     logp, entropy, _ = source.logp(b, idx, entropy_grad=cfg.ent_coef > 0)  # (B', n), or (K, B', n)
     logratio = (logp - b.logp_old[idx]) * m
     ratio = logratio.exp()
     adv = advantages[idx, None].expand(m.shape)  # every token of a sequence gets its sequence's advantage
 
-    per_token = maths.ppo_loss(ratio, adv, run.clip_coef, run.clip_coef_high)
-    pg_loss, keep = sample_dropout_mean(maths, cfg, per_token, ratio, adv, m, source.max_len)  # agg + variants
+    per_token = maths.ppo_loss(ratio, adv, run.schedule.clip_coef, run.schedule.clip_coef_high)
+    pg_loss, keep = keep_aggregate_average(maths, cfg, per_token, ratio, adv, m, source.max_len)  # sample dropout, agg
     log_ratio_ref = logp - b.ref_logp[idx]
     return sequence_loss(maths, cfg, beta, pg_loss, keep, logratio, adv, log_ratio_ref, entropy, m, source.max_len)

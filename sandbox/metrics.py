@@ -11,8 +11,11 @@ METRICS: dict[str, str] = {
     "env_steps": "Environment steps so far, all environments together (autoreset steps included).",
     "wall_s": "Seconds since learning started (timing column: differs between identical runs).",
     "sps": "Environment steps per second so far (timing column).",
-    "ep_return_mean": "Mean return of the last 20 finished episodes (NaN before the first one).",
-    "ep_len_mean": "Mean length of the last 20 finished episodes.",
+    "ep_return_mean": "Mean return of the last 20 finished episodes (NaN before the first one). Language tasks: the "
+    "batch's mean reward, the same number as reward_mean (kept there: the report's learning curves and collapse "
+    "check read this column for every task).",
+    "ep_len_mean": "Mean length of the last 20 finished episodes (GRPO on Gym: of the batch's episodes, as "
+    "completion_len). Empty on language tasks: completion_len.",
     "episodes": "Episodes finished so far.",
     "first_ratio_dev": "Mean |r - 1| over the first minibatch of the first epoch of the update. The policy has not "
     "changed yet, so r must be exactly 1: anything else is dropout noise (or a bug).",

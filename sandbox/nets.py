@@ -1,16 +1,16 @@
 """Policy and value networks with dropout whose masks can be drawn fresh or handed in.
 
-A :class:`DropoutMLP` applies inverted dropout after every hidden activation (:mod:`sandbox.dropout`, through the
-``Maths`` seam). Like ``nn.Dropout`` it draws fresh masks in ``train()`` mode and none in ``eval()`` mode; unlike
-``nn.Dropout`` it also accepts the masks to use, which is what ``consistent`` dropout needs (the masks drawn at
-rollout are stored and handed back in the update). All masks of one network for one sample are one row of a
-``(batch, sum(hidden_sizes))`` tensor.
+A :class:`DropoutMLP` applies inverted dropout after every hidden activation (its
+:class:`~sandbox.dropout.MaskedDropout`, through the ``Maths`` seam). Like ``nn.Dropout`` it draws fresh masks in
+``train()`` mode and none in ``eval()`` mode; unlike ``nn.Dropout`` it also accepts the masks to use, which is what
+``consistent`` dropout needs (the masks drawn at rollout are stored and handed back in the update). All masks of one
+network for one sample are one row of a ``(batch, mask_width)`` tensor.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import apply_dropout
+from .dropout import MaskedDropout, apply_dropout
 from .maths import Maths
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -64,23 +64,30 @@ class DropoutMLP(nn.Module):
         self.hidden_sizes = tuple(hidden_sizes)
         self.samples, self.average = samples, average
         self.mask_width = sum(hidden_sizes[:-1]) + samples * hidden_sizes[-1]
-        self.p = p
-        self.maths = maths or Maths()  # dropout_mask, apply_dropout, layer_mask: a learner's versions can stand in
+        # one dropout module for every hidden layer, whose masks sit side by side in one (batch, mask_width) tensor;
+        # it draws, chooses and applies them through the seam (a learner's versions can stand in: homework 5)
+        self.dropout = MaskedDropout(p, maths or Maths(), self.mask_width)
+
+    @property
+    def p(self) -> float:
+        """The dropout probability of every hidden layer."""
+        return self.dropout.p
+
+    @p.setter
+    def p(self, p: float) -> None:
+        self.dropout.p = p
 
     def sample_mask(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
         """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask`` (from
         ``generator``, else torch's global generator)."""
-        if generator is None:
-            return self.maths.dropout_mask((batch, self.mask_width), self.p)
-        return self.maths.dropout_mask((batch, self.mask_width), self.p, generator=generator)
+        return self.dropout.draw((batch, self.mask_width), generator)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, all_samples: bool = False) -> Tensor:
         """``x (batch, in_dim) -> (batch, out_dim)``, or ``(K, batch, out_dim)`` with multi-sample dropout and
         ``all_samples``. ``mask``: the stored masks to replay, or None (fresh ones in train mode, none in eval)."""
-        fresh = self.training and self.p > 0
-        mask = self.maths.layer_mask(mask, fresh, (x.shape[0], self.mask_width), self.p, self.maths.dropout_mask)
+        mask = self.dropout.choose(mask, (x.shape[0], self.mask_width))
         weights = [(layer.weight, layer.bias) for layer in self.hidden] + [(self.head.weight, self.head.bias)]
-        return mlp_forward(x, weights, mask, self.samples, self.average, all_samples, self.maths.apply_dropout)
+        return mlp_forward(x, weights, mask, self.samples, self.average, all_samples, self.dropout.apply_mask)
 
 
 def mlp_forward(
@@ -90,10 +97,12 @@ def mlp_forward(
     samples: int = 1,
     average: str = "loss",
     all_samples: bool = False,
-    apply=apply_dropout,
+    apply: Callable[[Tensor, Tensor], Tensor] = apply_dropout,
 ) -> Tensor:
     """The forward pass of :class:`DropoutMLP` as a function of its ``weights``: ``[(W, b), ...]``, the hidden layers
     then the head, each followed by tanh and dropout with ``mask`` (``(..., mask_width)`` or None) except the head.
+    Each hidden layer's columns of ``mask`` are applied with ``apply`` (the network's
+    :meth:`~sandbox.dropout.MaskedDropout.apply_mask`: the seam's ``apply_dropout``).
 
     One network: ``W (out, in)``, ``x (batch, in)``. K stacked networks of one shape (a population of seeds):
     ``W (K, out, in)``, ``x (K, batch, in)``, ``mask (K, batch, mask_width)``: one batched matrix product per layer.

@@ -79,11 +79,15 @@ def build_agent(b: dict, with_critic: bool = True):
 
 def build_gpt(b: dict):
     """The tiny GPT of a language-task policy file (without a value head), in eval mode."""
+    cfg = b["config"]
     with torch.random.fork_rng(devices=[]):
-        model = TinyGPT(ModelConfig(**b["network"]["model_config"]))
+        model = TinyGPT(
+            ModelConfig(**b["network"]["model_config"]),
+            samples=cfg["dropout_samples"],
+            average=cfg["multi_sample_average"],
+            dropout=b["dropout_p"],
+        )
     model.load_state_dict({k: v for k, v in b["state_dict"].items() if not k.startswith("value_head.")})
-    model.set_dropout(b["dropout_p"])
-    model.samples, model.average = b["config"]["dropout_samples"], b["config"]["multi_sample_average"]
     return model.eval()
 
 

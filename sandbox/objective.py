@@ -1,9 +1,9 @@
 """The pieces of the objective that every trainer shares, next to the clipped loss it computes with ``maths.ppo_loss``:
 
-- :func:`sample_dropout_mean`, the variant step: sample dropout (``maths.sample_dropout_mask``, detached,
-  recomputed at every minibatch step) chooses which samples count, then the mean over them (Gym) or the token
-  aggregation over them (sequences, ``maths.aggregate_loss``), then the mean over multi-sample dropout's K copies
-  (the paper averages the K losses);
+- :func:`keep_aggregate_average`, the clipped term's three steps, as its name says: *keep* (sample dropout,
+  ``maths.sample_dropout_mask``, detached, recomputed at every minibatch step, chooses which samples count),
+  *aggregate* (the mean over the kept samples on Gym, the token aggregation ``maths.aggregate_loss`` over the kept
+  tokens of sequences), *average* (the mean over multi-sample dropout's K copies: the paper averages the K losses);
 - :func:`aggregate` for the other per-token terms (KL, entropy), copy by copy, and :func:`sequence_loss`, which adds
   them to a per-token objective's clipped term (GRPO, PPO on the language tasks);
 - :class:`Beta`, the KL coefficient: fixed, or adapted once per update (Ziegler et al. 2019).
@@ -29,24 +29,26 @@ class Surrogate(NamedTuple):
     """Bool, shaped like the per-sample loss: True where a sample counted (for sequences only valid tokens can)."""
 
 
-def sample_dropout_mean(
+def keep_aggregate_average(
     maths: Maths,
     cfg: Config,
     per_sample: Tensor,
     ratio: Tensor,
     adv: Tensor,
-    token_mask: Tensor | None = None,
+    loss_mask: Tensor | None = None,
     max_len: int | None = None,
 ) -> Surrogate:
-    """Reduce the per-sample clipped loss of one minibatch to the scalar policy loss.
+    """Reduce the per-sample clipped loss of one minibatch to the scalar policy loss: keep the samples sample dropout
+    keeps (all of them with ``--sample-dropout none``), aggregate over them (the mean, or ``cfg.loss_agg``'s token
+    aggregation), average over multi-sample dropout's copies. Returns the loss and the keep-mask.
 
     ``per_sample`` and ``ratio``: ``(B,)`` or ``(K, B)`` samples (Gym), or ``(B, n)`` / ``(K, B, n)`` tokens with
-    ``token_mask (B, n)``; the leading K is multi-sample dropout's copies. ``adv`` broadcasts against one copy.
-    ``max_len``: the constant length of ``dr_grpo``'s normaliser (sequences only).
+    ``loss_mask (B, n)``, the tokens that count; the leading K is multi-sample dropout's copies. ``adv`` broadcasts
+    against one copy. ``max_len``: the constant length of ``dr_grpo``'s normaliser (sequences only).
     """
-    sample_dims = 1 if token_mask is None else 2
+    sample_dims = 1 if loss_mask is None else 2
     copies = per_sample.dim() > sample_dims
-    valid = token_mask.bool() if token_mask is not None else None
+    valid = loss_mask.bool() if loss_mask is not None else None
     losses, keeps = [], []
     for per, r in zip(per_sample if copies else per_sample[None], ratio if copies else ratio[None]):
         a = adv.expand_as(r)

@@ -39,7 +39,7 @@ from .envs import StepTogether
 from .learner import NonFiniteLossError
 from .maths import Maths, kl_k3
 from .nets import DropoutMLP
-from .objective import Beta, sample_dropout_mean
+from .objective import Beta, keep_aggregate_average
 from .ppo import log_update, objective_terms, step_rewards
 from .rollout import Batch, Rollout
 from .run import Run
@@ -63,19 +63,6 @@ def check_population(cfgs: list[Config]) -> None:
     for c in cfgs[1:]:
         if without(c.to_dict(), "seed", "output") != shared:
             raise ConfigError("seed", "a population's runs must share every setting but the seed and where they write")
-
-
-class _MemberLearner:
-    """What a member's :class:`Run` needs of a learner: the annealed learning rate (the same for every member)."""
-
-    def __init__(self, adam: StackedAdam):
-        self.adam = adam
-
-    def set_lr(self, lr: float) -> None:
-        self.adam.lr = lr
-
-    def state_dict(self) -> dict:  # pragma: no cover - checkpoints are refused in populations
-        raise ConfigError("save_every", "is not supported in a population")
 
 
 def keep_freed_memory() -> None:
@@ -109,14 +96,14 @@ def train_ppo_population(cfgs: list[Config], maths: Maths, logs: list[RunLog]) -
     betas = [Beta(c, maths) for c in cfgs]
     budget = cfg.num_updates * cfg.batch_size
     runs = [
-        Run(c, log, maths, _MemberLearner(adam), r, budget=budget, components={"beta": b})
+        Run(c, log, maths, r, budget=budget, components={"beta": b}, population=len(cfgs))
         for c, log, r, b in zip(cfgs, logs, rollouts, betas)
     ]
-    for run in runs:
-        run.population = len(runs)
     population = _Population(runs, agents)
     with population, contextlib.closing(envs):
         for _ in population.updates():
+            adam.lr = runs[population.active[0]].schedule.lr  # this update's, the same in every member's schedule
+
             # 1. Rollout: every member acts in one batched forward per step, in the mode's rollout setting.
             for r in rollouts:
                 r.policy.train(mode.rollout_train)
@@ -170,9 +157,12 @@ class _Population:
         return False
 
 
-def _fresh(net: DropoutMLP | None) -> bool:
-    """Does this net draw fresh masks in its forward pass (train mode, p > 0), as in the single-seed trainer?"""
-    return net is not None and net.training and net.p > 0
+def _chosen(nets: list[DropoutMLP], stored: list[Tensor | None], shapes: list[tuple[int, int]], gens: list):
+    """The dropout masks of one forward of every member, each chosen by the member's own network as its single-seed
+    forward chooses it (its :class:`~sandbox.dropout.MaskedDropout`, the seam's ``layer_mask``): its ``stored`` mask,
+    else a fresh one of its shape (train mode, p > 0), drawn from the member's own generator, else none. A list, one
+    per member: all masks, or all None (the members share one mode and one p)."""
+    return [net.dropout.choose(s, shape, g) for net, s, shape, g in zip(nets, stored, shapes, gens)]
 
 
 def _stack(rows: list[Tensor], size: int) -> Tensor:
@@ -189,7 +179,7 @@ def _collect(
 ) -> None:
     """``num_steps`` steps of every member: masks and noise drawn per member, one batched forward, each member's
     :meth:`~sandbox.rollout.Rollout.store`, the envs stepped together, each member's
-    :meth:`~sandbox.rollout.Rollout.observe`."""
+    :meth:`~sandbox.rollout.Rollout.observe`, whose step its run records."""
     first, template = rollouts[0], agents.template
     N = first.cfg.num_envs
     for r in rollouts:
@@ -197,12 +187,9 @@ def _collect(
     actor_width = template.actor.mask_width
     for t in range(first.cfg.num_steps):
         obs = torch.from_numpy(np.stack([r.obs for r in rollouts]))  # (K, N, obs_dim)
-        if first.store_masks:
-            actor_masks = torch.stack([r.next_mask[:, :actor_width] for r in rollouts])
-        elif _fresh(template.actor):
-            actor_masks = torch.stack([r.policy.actor.sample_mask(N, g) for r, g in zip(rollouts, gens)])
-        else:
-            actor_masks = None
+        stored = [r.next_mask[:, :actor_width] if first.store_masks else None for r in rollouts]
+        chosen = _chosen([r.policy.actor for r in rollouts], stored, [(N, actor_width)] * len(rollouts), gens)
+        actor_masks = None if chosen[0] is None else torch.stack(chosen)
         shape = (N, template.actor.head.out_features)
         draw = (
             torch.randn
@@ -217,7 +204,7 @@ def _collect(
         ]
         answers = envs.step(env_actions, pop.active)
         for k in pop.active:  # a member that failed keeps its row in the batch, but takes no step of its own
-            rollouts[k].observe(t, *answers[k], pop.runs[k])
+            pop.runs[k].record_step(*rollouts[k].observe(t, *answers[k]))
 
 
 def _batches(
@@ -255,16 +242,13 @@ def _values(rollouts: list[Rollout], agents: StackedAgent, gens: list) -> tuple[
     T, N = first.cfg.num_steps, first.cfg.num_envs
     obs = torch.from_numpy(np.stack([r.obs_buf for r in rollouts])).flatten(1, 2)  # (K, T * N, obs_dim)
     last = torch.from_numpy(np.stack([r.obs for r in rollouts]))
-    critic = template.critic
-    if first.store_masks and template.critic_has_dropout:
-        width = template.actor.mask_width
-        masks = torch.stack([r.masks.flatten(0, 1)[:, width:] for r in rollouts])
-        boot_masks = torch.stack([r.next_mask[:, width:] for r in rollouts])
-    elif _fresh(critic):
-        masks = torch.stack([r.policy.critic.sample_mask(T * N, g) for r, g in zip(rollouts, gens)])
-        boot_masks = torch.stack([r.policy.critic.sample_mask(N, g) for r, g in zip(rollouts, gens)])
-    else:
-        masks = boot_masks = None
+    critics, K = [r.policy.critic for r in rollouts], len(rollouts)
+    replay = first.store_masks and template.critic_has_dropout  # consistent dropout: the rollout's critic masks
+    w, cw = template.actor.mask_width, template.critic.mask_width
+    stored = [r.masks.flatten(0, 1)[:, w:] if replay else None for r in rollouts]
+    chosen = _chosen(critics, stored, [(T * N, cw)] * K, gens)
+    boot = _chosen(critics, [r.next_mask[:, w:] if replay else None for r in rollouts], [(N, cw)] * K, gens)
+    masks, boot_masks = (None, None) if chosen[0] is None else (torch.stack(chosen), torch.stack(boot))
     values = agents.value(obs, masks).view(len(rollouts), T, N)
     bootstrap = agents.value(last, boot_masks)
     return values, torch.cat([values[:, 1:], bootstrap[:, None]], dim=1)
@@ -327,7 +311,7 @@ def _optimise(
             for k in [k for k in step if not math.isfinite(loss[k])]:
                 step.remove(k)
                 stepping.remove(k)
-                pop.fail(k, NonFiniteLossError(_non_finite_message(runs[k].update, epoch, terms, k)))
+                pop.fail(k, NonFiniteLossError(_non_finite_message(runs[k].update_index, epoch, terms, k)))
             norms = None
             if step:
                 agents.flat.grad.zero_()
@@ -335,9 +319,8 @@ def _optimise(
                 norms = adam.clip_grad_norm_()
                 adam.step(step)
             log.append((now, step, valid, terms, norms))
-    return {
-        k: update_metrics(_seen(log, k), runs[k].clip_coef, epochs_done[k], runs[k].clip_coef_high) for k in pop.active
-    }
+    clip = {k: (runs[k].schedule.clip_coef, runs[k].schedule.clip_coef_high) for k in pop.active}
+    return {k: update_metrics(_seen(log, k), clip[k][0], epochs_done[k], clip[k][1]) for k in pop.active}
 
 
 def _pad_rows(rows: list[Tensor], width: int) -> tuple[Tensor, Tensor]:
@@ -350,18 +333,23 @@ def _pad_rows(rows: list[Tensor], width: int) -> tuple[Tensor, Tensor]:
 
 
 def _update_masks(agents: StackedAgent, mb: Batch, rows: list[Tensor], runs: list[Run], gens: list, width: int):
-    """The update forward's dropout masks ``(K, width, ...)``: consistent dropout's stored ones, or fresh ones drawn
-    member by member (actor then critic, as :meth:`sandbox.nets.Agent.evaluate` draws them), or none."""
-    template = agents.template
-    if mb.masks is not None:
-        stored = mb.masks
-    elif _fresh(template.actor):
-        drawn = [runs[k].policy.sample_mask(len(r), gens[k]) for k, r in enumerate(rows)]
-        stored = _stack(drawn, width)
-    else:
+    """The update forward's dropout masks of the actor and of the critic, ``(K, width, ...)`` or None, chosen member by
+    member (:func:`_chosen`; actor then critic, as :meth:`sandbox.nets.Agent.evaluate` draws them): consistent
+    dropout's stored ones, gathered with the minibatch (its padding rows included), fresh ones for each member's rows
+    (zeros after them), or none."""
+    template, w = agents.template, agents.template.actor.mask_width
+    actor: list[Tensor | None] = []
+    critic: list[Tensor | None] = []
+    for k, r in enumerate(rows):
+        agent, stored = runs[k].policy, None if mb.masks is None else mb.masks[k]
+        n = width if stored is not None else len(r)
+        actor += _chosen([agent.actor], [None if stored is None else stored[:, :w]], [(n, w)], [gens[k]])
+        if template.critic_has_dropout:
+            cw = template.critic.mask_width
+            critic += _chosen([agent.critic], [None if stored is None else stored[:, w:]], [(n, cw)], [gens[k]])
+    if actor[0] is None:
         return None, None
-    w = template.actor.mask_width
-    return stored[..., :w], stored[..., w:] if template.critic_has_dropout else None
+    return _stack(actor, width), _stack(critic, width) if template.critic_has_dropout else None
 
 
 def _member_means(x: Tensor, valid: Tensor) -> Tensor:
@@ -416,7 +404,7 @@ def _member_surrogate(
         if n == 0:
             pg.append(per_sample[..., k, :0].sum())
             continue
-        member = sample_dropout_mean(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
+        member = keep_aggregate_average(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
         pg.append(member.loss)
         keep[..., k, :n] = member.keep
     return torch.stack(pg), keep

@@ -38,7 +38,7 @@ from .diagnostics import Seen
 from .learner import Learner, MinibatchLoss
 from .maths import Maths, explained_variance, normalize_advantages
 from .nets import Agent
-from .objective import Beta, sample_dropout_mean
+from .objective import Beta, keep_aggregate_average
 from .rollout import Batch, Rollout
 from .run import Run
 from .rundir import RunLog, RunResult
@@ -51,11 +51,15 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
     agent = rollout.policy
     learner, beta = Learner(agent, cfg, policy_params=agent.actor.parameters()), Beta(cfg, maths)
     budget = cfg.num_updates * cfg.batch_size
-    with Run(cfg, log, maths, learner, rollout, budget=budget, components={"beta": beta}, resume=resume) as run:
+    components = {"learner": learner, "beta": beta}  # what a checkpoint saves besides the run and the rollout
+    with Run(cfg, log, maths, rollout, budget=budget, components=components, resume=resume) as run:
         for update in run.updates():
-            # 1. Rollout: num_steps steps of every env, with the policy in the mode's rollout setting.
+            learner.set_lr(run.schedule.lr)  # this update's learning rate (annealed with --anneal-lr)
+
+            # 1. Rollout: num_steps steps of every env, with the policy in the mode's rollout setting; the run counts
+            #    the steps and the finished episodes as they come.
             agent.train(mode.rollout_train)
-            if rollout.collect(run):
+            if run.record_steps(rollout.collect()):
                 break  # solved, with --stop-at-threshold
 
             # 2. Advantages (GAE), on the valid transitions of the rollout, flattened: (B, ...).
@@ -65,12 +69,12 @@ def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None
             agent.train(mode.update_train)
             if cfg.norm_adv and min(cfg.num_minibatches, len(batch)) == 1:  # one minibatch: normalise once
                 batch.advantages = normalize_advantages(batch.advantages)
-            stats = learner.optimise(
+            stats, flatness = learner.optimise(
                 partial(ppo_objective, agent, batch, run, beta), len(batch), cfg.update_epochs, run
             )
 
             # 4. Log one row: the update's metrics, and the KL of the behaviour policy to the reference; adapt beta.
-            log_update(run, beta, stats, batch, log_ratio_ref)
+            log_update(run, beta, stats, batch, log_ratio_ref, flatness)
     return run.result
 
 
@@ -112,7 +116,7 @@ def ppo_loss_terms(
     plain means, and what the update's metrics see of it."""
     cfg, maths = run.cfg, run.maths
     adv = mb.advantages if normalised or not cfg.norm_adv else normalize_advantages(mb.advantages)
-    surrogate = partial(sample_dropout_mean, maths, cfg)  # L_clip's mean, after the variants (sample / multi-sample)
+    surrogate = partial(keep_aggregate_average, maths, cfg)  # L_clip: sample dropout, mean, multi-sample average
     t = objective_terms(mb, logp, entropy, values, adv, run, beta.in_loss, beta.estimator, Tensor.mean, surrogate)
     seen = Seen(
         t.logratio.detach().reshape(-1),
@@ -160,7 +164,8 @@ def objective_terms(
     cfg, maths = run.cfg, run.maths
     logratio = logp - mb.logp  # (B,), or (K, B): one row per dropout copy with multi-sample dropout
     ratio = logratio.exp()
-    per_sample = maths.ppo_loss(ratio, adv, run.clip_coef, run.clip_coef_high)  # L_clip, per sample and copy
+    low, high = run.schedule.clip_coef, run.schedule.clip_coef_high  # this update's clip range
+    per_sample = maths.ppo_loss(ratio, adv, low, high)  # L_clip, per sample and copy
     pg_loss, keep = surrogate(per_sample, ratio, adv)
     v_loss = mean(maths.value_loss(values, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None))
     ent = mean(entropy)
@@ -172,11 +177,14 @@ def objective_terms(
     return Terms(loss, pg_loss, v_loss, ent, logratio, keep)
 
 
-def log_update(run: Run, beta: Beta, stats: dict[str, float], batch: Batch, log_ratio_ref: Tensor) -> None:
+def log_update(
+    run: Run, beta: Beta, stats: dict[str, float], batch: Batch, log_ratio_ref: Tensor, flatness: list[dict] = ()
+) -> None:
     """One row of metrics: the update's, the critic's explained variance, and ``kl_ref``, the KL of the behaviour
-    policy to the reference (k1, mean per valid step); then beta adapts to it (``--kl-target``)."""
+    policy to the reference (k1, mean per valid step), with the update's ``flatness`` rows (``--flatness-every``);
+    then beta adapts to it (``--kl-target``)."""
     kl_ref = float(log_ratio_ref.sum() / len(batch)) if len(batch) else math.nan
     row = {"ep_return_mean": run.recent_return(20), "ep_len_mean": run.recent_length(20), **stats}
     row |= {"explained_var": explained_variance(batch.values, batch.returns), "kl_ref": kl_ref, "beta": beta.value}
-    run.log(row)
+    run.log(row, flatness)
     beta.adapt(kl_ref, len(batch))

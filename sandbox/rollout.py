@@ -4,13 +4,15 @@ reference, and a rollout of ``num_steps`` steps in buffers allocated once (SB3's
 
 The step is the unit both PPO trainers share: :meth:`Rollout.collect` runs ``num_steps`` of them for one seed;
 a population of seeds (``sandbox/population.py``) acts for all its members in one batched forward, then hands each
-member's actions to its own :meth:`Rollout.record`.
+member's actions to its own :meth:`Rollout.store` and the envs' answers to its :meth:`Rollout.observe`. A step reports
+what the run counts (:class:`Step`: the env steps taken, the episodes that ended) to whoever took it; the rollout
+never calls the run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Iterator, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -25,8 +27,16 @@ from .network_spec import mlp_network
 from .reference import gym_reference
 from .snapshot import env_state, set_env_state
 
-if TYPE_CHECKING:
-    from .run import Run
+
+class Step(NamedTuple):
+    """What one vector step of a rollout did, as the run counts it (:meth:`sandbox.run.Run.record_step`)."""
+
+    env_steps: int
+    """Environment steps taken: one per env."""
+    returns: list[float]
+    """Returns of the episodes that ended at this step."""
+    lengths: list[int]
+    """Their lengths."""
 
 
 @dataclass
@@ -122,18 +132,18 @@ class Rollout:
         return torch.from_numpy(self.dones_np)
 
     @torch.no_grad()
-    def collect(self, run: Run) -> bool:
-        """Fill the buffers with ``num_steps`` vector steps; True when the run should stop (solved, with
-        ``stop_at_threshold``). The log-prob stored for each action comes from the forward pass that chose it; with
-        ``ref_each_step``, the reference's too, from the same batch shape, so that equal networks give equal bits."""
+    def collect(self) -> Iterator[Step]:
+        """Fill the buffers with ``num_steps`` vector steps, taken one at a time as the caller asks for them, each
+        reported as a :class:`Step` (``run.record_steps(rollout.collect())``: a run solved with ``stop_at_threshold``
+        asks for no more, and the rest of the rollout is never taken). The log-prob stored for each action comes from
+        the forward pass that chose it; with ``ref_each_step``, the reference's too, from the same batch shape, so
+        that equal networks give equal bits."""
         self.refresh_masks()
         for t in range(self.cfg.num_steps):
             obs = torch.from_numpy(self.obs)
             actions, logp = self.policy.act(obs, self.next_mask)
             ref_logp = self.reference.log_prob(obs, actions) if self.cfg.ref_each_step else None
-            if self.record(t, actions, logp, ref_logp, run):
-                return True
-        return False
+            yield self.record(t, actions, logp, ref_logp)
 
     def refresh_masks(self) -> None:
         """Consistent dropout draws each step's masks one step ahead; a dropout schedule that changed p since then
@@ -142,12 +152,11 @@ class Rollout:
             self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)
             self.mask_p = self.policy.dropout_p
 
-    def record(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None, run: Run) -> bool:
+    def record(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> Step:
         """Step ``t`` of the rollout, once the policy has chosen ``actions`` (with log-probs ``logp``, and the
-        reference's ``ref_logp``): store them, step the envs, count finished episodes. True when the run should
-        stop (just solved, with ``stop_at_threshold``)."""
+        reference's ``ref_logp``): store them, step the envs, and say what the step did."""
         env_actions = self.store(t, actions, logp, ref_logp)
-        return self.observe(t, *self.envs.step(env_actions)[:4], run)
+        return self.observe(t, *self.envs.step(env_actions)[:4])
 
     def store(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> np.ndarray:
         """The first half of :meth:`record`: keep what the policy chose at step ``t``; return the actions as the
@@ -161,18 +170,15 @@ class Rollout:
         self.valid[t] = ~self.prev_done
         return self.clip_action(actions.numpy())
 
-    def observe(self, t: int, obs: np.ndarray, rewards, terminated, truncated, run: Run) -> bool:
-        """The second half of :meth:`record`: what the envs answered at step ``t``. True when the run should stop."""
+    def observe(self, t: int, obs: np.ndarray, rewards, terminated, truncated) -> Step:
+        """The second half of :meth:`record`: what the envs answered at step ``t``; returns what the step did (its
+        env steps, the episodes that ended)."""
         self.obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)
         dones = terminated | truncated
         self.rewards_np[t], self.terminated_np[t], self.dones_np[t] = rewards, terminated, dones
         self.prev_done = dones
-        run.count_steps(self.cfg.num_envs)
         ended_returns, ended_lengths = self.episodes.step(rewards, dones, self.valid[t])
-        if len(ended_returns):
-            run.record_episodes(ended_returns.tolist(), ended_lengths.tolist())
-            return run.solved()
-        return False
+        return Step(self.cfg.num_envs, ended_returns.tolist(), ended_lengths.tolist())
 
     @torch.no_grad()
     def values(self) -> tuple[Tensor, Tensor]:

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from .config import Config, ConfigError
 from .diagnostics import Seen, update_metrics
-from .dropout import layer_mask
+from .dropout import MaskedDropout
 from .dropout_modes import MODES, DropoutModeName
 from .envs import apply_env_params, check_env_id, reward_threshold
 from .maths import Maths, explained_variance, normalize_advantages
@@ -63,32 +63,10 @@ from .rundir import RunLog, RunResult
 # --- the policy ------------------------------------------------------------------------------------------------
 
 
-class MaskedDropout(nn.Module):
-    """Inverted dropout after one hidden activation, ``(batch, width) -> (batch, width)``, that can be handed its mask.
-
-    Like ``nn.Dropout``: fresh masks in train mode when p > 0, none in eval mode. While ``mask`` is set (a
-    ``(batch, width)`` tensor of 0 and ``1 / (1 - p)``), it is used instead: consistent dropout replays the masks
-    that chose the actions. The masks are drawn and applied by the ``Maths`` seam (``sandbox.dropout``).
-    """
-
-    def __init__(self, p: float, width: int, maths: Maths):
-        super().__init__()
-        self.p, self.width, self.maths = p, width, maths
-        self.mask: Tensor | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.mask is not None and self.mask.shape != x.shape:
-            raise ValueError(f"dropout mask of shape {tuple(self.mask.shape)} for activations {tuple(x.shape)}")
-        mask = layer_mask(self.mask, self.training and self.p > 0, tuple(x.shape), self.p, self.maths.dropout_mask)
-        return x if mask is None else self.maths.apply_dropout(x, mask)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, width={self.width}"
-
-
 def _with_dropout(net: nn.Sequential, p: float, maths: Maths) -> nn.Sequential:
-    """SB3's ``[Linear, activation, Linear, activation, ...]`` with a :class:`MaskedDropout` after each activation.
-    The same Linear modules, so the same parameters in the same order (Adam and the initialisation see no change)."""
+    """SB3's ``[Linear, activation, Linear, activation, ...]`` with a :class:`~sandbox.dropout.MaskedDropout` (the
+    sandbox's dropout layer, ``(batch, width) -> (batch, width)``) after each activation. The same Linear modules, so
+    the same parameters in the same order (Adam and the initialisation see no change)."""
     layers: list[nn.Module] = []
     width = 0
     for module in net:
@@ -96,7 +74,7 @@ def _with_dropout(net: nn.Sequential, p: float, maths: Maths) -> nn.Sequential:
         if isinstance(module, nn.Linear):
             width = module.out_features
         else:  # the activation that follows each Linear in SB3's MlpExtractor
-            layers.append(MaskedDropout(p, width, maths))
+            layers.append(MaskedDropout(p, maths, width))
     return nn.Sequential(*layers)
 
 
@@ -194,12 +172,12 @@ class DropoutActorCriticPolicy(ActorCriticPolicy):
         start = 0
         try:
             for layer in self.dropout_layers:
-                layer.mask = masks[:, start : start + layer.width]
+                layer.stored = masks[:, start : start + layer.width]
                 start += layer.width
             yield
         finally:
             for layer in self.dropout_layers:
-                layer.mask = None
+                layer.stored = None
 
     # --- the two forwards SB3's PPO makes
 
@@ -567,19 +545,12 @@ def frozen_copy(policy: DropoutActorCriticPolicy) -> DropoutActorCriticPolicy:
     return copy.requires_grad_(False)
 
 
-class _NoOptimiser:
-    """The learner :class:`~sandbox.run.Run` expects: SB3 sets its own learning rate from its schedule
-    (``train()`` calls ``_update_learning_rate``), so the run's annealed value is not applied."""
-
-    def set_lr(self, lr: float) -> None:
-        pass
-
-
 class _RunCallback(BaseCallback):
     """SB3's ``learn()`` reporting to the sandbox's :class:`~sandbox.run.Run`: each rollout starts the run's next
-    update (its number and scheduled dropout p); each step counts the steps and the finished episodes (Monitor's
-    ``info["episode"]``) and stops when solved with ``stop_at_threshold``; each rollout's end measures ``kl_ref``;
-    the metrics row of an update is written when its ``train()`` is done (at the next rollout's start, or the end)."""
+    update (its number and scheduled dropout p; SB3 anneals its own learning rate and clip range, ``train()`` calls
+    ``_update_learning_rate``); each step counts the steps and the finished episodes (Monitor's ``info["episode"]``)
+    and stops when solved with ``stop_at_threshold``; each rollout's end measures ``kl_ref``; the metrics row of an
+    update is written when its ``train()`` is done (at the next rollout's start, or the end)."""
 
     def __init__(self, run: Run, reference: DropoutActorCriticPolicy):
         super().__init__()
@@ -591,13 +562,9 @@ class _RunCallback(BaseCallback):
         next(self.updates)
 
     def _on_step(self) -> bool:
-        self.run.count_steps(self.training_env.num_envs)
         ended = [info["episode"] for info in self.locals["infos"] if "episode" in info]
-        if ended:
-            self.run.record_episodes([float(e["r"]) for e in ended], [int(e["l"]) for e in ended])
-            if self.run.solved():
-                return False
-        return True
+        returns, lengths = [float(e["r"]) for e in ended], [int(e["l"]) for e in ended]
+        return not self.run.record_step(self.training_env.num_envs, returns, lengths)  # False: stop, solved
 
     @torch.no_grad()
     def _on_rollout_end(self) -> None:
@@ -639,7 +606,7 @@ def train_sb3_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = 
     model = make_model(cfg, maths)
     source = _Source(cfg, model)
     budget = cfg.num_updates * cfg.batch_size
-    with Run(cfg, log, maths, _NoOptimiser(), source, budget=budget) as run:
+    with Run(cfg, log, maths, source, budget=budget) as run:
         model.learn(budget, callback=_RunCallback(run, source.reference))
     return run.result
 

@@ -9,6 +9,13 @@ overhead that dominates these small networks is paid once for all members instea
 Nothing random happens inside these networks: masks and sampling noise are drawn outside, member by member, from
 each member's own generator, in the order the single-seed trainer draws them. Members are therefore independent:
 changing one member's seed changes nothing in the others.
+
+Dropout is why these networks cannot run a :class:`~sandbox.dropout.MaskedDropout` forward of their own: the masks of
+one forward are one per member, ``(K, batch, width)``, and a fresh one would come from torch's global generator, which
+no single-seed run draws from in that order. So each member's own network chooses (and, fresh, draws from that member's
+generator) its masks with its ``MaskedDropout`` (``sandbox/population.py``: the seam's ``layer_mask`` and
+``dropout_mask``, member by member), and the stacked forward applies them with the template's (the seam's
+``apply_dropout``).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ class StackedAgent:
         net: DropoutMLP = getattr(self.template, name)
         layers = [f"{name}.hidden.{i}" for i in range(len(net.hidden))] + [f"{name}.head"]
         weights = [(w[f"{k}.weight"], w[f"{k}.bias"]) for k in layers]
-        return mlp_forward(x, weights, mask, net.samples, net.average, all_samples, net.maths.apply_dropout)
+        return mlp_forward(x, weights, mask, net.samples, net.average, all_samples, net.dropout.apply_mask)
 
     def _log_std(self, w: dict[str, Tensor]) -> Tensor | None:
         return None if self.template.discrete else w["log_std"].unsqueeze(1)  # (K, 1, A): broadcasts per member

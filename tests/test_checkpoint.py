@@ -62,8 +62,7 @@ def test_language_policy_round_trip(tmp_path):
     from sandbox.lang.model import ModelConfig, TinyGPT
 
     cfg = sandbox.config.validate(sandbox.Config(algo="ppo", env="lang:digit"))
-    model = TinyGPT(ModelConfig(vocab_size=52, max_len=12))
-    model.value_head = torch.nn.Linear(model.cfg.d_model, 1)  # PPO on a language task adds one
+    model = TinyGPT(ModelConfig(vocab_size=52, max_len=12), with_value_head=True)  # as PPO on a language task
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)

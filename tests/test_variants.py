@@ -10,7 +10,7 @@ from sandbox.config import validate
 from sandbox.diagnostics import gradient_noise
 from sandbox.maths import dppo_scores, dropout_schedule, ppo_loss, sample_dropout_mask
 from sandbox.metrics import TIMING_COLUMNS
-from sandbox.objective import sample_dropout_mean
+from sandbox.objective import keep_aggregate_average
 
 GRAD = ("grad_gdv", "grad_gde", "grad_snr")
 
@@ -76,12 +76,12 @@ def test_all_kept_gives_the_plain_loss_to_the_last_bit(mode, kw):
             sample_dropout=mode, sample_drop_rate=kw.get("rate", 0.1), sample_drop_delta=kw.get("delta", 0.25)
         )
     )
-    loss, keep = sample_dropout_mean(sandbox.Maths(), cfg, ppo_loss(ratio, adv, 0.2), ratio, adv)
+    loss, keep = keep_aggregate_average(sandbox.Maths(), cfg, ppo_loss(ratio, adv, 0.2), ratio, adv)
     assert keep.all() and torch.equal(loss, ppo_loss(ratio, adv, 0.2).mean())
     mask = torch.ones(30, 10, dtype=torch.bool)
     mask[:, 7:] = False
     r, a = ratio.view(30, 10), adv.view(30, 10)
-    seq_loss, _ = sample_dropout_mean(sandbox.Maths(), cfg, ppo_loss(r, a, 0.2), r, a, mask, 10)
+    seq_loss, _ = keep_aggregate_average(sandbox.Maths(), cfg, ppo_loss(r, a, 0.2), r, a, mask, 10)
     plain = sandbox.Maths().aggregate_loss(ppo_loss(ratio.view(30, 10), adv.view(30, 10), 0.2), mask, "grpo", 10)
     assert torch.equal(seq_loss, plain)
 

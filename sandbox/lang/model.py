@@ -1,10 +1,12 @@
 """A tiny GPT-2: causal transformer with GPT-2's dropout, masks that can be handed in, and KV-cached sampling.
 
 GPT-2's three dropouts: on the embeddings (token + position), on the attention probabilities, and on the residual
-branches (after the attention projection and after the MLP). Like :class:`sandbox.nets.DropoutMLP`, each draws fresh
-masks in ``train()`` mode, none in ``eval()`` mode, or uses the :class:`SeqMasks` it is given. ``consistent`` dropout
-draws one ``SeqMasks`` for every position of every sequence before sampling; the sampler (one position at a time,
-with a KV cache) and the update (all positions at once) index the same tensors, so both see the same network.
+branches (after the attention projection and after the MLP), all by the model's one
+:class:`~sandbox.dropout.MaskedDropout` (through the ``Maths`` seam). Like :class:`sandbox.nets.DropoutMLP`, each
+draws fresh masks in ``train()`` mode, none in ``eval()`` mode, or uses the :class:`SeqMasks` it is given.
+``consistent`` dropout draws one ``SeqMasks`` for every position of every sequence before sampling; the sampler (one
+position at a time, with a KV cache) and the update (all positions at once) index the same tensors, so both see the
+same network.
 
 Multi-sample dropout (``samples = K > 1``): the last block's MLP residual dropout draws K masks, giving K final
 hidden states and K outputs of the shared head; ``average="logits"`` averages them, ``"loss"`` keeps them apart for
@@ -17,6 +19,7 @@ input/output embeddings), so :func:`to_hf_gpt2_state_dict` can hand the same wei
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..dropout import MaskedDropout
 from ..maths import Maths
 from ..nets import sample_categorical
 from .tasks import EOS, PAD
@@ -97,6 +101,15 @@ class TinyGPT(nn.Module):
     ``tokens (B, t)`` are positions ``start .. start + t - 1``; ``past`` is the KV cache of the earlier positions
     (from a previous call's ``present``). ``value_head`` (for PPO) is a linear layer on the final hidden states,
     created with ``with_value_head=True``; the reference model never has one.
+
+    The weights start from GPT-2's initialisation (normal, std 0.02; the residual projections scaled by
+    1/sqrt(2 * n_layers)), or from ``start_from``, another tiny GPT of the same shape (the RL policy starts from its
+    pretrained reference): then nothing is drawn for them, torch's random stream is left as it was, and the value
+    head, if any, starts at zero (the critic predicts 0 until it learns). The zeroed head is built as any
+    ``nn.Linear`` is, which draws its default initialisation from torch's global generator first: every language
+    PPO run has drawn those numbers before sampling, and draws them still. ``dropout`` is the dropout probability
+    (default ``cfg.dropout``); ``maths`` the seam the dropout layer draws, chooses and applies masks with (a learner's
+    versions can stand in: homework 5); ``samples`` and ``average``: multi-sample dropout (module docstring).
     """
 
     def __init__(
@@ -106,17 +119,26 @@ class TinyGPT(nn.Module):
         maths: Maths | None = None,
         samples: int = 1,
         average: str = "loss",
+        start_from: "TinyGPT | None" = None,
+        dropout: float | None = None,
     ):
         super().__init__()
         self.cfg = cfg
-        self.p = cfg.dropout
-        self.maths = maths or Maths()  # dropout_mask, apply_dropout, layer_mask: a learner's versions can stand in
         self.samples, self.average = samples, average
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.dropout = MaskedDropout(cfg.dropout if dropout is None else dropout, maths or Maths())
+        with torch.random.fork_rng(devices=[]) if start_from is not None else contextlib.nullcontext():
+            self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.wpe = nn.Embedding(cfg.max_len, cfg.d_model)
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+            self.ln_f = nn.LayerNorm(cfg.d_model)
         self.value_head = nn.Linear(cfg.d_model, 1) if with_value_head else None
+        if start_from is not None:
+            trunk = {k: v for k, v in start_from.state_dict().items() if not k.startswith("value_head.")}
+            self.load_state_dict(trunk, strict=self.value_head is None)  # every weight but the value head's
+            if self.value_head is not None:
+                nn.init.zeros_(self.value_head.weight)
+                nn.init.zeros_(self.value_head.bias)
+            return
         self.apply(self._init)
         for block in self.blocks:  # GPT-2: residual projections scaled by 1/sqrt(2 * n_layers)
             for proj in (block.c_proj, block.mlp_proj):
@@ -131,24 +153,30 @@ class TinyGPT(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     @property
+    def p(self) -> float:
+        """The dropout probability of every dropout place."""
+        return self.dropout.p
+
+    @property
     def dropout_p(self) -> float:
-        return self.p
+        return self.dropout.p
 
     def set_dropout(self, p: float) -> None:
         """Set p on every dropout layer (a dropout schedule calls this before each update)."""
-        self.p = p
+        self.dropout.p = p
 
     def sample_masks(self, batch: int, length: int | None = None) -> SeqMasks:
-        """Masks for ``batch`` whole sequences of ``length`` positions (default: ``max_len``)."""
+        """Masks for ``batch`` whole sequences of ``length`` positions (default: ``max_len``), drawn by the dropout
+        layer (the seam's ``dropout_mask``)."""
         T = length or self.cfg.max_len
         d, H, L = self.cfg.d_model, self.cfg.n_heads, self.cfg.n_layers
-        f = self.maths.dropout_mask
+        f = self.dropout.draw
         K = self.samples
-        resid_mlp = [f((batch, T, d) if i < L - 1 or K == 1 else (batch, K, T, d), self.p) for i in range(L)]
+        resid_mlp = [f((batch, T, d) if i < L - 1 or K == 1 else (batch, K, T, d)) for i in range(L)]
         return SeqMasks(
-            f((batch, T, d), self.p),
-            [f((batch, H, T, T), self.p) for _ in range(L)],
-            [f((batch, T, d), self.p) for _ in range(L)],
+            f((batch, T, d)),
+            [f((batch, H, T, T)) for _ in range(L)],
+            [f((batch, T, d)) for _ in range(L)],
             resid_mlp,
         )
 
@@ -184,19 +212,17 @@ class TinyGPT(nn.Module):
 
 
 class _Dropper:
-    """Applies one forward pass's dropout at each place (``maths.layer_mask``, :func:`sandbox.dropout.layer_mask` by
-    default): the given masks (the positions ``start:end`` of them), fresh ones (train mode, p > 0), or none."""
+    """One forward pass's dropout at each place, by the model's :class:`~sandbox.dropout.MaskedDropout` (the seam's
+    ``layer_mask`` and ``apply_dropout``): the given masks (the positions ``start:end`` of them), fresh ones (train
+    mode, p > 0), or none. Its own piece: a place's stored mask is a slice of the whole sequence's, and multi-sample
+    dropout's masks broadcast against the activations."""
 
     def __init__(self, model: TinyGPT, masks: SeqMasks | None):
-        self.masks = masks
-        self.fresh = model.training and model.p > 0  # as the MLP's: layer_mask replays a stored mask first
-        self.p = model.p
-        self.draw, self.apply, self.choose = model.maths.dropout_mask, model.maths.apply_dropout, model.maths.layer_mask
+        self.masks, self.dropout = masks, model.dropout
         self.samples, self.layers = model.samples, model.cfg.n_layers
 
     def _drop(self, x: Tensor, stored: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-        mask = self.choose(stored, self.fresh, shape, self.p, self.draw)
-        return x if mask is None else self.apply(x, mask)
+        return self.dropout.apply_mask(x, self.dropout.choose(stored, shape))
 
     def resid(self, x: Tensor, kind: str, layer: int | None, start: int, end: int) -> Tensor:
         stored = None
@@ -207,7 +233,7 @@ class _Dropper:
     def residual_mlp(self, x: Tensor, mlp: Tensor, layer: int, start: int, end: int) -> Tensor:
         """``x + dropout(mlp)``; on the last layer with multi-sample dropout, K copies ``(B, K, t, d)``."""
         multi = layer == self.layers - 1 and self.samples > 1
-        if not multi or (self.masks is None and not self.fresh):
+        if not multi or (self.masks is None and not self.dropout.fresh):
             return x + self.resid(mlp, "resid_mlp", layer, start, end)
         stored = self.masks.resid_mlp[layer][:, :, start:end] if self.masks is not None else None
         return x[:, None] + self._drop(mlp[:, None], stored, (mlp.shape[0], self.samples, *mlp.shape[1:]))

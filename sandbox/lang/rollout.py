@@ -34,11 +34,11 @@ class LangBatch:
     completions: Tensor  # (B, n) int64, <pad> after <eos>
     logp_old: Tensor  # (B, n) log-prob of each token under the sampling policy
     ref_logp: Tensor  # (B, n) under the frozen reference (eval mode)
-    mask: Tensor  # (B, n) bool: the completion's tokens, <eos> included
+    token_mask: Tensor  # (B, n) bool: the completion's tokens, <eos> included
     truncated: Tensor  # (B,) bool: reached max_new_tokens without <eos>
     rewards: Tensor  # (B,) float32 task reward
     lengths: Tensor  # (B,) tokens generated (<eos> included)
-    masks: SeqMasks | None  # consistent mode: the dropout masks of every position
+    dropout_masks: SeqMasks | None  # consistent mode: the dropout masks of every position
     group_size: int
 
     @property

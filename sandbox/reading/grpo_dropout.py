@@ -375,7 +375,7 @@ def train(args: Args) -> list[dict]:
         reward_mean, length, n_seq = rewards.mean().item(), mask.sum(dim=1).float().mean().item(), len(rewards)
         row = dict(update=update, env_steps=tokens_seen, wall_s=time.perf_counter() - start_time, lr=lr,
                    clip_coef=args.clip_coef, dropout_p=policy.p, epochs_done=args.update_epochs,
-                   episodes=update * n_seq, ep_return_mean=reward_mean, ep_len_mean=length, reward_mean=reward_mean,
+                   episodes=update * n_seq, ep_return_mean=reward_mean, reward_mean=reward_mean,
                    reward_std=rewards.std().item(), kl_ref=((logp_old - ref_logp) * mask).sum(dim=1).mean().item(),
                    beta=args.beta, zero_std_frac=all_equal.float().mean().item(), completion_len=length)  # fmt: skip
         row |= {f"first_{k}": seen[0][k] for k in ("ratio_dev", "clipfrac", "approx_kl")}
