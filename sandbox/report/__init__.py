@@ -40,7 +40,6 @@ from .tables import (
     iqm,
     iqm_ci,
     key_table,
-    probability_of_improvement,
 )
 
 # what the command, the lessons and the tests import from sandbox.report (the tests also reach a few of its parts)
@@ -54,7 +53,6 @@ __all__ = [
     "iqm_ci",
     "key_table",
     "load_runs",
-    "probability_of_improvement",
     "write_report",
     "_facets",
     "_parse_baseline",

@@ -10,7 +10,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from .. import stats
 from ..dropout_modes import dropout_is_off
@@ -26,17 +25,6 @@ def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) 
     interval where BCa is undefined); NaNs with < 2 values."""
     low, high, _ = stats.bootstrap_interval(x, iqm, confidence, "BCa", n_resamples, seed)
     return low, high
-
-
-def probability_of_improvement(x, y) -> tuple[float, float]:
-    """P(X > Y) + P(X = Y) / 2 over all pairs (x_i, y_j), and the two-sided Mann-Whitney p-value. 0.5 = no edge.
-    (The report's verdicts use :func:`sandbox.stats.compare`'s permutation test; this p-value is kept in report.csv
-    as ``mw_pvalue`` for readers of older reports.)"""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) == 0 or len(y) == 0:
-        return math.nan, math.nan
-    res = sps.mannwhitneyu(x, y, alternative="two-sided")
-    return float(res.statistic / (len(x) * len(y))), float(res.pvalue)
 
 
 def collapsed(curve, threshold: float | None) -> bool | None:
@@ -194,7 +182,6 @@ def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.D
             row.update(test="", verdict="")
         else:
             base, c = comparisons[g.key]
-            x, y = g.finals, base.finals
             row.update(
                 baseline=base.label,
                 test=c.test,
@@ -210,7 +197,7 @@ def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.D
                 poi_ci_low=c.prob_interval.low,
                 poi_ci_high=c.prob_interval.high,
                 seeds_needed=c.seeds_needed,
-                mw_pvalue=probability_of_improvement(x[np.isfinite(x)], y[np.isfinite(y)])[1],
+                mw_pvalue=stats.mann_whitney_pvalue(g.finals, base.finals),
                 verdict=stats.verdict(c, adjusted[g.key]),
             )
         rows.append(row)
