@@ -7,12 +7,16 @@ Bad input ends with one line on stderr naming the flag and what it allows, and e
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
-import re
+import io
 import sys
 import time
+import types
+import typing
 from pathlib import Path
-from typing import Annotated, Literal, Sequence
+from typing import Annotated, Callable, Literal, Sequence
 
 import tyro
 
@@ -45,57 +49,236 @@ class UsageError(Exception):
     """Bad command-line input; the message is one line."""
 
 
-def _flag(arg) -> str:
+# --- parse errors in one line --------------------------------------------------------------------------------------
+#
+# tyro parses every command. When it refuses the input it prints a box of several lines and exits with code 2; the
+# command says what is wrong in one line instead, naming the flag. tyro's public API gives no structured parse error
+# (its only hook, tyro._errors.on_parse_error, is private and may change in any release), so once tyro has refused
+# the input (SystemExit 2, its box held back), _parse_error reads the arguments again against the command's dataclass
+# the way tyro reads them: a field is --field-name (--field_name too), a bool also --no-field-name, a Positional field
+# is taken by position, a value follows its flag or its "=", a tuple or a dict takes the values up to the next flag,
+# "None" is None for an optional field, "-5" is a value and "--" ends the flags. It finds the first problem in tyro's
+# order: as the arguments are read, a flag without its value or a value that is not one of the choices; then the
+# required arguments missing; then the arguments nothing takes; then the first value that does not convert, in the
+# fields' order, with tyro's reason. Where it finds nothing, or the dataclass has a field of a kind it does not read,
+# tyro's own message is printed. tests/test_cli.py holds the lines; on tyro 1.0.17 they are the ones tyro's private
+# hook gave, on every command line tried.
+
+
+@dataclasses.dataclass
+class _Arg:
+    """One argument of a command, as tyro reads it from a field of the command's dataclass."""
+
+    name: str  # as messages name it: --dropout-mode; run-dir for a positional
+    positional: bool
+    values: Literal["none", "one", "many"]  # none: a bool flag; many: a tuple or a dict (values up to the next flag)
+    choices: tuple[str, ...] | None
+    required: bool
+    convert: Callable[[list[str]], object]  # raises ValueError with the reason tyro gives
+
+
+class _Unmodelled(Exception):
+    """A field of a kind :func:`_parse_error` does not read: tyro's own message is shown."""
+
+
+class _Given(str):
+    """A value given after "=" (``--out=x``): a value even when it looks like a flag."""
+
+
+def _reading(tp) -> tuple[str, tuple[str, ...] | None, Callable[[list[str]], object], str]:
+    """How tyro reads a field of type ``tp``: its :class:`_Arg` ``values``, ``choices`` and ``convert``, and the type
+    as tyro's messages name it (``float``, ``[str float [str float ...]]``)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return "none", None, bool, "bool"
+    if tp in (int, float, str):
+        return "one", None, lambda v: tp(v[0]), tp.__name__
+    if origin is Literal:
+        return "one", tuple(str(a) for a in args), lambda v: v[0], "str"
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float, str):
+
+        def items(v: list[str]) -> tuple:
+            try:
+                return tuple(args[0](x) for x in v)
+            except ValueError:
+                raise ValueError(f"Could not find valid parse for arguments: {v}") from None
+
+        return "many", None, items, f"[{args[0].__name__} [{args[0].__name__} ...]]"
+    if origin is dict and len(args) == 2 and args[0] is str and args[1] in (int, float, str):
+
+        def pairs(v: list[str]) -> dict:
+            try:
+                if len(v) % 2:
+                    raise ValueError
+                return {k: args[1](x) for k, x in zip(v[::2], v[1::2])}
+            except ValueError:
+                raise ValueError("Failed to parse key-value pairs!") from None
+
+        return "many", None, pairs, f"[str {args[1].__name__} [str {args[1].__name__} ...]]"
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        values, choices, convert, what = _reading(next(a for a in args if a is not type(None)))
+        if values == "none" or choices is not None:
+            raise _Unmodelled(tp)
+
+        def optional(v: list[str]):
+            if v == ["None"]:
+                return None
+            try:
+                return convert(v)
+            except ValueError:
+                raise ValueError(f"cannot read {', '.join(map(repr, v))} as {what} or None") from None
+
+        return values, None, optional, f"{what} or None"
+    raise _Unmodelled(tp)
+
+
+def _arguments(cls, required: bool) -> list[_Arg]:
+    """The arguments of dataclass ``cls`` in the order of its fields (a nested dataclass marked OmitArgPrefixes, as
+    sandbox train's topic groups are, gives its fields' flags unprefixed). ``required``: fields without a default
+    must be given (no default instance was passed to tyro)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp, markers = hints[f.name], ()
+        if typing.get_origin(tp) is Annotated:
+            tp, markers = typing.get_args(tp)[0], tp.__metadata__
+        for m in markers:  # Positional, OmitArgPrefixes, and tyro.conf.arg with a metavar or help only
+            if m not in (tyro.conf.Positional, tyro.conf.OmitArgPrefixes) and not (
+                hasattr(m, "metavar") and all(getattr(m, a, None) is None for a in ("name", "aliases", "prefix_name"))
+            ):
+                raise _Unmodelled(m)
+        if dataclasses.is_dataclass(tp):
+            if tyro.conf.OmitArgPrefixes not in markers:
+                raise _Unmodelled(tp)
+            out += _arguments(tp, required=False)
+            continue
+        values, choices, convert, _ = _reading(tp)
+        positional = tyro.conf.Positional in markers
+        if positional and values != "one":
+            raise _Unmodelled(tp)
+        name = f.name.replace("_", "-")
+        given = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        out.append(_Arg(name if positional else f"--{name}", positional, values, choices, required and not given,
+                        convert))  # fmt: skip
+    return out
+
+
+def _normalized(key: str) -> str:
+    """``--total_steps`` -> ``--total-steps`` (tyro takes either; leading and trailing underscores stay)."""
+    if not (len(key) > 2 and key.startswith("--")) or not key[2:].strip("_"):
+        return key
+    body = key[2:]
+    core = body.strip("_")
+    start = body.index(core)
+    return "--" + body[:start] + core.replace("_", "-") + body[start + len(core) :]
+
+
+def _negative_number(token: str) -> bool:
+    """``-5``, ``-.5``, ``-1e9``, ``-inf``: a value, not a flag."""
+    if not (token.startswith("-") and len(token) > 1 and token[1] != "-"):
+        return False
+    return token[1].isdigit() or token[1] == "." or token[1:].lower() in ("inf", "infinity", "nan")
+
+
+def _flag_like(token: str) -> bool:
+    """``-x``, ``--bogus``: a dash and a letter."""
+    return token.startswith("-") and len(token) > 1 and token.lstrip("-")[:1].isalpha()
+
+
+def _parse_error(cls, args: list[str], required: bool) -> str | None:
+    """The one-line reason tyro refused ``args`` for dataclass ``cls`` (see the comment above), or None."""
     try:
-        return "/".join(arg.lowered.name_or_flags) or arg.display_name()
-    except Exception:  # noqa: BLE001 - tyro internals: fall back to a generic name
-        return "argument"
+        arguments = _arguments(cls, required)
+    except _Unmodelled:
+        return None
+    flags = {a.name: a for a in arguments if not a.positional}
+    flags |= {f"--no-{a.name[2:]}": a for a in arguments if not a.positional and a.values == "none"}
+    positionals = collections.deque(a for a in arguments if a.positional)
+    known = lambda key: key in flags or _normalized(key) in flags  # noqa: E731
+    given: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    tokens = collections.deque(args)
+    after_dashes = False
 
+    def blocks(token: str) -> bool:
+        """Whether ``token`` ends an argument's values: "--", a known flag or a flag-like token."""
+        if isinstance(token, _Given):
+            return False
+        key = token.partition("=")[0]
+        return token == "--" or known(key) or (not _negative_number(key) and _flag_like(key))
 
-def _one_line_errors(event) -> None:
-    """tyro parse-error hook: turn the events we know into a one-line :class:`UsageError`. Unknown events fall
-    through to tyro's own (multi-line) message, which also exits with code 2."""
-    from tyro import _errors as e
+    def take(a: _Arg) -> str | None:
+        """Read ``a``'s values from the front of ``tokens``; the error tyro stops at, if any."""
+        taken: list[str] = []
+        ends = lambda t: not after_dashes and blocks(t) and t not in (a.choices or ())  # noqa: E731
+        if a.values == "one":
+            if not tokens or ends(tokens[0]):
+                return f"{a.name}: missing or unexpected value"
+            taken.append(str(tokens.popleft()))
+        else:
+            while len(tokens) > len(positionals) and not ends(tokens[0]):  # a value left for each positional to come
+                taken.append(str(tokens.popleft()))
+        for v in taken:
+            if a.choices is not None and v not in a.choices:
+                return f"{a.name}: invalid choice {v!r}; one of: {', '.join(a.choices)}"
+        given[a.name] = taken
+        return None
 
-    try:
-        if isinstance(event, e.InvalidChoice):
-            raise UsageError(
-                f"{_flag(event.argument)}: invalid choice {event.value!r}; one of: {', '.join(event.choices)}"
-            )
-        if isinstance(event, e.InstantiationFailure):
-            where = _flag(event.argument) if event.argument is not None else "argument"
-            first = next((line.strip() for line in str(event.message).splitlines() if line.strip()), "bad value")
-            m = re.match(r"no type matching (.+) could be instantiated from \[(.*)\]", first)
-            if m:  # tyro's wording for a union such as float | None
-                kinds = [k.strip("{}").lower() for k in m.group(1).split("|")]
-                first = f"cannot read {m.group(2)} as {' or '.join(k for k in kinds if k != 'none')}" + (
-                    " or None" if "none" in kinds else ""
-                )
-            raise UsageError(f"{where}: {first}")
-        if isinstance(event, e.BadValue):
-            raise UsageError(f"{_flag(event.argument)}: missing or unexpected value")
-        if isinstance(event, e.UnrecognizedArgs):
-            raise UsageError(f"unrecognized arguments: {' '.join(event.tokens)} (see --help)")
-        if isinstance(event, e.MissingArgs):
-            names = ", ".join(_flag(a.arg) for a in event.missing_arguments)
-            raise UsageError(f"missing required arguments: {names}")
-    except UsageError:
-        raise
-    except Exception:  # noqa: BLE001 - never let our rendering hide tyro's own error
-        return
+    while tokens:
+        token = tokens.popleft()  # as tyro does, a value given after "=" is read here as any argument is
+        if token == "--" and not after_dashes:
+            after_dashes = True
+            continue
+        if not after_dashes:
+            if token in ("-h", "--help"):
+                return None
+            key, eq, value = token.partition("=") if token.startswith("--") and len(token) > 2 else (token, "", "")
+            key = _normalized(key)
+            if eq and key in flags:
+                tokens.extendleft([_Given(value), key])
+                continue
+            if key in flags:
+                if flags[key].values != "none" and (error := take(flags[key])):
+                    return error
+                continue
+        if positionals:
+            tokens.appendleft(token)
+            if error := take(positionals.popleft()):
+                return error
+            continue
+        unknown.append(str(token))
+    missing = [a.name for a in [*positionals, *(a for a in arguments if not a.positional)]
+               if a.required and a.name not in given]  # fmt: skip
+    if missing:
+        return f"missing required arguments: {', '.join(missing)}"
+    if unknown:
+        return f"unrecognized arguments: {' '.join(unknown)} (see --help)"
+    for a in arguments:
+        if a.name in given:
+            try:
+                a.convert(given[a.name])
+            except ValueError as err:
+                return f"{a.name}: {next((x.strip() for x in str(err).splitlines() if x.strip()), 'bad value')}"
+    return None
 
 
 def _parse(cls, args: Sequence[str], prog: str, default=None, description: str | None = None):
+    """``tyro.cli(cls)`` on ``args``. Input tyro refuses raises a one-line :class:`UsageError` (:func:`_parse_error`);
+    where that finds nothing to say, tyro's own message is printed and its exit code 2 kept. ``--help`` prints the
+    help and exits with 0, as tyro does."""
+    captured = io.StringIO()
     try:
-        from tyro import _errors
-
-        hook = _errors.on_parse_error(_one_line_errors)
-    except (ImportError, AttributeError):  # tyro without the hook: its own messages, still exit code 2
-        import contextlib
-
-        hook = contextlib.nullcontext()
-    with hook:
-        return tyro.cli(cls, args=list(args), prog=prog, default=default, description=description)
+        with contextlib.redirect_stderr(captured):
+            parsed = tyro.cli(cls, args=list(args), prog=prog, default=default, description=description)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            message = _parse_error(cls, list(args), required=default is None)
+            if message is not None:
+                raise UsageError(message) from None
+        sys.stderr.write(captured.getvalue())
+        raise
+    sys.stderr.write(captured.getvalue())
+    return parsed
 
 
 # --- sandbox train -----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ comparisons (Holm), and below ``MIN_SEEDS`` seeds per group there is no verdict 
 - :func:`compare`: two groups of final scores: a permutation test of the difference of means, Welch's interval of
   that difference, Hedges' g with its interval, the probability of improvement with its interval, and the seeds per
   group that 80% power would need for the observed effect.
+- :func:`probability_of_improvement` (P(X > Y), ties one half) and :func:`mann_whitney_pvalue` (the rank test's p).
 - :func:`smallest_p_value`: the smallest p that test can reach with n_x against n_y seeds (0.1 with 3 against 3).
 - :func:`holm` (step-down adjusted p-values) and :func:`verdict` (the words).
 - :func:`t_band`: the mean of many curves at every point, with its t interval (learning-curve bands).
@@ -169,8 +170,8 @@ def compare(x: Sequence[float], y: Sequence[float], n_resamples: int = 10_000, s
         random_state=np.random.default_rng(seed),
     )
     g, g_interval = _hedges_g(x, y)
-    pi = _prob_improvement(x, y)
-    pi_interval = two_sample_interval(x, y, _prob_improvement, seed=seed)
+    pi = probability_of_improvement(x, y)
+    pi_interval = two_sample_interval(x, y, probability_of_improvement, seed=seed)
     return Comparison(
         n_x=len(x),
         n_y=len(y),
@@ -188,11 +189,27 @@ def compare(x: Sequence[float], y: Sequence[float], n_resamples: int = 10_000, s
     )
 
 
-def _prob_improvement(x, y, axis=-1) -> float:
+def probability_of_improvement(x, y, axis=-1) -> float:
+    """P(X > Y) + P(X = Y) / 2 over all pairs (x_i, y_j): the Mann-Whitney U statistic of ``x`` over n_x * n_y, a tie
+    counting one half. 0.5 = no edge, 1 = every x above every y; NaN when a group is empty. Vectorised over leading
+    axes, the pairs taken along the last one (``axis`` = -1, as :func:`two_sample_interval`'s bootstrap passes it).
+    Non-finite values are compared as they are (:func:`compare` drops them first)."""
     x, y = np.asarray(x), np.asarray(y)
+    if x.shape[-1] == 0 or y.shape[-1] == 0:
+        return math.nan
     greater = (x[..., :, None] > y[..., None, :]).mean(axis=(-2, -1))
     ties = (x[..., :, None] == y[..., None, :]).mean(axis=(-2, -1))
     return greater + 0.5 * ties
+
+
+def mann_whitney_pvalue(x: Sequence[float], y: Sequence[float]) -> float:
+    """The two-sided Mann-Whitney U test's p-value of ``x`` against ``y`` (``scipy.stats.mannwhitneyu``), non-finite
+    values dropped; NaN when a group is then empty. The report keeps it as ``mw_pvalue`` for readers of older
+    reports; its verdicts come from :func:`compare`'s permutation test."""
+    x, y = _finite(x), _finite(y)
+    if len(x) == 0 or len(y) == 0:
+        return math.nan
+    return float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 
 def two_sample_interval(x, y, statistic: Callable, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0):

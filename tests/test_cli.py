@@ -219,3 +219,69 @@ def test_pretrain_command(capsys):
     assert code == 0 and "reference mean reward" in out and "digit:" in out
     code, _, err = run_cli(capsys, "pretrain", "--env", "lang:nope")
     assert code == 2 and "unknown language task" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dropout"], "--dropout: missing or unexpected value"),
+        (["train", "--dropout", "--seed", "1"], "--dropout: missing or unexpected value"),
+        (["train", "--algo", "a2c"], "--algo: invalid choice 'a2c'; one of: ppo, grpo, sb3-ppo"),
+        (["train", "--seed", "x"], "--seed: invalid literal for int() with base 10: 'x'"),
+        (["train", "--dropout=abc"], "--dropout: cannot read 'abc' as float or None"),
+        (["train", "--num-minibatches", "x"], "--num-minibatches: cannot read 'x' as int or None"),
+        (["train", "--hidden-sizes", "a", "b"], "--hidden-sizes: Could not find valid parse for arguments: ['a', 'b']"),
+        (["train", "--env-params", "masscart"], "--env-params: Failed to parse key-value pairs!"),
+        (["train", "--dropout", "abc", "--seed", "x"], "--seed: invalid literal for int() with base 10: 'x'"),
+        (["train", "--quiet=yes"], "unrecognized arguments: yes (see --help)"),
+        (["train", "--bogus", "--dropout", "abc"], "unrecognized arguments: --bogus (see --help)"),
+        (["eval"], "missing required arguments: run-dir"),
+        (["eval", "--bogus"], "run-dir: missing or unexpected value"),
+        (["eval", "d", "--env-params", "m", "x"],
+         "--env-params: cannot read 'm', 'x' as [str float [str float ...]] or None"),
+        (["bench", "--seeds", "1", "2"],
+         "target: invalid choice '2'; one of: cartpole, lang, sweep, report, population, grpo-lambda, flatness, "
+         "grading"),
+        (["bench", "cartpole", "--seeds", "0", "x"], "--seeds: Could not find valid parse for arguments: ['0', 'x']"),
+        (["sweep"], "missing required arguments: spec, --out"),
+        (["pretrain", "--sft-steps", "x", "--bogus"], "missing required arguments: --env"),
+        (["grade", "hw9"], "assignment: invalid choice 'hw9'; one of: hw1, hw2, hw3, hw4, hw5, hw6"),
+        (["grade", "hw1", "x", "--timeout", "x"], "--timeout: could not convert string to float: 'x'"),
+        (["report", "d", "--", "e"], "unrecognized arguments: e (see --help)"),
+    ],
+)  # fmt: skip
+def test_every_kind_of_parse_error_is_one_exact_line(capsys, args, message):
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and err.strip().splitlines() == [f"sandbox {args[0]}: error: {message}"], err
+
+
+def test_input_the_one_line_errors_cannot_read_gets_tyros_own_message(capsys):
+    import dataclasses
+
+    from sandbox.cli import _parse
+
+    @dataclasses.dataclass
+    class Unusual:
+        values: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # not a type _parse_error models
+
+    with pytest.raises(SystemExit) as e:
+        _parse(Unusual, ["--values", "x", "y"], "prog")
+    assert e.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) > 1
+
+
+def test_the_package_uses_no_private_part_of_tyro():
+    """tyro's public API only (tyro.cli, tyro.conf): its underscore modules may change in any release."""
+    import ast
+
+    private = []
+    for path in (Path(__file__).resolve().parents[1] / "sandbox").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tyro":
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "tyro":
+                names = [f"tyro.{node.attr}"]
+            private += [f"{path.name}: {n}" for n in names if n.startswith("tyro.") and "._" in n]
+    assert private == []

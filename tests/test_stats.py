@@ -38,6 +38,21 @@ def test_compare_on_clearly_different_groups():
     assert stats.verdict(c, c.p_value, higher_is_better=False) == "worse"
 
 
+def test_probability_of_improvement_counts_ties_as_one_half_as_the_mann_whitney_statistic_does():
+    assert stats.probability_of_improvement([5, 6, 7], [1, 2, 3]) == 1.0
+    assert stats.probability_of_improvement([1, 2, 3], [5, 6, 7]) == 0.0
+    assert stats.probability_of_improvement([1, 2, 3], [1, 2, 3]) == 0.5
+    assert stats.probability_of_improvement([1, 1], [1, 2]) == 0.25  # two ties among four pairs, no win
+    assert math.isnan(stats.probability_of_improvement([], [1.0])) and math.isnan(stats.mann_whitney_pvalue([1.0], []))
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 4, size=(50, 7)), rng.integers(0, 4, size=(50, 5))  # many ties
+    batched = stats.probability_of_improvement(x, y)
+    for xi, yi, pi in zip(x, y, batched):
+        u = sps.mannwhitneyu(xi, yi, alternative="two-sided")
+        assert stats.probability_of_improvement(xi, yi) == pi == pytest.approx(u.statistic / (7 * 5))
+        assert stats.mann_whitney_pvalue([*xi, math.nan], [math.inf, *yi]) == u.pvalue  # non-finite values dropped
+
+
 def test_hedges_g_by_hand():
     c = stats.compare([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
     assert c.effect_size == pytest.approx(-0.8)  # pooled sd 1, d = -1, correction 1 - 3 / 15

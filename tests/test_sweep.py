@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sandbox.report import collapsed, iqm, iqm_ci, probability_of_improvement, write_report
+from sandbox.report import collapsed, iqm, iqm_ci, write_report
 from sandbox.sweep import SpecError, expand, load_spec, run_sweep
 
 TINY = """
@@ -165,9 +165,6 @@ def test_statistics_on_known_answers():
     small = iqm_ci(sample[:5])
     assert small[1] - small[0] > high - low  # fewer seeds, wider interval
     assert np.isnan(iqm_ci([1.0])[0])
-    assert probability_of_improvement([5, 6, 7], [1, 2, 3])[0] == 1.0
-    assert probability_of_improvement([1, 2, 3], [5, 6, 7])[0] == 0.0
-    assert probability_of_improvement([1, 2, 3], [1, 2, 3])[0] == 0.5
 
 
 def test_collapse_rule_on_hand_made_curves():
@@ -246,6 +243,21 @@ def test_holm_is_applied_across_every_comparison_of_the_report(tmp_path):
     assert small.p_value < 0.05 < small.p_holm and small.verdict == "no significant difference"
     assert table.loc["PPO Acrobot-v1: dropout_mode=naive", "verdict"] == "no significant difference"
     assert "Holm's correction over the 3 comparisons" in (tmp_path / "report.md").read_text()
+
+
+def test_the_reports_probability_of_improvement_and_rank_test_are_the_statistics_modules(tmp_path):
+    """p_improvement (ties one half) and mw_pvalue in report.csv are sandbox.stats' on the finite finals."""
+    from scipy import stats as sps
+
+    from sandbox import stats
+
+    base, better = [0.0, 1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0, 5.0, 6.0]  # three ties among the 25 pairs
+    for seed, (b, x) in enumerate(zip(base, better)):
+        _fake_run(tmp_path, "off", "CartPole-v1", "off", 0.1, seed, b)
+        _fake_run(tmp_path, "naive", "CartPole-v1", "naive", 0.1, seed, x)
+    row = write_report(tmp_path, quiet=True, figures=False).set_index("group").loc["dropout_mode=naive"]
+    assert row.p_improvement == stats.probability_of_improvement(better, base) == pytest.approx((19 + 3 / 2) / 25)
+    assert row.mw_pvalue == stats.mann_whitney_pvalue(better, base) == sps.mannwhitneyu(better, base).pvalue
 
 
 def test_report_errors(capsys, tmp_path):
