@@ -28,9 +28,9 @@ from IPython.display import Image, display
 
 import sandbox
 from sandbox import stats
-from sandbox.evaluate import evaluate
+from sandbox.runs.evaluate import evaluate
 from sandbox.plots import OTHER_COLORS, use_style
-from sandbox.rundir import checkpoint_path
+from sandbox.runs.rundir import checkpoint_path
 
 use_style()
 FAST = os.environ.get("SANDBOX_FAST") == "1"
@@ -218,7 +218,7 @@ print(f"permutation test p = {c.p_value:.2f}; verdict: {stats.verdict(c, c.p_val
 #
 # ## 4. Watch the policy
 #
-# `sandbox.evaluate.evaluate` (the command line's `sandbox eval runs/lesson00/seed0 --gif x.gif`) plays episodes
+# `sandbox.runs.evaluate.evaluate` (the command line's `sandbox eval runs/lesson00/seed0 --gif x.gif`) plays episodes
 # with the saved policy and reports the mean and spread of the return; with `gif=` it also draws the first episode.
 # First the checkpoint after 10 updates (2,560 steps), then the final `policy.pt`. The GIFs are cut at 100 frames
 # (2 seconds of CartPole) to keep this notebook small.

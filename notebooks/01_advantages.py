@@ -17,7 +17,7 @@
 # wall time, 104 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 9 s (tiny runs that only check the
 # notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
-# **Read along:** `sandbox/ppo.py`, step 2 of `train_ppo` ("Advantages"), and `gae` in `sandbox/maths.py`.
+# **Read along:** `sandbox/algos/ppo.py`, step 2 of `train_ppo` ("Advantages"), and `gae` in `sandbox/maths.py`.
 #
 # Homework 1 (GAE): `notebooks/homework/hw1_gae.ipynb`.
 
@@ -57,7 +57,7 @@ print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps per setting")
 # A rollout of one environment, five steps, reward 1 per step as in CartPole. The first episode *terminates* after
 # step 2 (the pole fell); a second episode runs from step 3 and is still going when the rollout ends after step 4, so
 # its last advantage bootstraps from V(s_5). (The real trainer has one more step between the two episodes, the
-# autoreset step, which it leaves out of the loss: see `sandbox/envs.py`.)
+# autoreset step, which it leaves out of the loss: see `sandbox/envs/gym_tasks.py`.)
 
 # %%
 gamma, lam = 0.9, 0.8
@@ -362,7 +362,7 @@ stats.comparison_table(scores, baseline="right", quality=QUALITY)
 # ## 4. `explained_var`: how well did the critic predict its targets?
 #
 # `maths.explained_variance(predicted, target)` = 1 - Var(R - V) / Var(R), computed once per update on the batch,
-# with V the values the rollout used and R the GAE targets (`sandbox/ppo.py`, step 4). 1 is a perfect critic, 0 is
+# with V the values the rollout used and R the GAE targets (`sandbox/algos/ppo.py`, step 4). 1 is a perfect critic, 0 is
 # no better than predicting the mean, negative is worse than that:
 
 # %%

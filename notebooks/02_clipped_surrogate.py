@@ -20,8 +20,8 @@
 # **Read along:** first the reading edition, `sandbox/reading/ppo_dropout.py`, PPO in one file: its
 # `clipped_surrogate`, and its update loop (epochs, minibatches, `approx_kl`, `clipfrac`, `target_kl`), both printed
 # below from the file. Then the engine that runs this lesson: `ppo_loss` and `kl_k3` in `sandbox/maths.py`;
-# `ppo_objective` in `sandbox/ppo.py` (the loss of one minibatch); `Learner.optimise` in `sandbox/learner.py` (the
-# epochs, the minibatches, `target_kl`); `update_metrics` in `sandbox/diagnostics.py` (how `clipfrac` and `approx_kl`
+# `ppo_objective` in `sandbox/algos/ppo.py` (the loss of one minibatch); `Learner.optimise` in `sandbox/algos/learner.py` (the
+# epochs, the minibatches, `target_kl`); `update_metrics` in `sandbox/algos/diagnostics.py` (how `clipfrac` and `approx_kl`
 # are measured).
 #
 # Homework 2 (the clipped surrogate and the value loss): `notebooks/homework/hw2_clipped_losses.ipynb`.

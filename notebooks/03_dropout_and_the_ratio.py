@@ -20,8 +20,8 @@
 # **Read along:** first the reading edition, `sandbox/reading/ppo_dropout.py`, PPO in one file: its table of the
 # four modes, its dropout layer and its rollout (printed below from the file). Then the engine that runs this lesson:
 # `sandbox/dropout_modes.py` (the four modes, one table), `sandbox/dropout.py` (drawing, applying and replaying a
-# mask), `Rollout.store` in `sandbox/rollout.py` (where consistent dropout stores each step's masks) and
-# `update_metrics` in `sandbox/diagnostics.py` (the `first_*` columns).
+# mask), `Rollout.store` in `sandbox/algos/rollout.py` (where consistent dropout stores each step's masks) and
+# `update_metrics` in `sandbox/algos/diagnostics.py` (the `first_*` columns).
 #
 # Homework 5 (consistent dropout masks): `notebooks/homework/hw5_consistent_dropout.ipynb`.
 
@@ -363,7 +363,7 @@ if widgets is not None and not FAST:
 # <details><summary>Answers</summary>
 #
 # 1. The masks drawn at each rollout step are stored with the transition (`step_masks` in the reading edition's
-#    rollout, `Rollout.store` in `sandbox/rollout.py`) and the update's forward pass replays them, so before the
+#    rollout, `Rollout.store` in `sandbox/algos/rollout.py`) and the update's forward pass replays them, so before the
 #    first step it computes exactly the network that chose the action: same weights, same masks, same
 #    log-probability (up to float rounding, about 1e-8).
 # 2. The stored `logp_old` comes from the network without dropout, the update's `logp` from the network with fresh

@@ -4,7 +4,7 @@
 # **Learning goals.** After this lesson you can
 #
 # 1. say why one seed misleads, and see it on 16 seeds of the same experiment;
-# 2. run a sweep from Python (`sandbox.sweep.run_sweep`) and read the report it writes (`report.md`, `report.csv`,
+# 2. run a sweep from Python (`sandbox.analysis.sweep.run_sweep`) and read the report it writes (`report.md`, `report.csv`,
 #    figures);
 # 3. summarise seeds with the interquartile mean (IQM) and give it an interval that keeps its coverage at small n
 #    (BCa bootstrap, and Student's t for the mean), and measure how badly a percentile bootstrap of 3 seeds covers;
@@ -31,10 +31,10 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from sandbox import stats
-from sandbox.demo import PPO_SPEC, to_toml
+from sandbox.analysis.demo import PPO_SPEC, to_toml
 from sandbox.plots import MODE_COLORS, use_style
-from sandbox.report import load_runs, write_report
-from sandbox.sweep import run_sweep
+from sandbox.analysis.report import load_runs, write_report
+from sandbox.analysis.sweep import run_sweep
 
 use_style()
 FAST = os.environ.get("SANDBOX_FAST") == "1"
@@ -47,7 +47,7 @@ print(f"FAST={FAST}: 4 dropout modes x {len(SEEDS)} seeds of {STEPS:,} steps")
 # ## 1. The experiment: the demo's PPO half
 #
 # `make demo` asks whether dropout noise changes PPO's outcome on CartPole. Its PPO half is this spec (the same
-# dictionary `sandbox/demo.py` uses): the tuned CartPole preset for 30k steps, dropout p = 0.3 in the policy *and*
+# dictionary `sandbox/analysis/demo.py` uses): the tuned CartPole preset for 30k steps, dropout p = 0.3 in the policy *and*
 # the value network, the four dropout modes, 16 seeds each. A spec is a `[base]` table and a `[grid]` whose product is
 # the set of runs; `run_sweep` runs them, two at a time, and trains the 16 seeds of each mode together as one
 # *population* (one process, batched networks: several times more seeds per CPU-second; README, "Populations").

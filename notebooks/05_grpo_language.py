@@ -40,8 +40,8 @@
 # **The code you are reading about.** First the reading edition, `sandbox/reading/grpo_dropout.py`: GRPO on this
 # lesson's `lang:reverse` in one file (the task, the tiny GPT-2 and its dropout masks, the groups, the update), with
 # its pieces printed below from the file. The engine that runs this lesson writes the objective out in the docstring
-# of `sandbox/grpo.py` (`L_GRPO`); its pieces are `maths.group_advantages`, `maths.ppo_loss` and
-# `maths.aggregate_loss` in `sandbox/maths.py`; the tasks and their rewards are in `sandbox/lang/tasks.py`.
+# of `sandbox/algos/grpo.py` (`L_GRPO`); its pieces are `maths.group_advantages`, `maths.ppo_loss` and
+# `maths.aggregate_loss` in `sandbox/maths.py`; the tasks and their rewards are in `sandbox/envs/lang_tasks.py`.
 #
 # Homework 4 (group advantages, token aggregation): `notebooks/homework/hw4_grpo_advantages.ipynb`.
 
@@ -58,9 +58,9 @@ from IPython.display import display
 import sandbox
 from sandbox import maths, reading, stats
 from sandbox.dropout_modes import MODES
-from sandbox.lang.pretrain import PretrainConfig, load_reference
-from sandbox.lang.rollout import sample_groups
-from sandbox.lang.tasks import completion_tokens, decode, make_task
+from sandbox.runs.pretrain import PretrainConfig, load_reference
+from sandbox.algos.lang_rollout import sample_groups
+from sandbox.envs.lang_tasks import completion_tokens, decode, make_task
 from sandbox.plots import MODE_COLORS, OTHER_COLORS, use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
@@ -126,7 +126,7 @@ reading.show("grpo_dropout", "group_advantages")
 
 # %% [markdown]
 # Here is one batch of the trainer's default size,
-# 16 prompts x 8 completions, sampled from the reference with `sandbox.lang.rollout.sample_groups`, the
+# 16 prompts x 8 completions, sampled from the reference with `sandbox.algos.lang_rollout.sample_groups`, the
 # trainer's own sampler.
 
 # %%

@@ -36,8 +36,8 @@
 # of 600 (worse, and cached apart).
 #
 # **The code you are reading about.** `maths.kl_k1`, `kl_k2`, `kl_k3` and `adaptive_beta` in `sandbox/maths.py`;
-# the KL term's place in the objective in the docstring of `sandbox/grpo.py` and in `sandbox/objective.py`
-# (`sequence_loss`, `Beta`); the task in `sandbox/lang/tasks.py` (`PositiveTask`).
+# the KL term's place in the objective in the docstring of `sandbox/algos/grpo.py` and in `sandbox/algos/objective.py`
+# (`sequence_loss`, `Beta`); the task in `sandbox/envs/lang_tasks.py` (`PositiveTask`).
 #
 # Homework 3 (KL estimators): `notebooks/homework/hw3_kl_estimators.ipynb`.
 
@@ -56,10 +56,10 @@ import torch
 import sandbox
 from sandbox import maths, stats
 from sandbox.dropout_modes import MODES
-from sandbox.evaluate import evaluate
-from sandbox.lang.pretrain import PretrainConfig, load_reference
-from sandbox.lang.rollout import sample_groups
-from sandbox.lang.tasks import completion_tokens, decode, make_task
+from sandbox.runs.evaluate import evaluate
+from sandbox.runs.pretrain import PretrainConfig, load_reference
+from sandbox.algos.lang_rollout import sample_groups
+from sandbox.envs.lang_tasks import completion_tokens, decode, make_task
 from sandbox.plots import OTHER_COLORS, use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
@@ -309,7 +309,7 @@ table = pd.DataFrame([{"beta": beta,
 table
 
 # %% [markdown]
-# What each policy writes (seed 0, 4 prompts sampled from its saved `policy.pt` with `sandbox.evaluate.evaluate`):
+# What each policy writes (seed 0, 4 prompts sampled from its saved `policy.pt` with `sandbox.runs.evaluate.evaluate`):
 
 # %%
 for beta in BETAS:
@@ -363,7 +363,7 @@ pd.DataFrame(rows).set_index(["metric", "beta"])
 # - **loss** (GRPO, DeepSeekMath): L = L_clip + beta · agg_t[k3_t], a per-token term next to a clipped term whose
 #   advantages are normalised (std 1 within each group);
 # - **reward** (Ziegler et al. 2019, InstructGPT): each completion's reward pays beta · sum_t k1_t *before* the
-#   group advantages, R'_i = R_i - beta · sum_t k1_it (`sandbox/grpo.py`, step 2).
+#   group advantages, R'_i = R_i - beta · sum_t k1_it (`sandbox/algos/grpo.py`, step 2).
 #
 # The same beta does not mean the same thing in both. In the loss, beta multiplies a per-token *average* of the
 # KL, against advantages of order 1. In the reward, beta multiplies the KL *summed* over the completion (several

@@ -42,12 +42,12 @@
 # that only check the notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
 # **The code you are reading about.** `maths.sample_dropout_mask`, `maths.dppo_scores` and `maths.dropout_schedule`
-# in `sandbox/maths.py`; the step that applies sample dropout and multi-sample averaging in `sandbox/objective.py`
-# (`keep_aggregate_average`); the gradient-noise measurement in `sandbox/diagnostics.py` (`gradient_noise`); the flags
+# in `sandbox/maths.py`; the step that applies sample dropout and multi-sample averaging in `sandbox/algos/objective.py`
+# (`keep_aggregate_average`); the gradient-noise measurement in `sandbox/algos/diagnostics.py` (`gradient_noise`); the flags
 # in `sandbox/config.py` (`VariantsConfig`, `DropoutConfig`). Sections 5-6: `maths.length_penalty_rewards` and
-# `maths.grpo_lambda_switch`, used in step 2 of `train_grpo` (`sandbox/grpo.py`, `shaped_rewards`); the
-# variance-flatness measurement in `sandbox/flatness.py` and its probe inside a run in `sandbox/diagnostics.py`
-# (`FlatnessProbe`); the studies' tables and figures in `sandbox/studies.py`.
+# `maths.grpo_lambda_switch`, used in step 2 of `train_grpo` (`sandbox/algos/grpo.py`, `shaped_rewards`); the
+# variance-flatness measurement in `sandbox/algos/flatness.py` and its probe inside a run in `sandbox/algos/diagnostics.py`
+# (`FlatnessProbe`); the studies' tables and figures in `sandbox/analysis/studies.py`.
 #
 # Homework 6 (sample dropout): `notebooks/homework/hw6_sample_dropout.ipynb`.
 
@@ -61,7 +61,8 @@ import pandas as pd
 import torch
 
 import sandbox
-from sandbox import maths, stats, studies
+from sandbox import maths, stats
+from sandbox.analysis import studies
 from sandbox.plots import MODE_COLORS, OTHER_COLORS, use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
@@ -451,7 +452,7 @@ studies.grpo_lambda_tests(finals)
 # noise, and argue that this is how dropout finds flat minima.
 #
 # Nobody looked at this in policy-gradient RL, where the loss moves with the data. The sandbox measures it inside a
-# run, without changing training (`--flatness-every N`, `sandbox/diagnostics.py`, `FlatnessProbe`): every N updates,
+# run, without changing training (`--flatness-every N`, `sandbox/algos/diagnostics.py`, `FlatnessProbe`): every N updates,
 # PCA of the policy's weights after each of the last `--flatness-window` updates; along each of the
 # `--flatness-directions` leading directions, the variance, the flatness and the curvature p^T H p at w0 (by double
 # backpropagation); and the fitted slope of log σ² on log F (`flat_slope`; negative: the inverse relation). Three

@@ -27,7 +27,7 @@
 # 1. point to the two lines of SB3's source that decide what dropout does in PPO, and predict the consequence;
 # 2. measure it: `first_ratio_dev` (mean |r − 1| over the first minibatch of an update, before any gradient step)
 #    of SB3's PPO in the four dropout modes;
-# 3. switch your own SB3 script to consistent dropout (`sandbox.sb3.DropoutPPO`) and say what it stores and replays;
+# 3. switch your own SB3 script to consistent dropout (`sandbox.algos.sb3.DropoutPPO`) and say what it stores and replays;
 # 4. check that an instrumented SB3 is still SB3 (same episodes as plain SB3 PPO without dropout);
 # 5. read one report that holds SB3 arms and sandbox arms, with intervals and verdicts.
 #
@@ -60,9 +60,9 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 import sandbox
 from sandbox import stats
 from sandbox.plots import MODE_COLORS, use_style
-from sandbox.report import key_table, write_report
-from sandbox.sb3 import DropoutPPO
-from sandbox.sweep import run_sweep
+from sandbox.analysis.report import key_table, write_report
+from sandbox.algos.sb3 import DropoutPPO
+from sandbox.analysis.sweep import run_sweep
 
 use_style()
 torch.set_num_threads(1)  # these networks are tiny: one thread is fastest (sandbox.train does the same)
@@ -97,9 +97,9 @@ for method in (OnPolicyAlgorithm.collect_rollouts, PPO.train):
 #
 # ## 2. Your SB3 script, with dropout in the four modes
 #
-# `sandbox.sb3.DropoutPPO` is SB3's `PPO` with a dropout policy and one extra argument, `dropout_mode`. Everything else
+# `sandbox.algos.sb3.DropoutPPO` is SB3's `PPO` with a dropout policy and one extra argument, `dropout_mode`. Everything else
 # is SB3's: its `learn()`, its rollout buffer, its `train()`. Three small pieces make the modes, each on one of SB3's
-# extension points (read `sandbox/sb3.py`):
+# extension points (read `sandbox/algos/sb3.py`):
 #
 # - the **policy** (`"MlpPolicy"` here, with `policy_kwargs=dict(dropout=p)`) is SB3's `ActorCriticPolicy` with a
 #   dropout layer after each hidden activation, each of which can be handed its mask;
@@ -129,7 +129,7 @@ pd.DataFrame(rows).set_index("dropout_mode")
 #
 # An instrumented algorithm is only worth measuring if the instruments change nothing. With dropout off, the SB3 arm
 # (`sandbox.train` with `algo="sb3-ppo"`, the cartpole preset: rl-baselines3-zoo's tuned values, mapped to SB3's
-# names by `sandbox.sb3.sb3_hyperparameters`) must play the same episodes as a plain SB3 script with the same seed and
+# names by `sandbox.algos.sb3.sb3_hyperparameters`) must play the same episodes as a plain SB3 script with the same seed and
 # hyperparameters, one for one. It can, because SB3's random stream is untouched: a dropout layer at p = 0 draws
 # nothing and adds no parameters, and the sandbox's bookkeeping (episodes, metrics, the KL reference) draws no
 # random numbers.

@@ -20,10 +20,10 @@ from typing import Annotated, Callable, Literal, Sequence
 
 import tyro
 
+from .algos.learner import NonFiniteLossError
 from .config import GROUPS, KINDS, PRESETS, RENAMED, Config, ConfigError, applies, preset, validate
-from .learner import NonFiniteLossError
-from .rundir import latest_checkpoint
-from .train import check, resume, train
+from .runs.rundir import latest_checkpoint
+from .training import check, resume, train
 
 USAGE = """usage: sandbox COMMAND [flags]    (sandbox COMMAND --help for its flags)
 
@@ -426,7 +426,7 @@ def cmd_eval(args: list[str]) -> int:
     a = parse_eval(args)
     if not (0 <= a.seed < 2**32):
         raise ConfigError("seed", f"must be an integer in [0, 2**32), got {a.seed}")
-    from .evaluate import evaluate
+    from .runs.evaluate import evaluate
 
     evaluate(
         a.run_dir,
@@ -554,7 +554,7 @@ def cmd_demo(args: list[str]) -> int:
     a = parse_demo(args)
     if a.workers < 1:
         raise ConfigError("workers", f"must be a positive integer, got {a.workers}")
-    from .demo import run_demo
+    from .analysis.demo import run_demo
 
     run_demo(a.workers, a.out, a.quiet, a.fast)
     return 0
@@ -619,9 +619,9 @@ def cmd_pretrain(args: list[str]) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from .lang.model import sample
-    from .lang.pretrain import PretrainConfig, load_reference
-    from .lang.tasks import completion_tokens, decode, make_task
+    from .envs.lang_tasks import completion_tokens, decode, make_task
+    from .models.gpt import sample
+    from .runs.pretrain import PretrainConfig, load_reference
 
     task = make_task(cfg.task_name, sparse=a.sparse, partial_credit=a.partial_credit)
     model, stats = load_reference(task, PretrainConfig(steps=a.sft_steps), progress=not a.quiet, force=a.force)
@@ -689,11 +689,11 @@ def cmd_sweep(args: list[str]) -> int:
     if a.workers is not None and a.workers < 1:
         raise ConfigError("workers", f"must be a positive integer, got {a.workers}")
     population = population_size(a.population)
-    from .sweep import run_sweep
+    from .analysis.sweep import run_sweep
 
     counts = run_sweep(a.spec, a.out, a.workers, a.backend, a.address, a.quiet, population)
     if a.report:
-        from .report import write_report
+        from .analysis.report import write_report
 
         write_report(a.out, quiet=a.quiet)
     return 0 if counts["failed"] == 0 else 1
@@ -720,7 +720,7 @@ def cmd_report(args: list[str]) -> int:
     a = parse_report(args)
     if "=" not in a.baseline:
         raise ConfigError("baseline", f"must be FIELD=VALUE, e.g. dropout_mode=off, got {a.baseline!r}")
-    from .report import write_report
+    from .analysis.report import write_report
 
     write_report(a.sweep_dir, a.baseline, quiet=a.quiet)
     return 0

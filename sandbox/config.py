@@ -14,7 +14,7 @@ fields default to None, meaning "the usual value for this algorithm and kind of 
 :func:`resolve` fills them in, and ``config.json`` records the values used. Field names follow the papers and
 CleanRL (``clip_coef``, ``gae_lambda``, ``beta``, ``group_size``). Fields that do not define an experiment say so
 in their metadata (:data:`ROLES`; :func:`without`). What needs an environment or a file (the env id, the language
-task, ``--ref``) is checked by ``sandbox.train.check``.
+task, ``--ref``) is checked by ``sandbox.training.check``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class RunConfig:
 
     algo: Literal["ppo", "grpo", "sb3-ppo"] = "ppo"
     """Algorithm: ppo (clipped surrogate, value function, GAE), grpo (group-relative advantages, no value), or
-    sb3-ppo (Stable-Baselines3's own PPO with a dropout policy and the four modes, sandbox.sb3; Gym tasks only)."""
+    sb3-ppo (Stable-Baselines3's own PPO with a dropout policy and the four modes, sandbox.algos.sb3; Gym tasks
+    only)."""
     env: str = "CartPole-v1"
     """A Gymnasium id (Box observations; Discrete or Box actions), or a language task lang:NAME with NAME one of
     digit, positive, reverse, sort, add, length (run by the tiny transformer from its pretrained reference)."""
@@ -643,7 +644,7 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
     ("grpo", "lang"): dict(
         learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1, update_epochs=1
     ),
-    # SB3's PPO from the same config: the same defaults as the sandbox's PPO, mapped to SB3's names (sandbox.sb3)
+    # SB3's PPO from the same config: the same defaults as the sandbox's PPO, mapped to SB3's names (sandbox.algos.sb3)
     ("sb3-ppo", "gym"): dict(
         learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0, update_epochs=4
     ),
@@ -720,7 +721,7 @@ SB3_UNSUPPORTED: dict[str, tuple[object, str]] = {
     "flatness_every": (0, "the variance-flatness diagnostic is the sandbox learner's; use --algo ppo"),
     "save_every": (0, "sb3-ppo writes no checkpoints to --resume from (SB3 saves its models with model.save)"),
 }
-"""What the SB3 arm refuses (``sandbox.sb3`` maps every other field of a Gym config to SB3's hyperparameters)."""
+"""What the SB3 arm refuses (``sandbox.algos.sb3`` maps every other field of a Gym config to SB3's hyperparameters)."""
 
 
 def _validate_sb3(cfg: Config) -> None:

@@ -185,7 +185,7 @@ def check_threads() -> Check:
 
 def check_cache(directory: Path | None = None) -> Check:
     """The language references are pretrained once and cached there; an unwritable cache fails lesson 05."""
-    from .lang.pretrain import cache_dir
+    from .runs.pretrain import cache_dir
 
     where = Path(directory) if directory is not None else cache_dir()
     try:
@@ -207,9 +207,9 @@ def check_pretrain(steps: int = 30) -> Check:
     a temporary folder, so the real cache is left alone."""
     import torch
 
-    from .lang.model import ModelConfig, TinyGPT
-    from .lang.pretrain import PretrainConfig, pretrain
-    from .lang.tasks import make_task
+    from .envs.lang_tasks import make_task
+    from .models.gpt import ModelConfig, TinyGPT
+    from .runs.pretrain import PretrainConfig, pretrain
 
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -232,7 +232,7 @@ def check_pretrain(steps: int = 30) -> Check:
 def check_ppo(steps: int = PPO_STEPS) -> Check:
     """PPO with the cartpole preset for ``steps`` steps, seed 0, nothing written: it runs and it learns something."""
     from .config import preset
-    from .train import train
+    from .training import train
 
     t0 = time.perf_counter()
     result = train(preset("cartpole", total_steps=steps, seed=0, quiet=True))
@@ -247,8 +247,8 @@ def check_ppo(steps: int = PPO_STEPS) -> Check:
 
 def check_gif(frames: int = 10) -> Check:
     """CartPole drawn offscreen (pygame with SDL's dummy driver, as ``sandbox eval --gif`` sets it) into a GIF."""
-    from .envs import make_env
-    from .evaluate import write_gif  # sets SDL_VIDEODRIVER=dummy before pygame loads: no window, no display
+    from .envs.gym_tasks import make_env
+    from .runs.evaluate import write_gif
 
     env = make_env("CartPole-v1", render_mode="rgb_array")
     try:

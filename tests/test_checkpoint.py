@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import sandbox
-from sandbox import network_spec, policy_file
 from sandbox.cli import main
 from sandbox.maths import Maths, gae, group_advantages
 from sandbox.metrics import TIMING_COLUMNS
-from sandbox.nets import Agent
-from sandbox.rundir import save_torch_atomic
+from sandbox.models import spec as network_spec
+from sandbox.models.mlp import Agent
+from sandbox.runs import policy_file
+from sandbox.runs.rundir import save_torch_atomic
 
 
 def small(**kw) -> sandbox.Config:
@@ -59,7 +60,7 @@ def test_policy_round_trip_gives_identical_action_probabilities(tmp_path, space)
 
 
 def test_language_policy_round_trip(tmp_path):
-    from sandbox.lang.model import ModelConfig, TinyGPT
+    from sandbox.models.gpt import ModelConfig, TinyGPT
 
     cfg = sandbox.config.validate(sandbox.Config(algo="ppo", env="lang:digit"))
     model = TinyGPT(ModelConfig(vocab_size=52, max_len=12), with_value_head=True)  # as PPO on a language task
@@ -196,9 +197,9 @@ def test_resume_equals_a_run_that_was_never_interrupted(tmp_path, kw, seam):
 
 def test_resume_keeps_the_moment_the_threshold_was_reached(tmp_path, monkeypatch):
     """The threshold reached at an update that is also checkpointed: the checkpoint must already know it."""
-    import sandbox.groups
+    import sandbox.algos.groups
 
-    monkeypatch.setattr(sandbox.groups, "reward_threshold", lambda env_id: 12.0)  # reached within a few updates
+    monkeypatch.setattr(sandbox.algos.groups, "reward_threshold", lambda env_id: 12.0)  # reached within a few updates
     base = dict(
         algo="grpo",
         env="CartPole-v1",
@@ -336,11 +337,11 @@ def test_env_params_change_the_physics_and_are_recorded(tmp_path):
     out = tmp_path / "run"
     sandbox.train(small(out=str(out), env_params={"length": 0.25, "masspole": 0.3}))
     assert json.loads((out / "config.json").read_text())["env_params"] == {"length": 0.25, "masspole": 0.3}
-    envs, _ = sandbox.envs.make_vec_env("CartPole-v1", 2, 0, {"length": 0.25, "masspole": 0.3})
+    envs, _ = sandbox.envs.gym_tasks.make_vec_env("CartPole-v1", 2, 0, {"length": 0.25, "masspole": 0.3})
     inner = envs.unwrapped
     assert inner.length == 0.25 and inner.total_mass == pytest.approx(1.3)
     assert inner.polemass_length == pytest.approx(0.075)
-    pendulum = sandbox.envs.make_env("Pendulum-v1", {"g": 15.0})
+    pendulum = sandbox.envs.gym_tasks.make_env("Pendulum-v1", {"g": 15.0})
     assert pendulum.unwrapped.g == 15.0
     a = sandbox.train(small(seed=1, dropout_mode="off")).episodes["length"].mean()
     b = sandbox.train(small(seed=1, dropout_mode="off", env_params={"length": 0.05})).episodes["length"].mean()
@@ -391,7 +392,7 @@ def test_eval_prints_the_return_and_writes_a_readable_gif(capsys, tmp_path, cart
 
 
 def test_eval_is_deterministic_and_follows_the_run_s_env_params(tmp_path, cartpole_run):
-    from sandbox.evaluate import evaluate
+    from sandbox.runs.evaluate import evaluate
 
     a = evaluate(cartpole_run, episodes=4, seed=3, quiet=True)
     assert a == evaluate(cartpole_run, episodes=4, seed=3, quiet=True)

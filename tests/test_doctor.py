@@ -86,7 +86,7 @@ def test_a_ppo_run_that_does_not_learn_fails(monkeypatch):
     class Flat:
         summary = {"status": "ok", "final_return": 21.0}
 
-    monkeypatch.setattr(sys.modules["sandbox.train"], "train", lambda config: Flat())  # the module, not the function
+    monkeypatch.setattr(sys.modules["sandbox.training"], "train", lambda config: Flat())  # the module, not the function
     found = d.check_ppo(steps=1000)
     assert not found.ok and "final return 21.0, expected above 40" in found.message
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sandbox
-from sandbox.flatness import FENG_TU_FACTOR, loglog_slope, loss_width, trajectory_pca, variance_flatness
+from sandbox.algos.flatness import FENG_TU_FACTOR, loglog_slope, loss_width, trajectory_pca, variance_flatness
 from sandbox.metrics import FLATNESS_COLUMNS, TIMING_COLUMNS
 
 
@@ -106,7 +106,7 @@ def test_the_diagnostic_does_not_change_training(tmp_path, make, mode):
 def test_ppo_with_several_minibatches_measures_normalised_advantages(monkeypatch):
     """The held batch's loss sees the advantages as a step would: normalised (over the whole batch), not as GAE gave
     them; with one minibatch the trainer normalised the batch once already."""
-    from sandbox.diagnostics import FlatnessProbe
+    from sandbox.algos.diagnostics import FlatnessProbe
 
     seen = []
     measure = FlatnessProbe.measure
@@ -164,7 +164,7 @@ def test_the_study_figure_leaves_out_a_width_of_zero():
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from sandbox import studies
+    from sandbox.analysis import studies
 
     assert loss_width(lambda d: 0.0, 0.0, 0.1, 5.0) == (0.0, 0.0, False)
     row = dict(curvature=1.0, left=0.5, right=0.5, censored=False, env="lang:reverse", mode="off", seed=0)
@@ -184,7 +184,7 @@ def test_the_study_table_when_every_direction_but_the_first_is_censored():
     """The column without direction 1 has nothing to fit then: "n/a", as the other columns say it, not a crash."""
     import pandas as pd
 
-    from sandbox import studies
+    from sandbox.analysis import studies
 
     tag = dict(env="CartPole-v1", mode="naive", seed=0)
     rest = dict(update=10, curvature=1.0, left=0.5, right=0.5, **tag)

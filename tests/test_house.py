@@ -123,8 +123,19 @@ def test_the_readme_layout_names_every_module_and_only_existing_ones():
         n.removeprefix("sandbox/") for n in re.findall(r"\b([a-z_][a-z0-9_]*(?:/[a-z_][a-z0-9_]*)?\.py)\b", layout)
     }
     top_level = {m for m in modules if "/" not in m}
-    inner = {m.split("/")[1] for m in modules if "/" in m}  # the subpackages' modules: lang/, grade/
+    inner = {m.rsplit("/", 1)[1] for m in modules if "/" in m}  # the folders' modules: algos/, grade/, report/...
     assert top_level - named == set(), "modules missing from the README's Layout"
-    assert inner - named == set(), "subpackage modules (lang/, grade/) missing from the README's Layout"
+    assert inner - named == set(), "modules of the folders (algos/, grade/...) missing from the README's Layout"
     stale = {n for n in named if n not in top_level and n not in inner and n not in modules}
     assert stale == set(), "files the README's Layout names that do not exist"
+
+
+def test_the_package_shows_its_layers_as_folders():
+    """At most 12 modules directly in sandbox/ (what students and scripts import by name); the rest in the folders
+    the import contracts name."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 12, top
+    contract = (ROOT / "pyproject.toml").read_text()
+    for folder in ("envs", "models", "runs", "algos", "analysis", "grade", "bench"):
+        assert (PACKAGE / folder / "__init__.py").is_file(), folder
+        assert re.search(rf'"(?:[a-z_]+ \| )*{folder}\b', contract), f"{folder}: not a layer of the import contract"

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from gymnasium.utils.env_checker import check_env
 
 import sandbox
-from sandbox.lang.model import ModelConfig, TinyGPT, sample
-from sandbox.lang.tasks import EOS, TASK_NAMES, VOCAB, LangEnv, encode, make_task
+from sandbox.envs.lang_tasks import EOS, TASK_NAMES, VOCAB, LangEnv, encode, make_task
+from sandbox.models.gpt import ModelConfig, TinyGPT, sample
 
 
 def lang(**kw) -> sandbox.Config:
@@ -155,7 +155,7 @@ def test_grpo_metrics_columns():
 
 def test_reference_reward_follows_the_reward_options(tmp_path, monkeypatch):
     """--sparse shares the dense task's corpus, so one cached model serves both; its measured reward must not."""
-    from sandbox.lang.pretrain import PretrainConfig, evaluate_reference, load_reference
+    from sandbox.runs.pretrain import PretrainConfig, evaluate_reference, load_reference
 
     monkeypatch.setenv("SANDBOX_CACHE", str(tmp_path))
     pc = PretrainConfig(steps=30)
@@ -210,7 +210,7 @@ def test_same_seed_same_language_metrics(tmp_path):
 
 
 def test_reference_cache_key_is_stable_and_ignores_reward_options():
-    from sandbox.lang.pretrain import PretrainConfig, cache_path
+    from sandbox.runs.pretrain import PretrainConfig, cache_path
 
     a = cache_path(make_task("reverse"), PretrainConfig())
     assert a == cache_path(make_task("reverse", sparse=True), PretrainConfig())
@@ -224,7 +224,7 @@ def test_reference_cache_key_is_stable_and_ignores_reward_options():
 def test_tiny_gpt_weights_load_into_hugging_face_gpt2():
     """The bench hands our reference to TRL as a GPT2LMHeadModel: same weights, same logits."""
     transformers = pytest.importorskip("transformers", reason="the optional 'bench' extra (TRL) is not installed")
-    from sandbox.lang.model import to_hf_gpt2_state_dict
+    from sandbox.models.gpt import to_hf_gpt2_state_dict
 
     torch.manual_seed(0)
     task = make_task("reverse")
@@ -279,7 +279,7 @@ def test_target_kl_stops_grpo_passes():
 
 
 def test_clip_fraction_respects_the_upper_clip():
-    from sandbox.diagnostics import Seen, update_metrics
+    from sandbox.algos.diagnostics import Seen, update_metrics
 
     logratio = torch.log(torch.tensor([1.25, 1.25, 0.7, 1.0]))
     seen = [Seen(logratio, torch.ones(4), torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0))]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import sandbox
+from sandbox.algos.population import check_population
 from sandbox.metrics import TIMING_COLUMNS
-from sandbox.population import check_population
 
 
 def small(**kw) -> sandbox.Config:
@@ -93,9 +93,9 @@ def test_each_member_writes_its_own_run_directory(tmp_path):
         }
         assert json.loads((d / "config.json").read_text())["seed"] == s
         assert json.loads((d / "summary.json").read_text())["status"] == "ok"
-    policy = sandbox.policy_file.load(tmp_path / "s4" / "policy.pt")
+    policy = sandbox.runs.policy_file.load(tmp_path / "s4" / "policy.pt")
     single = sandbox.train(small(dropout=0.1, seed=4, out=str(tmp_path / "single")))
-    saved = sandbox.policy_file.load(tmp_path / "single" / "policy.pt")
+    saved = sandbox.runs.policy_file.load(tmp_path / "single" / "policy.pt")
     for k, v in saved["state_dict"].items():  # the member's trained weights were written back before saving
         assert torch.allclose(policy["state_dict"][k], v, atol=1e-4), k
     assert single.summary["updates"] == policy["update"]
@@ -121,7 +121,7 @@ def test_a_member_whose_loss_is_not_finite_fails_alone(tmp_path):
         (dict(save_every=1), "save_every"),
         (dict(stop_at_threshold=True), "stop_at_threshold"),
         (dict(grad_diag_every=1), "grad_diag_every"),
-        (dict(flatness_every=1), "flatness_every"),  # sandbox.studies' train_many then runs one seed at a time
+        (dict(flatness_every=1), "flatness_every"),  # sandbox.analysis.studies' train_many then runs one seed at a time
         (dict(algo="grpo"), "algo"),
     ],
 )
@@ -135,7 +135,7 @@ def test_what_a_population_cannot_take_is_refused_in_one_line(change, field):
 def test_cartpole_members_stepped_together_answer_as_if_alone():
     import numpy as np
 
-    from sandbox.envs import StepTogether, make_vec_env
+    from sandbox.envs.gym_tasks import StepTogether, make_vec_env
 
     alone = [make_vec_env("CartPole-v1", 4, seed)[0] for seed in (0, 1, 2)]
     members = [make_vec_env("CartPole-v1", 4, seed)[0] for seed in (0, 1, 2)]

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import sandbox
-from sandbox.learner import NonFiniteLossError
+from sandbox.algos.learner import NonFiniteLossError
 from sandbox.maths import Maths, gae
 from sandbox.metrics import EPISODE_COLUMNS, METRIC_COLUMNS, SUMMARY, TIMING_COLUMNS
-from sandbox.nets import Agent, FlatParams
+from sandbox.models.mlp import Agent, FlatParams
 
 
 def small(**kw) -> sandbox.Config:
@@ -132,7 +132,7 @@ def test_pendulum_runs_and_reports_no_threshold():
 
 
 def test_box_actions_are_clipped_for_the_env_but_stored_unclipped():
-    from sandbox.envs import action_clipper as _action_clipper
+    from sandbox.envs.gym_tasks import action_clipper as _action_clipper
 
     clip = _action_clipper(gym.spaces.Box(-2.0, 2.0, (1,)))
     assert clip(torch.tensor([[5.0], [-0.5]]).numpy()).tolist() == [[2.0], [-0.5]]
@@ -251,7 +251,7 @@ def test_torch_threads_default_to_one():
 def test_sample_categorical_matches_the_softmax():
     from scipy import stats
 
-    from sandbox.nets import sample_categorical
+    from sandbox.models.mlp import sample_categorical
 
     torch.manual_seed(0)
     logits = torch.tensor([[2.0, 0.0, -1.0, 0.5]]).expand(200_000, 4)

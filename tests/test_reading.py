@@ -15,12 +15,12 @@ import torch
 import sandbox
 from sandbox import stats
 from sandbox.dropout_modes import MODE_NAMES, MODES
-from sandbox.lang.pretrain import PretrainConfig, load_reference, pretrain
-from sandbox.lang.tasks import VOCAB, make_task
+from sandbox.envs.lang_tasks import VOCAB, make_task
 from sandbox.metrics import METRIC_COLUMNS
 from sandbox.reading import EDITIONS, show, source
 from sandbox.reading import grpo_dropout as grpo_r
 from sandbox.reading import ppo_dropout as ppo_r
+from sandbox.runs.pretrain import PretrainConfig, load_reference, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 READING = ROOT / "sandbox" / "reading"

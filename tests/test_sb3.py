@@ -1,5 +1,5 @@
-"""The SB3 arm (sandbox.sb3): faithful to plain SB3 PPO without dropout, the four modes' first-minibatch ratio, the
-run directory and policy.pt, the hyperparameter mapping, and one-line refusals."""
+"""The SB3 arm (sandbox.algos.sb3): faithful to plain SB3 PPO without dropout, the four modes' first-minibatch ratio,
+the run directory and policy.pt, the hyperparameter mapping, and one-line refusals."""
 
 import json
 
@@ -11,12 +11,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 import sandbox
+from sandbox.algos.sb3 import DropoutPPO, Linear, as_sandbox_state_dict, make_model, sb3_hyperparameters
 from sandbox.cli import main
 from sandbox.config import SB3_UNSUPPORTED, ConfigError
 from sandbox.metrics import EPISODE_COLUMNS, METRIC_COLUMNS
-from sandbox.network_spec import build_agent
-from sandbox.policy_file import load
-from sandbox.sb3 import DropoutPPO, Linear, as_sandbox_state_dict, make_model, sb3_hyperparameters
+from sandbox.models.spec import build_agent
+from sandbox.runs.policy_file import load
 
 
 def sb3(**kw) -> sandbox.Config:
@@ -226,8 +226,8 @@ def test_dropout_schedule_on_the_sb3_arm():
 def test_a_sweep_mixing_sb3_and_sandbox_arms_gives_one_report(tmp_path):
     """The spec's runs, expanded and checked by the sweep, each run as a sweep worker runs it (``sandbox.train`` of
     its config; here in this process, to spare the tests two worker start-ups), then one report."""
-    from sandbox.report import write_report
-    from sandbox.sweep import expand, load_spec
+    from sandbox.analysis.report import write_report
+    from sandbox.analysis.sweep import expand, load_spec
 
     spec = tmp_path / "spec.toml"
     spec.write_text(
@@ -260,7 +260,7 @@ def test_the_sb3_dropout_layer_draws_and_applies_through_the_seam(counted_dropou
 def test_env_params_and_stop_at_threshold_on_the_sb3_arm(monkeypatch):
     model = make_model(sandbox.config.validate(sb3(env_params={"masscart": 10.0})))
     assert all(e.unwrapped.masscart == 10.0 and e.unwrapped.total_mass == 10.1 for e in model.env.envs)
-    monkeypatch.setattr("sandbox.sb3.reward_threshold", lambda env_id: 10.0)  # random CartPole episodes reach it
+    monkeypatch.setattr("sandbox.algos.sb3.reward_threshold", lambda env_id: 10.0)  # random CartPole episodes reach it
     r = sandbox.train(sb3(total_steps=8 * 32 * 20, stop_at_threshold=True))
     assert r.summary["message"] == "reached the reward threshold (--stop-at-threshold)"
     assert r.summary["solved_at_steps"] == r.summary["env_steps"] < 8 * 32 * 20

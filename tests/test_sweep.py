@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sandbox.report import collapsed, iqm, iqm_ci, write_report
-from sandbox.sweep import SpecError, expand, load_spec, run_sweep
+from sandbox.analysis.report import collapsed, iqm, iqm_ci, write_report
+from sandbox.analysis.sweep import SpecError, expand, load_spec, run_sweep
 
 TINY = """
 [base]
@@ -272,8 +272,8 @@ def test_report_errors(capsys, tmp_path):
 def test_a_baseline_no_group_has_is_refused_in_one_line(capsys, tmp_path):
     """A typo in --baseline used to give a report without a single comparison; now it names the values there are.
     Python's spelling of a boolean (as the group labels print it) is read as the boolean."""
+    from sandbox.analysis.report import _parse_baseline
     from sandbox.cli import main
-    from sandbox.report import _parse_baseline
 
     for seed in range(2):
         _fake_run(tmp_path, "off", "CartPole-v1", "off", 0.1, seed, 10.0)
@@ -297,7 +297,7 @@ def test_a_baseline_no_group_has_is_refused_in_one_line(capsys, tmp_path):
 def test_a_baseline_spelled_as_an_integer_finds_its_float_group(tmp_path):
     """``--baseline dropout=0`` passes the check (0 == 0.0), so it must also find the runs' dropout=0.0 group: groups
     are keyed by their JSON, where 0 is not 0.0, and the report had no comparison at all."""
-    from sandbox.report import baselines, check_baseline, group_runs, load_runs
+    from sandbox.analysis.report import baselines, check_baseline, group_runs, load_runs
 
     for seed in range(2):
         _fake_run(tmp_path, "p0", "CartPole-v1", "naive", 0.0, seed, 10.0)
@@ -311,7 +311,7 @@ def test_a_baseline_spelled_as_an_integer_finds_its_float_group(tmp_path):
 def test_key_table_shortens_the_dropout_fields_only():
     from types import SimpleNamespace
 
-    from sandbox.report import _short_group
+    from sandbox.analysis.report import _short_group
 
     row = SimpleNamespace(task="PPO CartPole-v1", group="PPO CartPole-v1: dropout=0.2, sample_dropout=dppo")
     assert _short_group(row) == "p=0.2, sample_dropout=dppo"
@@ -340,7 +340,7 @@ def test_ray_backend_on_a_local_instance(tmp_path):
 
 
 def test_demo_fast_runs_every_spec_and_writes_the_report(tmp_path):
-    from sandbox.demo import run_demo
+    from sandbox.analysis.demo import run_demo
 
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "notes.txt").write_text("precious")
@@ -357,7 +357,7 @@ def test_demo_fast_runs_every_spec_and_writes_the_report(tmp_path):
 def test_dropout_off_groups_are_labelled_without_their_inert_rate():
     import pandas as pd
 
-    from sandbox.report import RunData, group_runs
+    from sandbox.analysis.report import RunData, group_runs
 
     def run(mode, p, seed=0):
         cfg = {"algo": "ppo", "env": "CartPole-v1", "dropout": p, "dropout_mode": mode, "seed": seed}  # Config order
@@ -375,7 +375,7 @@ def test_figures_put_p_on_the_x_axis_and_dropout_off_in_every_panel_it_is_the_ba
     with beta varying. One row per task; p (else beta) is the x field; dropout off is drawn in both p panels."""
     import pandas as pd
 
-    from sandbox.report import RunData, _facets, _tasks, baselines, group_runs
+    from sandbox.analysis.report import RunData, _facets, _tasks, baselines, group_runs
 
     def run(algo, env, mode, p, beta=0.0):
         cfg = {"algo": algo, "env": env, "dropout": p, "dropout_mode": mode, "beta": beta, "seed": 0}
@@ -414,7 +414,7 @@ def test_a_sweep_trains_the_seeds_of_each_config_as_populations(tmp_path):
 
 
 def test_configs_a_population_cannot_take_run_one_seed_at_a_time(tmp_path):
-    from sandbox.sweep import jobs
+    from sandbox.analysis.sweep import jobs
 
     ppo = expand({"preset": "cartpole", "total_steps": 512}, {"seed": [0, 1, 2]}, tmp_path / "a")
     stop = expand({"preset": "cartpole", "stop_at_threshold": True}, {"seed": [0, 1]}, tmp_path / "b")

@@ -53,7 +53,7 @@ def test_a_run_finished_before_the_tensorboard_field_existed_is_still_done(tmp_p
     new field's default filled in."""
     import json
 
-    from sandbox.sweep import expand, load_spec, run_status
+    from sandbox.analysis.sweep import expand, load_spec, run_status
 
     spec = tmp_path / "spec.toml"
     spec.write_text('[base]\npreset = "cartpole"\ntotal_steps = 512\n[grid]\nseed = [0]\n')

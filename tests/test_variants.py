@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import sandbox
+from sandbox.algos.diagnostics import gradient_noise
+from sandbox.algos.objective import keep_aggregate_average
 from sandbox.config import validate
-from sandbox.diagnostics import gradient_noise
 from sandbox.maths import dppo_scores, dropout_schedule, ppo_loss, sample_dropout_mask
 from sandbox.metrics import TIMING_COLUMNS
-from sandbox.objective import keep_aggregate_average
 
 GRAD = ("grad_gdv", "grad_gde", "grad_snr")
 

@@ -5,7 +5,7 @@
 - ``sandbox bench sweep`` and ``report``: the sweep and report machinery (:mod:`.sweep_report`);
 - ``sandbox bench population``: a population of seeds against separate runs (:mod:`.population_speed`);
 - ``sandbox bench grpo-lambda`` and ``flatness``: the two studies the README reports (:mod:`.study_runs`, the
-  studies themselves in ``sandbox/studies.py``);
+  studies themselves in ``sandbox/analysis/studies.py``);
 - ``sandbox bench grading``: a class of made-up homework graded (:mod:`.grading`).
 
 :mod:`.common` holds what they share: the machine line, one run in a fresh process, medians.

@@ -62,8 +62,8 @@ def bench_lang(seeds: tuple[int, ...] = (0, 1, 2), max_steps: int = 300_000, qui
     ours and TRL's, alternating, one run at a time, each in a fresh process."""
     from tqdm import tqdm
 
-    from ..lang.pretrain import load_reference
-    from ..lang.tasks import make_task
+    from ..envs.lang_tasks import make_task
+    from ..runs.pretrain import load_reference
 
     t0 = time.perf_counter()
     _, ref = load_reference(make_task("reverse"), progress=not quiet)  # once, shared by every run

@@ -1,5 +1,5 @@
 """``sandbox bench grpo-lambda`` and ``sandbox bench flatness``: the two studies of the README
-(:mod:`sandbox.studies`) run, their tables and figures written into a directory."""
+(:mod:`sandbox.analysis.studies`) run, their tables and figures written into a directory."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ DROPOUT_ARMS = ("0/1 reward", "length penalty, Kimi form", "GRPO-lambda top 0.2,
 
 
 def bench_grpo_lambda(seeds: tuple[int, ...], out: str, quiet: bool = False) -> dict:
-    """GRPO-lambda: every task and arm of :mod:`sandbox.studies` with dropout off, then lang:sort's three main arms in
-    the other dropout modes (p = 0.1). Writes ``curves.csv``, ``finals.csv``, ``table.csv``, ``tests.csv`` and the
-    figures ``grpo_lambda.png``, ``grpo_lambda_dropout.png`` into ``out``; prints the tables."""
+    """GRPO-lambda: every task and arm of :mod:`sandbox.analysis.studies` with dropout off, then lang:sort's three
+    main arms in the other dropout modes (p = 0.1). Writes ``curves.csv``, ``finals.csv``, ``table.csv``,
+    ``tests.csv`` and the figures ``grpo_lambda.png``, ``grpo_lambda_dropout.png`` into ``out``; prints the tables."""
     import pandas as pd
 
-    from .. import studies
+    from ..analysis import studies
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def bench_flatness(seeds: tuple[int, ...], out: str, quiet: bool = False) -> dic
     0.1. Writes ``directions.csv``, ``measurements.csv``, ``table.csv`` and ``flatness.png`` into ``out``."""
     import pandas as pd
 
-    from .. import studies
+    from ..analysis import studies
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

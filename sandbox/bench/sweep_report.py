@@ -15,7 +15,7 @@ def bench_sweep(runs: int = 10, steps: int = 20_000, rounds: int = 2, quiet: boo
     """The same sweep of ``runs`` short PPO runs with 1 worker and with 2, in the order 1, 2, 2, 1, ... (``rounds``
     of each), so that the machine's drift over minutes is shared. Target: 2 workers <= 0.6 x 1 worker, both timed
     from the command's start (worker start-up included) to the last run's summary."""
-    from ..sweep import run_sweep
+    from ..analysis.sweep import run_sweep
 
     spec = f'[base]\npreset = "cartpole"\ntotal_steps = {steps}\n\n[grid]\nseed = {list(range(runs))}\n'
     order = [w for r in range(rounds) for w in ((1, 2) if r % 2 == 0 else (2, 1))]
@@ -51,8 +51,8 @@ def bench_sweep(runs: int = 10, steps: int = 20_000, rounds: int = 2, quiet: boo
 
 def bench_report(quiet: bool = False) -> dict:
     """A real 100-run sweep (20 groups x 5 seeds of short PPO runs), then the time of ``sandbox report``."""
-    from ..report import write_report
-    from ..sweep import run_sweep
+    from ..analysis.report import write_report
+    from ..analysis.sweep import run_sweep
 
     spec = (
         '[base]\npreset = "cartpole"\ntotal_steps = 2048\n\n[grid]\n'

@@ -28,9 +28,9 @@ def _trl_reverse(seed: int, max_steps: int) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from ..lang.model import to_hf_gpt2_state_dict
-    from ..lang.pretrain import load_reference
-    from ..lang.tasks import BOS, EOS, PAD, TOKEN, VOCAB, make_task
+    from ..envs.lang_tasks import BOS, EOS, PAD, TOKEN, VOCAB, make_task
+    from ..models.gpt import to_hf_gpt2_state_dict
+    from ..runs.pretrain import load_reference
 
     task = make_task("reverse")
     ours, ref_stats = load_reference(task)

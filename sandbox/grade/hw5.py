@@ -8,14 +8,14 @@ import math
 
 import torch
 
+from ..algos.lang_rollout import sequence_logp
 from ..config import preset
 from ..dropout import apply_dropout as reference_apply
 from ..dropout import dropout_mask as reference_mask
 from ..dropout import layer_mask as reference_layer_mask
-from ..lang.model import ModelConfig, TinyGPT, sample
-from ..lang.rollout import sequence_logp
 from ..maths import Maths
-from ..nets import DropoutMLP
+from ..models.gpt import ModelConfig, TinyGPT, sample
+from ..models.mlp import DropoutMLP
 from .core import (
     Assignment,
     Fail,

@@ -23,10 +23,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..algos.learner import NonFiniteLossError
 from ..config import Config
-from ..learner import NonFiniteLossError
 from ..maths import Maths
-from ..train import train
+from ..training import train
 from .core import Fail, FunctionSpec, clone, where
 
 FIRST_UPDATE_RTOL = 2e-3

@@ -509,10 +509,10 @@ class Submission:
     def train(self, msg: dict) -> dict:
         """A scenario trained with the submission's functions in the given ``Maths`` fields; metrics and the first
         ``keep`` calls of each function come back as data."""
+        from ..algos.learner import NonFiniteLossError
         from ..config import Config
-        from ..learner import NonFiniteLossError
         from ..maths import Maths
-        from ..train import train
+        from ..training import train
 
         keep = int(msg["keep"])
         recorders = {name: Recorder(self.function(name), name, keep, self.watch) for name in msg["fields"]}
@@ -680,7 +680,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from . import wire  # noqa: F401 - the channel's codec, before any student code runs
 
     index = ReferenceIndex()
     watch = Watch(index)

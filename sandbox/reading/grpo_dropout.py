@@ -97,7 +97,7 @@ MODES = {  # the four ways of handling dropout, and what they do to the ratio r 
     "consistent": Mode(True, True, True, True),  # the update replays the sampler's masks: r = 1
 }
 
-# --- the task, lang:reverse. The engine's vocabulary (sandbox/lang/tasks.py, all its tasks'): the same token ids,
+# --- the task, lang:reverse. The engine's vocabulary (sandbox/envs/lang_tasks.py, all its tasks'): the same token ids,
 # so that its reference loads here. A prompt: <bos> reverse: then 3-6 of the symbols a-h then >, left-padded.
 VOCAB = (
     "<pad> <bos> <eos> digit: review: reverse: sort: add: write: a b c d e f g h 0 1 2 3 4 5 6 7 8 9 > + = good "

@@ -1,0 +1,236 @@
+"""PPO's experience on Gymnasium tasks: the vector environments, the actor-critic agent acting in them, its frozen
+reference, and a rollout of ``num_steps`` steps in buffers allocated once (SB3's ``RolloutBuffer`` and
+``collect_rollouts`` in one small class).
+
+The step is the unit both PPO trainers share: :meth:`Rollout.collect` runs ``num_steps`` of them for one seed;
+a population of seeds (``sandbox/algos/population.py``) acts for all its members in one batched forward, then hands each
+member's actions to its own :meth:`Rollout.store` and the envs' answers to its :meth:`Rollout.observe`. A step reports
+what the run counts (:class:`Step`: the env steps taken, the episodes that ended) to whoever took it; the rollout
+never calls the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import Config
+from ..envs.gym_tasks import EpisodeTracker, action_clipper, make_vec_env, reward_threshold
+from ..maths import Maths
+from ..models.mlp import Agent
+from ..models.spec import mlp_network
+from ..runs.reference import gym_reference
+from ..runs.snapshot import env_state, set_env_state
+
+
+class Step(NamedTuple):
+    """What one vector step of a rollout did, as the run counts it (:meth:`sandbox.algos.run.Run.record_step`)."""
+
+    env_steps: int
+    """Environment steps taken: one per env."""
+    returns: list[float]
+    """Returns of the episodes that ended at this step."""
+    lengths: list[int]
+    """Their lengths."""
+
+
+@dataclass
+class Batch:
+    """The valid transitions of one rollout, flattened to ``(B, ...)``; ``masks`` are consistent dropout's."""
+
+    obs: Tensor
+    actions: Tensor
+    logp: Tensor
+    ref_logp: Tensor
+    values: Tensor
+    advantages: Tensor
+    returns: Tensor
+    masks: Tensor | None
+
+    FIELDS = ("obs", "actions", "logp", "ref_logp", "values", "advantages", "returns", "masks")
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def gather(self, idx: Tensor) -> "Batch":
+        """Rows ``idx (K, S)`` of a population's stacked batch ``(K, B, ...)``: ``(K, S, ...)``."""
+        members = torch.arange(idx.shape[0])[:, None]
+        return Batch(*(None if t is None else t[members, idx] for t in (getattr(self, f) for f in self.FIELDS)))
+
+    def select(self, idx: Tensor | slice) -> "Batch":
+        return Batch(
+            self.obs[idx],
+            self.actions[idx],
+            self.logp[idx],
+            self.ref_logp[idx],
+            self.values[idx],
+            self.advantages[idx],
+            self.returns[idx],
+            self.masks[idx] if self.masks is not None else None,
+        )
+
+
+class Rollout:
+    """Where PPO's experience comes from: ``num_envs`` environments (gymnasium's vector API), the actor-critic agent
+    acting in them (``policy``) and its frozen ``reference``; ``num_steps`` steps of them, ``(T, N, ...)``, in buffers
+    allocated once, and the state that carries over from one rollout to the next (the current observations, episodes
+    in flight, the next step's dropout masks).
+
+    The numpy arrays and the torch tensors share memory (``torch.from_numpy``), so the env writes into numpy and
+    the update reads torch without copies. ``valid[t, i]`` is False for autoreset steps (see
+    ``sandbox/envs/gym_tasks.py``). With ``store_masks`` (consistent dropout) the masks of every step are kept for the
+    update.
+    """
+
+    def __init__(self, cfg: Config, maths: Maths):
+        self.envs, obs = make_vec_env(cfg.env, cfg.num_envs, cfg.seed, cfg.env_params)
+        space = self.envs.single_action_space
+        self.policy = Agent(
+            obs.shape[1],
+            space,
+            cfg.hidden_sizes,
+            cfg.effective_dropout,
+            cfg.dropout_value,
+            cfg.ortho_init,
+            maths,
+            dropout_samples=cfg.dropout_samples,
+            multi_sample_average=cfg.multi_sample_average,
+        )
+        self.reference, ref_path = gym_reference(cfg, self.policy)  # --ref (maybe also the start), else a copy
+        self.network = mlp_network(cfg, obs.shape[1], space, with_critic=True)
+        self.threshold, self.summary_extra = reward_threshold(cfg.env), {"reference_path": ref_path}
+        self.cfg, self.store_masks = cfg, cfg.mode.store_masks and cfg.effective_dropout > 0
+        self.clip_action = action_clipper(space)
+        T, N, discrete = cfg.num_steps, cfg.num_envs, isinstance(space, gym.spaces.Discrete)
+        self.obs_buf = np.zeros((T, N, obs.shape[1]), np.float32)
+        self.actions = torch.zeros((T, N, *(() if discrete else space.shape)), dtype=torch.long if discrete else None)
+        self.logp, self.ref_logp = torch.zeros(T, N), torch.zeros(T, N)
+        self.rewards_np, self.terminated_np = np.zeros((T, N), np.float32), np.zeros((T, N), np.float32)
+        self.dones_np, self.valid = np.zeros((T, N), np.float32), np.zeros((T, N), bool)
+        self.masks = torch.zeros(T, N, self.policy.mask_width) if self.store_masks else None
+        # what carries over between rollouts
+        self.obs, self.prev_done = obs, np.zeros(N, bool)
+        self.episodes = EpisodeTracker(N)
+        self.next_mask = self.policy.sample_mask(N) if self.store_masks else None  # consistent: the next step's masks
+        self.mask_p = self.policy.dropout_p  # the p next_mask was drawn with
+        self.generator: torch.Generator | None = None  # None: torch's global one (a population gives each its own)
+
+    @property
+    def rewards(self) -> Tensor:
+        return torch.from_numpy(self.rewards_np)
+
+    @property
+    def terminated(self) -> Tensor:
+        return torch.from_numpy(self.terminated_np)
+
+    @property
+    def dones(self) -> Tensor:
+        return torch.from_numpy(self.dones_np)
+
+    @torch.no_grad()
+    def collect(self) -> Iterator[Step]:
+        """Fill the buffers with ``num_steps`` vector steps, taken one at a time as the caller asks for them, each
+        reported as a :class:`Step` (``run.record_steps(rollout.collect())``: a run solved with ``stop_at_threshold``
+        asks for no more, and the rest of the rollout is never taken). The log-prob stored for each action comes from
+        the forward pass that chose it; with ``ref_each_step``, the reference's too, from the same batch shape, so
+        that equal networks give equal bits."""
+        self.refresh_masks()
+        for t in range(self.cfg.num_steps):
+            obs = torch.from_numpy(self.obs)
+            actions, logp = self.policy.act(obs, self.next_mask)
+            ref_logp = self.reference.log_prob(obs, actions) if self.cfg.ref_each_step else None
+            yield self.record(t, actions, logp, ref_logp)
+
+    def refresh_masks(self) -> None:
+        """Consistent dropout draws each step's masks one step ahead; a dropout schedule that changed p since then
+        means they are drawn again."""
+        if self.store_masks and self.mask_p != self.policy.dropout_p:
+            self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)
+            self.mask_p = self.policy.dropout_p
+
+    def record(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> Step:
+        """Step ``t`` of the rollout, once the policy has chosen ``actions`` (with log-probs ``logp``, and the
+        reference's ``ref_logp``): store them, step the envs, and say what the step did."""
+        env_actions = self.store(t, actions, logp, ref_logp)
+        return self.observe(t, *self.envs.step(env_actions)[:4])
+
+    def store(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> np.ndarray:
+        """The first half of :meth:`record`: keep what the policy chose at step ``t``; return the actions as the
+        env takes them (Box actions clipped to the bounds)."""
+        self.obs_buf[t], self.actions[t], self.logp[t] = self.obs, actions, logp
+        if ref_logp is not None:
+            self.ref_logp[t] = ref_logp
+        if self.store_masks:
+            self.masks[t] = self.next_mask  # the masks this step acted with
+            self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)  # the bootstrap's, if last
+        self.valid[t] = ~self.prev_done
+        return self.clip_action(actions.numpy())
+
+    def observe(self, t: int, obs: np.ndarray, rewards, terminated, truncated) -> Step:
+        """The second half of :meth:`record`: what the envs answered at step ``t``; returns what the step did (its
+        env steps, the episodes that ended)."""
+        self.obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)
+        dones = terminated | truncated
+        self.rewards_np[t], self.terminated_np[t], self.dones_np[t] = rewards, terminated, dones
+        self.prev_done = dones
+        ended_returns, ended_lengths = self.episodes.step(rewards, dones, self.valid[t])
+        return Step(self.cfg.num_envs, ended_returns.tolist(), ended_lengths.tolist())
+
+    @torch.no_grad()
+    def values(self) -> tuple[Tensor, Tensor]:
+        """``(V(s_t), V(s_{t+1}))``, both ``(T, N)``: every state of the rollout in one forward, with the stored
+        masks; the bootstrap state with the next step's masks."""
+        T, N = self.cfg.num_steps, self.cfg.num_envs
+        masks = self.masks.flatten(0, 1) if self.store_masks else None
+        values = self.policy.value(torch.from_numpy(self.obs_buf).flatten(0, 1), masks).view(T, N)
+        bootstrap = self.policy.value(torch.from_numpy(self.obs), self.next_mask)
+        return values, torch.cat([values[1:], bootstrap[None]])
+
+    @torch.no_grad()
+    def log_ratio_ref(self) -> Tensor:
+        """``log pi_old - log pi_ref`` of every step, 0 at autoreset steps (they chose nothing). When kl_ref is only
+        measured (not ``ref_each_step``), the reference's log-probs are computed now in one batched forward: equal up
+        to rounding, and cheaper than a forward per step."""
+        if not self.cfg.ref_each_step:
+            obs = torch.from_numpy(self.obs_buf).flatten(0, 1)
+            self.ref_logp = self.reference.log_prob(obs, self.actions.flatten(0, 1)).view(self.logp.shape)
+        return (self.logp - self.ref_logp) * torch.from_numpy(self.valid)
+
+    def batch(self, values: Tensor, advantages: Tensor, returns: Tensor) -> Batch:
+        """The valid transitions (autoreset steps dropped), flattened."""
+        idx = torch.from_numpy(np.flatnonzero(self.valid.reshape(-1)))
+        return Batch(
+            obs=torch.from_numpy(self.obs_buf).flatten(0, 1)[idx],
+            actions=self.actions.flatten(0, 1)[idx],
+            logp=self.logp.flatten()[idx],
+            ref_logp=self.ref_logp.flatten()[idx],
+            values=values.flatten()[idx],
+            advantages=advantages.flatten()[idx],
+            returns=returns.flatten()[idx],
+            masks=self.masks.flatten(0, 1)[idx] if self.store_masks else None,
+        )
+
+    def close(self) -> None:
+        self.envs.close()
+
+    def state_dict(self) -> dict:
+        """The environments mid-episode and what carries over to the next rollout, as plain data and tensors."""
+        return {
+            "envs": env_state(self.envs),
+            "obs": torch.from_numpy(self.obs.copy()),
+            "prev_done": torch.from_numpy(self.prev_done.copy()),
+            "next_mask": self.next_mask,
+            "mask_p": self.mask_p,
+            "episodes": self.episodes.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        set_env_state(self.envs, state["envs"])
+        self.obs, self.prev_done = state["obs"].numpy(), state["prev_done"].numpy()
+        self.next_mask, self.mask_p = state["next_mask"], state["mask_p"]
+        self.episodes.load_state_dict(state["episodes"])

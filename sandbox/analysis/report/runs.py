@@ -1,0 +1,127 @@
+"""Loading a sweep: every finished run directory in it read into a :class:`RunData` (its config, its summary, its
+metrics as a frame), and the runs grouped by config into :class:`Group` objects (a group: every field equal but the
+seed, where a run writes and how it is carried out: :func:`sandbox.config.without` with every role)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...config import ROLES, without
+from ...dropout_modes import dropout_is_off
+
+# fields without effect when dropout is off: a baseline "dropout_mode=off" group may differ in them
+INERT_WHEN_OFF = (
+    "dropout",
+    "dropout_value",
+    "dropout_schedule",
+    "dropout_cutoff",
+    "dropout_samples",
+    "multi_sample_average",
+)
+
+
+@dataclass
+class RunData:
+    """One finished run: its directory, config.json, summary.json and metrics.csv."""
+
+    path: Path
+    config: dict
+    summary: dict
+    metrics: pd.DataFrame
+
+    @property
+    def is_lang(self) -> bool:
+        return str(self.config.get("env", "")).startswith("lang:")
+
+    @property
+    def final(self) -> float:
+        """Final return (Gym: last 20 episodes) or final reward (language tasks: the last batch)."""
+        v = self.summary.get("final_reward") if self.is_lang else self.summary.get("final_return")
+        return math.nan if v is None else float(v)
+
+
+@dataclass
+class Group:
+    """The runs of one config (its seeds), keyed by the config's JSON, with the label the report gives it."""
+
+    key: str
+    config: dict
+    runs: list[RunData] = field(default_factory=list)
+    label: str = ""
+    family: str = ""  # the task ("PPO CartPole-v1") when the sweep has several, else ""
+    varying: list[str] = field(default_factory=list)  # the fields that tell this group from its family's others
+
+    @property
+    def task(self) -> str:
+        """The algorithm and environment, e.g. "PPO CartPole-v1": every figure has one row of panels per task."""
+        return f"{str(self.config.get('algo', '')).upper()} {self.config.get('env', '')}".strip()
+
+    @property
+    def mode(self) -> str:
+        return str(self.config.get("dropout_mode", "off"))
+
+    @property
+    def finals(self) -> np.ndarray:
+        return np.array([r.final for r in self.runs])
+
+    def label_without(self, *fields: str) -> str:
+        parts = ", ".join(f"{k}={self.config[k]}" for k in self.varying if k not in fields)
+        return ": ".join(x for x in (self.family, parts) if x) or "all runs"
+
+
+def load_runs(sweep_dir: str | os.PathLike) -> list[RunData]:
+    """Every finished run (a summary.json) in or below ``sweep_dir``, in path order."""
+    runs = []
+    for summary in sorted(Path(sweep_dir).rglob("summary.json")):
+        d = summary.parent
+        try:
+            runs.append(
+                RunData(
+                    d,
+                    json.loads((d / "config.json").read_text()),
+                    json.loads(summary.read_text()),
+                    pd.read_csv(d / "metrics.csv"),
+                )
+            )
+        except (OSError, ValueError):
+            continue  # not a complete run directory
+    return runs
+
+
+def group_runs(runs: list[RunData]) -> list[Group]:
+    """Runs grouped by config (all fields but the seed). A group's label names its algorithm and env when the
+    sweep has several, then the fields that vary between the groups of that algorithm and env."""
+    groups: dict[str, Group] = {}
+    for r in runs:
+        cfg = without(r.config, *ROLES)
+        key = json.dumps(cfg, sort_keys=True)
+        groups.setdefault(key, Group(key, cfg)).runs.append(r)
+    families: dict[tuple, list[Group]] = {}
+    for g in groups.values():
+        families.setdefault((g.config.get("algo"), g.config.get("env")), []).append(g)
+    for (algo, env), members in families.items():
+        varying = [
+            k
+            for k in members[0].config
+            if len({json.dumps(m.config.get(k)) for m in members}) > 1 and k not in ("algo", "env")
+        ]
+        for g in members:
+            g.family, g.varying = (g.task if len(families) > 1 else ""), varying
+            g.label = g.label_without()
+        # dropout off: its rate, schedule, ... have no effect, so its label leaves them out (unless that would
+        # give two groups the same label)
+        short = {
+            id(g): g.label_without(*INERT_WHEN_OFF) if dropout_is_off(g.config.get("dropout_mode")) else g.label
+            for g in members
+        }
+        if len(set(short.values())) == len(members):
+            for g in members:
+                g.label = short[id(g)]
+    return sorted(groups.values(), key=lambda g: g.label)

@@ -1,0 +1,269 @@
+"""The report's tables: per group what its own seeds say (IQM with its BCa interval, mean with its t interval,
+time-to-solve, collapses, the ratio's noise), each group against its baseline (:func:`sandbox.stats.compare`, Holm
+over the report, :func:`sandbox.stats.verdict`), and the key table ``sandbox report`` prints."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ... import stats
+from ...dropout_modes import dropout_is_off
+from .runs import INERT_WHEN_OFF, Group
+
+# --- statistics (pure; tests/test_sweep.py and tests/test_stats.py check them on known answers) -------------------
+
+iqm = stats.iqm
+
+
+def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """BCa bootstrap confidence interval of the IQM (:func:`sandbox.stats.bootstrap_interval`; the percentile
+    interval where BCa is undefined); NaNs with < 2 values."""
+    low, high, _ = stats.bootstrap_interval(x, iqm, confidence, "BCa", n_resamples, seed)
+    return low, high
+
+
+def collapsed(curve, threshold: float | None) -> bool | None:
+    """A collapse: the curve (20-episode mean return, or batch mean reward) reached 90% of the threshold and later
+    fell below 50% of it. None when the rule does not apply (no threshold, or a threshold <= 0)."""
+    if threshold is None or not threshold > 0:
+        return None
+    c = np.asarray(curve, dtype=float)
+    reached = np.flatnonzero(c >= 0.9 * threshold)
+    if len(reached) == 0:
+        return False
+    return bool(np.any(c[reached[0] :] < 0.5 * threshold))
+
+
+# --- baselines and the comparison table --------------------------------------------------------------------------
+
+
+DEFAULT_BASELINE = "dropout_mode=off"
+
+
+def _parse_baseline(spec: str, groups: Sequence[Group] = ()) -> tuple[str, object]:
+    """``"field=value"`` -> (field, value), the value read as JSON (``beta=0.0``, ``init_from_ref=false``), Python's
+    ``True``/``False``/``None`` accepted too, else kept as a string (``dropout_mode=off``). With ``groups``: as the
+    runs spell an equal value (``beta=0`` is their 0.0; groups are matched by their JSON, where 0 is not 0.0)."""
+    name, _, raw = spec.partition("=")
+    name, raw = name.strip(), raw.strip()
+    python = {"True": True, "False": False, "None": None}
+    if raw in python:
+        value = python[raw]
+    else:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+    return name, next((g.config[name] for g in groups if name in g.config and g.config[name] == value), value)
+
+
+def check_baseline(groups: list[Group], baseline: str) -> None:
+    """A one-line error unless some group of the sweep has ``baseline``'s value (a typo would otherwise give a
+    report with no comparison at all). A sweep without dropout-off runs may keep the default baseline."""
+    from ...config import ConfigError
+
+    field_, value = _parse_baseline(baseline, groups)
+    if not field_ or "=" not in baseline:
+        raise ConfigError("baseline", f"expected FIELD=VALUE (e.g. dropout_mode=off, beta=0.0), got {baseline!r}")
+    if any(field_ in g.config and g.config[field_] == value for g in groups) or baseline == DEFAULT_BASELINE:
+        return
+    if not any(field_ in g.config for g in groups):
+        raise ConfigError("baseline", f"the runs have no field {field_!r} (a config field, e.g. dropout_mode, beta)")
+    seen = sorted({json.dumps(g.config[field_]) for g in groups if field_ in g.config})
+    raise ConfigError("baseline", f"no group has {field_} = {json.dumps(value)}; this sweep has {', '.join(seen)}")
+
+
+def _baseline_of(g: Group, groups: list[Group], by_key: dict, field_: str, value) -> Group | None:
+    """The group with the same config but ``field_ = value``; for ``dropout_mode=off``, differences in fields
+    that dropout-off makes inert (the rate, the schedule, ...) are allowed."""
+    exact = by_key.get(json.dumps({**g.config, field_: value}, sort_keys=True))
+    if exact is not None or not (field_ == "dropout_mode" and dropout_is_off(value)):
+        return exact
+    want = {k: v for k, v in {**g.config, field_: value}.items() if k not in INERT_WHEN_OFF}
+    for other in groups:
+        if {k: v for k, v in other.config.items() if k not in INERT_WHEN_OFF} == want:
+            return other
+    return None
+
+
+def baselines(groups: list[Group], baseline: str = DEFAULT_BASELINE) -> dict[str, Group | None]:
+    """Group key -> its baseline group: None when the sweep has none, the group itself when it is one."""
+    field_, value = _parse_baseline(baseline, groups)
+    by_key = {g.key: g for g in groups}
+    return {g.key: _baseline_of(g, groups, by_key, field_, value) for g in groups}
+
+
+COMPARISON_COLUMNS = (
+    "test",
+    "p_value",
+    "p_holm",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "hedges_g",
+    "g_ci_low",
+    "g_ci_high",
+    "p_improvement",
+    "poi_ci_low",
+    "poi_ci_high",
+    "seeds_needed",
+    "mw_pvalue",
+)
+
+
+def _describe(g: Group) -> dict:
+    """The per-group half of a report row: what the group's own seeds say."""
+    finals = g.finals
+    ok = finals[np.isfinite(finals)]
+    low, high, method = stats.bootstrap_interval(ok, iqm)
+    t_low, t_high, _ = stats.t_interval(ok)
+    solved = [r for r in g.runs if r.summary.get("solved_at_steps") is not None]
+    alone = [r for r in solved if r.summary.get("population", 1) == 1]
+    threshold = g.runs[0].summary.get("reward_threshold")
+    collapses = [collapsed(r.metrics["ep_return_mean"].to_numpy(), threshold) for r in g.runs]
+    m = pd.concat([r.metrics for r in g.runs])
+    return {
+        "group": g.label,
+        "task": g.task,
+        "dropout_mode": g.mode,
+        "dropout_p": float(g.config.get("dropout") or 0.0),
+        "runs": len(g.runs),
+        "final_iqm": float(iqm(ok)) if len(ok) else math.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "ci_method": method,
+        "final_mean": float(ok.mean()) if len(ok) else math.nan,
+        "mean_ci_low": t_low,
+        "mean_ci_high": t_high,
+        "final_std": float(np.std(ok, ddof=1)) if len(ok) > 1 else math.nan,
+        "solved": len(solved),
+        # seconds only for runs trained alone: a population member's clock is the whole population's
+        "median_solve_s": float(np.median([r.summary["solved_at_s"] for r in alone])) if alone else math.nan,
+        "median_solve_steps": float(np.median([r.summary["solved_at_steps"] for r in solved])) if solved else math.nan,
+        "collapses": sum(bool(c) for c in collapses) if collapses and collapses[0] is not None else math.nan,
+        "first_ratio_dev": float(m["first_ratio_dev"].mean()),
+        "first_clipfrac": float(m["first_clipfrac"].mean()),
+        "surrogate_var": float(m["surrogate_var"].mean()),
+        "kl_ref_first": _mean_of(g, lambda m: m["kl_ref"].iloc[0]),
+        "kl_ref_last": _mean_of(g, lambda m: m["kl_ref"].iloc[-1]),
+    }
+
+
+def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.DataFrame:
+    """One row per group: the statistics of the report (also written as report.csv).
+
+    Every group with a baseline is compared with it (:func:`sandbox.stats.compare`); the p-values of all these
+    comparisons that can get a verdict (``stats.MIN_SEEDS`` seeds or more on both sides) are adjusted together with
+    Holm's method (``p_holm``), and ``verdict`` is :func:`sandbox.stats.verdict` of the adjusted p. Comparisons with
+    too few seeds are not tested, so they do not weaken the others' correction (their ``p_holm`` is Holm's over
+    them alone, for information)."""
+    bases = baselines(groups, baseline)
+    comparisons = {}
+    for g in groups:
+        base = bases[g.key]
+        if base is not None and base is not g:
+            comparisons[g.key] = (base, stats.compare(g.finals, base.finals))
+    testable = {k: c for k, (_, c) in comparisons.items() if min(c.n_x, c.n_y) >= stats.MIN_SEEDS}
+    untested = {k: c for k, (_, c) in comparisons.items() if k not in testable}
+    adjusted = {}
+    for family in (testable, untested):
+        adjusted |= dict(zip(family, stats.holm([c.p_value for c in family.values()])))
+    rows = []
+    for g in groups:
+        row = _describe(g)
+        if g.key not in comparisons:
+            base = bases[g.key]
+            row.update(baseline="" if base is None else "(baseline)", **dict.fromkeys(COMPARISON_COLUMNS, math.nan))
+            row.update(test="", verdict="")
+        else:
+            base, c = comparisons[g.key]
+            row.update(
+                baseline=base.label,
+                test=c.test,
+                p_value=c.p_value,
+                p_holm=adjusted[g.key],
+                diff=c.diff,
+                diff_ci_low=c.diff_interval.low,
+                diff_ci_high=c.diff_interval.high,
+                hedges_g=c.effect_size,
+                g_ci_low=c.effect_interval.low,
+                g_ci_high=c.effect_interval.high,
+                p_improvement=c.prob_improvement,
+                poi_ci_low=c.prob_interval.low,
+                poi_ci_high=c.prob_interval.high,
+                seeds_needed=c.seeds_needed,
+                mw_pvalue=stats.mann_whitney_pvalue(g.finals, base.finals),
+                verdict=stats.verdict(c, adjusted[g.key]),
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mean_of(g: Group, pick) -> float:
+    """The mean over a group's runs of ``pick(metrics)``, NaN when no run has the column filled (older runs)."""
+    values = [pick(r.metrics) for r in g.runs if "kl_ref" in r.metrics and len(r.metrics)]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _fmt(v, spec=".3g") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    return format(v, spec)
+
+
+def _interval(mid, low, high, spec=".3g", mark: str = "") -> str:
+    return f"{_fmt(mid, spec)} [{_fmt(low, spec)}, {_fmt(high, spec)}]{mark}" if np.isfinite(mid) else "-"
+
+
+def _table(header: list[str], rows: list[list[str]], pad: bool = False) -> str:
+    """A markdown table; ``pad`` aligns the columns for a terminal."""
+    width = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if pad else [0] * len(header)
+
+    def line(cells) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, width)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2 if pad else 3) for w in width) + "|"
+    return "\n".join([line(header), rule] + [line(r) for r in rows])
+
+
+def _short_group(r) -> str:
+    """The group's label for a terminal: without its task (the key table is printed task by task), the mode by its
+    name and the dropout rate as p ("p=0.1, naive" for "PPO CartPole-v1: dropout=0.1, dropout_mode=naive")."""
+    prefix = f"{r.task}: "
+    label = r.group[len(prefix) :] if r.group.startswith(prefix) else r.group
+    renamed = {"dropout_mode": "", "dropout": "p="}  # whole field names: "sample_dropout=dppo" stays as it is
+
+    def short(part: str) -> str:
+        name, eq, value = part.partition("=")
+        return renamed[name] + value if eq and name in renamed else part
+
+    return ", ".join(short(part) for part in label.split(", "))
+
+
+def key_table(table: pd.DataFrame) -> str:
+    """The table ``sandbox report`` prints: one line per group, task by task, narrow enough for a terminal."""
+    header = ["group", "final IQM [95% CI]", "solved", "first_ratio_dev", "P(improvement)", "p Holm", "verdict"]
+    out = []
+    for task, rows in table.groupby("task", sort=False):
+        body = [
+            [
+                _short_group(r),
+                _interval(r.final_iqm, r.ci_low, r.ci_high),
+                f"{r.solved}/{r.runs}",
+                _fmt(r.first_ratio_dev, ".4f"),
+                _fmt(r.p_improvement, ".2f"),
+                _fmt(r.p_holm, ".2g"),
+                r.verdict or r.baseline or "-",
+            ]
+            for r in rows.itertuples()
+        ]
+        out += [task, _table(header, body, pad=True), ""]
+    return "\n".join(out).rstrip()

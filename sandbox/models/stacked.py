@@ -1,0 +1,135 @@
+"""K agents of one shape as one batched network, and Adam over their stacked weights: what a population of seeds
+(``sandbox/algos/population.py``) trains with.
+
+The weights of member k are row k of one ``(K, P)`` tensor, laid out as :class:`~sandbox.models.mlp.FlatParams` lays out
+one agent's. Each layer is then one batched matrix product over the K members (``torch.baddbmm``, equal to
+``F.linear`` member by member to the last bit), which is where a population saves time on a CPU: the per-operation
+overhead that dominates these small networks is paid once for all members instead of once per member.
+
+Nothing random happens inside these networks: masks and sampling noise are drawn outside, member by member, from
+each member's own generator, in the order the single-seed trainer draws them. Members are therefore independent:
+changing one member's seed changes nothing in the others.
+
+Dropout is why these networks cannot run a :class:`~sandbox.dropout.MaskedDropout` forward of their own: the masks of
+one forward are one per member, ``(K, batch, width)``, and a fresh one would come from torch's global generator, which
+no single-seed run draws from in that order. So each member's own network chooses (and, fresh, draws from that member's
+generator) its masks with its ``MaskedDropout`` (``sandbox/algos/population.py``: the seam's ``layer_mask`` and
+``dropout_mask``, member by member), and the stacked forward applies them with the template's (the seam's
+``apply_dropout``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.optim.adam import adam
+
+from .mlp import Agent, DropoutMLP, action_logp, action_logp_entropy, mlp_forward, sample_action
+
+
+class StackedAgent:
+    """The agents ``agents`` (one shape, different weights) as one network with a population axis in front.
+
+    ``flat`` (K, P) holds every weight (a leaf with gradient); :meth:`write_back` copies row k back into agent k (for
+    saving it). Observations are ``(K, batch, obs_dim)``, the actor's and the critic's masks ``(K, batch, width)`` or
+    None (no dropout), noise ``(K, batch, action_dim)``.
+    """
+
+    def __init__(self, agents: list[Agent]):
+        self.agents, self.template = agents, agents[0]
+        named = list(self.template.named_parameters())
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        rows = [torch.cat([p.detach().reshape(-1) for p in a.parameters()]) for a in agents]
+        self.flat = torch.stack(rows).requires_grad_(True)
+        self.flat.grad = torch.zeros_like(self.flat)
+
+    @property
+    def size(self) -> int:
+        return len(self.agents)
+
+    def weights(self) -> dict[str, Tensor]:
+        """Every parameter as a ``(K, *shape)`` view of ``flat`` (one split: its backward is one concatenation)."""
+        chunks = self.flat.split(self.sizes, dim=1)
+        return {n: c.view(self.size, *shape) for n, c, shape in zip(self.names, chunks, self.shapes)}
+
+    def _forward(self, w: dict[str, Tensor], name: str, x: Tensor, mask: Tensor | None, all_samples: bool) -> Tensor:
+        net: DropoutMLP = getattr(self.template, name)
+        layers = [f"{name}.hidden.{i}" for i in range(len(net.hidden))] + [f"{name}.head"]
+        weights = [(w[f"{k}.weight"], w[f"{k}.bias"]) for k in layers]
+        return mlp_forward(x, weights, mask, net.samples, net.average, all_samples, net.dropout.apply_mask)
+
+    def _log_std(self, w: dict[str, Tensor]) -> Tensor | None:
+        return None if self.template.discrete else w["log_std"].unsqueeze(1)  # (K, 1, A): broadcasts per member
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, actor_mask: Tensor | None, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """``(actions, logp)``, each ``(K, batch)``: :meth:`sandbox.models.mlp.Agent.act` for every member at once."""
+        w = self.weights()
+        return sample_action(self._forward(w, "actor", obs, actor_mask, all_samples=False), self._log_std(w), noise)
+
+    @torch.no_grad()
+    def log_prob(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """``log pi(actions | obs)`` of every member, without dropout: the frozen references' forward."""
+        w = self.weights()
+        return action_logp(self._forward(w, "actor", obs, None, all_samples=False), self._log_std(w), actions)
+
+    @torch.no_grad()
+    def value(self, obs: Tensor, critic_mask: Tensor | None) -> Tensor:
+        return self._forward(self.weights(), "critic", obs, critic_mask, False).squeeze(-1)
+
+    def evaluate(
+        self, obs: Tensor, actions: Tensor, actor_mask: Tensor | None, critic_mask: Tensor | None, with_entropy: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logp, entropy, values)`` with gradients: :meth:`sandbox.models.mlp.Agent.evaluate` for every member;
+        ``logp`` and ``entropy`` are ``(K, batch)``, or ``(copies, K, batch)`` with multi-sample dropout."""
+        w = self.weights()
+        out = self._forward(w, "actor", obs, actor_mask, all_samples=True)
+        logp, entropy = action_logp_entropy(out, self._log_std(w), actions, with_entropy)
+        return logp, entropy, self._forward(w, "critic", obs, critic_mask, False).squeeze(-1)
+
+    @torch.no_grad()
+    def write_back(self, k: int) -> None:
+        """Member k's weights into ``agents[k]`` (whose ``state_dict`` then is what ``policy.pt`` holds)."""
+        for p, row in zip(self.agents[k].parameters(), self.flat[k].split(self.sizes)):
+            p.copy_(row.view_as(p))
+
+
+class StackedAdam:
+    """Adam (PyTorch's fused kernel, eps ``adam_eps``) on every member's row of ``flat``, each row with its own step
+    count, and the global gradient-norm clip per member: member k is updated exactly as a single-seed run's
+    :class:`~sandbox.algos.learner.Learner` updates its one flat tensor. Members that stopped early (``target_kl``) or
+    failed are left out of a step: their weights and Adam state do not move."""
+
+    def __init__(self, flat: Tensor, lr: float, eps: float, max_grad_norm: float):
+        self.flat, self.lr, self.eps, self.max_grad_norm = flat, lr, eps, max_grad_norm
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
+        self.steps = [torch.tensor(0.0) for _ in range(flat.shape[0])]
+
+    def clip_grad_norm_(self) -> Tensor:
+        """Scale each member's gradient to norm at most ``max_grad_norm``; return the norms before clipping (K,)."""
+        grad = self.flat.grad
+        norms = torch.linalg.vector_norm(grad, dim=1)
+        grad.mul_(torch.clamp(self.max_grad_norm / (norms + 1e-6), max=1.0).unsqueeze(1))
+        return norms
+
+    @torch.no_grad()
+    def step(self, members: list[int]) -> None:
+        rows = [self.flat[k] for k in members]
+        adam(
+            rows,
+            [self.flat.grad[k] for k in members],
+            [self.exp_avg[k] for k in members],
+            [self.exp_avg_sq[k] for k in members],
+            [],
+            [self.steps[k] for k in members],
+            amsgrad=False,
+            beta1=0.9,
+            beta2=0.999,
+            lr=self.lr,
+            weight_decay=0.0,
+            eps=self.eps,
+            maximize=False,
+            fused=True,
+        )
