@@ -308,6 +308,9 @@ class DropoutConfig:
     default train mode, what TRL does); consistent: the rollout's masks are stored and reused in the update."""
     dropout_value: bool = False
     """Put dropout in the value MLP too (same p and mode)."""
+    dropout_policy: bool = True
+    """Put dropout in the policy MLP. --no-dropout-policy with --dropout-value: dropout in the value MLP only (noise in
+    the critic but not in the policy: PPO on Gym)."""
     dropout_schedule: Literal["constant", "early", "early-linear", "late"] = "constant"
     """p over training (Liu et al. 2023): constant; early = p for the first --dropout-cutoff updates, then 0;
     early-linear = from p down to 0 over the cutoff; late = 0 for the first cutoff updates, then p."""
@@ -325,6 +328,15 @@ class DropoutConfig:
             )
         if self.dropout_value and (self.algo not in ("ppo", "sb3-ppo") or self.is_lang):
             raise ConfigError("dropout_value", "only for PPO on Gym (elsewhere there is no separate value network)")
+        if not self.dropout_policy:
+            if self.algo != "ppo" or self.is_lang:
+                raise ConfigError("dropout_policy", "--no-dropout-policy is only for --algo ppo on Gym tasks")
+            if not self.dropout_value:
+                raise ConfigError(
+                    "dropout_policy",
+                    "--no-dropout-policy needs --dropout-value (else no network has dropout: "
+                    "--dropout-mode off says that)",
+                )
 
 
 @dataclasses.dataclass

@@ -203,6 +203,8 @@ def _maths_init_with(**overrides):
         (["--algo", "grpo", "--gamma", "0.9"], "--gamma", "not for GRPO on Gym tasks, which ignores it"),
         (["--env", "lang:reverse", "--num-envs", "8"], "--num-envs", "not for PPO on language tasks"),
         (["--group-size", "4"], "--group-size", "not for PPO on Gym tasks"),
+        (["--no-dropout-policy"], "--dropout-policy", "needs --dropout-value"),
+        (["--algo", "grpo", "--no-dropout-policy"], "--dropout-policy", "only for --algo ppo on Gym tasks"),
         (["--algo", "grpo", "--env", "lang:reverse", "--dropout-value"], "--dropout-value", "only for PPO on Gym"),
     ],
 )

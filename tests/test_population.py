@@ -28,8 +28,10 @@ def _close(a, b, rel: float = 1e-4, abs_: float = 1e-5) -> bool:
 
 @pytest.mark.parametrize(
     "mode, extra",
-    [("off", {}), ("naive", {"dropout_value": True}), ("consistent", {"dropout_value": True}), ("rollout-eval", {})],
-)
+    [("off", {}), ("naive", {"dropout_value": True}), ("consistent", {"dropout_value": True}), ("rollout-eval", {}),
+     ("naive", {"dropout_value": True, "dropout_policy": False}),
+     ("rollout-eval", {"dropout_value": True, "dropout_policy": False})],
+)  # fmt: skip
 def test_a_population_of_one_reproduces_the_single_seed_trainer(mode, extra):
     cfg = small(dropout=0.3, dropout_mode=mode, **extra)
     single, member = _numbers(sandbox.train(cfg)), _numbers(sandbox.train_population([cfg])[0])

@@ -290,3 +290,15 @@ def test_value_clip_is_not_annealed(monkeypatch):
 
     sandbox.train(small(anneal_clip=True, clip_vloss=True), maths=Maths(value_loss=spy))
     assert set(clips) == {0.2}
+
+
+@pytest.mark.parametrize("mode", ["rollout-eval", "naive", "consistent"])
+def test_dropout_in_the_critic_only_leaves_the_ratio_exact_and_changes_the_value_loss(mode):
+    """--no-dropout-policy --dropout-value: the policy has no dropout, so its first-minibatch ratio is 1 (up to
+    rounding) in every mode, while the critic's dropout changes its values (the mechanism arm "noise in the critic")."""
+    cfg = sandbox.preset("cartpole", total_steps=1024, dropout=0.3, dropout_mode=mode, dropout_value=True,
+                         dropout_policy=False, quiet=True)  # fmt: skip
+    critic_only = sandbox.train(cfg).metrics
+    off = sandbox.train(cfg.replace(dropout_mode="off", dropout_value=False, dropout_policy=True)).metrics
+    assert (critic_only.first_ratio_dev < 1e-6).all() and (critic_only.first_clipfrac == 0).all()
+    assert critic_only.value_loss.iloc[0] != off.value_loss.iloc[0]

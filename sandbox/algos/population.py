@@ -348,9 +348,9 @@ def _update_masks(agents: StackedAgent, mb: Batch, rows: list[Tensor], runs: lis
         if template.critic_has_dropout:
             cw = template.critic.mask_width
             critic += _chosen([agent.critic], [None if stored is None else stored[:, w:]], [(n, cw)], [gens[k]])
-    if actor[0] is None:
-        return None, None
-    return _stack(actor, width), _stack(critic, width) if template.critic_has_dropout else None
+    actor_masks = None if actor[0] is None else _stack(actor, width)  # None: no dropout (e.g. in the critic only)
+    critic_masks = _stack(critic, width) if critic and critic[0] is not None else None
+    return actor_masks, critic_masks
 
 
 def _member_means(x: Tensor, valid: Tensor) -> Tensor:

@@ -100,6 +100,7 @@ class Rollout:
             maths,
             dropout_samples=cfg.dropout_samples,
             multi_sample_average=cfg.multi_sample_average,
+            dropout_policy=cfg.dropout_policy,
         )
         self.reference, ref_path = gym_reference(cfg, self.policy)  # --ref (maybe also the start), else a copy
         self.network = mlp_network(cfg, obs.shape[1], space, with_critic=True)

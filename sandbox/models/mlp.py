@@ -166,13 +166,15 @@ class Agent(nn.Module):
         with_critic: bool = True,
         dropout_samples: int = 1,
         multi_sample_average: str = "loss",
+        dropout_policy: bool = True,
     ):
         super().__init__()
         self.obs_dim, self.action_space = obs_dim, action_space
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        actor_p = dropout if dropout_policy else 0.0
         self.actor = DropoutMLP(
-            obs_dim, act_dim, hidden_sizes, dropout, 0.01, ortho_init, maths, dropout_samples, multi_sample_average
+            obs_dim, act_dim, hidden_sizes, actor_p, 0.01, ortho_init, maths, dropout_samples, multi_sample_average
         )
         self.critic = (
             DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init, maths)
@@ -181,16 +183,20 @@ class Agent(nn.Module):
         )  # GRPO has no value function
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.actor_has_dropout = dropout_policy
         self.critic_has_dropout = dropout_value and dropout > 0
         self.mask_width = self.actor.mask_width + (self.critic.mask_width if self.critic_has_dropout else 0)
 
     @property
     def dropout_p(self) -> float:
-        return self.actor.p
+        """The p of the agent's dropout layers (the critic's when only the critic has dropout)."""
+        return self.actor.p if self.actor_has_dropout or self.critic is None else self.critic.p
 
     def set_dropout(self, p: float) -> None:
-        """Set p on every dropout layer (a dropout schedule calls this before each update)."""
-        self.actor.p = p
+        """Set p on every dropout layer (a dropout schedule calls this before each update). With dropout in the
+        critic only, the actor keeps p = 0: its slot of the masks is all ones, replayed like any other."""
+        if self.actor_has_dropout:
+            self.actor.p = p
         if self.critic is not None and self.critic_has_dropout:
             self.critic.p = p
 

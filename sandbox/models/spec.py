@@ -69,6 +69,7 @@ def build_agent(b: dict, with_critic: bool = True):
             tuple(net["hidden_sizes"]),
             b["dropout_p"],
             with_critic=with_critic and net["critic"],
+            dropout_policy=cfg.get("dropout_policy", True),
             dropout_samples=cfg["dropout_samples"],
             multi_sample_average=cfg["multi_sample_average"],
         )

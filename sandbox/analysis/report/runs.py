@@ -20,6 +20,7 @@ from ...dropout_modes import dropout_is_off
 INERT_WHEN_OFF = (
     "dropout",
     "dropout_value",
+    "dropout_policy",
     "dropout_schedule",
     "dropout_cutoff",
     "dropout_samples",
