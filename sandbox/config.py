@@ -28,6 +28,9 @@ from .dropout_modes import MODE_NAMES, MODES, DropoutModeName
 
 ALGOS: tuple[str, ...] = ("ppo", "grpo", "sb3-ppo")
 LANG_PREFIX = "lang:"
+MINATAR_PREFIX = "minatar:"
+MINATAR_GAMES: tuple[str, ...] = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+"""The MinAtar games (Young & Tian 2019) ``--env minatar:NAME`` names (``sandbox/envs/minatar.py``)."""
 SPARSE_TASKS: tuple[str, ...] = ("lang:reverse", "lang:sort")
 
 
@@ -51,8 +54,10 @@ class RunConfig:
     sb3-ppo (Stable-Baselines3's own PPO with a dropout policy and the four modes, sandbox.algos.sb3; Gym tasks
     only)."""
     env: str = "CartPole-v1"
-    """A Gymnasium id (Box observations; Discrete or Box actions), or a language task lang:NAME with NAME one of
-    digit, positive, reverse, sort, add, length (run by the tiny transformer from its pretrained reference)."""
+    """A Gymnasium id (Box observations; Discrete or Box actions), a MinAtar game minatar:NAME with NAME one of
+    asterix, breakout, freeway, seaquest, space_invaders (PPO with the MinAtar paper's convolutional network), or a
+    language task lang:NAME with NAME one of digit, positive, reverse, sort, add, length (run by the tiny transformer
+    from its pretrained reference)."""
     seed: int = dataclasses.field(default=0, metadata={"role": "seed"})
     """Seeds torch, the environments and everything else random."""
     total_steps: int = 100_000
@@ -94,6 +99,15 @@ class RunConfig:
             raise ConfigError("env_params", f"must map parameter names to finite numbers, got {self.env_params!r}")
         if self.env_params and self.env.startswith(LANG_PREFIX):
             raise ConfigError("env_params", "only for Gym envs (the language tasks have no physical parameters)")
+        if self.env.startswith(MINATAR_PREFIX):
+            game = self.env[len(MINATAR_PREFIX) :]
+            if game not in MINATAR_GAMES:
+                games = ", ".join(MINATAR_PREFIX + g for g in MINATAR_GAMES)
+                raise ConfigError("env", f"unknown MinAtar game {game!r}; one of: {games}")
+            if self.algo != "ppo":
+                raise ConfigError("algo", f"MinAtar games train with --algo ppo, not {self.algo}")
+            if self.env_params:
+                raise ConfigError("env_params", "only for the classic-control envs (MinAtar games have none)")
 
 
 @dataclasses.dataclass
@@ -189,18 +203,30 @@ class PPOConfig:
         _in_range(self, "vf_coef", 0.0, 100.0)
 
 
+NET_DEFAULT_HIDDEN = (64, 64)
+
+
 @dataclasses.dataclass
 class NetConfig:
-    """The policy and value MLPs on Gym tasks (the language tasks' transformer is the pretrained reference's)."""
+    """The policy and value networks on Gym tasks: MLPs, or for MinAtar games the MinAtar paper's convolutional
+    network, chosen by the env (the language tasks' transformer is the pretrained reference's)."""
 
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of both the policy and the value MLP (tanh, separate networks)."""
+    hidden_sizes: tuple[int, ...] = NET_DEFAULT_HIDDEN
+    """Hidden layer widths of both the policy and the value MLP (tanh, separate networks). Not for MinAtar games,
+    whose policy and value networks are the MinAtar paper's: a 3x3 convolution of 16 channels, then 128 hidden units
+    (ReLU; dropout after each)."""
     ortho_init: bool = True
-    """Orthogonal init: hidden layers gain sqrt(2), policy head 0.01, value head 1, biases 0."""
+    """Orthogonal init: hidden layers (and the convolution) gain sqrt(2), policy head 0.01, value head 1, biases 0."""
 
     def _validate_net(self) -> None:
         if not self.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in self.hidden_sizes):
             raise ConfigError("hidden_sizes", f"must be one or more positive integers, got {self.hidden_sizes!r}")
+        if self.is_minatar and tuple(self.hidden_sizes) != NET_DEFAULT_HIDDEN:
+            raise ConfigError(
+                "hidden_sizes",
+                "not for MinAtar games: their networks are the MinAtar paper's (a 3x3 convolution of 16 channels, "
+                "then 128 hidden units); leave it out",
+            )
 
 
 @dataclasses.dataclass
@@ -484,7 +510,7 @@ TITLES: dict[str, str] = {
     "optim": "the update every trainer shares",
     "rollout": "PPO's rollout on Gym",
     "ppo": "PPO's advantages and critic",
-    "net": "the MLPs on Gym tasks",
+    "net": "the networks on Gym tasks",
     "groups": "batches of groups",
     "grpo": "GRPO's own options",
     "kl": "KL to a reference",
@@ -515,6 +541,15 @@ class Config(
     @property
     def is_lang(self) -> bool:
         return self.env.startswith(LANG_PREFIX)
+
+    @property
+    def is_minatar(self) -> bool:
+        return self.env.startswith(MINATAR_PREFIX)
+
+    @property
+    def network(self) -> str:
+        """The networks of a Gym run: ``cnn`` (the MinAtar paper's) for a MinAtar game, else ``mlp``."""
+        return "cnn" if self.is_minatar else "mlp"
 
     @property
     def task_name(self) -> str:

@@ -48,7 +48,7 @@ def test_policy_round_trip_gives_identical_action_probabilities(tmp_path, space)
             p.add_(torch.randn_like(p) * 0.3)  # not the initial weights
     save_torch_atomic(
         tmp_path / "policy.pt",
-        policy_file.blob("policy", cfg, network_spec.mlp_network(cfg, 5, space, True), agent, 7, 99),
+        policy_file.blob("policy", cfg, network_spec.gym_network(cfg, 5, space, True), agent, 7, 99),
     )
     b = policy_file.load(tmp_path / "policy.pt")
     loaded = network_spec.build_agent(b)

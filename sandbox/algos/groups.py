@@ -25,7 +25,7 @@ from ..envs.lang_tasks import make_task
 from ..maths import Maths
 from ..models.gpt import TinyGPT
 from ..models.mlp import Agent
-from ..models.spec import gpt_network, mlp_network
+from ..models.spec import gpt_network, gym_network
 from ..runs.pretrain import PretrainConfig, evaluate_reference, load_reference
 from ..runs.reference import gym_reference, lang_reference
 from .lang_rollout import LangBatch, sample_groups, sequence_logp
@@ -149,7 +149,7 @@ class EpisodeGroups(_Groups):
             multi_sample_average=cfg.multi_sample_average,
         )
         self.reference, ref_path = gym_reference(cfg, self.policy)  # --ref, else the initial policy
-        self.network = mlp_network(cfg, obs_dim, space, with_critic=False)
+        self.network = gym_network(cfg, obs_dim, space, with_critic=False)
         self.clip_action = action_clipper(space)
         self.store_masks = cfg.mode.store_masks and cfg.effective_dropout > 0
         self.threshold = reward_threshold(cfg.env)

@@ -186,7 +186,7 @@ def _collect(
         r.refresh_masks()
     actor_width = template.actor.mask_width
     for t in range(first.cfg.num_steps):
-        obs = torch.from_numpy(np.stack([r.obs for r in rollouts]))  # (K, N, obs_dim)
+        obs = torch.from_numpy(np.stack([r.obs for r in rollouts]))  # (K, N, *obs_shape)
         stored = [r.next_mask[:, :actor_width] if first.store_masks else None for r in rollouts]
         chosen = _chosen([r.policy.actor for r in rollouts], stored, [(N, actor_width)] * len(rollouts), gens)
         actor_masks = None if chosen[0] is None else torch.stack(chosen)
@@ -241,7 +241,7 @@ def _values(rollouts: list[Rollout], agents: StackedAgent, gens: list) -> tuple[
     batched."""
     first, template = rollouts[0], agents.template
     T, N = first.cfg.num_steps, first.cfg.num_envs
-    obs = torch.from_numpy(np.stack([r.obs_buf for r in rollouts])).flatten(1, 2)  # (K, T * N, obs_dim)
+    obs = torch.from_numpy(np.stack([r.obs_buf for r in rollouts])).flatten(1, 2)  # (K, T * N, *obs_shape)
     last = torch.from_numpy(np.stack([r.obs for r in rollouts]))
     critics, K = [r.policy.critic for r in rollouts], len(rollouts)
     replay = first.store_masks and template.critic_has_dropout  # consistent dropout: the rollout's critic masks

@@ -22,8 +22,7 @@ from torch import Tensor
 from ..config import Config
 from ..envs.gym_tasks import EpisodeTracker, action_clipper, make_vec_env, reward_threshold
 from ..maths import Maths
-from ..models.mlp import Agent
-from ..models.spec import mlp_network
+from ..models.spec import agent_class, gym_network, hidden_sizes
 from ..runs.reference import gym_reference
 from ..runs.snapshot import env_state, set_env_state
 
@@ -89,11 +88,11 @@ class Rollout:
 
     def __init__(self, cfg: Config, maths: Maths):
         self.envs, obs = make_vec_env(cfg.env, cfg.num_envs, cfg.seed, cfg.env_params)
-        space = self.envs.single_action_space
-        self.policy = Agent(
-            obs.shape[1],
+        space, obs_shape = self.envs.single_action_space, obs.shape[1:]
+        self.policy = agent_class(cfg.network)(  # an MLP agent; MinAtar's convolutional one for a MinAtar game
+            obs_shape,
             space,
-            cfg.hidden_sizes,
+            hidden_sizes(cfg),
             cfg.effective_dropout,
             cfg.dropout_value,
             cfg.ortho_init,
@@ -103,12 +102,12 @@ class Rollout:
             dropout_policy=cfg.dropout_policy,
         )
         self.reference, ref_path = gym_reference(cfg, self.policy)  # --ref (maybe also the start), else a copy
-        self.network = mlp_network(cfg, obs.shape[1], space, with_critic=True)
+        self.network = gym_network(cfg, obs_shape, space, with_critic=True)
         self.threshold, self.summary_extra = reward_threshold(cfg.env), {"reference_path": ref_path}
         self.cfg, self.store_masks = cfg, cfg.mode.store_masks and cfg.effective_dropout > 0
         self.clip_action = action_clipper(space)
         T, N, discrete = cfg.num_steps, cfg.num_envs, isinstance(space, gym.spaces.Discrete)
-        self.obs_buf = np.zeros((T, N, obs.shape[1]), np.float32)
+        self.obs_buf = np.zeros((T, N, *obs_shape), np.float32)
         self.actions = torch.zeros((T, N, *(() if discrete else space.shape)), dtype=torch.long if discrete else None)
         self.logp, self.ref_logp = torch.zeros(T, N), torch.zeros(T, N)
         self.rewards_np, self.terminated_np = np.zeros((T, N), np.float32), np.zeros((T, N), np.float32)

@@ -55,7 +55,7 @@ from ..dropout import MaskedDropout
 from ..dropout_modes import MODES, DropoutModeName
 from ..envs.gym_tasks import apply_env_params, check_env_id, reward_threshold
 from ..maths import Maths, explained_variance, normalize_advantages
-from ..models.spec import mlp_network
+from ..models.spec import gym_network
 from ..runs.rundir import RunLog, RunResult
 from .diagnostics import Seen, update_metrics
 from .run import Run
@@ -524,7 +524,7 @@ class _Source:
         policy = model.policy
         self.policy = SandboxView(policy)
         if as_sandbox_state_dict(policy) is not None:
-            self.network = mlp_network(cfg, policy.observation_space.shape[0], policy.action_space, with_critic=True)
+            self.network = gym_network(cfg, policy.observation_space.shape[0], policy.action_space, with_critic=True)
         else:
             self.network = {"type": "sb3", "env": cfg.env, "observation": str(policy.observation_space)}
             self.network["action"] = str(policy.action_space)

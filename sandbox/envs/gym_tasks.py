@@ -18,6 +18,7 @@ import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
 from ..config import ConfigError
+from . import minatar
 
 # What --env-params may set, per environment class: the constants the dynamics read at every step. Not what the
 # spaces were built from (Pendulum's max_torque, say), which would leave the action or observation bounds stale.
@@ -41,8 +42,19 @@ ENV_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
+def gym_id(env_id: str) -> str:
+    """The Gymnasium id of an ``--env``: itself, or for a MinAtar game (``minatar:breakout``) the id the ``minatar``
+    package registers (``MinAtar/Breakout-v1``; :mod:`sandbox.envs.minatar`)."""
+    return minatar.gym_id(env_id) if minatar.is_minatar(env_id) else env_id
+
+
 def check_env_id(env_id: str) -> None:
     """Raise :class:`ConfigError` for an id gymnasium does not know, suggesting the closest ones."""
+    if minatar.is_minatar(env_id):
+        minatar.gym_id(env_id)  # an unknown game: one line naming the games
+        return
+    if env_id.startswith("MinAtar/"):
+        raise ConfigError("env", f"{env_id}: name MinAtar games as minatar:NAME, e.g. minatar:breakout")
     if env_id in gym.envs.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
@@ -77,7 +89,10 @@ def apply_env_params(env: gym.Env | gym.vector.VectorEnv, env_id: str, params: d
 def make_env(env_id: str, env_params: dict[str, float] | None = None, render_mode: str | None = None) -> gym.Env:
     """One env (for evaluation and GIFs), with ``env_params`` applied."""
     check_env_id(env_id)
-    env = gym.make(env_id, render_mode=render_mode)
+    if minatar.is_minatar(env_id):
+        env = minatar.make(env_id, render_mode)
+    else:
+        env = gym.make(env_id, render_mode=render_mode)
     apply_env_params(env, env_id, env_params or {})
     return env
 
@@ -89,13 +104,17 @@ def make_vec_env(
     reset them with ``seed``.
 
     Uses gymnasium's numpy-vectorised implementation where the env registers one (CartPole), else
-    ``SyncVectorEnv`` (one process: for these cheap envs, subprocesses cost more than they save).
+    ``SyncVectorEnv`` (one process: for these cheap envs, subprocesses cost more than they save); MinAtar games
+    with channels-first float32 observations (:func:`sandbox.envs.minatar.make_vec`).
     Returns ``(envs, first_observations)``. Raises :class:`ConfigError` for unknown ids and unsupported spaces.
     """
     check_env_id(env_id)
-    spec = gym.spec(env_id)
-    mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+    if minatar.is_minatar(env_id):
+        envs = minatar.make_vec(env_id, num_envs)
+    else:
+        spec = gym.spec(env_id)
+        mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
     check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
     apply_env_params(envs, env_id, env_params or {})
     if envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP) != gym.vector.AutoresetMode.NEXT_STEP:
@@ -109,7 +128,7 @@ def check_env(env_id: str, env_params: dict[str, float] | None = None) -> tuple[
     ``env_params`` (builds one env). Returns its ``(observation_space, action_space)``."""
     check_env_id(env_id)
     try:
-        env = gym.make(env_id)
+        env = minatar.make(env_id) if minatar.is_minatar(env_id) else gym.make(env_id)
     except gym.error.Error as err:  # e.g. DependencyNotInstalled for Box2D or MuJoCo envs
         raise ConfigError("env", f"{env_id} cannot be built here: {str(err).splitlines()[0]}") from None
     try:
@@ -121,7 +140,10 @@ def check_env(env_id: str, env_params: dict[str, float] | None = None) -> tuple[
 
 
 def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> None:
-    """The agents handle a flat Box observation and a Discrete or Box action."""
+    """The agents handle a flat Box observation (a MinAtar game: channels-first images, ``(C, 10, 10)``) and a
+    Discrete or Box action."""
+    if minatar.is_minatar(env_id):
+        return  # the package's own games: (C, 10, 10) and Discrete
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         raise ConfigError("env", f"{env_id} has observation space {obs_space}; supported: a 1-D Box")
     if isinstance(act_space, gym.spaces.Box):
@@ -132,8 +154,8 @@ def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> Non
 
 
 def reward_threshold(env_id: str) -> float | None:
-    """The env's registered ``reward_threshold`` (475 for CartPole-v1), or None."""
-    return gym.spec(env_id).reward_threshold
+    """The env's registered ``reward_threshold`` (475 for CartPole-v1), or None (MinAtar's games have none)."""
+    return gym.spec(gym_id(env_id)).reward_threshold
 
 
 @dataclass
@@ -229,8 +251,9 @@ class StepTogether:
 
 
 def episode_limit(env_id: str) -> int | None:
-    """The env's registered time limit (``max_episode_steps``: 500 for CartPole-v1), or None."""
-    return gym.spec(env_id).max_episode_steps
+    """The env's registered time limit (``max_episode_steps``: 500 for CartPole-v1), or None (MinAtar's games have
+    none)."""
+    return gym.spec(gym_id(env_id)).max_episode_steps
 
 
 _EMPTY_F = np.zeros(0, dtype=np.float64)

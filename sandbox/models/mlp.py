@@ -24,7 +24,8 @@ from ..maths import Maths
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _init(layer: nn.Linear, gain: float, ortho: bool) -> nn.Linear:
+def init_layer(layer: nn.Linear | nn.Conv2d, gain: float, ortho: bool) -> nn.Module:
+    """Orthogonal weights with ``gain`` and zero biases when ``ortho`` (PPO's usual init), else PyTorch's default."""
     if ortho:
         nn.init.orthogonal_(layer.weight, gain)
         nn.init.zeros_(layer.bias)
@@ -58,9 +59,9 @@ class DropoutMLP(nn.Module):
         super().__init__()
         sizes = [in_dim, *hidden_sizes]
         self.hidden = nn.ModuleList(
-            _init(nn.Linear(a, b), math.sqrt(2), ortho_init) for a, b in zip(sizes[:-1], sizes[1:])
+            init_layer(nn.Linear(a, b), math.sqrt(2), ortho_init) for a, b in zip(sizes[:-1], sizes[1:])
         )
-        self.head = _init(nn.Linear(sizes[-1], out_dim), out_gain, ortho_init)
+        self.head = init_layer(nn.Linear(sizes[-1], out_dim), out_gain, ortho_init)
         self.hidden_sizes = tuple(hidden_sizes)
         self.samples, self.average = samples, average
         self.mask_width = sum(hidden_sizes[:-1]) + samples * hidden_sizes[-1]
@@ -98,9 +99,11 @@ def mlp_forward(
     average: str = "loss",
     all_samples: bool = False,
     apply: Callable[[Tensor, Tensor], Tensor] = apply_dropout,
+    activation: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """The forward pass of :class:`DropoutMLP` as a function of its ``weights``: ``[(W, b), ...]``, the hidden layers
-    then the head, each followed by tanh and dropout with ``mask`` (``(..., mask_width)`` or None) except the head.
+    then the head, each followed by tanh (or ``activation``: the convolutional network's fully connected part uses
+    ReLU) and dropout with ``mask`` (``(..., mask_width)`` or None) except the head.
     Each hidden layer's columns of ``mask`` are applied with ``apply`` (the network's
     :meth:`~sandbox.dropout.MaskedDropout.apply_mask`: the seam's ``apply_dropout``).
 
@@ -111,8 +114,9 @@ def mlp_forward(
     h = x
     start = 0
     last = len(weights) - 2
+    activation = activation or tanh
     for i, (w, b) in enumerate(weights[:-1]):
-        h = tanh(_linear(h, w, b))
+        h = activation(linear(h, w, b))
         if mask is None:
             continue
         width = w.shape[-2]
@@ -121,7 +125,7 @@ def mlp_forward(
         else:
             h = apply(h, mask[..., start : start + width])
             start += width
-    out = _linear(h, *weights[-1])
+    out = linear(h, *weights[-1])
     if out.dim() > x.dim():  # (..., samples, out_dim)
         if average == "logits":
             return out.mean(dim=-2)
@@ -137,7 +141,7 @@ def tanh(x: Tensor) -> Tensor:
     return torch.sigmoid(x * 2.0) * 2.0 - 1.0
 
 
-def _linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+def linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """``h @ w.T + b``: ``F.linear`` for one network (it skips nn.Module call overhead), ``baddbmm`` for K stacked
     ones (``w (K, out, in)``, ``h (K, ..., in)``; equal to F.linear member by member, to the last bit)."""
     if w.dim() == 2:
@@ -152,11 +156,15 @@ class Agent(nn.Module):
 
     Masks: ``mask_width = actor widths + critic widths (if the critic has dropout)``. ``act`` and ``evaluate``
     take one ``(batch, mask_width)`` tensor or None (then each net follows its train/eval mode).
+
+    ``obs_dim``: the observation's size, or its shape (:attr:`obs_shape`). The networks come from :meth:`make_net` (a
+    :class:`DropoutMLP`); a subclass with other networks of the same interface overrides it
+    (:class:`~sandbox.models.cnn.CNNAgent`, MinAtar's convolutional networks, for ``(C, H, W)`` observations).
     """
 
     def __init__(
         self,
-        obs_dim: int,
+        obs_dim: int | Sequence[int],
         action_space: gym.Space,
         hidden_sizes: Sequence[int] = (64, 64),
         dropout: float = 0.0,
@@ -169,23 +177,36 @@ class Agent(nn.Module):
         dropout_policy: bool = True,
     ):
         super().__init__()
-        self.obs_dim, self.action_space = obs_dim, action_space
+        self.obs_shape = (int(obs_dim),) if isinstance(obs_dim, (int, np.integer)) else tuple(obs_dim)
+        self.action_space = action_space
+        self.hidden_sizes = tuple(hidden_sizes)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         actor_p = dropout if dropout_policy else 0.0
-        self.actor = DropoutMLP(
-            obs_dim, act_dim, hidden_sizes, actor_p, 0.01, ortho_init, maths, dropout_samples, multi_sample_average
-        )
+        self.actor = self.make_net(act_dim, actor_p, 0.01, ortho_init, maths, dropout_samples, multi_sample_average)
         self.critic = (
-            DropoutMLP(obs_dim, 1, hidden_sizes, dropout if dropout_value else 0.0, 1.0, ortho_init, maths)
-            if with_critic
-            else None
+            self.make_net(1, dropout if dropout_value else 0.0, 1.0, ortho_init, maths) if with_critic else None
         )  # GRPO has no value function
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(act_dim))
         self.actor_has_dropout = dropout_policy
         self.critic_has_dropout = dropout_value and dropout > 0
         self.mask_width = self.actor.mask_width + (self.critic.mask_width if self.critic_has_dropout else 0)
+
+    def make_net(
+        self,
+        out_dim: int,
+        p: float,
+        out_gain: float,
+        ortho_init: bool,
+        maths: Maths | None,
+        samples: int = 1,
+        average: str = "loss",
+    ) -> nn.Module:
+        """The actor's (``out_dim`` actions, ``out_gain`` 0.01) or the critic's (1, gain 1) network: a
+        :class:`DropoutMLP` from the observation size over ``hidden_sizes``."""
+        (obs_dim,) = self.obs_shape
+        return DropoutMLP(obs_dim, out_dim, self.hidden_sizes, p, out_gain, ortho_init, maths, samples, average)
 
     @property
     def dropout_p(self) -> float:

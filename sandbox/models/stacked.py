@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam
 
+from .cnn import DropoutCNN, cnn_forward
 from .mlp import Agent, DropoutMLP, action_logp, action_logp_entropy, mlp_forward, sample_action
 
 
@@ -31,8 +32,9 @@ class StackedAgent:
     """The agents ``agents`` (one shape, different weights) as one network with a population axis in front.
 
     ``flat`` (K, P) holds every weight (a leaf with gradient); :meth:`write_back` copies row k back into agent k (for
-    saving it). Observations are ``(K, batch, obs_dim)``, the actor's and the critic's masks ``(K, batch, width)`` or
-    None (no dropout), noise ``(K, batch, action_dim)``.
+    saving it). Observations are ``(K, batch, *obs_shape)`` (``obs_dim``, or MinAtar's ``(C, 10, 10)``: their
+    convolutions as :func:`~sandbox.models.cnn.conv2d` batches them), the actor's and the critic's masks
+    ``(K, batch, width)`` or None (no dropout), noise ``(K, batch, action_dim)``.
     """
 
     def __init__(self, agents: list[Agent]):
@@ -55,9 +57,12 @@ class StackedAgent:
         return {n: c.view(self.size, *shape) for n, c, shape in zip(self.names, chunks, self.shapes)}
 
     def _forward(self, w: dict[str, Tensor], name: str, x: Tensor, mask: Tensor | None, all_samples: bool) -> Tensor:
-        net: DropoutMLP = getattr(self.template, name)
+        net: DropoutMLP | DropoutCNN = getattr(self.template, name)
         layers = [f"{name}.hidden.{i}" for i in range(len(net.hidden))] + [f"{name}.head"]
         weights = [(w[f"{k}.weight"], w[f"{k}.bias"]) for k in layers]
+        if isinstance(net, DropoutCNN):  # MinAtar's: the K members' convolutions first (models/cnn.py's conv2d)
+            conv = (w[f"{name}.conv.weight"], w[f"{name}.conv.bias"])
+            return cnn_forward(x, conv, weights, mask, net.samples, net.average, all_samples, net.dropout.apply_mask)
         return mlp_forward(x, weights, mask, net.samples, net.average, all_samples, net.dropout.apply_mask)
 
     def _log_std(self, w: dict[str, Tensor]) -> Tensor | None:

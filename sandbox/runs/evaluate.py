@@ -24,7 +24,7 @@ import torch
 
 from ..config import Config, ConfigError
 from ..dropout_modes import MODES
-from ..models.spec import build_agent, build_gpt, check_gym_policy
+from ..models.spec import GYM_NETWORKS, build_agent, build_gpt, check_gym_policy
 from .policy_file import load
 from .rundir import find_policy_file
 
@@ -65,7 +65,7 @@ def evaluate(
     cfg = Config.from_dict(b["config"])
     noisy = dropout == "as-run" and MODES[cfg.dropout_mode].rollout_train and b["dropout_p"] > 0
     torch.manual_seed(seed)
-    if b["network"]["type"] == "gpt":
+    if b["network"]["type"] not in GYM_NETWORKS:
         if gif is not None:
             raise ConfigError("gif", "language tasks have no pictures; their completions are printed instead")
         if env_params:
@@ -75,7 +75,7 @@ def evaluate(
         params = b["network"]["env_params"] if env_params is None else env_params
         result = _evaluate_gym(b, file, episodes, deterministic, noisy, seed, gif, gif_max_frames, params)
     if not quiet:
-        lang = b["network"]["type"] == "gpt"
+        lang = b["network"]["type"] not in GYM_NETWORKS
         how = (
             {
                 (False, False): "sampled actions",
@@ -131,7 +131,7 @@ def _evaluate_gym(
         env = make_env(net["env"], env_params, render_mode="rgb_array" if gif is not None else None)
     except gym.error.DependencyNotInstalled as err:
         raise ConfigError("gif", f"rendering {net['env']} needs pygame: {str(err).splitlines()[0]}") from None
-    check_gym_policy(b, file, "run_dir", net["env"], env.observation_space.shape[0], env.action_space)
+    check_gym_policy(b, file, "run_dir", net["env"], tuple(env.observation_space.shape), env.action_space)
     agent = build_agent(b, with_critic=False).train(noisy)
     box = isinstance(env.action_space, gym.spaces.Box)
     returns, lengths, frames = [], [], []
@@ -188,8 +188,8 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: float, max_width: int =
 
 
 def _evaluate_lang(b: dict, cfg: Config, episodes: int, deterministic: bool, noisy: bool, seed: int, show: int) -> dict:
-    from ..models.gpt import sample
     from ..envs.lang_tasks import completion_tokens, decode, make_task
+    from ..models.gpt import sample
 
     task = make_task(cfg.task_name, sparse=cfg.sparse, partial_credit=cfg.partial_credit)
     model = build_gpt(b).train(noisy)

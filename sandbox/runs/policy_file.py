@@ -6,7 +6,8 @@ random states, the environments' state, the trainer's counters). Both are one di
 
     {"format": "dropout-rl-sandbox", "version": 1, "kind": "policy" | "checkpoint",
      "config": {...},                  # the run's config.json
-     "network": {...},                 # what to rebuild: an MLP agent (env id, spaces, hidden sizes) or a tiny GPT
+     "network": {...},                 # what to rebuild: an MLP agent (env id, spaces, hidden sizes), MinAtar's
+                                       # convolutional agent (env id, observation shape, actions) or a tiny GPT
      "state_dict": {...},              # the weights
      "obs_norm": None,                 # observation-normalisation statistics: the agents see raw observations
      "dropout_p": float,               # the p the dropout layers had when saved (a schedule changes it)
@@ -89,7 +90,7 @@ def load(path: str | os.PathLike, field: str = "ref") -> dict:
             f"{network.get('observation')}, actions {network.get('action')}); the sandbox's agents read 1-D Box "
             "observations and Discrete or 1-D Box actions",
         )
-    if missing or not isinstance(network, dict) or network.get("type") not in ("mlp", "gpt"):
+    if missing or not isinstance(network, dict) or network.get("type") not in ("mlp", "cnn", "gpt"):
         raise ConfigError(
             field, f"{path} is a damaged sandbox file (missing or bad: {', '.join(missing) or 'network'})"
         )

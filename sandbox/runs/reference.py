@@ -14,24 +14,28 @@ import gymnasium as gym
 import torch
 
 from ..config import Config, ConfigError
-from .pretrain import PretrainConfig, model_config
 from ..envs.lang_tasks import make_task
 from ..models.spec import build_agent, build_gpt, check_gym_policy
 from .policy_file import load
+from .pretrain import PretrainConfig, model_config
 from .rundir import find_policy_file
 
 
 def _load_ref(
-    cfg: Config, obs_dim: int | None = None, action_space: gym.Space | None = None, model_config=None
+    cfg: Config, obs_shape: tuple[int, ...] | None = None, action_space: gym.Space | None = None, model_config=None
 ) -> tuple[dict, Path]:
-    """``--ref``'s file, checked against this run: a Gym policy for the same observation size and action space
-    (with ``--init-from-ref``, the same hidden sizes too), or a tiny GPT of the task's shape."""
+    """``--ref``'s file, checked against this run: a Gym policy for the same observation shape and action space
+    (with ``--init-from-ref``, the same network: the same hidden sizes too), or a tiny GPT of the task's shape."""
     path = find_policy_file(cfg.ref, "ref")
     b = load(path, "ref")
     net = b["network"]
     if model_config is None:
-        check_gym_policy(b, path, "ref", cfg.env, obs_dim, action_space)
-        if cfg.init_from_ref and tuple(net["hidden_sizes"]) != tuple(cfg.hidden_sizes):
+        check_gym_policy(b, path, "ref", cfg.env, obs_shape, action_space)
+        if cfg.init_from_ref and net["type"] != cfg.network:
+            raise ConfigError(
+                "init_from_ref", f"the reference {path} is a {net['type']} agent; this run's is {cfg.network}"
+            )
+        if cfg.init_from_ref and cfg.network == "mlp" and tuple(net["hidden_sizes"]) != tuple(cfg.hidden_sizes):
             raise ConfigError(
                 "init_from_ref",
                 f"the reference {path} has --hidden-sizes "
@@ -64,7 +68,7 @@ def check_ref(cfg: Config, spaces: tuple[gym.Space, gym.Space] | None = None) ->
     if cfg.is_lang:
         _load_ref(cfg, model_config=model_config(make_task(cfg.task_name), PretrainConfig(steps=cfg.sft_steps)))
     else:
-        _load_ref(cfg, spaces[0].shape[0], spaces[1])
+        _load_ref(cfg, tuple(spaces[0].shape), spaces[1])
 
 
 def gym_reference(cfg: Config, agent) -> tuple[Any, str | None]:
@@ -74,7 +78,7 @@ def gym_reference(cfg: Config, agent) -> tuple[Any, str | None]:
     (:class:`~sandbox.models.mlp.FlatParams`)."""
     if cfg.ref is None:
         return copy.deepcopy(agent).eval().requires_grad_(False), None
-    b, path = _load_ref(cfg, agent.obs_dim, agent.action_space)
+    b, path = _load_ref(cfg, agent.obs_shape, agent.action_space)
     if cfg.init_from_ref:
         own = agent.state_dict()
         agent.load_state_dict({k: v for k, v in b["state_dict"].items() if k in own}, strict=False)

@@ -48,6 +48,9 @@ def _encode(v: Any) -> Any:
         return {"scalar": v.item(), "dtype": str(v.dtype)}
     if isinstance(v, np.random.Generator):
         return {"generator": v.bit_generator.state}
+    if isinstance(v, np.random.RandomState):  # MinAtar's games draw from the legacy generator
+        name, keys, pos, has_gauss, cached = v.get_state()
+        return {"randomstate": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
     if isinstance(v, (list, tuple)):
         items = [_encode(x) for x in v]
         return _SKIP if any(x is _SKIP for x in items) else {"list": items}
@@ -69,13 +72,31 @@ def _decode(enc: Any, current: Any) -> Any:
         gen = current if isinstance(current, np.random.Generator) else np.random.default_rng()
         gen.bit_generator.state = enc["generator"]
         return gen
+    if "randomstate" in enc:  # in place: a MinAtar game and its wrapper share one
+        name, keys, pos, has_gauss, cached = enc["randomstate"]
+        rs = current if isinstance(current, np.random.RandomState) else np.random.RandomState()
+        rs.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        return rs
     items = enc["list"]
     old = list(current) if isinstance(current, (list, tuple)) and len(current) == len(items) else [None] * len(items)
     return [_decode(x, c) for x, c in zip(items, old)]
 
 
+def _holders(obj) -> dict[str, Any]:
+    """The attributes of ``obj`` that are plain Python objects of a game package holding the game's state, by name:
+    a MinAtar env's ``game`` (``minatar.Environment``: sticky actions, the random stream) and that one's ``env`` (the
+    game itself: positions, timers, maps). Their attributes are written down like an env's."""
+    found = {}
+    for name in ("game", "env"):
+        value = getattr(obj, name, None)
+        if value is not None and type(value).__module__.split(".")[0] == "minatar":
+            found[name] = value
+    return found
+
+
 def _env_objects(env, path: str = ""):
-    """The env, its wrappers and (vector envs) its sub-envs with theirs, by path: ``""``, ``"env"``, ``"envs.0"``."""
+    """The env, its wrappers and (vector envs) its sub-envs with theirs, by path: ``""``, ``"env"``, ``"envs.0"``;
+    and the objects that hold a game's state (:func:`_holders`): ``"envs.0.env.env.game"``."""
     yield path, env
     inner = getattr(env, "env", None)
     if isinstance(inner, (gym.Env, gym.vector.VectorEnv)):
@@ -83,17 +104,23 @@ def _env_objects(env, path: str = ""):
     for i, sub in enumerate(getattr(env, "envs", None) or []):
         if isinstance(sub, gym.Env):
             yield from _env_objects(sub, f"{path}.envs.{i}".lstrip("."))
+    for name, holder in _holders(env).items():
+        yield from _env_objects(holder, f"{path}.{name}".lstrip("."))
 
 
 def env_state(env) -> dict[str, dict]:
     """Everything mutable in a gymnasium env (single or vector, with its wrappers): the attributes of every layer
-    that hold numbers, arrays or random generators (physics state, step counters, autoreset flags, np_random).
-    Spaces, specs and functions are rebuilt with the env and left out. Anything else (an object this function
-    cannot write down) raises :class:`ConfigError`: a checkpoint that could not resume exactly is refused."""
+    that hold numbers, arrays or random generators (physics state, step counters, autoreset flags, np_random), and of
+    the objects a MinAtar game keeps its state in. Spaces, specs and functions are rebuilt with the env and left
+    out. Anything else (an object this function cannot write down) raises :class:`ConfigError`: a checkpoint that
+    could not resume exactly is refused."""
     out = {}
     for path, obj in _env_objects(env):
         fields = {}
+        held = _holders(obj)
         for name, value in vars(obj).items():
+            if name in held:
+                continue  # written down as an object of its own
             enc = _encode(value)
             if enc is not _SKIP:
                 fields[name] = enc
