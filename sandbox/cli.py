@@ -21,7 +21,7 @@ from typing import Annotated, Callable, Literal, Sequence
 import tyro
 
 from .algos.learner import NonFiniteLossError
-from .config import GROUPS, KINDS, PRESETS, RENAMED, Config, ConfigError, applies, preset, validate
+from .config import GROUPS, KINDS, MINATAR_GAMES, PRESETS, RENAMED, Config, ConfigError, applies, preset, validate
 from .runs.rundir import latest_checkpoint
 from .training import check, resume, train
 
@@ -38,7 +38,7 @@ commands:
   pretrain  the reference model of a language task (cached): sandbox pretrain --env lang:reverse
   bench   benchmarks against a peer: sandbox bench cartpole (PPO vs stable-baselines3), sandbox bench lang
           (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report); the
-          README's studies: sandbox bench grpo-lambda|flatness --seeds 0 1 2 ... --out DIR
+          README's studies: sandbox bench grpo-lambda|flatness|minatar --seeds 0 1 2 ... --out DIR
   grade   grade homework: sandbox grade hw1 my_gae.ipynb (a .py, a notebook or a folder of them)
           [--format text|json|gradescope] [--hidden DIR] [--workers N] [--timeout S]
   doctor  is this machine ready for the course? versions against the lock, a short PPO run, a GIF, Jupyter (30 s)
@@ -451,7 +451,7 @@ class BenchArgs:
     """Benchmarks, run side by side with a peer in one command."""
 
     target: Annotated[
-        Literal["cartpole", "lang", "sweep", "report", "population", "grpo-lambda", "flatness", "grading"],
+        Literal["cartpole", "lang", "sweep", "report", "population", "grpo-lambda", "flatness", "grading", "minatar"],
         tyro.conf.Positional,
     ]
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
@@ -460,21 +460,28 @@ class BenchArgs:
     population vs 16 runs one at a time, seeds per CPU-second and final returns. grpo-lambda, flatness: the two
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
     --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
-    grading processes; the time, and whether every verdict is the one it must be."""
+    grading processes; the time, and whether every verdict is the one it must be. minatar: PPO with the MinAtar
+    paper's network on --games, dropout off, rollout-eval, naive and consistent (p = 0.1, policy and value) and D-PPO
+    sample dropout, each seed of --seeds (populations, --workers at a time), its report and figures in --out."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed; the README used
-    0-9)."""
+    0-9; minatar: 5 seeds, or 0-9 for 10)."""
     out: str | None = None
-    """grpo-lambda, flatness: the directory for their tables and figures. None: bench-<target>-<time>."""
+    """grpo-lambda, flatness, minatar: the directory for their tables and figures (minatar: and its runs; the same
+    --out again continues a bench that stopped). None: bench-<target>-<time>."""
     max_steps: int | None = None
     """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
-    None: 100000 for cartpole, 300000 for lang."""
+    None: 100000 for cartpole, 300000 for lang, 500000 for minatar."""
+    games: tuple[str, ...] = ("breakout", "space_invaders")
+    """minatar: the games (asterix, breakout, freeway, seaquest, space_invaders)."""
+    fast: bool = False
+    """minatar: a smoke test of the plumbing, two seeds and two short updates per run (also SANDBOX_FAST=1)."""
     json: str | None = None
     """Also write the figures to this JSON file."""
     submissions: int = 150
     """grading: how many made-up submissions."""
     workers: int = 2
-    """grading: grading processes side by side."""
+    """grading: grading processes side by side; minatar: jobs (populations) at a time, one process each."""
     quiet: bool = False
     """No progress bar."""
 
@@ -489,12 +496,21 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("seeds", "needs at least one seed")
     if a.max_steps is not None and a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
-    if a.max_steps is not None and a.target not in ("cartpole", "lang"):
-        raise ConfigError("max_steps", f"only for bench cartpole and lang, not {a.target}")
-    if a.target == "grading" and (a.submissions < 1 or a.workers < 1):
+    if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar"):
+        raise ConfigError("max_steps", f"only for bench cartpole, lang and minatar, not {a.target}")
+    if a.target in ("grading", "minatar") and (a.submissions < 1 or a.workers < 1):
         raise ConfigError("submissions" if a.submissions < 1 else "workers", "must be at least 1")
-    if a.out is not None and a.target not in ("grpo-lambda", "flatness"):
-        raise ConfigError("out", f"only for bench grpo-lambda and flatness (the studies), not {a.target}")
+    if a.out is not None and a.target not in ("grpo-lambda", "flatness", "minatar"):
+        raise ConfigError("out", f"only for bench grpo-lambda, flatness and minatar (the studies), not {a.target}")
+    for name, default in (("games", BenchArgs.games), ("fast", False)):
+        if getattr(a, name) != default and a.target != "minatar":
+            raise ConfigError(name, f"only for bench minatar, not {a.target}")
+    if a.target == "minatar":
+        unknown = [g for g in a.games if g not in MINATAR_GAMES]
+        if unknown or not a.games:
+            raise ConfigError(
+                "games", f"unknown MinAtar game {unknown[0] if unknown else ''!r}; one of: {', '.join(MINATAR_GAMES)}"
+            )
     if a.json:
         from pathlib import Path
 
@@ -515,6 +531,9 @@ def cmd_bench(args: list[str]) -> int:
         result = bench.bench_population(quiet=a.quiet)
     elif a.target == "grading":
         result = bench.bench_grading(a.submissions, a.workers, quiet=a.quiet)
+    elif a.target == "minatar":
+        steps = a.max_steps or bench.MINATAR_STEPS
+        result = bench.bench_minatar(a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast)
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         study = bench.bench_grpo_lambda if a.target == "grpo-lambda" else bench.bench_flatness
@@ -707,7 +726,8 @@ class ReportArgs:
     """The sweep's directory (runs are found in it and below it)."""
     baseline: str = "dropout_mode=off"
     """FIELD=VALUE: each group is compared with the group that has the same config but this value (a permutation
-    test of the final means, Holm-corrected over the report; no verdict below 5 seeds per group)."""
+    test of the final means, Holm-corrected over the report; no verdict below 5 seeds per group). Several, comma
+    separated, all apply: dropout_mode=off,sample_dropout=none compares sample dropout with plain PPO too."""
     quiet: bool = False
     """Do not print the key table."""
 

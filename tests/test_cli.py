@@ -243,7 +243,7 @@ def test_pretrain_command(capsys):
          "--env-params: cannot read 'm', 'x' as [str float [str float ...]] or None"),
         (["bench", "--seeds", "1", "2"],
          "target: invalid choice '2'; one of: cartpole, lang, sweep, report, population, grpo-lambda, flatness, "
-         "grading"),
+         "grading, minatar"),
         (["bench", "cartpole", "--seeds", "0", "x"], "--seeds: Could not find valid parse for arguments: ['0', 'x']"),
         (["sweep"], "missing required arguments: spec, --out"),
         (["pretrain", "--sft-steps", "x", "--bogus"], "missing required arguments: --env"),

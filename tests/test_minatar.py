@@ -214,3 +214,32 @@ def test_eval_writes_a_gif_of_the_game_without_a_display(capsys, tmp_path):
     image = frame(state, cell=10)
     assert image.shape == (100, 100, 3) and image.dtype == np.uint8
     assert image[95, 45].any() and image[35, 5].any() and not image[55, 55].any()  # objects coloured, empty black
+
+
+# --- sandbox bench minatar ---------------------------------------------------------------------------------------
+
+
+def test_bench_minatar_fast_writes_the_report_and_the_mechanism(tmp_path, capsys):
+    """The bench's smoke test (``--fast``: two seeds, two short updates per run): five arms, the usual report with the
+    comparisons against dropout off without sample dropout, and the mechanism figure."""
+    from sandbox.bench import bench_minatar
+
+    result = bench_minatar(games=("breakout",), workers=1, out=str(tmp_path / "bench"), quiet=True, fast=True)
+    out = tmp_path / "bench"
+    assert result["fast"] and result["runs"] == 10 and result["failed"] == 0 and result["steps"] == 512
+    assert {"report.md", "report.csv", "learning_curves.png", "mechanism.png", "bench.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    table = pd.read_csv(out / "report.csv")
+    table["arm"] = [("D-PPO" if "sample_dropout=dppo" in g else m) for g, m in zip(table.group, table.dropout_mode)]
+    table = table.set_index("arm")
+    assert sorted(table.index) == ["D-PPO", "consistent", "naive", "off", "rollout-eval"] and (table.runs == 2).all()
+    assert table.loc["off", "baseline"] == "(baseline)"
+    for arm, row in table.drop(index="off").iterrows():  # each arm against plain PPO, too few seeds for a verdict
+        assert row.baseline == table.loc["off", "group"] and row.verdict.startswith("too few seeds"), arm
+    assert (table.loc[["off", "consistent", "D-PPO"], "first_ratio_dev"] < 1e-6).all()
+    assert (table.loc[["naive", "rollout-eval"], "first_ratio_dev"] > 1e-4).all()
+    code = main(["bench", "minatar", "--games", "pong", "--fast"])
+    assert code == 2 and "--games" in capsys.readouterr().err
+    code = main(["bench", "sweep", "--games", "breakout"])
+    assert code == 2 and "only for bench minatar" in capsys.readouterr().err

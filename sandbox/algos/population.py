@@ -341,13 +341,20 @@ def _update_masks(agents: StackedAgent, mb: Batch, rows: list[Tensor], runs: lis
     template, w = agents.template, agents.template.actor.mask_width
     actor: list[Tensor | None] = []
     critic: list[Tensor | None] = []
+    stored_actor: list[Tensor | None] = []  # the stored masks handed to the members' networks
+    stored_critic: list[Tensor | None] = []
     for k, r in enumerate(rows):
         agent, stored = runs[k].policy, None if mb.masks is None else mb.masks[k]
         n = width if stored is not None else len(r)
-        actor += _chosen([agent.actor], [None if stored is None else stored[:, :w]], [(n, w)], [gens[k]])
+        stored_actor.append(None if stored is None else stored[:, :w])
+        stored_critic.append(None if stored is None else stored[:, w:])
+        actor += _chosen([agent.actor], stored_actor[-1:], [(n, w)], [gens[k]])
         if template.critic_has_dropout:
             cw = template.critic.mask_width
-            critic += _chosen([agent.critic], [None if stored is None else stored[:, w:]], [(n, cw)], [gens[k]])
+            critic += _chosen([agent.critic], stored_critic[-1:], [(n, cw)], [gens[k]])
+    if mb.masks is not None and all(m is s for m, s in zip(actor + critic, stored_actor + stored_critic)):
+        # consistent dropout: every network replays its stored masks, the minibatch's own, used as they are (no copy)
+        return mb.masks[..., :w], (mb.masks[..., w:] if template.critic_has_dropout else None)
     actor_masks = None if actor[0] is None else _stack(actor, width)  # None: no dropout (e.g. in the critic only)
     critic_masks = _stack(critic, width) if critic and critic[0] is not None else None
     return actor_masks, critic_masks

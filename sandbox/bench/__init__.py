@@ -6,7 +6,9 @@
 - ``sandbox bench population``: a population of seeds against separate runs (:mod:`.population_speed`);
 - ``sandbox bench grpo-lambda`` and ``flatness``: the two studies the README reports (:mod:`.study_runs`, the
   studies themselves in ``sandbox/analysis/studies.py``);
-- ``sandbox bench grading``: a class of made-up homework graded (:mod:`.grading`).
+- ``sandbox bench grading``: a class of made-up homework graded (:mod:`.grading`);
+- ``sandbox bench minatar``: PPO on MinAtar's games in the dropout modes and with D-PPO's sample dropout, as
+  populations, with the usual report (:mod:`.minatar_study`).
 
 :mod:`.common` holds what they share: the machine line, one run in a fresh process, medians.
 """
@@ -17,6 +19,8 @@ from .cartpole_vs_sb3 import _ours_cartpole, _sb3_cartpole, bench_cartpole
 from .common import machine
 from .grading import bench_grading
 from .lang_vs_trl import _ours_reverse, bench_lang
+from .minatar_study import STEPS as MINATAR_STEPS
+from .minatar_study import bench_minatar
 from .population_speed import bench_population
 from .study_runs import bench_flatness, bench_grpo_lambda
 from .sweep_report import bench_report, bench_sweep
@@ -32,8 +36,10 @@ __all__ = [
     "bench_grading",
     "bench_grpo_lambda",
     "bench_lang",
+    "bench_minatar",
     "bench_population",
     "bench_report",
     "bench_sweep",
     "machine",
+    "MINATAR_STEPS",
 ]

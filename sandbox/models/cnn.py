@@ -34,11 +34,14 @@ KERNEL = 3
 """Its kernel size; stride 1, no padding."""
 HIDDEN = 128
 """Units of the fully connected hidden layer (the MinAtar paper's)."""
-GROUPED_BELOW = 32
-"""A population's members share one grouped convolution for batches smaller than this (a rollout step acting for a
-few envs: one call instead of K), and take one convolution each for larger ones (the update's minibatches, where a
-grouped convolution is several times slower on a CPU). Measured with one thread, K = 5, 4 input channels: at a batch
-of 8, 127 us grouped against 271 us one by one; at 64, 1516 against 647; at 256, 7078 against 2200."""
+BATCHED_BELOW = 32
+"""How K stacked networks (a population's members) run a batch, on a CPU with one thread. Below this many samples per
+member (a rollout step acting for a few envs), as one network: one grouped convolution and batched matrix products,
+one call each instead of K. From this many on (the update's minibatches, the critic over a whole rollout), member by
+member: there the work is arithmetic, not per-call overhead, and a grouped convolution is several times slower than
+K plain ones. Measured, K = 5, 4 input channels: the convolution alone at a batch of 8 took 127 us grouped against
+271 us one by one, at 64 1516 against 647, at 256 7078 against 2200; the actor's whole forward and backward at 256,
+18.2 ms member by member against 22.2 ms batched."""
 
 
 class DropoutCNN(nn.Module):
@@ -113,8 +116,19 @@ def cnn_forward(
     over ``weights`` (the hidden layer, then the head) and the rest of ``mask``.
 
     One network: ``W (16, C, 3, 3)``, ``x (batch, C, H, W)``. K stacked networks of one shape (a population of
-    seeds): ``W (K, 16, C, 3, 3)``, ``x (K, batch, C, H, W)``, ``mask (K, batch, mask_width)``.
+    seeds): ``W (K, 16, C, 3, 3)``, ``x (K, batch, C, H, W)``, ``mask (K, batch, mask_width)``; from
+    :data:`BATCHED_BELOW` samples on, each member by this function on its own, the outputs stacked (each member then
+    computes exactly what its own network computes on the same batch).
     """
+    if conv[0].dim() == 5 and x.shape[1] >= BATCHED_BELOW:  # K networks, a large batch: member by member
+        members = zip(
+            x.unbind(0),
+            zip(*(t.unbind(0) for t in conv)),
+            zip(*(zip(w.unbind(0), b.unbind(0)) for w, b in weights)),
+            mask.unbind(0) if mask is not None else [None] * x.shape[0],
+        )
+        outs = [cnn_forward(*m, samples, average, all_samples, apply) for m in members]
+        return torch.stack(outs, dim=-3)  # (K, batch, out), or (copies, K, batch, out)
     h = torch.relu(conv2d(x, *conv))  # (..., conv_units)
     rest = None
     if mask is not None:
@@ -126,15 +140,13 @@ def cnn_forward(
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """The convolution, its output flattened per sample: ``(batch, C, H, W) -> (batch, units)``, or for K stacked
-    networks ``(K, batch, C, H, W) -> (K, batch, units)``: one grouped convolution for small batches, else one
-    convolution per member (see :data:`GROUPED_BELOW`; both give each member what its own network gives)."""
+    networks ``(K, batch, C, H, W) -> (K, batch, units)`` as one grouped convolution (for the small batches of
+    :data:`BATCHED_BELOW`)."""
     if w.dim() == 4:
         return F.conv2d(x, w, b).flatten(1)
     K, B = x.shape[:2]
-    if B < GROUPED_BELOW:
-        grouped = F.conv2d(x.transpose(0, 1).flatten(1, 2), w.flatten(0, 1), b.flatten(), groups=K)  # (B, K*out, ..)
-        return grouped.view(B, K, -1).transpose(0, 1)
-    return torch.stack([F.conv2d(x[k], w[k], b[k]).flatten(1) for k in range(K)])
+    grouped = F.conv2d(x.transpose(0, 1).flatten(1, 2), w.flatten(0, 1), b.flatten(), groups=K)  # (B, K * out, ...)
+    return grouped.view(B, K, -1).transpose(0, 1)
 
 
 class CNNAgent(Agent):

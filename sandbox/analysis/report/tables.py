@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Sequence
 
 import numpy as np
@@ -62,29 +63,45 @@ def _parse_baseline(spec: str, groups: Sequence[Group] = ()) -> tuple[str, objec
     return name, next((g.config[name] for g in groups if name in g.config and g.config[name] == value), value)
 
 
+def _parse_baselines(spec: str, groups: Sequence[Group] = ()) -> list[tuple[str, object]]:
+    """``"field=value[,field=value...]"`` -> its (field, value) pairs, each read by :func:`_parse_baseline`
+    (``dropout_mode=off,sample_dropout=none``: the baseline of every group is the one with dropout off *and* no
+    sample dropout). A comma starts a new pair only before ``name=``, so a JSON list value keeps its commas."""
+    return [_parse_baseline(part, groups) for part in _baseline_parts(spec)]
+
+
+def _baseline_parts(spec: str) -> list[str]:
+    return re.split(r",\s*(?=[A-Za-z_]\w*\s*=)", spec)
+
+
 def check_baseline(groups: list[Group], baseline: str) -> None:
-    """A one-line error unless some group of the sweep has ``baseline``'s value (a typo would otherwise give a
-    report with no comparison at all). A sweep without dropout-off runs may keep the default baseline."""
+    """A one-line error unless some group of the sweep has each of ``baseline``'s values (a typo would otherwise give
+    a report with no comparison at all). A sweep without dropout-off runs may keep the default baseline."""
     from ...config import ConfigError
 
-    field_, value = _parse_baseline(baseline, groups)
-    if not field_ or "=" not in baseline:
-        raise ConfigError("baseline", f"expected FIELD=VALUE (e.g. dropout_mode=off, beta=0.0), got {baseline!r}")
-    if any(field_ in g.config and g.config[field_] == value for g in groups) or baseline == DEFAULT_BASELINE:
+    if baseline == DEFAULT_BASELINE:
         return
-    if not any(field_ in g.config for g in groups):
-        raise ConfigError("baseline", f"the runs have no field {field_!r} (a config field, e.g. dropout_mode, beta)")
-    seen = sorted({json.dumps(g.config[field_]) for g in groups if field_ in g.config})
-    raise ConfigError("baseline", f"no group has {field_} = {json.dumps(value)}; this sweep has {', '.join(seen)}")
+    for part in _baseline_parts(baseline):
+        field_, value = _parse_baseline(part, groups)
+        if not field_ or "=" not in part:
+            raise ConfigError("baseline", f"expected FIELD=VALUE (e.g. dropout_mode=off, beta=0.0), got {baseline!r}")
+        if any(field_ in g.config and g.config[field_] == value for g in groups):
+            continue
+        if not any(field_ in g.config for g in groups):
+            known = "a config field, e.g. dropout_mode, beta"
+            raise ConfigError("baseline", f"the runs have no field {field_!r} ({known})")
+        seen = sorted({json.dumps(g.config[field_]) for g in groups if field_ in g.config})
+        raise ConfigError("baseline", f"no group has {field_} = {json.dumps(value)}; this sweep has {', '.join(seen)}")
 
 
-def _baseline_of(g: Group, groups: list[Group], by_key: dict, field_: str, value) -> Group | None:
-    """The group with the same config but ``field_ = value``; for ``dropout_mode=off``, differences in fields
-    that dropout-off makes inert (the rate, the schedule, ...) are allowed."""
-    exact = by_key.get(json.dumps({**g.config, field_: value}, sort_keys=True))
-    if exact is not None or not (field_ == "dropout_mode" and dropout_is_off(value)):
+def _baseline_of(g: Group, groups: list[Group], by_key: dict, pairs: list[tuple[str, object]]) -> Group | None:
+    """The group with the same config but the baseline's values (``pairs``); when one of them is ``dropout_mode=off``,
+    differences in fields that dropout-off makes inert (the rate, the schedule, ...) are allowed."""
+    values = dict(pairs)
+    exact = by_key.get(json.dumps({**g.config, **values}, sort_keys=True))
+    if exact is not None or not ("dropout_mode" in values and dropout_is_off(values["dropout_mode"])):
         return exact
-    want = {k: v for k, v in {**g.config, field_: value}.items() if k not in INERT_WHEN_OFF}
+    want = {k: v for k, v in {**g.config, **values}.items() if k not in INERT_WHEN_OFF}
     for other in groups:
         if {k: v for k, v in other.config.items() if k not in INERT_WHEN_OFF} == want:
             return other
@@ -93,9 +110,9 @@ def _baseline_of(g: Group, groups: list[Group], by_key: dict, field_: str, value
 
 def baselines(groups: list[Group], baseline: str = DEFAULT_BASELINE) -> dict[str, Group | None]:
     """Group key -> its baseline group: None when the sweep has none, the group itself when it is one."""
-    field_, value = _parse_baseline(baseline, groups)
+    pairs = _parse_baselines(baseline, groups)
     by_key = {g.key: g for g in groups}
-    return {g.key: _baseline_of(g, groups, by_key, field_, value) for g in groups}
+    return {g.key: _baseline_of(g, groups, by_key, pairs) for g in groups}
 
 
 COMPARISON_COLUMNS = (
