@@ -471,7 +471,7 @@ class BenchArgs:
     --out again continues a bench that stopped). None: bench-<target>-<time>."""
     max_steps: int | None = None
     """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
-    None: 100000 for cartpole, 300000 for lang, 500000 for minatar."""
+    None: 100000 for cartpole, 300000 for lang, 400000 for minatar."""
     games: tuple[str, ...] = ("breakout", "space_invaders")
     """minatar: the games (asterix, breakout, freeway, seaquest, space_invaders)."""
     fast: bool = False
