@@ -326,14 +326,15 @@ class DropoutConfig:
     """Dropout in the policy, and how rollouts and updates handle it (README: "Dropout: the four handling modes")."""
 
     dropout: float | None = None
-    """Dropout probability p in [0, 1): after every hidden activation of the policy MLP, or GPT-2's embedding,
-    attention and residual dropout in the transformer. None: 0 on Gym, 0.1 (GPT-2's) on language tasks."""
+    """Dropout probability p in [0, 1): after every hidden activation of the policy MLP (MinAtar's network: after its
+    convolution and its hidden layer), or GPT-2's embedding, attention and residual dropout in the transformer.
+    None: 0 on Gym, 0.1 (GPT-2's) on language tasks."""
     dropout_mode: DropoutModeName = "naive"
     """How rollouts and updates treat dropout. off: p = 0 everywhere; rollout-eval: no dropout at rollout, fresh
     masks in the update (what SB3 does); naive: fresh masks at rollout and again in the update (PyTorch's
     default train mode, what TRL does); consistent: the rollout's masks are stored and reused in the update."""
     dropout_value: bool = False
-    """Put dropout in the value MLP too (same p and mode)."""
+    """Put dropout in the value network too (same p and mode)."""
     dropout_policy: bool = True
     """Put dropout in the policy MLP. --no-dropout-policy with --dropout-value: dropout in the value MLP only (noise in
     the critic but not in the policy: PPO on Gym)."""

@@ -205,13 +205,14 @@ def test_report_of_a_tiny_sweep_of_three_seeds_per_group_states_no_verdict(tmp_p
     assert "| better |" not in text and "| worse |" not in text and "**better**" not in text and "**worse**" not in text
 
 
-def _fake_run(root: Path, name: str, env: str, mode: str, p: float, seed: int, final: float) -> None:
-    """A finished run directory with a known final return (two metric rows), without training anything."""
+def _fake_run(root: Path, name: str, env: str, mode: str, p: float, seed: int, final: float, **extra) -> None:
+    """A finished run directory with a known final return (two metric rows), without training anything; ``extra``:
+    more config fields."""
     import pandas as pd
 
     d = root / name / f"seed={seed}"
     d.mkdir(parents=True)
-    cfg = {"algo": "ppo", "env": env, "dropout": p, "dropout_mode": mode, "seed": seed}
+    cfg = {"algo": "ppo", "env": env, "dropout": p, "dropout_mode": mode, "seed": seed, **extra}
     (d / "config.json").write_text(json.dumps(cfg))
     summary = {"status": "ok", "final_return": final, "solved_at_steps": None, "reward_threshold": 475.0}
     (d / "summary.json").write_text(json.dumps(summary))
@@ -292,6 +293,32 @@ def test_a_baseline_no_group_has_is_refused_in_one_line(capsys, tmp_path):
     assert main(["report", str(tmp_path), "--quiet", "--baseline", "dropout_mode"]) == 2
     assert "FIELD=VALUE" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--quiet", "--baseline", "dropout_mode=naive"]) == 0
+
+
+def test_a_baseline_of_several_fields_needs_them_all(tmp_path, capsys):
+    """``dropout_mode=off,sample_dropout=none``: sample dropout (with dropout off) is compared with plain PPO, not taken
+    for a baseline of its own; a JSON list keeps its commas."""
+    from sandbox.analysis.report import baselines, group_runs, load_runs
+    from sandbox.analysis.report.tables import _parse_baselines
+    from sandbox.cli import main
+
+    assert _parse_baselines("dropout_mode=off,sample_dropout=none") == [
+        ("dropout_mode", "off"),
+        ("sample_dropout", "none"),
+    ]
+    assert _parse_baselines("hidden_sizes=[64, 64], beta=0.0") == [("hidden_sizes", [64, 64]), ("beta", 0.0)]
+    for seed in range(2):
+        _fake_run(tmp_path, "off", "CartPole-v1", "off", 0.1, seed, 10.0, sample_dropout="none")
+        _fake_run(tmp_path, "naive", "CartPole-v1", "naive", 0.1, seed, 5.0, sample_dropout="none")
+        _fake_run(tmp_path, "dppo", "CartPole-v1", "off", 0.1, seed, 7.0, sample_dropout="dppo")
+    groups = group_runs(load_runs(tmp_path))
+    by_dir = {g.runs[0].path.parent.name: g for g in groups}  # the group's directory: off, naive, dppo
+    bases = baselines(groups, "dropout_mode=off,sample_dropout=none")
+    assert bases[by_dir["dppo"].key] is by_dir["off"] and bases[by_dir["naive"].key] is by_dir["off"]
+    assert bases[by_dir["off"].key] is by_dir["off"]
+    assert baselines(groups)[by_dir["dppo"].key] is by_dir["dppo"]  # dropout_mode=off alone: a baseline of its own
+    assert main(["report", str(tmp_path), "--quiet", "--baseline", "dropout_mode=off,sample_dropout=sdpo"]) == 2
+    assert "sample_dropout" in capsys.readouterr().err
 
 
 def test_a_baseline_spelled_as_an_integer_finds_its_float_group(tmp_path):
