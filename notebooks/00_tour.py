@@ -12,7 +12,8 @@
 # **Assumes.** Python and a little pandas; what an environment, a policy, an episode and a return are. No PPO
 # knowledge: lessons 01 (advantages) and 02 (the clipped surrogate) take it apart, lesson 03 adds dropout.
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 57 s of wall time,
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 57 s of wall time,
 # 57 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 8 s (tiny runs that only check the notebook works:
 # their numbers mean nothing). The committed outputs are those of a full run.
 

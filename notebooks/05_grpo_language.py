@@ -30,7 +30,8 @@
 #
 # **Assumes** lessons 02 and 03 (PPO's ratio and clipped surrogate; the four dropout modes) and a little PyTorch.
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 68 s of wall time,
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 68 s of wall time,
 # 67 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 13 s (tiny runs that only check the notebook
 # works: their numbers mean nothing). The committed outputs are those of a full run. The first run also pretrains
 # the references of `lang:reverse` and `lang:length` (5-15 s each, once; cached under `$SANDBOX_CACHE` or

@@ -37,7 +37,8 @@
 # **Assumes** lesson 1 (PPO's clipped surrogate, the dropout modes, `first_ratio_dev`) and the statistics of
 # lessons 5-6 (t intervals, `stats.compare`, Holm's correction).
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 2.5 min (149 s) of
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 2.5 min (149 s) of
 # wall time (two runs at a time), 277 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 16 s (tiny runs
 # that only check the notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #

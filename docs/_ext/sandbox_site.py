@@ -1,0 +1,167 @@
+"""The course site's own Sphinx pieces: reference pages generated from the code, and formulas written as MathML.
+
+- ``{sandbox-config}``: every field of :class:`sandbox.config.Config`, group by group (:data:`sandbox.config.GROUPS`),
+  with its flag, type, default and docstring (read by tyro's own reader, so the text is ``--help``'s), and which kinds
+  of run each group applies to (:data:`sandbox.config.APPLIES`, :data:`sandbox.config.KINDS`).
+- ``{sandbox-metrics} metrics`` and ``{sandbox-metrics} flatness``: the columns of ``metrics.csv`` and ``flatness.csv``
+  with their meanings, from :mod:`sandbox.metrics`, in the schema's order.
+- the ``mathml`` math renderer: every formula converted to MathML at build time (latex2mathml), which browsers draw
+  themselves, so the site loads no MathJax from a CDN and reads offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
+
+
+def _markdown_cell(text: str) -> str:
+    """``text`` as the cell of a markdown table: pipes, angle brackets and asterisks taken literally."""
+    text = " ".join(text.split())
+    return re.sub(r"([|<>*])", r"\\\1", text)
+
+
+class MetricsDirective(SphinxDirective):
+    """A table of one schema of :mod:`sandbox.metrics`: ``metrics`` (metrics.csv) or ``flatness`` (flatness.csv)."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        from sandbox import metrics
+
+        schemas = {"metrics": metrics.METRICS, "flatness": metrics.FLATNESS}
+        if self.arguments[0] not in schemas:
+            raise self.error(f"sandbox-metrics: one of {', '.join(schemas)}, got {self.arguments[0]!r}")
+        lines = ["| column | meaning |", "|---|---|"]
+        lines += [f"| `{name}` | {_markdown_cell(doc)} |" for name, doc in schemas[self.arguments[0]].items()]
+        container = nodes.container(classes=["sandbox-metrics"])
+        self.state.nested_parse(StringList(lines, source="sandbox.metrics"), self.content_offset, container)
+        return container.children
+
+
+def _default(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return "required"
+    return repr(value)
+
+
+def field_help(group: type, name: str) -> str:
+    """The field's docstring as ``sandbox train --help`` shows it (tyro's own reader of field docstrings)."""
+    from tyro import _docstrings
+
+    return _docstrings.get_field_docstring(group, name, ()) or ""
+
+
+class ConfigDirective(SphinxDirective):
+    """One section per group of :data:`sandbox.config.GROUPS`: where it applies, then every field."""
+
+    option_spec = {"heading-level": directives.nonnegative_int}
+
+    def run(self) -> list[nodes.Node]:
+        from sandbox.config import APPLIES, GROUPS, KINDS, TITLES
+
+        out: list[nodes.Node] = [self._applies_table(GROUPS, APPLIES, KINDS, TITLES)]
+        for name, group in GROUPS.items():
+            section = nodes.section(ids=[f"group-{name}"], names=[f"group-{name}"])
+            section += nodes.title(text=f"{TITLES[name][0].upper()}{TITLES[name][1:]} ({name})")
+            section += nodes.paragraph(text=" ".join((group.__doc__ or "").split()))
+            kinds = [KINDS[k] for k in APPLIES[name]]
+            applies = "every kind of run" if len(kinds) == len(KINDS) else ", ".join(kinds)
+            para = nodes.paragraph()
+            para += nodes.strong(text="Applies to: ")
+            para += nodes.Text(applies + ".")
+            refused = [KINDS[k] for k in KINDS if k not in APPLIES[name]]
+            if refused:
+                para += nodes.Text(" A field of this group set for " + ", ".join(refused) + " is refused in one line.")
+            section += para
+            items = nodes.definition_list(classes=["sandbox-config"])
+            for field in dataclasses.fields(group):
+                term = nodes.term(ids=[f"field-{field.name}"])
+                term += nodes.literal(text="--" + field.name.replace("_", "-"))
+                term += nodes.Text("  ")
+                term += nodes.emphasis(text=f"{field.name}: {field.type} = {_default(field)}")
+                role = field.metadata.get("role")
+                if role:
+                    term += nodes.Text(f"  (role: {role})")
+                body = nodes.definition()
+                for paragraph in field_help(group, field.name).split("\n\n"):
+                    body += nodes.paragraph(text=" ".join(paragraph.split()))
+                items += nodes.definition_list_item("", term, body)
+            section += items
+            out.append(section)
+        return out
+
+    @staticmethod
+    def _applies_table(groups, applies, kinds, titles) -> nodes.table:
+        table = nodes.table(classes=["sandbox-applies"])
+        tgroup = nodes.tgroup(cols=len(kinds) + 1)
+        table += tgroup
+        for _ in range(len(kinds) + 1):
+            tgroup += nodes.colspec(colwidth=1)
+
+        def row(cells: list[str], literal_first: bool = False) -> nodes.row:
+            r = nodes.row()
+            for i, text in enumerate(cells):
+                entry = nodes.entry()
+                inner = nodes.literal(text=text) if (literal_first and i == 0) else nodes.Text(text)
+                entry += nodes.paragraph("", "", inner)
+                r += entry
+            return r
+
+        head = nodes.thead()
+        head += row(["group", *kinds.values()])
+        tgroup += head
+        body = nodes.tbody()
+        for name in groups:
+            body += row([name, *("yes" if k in applies[name] else "-" for k in kinds)], literal_first=True)
+        tgroup += body
+        return table
+
+
+# --- formulas as MathML ------------------------------------------------------------------------------------------
+
+
+def _mathml(latex: str, display: str) -> str:
+    from latex2mathml.converter import convert
+
+    return convert(latex.strip(), display=display)
+
+
+def _visit_inline(self, node) -> None:
+    self.body.append(f'<span class="math notranslate">{_mathml(node.astext(), "inline")}</span>')
+    raise nodes.SkipNode
+
+
+def _visit_block(self, node) -> None:
+    if node.get("label"):
+        self.body.append(f'<span class="eqno">({node["number"]})</span>')
+    self.body.append(f'<div class="math notranslate">{_mathml(node.astext(), "block")}</div>')
+    raise nodes.SkipNode
+
+
+def _notebook_language(app, docname: str, source: list[str]) -> None:
+    """The homework notebooks are kept without notebook metadata (jupytext strips it): tell MyST-NB that their code
+    is Python, for highlighting, as the lessons' ``language_info`` does."""
+    if str(app.env.doc2path(docname)).endswith(".ipynb"):
+        notebook = json.loads(source[0])
+        if not notebook.get("metadata", {}).get("language_info"):
+            notebook.setdefault("metadata", {})["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+            source[0] = json.dumps(notebook)
+
+
+def setup(app):
+    app.connect("source-read", _notebook_language)
+    app.add_directive("sandbox-metrics", MetricsDirective)
+    app.add_directive("sandbox-config", ConfigDirective)
+    app.add_html_math_renderer("mathml", (_visit_inline, None), (_visit_block, None))
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
