@@ -89,8 +89,8 @@ print(json.dumps(summary, indent=1))
 # %% [markdown]
 # ### `metrics.csv`: one row per update
 #
-# Every algorithm writes the same columns, in the same order (their meanings: the README's Metrics table, or
-# `sandbox.metrics.METRICS`). Three groups to know now: *progress* (`env_steps`, `ep_return_mean`, `ep_len_mean`),
+# Every algorithm writes the same columns, in the same order (their meanings: the [Metrics](../docs/reference/metrics.md) page,
+# or `sandbox.metrics.METRICS`). Three groups to know now: *progress* (`env_steps`, `ep_return_mean`, `ep_len_mean`),
 # *what the update did* (`approx_kl`, `clipfrac`, `entropy`, `explained_var`: lessons 01-02), and *the schedule*
 # (`lr`, `clip_coef`). `first_ratio_dev` comes first because it is the sandbox's central measurement: lesson 03. (An
 # `explained_var` below 0, as in some rows below, is not a bug: lesson 01, section 4.)

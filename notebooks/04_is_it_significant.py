@@ -51,7 +51,7 @@ print(f"FAST={FAST}: 4 dropout modes x {len(SEEDS)} seeds of {STEPS:,} steps")
 # dictionary `sandbox/demo.py` uses): the tuned CartPole preset for 30k steps, dropout p = 0.3 in the policy *and*
 # the value network, the four dropout modes, 16 seeds each. A spec is a `[base]` table and a `[grid]` whose product is
 # the set of runs; `run_sweep` runs them, two at a time, and trains the 16 seeds of each mode together as one
-# *population* (one process, batched networks: several times more seeds per CPU-second; README, "Populations").
+# *population* (one process, batched networks: several times more seeds per CPU-second; user guide, ["Populations"](../docs/guide/populations.md)).
 # From a terminal: `sandbox sweep spec.toml --out runs/lesson04`.
 
 # %%

@@ -355,7 +355,7 @@ for mode in MODES:
         m = grpo("lang:reverse", dropout=0.1, dropout_mode=mode, seed=s, total_steps=1).metrics.iloc[0]
         rows.append({"mode": mode, "seed": s, **m[["first_ratio_dev", "first_clipfrac", "kl_ref"]].to_dict()})
 first = pd.DataFrame(rows)
-print("seed 0 (the README's table):")
+print("seed 0 (the table of the user guide's Language tasks):")
 first[first.seed == 0].set_index("mode").drop(columns="seed").round(3)
 
 # %%
@@ -368,7 +368,8 @@ print("min - max over the seeds:")
 summary.agg(lambda x: f"{x.min():.3f} - {x.max():.3f}")
 
 # %% [markdown]
-# Seed 0 gives the README's table exactly: `rollout-eval` 0.167 / 0.250 / 0, `naive` 0.257 / 0.352 / 0.334,
+# Seed 0 gives the table of the user guide's [Language tasks](../docs/guide/language-tasks.md)
+# exactly: `rollout-eval` 0.167 / 0.250 / 0, `naive` 0.257 / 0.352 / 0.334,
 # `consistent` 0 / 0 / 0.264 (`first_ratio_dev` / `first_clipfrac` / `kl_ref`). Over seeds 0-4:
 #
 # - `off` and `consistent` have r = 1 exactly for every token; `rollout-eval` has `first_ratio_dev`

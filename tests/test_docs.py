@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if not any(part.startswith("_") for part in p.relative_to(DOCS).parts))
-SHARED = re.compile(r"<!-- shared with the README: (\w+) -->\n(.*?)\n<!-- end shared -->", re.S)
+SHARED = re.compile(
+    r"<!-- shared block: (\w+) \(the same text in README.md and on the site; [^)]*\) -->\n"
+    r"(.*?)\n<!-- end of shared block -->",
+    re.S,
+)
 
 
 class _Refs(HTMLParser):

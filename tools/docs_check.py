@@ -301,13 +301,16 @@ def run_checks(browser: Browser, origin: str, shots: Path, report: Report) -> No
 
     # search, offline
     page("search", "/search.html?q=first_ratio_dev")
-    hits = browser.poll(
-        "Array.from(document.querySelectorAll('#search-results li a')).map(a => a.getAttribute('href'))", 20
+    browser.poll("(document.querySelector('#search-results') || {}).textContent.includes('Search finished')", 30)
+    hits = browser.js(
+        "Array.from(document.querySelectorAll('#search-results li > a')).map(a => a.getAttribute('href'))"
     )
     browser.screenshot(shots / "search.png", full_page=False)
-    found = [h for h in hits or [] if "reference/metrics.html" in h]
+    rank = next((i + 1 for i, h in enumerate(hits or []) if "reference/metrics.html" in h), None)
     report.check(
-        "search: first_ratio_dev", bool(found), f"{len(hits or [])} results, the metrics page among them: {bool(found)}"
+        "search: first_ratio_dev",
+        rank is not None,
+        f"{len(hits or [])} pages found, the metrics page {'number ' + str(rank) if rank else 'not among them'}",
     )
     clean("search")
 

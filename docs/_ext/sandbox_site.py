@@ -109,11 +109,14 @@ class ConfigDirective(SphinxDirective):
         for _ in range(len(kinds) + 1):
             tgroup += nodes.colspec(colwidth=1)
 
-        def row(cells: list[str], literal_first: bool = False) -> nodes.row:
+        def row(cells: list[str], link_first: bool = False) -> nodes.row:
             r = nodes.row()
             for i, text in enumerate(cells):
                 entry = nodes.entry()
-                inner = nodes.literal(text=text) if (literal_first and i == 0) else nodes.Text(text)
+                if link_first and i == 0:  # the group's name, a link to its section below
+                    inner = nodes.reference("", "", nodes.literal(text=text), refid=f"group-{text}", internal=True)
+                else:
+                    inner = nodes.Text(text)
                 entry += nodes.paragraph("", "", inner)
                 r += entry
             return r
@@ -123,7 +126,7 @@ class ConfigDirective(SphinxDirective):
         tgroup += head
         body = nodes.tbody()
         for name in groups:
-            body += row([name, *("yes" if k in applies[name] else "-" for k in kinds)], literal_first=True)
+            body += row([name, *("yes" if k in applies[name] else "-" for k in kinds)], link_first=True)
         tgroup += body
         return table
 
