@@ -7,6 +7,9 @@
   with their meanings, from :mod:`sandbox.metrics`, in the schema's order.
 - the ``mathml`` math renderer: every formula converted to MathML at build time (latex2mathml), which browsers draw
   themselves, so the site loads no MathJax from a CDN and reads offline.
+- after an HTML build, every local link and anchor of every built page (the theme's buttons and sidebars included,
+  which MyST's own checks do not see) must resolve to a file and an id that exist: each one that does not is a
+  warning, so ``make docs`` (warnings as errors) fails on it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -162,7 +168,67 @@ def _notebook_language(app, docname: str, source: list[str]) -> None:
             source[0] = json.dumps(notebook)
 
 
+# --- every local link of the built site resolves ----------------------------------------------------------------
+
+
+class _Refs(HTMLParser):
+    """The ids of a page, and the local references (href, src) it makes."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("id", "name"):
+            if a.get(key):
+                self.ids.add(a[key])
+        for key in ("href", "src"):
+            if a.get(key) is not None and tag in ("a", "link", "img", "script", "source", "iframe"):
+                self.refs.append(a[key])
+
+
+def broken_links(site: Path) -> list[str]:
+    """Every local link or anchor of the built pages under ``site`` that leads nowhere, as ``page -> link (why)``."""
+    parsed: dict[Path, _Refs] = {}
+
+    def parse(path: Path) -> _Refs:
+        if path not in parsed:
+            parsed[path] = _Refs()
+            parsed[path].feed(path.read_text(encoding="utf-8"))
+        return parsed[path]
+
+    broken = []
+    for page in sorted(site.rglob("*.html")):
+        if page.relative_to(site).parts[0] in ("_static", "_sources"):
+            continue  # the theme's templates and the pages' sources, not pages
+        for ref in parse(page).refs:
+            parts = urlsplit(ref)
+            if parts.scheme or parts.netloc or ref.startswith("//"):
+                continue  # an external link: not the site's to resolve
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            where = f"{page.relative_to(site)} -> {ref}"
+            if not target.is_file():
+                broken.append(f"{where} (no such file)")
+            elif parts.fragment and target.suffix == ".html" and unquote(parts.fragment) not in parse(target).ids:
+                broken.append(f"{where} (no such anchor)")
+    return broken
+
+
+def _check_links(app, exception) -> None:
+    if exception is None and app.builder.format == "html":
+        from sphinx.util import logging
+
+        logger = logging.getLogger(__name__)
+        for problem in broken_links(Path(app.outdir)):
+            logger.warning("broken link in the built site: %s", problem, type="sandbox", subtype="link")
+
+
 def setup(app):
+    app.connect("build-finished", _check_links)
     app.connect("source-read", _notebook_language)
     app.add_directive("sandbox-metrics", MetricsDirective)
     app.add_directive("sandbox-config", ConfigDirective)
