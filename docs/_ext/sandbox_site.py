@@ -33,6 +33,12 @@ def _markdown_cell(text: str) -> str:
     return re.sub(r"([|<>*])", r"\\\1", text)
 
 
+# The object types of the schemas' columns: each row of a table is a target (``metrics.html#metric-first_ratio_dev``),
+# the search lists a column as an object above the pages that merely mention it, and a page can link one with
+# {metric}`first_ratio_dev`.
+OBJECT_TYPES = {"metrics": "metric", "flatness": "flatness-column"}
+
+
 class MetricsDirective(SphinxDirective):
     """A table of one schema of :mod:`sandbox.metrics`: ``metrics`` (metrics.csv) or ``flatness`` (flatness.csv)."""
 
@@ -44,10 +50,17 @@ class MetricsDirective(SphinxDirective):
         schemas = {"metrics": metrics.METRICS, "flatness": metrics.FLATNESS}
         if self.arguments[0] not in schemas:
             raise self.error(f"sandbox-metrics: one of {', '.join(schemas)}, got {self.arguments[0]!r}")
+        schema, objtype = schemas[self.arguments[0]], OBJECT_TYPES[self.arguments[0]]
         lines = ["| column | meaning |", "|---|---|"]
-        lines += [f"| `{name}` | {_markdown_cell(doc)} |" for name, doc in schemas[self.arguments[0]].items()]
+        lines += [f"| `{name}` | {_markdown_cell(doc)} |" for name, doc in schema.items()]
         container = nodes.container(classes=["sandbox-metrics"])
         self.state.nested_parse(StringList(lines, source="sandbox.metrics"), self.content_offset, container)
+        std = self.env.get_domain("std")
+        rows = [r for r in container.findall(nodes.row) if not isinstance(r.parent, nodes.thead)]
+        for row, name in zip(rows, schema, strict=True):
+            node_id = f"{objtype}-{name}"
+            row["ids"].append(node_id)
+            std.note_object(objtype, name, node_id, location=row)
         return container.children
 
 
@@ -77,6 +90,7 @@ class ConfigDirective(SphinxDirective):
         from sandbox.config import APPLIES, GROUPS, KINDS, TITLES
 
         out: list[nodes.Node] = [self._applies_table(GROUPS, APPLIES, KINDS, TITLES)]
+        std = self.env.get_domain("std")
         for name, group in GROUPS.items():
             section = nodes.section(ids=[f"group-{name}"], names=[f"group-{name}"])
             section += nodes.title(text=f"{TITLES[name][0].upper()}{TITLES[name][1:]} ({name})")
@@ -93,6 +107,7 @@ class ConfigDirective(SphinxDirective):
             items = nodes.definition_list(classes=["sandbox-config"])
             for field in dataclasses.fields(group):
                 term = nodes.term(ids=[f"field-{field.name}"])
+                std.note_object("config-field", field.name, f"field-{field.name}", location=term)
                 term += nodes.literal(text="--" + field.name.replace("_", "-"))
                 term += nodes.Text("  ")
                 term += nodes.emphasis(text=f"{field.name}: {field.type} = {_default(field)}")
@@ -230,6 +245,9 @@ def _check_links(app, exception) -> None:
 def setup(app):
     app.connect("build-finished", _check_links)
     app.connect("source-read", _notebook_language)
+    app.add_object_type("config-field", "config-field", objname="config field (sandbox.Config)")
+    for objtype in OBJECT_TYPES.values():
+        app.add_object_type(objtype, objtype, objname=f"{objtype.replace('-', ' ')} (sandbox.metrics)")
     app.add_directive("sandbox-metrics", MetricsDirective)
     app.add_directive("sandbox-config", ConfigDirective)
     app.add_html_math_renderer("mathml", (_visit_inline, None), (_visit_block, None))
