@@ -148,10 +148,18 @@ class Browser:
         return answer["result"].get("value")
 
     def poll(self, expression: str, seconds: float = 15):
-        """The value of ``expression`` once it is truthy (it may wait for the page's scripts), else the last one."""
+        """The value of ``expression`` once it is truthy (it may wait for the page's scripts, or for a redirect: an
+        evaluation that the page's navigation interrupts is tried again), else the last one."""
         deadline = time.monotonic() + seconds
         while True:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except RuntimeError as err:  # "Inspected target navigated or closed", "Cannot find context"
+                if time.monotonic() > deadline:
+                    raise
+                value = None
+                if "navigated" not in str(err) and "context" not in str(err):
+                    raise
             if value or time.monotonic() > deadline:
                 return value
             time.sleep(0.2)
@@ -227,7 +235,7 @@ def run_checks(browser: Browser, origin: str, shots: Path, report: Report) -> No
 
     # the home page, and the sidebar in course order
     browser.open(origin + "/")  # the site's root sends the reader on to the home page
-    browser.poll("location.pathname.endsWith('/docs/index.html') && document.readyState === 'complete'")
+    browser.poll("location.pathname.endsWith('/docs/index.html') && document.readyState === 'complete'", 30)
     browser.screenshot(shots / "home.png")
     title = browser.js("document.title")
     report.check("home: opens", "teaching sandbox" in title, f"title {title!r}, at {browser.js('location.pathname')}")
