@@ -43,8 +43,8 @@ myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
 
 # The lessons are shown with the outputs they were committed with (`make notebooks` runs them), never executed here.
-# Lesson 03's slider needs a running kernel: the site shows the figure drawn next to it and the widget's text, and
-# loads no widget scripts from a CDN.
+# Lesson 03's slider needs a running kernel: the site shows the figure drawn next to it and a note that the widget
+# works in Jupyter (docs/_ext/sandbox_site.py), and loads no widget scripts from a CDN.
 nb_execution_mode = "off"
 nb_ipywidgets_js = {}
 nb_mime_priority_overrides = [

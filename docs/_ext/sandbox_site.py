@@ -173,14 +173,33 @@ def _visit_block(self, node) -> None:
     raise nodes.SkipNode
 
 
-def _notebook_language(app, docname: str, source: list[str]) -> None:
-    """The homework notebooks are kept without notebook metadata (jupytext strips it): tell MyST-NB that their code
-    is Python, for highlighting, as the lessons' ``language_info`` does."""
-    if str(app.env.doc2path(docname)).endswith(".ipynb"):
-        notebook = json.loads(source[0])
-        if not notebook.get("metadata", {}).get("language_info"):
-            notebook.setdefault("metadata", {})["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
-            source[0] = json.dumps(notebook)
+WIDGET = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = (
+    "[An interactive widget: its sliders need the notebook's running kernel,\n"
+    " so it works in Jupyter, not on this page.\n"
+    " The figure above is the cell's own output for its first setting.]"
+)
+
+
+def _notebook_for_the_site(app, docname: str, source: list[str]) -> None:
+    """What the site reads of a notebook (the committed file is left as it is):
+
+    - the homework notebooks are kept without notebook metadata (jupytext strips it): their code is Python, for
+      highlighting, as the lessons' ``language_info`` says;
+    - a widget's output (lesson 03's sliders) needs a kernel: the page says so instead of showing the widget's repr.
+    """
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    notebook = json.loads(source[0])
+    metadata = notebook.setdefault("metadata", {})
+    if not metadata.get("language_info"):
+        metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    metadata.pop("widgets", None)
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            if WIDGET in output.get("data", {}):
+                output["data"] = {"text/plain": WIDGET_NOTE}
+    source[0] = json.dumps(notebook)
 
 
 # --- every local link of the built site resolves ----------------------------------------------------------------
@@ -244,7 +263,7 @@ def _check_links(app, exception) -> None:
 
 def setup(app):
     app.connect("build-finished", _check_links)
-    app.connect("source-read", _notebook_language)
+    app.connect("source-read", _notebook_for_the_site)
     app.add_object_type("config-field", "config-field", objname="config field (sandbox.Config)")
     for objtype in OBJECT_TYPES.values():
         app.add_object_type(objtype, objtype, objname=f"{objtype.replace('-', ' ')} (sandbox.metrics)")
