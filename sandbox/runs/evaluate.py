@@ -188,8 +188,8 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: float, max_width: int =
 
 
 def _evaluate_lang(b: dict, cfg: Config, episodes: int, deterministic: bool, noisy: bool, seed: int, show: int) -> dict:
-    from ..models.gpt import sample
     from ..envs.lang_tasks import completion_tokens, decode, make_task
+    from ..models.gpt import sample
 
     task = make_task(cfg.task_name, sparse=cfg.sparse, partial_credit=cfg.partial_credit)
     model = build_gpt(b).train(noisy)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .progress import progress_bar
-from ..models.gpt import ModelConfig, TinyGPT, sample
 from ..envs.lang_tasks import EOS, PAD, VOCAB, Task
+from ..models.gpt import ModelConfig, TinyGPT, sample
+from .progress import progress_bar
 
 REWARD_ONLY = frozenset({"sparse", "partial_credit", "threshold", "reward_range"})  # do not change the corpus
 REWARD_OPTIONS = ("sparse", "partial_credit")  # change the reward, so the reference's measured reward

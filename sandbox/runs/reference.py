@@ -14,10 +14,10 @@ import gymnasium as gym
 import torch
 
 from ..config import Config, ConfigError
-from .pretrain import PretrainConfig, model_config
 from ..envs.lang_tasks import make_task
 from ..models.spec import build_agent, build_gpt, check_gym_policy
 from .policy_file import load
+from .pretrain import PretrainConfig, model_config
 from .rundir import find_policy_file
 
 
