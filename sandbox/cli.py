@@ -38,7 +38,7 @@ commands:
   pretrain  the reference model of a language task (cached): sandbox pretrain --env lang:reverse
   bench   benchmarks against a peer: sandbox bench cartpole (PPO vs stable-baselines3), sandbox bench lang
           (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report); the
-          README's studies: sandbox bench grpo-lambda|flatness --seeds 0 1 2 ... --out DIR
+          studies: sandbox bench grpo-lambda|flatness|breadth|mechanisms --out DIR
   grade   grade homework: sandbox grade hw1 my_gae.ipynb (a .py, a notebook or a folder of them)
           [--format text|json|gradescope] [--hidden DIR] [--workers N] [--timeout S]
   doctor  is this machine ready for the course? versions against the lock, a short PPO run, a GIF, Jupyter (30 s)
@@ -451,7 +451,18 @@ class BenchArgs:
     """Benchmarks, run side by side with a peer in one command."""
 
     target: Annotated[
-        Literal["cartpole", "lang", "sweep", "report", "population", "grpo-lambda", "flatness", "grading"],
+        Literal[
+            "cartpole",
+            "lang",
+            "sweep",
+            "report",
+            "population",
+            "grpo-lambda",
+            "flatness",
+            "grading",
+            "breadth",
+            "mechanisms",
+        ],
         tyro.conf.Positional,
     ]
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
@@ -460,12 +471,21 @@ class BenchArgs:
     population vs 16 runs one at a time, seeds per CPU-second and final returns. grpo-lambda, flatness: the two
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
     --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
-    grading processes; the time, and whether every verdict is the one it must be."""
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed; the README used
-    0-9)."""
+    grading processes; the time, and whether every verdict is the one it must be. breadth: dropout off against the
+    three modes at p 0.1 and 0.3 on five tasks, 16 seeds per group (about 30 minutes on 2 cores); mechanisms: the
+    arms that test what decides the sign (smaller steps, critic or policy noise, a narrower network) on Acrobot and
+    CartPole. Both resume where an interrupted run stopped (same --out)."""
+    seeds: tuple[int, ...] | None = None
+    """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed). None: 0-4;
+    breadth and mechanisms: 0-15."""
     out: str | None = None
-    """grpo-lambda, flatness: the directory for their tables and figures. None: bench-<target>-<time>."""
+    """grpo-lambda, flatness, breadth, mechanisms: the directory for their tables and figures (breadth and
+    mechanisms: also their runs; the same --out resumes). None: bench-<target>-<time>."""
+    tasks: tuple[str, ...] | None = None
+    """breadth, mechanisms: only these of the study's tasks (gymnasium ids, e.g. Acrobot-v1). None: all."""
+    fast: bool = False
+    """breadth, mechanisms: two seeds and a twentieth of each budget, to check the plumbing in a minute (the
+    numbers mean nothing)."""
     max_steps: int | None = None
     """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
     None: 100000 for cartpole, 300000 for lang."""
@@ -474,7 +494,7 @@ class BenchArgs:
     submissions: int = 150
     """grading: how many made-up submissions."""
     workers: int = 2
-    """grading: grading processes side by side."""
+    """grading: grading processes side by side. breadth, mechanisms: runs (populations) side by side."""
     quiet: bool = False
     """No progress bar."""
 
@@ -485,16 +505,34 @@ def parse_bench(args: list[str]) -> BenchArgs:
 
 def cmd_bench(args: list[str]) -> int:
     a = parse_bench(args)
+    studies = ("breadth", "mechanisms")
+    if a.seeds is None:
+        a.seeds = tuple(range(16)) if a.target in studies else (0, 1, 2, 3, 4)
     if not a.seeds:
         raise ConfigError("seeds", "needs at least one seed")
+    if (a.tasks is not None or a.fast) and a.target not in studies:
+        raise ConfigError(
+            "tasks" if a.tasks is not None else "fast", f"only for bench breadth and mechanisms, not {a.target}"
+        )
+    if a.tasks is not None:
+        from .analysis.breadth import MECHANISM_TASKS, TASKS
+
+        allowed = list(TASKS) if a.target == "breadth" else list(MECHANISM_TASKS)
+        for task in a.tasks:
+            if task not in allowed:
+                raise ConfigError(
+                    "tasks", f"{task!r} is not a task of the {a.target} study; one of: {', '.join(allowed)}"
+                )
     if a.max_steps is not None and a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
     if a.max_steps is not None and a.target not in ("cartpole", "lang"):
         raise ConfigError("max_steps", f"only for bench cartpole and lang, not {a.target}")
-    if a.target == "grading" and (a.submissions < 1 or a.workers < 1):
-        raise ConfigError("submissions" if a.submissions < 1 else "workers", "must be at least 1")
-    if a.out is not None and a.target not in ("grpo-lambda", "flatness"):
-        raise ConfigError("out", f"only for bench grpo-lambda and flatness (the studies), not {a.target}")
+    if a.workers < 1:
+        raise ConfigError("workers", "must be at least 1")
+    if a.target == "grading" and a.submissions < 1:
+        raise ConfigError("submissions", "must be at least 1")
+    if a.out is not None and a.target not in ("grpo-lambda", "flatness", *studies):
+        raise ConfigError("out", f"only for the studies (grpo-lambda, flatness, breadth, mechanisms), not {a.target}")
     if a.json:
         from pathlib import Path
 
@@ -515,6 +553,9 @@ def cmd_bench(args: list[str]) -> int:
         result = bench.bench_population(quiet=a.quiet)
     elif a.target == "grading":
         result = bench.bench_grading(a.submissions, a.workers, quiet=a.quiet)
+    elif a.target in studies:
+        out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
+        result = bench.bench_breadth(a.target, out, a.seeds, a.tasks, a.workers, a.fast, quiet=a.quiet)
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         study = bench.bench_grpo_lambda if a.target == "grpo-lambda" else bench.bench_flatness

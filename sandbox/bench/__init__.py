@@ -6,13 +6,16 @@
 - ``sandbox bench population``: a population of seeds against separate runs (:mod:`.population_speed`);
 - ``sandbox bench grpo-lambda`` and ``flatness``: the two studies the README reports (:mod:`.study_runs`, the
   studies themselves in ``sandbox/analysis/studies.py``);
-- ``sandbox bench grading``: a class of made-up homework graded (:mod:`.grading`).
+- ``sandbox bench grading``: a class of made-up homework graded (:mod:`.grading`);
+- ``sandbox bench breadth`` and ``mechanisms``: the dropout study across tasks, and what decides the sign
+  (:mod:`.breadth`, the study itself in ``sandbox/analysis/breadth.py``).
 
 :mod:`.common` holds what they share: the machine line, one run in a fresh process, medians.
 """
 
 from __future__ import annotations
 
+from .breadth import bench_breadth
 from .cartpole_vs_sb3 import _ours_cartpole, _sb3_cartpole, bench_cartpole
 from .common import machine
 from .grading import bench_grading
@@ -27,6 +30,7 @@ WORKERS = {"ours": _ours_cartpole, "sb3": _sb3_cartpole, "ours-lang": _ours_reve
 
 __all__ = [
     "WORKERS",
+    "bench_breadth",
     "bench_cartpole",
     "bench_flatness",
     "bench_grading",
