@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import PRESETS, Config, validate
-from ..dropout_modes import MODE_NAMES
+from ..dropout_modes import MODE_NAMES, dropout_is_off
 from ..stats import ALPHA, compare, holm, verdict
 from .report import load_runs
 
-MODES = tuple(m for m in MODE_NAMES if m != "off")
+MODES = tuple(m for m in MODE_NAMES if not dropout_is_off(m))
 RATES = (0.1, 0.3)
 SEEDS = 16
 
@@ -183,7 +183,7 @@ def finals(out: Path) -> pd.DataFrame:
             "group": group,
             "label": labels[task][group],
             "mode": r.config["dropout_mode"],
-            "p": float(r.config["dropout"]) if r.config["dropout_mode"] != "off" else 0.0,
+            "p": 0.0 if dropout_is_off(r.config["dropout_mode"]) else float(r.config["dropout"]),
             "seed": r.config["seed"],
             "first": _first(r.metrics.ep_return_mean),
             "final": float(r.final),
@@ -204,7 +204,7 @@ def learned(frame: pd.DataFrame) -> pd.DataFrame:
     finished episode: the nearly random initial policy's episodes), over the seeds: the means, the difference's
     interval and the permutation test's p-value."""
     rows = []
-    for task, g in frame[frame["mode"] == "off"].groupby("task"):
+    for task, g in frame[frame["mode"].map(dropout_is_off)].groupby("task"):
         g = g[g["group"] == "group00"]
         c = _compare(g["final"].to_numpy(), g["first"].to_numpy())
         rows.append({"task": task, "seeds": len(g), "first update": c.mean_y, "final": c.mean_x,
