@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv when it is missing.
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv when it is missing. A student needs
+# only `make setup` (then Jupyter on notebooks/); `make docs` builds the course website.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # resolution from pyproject.toml and constraints.txt (`make lock`). Every install uses it: here, environment.yml, CI.
 LOCK   := requirements.lock
 
-.PHONY: setup test lint demo bench notebooks lock lock-check clean
+.PHONY: setup test lint demo bench notebooks docs docs-check lock lock-check clean
 
 setup: $(STAMP)
 
@@ -46,13 +47,14 @@ lock: setup
 lock-check: setup
 	$(BIN)/python tools/lock_check.py --uv $(BIN)/uv --torch-index $(TORCH_INDEX) $(LOCK)
 
-test: setup lint
+# make test also builds the course website (tests/test_docs.py, warnings as errors), so it installs the docs extra
+test: setup lint $(DOCS_STAMP)
 	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 2 --nbmake tests notebooks
 
 # ruff (lint, format check) and the import layers (lint-imports), both configured in pyproject.toml
 lint: setup
-	$(BIN)/ruff check sandbox tests tools
-	$(BIN)/ruff format --check sandbox tests tools
+	$(BIN)/ruff check sandbox tests tools docs
+	$(BIN)/ruff format --check sandbox tests tools docs
 	$(BIN)/lint-imports
 
 # Every lesson run in full mode, its outputs (figures included) written into the .ipynb; the paired .py (jupytext
@@ -64,6 +66,26 @@ notebooks: setup
 	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200 $$nb || exit 1; \
 	done
+
+# The course website (Sphinx, MyST-NB, sphinx-book-theme; docs/conf.py), offline: the lessons with their committed
+# outputs (never executed here), the homework, the user guide (docs/guide), reference pages generated from the code
+# (docs/reference), search. Warnings are errors: a broken link, a missing image or a bad docstring fails the build.
+# The docs extra is not in make setup: a student does not build the site.
+SITE := build/site
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-build-isolation -c $(LOCK) -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf $(SITE) build/doctrees
+	$(BIN)/python -m sphinx -W --keep-going -q -E -b html -d build/doctrees -c docs . $(SITE)
+	@echo "the site: open $(SITE)/index.html, or serve it: $(BIN)/python -m http.server -d $(SITE) -b 127.0.0.1 8000"
+
+# The built site in a real browser: served on 127.0.0.1, opened in headless Chromium (Debian's package, installed
+# when missing) over the DevTools protocol; screenshots in build/docs-check. See tools/docs_check.py.
+docs-check: docs
+	$(BIN)/python tools/docs_check.py $(SITE) --screenshots build/docs-check
 
 demo: setup
 	$(BIN)/sandbox demo
@@ -77,4 +99,4 @@ bench: setup
 	$(BIN)/sandbox bench population
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build

@@ -12,7 +12,8 @@
 # **Assumes.** Python and a little pandas; what an environment, a policy, an episode and a return are. No PPO
 # knowledge: lessons 01 (advantages) and 02 (the clipped surrogate) take it apart, lesson 03 adds dropout.
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 57 s of wall time,
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 57 s of wall time,
 # 57 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 8 s (tiny runs that only check the notebook works:
 # their numbers mean nothing). The committed outputs are those of a full run.
 
@@ -88,8 +89,8 @@ print(json.dumps(summary, indent=1))
 # %% [markdown]
 # ### `metrics.csv`: one row per update
 #
-# Every algorithm writes the same columns, in the same order (their meanings: the README's Metrics table, or
-# `sandbox.metrics.METRICS`). Three groups to know now: *progress* (`env_steps`, `ep_return_mean`, `ep_len_mean`),
+# Every algorithm writes the same columns, in the same order (their meanings: the [Metrics](../docs/reference/metrics.md) page,
+# or `sandbox.metrics.METRICS`). Three groups to know now: *progress* (`env_steps`, `ep_return_mean`, `ep_len_mean`),
 # *what the update did* (`approx_kl`, `clipfrac`, `entropy`, `explained_var`: lessons 01-02), and *the schedule*
 # (`lr`, `clip_coef`). `first_ratio_dev` comes first because it is the sandbox's central measurement: lesson 03. (An
 # `explained_var` below 0, as in some rows below, is not a bug: lesson 01, section 4.)

@@ -13,7 +13,8 @@
 # **Assumes.** Lesson 00 (a run, its `metrics.csv`); discounted returns and a value function V(s) = the expected
 # discounted return from s.
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 1.7 min (104 s) of
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 1.7 min (104 s) of
 # wall time, 104 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 9 s (tiny runs that only check the
 # notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #

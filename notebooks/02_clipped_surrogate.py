@@ -13,7 +13,8 @@
 # **Assumes.** Lesson 00 (a run and its metrics) and lesson 01 (advantages). The policy gradient idea: raise the
 # probability of actions with positive advantage, lower it for negative ones.
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 1.7 min (102 s) of
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 1.7 min (102 s) of
 # wall time, 102 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (tiny runs that only check the
 # notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #

@@ -13,7 +13,8 @@
 # **Assumes.** Lessons 00-02: a run and its metrics, the clipped surrogate, `clipfrac`, `approx_kl` and
 # `target_kl`. What dropout is (each hidden unit zeroed with probability p, the others scaled by 1 / (1 - p)).
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 2.4 min (145 s) of
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 2.4 min (145 s) of
 # wall time, 144 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (tiny runs that only check the
 # notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #

@@ -15,7 +15,8 @@
 # **Assumes.** Lessons 00 (a run and its files) and 03 (the dropout modes, `first_ratio_dev`). No statistics course:
 # every method is named and its function is in `sandbox/stats.py`, which this lesson calls.
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 77 s of wall time
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 77 s of wall time
 # (the sweep runs on both cores: 2 worker processes), 140 s of CPU time; with `SANDBOX_FAST=1`, what `make test`
 # runs, 12 s (tiny runs that only check the notebook works: their numbers mean nothing). The committed outputs are
 # those of a full run.
@@ -50,7 +51,7 @@ print(f"FAST={FAST}: 4 dropout modes x {len(SEEDS)} seeds of {STEPS:,} steps")
 # dictionary `sandbox/analysis/demo.py` uses): the tuned CartPole preset for 30k steps, dropout p = 0.3 in the policy *and*
 # the value network, the four dropout modes, 16 seeds each. A spec is a `[base]` table and a `[grid]` whose product is
 # the set of runs; `run_sweep` runs them, two at a time, and trains the 16 seeds of each mode together as one
-# *population* (one process, batched networks: several times more seeds per CPU-second; README, "Populations").
+# *population* (one process, batched networks: several times more seeds per CPU-second; user guide, ["Populations"](../docs/guide/populations.md)).
 # From a terminal: `sandbox sweep spec.toml --out runs/lesson04`.
 
 # %%

@@ -30,7 +30,8 @@
 #
 # **Assumes** lessons 02 and 03 (PPO's ratio and clipped surrogate; the four dropout modes) and a little PyTorch.
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 68 s of wall time,
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 68 s of wall time,
 # 67 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 13 s (tiny runs that only check the notebook
 # works: their numbers mean nothing). The committed outputs are those of a full run. The first run also pretrains
 # the references of `lang:reverse` and `lang:length` (5-15 s each, once; cached under `$SANDBOX_CACHE` or
@@ -354,7 +355,7 @@ for mode in MODES:
         m = grpo("lang:reverse", dropout=0.1, dropout_mode=mode, seed=s, total_steps=1).metrics.iloc[0]
         rows.append({"mode": mode, "seed": s, **m[["first_ratio_dev", "first_clipfrac", "kl_ref"]].to_dict()})
 first = pd.DataFrame(rows)
-print("seed 0 (the README's table):")
+print("seed 0 (the table of the user guide's Language tasks):")
 first[first.seed == 0].set_index("mode").drop(columns="seed").round(3)
 
 # %%
@@ -367,7 +368,8 @@ print("min - max over the seeds:")
 summary.agg(lambda x: f"{x.min():.3f} - {x.max():.3f}")
 
 # %% [markdown]
-# Seed 0 gives the README's table exactly: `rollout-eval` 0.167 / 0.250 / 0, `naive` 0.257 / 0.352 / 0.334,
+# Seed 0 gives the table of the user guide's [Language tasks](../docs/guide/language-tasks.md)
+# exactly: `rollout-eval` 0.167 / 0.250 / 0, `naive` 0.257 / 0.352 / 0.334,
 # `consistent` 0 / 0 / 0.264 (`first_ratio_dev` / `first_clipfrac` / `kl_ref`). Over seeds 0-4:
 #
 # - `off` and `consistent` have r = 1 exactly for every token; `rollout-eval` has `first_ratio_dev`

@@ -29,7 +29,8 @@
 #
 # **Assumes** lesson 05 (GRPO on the language tasks, the reference, `kl_ref`).
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 85 s of wall time
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 85 s of wall time
 # (two runs at a time), 152 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 11 s (tiny runs that only
 # check the notebook works: their numbers mean nothing). The committed outputs are those of a full run. The first
 # run also pretrains the reference of `lang:positive` (5-15 s, once); FAST mode pretrains it for 100 steps instead

@@ -37,7 +37,8 @@
 # **Assumes** lesson 1 (PPO's clipped surrogate, the dropout modes, `first_ratio_dev`) and the statistics of
 # lessons 5-6 (t intervals, `stats.compare`, Holm's correction).
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 2.5 min (149 s) of
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 2.5 min (149 s) of
 # wall time (two runs at a time), 277 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 16 s (tiny runs
 # that only check the notebook works: their numbers mean nothing). The committed outputs are those of a full run.
 #
@@ -106,7 +107,7 @@ print(f"FAST={FAST}: seeds {SEEDS}, {STEPS:,} steps ({UPDATES} updates) per run,
 #
 # | `--sample-dropout` | keeps | source |
 # |---|---|---|
-# | `dppo` | all but the fraction rho with the lowest score_i = x_i · (S - x_i), S = Σ x | D-PPO (Xie, Yu, Qiao 2023), **a reconstruction**: the paper's rule could not be read, see the README |
+# | `dppo` | all but the fraction rho with the lowest score_i = x_i · (S - x_i), S = Σ x | D-PPO (Xie, Yu, Qiao 2023), **a reconstruction**: the paper's rule could not be read, see [Dropout variants](../docs/guide/variants.md) |
 # | `sdpo` | samples with \|r_i - 1\| < delta | Sample Dropout (Lin et al. 2023), rule from their code |
 # | `outlier` | all but the fraction rho with the largest \|x_i - mean(x)\| | the greedy variance minimiser |
 #
@@ -372,7 +373,7 @@ pd.concat([
 # collapses, often occurring early in training". Their fix, GRPO-λ, looks at each group's *correctness ratio*
 # (the fraction of its G completions that are right): groups the policy already gets mostly right keep the length
 # penalty, the others get the plain 0/1 reward, which asks for correctness only. Which penalty and which switch:
-# the paper's body could not be read here; the README says what is known and what is reconstructed. In short:
+# the paper's body could not be read here; [the user guide](../docs/guide/grpo-lambda.md) says what is known and what is reconstructed. In short:
 #
 # - `maths.grpo_lambda_switch` with rule `top` (the paper's "top-λ"): the ⌈λ · groups⌉ groups of the batch with the
 #   highest correctness ratio get the penalty (`--grpo-lambda 0.2`); rule `threshold`: every group whose ratio is at
@@ -399,7 +400,7 @@ pd.DataFrame({"right": right[0].tolist(), "length": lengths[0].tolist(),
 # - The paper's form cannot act on this task: every right answer to a prompt has the same length (there is one
 #   right answer), so z = 0 for all of them, each earns 1 - α/2, and the group's std normalisation turns these
 #   rewards into exactly the advantages of the 0/1 reward (up to its 1e-4). On these toy tasks it changes nothing,
-#   by construction (`tests/test_grpo_lambda.py` checks it on random groups); the README's study measures it too.
+#   by construction (`tests/test_grpo_lambda.py` checks it on random groups); the user guide's study measures it too.
 # - Kimi's form compares right with wrong: here the right answers are the longest, λ = -0.5, and with α = 2.5 they
 #   earn 1 - 1.25 = -0.25, less than the wrong answers that stopped after one token (0). The advantage tells the
 #   policy to stop early. That is a collapse waiting to happen, and what GRPO-λ's switch is for.
@@ -426,13 +427,13 @@ plt.show()
 studies.grpo_lambda_tests(finals)
 
 # %% [markdown]
-# What the 5 seeds say (the README's study repeats this with 10 seeds, on two more tasks and in every dropout mode):
+# What the 5 seeds say ([the user guide's study](../docs/guide/grpo-lambda.md) repeats this with 10 seeds, on two more tasks and in every dropout mode):
 #
 # - **H7, the collapse: seen in 4 of 5 seeds, not significant at 5.** With Kimi's penalty in every group, accuracy
 #   rose with the 0/1 reward's for the first 3k tokens, then fell as the completions shortened; 4 of 5 seeds ended
 #   below half their starting accuracy, and the mean final accuracy was 0.18 against 0.90 (difference -0.72
 #   [-1.23, -0.22]). The t interval excludes 0, but the permutation test, Holm-adjusted over the two comparisons,
-#   gives p = 0.063: with 5 seeds, the one seed that did not collapse keeps the test above 0.05. In the README's
+#   gives p = 0.063: with 5 seeds, the one seed that did not collapse keeps the test above 0.05. In the user guide's
 #   10-seed study, 9 of 10 collapsed on `lang:sort`, significantly.
 # - **H8, the switch: holds.** GRPO-λ (rule `top`, λ = 0.2) ended at 0.901 against 0.903, difference -0.002
 #   [-0.028, +0.024]: the interval rules out a drop larger than 0.03, and no seed collapsed. In the figure its
@@ -498,7 +499,7 @@ studies.flatness_tests(measurements)
 #   (0.92 [0.43, 1.41]) and `consistent` (1.05 [0.59, 1.50]): more variance along flatter directions, equilibrium's
 #   sign, nothing like Feng & Tu's -4. Without direction 1 one mode's interval is below 0 (`rollout-eval`, -1.09
 #   [-1.71, -0.47]): one of four modes, in a secondary column, so a lead for more seeds rather than a finding (the
-#   README's 10-seed study, at p = 0.1 and 50k steps, gives it -0.28 [-0.71, 0.16]).
+#   user guide's 10-seed study, at p = 0.1 and 50k steps, gives it -0.28 [-0.71, 0.16]).
 # - **H10 does not reproduce**: no mode's slope differs significantly from dropout off's (Holm-adjusted p 0.76 to
 #   0.98); differences this size would need 35 to 245 seeds per arm to tell.
 # - Read the other columns too: at w0 the clipped surrogate curves *down* along most directions (110 to 153 of 200:
@@ -517,7 +518,7 @@ studies.flatness_tests(measurements)
 # | early dropout helps an underfitting model | Liu et al. 2023 | H4: final return above `off` | 283 against 247; not significant | no (not at 5 seeds) |
 # | late dropout helps (regularisation) | Liu et al. 2023 | H5: final return above `off` | 386 against 247; not significant | no (not at 5 seeds) |
 # | multi-sample dropout trains faster | Inoue 2019 | H6: final return, K = 4 above K = 1 | 299 against 238; not significant | no (not at 5 seeds) |
-# | a length penalty collapses GRPO's accuracy | Dai et al. 2025 | H7: final accuracy below the 0/1 reward's, runs collapse | GRPO, `lang:sort --sparse`, 40k tokens, Kimi's penalty: 0.18 against 0.90, 4/5 collapsed; Holm p = 0.063 | seen, not significant at 5 seeds (significant at 10, README) |
+# | a length penalty collapses GRPO's accuracy | Dai et al. 2025 | H7: final accuracy below the 0/1 reward's, runs collapse | GRPO, `lang:sort --sparse`, 40k tokens, Kimi's penalty: 0.18 against 0.90, 4/5 collapsed; Holm p = 0.063 | seen, not significant at 5 seeds (significant at 10, user guide) |
 # | GRPO-λ's switch prevents the collapse | Dai et al. 2025 | H8: accuracy not below the 0/1 reward's, no collapse | 0.901 against 0.903, difference [-0.028, +0.024]; 0/5 collapsed | yes |
 # | the noise gives an inverse variance-flatness relation | Feng & Tu 2021; Zhang et al. 2024 | H9: slope of log σ² on log F below 0 | -0.72 to +0.38 over the four modes, every interval contains 0 | no |
 # | dropout changes the relation | Zhang et al. 2024 | H10: each mode's slope differs from `off`'s | Holm p 0.76 to 0.98 | no (not at 5 seeds) |
@@ -577,7 +578,7 @@ studies.flatness_tests(measurements)
 # 8. The ⌈0.2 · 16⌉ = 4 groups of the batch with the highest correctness ratio, which at 6% are mostly groups with no
 #    right answer at all (ties go to the earlier groups). Kimi's form still gives those wrong answers a length term,
 #    min(0, λ_i), so the longer wrong answers get the lower rewards and the policy learns to stop early: in the
-#    README's study every seed collapsed to a lone `<eos>`. The threshold rule penalises a group only when at least
+#    user guide's study every seed collapsed to a lone `<eos>`. The threshold rule penalises a group only when at least
 #    half of it is right: on `lang:add` almost never (1% of groups), so it keeps the 0/1 reward's accuracy.
 # 9. In `naive` mode every forward pass draws fresh masks: the loss at the same weights would differ from one
 #    evaluation to the next, and the root finder would cross the rise at random places. The width would mix the

@@ -34,7 +34,8 @@
 # **Assumptions.** Lessons 02 and 03 (PPO's ratio; the four dropout modes, `first_ratio_dev`). You have trained with
 # `PPO("MlpPolicy", env).learn(n)` in SB3 once. No GPU.
 #
-# **Running time**, measured on an idle 2-core machine (`make notebooks`, 2026-11-29): full mode 95 s of wall time
+# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
+# takes about twice as long; `make notebooks`, 2026-11-29): full mode 95 s of wall time
 # (its 40-run sweep on 2 worker processes), 172 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 16 s
 # (tiny runs that only check the notebook works: their numbers mean nothing). The committed outputs are those of a
 # full run.

@@ -38,7 +38,7 @@ commands:
   pretrain  the reference model of a language task (cached): sandbox pretrain --env lang:reverse
   bench   benchmarks against a peer: sandbox bench cartpole (PPO vs stable-baselines3), sandbox bench lang
           (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report); the
-          README's studies: sandbox bench grpo-lambda|flatness|minatar --seeds 0 1 2 ... --out DIR
+          studies: sandbox bench grpo-lambda|flatness|breadth|mechanisms|minatar --out DIR
   grade   grade homework: sandbox grade hw1 my_gae.ipynb (a .py, a notebook or a folder of them)
           [--format text|json|gradescope] [--hidden DIR] [--workers N] [--timeout S]
   doctor  is this machine ready for the course? versions against the lock, a short PPO run, a GIF, Jupyter (30 s)
@@ -451,7 +451,19 @@ class BenchArgs:
     """Benchmarks, run side by side with a peer in one command."""
 
     target: Annotated[
-        Literal["cartpole", "lang", "sweep", "report", "population", "grpo-lambda", "flatness", "grading", "minatar"],
+        Literal[
+            "cartpole",
+            "lang",
+            "sweep",
+            "report",
+            "population",
+            "grpo-lambda",
+            "flatness",
+            "grading",
+            "breadth",
+            "mechanisms",
+            "minatar",
+        ],
         tyro.conf.Positional,
     ]
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
@@ -460,28 +472,35 @@ class BenchArgs:
     population vs 16 runs one at a time, seeds per CPU-second and final returns. grpo-lambda, flatness: the two
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
     --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
-    grading processes; the time, and whether every verdict is the one it must be. minatar: PPO with the MinAtar
-    paper's network on --games, dropout off, rollout-eval, naive and consistent (p = 0.1, policy and value) and D-PPO
-    sample dropout, each seed of --seeds (populations, --workers at a time), its report and figures in --out."""
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed; the README used
-    0-9; minatar: 5 seeds, or 0-9 for 10)."""
+    grading processes; the time, and whether every verdict is the one it must be. breadth: dropout off against the
+    three modes at p 0.1 and 0.3 on five tasks, 16 seeds per group; mechanisms: the arms that test what decides the
+    sign (smaller steps, critic or policy noise, a narrower network) on Acrobot and CartPole. minatar: PPO with the
+    MinAtar paper's network on --games, dropout off, rollout-eval, naive and consistent (p = 0.1, policy and value)
+    and D-PPO sample dropout, each seed of --seeds (populations, --workers at a time). The studies resume where an
+    interrupted run stopped (same --out)."""
+    seeds: tuple[int, ...] | None = None
+    """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed). None: 0-4;
+    breadth and mechanisms: 0-15; minatar: 0-4 (0-9 for 10)."""
     out: str | None = None
-    """grpo-lambda, flatness, minatar: the directory for their tables and figures (minatar: and its runs; the same
-    --out again continues a bench that stopped). None: bench-<target>-<time>."""
+    """grpo-lambda, flatness, breadth, mechanisms, minatar: the directory for their tables and figures (breadth,
+    mechanisms and minatar: also their runs; the same --out resumes). None: bench-<target>-<time>."""
+    tasks: tuple[str, ...] | None = None
+    """breadth, mechanisms: only these of the study's tasks (gymnasium ids, e.g. Acrobot-v1). None: all."""
+    fast: bool = False
+    """breadth, mechanisms, minatar: a smoke test of the plumbing (breadth and mechanisms: two seeds and a twentieth
+    of each budget; minatar: two seeds and two short updates per run, also with SANDBOX_FAST=1). Its numbers mean
+    nothing."""
     max_steps: int | None = None
     """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
     None: 100000 for cartpole, 300000 for lang, 400000 for minatar."""
     games: tuple[str, ...] = ("breakout", "space_invaders")
     """minatar: the games (asterix, breakout, freeway, seaquest, space_invaders)."""
-    fast: bool = False
-    """minatar: a smoke test of the plumbing, two seeds and two short updates per run (also SANDBOX_FAST=1)."""
     json: str | None = None
     """Also write the figures to this JSON file."""
     submissions: int = 150
     """grading: how many made-up submissions."""
     workers: int = 2
-    """grading: grading processes side by side; minatar: jobs (populations) at a time, one process each."""
+    """grading: grading processes side by side. breadth, mechanisms, minatar: runs (populations) side by side."""
     quiet: bool = False
     """No progress bar."""
 
@@ -492,19 +511,38 @@ def parse_bench(args: list[str]) -> BenchArgs:
 
 def cmd_bench(args: list[str]) -> int:
     a = parse_bench(args)
+    studies = ("breadth", "mechanisms")
+    if a.fast and a.target not in (*studies, "minatar"):
+        raise ConfigError("fast", f"only for bench breadth, mechanisms and minatar, not {a.target}")
+    if a.seeds is None:
+        a.seeds = tuple(range(16)) if a.target in studies else (0, 1, 2, 3, 4)
     if not a.seeds:
         raise ConfigError("seeds", "needs at least one seed")
+    if a.tasks is not None and a.target not in studies:
+        raise ConfigError("tasks", f"only for bench breadth and mechanisms, not {a.target}")
+    if a.tasks is not None:
+        from .analysis.breadth import MECHANISM_TASKS, TASKS
+
+        allowed = list(TASKS) if a.target == "breadth" else list(MECHANISM_TASKS)
+        for task in a.tasks:
+            if task not in allowed:
+                raise ConfigError(
+                    "tasks", f"{task!r} is not a task of the {a.target} study; one of: {', '.join(allowed)}"
+                )
     if a.max_steps is not None and a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
     if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar"):
         raise ConfigError("max_steps", f"only for bench cartpole, lang and minatar, not {a.target}")
-    if a.target in ("grading", "minatar") and (a.submissions < 1 or a.workers < 1):
-        raise ConfigError("submissions" if a.submissions < 1 else "workers", "must be at least 1")
-    if a.out is not None and a.target not in ("grpo-lambda", "flatness", "minatar"):
-        raise ConfigError("out", f"only for bench grpo-lambda, flatness and minatar (the studies), not {a.target}")
-    for name, default in (("games", BenchArgs.games), ("fast", False)):
-        if getattr(a, name) != default and a.target != "minatar":
-            raise ConfigError(name, f"only for bench minatar, not {a.target}")
+    if a.workers < 1:
+        raise ConfigError("workers", "must be at least 1")
+    if a.target == "grading" and a.submissions < 1:
+        raise ConfigError("submissions", "must be at least 1")
+    if a.out is not None and a.target not in ("grpo-lambda", "flatness", "minatar", *studies):
+        raise ConfigError(
+            "out", f"only for the studies (grpo-lambda, flatness, breadth, mechanisms, minatar), not {a.target}"
+        )
+    if a.games != BenchArgs.games and a.target != "minatar":
+        raise ConfigError("games", f"only for bench minatar, not {a.target}")
     if a.target == "minatar":
         unknown = [g for g in a.games if g not in MINATAR_GAMES]
         if unknown or not a.games:
@@ -534,6 +572,9 @@ def cmd_bench(args: list[str]) -> int:
     elif a.target == "minatar":
         steps = a.max_steps or bench.MINATAR_STEPS
         result = bench.bench_minatar(a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast)
+    elif a.target in studies:
+        out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
+        result = bench.bench_breadth(a.target, out, a.seeds, a.tasks, a.workers, a.fast, quiet=a.quiet)
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         study = bench.bench_grpo_lambda if a.target == "grpo-lambda" else bench.bench_flatness

@@ -292,8 +292,8 @@ def sample_dropout_mask(
     - ``dppo`` (D-PPO, Xie et al. 2023; a *reconstruction*, the paper's rule could not be read): with S = sum x,
       score_i = x_i * (S - x_i), sample i's share of the cross terms sum_{i != j} x_i x_j that drive the variance of
       the surrogate; drop the ``rate`` fraction with the lowest score.
-    - ``sdpo`` (Lin et al. 2023, rule from their code): keep a sample iff |r - 1| < ``delta``.
-    - ``outlier``: drop the ``rate`` fraction with the largest |x_i - mean(x)| (the greedy variance minimiser).
+    - ``sdpo`` (Lin et al. 2023, rule from their code): keep a sample iff ``|r - 1| < delta``.
+    - ``outlier``: drop the ``rate`` fraction with the largest ``|x_i - mean(x)|`` (the greedy variance minimiser).
 
     ``by_sign`` applies the ``rate`` within A > 0 and within A <= 0 separately (a rule that mostly drops A < 0 samples
     biases the update). If the mask would keep nothing, everything is kept. ``rate`` in [0, 1): the number dropped

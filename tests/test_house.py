@@ -1,4 +1,5 @@
-"""The shape of the house: layers without import circles, one dropout-mode table, a README that matches the code."""
+"""The shape of the house: layers without import circles, one dropout-mode table, docs that match the code (the README,
+the site's pages in docs/, the course and homework notes)."""
 
 import ast
 import re
@@ -96,15 +97,23 @@ def _sandbox_command_lines(markdown: str) -> list[list[str]]:
     return commands
 
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "notebooks").rglob("README.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted(p for p in (ROOT / "docs").rglob("*.md") if "/_" not in p.relative_to(ROOT).as_posix()),
+    *sorted((ROOT / "notebooks").rglob("README.md")),
+]
+HOUSE = ROOT / "docs" / "guide" / "house.md"  # the engine's house: the Layout block
+
+
+def test_the_docs_show_the_command_line():
+    assert sum(len(_sandbox_command_lines(doc.read_text())) for doc in DOCS) >= 15
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_sandbox_command_in_the_docs_parses_with_the_real_cli(doc):
-    """The README and the CLI cannot drift apart: each ``sandbox ...`` line of a code block is parsed as the command
+    """The docs and the CLI cannot drift apart: each ``sandbox ...`` line of a code block is parsed as the command
     would parse it (without running it)."""
     commands = _sandbox_command_lines(doc.read_text())
-    assert doc.name != "README.md" or doc.parent != ROOT or len(commands) >= 15
     for argv in commands:
         if "--help" in argv:
             with pytest.raises(SystemExit) as exit_:
@@ -114,9 +123,9 @@ def test_every_sandbox_command_in_the_docs_parses_with_the_real_cli(doc):
             parse_command(argv)  # raises a one-line UsageError or ConfigError on drift
 
 
-def test_the_readme_layout_names_every_module_and_only_existing_ones():
-    readme = (ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Layout") :]
+def test_the_layout_names_every_module_and_only_existing_ones():
+    house = HOUSE.read_text()
+    layout = house[house.index("## Layout") :]
     layout = layout[: layout.index("\n## ", 5)] if "\n## " in layout[5:] else layout
     modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     named = {
@@ -124,10 +133,10 @@ def test_the_readme_layout_names_every_module_and_only_existing_ones():
     }
     top_level = {m for m in modules if "/" not in m}
     inner = {m.rsplit("/", 1)[1] for m in modules if "/" in m}  # the folders' modules: algos/, grade/, report/...
-    assert top_level - named == set(), "modules missing from the README's Layout"
-    assert inner - named == set(), "modules of the folders (algos/, grade/...) missing from the README's Layout"
+    assert top_level - named == set(), "modules missing from the Layout (docs/guide/house.md)"
+    assert inner - named == set(), "folder modules missing from the Layout (docs/guide/house.md)"
     stale = {n for n in named if n not in top_level and n not in inner and n not in modules}
-    assert stale == set(), "files the README's Layout names that do not exist"
+    assert stale == set(), "files the Layout (docs/guide/house.md) names that do not exist"
 
 
 def test_the_package_shows_its_layers_as_folders():

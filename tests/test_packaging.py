@@ -154,7 +154,8 @@ def test_one_set_of_install_steps_everywhere():
     assert "conda env create -f environment.yml" in notes and "run `sandbox doctor` first" in notes
     homework = (ROOT / "notebooks" / "homework" / "README.md").read_text()
     assert "--extra-index-url https://download.pytorch.org/whl/cpu torch`" in homework
-    for text in (readme, notes, homework):
+    install = (ROOT / "docs" / "install.md").read_text()  # the site's Install: the README's block (tests/test_docs.py)
+    for text in (readme, notes, homework, install):
         assert "-c constraints.txt" not in text  # constraints.txt only feeds make lock
 
 
@@ -182,17 +183,21 @@ def test_torch_is_the_cpu_build_without_cuda_packages():
 
 
 def test_ci_runs_make_test_and_nothing_else():
+    """CI runs what the README gives: the browser check of the site (make docs-check), then make test, whose pytest
+    summary closes the run."""
     lines = [x for x in (ROOT / ".ci" / "run").read_text().splitlines() if x and not x.startswith("#")]
-    assert lines[-1].strip() == "make test"
+    assert lines[-1].strip() == "make test" and lines[-2].strip() == "make docs-check"
     assert not any(re.search(r"\b(pytest|pip)\b", x) for x in lines)
 
 
-def test_readme_documents_every_metric_and_has_no_placeholders():
-    from sandbox.metrics import METRICS
-
-    readme = (ROOT / "README.md").read_text()
-    assert [name for name, doc in METRICS.items() if f"| `{name}` | {doc} |" not in readme] == []  # the same words
-    assert not re.search(r"\b[A-Z]+_TABLE\b", readme)
+def test_the_metrics_page_is_generated_from_the_schema_and_no_doc_has_placeholders():
+    """The site's metrics page holds no table of its own: both are generated from sandbox.metrics when the site is
+    built (tests/test_docs.py checks every column is on the built page)."""
+    page = (ROOT / "docs" / "reference" / "metrics.md").read_text()
+    assert "```{sandbox-metrics} metrics\n```" in page and "```{sandbox-metrics} flatness\n```" in page
+    assert "| column | meaning |" not in page
+    for doc in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
+        assert not re.search(r"\b[A-Z]+_TABLE\b", doc.read_text()), doc
 
 
 # make lock-check, against a fake uv: the CPU index unreachable, PyPI answering, one package missing somewhere.

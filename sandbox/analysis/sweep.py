@@ -286,12 +286,13 @@ def run_sweeps(
     counts = {"total": len(runs), "skipped": len(runs) - len(todo), "ran": 0, "failed": 0}
     work = jobs(todo, population)
     if not quiet:
-        names = ", ".join(Path(spec).name for spec, _ in items)
+        names = ", ".join(Path(spec).name for spec, _ in items) if len(items) <= 3 else f"of {len(items)} specs"
+        where = ", ".join(str(out) for _, out in items) if len(items) <= 3 else f"{len(items)} folders"
         batched = sum(len(j) for j in work if len(j) > 1)
         how = f"; {batched} of them in {sum(len(j) > 1 for j in work)} populations" if batched else ""
         print(
             f"sweep {names}: {len(runs)} runs, {counts['skipped']} already finished, {len(todo)} to run{how}, "
-            f"{workers} jobs at a time ({backend}) -> {', '.join(str(out) for _, out in items)}",
+            f"{workers} jobs at a time ({backend}) -> {where}",
             flush=True,
         )
     helper = None

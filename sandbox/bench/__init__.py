@@ -7,6 +7,8 @@
 - ``sandbox bench grpo-lambda`` and ``flatness``: the two studies the README reports (:mod:`.study_runs`, the
   studies themselves in ``sandbox/analysis/studies.py``);
 - ``sandbox bench grading``: a class of made-up homework graded (:mod:`.grading`);
+- ``sandbox bench breadth`` and ``mechanisms``: the dropout study across tasks, and what decides the sign
+  (:mod:`.breadth`, the study itself in ``sandbox/analysis/breadth.py``);
 - ``sandbox bench minatar``: PPO on MinAtar's games in the dropout modes and with D-PPO's sample dropout, as
   populations, with the usual report (:mod:`.minatar_study`).
 
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+from .breadth import bench_breadth
 from .cartpole_vs_sb3 import _ours_cartpole, _sb3_cartpole, bench_cartpole
 from .common import machine
 from .grading import bench_grading
@@ -31,6 +34,7 @@ WORKERS = {"ours": _ours_cartpole, "sb3": _sb3_cartpole, "ours-lang": _ours_reve
 
 __all__ = [
     "WORKERS",
+    "bench_breadth",
     "bench_cartpole",
     "bench_flatness",
     "bench_grading",

@@ -1,0 +1,273 @@
+"""The course site's own Sphinx pieces: reference pages generated from the code, and formulas written as MathML.
+
+- ``{sandbox-config}``: every field of :class:`sandbox.config.Config`, group by group (:data:`sandbox.config.GROUPS`),
+  with its flag, type, default and docstring (read by tyro's own reader, so the text is ``--help``'s), and which kinds
+  of run each group applies to (:data:`sandbox.config.APPLIES`, :data:`sandbox.config.KINDS`).
+- ``{sandbox-metrics} metrics`` and ``{sandbox-metrics} flatness``: the columns of ``metrics.csv`` and ``flatness.csv``
+  with their meanings, from :mod:`sandbox.metrics`, in the schema's order.
+- the ``mathml`` math renderer: every formula converted to MathML at build time (latex2mathml), which browsers draw
+  themselves, so the site loads no MathJax from a CDN and reads offline.
+- after an HTML build, every local link and anchor of every built page (the theme's buttons and sidebars included,
+  which MyST's own checks do not see) must resolve to a file and an id that exist: each one that does not is a
+  warning, so ``make docs`` (warnings as errors) fails on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
+
+
+def _markdown_cell(text: str) -> str:
+    """``text`` as the cell of a markdown table: pipes, angle brackets and asterisks taken literally."""
+    text = " ".join(text.split())
+    return re.sub(r"([|<>*])", r"\\\1", text)
+
+
+# The object types of the schemas' columns: each row of a table is a target (``metrics.html#metric-first_ratio_dev``),
+# the search lists a column as an object above the pages that merely mention it, and a page can link one with
+# {metric}`first_ratio_dev`.
+OBJECT_TYPES = {"metrics": "metric", "flatness": "flatness-column"}
+
+
+class MetricsDirective(SphinxDirective):
+    """A table of one schema of :mod:`sandbox.metrics`: ``metrics`` (metrics.csv) or ``flatness`` (flatness.csv)."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        from sandbox import metrics
+
+        schemas = {"metrics": metrics.METRICS, "flatness": metrics.FLATNESS}
+        if self.arguments[0] not in schemas:
+            raise self.error(f"sandbox-metrics: one of {', '.join(schemas)}, got {self.arguments[0]!r}")
+        schema, objtype = schemas[self.arguments[0]], OBJECT_TYPES[self.arguments[0]]
+        lines = ["| column | meaning |", "|---|---|"]
+        lines += [f"| `{name}` | {_markdown_cell(doc)} |" for name, doc in schema.items()]
+        container = nodes.container(classes=["sandbox-metrics"])
+        self.state.nested_parse(StringList(lines, source="sandbox.metrics"), self.content_offset, container)
+        std = self.env.get_domain("std")
+        rows = [r for r in container.findall(nodes.row) if not isinstance(r.parent, nodes.thead)]
+        for row, name in zip(rows, schema, strict=True):
+            node_id = f"{objtype}-{name}"
+            row["ids"].append(node_id)
+            std.note_object(objtype, name, node_id, location=row)
+        return container.children
+
+
+def _default(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return "required"
+    return repr(value)
+
+
+def field_help(group: type, name: str) -> str:
+    """The field's docstring as ``sandbox train --help`` shows it (tyro's own reader of field docstrings)."""
+    from tyro import _docstrings
+
+    return _docstrings.get_field_docstring(group, name, ()) or ""
+
+
+class ConfigDirective(SphinxDirective):
+    """One section per group of :data:`sandbox.config.GROUPS`: where it applies, then every field."""
+
+    option_spec = {"heading-level": directives.nonnegative_int}
+
+    def run(self) -> list[nodes.Node]:
+        from sandbox.config import APPLIES, GROUPS, KINDS, TITLES
+
+        out: list[nodes.Node] = [self._applies_table(GROUPS, APPLIES, KINDS, TITLES)]
+        std = self.env.get_domain("std")
+        for name, group in GROUPS.items():
+            section = nodes.section(ids=[f"group-{name}"], names=[f"group-{name}"])
+            section += nodes.title(text=f"{TITLES[name][0].upper()}{TITLES[name][1:]} ({name})")
+            section += nodes.paragraph(text=" ".join((group.__doc__ or "").split()))
+            kinds = [KINDS[k] for k in APPLIES[name]]
+            applies = "every kind of run" if len(kinds) == len(KINDS) else ", ".join(kinds)
+            para = nodes.paragraph()
+            para += nodes.strong(text="Applies to: ")
+            para += nodes.Text(applies + ".")
+            refused = [KINDS[k] for k in KINDS if k not in APPLIES[name]]
+            if refused:
+                para += nodes.Text(" A field of this group set for " + ", ".join(refused) + " is refused in one line.")
+            section += para
+            items = nodes.definition_list(classes=["sandbox-config"])
+            for field in dataclasses.fields(group):
+                term = nodes.term(ids=[f"field-{field.name}"])
+                std.note_object("config-field", field.name, f"field-{field.name}", location=term)
+                term += nodes.literal(text="--" + field.name.replace("_", "-"))
+                term += nodes.Text("  ")
+                term += nodes.emphasis(text=f"{field.name}: {field.type} = {_default(field)}")
+                role = field.metadata.get("role")
+                if role:
+                    term += nodes.Text(f"  (role: {role})")
+                body = nodes.definition()
+                for paragraph in field_help(group, field.name).split("\n\n"):
+                    body += nodes.paragraph(text=" ".join(paragraph.split()))
+                items += nodes.definition_list_item("", term, body)
+            section += items
+            out.append(section)
+        return out
+
+    @staticmethod
+    def _applies_table(groups, applies, kinds, titles) -> nodes.table:
+        table = nodes.table(classes=["sandbox-applies"])
+        tgroup = nodes.tgroup(cols=len(kinds) + 1)
+        table += tgroup
+        for _ in range(len(kinds) + 1):
+            tgroup += nodes.colspec(colwidth=1)
+
+        def row(cells: list[str], link_first: bool = False) -> nodes.row:
+            r = nodes.row()
+            for i, text in enumerate(cells):
+                entry = nodes.entry()
+                if link_first and i == 0:  # the group's name, a link to its section below
+                    inner = nodes.reference("", "", nodes.literal(text=text), refid=f"group-{text}", internal=True)
+                else:
+                    inner = nodes.Text(text)
+                entry += nodes.paragraph("", "", inner)
+                r += entry
+            return r
+
+        head = nodes.thead()
+        head += row(["group", *kinds.values()])
+        tgroup += head
+        body = nodes.tbody()
+        for name in groups:
+            body += row([name, *("yes" if k in applies[name] else "-" for k in kinds)], link_first=True)
+        tgroup += body
+        return table
+
+
+# --- formulas as MathML ------------------------------------------------------------------------------------------
+
+
+def _mathml(latex: str, display: str) -> str:
+    from latex2mathml.converter import convert
+
+    return convert(latex.strip(), display=display)
+
+
+def _visit_inline(self, node) -> None:
+    self.body.append(f'<span class="math notranslate">{_mathml(node.astext(), "inline")}</span>')
+    raise nodes.SkipNode
+
+
+def _visit_block(self, node) -> None:
+    if node.get("label"):
+        self.body.append(f'<span class="eqno">({node["number"]})</span>')
+    self.body.append(f'<div class="math notranslate">{_mathml(node.astext(), "block")}</div>')
+    raise nodes.SkipNode
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = (
+    "[An interactive widget: its sliders need the notebook's running kernel,\n"
+    " so it works in Jupyter, not on this page.\n"
+    " The figure above is the cell's own output for its first setting.]"
+)
+
+
+def _notebook_for_the_site(app, docname: str, source: list[str]) -> None:
+    """What the site reads of a notebook (the committed file is left as it is):
+
+    - the homework notebooks are kept without notebook metadata (jupytext strips it): their code is Python, for
+      highlighting, as the lessons' ``language_info`` says;
+    - a widget's output (lesson 03's sliders) needs a kernel: the page says so instead of showing the widget's repr.
+    """
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    notebook = json.loads(source[0])
+    metadata = notebook.setdefault("metadata", {})
+    if not metadata.get("language_info"):
+        metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    metadata.pop("widgets", None)
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            if WIDGET in output.get("data", {}):
+                output["data"] = {"text/plain": WIDGET_NOTE}
+    source[0] = json.dumps(notebook)
+
+
+# --- every local link of the built site resolves ----------------------------------------------------------------
+
+
+class _Refs(HTMLParser):
+    """The ids of a page, and the local references (href, src) it makes."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("id", "name"):
+            if a.get(key):
+                self.ids.add(a[key])
+        for key in ("href", "src"):
+            if a.get(key) is not None and tag in ("a", "link", "img", "script", "source", "iframe"):
+                self.refs.append(a[key])
+
+
+def broken_links(site: Path) -> list[str]:
+    """Every local link or anchor of the built pages under ``site`` that leads nowhere, as ``page -> link (why)``."""
+    parsed: dict[Path, _Refs] = {}
+
+    def parse(path: Path) -> _Refs:
+        if path not in parsed:
+            parsed[path] = _Refs()
+            parsed[path].feed(path.read_text(encoding="utf-8"))
+        return parsed[path]
+
+    broken = []
+    for page in sorted(site.rglob("*.html")):
+        if page.relative_to(site).parts[0] in ("_static", "_sources"):
+            continue  # the theme's templates and the pages' sources, not pages
+        for ref in parse(page).refs:
+            parts = urlsplit(ref)
+            if parts.scheme or parts.netloc or ref.startswith("//"):
+                continue  # an external link: not the site's to resolve
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            where = f"{page.relative_to(site)} -> {ref}"
+            if not target.is_file():
+                broken.append(f"{where} (no such file)")
+            elif parts.fragment and target.suffix == ".html" and unquote(parts.fragment) not in parse(target).ids:
+                broken.append(f"{where} (no such anchor)")
+    return broken
+
+
+def _check_links(app, exception) -> None:
+    if exception is None and app.builder.format == "html":
+        from sphinx.util import logging
+
+        logger = logging.getLogger(__name__)
+        for problem in broken_links(Path(app.outdir)):
+            logger.warning("broken link in the built site: %s", problem, type="sandbox", subtype="link")
+
+
+def setup(app):
+    app.connect("build-finished", _check_links)
+    app.connect("source-read", _notebook_for_the_site)
+    app.add_object_type("config-field", "config-field", objname="config field (sandbox.Config)")
+    for objtype in OBJECT_TYPES.values():
+        app.add_object_type(objtype, objtype, objname=f"{objtype.replace('-', ' ')} (sandbox.metrics)")
+    app.add_directive("sandbox-metrics", MetricsDirective)
+    app.add_directive("sandbox-config", ConfigDirective)
+    app.add_html_math_renderer("mathml", (_visit_inline, None), (_visit_block, None))
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

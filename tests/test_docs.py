@@ -1,0 +1,143 @@
+"""The course website (``make docs``) and the README that points into it.
+
+- the site builds offline with warnings as errors (a broken cross-reference, a missing image or toctree entry, a bad
+  docstring, and, checked on the built pages, a local link or anchor that resolves to no file or id);
+- the reference pages are the code's: every Config field with its ``--help`` text, every column of ``sandbox.metrics``;
+- the README stays a short page (at most 250 lines) that links every page of the site, its blocks shared with the
+  site (install steps, the modes table, the demo's table) are the same text as there, and its Python example runs.
+
+The build needs the ``docs`` extra (``make test`` installs it; ``make setup`` alone does not, and the build test is
+skipped there). The browser check of the built site is ``make docs-check`` (tools/docs_check.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+PAGES = sorted(p for p in DOCS.rglob("*.md") if not any(part.startswith("_") for part in p.relative_to(DOCS).parts))
+SHARED = re.compile(
+    r"<!-- shared block: (\w+) \(the same text in README.md and on the site; [^)]*\) -->\n"
+    r"(.*?)\n<!-- end of shared block -->",
+    re.S,
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sphinx") is None, reason="the docs extra is not installed (make docs)")
+def test_the_site_builds_offline_with_warnings_as_errors_and_every_link_resolves(tmp_path):
+    from sandbox.config import GROUPS
+    from sandbox.metrics import FLATNESS, METRICS
+
+    site = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-E", "-b", "html"]
+        + ["-d", str(tmp_path / "doctrees"), "-c", str(DOCS), str(ROOT), str(site)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert build.returncode == 0, f"make docs fails:\n{build.stderr[-4000:]}"
+    assert build.stderr.strip() == "", build.stderr[-4000:]
+
+    assert (site / "index.html").is_file() and (site / "docs" / "index.html").is_file()
+    lessons = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    homework = sorted(p.stem for p in (ROOT / "notebooks" / "homework").glob("hw[0-9]_*.ipynb"))
+    assert len(lessons) == 9 and len(homework) == 6
+    for stem in lessons:
+        assert (site / "notebooks" / f"{stem}.html").is_file(), f"lesson {stem} is not on the site"
+    for stem in homework:
+        assert (site / "notebooks" / "homework" / f"{stem}.html").is_file(), f"homework {stem} is not on the site"
+    for page in PAGES:
+        assert (site / page.relative_to(ROOT).with_suffix(".html")).is_file(), f"{page.name} is not on the site"
+    assert (site / "searchindex.js").is_file()
+    assert (
+        not list(site.rglob("*mathjax*")) and "cdn.jsdelivr" not in (site / "notebooks/01_advantages.html").read_text()
+    )
+
+    sys.path.insert(0, str(DOCS / "_ext"))  # the build already failed on any (a warning); said here plainly too
+    from sandbox_site import broken_links
+
+    assert broken_links(site) == []
+
+    config = (site / "docs" / "reference" / "config.html").read_text()
+    for name in GROUPS:
+        assert f'id="group-{name}"' in config
+    from sandbox.config import Config
+
+    for field in Config.__dataclass_fields__:
+        assert f'id="field-{field}"' in config, f"Config.{field} is missing from the config page"
+    metrics = re.sub(r"<[^>]+>", "", (site / "docs" / "reference" / "metrics.html").read_text())
+    for name in [*METRICS, *FLATNESS]:
+        assert f"\n{name}\n" in metrics, f"metric {name} is missing from the metrics page"
+
+
+def test_readme_is_short_and_links_every_page_of_the_site():
+    readme = README.read_text()
+    assert len(readme.splitlines()) <= 250
+    links = set(re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme))
+    wanted = {p.relative_to(ROOT).as_posix() for p in PAGES} | {"notebooks/README.md", "notebooks/homework/README.md"}
+    assert wanted - links == set(), "pages of the site the README does not link"
+    for link in links:
+        if not re.match(r"[a-z]+:", link):
+            assert (ROOT / link).exists(), f"the README links {link}, which does not exist"
+
+
+def test_every_page_is_in_the_sites_table_of_contents():
+    index = (DOCS / "index.md").read_text()
+    entries = set()
+    for block in re.findall(r"```\{toctree\}\n(.*?)```", index, re.S):
+        for line in block.splitlines():
+            if line and not line.startswith(":"):
+                entries.add(re.sub(r"^.*<(.*)>$", r"\1", line).strip())
+    pages = {p.relative_to(DOCS).with_suffix("").as_posix() for p in PAGES} - {"index"}
+    assert pages - entries == set(), "pages missing from the sidebar (docs/index.md's toctrees)"
+
+
+def test_readme_blocks_shared_with_the_site_are_the_same_text():
+    readme = dict(SHARED.findall(README.read_text()))
+    pages = {name: (page, text) for page in PAGES for name, text in SHARED.findall(page.read_text())}
+    assert set(readme) == {"install", "times", "modes", "demo"} and set(pages) == set(readme)
+    for name, text in readme.items():
+        assert text == pages[name][1], f"the README's {name} block differs from {pages[name][0].name}'s"
+
+
+def test_the_readme_python_example_runs(tmp_path):
+    """The README's "From Python" example, with a shorter budget: it runs, and consistent dropout's first ratio is
+    exact where naive's is not."""
+    readme = README.read_text()
+    section = readme[readme.index("## From Python") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10 and "total_steps=20_000" in code
+    run = subprocess.run(
+        [sys.executable, "-c", code.replace("total_steps=20_000", "total_steps=2_048")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    naive, consistent = run.stdout.splitlines()
+    assert naive.strip().startswith("naive: first_ratio_dev 0.") and not naive.strip().startswith(
+        "naive: first_ratio_dev 0.000"
+    )
+    assert consistent.startswith("consistent: first_ratio_dev 0.000, first_clipfrac 0.000")
+
+
+def test_docs_check_refuses_a_folder_without_a_site(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "docs_check.py"), str(tmp_path), "--no-install"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"docs_check: error: {tmp_path}: no built site here (docs/index.html missing): run make docs first"
+    ]
