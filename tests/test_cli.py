@@ -243,8 +243,8 @@ def test_pretrain_command(capsys):
          "--env-params: cannot read 'm', 'x' as [str float [str float ...]] or None"),
         (["bench", "--seeds", "1", "2"],
          "target: invalid choice '2'; one of: cartpole, lang, sweep, report, population, grpo-lambda, flatness, "
-         "grading, minatar"),
-        (["bench", "cartpole", "--seeds", "0", "x"], "--seeds: Could not find valid parse for arguments: ['0', 'x']"),
+         "grading, breadth, mechanisms, minatar"),
+        (["bench", "cartpole", "--seeds", "0", "x"], "--seeds: cannot read '0', 'x' as [int [int ...]] or None"),
         (["sweep"], "missing required arguments: spec, --out"),
         (["pretrain", "--sft-steps", "x", "--bogus"], "missing required arguments: --env"),
         (["grade", "hw9"], "assignment: invalid choice 'hw9'; one of: hw1, hw2, hw3, hw4, hw5, hw6"),
