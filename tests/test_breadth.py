@@ -72,6 +72,7 @@ def test_fast_breadth_and_mechanisms_through_the_cli(capsys, tmp_path):
     report = (out / "report.md").read_text()
     assert "FAST mode" in report and "| CartPole-v1 |" in report and (out / "forest.png").stat().st_size > 10_000
     assert json.loads((out / "groups.json").read_text())["CartPole-v1"]["group00"] == "off"
+    assert breadth.folder_of("minatar:breakout") == "minatar-breakout"  # no ':' in a Windows path
     before = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.csv")}
     assert main(args) == 0  # the same --out again: every run kept, nothing re-run
     assert {p: p.stat().st_mtime_ns for p in out.rglob("metrics.csv")} == before

@@ -90,6 +90,14 @@ TASKS: dict[str, Task] = {
         "the defaults: PPO learns to stop paying for useless pushes (the return rises from about -50 towards 0) but, "
         "without an exploration bonus, rarely reaches the flag; that local optimum is what it learns here",
     ),
+    "minatar:breakout": Task(
+        "minatar:breakout",
+        {"num_envs": 8, "learning_rate": 1e-3},
+        50_000,
+        "pixels and a convolutional policy (the MinAtar paper's network, dropout after the convolution and the hidden "
+        "layer); the settings of sandbox bench minatar; the return rises from about 0.4 to about 3 in 50k steps, far "
+        "below the paper's curves (about 7 at 500k frames), a budget the study can afford 112 times",
+    ),
 }
 """The tasks, with the settings and budget of each (tuned or default, and why)."""
 
@@ -138,6 +146,11 @@ def mechanisms(task: Task) -> dict[str, dict]:
 # --- running ---------------------------------------------------------------------------------------------------
 
 
+def folder_of(task: str) -> str:
+    """The folder of a task's runs: its id, with ``:`` (not allowed in Windows paths) as ``-``."""
+    return task.replace(":", "-")
+
+
 def _spec(task: Task, grid: dict, seeds: tuple[int, ...], steps: int) -> str:
     base = {k: v for k, v in task.settings.items()}
     base.update(env=task.env, total_steps=steps)
@@ -149,19 +162,23 @@ def _spec(task: Task, grid: dict, seeds: tuple[int, ...], steps: int) -> str:
 def sweeps(
     out: Path, tasks: dict[str, Task], groups, seeds: tuple[int, ...], scale: float = 1.0
 ) -> list[tuple[Path, Path]]:
-    """Write one sweep spec per (task, group) under ``out/runs/TASK/GROUP`` (``groups(task)`` gives label -> fields,
-    the baseline first) and ``out/groups.json`` (each group's label); returns ``[(spec, sweep_dir), ...]``. ``scale``
-    shrinks every budget (a smoke test)."""
-    items, labels = [], {}
+    """Write one sweep spec per (task, group) under ``out/runs/FOLDER/GROUP`` (:func:`folder_of`; ``groups(task)``
+    gives label -> fields, the baseline first) and ``out/groups.json`` (each group's label, by folder; the entries of
+    tasks run before are kept); returns ``[(spec, sweep_dir), ...]``. ``scale`` shrinks every budget (a smoke
+    test)."""
+    items = []
+    path = out / "groups.json"
+    labels = json.loads(path.read_text()) if path.exists() else {}  # other tasks' groups, run before, are kept
     for name, task in tasks.items():
+        folder = folder_of(name)
         for i, (label, fields) in enumerate(groups(task).items()):
-            d = out / "runs" / name / f"group{i:02d}"
+            d = out / "runs" / folder / f"group{i:02d}"
             d.mkdir(parents=True, exist_ok=True)
             steps = max(int(task.total_steps * scale), 2048)
             (d / "spec.toml").write_text(_spec(task, {k: [v] for k, v in fields.items()}, seeds, steps))
             items.append((d / "spec.toml", d))
-            labels.setdefault(name, {})[d.name] = label
-    (out / "groups.json").write_text(json.dumps(labels, indent=1))
+            labels.setdefault(folder, {})[d.name] = label
+    path.write_text(json.dumps(labels, indent=1))
     return items
 
 
@@ -177,11 +194,11 @@ def finals(out: Path) -> pd.DataFrame:
     labels = json.loads((out / "groups.json").read_text())
     rows = []
     for r in load_runs(out / "runs"):
-        task, group = r.path.relative_to(out / "runs").parts[:2]
+        folder, group = r.path.relative_to(out / "runs").parts[:2]
         rows.append({
-            "task": task,
+            "task": r.config["env"],
             "group": group,
-            "label": labels[task][group],
+            "label": labels[folder][group],
             "mode": r.config["dropout_mode"],
             "p": 0.0 if dropout_is_off(r.config["dropout_mode"]) else float(r.config["dropout"]),
             "seed": r.config["seed"],
