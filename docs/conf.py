@@ -34,6 +34,7 @@ exclude_patterns = [
     "docs/_ext",
     "docs/_extra",
     "docs/_static",
+    "docs/studies/**/report.md",  # a study's report as written by its bench; the guide's pages show its tables
     "**/.ipynb_checkpoints",
 ]
 

@@ -190,7 +190,8 @@ def _first(returns: pd.Series) -> float:
 
 def finals(out: Path) -> pd.DataFrame:
     """One row per finished run under ``out/runs``: task, group (its directory and label), mode, p, seed, the first
-    update's return and the final one (the mean of the last 20 episodes at the last update)."""
+    update's return and the final one (the mean of the last 20 episodes at the last update), and the mechanism over
+    the whole run: ``first_ratio_dev`` and ``first_clipfrac`` averaged over its updates."""
     labels = json.loads((out / "groups.json").read_text())
     rows = []
     for r in load_runs(out / "runs"):
@@ -204,6 +205,8 @@ def finals(out: Path) -> pd.DataFrame:
             "seed": r.config["seed"],
             "first": _first(r.metrics.ep_return_mean),
             "final": float(r.final),
+            "first_ratio_dev": float(r.metrics.first_ratio_dev.mean()),
+            "first_clipfrac": float(r.metrics.first_clipfrac.mean()),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -277,7 +280,7 @@ def forest(table: pd.DataFrame, title: str):
     ax.set_xlabel("effect on the final return, Hedges' g (95% CI); > 0: better than dropout off")
     ax.plot([], [], "o", color="grey", label="significant after Holm")
     ax.plot([], [], "o", color="grey", mfc="white", label="not significant")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.9 / fig.get_figheight()), ncol=2, fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
     return fig
 
@@ -315,6 +318,18 @@ def markdown(learn: pd.DataFrame, table: pd.DataFrame, tasks: dict[str, Task], h
     return "\n".join(lines) + "\n"
 
 
+def _record_time(out: Path, tasks: list[str], runs: int, seconds: float, workers: int, machine: str) -> list[dict]:
+    """Add this invocation's time to ``out/timings.json`` (a study resumed or run task by task is timed in parts) and
+    return every part."""
+    path = out / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else []
+    when, where = time.strftime("%Y-%m-%d %H:%M"), machine or "this machine"
+    timings.append({"date": when, "tasks": tasks, "runs": runs, "minutes": round(seconds / 60, 1),
+                    "workers": workers, "machine": where})  # fmt: skip
+    path.write_text(json.dumps(timings, indent=1))
+    return timings
+
+
 def run_study(
     out: str | Path,
     kind: str = "breadth",
@@ -340,22 +355,25 @@ def run_study(
     groups = (lambda task: arms()) if kind == "breadth" else mechanisms
     t0 = time.perf_counter()
     items = sweeps(out, chosen, groups, seeds, scale)
-    run_sweeps([(str(s), str(d)) for s, d in items], workers=workers, quiet=quiet, population=len(seeds))
+    counts = run_sweeps([(str(s), str(d)) for s, d in items], workers=workers, quiet=quiet, population=len(seeds))
     seconds = time.perf_counter() - t0
+    timings = _record_time(out, list(chosen), counts.get("ran", 0), seconds, workers, machine)
     frame = finals(out)
     frame.to_csv(out / "finals.csv", index=False)
     learn, table = learned(frame), comparisons(frame)
     table.to_csv(out / "comparisons.csv", index=False)
     what = "Breadth study" if kind == "breadth" else "Mechanism arms"
+    spent = [t for t in timings if t["runs"] > 0]
+    lines = "; ".join(f"{t['date']}: {t['runs']} runs of {', '.join(t['tasks'])} in {t['minutes']:.1f} min with "
+                      f"{t['workers']} workers on {t['machine']}" for t in spent)  # fmt: skip
     header = (
         f"# {what}: each group against dropout off\n\n{len(frame)} runs, {len(seeds)} seeds per group "
-        f"({'FAST mode: a twentieth of each budget, numbers meaningless' if fast else 'full budgets'}); this "
-        f"invocation took {seconds / 60:.1f} minutes with {workers} workers on {machine or 'this machine'} (runs "
-        "finished before, kept by the resumable sweeps, not counted)."
+        f"({'FAST mode: a twentieth of each budget, numbers meaningless' if fast else 'full budgets'}). Time: "
+        f"{sum(t['minutes'] for t in spent):.1f} minutes in all ({lines or 'no runs were needed'})."
     )
     reported = {n: t for n, t in TASKS.items() if n in set(frame["task"])}
     (out / "report.md").write_text(markdown(learn, table, reported, header))
     if len(table):
         fig = forest(table, f"{what}: each group against dropout off, {len(seeds)} seeds")
-        fig.savefig(out / "forest.png", dpi=120)
+        fig.savefig(out / "forest.png", dpi=120, bbox_inches="tight")
     return {"runs": len(frame), "seconds": seconds, "out": str(out), "comparisons": table, "learned": learn}
