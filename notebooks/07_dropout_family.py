@@ -15,7 +15,7 @@
 # %% [markdown]
 # # Lesson 7: The dropout family, claims tested
 #
-# "Dropout" names a family of ideas beyond the dropout layer of lesson 1: dropping whole training *samples* from
+# "Dropout" names a family of ideas beyond the dropout layer of lesson 03: dropping whole training *samples* from
 # the surrogate, switching dropout on only early or only late in training, averaging several dropout masks. Each
 # comes with a claim from its paper. This lesson runs each one in the sandbox's PPO on CartPole and treats every
 # claim as a hypothesis: seeds, intervals, a test, and a plain statement when it does not reproduce here. Two more
@@ -34,8 +34,8 @@
 #   and what the fitted slope says;
 # - turn a paper's claim into a test with seeds and intervals, and report a non-reproduction plainly.
 #
-# **Assumes** lesson 1 (PPO's clipped surrogate, the dropout modes, `first_ratio_dev`) and the statistics of
-# lessons 5-6 (t intervals, `stats.compare`, Holm's correction).
+# **Assumes** lessons 02 and 03 (PPO's clipped surrogate, the dropout modes, `first_ratio_dev`) and the statistics of
+# lesson 04 (t intervals, `stats.compare`, Holm's correction).
 #
 # **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
 # takes about twice as long; `make notebooks`, 2026-11-29): full mode 2.5 min (149 s) of
@@ -263,7 +263,7 @@ test_against({rule: arm[rule] for rule in RULES[1:]}, arm["none"], final_return)
 # - H5: late dropout ends with a higher return than no dropout.
 #
 # Mode `naive` throughout, as in section 2. Beware a confound that the supervised setting of the paper does not
-# have: in `naive` mode dropout also makes PPO's ratio noisy (lesson 1), so "dropout off after the cutoff" also
+# have: in `naive` mode dropout also makes PPO's ratio noisy (lesson 03), so "dropout off after the cutoff" also
 # means "ratio exact after the cutoff".
 
 # %%
