@@ -177,6 +177,7 @@ def mechanism_figure(out_dir: Path, name: str = "mechanism.png") -> Path:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FuncFormatter
 
     from ..analysis.report import load_runs
     from ..plots import OTHER_COLORS, mode_color, use_style
@@ -201,6 +202,7 @@ def mechanism_figure(out_dir: Path, name: str = "mechanism.png") -> Path:
                     colour = OTHER_COLORS[0] if arm == "D-PPO" else mode_color(arm)
                     ax.plot(steps[:n], y, color=colour, lw=1.4, ls="--" if arm == "D-PPO" else "-", label=arm)
                 ax.set_title(f"{game}: {column}", fontsize=9.5)
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
                 ax.set_xlabel("env steps", fontsize=9)
             row[0].set_ylabel("mean |r - 1| before any step", fontsize=9)
             row[1].set_ylabel("fraction clipped before any step", fontsize=9)
