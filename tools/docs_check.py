@@ -3,7 +3,7 @@
 The site (`make docs`'s output) is served by `python -m http.server` on 127.0.0.1, and Chromium, driven over the
 Chrome DevTools Protocol (its websocket, with the websocket-client package; no browser download), opens:
 
-- the home page: its title, and the sidebar in course order (the course map, lessons 00 to 08, the homework, the
+- the home page: its title, and the sidebar in course order (the course map, every lesson, the homework, the
   user guide, the reference);
 - lesson 03: every `<img>` of the page loaded (`naturalWidth > 0`), as many figures as the notebook's committed PNG
   outputs, and every "check yourself" answer block collapsed (a `<details>` that is closed, its answers not shown);
@@ -244,7 +244,8 @@ def run_checks(browser: Browser, origin: str, shots: Path, report: Report) -> No
         ".map(a => a.tagName === 'P' ? 'caption:' + a.textContent.trim() : a.getAttribute('href'))"
     )
     lessons = [x for x in nav if re.search(r"notebooks/\d\d_", x)]
-    wanted = [f"{n:02d}" for n in range(9)]
+    on_disk = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    wanted = [p.name[:2] for p in on_disk]  # every lesson of notebooks/, in course order
     order = [re.search(r"notebooks/(\d\d)_", x).group(1) for x in lessons]
     captions = [x.removeprefix("caption:") for x in nav if x.startswith("caption:")]
     report.check("home: sidebar", order == wanted and len(captions) >= 4, f"lessons {' '.join(order)}; {captions}")
