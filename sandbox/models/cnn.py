@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..dropout import MaskedDropout, apply_dropout
 from ..maths import Maths
-from .mlp import Agent, init_layer, mlp_forward
+from .mlp import Agent, MaskedLayers, init_layer, mlp_forward
 
 CONV_CHANNELS = 16
 """Channels of the convolution (the MinAtar paper's)."""
@@ -44,7 +44,7 @@ K plain ones. Measured, K = 5, 4 input channels: the convolution alone at a batc
 18.2 ms member by member against 22.2 ms batched."""
 
 
-class DropoutCNN(nn.Module):
+class DropoutCNN(MaskedLayers):
     """``(C, H, W) -> conv 3x3, 16 channels (ReLU, dropout p) -> 128 (ReLU, dropout p) -> out_dim``.
 
     ``forward(x, mask)``: ``x (batch, C, H, W)``; ``mask`` is None (then train mode draws fresh masks and eval mode
@@ -75,20 +75,6 @@ class DropoutCNN(nn.Module):
         self.samples, self.average = samples, average
         self.mask_width = self.conv_units + samples * HIDDEN
         self.dropout = MaskedDropout(p, maths or Maths(), self.mask_width)
-
-    @property
-    def p(self) -> float:
-        """The dropout probability after the convolution and after the hidden layer."""
-        return self.dropout.p
-
-    @p.setter
-    def p(self, p: float) -> None:
-        self.dropout.p = p
-
-    def sample_mask(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
-        """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask`` (from
-        ``generator``, else torch's global generator)."""
-        return self.dropout.draw((batch, self.mask_width), generator)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, all_samples: bool = False) -> Tensor:
         """``x (batch, C, H, W) -> (batch, out_dim)`` (or ``(K, batch, out_dim)``: multi-sample dropout with

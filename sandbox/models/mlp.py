@@ -32,7 +32,31 @@ def init_layer(layer: nn.Linear | nn.Conv2d, gain: float, ortho: bool) -> nn.Mod
     return layer
 
 
-class DropoutMLP(nn.Module):
+class MaskedLayers(nn.Module):
+    """What every network with dropout masks shares (the MLP here, the CNN in ``cnn.py``): ``self.dropout``, one
+    :class:`MaskedDropout` whose masks for all the dropout places sit side by side in a ``(batch, mask_width)``
+    tensor, the rate ``p`` read and set through it, and :meth:`sample_mask`. Subclasses set ``dropout`` and
+    ``mask_width`` in ``__init__``."""
+
+    dropout: MaskedDropout
+    mask_width: int
+
+    @property
+    def p(self) -> float:
+        """The dropout probability at every dropout place of the network."""
+        return self.dropout.p
+
+    @p.setter
+    def p(self, p: float) -> None:
+        self.dropout.p = p
+
+    def sample_mask(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask`` (from
+        ``generator``, else torch's global generator)."""
+        return self.dropout.draw((batch, self.mask_width), generator)
+
+
+class DropoutMLP(MaskedLayers):
     """``in_dim -> hidden_sizes (tanh, dropout p) -> out_dim``.
 
     ``forward(x, mask)``: ``mask`` is None (then train mode draws fresh masks and eval mode uses none) or a
@@ -68,20 +92,6 @@ class DropoutMLP(nn.Module):
         # one dropout module for every hidden layer, whose masks sit side by side in one (batch, mask_width) tensor;
         # it draws, chooses and applies them through the seam (a learner's versions can stand in: homework 5)
         self.dropout = MaskedDropout(p, maths or Maths(), self.mask_width)
-
-    @property
-    def p(self) -> float:
-        """The dropout probability of every hidden layer."""
-        return self.dropout.p
-
-    @p.setter
-    def p(self, p: float) -> None:
-        self.dropout.p = p
-
-    def sample_mask(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
-        """Masks for ``batch`` samples: ``(batch, mask_width)``, drawn with the seam's ``dropout_mask`` (from
-        ``generator``, else torch's global generator)."""
-        return self.dropout.draw((batch, self.mask_width), generator)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, all_samples: bool = False) -> Tensor:
         """``x (batch, in_dim) -> (batch, out_dim)``, or ``(K, batch, out_dim)`` with multi-sample dropout and
