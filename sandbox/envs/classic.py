@@ -4,15 +4,15 @@ to the last bit: the same observations, rewards, terminations, truncations and r
 (``tests/test_classic.py``, thousands of random actions per env).
 
 Why: a ``SyncVectorEnv`` steps its sub-environments one after the other in Python, each through four wrappers; for
-an Acrobot population (16 members, 64 sub-environments) that loop was half of the CPU time. Here one call of
-:meth:`ClassicVectorEnv.step` computes every sub-environment's physics in a handful of array operations.
+an Acrobot population (16 members, 64 sub-environments) that loop was about half of the time. Here one call of
+:meth:`ClassicVectorEnv.step` computes every sub-environment's physics in one pass of array operations.
 
 What stays gymnasium's: the physics constants and the spaces (read from gymnasium's own env when ours is built),
 ``sandbox eval``, the GIFs (:func:`sandbox.envs.gym_tasks.make_env`, a single env), every other id (CartPole keeps
 gymnasium's ``CartPoleVectorEnv``), and the definition of what is right: gymnasium's env is the reference the tests
 compare with.
 
-What "equal" takes, beyond writing the same formulas (each trap below is one that failed a test first):
+What "equal" takes, beyond writing the same formulas in the same order of operations:
 
 - **The random starts.** ``SyncVectorEnv.reset(seed=s)`` seeds sub-environment ``i`` with ``s + i``, and each
   sub-environment then draws every start of its episodes from its own generator. So do we: one generator per
@@ -24,7 +24,8 @@ What "equal" takes, beyond writing the same formulas (each trap below is one tha
 - **Squares of a scalar are not squares of an array.** For a numpy *array*, ``x ** 2`` is ``x * x``, correctly
   rounded; for a numpy *scalar* (what gymnasium's single env holds), it is C's ``pow(x, 2)``, which glibc rounds the
   other way about once in a thousand (``powf`` for float32 likewise), so our arrays call the scalar operation element
-  by element where gymnasium squares a scalar (:func:`scalar_square`).
+  by element where gymnasium squares a scalar (:func:`scalar_square`). With ``x * x`` instead, Acrobot's observations
+  and Pendulum's rewards leave gymnasium's within a few hundred steps.
 - **Which cosine.** Gymnasium's MountainCars call ``math.cos`` (C's libm); numpy's ``np.cos`` of an array may be a
   different (SIMD) implementation on some CPUs, so the MountainCars call ``math.cos`` element by element
   (:func:`libm_cos`). Acrobot and Pendulum call ``np.cos``/``np.sin`` on numpy scalars, which run the same loop as
@@ -91,14 +92,18 @@ class ClassicVectorEnv(VectorEnv):
     sub-environment). All plain arrays and generators, so :func:`sandbox.runs.snapshot.env_state` checkpoints them.
 
     A subclass names its gymnasium env (:attr:`env_id`), the constants its physics reads (:attr:`CONSTANTS`, copied
-    from gymnasium's env at construction: ``--env-params`` sets them after), and writes :meth:`_draw` (one random
-    start, as gymnasium's ``reset`` draws it), :meth:`_dynamics` (one step of every sub-environment) and
-    :meth:`_observe`.
+    from gymnasium's env at construction; ``--env-params`` sets those of :attr:`PARAMS` after), and writes
+    :meth:`_draw` (one random start, as gymnasium's ``reset`` draws it), :meth:`_dynamics` (one step of every
+    sub-environment) and :meth:`_observe`.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
     env_id: ClassVar[str]
+    PARAMS: ClassVar[tuple[str, ...]]
+    """What ``--env-params`` may set (``sandbox.envs.gym_tasks.ENV_PARAMS`` lists them for gymnasium's env and ours):
+    the constants the dynamics read at every step, not those the spaces were built from."""
     CONSTANTS: ClassVar[tuple[str, ...]]
+    """Every constant the dynamics read: :attr:`PARAMS` and the rest."""
     STATE_SIZE: ClassVar[int]
     PER_ENV: ClassVar[tuple[str, ...]] = ("state", "steps", "prev_done")
     """The arrays that hold one entry per sub-environment (along their last axis)."""
@@ -198,8 +203,7 @@ class AcrobotVectorEnv(ClassicVectorEnv):
     state is float64."""
 
     env_id = "Acrobot-v1"
-    CONSTANTS = (
-        "dt",
+    PARAMS = (
         "LINK_LENGTH_1",
         "LINK_LENGTH_2",
         "LINK_MASS_1",
@@ -207,10 +211,9 @@ class AcrobotVectorEnv(ClassicVectorEnv):
         "LINK_COM_POS_1",
         "LINK_COM_POS_2",
         "LINK_MOI",
-        "MAX_VEL_1",
-        "MAX_VEL_2",
-        "AVAIL_TORQUE",
+        "dt",
     )
+    CONSTANTS = (*PARAMS, "MAX_VEL_1", "MAX_VEL_2", "AVAIL_TORQUE")
     STATE_SIZE = 4  # theta1, theta2, dtheta1, dtheta2
 
     def _draw(self, rng, options):
@@ -288,7 +291,8 @@ class PendulumVectorEnv(ClassicVectorEnv):
     terms."""
 
     env_id = "Pendulum-v1"
-    CONSTANTS = ("max_speed", "max_torque", "dt", "g", "m", "l")
+    PARAMS = ("g", "m", "l", "dt")
+    CONSTANTS = (*PARAMS, "max_speed", "max_torque")
     STATE_SIZE = 2  # th, thdot
 
     def _draw(self, rng, options):
@@ -321,7 +325,8 @@ class MountainCarVectorEnv(ClassicVectorEnv):
     200 steps at most. All float64, with ``math.cos`` (:func:`libm_cos`)."""
 
     env_id = "MountainCar-v0"
-    CONSTANTS = ("min_position", "max_position", "max_speed", "goal_position", "goal_velocity", "force", "gravity")
+    PARAMS = ("force", "gravity")
+    CONSTANTS = (*PARAMS, "min_position", "max_position", "max_speed", "goal_position", "goal_velocity")
     STATE_SIZE = 2  # position, velocity
 
     def _draw(self, rng, options):
@@ -355,16 +360,9 @@ class MountainCarContinuousVectorEnv(ClassicVectorEnv):
     float32). Actions are float32 (the trainers' and the space's) or float64; other dtypes are taken as float64."""
 
     env_id = "MountainCarContinuous-v0"
-    CONSTANTS = (
-        "min_action",
-        "max_action",
-        "min_position",
-        "max_position",
-        "max_speed",
-        "goal_position",
-        "goal_velocity",
-        "power",
-    )
+    PARAMS = ("power",)
+    CONSTANTS = (*PARAMS, "min_action", "max_action", "min_position", "max_position", "max_speed")
+    CONSTANTS += ("goal_position", "goal_velocity")
     STATE_SIZE = 2  # position, velocity
     PER_ENV = (*ClassicVectorEnv.PER_ENV, "fresh")
 

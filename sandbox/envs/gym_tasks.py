@@ -26,26 +26,12 @@ _CARTPOLE = ("gravity", "masscart", "masspole", "length", "force_mag", "tau")
 ENV_PARAMS: dict[str, tuple[str, ...]] = {
     "CartPoleEnv": _CARTPOLE,  # length is the pole's half-length (0.5); masspole 0.1, masscart 1.0, force_mag 10
     "CartPoleVectorEnv": _CARTPOLE,
-    "PendulumEnv": ("g", "m", "l", "dt"),  # g 10.0, m 1.0, l 1.0, dt 0.05
-    "AcrobotEnv": (
-        "LINK_LENGTH_1",
-        "LINK_LENGTH_2",
-        "LINK_MASS_1",
-        "LINK_MASS_2",
-        "LINK_COM_POS_1",
-        "LINK_COM_POS_2",
-        "LINK_MOI",
-        "dt",
-    ),
-    "MountainCarEnv": ("force", "gravity"),  # force 0.001, gravity 0.0025
-    "Continuous_MountainCarEnv": ("power",),  # power 0.0015
+    "PendulumEnv": classic.PendulumVectorEnv.PARAMS,  # g 10.0, m 1.0, l 1.0, dt 0.05
+    "AcrobotEnv": classic.AcrobotVectorEnv.PARAMS,  # the links' lengths, masses, centres of mass, inertia; dt 0.2
+    "MountainCarEnv": classic.MountainCarVectorEnv.PARAMS,  # force 0.001, gravity 0.0025
+    "Continuous_MountainCarEnv": classic.MountainCarContinuousVectorEnv.PARAMS,  # power 0.0015
 }
-ENV_PARAMS |= {  # our vector envs of the same tasks (sandbox/envs/classic.py) take the same names
-    "AcrobotVectorEnv": ENV_PARAMS["AcrobotEnv"],
-    "PendulumVectorEnv": ENV_PARAMS["PendulumEnv"],
-    "MountainCarVectorEnv": ENV_PARAMS["MountainCarEnv"],
-    "MountainCarContinuousVectorEnv": ENV_PARAMS["Continuous_MountainCarEnv"],
-}
+ENV_PARAMS |= {cls.__name__: cls.PARAMS for cls in classic.CLASSES.values()}  # ours take the same names
 
 
 def gym_id(env_id: str) -> str:
