@@ -167,18 +167,16 @@ def test_scalar_square_is_numpys_scalar_power_not_the_arrays():
 
 
 @pytest.mark.parametrize(
-    "env_id, seeds, steps",
-    [("Acrobot-v1", [0], 2048), ("MountainCarContinuous-v0", [0, 1], 1024), ("Pendulum-v1", [2, 3], 1024)],
+    "env_id, seeds", [("Acrobot-v1", [0]), ("MountainCarContinuous-v0", [0, 1]), ("Pendulum-v1", [2, 3])]
 )
-def test_training_gives_the_same_numbers_as_on_gymnasiums_envs(env_id, seeds, steps, monkeypatch):
+def test_training_gives_the_same_numbers_as_on_gymnasiums_envs(env_id, seeds, monkeypatch):
     """A run (one seed) or a population (two) trained on our envs and on gymnasium's SyncVectorEnv (the ids taken
-    out of ``classic.CLASSES``): the same metrics and episodes, to the last bit (Acrobot's episodes and Pendulum's
-    end within the budget)."""
+    out of ``classic.CLASSES``): the same metrics and episodes (Pendulum's end in this budget), to the last bit."""
     import sandbox
     from sandbox.metrics import TIMING_COLUMNS
 
     def train() -> list:
-        fields = dict(env=env_id, total_steps=steps, dropout=0.1, quiet=True)
+        fields = dict(env=env_id, total_steps=1024, dropout=0.1, quiet=True)  # two updates of 4 envs x 128 steps
         cfgs = [sandbox.Config(**fields, seed=s) for s in seeds]
         results = sandbox.train_population(cfgs) if len(cfgs) > 1 else [sandbox.train(cfgs[0])]
         return [(r.metrics.drop(columns=list(TIMING_COLUMNS)), r.episodes.drop(columns=["wall_s"])) for r in results]
@@ -188,5 +186,5 @@ def test_training_gives_the_same_numbers_as_on_gymnasiums_envs(env_id, seeds, st
     theirs = train()
     for (metrics, episodes), (want_metrics, want_episodes) in zip(ours, theirs):
         assert metrics.equals(want_metrics) and episodes.equals(want_episodes)
-    if env_id != "MountainCarContinuous-v0":  # 999 steps: no episode ends in this budget
+    if env_id == "Pendulum-v1":
         assert len(ours[0][1]) > 0
