@@ -348,8 +348,9 @@ class SignedRankTest:
 
     Without ties or zero differences: the exact null distribution of T+ (the ranks' sum of the positive differences),
     p = min(1, 2 min(P(T+ <= t), P(T+ >= t))) as ``scipy.stats.wilcoxon``'s exact p, and :meth:`interval` the Walsh
-    averages' order statistics that invert it exactly (0 inside exactly when p >= level). With ties or zeros: scipy's
-    permutation p and the same interval, then approximate."""
+    averages' order statistics that invert it exactly (0 inside exactly when p >= level). With ties or zeros (zeros
+    dropped, Wilcoxon's convention): the p of the signed midranks' sign flips (:class:`PermutationTest`, exact up to
+    17 pairs) and the same interval, then approximate."""
 
     def __init__(self, x: Sequence[float], y: Sequence[float]):
         d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
@@ -366,10 +367,14 @@ class SignedRankTest:
             ranks = stats.rankdata(np.abs(d))
             t = int(round(ranks[d > 0].sum()))
             self.p_value = float(min(1.0, 2 * min(self._cdf[t], 1 - (self._cdf[t - 1] if t > 0 else 0.0))))
+        elif len(nonzero):  # the signed midranks' sign flips: the rank test's own permutation distribution
+            signed = np.sign(nonzero) * stats.rankdata(np.abs(nonzero))
+            self.p_value = PermutationTest(signed, np.zeros(len(signed)), paired=True, n_resamples=100_000).p_value
         else:
-            method = stats.PermutationMethod(n_resamples=min(2**self.n, 100_000), random_state=0)
-            self.p_value = float(stats.wilcoxon(d, method=method).pvalue) if len(nonzero) else 1.0
-        self.method = "Wilcoxon signed-rank test" + (" (exact)" if self.exact else " (ties or zeros: permutation p)")
+            self.p_value = 1.0
+        self.method = "Wilcoxon signed-rank test" + (
+            " (exact)" if self.exact else " (ties or zeros: sign flips of the midranks)"
+        )
 
     @staticmethod
     def _null_cdf(n: int) -> np.ndarray:
@@ -788,7 +793,9 @@ class Verdict:
     """The standardised difference's interval at 1 - 2 x the TOST's level: inside +-``bound`` exactly when the verdict
     is equivalent."""
     detectable: float
-    """The smallest |delta| these seeds detect with 80% power at ``level`` (:func:`detectable_effect`)."""
+    """The smallest |delta| these seeds detect with 80% power at Holm's first level, ``alpha`` over the family (the
+    level at which any comparison of the family is sure to be judged; :func:`detectable_effect`). Not at ``level``,
+    which follows the observed p."""
     family: int
     """The number of comparisons Holm adjusted over."""
     in_family: bool
@@ -894,7 +901,8 @@ def compare_family(
         interval = c.permutation.interval(level) if c.permutation is not None else nan
         eq = effect_interval(c.cohens_d, c.n_x, n_y, 1 - 2 * e_level) if np.isfinite(c.cohens_d) else nan
         word = verdict(c, p_holm, better[i], min_seeds, (low, high), tost if inside else math.nan, alpha)
-        detect = detectable_effect(c.n_x, n_y, level) if min(c.n_x, c.n_y) >= 2 else math.nan
+        first = alpha / max(len(family), 1) if inside else alpha
+        detect = detectable_effect(c.n_x, n_y, first) if min(c.n_x, c.n_y) >= 2 else math.nan
         c.seeds_needed = needed
         out.append(Verdict(c, word, p_holm, low, high, level, interval, tost, eq, detect, len(family), inside))
     return out
@@ -964,7 +972,7 @@ def comparison_table(
 
     One row per (metric, arm): the means, P(a seed of the arm beats a seed of the baseline), the permutation test's p
     and its Holm adjustment over *every* comparison of the table (:func:`compare_family`), the difference's interval
-    at the level each verdict used, the verdict, and the smallest |g| these seeds could detect at that level. For
+    at the level each verdict used, the verdict, and the smallest |g| these seeds detect at Holm's first level. For
     the metrics named in ``quality`` higher is better ("better" / "worse"); the others are only "higher" /
     "lower". The seeds per group 80% power needs against |g| ``POWER_G`` at Holm's first level are in
     ``attrs["seeds needed"]``."""

@@ -91,6 +91,27 @@ def test_paired_test_and_its_interval():
     assert c.diff_interval.method == "paired t" and c.prob_improvement == pytest.approx(np.mean(after > before))
 
 
+def test_signed_rank_test_is_scipys_wilcoxon_and_its_hodges_lehmann_interval_inverts_it():
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(0.6, 1.0, 12), rng.normal(0.0, 1.0, 12)
+    test = stats.SignedRankTest(x, y)
+    assert test.exact and test.p_value == pytest.approx(sps.wilcoxon(x, y, method="exact").pvalue, abs=1e-12)
+    walsh = ((x - y)[:, None] + (x - y)[None, :]) / 2
+    assert test.estimate == pytest.approx(np.median(walsh[np.triu_indices(12)]))
+    for level in np.linspace(0.002, 0.9, 60).tolist() + [test.p_value]:
+        low, high, method = test.interval(level)
+        assert (low <= 0 <= high) == (test.p_value >= level) and method == "Hodges-Lehmann"
+        for end, outward in ((high, 1), (low, -1)):
+            if np.isfinite(end):
+                inside = sps.wilcoxon(x - (end - outward * 1e-9), y, method="exact").pvalue
+                outside = sps.wilcoxon(x - (end + outward * 1e-9), y, method="exact").pvalue
+                assert inside >= level > outside
+    d = np.round(rng.normal(0.5, 1.0, 10), 1)  # ties: the midranks' sign flips, scipy's permutation p
+    tied = stats.SignedRankTest(d, np.zeros(10))
+    reference = sps.wilcoxon(d, method=sps.PermutationMethod(n_resamples=np.inf)).pvalue
+    assert not tied.exact and tied.p_value == pytest.approx(reference, abs=1e-12)
+
+
 def test_monte_carlo_p_is_within_its_bounds_of_the_exact_one():
     rng = np.random.default_rng(5)
     x, y = rng.normal(0.8, 1.0, 9), rng.normal(0.0, 1.0, 9)  # 48,620 splits: enumerable, and drawn when told
@@ -164,7 +185,7 @@ def test_compare_family_words_levels_and_intervals_agree():
         forest = v.effect_at_level
         assert (not forest.low <= 0 <= forest.high) == significant and forest.low <= c.effect_size <= forest.high
         assert v.p_holm_low <= v.p_holm <= v.p_holm_high
-        assert v.detectable == pytest.approx(stats.detectable_effect(12, 12, v.level))
+        assert v.detectable == pytest.approx(stats.detectable_effect(12, 12, 0.05 / 5))
         assert c.seeds_needed == stats.seeds_needed(stats.POWER_G, comparisons=5)
     assert decided[3].word == "better" and decided[4].word == "worse"
 
@@ -291,7 +312,7 @@ def test_comparison_table_holm_over_every_row_and_the_detectable_effect():
     assert list(t.index) == [("return", "same"), ("return", "higher")]
     assert t.loc[("return", "higher"), "verdict"] == "better"
     assert t.loc[("return", "same"), "verdict"] == "not significant"
-    assert t.loc[("return", "same"), "detectable |g|"] == f"{stats.detectable_effect(5, 5, 0.05):.2f}"
+    assert t.loc[("return", "same"), "detectable |g|"] == f"{stats.detectable_effect(5, 5, 0.05 / 2):.2f}"
     raw = [stats.compare(table["return"][arm], table["return"]["off"]).p_value for arm in ("same", "higher")]
     assert list(t["p (Holm)"]) == [float(f"{p:.2g}") for p in stats.holm(raw)]
     assert t.attrs["seeds needed"] == f"{stats.seeds_needed(comparisons=2):.0f}"

@@ -499,7 +499,8 @@ def markdown(learn: pd.DataFrame, table: pd.DataFrame, tasks: dict[str, Task], h
         "side). *difference [CI at its level]*: the permutation test inverted at the level the verdict used (0.05 x p "
         "/ p Holm), so it excludes 0 exactly on better / worse rows; Hedges' g with its exact 95% interval "
         "(unadjusted); p with its Monte Carlo bounds where drawn; *detectable |g|*: what these seeds detect 80% of "
-        f"the time at the row's level. Verdicts: better / worse, {stats.BORDERLINE} (the Monte Carlo bounds of p Holm "
+        "the time at Holm's first level (0.05 over the contrasts). Verdicts: better / worse, "
+        f"{stats.BORDERLINE} (the Monte Carlo bounds of p Holm "
         f"straddle {stats.ALPHA}), {stats.EQUIVALENT} (TOST inside +-{stats.EQUIVALENCE_G} pooled standard deviations "
         f"after Holm), {stats.NOT_SIGNIFICANT}.",
         "",

@@ -33,7 +33,8 @@ def _how_to_read(table: pd.DataFrame, baseline: str) -> list[str]:
         f"standardised difference (in pooled standard deviations, what Hedges' g estimates) inside +-"
         f"{stats.EQUIVALENCE_G} after Holm over the same comparisons; *not significant* otherwise, which means the "
         "seeds cannot tell the groups apart, not that they are equal: *detectable |g|* is the smallest standardised "
-        "difference these seeds detect 80% of the time at the row's level; *too few seeds for a verdict* below "
+        "difference these seeds detect 80% of the time at Holm's first level (0.05 over the comparisons); *too few "
+        "seeds for a verdict* below "
         f"{stats.MIN_SEEDS} seeds.",
         "",
         "**The interval beside the verdict** (*difference [CI at its level]*) is the permutation test inverted at the "
