@@ -661,13 +661,13 @@ def run_study(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = {n: TASKS[n] for n in (tasks or TASKS)}
-    seeds = tuple(range(seeds_per_group(kind))) if seeds is None else tuple(seeds)
+    seeds = tuple(range(seeds_per_group(kind))) if seeds is None else tuple(seeds)  # powered for the whole study
     seeds, scale = (tuple(seeds[:2]), 0.05) if fast else (seeds, 1.0)
     again = replication_seeds(seeds) if replicate else ()
     (out / "study.json").write_text(json.dumps({"kind": kind, "seeds": list(seeds), "replication": list(again),
                                                 "fast": fast}, indent=1))  # fmt: skip
-    if not (out / "plan.md").exists():  # written once, before the first run: the plan does not follow the data
-        (out / "plan.md").write_text(plan(kind, list(chosen), len(seeds), again))
+    if not (out / "plan.md").exists():  # written once, before the first run, for the whole study (not --tasks)
+        (out / "plan.md").write_text(plan(kind, list(TASKS), len(seeds), again))
     seconds = _run(out, kind, chosen, seeds, scale, workers, quiet, machine)
     if replicate:
         (out / "replication").mkdir(exist_ok=True)

@@ -26,8 +26,8 @@ def bench_breadth(
 
     from ..analysis import breadth
 
-    m = breadth.planned_comparisons(kind, tasks)
-    powered = breadth.seeds_per_group(kind, tasks)
+    m = breadth.planned_comparisons(kind)  # the whole study's family, whatever --tasks runs now
+    powered = breadth.seeds_per_group(kind)
     if report_only:
         result = {**breadth.write_report(out, kind), "runs": len(pd.read_csv(f"{out}/finals.csv")), "seconds": 0.0,
                   "out": str(out)}  # fmt: skip
