@@ -613,7 +613,7 @@ def write_report(out: str | Path, kind: str = "breadth", seed: int = 0) -> dict:
     if (out / "plan.md").exists():
         plan_text = (out / "plan.md").read_text()
     else:  # a study run before plans were written: the plan as the code states it now, said so
-        plan_text = plan(kind, tasks, seeds).replace(
+        plan_text = plan(kind, list(TASKS), seeds).replace(
             "written before the runs", "as the code defines it now (this study ran before its plan was written)"
         )
     not_run = missing(frame, kind)
