@@ -4,8 +4,8 @@
      "full-width" cell: the contents hide while the table is in view (class sandbox-wide);
    - else drawn stacked (a phone): one block per row, each value preceded by its column's name (class
      sandbox-stacked, site.css).
-   Checked again whenever the window changes size. Without JavaScript a wide table scrolls sideways, as the theme
-   draws it. tools/docs_check.py measures the result at 1280 px and 390 px. */
+   Checked again whenever the text column changes width. Without JavaScript a wide table scrolls sideways, as the
+   theme draws it. tools/docs_check.py measures the result at 1280 px and 390 px. */
 (function () {
   "use strict";
 
@@ -106,8 +106,25 @@
     });
   }
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", fit);
-  else fit();
-  window.addEventListener("resize", refit);
-  if (document.fonts) document.fonts.ready.then(refit);
+  // Fitted once the page is read, again whenever the text column changes width (the window resized, a sidebar
+  // shown or hidden: a ResizeObserver, which reports after the layout), and once the fonts are in.
+  function start() {
+    fit();
+    const article = document.querySelector(".bd-article");
+    if (article && "ResizeObserver" in window) {
+      let width = article.getBoundingClientRect().width;
+      new ResizeObserver(function (entries) {
+        const now = entries[entries.length - 1].contentRect.width;
+        if (Math.abs(now - width) > 0.5) {
+          width = now;
+          refit();
+        }
+      }).observe(article);
+    }
+    window.addEventListener("resize", refit);
+    if (document.fonts) document.fonts.ready.then(refit);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();
