@@ -199,7 +199,10 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8">
 </article></body></html>"""
 
 
-_PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+_PIXEL = (  # one white pixel
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJ"
+    "RU5ErkJggg=="
+)
 
 
 def _page(tmp_path, name: str, alt: str, head: str = "") -> str:
