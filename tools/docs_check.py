@@ -224,7 +224,12 @@ class Browser:
             time.sleep(0.2)
 
     def screenshot(self, path: Path, full_page: bool = True) -> None:
-        params = {"format": "png", "captureBeyondViewport": full_page}
+        """The page (to 12,000 px down when ``full_page``) as PNG, or as JPEG for a path ending in .jpg (about a third
+        of the time on a long page)."""
+        jpeg = path.suffix == ".jpg"
+        params = {"format": "jpeg" if jpeg else "png", "captureBeyondViewport": full_page}
+        if jpeg:
+            params["quality"] = 80
         if full_page:
             width, height = self.js("[document.documentElement.clientWidth, document.documentElement.scrollHeight]")
             params["clip"] = {"x": 0, "y": 0, "width": width, "height": min(height, 12000), "scale": 1}
@@ -308,7 +313,7 @@ def reader_checks(browser: Browser, origin: str, pages: dict[str, str], shots: P
             problems, note = layout_problems(browser, size[0])  # before the screenshot, which resizes the page
             if shots is not None:
                 slug = re.sub(r"\W+", "-", name)
-                browser.screenshot(shots / f"{slug}-{size[0]}.png")
+                browser.screenshot(shots / f"{slug}-{size[0]}.jpg")
             report.check(
                 f"{name} at {size[0]} px: nothing cut",
                 not problems,
@@ -485,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(10)
-    print(f"screenshots: {shots}/ ({time.monotonic() - start:.1f} s)")
+    where = "no screenshots" if args.all_pages else f"screenshots: {shots}/"
+    print(f"{where} ({time.monotonic() - start:.1f} s)")
     print(f"{report.passed} passed, {report.failed} failed")
     return 0 if report.failed == 0 else 1
 
