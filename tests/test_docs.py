@@ -186,7 +186,8 @@ def test_every_lesson_figure_says_what_it_shows_and_its_alt_text_lives_in_the_le
 
 
 # A page shaped like the site's (the text column is article.bd-article): a table of twelve columns, a code line of 150
-# characters, and a figure whose alt text is its file name, as the site had them.
+# characters, a display formula laid out as the theme does for MathJax (at the right edge), and a figure whose alt
+# text is its file name, as the site had them.
 _PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">{head}
 <style>body {{ margin: 0; font: 16px sans-serif; }} .bd-article {{ max-width: 640px; padding: 0 16px; }}
@@ -195,6 +196,7 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <div class="pst-scrollable-table-container"><table class="table">
 <thead><tr>{header}</tr></thead><tbody><tr>{row}</tr><tr>{row}</tr></tbody></table></div>
 <pre>{code}</pre>
+<div class="math" style="display: flex; flex-direction: row-reverse">{formula}</div>
 <img src="{pixel}" alt="{alt}" width="40" height="40">
 </article></body></html>"""
 
@@ -215,6 +217,7 @@ def _page(tmp_path, name: str, alt: str, head: str = "") -> str:
             code="x = compute(" + ", ".join(f"argument_{i}" for i in range(12)) + ")  # one long line of a lesson",
             alt=alt,
             pixel=_PIXEL,
+            formula='<math display="block"><mi>A</mi><mo>=</mo><mi>r</mi><mo>+</mo><mi>V</mi></math>',
         )
     )
     return page.as_uri()
@@ -223,9 +226,9 @@ def _page(tmp_path, name: str, alt: str, head: str = "") -> str:
 @pytest.mark.skipif(importlib.util.find_spec("websocket") is None, reason="the docs extra is not installed")
 def test_docs_check_reports_a_cut_table_cut_code_and_an_image_without_alt_text_and_the_sites_css_fixes_them(tmp_path):
     """The browser check's reader rules on two tiny pages (no site build; about 3 s with Chromium, skipped without
-    it: CI's make docs-check installs it first): the raw page fails at a laptop's and a phone's width, with the table
-    and the code named and the file-name alt text refused; the same page with the site's site.css and site.js (code
-    wrapped, the table stacked) and real alt text passes."""
+    it: CI's make docs-check installs it first): the raw page fails at a laptop's and a phone's width, with the table,
+    the code and the formula named and the file-name alt text refused; the same page with the site's site.css and
+    site.js (code wrapped, the table stacked, the formula centred) and real alt text passes."""
     sys.path.insert(0, str(ROOT / "tools"))
     import docs_check
 
@@ -248,6 +251,7 @@ def test_docs_check_reports_a_cut_table_cut_code_and_an_image_without_alt_text_a
             problems, _ = docs_check.layout_problems(browser, size[0])
             assert any("div.pst-scrollable-table-container" in p and "cut" in p for p in problems), problems
             assert any(p.startswith("<pre> 'x = compute(argument_0") and "cut" in p for p in problems), problems
+            assert any(p.startswith("<math> 'A=r+V' off the column's middle") for p in problems), problems
             (refused,) = docs_check.image_problems(browser)
             assert refused.endswith(": alt text '../_images/f9f2ab34cd56ef7890123456789abcde.png' is a file name")
             browser.open(fixed, size)

@@ -16,8 +16,8 @@ Chrome DevTools Protocol (its websocket, with the websocket-client package; no b
   notes, hw1), each at a laptop's 1280 px and a phone's 390 px: no table, code block, output or formula cut at the
   text column's edge (:func:`layout_problems`: content wider than its box, hidden behind a sideways scroll or
   clipped; an element whose right edge passes the column's, or the screen's for a table the site widened into the
-  margin; a page wider than the screen), and every image with alt text that says what it shows
-  (:func:`image_problems`: not empty, not a file name or a hash).
+  margin; a page wider than the screen; a display formula off the column's middle), and every image with alt text
+  that says what it shows (:func:`image_problems`: not empty, not a file name or a hash).
 
 On every page: no request answered with an error or failed, no request to any host but the local server, no
 JavaScript error. Each page's screenshot is written to --screenshots. One line per check, then "N passed, M failed";
@@ -102,6 +102,17 @@ LAYOUT_JS = r"""(async () => {
     if (box.right > edge + 1) {
       found.push(['out', ...describe(e), Math.round(box.right), Math.round(edge)]);
       named.push(e);
+    }
+  }
+  // a display formula sits in the middle of the column (the theme's layout for MathJax put MathML at the right edge)
+  for (const math of article.querySelectorAll('div.math > math[display="block"]')) {
+    const div = math.parentElement.getBoundingClientRect(), eqno = math.parentElement.querySelector('.eqno');
+    const end = eqno ? eqno.getBoundingClientRect().left : div.right;  // an equation number sits at the right
+    const ink = Array.from(math.children).map(c => c.getBoundingClientRect());
+    if (!ink.length || div.width <= 1) continue;
+    const left = Math.min(...ink.map(r => r.left)) - div.left, right = end - Math.max(...ink.map(r => r.right));
+    if (Math.abs(left - right) > Math.max(16, 0.1 * div.width)) {
+      found.push(['aside', ...describe(math), Math.round(left), Math.round(right)]);
     }
   }
   return {width: [innerWidth, screen, document.documentElement.scrollWidth], found,
@@ -291,6 +302,8 @@ def layout_problems(browser: Browser, width: int) -> tuple[list[str], str]:
     for kind, tag, text, a, b in page["found"]:
         if kind == "cut":
             problems.append(f"<{tag}> {text!r} cut: {a} px of content in a {b} px box")
+        elif kind == "aside":
+            problems.append(f"<{tag}> {text!r} off the column's middle: {a} px of space on its left, {b} px right")
         else:
             problems.append(f"<{tag}> {text!r} reaches {a} px, past the column's edge at {b} px")
     note = f"{page['widened']} table(s) widened into the margin, {page['stacked']} stacked"
@@ -314,23 +327,18 @@ def reader_checks(browser: Browser, origin: str, pages: dict[str, str], shots: P
             if shots is not None:
                 slug = re.sub(r"\W+", "-", name)
                 browser.screenshot(shots / f"{slug}-{size[0]}.jpg")
-            report.check(
-                f"{name} at {size[0]} px: nothing cut",
-                not problems,
-                "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
-                if problems
-                else f"every table, code block and formula within the column ({note})",
-            )
+            fine = f"every table, code block and formula within the column ({note})"
+            report.check(f"{name} at {size[0]} px: nothing cut", not problems, _listed(problems) or fine)
             if size == DESKTOP:
                 missing = image_problems(browser)
-                count = browser.js("document.images.length")
-                report.check(
-                    f"{name}: alt text",
-                    not missing,
-                    "; ".join(missing[:3]) + (f" (and {len(missing) - 3} more)" if len(missing) > 3 else "")
-                    if missing
-                    else f"{count} image(s), each described",
-                )
+                fine = f"{browser.js('document.images.length')} image(s), each described"
+                report.check(f"{name}: alt text", not missing, _listed(missing) or fine)
+
+
+def _listed(problems: list[str], most: int = 4) -> str:
+    """The first ``most`` problems on one line, and how many more."""
+    more = f" (and {len(problems) - most} more)" if len(problems) > most else ""
+    return "; ".join(problems[:most]) + more
 
 
 def figures_in(notebook: Path) -> int:
