@@ -430,8 +430,9 @@ def clipping_scatter(mechanism: pd.DataFrame):
     """Lesson 09's scatter: does the sign follow the clipping? Each group's effect on the final return (Hedges' g
     against dropout off, column ``g``) against its ``first_clipfrac`` (the share of the first minibatch clipped
     before any step, averaged over the run), one point per (task, label) of the index: colour by dropout mode (the
-    label's first word), marker by task, filled where ``verdict`` is significant after Holm (better or worse).
-    The legend sits below the axes, so that it covers no point (inside, it hid two of the points the lesson reads)."""
+    label's first word), marker by task, and the verdict as in :func:`forest`: filled where better or worse after
+    Holm, grey where borderline, open otherwise. The legend sits below the axes, so that it covers no point (inside,
+    it hid two of the points the lesson reads)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -443,16 +444,18 @@ def clipping_scatter(mechanism: pd.DataFrame):
     markers = dict(zip([t for t in TASKS if t in present] + [t for t in present if t not in TASKS], "osD^vP<>*X"))
     for (task, label), row in mechanism.iterrows():
         colour = MODE_COLORS.get(label.split()[0], "grey")
-        significant = row["verdict"] in ("better", "worse")
-        ax.scatter(row["first_clipfrac"], row["g"], color=colour, marker=markers[task], s=40,
-                   facecolors=colour if significant else "white")  # fmt: skip
+        word = row["verdict"]
+        face = colour if word in ("better", "worse") else ("lightgrey" if word == stats.BORDERLINE else "white")
+        ax.scatter(row["first_clipfrac"], row["g"], color=colour, marker=markers[task], s=40, facecolors=face)
     ax.axhline(0, color="grey", lw=1, ls=":")
     ax.set_xlabel("first_clipfrac: share of the first minibatch clipped before any step (mean over the run)")
     ax.set_ylabel("Hedges' g against dropout off")
     ax.set_title("Clipped before any step, against the effect on the return")
     handles = [Line2D([], [], color="grey", marker=m, ls="", label=t.split("-")[0]) for t, m in markers.items()]
     handles += [Line2D([], [], color=MODE_COLORS[m], marker="o", ls="", label=m) for m in MODES]
-    handles += [Line2D([], [], color="grey", marker="o", mfc="white", ls="", label="not significant (open)")]
+    handles += [Line2D([], [], color="grey", marker="o", ls="", label="better or worse after Holm")]
+    handles += [Line2D([], [], color="grey", marker="o", mfc="lightgrey", ls="", label=stats.BORDERLINE)]
+    handles += [Line2D([], [], color="grey", marker="o", mfc="white", ls="", label="neither (open)")]
     legend_below(fig, handles, ncol=4, fontsize=8, numpoints=1)
     return fig
 
