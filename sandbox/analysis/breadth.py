@@ -391,7 +391,7 @@ def forest(table: pd.DataFrame, title: str):
     equivalent."""
     import matplotlib.pyplot as plt
 
-    from ..plots import MODE_COLORS, use_style
+    from ..plots import MODE_COLORS, legend_below, use_style
 
     use_style()
     tasks = [t for t in TASKS if t in set(table["task"])] + sorted(set(table["task"]) - set(TASKS))
@@ -421,8 +421,42 @@ def forest(table: pd.DataFrame, title: str):
     ax.plot([], [], "o", color="grey", mfc="white", label=stats.NOT_SIGNIFICANT)
     ax.plot([], [], "o", color="grey", mfc="lightgrey", label=stats.BORDERLINE)
     ax.plot([], [], "D", color="grey", mfc="white", label=stats.EQUIVALENT)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -1.2 / fig.get_figheight()), ncol=4, fontsize=8, frameon=False)
+    legend_below(fig, fontsize=8)
     ax.set_title(title, fontsize=10)
+    return fig
+
+
+def clipping_scatter(mechanism: pd.DataFrame):
+    """Lesson 09's scatter: does the sign follow the clipping? Each group's effect on the final return (Hedges' g
+    against dropout off, column ``g``) against its ``first_clipfrac`` (the share of the first minibatch clipped
+    before any step, averaged over the run), one point per (task, label) of the index: colour by dropout mode (the
+    label's first word), marker by task, and the verdict as in :func:`forest`: filled where better or worse after
+    Holm, grey where borderline, open otherwise. The legend sits below the axes, so that it covers no point (inside,
+    it hid two of the points the lesson reads)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from ..plots import MODE_COLORS, legend_below, use_style
+
+    use_style()
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    present = list(dict.fromkeys(t for t, _ in mechanism.index))
+    markers = dict(zip([t for t in TASKS if t in present] + [t for t in present if t not in TASKS], "osD^vP<>*X"))
+    for (task, label), row in mechanism.iterrows():
+        colour = MODE_COLORS.get(label.split()[0], "grey")
+        word = row["verdict"]
+        face = colour if word in ("better", "worse") else ("lightgrey" if word == stats.BORDERLINE else "white")
+        ax.scatter(row["first_clipfrac"], row["g"], color=colour, marker=markers[task], s=40, facecolors=face)
+    ax.axhline(0, color="grey", lw=1, ls=":")
+    ax.set_xlabel("first_clipfrac: share of the first minibatch clipped before any step (mean over the run)")
+    ax.set_ylabel("Hedges' g against dropout off")
+    ax.set_title("Clipped before any step, against the effect on the return")
+    handles = [Line2D([], [], color="grey", marker=m, ls="", label=t.split("-")[0]) for t, m in markers.items()]
+    handles += [Line2D([], [], color=MODE_COLORS[m], marker="o", ls="", label=m) for m in MODES]
+    handles += [Line2D([], [], color="grey", marker="o", ls="", label="better or worse after Holm")]
+    handles += [Line2D([], [], color="grey", marker="o", mfc="lightgrey", ls="", label=stats.BORDERLINE)]
+    handles += [Line2D([], [], color="grey", marker="o", mfc="white", ls="", label="neither (open)")]
+    legend_below(fig, handles, ncol=4, fontsize=8, numpoints=1)
     return fig
 
 

@@ -200,5 +200,9 @@ def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str,
         ]
     lines.append("")
     if pictures:
-        lines += ["## Figures", ""] + [f"![{Path(name).stem}]({name})\n\n{caption}\n" for name, caption in pictures]
+        # alt text: what the figure shows (the caption's head), not its file name; the caption below says the rest
+        lines += ["## Figures", ""] + [
+            f"![{caption.split(':')[0].rstrip('.')}, for every group of this report]({name})\n\n{caption}\n"
+            for name, caption in pictures
+        ]
     return "\n".join(lines)
