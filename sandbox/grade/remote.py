@@ -5,8 +5,9 @@ were local, with every limit enforced from here.
 and torch's random state to the submission's process, and brings back the output, the random state after the call,
 any input the function changed in place, and, when an output carries a gradient, a handle through which
 ``backward()`` here asks the submission's process for the gradient. A callable handed to the function (hw5's
-``draw``) stays here: the submission calls it back through the channel. So the tests read exactly as they did when
-the functions were local, and nothing the submission does can reach them.
+``draw``) stays here: the submission calls it back through the channel. The training runs of the integration tests
+happen here too, calling the submission's functions one call at a time. So the tests read exactly as they would with
+local functions, and the expected values never leave this process.
 
 Limits, all enforced here:
 
@@ -14,15 +15,15 @@ Limits, all enforced here:
   that still has not answered a few seconds later ends the process (and every process it started); the next test
   starts a fresh one (at most :data:`MAX_RESTARTS` times);
 - the whole submission has a budget (``--timeout``), after which its remaining tests are not run;
-- what it prints is read as it comes and capped (:data:`OUTPUT_CAP`), so a submission printing without end neither
-  blocks nor fills anything.
+- what it sends is capped: each message (:data:`sandbox.grade.wire.MAX_FRAME`), the messages waiting to be read
+  (:data:`QUEUED`) and all of them together (:data:`MAX_RECEIVED`); what it prints is read as it comes and capped
+  (:data:`OUTPUT_CAP`), so a submission printing or sending without end neither blocks nor fills anything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 import queue
 import signal
@@ -30,7 +31,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -40,8 +41,12 @@ from .isolation import Isolation
 
 OUTPUT_CAP = 64 * 1024
 """Bytes of a submission's printed output that are kept (the rest is counted and dropped)."""
+QUEUED = 4
+"""Messages read ahead of the grader: past them the reader waits, and so does the submission (a full pipe)."""
+MAX_RECEIVED = 4 << 30
+"""Bytes a submission's process may send in all (a hw5 training run sends about 50 MB); past them it is ended."""
 START_LIMIT = 120.0
-"""Seconds a submission's process may take to start (import torch and the package) on a busy machine."""
+"""Seconds a submission's process may take to start (import torch) on a busy machine."""
 GRACE = 5.0
 """Seconds past a time limit before the grader ends a process that did not stop by itself."""
 MAX_RESTARTS = 3
@@ -71,7 +76,8 @@ class Process:
 
     def __init__(self, isolation: Isolation, workdir: Path):
         self.proc = isolation.start(workdir)
-        self.frames: queue.Queue = queue.Queue()
+        self.frames: queue.Queue = queue.Queue(maxsize=QUEUED)
+        self.received = 0
         self.output = bytearray()
         self.output_total = 0
         self.reason: str | None = None
@@ -81,7 +87,11 @@ class Process:
     def _read(self) -> None:
         try:
             while True:
-                self.frames.put(wire.read_frame(self.proc.stdout))
+                message, buffers = wire.read_frame(self.proc.stdout)
+                self.received += sum(map(len, buffers))
+                if self.received > MAX_RECEIVED:
+                    raise wire.WireError(f"it sent more than {MAX_RECEIVED >> 20:,} MB in all")
+                self.frames.put((message, buffers))
         except (EOFError, OSError, wire.WireError, ValueError) as err:
             self.frames.put(err)
 
@@ -108,7 +118,8 @@ class Process:
         except queue.Empty:
             raise Timeout() from None
         if isinstance(item, Exception):
-            self.frames.put(item)  # every later wait sees the end too
+            with contextlib.suppress(queue.Full):
+                self.frames.put_nowait(item)  # every later wait sees the end too
             if isinstance(item, wire.WireError):
                 self.kill()
                 raise WorkerDied(f"its process sent something that is not a message of the grader ({item})")
@@ -167,7 +178,7 @@ class Load:
 
 class RemoteFunctions:
     """The submission's functions, seen from the grader: a mapping of names to callables (only the functions the
-    submission defines), a clock per test (:meth:`test`), and :meth:`train` for the integration runs."""
+    submission defines), and a clock per test (:meth:`test`)."""
 
     def __init__(self, isolation: Isolation, load: Load, budget: float):
         self.isolation, self.load_request = isolation, load
@@ -180,7 +191,6 @@ class RemoteFunctions:
         self.loaded = False
         self.notes: list[str] = []
         self.defined: dict[str, str] = {}
-        self.watch: dict = {"uses": {}, "reads": [], "tampering": []}
         self.outputs: list[str] = []
         self.lent = wire.Callables()
         self.until: int | None = None  # after a cell hung: run the cells before it only
@@ -203,8 +213,7 @@ class RemoteFunctions:
         try:
             self._expect("ready", min(time.monotonic() + START_LIMIT, self.budget_end))
             body = {"kind": load.kind, "cells": load.cells, "labels": load.labels, "filename": load.filename,
-                    "functions": list(load.functions), "cell_timeout": load.cell_timeout,
-                    "fingerprints": answer_prints()}  # fmt: skip
+                    "functions": list(load.functions), "cell_timeout": load.cell_timeout}  # fmt: skip
             if self.until is not None:
                 body["until"] = self.until
                 body["until_note"] = f"{load.labels[self.until]} and the cells after it were not run"
@@ -278,25 +287,10 @@ class RemoteFunctions:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def close(self) -> dict:
-        """Collect what the watch saw, then end the process; returns the watch report."""
-        if self.process is not None and self.process.proc.poll() is None:
-            try:
-                self.process.send("watch", None, self.lent)
-                report = self._reply(time.monotonic() + 30)
-                self._merge(report)
-                self.process.send("exit", None, self.lent)
-            except (WorkerDied, Timeout):
-                pass
+    def close(self) -> None:
+        """End the process (and everything it started) and remove its working directory. Nothing is asked of it: a
+        submission's last words decide nothing."""
         self._end(None)
-        return self.watch
-
-    def _merge(self, report: dict) -> None:
-        for name, why in report.get("uses", {}).items():
-            found = self.watch["uses"].setdefault(name, [])
-            found += [w for w in why if w not in found]
-        for key in ("reads", "tampering"):
-            self.watch[key] += [x for x in report.get(key, []) if x not in self.watch[key]]
 
     # -- requests ----------------------------------------------------------------------------------------------
 
@@ -361,17 +355,6 @@ class RemoteFunctions:
         process.send("grad", {"handle": handle, "grads": grads}, self.lent)
         return self._wait(min(self.test_end or self.budget_end, self.budget_end))["result"]
 
-    def train(self, config: dict, fields: tuple[str, ...], keep: int) -> dict:
-        """Run a training scenario in the submission's process with its functions in ``fields``."""
-        process = self.ensure()
-        end = min(self.test_end or self.budget_end, self.budget_end)
-        process.send("train", {"config": config, "fields": list(fields), "keep": keep,
-                               "timeout": end - time.monotonic()}, self.lent)  # fmt: skip
-        body = self._wait(end)
-        if body.get("timeout"):
-            raise Timeout()
-        return body
-
     @contextlib.contextmanager
     def test(self, seconds: float) -> Iterator[None]:
         """The clock of one test: every call inside shares its ``seconds``."""
@@ -401,6 +384,9 @@ class RemoteFunction:
 
     def __call__(self, *args):
         return self.owner.call(self.name, args)
+
+    def __deepcopy__(self, memo):
+        return self  # a network copied during training still calls the submission's function
 
     def __repr__(self) -> str:
         return f"<the submission's {self.name}>"
@@ -455,14 +441,6 @@ def _with_gradient(owner: RemoteFunctions, handle: int, args: tuple, result: Any
     return _rebuild(result, iter(joined))
 
 
-@functools.cache
-def answer_prints() -> dict[str, dict[str, str]]:
-    """The answer files' fingerprints (:func:`sandbox.grade.worker.fingerprints`), computed once per process."""
-    from .worker import fingerprints
-
-    return fingerprints()
-
-
 def make_load(path: Path, functions: tuple[str, ...], cell_timeout: float) -> Load:
     """Read a ``.py`` or ``.ipynb`` submission here (in the grader) into what its process runs. Raises ValueError with
     a one-line reason when the file cannot be read as a notebook or as text."""
@@ -491,9 +469,3 @@ def make_load(path: Path, functions: tuple[str, ...], cell_timeout: float) -> Lo
     except UnicodeDecodeError:
         raise ValueError(f"{path.name} could not be read: not UTF-8 text") from None
     return Load("script", [text], [path.name], path.name, functions, cell_timeout)
-
-
-def run_test_remotely(functions: RemoteFunctions, seconds: float, run: Callable[[], None]) -> None:
-    """Run one test's body with its clock (used by :func:`sandbox.grade.core.run_tests`)."""
-    with functions.test(seconds):
-        run()
