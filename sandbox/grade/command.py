@@ -61,8 +61,8 @@ class GradeArgs:
     """auto: Linux namespaces through bwrap when they work here, else plain processes (with a note). bwrap: refuse to
     grade without them. process: plain processes (they read what their user can read: see --user)."""
     user: str | None = None
-    """When the grader runs as root: the unprivileged user the submissions run as (default nobody). Make one that
-    cannot read the package's source (the Gradescope bundle does)."""
+    """When the grader runs as root: the unprivileged user the submissions run as (default: a uid of their own that no
+    account has). With --isolation process, make one that cannot read the package's source (the bundle does)."""
     memory: int = 3072
     """Megabytes of memory one submission's process may use (RLIMIT_DATA)."""
     overwrite: bool = False
@@ -135,6 +135,7 @@ def grade(a: GradeArgs) -> int:
     from .isolation import Isolation, Limits
     from .submission import Graded, Options, add_similarity, clear_previous, grade_file, grade_folder, write_json
 
+    assignment = check_assignment(a.assignment)
     target = Path(a.submission)
     if not target.exists():
         raise ArgumentError("SUBMISSION", f"{a.submission} does not exist (the file or folder to grade, after HW)")
@@ -142,7 +143,6 @@ def grade(a: GradeArgs) -> int:
         raise ArgumentError("SUBMISSION", f"must be a .py file, a .ipynb notebook or a folder, got {a.submission}")
     if a.upload and not target.is_dir():
         raise ConfigError("upload", f"SUBMISSION must be the folder of one student's upload, got {a.submission}")
-    assignment = check_assignment(a.assignment)
     hidden = check_hidden(a.hidden, assignment)
     for name in ("timeout", "cell_timeout", "test_timeout"):
         value = getattr(a, name)

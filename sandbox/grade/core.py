@@ -195,11 +195,11 @@ class Report:
         return "\n".join(lines)
 
     def instructor_text(self) -> str:
-        """What only the instructor sees: the grading seed, the similarity to the reference, the review notes."""
+        """What only the instructor sees: the grading seed, the similarity (a review list), the review notes."""
         lines = [f"grading seed: {self.seed}"] if self.seed is not None else []
         if self.similarity:
-            lines.append("similarity to the reference (0 to 1): " + ", ".join(
-                f"{name} {value:.2f}" for name, value in self.similarity.items()))  # fmt: skip
+            lines.append("similarity, for review and never a score (0 to 1): " + ", ".join(
+                f"to the {name} {value:.2f}" for name, value in self.similarity.items()))  # fmt: skip
         lines += [f"review: {r}" for r in self.review]
         return "\n".join(lines)
 

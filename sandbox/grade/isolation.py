@@ -16,8 +16,9 @@ new session. Without bwrap (``--isolation process``: macOS, Windows, a container
 process in its own session that can read what its user can read: run the grader as root with ``--user`` (the
 Gradescope bundle does) so that it runs as a user who cannot read the package.
 
-**In both modes**, when the grader runs as root the submission runs as an unprivileged user (``--user``, default
-``nobody``), and it has limits it cannot raise (:class:`Limits`): memory, processes and threads, CPU time, file size.
+**In both modes**, when the grader runs as root the submission runs as an unprivileged user (``--user``, or a uid of
+its own that no account has, :func:`account`), and it has limits it cannot raise (:class:`Limits`): memory,
+processes and threads, CPU time, file size.
 """
 
 from __future__ import annotations
@@ -104,22 +105,31 @@ def build_view(folder: Path, offers: tuple[str, ...] = ("plots",)) -> Path:
 
 
 def account(user: str | None) -> tuple[int | None, int | None, str | None]:
-    """``(uid, gid, name)`` the submissions run as: ``user`` (default ``nobody``) when the grader is root, else the
-    grader's own (None). Raises ValueError for an unknown user, or a user given to a grader that is not root."""
+    """``(uid, gid, name)`` the submissions run as when the grader is root: ``user``'s, or without one a uid of their
+    own that no account uses (:data:`FIRST_UID` plus the grading process's id), so that two submissions graded side
+    by side count their processes apart and cannot signal or read each other. ``(None, None, None)`` when the grader
+    is not root (they run as its user). Raises ValueError for an unknown user, or a user given to a grader that is
+    not root."""
     if os.name != "posix" or os.geteuid() != 0:
         if user is not None:
             raise ValueError("only a grader running as root can run the submissions as another user")
         return None, None, None
+    if user is None:
+        uid = FIRST_UID + os.getpid() % 1_000_000
+        return uid, uid, f"uid {uid}"
     import pwd
 
-    name = user or "nobody"
     try:
-        entry = pwd.getpwnam(name)
+        entry = pwd.getpwnam(user)
     except KeyError:
-        raise ValueError(f"there is no user {name!r} on this machine (make one: useradd --system {name})") from None
+        raise ValueError(f"there is no user {user!r} on this machine (make one: useradd --system {user})") from None
     if entry.pw_uid == 0:
-        raise ValueError(f"{name!r} is root: the submissions must run as an unprivileged user")
-    return entry.pw_uid, entry.pw_gid, name
+        raise ValueError(f"{user!r} is root: the submissions must run as an unprivileged user")
+    return entry.pw_uid, entry.pw_gid, user
+
+
+FIRST_UID = 1_000_000_000
+"""Where the uids of submissions start when the grader is root and no ``--user`` is given (no account is there)."""
 
 
 _PROBED: dict[tuple, str | None] = {}
@@ -214,6 +224,8 @@ class Isolation:
             "MPLCONFIGDIR": str(workdir / "tmp"),
             "PATH": os.pathsep.join((str(interpreter().parent), "/usr/bin", "/bin")),
             "LANG": "C.UTF-8",
+            "USER": "student",
+            "LOGNAME": "student",
             "SANDBOX_FAST": "1",
             "SANDBOX_GRADING": "1",
             "MPLBACKEND": "Agg",

@@ -335,6 +335,13 @@ class RemoteFunctions:
         process.send("call", {"name": name, "args": list(args), "rng": torch.get_rng_state(),
                               "timeout": end - now}, self.lent)  # fmt: skip
         body = self._wait(end)
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("rng"), torch.Tensor)
+            or body["rng"].dtype != torch.uint8
+        ):
+            self._end("it answered a call with something that is not a reply of the grader's")
+            raise WorkerDied("its process answered a call with something that is not a reply of the grader's")
         torch.set_rng_state(body["rng"])
         if body.get("timeout"):
             raise Timeout()

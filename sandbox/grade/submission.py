@@ -48,7 +48,7 @@ class Options:
     integration: bool = True
     test_timeout: float | None = None
     user: str | None = None
-    """The unprivileged user the submissions run as when the grader is root (default ``nobody``)."""
+    """The unprivileged user the submissions run as when the grader is root (default: a uid no account has)."""
     memory_mb: int = Limits.memory_mb
 
 

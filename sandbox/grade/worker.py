@@ -277,7 +277,10 @@ class Channel:
                     if isinstance(err, (SystemExit, KeyboardInterrupt)):
                         err = RuntimeError(f"{type(err).__name__}({err})")
                     reply = {"raised": error_info(err)}
-                self.send("reply", {**reply, "rng": torch.get_rng_state()})
+                try:
+                    self.send("reply", {**reply, "rng": torch.get_rng_state()})
+                except Exception as err:  # noqa: BLE001 - a result that cannot even be encoded: say so, as data
+                    self.send("reply", {"raised": error_info(err), "rng": torch.get_rng_state()})
             elif op == "grad":
                 self.send("reply", {"result": self.submission.grad(body["handle"], body["grads"])})
             else:
