@@ -52,8 +52,8 @@ ENV="${{SANDBOX_ENV:-/opt/sandbox-env}}"
 SOURCE="$AUTOGRADER/source"
 mkdir -p "$AUTOGRADER/results"
 cd "$SOURCE/repo"
-PYTHONPATH="$SOURCE/repo" "$ENV/bin/python" -c 'import sys; from sandbox.cli import main; sys.exit(main())' \\
-    grade {hw} "$AUTOGRADER/submission" --upload --format gradescope --out "$AUTOGRADER/results/results.json" \\
+PYTHONPATH="$SOURCE/repo" "$ENV/bin/python" -m sandbox grade {hw} "$AUTOGRADER/submission" --upload \\
+    --format gradescope --out "$AUTOGRADER/results/results.json" \\
     --overwrite --user {user} --isolation "${{SANDBOX_ISOLATION:-auto}}"{hidden}
 status=$?
 [ "$status" -le 1 ] || exit "$status"  # 1: a test failed, a grade like any other; 2: the bundle is misconfigured
