@@ -247,7 +247,7 @@ for pid in os.listdir("/proc"):
             cmd = open(f"/proc/{pid}/cmdline").read()
         except OSError:
             continue
-        if "pytest" in cmd or "sandbox" in cmd.replace("sandbox.grade.worker", "") or "hidden" in cmd:
+        if "pytest" in cmd or "{HIDDEN}" in cmd or "{FOLDER}" in cmd:  # the grader, or anything that knows where
             FOUND.append(cmd[:80])
 try:
     FOUND += os.listdir("/proc/1/root/work")
@@ -457,6 +457,21 @@ if os.fork() == 0:
 }
 
 FULL = {
+    # correct, so full marks: copying the reference's text is the instructor's call, and the review list shows it
+    "retyped_reference": """import torch
+
+
+def gae(r, v, nv, term, d, g, lam):
+    not_term = 1.0 - term
+    not_d = 1.0 - d
+    deltas = r + g * not_term * nv - v
+    adv = torch.zeros_like(r)
+    last = torch.zeros_like(r[0])
+    for t in range(r.shape[0] - 1, -1, -1):
+        last = deltas[t] + g * lam * not_d[t] * last
+        adv[t] = last
+    return adv, adv + v
+""",
     "threads": """import torch
 from concurrent.futures import ThreadPoolExecutor
 

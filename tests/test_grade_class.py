@@ -100,6 +100,9 @@ def test_every_hostile_submission_scores_0_and_every_honest_one_full(tmp_path):
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(graded) and [int(r["review rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    # the reference retyped with other names heads the review list; no honest answer comes near it
+    assert rows[0]["submission"] == "retyped_reference.py" and float(rows[0]["similarity to the reference"]) > 0.8
+    assert all(float(r["similarity to the reference"]) < 0.5 for r in rows[1:]), rows
 
 
 @needs_bwrap

@@ -446,9 +446,10 @@ def call(fn: Callable, name: str, *args) -> Any:
     """``fn(*args)``, with any exception turned into a :class:`Fail` that says where in the learner's code."""
     try:
         return fn(*args)
-    except NotImplementedError:
+    except NotImplementedError as err:
+        said = f" ({str(err)[:300]})" if str(err) else ""
         raise Fail(
-            f"`{name}` is not implemented yet: it raises NotImplementedError. Write its body, then check again."
+            f"`{name}` is not implemented yet: it raises NotImplementedError{said}. Write its body, then check again."
         ) from None
     except Fail:
         raise

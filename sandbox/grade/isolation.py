@@ -227,7 +227,6 @@ class Isolation:
             "USER": "student",
             "LOGNAME": "student",
             "SANDBOX_FAST": "1",
-            "SANDBOX_GRADING": "1",
             "MPLBACKEND": "Agg",
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",

@@ -15,8 +15,8 @@ Limits, all enforced here:
   that still has not answered a few seconds later ends the process (and every process it started); the next test
   starts a fresh one (at most :data:`MAX_RESTARTS` times);
 - the whole submission has a budget (``--timeout``), after which its remaining tests are not run;
-- what it sends is capped: each message (:data:`sandbox.grade.wire.MAX_FRAME`), the messages waiting to be read
-  (:data:`QUEUED`) and all of them together (:data:`MAX_RECEIVED`); what it prints is read as it comes and capped
+- what it sends is capped: each message (:data:`sandbox.grade.wire.MAX_FRAME`), what is read ahead (a full pipe makes
+  it wait) and all of it together (:data:`MAX_RECEIVED`); what it prints is read as it comes and capped
   (:data:`OUTPUT_CAP`), so a submission printing or sending without end neither blocks nor fills anything.
 """
 
@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
@@ -42,7 +43,7 @@ from .isolation import Isolation
 OUTPUT_CAP = 64 * 1024
 """Bytes of a submission's printed output that are kept (the rest is counted and dropped)."""
 QUEUED = 4
-"""Messages read ahead of the grader: past them the reader waits, and so does the submission (a full pipe)."""
+"""Chunks read ahead of the grader on Windows (elsewhere none: a full pipe makes the submission wait)."""
 MAX_RECEIVED = 4 << 30
 """Bytes a submission's process may send in all (a hw5 training run sends about 50 MB); past them it is ended."""
 START_LIMIT = 120.0
@@ -71,29 +72,45 @@ class WorkerDied(Ended):
 
 
 class Process:
-    """One run of a submission's process: the channel (a reader thread fills a queue, so every wait has a deadline)
-    and the capped output."""
+    """One run of a submission's process: the channel, read by the waiting thread itself (``select`` with the
+    deadline on POSIX: no thread between the submission's reply and the grader), and the capped output."""
 
     def __init__(self, isolation: Isolation, workdir: Path):
         self.proc = isolation.start(workdir)
-        self.frames: queue.Queue = queue.Queue(maxsize=QUEUED)
+        self.buffer = bytearray()
         self.received = 0
         self.output = bytearray()
         self.output_total = 0
         self.reason: str | None = None
-        threading.Thread(target=self._read, daemon=True).start()
+        self.chunks: queue.Queue | None = None
+        if os.name == "posix":
+            os.set_blocking(self.proc.stdout.fileno(), False)
+        else:  # no select on a Windows pipe: a thread reads, at most QUEUED chunks ahead
+            self.chunks = queue.Queue(maxsize=QUEUED)
+            threading.Thread(target=self._read_chunks, daemon=True).start()
         threading.Thread(target=self._drain, daemon=True).start()
 
-    def _read(self) -> None:
+    def _read_chunks(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := self.proc.stdout.read1(1 << 20):
+                self.chunks.put(chunk)
+        self.chunks.put(b"")
+
+    def _chunk(self, timeout: float) -> bytes | None:
+        """What the submission sent next (``b""``: its end), or None when nothing came within ``timeout``."""
+        if self.chunks is not None:
+            try:
+                return self.chunks.get(timeout=timeout)
+            except queue.Empty:
+                return None
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            return None
         try:
-            while True:
-                message, buffers = wire.read_frame(self.proc.stdout)
-                self.received += sum(map(len, buffers))
-                if self.received > MAX_RECEIVED:
-                    raise wire.WireError(f"it sent more than {MAX_RECEIVED >> 20:,} MB in all")
-                self.frames.put((message, buffers))
-        except (EOFError, OSError, wire.WireError, ValueError) as err:
-            self.frames.put(err)
+            return os.read(self.proc.stdout.fileno(), 1 << 20)
+        except BlockingIOError:
+            return None
+        except (OSError, ValueError):
+            return b""
 
     def _drain(self) -> None:
         try:
@@ -112,19 +129,28 @@ class Process:
             raise WorkerDied(self.why_dead(f"it stopped reading ({err})")) from None
 
     def receive(self, deadline: float) -> tuple[dict, list[bytes]]:
-        left = deadline - time.monotonic()
-        try:
-            item = self.frames.get(timeout=max(left, 0.0))
-        except queue.Empty:
-            raise Timeout() from None
-        if isinstance(item, Exception):
-            with contextlib.suppress(queue.Full):
-                self.frames.put_nowait(item)  # every later wait sees the end too
-            if isinstance(item, wire.WireError):
-                self.kill()
-                raise WorkerDied(f"its process sent something that is not a message of the grader ({item})")
-            raise WorkerDied(self.why_dead("its process ended"))
-        return item
+        """The next message, read as it comes; :class:`Timeout` at ``deadline``, :class:`WorkerDied` when the process
+        ended or sent something that is not a message (a frame too large, malformed, or past :data:`MAX_RECEIVED`)."""
+        while True:
+            try:
+                frame = wire.take_frame(self.buffer)
+            except wire.WireError as err:
+                self.kill(f"its process sent something that is not a message of the grader ({err})")
+                raise WorkerDied(self.reason) from None
+            if frame is not None:
+                return frame
+            chunk = self._chunk(max(deadline - time.monotonic(), 0.0))
+            if chunk is None:
+                if time.monotonic() >= deadline:
+                    raise Timeout()
+                continue
+            if not chunk:
+                raise WorkerDied(self.why_dead("its process ended"))
+            self.received += len(chunk)
+            if self.received > MAX_RECEIVED:
+                self.kill(f"its process sent more than {MAX_RECEIVED >> 20:,} MB in all and was ended")
+                raise WorkerDied(self.reason)
+            self.buffer += chunk
 
     def why_dead(self, default: str) -> str:
         if self.reason:

@@ -210,8 +210,13 @@ def add_similarity(key: str, outcomes: list[Graded]) -> None:
     from .similarity import compare, reference_code, template
 
     a = assignment(key)
-    found = compare({g.report.submission: g.code for g in outcomes if g.code}, reference_code(a.functions),
-                    template(a.key))  # fmt: skip
+    try:
+        found = compare({g.report.submission: g.code for g in outcomes if g.code}, reference_code(a.functions),
+                        template(a.key))  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - a review aid: its failure must not cost a submission its results
+        for g in outcomes:
+            g.report.review.append(f"similarity not computed ({type(err).__name__}: {err})")
+        return
     for g in outcomes:
         s = found.get(g.report.submission)
         if s is None:
