@@ -382,6 +382,20 @@ def test_an_instructors_own_assignment_is_graded_without_editing_the_package(tmp
     assert len(err) == 1 and "HW: " in err[0] and "unknown function 'sofmax'; softmax has softmax" in err[0], err
 
 
+def test_an_upload_without_a_notebook_still_gets_the_graders_results(tmp_path, capsys):
+    """Gradescope's /autograder/submission with nothing to grade: a results.json of 0 that says why, written by the
+    grader over whatever was at --out (never read)."""
+    (tmp_path / "upload").mkdir()
+    (tmp_path / "upload" / "notes.txt").write_text("I forgot the notebook")
+    out = tmp_path / "results.json"
+    out.write_text('{"score": 25}')
+    code = main(["grade", "hw1", str(tmp_path / "upload"), "--upload", "--format", "gradescope", "--out", str(out),
+                 "--overwrite"])  # fmt: skip
+    results = json.loads(out.read_text())
+    assert code == 1 and results["score"] == 0 and len(results["tests"]) == 16
+    assert "no .ipynb or .py file in the upload" in results["tests"][0]["output"]
+
+
 def test_every_assignment_has_a_student_notebook_pair():
     for key, stem in NOTEBOOKS.items():
         nb = nbformat.read(HOMEWORK / f"{stem}.ipynb", as_version=4)

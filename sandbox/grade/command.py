@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 
@@ -184,7 +185,7 @@ def grade(a: GradeArgs) -> int:
             from .submission import failed
 
             why = f"no .ipynb or .py file in the upload ({target}): upload your notebook"
-            graded = Graded(failed(options, target, [why], 0.0), "", "none")
+            graded = Graded(failed(options, target, [why], time.perf_counter()), "", "none")
         else:
             graded = grade_file(path, options)
             add_similarity(a.assignment, [graded])

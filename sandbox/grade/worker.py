@@ -305,6 +305,8 @@ def set_limits(limits: dict) -> None:
     """The resource limits, soft and hard (a process cannot raise a hard limit again): ``data`` bytes of memory,
     ``cpu`` seconds, ``fsize`` bytes per file written, and ``nproc`` processes and threads more than this user
     already runs (the kernel counts them per user)."""
+    if os.name != "posix":
+        return  # Windows has no rlimits: the grader's time limits are all there is
     import resource
 
     running = 0  # processes and threads of this user now (a thread counts against RLIMIT_NPROC too)
@@ -326,7 +328,10 @@ def set_limits(limits: dict) -> None:
         hard = resource.getrlimit(which)[1]
         top = float("inf") if hard == resource.RLIM_INFINITY else hard
         soft = int(min(value, top))  # past the soft CPU limit SIGXCPU ends the process; 5 s later SIGKILL does
-        resource.setrlimit(which, (soft, int(min(soft + 5, top)) if which == resource.RLIMIT_CPU else soft))
+        try:
+            resource.setrlimit(which, (soft, int(min(soft + 5, top)) if which == resource.RLIMIT_CPU else soft))
+        except (ValueError, OSError):  # a limit this system does not take (macOS and RLIMIT_DATA): left as it is
+            continue
 
 
 def private_channel():
