@@ -85,6 +85,8 @@ class Test:
     hint: str = ""
     timeout: float = 30.0
     visibility: str = "visible"
+    prepare: Callable[[], None] | None = None
+    """Run before the test's clock starts (our own training run, which the test compares with)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,6 +397,8 @@ def _run(assignment, functions, extra, only_given, only, integration, clock, cap
             output = ended
         else:
             limit = min(test.timeout, cap) if cap else test.timeout
+            if test.prepare is not None:
+                test.prepare()
             try:
                 with torch.random.fork_rng(devices=[]), (clock or time_limit)(limit):
                     test.run(given)

@@ -21,7 +21,7 @@ from .core import (
     generator,
     seed_of,
 )
-from .integration import Scenario, learns, run_scenario
+from .integration import Scenario, integration_test, learns
 
 SIGNATURE = "gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda) -> (advantages, returns)"
 ARGS = ("rewards", "values", "next_values", "terminated", "dones", "gamma", "gae_lambda")
@@ -248,10 +248,9 @@ def build() -> list[Test]:
              "error"),
         Test("the inputs are left unchanged", g, test_inputs_unchanged, 1, kind="property",
              case="a (6, 3) rollout with episode ends"),
-        Test(f"integration: {CARTPOLE.description}, through the seam, against ours", g,
-             lambda fns: run_scenario(CARTPOLE, fns, {"gae": SPEC}), 4, kind="integration", timeout=60),
-        Test(f"integration: {PENDULUM.description}, against ours", g,
-             lambda fns: run_scenario(PENDULUM, fns, {"gae": SPEC}), 2, kind="integration", timeout=60),
+        integration_test(f"integration: {CARTPOLE.description}, through the seam, against ours", g, CARTPOLE,
+                         {"gae": SPEC}, 4),
+        integration_test(f"integration: {PENDULUM.description}, against ours", g, PENDULUM, {"gae": SPEC}, 2),
     ]  # fmt: skip
 
 

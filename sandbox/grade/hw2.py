@@ -22,7 +22,7 @@ from .core import (
     generator,
     seed_of,
 )
-from .integration import Scenario, learns, run_scenario
+from .integration import Scenario, integration_test, learns
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 
@@ -305,11 +305,10 @@ def build() -> list[Test]:
              case="300 samples, clip 0.2; d(sum of w * loss)/d values",
              hint="where the clipped term is larger and V left the band, the gradient is 0"),
         Test("value_loss leaves its inputs unchanged", v, test_value_inputs_unchanged, 1, kind="property"),
-        Test(f"integration: {PPO_CARTPOLE.description}, against ours", both,
-             lambda fns: run_scenario(PPO_CARTPOLE, fns, {"ppo_loss": PPO, "value_loss": VALUE}), 4,
-             kind="integration", timeout=60),
-        Test(f"integration: {GRPO_CARTPOLE.description}, against ours", p,
-             lambda fns: run_scenario(GRPO_CARTPOLE, fns, {"ppo_loss": PPO}), 2, kind="integration", timeout=60),
+        integration_test(f"integration: {PPO_CARTPOLE.description}, against ours", both, PPO_CARTPOLE,
+                         {"ppo_loss": PPO, "value_loss": VALUE}, 4),
+        integration_test(f"integration: {GRPO_CARTPOLE.description}, against ours", p, GRPO_CARTPOLE,
+                         {"ppo_loss": PPO}, 2),
     ]  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from .core import (
     seed_of,
     show,
 )
-from .integration import Scenario, learns, run_scenario
+from .integration import Scenario, integration_test, learns
 
 TOL_ADV = dict(rtol=1e-5, atol=1e-5)
 TOL_AGG = dict(rtol=1e-5, atol=1e-6)
@@ -332,8 +332,7 @@ def build() -> list[Test]:
     ]  # fmt: skip
     specs = {"group_advantages": ADV, "aggregate_loss": AGG}
     for s in SCENARIOS:
-        tests.append(Test(f"integration: {s.description}, against ours", both,
-                          lambda fns, s=s: run_scenario(s, fns, specs), 2, kind="integration", timeout=60))  # fmt: skip
+        tests.append(integration_test(f"integration: {s.description}, against ours", both, s, specs, 2))
     return tests
 
 

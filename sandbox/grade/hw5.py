@@ -30,7 +30,7 @@ from .core import (
     generator,
     manual_seed,
 )
-from .integration import Recorder, Scenario, learns, run_scenario
+from .integration import Recorder, Scenario, integration_test, learns
 
 FIELDS = ("dropout_mask", "apply_dropout", "layer_mask")
 
@@ -436,10 +436,10 @@ def build() -> list[Test]:
              test_gpt_replay, 2, kind="property",
              case="TinyGPT (2 layers, d_model 16, p 0.2), 6 prompts, 7 sampled tokens with stored SeqMasks",
              hint="the KV-cached sampler and the whole-sequence update index the same stored masks"),
-        Test(f"integration: {CONSISTENT.description}: the first ratio is exact", FIELDS,
-             lambda fns: run_scenario(CONSISTENT, fns, SPECS), 4, kind="integration", timeout=RUN_LIMIT),
-        Test(f"integration: {NAIVE.description}: the first ratio is noisy, as ours", FIELDS,
-             lambda fns: run_scenario(NAIVE, fns, SPECS), 2, kind="integration", timeout=RUN_LIMIT),
+        integration_test(f"integration: {CONSISTENT.description}: the first ratio is exact", FIELDS, CONSISTENT,
+                         SPECS, 4, RUN_LIMIT),
+        integration_test(f"integration: {NAIVE.description}: the first ratio is noisy, as ours", FIELDS, NAIVE,
+                         SPECS, 2, RUN_LIMIT),
     ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from ..algos.learner import NonFiniteLossError
 from ..config import Config
 from ..maths import Maths
 from ..training import train
-from .core import Fail, FunctionSpec, clone, raised
+from .core import Fail, FunctionSpec, Test, clone, raised
 
 FIRST_UPDATE_RTOL = 2e-3
 FIRST_UPDATE_ATOL = 2e-4  # times the largest |value| of the column over our run
@@ -85,6 +85,14 @@ def reference_metrics(scenario: Scenario) -> pd.DataFrame:
     if key not in _REFERENCE:
         _REFERENCE[key] = train(scenario.config).metrics
     return _REFERENCE[key]
+
+
+def integration_test(name: str, functions: tuple[str, ...], scenario: Scenario, specs: dict[str, FunctionSpec],
+                     points: float, timeout: float = 60.0) -> Test:  # fmt: skip
+    """The test that trains ``scenario`` with the learner's functions; our run of it is trained before the test's
+    clock starts (``timeout`` is the learner's run alone)."""
+    return Test(name, functions, lambda fns: run_scenario(scenario, fns, specs), points, kind="integration",
+                timeout=timeout, prepare=lambda: reference_metrics(scenario))  # fmt: skip
 
 
 def run_scenario(scenario: Scenario, functions: dict[str, Callable], specs: dict[str, FunctionSpec]) -> None:
