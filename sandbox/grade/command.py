@@ -52,7 +52,7 @@ class GradeArgs:
     is ended and its remaining tests score 0."""
     cell_timeout: float = 60.0
     """Seconds a notebook cell (or a .py file) may run before it is stopped; the functions defined before it are
-    graded. Each test has its own limit too (30 s, 60 s for a training run, 180 s for hw5's)."""
+    graded. Each test has its own limit too (30 s, 60 s for a training run, 120 s for hw5's)."""
     test_timeout: float | None = None
     """A cap on every test's own time limit in seconds (default: each test's own, 30 s, 60 s for a training run)."""
     seed: int | None = None

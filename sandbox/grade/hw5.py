@@ -30,7 +30,7 @@ from .core import (
     generator,
     manual_seed,
 )
-from .integration import Recorder, Scenario, integration_test, learns
+from .integration import Recorder, Scenario, integration_test
 
 FIELDS = ("dropout_mask", "apply_dropout", "layer_mask")
 
@@ -352,7 +352,6 @@ def exact_ratio(yours, ours) -> None:
             hint="the update must replay the masks stored at rollout: layer_mask returns the stored mask whenever "
             "there is one, whatever the mode",
         )
-    learns(45, "every seed 0-7 of ours reaches at least 83 at 8,192 steps")(yours, ours)
 
 
 def noisy_ratio(yours, ours) -> None:
@@ -362,14 +361,14 @@ def noisy_ratio(yours, ours) -> None:
     if not 0.5 * reference <= mean <= 2 * reference:
         raise Fail(
             f"the mean first_ratio_dev of the naive run is {mean:.4f}, ours {reference:.4f} (seeds 0-7 of ours: "
-            "0.061 to 0.080); the grader allows half to twice ours: the masks' rate or scale is off"
+            "0.020 to 0.029 at 2,048 steps); the grader allows half to twice ours: the masks' rate or scale is off"
         )
 
 
 def dropout_scenario(mode: str, meaning) -> Scenario:
     return Scenario(
-        f"PPO on CartPole, {mode} dropout p 0.2 in the policy and the value network, 8,192 steps",
-        preset("cartpole", total_steps=8192, dropout=0.2, dropout_mode=mode, dropout_value=True, seed=0, quiet=True),
+        f"PPO on CartPole, {mode} dropout p 0.2 in the policy and the value network, 2,048 steps",
+        preset("cartpole", total_steps=2048, dropout=0.2, dropout_mode=mode, dropout_value=True, seed=0, quiet=True),
         FIELDS,
         meaning=meaning,
         check_calls=check_calls,
@@ -381,9 +380,10 @@ NAIVE = dropout_scenario("naive", noisy_ratio)
 SPECS = {"dropout_mask": MASK, "apply_dropout": APPLY, "layer_mask": CHOICE}
 
 
-RUN_LIMIT = 180
+RUN_LIMIT = 120
 """Seconds of a training run: a dropout layer calls the submission's functions at every forward pass, each call a
-round trip to its process (about 40,000 in a run), where the other assignments' runs make a few hundred."""
+round trip to its process (about 10,000 in a run of 2,048 steps, 8 updates: enough for the first ratio, which is
+what the runs check), where the other assignments' runs make a few hundred."""
 
 
 def build() -> list[Test]:
