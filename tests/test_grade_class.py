@@ -5,6 +5,7 @@ student sees; loops, giant output and broken files are graded to the end; and th
 laid out as Gradescope does, with the student's code run as an unprivileged user."""
 
 import csv
+import inspect
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from homework_answers import advantages_rewritten, aggregate_rewritten
 from hostile_submissions import FULL, GAE, STUB, ZERO
 
 from sandbox.cli import main
@@ -81,7 +83,7 @@ def test_every_hostile_submission_scores_0_and_every_honest_one_full(tmp_path):
         text = graded[f"{kind}.py"].report.text()
         assert "found: []" in text or "found nothing: []" in text, (kind, text)
     # the reference is not there to be found: a stand-in, graded as the stub it is
-    assert "not implemented yet" in graded["import.py"].report.results[1].output
+    assert "not offered while grading" in graded["import.py"].report.results[1].output
     # nothing forged reaches the grading's output, which only the grader writes
     assert not (out / "forge").exists()
     for name in ("forge_results_json", "breaks_the_closing", "forge_reply_frames", "escaped_daemon"):
@@ -236,22 +238,25 @@ def harness_env(where: Path) -> Path:
 
 def test_the_gradescope_bundle_passes_its_harness(tmp_path, test_user, capsys):
     """setup.sh then run_autograder, laid out as Gradescope does under a temporary root, with the student's code run
-    as an unprivileged user in plain processes (Gradescope's containers have no namespaces): an honest notebook
-    scores full, a hostile one 0, and the results are the grader's."""
-    zipped = tmp_path / "hw1.zip"
-    assert main(["grade", "bundle", "hw1", "--out", str(zipped), "--hidden", str(hidden_cases(tmp_path / "hid")),
-                 "--user", test_user]) == 0  # fmt: skip
+    as an unprivileged user in plain processes (Gradescope's containers have no namespaces): an honest upload scores
+    full (training runs and a hidden case included), a hostile one 0, and the results are the grader's. hw4: its
+    training runs are the shortest."""
+    hidden = tmp_path / "hid"
+    hidden.mkdir()
+    case = {"name": "one group", "function": "group_advantages", "args": {"rewards": [[1.0, 2.0, 4.0]],
+            "scale_rewards": "group"}}  # fmt: skip
+    (hidden / "hw4.json").write_text(json.dumps({"cases": [case]}))
+    zipped = tmp_path / "hw4.zip"
+    assert main(["grade", "bundle", "hw4", "--out", str(zipped), "--hidden", str(hidden), "--user", test_user]) == 0
     env = harness_env(tmp_path)
     tmp_path.chmod(0o755)
     results = {}
-    for name, source in (("honest", GAE), ("hostile", HOSTILE_UPLOAD)):
+    for name, source in (("honest", HONEST_HW4), ("hostile", HOSTILE_UPLOAD)):
         root = tmp_path / name / "autograder"
         with zipfile.ZipFile(zipped) as z:
             z.extractall(root / "source")
-        for script in ("setup.sh", "run_autograder"):
-            (root / "source" / script).chmod(0o755)
         (root / "submission").mkdir(parents=True)
-        notebook(root / "submission" / "hw1_gae.ipynb", source.replace("{ROOT}", str(root)))
+        (root / "submission" / "hw4_solution.py").write_text(source.replace("{ROOT}", str(root)))
         (root.parent).chmod(0o755)
         run = {**os.environ, "AUTOGRADER": str(root), "SANDBOX_ENV": str(env), "SANDBOX_ISOLATION": "process"}
         subprocess.run(["bash", str(root / "source" / "setup.sh")], check=True, env=run)
@@ -259,14 +264,20 @@ def test_the_gradescope_bundle_passes_its_harness(tmp_path, test_user, capsys):
                               text=True, timeout=600)  # fmt: skip
         assert done.returncode in (0, 1), done.stderr[-2000:]
         results[name] = json.loads((root / "results" / "results.json").read_text())
-    assert results["honest"]["score"] == 25 + 3 + 1, results["honest"]  # the training runs and the hidden cases too
+    assert results["honest"]["score"] == 40 + 1, results["honest"]
     hostile = results["hostile"]
     assert hostile["score"] == 0 and "forged" not in json.dumps(hostile)
-    found = next(t["output"] for t in hostile["tests"] if t["name"].startswith("one step"))
+    found = next(t["output"] for t in hostile["tests"] if t["name"].startswith("group_advantages on a hand case"))
     assert "found: []" in found and "uid 0," not in found, found
     assert f"limits [{3072 << 20}, " in found and ", 360, 67108864]" in found, found  # as plain processes too
 
 
+HONEST_HW4 = (
+    "import torch\n\n\n"
+    + inspect.getsource(advantages_rewritten).replace("advantages_rewritten", "group_advantages")
+    + "\n\n"
+    + inspect.getsource(aggregate_rewritten).replace("aggregate_rewritten", "aggregate_loss")
+)
 HOSTILE_UPLOAD = """import glob, json, os
 import torch
 FOUND = []
@@ -280,17 +291,18 @@ for pattern in ("{ROOT}/source/*", "{ROOT}/source/repo/sandbox/maths.py", "{ROOT
 for path in ("{ROOT}/results/results.json",):
     try:
         with open(path, "w") as f:
-            json.dump({"score": 29, "output": "forged"}, f)
+            json.dump({"score": 41, "output": "forged"}, f)
         FOUND.append(path)
     except OSError:
         pass
-
-
 import resource
 
 LIMITS = [resource.getrlimit(getattr(resource, f"RLIMIT_{n}"))[0] for n in ("DATA", "NPROC", "CPU", "FSIZE")]
 
 
-def gae(*args):
+def group_advantages(*args):
     raise NotImplementedError(f"found: {FOUND!r}, uid {os.getuid()}, limits {LIMITS}")
+
+
+aggregate_loss = group_advantages
 """
