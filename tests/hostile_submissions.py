@@ -5,16 +5,9 @@ threads, a thread pool or a subprocess, read their own files, or print without e
 folder and this checkout; a submission that finds anything raises it, so that its report says what it found.
 """
 
-GAE = """
-def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
-    out, carry = [], torch.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
-        carry = delta + gamma * gae_lambda * (1.0 - dones[t]) * carry
-        out.insert(0, carry)
-    adv = torch.stack(out)
-    return adv, adv + values
-"""
+from sandbox.grade.classroom import CORRECT
+
+GAE = "\n" + CORRECT["insert"]
 STUB = """
 def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
     raise NotImplementedError
@@ -472,23 +465,7 @@ def gae(r, v, nv, term, d, g, lam):
         adv[t] = last
     return adv, adv + v
 """,
-    "threads": """import torch
-from concurrent.futures import ThreadPoolExecutor
-
-
-def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
-    def column(n):
-        out, carry = [], torch.zeros(())
-        for t in range(rewards.shape[0] - 1, -1, -1):
-            delta = rewards[t, n] + gamma * next_values[t, n] * (1.0 - terminated[t, n]) - values[t, n]
-            carry = delta + gamma * gae_lambda * (1.0 - dones[t, n]) * carry
-            out.insert(0, carry)
-        return torch.stack(out)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        adv = torch.stack(list(pool.map(column, range(rewards.shape[1]))), dim=1)
-    return adv, adv + values
-""",
+    "threads": "import torch\n\n" + CORRECT["threads"],  # the same as sandbox bench grading's
     "thread_started_at_load": "import threading, time\nimport torch\n\n"
     "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n" + GAE,
     "subprocess_at_load": "import subprocess, sys\nimport torch\n\n"

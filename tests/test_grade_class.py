@@ -37,7 +37,7 @@ SEEN = []
 
 def gae(*args):
     SEEN.append(repr(args)[:2000])
-    raise ValueError("every input so far: " + " | ".join(SEEN))
+    raise ValueError("every input so far, the last first: " + " | ".join(reversed(SEEN)))
 """
 
 
