@@ -21,6 +21,7 @@ from typing import Annotated, Callable, Literal, Sequence
 import tyro
 
 from .algos.learner import NonFiniteLossError
+from .analysis.cluster import Backend
 from .config import GROUPS, KINDS, MINATAR_GAMES, PRESETS, RENAMED, Config, ConfigError, applies, preset, validate
 from .runs.rundir import latest_checkpoint
 from .training import check, resume, train
@@ -500,7 +501,10 @@ class BenchArgs:
     submissions: int = 150
     """grading: how many made-up submissions."""
     workers: int = 2
-    """grading: grading processes side by side. breadth, mechanisms, minatar: runs (populations) side by side."""
+    """grading: grading processes side by side. breadth, mechanisms, minatar: runs (populations) side by side (on a
+    Ray cluster: its CPUs, which minatar sizes its populations for)."""
+    where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
+    """breadth, mechanisms, minatar: where the runs train, here or on a Ray cluster (docs/guide/cluster.md)."""
     quiet: bool = False
     """No progress bar."""
 
@@ -549,6 +553,9 @@ def cmd_bench(args: list[str]) -> int:
             raise ConfigError(
                 "games", f"unknown MinAtar game {unknown[0] if unknown else ''!r}; one of: {', '.join(MINATAR_GAMES)}"
             )
+    a.where.check()
+    if a.where != Backend() and a.target not in (*studies, "minatar"):
+        raise ConfigError("backend", f"only for bench breadth, mechanisms and minatar, not {a.target}")
     if a.json:
         from pathlib import Path
 
@@ -571,10 +578,10 @@ def cmd_bench(args: list[str]) -> int:
         result = bench.bench_grading(a.submissions, a.workers, quiet=a.quiet)
     elif a.target == "minatar":
         steps = a.max_steps or bench.MINATAR_STEPS
-        result = bench.bench_minatar(a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast)
+        result = bench.bench_minatar(a.games, a.seeds, steps, a.workers, a.out, a.quiet, a.fast, a.where)
     elif a.target in studies:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = bench.bench_breadth(a.target, out, a.seeds, a.tasks, a.workers, a.fast, quiet=a.quiet)
+        result = bench.bench_breadth(a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.where)
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         study = bench.bench_grpo_lambda if a.target == "grpo-lambda" else bench.bench_flatness
@@ -718,10 +725,8 @@ class SweepArgs:
     """Directory for the run directories (one per grid combination)."""
     workers: int | None = None
     """Runs at a time, one process and one torch thread each (default: the number of CPU cores)."""
-    backend: Literal["local", "ray"] = "local"
-    """local processes, or Ray tasks (the optional ray extra; --address joins a cluster, whose nodes must see DIR)."""
-    address: str | None = None
-    """Ray cluster address (default: start a local Ray instance)."""
+    where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
+    """Where the runs train: here, or on a Ray cluster (docs/guide/cluster.md)."""
     report: bool = True
     """Write the report (sandbox report) when the sweep has finished."""
     population: str = "16"
@@ -751,7 +756,8 @@ def cmd_sweep(args: list[str]) -> int:
     population = population_size(a.population)
     from .analysis.sweep import run_sweep
 
-    counts = run_sweep(a.spec, a.out, a.workers, a.backend, a.address, a.quiet, population)
+    w = a.where
+    counts = run_sweep(a.spec, a.out, a.workers, w.backend, w.address, a.quiet, population, w.ray_token_file)
     if a.report:
         from .analysis.report import write_report
 

@@ -35,6 +35,7 @@ import pandas as pd
 from ..config import PRESETS, Config, validate
 from ..dropout_modes import MODE_NAMES, dropout_is_off
 from ..stats import ALPHA, compare, holm, verdict
+from .cluster import Backend
 from .report import load_runs
 
 MODES = tuple(m for m in MODE_NAMES if not dropout_is_off(m))
@@ -339,12 +340,14 @@ def run_study(
     fast: bool = False,
     quiet: bool = False,
     machine: str = "",
+    where: Backend | None = None,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out``: its sweeps
     (resumable: finished runs are kept, so an interrupted study goes on where it stopped), then ``finals.csv``,
     ``comparisons.csv``, ``report.md`` and the forest plot ``forest.png``. ``tasks``: a subset of the study's tasks
     (None: all of them); the report covers every task whose runs are in ``out``. ``fast``: the first two seeds and a
-    twentieth of each budget, for checking the plumbing (its numbers mean nothing)."""
+    twentieth of each budget, for checking the plumbing (its numbers mean nothing). ``where``: local processes
+    (default), or Ray, on a cluster too (:mod:`sandbox.analysis.cluster`: the runs come back to this machine)."""
     from .sweep import run_sweeps
 
     out = Path(out)
@@ -355,7 +358,9 @@ def run_study(
     groups = (lambda task: arms()) if kind == "breadth" else mechanisms
     t0 = time.perf_counter()
     items = sweeps(out, chosen, groups, seeds, scale)
-    counts = run_sweeps([(str(s), str(d)) for s, d in items], workers=workers, quiet=quiet, population=len(seeds))
+    where = where or Backend()
+    counts = run_sweeps([(str(s), str(d)) for s, d in items], workers, where.backend, where.address, quiet,
+                        population=len(seeds), token_file=where.ray_token_file)  # fmt: skip
     seconds = time.perf_counter() - t0
     timings = _record_time(out, list(chosen), counts.get("ran", 0), seconds, workers, machine)
     frame = finals(out)

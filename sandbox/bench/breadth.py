@@ -3,6 +3,7 @@ tasks, and what decides it (:mod:`sandbox.analysis.breadth` holds the study; thi
 
 from __future__ import annotations
 
+from ..analysis.cluster import Backend
 from .common import machine
 
 
@@ -14,14 +15,16 @@ def bench_breadth(
     workers: int = 2,
     fast: bool = False,
     quiet: bool = False,
+    where: Backend | None = None,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out`` and print
-    its comparisons; returns the figures as plain data (runs, seconds, the comparisons as records)."""
+    its comparisons; returns the figures as plain data (runs, seconds, the comparisons as records). ``where``: local
+    processes (default), or Ray (a cluster too: the runs come back to this machine)."""
     import pandas as pd
 
     from ..analysis import breadth
 
-    result = breadth.run_study(out, kind, workers, seeds, tasks, fast, quiet, machine())
+    result = breadth.run_study(out, kind, workers, seeds, tasks, fast, quiet, machine(), where)
     table = result["comparisons"]
     if not quiet and len(table):
         columns = ["task", "label", "seeds", "mean", "off", "g", "g low", "g high", "holm p", "verdict"]

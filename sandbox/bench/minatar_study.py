@@ -29,6 +29,7 @@ import os
 import time
 from pathlib import Path
 
+from ..analysis.cluster import Backend
 from ..config import MINATAR_GAMES, ConfigError
 from .common import machine
 
@@ -91,9 +92,11 @@ def bench_minatar(
     out: str | None = None,
     quiet: bool = False,
     fast: bool = False,
+    where: Backend | None = None,
 ) -> dict:
     """Run the bench (module docstring) into ``out`` (default ``bench-minatar-<time>``); print the key table unless
-    ``quiet``. Returns the machine, the settings, the wall time and each arm's final IQM and verdict per game."""
+    ``quiet``. Returns the machine, the settings, the wall time and each arm's final IQM and verdict per game.
+    ``where``: local processes (default), or Ray (a cluster too: the runs come back to this machine)."""
     from ..analysis.demo import to_toml
     from ..analysis.report import write_report
     from ..analysis.sweep import run_sweeps
@@ -125,7 +128,9 @@ def bench_minatar(
             flush=True,
         )
     t0 = time.perf_counter()
-    counts = run_sweeps(items, workers, quiet=quiet, population=population)
+    where = where or Backend()
+    counts = run_sweeps(items, workers, where.backend, where.address, quiet, population=population,
+                        token_file=where.ray_token_file)  # fmt: skip
     train_s = time.perf_counter() - t0
     table = write_report(out_dir, BASELINE, quiet=quiet)
     mechanism_figure(out_dir)
