@@ -102,9 +102,29 @@ def train_and_return(configs: list[dict]) -> list[dict]:
         here = [{**c, "out": str(Path(tmp) / str(i))} for i, c in enumerate(configs)]
         statuses = run_job(here)
         return [
-            {"out": c["out"], "status": s["status"], "files": pack(Path(h["out"]), c["out"])}
+            {"out": c["out"], "status": s["status"], "files": pack(Path(h["out"]), c["out"]), "versions": versions()}
             for c, h, s in zip(configs, here, statuses)
         ]
+
+
+VERSIONED = ("torch", "numpy", "gymnasium")
+"""The packages whose versions decide a run's numbers, besides Python's and the sandbox's own code."""
+
+
+def versions() -> dict[str, str]:
+    """This process's Python and :data:`VERSIONED` packages, with the machine's name: what a node trained with."""
+    import importlib.metadata
+    import platform
+
+    found = {"python": platform.python_version()} | {p: importlib.metadata.version(p) for p in VERSIONED}
+    return {**found, "node": platform.node()}
+
+
+def version_drift(here: dict[str, str], there: dict[str, str]) -> str | None:
+    """One line naming what differs between the driver's :func:`versions` and a node's, or None: a node with
+    another torch gives other numbers for the same config and seed."""
+    differ = [f"{k} {there.get(k)} (here {v})" for k, v in here.items() if k != "node" and there.get(k) != v]
+    return f"node {there.get('node')} trains with {', '.join(differ)}: its runs' numbers may differ" if differ else None
 
 
 def pack(run_dir: Path, out: str) -> dict[str, bytes]:
@@ -330,8 +350,8 @@ def session(address: str | None, token_file: str | None, workers: int, quiet: bo
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        if address is None:
-            ray.init(num_cpus=workers, **kwargs)
+        if address is None:  # "local": a new instance here, even when RAY_ADDRESS names a cluster
+            ray.init(address="local", num_cpus=workers, **kwargs)
         else:
             if token_file is not None:  # the option wins over the environment (Ray reads RAY_AUTH_TOKEN first)
                 os.environ.pop("RAY_AUTH_TOKEN", None)
@@ -365,16 +385,24 @@ def run_jobs(ray, work: list[list], done) -> None:
     (:func:`train_and_return`); as each comes back, its run directories are written (:func:`land`) and ``done(job,
     error)`` is called: error None, or one line saying why the job failed (its runs are then left for the next
     sweep)."""
+    import sys
+
     remote = ray.remote(num_cpus=1, max_retries=RETRIES)(train_and_return)
     pending = {remote.remote([r.config.to_dict() for r in job]): job for job in work}
+    here, warned = versions(), set()
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(ready[0])
         try:
             for run, result in zip(job, ray.get(ready[0])):
                 land(run.dir, result["files"])
+                drift = version_drift(here, result["versions"])
+                if drift is not None and drift not in warned:
+                    warned.add(drift)
+                    print(f"warning: {drift}", file=sys.stderr, flush=True)
             done(job, None)
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as err:
             done(job, f"its worker or node died ({RETRIES} retries spent): {str(err).strip().splitlines()[0]}")
         except Exception as err:  # noqa: BLE001 - one job's failure must not stop the others
-            done(job, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}")
+            cause = getattr(err, "cause", None) or err  # a RayTaskError holds the run's own exception
+            done(job, f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}")
