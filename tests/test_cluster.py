@@ -260,5 +260,6 @@ def test_bench_minatar_fast_on_two_nodes(cluster, tmp_path):
     assert code == 0, stderr
     result = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert result["runs"] == 10 and result["failed"] == 0
+    assert result["machine"].startswith("a Ray cluster of 2 nodes (driver: ") and result["workers"] == 2
     assert (tmp_path / "bench" / "report.md").exists() and (tmp_path / "bench" / "mechanism.png").exists()
     assert len(list((tmp_path / "bench" / "breakout").glob("*/*/summary.json"))) == 10

@@ -362,6 +362,9 @@ def run_study(
     counts = run_sweeps([(str(s), str(d)) for s, d in items], workers, where.backend, where.address, quiet,
                         population=len(seeds), token_file=where.ray_token_file)  # fmt: skip
     seconds = time.perf_counter() - t0
+    if "cluster" in counts:  # the whole cluster trained: its CPUs are the workers
+        c = counts["cluster"]
+        workers, machine = c["cpus"], f"a Ray cluster of {c['nodes']} nodes (driver: {machine or 'this machine'})"
     timings = _record_time(out, list(chosen), counts.get("ran", 0), seconds, workers, machine)
     frame = finals(out)
     frame.to_csv(out / "finals.csv", index=False)
@@ -381,4 +384,5 @@ def run_study(
     if len(table):
         fig = forest(table, f"{what}: each group against dropout off, {len(seeds)} seeds")
         fig.savefig(out / "forest.png", dpi=120, bbox_inches="tight")
-    return {"runs": len(frame), "seconds": seconds, "out": str(out), "comparisons": table, "learned": learn}
+    return {"runs": len(frame), "seconds": seconds, "out": str(out), "comparisons": table, "learned": learn,
+            "machine": timings[-1]["machine"]}  # fmt: skip

@@ -334,10 +334,11 @@ def check_cluster(address: str, token_file: str | None) -> list:
 
 @contextlib.contextmanager
 def session(address: str | None, token_file: str | None, workers: int, quiet: bool = False):
-    """Ray, ready for :func:`run_jobs`: a Ray instance of ``workers`` CPUs started here (``address`` None), or the
-    cluster at ``address`` joined with the driver's ``sandbox`` package as the workers' (``py_modules``). Checks
-    everything before Ray is asked (:func:`check_cluster`); shuts Ray down on the way out if it started it here. An
-    already initialised Ray (a notebook's) is used as it is."""
+    """``(ray, cluster)``, Ray ready for :func:`run_jobs`: a Ray instance of ``workers`` CPUs started here
+    (``address`` None; ``cluster`` None), or the cluster at ``address`` joined with the driver's ``sandbox`` package
+    as the workers' (``py_modules``; ``cluster``: ``{"address", "nodes", "cpus"}``). Checks everything before Ray is
+    asked (:func:`check_cluster`); shuts Ray down on the way out. An already initialised Ray (a notebook's) is used
+    as it is."""
     try:
         import ray
     except ImportError:
@@ -345,10 +346,11 @@ def session(address: str | None, token_file: str | None, workers: int, quiet: bo
     if token_file is not None and not (Path(token_file).is_file() and Path(token_file).read_text().strip()):
         raise ConfigError("ray_token_file", f"{token_file}: no such file, or it is empty")
     if ray.is_initialized():
-        yield ray
+        yield ray, None
         return
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    cluster = None
     try:
         if address is None:  # "local": a new instance here, even when RAY_ADDRESS names a cluster
             ray.init(address="local", num_cpus=workers, **kwargs)
@@ -366,10 +368,11 @@ def session(address: str | None, token_file: str | None, workers: int, quiet: bo
                 ray.init(address=address, runtime_env=env, **kwargs)
             except (ConnectionError, RuntimeError) as err:
                 raise ConfigError("address", f"cannot join the Ray cluster at {address}: {err}") from None
+            cpus = int(sum(n.resources_total.get("CPU", 0) for n in nodes))
+            cluster = {"address": address, "nodes": len(nodes), "cpus": cpus}
             if not quiet:
-                cpus = sum(n.resources_total.get("CPU", 0) for n in nodes)
-                print(f"joined the Ray cluster at {address}: {len(nodes)} nodes, {cpus:g} CPUs", flush=True)
-        yield ray
+                print(f"joined the Ray cluster at {address}: {len(nodes)} nodes, {cpus} CPUs", flush=True)
+        yield ray, cluster
     finally:
         if ray.is_initialized():
             ray.shutdown()

@@ -246,7 +246,9 @@ def run_sweeps(
     population: int = 16,
     token_file: str | None = None,
 ) -> dict:
-    """Several sweeps ``[(spec, out), ...]`` sharing one pool of workers, in order. ``before()``, if given, runs in a
+    """Several sweeps ``[(spec, out), ...]`` sharing one pool of workers, in order; returns the counts
+    ``{"total", "skipped", "ran", "failed"}`` (and ``"cluster"``, ``{"address", "nodes", "cpus"}``, when a cluster
+    trained the runs). ``before()``, if given, runs in a
     background thread of this process while the pool works (the demo prepares a reference model there).
     ``population``: the most seeds of one config trained together (0 or 1: every run on its own). ``backend="ray"``:
     Ray tasks, on a Ray instance started here or on the cluster at ``address`` (``token_file``: its token), each
@@ -269,11 +271,11 @@ def run_sweeps(
         )
     todo = [r for r in runs if statuses[r.dir] != "done"]
     with contextlib.ExitStack() as joined:
-        ray = None
+        ray = cluster = None
         if backend == "ray" and todo:  # joined before anything is written: a wrong address or token leaves no trace
             from .cluster import session
 
-            ray = joined.enter_context(session(address, token_file, workers, quiet))
+            ray, cluster = joined.enter_context(session(address, token_file, workers, quiet))
         for spec, out in items:
             Path(out).mkdir(parents=True, exist_ok=True)
             if Path(spec).resolve() != (Path(out) / "spec.toml").resolve():
@@ -284,6 +286,8 @@ def run_sweeps(
             if staging_dir(r.dir).exists():  # a run directory a driver was writing when it stopped (cluster.land)
                 shutil.rmtree(staging_dir(r.dir))
         counts = {"total": len(runs), "skipped": len(runs) - len(todo), "ran": 0, "failed": 0}
+        if cluster is not None:
+            counts["cluster"] = cluster
         work = jobs(todo, population)
         if not quiet:
             names = ", ".join(Path(spec).name for spec, _ in items) if len(items) <= 3 else f"of {len(items)} specs"

@@ -30,7 +30,8 @@ def bench_breadth(
         columns = ["task", "label", "seeds", "mean", "off", "g", "g low", "g high", "holm p", "verdict"]
         with pd.option_context("display.width", 250, "display.max_columns", 20, "display.precision", 3):
             print(result["learned"].to_string(), table[columns].to_string(index=False), sep="\n\n")
-        print(f"\n{result['runs']} runs; {result['seconds'] / 60:.1f} min on {machine()}; report in {out}/report.md")
+        minutes = result["seconds"] / 60
+        print(f"\n{result['runs']} runs; {minutes:.1f} min on {result['machine']}; report in {out}/report.md")
     return {
         "runs": result["runs"],
         "seconds": result["seconds"],

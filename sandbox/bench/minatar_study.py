@@ -135,8 +135,12 @@ def bench_minatar(
     table = write_report(out_dir, BASELINE, quiet=quiet)
     mechanism_figure(out_dir)
     wall = time.perf_counter() - t0
+    where_ran = machine()
+    if "cluster" in counts:  # the whole cluster trained: its CPUs are the workers
+        c = counts["cluster"]
+        workers, where_ran = c["cpus"], f"a Ray cluster of {c['nodes']} nodes (driver: {where_ran})"
     result = {
-        "machine": machine(),
+        "machine": where_ran,
         "games": list(games),
         "seeds": seeds,
         "steps": FAST["total_steps"] if fast else steps,
