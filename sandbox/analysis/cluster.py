@@ -1,22 +1,24 @@
-"""Sweeps on Ray: a local Ray instance, or a cluster joined by address, with this machine alone writing ``--out``.
+"""Where a sweep's jobs run: a job in a worker (:func:`run_job`, a local process or a Ray task), and Ray itself, a
+local instance or a cluster joined by address, with this machine alone writing ``--out``.
 
 A Ray task trains its run (or its population) into a temporary directory of the node that runs it and returns
-every file of each run directory as bytes; the driver (the machine that ran ``sandbox sweep``) writes them under
-``--out`` (:func:`land`). Nothing on the cluster needs to see the driver's disk, and no worker node ever writes there.
+every file of each run directory as bytes (:func:`train_and_return`); the driver (the machine that ran ``sandbox
+sweep``) writes them under ``--out`` (:func:`land`). Nothing on the cluster needs to see the driver's disk, and no
+worker node ever writes there.
 
 The sandbox's code reaches the workers through Ray's runtime environment (``py_modules``: the driver's own
 ``sandbox`` package, uploaded once per version by content hash), so a node whose Python has another ``sandbox``, or
 none, runs the driver's code. What a node must have: Python with the sandbox's dependencies at the lock's versions
 (torch, gymnasium, numpy, ...) and the same Ray.
 
-Joining (:func:`join`): the address is checked before Ray is asked (a TCP connection within
+Joining (:func:`session`, :func:`check_cluster`): the address is checked before Ray is asked (a TCP connection within
 :data:`CONNECT_TIMEOUT_S`, then Ray's GCS client within :data:`PROBE_TIMEOUT_S`), so a wrong address, a missing or
 wrong token, or a driver outside the cluster is one line naming the option, never a minute of retries. The locked
 Ray (2.60) authenticates with a static token when the cluster was started with ``RAY_AUTH_MODE=token``: every
 process sends it, read from ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH`` names, else
 ``~/.ray/auth_token``. A driver joining by explicit address does not turn token mode on by itself (only
-``address="auto"`` does); :func:`join` does when the cluster refuses it without one, with ``--ray-token-file`` or
-Ray's own sources. Guide: docs/guide/cluster.md.
+``address="auto"`` does); :func:`check_cluster` does when the cluster refuses it without one, with
+``--ray-token-file`` or Ray's own sources. Guide: docs/guide/cluster.md.
 """
 
 from __future__ import annotations
