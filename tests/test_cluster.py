@@ -231,7 +231,8 @@ def test_a_sweep_on_two_nodes_survives_a_killed_node_and_resumes(cluster, tmp_pa
         )
         assert sorted(p.name for p in (out / name).iterdir()) == [
             "config.json", "episodes.csv", "metrics.csv", "policy.pt", "summary.json"]  # fmt: skip
-    assert not list(cluster.tmp("head").glob("sandbox-runs-*"))  # a node keeps nothing once its task has ended
+    assert not list(cluster.tmp("head").glob("sandbox-runs-*"))  # a node keeps nothing once its task has ended,
+    assert list(cluster.tmp("w1").glob("sandbox-runs-*"))  # but the killed node was mid-run: its run was trained again
 
     # the next invocation: a run whose summary.json never arrived (a driver killed while writing it) is redone, the
     # others are skipped and left as they are
