@@ -119,6 +119,11 @@ class TwoNodes:
         """The node's TMPDIR, where a Ray task trains its runs (``sandbox-runs-*``)."""
         return self.root / f"{name}-tmp"
 
+    def revive(self, name: str) -> None:
+        """Start the worker node ``name`` again if a test killed it."""
+        if name not in self.groups:
+            self.start(name, head=False)
+
     def kill(self, name: str) -> None:
         """SIGKILL every process of the node ``name`` (its process group), as a crash or a pulled plug would."""
         pgid = self.groups.pop(name, None)
@@ -259,6 +264,7 @@ def test_a_sweep_on_two_nodes_survives_a_killed_node_and_resumes(cluster, tmp_pa
 
 
 def test_bench_minatar_fast_on_two_nodes(cluster, tmp_path):
+    cluster.revive("w1")  # when the sweep's test has killed it
     code, stdout, stderr = sandbox(cluster, tmp_path, "bench", "minatar", "--fast", "--games", "breakout",
                                    "--workers", "2", "--out", "bench", "--quiet")  # fmt: skip
     assert code == 0, stderr
