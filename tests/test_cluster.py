@@ -256,7 +256,6 @@ def test_a_sweep_on_two_nodes_survives_a_killed_node_and_resumes(cluster, tmp_pa
             "config.json", "episodes.csv", "metrics.csv", "policy.pt", "summary.json"]  # fmt: skip
     assert not list(cluster.tmp("head").glob("sandbox-runs-*"))  # a node keeps nothing once its task has ended,
     assert list(cluster.tmp("w1").glob("sandbox-runs-*"))  # but the killed node was mid-run: its run was trained again
-    assert "retries remaining" in stderr, stderr  # Ray's word for it
 
     # the next invocation: a run whose summary.json never arrived (a driver killed while writing it) is redone, the
     # others are skipped and left as they are
