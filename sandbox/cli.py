@@ -21,6 +21,7 @@ from typing import Annotated, Callable, Literal, Sequence
 import tyro
 
 from .algos.learner import NonFiniteLossError
+from .analysis.cluster import Backend
 from .config import GROUPS, KINDS, MINATAR_GAMES, PRESETS, RENAMED, Config, ConfigError, applies, preset, validate
 from .runs.rundir import latest_checkpoint
 from .training import check, resume, train
@@ -510,6 +511,9 @@ class BenchArgs:
     report_only: bool = False
     """breadth, mechanisms: run nothing; rewrite the report from --out's finals.csv (a committed study re-read with
     the current statistics)."""
+    where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
+    """breadth, mechanisms, minatar: where the runs train, here or on a Ray cluster (docs/guide/cluster.md; on a
+    cluster, --workers is its CPUs, which minatar sizes its populations for)."""
     quiet: bool = False
     """No progress bar."""
 
@@ -564,6 +568,9 @@ def cmd_bench(args: list[str]) -> int:
             raise ConfigError(
                 "games", f"unknown MinAtar game {unknown[0] if unknown else ''!r}; one of: {', '.join(MINATAR_GAMES)}"
             )
+    a.where.check()
+    if a.where != Backend() and a.target not in (*studies, "minatar"):
+        raise ConfigError("backend", f"only for bench breadth, mechanisms and minatar, not {a.target}")
     if a.json:
         parent = Path(a.json).resolve().parent
         if not parent.is_dir():
@@ -585,12 +592,12 @@ def cmd_bench(args: list[str]) -> int:
     elif a.target == "minatar":
         steps = a.max_steps or bench.MINATAR_STEPS
         result = bench.bench_minatar(
-            a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast, replicate=a.replicate
+            a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast, replicate=a.replicate, where=a.where
         )
     elif a.target in studies:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = bench.bench_breadth(
-            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only
+            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only, a.where
         )
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -735,10 +742,8 @@ class SweepArgs:
     """Directory for the run directories (one per grid combination)."""
     workers: int | None = None
     """Runs at a time, one process and one torch thread each (default: the number of CPU cores)."""
-    backend: Literal["local", "ray"] = "local"
-    """local processes, or Ray tasks (the optional ray extra; --address joins a cluster, whose nodes must see DIR)."""
-    address: str | None = None
-    """Ray cluster address (default: start a local Ray instance)."""
+    where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
+    """Where the runs train: here, or on a Ray cluster (docs/guide/cluster.md)."""
     report: bool = True
     """Write the report (sandbox report) when the sweep has finished."""
     population: str = "16"
@@ -768,7 +773,8 @@ def cmd_sweep(args: list[str]) -> int:
     population = population_size(a.population)
     from .analysis.sweep import run_sweep
 
-    counts = run_sweep(a.spec, a.out, a.workers, a.backend, a.address, a.quiet, population)
+    w = a.where
+    counts = run_sweep(a.spec, a.out, a.workers, w.backend, w.address, a.quiet, population, w.ray_token_file)
     if a.report:
         from .analysis.report import write_report
 
