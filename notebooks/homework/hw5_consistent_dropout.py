@@ -47,9 +47,9 @@ FAST = os.environ.get("SANDBOX_FAST") == "1"
 # - else, `fresh` (train mode and p > 0): return `draw(shape, p)`;
 # - else (eval mode, or p = 0): return `None`, no dropout.
 #
-# **Storing** is the trainer's job, and worth reading: in consistent mode `Rollout.collect` in `sandbox/algos/ppo.py` draws
+# **Storing** is the trainer's job, and worth reading: in consistent mode `Rollout.store` in `sandbox/algos/rollout.py` draws
 # each step's masks with `agent.sample_mask` (your `dropout_mask`), acts with them and keeps them in `self.masks[t]`;
-# the update hands the minibatch's stored masks to `agent.evaluate(obs, actions, masks)`, and your `layer_mask`
+# the update hands the minibatch's stored masks to the networks (`Population.evaluate`), and your `layer_mask`
 # replays them. The tiny GPT does the same with one `SeqMasks` per sequence (`sandbox/models/gpt.py`): the KV-cached
 # sampler and the whole-sequence update index the same tensors.
 #

@@ -198,21 +198,21 @@ class FlatnessProbe:
         return update % self.every == 0 and len(self.trajectory) == self.trajectory.maxlen
 
     def measure(self, held_loss: Callable[[], "MinibatchLoss"]) -> tuple[dict, list[dict]]:  # noqa: F821
-        """``held_loss()``: the trainer's objective on the held batch at the current weights (its ``policy_loss``, and
-        ``seen.adv``, the advantages as the loss uses them). Returns the row's columns (``flat_slope``,
-        ``curv_slope``) and one row per direction for ``flatness.csv``; nothing when the batch has nothing to learn
-        from (every token left out, or every advantage 0)."""
+        """``held_loss()``: the trainer's objective on the held batch at the current weights, for the one network
+        (its ``policy_loss``, and ``seen[0].adv``, the advantages as the loss uses them). Returns the row's columns
+        (``flat_slope``, ``curv_slope``) and one row per direction for ``flatness.csv``; nothing when the batch has
+        nothing to learn from (every token left out, or every advantage 0)."""
         state = torch.get_rng_state()
         try:
             with dropout_off(self.module):
                 held = held_loss()
                 if held.skip:
                     return {}, []
-                rise = self.rise * float(held.seen.adv.abs().mean())
+                rise = self.rise * float(held.seen[0].adv.abs().mean())
                 if rise == 0:  # every advantage 0: the loss is flat in every direction, nothing to measure
                     return {}, []
                 trajectory = torch.stack(list(self.trajectory))
-                d = variance_flatness(trajectory, lambda: held_loss().policy_loss, self.params, self.k, rise)
+                d = variance_flatness(trajectory, lambda: held_loss().policy_loss.sum(), self.params, self.k, rise)
         finally:
             torch.set_rng_state(state)
         uncensored = [not c for c in d["censored"]]

@@ -2,17 +2,16 @@
 reference, and a rollout of ``num_steps`` steps in buffers allocated once (SB3's ``RolloutBuffer`` and
 ``collect_rollouts`` in one small class).
 
-The step is the unit both PPO trainers share: :meth:`Rollout.collect` runs ``num_steps`` of them for one seed;
-a population of seeds (``sandbox/algos/population.py``) acts for all its members in one batched forward, then hands each
-member's actions to its own :meth:`Rollout.store` and the envs' answers to its :meth:`Rollout.observe`. A step reports
-what the run counts (:class:`Step`: the env steps taken, the episodes that ended) to whoever took it; the rollout
-never calls the run.
+One :class:`Rollout` per seed: the seeds of a run (``sandbox/algos/population.py``, one or many) act in one batched
+forward per step, then hand each seed's actions to its own :meth:`Rollout.store` and the envs' answers to its
+:meth:`Rollout.observe`. A step reports what the run counts (:class:`Step`: the env steps taken, the episodes that
+ended) to whoever took it; the rollout never calls the run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -60,6 +59,13 @@ class Batch:
         """Rows ``idx (K, S)`` of a population's stacked batch ``(K, B, ...)``: ``(K, S, ...)``."""
         members = torch.arange(idx.shape[0])[:, None]
         return Batch(*(None if t is None else t[members, idx] for t in (getattr(self, f) for f in self.FIELDS)))
+
+    def rows(self, idx: Tensor | slice) -> "Batch":
+        """Rows ``idx`` of every member of a stacked batch ``(K, B, ...)``: ``(K, S, ...)`` (``slice(None)``: all of
+        them, the batch itself)."""
+        if isinstance(idx, slice) and idx == slice(None):
+            return self
+        return Batch(*(None if t is None else t[:, idx] for t in (getattr(self, f) for f in self.FIELDS)))
 
     def select(self, idx: Tensor | slice) -> "Batch":
         return Batch(
@@ -132,20 +138,6 @@ class Rollout:
     def dones(self) -> Tensor:
         return torch.from_numpy(self.dones_np)
 
-    @torch.no_grad()
-    def collect(self) -> Iterator[Step]:
-        """Fill the buffers with ``num_steps`` vector steps, taken one at a time as the caller asks for them, each
-        reported as a :class:`Step` (``run.record_steps(rollout.collect())``: a run solved with ``stop_at_threshold``
-        asks for no more, and the rest of the rollout is never taken). The log-prob stored for each action comes from
-        the forward pass that chose it; with ``ref_each_step``, the reference's too, from the same batch shape, so
-        that equal networks give equal bits."""
-        self.refresh_masks()
-        for t in range(self.cfg.num_steps):
-            obs = torch.from_numpy(self.obs)
-            actions, logp = self.policy.act(obs, self.next_mask)
-            ref_logp = self.reference.log_prob(obs, actions) if self.cfg.ref_each_step else None
-            yield self.record(t, actions, logp, ref_logp)
-
     def refresh_masks(self) -> None:
         """Consistent dropout draws each step's masks one step ahead; a dropout schedule that changed p since then
         means they are drawn again."""
@@ -153,15 +145,9 @@ class Rollout:
             self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)
             self.mask_p = self.policy.dropout_p
 
-    def record(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> Step:
-        """Step ``t`` of the rollout, once the policy has chosen ``actions`` (with log-probs ``logp``, and the
-        reference's ``ref_logp``): store them, step the envs, and say what the step did."""
-        env_actions = self.store(t, actions, logp, ref_logp)
-        return self.observe(t, *self.envs.step(env_actions)[:4])
-
     def store(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> np.ndarray:
-        """The first half of :meth:`record`: keep what the policy chose at step ``t``; return the actions as the
-        env takes them (Box actions clipped to the bounds)."""
+        """The first half of step ``t``: keep what the policy chose (``actions``, with log-probs ``logp``, and the
+        reference's ``ref_logp``); return the actions as the env takes them (Box actions clipped to the bounds)."""
         self.obs_buf[t], self.actions[t], self.logp[t] = self.obs, actions, logp
         if ref_logp is not None:
             self.ref_logp[t] = ref_logp
@@ -172,8 +158,8 @@ class Rollout:
         return self.clip_action(actions.numpy())
 
     def observe(self, t: int, obs: np.ndarray, rewards, terminated, truncated) -> Step:
-        """The second half of :meth:`record`: what the envs answered at step ``t``; returns what the step did (its
-        env steps, the episodes that ended)."""
+        """The second half of step ``t``: what the envs answered; returns what the step did (its env steps, the
+        episodes that ended)."""
         self.obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)
         dones = terminated | truncated
         self.rewards_np[t], self.terminated_np[t], self.dones_np[t] = rewards, terminated, dones

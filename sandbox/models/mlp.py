@@ -346,37 +346,50 @@ def gaussian_logp(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
 
 
 class FlatParams:
-    """All parameters of a module stored in one contiguous tensor, with their gradients in another.
+    """All parameters of K modules of one shape (K = 1: a single run's; a population's members otherwise) in one
+    contiguous ``(K, P)`` tensor ``flat``, row k module k's, with their gradients in another.
 
-    A speed trick, mathematically a no-op: Adam and the global gradient-norm clip then run as one kernel each
-    instead of one per weight tensor, which matters on a CPU where these nets spend most of their time in
-    per-call overhead. The module's parameters become views into ``flat``; backward accumulates into views of
-    ``flat.grad``. Give the optimizer ``[flat_params.flat]`` and call :meth:`zero_grad` (not the module's,
-    which would detach the gradient views) before each backward.
+    A speed trick, mathematically a no-op: Adam and the global gradient-norm clip then run as one kernel each (for
+    every member at once) instead of one per weight tensor, which matters on a CPU where these nets spend most of
+    their time in per-call overhead. The modules' parameters become views into their row of ``flat``; backward
+    accumulates into views of ``flat.grad`` (a module's own forward) or into ``flat.grad`` itself (a forward of the
+    stacked weights, :class:`~sandbox.models.stacked.StackedAgent`). Call :meth:`zero_grad` (not a module's, which
+    would detach the gradient views) before each backward.
     """
 
-    def __init__(self, module: nn.Module):
-        self.params = list(module.parameters())
-        self.flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in self.params]))
+    def __init__(self, modules: nn.Module | Sequence[nn.Module]):
+        self.modules = [modules] if isinstance(modules, nn.Module) else list(modules)
+        self.params = [list(m.parameters()) for m in self.modules]
+        rows = [torch.cat([p.detach().reshape(-1) for p in params]) for params in self.params]
+        self.flat = nn.Parameter(torch.stack(rows))
         self.flat.grad = torch.zeros_like(self.flat)
-        self._data_views, self._grad_views = [], []
-        offset = 0
-        for p in self.params:
-            n = p.numel()
-            self._data_views.append(self.flat.data[offset : offset + n].view_as(p))
-            self._grad_views.append(self.flat.grad[offset : offset + n].view_as(p))
-            offset += n
-        for p, d in zip(self.params, self._data_views):
-            p.data = d
+        self._views: list[tuple[Tensor, Tensor]] = []  # (data, gradient) of every parameter of every module
+        for k, params in enumerate(self.params):
+            offset = 0
+            for p in params:
+                n = p.numel()
+                self._views.append(
+                    (
+                        self.flat.data[k, offset : offset + n].view_as(p),
+                        self.flat.grad[k, offset : offset + n].view_as(p),
+                    )
+                )
+                offset += n
+        for p, (data, _) in zip(self._all(), self._views):
+            p.data = data
         self.zero_grad()
+
+    def _all(self):
+        return (p for params in self.params for p in params)
 
     def zero_grad(self) -> None:
         self.flat.grad.zero_()
-        for p, g in zip(self.params, self._grad_views):
-            p.grad = g  # re-attach: cheap, and safe if anything set p.grad to None
+        for p, (_, grad) in zip(self._all(), self._views):
+            p.grad = grad  # re-attach: cheap, and safe if anything set p.grad to None
 
     def clip_grad_norm_(self, max_norm: float) -> Tensor:
-        """Scale the gradient to norm at most ``max_norm``; return the norm before clipping (as torch does)."""
-        norm = torch.linalg.vector_norm(self.flat.grad)
-        self.flat.grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
-        return norm
+        """Scale each module's gradient to norm at most ``max_norm``; return the norms before clipping, ``(K,)`` (as
+        torch's ``clip_grad_norm_`` computes them, module by module)."""
+        norms = torch.linalg.vector_norm(self.flat.grad, dim=1)
+        self.flat.grad.mul_(torch.clamp(max_norm / (norms + 1e-6), max=1.0).unsqueeze(1))
+        return norms
