@@ -22,7 +22,7 @@ from torch import Tensor
 from ..config import Config
 from ..models.mlp import FlatParams
 from ..models.stacked import StackedAdam
-from .diagnostics import FlatnessProbe, Seen, gradient_noise, update_metrics
+from .diagnostics import FlatnessProbe, Seen, Taken, gradient_noise, members_update_metrics
 
 Rows = Tensor | slice
 """The rows of a batch a minibatch takes: indices, or ``slice(None)`` for all of them, in order."""
@@ -65,8 +65,8 @@ class MinibatchLoss:
     """The policy term alone, with its gradient (what the gradient-noise diagnostics differentiate)."""
     approx_kl: Tensor
     """k3 of the minibatch's log-ratios, the mean per member: what ``target_kl`` reads, before the step."""
-    seen: Sequence[Seen | None]
-    """``seen[k]``: what member k's rows saw, what the update's metrics are computed from (None: no rows of k's)."""
+    seen: Seen
+    """What the minibatch saw, what the update's metrics are computed from."""
     skip: bool = False
     """Nothing to learn from in this minibatch (every token left out): no step, no metrics."""
 
@@ -134,23 +134,21 @@ class Learner:
         diagnostics, flatness_rows = {}, []
         if len(batch.sizes) == 1 and batch.sizes[0]:
             diagnostics, flatness_rows = self._diagnostics(loss, batch.sizes[0], runs[0])
-        seen, epochs_done, failed = self._epochs(loss, batch.sizes, epochs, runs, unit)
-        stats = {
-            k: update_metrics(s, runs[k].schedule.clip_coef, epochs_done[k], runs[k].schedule.clip_coef_high)
-            | diagnostics
-            for k, s in seen.items()
-        }
+        taken, epochs_done, failed = self._epochs(loss, batch.sizes, epochs, runs, unit)
+        schedule = runs[next(k for k, n in enumerate(batch.sizes) if n is not None)].schedule  # every member's
+        metrics = members_update_metrics(taken, epochs_done, schedule.clip_coef, schedule.clip_coef_high)
+        stats = {k: m | diagnostics for k, m in metrics.items()}
         if self.flatness is not None:
             self.flatness.record()  # the weights after this update: the next windows' trajectory
         return stats, {k: flatness_rows for k in stats}, failed
 
     def _epochs(self, objective, sizes, epochs: int, runs, unit: str):
+        """The minibatch loop: what each minibatch saw (:class:`~sandbox.algos.diagnostics.Taken`), each member's
+        epochs done (None: not in this update), and the members that failed."""
         cfg, K = self.cfg, len(sizes)
-        members = [k for k, n in enumerate(sizes) if n is not None]
-        seen: dict[int, list[Seen]] = {k: [] for k in members}
-        parts = {k: min(cfg.num_minibatches, sizes[k]) for k in members if sizes[k] > 0}
-        epochs_done = {k: epochs if k in parts else 0 for k in members}
-        stepping, failed = list(parts), {}
+        parts = {k: min(cfg.num_minibatches, n) for k, n in enumerate(sizes) if n}
+        epochs_done = [None if n is None else epochs if k in parts else 0 for k, n in enumerate(sizes)]
+        stepping, failed, taken = list(parts), {}, []
         for epoch in range(epochs):
             order = {
                 k: [slice(None)]
@@ -160,35 +158,32 @@ class Learner:
             }
             for j in range(max((len(o) for o in order.values()), default=0)):
                 now = [k for k in stepping if j < len(order[k])]
-                rows = [order[k][j] if k in now else None for k in range(K)]
-                mb = objective(rows)
+                mb = objective([order[k][j] if k in now else None for k in range(K)])
                 if mb.skip:
                     continue
                 kl = mb.approx_kl.reshape(-1).tolist() if cfg.target_kl is not None else None
                 loss = mb.loss.detach().reshape(-1).tolist()
                 step = []
                 for k in now:
-                    seen[k].append(mb.seen[k])
                     if kl is not None and kl[k] > cfg.target_kl:
                         epochs_done[k] = epoch  # this minibatch: no step for k, and no more this update
                         stepping.remove(k)
                     elif not math.isfinite(loss[k]):
-                        error = _non_finite(mb.seen[k], f"update {runs[k].update_index}, {unit} {epoch + 1}")
+                        error = _non_finite(mb.seen, k, f"update {runs[k].update_index}, {unit} {epoch + 1}")
                         if K == 1:
                             raise error
-                        failed[k] = error
+                        failed[k], epochs_done[k] = error, None
                         stepping.remove(k)
-                        del seen[k]
                     else:
                         step.append(k)
+                norms = None
                 if step:
                     self.params.zero_grad()
                     (mb.loss if len(step) == K else mb.loss[step]).sum().backward()
                     norms = self.params.clip_grad_norm_(cfg.max_grad_norm)
                     self.optimizer.step(step)
-                    for k in step:
-                        seen[k][-1].grad_norm = norms[k]
-        return seen, epochs_done, failed
+                taken.append(Taken(mb.seen, _members(now, K), _members(step, K), norms))
+        return taken, epochs_done, failed
 
     def _diagnostics(self, objective, n: int, run) -> tuple[dict[str, float], list[dict]]:
         """The measurements taken before the update's first step (``--grad-diag-every``, ``--flatness-every``): their
@@ -216,8 +211,15 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def _non_finite(seen: Seen, where: str) -> NonFiniteLossError:
-    """The error of a NaN or infinite loss at ``where``, naming the minibatch's loss terms."""
+def _members(ks: list[int], K: int) -> Tensor:
+    """``(K,)`` bool: True for the members ``ks``."""
+    out = torch.zeros(K, dtype=torch.bool)
+    out[ks] = True
+    return out
+
+
+def _non_finite(seen: Seen, k: int, where: str) -> NonFiniteLossError:
+    """The error of member k's NaN or infinite loss at ``where``, naming the minibatch's loss terms."""
     terms = {"policy_loss": seen.policy_loss, "value_loss": seen.value_loss, "entropy": seen.entropy}
-    shown = ", ".join(f"{k}={float(v)}" for k, v in terms.items() if v is not None)
+    shown = ", ".join(f"{name}={float(v.reshape(-1)[k])}" for name, v in terms.items() if v is not None)
     return NonFiniteLossError(f"non-finite loss at {where}: {shown}")

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -114,7 +114,7 @@ def member_mean(x: Tensor, valid: Tensor | None) -> Tensor:
     ``(K,)``. ``valid (K, S)``: the rows that are a member's own (a population pads its minibatches); None: all."""
     K = x.shape[-2]
     if valid is None:
-        return x.movedim(-2, 0).reshape(K, -1).mean(-1)
+        return x.mean(-1) if x.dim() == 2 else x.movedim(-2, 0).reshape(K, -1).mean(-1)
     v = valid.to(x.dtype)
     copies = x.numel() // v.numel()
     return (x * v).reshape(copies, *v.shape).sum(dim=(0, 2)) / (v.sum(dim=1) * copies).clamp(min=1)
@@ -134,29 +134,17 @@ def member_normalize(adv: Tensor, valid: Tensor | None) -> Tensor:
     return torch.where(n >= 2, (adv - mean) / (std + 1e-8), adv)
 
 
-class MembersSeen(Sequence):
-    """What one minibatch saw for every member at once (``(..., K, S)`` tensors, multi-sample dropout's copies in
-    front; the loss terms ``(K,)``), cut into member k's :class:`Seen` only when asked for, ``self[k]``: its rows
-    (the first ``valid[k].sum()``) flattened."""
+def members_seen(logratio, adv, entropy, policy_loss, value_loss, keep, valid: Tensor | None) -> Seen:
+    """What one minibatch saw for every member: the per-sample tensors ``(copies, K, S)`` or ``(K, S)`` as ``(K,
+    samples)``, each member's samples its copies' side by side; ``valid (K, S)`` likewise."""
+    K, copies = logratio.shape[-2], logratio.numel() // (logratio.shape[-2] * logratio.shape[-1])
 
-    def __init__(self, logratio, adv, entropy, policy_loss, value_loss, keep, valid: Tensor | None):
-        self.logratio, self.adv, self.entropy, self.keep = logratio, adv.expand_as(logratio), entropy, keep
-        self.policy_loss, self.value_loss = policy_loss, value_loss
-        self.sizes = [logratio.shape[-1]] * len(policy_loss) if valid is None else valid.sum(dim=1).tolist()
+    def per_member(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.expand_as(logratio).movedim(-2, 0).reshape(K, -1)
 
-    def __len__(self) -> int:
-        return len(self.sizes)
-
-    def __getitem__(self, k: int) -> Seen:
-        n = self.sizes[k]
-        return Seen(
-            self.logratio[..., k, :n].reshape(-1),
-            self.adv[..., k, :n].reshape(-1),
-            self.entropy[k],
-            self.policy_loss[k],
-            self.value_loss[k],
-            keep=None if self.keep is None else self.keep[..., k, :n].reshape(-1),
-        )
+    if valid is not None and copies > 1:
+        valid = valid.repeat(1, copies)
+    return Seen(per_member(logratio), per_member(adv), entropy, policy_loss, value_loss, per_member(keep), valid=valid)
 
 
 def aggregate(maths: Maths, cfg: Config, per_token: Tensor, mask: Tensor, max_len: int) -> Tensor:
@@ -198,7 +186,7 @@ def sequence_loss(
         None if value_loss is None else value_loss.detach(),
         keep=valid_samples(keep, valid),
     )
-    return MinibatchLoss(loss, pg_loss, kl_k3(-seen.logratio).mean(), [seen], skip=not bool(valid.any()))
+    return MinibatchLoss(loss, pg_loss, kl_k3(-seen.logratio).mean(), seen, skip=not bool(valid.any()))
 
 
 def valid_samples(t: Tensor, valid: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ConfigError, without
+from ..dropout import dropout_mask, layer_mask
 from ..envs.gym_tasks import StepTogether
 from ..maths import Maths
 from ..models.mlp import DropoutMLP, FlatParams
@@ -124,15 +125,14 @@ class Population:
         N, store = self.cfg.num_envs, rollouts[0].store_masks
         for r in rollouts:
             r.refresh_masks()
-        actor_width = template.actor.mask_width
-        shape = (N, template.actor.head.out_features)
-        draw = _exponential if template.discrete else _normal  # the noise that picks each action
+        actors, width, K = [r.policy.actor for r in rollouts], template.actor.mask_width, len(rollouts)
+        noise = torch.empty(K, N, template.actor.head.out_features)  # the noise that picks each action, per member
         for t in range(self.cfg.num_steps):
             obs = torch.from_numpy(np.stack([r.obs for r in rollouts]))  # (K, N, *obs_shape)
-            stored = [r.next_mask[:, :actor_width] if store else None for r in rollouts]
-            chosen = _chosen([r.policy.actor for r in rollouts], stored, [(N, actor_width)] * len(rollouts), gens)
-            actor_masks = None if chosen[0] is None else torch.stack(chosen)
-            noise = torch.stack([draw(shape, g) for g in gens])
+            stored = torch.stack([r.next_mask[:, :width] for r in rollouts]) if store else None
+            actor_masks = _masks(actors, stored, [N] * K, N, width, gens)
+            for member, g in zip(noise, gens):  # Exp(1) for the Gumbel-max trick, N(0, 1) for a Gaussian policy
+                _ = member.exponential_(generator=g) if template.discrete else member.normal_(generator=g)
             actions, logp = self.agents.act(obs, actor_masks, noise)
             ref_logp = self.references.log_prob(obs, actions) if self.cfg.ref_each_step else None
             env_actions = [
@@ -158,10 +158,10 @@ class Population:
         critics = [r.policy.critic for r in rollouts]
         replay = rollouts[0].store_masks and template.critic_has_dropout  # consistent dropout: the rollout's masks
         w, cw = template.actor.mask_width, template.critic.mask_width
-        stored = [r.masks.flatten(0, 1)[:, w:] if replay else None for r in rollouts]
-        chosen = _chosen(critics, stored, [(T * N, cw)] * K, gens)
-        boot = _chosen(critics, [r.next_mask[:, w:] if replay else None for r in rollouts], [(N, cw)] * K, gens)
-        masks, boot_masks = (None, None) if chosen[0] is None else (torch.stack(chosen), torch.stack(boot))
+        stored = torch.stack([r.masks.flatten(0, 1)[:, w:] for r in rollouts]) if replay else None
+        masks = _masks(critics, stored, [T * N] * K, T * N, cw, gens)
+        stored = torch.stack([r.next_mask[:, w:] for r in rollouts]) if replay else None
+        boot_masks = _masks(critics, stored, [N] * K, N, cw, gens)
         values = self.agents.value(obs, masks).view(K, T, N)
         bootstrap = self.agents.value(last, boot_masks)
         return values, torch.cat([values[:, 1:], bootstrap[:, None]], dim=1)
@@ -198,29 +198,19 @@ class Population:
     def evaluate(self, mb: Minibatch, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor]:
         """``(logp, entropy, values)`` of every member's rows of ``mb``, with gradients: ``(K, S)``, or
         ``(copies, K, S)`` for ``logp`` and ``entropy`` with multi-sample dropout. The dropout masks are chosen member
-        by member, actor then critic, as a network's own forward chooses them (:func:`_chosen`): consistent dropout's
+        by member, actor then critic, as a network's own forward chooses them (:func:`_masks`): consistent dropout's
         stored ones, gathered with the minibatch, fresh ones for the member's rows (zeros after them), or none."""
         template, w = self.agents.template, self.agents.template.actor.mask_width
-        actor: list[Tensor | None] = []
-        critic: list[Tensor | None] = []
-        stored_actor: list[Tensor | None] = []  # the stored masks handed to the members' networks
-        stored_critic: list[Tensor | None] = []
-        for k, n in enumerate(mb.counts):
-            agent, stored, gen = self.policies[k], None if mb.masks is None else mb.masks[k], self.generators[k]
-            stored_actor.append(None if stored is None else stored[:, :w])
-            stored_critic.append(None if stored is None else stored[:, w:])
-            rows = mb.width if stored is not None else n
-            actor.append(_choose(agent.actor, stored_actor[-1], (rows, w), gen, n > 0))
-            if template.critic_has_dropout:
-                cw = agent.critic.mask_width
-                critic.append(_choose(agent.critic, stored_critic[-1], (rows, cw), gen, n > 0))
-        if mb.masks is not None and all(m is s for m, s in zip(actor + critic, stored_actor + stored_critic)):
-            # consistent dropout: every network replays its stored masks, the minibatch's own, used as they are
-            actor_masks = mb.masks[..., :w]
-            critic_masks = mb.masks[..., w:] if template.critic_has_dropout else None
-        else:
-            actor_masks = None if actor[0] is None else _stack(actor, mb.width)  # None: no dropout in the actor
-            critic_masks = _stack(critic, mb.width) if critic and critic[0] is not None else None
+        stored = mb.masks
+        actors = [policy.actor for policy in self.policies]
+        actor_masks = _masks(
+            actors, None if stored is None else stored[..., :w], mb.counts, mb.width, w, self.generators
+        )
+        critic_masks = None
+        if template.critic_has_dropout:
+            critics, cw = [policy.critic for policy in self.policies], template.critic.mask_width
+            critic_stored = None if stored is None else stored[..., w:]
+            critic_masks = _masks(critics, critic_stored, mb.counts, mb.width, cw, self.generators)
         return self.agents.evaluate(mb.obs, mb.actions, actor_masks, critic_masks, with_entropy)
 
 
@@ -335,20 +325,40 @@ class Members:
         return False
 
 
-def _chosen(nets: list[DropoutMLP], stored: list[Tensor | None], shapes: list[tuple[int, int]], gens: list):
-    """The dropout masks of one forward of every member, each chosen by the member's own network as its single-seed
-    forward chooses it (its :class:`~sandbox.dropout.MaskedDropout`, the seam's ``layer_mask``): its ``stored`` mask,
-    else a fresh one of its shape (train mode, p > 0), drawn from the member's own generator, else none. A list, one
-    per member: all masks, or all None (the members share one mode and one p)."""
-    return [net.dropout.choose(s, shape, g) for net, s, shape, g in zip(nets, stored, shapes, gens)]
+def _masks(
+    nets: list[DropoutMLP], stored: Tensor | None, counts: list[int], rows: int, width: int, gens: list
+) -> Tensor | None:
+    """The dropout masks of one forward of every member's network ``nets[k]``, ``(K, rows, width)`` (zeros after
+    member k's ``counts[k]`` rows), or None (no dropout), each chosen by the member's own network as its single
+    run's forward chooses it (its :class:`~sandbox.dropout.MaskedDropout`, the seam's ``layer_mask``): its stored
+    masks ``stored[k]`` (consistent dropout), else fresh ones for its rows (train mode, p > 0), drawn from its own
+    generator, else none. A member without rows draws nothing, as it would draw nothing alone. The members share one
+    mode and one p: all masks, or none.
 
-
-def _choose(net, stored: Tensor | None, shape: tuple[int, int], gen, takes_part: bool) -> Tensor | None:
-    """:func:`_chosen` for one member's network in an update's minibatch; a member without rows in it draws nothing
-    (as it would draw nothing alone): an empty mask, or None if its network would use none."""
-    if takes_part or stored is not None:
-        return net.dropout.choose(stored, shape, gen)
-    return torch.ones(0, shape[1]) if net.dropout.fresh else None
+    With the sandbox's own ``layer_mask`` and ``dropout_mask`` in the seam (a speed device, the same numbers): the
+    stored masks as they are, or each member's fresh draws made in place into one tensor."""
+    dropout = nets[0].dropout
+    if dropout.maths.layer_mask is layer_mask and dropout.maths.dropout_mask is dropout_mask:
+        if stored is not None or not dropout.fresh:
+            return stored
+        keep = 1.0 - dropout.p  # dropout_mask's draws: Bernoulli(keep), divided by keep
+        out = torch.empty(len(nets), rows, width) if min(counts) == rows else torch.zeros(len(nets), rows, width)
+        for member, n, g in zip(out, counts, gens):
+            if n:
+                member[:n].bernoulli_(keep, generator=g)
+        return out.div_(keep)
+    given = [None] * len(nets) if stored is None else list(stored)
+    chosen = [
+        net.dropout.choose(s, (rows if s is not None else n, width), g)
+        if n or s is not None
+        else (torch.zeros(0, width) if net.dropout.fresh else None)
+        for net, s, n, g in zip(nets, given, counts, gens)
+    ]
+    if chosen[0] is None:
+        return None
+    if stored is not None and all(m is s for m, s in zip(chosen, given)):
+        return stored  # every network replays its stored masks, used as they are (no copy)
+    return _stack(chosen, rows)
 
 
 def _stack(rows: list[Tensor], size: int) -> Tensor:
@@ -359,13 +369,3 @@ def _stack(rows: list[Tensor], size: int) -> Tensor:
     for k, row in enumerate(rows):
         out[k, : len(row)] = row
     return out
-
-
-def _exponential(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-    """Exp(1) noise: what the Gumbel-max trick turns into a Categorical sample (``sample_categorical``)."""
-    return torch.empty(shape).exponential_(generator=generator)
-
-
-def _normal(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-    """N(0, 1) noise: a Gaussian policy's sample is ``mean + std * noise``."""
-    return torch.randn(shape, generator=generator)

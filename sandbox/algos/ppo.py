@@ -39,7 +39,7 @@ from ..config import Config
 from ..maths import Maths, explained_variance, kl_k3
 from ..runs.rundir import RunLog, RunResult
 from .learner import Learner, MinibatchLoss
-from .objective import Beta, MembersSeen, member_mean, member_normalize, member_surrogate
+from .objective import Beta, member_mean, member_normalize, member_surrogate, members_seen
 from .population import Members, MembersBatch, Minibatch, Population, keep_freed_memory
 from .rollout import Batch, Rollout
 from .run import Run
@@ -137,7 +137,7 @@ def ppo_objective(seeds: Population, mb: Minibatch, runs: Members, betas: list[B
     if cfg.ent_coef > 0:
         loss = loss - cfg.ent_coef * ent
     logratio = logratio.detach()
-    seen = MembersSeen(logratio, adv, ent.detach(), pg_loss.detach(), v_loss.detach(), keep, mb.valid)
+    seen = members_seen(logratio, adv, ent.detach(), pg_loss.detach(), v_loss.detach(), keep, mb.valid)
     return MinibatchLoss(loss, pg_loss, member_mean(kl_k3(-logratio), mb.valid), seen)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim.adam import adam
 
 from .cnn import DropoutCNN, cnn_forward
 from .mlp import Agent, DropoutMLP, FlatParams, action_logp, action_logp_entropy, mlp_forward, sample_action
@@ -134,25 +133,23 @@ class StackedAdam:
         self.flat, self.lr, self.eps = params.flat, lr, eps
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
         self.steps = [torch.tensor(0.0) for _ in range(self.flat.shape[0])]
+        self._rows: list[list[Tensor]] | None = None
 
     @torch.no_grad()
     def step(self, members: list[int]) -> None:
-        adam(
-            [self.flat[k] for k in members],
-            [self.flat.grad[k] for k in members],
-            [self.exp_avg[k] for k in members],
-            [self.exp_avg_sq[k] for k in members],
-            [],
-            [self.steps[k] for k in members],
-            amsgrad=False,
-            beta1=0.9,
-            beta2=0.999,
-            lr=self.lr,
-            weight_decay=0.0,
-            eps=self.eps,
-            maximize=False,
-            fused=True,
-        )
+        """One Adam step of the rows ``members``: what ``torch.optim.Adam(fused=True).step()`` runs (its step counts
+        incremented, then its fused kernel, ``torch._fused_adam_``), without its per-call Python."""
+        if self._rows is None or self._rows[1][0]._base is not self.flat.grad:  # the rows' views, made once
+            self._rows = [
+                list(t.unbind(0)) for t in (self.flat.detach(), self.flat.grad, self.exp_avg, self.exp_avg_sq)
+            ]
+        rows = [[t[k] for k in members] for t in self._rows] if len(members) < len(self.steps) else self._rows
+        steps = [self.steps[k] for k in members]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(
+            *rows, [], steps, amsgrad=False, lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=self.eps,
+            maximize=False, grad_scale=None, found_inf=None,
+        )  # fmt: skip
 
     def state_dict(self) -> dict:
         return {
