@@ -42,6 +42,10 @@ from .learner import NonFiniteLossError, Rows
 from .rollout import Batch, Rollout
 from .run import Run
 
+SHARED = ("obs_buf", "actions", "logp", "ref_logp", "rewards_np", "terminated_np", "dones_np", "valid", "masks")
+SHARED += ("obs", "prev_done")
+"""The rollouts' buffers, and the observations and episode ends that carry over, held for every member at once."""
+
 UNSUPPORTED = {"save_every": 0, "stop_at_threshold": False, "grad_diag_every": 0, "flatness_every": 0}
 """Fields a population of several seeds cannot take, with the only value it accepts."""
 
@@ -94,6 +98,13 @@ class Population:
                 generator.set_state(torch.get_rng_state())
                 self.rollouts[-1].generator = generator
             self.generators.append(self.rollouts[-1].generator)
+        for name in SHARED:  # every member's buffers as views of one array each: a step writes all members at once
+            parts = [getattr(r, name) for r in self.rollouts]
+            if parts[0] is not None:
+                stacked = np.stack(parts) if isinstance(parts[0], np.ndarray) else torch.stack(parts)
+                setattr(self, name, stacked)
+                for r, own in zip(self.rollouts, stacked):
+                    setattr(r, name, own)
         self.envs = StepTogether([r.envs for r in self.rollouts], self.cfg.env, self.cfg.env_params)
         self.policies = [r.policy for r in self.rollouts]
         self.params = FlatParams(self.policies)
@@ -115,33 +126,42 @@ class Population:
 
     @torch.no_grad()
     def collect(self, runs: Members) -> bool:
-        """``num_steps`` steps of every active member: masks and noise drawn per member, one batched forward, each
-        member's :meth:`~sandbox.algos.rollout.Rollout.store`, the envs stepped together, each member's
-        :meth:`~sandbox.algos.rollout.Rollout.observe`, whose step its run records. The log-prob stored for each
-        action comes from the forward pass that chose it; with ``ref_each_step``, the reference's too, from the same
-        batch shape, so that equal networks give equal bits. True, and no further step taken, as soon as a run should
-        stop (solved, with ``stop_at_threshold``: a single run only)."""
+        """``num_steps`` steps of every active member: masks and noise drawn per member, one batched forward, every
+        member's buffers written at once (the observation, the action and its log-prob, whether the step is valid:
+        False at an autoreset step), the envs stepped together, each member's answers kept and its finished episodes
+        recorded by its run. The log-prob stored for each action comes from the forward pass that chose it; with
+        ``ref_each_step``, the reference's too, from the same batch shape, so that equal networks give equal bits.
+        With consistent dropout each step's masks are kept, and the next step's drawn. True, and no further step
+        taken, as soon as a run should stop (solved, with ``stop_at_threshold``: a single run only)."""
         rollouts, template, gens = self.rollouts, self.agents.template, self.generators
-        N, store = self.cfg.num_envs, rollouts[0].store_masks
+        N, K, store = self.cfg.num_envs, len(rollouts), rollouts[0].store_masks
         for r in rollouts:
             r.refresh_masks()
-        actors, width, K = [r.policy.actor for r in rollouts], template.actor.mask_width, len(rollouts)
+        actors, width = [r.policy.actor for r in rollouts], template.actor.mask_width
         noise = torch.empty(K, N, template.actor.head.out_features)  # the noise that picks each action, per member
+        obs = torch.from_numpy(self.obs)  # (K, N, *obs_shape): every member's current observations, kept in place
         for t in range(self.cfg.num_steps):
-            obs = torch.from_numpy(np.stack([r.obs for r in rollouts]))  # (K, N, *obs_shape)
             stored = torch.stack([r.next_mask[:, :width] for r in rollouts]) if store else None
             actor_masks = _masks(actors, stored, [N] * K, N, width, gens)
             for member, g in zip(noise, gens):  # Exp(1) for the Gumbel-max trick, N(0, 1) for a Gaussian policy
                 _ = member.exponential_(generator=g) if template.discrete else member.normal_(generator=g)
             actions, logp = self.agents.act(obs, actor_masks, noise)
-            ref_logp = self.references.log_prob(obs, actions) if self.cfg.ref_each_step else None
-            env_actions = [
-                r.store(t, actions[k], logp[k], None if ref_logp is None else ref_logp[k])
-                for k, r in enumerate(rollouts)
-            ]
-            answers = self.envs.step(env_actions, runs.active)
+            self.obs_buf[:, t], self.actions[:, t], self.logp[:, t] = self.obs, actions, logp
+            if self.cfg.ref_each_step:
+                self.ref_logp[:, t] = self.references.log_prob(obs, actions)
+            if store:
+                for r in rollouts:
+                    r.masks[t] = r.next_mask  # the masks this step acted with
+                    r.next_mask = r.policy.sample_mask(N, r.generator)  # the bootstrap's, if last
+            self.valid[:, t] = ~self.prev_done
+            answers = self.envs.step(list(rollouts[0].clip_action(actions.numpy())), runs.active)
             for k in runs.active:  # a member that failed keeps its row in the batch, but takes no step of its own
-                if runs[k].record_step(*rollouts[k].observe(t, *answers[k])):
+                self.obs[k], rewards, terminated, truncated = answers[k]
+                dones = terminated | truncated
+                self.rewards_np[k, t], self.terminated_np[k, t], self.dones_np[k, t] = rewards, terminated, dones
+                self.prev_done[k] = dones
+                returns, lengths = rollouts[k].episodes.step(rewards, dones, self.valid[k, t])
+                if runs[k].record_step(N, returns.tolist(), lengths.tolist()):
                     return True
         return False
 

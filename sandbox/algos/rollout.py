@@ -2,16 +2,14 @@
 reference, and a rollout of ``num_steps`` steps in buffers allocated once (SB3's ``RolloutBuffer`` and
 ``collect_rollouts`` in one small class).
 
-One :class:`Rollout` per seed: the seeds of a run (``sandbox/algos/population.py``, one or many) act in one batched
-forward per step, then hand each seed's actions to its own :meth:`Rollout.store` and the envs' answers to its
-:meth:`Rollout.observe`. A step reports what the run counts (:class:`Step`: the env steps taken, the episodes that
-ended) to whoever took it; the rollout never calls the run.
+One :class:`Rollout` per seed; the seeds of a run (``sandbox/algos/population.py``, one or many) take their steps
+together: one batched forward per step, every seed's buffers written at once (each seed's are views of one array
+with a seed axis in front), and each seed's finished episodes reported to its run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -24,17 +22,6 @@ from ..maths import Maths
 from ..models.spec import agent_class, gym_network, hidden_sizes
 from ..runs.reference import gym_reference
 from ..runs.snapshot import env_state, set_env_state
-
-
-class Step(NamedTuple):
-    """What one vector step of a rollout did, as the run counts it (:meth:`sandbox.algos.run.Run.record_step`)."""
-
-    env_steps: int
-    """Environment steps taken: one per env."""
-    returns: list[float]
-    """Returns of the episodes that ended at this step."""
-    lengths: list[int]
-    """Their lengths."""
 
 
 @dataclass
@@ -145,38 +132,6 @@ class Rollout:
             self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)
             self.mask_p = self.policy.dropout_p
 
-    def store(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> np.ndarray:
-        """The first half of step ``t``: keep what the policy chose (``actions``, with log-probs ``logp``, and the
-        reference's ``ref_logp``); return the actions as the env takes them (Box actions clipped to the bounds)."""
-        self.obs_buf[t], self.actions[t], self.logp[t] = self.obs, actions, logp
-        if ref_logp is not None:
-            self.ref_logp[t] = ref_logp
-        if self.store_masks:
-            self.masks[t] = self.next_mask  # the masks this step acted with
-            self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)  # the bootstrap's, if last
-        self.valid[t] = ~self.prev_done
-        return self.clip_action(actions.numpy())
-
-    def observe(self, t: int, obs: np.ndarray, rewards, terminated, truncated) -> Step:
-        """The second half of step ``t``: what the envs answered; returns what the step did (its env steps, the
-        episodes that ended)."""
-        self.obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)
-        dones = terminated | truncated
-        self.rewards_np[t], self.terminated_np[t], self.dones_np[t] = rewards, terminated, dones
-        self.prev_done = dones
-        ended_returns, ended_lengths = self.episodes.step(rewards, dones, self.valid[t])
-        return Step(self.cfg.num_envs, ended_returns.tolist(), ended_lengths.tolist())
-
-    @torch.no_grad()
-    def values(self) -> tuple[Tensor, Tensor]:
-        """``(V(s_t), V(s_{t+1}))``, both ``(T, N)``: every state of the rollout in one forward, with the stored
-        masks; the bootstrap state with the next step's masks."""
-        T, N = self.cfg.num_steps, self.cfg.num_envs
-        masks = self.masks.flatten(0, 1) if self.store_masks else None
-        values = self.policy.value(torch.from_numpy(self.obs_buf).flatten(0, 1), masks).view(T, N)
-        bootstrap = self.policy.value(torch.from_numpy(self.obs), self.next_mask)
-        return values, torch.cat([values[1:], bootstrap[None]])
-
     @torch.no_grad()
     def log_ratio_ref(self) -> Tensor:
         """``log pi_old - log pi_ref`` of every step, 0 at autoreset steps (they chose nothing). When kl_ref is only
@@ -217,6 +172,6 @@ class Rollout:
 
     def load_state_dict(self, state: dict) -> None:
         set_env_state(self.envs, state["envs"])
-        self.obs, self.prev_done = state["obs"].numpy(), state["prev_done"].numpy()
+        self.obs[...], self.prev_done[...] = state["obs"].numpy(), state["prev_done"].numpy()  # in place: views
         self.next_mask, self.mask_p = state["next_mask"], state["mask_p"]
         self.episodes.load_state_dict(state["episodes"])
