@@ -55,27 +55,26 @@ ACROBOT_TARGET = 5.9
 def _acrobot_worker(system: str, seeds: list[int]) -> dict:
     """In a fresh process, one torch thread: ``seeds`` of :data:`ACROBOT` as one population (``system="ours"``), or
     one run of SB3's PPO at the same settings (``"sb3"``: :func:`sandbox.algos.sb3.make_model`, SB3's ``learn()``,
-    the same dropout policy; the first seed). CPU and wall seconds from building the envs and networks to the end."""
-    import tempfile
-
+    the same dropout policy; the first seed). CPU and wall seconds from building the envs and networks to the end
+    (imports, and the import torch.optim's first use makes, before the clock starts)."""
     import torch
 
     import sandbox
 
+    from ..algos.sb3 import make_model
+    from ..config import validate
+    from ..maths import Maths
+
     torch.set_num_threads(1)
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch.optim's first use imports torch._dynamo (~1 s)
     cfgs = [sandbox.Config(**ACROBOT, seed=s, quiet=True) for s in seeds]
     cpu, wall = time.process_time(), time.perf_counter()
     if system == "ours":
         finals = [r.summary["final_return"] for r in sandbox.train_population(cfgs)]
     else:
-        from ..algos.sb3 import make_model
-        from ..config import validate
-        from ..maths import Maths
-
         cfg = validate(cfgs[0])
-        with tempfile.TemporaryDirectory():
-            model = make_model(cfg, Maths())
-            model.learn(cfg.num_updates * cfg.batch_size)
+        model = make_model(cfg, Maths())
+        model.learn(cfg.num_updates * cfg.batch_size)
         last = [e["r"] for e in list(model.ep_info_buffer)[-20:]]  # the last 20 episodes, as a run's final_return
         finals = [float(sum(last) / len(last)) if last else None]
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
