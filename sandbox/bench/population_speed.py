@@ -132,14 +132,11 @@ def update_gflops(case: str, k: int = 16) -> dict:
     torch.set_num_threads(1)
     fields = dict(GFLOPS_CASES[case])
     preset = fields.pop("preset", None)
-    cfgs = [
-        (
-            sandbox.preset(preset, **fields, seed=s, quiet=True)
-            if preset
-            else sandbox.Config(**fields, seed=s, quiet=True)
-        )
-        for s in range(k)
-    ]
+
+    def make(seed: int):
+        return sandbox.preset(preset, **fields, seed=seed) if preset else sandbox.Config(**fields, seed=seed)
+
+    cfgs = [sandbox.config.validate(make(s).replace(quiet=True)) for s in range(k)]  # every default filled in
     timing = {"cpu_s": 0.0, "steps": 0, "updates": 0}
     original = Learner.optimise_members
 
@@ -158,7 +155,7 @@ def update_gflops(case: str, k: int = 16) -> dict:
     finally:
         Learner.optimise_members = original
     del results
-    agent = sandbox.algos.rollout.Rollout(sandbox.config.validate(cfgs[0]), sandbox.Maths()).policy
+    agent = sandbox.algos.rollout.Rollout(cfgs[0], sandbox.Maths()).policy
     rows = math.ceil(cfgs[0].batch_size / cfgs[0].num_minibatches)  # a member's rows per minibatch (padded)
     shapes = []  # (in, out, first, spatial): one linear map per layer of both networks; spatial: positions (conv)
     for net in (agent.actor, agent.critic):
@@ -255,6 +252,8 @@ def bench_population(k: int = 16, quiet: bool = False) -> dict:
             if not quiet:
                 print(f"  {settings}: {how} ...", file=sys.stderr, flush=True)
             got[how] = _fresh(f"b._population_worker({settings!r}, {how!r}, {seeds})")
+            if not quiet:
+                print(f"    {json.dumps(got[how])}", file=sys.stderr, flush=True)
         pop, sep = got["population"], got["separate"]
         c = compare(pop["final_returns"], sep["final_returns"])
         result["settings"][settings] = {
@@ -266,6 +265,8 @@ def bench_population(k: int = 16, quiet: bool = False) -> dict:
             "test": c.test,
         }
     result["acrobot"] = bench_acrobot_vs_sb3(k, quiet)
+    if not quiet:
+        print(f"  Acrobot: {json.dumps(result['acrobot'])}", file=sys.stderr, flush=True)
     if not quiet:
         print("  GFLOP/s of the update ...", file=sys.stderr, flush=True)
     result["gflops"] = [_fresh(f"b.update_gflops({case!r}, {k})") for case in GFLOPS_CASES]
