@@ -56,18 +56,10 @@ def train_ppo(cfgs: list[Config], maths: Maths, logs: list[RunLog], resume: dict
     learner = Learner(seeds.params, cfg, seeds.policies[0].actor.parameters(), seeds.generators)
     betas = [Beta(c, maths) for c in cfgs]
     budget = cfg.num_updates * cfg.batch_size
-    runs = [  # what a checkpoint saves besides the run and the rollout: the learner, beta
-        Run(
-            c,
-            log,
-            maths,
-            r,
-            budget=budget,
-            components={"learner": learner, "beta": b},
-            resume=resume,
-            population=len(cfgs),
-        )
-        for c, log, r, b in zip(cfgs, logs, seeds.rollouts, betas)
+    saved = [{"learner": learner, "beta": b} for b in betas]  # what a checkpoint saves besides the run and the rollout
+    runs = [
+        Run(c, log, maths, r, budget=budget, components=s, resume=resume, population=len(cfgs))
+        for c, log, r, s in zip(cfgs, logs, seeds.rollouts, saved)
     ]
     with Members(runs) as members, contextlib.closing(seeds):
         for update in members.updates():
