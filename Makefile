@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# the docs extra's stamp (make docs, make test), and where the site is built; defined before any rule names them
+DOCS_STAMP := $(VENV)/.docs-installed
+SITE   := build/site
 # PyTorch's CPU index: on Linux the lock pins torch's CPU build (torch==2.13.0+cpu), which only that index serves
 # (PyPI's Linux torch is a CUDA build of several GB). make setup asks it for torch alone, and only when pip finds no
 # local wheel of that build first (its find-links: a classroom's wheel folder, CI).
@@ -71,8 +74,6 @@ notebooks: setup
 # outputs (never executed here), the homework, the user guide (docs/guide), reference pages generated from the code
 # (docs/reference), search. Warnings are errors: a broken link, a missing image or a bad docstring fails the build.
 # The docs extra is not in make setup: a student does not build the site.
-SITE := build/site
-DOCS_STAMP := $(VENV)/.docs-installed
 $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -c $(LOCK) -e ".[docs]"
 	touch $(DOCS_STAMP)

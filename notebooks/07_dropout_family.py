@@ -145,7 +145,7 @@ pd.DataFrame([{"rule": rule, "dropped": f"{int((~k).sum())} of {len(k)}",
                "Var(r A), all": float(x.var()), "Var(r A), kept": float(x[k].var())}
               for rule, k in keep.items()]).set_index("rule").round(3)
 
-# %%
+# %% mystnb={"image": {"alt": "Three scatter panels of one minibatch's samples, the ratio r against x = r times A, one per sample dropout rule (dppo, sdpo, outlier): the samples a rule keeps in grey, those it drops in colour."}}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), sharex=True, sharey=True)
 for ax, (rule, k) in zip(axes, keep.items()):
     ax.scatter(x[k], r[k], s=6, color="#bbbbbb", label="kept")
@@ -266,7 +266,7 @@ test_against({rule: arm[rule] for rule in RULES[1:]}, arm["none"], final_return)
 # have: in `naive` mode dropout also makes PPO's ratio noisy (lesson 03), so "dropout off after the cutoff" also
 # means "ratio exact after the cutoff".
 
-# %%
+# %% mystnb={"image": {"alt": "Three panels against the update for four dropout schedules (off, constant, early, late), with a dotted line at the update where early and late switch: the gradient direction variance (1 - cos), the gradient signal-to-noise ratio (log scale), both smoothed means over seeds, and the return (mean over seeds)."}}
 SCHEDULES = {"off": arm["off"], "constant": arm["none"], "early": arm["early"], "late": arm["late"]}
 COLORS = {"off": MODE_COLORS["off"], "constant": MODE_COLORS["naive"], "early": OTHER_COLORS[0],
           "late": OTHER_COLORS[1]}
@@ -421,7 +421,7 @@ curves = studies.grpo_lambda_runs(["sort"], GL_ARMS, seeds=SEEDS, workers=1 if F
 finals = studies.final_scores(curves)
 studies.grpo_lambda_table(finals)
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against sampled tokens (thousands) of GRPO on the sort task: the accuracy (fraction correct) and the completion length in tokens, the mean over seeds with its 95% t band, for the 0/1 reward, the length penalty in Kimi's form and GRPO-lambda keeping the top 0.2; the legend is below."}}
 studies.plot_grpo_lambda(curves)
 plt.show()
 studies.grpo_lambda_tests(finals)
@@ -485,7 +485,7 @@ directions, measurements = studies.flatness_frames(
     {("CartPole-v1", mode, s): r for mode, name in FL_MODES.items() for s, r in zip(SEEDS, arm[name])})
 studies.flatness_table(directions, measurements)
 
-# %%
+# %% mystnb={"image": {"alt": "Four log-log scatter panels, one per dropout mode on CartPole, of the variance of the weights against the flatness F (width) along each principal direction, coloured by the direction's rank (1 = the largest variance), with each mode's pooled fitted line and its slope with a 95% interval in the panel's title."}}
 studies.plot_flatness(directions)
 plt.show()
 studies.flatness_tests(measurements)

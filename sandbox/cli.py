@@ -40,7 +40,8 @@ commands:
           (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report); the
           studies: sandbox bench grpo-lambda|flatness|breadth|mechanisms|minatar --out DIR
   grade   grade homework: sandbox grade hw1 my_gae.ipynb (a .py, a notebook or a folder of them)
-          [--format text|json|gradescope] [--hidden DIR] [--workers N] [--timeout S]
+          [--format text|json|gradescope] [--hidden DIR] [--workers N] [--timeout S]; sandbox grade bundle hw1
+          writes a Gradescope autograder
   doctor  is this machine ready for the course? versions against the lock, a short PPO run, a GIF, Jupyter (30 s)
 """
 
@@ -474,14 +475,16 @@ class BenchArgs:
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
     --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
     grading processes; the time, and whether every verdict is the one it must be. breadth: dropout off against the
-    three modes at p 0.1 and 0.3 on five tasks, 16 seeds per group; mechanisms: the arms that test what decides the
-    sign (smaller steps, critic or policy noise, a narrower network) on Acrobot and CartPole. minatar: PPO with the
+    three modes at p 0.1 and 0.3 on five tasks (30 planned contrasts); mechanisms: the arms that test what decides the
+    sign (the critic-only arm on every task; smaller steps, policy noise, a narrower network, rollout-eval and
+    consistent on Acrobot and CartPole; 35 planned contrasts). minatar: PPO with the
     MinAtar paper's network on --games, dropout off, rollout-eval, naive and consistent (p = 0.1, policy and value)
     and D-PPO sample dropout, each seed of --seeds (populations, --workers at a time). The studies resume where an
     interrupted run stopped (same --out)."""
     seeds: tuple[int, ...] | None = None
     """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed). None: 0-4;
-    breadth and mechanisms: 0-15; minatar: 0-4 (0-9 for 10)."""
+    breadth and mechanisms: the seeds per group that give 80% power for |g| 0.8 at Holm's first level (printed);
+    minatar: 0-9."""
     out: str | None = None
     """grpo-lambda, flatness, breadth, mechanisms, minatar: the directory for their tables and figures (breadth,
     mechanisms and minatar: also their runs; the same --out resumes). None: bench-<target>-<time>."""
@@ -502,6 +505,12 @@ class BenchArgs:
     """grading: how many made-up submissions."""
     workers: int = 2
     """grading: grading processes side by side. breadth, mechanisms, minatar: runs (populations) side by side."""
+    replicate: bool = False
+    """breadth, mechanisms, minatar: also run every group on a second, disjoint set of seeds (as many, after the
+    largest) and report, cell by cell, which verdicts replicated."""
+    report_only: bool = False
+    """breadth, mechanisms: run nothing; rewrite the report from --out's finals.csv (a committed study re-read with
+    the current statistics)."""
     quiet: bool = False
     """No progress bar."""
 
@@ -515,16 +524,16 @@ def cmd_bench(args: list[str]) -> int:
     studies = ("breadth", "mechanisms")
     if a.fast and a.target not in (*studies, "minatar"):
         raise ConfigError("fast", f"only for bench breadth, mechanisms and minatar, not {a.target}")
-    if a.seeds is None:
-        a.seeds = tuple(range(16)) if a.target in studies else (0, 1, 2, 3, 4)
-    if not a.seeds:
+    if a.seeds is None and a.target not in studies:  # breadth, mechanisms: their seeds for 80% power
+        a.seeds = tuple(range(10)) if a.target == "minatar" else (0, 1, 2, 3, 4)
+    if a.seeds is not None and not a.seeds:
         raise ConfigError("seeds", "needs at least one seed")
     if a.tasks is not None and a.target not in studies:
         raise ConfigError("tasks", f"only for bench breadth and mechanisms, not {a.target}")
     if a.tasks is not None:
-        from .analysis.breadth import MECHANISM_TASKS, TASKS
+        from .analysis.breadth import TASKS
 
-        allowed = list(TASKS) if a.target == "breadth" else list(MECHANISM_TASKS)
+        allowed = list(TASKS)
         for task in a.tasks:
             if task not in allowed:
                 raise ConfigError(
@@ -534,6 +543,12 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
     if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar"):
         raise ConfigError("max_steps", f"only for bench cartpole, lang and minatar, not {a.target}")
+    if a.replicate and a.target not in (*studies, "minatar"):
+        raise ConfigError("replicate", f"only for bench breadth, mechanisms and minatar, not {a.target}")
+    if a.report_only and (a.target not in studies or a.out is None):
+        raise ConfigError("report_only", "only for bench breadth and mechanisms, with the --out holding finals.csv")
+    if a.report_only and not (Path(a.out) / "finals.csv").is_file():
+        raise ConfigError("report_only", f"{a.out} holds no finals.csv")
     if a.workers < 1:
         raise ConfigError("workers", "must be at least 1")
     if a.target == "grading" and a.submissions < 1:
@@ -551,8 +566,6 @@ def cmd_bench(args: list[str]) -> int:
                 "games", f"unknown MinAtar game {unknown[0] if unknown else ''!r}; one of: {', '.join(MINATAR_GAMES)}"
             )
     if a.json:
-        from pathlib import Path
-
         parent = Path(a.json).resolve().parent
         if not parent.is_dir():
             raise ConfigError("json", f"directory {parent} does not exist")
@@ -572,10 +585,14 @@ def cmd_bench(args: list[str]) -> int:
         result = bench.bench_grading(a.submissions, a.workers, quiet=a.quiet)
     elif a.target == "minatar":
         steps = a.max_steps or bench.MINATAR_STEPS
-        result = bench.bench_minatar(a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast)
+        result = bench.bench_minatar(
+            a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast, replicate=a.replicate
+        )
     elif a.target in studies:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = bench.bench_breadth(a.target, out, a.seeds, a.tasks, a.workers, a.fast, quiet=a.quiet)
+        result = bench.bench_breadth(
+            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only
+        )
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         study = bench.bench_grpo_lambda if a.target == "grpo-lambda" else bench.bench_flatness
@@ -791,135 +808,16 @@ def cmd_report(args: list[str]) -> int:
 # --- sandbox grade -----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class GradeArgs:
-    """Grade homework submissions (notebooks/homework): PASS / FAIL per test with a hint, "N passed, M failed", exit
-    code 1 on any failure. Each submission runs in its own process (on Linux in its own namespaces, through bwrap),
-    in a fresh working directory, with SANDBOX_FAST=1; every score is computed in the grader's process."""
+def parse_grade(args: list[str]):
+    from .grade.command import parse
 
-    assignment: Annotated[
-        Literal["hw1", "hw2", "hw3", "hw4", "hw5", "hw6"], tyro.conf.Positional, tyro.conf.arg(metavar="HW")
-    ]
-    """hw1 gae, hw2 ppo_loss and value_loss, hw3 kl_k1/k2/k3, hw4 group_advantages and aggregate_loss, hw5
-    dropout_mask, apply_dropout and layer_mask, hw6 dppo_scores and sample_dropout_mask."""
-    submission: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SUBMISSION")]
-    """A .py file, a notebook (.ipynb, executed cell by cell), or a folder of them (graded one by one)."""
-    format: Literal["text", "json", "gradescope"] = "text"
-    """text: the report only. json: also a plain JSON file. gradescope: also Gradescope's results.json."""
-    out: str | None = None
-    """Where the JSON goes: a file for one submission (default results.json for gradescope, grade.json for json), a
-    directory for a folder (default grade-results/: one report per submission, and summary.csv). An existing one is
-    refused unless --overwrite."""
-    hidden: str | None = None
-    """The instructor's hidden cases: a directory holding hwN.json (format: notebooks/homework/README.md). Read by
-    the grader before anything runs; never visible to a submission's process."""
-    workers: int = 1
-    """Submissions graded side by side (each in its own process); at most the machine's cores is useful."""
-    timeout: float = 300.0
-    """Seconds one submission may take in all (its cells and every test); then its process and everything it started
-    is ended and its remaining tests score 0."""
-    cell_timeout: float = 60.0
-    """Seconds a notebook cell (or a .py file) may run before it is stopped; the functions defined before it are
-    graded. Each test has its own limit too (30 s, 60 s for a training run)."""
-    test_timeout: float | None = None
-    """A cap on every test's own time limit in seconds (default: each test's own, 30 s, 60 s for a training run)."""
-    seed: int | None = None
-    """The grading seed the random test cases are drawn from (default: a new one, printed in the instructor's
-    notes; give it again to draw the same cases)."""
-    allow_reference: bool = False
-    """Do not score 0 the functions that use the sandbox's reference implementations (they are still listed for the
-    instructor)."""
-    isolation: Literal["auto", "bwrap", "process"] = "auto"
-    """auto: Linux namespaces through bwrap when they work here, else plain processes (with a note). bwrap: refuse to
-    grade without them. process: plain processes (see the instructor notes for what that allows)."""
-    overwrite: bool = False
-    """Replace an existing --out (a results file, or a previous grading folder)."""
-    quiet: bool = False
-    """Print only the closing line of each report (and no progress bar)."""
-
-
-def parse_grade(args: list[str]) -> GradeArgs:
-    return _parse(GradeArgs, args, "sandbox grade")
+    return parse(args, _parse)
 
 
 def cmd_grade(args: list[str]) -> int:
-    a = parse_grade(args)
-    target = Path(a.submission)
-    if not target.exists():
-        raise ConfigError("submission", f"{a.submission} does not exist")
-    if target.is_file() and target.suffix not in (".py", ".ipynb"):
-        raise ConfigError("submission", f"must be a .py file, a .ipynb notebook or a folder, got {a.submission}")
-    hidden = Path(a.hidden).resolve() if a.hidden is not None else None  # resolved here: it is never relative later
-    if hidden is not None and not hidden.is_dir():
-        raise ConfigError("hidden", f"{a.hidden} is not a directory")
-    for name in ("timeout", "cell_timeout", "test_timeout"):
-        value = getattr(a, name)
-        if value is not None and not value > 0:
-            raise ConfigError(name, f"must be a positive number of seconds, got {value}")
-    if a.workers < 1:
-        raise ConfigError("workers", f"must be at least 1, got {a.workers}")
-    if a.seed is not None and a.seed < 0:
-        raise ConfigError("seed", f"must be 0 or more, got {a.seed}")
-    from .grade import assignment, new_seed
-    from .grade.hidden import hidden_tests
-    from .grade.isolation import Isolation
-    from .grade.submission import Options, clear_previous, grade_file, grade_folder, submissions_in, write_json
+    from .grade.command import run
 
-    if hidden is not None:
-        hidden_tests(assignment(a.assignment), hidden)  # a bad hidden file: one line, before any submission runs
-    try:
-        Isolation.choose(a.isolation)
-    except ValueError as err:
-        raise ConfigError("isolation", str(err)) from None
-    if target.is_file():
-        out = Path(a.out or ("results.json" if a.format == "gradescope" else "grade.json"))
-        if a.format != "text" and out.exists() and not a.overwrite:
-            raise ConfigError("out", f"{out} already exists; choose another --out or pass --overwrite")
-    else:
-        files = submissions_in(target)
-        if not files:
-            raise ConfigError("submission", f"{a.submission} holds no .py or .ipynb file")
-        out = Path(a.out or "grade-results")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            if not a.overwrite:
-                raise ConfigError("out", f"{out} already exists; choose another --out or pass --overwrite")
-            if not (out / "summary.csv").is_file():
-                raise ConfigError("out", f"{out} is not a previous grading (no summary.csv); --overwrite only "
-                                  "replaces those")  # fmt: skip
-            clear_previous(out)
-    seed = new_seed() if a.seed is None else a.seed
-    hidden_paths = tuple(str(p.resolve()) for p in (target if target.is_dir() else target.parent, out)) + (
-        (str(hidden),) if hidden else ()
-    )
-    options = Options(a.assignment, str(hidden) if hidden else None, seed, a.timeout, a.cell_timeout,
-                      a.allow_reference, a.isolation, True, hidden_paths, a.test_timeout)  # fmt: skip
-    if target.is_file():
-        graded = grade_file(target, options)
-        report = graded.report
-        print(report.summary_line() if a.quiet else report.text())
-        if a.format != "text":
-            write_json(report, out, a.format)
-            print(f"wrote {out}")
-        return 0 if report.ok else 1
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(files), desc="grade", unit="submission", disable=a.quiet or not sys.stderr.isatty(),
-               dynamic_ncols=True)  # fmt: skip
-
-    def progress(name: str, report, done: int, total: int) -> None:
-        bar.update(1)
-        if not a.quiet:
-            bar.write(f"{name}: {report.summary_line()}" + ("  [flagged]" if report.flags else ""))
-
-    with bar:
-        outcomes = grade_folder(target, options, out, lambda r, p: write_json(r, p, a.format), a.format,
-                                a.workers, progress)  # fmt: skip
-    passed = sum(g.report.ok for g in outcomes)
-    flagged = sum(bool(g.report.flags) for g in outcomes)
-    print(f"{len(outcomes)} submissions graded, {passed} with every test passed, {flagged} flagged; {out}/ "
-          f"(grading seed {seed})")  # fmt: skip
-    return 0 if passed == len(outcomes) else 1
+    return run(args, _parse)
 
 
 PARSERS = {
