@@ -107,7 +107,7 @@ class Rollout:
         self.dones_np, self.valid = np.zeros((T, N), np.float32), np.zeros((T, N), bool)
         self.masks = torch.zeros(T, N, self.policy.mask_width) if self.store_masks else None
         # what carries over between rollouts
-        self.obs, self.prev_done = obs, np.zeros(N, bool)
+        self.obs, self.prev_done = obs.astype(np.float32, copy=False), np.zeros(N, bool)
         self.episodes = EpisodeTracker(N)
         self.next_mask = self.policy.sample_mask(N) if self.store_masks else None  # consistent: the next step's masks
         self.mask_p = self.policy.dropout_p  # the p next_mask was drawn with
