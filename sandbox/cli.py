@@ -471,7 +471,8 @@ class BenchArgs:
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
     lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9.
     sweep: a 10-run sweep with 2 workers vs 1. report: the report of a 100-run sweep. population: a 16-seed
-    population vs 16 runs one at a time, seeds per CPU-second and final returns. grpo-lambda, flatness: the two
+    population vs 16 runs one at a time, seeds per CPU-second and final returns; a 16-seed Acrobot population vs
+    one SB3 run; the update's GFLOP/s against plain torch.baddbmm and torch.matmul. grpo-lambda, flatness: the two
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
     --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
     grading processes; the time, and whether every verdict is the one it must be. breadth: dropout off against the

@@ -11,7 +11,7 @@ import torch
 
 from .algos.grpo import train_grpo
 from .algos.lang_ppo import train_lang_ppo
-from .algos.population import check_population, train_ppo_population
+from .algos.population import check_population
 from .algos.ppo import train_ppo
 from .config import Config, ConfigError, validate, without
 from .envs.gym_tasks import check_env, episode_limit
@@ -75,7 +75,7 @@ def train_population(configs: list[Config], maths: Maths | None = None) -> list[
         check(c)
     torch.set_num_threads(configs[0].torch_threads)
     logs = [RunLog(c) for c in configs]
-    return train_ppo_population(configs, maths or Maths(), logs)
+    return train_ppo(configs, maths or Maths(), logs)
 
 
 def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool = False) -> RunResult:
@@ -111,6 +111,10 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
     return _run(config, maths, log, blob)
 
 
+def _train_ppo(config: Config, maths: Maths, log: RunLog, resume: dict | None) -> RunResult:
+    return train_ppo([config], maths, [log], resume)[0]  # a population of one
+
+
 def _train_sb3_ppo(config: Config, maths: Maths, log: RunLog, resume: dict | None) -> RunResult:
     from .algos.sb3 import train_sb3_ppo
 
@@ -118,7 +122,7 @@ def _train_sb3_ppo(config: Config, maths: Maths, log: RunLog, resume: dict | Non
 
 
 TRAINERS = {
-    ("ppo", False): train_ppo,
+    ("ppo", False): _train_ppo,
     ("ppo", True): train_lang_ppo,
     ("grpo", False): train_grpo,
     ("grpo", True): train_grpo,

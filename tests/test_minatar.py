@@ -94,17 +94,20 @@ def test_first_minibatch_ratio_is_not_one_with_dropout_noise(mode):
 
 
 def test_consistent_dropout_stores_the_convolution_s_masks_with_each_transition():
-    from sandbox.algos.rollout import Rollout
+    from sandbox.algos.population import Members, Population
+    from sandbox.algos.run import Run
+    from sandbox.runs.rundir import RunLog
 
     cfg = sandbox.config.validate(small(dropout=0.2, dropout_mode="consistent", dropout_value=True))
-    rollout = Rollout(cfg, Maths())
+    seeds = Population([cfg], Maths())  # a single run's rollout
+    rollout = seeds.rollouts[0]
     assert isinstance(rollout.policy, CNNAgent)
-    steps = list(rollout.collect())
-    assert len(steps) == cfg.num_steps
+    with Members([Run(cfg, RunLog(cfg), Maths(), rollout, budget=cfg.batch_size)]) as members:
+        assert not seeds.collect(members)
+        assert members[0].env_steps == cfg.num_steps * cfg.num_envs
     width = 2 * (1024 + 128)  # actor and critic, each the convolution's units and the hidden layer's
     assert rollout.masks.shape == (cfg.num_steps, cfg.num_envs, width)
     assert set(rollout.masks.unique().tolist()) == {0.0, 1 / 0.8}
-    rollout.close()
 
 
 def test_same_config_and_seed_same_metrics():

@@ -18,14 +18,14 @@ run goes). However the loop ends, ``policy.pt`` and ``summary.json`` are written
 ``non-finite-loss``; an interrupted run writes no summary: it did not finish).
 
 The rollout and the learner never call the run: the rollout reports each step it took and the episodes that ended
-there, which the trainer hands to :meth:`Run.record_steps`; the learner returns what it measured, which the trainer
+there, which the trainer hands to :meth:`Run.record_step`; the learner returns what it measured, which the trainer
 logs (:meth:`Run.log`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -251,14 +251,6 @@ class Run:
             return False
         self.record_episodes(returns, lengths)
         return self.solved()
-
-    def record_steps(self, steps: Iterable[tuple[int, list[float], list[int]]]) -> bool:
-        """:meth:`record_step` for each step as it comes (a rollout taking its steps as they are asked for); True, and
-        no further step asked for, as soon as the run should stop."""
-        for step in steps:
-            if self.record_step(*step):
-                return True
-        return False
 
     def record_batch(self, rewards: list[float], lengths: list[int]) -> None:
         """A batch of completions (episodes) sampled together: recorded, and their mean is ``final_reward``."""
