@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import _figures
+from .figures import FIGURES, _figures, figure
 from .markdown import _markdown
 from .panels import _facets, _tasks
-from .runs import RunData, group_runs, load_runs
+from .runs import RunData, group_runs, load, load_runs, metrics_frame, runs_frame
 from .tables import (
     _parse_baseline,
     _short_group,
@@ -50,6 +50,7 @@ from .tables import (
 # what the command, the lessons and the tests import from sandbox.analysis.report (the tests also reach a few of its
 # parts)
 __all__ = [
+    "FIGURES",
     "RunData",
     "baselines",
     "check_baseline",
@@ -59,7 +60,11 @@ __all__ = [
     "iqm",
     "iqm_ci",
     "key_table",
+    "figure",
+    "load",
     "load_runs",
+    "metrics_frame",
+    "runs_frame",
     "write_report",
     "_facets",
     "_parse_baseline",
@@ -88,7 +93,7 @@ def write_report(
         table = group_table(groups, baseline)
         table.to_csv(sweep_dir / "report.csv", index=False)
         finals_frame(groups, table).to_csv(sweep_dir / "finals.csv", index=False)
-        pictures = _figures(groups, table, baselines(groups, baseline), sweep_dir) if figures else []
+        pictures = _figures(groups, baselines(groups, baseline), sweep_dir) if figures else []
     (sweep_dir / "report.md").write_text(_markdown(sweep_dir, runs, groups, table, baseline, pictures))
     if not quiet:
         print(key_table(table))

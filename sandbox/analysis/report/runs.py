@@ -81,19 +81,23 @@ def load_runs(sweep_dir: str | os.PathLike) -> list[RunData]:
     """Every finished run (a summary.json) in or below ``sweep_dir``, in path order."""
     runs = []
     for summary in sorted(Path(sweep_dir).rglob("summary.json")):
-        d = summary.parent
-        try:
-            runs.append(
-                RunData(
-                    d,
-                    json.loads((d / "config.json").read_text()),
-                    json.loads(summary.read_text()),
-                    pd.read_csv(d / "metrics.csv"),
-                )
-            )
-        except (OSError, ValueError):
-            continue  # not a complete run directory
+        run = read_run(summary.parent)
+        if run is not None:
+            runs.append(run)
     return runs
+
+
+def read_run(d: Path) -> RunData | None:
+    """The finished run in directory ``d``, or None when it is not a complete run directory."""
+    try:
+        return RunData(
+            d,
+            json.loads((d / "config.json").read_text()),
+            json.loads((d / "summary.json").read_text()),
+            pd.read_csv(d / "metrics.csv"),
+        )
+    except (OSError, ValueError):
+        return None
 
 
 def group_runs(runs: list[RunData]) -> list[Group]:
@@ -126,3 +130,75 @@ def group_runs(runs: list[RunData]) -> list[Group]:
             for g in members:
                 g.label = short[id(g)]
     return sorted(groups.values(), key=lambda g: g.label)
+
+
+# --- the runs as frames: sandbox.load ------------------------------------------------------------------------------
+
+RUN_COLUMNS = ("path", "group", "task", "final")
+"""The first columns of :func:`runs_frame`; then every config field, then every value of ``summary.json``."""
+
+
+def _cell(v):
+    """A config value as a frame holds it: a list as a tuple, a mapping (``env_params``, ``maths``) as its JSON text,
+    so that every column can be grouped by."""
+    if isinstance(v, list):
+        return tuple(v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def runs_frame(groups: list[Group]) -> pd.DataFrame:
+    """One row per run of ``groups``, in the report's order: its directory (``path``), the report's label of its group
+    (``group``) and task, its ``final`` score (what every statistic of the report is computed from), then its config's
+    fields, then its ``summary.json``'s values (a summary key that is also a config field gets a ``summary_`` prefix).
+    ``finals.csv`` is a slice of it."""
+    rows = []
+    for g in groups:
+        for r in g.runs:
+            row = {"path": str(r.path), "group": g.label, "task": g.task, "final": r.final}
+            row |= {k: _cell(v) for k, v in r.config.items()}
+            row |= {(f"summary_{k}" if k in row else k): _cell(v) for k, v in r.summary.items()}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metrics_frame(groups: list[Group]) -> pd.DataFrame:
+    """The per-update metrics of every run of ``groups`` in one long frame: a row per run and update, the run's
+    ``path``, ``group``, ``task`` and config fields first, then ``metrics.csv``'s columns (``sandbox/metrics.py``)."""
+    frames = []
+    for g in groups:
+        for r in g.runs:
+            head = {"path": str(r.path), "group": g.label, "task": g.task}
+            head |= {k: _cell(v) for k, v in r.config.items() if k not in r.metrics.columns}
+            frames.append(r.metrics.assign(**{k: [v] * len(r.metrics) for k, v in head.items()})[[*head, *r.metrics]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RUN_COLUMNS[:3]))
+
+
+def load(path: str | os.PathLike, metrics: bool = False) -> pd.DataFrame:
+    """A run directory, a sweep or a study (every finished run in or below ``path``) read back as one tidy frame: a
+    row per run (:func:`runs_frame`: config fields and summary values as columns, the report's group labels and final
+    scores), or with ``metrics=True`` a row per run and update (:func:`metrics_frame`). The report's reader and
+    grouping, so the numbers are the report's; :func:`sandbox.analysis.report.figure` draws the report's figures from
+    either frame (or a filtered one). Runs without a ``summary.json`` (unfinished) are left out. Raises
+    :class:`~sandbox.config.ConfigError` for a path that holds no finished run."""
+    from ...config import ConfigError
+
+    if not Path(path).exists():
+        raise ConfigError("path", f"{path}: no such run, sweep or study directory")
+    runs = load_runs(path)
+    if not runs:
+        raise ConfigError("path", f"{path} holds no finished run (no summary.json in it or below it)")
+    groups = group_runs(runs)
+    return metrics_frame(groups) if metrics else runs_frame(groups)
+
+
+def runs_of(frame: pd.DataFrame) -> list[RunData]:
+    """The runs a frame of :func:`load` (or a part of one) names in its ``path`` column, read again from disk."""
+    if "path" not in frame.columns:
+        raise ValueError("not a frame of sandbox.load: it has no 'path' column")
+    runs = [read_run(Path(p)) for p in dict.fromkeys(frame["path"])]
+    missing = [p for p, r in zip(dict.fromkeys(frame["path"]), runs) if r is None]
+    if missing:
+        raise ValueError(f"{missing[0]} is no longer a finished run directory")
+    return runs

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ... import stats
 from ...dropout_modes import dropout_is_off
-from .runs import INERT_WHEN_OFF, Group
+from .runs import INERT_WHEN_OFF, Group, runs_frame
 
 # --- statistics (pure; tests/test_sweep.py and tests/test_stats.py check them on known answers) -------------------
 
@@ -273,14 +273,15 @@ group without one), and its final score (NaN for a run that did not end finite).
 def finals_frame(groups: list[Group], table: pd.DataFrame) -> pd.DataFrame:
     """The per-seed finals of a report (``finals.csv``): what a reader needs to recompute every verdict
     (:func:`compare_finals`) without the runs."""
+    frame = runs_frame(groups)  # what sandbox.load returns: finals.csv is a slice of it
     base = dict(zip(table.group, table.baseline))
-    rows = [
-        {"group": g.label, "baseline": base[g.label], "task": g.task, "dropout_mode": g.mode,
-         "dropout_p": float(g.config.get("dropout") or 0.0), "seed": r.config.get("seed"), "final": r.final}
-        for g in groups
-        for r in g.runs
-    ]  # fmt: skip
-    return pd.DataFrame(rows, columns=list(FINALS_COLUMNS))
+    if not len(frame):
+        return pd.DataFrame(columns=list(FINALS_COLUMNS))
+    return frame.assign(
+        baseline=frame.group.map(base),
+        dropout_mode=frame.get("dropout_mode", pd.Series("off", index=frame.index)).fillna("off"),
+        dropout_p=frame.get("dropout", pd.Series(0.0, index=frame.index)).fillna(0.0).astype(float),
+    )[list(FINALS_COLUMNS)]
 
 
 def compare_finals(finals: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
