@@ -487,14 +487,17 @@ class BenchArgs:
     """grpo-lambda, flatness, breadth, mechanisms, minatar: the directory for their tables and figures (breadth,
     mechanisms and minatar: also their runs; the same --out resumes). None: bench-<target>-<time>."""
     tasks: tuple[str, ...] | None = None
-    """breadth, mechanisms: only these of the study's tasks (gymnasium ids, e.g. Acrobot-v1). None: all."""
+    """breadth, mechanisms: only these of the study's tasks (gymnasium ids, e.g. Acrobot-v1), or tasks of your own (any
+    Gymnasium id, module:Env-v0 for an env your module registers; defaults, --max-steps steps, 100000 without; the
+    study then plans only the tasks given). None: all of the study's."""
     fast: bool = False
     """breadth, mechanisms, minatar: a smoke test of the plumbing (breadth and mechanisms: two seeds and a twentieth
     of each budget; minatar: two seeds and two short updates per run, also with SANDBOX_FAST=1). Its numbers mean
     nothing."""
     max_steps: int | None = None
     """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
-    None: 100000 for cartpole, 300000 for lang, 400000 for minatar."""
+    None: 100000 for cartpole, 300000 for lang, 400000 for minatar. breadth, mechanisms: the budget of your own
+    tasks (--tasks)."""
     games: tuple[str, ...] = ("breakout", "space_invaders")
     """minatar: the games (asterix, breakout, freeway, seaquest, space_invaders)."""
     json: str | None = None
@@ -528,19 +531,27 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("seeds", "needs at least one seed")
     if a.tasks is not None and a.target not in studies:
         raise ConfigError("tasks", f"only for bench breadth and mechanisms, not {a.target}")
+    custom = []
     if a.tasks is not None:
         from .analysis.breadth import TASKS
+        from .envs.gym_tasks import check_env
 
-        allowed = list(TASKS)
-        for task in a.tasks:
-            if task not in allowed:
+        custom = [t for t in a.tasks if t not in TASKS]
+        for task in custom:  # a task of your own: any Gymnasium id that builds here (module:Env-v0 for yours)
+            try:
+                check_env(task)
+            except ConfigError as err:
                 raise ConfigError(
-                    "tasks", f"{task!r} is not a task of the {a.target} study; one of: {', '.join(allowed)}"
-                )
+                    "tasks",
+                    f"{task!r} is not a task of the {a.target} study ({', '.join(TASKS)}) nor an env that "
+                    f"builds here ({str(err).removeprefix('--env: ')})",
+                ) from None
     if a.max_steps is not None and a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
-    if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar"):
-        raise ConfigError("max_steps", f"only for bench cartpole, lang and minatar, not {a.target}")
+    if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar") and not custom:
+        raise ConfigError(
+            "max_steps", f"only for bench cartpole, lang and minatar, and a study's tasks of your own, not {a.target}"
+        )
     if a.replicate and a.target not in (*studies, "minatar"):
         raise ConfigError("replicate", f"only for bench breadth, mechanisms and minatar, not {a.target}")
     if a.report_only and (a.target not in studies or a.out is None):
@@ -589,7 +600,7 @@ def cmd_bench(args: list[str]) -> int:
     elif a.target in studies:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = bench.bench_breadth(
-            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only
+            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only, a.max_steps
         )
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"

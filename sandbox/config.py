@@ -89,6 +89,11 @@ class RunConfig:
     asterix, breakout, freeway, seaquest, space_invaders (PPO with the MinAtar paper's convolutional network), or a
     language task lang:NAME with NAME one of digit, positive, reverse, sort, add, length (run by the tiny transformer
     from its pretrained reference)."""
+    env_module: str | None = None
+    """A module to import before the env is made, one that registers --env with gymnasium (gymnasium.register):
+    --env-module corridor --env Corridor-v0 is --env corridor:Corridor-v0, gymnasium's own form, which config.json
+    records (so sandbox eval and resume import it again). The module must be importable from where sandbox runs (a
+    .py file there, an installed package, or PYTHONPATH). The guide: your own environment."""
     seed: int = dataclasses.field(default=0, metadata={"role": "seed"})
     """Seeds torch, the environments and everything else random."""
     total_steps: int = 100_000
@@ -743,7 +748,8 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
 
 
 def resolve(cfg: Config) -> Config:
-    """Fill the fields left at None with their algorithm and task family's defaults (``FAMILY_DEFAULTS``)."""
+    """Fill the fields left at None with their algorithm and task family's defaults (``FAMILY_DEFAULTS``), and fold
+    ``env_module`` into ``env`` (gymnasium's ``module:Env-v0``)."""
     if cfg.algo not in ALGOS:
         raise ConfigError("algo", f"unknown algorithm {cfg.algo!r}; one of: {', '.join(ALGOS)}")
     if cfg.algo == "sb3-ppo" and cfg.is_lang:
@@ -751,7 +757,15 @@ def resolve(cfg: Config) -> Config:
             "env", f"sb3-ppo trains on Gymnasium ids, not the language task {cfg.env}; use --algo ppo or grpo"
         )
     defaults = FAMILY_DEFAULTS[(cfg.algo, "lang" if cfg.is_lang else "gym")]
-    return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+    cfg = cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+    if cfg.env_module is not None:  # --env-module M --env ID is gymnasium's M:ID, the one form config.json records
+        module = cfg.env_module
+        if not (isinstance(module, str) and module and all(p.isidentifier() for p in module.split("."))):
+            raise ConfigError("env_module", f"must be a module name such as corridor or mypackage.envs, got {module!r}")
+        if ":" in cfg.env:
+            raise ConfigError("env_module", f"--env {cfg.env} names its module already (or is not a Gymnasium id)")
+        cfg = cfg.replace(env=f"{module}:{cfg.env}", env_module=None)
+    return cfg
 
 
 def validate(cfg: Config) -> Config:

@@ -96,6 +96,6 @@ def write_report(
         pictures = _figures(groups, baselines(groups, baseline), sweep_dir) if figures else []
     (sweep_dir / "report.md").write_text(_markdown(sweep_dir, runs, groups, table, baseline, pictures))
     if not quiet:
-        print(key_table(table))
-        print(f"\nreport: {sweep_dir / 'report.md'}")
+        print(key_table(table) + "\n")
+    print(f"report: {sweep_dir / 'report.md'}")  # even quiet: where it went
     return table
