@@ -788,7 +788,8 @@ def cmd_sweep(args: list[str]) -> int:
 
 @dataclasses.dataclass
 class ReportArgs:
-    """Statistics and figures of a sweep directory: report.md, report.csv and PNG figures, written into it."""
+    """Statistics and figures of a sweep directory: report.md, report.csv, finals.csv, report.tex (its tables for a
+    paper) and PNG figures, written into it (another baseline: into a folder of its own, see --out)."""
 
     sweep_dir: Annotated[str, tyro.conf.Positional]
     """The sweep's directory (runs are found in it and below it)."""
@@ -796,8 +797,12 @@ class ReportArgs:
     """FIELD=VALUE: each group is compared with the group that has the same config but this value (a permutation
     test of the final means, Holm-corrected over the report; no verdict below 5 seeds per group). Several, comma
     separated, all apply: dropout_mode=off,sample_dropout=none compares sample dropout with plain PPO too."""
+    out: str | None = None
+    """The report's folder. None: the sweep's directory for the default baseline, SWEEP_DIR/report-FIELD_VALUE for any
+    other (a report against another baseline never overwrites this one); a folder holding a report against another
+    baseline is refused."""
     quiet: bool = False
-    """Do not print the key table."""
+    """Do not print the key table (where the report went is still printed)."""
 
 
 def parse_report(args: list[str]) -> ReportArgs:
@@ -810,7 +815,7 @@ def cmd_report(args: list[str]) -> int:
         raise ConfigError("baseline", f"must be FIELD=VALUE, e.g. dropout_mode=off, got {a.baseline!r}")
     from .analysis.report import write_report
 
-    write_report(a.sweep_dir, a.baseline, quiet=a.quiet)
+    write_report(a.sweep_dir, a.baseline, quiet=a.quiet, out=a.out)
     return 0
 
 

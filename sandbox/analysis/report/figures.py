@@ -26,7 +26,7 @@ from .panels import (
     _Task,
     _tasks,
 )
-from .runs import Group
+from .runs import Group, describe_fixed
 
 
 def _curve_figure(plt, tasks, bases, column: str, title: str, ylabel: str, log_if_wide=False):
@@ -78,10 +78,10 @@ def _curve_figure(plt, tasks, bases, column: str, title: str, ylabel: str, log_i
     return fig
 
 
-def _profile_figure(plt, tasks, bases):
+def _profile_figure(plt, tasks, bases, title: str):
     """Performance profiles: per task and p, the fraction of a group's runs whose final score is above each value."""
     panels = [_facets(t, bases) for t in tasks]
-    fig, layout = _layout(plt, [len(p) for p in panels], "Performance profiles: fraction of runs above each score")
+    fig, layout = _layout(plt, [len(p) for p in panels], title)
     for task, facets, (axes, legend_ax) in zip(tasks, panels, layout):
         every = np.concatenate([g.finals for g in task.groups])
         every = every[np.isfinite(every)]
@@ -160,10 +160,9 @@ def _by_x_figure(plt, tasks, title: str, value, center, ylabel):
     return fig
 
 
-def _reward_kl_figure(plt, tasks):
+def _reward_kl_figure(plt, tasks, title: str):
     from matplotlib.lines import Line2D
 
-    title = "Reward against KL to the reference, seed by seed"
     fig, layout = _layout(plt, [1] * len(tasks), title, height=2.9)
     for task, (axes, legend_ax) in zip(tasks, layout):
         ax = axes[0]
@@ -208,18 +207,25 @@ def _catalogue(plt, groups: list[Group], bases: dict) -> list[tuple[str, str, ob
     lang = [t for t in tasks if t.is_lang]
     intervals = {g.label: _iqm_interval(g) for g in groups}
     score = "{score}"
+    fixed = describe_fixed(groups, limit=120)  # what the legends' labels leave unsaid, under every title
+
+    def titled(title: str) -> str:
+        return f"{title}\n{fixed}" if fixed else title
+
     figures = [
         (
             "learning_curves",
             "Learning curves: mean over seeds with the 95% t interval of the mean; one row of panels per task, one "
             "panel per dropout p (or other varying setting), dropout off in every panel it is the baseline of.",
-            lambda: _curve_figure(plt, tasks, bases, "ep_return_mean", "Learning curves", score),
+            lambda: _curve_figure(plt, tasks, bases, "ep_return_mean", titled("Learning curves"), score),
         ),
         (
             "performance_profile",
             "Performance profiles: the fraction of a group's runs whose final score is above each value (further "
             "right and higher is better; the whole distribution of the seeds, not one number).",
-            lambda: _profile_figure(plt, tasks, bases),
+            lambda: _profile_figure(
+                plt, tasks, bases, titled("Performance profiles: fraction of runs above each score")
+            ),
         ),
         (
             "final_per_seed",
@@ -228,7 +234,7 @@ def _catalogue(plt, groups: list[Group], bases: dict) -> list[tuple[str, str, ob
             lambda: _by_x_figure(
                 plt,
                 tasks,
-                "Final score: every seed, and the IQM with its 95% interval",
+                titled("Final score: every seed, and the IQM with its 95% interval"),
                 value=lambda r: r.final,
                 center=lambda g, v: intervals[g.label],
                 ylabel=_Task.score_label,
@@ -241,7 +247,7 @@ def _catalogue(plt, groups: list[Group], bases: dict) -> list[tuple[str, str, ob
             lambda: _by_x_figure(
                 plt,
                 tasks,
-                "The ratio's noise before any update: first_ratio_dev",
+                titled("The ratio's noise before any update: first_ratio_dev"),
                 value=lambda r: float(r.metrics["first_ratio_dev"].mean()),
                 center=lambda g, v: (float(np.nanmean(v)), math.nan, math.nan),
                 ylabel=lambda t: "mean |r - 1| before any step",
@@ -251,7 +257,7 @@ def _catalogue(plt, groups: list[Group], bases: dict) -> list[tuple[str, str, ob
             "surrogate_variance",
             "Surrogate variance Var(r A) over training: mean over seeds with the 95% t interval of the mean.",
             lambda: _curve_figure(
-                plt, tasks, bases, "surrogate_var", "Surrogate variance over training", "Var(r A)", True
+                plt, tasks, bases, "surrogate_var", titled("Surrogate variance over training"), "Var(r A)", True
             ),
         ),
     ]
@@ -260,7 +266,7 @@ def _catalogue(plt, groups: list[Group], bases: dict) -> list[tuple[str, str, ob
             (
                 "reward_kl",
                 "Reward against KL to the reference at the end of training, seed by seed (language tasks).",
-                lambda: _reward_kl_figure(plt, lang),
+                lambda: _reward_kl_figure(plt, lang, titled("Reward against KL to the reference, seed by seed")),
             )
         )
     return figures

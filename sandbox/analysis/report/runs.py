@@ -4,6 +4,7 @@ seed, where a run writes and how it is carried out: :func:`sandbox.config.withou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -130,6 +131,85 @@ def group_runs(runs: list[RunData]) -> list[Group]:
             for g in members:
                 g.label = short[id(g)]
     return sorted(groups.values(), key=lambda g: g.label)
+
+
+# --- what every group shares ---------------------------------------------------------------------------------------
+
+
+def _defaults(algo: str, env: str) -> dict:
+    """``sandbox train``'s defaults for a kind of run (every None filled in as a run fills it), or {} when the
+    current Config cannot make one (an old config's algorithm)."""
+    from ...config import Config, resolve
+
+    try:
+        return resolve(Config(algo=algo, env=env)).to_dict()
+    except Exception:  # noqa: BLE001 - a report of old runs still reads
+        return {}
+
+
+def fixed_settings(groups: list[Group]) -> tuple[dict, dict]:
+    """What every group of ``groups`` shares and ``sandbox train`` would not have chosen by itself: ``(fixed,
+    with_dropout)``, field -> value. ``fixed``: the same value in every group and not the default for the group's
+    algorithm and env (the group labels name only what varies, so this is what they leave unsaid: "critic only, p
+    0.2"). ``with_dropout``: fields dropout off makes inert (the rate, the networks it is in, the schedule), the same
+    in every group with dropout, when the groups include dropout off (whose values of them mean nothing). The
+    algorithm and the env are the task, named already; seeds and output fields are never part of a group."""
+    if not groups:
+        return {}, {}
+    any_off = any(dropout_is_off(g.mode) for g in groups)
+    defaults = {key: _defaults(*key) for key in {(g.config.get("algo"), g.config.get("env")) for g in groups}}
+    fixed, with_dropout = {}, {}
+    for k in groups[0].config:
+        if k in ("algo", "env"):
+            continue
+        inert = any_off and k in INERT_WHEN_OFF
+        members = [g for g in groups if not (inert and dropout_is_off(g.mode))]
+        if not members or any(k not in g.config for g in members):
+            continue
+        values = {json.dumps(g.config[k], sort_keys=True) for g in members}
+        if len(values) != 1:
+            continue
+        value = members[0].config[k]
+        if all(json.dumps(defaults[(g.config.get("algo"), g.config.get("env"))].get(k), sort_keys=True)
+               == json.dumps(value, sort_keys=True) for g in members):  # fmt: skip
+            continue
+        (with_dropout if inert else fixed)[k] = value
+    return fixed, with_dropout
+
+
+def _setting(k: str, v) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}.{name}={value}" for name, value in v.items()) or f"{k}={{}}"
+    if isinstance(v, list):
+        return f"{k}={tuple(v)}"
+    return f"{k}={v}"
+
+
+def describe_fixed(groups: list[Group], limit: int | None = None) -> str:
+    """The fixed settings of ``groups`` (:func:`fixed_settings`) in words, dropout's first: ``"with dropout:
+    dropout=0.2, dropout_value=True, dropout_policy=False; preset cartpole, total_steps=30000"`` (a preset whose
+    values, its env and budget aside, every group shares is named instead of them); "" when there are none.
+    ``limit``: at most that many characters (a figure's title), the rest as "..."."""
+    from ...config import GROUPS, PRESETS
+
+    fixed, with_dropout = fixed_settings(groups)
+    first = [f.name for name in ("dropout", "variants", "kl") for f in dataclasses.fields(GROUPS[name])]
+    order = sorted(fixed, key=lambda k: first.index(k) if k in first else len(first))
+    shared = [
+        (name, {k: v for k, v in values.items() if k not in ("env", "total_steps")}) for name, values in PRESETS.items()
+    ]
+    preset = next(
+        (name for name, values in shared if all(g.config.get(k) == v for g in groups for k, v in values.items())), None
+    )
+    parts = []
+    if with_dropout:
+        parts.append("with dropout: " + ", ".join(_setting(k, v) for k, v in with_dropout.items()))
+    rest = [_setting(k, fixed[k]) for k in order if not (preset and k in dict(shared)[preset])]
+    parts.append(", ".join(([f"preset {preset}"] if preset else []) + rest))
+    text = "; ".join(p for p in parts if p)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3].rsplit(",", 1)[0] + ", ..."
+    return text
 
 
 # --- the runs as frames: sandbox.load ------------------------------------------------------------------------------
