@@ -758,14 +758,20 @@ def resolve(cfg: Config) -> Config:
         )
     defaults = FAMILY_DEFAULTS[(cfg.algo, "lang" if cfg.is_lang else "gym")]
     cfg = cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
-    if cfg.env_module is not None:  # --env-module M --env ID is gymnasium's M:ID, the one form config.json records
-        module = cfg.env_module
-        if not (isinstance(module, str) and module and all(p.isidentifier() for p in module.split("."))):
-            raise ConfigError("env_module", f"must be a module name such as corridor or mypackage.envs, got {module!r}")
-        if ":" in cfg.env:
-            raise ConfigError("env_module", f"--env {cfg.env} names its module already (or is not a Gymnasium id)")
-        cfg = cfg.replace(env=f"{module}:{cfg.env}", env_module=None)
-    return cfg
+    return fold_env_module(cfg)
+
+
+def fold_env_module(cfg: Config) -> Config:
+    """``--env-module M --env ID`` as gymnasium's ``--env M:ID``, the one form ``config.json`` records (gymnasium
+    imports ``M`` before it makes the env, in every process)."""
+    module = cfg.env_module
+    if module is None:
+        return cfg
+    if not (isinstance(module, str) and module and all(p.isidentifier() for p in module.split("."))):
+        raise ConfigError("env_module", f"must be a module name such as corridor or mypackage.envs, got {module!r}")
+    if ":" in cfg.env:
+        raise ConfigError("env_module", f"--env {cfg.env} names its module already (or is not a Gymnasium id)")
+    return cfg.replace(env=f"{module}:{cfg.env}", env_module=None)
 
 
 def validate(cfg: Config) -> Config:
