@@ -253,8 +253,15 @@ def test_a_sweep_spec_names_a_seam(tmp_path, seam):
 
     counts = run_sweep(spec, tmp_path / "out", workers=1, quiet=True)
     assert counts["ran"] == 2
-    for d in (tmp_path / "out").glob("seed=*"):
-        assert json.loads((d / "config.json").read_text())["maths"]["dropout_schedule"].startswith("userseam:cosine#")
+    names = {
+        json.loads((d / "config.json").read_text())["maths"]["dropout_schedule"]
+        for d in (tmp_path / "out").glob("seed=*")
+    }
+    assert len(names) == 1 and names.pop().startswith("userseam:cosine#")
+    from sandbox.analysis.report import write_report
+
+    write_report(tmp_path / "out", quiet=True, figures=False)  # the report names the seam its runs share
+    assert "maths.dropout_schedule=userseam:cosine#" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_the_maths_flag(capsys, tmp_path, seam, monkeypatch):
