@@ -284,28 +284,21 @@ def test_the_maths_flag(capsys, tmp_path, seam, monkeypatch):
 # Config's own bookkeeping reads every field without using it: validation, serialisation, copying
 _NOT_A_USE = {"validate", "resolve", "to_dict", "from_dict", "replace", "groups", "fields_with_role", "without",
               "_validate_applies", "_positive_int", "_int_at_least", "_in_range", "_choice"}  # fmt: skip
-READ_CASES = {
-    "PPO on Gym, every variant and diagnostic on": dict(
-        total_steps=256, num_steps=64, dropout=0.1, dropout_value=True, beta=0.1, kl_target=0.01,
-        sample_dropout="sdpo", dropout_samples=2, grad_diag_every=1, flatness_every=1, flatness_window=4,
-        flatness_directions=3, target_kl=0.5, dropout_schedule="early", dropout_cutoff=1, clip_coef_high=0.3,
-        stop_at_threshold=True, save_every=1, overwrite=True,
-    ),
-    "GRPO on Gym": dict(algo="grpo", total_steps=600, group_size=2, prompts_per_update=2, dropout=0.1),
-    "SB3's PPO": dict(algo="sb3-ppo", total_steps=256, num_steps=64, dropout=0.1),
-    "GRPO on a language task, GRPO-lambda": dict(
-        algo="grpo", env="lang:reverse", total_steps=200, group_size=2, prompts_per_update=2, sparse=True,
-        length_penalty=0.1, grpo_lambda=0.5,
-    ),
-    "PPO on a language task": dict(algo="ppo", env="lang:digit", total_steps=200, group_size=2, prompts_per_update=2),
-}  # fmt: skip
+EVERY_VARIANT = C(
+    total_steps=256, num_steps=64, dropout=0.1, dropout_value=True, beta=0.1, kl_target=0.01, sample_dropout="sdpo",
+    dropout_samples=2, grad_diag_every=1, flatness_every=1, flatness_window=4, flatness_directions=3, target_kl=0.5,
+    dropout_schedule="early", dropout_cutoff=1, clip_coef_high=0.3, stop_at_threshold=True, save_every=1,
+    overwrite=True,
+)  # fmt: skip
+"""With the call table's cases (:data:`CALL_CASES`), what reads every config field: the options read only when
+another is set."""
 
 
 def test_every_config_field_is_read_by_the_code_that_runs(tmp_path, monkeypatch):
     """A new option gets a flag, --help and a config.json entry by being declared; this test fails until some code
     that runs reads it (config.py's validation and copying do not count), so it cannot be silently ignored. Each field
-    read under a condition (kl_horizon only with kl_target) needs a case below that meets it: add one for a new
-    field."""
+    read under a condition (kl_horizon only with kl_target) needs a case that meets it (EVERY_VARIANT, CALL_CASES):
+    add one for a new field."""
     import sys
 
     import sandbox.config
@@ -324,8 +317,8 @@ def test_every_config_field_is_read_by_the_code_that_runs(tmp_path, monkeypatch)
         return plain(self, name)
 
     monkeypatch.setattr(sandbox.Config, "__getattribute__", watched)
-    for i, fields_ in enumerate(READ_CASES.values()):
-        sandbox.train(sandbox.Config(**fields_, out=str(tmp_path / str(i)), quiet=True))
+    for i, cfg in enumerate([EVERY_VARIANT, *CALL_CASES.values()]):
+        sandbox.train(cfg.replace(out=str(tmp_path / str(i)), quiet=True))
     sandbox.train(sandbox.Config(env_module="gymnasium.envs.classic_control", total_steps=128, num_steps=32))
     unread = sorted(fields - read)
     assert not unread, f"config fields no code reads (or no case here reaches): {unread}"
