@@ -2,6 +2,8 @@
 the four dropout modes (consistent dropout replays the convolution's masks too), populations, the variants, KL to a
 reference, checkpoints and resume, GIFs, and the one-line refusals."""
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,6 +176,7 @@ def test_kl_to_a_reference_is_exactly_zero_at_the_start(tmp_path):
 def _interrupt(fn, at_call: int):
     calls = {"n": 0}
 
+    @functools.wraps(fn)  # a Ctrl-C, not another function: the run's record (config.json's maths) names fn
     def wrapped(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == at_call:

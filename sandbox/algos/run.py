@@ -70,6 +70,9 @@ class Schedule:
         self.cfg, self.maths = cfg, maths
         self.lr, self.clip_coef, self.clip_coef_high = cfg.learning_rate, cfg.clip_coef, cfg.clip_coef_high
         self.dropout_p = cfg.effective_dropout
+        # the updates the run plans where its budget fixes them (a batch of num_envs * num_steps steps per update);
+        # GRPO's and the language tasks' batches vary in length
+        self.total_updates = cfg.num_updates if cfg.kind in ("ppo", "sb3-ppo") else None
 
     def start(self, update_index: int, budget_left: float) -> None:
         """The values of update ``update_index`` (from 1), with ``budget_left`` the fraction of the step budget not yet
@@ -80,7 +83,12 @@ class Schedule:
         high = cfg.clip_coef_high
         self.clip_coef_high = high * budget_left if cfg.anneal_clip and high is not None else high
         self.dropout_p = self.maths.dropout_schedule(
-            cfg.effective_dropout, update_index, cfg.dropout_schedule, cfg.dropout_cutoff
+            cfg.effective_dropout,
+            update_index,
+            cfg.dropout_schedule,
+            cfg.dropout_cutoff,
+            total_updates=self.total_updates,
+            progress=1.0 - budget_left,
         )
 
 
