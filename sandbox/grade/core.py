@@ -91,20 +91,58 @@ class Test:
 
 @dataclasses.dataclass(frozen=True)
 class FunctionSpec:
-    """One function an assignment asks for: its contract, the reference it is compared with, and how two results
-    are compared (used by the instructor's hidden cases and by the checks inside the training run)."""
+    """One function an assignment asks for: its contract, the reference it is compared with, and how two results are
+    compared (by the cases, hidden ones included, and by the checks of every call in a training run)."""
 
     name: str
     signature: str
     reference: Callable
     args: tuple[str, ...]
-    compare: Callable[[Any, Any, str], None]
-    """``compare(got, want, what)`` raises :class:`Fail`."""
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    exact: bool = False
+    """Compared to the last bit (bool masks, a mask chosen rather than computed)."""
+    parts: tuple[str, ...] = ()
+    """The names of a tuple result's values (gae's ``advantages``, ``returns``), each compared on its own."""
+    what: str = "the result"
     deterministic: bool = True
-    """False for functions that draw random numbers: hidden cases cannot compare their values."""
+    """False for functions that draw random numbers: cases cannot compare their values."""
     check: Callable[[Any, list, str], None] | None = None
     """``check(got, args, what)``: compare with the reference on ``args`` where ``compare`` alone is too strict (a
     keep-mask may break a tie the other way); raises :class:`Fail`."""
+
+    def compare(self, got: Any, want: Any, what: str = "", like: bool = False) -> None:
+        """Raise :class:`Fail` unless ``got`` matches ``want`` (our result); ``like``: the type, shape, dtype and
+        finiteness only, not the values."""
+        rtol, atol = (math.inf, math.inf) if like else (self.rtol, self.atol)
+        if not self.parts:
+            return compare_value(got, want, what or self.what, rtol, atol, self.exact and not like)
+        prefix = f"{what}: " if what else ""
+        if not isinstance(got, (tuple, list)) or len(got) != len(self.parts):
+            raise Fail(f"{prefix}expected {len(self.parts)} values ({', '.join(self.parts)}) of "
+                       f"{describe(want[0])[2:]}s; got {describe(got)}")  # fmt: skip
+        for part, g, w in zip(self.parts, got, want):
+            compare_value(g, w, prefix + part, rtol, atol, self.exact and not like)
+
+
+def compare_value(got: Any, want: Any, what: str, rtol: float, atol: float, exact: bool = False) -> None:
+    """Any result against ours: tensors by :func:`expect_tensor`, tuples and lists entry by entry, None by identity,
+    floats within the tolerance, anything else by equality."""
+    if want is None:
+        if got is not None:
+            raise Fail(f"{what}: expected None, got {describe(got)}")
+    elif isinstance(want, Tensor):
+        expect_tensor(got, want, what, rtol=rtol, atol=atol, exact=exact)
+    elif isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            raise Fail(f"{what} should be {describe(want)}, got {describe(got)}")
+        for i, (g, w) in enumerate(zip(got, want)):
+            compare_value(g, w, f"{what}[{i}]", rtol, atol, exact)
+    elif isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        if not (math.isinf(rtol) or math.isclose(got, want, rel_tol=rtol, abs_tol=atol)):
+            raise Fail(f"{what}: expected {want:.6g}, got {got:.6g}")
+    elif got != want:
+        raise Fail(f"{what}: expected {want!r:.80}, got {got!r:.80}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -545,10 +583,8 @@ def expect_tensor(
             pass
         raise Fail(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}{extra}")
     if got.dtype != want.dtype:
-        raise Fail(
-            f"{what} has dtype {str(got.dtype).removeprefix('torch.')}, expected "
-            f"{str(want.dtype).removeprefix('torch.')} (the dtype of the inputs: the trainer keeps float32 throughout)"
-        )
+        why = " (the dtype of the inputs: the trainer keeps float32 throughout)" if want.is_floating_point() else ""
+        raise Fail(f"{what} has dtype {str(got.dtype)[6:]}, expected {str(want.dtype)[6:]}{why}")
     got = got.detach()
     if got.is_floating_point():
         nonfinite = torch.isfinite(want) & ~torch.isfinite(got)
@@ -586,15 +622,6 @@ def expect_tensor(
 def expect_like(got: Any, want: Tensor, what: str = "the result") -> None:
     """Type, shape, dtype and finiteness of ``got`` against ``want``, not the values (before a property test)."""
     expect_tensor(got, want, what, rtol=math.inf, atol=math.inf)
-
-
-def expect_inputs_unchanged(before: list, after: list, names: list[str], fn: str) -> None:
-    for b, a, n in zip(before, after, names):
-        if isinstance(b, Tensor) and not torch.equal(b, a):
-            raise Fail(
-                f"`{fn}` changed its input `{n}` in place: the trainer reuses its tensors after the call",
-                hint="work on new tensors (x = x * 2, torch.zeros_like(x)) rather than in place (x *= 2, x[t] = ...)",
-            )
 
 
 def clone(x: Any) -> Any:

@@ -20,38 +20,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
 
 from .cases import case_tests
-from .core import ArgumentError, Assignment, Fail, FunctionSpec, describe, expect_tensor
+from .core import ArgumentError, Assignment, FunctionSpec
 
 FIELD = "HW (an assignment folder)"
-
-
-def compare_values(rtol: float, atol: float) -> Callable[[Any, Any, str], None]:
-    """A comparison for any result: tensors by :func:`~sandbox.grade.core.expect_tensor`, tuples and lists entry by
-    entry, floats within the tolerance, anything else by equality."""
-
-    def compare(got: Any, want: Any, what: str = "") -> None:
-        what = what or "the result"
-        if isinstance(want, torch.Tensor):
-            expect_tensor(got, want, what, rtol=rtol, atol=atol)
-        elif isinstance(want, (tuple, list)):
-            if not isinstance(got, (tuple, list)) or len(got) != len(want):
-                raise Fail(f"{what} should be {describe(want)}, got {describe(got)}")
-            for i, (g, w) in enumerate(zip(got, want)):
-                compare(g, w, f"{what}[{i}]")
-        elif isinstance(want, float) and isinstance(got, (int, float)):
-            if not math.isclose(got, want, rel_tol=rtol, abs_tol=atol):
-                raise Fail(f"{what}: expected {want:.6g}, got {got:.6g}")
-        elif got != want:
-            raise Fail(f"{what}: expected {want!r:.80}, got {got!r:.80}")
-
-    return compare
 
 
 def load_assignment(where: str | Path) -> Assignment:
@@ -72,8 +46,8 @@ def load_assignment(where: str | Path) -> Assignment:
         if not callable(fn) or not isinstance(f, dict) or not isinstance(f.get("args"), list):
             raise ArgumentError(FIELD, f"function {name!r}: needs args (a list) and a function of that name in "
                                 "reference.py")  # fmt: skip
-        compare = compare_values(float(f.get("rtol", 1e-5)), float(f.get("atol", 1e-6)))
-        functions[name] = FunctionSpec(name, str(f.get("signature", name)), fn, tuple(f["args"]), compare)
+        functions[name] = FunctionSpec(name, str(f.get("signature", name)), fn, tuple(f["args"]),
+                                       float(f.get("rtol", 1e-5)), float(f.get("atol", 1e-6)))  # fmt: skip
     key = folder.resolve().name
     cases = spec.get("cases")
     if not isinstance(cases, list) or not cases:
