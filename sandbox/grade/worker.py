@@ -16,6 +16,7 @@ stdout) to private descriptors, so that what the student prints goes to stderr, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,23 +33,19 @@ class GradingTimeout(BaseException):
     """The time the grader allowed for this request ran out (a BaseException: ``except Exception`` cannot hide it)."""
 
 
-class Alarm:
+@contextlib.contextmanager
+def alarm(seconds: float | None):
     """Raise :class:`GradingTimeout` in the main thread after ``seconds`` (POSIX); elsewhere the grader's own deadline,
     which ends the whole process, is the only limit."""
-
-    def __init__(self, seconds: float | None):
-        self.seconds = seconds
-
-    def __enter__(self):
-        if self.seconds and hasattr(signal, "setitimer"):
-            signal.signal(signal.SIGALRM, _expired)
-            signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 0.01))
-        return self
-
-    def __exit__(self, *exc):
-        if self.seconds and hasattr(signal, "setitimer"):
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        return False
+    if not seconds or not hasattr(signal, "setitimer"):
+        yield
+        return
+    signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _expired(signum, frame):
@@ -130,14 +127,14 @@ class Submission:
         if notebook:
             self.namespace = (shell := make_shell()).user_ns
         for i, (source, label) in enumerate(zip(cells, labels)):
-            if i >= msg.get("until", len(cells)):
-                notes.append(msg.get("until_note") or f"{label} was not run")
+            if msg.get("until") is not None and i >= msg["until"]:
+                notes.append(f"{label} and the cells after it were not run")
                 stopped = i
                 break
             channel.send("progress", {"cell": i})
             started = time.perf_counter()
             try:
-                with Alarm(msg["cell_timeout"]):
+                with alarm(msg["cell_timeout"]):
                     if notebook:
                         result = shell.run_cell(source, store_history=False, silent=False)
                         err = result.error_in_exec or result.error_before_exec
@@ -178,40 +175,33 @@ class Submission:
             raise KeyError(name)
         return fn
 
-    def call(self, name: str, args: list, timeout: float | None) -> tuple[Any, int | None, dict]:
-        """``fn(*args)`` under the time limit: (result, handle for a gradient, arguments changed in place)."""
+    def call(self, fn: Callable, args: list) -> dict:
+        """``fn(*args)``: the result, a handle for its gradient, and the arguments it changed in place."""
         import torch
 
         from .wire import tensors_in
 
-        fn = self.function(name)
         before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
-        with Alarm(timeout):
-            out = fn(*args)
-        mutated = {}
-        for i, (a, b) in enumerate(zip(args, before)):
-            if b is not None and (a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a.detach(), b)):
-                mutated[str(i)] = a.detach().clone()
+        out = fn(*args)
+        mutated = {str(i): a.detach().clone() for i, (a, b) in enumerate(zip(args, before)) if b is not None and (
+            a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a.detach(), b))}  # fmt: skip
         handle = None
         outs = [t for t in tensors_in(out) if t.requires_grad]
         leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
         if outs and leaves:
-            handle = self.next_handle
-            self.next_handle += 1
+            handle = self.next_handle = self.next_handle + 1
             self.handles[handle] = (leaves, outs)
-            for old in [h for h in self.handles if h < handle - 16]:
-                del self.handles[old]
-        return out, handle, mutated
+            self.handles.pop(handle - 16, None)
+        return {"result": out, "handle": handle, "mutated": mutated}
 
-    def grad(self, handle: int, grads: list) -> list:
+    def grad(self, leaves: list, outs: list, grads: list) -> dict:
         import torch
 
-        leaves, outs = self.handles[handle]
         pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
         if not pairs:
-            return [None] * len(leaves)
-        return list(torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs], retain_graph=True,
-                                        allow_unused=True))  # fmt: skip
+            return {"result": [None] * len(leaves)}
+        return {"result": list(torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs],
+                                                   retain_graph=True, allow_unused=True))}  # fmt: skip
 
 
 # --- the channel ---------------------------------------------------------------------------------------------------
@@ -265,28 +255,31 @@ class Channel:
 
         try:
             if op == "load":
-                self.send("reply", self.submission.load(body, self))
-            elif op == "call":
-                torch.set_rng_state(body["rng"])
-                try:
-                    out, handle, mutated = self.submission.call(body["name"], body["args"], body.get("timeout"))
-                    reply = {"result": out, "handle": handle, "mutated": mutated}
-                except GradingTimeout:
-                    reply = {"timeout": True}
-                except BaseException as err:  # noqa: BLE001 - anything the student's function raises is data
-                    if isinstance(err, (SystemExit, KeyboardInterrupt)):
-                        err = RuntimeError(f"{type(err).__name__}({err})")
-                    reply = {"raised": error_info(err)}
-                try:
-                    self.send("reply", {**reply, "rng": torch.get_rng_state()})
-                except Exception as err:  # noqa: BLE001 - a result that cannot even be encoded: say so, as data
-                    self.send("reply", {"raised": error_info(err), "rng": torch.get_rng_state()})
-            elif op == "grad":
-                self.send("reply", {"result": self.submission.grad(body["handle"], body["grads"])})
+                return self.send("reply", self.submission.load(body, self))
+            if op not in ("call", "grad"):
+                return self.send("reply", f"unknown request {op!r}", ok=False)
+            torch.set_rng_state(body["rng"])
+            if op == "call":
+                fn, args = self.submission.function(body["name"]), body["args"]
+                work = lambda: self.submission.call(fn, args)  # noqa: E731
             else:
-                self.send("reply", f"unknown request {op!r}", ok=False)
+                leaves, outs = self.submission.handles[body["handle"]]
+                work = lambda: self.submission.grad(leaves, outs, body["grads"])  # noqa: E731
+            try:
+                with alarm(body.get("timeout")):
+                    reply = work()
+            except GradingTimeout:
+                reply = {"timeout": True}
+            except BaseException as err:  # noqa: BLE001 - anything the student's function raises is data
+                if isinstance(err, (SystemExit, KeyboardInterrupt)):
+                    err = RuntimeError(f"{type(err).__name__}({err})")
+                reply = {"raised": error_info(err)}
+            try:
+                self.send("reply", {**reply, "rng": torch.get_rng_state()})
+            except Exception as err:  # noqa: BLE001 - a result that cannot even be encoded: say so, as data
+                self.send("reply", {"raised": error_info(err), "rng": torch.get_rng_state()})
         except KeyError as err:
-            self.send("reply", f"no function named {err.args[0]!r}", ok=False)
+            self.send("reply", f"no function, gradient or field {err.args[0]!r}", ok=False)
 
 
 # --- start-up: the user, the limits, the channel -------------------------------------------------------------------
