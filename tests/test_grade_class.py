@@ -1,8 +1,9 @@
-"""The grader as a determined class meets it: about forty hostile submissions (tests/hostile_submissions.py: the
-reference sought by every route, the grader's results forged, its last step broken, the limits pushed) each score
-0, the honest ones that use threads, a subprocess or their own files score full, hidden inputs never reach what a
-student sees; loops, giant output and broken files are graded to the end; and the Gradescope bundle passes a harness
-laid out as Gradescope does, with the student's code run as an unprivileged user."""
+"""The grader as a determined class meets it: about forty attacks in two dozen hostile submissions
+(tests/hostile_submissions.py: the reference sought by every route, the grader's results forged, its last step
+broken, the limits pushed) each score 0, the honest ones that use threads, a subprocess or their own files score
+full, hidden inputs never reach what a student sees; loops, giant output and broken files are graded to the end; and
+the Gradescope bundle passes a harness laid out as Gradescope does, with the student's code run as an unprivileged
+user."""
 
 import csv
 import inspect
@@ -18,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from homework_answers import advantages_rewritten, aggregate_rewritten
-from hostile_submissions import FULL, GAE, STUB, ZERO
+from hostile_submissions import FULL, GAE, SEEKER_ROUTES, STUB, ZERO
 
 from sandbox.cli import main
 from sandbox.grade import grade_functions
@@ -58,7 +59,8 @@ def hidden_cases(folder: Path) -> Path:
 
 @needs_bwrap
 def test_every_hostile_submission_scores_0_and_every_honest_one_full(tmp_path):
-    """About 1 min on 2 workers: forty-odd submissions, each a process of its own, without the training runs."""
+    """About 40 s on 2 workers: twenty-odd submissions, each a process of its own, without the training runs. The
+    seeker's routes share one process and report one by one, so each is checked on its own."""
     folder, out, hidden = tmp_path / "subs", tmp_path / "out", hidden_cases(tmp_path / "hidden")
     folder.mkdir()
     fill = {"{OUT}": str(out), "{HIDDEN}": str(hidden), "{FOLDER}": str(folder), "{REPO}": str(ROOT)}
@@ -66,29 +68,38 @@ def test_every_hostile_submission_scores_0_and_every_honest_one_full(tmp_path):
         for key, value in fill.items():
             source = source.replace(key, value)
         (folder / f"{kind}.py").write_text(source if "import torch" in source else "import torch\n" + source)
-    notebook(folder / "stack_walk_notebook.ipynb", ZERO["stack_walk"])
+    notebook(folder / "seeker_notebook.ipynb", (folder / "seeker.py").read_text())
     (folder / "alice").mkdir()
     (folder / "alice" / "hw1.py").write_text("import torch\n" + STUB)
     (folder / "alice__hw1.py").write_text("import torch\n" + GAE)
-    options = Options("hw1", str(hidden), seed=5, timeout=60, cell_timeout=20, integration=False, test_timeout=4)
+    options = Options("hw1", str(hidden), seed=5, timeout=60, cell_timeout=20, integration=False, test_timeout=4,
+                      memory_mb=1024)  # fmt: skip
     graded = {g.report.submission: g for g in grade_folder(folder, options, out, "gradescope", workers=2)}
     scores = {name: (g.report.score, g.report.max_score) for name, g in graded.items()}
-    for kind in [*ZERO, "stack_walk_notebook", "leaks_hidden"]:
-        name = kind + (".ipynb" if kind.endswith("notebook") else ".py")
+    for name in [f"{kind}.py" for kind in (*ZERO, "leaks_hidden")] + ["seeker_notebook.ipynb"]:
         assert scores[name][0] == 0, (name, graded[name].report.text())
     for kind in FULL:
         assert scores[f"{kind}.py"][0] == scores[f"{kind}.py"][1] == 19 + 4, graded[f"{kind}.py"].report.text()
-    for kind in ("read_other_folders", "proc_and_parent", "network", "read_source_from_disk", "homework_answers",
-                 "linecache_codeop", "read_pyc_from_disk", "lessons_and_notebooks"):  # fmt: skip
-        text = graded[f"{kind}.py"].report.text()
-        assert "found: []" in text or "found nothing: []" in text, (kind, text)
-    # the reference is not there to be found: a stand-in, graded as the stub it is
-    assert "not offered while grading" in graded["import.py"].report.results[1].output
+    # every route of the seeker ran, and none found anything it could call; the ones that look on the disk, in /proc
+    # and on the network found nothing at all
+    routes: dict[str, list[str]] = {}
+    for line in graded["seeker.py"].output.splitlines():
+        if line.startswith("ROUTE "):
+            name, found = line[6:].split(": ", 1)
+            routes.setdefault(name, []).append(found)
+    assert set(SEEKER_ROUTES) <= set(routes), set(SEEKER_ROUTES) - set(routes)
+    assert not [(n, f) for n, found in routes.items() for f in found if f.startswith("a candidate")], routes
+    for name in ("read_source_from_disk", "linecache_codeop", "read_pyc_from_disk", "homework_answers",
+                 "lessons_and_notebooks", "read_other_folders", "proc_and_parent", "network"):  # fmt: skip
+        assert routes[name] == ["[]"], (name, routes[name])
+    assert "not offered while grading" in routes["import"][0] and routes["sandbox_train"][0].startswith("refused")
     # nothing forged reaches the grading's output, which only the grader writes
     assert not (out / "forge").exists()
-    for name in ("forge_results_json", "breaks_the_closing", "forge_reply_frames", "escaped_daemon"):
+    for name in ("seeker", "breaks_the_closing", "forge_reply_frames", "escaped_daemon"):
         results = json.loads((out / name / "results.json").read_text())
         assert results["score"] == 0 and len(results["tests"]) == 17, name
+    for name in ("forge_reply_frames", "malformed_frames", "huge_frame_header", "flood_frames"):  # ended for good
+        assert graded[f"{name}.py"].report.results[-1].output.startswith("not run: its process"), name
     # the hidden inputs reach only the hidden cases' own outputs
     for g in graded.values():
         shown = g.report.to_gradescope()
@@ -103,8 +114,7 @@ def test_every_hostile_submission_scores_0_and_every_honest_one_full(tmp_path):
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(graded) and [int(r["review rank"]) for r in rows] == list(range(1, len(rows) + 1))
-    # the reference retyped with other names stands out: no answer written independently comes near it (the stubs
-    # that share their few lines with each other rank high too, by their similarity to one another)
+    # the reference retyped with other names stands out: no answer written independently comes near it
     by_reference = sorted(rows, key=lambda r: -float(r["similarity to the reference"]))
     assert by_reference[0]["submission"] == "retyped_reference.py", by_reference[:3]
     assert float(by_reference[0]["similarity to the reference"]) > 0.6 > 0.4 > float(
