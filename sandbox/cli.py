@@ -21,6 +21,7 @@ from typing import Annotated, Callable, Literal, Sequence
 import tyro
 
 from .algos.learner import NonFiniteLossError
+from .analysis.cluster import Backend
 from .config import GROUPS, KINDS, MINATAR_GAMES, PRESETS, RENAMED, Config, ConfigError, applies, preset, validate
 from .runs.rundir import latest_checkpoint
 from .training import check, resume, train
@@ -470,7 +471,8 @@ class BenchArgs:
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
     lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9.
     sweep: a 10-run sweep with 2 workers vs 1. report: the report of a 100-run sweep. population: a 16-seed
-    population vs 16 runs one at a time, seeds per CPU-second and final returns. grpo-lambda, flatness: the two
+    population vs 16 runs one at a time, seeds per CPU-second and final returns; a 16-seed Acrobot population vs
+    one SB3 run; the update's GFLOP/s against plain torch.baddbmm and torch.matmul. grpo-lambda, flatness: the two
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
     --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
     grading processes; the time, and whether every verdict is the one it must be. breadth: dropout off against the
@@ -488,14 +490,17 @@ class BenchArgs:
     """grpo-lambda, flatness, breadth, mechanisms, minatar: the directory for their tables and figures (breadth,
     mechanisms and minatar: also their runs; the same --out resumes). None: bench-<target>-<time>."""
     tasks: tuple[str, ...] | None = None
-    """breadth, mechanisms: only these of the study's tasks (gymnasium ids, e.g. Acrobot-v1). None: all."""
+    """breadth, mechanisms: only these of the study's tasks (gymnasium ids, e.g. Acrobot-v1), or tasks of your own (any
+    Gymnasium id, module:Env-v0 for an env your module registers; defaults, --max-steps steps, 100000 without; the
+    study then plans only the tasks given). None: all of the study's."""
     fast: bool = False
     """breadth, mechanisms, minatar: a smoke test of the plumbing (breadth and mechanisms: two seeds and a twentieth
     of each budget; minatar: two seeds and two short updates per run, also with SANDBOX_FAST=1). Its numbers mean
     nothing."""
     max_steps: int | None = None
     """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
-    None: 100000 for cartpole, 300000 for lang, 400000 for minatar."""
+    None: 100000 for cartpole, 300000 for lang, 400000 for minatar. breadth, mechanisms: the budget of your own
+    tasks (--tasks)."""
     games: tuple[str, ...] = ("breakout", "space_invaders")
     """minatar: the games (asterix, breakout, freeway, seaquest, space_invaders)."""
     json: str | None = None
@@ -510,6 +515,9 @@ class BenchArgs:
     report_only: bool = False
     """breadth, mechanisms: run nothing; rewrite the report from --out's finals.csv (a committed study re-read with
     the current statistics)."""
+    where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
+    """breadth, mechanisms, minatar: where the runs train, here or on a Ray cluster (docs/guide/cluster.md; on a
+    cluster, --workers is its CPUs, which minatar sizes its populations for)."""
     quiet: bool = False
     """No progress bar."""
 
@@ -529,19 +537,27 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("seeds", "needs at least one seed")
     if a.tasks is not None and a.target not in studies:
         raise ConfigError("tasks", f"only for bench breadth and mechanisms, not {a.target}")
+    custom = []
     if a.tasks is not None:
         from .analysis.breadth import TASKS
+        from .envs.gym_tasks import check_env
 
-        allowed = list(TASKS)
-        for task in a.tasks:
-            if task not in allowed:
+        custom = [t for t in a.tasks if t not in TASKS]
+        for task in custom:  # a task of your own: any Gymnasium id that builds here (module:Env-v0 for yours)
+            try:
+                check_env(task)
+            except ConfigError as err:
                 raise ConfigError(
-                    "tasks", f"{task!r} is not a task of the {a.target} study; one of: {', '.join(allowed)}"
-                )
+                    "tasks",
+                    f"{task!r} is not a task of the {a.target} study ({', '.join(TASKS)}) nor an env that "
+                    f"builds here ({str(err).removeprefix('--env: ')})",
+                ) from None
     if a.max_steps is not None and a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
-    if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar"):
-        raise ConfigError("max_steps", f"only for bench cartpole, lang and minatar, not {a.target}")
+    if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar") and not custom:
+        raise ConfigError(
+            "max_steps", f"only for bench cartpole, lang and minatar, and a study's tasks of your own, not {a.target}"
+        )
     if a.replicate and a.target not in (*studies, "minatar"):
         raise ConfigError("replicate", f"only for bench breadth, mechanisms and minatar, not {a.target}")
     if a.report_only and (a.target not in studies or a.out is None):
@@ -564,6 +580,9 @@ def cmd_bench(args: list[str]) -> int:
             raise ConfigError(
                 "games", f"unknown MinAtar game {unknown[0] if unknown else ''!r}; one of: {', '.join(MINATAR_GAMES)}"
             )
+    a.where.check()
+    if a.where != Backend() and a.target not in (*studies, "minatar"):
+        raise ConfigError("backend", f"only for bench breadth, mechanisms and minatar, not {a.target}")
     if a.json:
         parent = Path(a.json).resolve().parent
         if not parent.is_dir():
@@ -585,12 +604,22 @@ def cmd_bench(args: list[str]) -> int:
     elif a.target == "minatar":
         steps = a.max_steps or bench.MINATAR_STEPS
         result = bench.bench_minatar(
-            a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast, replicate=a.replicate
+            a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast, replicate=a.replicate, where=a.where
         )
     elif a.target in studies:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = bench.bench_breadth(
-            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only
+            a.target,
+            out,
+            a.seeds,
+            a.tasks,
+            a.workers,
+            a.fast,
+            a.quiet,
+            a.replicate,
+            a.report_only,
+            a.where,
+            max_steps=a.max_steps,
         )
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -735,10 +764,8 @@ class SweepArgs:
     """Directory for the run directories (one per grid combination)."""
     workers: int | None = None
     """Runs at a time, one process and one torch thread each (default: the number of CPU cores)."""
-    backend: Literal["local", "ray"] = "local"
-    """local processes, or Ray tasks (the optional ray extra; --address joins a cluster, whose nodes must see DIR)."""
-    address: str | None = None
-    """Ray cluster address (default: start a local Ray instance)."""
+    where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
+    """Where the runs train: here, or on a Ray cluster (docs/guide/cluster.md)."""
     report: bool = True
     """Write the report (sandbox report) when the sweep has finished."""
     population: str = "16"
@@ -768,7 +795,8 @@ def cmd_sweep(args: list[str]) -> int:
     population = population_size(a.population)
     from .analysis.sweep import run_sweep
 
-    counts = run_sweep(a.spec, a.out, a.workers, a.backend, a.address, a.quiet, population)
+    w = a.where
+    counts = run_sweep(a.spec, a.out, a.workers, w.backend, w.address, a.quiet, population, w.ray_token_file)
     if a.report:
         from .analysis.report import write_report
 
@@ -778,7 +806,8 @@ def cmd_sweep(args: list[str]) -> int:
 
 @dataclasses.dataclass
 class ReportArgs:
-    """Statistics and figures of a sweep directory: report.md, report.csv and PNG figures, written into it."""
+    """Statistics and figures of a sweep directory: report.md, report.csv, finals.csv, report.tex (its tables for a
+    paper) and PNG figures, written into it (another baseline: into a folder of its own, see --out)."""
 
     sweep_dir: Annotated[str, tyro.conf.Positional]
     """The sweep's directory (runs are found in it and below it)."""
@@ -786,8 +815,12 @@ class ReportArgs:
     """FIELD=VALUE: each group is compared with the group that has the same config but this value (a permutation
     test of the final means, Holm-corrected over the report; no verdict below 5 seeds per group). Several, comma
     separated, all apply: dropout_mode=off,sample_dropout=none compares sample dropout with plain PPO too."""
+    out: str | None = None
+    """The report's folder. None: the sweep's directory for the default baseline, SWEEP_DIR/report-FIELD_VALUE for any
+    other (a report against another baseline never overwrites this one); a folder holding a report against another
+    baseline is refused."""
     quiet: bool = False
-    """Do not print the key table."""
+    """Do not print the key table (where the report went is still printed)."""
 
 
 def parse_report(args: list[str]) -> ReportArgs:
@@ -800,7 +833,7 @@ def cmd_report(args: list[str]) -> int:
         raise ConfigError("baseline", f"must be FIELD=VALUE, e.g. dropout_mode=off, got {a.baseline!r}")
     from .analysis.report import write_report
 
-    write_report(a.sweep_dir, a.baseline, quiet=a.quiet)
+    write_report(a.sweep_dir, a.baseline, quiet=a.quiet, out=a.out)
     return 0
 
 
