@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from homework_answers import advantages_rewritten, aggregate_rewritten
-from hostile_submissions import FULL, GAE, SEEKER_ROUTES, STUB, ZERO
+from hostile_submissions import FULL, GAE, SEEKER_ROUTES, STUB, ZERO, dies_on_its_name
 
 from sandbox.cli import main
 from sandbox.grade import grade_functions
@@ -188,6 +188,25 @@ def test_a_folder_with_loops_and_broken_files_grades_to_the_end(tmp_path, capsys
     assert "did not stop at its time limit" in text["hangs"] or "ran longer than 3 s" in text["hangs"]
     assert "its process exited with code 3" in text["crashes"]
     assert "grading seed 7" in capsys.readouterr().out
+
+
+def test_a_grading_process_that_dies_loses_no_submission(tmp_path):
+    """A grading process of the pool dies on dies.py: the submissions it was grading are graded again, each alone,
+    once; dies.py, dying again, is reported as an error, and every other submission keeps its score. About 10 s
+    busy (five processes spawned, one after another)."""
+    (tmp_path / "subs").mkdir()
+    for name in ("a", "b", "dies", "c", "d"):
+        (tmp_path / "subs" / f"{name}.py").write_text(STUB)
+    outcomes = grade_folder(tmp_path / "subs", Options("hw1", integration=False), tmp_path / "out", "gradescope",
+                            workers=2, grade=dies_on_its_name)  # fmt: skip
+    reports = {g.report.submission: g.report for g in outcomes}
+    assert sorted(reports) == ["a.py", "b.py", "c.py", "d.py", "dies.py"]
+    assert reports["dies.py"].score == 0 and "died twice while grading it" in reports["dies.py"].results[0].output
+    assert all(r.score == r.max_score == 1 for n, r in reports.items() if n != "dies.py")
+    again = [n for n, r in reports.items() if "graded a second time, alone" in " ".join(r.review)]
+    assert "dies.py" in again and len(again) <= 2, again  # dies.py and the one graded beside it, if any
+    for name in ("a", "b", "dies", "c", "d"):
+        assert json.loads((tmp_path / "out" / name / "results.json").read_text())["score"] == (name != "dies")
 
 
 def test_giant_output_is_capped(tmp_path):

@@ -19,20 +19,15 @@ import contextlib
 import contextvars
 import dataclasses
 import math
-import signal
-import threading
 import time
-import traceback
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from ..config import ConfigError
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-TORCH_DIR = Path(torch.__file__).resolve().parent
+from .worker import Timeout, error_info
+from .worker import alarm as time_limit
 
 
 class ArgumentError(ConfigError):
@@ -58,10 +53,6 @@ class Fail(Exception):
         if self.hint or hint:
             lines.append(f"hint: {self.hint or hint}")
         return "\n".join(lines)
-
-
-class Timeout(BaseException):
-    """The grader's time limit for one test ran out (a BaseException, so that ``except Exception`` cannot hide it)."""
 
 
 class Ended(BaseException):
@@ -123,6 +114,13 @@ class FunctionSpec:
                        f"{describe(want[0])[2:]}s; got {describe(got)}")  # fmt: skip
         for part, g, w in zip(self.parts, got, want):
             compare_value(g, w, prefix + part, rtol, atol, self.exact and not like)
+
+    def shaped(self, fns: dict[str, Callable], *args, what: str = "") -> Any:
+        """The learner's function on a copy of ``args``, once its result has the type, shape, dtype and finiteness
+        of ours on ``args`` (its values are the caller's to check)."""
+        got = call(fns[self.name], self.name, *clone(args))
+        self.compare(got, self.reference(*args), what, like=True)
+        return got
 
 
 def compare_value(got: Any, want: Any, what: str, rtol: float, atol: float, exact: bool = False) -> None:
@@ -279,25 +277,6 @@ def _wrap(line: str, width: int) -> list[str]:
 # --- running ---------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`Timeout` after ``seconds`` (Unix, main thread; elsewhere no limit)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum, frame):
-        raise Timeout()
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 VISIBILITY = ("visible", "after_due_date", "after_published", "hidden")
 """Gradescope's visibilities, from the first shown to the last: hidden cases run in this order, so that nothing a
 submission learns in a case (its inputs) can reach the output of a case shown earlier."""
@@ -439,24 +418,13 @@ def call(fn: Callable, name: str, *args) -> Any:
         raise Fail(f"`{name}` raised {raised(err)}") from None
 
 
-def raised(err: Exception) -> str:
-    """``TypeError: message (in your code, line N: ...)``, for an exception of this process or of the
-    submission's (:class:`sandbox.grade.remote.SubmissionError` carries its type, message and line as data)."""
-    type_name = getattr(err, "type_name", type(err).__name__)
-    message = getattr(err, "message", str(err))
-    found = err.where() if callable(getattr(err, "where", None)) else where(err)
-    return f"{type_name}: {message}{found}"
-
-
-def where(err: BaseException) -> str:
-    """`` (your code, line N: ...)``: the last frame of the traceback outside torch and the sandbox package."""
-    frames = traceback.extract_tb(err.__traceback__)
-    own = [f for f in frames if not any(Path(f.filename).resolve().is_relative_to(d) for d in (PACKAGE_DIR, TORCH_DIR))]
-    if not own:
-        return ""
-    f = own[-1]
-    src = f" `{f.line.strip()}`" if f.line else ""
-    return f" (in your code, line {f.lineno}:{src})"
+def raised(err: BaseException) -> str:
+    """``TypeError: message (in your code, line N: `...`)``, for an exception of this process or of the submission's
+    (:class:`sandbox.grade.remote.SubmissionError` carries :func:`~sandbox.grade.worker.error_info`'s data)."""
+    info = getattr(err, "info", None) or error_info(err)
+    at = info["where"]
+    src = f" `{at['source']}`" if at and at.get("source") else ""
+    return f"{info['type']}: {info['message']}" + (f" (in your code, line {at['line']}:{src})" if at else "")
 
 
 # --- describing and comparing values -----------------------------------------------------------------------------

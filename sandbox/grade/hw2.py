@@ -9,7 +9,7 @@ from ..config import Config, preset
 from ..maths import ppo_loss as reference_ppo_loss
 from ..maths import value_loss as reference_value_loss
 from .cases import case_tests
-from .core import Assignment, Fail, FunctionSpec, Test, call, clone, generator, seed_of
+from .core import Assignment, Fail, FunctionSpec, Test, generator, seed_of
 from .integration import Scenario, integration_test, learns
 
 PPO = FunctionSpec("ppo_loss", "ppo_loss(ratio, advantages, clip_coef, clip_coef_high=None) -> per-sample loss",
@@ -39,8 +39,7 @@ def values(seed: int, n: int, clip: float | None = 0.2) -> dict:
 def test_ppo_pessimism(fns):
     args = surrogate(10, (500,), spread=0.6)
     ratio, adv = args["ratio"], args["advantages"]
-    got = call(fns["ppo_loss"], "ppo_loss", *clone(list(args.values())))
-    PPO.compare(got, reference_ppo_loss(*args.values()), like=True)
+    got = PPO.shaped(fns, *args.values())
     clipped = -torch.clamp(ratio, 0.8, 1.2) * adv
     lower = torch.maximum(-ratio * adv, clipped)
     below = got.detach() < lower - 1e-6
@@ -55,8 +54,7 @@ def test_ppo_pessimism(fns):
 
 def test_value_pessimism(fns):
     args = list(values(25, 300).values())
-    got = call(fns["value_loss"], "value_loss", *clone(args))
-    VALUE.compare(got, reference_value_loss(*args), like=True)
+    got = VALUE.shaped(fns, *args)
     floor = 0.5 * (args[0] - args[2]).square()
     below = got.detach() < floor - 1e-6
     if bool(below.any()):

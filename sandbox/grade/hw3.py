@@ -43,9 +43,7 @@ def draw(seed: int, *shape: int, scale: float = 1.0) -> dict:
 
 def estimates(fns, name: str, x: torch.Tensor) -> torch.Tensor:
     """The learner's estimates of ``x``, after their type, shape, dtype and finiteness (not values)."""
-    got = call(fns[name], name, x.clone())
-    SPECS[name].compare(got, REFERENCE[name](x), f"{name} on {len(x):,} log-ratios", like=True)
-    return got.detach()
+    return SPECS[name].shaped(fns, x, what=f"{name} on {len(x):,} log-ratios").detach()
 
 
 def test_signs(fns):

@@ -44,9 +44,7 @@ def tokens(seed: int, B: int, T: int, empty: int = 0) -> tuple[torch.Tensor, tor
 
 def advantages(fns, r: torch.Tensor, mode: str) -> torch.Tensor:
     """The learner's advantages, after their type, shape, dtype and finiteness (not values)."""
-    got = call(fns["group_advantages"], "group_advantages", r.clone(), mode)
-    ADV.compare(got, reference_advantages(r, mode), f"scale_rewards={mode!r}: the advantages", like=True)
-    return got.detach()
+    return ADV.shaped(fns, r, mode, what=f"scale_rewards={mode!r}: the advantages").detach()
 
 
 def test_adv_centred(fns):
@@ -77,10 +75,7 @@ def test_agg_padding_ignored(fns):
     per_token, mask = tokens(14, 6, 8)
     changed = torch.where(mask, per_token, torch.full_like(per_token, -1e4))
     for mode in AGGS:
-        got = [call(fns["aggregate_loss"], "aggregate_loss", x.clone(), mask.clone(), mode, None)
-               for x in (per_token, changed)]  # fmt: skip
-        for x in got:
-            AGG.compare(x, reference_aggregate(per_token, mask, mode), f"{mode}: the loss", like=True)
+        got = [AGG.shaped(fns, x, mask, mode, None, what=f"{mode}: the loss") for x in (per_token, changed)]
         expect_tensor(got[1], got[0].detach(), f"{mode}: the loss with the padding set to -1e4", rtol=1e-5, atol=1e-5)
 
 

@@ -145,41 +145,39 @@ def run_scenario(scenario: Scenario, functions: dict[str, Callable], specs: dict
     give our bits on every call of our run (:func:`replay`), their run is ours, step for step, and is not trained
     again."""
     ours, calls = reference_run(scenario)
-    recorders = replay(calls, functions, scenario.fields) if calls is not None else None
-    yours = ours if recorders is not None else None
-    if recorders is None:
-        yours, recorders = _train_here(scenario, functions)
-    for name, rec in recorders.items():
-        if rec.count == 0:
-            raise Fail(f"the trainer never called `{name}`: was it passed in?")
-    if scenario.check_calls is not None:
-        scenario.check_calls(recorders)
+    if calls and replay(calls, functions):  # their run is ours, step for step: what holds of ours holds of theirs
+        yours = ours
     else:
+        yours, recorders = _train_here(scenario, functions)
         for name, rec in recorders.items():
-            spec = specs[name]
-            for i, (args, out) in enumerate(rec.calls, start=1):
-                want = spec.reference(*args)
-                spec.compare(out, want, f"call {i} of {rec.count} of `{name}` in the run")
-    if scenario.first_update:
-        compare_first_update(yours, ours, scenario.first_update)
-    if len(yours) != len(ours):
-        raise Fail(f"the run logged {len(yours)} updates, ours {len(ours)}")
+            if rec.count == 0:
+                raise Fail(f"the trainer never called `{name}`: was it passed in?")
+        if scenario.check_calls is not None:
+            scenario.check_calls(recorders)
+        else:
+            for name, rec in recorders.items():
+                spec = specs[name]
+                for i, (args, out) in enumerate(rec.calls, start=1):
+                    spec.compare(out, spec.reference(*args), f"call {i} of {rec.count} of `{name}` in the run")
+        if scenario.first_update:
+            compare_first_update(yours, ours, scenario.first_update)
+        if len(yours) != len(ours):
+            raise Fail(f"the run logged {len(yours)} updates, ours {len(ours)}")
     if scenario.meaning is not None:
         scenario.meaning(yours, ours)
 
 
-def replay(calls: list[Call], functions: dict[str, Callable], fields: tuple[str, ...]) -> dict[str, Recorder] | None:
-    """The learner's functions on every call of our run, in its order, with its random state and grad mode. When each
-    gives our output to the last bit, leaves the random state and its inputs as ours did, and passes back our input
-    gradients for the gradients that reached our output, a training run with them is ours, step for step (the run
-    depends on nothing else of theirs): their recorders; otherwise None (and the run is trained)."""
-    recorders = {name: Recorder(functions[name], name) for name in fields}
+def replay(calls: list[Call], functions: dict[str, Callable]) -> bool:
+    """The learner's functions on every call of our run, in its order, with its random state and grad mode. True when
+    each gives our output to the last bit, leaves the random state and its inputs as ours did, and passes back our
+    input gradients for the gradients that reached our output: a training run with them is then ours, step for step
+    (the run depends on nothing else of theirs); otherwise False (and the run is trained)."""
     for c in calls:
         torch.set_rng_state(c.rng[0])
         args = [a.clone().requires_grad_() if r else clone(a) for a, r in zip(c.args, c.requires)]
         try:
             with torch.set_grad_enabled(c.grad_mode):
-                out = recorders[c.name](*args)
+                out = functions[c.name](*args)
                 ok = same(out, c.out) and same(torch.get_rng_state(), c.rng[1]) and same(clone(tuple(args)), c.args)
                 if ok and c.upstream:
                     mine = [a.clone().requires_grad_() if r else a for a, r in zip(c.args, c.requires)]
@@ -190,10 +188,10 @@ def replay(calls: list[Call], functions: dict[str, Callable], fields: tuple[str,
                                      for o, x in ((out, args), (ours, mine)))  # fmt: skip
                         ok = ok and same(tuple(got), tuple(want))
         except Exception:  # noqa: BLE001 - whatever it raised, the training run will raise it again, and say so
-            return None
+            return False
         if not ok:
-            return None
-    return recorders
+            return False
+    return True
 
 
 def flagged(x: Any) -> Any:

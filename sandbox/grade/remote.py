@@ -56,17 +56,14 @@ MAX_RESTARTS = 3
 
 
 class SubmissionError(Exception):
-    """What the submission's function raised, as data: ``type_name``, the message, and where in its code."""
+    """What the submission's function raised, as data: ``info`` (its type, message, and where in its code, in the
+    shape of :func:`sandbox.grade.worker.error_info`), made plain strings here whatever the submission sent."""
 
-    def __init__(self, type_name: str, message: str, where: dict | None):
-        super().__init__(message)
-        self.type_name, self.message, self.where_ = type_name, message, where
-
-    def where(self) -> str:
-        if not self.where_:
-            return ""
-        src = f" `{self.where_['source']}`" if self.where_.get("source") else ""
-        return f" (in your code, line {self.where_['line']}:{src})"
+    def __init__(self, raised: dict):
+        at = raised.get("where")
+        at = {"line": str(at.get("line")), "source": str(at.get("source", ""))} if isinstance(at, dict) else None
+        self.info = {"type": str(raised.get("type")), "message": str(raised.get("message")), "where": at}
+        super().__init__(self.info["message"])
 
 
 class WorkerDied(Ended):
@@ -237,9 +234,10 @@ class RemoteFunctions:
         load, cell = self.load, [None]
         try:
             try:
-                self._expect("ready", min(time.monotonic() + START_LIMIT, self.budget_end))
+                if (op := self.process.receive(min(time.monotonic() + START_LIMIT, self.budget_end))[0]) != "ready":
+                    raise self._tampered(f"its process sent {op!r} where the grader expected 'ready'")
             except Timeout:
-                self._end(None)
+                self.close()
                 self._check_budget()
                 raise WorkerDied(f"its process did not start within {START_LIMIT:g} s") from None
             self.process.send("load", {**dataclasses.asdict(load), "until": self.until}, self.lent)
@@ -255,7 +253,7 @@ class RemoteFunctions:
                 return self.start()
         except WorkerDied as died:
             printed = self.process.text().strip().splitlines() if self.process else []
-            self._end(None)
+            self.close()
             if printed and self.defined is None and not isinstance(died, Tampered):
                 raise WorkerDied(f"{died} (its last words: {printed[-1][:300]})") from None
             raise
@@ -269,20 +267,16 @@ class RemoteFunctions:
         """Past the submission's budget (``--timeout``): end its process, and every later test is not run."""
         if time.monotonic() >= self.budget_end:
             self.broken = self.broken or f"not run: the submission used all of its {self.budget:g} s (--timeout)"
-            self._end(None)
+            self.close()
             raise WorkerDied(self.broken)
-
-    def _expect(self, op: str, deadline: float) -> Any:
-        got, body, _ = self.process.receive(deadline)
-        if got != op:
-            raise self._tampered(f"its process sent {got!r} where the grader expected {op!r}")
-        return body
 
     def _tampered(self, reason: str) -> Tampered:
         self.broken = str(self.process.tampered(reason))
         return Tampered(self.broken)
 
-    def _end(self, reason: str | None) -> None:
+    def close(self, reason: str | None = None) -> None:
+        """End the process (and everything it started) and remove its working directory. Nothing is asked of it: a
+        submission's last words decide nothing."""
         if self.process is not None:
             self.process.kill(reason)
             if out := self.process.text():
@@ -294,11 +288,6 @@ class RemoteFunctions:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def close(self) -> None:
-        """End the process (and everything it started) and remove its working directory. Nothing is asked of it: a
-        submission's last words decide nothing."""
-        self._end(None)
-
     # -- requests ----------------------------------------------------------------------------------------------
 
     def _reply(self, deadline: float, progress: list | None = None, per_step: float = 0.0) -> Any:
@@ -309,7 +298,7 @@ class RemoteFunctions:
             try:
                 op, body, ok = self.process.receive(min(deadline + GRACE, self.budget_end + GRACE))
             except Timeout:
-                self._end("it ran over its time limit and was ended")
+                self.close("it ran over its time limit and was ended")
                 raise
             except Tampered as tampered:
                 self.broken = str(tampered)
@@ -331,24 +320,20 @@ class RemoteFunctions:
             else:
                 raise self._tampered(f"its process sent {op!r}, which the grader did not ask for")
 
-    def _wait(self, deadline: float) -> Any:
-        """:meth:`_reply`, where running into the budget (not the test's own limit) ends the submission."""
-        try:
-            return self._reply(deadline)
-        except Timeout:
-            self._check_budget()
-            raise
-
     def _request(self, op: str, body: dict) -> Any:
         if self.process is None or self.process.proc.poll() is not None:
-            self._end(None)
+            self.close()
             self.start()
         self._check_budget()
         end = min(self.test_end or self.budget_end, self.budget_end)
         if time.monotonic() >= end:
             raise Timeout()
         self.process.send(op, {**body, "timeout": end - time.monotonic(), "rng": torch.get_rng_state()}, self.lent)
-        reply = self._wait(end)
+        try:
+            reply = self._reply(end)
+        except Timeout:
+            self._check_budget()  # the budget, not the test's own limit, ran out: the submission ends
+            raise
         if not isinstance(reply, dict) or not isinstance(reply.get("rng"), torch.Tensor):
             raise self._tampered("its process answered with something that is not a reply of the grader's")
         torch.set_rng_state(reply["rng"])
@@ -357,7 +342,7 @@ class RemoteFunctions:
         if isinstance(raised := reply.get("raised"), dict):
             if raised.get("type") == "NotImplementedError":
                 raise NotImplementedError(raised.get("message"))
-            raise SubmissionError(str(raised.get("type")), str(raised.get("message")), raised.get("where"))
+            raise SubmissionError(raised)
         return reply
 
     def call(self, name: str, args: tuple) -> Any:

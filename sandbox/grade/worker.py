@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -29,27 +30,29 @@ from typing import Any, Callable
 VIEW_DIR = Path(__file__).resolve().parents[1]
 
 
-class GradingTimeout(BaseException):
-    """The time the grader allowed for this request ran out (a BaseException: ``except Exception`` cannot hide it)."""
+class Timeout(BaseException):
+    """A time limit ran out: a request's here, a test's in the grader (:mod:`sandbox.grade.core` raises this one too).
+    A BaseException, so that ``except Exception`` cannot hide it."""
 
 
 @contextlib.contextmanager
 def alarm(seconds: float | None):
-    """Raise :class:`GradingTimeout` in the main thread after ``seconds`` (POSIX); elsewhere the grader's own deadline,
-    which ends the whole process, is the only limit."""
-    if not seconds or not hasattr(signal, "setitimer"):
+    """Raise :class:`Timeout` after ``seconds`` (POSIX, main thread); elsewhere no limit here: the submission's
+    process then has only the grader's deadline, which ends it."""
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.signal(signal.SIGALRM, _expired)
+    previous = signal.signal(signal.SIGALRM, _expired)
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _expired(signum, frame):
-    raise GradingTimeout()
+    raise Timeout()
 
 
 # --- the student's code --------------------------------------------------------------------------------------------
@@ -95,7 +98,9 @@ def make_shell():
 
 
 def error_info(err: BaseException, filename: str | None = None) -> dict:
-    """An exception as data: its type, message (capped) and the last line of the student's code it passed."""
+    """An exception as data: its type, message (capped) and the last line of the student's code it passed (a frame
+    outside the package, the standard library and the third-party packages: the grader uses it too, on a learner's
+    function called in its own process by ``check``)."""
     frames = traceback.extract_tb(err.__traceback__)
     own = [f for f in frames if not f.filename.startswith((str(VIEW_DIR), str(Path(traceback.__file__).parent)))
            and "site-packages" not in f.filename and "<frozen" not in f.filename]  # fmt: skip
@@ -157,7 +162,7 @@ class Submission:
 
     @staticmethod
     def _stopped(label: str, err: BaseException, seconds: float, msg: dict) -> str:
-        if isinstance(err, GradingTimeout):
+        if isinstance(err, Timeout):
             return (f"{label} ran longer than {msg['cell_timeout']:g} s and was stopped; the functions defined up to "
                     "that point are graded")  # fmt: skip
         if isinstance(err, SyntaxError):
@@ -268,7 +273,7 @@ class Channel:
             try:
                 with alarm(body.get("timeout")):
                     reply = work()
-            except GradingTimeout:
+            except Timeout:
                 reply = {"timeout": True}
             except BaseException as err:  # noqa: BLE001 - anything the student's function raises is data
                 if isinstance(err, (SystemExit, KeyboardInterrupt)):
