@@ -16,7 +16,7 @@ first would mask the others): each is a submission of its own.
 import os
 from pathlib import Path
 
-from sandbox.grade.classroom import CORRECT
+from sandbox.bench.grading import CORRECT
 from sandbox.grade.core import Report, Result
 from sandbox.grade.submission import Graded, Options
 
