@@ -13,12 +13,7 @@ route by route. The attacks that end the process, exhaust a limit or return odd 
 first would mask the others): each is a submission of its own.
 """
 
-import os
-from pathlib import Path
-
 from sandbox.bench.grading import CORRECT
-from sandbox.grade.core import Report, Result
-from sandbox.grade.submission import Graded, Options
 
 GAE = "\n" + CORRECT["insert"]
 STUB = """
@@ -519,11 +514,3 @@ def gae(r, v, nv, term, d, g, lam):
     "for _ in range(20_000):\n    print('x' * 100)\nuse_style()\n" + GAE + "\nreport = check('hw1', gae=gae)\n"
     "assert not report.ok and np.zeros(2).sum() == 0\n",
 }
-
-
-def dies_on_its_name(path: str, options: Options) -> Graded:
-    """A grading pool's function in a test (``grade_folder(..., grade=)``): its process dies on a file named
-    ``dies*``, as one the kernel's OOM killer ends, and gives any other file 1 of 1 at once."""
-    if Path(path).name.startswith("dies"):
-        os._exit(9)
-    return Graded(Report("hw1", "a stand-in", [Result("t", "case", ("gae",), 1.0, 1.0, "", 0.0)]), "", "process")

@@ -170,11 +170,9 @@ def grade_folder(
     fmt: str,
     workers: int = 1,
     progress: Callable[[str, Report, int, int], None] | None = None,
-    grade: Callable[[str, Options], Graded] = _grade_in_pool,
 ) -> list[Graded]:
     """Grade every submission of ``folder`` into ``out_dir``; returns the outcomes in the folder's order. ``workers``
-    above 1: in that many spawned grading processes, each running ``grade`` (a top-level function) on one
-    submission at a time (:func:`_in_pools`)."""
+    above 1: in that many spawned grading processes, one submission at a time each (:func:`_in_pools`)."""
     files = submissions_in(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes: dict[Path, Graded] = {}
@@ -189,7 +187,7 @@ def grade_folder(
             progress(str(path.relative_to(folder)), graded.report, len(outcomes), len(files))
 
     if workers > 1:
-        _in_pools(files, options, workers, grade, record)
+        _in_pools(files, options, workers, _grade_in_pool, record)
     for path in files if workers == 1 else ():
         record(path, grade_file(path, options))
     ordered = [outcomes[p] for p in files]
@@ -201,11 +199,12 @@ def grade_folder(
 
 
 def _in_pools(files: list[Path], options: Options, workers: int, grade: Callable, record: Callable) -> None:
-    """``record(path, graded)`` for every file, graded in a pool of ``workers`` processes, at most ``workers`` at a
-    time. A grading process that dies (the kernel's OOM killer, a signal: not the submission's process, which only
-    fails its own tests) breaks its pool, and every submission being graded in it is graded once more, alone in a
-    pool of its own, before the others go on in a fresh pool: the one that killed it then dies alone and is
-    reported as an error; the others, graded again, are noted for review. None is lost."""
+    """``record(path, grade(str(path), options))`` for every file, ``grade`` (a top-level function) run in a pool of
+    ``workers`` spawned processes, at most ``workers`` files at a time. A grading process that dies (the kernel's
+    OOM killer, a signal: not the submission's process, which only fails its own tests) breaks its pool, and every
+    submission being graded in it is graded once more, alone in a pool of its own, before the others go on in a
+    fresh pool: the one that killed it then dies alone and is reported as an error; the others, graded again, are
+    noted for review. None is lost."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
