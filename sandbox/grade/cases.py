@@ -61,19 +61,21 @@ def hidden_tests(assignment: Assignment, directory: str | Path) -> list[Test]:
         raise ConfigError("hidden", f"{directory} is not a directory")
     if not path.is_file():
         raise ConfigError("hidden", f"no hidden cases for {assignment.key}: expected {path}")
-    return case_tests(assignment.key, assignment.functions, read_cases(path, "hidden"), str(path), "hidden")
+    return case_tests(assignment.key, assignment.functions, read_json(path, "hidden")["cases"], str(path), "hidden")
 
 
-def read_cases(path: Path, field: str) -> list:
-    """The ``cases`` list of a JSON file; a one-line :class:`ConfigError` naming ``field`` when it is not one."""
+def read_json(path: Path, field: str, keys: dict[str, type] = {"cases": list}) -> dict:  # noqa: B006 - read only
+    """The JSON object of a file, with a non-empty value of each type ``keys`` names (the hidden cases' ``cases``
+    list; an own assignment's ``functions`` too); a one-line error naming ``field`` when it is not one."""
     try:
         blob = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise _error(field, f"{path} is not valid JSON: {err}") from None
-    cases = blob.get("cases") if isinstance(blob, dict) else None
-    if not isinstance(cases, list) or not cases:
-        raise _error(field, f'{path}: expected {{"cases": [...]}} with at least one case')
-    return cases
+    for key, kind in keys.items():
+        if not isinstance(blob, dict) or not isinstance(blob.get(key), kind) or not blob[key]:
+            shape = "[...]" if kind is list else "{...}"
+            raise _error(field, f'{path}: expected {{"{key}": {shape}}} with at least one {key.removesuffix("s")}')
+    return blob
 
 
 def case_tests(key: str, functions: dict[str, FunctionSpec], cases: list, where: str, kind: str = "case") -> list[Test]:

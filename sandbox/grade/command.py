@@ -101,15 +101,14 @@ def run(args: list[str], parser: Callable) -> int:
 
 
 def check_hidden(hidden: str | None, a) -> Path | None:
-    if hidden is None:
-        return None
-    path = Path(hidden).resolve()  # resolved here: never relative later
-    if not path.is_dir():
-        raise ConfigError("hidden", f"{hidden} is not a directory")
+    """``--hidden`` resolved (never relative later), once its cases are read: a bad file is one line before any
+    submission runs."""
     from .cases import hidden_tests
 
-    hidden_tests(a, path)  # a bad hidden file: one line, before any submission runs
-    return path
+    if hidden is None:
+        return None
+    hidden_tests(a, hidden)
+    return Path(hidden).resolve()
 
 
 def bundle(a: BundleArgs) -> int:

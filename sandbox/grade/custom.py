@@ -19,10 +19,9 @@ Each case is compared with ``reference.py``'s function of the same name on the c
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
-from .cases import case_tests
+from .cases import case_tests, read_json
 from .core import ArgumentError, Assignment, FunctionSpec
 
 FIELD = "HW (an assignment folder)"
@@ -33,12 +32,7 @@ def load_assignment(where: str | Path) -> Assignment:
     folder = Path(where)
     if not (folder / "assignment.json").is_file():
         raise ArgumentError(FIELD, f"{where} is neither hw1 ... hw6 nor a folder holding assignment.json")
-    try:
-        spec = json.loads((folder / "assignment.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArgumentError(FIELD, f"{folder / 'assignment.json'} is not valid JSON: {err}") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("functions"), dict) or not spec["functions"]:
-        raise ArgumentError(FIELD, f'{folder / "assignment.json"}: expected {{"functions": {{name: ...}}, ...}}')
+    spec = read_json(folder / "assignment.json", FIELD, {"functions": dict, "cases": list})
     reference = _module(folder / "reference.py")
     functions = {}
     for name, f in spec["functions"].items():
@@ -48,10 +42,7 @@ def load_assignment(where: str | Path) -> Assignment:
                                 "reference.py")  # fmt: skip
         functions[name] = FunctionSpec(name, str(f.get("signature", name)), fn, tuple(f["args"]),
                                        float(f.get("rtol", 1e-5)), float(f.get("atol", 1e-6)))  # fmt: skip
-    key = folder.resolve().name
-    cases = spec.get("cases")
-    if not isinstance(cases, list) or not cases:
-        raise ArgumentError(FIELD, f"{folder / 'assignment.json'}: needs a list of cases")
+    key, cases = folder.resolve().name, spec["cases"]
     case_tests(key, functions, cases, str(folder / "assignment.json"))  # every problem is said now, once
     offers = tuple(spec.get("offers", ("plots",)))
     return Assignment(key, str(spec.get("title", key)), str(spec.get("lesson", "")), functions,
