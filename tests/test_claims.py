@@ -315,3 +315,21 @@ def test_sentences_saying_the_contrasts_against_naive_are_not_run(file, phrase):
         f"{file} says {phrase!r}, but docs/studies/mechanisms/comparisons.csv now has "
         f"{len(against)} contrasts against {sorted(set(against['against']))}: say what they show"
     )
+
+
+def test_no_page_uses_the_old_verdict_words():
+    pages = [README, *(ROOT / "docs").rglob("*.md")]
+    pages = [p for p in pages if not p.match("studies/*/report.md")]  # written by the benches
+    for page in pages:
+        text = _flat(page.read_text())
+        old = "no significant difference" in text.lower()
+        assert not old, (
+            f"{page.relative_to(ROOT)} says 'no significant difference': the verdict is 'not significant', with "
+            "what the seeds could detect (sandbox/stats.py)"
+        )
+        for table in _tables(page.read_text()):
+            for line in table.splitlines()[2:]:
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                assert not any(re.fullmatch(r"=( / =)*|= / .*|.* / =", c) for c in cells), (
+                    f"{page.relative_to(ROOT)}: '=' as a verdict in {line[:80]!r}: write n.s. (not significant)"
+                )
