@@ -191,6 +191,41 @@ CLAIMS = [
 ]
 """The sentences about the breadth and mechanism studies' verdicts, and the verdicts each needs."""
 
+NUMBERS = [
+    # (file, the sentence's words with {} for each number, study, task, arm, against, the csv columns, their format)
+    (
+        "docs/guide/breadth.md",
+        "CartPole `naive` p 0.1 is worse at p Holm {}",
+        "breadth",
+        "CartPole-v1",
+        "naive p 0.1",
+        "off",
+        ["holm p"],
+        ".2g",
+    ),
+    (
+        "docs/guide/breadth.md",
+        "Breakout `rollout-eval` p 0.3 not significant at {}",
+        "breadth",
+        "minatar:breakout",
+        "rollout-eval p 0.3",
+        "off",
+        ["holm p"],
+        ".2g",
+    ),
+    (
+        "docs/guide/breadth.md",
+        "on Acrobot its g's interval, [{}, {}], just excludes 0",
+        "mechanisms",
+        "Acrobot-v1",
+        "naive p 0.3, policy only",
+        "off",
+        ["g low", "g high"],
+        ".2f",
+    ),
+]
+"""The numbers a sentence copies from a study's comparisons.csv, as the report prints them."""
+
 NOT_RUN = [
     # (file, a phrase saying the contrasts against naive dropout are not run yet)
     ("README.md", "the contrasts against naive dropout that would tell these apart are planned, not yet run"),
@@ -304,6 +339,26 @@ def test_each_sentence_about_a_study_says_its_tables_verdicts(file, phrase, verd
             f"{file}: {phrase!r} needs {task} {arm} against {against} {want!r}; "
             f"docs/studies/{study}/comparisons.csv says {got!r}: rewrite the sentence"
         )
+
+
+@pytest.mark.parametrize(
+    "file, words, study, task, arm, against, columns, fmt", NUMBERS, ids=[n[1][:40] for n in NUMBERS]
+)
+def test_each_number_a_sentence_copies_is_its_tables(file, words, study, task, arm, against, columns, fmt):
+    table = _comparisons(study)
+    row = table[(table.task == task) & (table.label == arm) & (table["against"] == against)]
+    assert len(row) == 1, f"docs/studies/{study}/comparisons.csv has no row {task}: {arm} against {against}"
+    phrase = words.format(*(format(row[c].iloc[0], fmt) for c in columns))
+    text = _flat((ROOT / file).read_text())
+    assert _flat(phrase) in text, (
+        f"{file} should say {phrase!r} (docs/studies/{study}/comparisons.csv, {task} {arm}: {columns}); "
+        "rewrite the sentence, and its entry in NUMBERS if the words change"
+    )
+
+
+def test_no_breadth_row_is_equivalent_as_the_guide_says():
+    assert "no row is *equivalent*" in _flat(BREADTH_PAGE.read_text())
+    assert "equivalent" not in set(_comparisons("breadth").verdict), "docs/guide/breadth.md says no row is equivalent"
 
 
 @pytest.mark.parametrize("file, phrase", NOT_RUN)
