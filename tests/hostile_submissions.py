@@ -126,6 +126,13 @@ def homework_answers():
         report("homework_answers", [])
 
 
+def limits():  # not a route to the reference: what the process may use, and as whom it runs
+    import resource
+
+    names = ("RLIMIT_DATA", "RLIMIT_NPROC", "RLIMIT_CPU", "RLIMIT_FSIZE")
+    report("limits", f"uid {os.getuid()} limits {({n: resource.getrlimit(getattr(resource, n))[0] for n in names})}")
+
+
 def looks_around():
     report("lessons_and_notebooks", find("notebooks/*.ipynb", "*/notebooks/*.ipynb", "docs/**/*.md"))
     readable = []
@@ -224,7 +231,7 @@ def sitecustomize_and_pth():
     report("sitecustomize_and_pth", f"written: {written}")
 
 
-for attempt in (linecache_codeop, pyc, homework_answers, looks_around, forge_results, rewrite_the_grader,
+for attempt in (limits, linecache_codeop, pyc, homework_answers, looks_around, forge_results, rewrite_the_grader,
                 editable_finder, checkout_on_path, sitecustomize_and_pth):  # those that change the process's state last
     run(attempt.__name__.replace("pyc", "read_pyc_from_disk"), attempt)
 
@@ -480,7 +487,7 @@ SEEKER_ROUTES = (
     "inspect_getsource", "read_source_from_disk", "linecache_codeop", "read_pyc_from_disk", "homework_answers",
     "lessons_and_notebooks", "read_other_folders", "proc_and_parent", "network", "forge_results_json",
     "rewrite_the_grader", "editable_finder", "checkout_on_path", "sitecustomize_and_pth", "stack_walk", "gc_walk",
-    "subprocess_helper", "thread_before_call",
+    "subprocess_helper", "thread_before_call", "limits",
 )  # fmt: skip
 """At load, in this order (the ones that change the process's state last), then a thread that hunts for the
 reference in every module from before the first call (thread_before_call), and at the first call the stack, the
@@ -503,14 +510,16 @@ def gae(r, v, nv, term, d, g, lam):
     return adv, adv + v
 """,
     "threads": "import torch\n\n" + CORRECT["threads"],  # the same as sandbox bench grading's
-    # honest code that starts a thread and a subprocess while it loads, reads its own files, prints 2 MB, and imports
-    # numpy, sandbox.plots and check: nothing of it is held against it
+    # honest code that starts a thread and a subprocess while it loads, reads its own files, prints 2 MB and then
+    # 100 kB at every call, and imports numpy, sandbox.plots and check: nothing of it is held against it
     "honest_everything": "import json, os, subprocess, sys, threading, time\nimport numpy as np\nimport torch\n"
     "import sandbox\nfrom sandbox.grade import check\nfrom sandbox.plots import OTHER_COLORS, use_style\n\n"
     "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
     "assert subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True).stdout == '42\\n'\n"
     "with open('notes.json', 'w') as f:\n    json.dump({'gamma': 0.99}, f)\n"
     "assert json.load(open('notes.json'))['gamma'] == 0.99 and os.listdir('.')\n"
-    "for _ in range(20_000):\n    print('x' * 100)\nuse_style()\n" + GAE + "\nreport = check('hw1', gae=gae)\n"
+    "for _ in range(20_000):\n    print('x' * 100)\nuse_style()\n"
+    + GAE.replace("    adv = torch.stack(out)\n", "    print('y' * 100_000)\n    adv = torch.stack(out)\n")
+    + "\nreport = check('hw1', gae=gae)\n"
     "assert not report.ok and np.zeros(2).sum() == 0\n",
 }

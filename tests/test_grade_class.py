@@ -58,40 +58,21 @@ def hidden_cases(folder: Path) -> Path:
     return folder
 
 
-LIMITS = """import os, resource
-import torch
-LIMITS = {n: resource.getrlimit(getattr(resource, n))[0] for n in ("RLIMIT_DATA", "RLIMIT_NPROC", "RLIMIT_CPU",
-          "RLIMIT_FSIZE")}
-
-
-def gae(*args):
-    raise ValueError(f"uid {os.getuid()} limits {LIMITS}")
-"""
-PRINTS = "import torch\nfor _ in range(50_000):\n    print('x' * 100)\n" + GAE.replace(
-    "    adv = torch.stack(out)\n", "    print('y' * 100_000)\n    adv = torch.stack(out)\n")  # fmt: skip
-BOB = """import torch
-from sandbox.maths import gae as _ours
-
-
-def gae(r, v, nv, term, dones, gamma, lam):
-    return _ours(r, v, nv, dones, dones, gamma, lam)
-"""
 CUT_ON_TERMINATED = GAE.replace("(1.0 - dones[t])", "(1.0 - terminated[t])") + "\nprint(undefined_name)\n"
 
 
 @needs_bwrap
 def test_a_class_graded_as_one_folder(tmp_path):
-    """One folder graded as a course would, with 2 workers and without the training runs (about 40 s busy): two dozen
-    hostile submissions each score 0 and the honest ones full (Done-when of issue 31), forged results are never
-    reported, hidden inputs never reach what a student sees, distinct submissions get distinct output names, the
-    limits hold in the submission's process, giant output is capped, a notebook that raises after its function is
-    graded on what it defined, and summary.csv ranks the class for review. The seeker's routes share one process
-    and report one by one, so each is checked on its own."""
+    """One folder graded as a course would, with 2 workers and without the training runs (67-74 s at load 8 on 2 cores;
+    the four tests it replaces, 76-96 s): two dozen hostile submissions each score 0 and the honest ones full (Done-
+    when of issue 31), forged results are never reported, hidden inputs never reach what a student sees, distinct
+    submissions get distinct output names, the limits hold in the submission's process, giant output is capped, a
+    notebook that raises after its function is graded on what it defined, and summary.csv ranks the class for
+    review. The seeker's routes share one process and report one by one, so each is checked on its own."""
     folder, out, hidden = tmp_path / "subs", tmp_path / "out", hidden_cases(tmp_path / "hidden")
     folder.mkdir()
     fill = {"{OUT}": str(out), "{HIDDEN}": str(hidden), "{FOLDER}": str(folder), "{REPO}": str(ROOT)}
-    for kind, source in {**ZERO, **FULL, "leaks_hidden": LEAKS_HIDDEN, "limits": LIMITS, "prints": PRINTS,
-                         "bob": BOB}.items():  # fmt: skip
+    for kind, source in {**ZERO, **FULL, "leaks_hidden": LEAKS_HIDDEN}.items():
         for key, value in fill.items():
             source = source.replace(key, value)
         (folder / f"{kind}.py").write_text(source if "import torch" in source else "import torch\n" + source)
@@ -109,9 +90,9 @@ def test_a_class_graded_as_one_folder(tmp_path):
     scores = {name: (g.report.score, g.report.max_score) for name, g in graded.items()}
     assert not any(".ipynb_checkpoints" in name for name in graded)
     # every hostile submission scores 0, every honest one full
-    for name in [f"{kind}.py" for kind in (*ZERO, "leaks_hidden", "bob")] + ["seeker_notebook.ipynb", "stub.ipynb"]:
+    for name in [f"{kind}.py" for kind in (*ZERO, "leaks_hidden")] + ["seeker_notebook.ipynb", "stub.ipynb"]:
         assert scores[name][0] == 0, (name, graded[name].report.text())
-    for name in [f"{kind}.py" for kind in FULL] + ["prints.py", "alice__hw1.py"]:
+    for name in [f"{kind}.py" for kind in FULL] + ["alice__hw1.py"]:
         assert scores[name][0] == scores[name][1] == 19 + 4, graded[name].report.text()
     # every route of the seeker ran, and none found anything it could call; the ones that look on the disk, in /proc
     # and on the network found nothing at all
@@ -126,7 +107,6 @@ def test_a_class_graded_as_one_folder(tmp_path):
                  "lessons_and_notebooks", "read_other_folders", "proc_and_parent", "network"):  # fmt: skip
         assert routes[name] == ["[]"], (name, routes[name])
     assert "not offered while grading" in routes["import"][0] and routes["sandbox_train"][0].startswith("refused")
-    assert "not offered while grading" in (out / "bob.txt").read_text()
     # nothing forged reaches the grading's output, which only the grader writes
     assert not (out / "forge").exists()
     for name in ("seeker", "breaks_the_closing", "forge_reply_frames", "escaped_daemon"):
@@ -146,12 +126,12 @@ def test_a_class_graded_as_one_folder(tmp_path):
     assert len(set(names.values())) == 2
     assert {json.loads((out / n / "results.json").read_text())["score"] for n in names.values()} == {0, 23}
     # the limits, in the submission's process: memory, processes, CPU time, file size; never root
-    text = graded["limits.py"].report.results[1].output
+    text = routes["limits"][0]
     assert f"'RLIMIT_DATA': {1024 << 20}" in text and "'RLIMIT_FSIZE': 67108864" in text, text
     assert "'RLIMIT_CPU': 120" in text and 64 <= int(re.search(r"'RLIMIT_NPROC': (\d+)", text)[1]) < 200, text
     assert os.geteuid() != 0 or "uid 0 " not in text
-    # giant output: what it printed is capped, and its grade is whole
-    output = (out / "prints.output.txt").read_text()
+    # giant output (2 MB, then 100 kB at every call): what it printed is capped, and its grade is whole
+    output = (out / "honest_everything.output.txt").read_text()
     assert len(output) < 70_000 and "more bytes of output not kept" in output
     # a notebook that raises after defining gae is graded on the gae it defined, and says where it stopped
     text = (out / "carol.txt").read_text()
