@@ -47,7 +47,7 @@ commands:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], object], Callable[[object], int]]] = {}
-"""command -> (how it reads its argument list, what it does with what it read: the exit code), in USAGE's order."""
+"""command -> (how it reads its argument list, what it does with what it read: the exit code)."""
 
 
 def command(name: str, reads: type | Callable[[list[str]], object]):
@@ -347,22 +347,6 @@ def cmd_pretrain(a: PretrainArgs) -> int:
     return 0
 
 
-# --- sandbox bench and sandbox grade: their arguments and checks live in their packages' command.py -------------------
-
-
-def _bench_args(args: list[str]):
-    from ..bench.command import parse as read
-
-    return read(args, parse)
-
-
-@command("bench", _bench_args)
-def cmd_bench(a) -> int:
-    from ..bench.command import run
-
-    return run(a)
-
-
 # --- sandbox demo -----------------------------------------------------------------------------------------------------
 
 
@@ -390,6 +374,22 @@ def cmd_demo(a: DemoArgs) -> int:
 
     run_demo(a.workers, a.out, a.quiet, a.fast)
     return 0
+
+
+# --- sandbox bench and sandbox grade: their arguments and checks live in their packages' command.py -------------------
+
+
+def _bench_args(args: list[str]):
+    from ..bench.command import parse as read
+
+    return read(args, parse)
+
+
+@command("bench", _bench_args)
+def cmd_bench(a) -> int:
+    from ..bench.command import run
+
+    return run(a)
 
 
 def _grade_args(args: list[str]):
@@ -436,23 +436,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"sandbox: error: unknown command {command!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"sandbox: error: unknown command {name!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    read, run = COMMANDS[command]
+    read, run = COMMANDS[name]
     try:
         return run(read(rest))
     except (UsageError, ConfigError) as err:
-        print(f"sandbox {command}: error: {err}", file=sys.stderr)
+        print(f"sandbox {name}: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
-        print(f"sandbox {command}: stopped: {err}. Every row up to the last update was kept.", file=sys.stderr)
+        print(f"sandbox {name}: stopped: {err}. Every row up to the last update was kept.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"sandbox {command}: interrupted", file=sys.stderr)
+        print(f"sandbox {name}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
