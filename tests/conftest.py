@@ -23,7 +23,8 @@ LONG = 1.0
 def pytest_collection_modifyitems(config, items):
     measured = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
     for item in items:
-        seconds = [measured.get(item.nodeid, 0.0), *(measured.get(f"fixture {f}", 0.0) for f in item.fixturenames)]
+        shared = getattr(item, "fixturenames", ())  # a notebook (nbmake) has none
+        seconds = [measured.get(item.nodeid, 0.0), *(measured.get(f"fixture {f}", 0.0) for f in shared)]
         if max(seconds) >= LONG:
             item.add_marker(pytest.mark.long)
 
