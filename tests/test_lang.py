@@ -283,8 +283,10 @@ def test_clip_fraction_respects_the_upper_clip():
 
     logratio = torch.log(torch.tensor([1.25, 1.25, 0.7, 1.0]))
     seen = [Seen(logratio, torch.ones(4), torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0))]
-    assert update_metrics(seen, 0.2, 1, clip_coef_high=0.28)["first_clipfrac"] == pytest.approx(0.25)  # only 0.7
-    assert update_metrics(seen, 0.2, 1)["first_clipfrac"] == pytest.approx(0.75)
+    assert update_metrics(seen, clip_coef=0.2, epochs_done=1, clip_coef_high=0.28)["first_clipfrac"] == pytest.approx(
+        0.25
+    )  # only 0.7
+    assert update_metrics(seen, clip_coef=0.2, epochs_done=1)["first_clipfrac"] == pytest.approx(0.75)
 
 
 def test_same_numbers_whether_or_not_the_reference_was_cached(tmp_path, monkeypatch):

@@ -228,9 +228,9 @@ def test_the_metrics_of_every_member_at_once_are_each_member_s_own():
                     Seen(seen.logratio[k, :n], seen.adv[k, :n], seen.entropy[k], seen.policy_loss[k],
                          seen.value_loss[k], keep=seen.keep[k, :n], grad_norm=norms[k] if stepped[k] else None)
                 )  # fmt: skip
-    together = members_update_metrics(taken, [4, 3, 2], 0.2, 0.3)
+    together = members_update_metrics(taken, [4, 3, 2], clip_coef=0.2, clip_coef_high=0.3)
     for k in range(K):
-        alone = update_metrics(own[k], 0.2, [4, 3, 2][k], 0.3)
+        alone = update_metrics(own[k], clip_coef=0.2, epochs_done=[4, 3, 2][k], clip_coef_high=0.3)
         assert together[k].keys() == alone.keys()
         for name in alone:
             a, b = together[k][name], alone[name]

@@ -74,7 +74,7 @@ class Taken(NamedTuple):
 
 @torch.no_grad()
 def update_metrics(
-    seen: list[Seen], clip_coef: float, epochs_done: int, clip_coef_high: float | None = None
+    seen: list[Seen], *, clip_coef: float, epochs_done: int, clip_coef_high: float | None = None
 ) -> dict[str, float]:
     """The update's diagnostics for one run, from what each of its minibatches saw (its ``grad_norm`` None where no
     step followed): :func:`members_update_metrics` for a population of one."""
@@ -83,12 +83,12 @@ def update_metrics(
         Taken(s, one, yes if s.grad_norm is not None else ~yes, None if s.grad_norm is None else s.grad_norm.reshape(1))
         for s in seen
     ]
-    return members_update_metrics(taken, [epochs_done], clip_coef, clip_coef_high)[0]
+    return members_update_metrics(taken, [epochs_done], clip_coef=clip_coef, clip_coef_high=clip_coef_high)[0]
 
 
 @torch.no_grad()
 def members_update_metrics(
-    taken: list[Taken], epochs_done: Sequence[int | None], clip_coef: float, clip_coef_high: float | None = None
+    taken: list[Taken], epochs_done: Sequence[int | None], *, clip_coef: float, clip_coef_high: float | None = None
 ) -> dict[int, dict[str, float]]:
     """The update's diagnostics for every member k with ``epochs_done[k]`` (None: not in this update), with the
     reference maths, for all members at once: ``first_*`` from the member's first minibatch (before any gradient

@@ -345,7 +345,7 @@ class DropoutPPO(PPO):
         values = torch.as_tensor(self.rollout_buffer.values).flatten()
         returns = torch.as_tensor(self.rollout_buffer.returns).flatten()
         self.last_update = {
-            **update_metrics(seen, clip, epochs_done),
+            **update_metrics(seen, clip_coef=clip, epochs_done=epochs_done),
             "explained_var": explained_variance(values, returns),
             "lr": float(self.policy.optimizer.param_groups[0]["lr"]),
             "clip_coef": clip,
@@ -499,7 +499,7 @@ def as_sandbox_state_dict(policy: ActorCriticPolicy) -> dict[str, Tensor] | None
 class SandboxView:
     """The SB3 policy as the sandbox's run bookkeeping sees it (:class:`~sandbox.algos.run.Run`): its dropout p, and its
     weights for ``policy.pt``: in the sandbox's Agent layout when the network is one (``sandbox eval`` reads it),
-    else SB3's own names (``network`` then says ``"sb3"``)."""
+    else SB3's own names (``network_spec`` then says ``"sb3"``)."""
 
     def __init__(self, policy: DropoutActorCriticPolicy):
         self.sb3_policy = policy
@@ -524,10 +524,12 @@ class _Source:
         policy = model.policy
         self.policy = SandboxView(policy)
         if as_sandbox_state_dict(policy) is not None:
-            self.network = gym_network(cfg, policy.observation_space.shape[0], policy.action_space, with_critic=True)
+            self.network_spec = gym_network(
+                cfg, policy.observation_space.shape[0], policy.action_space, with_critic=True
+            )
         else:
-            self.network = {"type": "sb3", "env": cfg.env, "observation": str(policy.observation_space)}
-            self.network["action"] = str(policy.action_space)
+            self.network_spec = {"type": "sb3", "env": cfg.env, "observation": str(policy.observation_space)}
+            self.network_spec["action"] = str(policy.action_space)
         self.reference = frozen_copy(policy)  # kl_ref: the initial policy, as for the sandbox's PPO on Gym
         self.threshold = reward_threshold(cfg.env)
         self.summary_extra = {"reference_path": None}
