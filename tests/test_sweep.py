@@ -97,49 +97,40 @@ RESUME = """
 preset = "cartpole"
 
 [grid]
-total_steps = [512, 12000]
+total_steps = [512, LONG]
 seed = [0]
 """
 
 
 @pytest.mark.parametrize("how", ["kill a worker", "ctrl-c"])
 def test_interrupted_sweep_resumes_without_touching_finished_runs(tmp_path, how):
-    spec, out = write_spec(tmp_path, RESUME), tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "sandbox",
-        "sweep",
-        str(spec),
-        "--out",
-        str(out),
-        "--workers",
-        "2",
-        "--quiet",
-        "--no-report",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    long_run = out / "total_steps=12000__seed=0"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (_finished(out) and (long_run / "metrics.csv").exists()):
-        time.sleep(0.05)
-    assert _finished(out) and not (long_run / "summary.json").exists(), "the long run should still be running"
-    if how == "kill a worker":
-        workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
-        assert workers
-        os.kill(workers[0], signal.SIGKILL)  # one worker dies; the sweep must stop cleanly and say so
-    else:
-        proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    for long in (12000, 48000):  # a longer run if the first one finished before the interrupt reached the sweep
+        spec, out = write_spec(tmp_path, RESUME.replace("LONG", str(long)), f"resume{long}.toml"), tmp_path / f"o{long}"
+        cmd = [sys.executable, "-m", "sandbox", "sweep", str(spec), "--out", str(out), "--workers", "2", "--quiet"]
+        proc = subprocess.Popen(cmd + ["--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        long_name = f"total_steps={long}__seed=0"
+        deadline = time.time() + 60
+        while time.time() < deadline and not (_finished(out) and (out / long_name / "metrics.csv").exists()):
+            time.sleep(0.05)
+        assert _finished(out) and long_name not in _finished(out), "the long run should still be running"
+        if how == "kill a worker":
+            workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            assert workers
+            os.kill(workers[0], signal.SIGKILL)  # one worker dies; the sweep must stop cleanly and say so
+        else:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        if not (proc.returncode == 0 and long_name in _finished(out)):  # else: it ended before the interrupt landed
+            break
     assert proc.returncode in (2, 130) and "Traceback" not in err, err
     assert ("worker process died" in err) if how == "kill a worker" else ("interrupted" in err)
     before = _finished(out)
-    assert "total_steps=12000__seed=0" not in before
+    assert long_name not in before
 
     counts = run_sweep(spec, out, workers=2, quiet=True)
     assert counts["skipped"] == len(before) and counts["ran"] == 2 - len(before)
     after = _finished(out)
-    assert set(after) == {"total_steps=512__seed=0", "total_steps=12000__seed=0"}
+    assert set(after) == {"total_steps=512__seed=0", long_name}
     assert all(after[name] == before[name] for name in before)  # finished runs untouched, byte for byte
 
 
