@@ -185,7 +185,7 @@ def test_ppo_on_the_token_mdp_runs_and_values_tokens():
     r = sandbox.train(lang(algo="ppo", dropout_mode="off", total_steps=800, update_epochs=2))
     m = r.metrics
     assert r.summary["status"] == "ok" and m.value_loss.notna().all() and m.explained_var.notna().all()
-    assert m.first_ratio_dev.iloc[0] == 0.0
+    assert m.first_ratio_dev.iloc[0] == 0.0 and (m.first_value_dev < 1e-6).all()  # the value head, likewise
 
 
 def test_grpo_on_gym_groups_episodes_by_reset_seed():
@@ -194,7 +194,7 @@ def test_grpo_on_gym_groups_episodes_by_reset_seed():
     )
     r = sandbox.train(cfg)
     assert r.summary["status"] == "ok" and (r.metrics.completion_len > 5).all()
-    assert (r.metrics.first_ratio_dev < 1e-6).all()
+    assert (r.metrics.first_ratio_dev < 1e-6).all() and r.metrics.first_value_dev.isna().all()  # no critic
 
 
 def test_same_seed_same_language_metrics(tmp_path):

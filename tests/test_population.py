@@ -258,3 +258,11 @@ def test_bench_population_counts_the_update_s_flops_and_prints_every_section():
     }  # fmt: skip
     text = format_population(result)
     assert "population / SB3: 6.00 (target >= 5.9): met" in text and case in text and "update: 50%" in text
+
+
+def test_a_member_s_first_value_dev_is_its_single_run_s():
+    """The critic's diagnostic comes from the one update path: a member of two reads its single run's value."""
+    cfg = small(dropout=0.3, dropout_mode="naive", dropout_value=True, dropout_policy=False)
+    single = sandbox.train(cfg).metrics.first_value_dev
+    member = sandbox.train_population([cfg, cfg.replace(seed=1)])[0].metrics.first_value_dev
+    assert (single > 1e-4).all() and _close(single, member), (single.tolist(), member.tolist())

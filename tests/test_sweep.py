@@ -567,3 +567,26 @@ def test_train_many_returns_what_train_returns_in_order():
     alone = sandbox.train(cfgs[2]).metrics.drop(columns=list(TIMING_COLUMNS))
     assert many[2].metrics.drop(columns=list(TIMING_COLUMNS)).equals(alone)  # a run on its own: the same numbers
     assert all(r.summary["population"] == 2 for r in many[:2])  # the two seeds of one config: one population
+
+
+def test_the_mechanism_table_has_the_critic_s_first_value_dev_next_to_first_ratio_dev(tmp_path):
+    """first_value_dev, the mean of the runs' column, stands next to first_ratio_dev; a run written before the column
+    existed reads "-" (NaN), and a report of only such runs has no such column."""
+    import pandas as pd
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    for root in (new, old):
+        for seed in range(2):
+            _fake_run(root, "off", "CartPole-v1", "off", 0.1, seed, 10.0 + seed)
+            _fake_run(root, "naive", "CartPole-v1", "naive", 0.1, seed, 20.0 + seed)
+    for seed, dev in ((0, 0.25), (1, 0.35)):  # the new sweep's naive runs have the column: 0.3 over the group
+        path = new / "naive" / f"seed={seed}" / "metrics.csv"
+        pd.read_csv(path).assign(first_value_dev=dev).to_csv(path, index=False)
+    table = write_report(new, quiet=True, figures=False).set_index("group")
+    assert table.loc["dropout_mode=naive", "first_value_dev"] == pytest.approx(0.3)
+    assert np.isnan(table.loc["dropout_mode=off", "first_value_dev"])
+    text = (new / "report.md").read_text()
+    assert "| group | first_ratio_dev | first_value_dev | first_clipfrac |" in text
+    assert "first_value_dev = mean |V - V_old|" in text
+    write_report(old, quiet=True, figures=False)
+    assert "first_value_dev" not in (old / "report.md").read_text()

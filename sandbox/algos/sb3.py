@@ -376,7 +376,8 @@ def minibatch_seen(
         predicted = samples.old_values + (values - samples.old_values).clamp(-clip_range_vf, clip_range_vf)
     value_loss = 0.5 * F.mse_loss(predicted, samples.returns)
     ent = entropy.mean() if entropy is not None else -log_prob.mean()
-    return Seen(logratio, adv, ent, policy_loss, value_loss, grad_norm=grad_norm)
+    value_dev = (values - samples.old_values).abs().mean()  # first_value_dev: 0 when the critic is the rollout's
+    return Seen(logratio, adv, ent, policy_loss, value_loss, grad_norm=grad_norm, value_dev=value_dev)
 
 
 # --- the sandbox config in SB3's names --------------------------------------------------------------------------
