@@ -102,12 +102,21 @@ seed = [0]
 """
 
 
+def _ctrl_c_heard() -> None:
+    """In the sweep's process before it starts: Ctrl-C neither ignored nor blocked, whatever the test process
+    inherited (a process started with SIGINT ignored, as a shell's background job is, never hears it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.parametrize("how", ["kill a worker", "ctrl-c"])
 def test_interrupted_sweep_resumes_without_touching_finished_runs(tmp_path, how):
     for long in (12000, 48000):  # a longer run if the first one finished before the interrupt reached the sweep
         spec, out = write_spec(tmp_path, RESUME.replace("LONG", str(long)), f"resume{long}.toml"), tmp_path / f"o{long}"
         cmd = [sys.executable, "-m", "sandbox", "sweep", str(spec), "--out", str(out), "--workers", "2", "--quiet"]
-        proc = subprocess.Popen(cmd + ["--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            cmd + ["--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_heard
+        )
         long_name = f"total_steps={long}__seed=0"
         deadline = time.time() + 60
         while time.time() < deadline and not (_finished(out) and (out / long_name / "metrics.csv").exists()):
