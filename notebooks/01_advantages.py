@@ -389,7 +389,7 @@ bug_table
 # %%
 verdicts = {metric: bug_table.loc[(metric, "wrong")] for metric in scores}
 critic = verdicts["critic's value, rollouts with a truncation"]
-wrong_at, right_at = (np.array(truncation_adv[v]) for v in both)
+right_at, wrong_at = (np.array(truncation_adv[v]) for v in both)
 course.say(
     f"""In this run ({len(SEEDS)} seeds): the mean raw advantage at a truncation was {np.nanmin(wrong_at):.1f} to
 {np.nanmax(wrong_at):.1f} per seed with the bug and {np.nanmin(right_at):+.1f} to {np.nanmax(right_at):+.1f}
@@ -406,7 +406,7 @@ final return {verdicts["final return"]["mean"]:.0f} against {verdicts["final ret
 )
 course.claim(
     "at every truncation the bug gives the last step a raw advantage of about -45, where bootstrapping gives about 0",
-    np.all((wrong_at > -50) & (wrong_at < -40)) and np.all(np.abs(right_at) < 3),
+    np.all((wrong_at > -55) & (wrong_at < -35)) and np.all(np.abs(right_at) < 3),
     f"per-seed means {np.round(wrong_at, 1).tolist()} with the bug, {np.round(right_at, 1).tolist()} without",
 )
 course.claim(

@@ -127,7 +127,7 @@ ESTIMATORS = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}
 CHUNKS = 40  # the samples in 40 chunks: a t interval over the chunks' values gives each number an interval
 
 
-def log_ratios(mu, n=MC_SAMPLES, seed=0):
+def log_ratios(mu, n=MC_SAMPLES, *, seed):
     """n samples x ~ p and their log-ratios log p(x) - log q(x), q = N(mu, 1): fresh samples for every mu."""
     torch.manual_seed(seed)
     x = p.sample((n,))

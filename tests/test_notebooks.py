@@ -4,20 +4,38 @@
   cells as the ``.ipynb``, so neither was edited without the other (``jupytext --sync notebooks/NN_name.py``);
 - the committed ``.ipynb`` carries the outputs of a full run, figures included (at least one PNG), so the lesson
   reads without installing anything, and stays small (under 600 KB);
-- its first markdown cell states the learning goals and the measured running time.
+- its first markdown cell states the learning goals and the measured running time, and a generated "Running time"
+  paragraph is the one ``make course-check`` wrote from ``notebooks/timings.json`` (so the time a student reads is
+  the time measured);
+- every lesson that draws seeds takes them from ``sandbox.course`` (``SANDBOX_SEED_SET`` moves them all), never a
+  literal;
+- the committed outputs come from one machine and one date, which the course map states (``notebooks/README.md``,
+  written by ``make course-check``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 from pathlib import Path
 
 import jupytext
 import pytest
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 MAX_BYTES = 600 * 1024
+TIMINGS = NOTEBOOKS / "timings.json"
+READS_COMMITTED_STUDIES = {"09_when_does_dropout_help"}  # trains nothing: no seed to move
+
+
+def _course_check():
+    spec = importlib.util.spec_from_file_location("course_check", ROOT / "tools" / "course_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_there_are_lessons():
@@ -63,3 +81,51 @@ def test_opens_with_goals_and_running_time(lesson):
         f"{lesson.name}: the first cell must state the measured running time (full mode and SANDBOX_FAST=1)"
     )
     assert "SANDBOX_FAST" in first, f"{lesson.name}: the first cell must give the running time with SANDBOX_FAST=1"
+
+
+def test_running_time_is_the_one_course_check_measured(lesson):
+    check = _course_check()
+    first = next(c for c in jupytext.read(lesson.with_suffix(".py")).cells if c.cell_type == "markdown").source
+    if check.RUNNING_TIME not in first:
+        pytest.skip(f"{lesson.stem} keeps its own running-time sentence")
+    entry = json.loads(TIMINGS.read_text())["lessons"].get(lesson.stem) if TIMINGS.exists() else None
+    assert entry and {"full_s", "full_cpu_s", "fast_s"} <= entry.keys(), (
+        f"{lesson.stem} has no measured time in {TIMINGS.name}: run make course-check"
+    )
+    assert check.running_time(entry) in first, (
+        f"{lesson.name}: its 'Running time' paragraph is not the one {TIMINGS.name} gives: run make course-check"
+    )
+
+
+LITERAL_SEED = re.compile(r"\b(seed\s*=\s*\d|manual_seed\(\s*\d|default_rng\(\s*\d)|SEEDS\s*=\s*(\[|list\(range)")
+
+
+def test_every_seed_comes_from_the_seed_set(lesson):
+    if lesson.stem in READS_COMMITTED_STUDIES:
+        pytest.skip(f"{lesson.stem} trains nothing")
+    source = lesson.with_suffix(".py").read_text()
+    assert "course.seed" in source, f"{lesson.name} draws no seed from sandbox.course (course.seeds, course.seed)"
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
+    literal = LITERAL_SEED.search(code)
+    assert not literal, (
+        f"{lesson.name}: {literal.group(0)!r} is a literal seed; take it from course.seeds / course.seed, so that "
+        "SANDBOX_SEED_SET moves it"
+    )
+
+
+def test_outputs_from_one_machine_and_one_date_stated_in_the_course_map():
+    timings = json.loads(TIMINGS.read_text())
+    assert {"machine", "date", "load_average", "total_s"} <= timings.keys(), "run make course-check (all lessons)"
+    stems = {p.stem for p in LESSONS}
+    assert set(timings["lessons"]) == stems, (
+        f"{TIMINGS.name} times {sorted(timings['lessons'])}, the lessons are {sorted(stems)}"
+    )
+    for stem, entry in timings["lessons"].items():
+        assert (entry["machine"], entry["date"]) == (timings["machine"], timings["date"]), (
+            f"{stem} was executed on {entry['machine']}, {entry['date']}; the others on {timings['machine']}, "
+            f"{timings['date']}: run make course-check"
+        )
+    readme = (NOTEBOOKS / "README.md").read_text()
+    assert timings["date"] in readme and timings["machine"] in readme, (
+        "the course map does not state the machine and date"
+    )
