@@ -70,7 +70,7 @@ notebooks: setup
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200 $$nb || exit 1; \
 	done
 
-# Every lesson in full mode on this machine, its claims checked (sandbox/course.py): seed set 1 writes the outputs into
+# Every lesson in full mode on this machine, its claims checked (sandbox/analysis/course.py): seed set 1 writes the outputs into
 # the .ipynb (only from a run that contradicted no sentence), seed set 2 (SANDBOX_SEED_SET=2, disjoint seeds) is
 # checked and thrown away, SANDBOX_FAST=1 is timed; the times go to notebooks/timings.json, each lesson's "Running
 # time" paragraph and the course map (notebooks/README.md). Run it before any commit that changes a lesson's outputs.

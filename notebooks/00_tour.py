@@ -18,7 +18,7 @@
 #
 # **Reading the numbers.** A sentence with a number of a run in it is printed by a cell, from the run you made: run
 # the lesson on your laptop and those sentences change with your numbers. A sentence that must hold on any run is
-# checked by the cell under it (`sandbox.course.claim`), which stops the lesson, naming the sentence, if your run
+# checked by the cell under it (`sandbox.analysis.course.claim`), which stops the lesson, naming the sentence, if your run
 # contradicts it.
 
 # %%
@@ -32,7 +32,8 @@ import pandas as pd
 from IPython.display import Image, display
 
 import sandbox
-from sandbox import course, stats
+from sandbox import stats
+from sandbox.analysis import course
 from sandbox.runs.evaluate import evaluate
 from sandbox.plots import OTHER_COLORS, use_style
 from sandbox.runs.rundir import checkpoint_path

@@ -18,7 +18,7 @@
 # only check the notebook works: their numbers mean nothing). The committed outputs are those of that full run.
 #
 # **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
-# sentence that must hold on any run is checked by the cell under it (`sandbox.course.claim`), which stops the
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
 # lesson, naming the sentence, if your run contradicts it.
 #
 # **Read along:** `sandbox/algos/ppo.py`, step 2 of `train_ppo` ("Advantages"), and `gae` in `sandbox/maths.py`.
@@ -35,7 +35,8 @@ import pandas as pd
 import torch
 
 import sandbox
-from sandbox import course, maths, stats
+from sandbox import maths, stats
+from sandbox.analysis import course
 from sandbox.plots import OTHER_COLORS, use_style
 
 use_style()

@@ -18,7 +18,7 @@
 # only check the notebook works: their numbers mean nothing). The committed outputs are those of that full run.
 #
 # **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
-# sentence that must hold on any run is checked by the cell under it (`sandbox.course.claim`), which stops the
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
 # lesson, naming the sentence, if your run contradicts it.
 #
 # **Read along:** first the reading edition, `sandbox/reading/ppo_dropout.py`, PPO in one file: its table of the
@@ -39,7 +39,8 @@ import pandas as pd
 from IPython.display import display
 
 import sandbox
-from sandbox import course, maths, reading, stats
+from sandbox import maths, reading, stats
+from sandbox.analysis import course
 from sandbox.dropout_modes import MODES
 from sandbox.plots import MODE_COLORS, use_style
 

@@ -40,7 +40,7 @@
 # `SANDBOX_SEED_SET` changes the seeds of the RL runs and of every draw the lesson makes.
 #
 # **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
-# sentence that must hold on any run is checked by the cell under it (`sandbox.course.claim`), which stops the
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
 # lesson, naming the sentence, if your run contradicts it.
 #
 # **The code you are reading about.** First the reading edition, `sandbox/reading/grpo_dropout.py`: GRPO on this
@@ -62,7 +62,8 @@ import torch
 from IPython.display import display
 
 import sandbox
-from sandbox import course, maths, reading, stats
+from sandbox import maths, reading, stats
+from sandbox.analysis import course
 from sandbox.dropout_modes import MODES
 from sandbox.runs.pretrain import PretrainConfig, load_reference
 from sandbox.algos.lang_rollout import sample_groups

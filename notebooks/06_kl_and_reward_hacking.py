@@ -38,7 +38,7 @@
 # seed set, as a downloaded model would be; `SANDBOX_SEED_SET` changes every other seed of the lesson.
 #
 # **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
-# sentence that must hold on any run is checked by the cell under it (`sandbox.course.claim`), which stops the
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
 # lesson, naming the sentence, if your run contradicts it.
 #
 # **The code you are reading about.** `maths.kl_k1`, `kl_k2`, `kl_k3` and `adaptive_beta` in `sandbox/maths.py`;
@@ -60,7 +60,8 @@ import pandas as pd
 import torch
 
 import sandbox
-from sandbox import course, maths, stats
+from sandbox import maths, stats
+from sandbox.analysis import course
 from sandbox.dropout_modes import MODES
 from sandbox.runs.evaluate import evaluate
 from sandbox.runs.pretrain import PretrainConfig, load_reference

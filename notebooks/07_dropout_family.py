@@ -43,7 +43,7 @@
 # The training runs go two at a time.
 #
 # **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
-# sentence that must hold on any run is checked by the cell under it (`sandbox.course.claim`), which stops the
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
 # lesson, naming the sentence, if your run contradicts it. With 5 seeds per arm, a verdict on an outcome is this
 # run's: lesson 04 measures how often a 5-seed verdict comes out the other way on other seeds.
 #
@@ -67,7 +67,8 @@ import pandas as pd
 import torch
 
 import sandbox
-from sandbox import course, maths, stats
+from sandbox import maths, stats
+from sandbox.analysis import course
 from sandbox.analysis import studies
 from sandbox.plots import MODE_COLORS, OTHER_COLORS, use_style
 

@@ -40,7 +40,7 @@
 # runs on 2 worker processes.
 #
 # **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
-# sentence that must hold on any run is checked by the cell under it (`sandbox.course.claim`), which stops the
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
 # lesson, naming the sentence, if your run contradicts it.
 
 # %%
@@ -62,7 +62,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 import sandbox
-from sandbox import course, stats
+from sandbox import stats
+from sandbox.analysis import course
 from sandbox.plots import MODE_COLORS, use_style
 from sandbox.analysis.report import key_table, write_report
 from sandbox.algos.sb3 import DropoutPPO

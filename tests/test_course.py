@@ -1,11 +1,11 @@
-"""sandbox.course: the seed sets, say() and claim() that keep a lesson's sentences true of the student's run. No
-training here: the whole file takes well under a second."""
+"""sandbox.analysis.course: the seed sets, say() and claim() that keep a lesson's sentences true of the student's
+run. No training here: the whole file takes well under a second."""
 
 import json
 
 import pytest
 
-from sandbox import course
+from sandbox.analysis import course
 
 
 @pytest.fixture

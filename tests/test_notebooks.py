@@ -7,8 +7,8 @@
 - its first markdown cell states the learning goals and the measured running time, and a generated "Running time"
   paragraph is the one ``make course-check`` wrote from ``notebooks/timings.json`` (so the time a student reads is
   the time measured);
-- every lesson that draws seeds takes them from ``sandbox.course`` (``SANDBOX_SEED_SET`` moves them all), never a
-  literal;
+- every lesson that draws seeds takes them from ``sandbox.analysis.course`` (``SANDBOX_SEED_SET`` moves them all),
+  never a literal;
 - the committed outputs come from one machine and one date, which the course map states (``notebooks/README.md``,
   written by ``make course-check``).
 """
@@ -104,7 +104,7 @@ def test_every_seed_comes_from_the_seed_set(lesson):
     if lesson.stem in READS_COMMITTED_STUDIES:
         pytest.skip(f"{lesson.stem} trains nothing")
     source = lesson.with_suffix(".py").read_text()
-    assert "course.seed" in source, f"{lesson.name} draws no seed from sandbox.course (course.seeds, course.seed)"
+    assert "course.seed" in source, f"{lesson.name} draws no seed from sandbox.analysis.course (course.seeds, .seed)"
     code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
     literal = LITERAL_SEED.search(code)
     assert not literal, (
