@@ -290,7 +290,7 @@ display(Image(filename=str(RUNS / "final.gif"), embed=True))
 course.say(
     f"""In this run, the policy after {EARLY} updates kept the pole up for {before["lengths"][0]} steps in its first
     episode (the one drawn above) and {np.mean(before["lengths"]):.0f} on average over its 10 episodes; the trained
-    policy's episodes lasted {min(after["lengths"])} to {max(after["lengths"])} steps."""
+    policy's episodes lasted {course.span(after["lengths"])} steps."""
 )
 course.claim(
     "after 10 updates the policy lets the pole fall: its episodes terminate",

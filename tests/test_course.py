@@ -36,6 +36,12 @@ def test_seed_sets_are_disjoint_and_set_one_is_the_plain_seeds(monkeypatch):
         course.seed(1000)
 
 
+def test_span_names_one_value_once():
+    assert course.span([29, 142, 63]) == "29 to 142"
+    assert course.span([500.0, 500.0]) == "500"
+    assert course.span([0.1234, 0.5], "{:.2f}") == "0.12 to 0.50"
+
+
 def test_seed_names():
     assert course.seed_names([0, 1, 2, 3, 4]) == "seeds 0-4"
     assert course.seed_names([1003]) == "seed 1003"

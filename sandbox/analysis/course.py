@@ -87,6 +87,12 @@ def seed_names(values: list[int]) -> str:
     return "seeds " + ", ".join(map(str, values))
 
 
+def span(values, fmt: str = "{:.0f}") -> str:
+    """How a sentence gives a range: ``"29 to 142"``, or ``"500"`` when every value prints the same."""
+    low, high = (fmt.format(v) for v in (min(values), max(values)))
+    return low if low == high else f"{low} to {high}"
+
+
 def say(markdown: str) -> None:
     """Display ``markdown`` (dedented) as the cell's output: a paragraph of the lesson whose numbers come from this
     run. In FAST mode it is marked as such. Outside a notebook it is printed. Keep it to what CommonMark renders
