@@ -63,6 +63,8 @@ html_math_renderer = "mathml"
 html_extra_path = ["_extra"]
 html_static_path = ["_static"]
 html_css_files = ["site.css"]
+# a table too wide for its column is drawn stacked, one block per row (docs/_static/site.js)
+html_js_files = [("site.js", {"defer": "defer"})]
 html_favicon = "_static/favicon.svg"
 # the download button of a page gives its source: a lesson or an assignment as its .ipynb, a page as its .md
 html_copy_source = True

@@ -198,7 +198,7 @@ for lmb in lambdas:
     train_seeds("right", lmb, maths.gae)
 print(f"{len(runs)} runs")
 
-# %%
+# %% mystnb={"image": {"alt": "Three panels of PPO on CartPole, one per gae_lambda (0, 0.8 and 1): the return (mean of the last 20 episodes) against env steps, one line per seed, with a dotted line at the solved threshold 475."}}
 LAMBDA_COLORS = dict(zip(lambdas, OTHER_COLORS))
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), sharey=True)
 for ax, lmb in zip(axes, lambdas):
@@ -300,7 +300,7 @@ pd.DataFrame(
 # right runs are those of section 2).
 
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels comparing GAE done right (a time limit bootstrapped through) and wrong (a truncation treated as a termination). Left: histogram, one count per update, of the mean raw advantage at the steps where an episode hit the 500-step limit: the right variant's sit at about 0, the wrong one's far below 0. Right: the critic's mean value over each rollout against env steps, one line per seed, with dotted lines at 50 (the value of a balanced state when the time limit is bootstrapped through) and at about 45 (its average over an episode with the bug)."}}
 def gae_truncation_as_termination(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
     """The bug: every episode end is treated as terminal, time limits included (no bootstrap at truncation)."""
     return maths.gae(rewards, values, next_values, dones, dones, gamma, gae_lambda)
@@ -454,7 +454,7 @@ for name, pred in [
 ]:
     print(f"{name:>9}: explained_var = {maths.explained_variance(pred, R):+.2f}")
 
-# %%
+# %% mystnb={"image": {"alt": "The critic's explained variance (mean of 10 updates) against env steps for gae_lambda 0, 0.8 and 1: the median over seeds as a line and the range from the lowest to the highest seed as a band, the y-axis cut at -3."}}
 fig, ax = plt.subplots(figsize=(7, 3.2))
 for lmb in lambdas:
     ev = pd.concat([runs["right", lmb, s].metrics.explained_var.rolling(10).mean() for s in SEEDS], axis=1)

@@ -63,7 +63,7 @@ print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps per setting ({course.
 # minimise). Below: the objective (= -`ppo_loss`) and its gradient with respect to r, both from the package function,
 # the gradient by autograd.
 
-# %%
+# %% mystnb={"image": {"alt": "Four panels of PPO's clipped objective at eps = 0.2 against the ratio r from 0 to 2, the band [0.8, 1.2] shaded. Top: the objective min(r A, clip(r) A) and the unclipped r A (dotted). For A = +1 it rises with r up to 1.2 and is flat beyond; for A = -1 it is flat below 0.8 and falls with r above. Bottom: its derivative in r: for A = +1, 1 below r = 1.2 and 0 above; for A = -1, 0 below r = 0.8 and -1 above."}}
 eps = 0.2
 r = torch.linspace(0.0, 2.0, 401, requires_grad=True)
 fig, axes = plt.subplots(2, 2, figsize=(9, 5), sharex=True, sharey="row")
@@ -132,7 +132,7 @@ E = base.update_epochs
 print(f"{len(recorder.calls)} minibatch steps = {len(run0.metrics)} updates x {E} epochs")
 
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels on one update of a CartPole run, epoch by epoch over its 20 epochs. Left: the ratios r, median with 25-75% and 5-95% bands, exactly 1 in epoch 1 and spreading after it, with dotted lines at the clip band. Right: per epoch, the fraction of samples outside the band (clipfrac) and the fraction whose clip is active (gradient 0), never above the first."}}
 def clip_counts(ratio, adv, low, high):
     """Per minibatch step: the fraction outside [1 - low, 1 + high] (what clipfrac counts), and the fractions whose
     clip is active (gradient 0) at the top (A > 0, r > 1 + high) and at the bottom (A < 0, r < 1 - low)."""
@@ -225,7 +225,7 @@ course.claim(
 # while the clip range shrinks with it, so ever smaller moves count as outside the band and `clipfrac` does not
 # fall with it.
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against env steps for seed 0, each a mean of 10 updates. Left: clipfrac (the fraction of samples outside the clip band) and the fraction with the clip active (gradient 0), never above it. Right: approx_kl, how far each update moved the policy."}}
 fig, axes = plt.subplots(1, 2, figsize=(9.5, 3))
 m = run0.metrics
 active = per_update.active_top + per_update.active_bottom
@@ -266,7 +266,7 @@ course.claim(
 # PPO's `approx_kl` is `mean(kl_k3(-logratio))` (k3); `old_approx_kl` is k1. A check on two known distributions
 # (three actions), 256 samples per batch like one CartPole update, 2,000 batches:
 
-# %%
+# %% mystnb={"image": {"alt": "Histograms of 2,000 batch estimates (256 samples each) of a known KL divergence by two estimators, with a black vertical line at the true KL: k1 = -log r spreads widely on both sides of it, below 0 too; k3 = (r - 1) - log r is packed tightly around it."}}
 gen = torch.Generator().manual_seed(course.seed(0))
 p_old = torch.tensor([0.5, 0.3, 0.2])
 p_new = torch.tensor([0.4, 0.35, 0.25])
@@ -318,7 +318,7 @@ reading.show("ppo_dropout", "# ALGO LOGIC: the update", "# TRY NOT TO MODIFY: a 
 # Same seeds, four settings: the preset as it is ("default": no `target_kl`, clip range 0.2 on both sides), two values
 # of `target_kl`, and section 5's asymmetric clip.
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against env steps for three settings of PPO on CartPole (default, target_kl 0.01, target_kl 0.001), a mean of 10 updates: the median over seeds as a line, the lowest to the highest seed as a band. Left: epochs_done, how many of the 20 epochs each update ran before target_kl stopped it (the default, without a target, always runs 20). Right: the return (mean of the last 20 episodes), with a dotted line at the solved threshold. The legend is below the panels."}}
 settings = {
     "default": dict(),  # the preset: target_kl None, clip_coef 0.2, clip_coef_high None (= clip_coef)
     "target_kl 0.01": dict(target_kl=0.01),
@@ -420,7 +420,7 @@ course.claim(
 # trainer, annealed with the other by `--anneal-clip`). Section 1 showed that the upper bound only bites for A > 0
 # and the lower one only for A < 0, so the two are separate dials:
 
-# %%
+# %% mystnb={"image": {"alt": "PPO's objective against the ratio r for A = +1 and A = -1, with the symmetric clip eps 0.2 and the asymmetric eps_low 0.2, eps_high 0.28 (dashed): for A = +1 the asymmetric objective keeps rising up to r = 1.28 instead of 1.2; for A = -1 the two lines coincide."}}
 r_plot = torch.linspace(0.0, 2.0, 401)
 fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
 for ax, A in zip(axes, [1.0, -1.0]):
@@ -445,7 +445,7 @@ plt.show()
 # and a symmetric clip keeps the policy from ever raising rare actions fast, which DAPO found to collapse the entropy
 # of language-model policies. The A < 0 side is unchanged. Measured on CartPole, against the symmetric default:
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against env steps comparing the default clip with eps_high 0.28 on CartPole, a mean of 10 updates: the median over seeds as a line, the lowest to the highest seed as a band. Left: the policy's entropy in nats. Right: the return (mean of the last 20 episodes), with a dotted line at the solved threshold."}}
 ratio_settings = ["default", "eps_high 0.28"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 for name in ratio_settings:

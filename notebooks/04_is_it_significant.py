@@ -194,7 +194,7 @@ pd.DataFrame([{"seeds per group": n, "smallest possible p": stats.smallest_p_val
 # The effect size g decides it. `stats.seeds_needed(g)` solves the power equation of a two-sided t test at 0.05:
 # the number of seeds per group that detects a true standardised difference g with probability 0.8.
 
-# %%
+# %% mystnb={"image": {"alt": "The seeds per group a t test needs for 80% power against the effect size |g|, on a log scale: from 176 seeds at g = 0.3 down to 4 at g = 3, with a dotted vertical line at each dropout mode's observed |g| against dropout off."}}
 needed = pd.DataFrame([{"effect size g": g, "seeds per group": stats.seeds_needed(g)}
                        for g in (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0)])
 fig, ax = plt.subplots(figsize=(5.5, 3.0))
@@ -245,7 +245,7 @@ for title in ("Final performance", "Against the baseline", "Mechanism"):
 # `report.md` also names every method in sentences; `report.csv` has every column, one row per group, for your own
 # plots. Two of its figures:
 
-# %%
+# %% mystnb={"image": {"alt": ["Final return (mean of the last 20 episodes) of every seed of the lesson's sweep of PPO on CartPole, one column per dropout mode: a dot per seed, and each mode's IQM with its 95% bootstrap interval.", "Performance profiles of the same sweep: for each final return on the x-axis, the fraction of a mode's runs that scored above it, one line per dropout mode."]}}
 display(Image(filename=str(OUT / "final_per_seed.png")))
 display(Image(filename=str(OUT / "performance_profile.png")))
 

@@ -212,7 +212,7 @@ course.claim(
 # come in section 5), with the dense reward (fraction of positions right) and the sparse one (`sparse=True`: 1 for
 # an exact match, else 0). Lines are the mean over seeds; bands their 95% t interval.
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against the update of GRPO on the reverse task with dropout off, the dense reward (fraction of positions right) against the sparse one (exact match), the mean over seeds with its 95% t band. Left: the batch mean reward. Right: zero_std_frac, the fraction of groups whose completions all got the same reward and so carry no learning signal."}}
 runs_zsf = {}
 for sparse in (False, True):
     runs_zsf[sparse] = [grpo("lang:reverse", dropout_mode="off", sparse=sparse, seed=s, total_steps=TOKENS)
@@ -314,7 +314,7 @@ pd.DataFrame(rows).set_index("loss_agg").round(4)
 # We test it on `lang:length` (reward -|words - 8| / 8; the reference writes 1-15 words), dropout off, 8 seeds per
 # aggregation.
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against the update of GRPO on the length task for three ways of averaging the loss over tokens (grpo, bnpo, dr_grpo), the mean over seeds with its 95% t band. Left: tokens per completion, with a dotted line at the target of 8 words plus the end token. Right: the batch mean reward (0 means exactly 8 words)."}}
 AGGS = ("grpo", "bnpo", "dr_grpo")
 runs_len = {agg: [grpo("lang:length", dropout_mode="off", loss_agg=agg, seed=s, total_steps=TOKENS) for s in LEN_SEEDS]
             for agg in AGGS}
@@ -494,7 +494,7 @@ course.claim(
 # %% [markdown]
 # How does this grow with p? The same first update at p = 0.05 to 0.3 (mode `off` is 0 at every p and is left out):
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against the dropout p (0.05 to 0.3) of GRPO on a language task before any update step, one line per dropout mode, the mean over seeds with 95% interval bars. Left: first_ratio_dev, at 0 for consistent and growing with p for rollout-eval and naive. Right: kl_ref, the KL of the sampling policy to the reference, at 0 for rollout-eval (it samples without dropout) and growing with p for naive and consistent."}}
 PS = [0.1, 0.3] if FAST else [0.05, 0.1, 0.2, 0.3]
 rows = []
 for mode in ("rollout-eval", "naive", "consistent"):
@@ -563,7 +563,7 @@ course.claim(
 # per mode instead of 10). Five seeds per mode are enough for the direction of the largest effect, not for every
 # verdict: lesson 04 measures how often a 5-seed verdict comes out the other way on other seeds.
 
-# %%
+# %% mystnb={"image": {"alt": "The batch mean reward of GRPO on the reverse task at p = 0.1 against the update, one line per dropout mode, the mean over seeds with its 95% t band, and a dotted line at the threshold 0.9."}}
 DEMO_TOKENS = 1_500 if FAST else 12_000
 runs_mode = {mode: [grpo("lang:reverse", dropout=0.1, dropout_mode=mode, seed=s, total_steps=DEMO_TOKENS) for s in SEEDS]
              for mode in MODES}

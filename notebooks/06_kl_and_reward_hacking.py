@@ -224,7 +224,7 @@ course.claim(
 # mean of 128 samples (16 prompts x 8 completions), repeated 2,000 times at mu = 0.1 (KL 0.005, the order of a
 # per-token KL early in fine-tuning).
 
-# %%
+# %% mystnb={"image": {"alt": "Three panels on the KL estimators k1, k2 and k3 between two distributions at known KL. Left: the relative bias against the true KL (log scale): k2's grows with the KL, k1's and k3's stay at 0. Middle: the relative standard deviation of one sample (log-log): k1's falls as the KL grows, k3's stays near 1.4 and then rises, and the two cross near a KL of 0.6. Right: box plots of one batch's estimate from 128 samples at KL = 0.005 (dotted line): k1's box is wide and reaches below 0, k2's and k3's are narrow."}}
 MUS = np.geomspace(0.05, 3.0, 13)
 curves = {mu: moments(mu, seed=course.seed(10 + i)) for i, mu in enumerate(MUS)}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
@@ -350,7 +350,7 @@ for c, r in zip(b.completions, b.rewards):
 # GRPO with the KL in the loss (k3, the default) and five values of beta, 5 seeds each, 40k sampled tokens per run,
 # dropout off (so that `kl_ref` measures learning only: lesson 05 showed dropout alone gives a KL above 0).
 
-# %%
+# %% mystnb={"image": {"alt": "Three panels against the update of GRPO with the KL penalty in the loss, one line per beta (0, 0.03, 0.1, 0.3 and 1), the mean over seeds with its 95% t band: the reward (fraction of positive words), kl_ref (the KL to the reference, in nats per completion) and the completion length in tokens."}}
 BETAS = [0.0, 0.03, 0.1, 0.3, 1.0]
 REWARD_BETAS = [0.01, 0.03, 0.1]  # section 4
 BETA_COLORS = dict(zip(sorted(set(BETAS + REWARD_BETAS)), OTHER_COLORS))  # one colour per value of beta
@@ -499,7 +499,7 @@ course.say(
 # weighs. So we compare the two placements along their frontiers, not at one beta: the KL in the reward at
 # beta = 0.01, 0.03 and 0.1, 3 seeds each (too few seeds for a verdict: this section describes, it does not test).
 
-# %%
+# %% mystnb={"image": {"alt": "Scatter of the reward against kl_ref over the last 5 updates, one point per run: circles for the KL penalty in the loss (beta 0 to 1), triangles for the KL in the reward (beta 0.01 to 0.1), one colour per beta; the x-axis is linear below 1 and logarithmic above, a dotted line marks the reference policy's reward, and the legend is outside on the right."}}
 REWARD_SEEDS = SEEDS[:3]
 configs = {(beta, s): positive(beta=beta, kl_in="reward", seed=s) for beta in REWARD_BETAS for s in REWARD_SEEDS}
 runs_reward = dict(zip(configs, sandbox.train_many(list(configs.values()), workers=1 if FAST else 2)))
@@ -563,7 +563,7 @@ course.claim(
 # **Claim to test** (Ziegler et al. 2019): the controller holds the KL near its target. We measure the mean
 # `kl_ref` over the last 10 updates of each seed.
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against the update for the adaptive KL controller with a target of 4 nats, one line per seed. Left: kl_ref, with a dotted line at the target. Right: beta, as the controller adapts it after every update."}}
 TARGET, HORIZON = 4.0, 300
 runs_adapt = sandbox.train_many([positive(beta=0.1, kl_target=TARGET, kl_horizon=HORIZON, seed=s) for s in SEEDS], workers=1 if FAST else 2)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), sharex=True)

@@ -152,7 +152,7 @@ minibatch = pd.DataFrame([{"rule": rule, "dropped": f"{int((~k).sum())} of {len(
               for rule, k in keep.items()]).set_index("rule").round(3)
 minibatch
 
-# %%
+# %% mystnb={"image": {"alt": "Three scatter panels of one minibatch's samples, the ratio r against x = r times A, one per sample dropout rule (dppo, sdpo, outlier): the samples a rule keeps in grey, those it drops in colour."}}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), sharex=True, sharey=True)
 for ax, (rule, k) in zip(axes, keep.items()):
     ax.scatter(x[k], r[k], s=6, color="#bbbbbb", label="kept")
@@ -334,7 +334,7 @@ course.claim(
 # have: in `naive` mode dropout also makes PPO's ratio noisy (lesson 03), so "dropout off after the cutoff" also
 # means "ratio exact after the cutoff".
 
-# %%
+# %% mystnb={"image": {"alt": "Three panels against the update for four dropout schedules (off, constant, early, late), with a dotted line at the update where early and late switch: the gradient direction variance (1 - cos), the gradient signal-to-noise ratio (log scale), both smoothed means over seeds, and the return (mean over seeds)."}}
 SCHEDULES = {"off": arm["off"], "constant": arm["none"], "early": arm["early"], "late": arm["late"]}
 COLORS = {"off": MODE_COLORS["off"], "constant": MODE_COLORS["naive"], "early": OTHER_COLORS[0],
           "late": OTHER_COLORS[1]}
@@ -550,7 +550,7 @@ finals = studies.final_scores(curves)
 gl_table = studies.grpo_lambda_table(finals)
 gl_table
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against sampled tokens (thousands) of GRPO on the sort task: the accuracy (fraction correct) and the completion length in tokens, the mean over seeds with its 95% t band, for the 0/1 reward, the length penalty in Kimi's form and GRPO-lambda keeping the top 0.2; the legend is below."}}
 studies.plot_grpo_lambda(curves)
 plt.show()
 gl_tests = studies.grpo_lambda_tests(finals)
@@ -645,7 +645,7 @@ directions, measurements = studies.flatness_frames(
 fl_table = studies.flatness_table(directions, measurements)
 fl_table
 
-# %%
+# %% mystnb={"image": {"alt": "Four log-log scatter panels, one per dropout mode on CartPole, of the variance of the weights against the flatness F (width) along each principal direction, coloured by the direction's rank (1 = the largest variance), with each mode's pooled fitted line and its slope with a 95% interval in the panel's title."}}
 studies.plot_flatness(directions)
 plt.show()
 fl_tests = studies.flatness_tests(measurements)

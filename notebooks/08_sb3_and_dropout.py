@@ -208,7 +208,7 @@ print(f"{counts['ran']} runs in {time.perf_counter() - t_sweep:.0f} s (2 worker 
 # `first_ratio_dev` over training: the mean over seeds at every update (line) with its 95% t interval (band), SB3's
 # PPO left, the sandbox's right, on one y-axis.
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels, SB3's PPO and the sandbox's PPO, of first_ratio_dev (the mean |r - 1| before any step) against env steps, one line per dropout mode, the mean over seeds with its 95% band: off (dashed) and consistent lie at 0, rollout-eval and naive above 0 in both."}}
 runs = {}
 for d in sorted((work / "sweep").iterdir()):
     if (d / "summary.json").exists():
@@ -322,7 +322,7 @@ course.claim(
 table = write_report(work / "sweep", quiet=True)
 print(key_table(table))
 
-# %%
+# %% mystnb={"image": {"alt": "Learning curves of the SB3 sweep on CartPole, one panel for the sandbox's PPO and one for SB3's: the return (20-episode mean) against env steps, one line per dropout mode, the mean over seeds with its 95% t band; the legends are on the right."}}
 display(Image(str(work / "sweep" / "learning_curves.png")))
 
 # %%

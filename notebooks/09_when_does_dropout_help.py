@@ -110,7 +110,7 @@ table[["task", "label", "mean", "off", "g", "g low", "g high", "holm p", "verdic
 # corrected for small samples) with its 95% interval. Right of the dotted line the group ended above dropout off. A
 # filled marker: the difference survives Holm's correction over every comparison of the study.
 
-# %%
+# %% mystnb={"image": {"alt": "Forest plot of the breadth study: one row per task, dropout mode and rate, each a dot at Hedges' g against dropout off with its 95% interval as a horizontal line, coloured by mode and filled where the difference is significant after Holm's correction; a dotted line at g = 0 (no effect), grey lines between the tasks, and the legend below."}}
 fig = breadth.forest(table, f"Dropout against dropout off, {frame['seed'].nunique()} seeds per group")
 plt.show()
 
@@ -148,7 +148,7 @@ mechanism = frame[frame["mode"] != "off"].groupby(["task", "label"], sort=False)
 mechanism = mechanism.mean().join(table.set_index(["task", "label"])[["g", "verdict"]])
 mechanism
 
-# %%
+# %% mystnb={"image": {"alt": "Scatter of each group's effect on the return (Hedges' g against dropout off) against its first_clipfrac (the share of the first minibatch clipped before any step, the mean over the run): colour by dropout mode, marker shape by task, filled where significant after Holm's correction, and a dotted line at g = 0."}}
 fig, ax = plt.subplots(figsize=(7, 4))
 markers = dict(zip(breadth.TASKS, "osD^v"))
 for (task, label), row in mechanism.iterrows():
@@ -199,7 +199,7 @@ mech_frame = pd.read_csv(STUDIES / "mechanisms" / "finals.csv")
 mech = breadth.comparisons(mech_frame)
 mech[["task", "label", "mean", "off", "g", "g low", "g high", "holm p", "verdict"]].set_index(["task", "label"])
 
-# %%
+# %% mystnb={"image": {"alt": "Forest plot of the mechanism arms on CartPole and Acrobot: one row per arm (dropout off with half the learning rate, half the clip range or hidden layers narrowed by 1 - p, and naive dropout in the policy only or the critic only), each a dot at Hedges' g against dropout off with its 95% interval, filled where significant after Holm's correction; a dotted line at g = 0."}}
 fig = breadth.forest(mech, f"Mechanism arms against dropout off, {mech_frame['seed'].nunique()} seeds per group")
 plt.show()
 

@@ -473,14 +473,16 @@ class BenchArgs:
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
     --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
     grading processes; the time, and whether every verdict is the one it must be. breadth: dropout off against the
-    three modes at p 0.1 and 0.3 on five tasks, 16 seeds per group; mechanisms: the arms that test what decides the
-    sign (smaller steps, critic or policy noise, a narrower network) on Acrobot and CartPole. minatar: PPO with the
+    three modes at p 0.1 and 0.3 on five tasks (30 planned contrasts); mechanisms: the arms that test what decides the
+    sign (the critic-only arm on every task; smaller steps, policy noise, a narrower network, rollout-eval and
+    consistent on Acrobot and CartPole; 35 planned contrasts). minatar: PPO with the
     MinAtar paper's network on --games, dropout off, rollout-eval, naive and consistent (p = 0.1, policy and value)
     and D-PPO sample dropout, each seed of --seeds (populations, --workers at a time). The studies resume where an
     interrupted run stopped (same --out)."""
     seeds: tuple[int, ...] | None = None
     """Seeds; each system runs once per seed, alternating (the studies: each arm once per seed). None: 0-4;
-    breadth and mechanisms: 0-15; minatar: 0-4 (0-9 for 10)."""
+    breadth and mechanisms: the seeds per group that give 80% power for |g| 0.8 at Holm's first level (printed);
+    minatar: 0-9."""
     out: str | None = None
     """grpo-lambda, flatness, breadth, mechanisms, minatar: the directory for their tables and figures (breadth,
     mechanisms and minatar: also their runs; the same --out resumes). None: bench-<target>-<time>."""
@@ -501,6 +503,12 @@ class BenchArgs:
     """grading: how many made-up submissions."""
     workers: int = 2
     """grading: grading processes side by side. breadth, mechanisms, minatar: runs (populations) side by side."""
+    replicate: bool = False
+    """breadth, mechanisms, minatar: also run every group on a second, disjoint set of seeds (as many, after the
+    largest) and report, cell by cell, which verdicts replicated."""
+    report_only: bool = False
+    """breadth, mechanisms: run nothing; rewrite the report from --out's finals.csv (a committed study re-read with
+    the current statistics)."""
     quiet: bool = False
     """No progress bar."""
 
@@ -514,16 +522,16 @@ def cmd_bench(args: list[str]) -> int:
     studies = ("breadth", "mechanisms")
     if a.fast and a.target not in (*studies, "minatar"):
         raise ConfigError("fast", f"only for bench breadth, mechanisms and minatar, not {a.target}")
-    if a.seeds is None:
-        a.seeds = tuple(range(16)) if a.target in studies else (0, 1, 2, 3, 4)
-    if not a.seeds:
+    if a.seeds is None and a.target not in studies:  # breadth, mechanisms: their seeds for 80% power
+        a.seeds = tuple(range(10)) if a.target == "minatar" else (0, 1, 2, 3, 4)
+    if a.seeds is not None and not a.seeds:
         raise ConfigError("seeds", "needs at least one seed")
     if a.tasks is not None and a.target not in studies:
         raise ConfigError("tasks", f"only for bench breadth and mechanisms, not {a.target}")
     if a.tasks is not None:
-        from .analysis.breadth import MECHANISM_TASKS, TASKS
+        from .analysis.breadth import TASKS
 
-        allowed = list(TASKS) if a.target == "breadth" else list(MECHANISM_TASKS)
+        allowed = list(TASKS)
         for task in a.tasks:
             if task not in allowed:
                 raise ConfigError(
@@ -533,6 +541,12 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
     if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar"):
         raise ConfigError("max_steps", f"only for bench cartpole, lang and minatar, not {a.target}")
+    if a.replicate and a.target not in (*studies, "minatar"):
+        raise ConfigError("replicate", f"only for bench breadth, mechanisms and minatar, not {a.target}")
+    if a.report_only and (a.target not in studies or a.out is None):
+        raise ConfigError("report_only", "only for bench breadth and mechanisms, with the --out holding finals.csv")
+    if a.report_only and not (Path(a.out) / "finals.csv").is_file():
+        raise ConfigError("report_only", f"{a.out} holds no finals.csv")
     if a.workers < 1:
         raise ConfigError("workers", "must be at least 1")
     if a.target == "grading" and a.submissions < 1:
@@ -550,8 +564,6 @@ def cmd_bench(args: list[str]) -> int:
                 "games", f"unknown MinAtar game {unknown[0] if unknown else ''!r}; one of: {', '.join(MINATAR_GAMES)}"
             )
     if a.json:
-        from pathlib import Path
-
         parent = Path(a.json).resolve().parent
         if not parent.is_dir():
             raise ConfigError("json", f"directory {parent} does not exist")
@@ -571,10 +583,14 @@ def cmd_bench(args: list[str]) -> int:
         result = bench.bench_grading(a.submissions, a.workers, quiet=a.quiet)
     elif a.target == "minatar":
         steps = a.max_steps or bench.MINATAR_STEPS
-        result = bench.bench_minatar(a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast)
+        result = bench.bench_minatar(
+            a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast, replicate=a.replicate
+        )
     elif a.target in studies:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = bench.bench_breadth(a.target, out, a.seeds, a.tasks, a.workers, a.fast, quiet=a.quiet)
+        result = bench.bench_breadth(
+            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only
+        )
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         study = bench.bench_grpo_lambda if a.target == "grpo-lambda" else bench.bench_flatness

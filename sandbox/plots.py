@@ -40,3 +40,19 @@ def use_style(dpi: int = 90) -> None:
             "ytick.labelsize": 9,
         }
     )
+
+
+def legend_below(fig, handles: list | None = None, ncol: int | None = None, **kw):
+    """The figure's legend in a row below its axes, where it cannot cover a line or a point (a legend inside the axes
+    sits over data as soon as a run lands where it was put). Needs the constrained layout of :func:`use_style`,
+    which makes room for it under the x labels. ``handles``: the entries (artists with labels), by default every
+    labelled artist of the figure's axes, once per label; ``ncol``: entries per row (default: all in one row, at most
+    four). Returns the legend."""
+    if handles is None:
+        seen: dict[str, object] = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(label, handle)
+        handles = list(seen.values())
+    ncol = ncol or max(1, min(len(handles), 4))
+    return fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False, **kw)

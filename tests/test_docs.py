@@ -4,15 +4,20 @@
   docstring, and, checked on the built pages, a local link or anchor that resolves to no file or id);
 - the reference pages are the code's: every Config field with its ``--help`` text, every column of ``sandbox.metrics``;
 - the README stays a short page (at most 250 lines) that links every page of the site, its blocks shared with the
-  site (install steps, the modes table, the demo's table) are the same text as there, and its Python example runs.
+  site (install steps, the modes table, the demo's table) are the same text as there, and its Python example runs;
+- every lesson figure has alt text that says what it shows, in its cell's metadata and in the lesson's .py;
+- the browser check's reader rules (tools/docs_check.py) report a table or code cut at the column's edge and an image
+  whose alt text is a file name, on a tiny page, and pass the same page with the site's CSS and script.
 
 The build needs the ``docs`` extra (``make test`` installs it; ``make setup`` alone does not, and the build test is
-skipped there). The browser check of the built site is ``make docs-check`` (tools/docs_check.py).
+skipped there). The browser check of the built site is ``make docs-check`` (tools/docs_check.py); its test here needs
+Chromium (which make docs-check installs) and is skipped without it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -146,3 +151,113 @@ def test_docs_check_refuses_a_folder_without_a_site(tmp_path):
     assert run.stderr.strip().splitlines() == [
         f"docs_check: error: {tmp_path}: no built site here (docs/index.html missing): run make docs first"
     ]
+
+
+def test_every_lesson_figure_says_what_it_shows_and_its_alt_text_lives_in_the_lessons_source():
+    """Each figure of a committed lesson has real alt text in its cell's metadata (``mystnb: image: alt``, a list for
+    a cell with several figures), and the paired .py carries it on the cell's ``# %%`` line, so editing the source
+    and re-running the lesson keeps it. The rule itself: no file name, no hash, at least three words."""
+    import jupytext
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    from sandbox_site import alt_problem, figures_of, notebook_alt_problems
+
+    figures = 0
+    for lesson in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        notebook = json.loads(lesson.read_text())
+        assert notebook_alt_problems(notebook) == [], f"{lesson.name}: figures without alt text"
+        source = jupytext.read(lesson.with_suffix(".py")).cells
+        for n, (cell, paired) in enumerate(zip(notebook["cells"], source, strict=True), 1):
+            if cell["cell_type"] == "code" and figures_of(cell):
+                figures += figures_of(cell)
+                assert paired.metadata.get("mystnb") == cell["metadata"]["mystnb"], f"{lesson.stem}.py cell {n}"
+    assert figures >= 40
+    assert alt_problem("../_images/f9f2ab34cd56ef78.png") == "alt text '../_images/f9f2ab34cd56ef78.png' is a file name"
+    assert "a hash" in alt_problem("figure f9f2ab34cd56ef7890 of the lesson")
+    assert "fewer than three words" in alt_problem("learning_curves")
+    assert alt_problem("") == alt_problem(None) == "no alt text"
+    assert alt_problem("Learning curves of the demo, one line per mode") is None
+    cell = {"cell_type": "code", "metadata": {}, "outputs": [{"data": {"image/png": "..."}}] * 2}
+    assert notebook_alt_problems({"cells": [cell]}) == [
+        "cell 1: 2 figures, no alt text in its metadata (mystnb: image: alt)"
+    ]
+    cell["metadata"] = {"mystnb": {"image": {"alt": ["The first figure, described", "The second one, described"]}}}
+    assert notebook_alt_problems({"cells": [cell]}) == []
+
+
+# A page shaped like the site's (the text column is article.bd-article): a table of twelve columns, a code line of 150
+# characters, a display formula laid out as the theme does for MathJax (at the right edge), and a figure whose alt
+# text is its file name, as the site had them.
+_PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">{head}
+<style>body {{ margin: 0; font: 16px sans-serif; }} .bd-article {{ max-width: 640px; padding: 0 16px; }}
+.pst-scrollable-table-container {{ overflow-x: auto; }} pre {{ overflow: auto; }}</style></head>
+<body><article class="bd-article"><p>A lesson's text.</p>
+<div class="pst-scrollable-table-container"><table class="table">
+<thead><tr>{header}</tr></thead><tbody><tr>{row}</tr><tr>{row}</tr></tbody></table></div>
+<pre>{code}</pre>
+<div class="math" style="display: flex; flex-direction: row-reverse">{formula}</div>
+<img src="{pixel}" alt="{alt}" width="40" height="40">
+</article></body></html>"""
+
+
+_PIXEL = (  # one white pixel
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJ"
+    "RU5ErkJggg=="
+)
+
+
+def _page(tmp_path, name: str, alt: str, head: str = "") -> str:
+    page = tmp_path / f"{name}.html"
+    page.write_text(
+        _PAGE.format(
+            head=head,
+            header="".join(f"<th>first_ratio_dev, seed {i}</th>" for i in range(12)),
+            row="".join("<td>-1234.56789 [-2345.6, -123.4]</td>" for _ in range(12)),
+            code="x = compute(" + ", ".join(f"argument_{i}" for i in range(12)) + ")  # one long line of a lesson",
+            alt=alt,
+            pixel=_PIXEL,
+            formula='<math display="block"><mi>A</mi><mo>=</mo><mi>r</mi><mo>+</mo><mi>V</mi></math>',
+        )
+    )
+    return page.as_uri()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("websocket") is None, reason="the docs extra is not installed")
+def test_docs_check_reports_a_cut_table_cut_code_and_an_image_without_alt_text_and_the_sites_css_fixes_them(tmp_path):
+    """The browser check's reader rules on two tiny pages (no site build; about 3 s with Chromium, skipped without
+    it: CI's make docs-check installs it first): the raw page fails at a laptop's and a phone's width, with the table,
+    the code and the formula named and the file-name alt text refused; the same page with the site's site.css and
+    site.js (code wrapped, the table stacked, the formula centred) and real alt text passes."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import docs_check
+
+    try:
+        chromium = docs_check.find_chromium(install=False)
+    except docs_check.CheckError:
+        pytest.skip("no Chromium on PATH (make docs-check installs it)")
+    raw = _page(tmp_path, "raw", alt="../_images/f9f2ab34cd56ef7890123456789abcde.png")
+    static = (DOCS / "_static").as_uri()
+    fixed = _page(
+        tmp_path,
+        "fixed",
+        alt="Learning curves of four dropout modes, one line per seed",
+        head=f'<link rel="stylesheet" href="{static}/site.css"><script defer src="{static}/site.js"></script>',
+    )
+    browser = docs_check.Browser(chromium, str(tmp_path / "profile"))
+    try:
+        for size in (docs_check.DESKTOP, docs_check.PHONE):
+            browser.open(raw, size)
+            problems, _ = docs_check.layout_problems(browser, size[0])
+            assert any("div.pst-scrollable-table-container" in p and "cut" in p for p in problems), problems
+            assert any(p.startswith("<pre> 'x = compute(argument_0") and "cut" in p for p in problems), problems
+            assert any(p.startswith("<math> 'A=r+V' off the column's middle") for p in problems), problems
+            (refused,) = docs_check.image_problems(browser)
+            assert refused.endswith(": alt text '../_images/f9f2ab34cd56ef7890123456789abcde.png' is a file name")
+            browser.open(fixed, size)
+            problems, note = docs_check.layout_problems(browser, size[0])
+            assert problems == [], problems
+            assert docs_check.image_problems(browser) == []
+            assert note.endswith("1 stacked"), note  # twelve columns fit neither width: one block per row
+    finally:
+        browser.close()

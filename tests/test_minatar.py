@@ -221,15 +221,20 @@ def test_eval_writes_a_gif_of_the_game_without_a_display(capsys, tmp_path):
 
 def test_bench_minatar_fast_writes_the_report_and_the_mechanism(tmp_path, capsys):
     """The bench's smoke test (``--fast``: two seeds, two short updates per run): five arms, the usual report with the
-    comparisons against dropout off without sample dropout, and the mechanism figure."""
+    comparisons against dropout off without sample dropout, the per-seed finals, the mechanism figure, and the same
+    arms on two more seeds with the replication table."""
     from sandbox.bench import bench_minatar
 
-    result = bench_minatar(games=("breakout",), workers=1, out=str(tmp_path / "bench"), quiet=True, fast=True)
     out = tmp_path / "bench"
-    assert result["fast"] and result["runs"] == 10 and result["failed"] == 0 and result["steps"] == 512
-    assert {"report.md", "report.csv", "learning_curves.png", "mechanism.png", "bench.json"} <= {
+    result = bench_minatar(games=("breakout",), workers=1, out=str(out), quiet=True, fast=True, replicate=True)
+    assert result["fast"] and result["runs"] == 20 and result["failed"] == 0 and result["steps"] == 512
+    assert {"report.md", "report.csv", "finals.csv", "learning_curves.png", "mechanism.png", "bench.json"} <= {
         p.name for p in out.iterdir()
     }
+    assert set(pd.read_csv(out / "finals.csv").seed) == {0, 1}  # the replication's runs are not in the report
+    assert set(pd.read_csv(tmp_path / "bench-replication" / "finals.csv").seed) == {2, 3}
+    replication = pd.read_csv(out / "replication.csv")
+    assert len(replication) == 4 and set(replication.replicated) == {"no claim"} and len(result["replication"]) == 4
     table = pd.read_csv(out / "report.csv")
     table["arm"] = [("D-PPO" if "sample_dropout=dppo" in g else m) for g, m in zip(table.group, table.dropout_mode)]
     table = table.set_index("arm")

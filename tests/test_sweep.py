@@ -200,7 +200,8 @@ def test_report_of_a_tiny_sweep_of_three_seeds_per_group_states_no_verdict(tmp_p
     assert table.set_index("group").loc["dropout_mode=off", "baseline"] == "(baseline)"
     text = (out / "report.md").read_text()
     assert "IQM" in text and "P(improvement)" in text and "![" in text
-    assert "BCa" in text and "Student t" in text and "Holm" in text and "permutation test" in text
+    assert "Tukey-McLaughlin" in text and "Student t" in text and "Holm" in text and "permutation test" in text
+    assert "Runs that did not end finite**: none" in text
     assert "too few seeds for a verdict (n < 5)" in text
     assert "| better |" not in text and "| worse |" not in text and "**better**" not in text and "**worse**" not in text
 
@@ -241,9 +242,36 @@ def test_holm_is_applied_across_every_comparison_of_the_report(tmp_path):
     big = table.loc["PPO CartPole-v1: dropout=0.1, dropout_mode=naive"]
     small = table.loc["PPO CartPole-v1: dropout=0.5, dropout_mode=naive"]
     assert big.verdict == "better" and big.p_holm == pytest.approx(3 * big.p_value)
-    assert small.p_value < 0.05 < small.p_holm and small.verdict == "no significant difference"
-    assert table.loc["PPO Acrobot-v1: dropout_mode=naive", "verdict"] == "no significant difference"
-    assert "Holm's correction over the 3 comparisons" in (tmp_path / "report.md").read_text()
+    assert small.p_value < 0.05 < small.p_holm and small.verdict == "not significant"
+    assert table.loc["PPO Acrobot-v1: dropout_mode=naive", "verdict"] == "not significant"
+    text = (tmp_path / "report.md").read_text()
+    assert "Holm's correction over the 3 comparisons" in text and "no significant difference" not in text
+    for row in compared.itertuples():  # the interval beside each verdict excludes 0 exactly on better / worse rows
+        outside = not row.diff_level_low <= 0 <= row.diff_level_high
+        assert outside == (row.verdict in ("better", "worse")) and row.exact and row.level <= 0.05
+        assert row.level == pytest.approx(0.05 * row.p_value / row.p_holm)
+    assert small.diff_level_low < 0 < small.diff_level_high and "detectable |g|" in text
+    # finals.csv: every run, and every verdict recomputed from it alone
+    import pandas as pd
+
+    from sandbox.analysis.report import compare_finals
+
+    finals = pd.read_csv(tmp_path / "finals.csv")
+    assert len(finals) == 30 and set(finals.baseline) == {"(baseline)", "PPO CartPole-v1: dropout_mode=off",
+                                                          "PPO Acrobot-v1: dropout_mode=off"}  # fmt: skip
+    again = compare_finals(finals).set_index("group")
+    assert again.verdict.to_dict() == compared.verdict.to_dict()
+    assert again.p_holm.to_dict() == pytest.approx(compared.p_holm.to_dict())
+
+
+def test_a_run_that_did_not_end_finite_is_counted_and_named(tmp_path):
+    for seed in range(6):
+        _fake_run(tmp_path, "off", "CartPole-v1", "off", 0.1, seed, float(seed))
+        _fake_run(tmp_path, "naive", "CartPole-v1", "naive", 0.1, seed, float("nan") if seed == 4 else seed + 1.0)
+    row = write_report(tmp_path, quiet=True, figures=False).set_index("group").loc["dropout_mode=naive"]
+    assert row.nonfinite == 1 and row.nonfinite_seeds == "4" and row.runs == 6
+    text = (tmp_path / "report.md").read_text()
+    assert "Runs that did not end finite**, left out of every statistic: dropout_mode=naive: 1 (seeds 4)" in text
 
 
 def test_the_reports_probability_of_improvement_and_rank_test_are_the_statistics_modules(tmp_path):

@@ -11,11 +11,18 @@ Chrome DevTools Protocol (its websocket, with the websocket-client package; no b
 - lesson 01: its formulas drawn (MathML, no script from a CDN);
 - two reference pages: every Config group with its fields (`--clip-coef`), every metric of `sandbox.metrics` in
   the metrics table;
-- the search page, searching `first_ratio_dev`: the metrics page is among the results.
+- the search page, searching `first_ratio_dev`: the metrics page is among the results;
+- the site as a student reads it (READER_PAGES: the home page, lessons 03 and 09, the homework page, the instructor
+  notes, hw1), each at a laptop's 1280 px and a phone's 390 px: no table, code block, output or formula cut at the
+  text column's edge (:func:`layout_problems`: content wider than its box, hidden behind a sideways scroll or
+  clipped; an element whose right edge passes the column's, or the screen's for a table the site widened into the
+  margin; a page wider than the screen; a display formula off the column's middle), and every image with alt text
+  that says what it shows (:func:`image_problems`: not empty, not a file name or a hash).
 
 On every page: no request answered with an error or failed, no request to any host but the local server, no
 JavaScript error. Each page's screenshot is written to --screenshots. One line per check, then "N passed, M failed";
-exit code 0 when all passed, 1 otherwise, 2 for bad input (no site, no browser to be had).
+exit code 0 when all passed, 1 otherwise, 2 for bad input (no site, no browser to be had). `--all-pages` runs the
+reader's checks on every page of the site instead (about a minute).
 
 Chromium is Debian's package; when it is missing, this installs it (`apt-get install -y chromium`, as root).
 """
@@ -49,6 +56,69 @@ CHROMIUM_FLAGS = [
 ]
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
+# the pages a student reads most, checked at both widths: the commands, tables and formulas that were cut before
+READER_PAGES = {
+    "home": "/docs/index.html",
+    "lesson 03": "/notebooks/03_dropout_and_the_ratio.html",
+    "lesson 09": "/notebooks/09_when_does_dropout_help.html",
+    "homework": "/docs/homework.html",
+    "instructor notes": "/notebooks/homework/README.html",
+    "hw1": "/notebooks/homework/hw1_gae.html",
+}
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+from sandbox_site import alt_problem  # noqa: E402  the site's own rule for alt text (make docs warns with it too)
+
+# In the page: what of the text column a reader cannot see. Every element of the article (the theme's sidebars and
+# header are not the student's text) that (1) holds content wider than its box behind a sideways scroll or a clip
+# (overflow not visible, scrollWidth > clientWidth), or (2) reaches past the right edge it may use: the column's
+# content edge, or the screen's for a box the site widened into the margin (.sandbox-wide, site.js). Only the
+# outermost element of each problem is named; visually hidden elements (1 px boxes) are left out.
+LAYOUT_JS = r"""(async () => {
+  await document.fonts.ready;  // the layout settled: fonts in, and two frames for site.js's re-fit after a resize
+  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const style = getComputedStyle(article);
+  const column = article.getBoundingClientRect().right - parseFloat(style.paddingRight);
+  const screen = document.documentElement.clientWidth;
+  const describe = e => {
+    const classes = Array.from(e.classList).slice(0, 2);
+    const tag = [e.tagName.toLowerCase(), ...classes].join('.');
+    return [tag, (e.textContent || e.getAttribute('alt') || '').trim().replace(/\s+/g, ' ').slice(0, 50)];
+  };
+  const found = [];
+  const named = [];
+  for (const e of article.querySelectorAll('*')) {
+    if (named.some(n => n.contains(e))) continue;
+    const box = e.getBoundingClientRect();
+    if (box.width <= 1 || box.height <= 1 || e.clientWidth <= 1 && e.tagName !== 'IMG') continue;
+    const over = getComputedStyle(e).overflowX;
+    if (over !== 'visible' && e.scrollWidth > e.clientWidth + 1) {
+      found.push(['cut', ...describe(e), e.scrollWidth, e.clientWidth]);
+      named.push(e);
+      continue;
+    }
+    const wide = e.closest('.sandbox-wide');
+    const edge = wide ? (wide === e ? screen : wide.getBoundingClientRect().right) : column;
+    if (box.right > edge + 1) {
+      found.push(['out', ...describe(e), Math.round(box.right), Math.round(edge)]);
+      named.push(e);
+    }
+  }
+  // a display formula sits in the middle of the column (the theme's layout for MathJax put MathML at the right edge)
+  for (const math of article.querySelectorAll('div.math > math[display="block"]')) {
+    const div = math.parentElement.getBoundingClientRect(), eqno = math.parentElement.querySelector('.eqno');
+    const end = eqno ? eqno.getBoundingClientRect().left : div.right;  // an equation number sits at the right
+    const ink = Array.from(math.children).map(c => c.getBoundingClientRect());
+    if (!ink.length || div.width <= 1) continue;
+    const left = Math.min(...ink.map(r => r.left)) - div.left, right = end - Math.max(...ink.map(r => r.right));
+    if (Math.abs(left - right) > Math.max(16, 0.1 * div.width)) {
+      found.push(['aside', ...describe(math), Math.round(left), Math.round(right)]);
+    }
+  }
+  return {width: [innerWidth, screen, document.documentElement.scrollWidth], found,
+          stacked: article.querySelectorAll('table.sandbox-stacked').length,
+          widened: article.querySelectorAll('.sandbox-wide').length};
+})()"""
 
 
 class CheckError(Exception):
@@ -165,7 +235,12 @@ class Browser:
             time.sleep(0.2)
 
     def screenshot(self, path: Path, full_page: bool = True) -> None:
-        params = {"format": "png", "captureBeyondViewport": full_page}
+        """The page (to 12,000 px down when ``full_page``) as PNG, or as JPEG for a path ending in .jpg (about a third
+        of the time on a long page)."""
+        jpeg = path.suffix == ".jpg"
+        params = {"format": "jpeg" if jpeg else "png", "captureBeyondViewport": full_page}
+        if jpeg:
+            params["quality"] = 80
         if full_page:
             width, height = self.js("[document.documentElement.clientWidth, document.documentElement.scrollHeight]")
             params["clip"] = {"x": 0, "y": 0, "width": width, "height": min(height, 12000), "scale": 1}
@@ -212,6 +287,58 @@ class Report:
             self.passed += 1
         else:
             self.failed += 1
+
+
+def layout_problems(browser: Browser, width: int) -> tuple[list[str], str]:
+    """What of the open page's text column a reader at ``width`` px cannot see (LAYOUT_JS), as sentences, and a note
+    of the tables the site laid out for the width (widened into the margin, stacked)."""
+    page = browser.js(LAYOUT_JS)
+    inner, screen, scroll = page["width"]
+    problems = []
+    if inner != width:
+        problems.append(f"the page is laid out {inner} px wide on a {width} px screen (something is wider than it)")
+    elif scroll > screen + 1:
+        problems.append(f"the page scrolls sideways: {scroll} px wide on a {screen} px screen")
+    for kind, tag, text, a, b in page["found"]:
+        if kind == "cut":
+            problems.append(f"<{tag}> {text!r} cut: {a} px of content in a {b} px box")
+        elif kind == "aside":
+            problems.append(f"<{tag}> {text!r} off the column's middle: {a} px of space on its left, {b} px right")
+        else:
+            problems.append(f"<{tag}> {text!r} reaches {a} px, past the column's edge at {b} px")
+    note = f"{page['widened']} table(s) widened into the margin, {page['stacked']} stacked"
+    return problems, note
+
+
+def image_problems(browser: Browser) -> list[str]:
+    """Every image of the open page whose alt text does not say what it shows (the site's rule, alt_problem)."""
+    images = browser.js("Array.from(document.images).map(i => [i.getAttribute('src'), i.getAttribute('alt')])")
+    return [f"{src.rsplit('/', 1)[-1][:24]}: {problem}" for src, alt in images if (problem := alt_problem(alt))]
+
+
+def reader_checks(browser: Browser, origin: str, pages: dict[str, str], shots: Path | None, report: Report) -> None:
+    """The site as a student reads it: each of ``pages`` (name -> path) at a laptop's and a phone's width, nothing of
+    its text column cut or past its edge, and (once per page) every image described by its alt text."""
+    for name, path in pages.items():
+        for size in (DESKTOP, PHONE):
+            browser.open(origin + path, size)
+            browser.poll("document.readyState === 'complete'")
+            problems, note = layout_problems(browser, size[0])  # before the screenshot, which resizes the page
+            if shots is not None:
+                slug = re.sub(r"\W+", "-", name)
+                browser.screenshot(shots / f"{slug}-{size[0]}.jpg")
+            fine = f"every table, code block and formula within the column ({note})"
+            report.check(f"{name} at {size[0]} px: nothing cut", not problems, _listed(problems) or fine)
+            if size == DESKTOP:
+                missing = image_problems(browser)
+                fine = f"{browser.js('document.images.length')} image(s), each described"
+                report.check(f"{name}: alt text", not missing, _listed(missing) or fine)
+
+
+def _listed(problems: list[str], most: int = 4) -> str:
+    """The first ``most`` problems on one line, and how many more."""
+    more = f" (and {len(problems) - most} more)" if len(problems) > most else ""
+    return "; ".join(problems[:most]) + more
 
 
 def figures_in(notebook: Path) -> int:
@@ -276,10 +403,6 @@ def run_checks(browser: Browser, origin: str, shots: Path, report: Report) -> No
         f"{len(details)} <details> ({', '.join(sorted({s for _, s, _ in details}))}), {len(shown)} open",
     )
     clean("lesson 03")
-    page("lesson03-phone", lesson, PHONE)
-    width = browser.js("[document.documentElement.scrollWidth, window.innerWidth]")
-    loaded = browser.js("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-    report.check("lesson 03 on a phone", loaded and width[0] <= width[1] + 1, f"page width {width[0]} in {width[1]}")
 
     # lesson 01: formulas as MathML, drawn by the browser
     page("lesson01", "/notebooks/01_advantages.html")
@@ -323,12 +446,18 @@ def run_checks(browser: Browser, origin: str, shots: Path, report: Report) -> No
     )
     clean("search")
 
+    # the pages a student reads most, at a laptop's and a phone's width
+    reader_checks(browser, origin, READER_PAGES, shots, report)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="docs_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("site", help="the built site (make docs's output)")
     parser.add_argument("--screenshots", default="build/docs-check", help="folder for the pages' screenshots")
     parser.add_argument("--no-install", action="store_true", help="fail instead of installing a missing Chromium")
+    parser.add_argument(
+        "--all-pages", action="store_true", help="only the reader's checks, on every page of the site (no screenshots)"
+    )
     args = parser.parse_args(argv)
     site = Path(args.site)
     try:
@@ -356,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
             browser = Browser(chromium, profile)
             print(f"{browser.send('Browser.getVersion')['product']}, headless; site {site} at {origin}", flush=True)
             try:
-                run_checks(browser, origin, shots, report)
+                if args.all_pages:
+                    pages = sorted(p.relative_to(site).as_posix() for p in site.glob("[dn]o*/**/*.html"))
+                    reader_checks(browser, origin, {p: "/" + p for p in pages}, None, report)
+                else:
+                    run_checks(browser, origin, shots, report)
             finally:
                 browser.close()
     except CheckError as err:
@@ -365,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(10)
-    print(f"screenshots: {shots}/ ({time.monotonic() - start:.1f} s)")
+    where = "no screenshots" if args.all_pages else f"screenshots: {shots}/"
+    print(f"{where} ({time.monotonic() - start:.1f} s)")
     print(f"{report.passed} passed, {report.failed} failed")
     return 0 if report.failed == 0 else 1
 

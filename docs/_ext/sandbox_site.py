@@ -10,6 +10,11 @@
 - after an HTML build, every local link and anchor of every built page (the theme's buttons and sidebars included,
   which MyST's own checks do not see) must resolve to a file and an id that exist: each one that does not is a
   warning, so ``make docs`` (warnings as errors) fails on it.
+- every image of the site has alt text that says what it shows (a screen reader reads it in the figure's place): a
+  markdown image's ``![...]``, a lesson figure's from its cell's metadata (:func:`figure_alts`). An image without
+  one, or whose alt text is a file name or a hash, is a warning (:func:`alt_problem`).
+- a pandas table's header may break after an underscore (``first_ratio_dev``), so a table of long column names
+  fits its column (docs/_static/site.css and site.js keep every column of a table in sight).
 """
 
 from __future__ import annotations
@@ -181,12 +186,73 @@ WIDGET_NOTE = (
 )
 
 
+# --- alt text: every figure says what it shows -----------------------------------------------------------------
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")
+ALTS = "sandbox_alts"  # where a cell's alt texts wait for its figures between reading the notebook and its doctree
+
+
+def alt_problem(alt: str | None) -> str | None:
+    """What is wrong with ``alt`` as the alt text of a figure, or None when it is real: words that say what the
+    figure shows. Wrong: none or empty, a file name or path (``../_images/f9f2...png``, what a browser falls back
+    to), a hash-like name, or fewer than three words ("figure", "learning_curves")."""
+    text = (alt or "").strip()
+    if not text:
+        return "no alt text"
+    if re.search(r"\.(png|jpe?g|gif|svg|webp)\b", text, re.I) or re.fullmatch(r"[\w./-]*/[\w./-]*", text):
+        return f"alt text {text[:60]!r} is a file name"
+    if re.search(r"\b[0-9a-f]{16,}\b", text, re.I):
+        return f"alt text {text[:60]!r} is a hash"
+    if len(text.split()) < 3:
+        return f"alt text {text!r} does not say what the figure shows (fewer than three words)"
+    return None
+
+
+def figure_alts(cell: dict) -> list[str]:
+    """The alt texts a lesson's code cell gives its figures (its image outputs, in order), from the cell's metadata:
+    MyST-NB's own ``mystnb: image: alt`` (one text, for a cell with one figure), or a list of texts there, one per
+    figure, for a cell that draws several (the site hands each figure its own; MyST-NB alone takes one text).
+
+    In the lesson's percent-format source (jupytext) the metadata sits on the cell's first line::
+
+        # %% mystnb={"image": {"alt": "Three panels against env steps: ..."}}
+    """
+    alt = cell.get("metadata", {}).get("mystnb", {}).get("image", {}).get("alt")
+    if alt is None:
+        return []
+    return [alt] if isinstance(alt, str) else [str(a) for a in alt]
+
+
+def figures_of(cell: dict) -> int:
+    """How many figures (image outputs) a code cell shows."""
+    return sum(any(t in o.get("data", {}) for t in IMAGE_TYPES) for o in cell.get("outputs", []))
+
+
+def notebook_alt_problems(notebook: dict) -> list[str]:
+    """Every figure of ``notebook`` (a lesson, as JSON) without real alt text in its cell's metadata, as
+    ``cell N: problem`` (N counted from 1, as Jupyter shows cells)."""
+    found = []
+    for n, cell in enumerate(notebook.get("cells", []), 1):
+        figures = figures_of(cell) if cell.get("cell_type") == "code" else 0
+        if not figures:
+            continue
+        alts = figure_alts(cell)
+        if len(alts) not in (1, figures) or (len(alts) == 1 < figures):
+            what = f"{len(alts)} alt texts" if alts else "no alt text in its metadata (mystnb: image: alt)"
+            found.append(f"cell {n}: {figures} figure{'s' if figures > 1 else ''}, {what}")
+            continue
+        found += [f"cell {n}: {p}" for p in map(alt_problem, alts) if p]
+    return found
+
+
 def _notebook_for_the_site(app, docname: str, source: list[str]) -> None:
     """What the site reads of a notebook (the committed file is left as it is):
 
     - the homework notebooks are kept without notebook metadata (jupytext strips it): their code is Python, for
       highlighting, as the lessons' ``language_info`` says;
-    - a widget's output (lesson 03's sliders) needs a kernel: the page says so instead of showing the widget's repr.
+    - a widget's output (lesson 03's sliders) needs a kernel: the page says so instead of showing the widget's repr;
+    - a cell with several figures keeps its list of alt texts aside for :func:`_figures_alt_text` (MyST-NB takes one
+      text per cell), and a pandas table's header cells may break after an underscore (``<wbr>``).
     """
     if not str(app.env.doc2path(docname)).endswith(".ipynb"):
         return
@@ -196,10 +262,43 @@ def _notebook_for_the_site(app, docname: str, source: list[str]) -> None:
         metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     metadata.pop("widgets", None)
     for cell in notebook.get("cells", []):
+        alts = figure_alts(cell)
+        if len(alts) > 1 or (alts and not isinstance(cell["metadata"]["mystnb"]["image"]["alt"], str)):
+            cell["metadata"][ALTS] = alts
+            cell["metadata"]["mystnb"]["image"]["alt"] = alts[0]
         for output in cell.get("outputs", []):
-            if WIDGET in output.get("data", {}):
+            data = output.get("data", {})
+            if WIDGET in data:
                 output["data"] = {"text/plain": WIDGET_NOTE}
+            elif "dataframe" in "".join(data.get("text/html", "")):
+                data["text/html"] = _breakable_headers("".join(data["text/html"]))
     source[0] = json.dumps(notebook)
+
+
+def _breakable_headers(html: str) -> str:
+    """A pandas table's HTML with a line-break opportunity after every underscore of its header cells' text."""
+    return re.sub(r"(<th[^>]*>)([^<]*)(</th>)", lambda m: m[1] + m[2].replace("_", "_<wbr>") + m[3], html)
+
+
+def _figures_alt_text(app, doctree) -> None:
+    """Each figure of a cell with several gets its own alt text; then every image of the page must have real alt
+    text (a warning names the image and what is wrong)."""
+    from sphinx.util import logging
+
+    for cell in doctree.findall(nodes.container):
+        alts = cell.get("nb_element") == "cell_code" and cell.get("cell_metadata", {}).get(ALTS)
+        if alts:
+            for image, alt in zip(cell.findall(nodes.image), alts):
+                image["alt"] = alt
+    logger = logging.getLogger(__name__)
+    for image in doctree.findall(nodes.image):
+        problem = alt_problem(image.get("alt"))
+        if problem:
+            where = image.get("candidates", {}).get("*") or image.get("uri", "")
+            if re.search(r"[0-9a-f]{32}", where):  # a notebook's output, written under its hash by MyST-NB
+                where = "a figure of a code cell (its cell's metadata: mystnb: image: alt)"
+            logger.warning("an image without alt text (%s): %s", problem, where, location=image,
+                           type="sandbox", subtype="alt")  # fmt: skip
 
 
 # --- every local link of the built site resolves ----------------------------------------------------------------
@@ -264,6 +363,7 @@ def _check_links(app, exception) -> None:
 def setup(app):
     app.connect("build-finished", _check_links)
     app.connect("source-read", _notebook_for_the_site)
+    app.connect("doctree-read", _figures_alt_text)
     app.add_object_type("config-field", "config-field", objname="config field (sandbox.Config)")
     for objtype in OBJECT_TYPES.values():
         app.add_object_type(objtype, objtype, objname=f"{objtype.replace('-', ' ')} (sandbox.metrics)")

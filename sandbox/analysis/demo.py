@@ -11,9 +11,11 @@ Two sweeps share one pool of workers, then one report covers both:
   the KL term (beta 0.04), 10 seeds each.
 
 Both sides spend the budget on seeds at one setting where the effect shows, rather than on a grid of settings with a
-handful of seeds each: with 3 to 5 seeds per group most comparisons end "too few seeds for a verdict" or "no
-significant difference". Whatever a particular run says, the report states it plainly. The specs are written next to
-the runs (``spec.toml``), so ``sandbox sweep`` can rerun or vary them.
+handful of seeds each: with 3 to 5 seeds per group most comparisons end "too few seeds for a verdict" or "not
+significant". Whatever a particular run says, the report states it plainly. The specs are written next to the runs
+(``spec.toml``), so ``sandbox sweep`` can rerun or vary them; the per-seed finals go to ``finals.csv`` beside
+``report.md`` (commit them with the report: :func:`sandbox.analysis.report.compare_finals` recomputes every verdict
+from them).
 """
 
 from __future__ import annotations

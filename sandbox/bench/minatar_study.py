@@ -12,10 +12,14 @@ flat for the first million), the MinAtar paper's network trained by PPO in five 
 Each arm's seeds train together as populations (``sandbox/algos/population.py``), sized so that the jobs share the
 workers evenly; each run writes its own run directory under ``OUT/<game>/``. Then the usual report over every game
 (``report.md``, ``report.csv`` and its figures: learning curves per arm, final scores, ``first_ratio_dev``), each arm
-compared with ``off`` on the same game (baseline ``dropout_mode=off,sample_dropout=none``; Holm over the report, no
-verdict below 5 seeds per arm), and ``mechanism.png``: ``first_ratio_dev`` and ``first_clipfrac`` per arm over
-training. The specs are written next to the runs (``spec.toml``), so ``sandbox sweep`` can rerun or vary them, and a
-bench stopped half-way continues where it stopped when started again with the same ``--out``.
+compared with ``off`` on the same game (baseline ``dropout_mode=off,sample_dropout=none``; Holm over the report's 8
+comparisons, no verdict below 5 seeds per arm), ``finals.csv`` (every run's final score, from which
+``sandbox.analysis.report.compare_finals`` recomputes every verdict), and ``mechanism.png``: ``first_ratio_dev`` and
+``first_clipfrac`` per arm over training. ``replicate``: the same arms on a second, disjoint set of seeds into
+``OUT-replication/`` (beside ``OUT``: its report reads every run below it), its own report, and ``replication.md`` /
+``replication.csv`` in ``OUT``: which verdicts replicated. The specs are written next to the runs (``spec.toml``), so
+``sandbox sweep`` can rerun or vary them, and a bench stopped half-way continues where it stopped when started again
+with the same ``--out``.
 
 ``fast`` (``--fast``, or ``SANDBOX_FAST=1``): a smoke test of the plumbing, two seeds and two short updates per run
 (the numbers mean nothing).
@@ -29,6 +33,7 @@ import os
 import time
 from pathlib import Path
 
+from .. import stats
 from ..config import MINATAR_GAMES, ConfigError
 from .common import machine
 
@@ -85,18 +90,18 @@ def population_size(seeds: int, jobs_per_split: int, workers: int) -> int:
 
 def bench_minatar(
     games: tuple[str, ...] = GAMES,
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+    seeds: tuple[int, ...] = tuple(range(10)),
     steps: int = STEPS,
     workers: int = 2,
     out: str | None = None,
     quiet: bool = False,
     fast: bool = False,
+    replicate: bool = False,
 ) -> dict:
     """Run the bench (module docstring) into ``out`` (default ``bench-minatar-<time>``); print the key table unless
-    ``quiet``. Returns the machine, the settings, the wall time and each arm's final IQM and verdict per game."""
-    from ..analysis.demo import to_toml
-    from ..analysis.report import write_report
-    from ..analysis.sweep import run_sweeps
+    ``quiet``. Returns the machine, the settings, the wall time and each arm's final IQM and verdict per game (and,
+    with ``replicate``, the replication table's rows)."""
+    from ..analysis.breadth import replication_seeds
 
     unknown = [g for g in games if g not in MINATAR_GAMES]
     if unknown or not games:
@@ -107,28 +112,32 @@ def bench_minatar(
     out_dir = Path(out or f"bench-minatar-{time.strftime('%Y%m%d-%H%M%S')}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError("out", f"{out_dir} exists and is not a directory")
-    items = []
-    for game in games:
-        for name, spec in specs(game, seeds, steps, fast).items():
-            d = out_dir / game / name
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "spec.toml").write_text(to_toml(spec))
-            items.append((d / "spec.toml", d))
     arms = len(games) * (len(MODES) + 1)
     population = population_size(len(seeds), arms, workers)
+    comparisons = len(games) * len(MODES)
     if not quiet:
         budget = FAST["total_steps"] if fast else steps
+        detect = stats.detectable_effect(len(seeds), len(seeds), stats.ALPHA / comparisons)
         print(
             f"PPO on MinAtar ({', '.join(games)}): dropout off, rollout-eval, naive and consistent at p = {DROPOUT} "
             f"(policy and value), and D-PPO sample dropout; {len(seeds)} seeds each, {budget:,} steps per run"
-            + (" (fast: a smoke test)" if fast else ""),
+            + (" (fast: a smoke test)" if fast else "")
+            + f"; {comparisons} comparisons: 80% power at 0.05 / {comparisons} for |g| "
+            + (f"{detect:.2f}" if math.isfinite(detect) else "none (below the permutation floor)")
+            + (", and the same again on a second set of seeds" if replicate else ""),
             flush=True,
         )
     t0 = time.perf_counter()
-    counts = run_sweeps(items, workers, quiet=quiet, population=population)
+    counts, table = _run_arms(out_dir, games, seeds, steps, fast, workers, population, quiet)
     train_s = time.perf_counter() - t0
-    table = write_report(out_dir, BASELINE, quiet=quiet)
     mechanism_figure(out_dir)
+    replicated = None
+    if replicate:
+        again = list(replication_seeds(seeds))
+        beside = out_dir.parent / f"{out_dir.name}-replication"  # not inside: the report reads every run below OUT
+        more, again_table = _run_arms(beside, games, again, steps, fast, workers, population, True)
+        counts = {k: counts[k] + more[k] for k in ("total", "failed")}
+        replicated = replication(table, again_table, seeds, again, out_dir)
     wall = time.perf_counter() - t0
     result = {
         "machine": machine(),
@@ -146,13 +155,49 @@ def bench_minatar(
         "wall_s": wall,
         "out": str(out_dir),
         "arms": [{k: _plain(getattr(r, k)) for k in ARM_COLUMNS} for r in table.itertuples()],
-    }
+        "replication": None if replicated is None else [{k: _plain(v) for k, v in row.items()}
+                                                        for row in replicated.to_dict("records")],
+    }  # fmt: skip
     (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
     if not quiet:
         where = f"report: {out_dir / 'report.md'}, mechanism: {out_dir / 'mechanism.png'}"
         print(f"\n{counts['total']} runs, {wall:.0f} s in all ({train_s:.0f} s training, {workers} workers) on "
               f"{result['machine']}; {where}")  # fmt: skip
     return result
+
+
+def _run_arms(out_dir: Path, games, seeds: list[int], steps: int, fast: bool, workers: int, population: int,
+              quiet: bool):  # fmt: skip
+    """Write every game's specs for ``seeds`` under ``out_dir``, run them (resumable) and write the report; returns
+    the run counts and the report's table."""
+    from ..analysis.demo import to_toml
+    from ..analysis.report import write_report
+    from ..analysis.sweep import run_sweeps
+
+    items = []
+    for game in games:
+        for name, spec in specs(game, seeds, steps, fast).items():
+            d = out_dir / game / name
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "spec.toml").write_text(to_toml(spec))
+            items.append((d / "spec.toml", d))
+    counts = run_sweeps(items, workers, quiet=quiet, population=population)
+    return counts, write_report(out_dir, BASELINE, quiet=quiet)
+
+
+def replication(first, again, seeds, again_seeds, out_dir: Path):
+    """Each arm's verdict on the first seeds and on the second (:func:`sandbox.analysis.breadth.replication_table`),
+    written to ``replication.csv`` and ``replication.md``; returns the table."""
+    from ..analysis.breadth import replication_markdown, replication_table
+
+    def cells(t):
+        t = t[~t.baseline.isin(["", "(baseline)"])]
+        return t.rename(columns={"group": "label", "baseline": "against", "hedges_g": "g"})
+
+    table = replication_table(cells(first), cells(again))
+    table.to_csv(out_dir / "replication.csv", index=False)
+    (out_dir / "replication.md").write_text(replication_markdown(table, seeds, again_seeds))
+    return table
 
 
 def _plain(v):

@@ -1,17 +1,20 @@
 """``sandbox report SWEEP_DIR``: what a sweep shows, with the statistics that keep it honest, and its figures.
 
 Runs are grouped by config (every field but the seed). Per group: the final score's interquartile mean (IQM, the
-mean of the middle 50% of seeds; Agarwal et al. 2021) with a BCa bootstrap interval, its mean with a Student t
-interval, time-to-solve, seed-to-seed spread, collapses and the stability metrics. Each group is compared with its
-baseline (default: the same config with ``dropout_mode = off``) by :func:`sandbox.stats.compare`: a two-sided
-permutation test of the difference of mean final scores, the difference with Welch's interval, Hedges' g and the
-probability of improvement with their intervals, and the seeds per group that 80% power would need.
+mean of the middle 50% of seeds; Agarwal et al. 2021) with its Tukey-McLaughlin interval, its mean with a Student t
+interval, time-to-solve, seed-to-seed spread, collapses, the runs that did not end finite (named) and the stability
+metrics. Each group is compared with its baseline (default: the same config with ``dropout_mode = off``), all the
+report's comparisons as one family (:func:`sandbox.stats.compare_family`): a two-sided permutation test of the
+difference of mean final scores (exact, or drawn until its Monte Carlo error cannot move a Holm decision), Holm's
+adjustment, the verdict, the difference's interval at the level that verdict used, Hedges' g with its exact interval,
+the probability of improvement, and the smallest effect the seeds could detect.
 
-The verdict comes from the test, never from intervals that do not overlap: the p-values of all the report's
-comparisons are adjusted with Holm's method, and :func:`sandbox.stats.verdict` says "better" or "worse" only when the
-adjusted p is below 0.05 and both groups have at least ``stats.MIN_SEEDS`` seeds ("too few seeds for a verdict"
-otherwise). The trap it avoids: with 3 seeds per group two percentile-bootstrap intervals can fail to overlap while
-the exact test cannot go below p = 0.1.
+The verdict comes from the test, never from intervals that do not overlap: :func:`sandbox.stats.verdict` says
+"better" or "worse" only when the adjusted p is below 0.05 over its whole Monte Carlo range and both groups have at
+least ``stats.MIN_SEEDS`` seeds ("too few seeds for a verdict" otherwise), "borderline" within that range,
+"equivalent" only after an equivalence test, else "not significant". The trap it avoids: with 3 seeds per group two
+percentile-bootstrap intervals can fail to overlap while the exact test cannot go below p = 0.1. The per-seed finals
+go to ``finals.csv``, from which :func:`compare_finals` recomputes every verdict.
 
 Figures: one row of panels per task (algorithm and environment) with one shared y-axis per task, every dropout mode
 in its colour from :data:`sandbox.plots.MODE_COLORS`, dropout p on the x-axis (or as the panel) where it varies and a
@@ -36,6 +39,8 @@ from .tables import (
     baselines,
     check_baseline,
     collapsed,
+    compare_finals,
+    finals_frame,
     group_table,
     iqm,
     iqm_ci,
@@ -49,6 +54,7 @@ __all__ = [
     "baselines",
     "check_baseline",
     "collapsed",
+    "compare_finals",
     "group_runs",
     "iqm",
     "iqm_ci",
@@ -65,7 +71,8 @@ __all__ = [
 def write_report(
     sweep_dir: str | os.PathLike, baseline: str = "dropout_mode=off", quiet: bool = False, figures: bool = True
 ) -> pd.DataFrame:
-    """Write report.md, report.csv and the PNG figures into ``sweep_dir``; print the key table."""
+    """Write report.md, report.csv, finals.csv (one row per run) and the PNG figures into ``sweep_dir``; print the
+    key table."""
     from ...config import ConfigError
 
     sweep_dir = Path(sweep_dir)
@@ -80,6 +87,7 @@ def write_report(
         warnings.simplefilter("ignore", category=RuntimeWarning)  # degenerate resamples of tiny groups
         table = group_table(groups, baseline)
         table.to_csv(sweep_dir / "report.csv", index=False)
+        finals_frame(groups, table).to_csv(sweep_dir / "finals.csv", index=False)
         pictures = _figures(groups, table, baselines(groups, baseline), sweep_dir) if figures else []
     (sweep_dir / "report.md").write_text(_markdown(sweep_dir, runs, groups, table, baseline, pictures))
     if not quiet:

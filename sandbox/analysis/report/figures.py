@@ -222,14 +222,14 @@ def _figures(groups: list[Group], table: pd.DataFrame, bases: dict, out: Path) -
         ),
         (
             "final_per_seed.png",
-            "Final score against dropout p: every seed (dots) and each group's IQM with its 95% BCa bootstrap "
+            "Final score against dropout p: every seed (dots) and each group's IQM with its 95% Tukey-McLaughlin "
             "interval; dropout off, whose p is inert, as a level with its interval.",
             lambda name: _by_x_figure(
                 plt,
                 tasks,
                 out,
                 name,
-                "Final score: every seed, and the IQM with its 95% BCa interval",
+                "Final score: every seed, and the IQM with its 95% interval",
                 value=lambda r: r.final,
                 center=lambda g, v: intervals[g.label],
                 ylabel=_Task.score_label,

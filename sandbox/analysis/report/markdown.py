@@ -16,28 +16,45 @@ from .tables import _fmt, _interval, _table
 
 def _how_to_read(table: pd.DataFrame, baseline: str) -> list[str]:
     compared = _compared(table)
-    seeds = [min(a, b) for a, b in zip(compared.runs, _base_runs(table, compared))]
-    m = sum(1 for n, p in zip(seeds, compared.p_value) if n >= stats.MIN_SEEDS and np.isfinite(p))
+    m = _tested(table)
+    first = stats.ALPHA / max(m, 1)
     lines = [
         "## How to read it",
         "",
         f"**The verdict.** Each group is compared with its baseline (the same config with `{baseline}`) by a "
-        "two-sided permutation test of the difference of mean final scores, and the p-values of the report's "
-        f"{_count(m, 'comparison')} with at least {stats.MIN_SEEDS} seeds on both sides are adjusted together with "
-        "Holm's method (*p Holm*; comparisons with fewer seeds are not tested). The verdict says "
-        f"*better* or *worse* only when the adjusted p is below {stats.ALPHA} and both groups have at least "
-        f"{stats.MIN_SEEDS} seeds, *too few seeds for a verdict* below that, and *no significant difference* "
-        "otherwise, which means the seeds cannot tell the groups apart, not that they are equal: *seeds needed* is "
-        "how many seeds per group would detect the observed difference 80% of the time.",
+        "two-sided permutation test of the difference of mean final scores: exact where the splits of the seeds "
+        f"number at most {stats.MAX_EXACT:,}, else drawn ({stats.RESAMPLES:,} random splits, more, up to "
+        f"{stats.MAX_RESAMPLES:,}, for a p near one of Holm's thresholds; *p* then shows the bounds of the exact p, "
+        f"simultaneous at {stats.MC_CONFIDENCE} over the report). The report's {_count(m, 'comparison')} with at "
+        f"least {stats.MIN_SEEDS} seeds on both sides form one family, adjusted with Holm's method (*p Holm*; "
+        "comparisons with fewer seeds are not tested). The verdict says *better* or *worse* when the adjusted p is "
+        f"below {stats.ALPHA} even at the top of its Monte Carlo bounds; *borderline* when those bounds straddle "
+        f"{stats.ALPHA} (another resampling could say either); *equivalent* when, not different, a TOST shows the "
+        f"standardised difference (in pooled standard deviations, what Hedges' g estimates) inside +-"
+        f"{stats.EQUIVALENCE_G} after Holm over the same comparisons; *not significant* otherwise, which means the "
+        "seeds cannot tell the groups apart, not that they are equal: *detectable |g|* is the smallest standardised "
+        "difference these seeds detect 80% of the time at Holm's first level (0.05 over the comparisons); *too few "
+        "seeds for a verdict* below "
+        f"{stats.MIN_SEEDS} seeds.",
+        "",
+        "**The interval beside the verdict** (*difference [CI at its level]*) is the permutation test inverted at the "
+        f"level that row was tested at (*level* = {stats.ALPHA} x p / p Holm: the p is below it exactly when p Holm "
+        f"is below {stats.ALPHA}), so it excludes 0 exactly on the rows called better or worse. The other intervals "
+        "(Hedges' g, P(improvement)) are 95% and unadjusted.",
     ]
     if len(compared):
         n_pairs = sorted({(int(min(a, b)), int(max(a, b))) for a, b in zip(compared.runs, _base_runs(table, compared))})
-        smallest = {pair: stats.smallest_p_value(*pair) for pair in n_pairs}
+        smallest = {pair: stats.smallest_p_value(*pair, stats.MAX_RESAMPLES) for pair in n_pairs}
         text = "; ".join(f"{_fmt(p, '.2g')} with {a} seeds against {b}" for (a, b), p in smallest.items())
+        detect = "; ".join(
+            f"{_detectable(stats.detectable_effect(a, b, first))} with {a} against {b}" for a, b in n_pairs
+        )
+        needed = stats.seeds_needed(stats.POWER_G, comparisons=max(m, 1))
         lines += [
             "",
-            f"The smallest p the test can reach: {text}; Holm multiplies the smallest p by the number of "
-            f"comparisons ({m}).",
+            f"**Power.** Holm's first level here is {stats.ALPHA} / {max(m, 1)} = {_fmt(first, '.2g')}. At that level "
+            f"80% power needs |g| {detect}; for |g| {stats.POWER_G} it needs {needed:.0f} seeds per group. The "
+            f"smallest p the test can reach: {text}.",
         ]
         eligible = [(a, b) for a, b in n_pairs if a >= stats.MIN_SEEDS]
         if eligible and all(smallest[pair] * m >= stats.ALPHA for pair in eligible):
@@ -46,26 +63,44 @@ def _how_to_read(table: pd.DataFrame, baseline: str) -> list[str]:
                 f"effect** ({_fmt(min(smallest[p] for p in eligible), '.2g')} x {m} >= {stats.ALPHA}): more seeds "
                 "per group or fewer comparisons per report would change that."
             )
+    lines += ["", _nonfinite(table)]
     lines += [
         "",
         "**Methods.** *final* = mean return of the last 20 episodes (Gym) or mean reward of the last batch "
-        "(language tasks). IQM = interquartile mean over seeds (the mean of the middle half), with a 95% BCa "
-        "bootstrap interval (scipy.stats.bootstrap, 2,000 resamples; † where BCa is undefined and the percentile "
-        "interval is shown); mean with a 95% Student t interval; difference of means with Welch's 95% t interval; "
-        "Hedges' g (the difference in pooled standard deviations, small-sample corrected) with a normal-approximation "
-        "95% interval; P(improvement) = P(X > Y) over pairs of seeds (0.5: no edge) with a 95% percentile-bootstrap "
-        "interval; seeds needed for a two-sided t test at 0.05 with 80% power if the true effect were the observed "
-        "g (noncentral t). The intervals are not adjusted for the number of comparisons: a difference interval that "
-        "excludes 0 is not a verdict. A *collapse* is a run whose 20-episode mean reached 90% of the threshold "
-        "and later fell below 50% of it.",
+        "(language tasks). IQM = interquartile mean over seeds (the mean of the middle half), with its 95% "
+        "Tukey-McLaughlin interval (the trimmed mean's t interval from the winsorized variance: about 0.94 coverage "
+        "at 5 seeds, where the BCa bootstrap's was 0.89); mean with a 95% Student t interval; Hedges' g (the "
+        "difference in pooled standard deviations, small-sample corrected) with its exact 95% noncentral-t interval; "
+        "P(improvement) = P(X > Y) over pairs of seeds (0.5: no edge) with a 95% percentile-bootstrap interval; "
+        "Welch's 95% interval of the difference in report.csv (unadjusted). Per-seed finals: finals.csv, from which "
+        "`sandbox.analysis.report.compare_finals` recomputes every verdict. A *collapse* is a run whose 20-episode "
+        "mean reached 90% of the threshold and later fell below 50% of it.",
         "",
     ]
     return lines
 
 
+def _detectable(d: float) -> str:
+    return f"{d:.2f}" if np.isfinite(d) else "none (below the permutation floor)"
+
+
+def _nonfinite(table: pd.DataFrame) -> str:
+    """The runs whose final score is not finite (a diverged run), named: every statistic leaves them out."""
+    bad = table[table.nonfinite > 0]
+    if not len(bad):
+        return "**Runs that did not end finite**: none."
+    named = "; ".join(f"{r.group}: {r.nonfinite} (seeds {r.nonfinite_seeds})" for r in bad.itertuples())
+    return f"**Runs that did not end finite**, left out of every statistic: {named}."
+
+
 def _compared(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of groups compared with a baseline."""
     return table[~table.baseline.isin(["", "(baseline)"])]
+
+
+def _tested(table: pd.DataFrame) -> int:
+    """The comparisons of the Holm family (at least ``stats.MIN_SEEDS`` seeds on both sides)."""
+    return int((~_compared(table).verdict.str.startswith("too few seeds")).sum())
 
 
 def _count(n: int, noun: str) -> str:
@@ -88,13 +123,13 @@ def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str,
         "## Final performance",
         "",
         _table(
-            ["group", "runs", "final IQM [95% BCa CI]", "mean [95% t CI]", "seed std", "solved", "median time-to-solve"]
+            ["group", "runs", "final IQM [95% CI]", "mean [95% t CI]", "seed std", "solved", "median time-to-solve"]
             + ["collapses"],
             [
                 [
                     r.group,
                     str(r.runs),
-                    _interval(r.final_iqm, r.ci_low, r.ci_high, mark="" if r.ci_method.startswith("BCa") else " †"),
+                    _interval(r.final_iqm, r.ci_low, r.ci_high),
                     _interval(r.final_mean, r.mean_ci_low, r.mean_ci_high),
                     _fmt(r.final_std),
                     f"{r.solved}/{r.runs}",
@@ -115,26 +150,29 @@ def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str,
             "## Against the baseline",
             "",
             _table(
-                ["group", "difference of means [95% Welch CI]", "Hedges' g [95% CI]", "P(improvement) [95% CI]", "p"]
-                + ["p Holm", "seeds needed", "verdict"],
+                ["group", "difference [CI at its level]", "Hedges' g [95% CI]", "P(improvement) [95% CI]", "p"]
+                + ["p Holm", "level", "detectable |g|", "verdict"],
                 [
                     [
                         r.group,
-                        _interval(r.diff, r.diff_ci_low, r.diff_ci_high),
+                        _interval(r.diff, r.diff_level_low, r.diff_level_high),
                         _interval(r.hedges_g, r.g_ci_low, r.g_ci_high, ".2f"),
                         _interval(r.p_improvement, r.poi_ci_low, r.poi_ci_high, ".2f"),
-                        _fmt(r.p_value, ".2g"),
-                        _fmt(r.p_holm, ".2g"),
-                        _fmt(r.seeds_needed, ".0f"),
+                        _fmt(r.p_value, ".2g") if r.exact else _interval(r.p_value, r.p_low, r.p_high, ".2g"),
+                        _fmt(r.p_holm, ".2g")
+                        if r.exact or not np.isfinite(r.p_holm_low)
+                        else _interval(r.p_holm, r.p_holm_low, r.p_holm_high, ".2g"),
+                        _fmt(r.level, ".2g"),
+                        _detectable(r.detectable_g),
                         f"**{r.verdict}**" if r.verdict in ("better", "worse") else r.verdict,
                     ]
                     for r in compared.itertuples()
                 ],
             ),
             "",
-            f"Test: {next((t for t in compared.test if t), 'permutation test, difference of means')} (two-sided, "
-            "scipy.stats.permutation_test: exact when there are at most 10,000 splits of the seeds), Holm's "
-            f"correction over the {_count(int(np.isfinite(compared.p_value).sum()), 'comparison')} above.",
+            f"Test: {next((t for t in compared.test if t), 'permutation test, difference of means')} (two-sided), "
+            f"Holm's correction over the {_count(_tested(table), 'comparison')} with at least {stats.MIN_SEEDS} seeds "
+            "per side.",
             "",
         ]
     lines += [
@@ -162,5 +200,9 @@ def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str,
         ]
     lines.append("")
     if pictures:
-        lines += ["## Figures", ""] + [f"![{Path(name).stem}]({name})\n\n{caption}\n" for name, caption in pictures]
+        # alt text: what the figure shows (the caption's head), not its file name; the caption below says the rest
+        lines += ["## Figures", ""] + [
+            f"![{caption.split(':')[0].rstrip('.')}, for every group of this report]({name})\n\n{caption}\n"
+            for name, caption in pictures
+        ]
     return "\n".join(lines)

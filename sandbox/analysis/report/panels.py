@@ -191,12 +191,20 @@ def _layout(plt, panels: list[int], title: str, max_cols: int = 4, width: float 
 
 
 def _legend(ax, task: _Task, marker: bool = False, extra: list | None = None) -> None:
+    """A task's legend: one entry per dropout mode (its colour), then one per other setting that varies (its line
+    style or marker, in grey). Where such settings vary, a mode's entry is a colour swatch, not a line: a solid
+    line would say "solid" too, while the mode's groups are drawn in every style (MinAtar's dropout off: solid with
+    D-PPO's sample dropout, dashed without)."""
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    handles = [
-        Line2D([], [], color=mode_color(m), lw=2, marker="o" if marker else None, ms=5, label=m)
-        for m in dict.fromkeys(g.mode for g in task.groups)
-    ]
+    modes = dict.fromkeys(g.mode for g in task.groups)
+    if len(task.styles) > 1:
+        handles = [Patch(color=mode_color(m), label=m) for m in modes]
+    else:
+        handles = [
+            Line2D([], [], color=mode_color(m), lw=2, marker="o" if marker else None, ms=5, label=m) for m in modes
+        ]
     if len(task.styles) > 1:
         handles += [
             Line2D(

@@ -1,6 +1,8 @@
-"""The report's tables: per group what its own seeds say (IQM with its BCa interval, mean with its t interval,
-time-to-solve, collapses, the ratio's noise), each group against its baseline (:func:`sandbox.stats.compare`, Holm
-over the report, :func:`sandbox.stats.verdict`), and the key table ``sandbox report`` prints."""
+"""The report's tables: per group what its own seeds say (IQM with its Tukey-McLaughlin interval, mean with its t
+interval, time-to-solve, collapses, the ratio's noise, runs that did not end finite), each group against its baseline
+(:func:`sandbox.stats.compare_family`: Holm over the report, each verdict with its interval at the level it used),
+the per-seed finals (``finals.csv``, from which :func:`compare_finals` recomputes every verdict), and the key table
+``sandbox report`` prints."""
 
 from __future__ import annotations
 
@@ -21,10 +23,10 @@ from .runs import INERT_WHEN_OFF, Group
 iqm = stats.iqm
 
 
-def iqm_ci(x, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """BCa bootstrap confidence interval of the IQM (:func:`sandbox.stats.bootstrap_interval`; the percentile
-    interval where BCa is undefined); NaNs with < 2 values."""
-    low, high, _ = stats.bootstrap_interval(x, iqm, confidence, "BCa", n_resamples, seed)
+def iqm_ci(x, confidence: float = 0.95) -> tuple[float, float]:
+    """The IQM's Tukey-McLaughlin interval (:func:`sandbox.stats.iqm_interval`: its coverage holds at 5 seeds, where
+    the BCa bootstrap's did not); NaNs with < 2 values."""
+    low, high, _ = stats.iqm_interval(x, confidence)
     return low, high
 
 
@@ -130,14 +132,30 @@ COMPARISON_COLUMNS = (
     "poi_ci_high",
     "seeds_needed",
     "mw_pvalue",
+    "p_low",
+    "p_high",
+    "p_holm_low",
+    "p_holm_high",
+    "exact",
+    "resamples",
+    "level",
+    "diff_level_low",
+    "diff_level_high",
+    "g_level_low",
+    "g_level_high",
+    "equivalence_p",
+    "equivalence_holm",
+    "detectable_g",
 )
+"""The columns of a compared group's row (report.csv); ``seeds_needed`` is prospective: seeds per group for 80% power
+against |g| ``stats.POWER_G`` at the report's first Holm level (the same in every row)."""
 
 
 def _describe(g: Group) -> dict:
     """The per-group half of a report row: what the group's own seeds say."""
     finals = g.finals
     ok = finals[np.isfinite(finals)]
-    low, high, method = stats.bootstrap_interval(ok, iqm)
+    low, high, method = stats.iqm_interval(ok)
     t_low, t_high, _ = stats.t_interval(ok)
     solved = [r for r in g.runs if r.summary.get("solved_at_steps") is not None]
     alone = [r for r in solved if r.summary.get("population", 1) == 1]
@@ -150,6 +168,8 @@ def _describe(g: Group) -> dict:
         "dropout_mode": g.mode,
         "dropout_p": float(g.config.get("dropout") or 0.0),
         "runs": len(g.runs),
+        "nonfinite": int((~np.isfinite(finals)).sum()),
+        "nonfinite_seeds": " ".join(str(r.config.get("seed")) for r in g.runs if not np.isfinite(r.final)),
         "final_iqm": float(iqm(ok)) if len(ok) else math.nan,
         "ci_low": low,
         "ci_high": high,
@@ -171,53 +191,109 @@ def _describe(g: Group) -> dict:
     }
 
 
+def _decide(
+    finals: dict[str, np.ndarray], base_of: dict[str, str | None], seed: int = 0
+) -> dict[str, tuple[str, stats.Verdict]]:
+    """Every group with a baseline (``base_of[key]``: the baseline's key, None without one, itself when it is one)
+    against it, decided as one family (:func:`sandbox.stats.compare_family`: groups with fewer than
+    ``stats.MIN_SEEDS`` seeds on a side are not tested and do not weaken the others' correction)."""
+    keys = [k for k, b in base_of.items() if b is not None and b != k]
+    decided = stats.compare_family([(finals[k], finals[base_of[k]]) for k in keys], seed=seed)
+    return {k: (base_of[k], v) for k, v in zip(keys, decided)}
+
+
+def _comparison_row(v: stats.Verdict, mw_pvalue: float) -> dict:
+    """The :data:`COMPARISON_COLUMNS` of one decided comparison (and its test and verdict)."""
+    c = v.comparison
+    return dict(
+        test=c.test,
+        p_value=c.p_value,
+        p_holm=v.p_holm,
+        diff=c.diff,
+        diff_ci_low=c.diff_interval.low,
+        diff_ci_high=c.diff_interval.high,
+        hedges_g=c.effect_size,
+        g_ci_low=c.effect_interval.low,
+        g_ci_high=c.effect_interval.high,
+        p_improvement=c.prob_improvement,
+        poi_ci_low=c.prob_interval.low,
+        poi_ci_high=c.prob_interval.high,
+        seeds_needed=c.seeds_needed,
+        mw_pvalue=mw_pvalue,
+        p_low=c.p_low,
+        p_high=c.p_high,
+        p_holm_low=v.p_holm_low,
+        p_holm_high=v.p_holm_high,
+        exact=c.exact,
+        resamples=c.resamples,
+        level=v.level,
+        diff_level_low=v.interval.low,
+        diff_level_high=v.interval.high,
+        g_level_low=v.effect_at_level.low,
+        g_level_high=v.effect_at_level.high,
+        equivalence_p=c.equivalence_p,
+        equivalence_holm=v.equivalence_holm,
+        detectable_g=v.detectable,
+        verdict=v.word,
+    )
+
+
 def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.DataFrame:
     """One row per group: the statistics of the report (also written as report.csv).
 
-    Every group with a baseline is compared with it (:func:`sandbox.stats.compare`); the p-values of all these
-    comparisons that can get a verdict (``stats.MIN_SEEDS`` seeds or more on both sides) are adjusted together with
-    Holm's method (``p_holm``), and ``verdict`` is :func:`sandbox.stats.verdict` of the adjusted p. Comparisons with
-    too few seeds are not tested, so they do not weaken the others' correction (their ``p_holm`` is Holm's over
-    them alone, for information)."""
+    Every group with a baseline is compared with it, and the comparisons that can get a verdict (``stats.MIN_SEEDS``
+    seeds or more on both sides) form one family (:func:`sandbox.stats.compare_family`): Holm's adjustment with the
+    Monte Carlo error of each p (``p_holm`` and its bounds), the verdict, the level it was tested at (``level``) and
+    the difference's interval at that level (``diff_level_low``, ``diff_level_high``). Comparisons with too few seeds
+    are not tested, so they do not weaken the others' correction (their ``p_holm`` is Holm's over them alone, for
+    information)."""
     bases = baselines(groups, baseline)
-    comparisons = {}
-    for g in groups:
-        base = bases[g.key]
-        if base is not None and base is not g:
-            comparisons[g.key] = (base, stats.compare(g.finals, base.finals))
-    testable = {k: c for k, (_, c) in comparisons.items() if min(c.n_x, c.n_y) >= stats.MIN_SEEDS}
-    untested = {k: c for k, (_, c) in comparisons.items() if k not in testable}
-    adjusted = {}
-    for family in (testable, untested):
-        adjusted |= dict(zip(family, stats.holm([c.p_value for c in family.values()])))
+    by_key = {g.key: g for g in groups}
+    compared = _decide({g.key: g.finals for g in groups}, {k: (b.key if b else None) for k, b in bases.items()})
     rows = []
     for g in groups:
         row = _describe(g)
-        if g.key not in comparisons:
+        if g.key not in compared:
             base = bases[g.key]
             row.update(baseline="" if base is None else "(baseline)", **dict.fromkeys(COMPARISON_COLUMNS, math.nan))
             row.update(test="", verdict="")
         else:
-            base, c = comparisons[g.key]
-            row.update(
-                baseline=base.label,
-                test=c.test,
-                p_value=c.p_value,
-                p_holm=adjusted[g.key],
-                diff=c.diff,
-                diff_ci_low=c.diff_interval.low,
-                diff_ci_high=c.diff_interval.high,
-                hedges_g=c.effect_size,
-                g_ci_low=c.effect_interval.low,
-                g_ci_high=c.effect_interval.high,
-                p_improvement=c.prob_improvement,
-                poi_ci_low=c.prob_interval.low,
-                poi_ci_high=c.prob_interval.high,
-                seeds_needed=c.seeds_needed,
-                mw_pvalue=stats.mann_whitney_pvalue(g.finals, base.finals),
-                verdict=stats.verdict(c, adjusted[g.key]),
-            )
+            base_key, v = compared[g.key]
+            base = by_key[base_key]
+            row.update(baseline=base.label, **_comparison_row(v, stats.mann_whitney_pvalue(g.finals, base.finals)))
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+FINALS_COLUMNS = ("group", "baseline", "task", "dropout_mode", "dropout_p", "seed", "final")
+"""finals.csv: one row per run, its group and that group's baseline ("(baseline)" for a baseline itself, "" for a
+group without one), and its final score (NaN for a run that did not end finite)."""
+
+
+def finals_frame(groups: list[Group], table: pd.DataFrame) -> pd.DataFrame:
+    """The per-seed finals of a report (``finals.csv``): what a reader needs to recompute every verdict
+    (:func:`compare_finals`) without the runs."""
+    base = dict(zip(table.group, table.baseline))
+    rows = [
+        {"group": g.label, "baseline": base[g.label], "task": g.task, "dropout_mode": g.mode,
+         "dropout_p": float(g.config.get("dropout") or 0.0), "seed": r.config.get("seed"), "final": r.final}
+        for g in groups
+        for r in g.runs
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(FINALS_COLUMNS))
+
+
+def compare_finals(finals: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Every verdict of a report recomputed from its ``finals.csv`` alone (:func:`finals_frame`): one row per compared
+    group, its baseline, the :data:`COMPARISON_COLUMNS` and the verdict; ``seed``: the resampling seed (a verdict
+    that changes with it is a bug: only *borderline* may)."""
+    scores = {g: f["final"].to_numpy(float) for g, f in finals.groupby("group", sort=False)}
+    named = finals.drop_duplicates("group").set_index("group")["baseline"].fillna("")
+    decided = _decide(scores, {g: (b if b in scores else None) for g, b in named.items()}, seed)
+    rows = [
+        {"group": k, "baseline": b, **_comparison_row(v, stats.mann_whitney_pvalue(scores[k], scores[b]))}
+        for k, (b, v) in decided.items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -267,7 +343,8 @@ def _short_group(r) -> str:
 
 def key_table(table: pd.DataFrame) -> str:
     """The table ``sandbox report`` prints: one line per group, task by task, narrow enough for a terminal."""
-    header = ["group", "final IQM [95% CI]", "solved", "first_ratio_dev", "P(improvement)", "p Holm", "verdict"]
+    header = ["group", "final IQM [95% CI]", "solved", "first_ratio_dev", "difference [CI at its level]", "p Holm"]
+    header += ["verdict"]
     out = []
     for task, rows in table.groupby("task", sort=False):
         body = [
@@ -276,7 +353,7 @@ def key_table(table: pd.DataFrame) -> str:
                 _interval(r.final_iqm, r.ci_low, r.ci_high),
                 f"{r.solved}/{r.runs}",
                 _fmt(r.first_ratio_dev, ".4f"),
-                _fmt(r.p_improvement, ".2f"),
+                _interval(r.diff, r.diff_level_low, r.diff_level_high),
                 _fmt(r.p_holm, ".2g"),
                 r.verdict or r.baseline or "-",
             ]
