@@ -41,6 +41,7 @@ from sandbox.plots import OTHER_COLORS, use_style
 
 use_style()
 FAST = os.environ.get("SANDBOX_FAST") == "1"
+CI = "difference [CI at the verdict's level]"  # sandbox.stats' tables: the interval the verdict used
 STEPS = 4_096 if FAST else 60_000
 SEEDS = course.seeds(2 if FAST else 10)  # [0, ..., 9]; SANDBOX_SEED_SET=2 shifts them to [1000, ..., 1009]
 print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps per setting ({course.seed_names(SEEDS)})")
@@ -247,13 +248,13 @@ course.say(
     f"""In this run ({len(SEEDS)} seeds per setting, {STEPS:,} steps each):
 
 - lambda = 0: mean return over training {np.mean(auc[0.0]):.0f} against {np.mean(auc[0.8]):.0f} for lambda = 0.8,
-  difference {row0["difference [95% CI]"]} (95% CI); P(a lambda = 0 seed beats a lambda = 0.8 seed)
+  difference {row0[CI]} (95% CI); P(a lambda = 0 seed beats a lambda = 0.8 seed)
   {row0["P(beats baseline)"]:.2f}; the permutation test corrected for the two comparisons (Holm) gives
   p = {row0["p (Holm)"]:g}: *{row0["verdict"]}*. {solved_end[0.0]} of its {len(SEEDS)} seeds ended at 475 or more
   (final returns {min(final[0.0]):.0f} to {max(final[0.0]):.0f}).
-- lambda = 1: {np.mean(auc[1.0]):.0f} against {np.mean(auc[0.8]):.0f}, difference {row1["difference [95% CI]"]},
-  p = {row1["p (Holm)"]:g}: *{row1["verdict"]}* (at the observed difference, 80% power would need
-  {row1["seeds needed"]} seeds per group). At the end, {solved_end[0.8]} of the lambda = 0.8 seeds and
+- lambda = 1: {np.mean(auc[1.0]):.0f} against {np.mean(auc[0.8]):.0f}, difference {row1[CI]},
+  p = {row1["p (Holm)"]:g}: *{row1["verdict"]}* (these seeds detect a difference of |g| {row1["detectable |g|"]} or
+  more with 80% power). At the end, {solved_end[0.8]} of the lambda = 0.8 seeds and
   {solved_end[1.0]} of the lambda = 1 seeds were at 475 or more: the seeds of one setting spread, as lesson 00
   showed."""
 )
@@ -396,7 +397,7 @@ course.say(
 {np.nanmax(wrong_at):.1f} per seed with the bug and {np.nanmin(right_at):+.1f} to {np.nanmax(right_at):+.1f}
 without; the batch's advantages spread by {np.min(adv_spread["right"]):.1f} to {np.max(adv_spread["wrong"]):.1f}
 (standard deviation, mean over updates, per seed). The critic's mean value on the rollouts with a truncation was
-{critic["mean"]:.1f} with the bug against {critic["baseline: right"]:.1f}, difference {critic["difference [95% CI]"]},
+{critic["mean"]:.1f} with the bug against {critic["baseline: right"]:.1f}, difference {critic[CI]},
 P(beats baseline) {critic["P(beats baseline)"]:.2f}, Holm p = {critic["p (Holm)"]:g}: *{critic["verdict"]}*.
 `explained_var` over the second half: {verdicts["explained_var, second half"]["mean"]:.2f} against
 {verdicts["explained_var, second half"]["baseline: right"]:.2f}, *{verdicts["explained_var, second half"]["verdict"]}*;
@@ -413,7 +414,7 @@ course.claim(
 course.claim(
     "the critic learns lower values on the rollouts that had a truncation: lower, after Holm's correction",
     critic["verdict"] == "lower",
-    f"{critic['difference [95% CI]']}, Holm p {critic['p (Holm)']:g}",
+    f"{critic[CI]}, Holm p {critic['p (Holm)']:g}",
 )
 
 

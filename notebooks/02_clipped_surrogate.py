@@ -46,6 +46,7 @@ from sandbox.plots import OTHER_COLORS, use_style
 
 use_style()
 FAST = os.environ.get("SANDBOX_FAST") == "1"
+CI = "difference [CI at the verdict's level]"  # sandbox.stats' tables: the interval the verdict used
 STEPS = 4_096 if FAST else 60_000
 SEEDS = course.seeds(1 if FAST else 5)  # [0, ..., 4]; SANDBOX_SEED_SET=2 shifts them to [1000, ..., 1004]
 print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps per setting ({course.seed_names(SEEDS)})")
@@ -386,7 +387,7 @@ course.say(
     + "; ".join(
         f"`{n}` ran {np.mean(epochs_run[n]):.1f} of {E} epochs per update on average, mean return over training "
         f"{row[n]['mean']:.0f} against {row[n]['baseline: default']:.0f} without a target, difference "
-        f"{row[n]['difference [95% CI]']}, Holm p {row[n]['p (Holm)']:g}: *{row[n]['verdict']}*; its median seed ran "
+        f"{row[n][CI]}, Holm p {row[n]['p (Holm)']:g}: *{row[n]['verdict']}*; its median seed ran "
         f"every epoch again from {back_to_full(n) if back_to_full(n) is not None else 'no point of the run'} steps on"
         for n in kl_settings[1:]
     )

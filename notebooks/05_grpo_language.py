@@ -71,6 +71,8 @@ from sandbox.envs.lang_tasks import completion_tokens, decode, make_task
 from sandbox.plots import MODE_COLORS, OTHER_COLORS, use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
+CI = "difference [CI at the verdict's level]"  # sandbox.stats' tables: the interval the verdict used
+TO_OFF = "difference to off [CI at the verdict's level]"
 SEEDS = course.seeds(2 if FAST else 5)  # [0, ..., 4]; SANDBOX_SEED_SET=2 shifts them to [1000, ..., 1004]
 LEN_SEEDS = course.seeds(2 if FAST else 8)  # section 4's hypothesis test: 8 seeds per arm
 SFT_STEPS = 100 if FAST else 600  # FAST: a reference pretrained for 100 steps only (worse, and cached apart)
@@ -339,9 +341,10 @@ pd.DataFrame({"completion_len, updates 2-6": {a: stats.mean_with_interval(v, 2) 
               "reward, last 5 updates": {a: stats.mean_with_interval(v) for a, v in final.items()}})
 
 # %% [markdown]
-# Each comparison below is a permutation test of the difference of the seed means, with Welch's 95% interval of
-# the difference, and Holm's correction over the three comparisons of each metric (`sandbox.stats.compare`,
-# `holm`, `verdict`; below 5 seeds per arm `verdict` says there are too few seeds for one). Why one family per
+# Each comparison below is a permutation test of the difference of the seed means, Holm's correction over the three
+# comparisons of each metric, and the difference's interval at the level the verdict used (the test inverted at the
+# row's Holm level: it excludes 0 exactly when the verdict is *higher* or *lower*), all from
+# `sandbox.stats.compare_family` (lesson 04 explains the words; below 5 seeds per arm there is no verdict). Why one family per
 # metric and not one for the whole table: with 5 seeds against 5, the smallest two-sided p a permutation test can
 # give is 2 / 252 ≈ 0.008 (only the two most extreme of the 252 splits of 10 runs into 5 + 5), and Holm multiplies
 # the smallest p by the number of comparisons, so a family of 9 could never reach 0.05 however large the effect.
@@ -352,12 +355,11 @@ rows = []
 for metric, values in {"completion_len, updates 2-6": early, "completion_len, last 5 updates": late,
                        "reward, last 5 updates": final}.items():
     pairs = [("grpo", "bnpo"), ("grpo", "dr_grpo"), ("bnpo", "dr_grpo")]
-    comparisons = [stats.compare(values[a], values[b]) for a, b in pairs]
-    for (a, b), c, p in zip(pairs, comparisons, stats.holm([c.p_value for c in comparisons])):
-        verdict = stats.verdict(c, p)
+    decided = stats.compare_family([(values[a], values[b]) for a, b in pairs], higher_is_better=None)
+    for (a, b), v in zip(pairs, decided):
         rows.append({"metric": metric, "comparison": f"{a} - {b}",
-                     "difference [95% CI]": f"{c.diff:.3f} [{c.diff_interval.low:.3f}, {c.diff_interval.high:.3f}]",
-                     "p (Holm)": round(p, 4), "verdict": {"better": "higher", "worse": "lower"}.get(verdict, verdict)})
+                     CI: f"{v.comparison.diff:.3f} [{v.interval.low:.3f}, {v.interval.high:.3f}]",
+                     "p (Holm)": float(f"{v.p_holm:.2g}"), "verdict": v.word, "detectable |g|": round(v.detectable, 2)})
 agg_tests = pd.DataFrame(rows).set_index(["metric", "comparison"])
 agg_tests
 
@@ -372,12 +374,12 @@ agg_tests
 # - **Later the lengths nearly meet**, and what is left of the difference, and of the reward `grpo`'s slow start
 #   costs it at this budget, is small against the spread of the seeds: this run's verdicts are printed below.
 # - `bnpo` and `dr_grpo` are nearly the same run: they differ by a constant factor in the loss, which Adam's
-#   normalised step all but removes (checked below: no significant difference between them on any measure).
+#   normalised step all but removes (checked below: neither higher nor lower than the other on any measure).
 
 # %%
 def cell(metric, pair):
     row = agg_tests.loc[(metric, pair)]
-    return f"{row['difference [95% CI]']}, Holm p {row['p (Holm)']:g}: *{row['verdict']}*"
+    return f"{row[CI]}, Holm p {row['p (Holm)']:g}: *{row['verdict']}*"
 
 
 course.say(
@@ -402,7 +404,7 @@ course.claim(
 )
 same = agg_tests.xs("bnpo - dr_grpo", level="comparison").verdict
 course.claim(
-    "bnpo and dr_grpo: no significant difference between them on any measure",
+    "bnpo and dr_grpo: neither higher nor lower than the other on any measure",
     all(not v in ("higher", "lower") for v in same),
     f"verdicts {same.tolist()}",
 )
@@ -576,14 +578,13 @@ ax.legend(loc="lower right")
 plt.show()
 
 final_mode = {mode: [r.summary["final_reward"] for r in runs] for mode, runs in runs_mode.items()}
-comparisons = {mode: stats.compare(final_mode[mode], final_mode["off"]) for mode in MODES if mode != "off"}
-adjusted = dict(zip(comparisons, stats.holm([c.p_value for c in comparisons.values()])))
+others = [mode for mode in MODES if mode != "off"]
+decided = dict(zip(others, stats.compare_family([(final_mode[mode], final_mode["off"]) for mode in others])))
 mode_table = pd.DataFrame([{"mode": mode, "final reward [95% CI]": stats.mean_with_interval(final_mode[mode]),
                "seeds that reached 0.9": sum(r.summary["solved_at_s"] is not None for r in runs_mode[mode]),
-               "difference to off [95% CI]": "-" if mode == "off" else
-               f"{comparisons[mode].diff:.3f} [{comparisons[mode].diff_interval.low:.3f}, "
-               f"{comparisons[mode].diff_interval.high:.3f}]",
-               "verdict vs off": "baseline" if mode == "off" else stats.verdict(comparisons[mode], adjusted[mode])}
+               TO_OFF: "-" if mode == "off" else
+               f"{decided[mode].comparison.diff:.3f} [{decided[mode].interval.low:.3f}, {decided[mode].interval.high:.3f}]",
+               "verdict vs off": "baseline" if mode == "off" else decided[mode].word}
               for mode in MODES]).set_index("mode")
 mode_table
 
@@ -600,7 +601,7 @@ course.say(
     + "; ".join(
         f"`{mode}` ended at {mode_table.loc[mode, 'final reward [95% CI]']}, {mode_table.loc[mode, 'seeds that reached 0.9']} "
         f"of {len(SEEDS)} seeds reached 0.9"
-        + ("" if mode == "off" else f", difference to `off` {mode_table.loc[mode, 'difference to off [95% CI]']}: "
+        + ("" if mode == "off" else f", difference to `off` {mode_table.loc[mode, TO_OFF]}: "
            f"*{mode_table.loc[mode, 'verdict vs off']}*")
         for mode in MODES
     )

@@ -455,20 +455,21 @@ course.claim(
 )
 
 # %% [markdown]
-# Each beta against beta 0 (permutation test, Welch's interval of the difference, Holm over the four comparisons
-# of each metric). With 5 seeds and beta 0's seeds spread between a full hack and none, these verdicts are this run's:
+# Each beta against beta 0 (`sandbox.stats.compare_family`: permutation tests, Holm over the four comparisons of
+# each metric, the difference's interval at the level each verdict used). With 5 seeds and beta 0's seeds spread between a full hack and none, these verdicts are this run's:
 # lesson 04 measures how often a 5-seed verdict comes out the other way on other seeds.
 
 # %%
 rows = []
 for column in ("reward_mean", "kl_ref"):
     base = [last(runs_beta[0.0, s], column) for s in SEEDS]
-    comparisons = [stats.compare([last(runs_beta[beta, s], column) for s in SEEDS], base) for beta in BETAS[1:]]
-    for beta, c, p in zip(BETAS[1:], comparisons, stats.holm([c.p_value for c in comparisons])):
-        verdict = stats.verdict(c, p)
+    decided = stats.compare_family([([last(runs_beta[beta, s], column) for s in SEEDS], base) for beta in BETAS[1:]],
+                                   higher_is_better=None)
+    for beta, v in zip(BETAS[1:], decided):
         rows.append({"metric": column, "beta": beta,
-                     "difference to beta 0 [95% CI]": f"{c.diff:.3f} [{c.diff_interval.low:.3f}, {c.diff_interval.high:.3f}]",
-                     "p (Holm)": round(p, 4), "verdict": {"better": "higher", "worse": "lower"}.get(verdict, verdict)})
+                     "difference to beta 0 [CI at the verdict's level]":
+                         f"{v.comparison.diff:.3f} [{v.interval.low:.3f}, {v.interval.high:.3f}]",
+                     "p (Holm)": float(f"{v.p_holm:.2g}"), "verdict": v.word, "detectable |g|": round(v.detectable, 2)})
 against_0 = pd.DataFrame(rows).set_index(["metric", "beta"])
 against_0
 

@@ -73,6 +73,7 @@ from sandbox.analysis import studies
 from sandbox.plots import MODE_COLORS, OTHER_COLORS, use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
+CI = "difference [CI at the verdict's level]"  # sandbox.stats' tables: the interval the verdict used
 SEEDS = course.seeds(2 if FAST else 5)  # [0, ..., 4]; SANDBOX_SEED_SET=2 shifts them to [1000, ..., 1004]
 STEPS = 1_280 if FAST else 30_720  # 5 or 120 updates of 256 steps (preset cartpole: 8 envs x 32 steps)
 UPDATES = STEPS // 256
@@ -264,8 +265,8 @@ h2
 #   below 1. For `outlier` and `dppo` this is close to true by construction: they drop the samples with the largest
 #   |x|.
 # - **H2 (return)**: whether a rule's final return differs from `none`'s is the table's verdict column, and with 5
-#   seeds per arm the seed-to-seed spread is large against these differences: the last column says how many seeds
-#   per arm a test with 80% power would need if the observed effect were the true one.
+#   seeds per arm the seed-to-seed spread is large against these differences: the last column says the smallest
+#   standardised effect |g| these seeds detect with 80% power.
 # - A lower variance of the surrogate's *values* is not a better gradient: what is dropped is not a random subset,
 #   and dropping mostly A < 0 samples biases the update.
 
@@ -283,7 +284,7 @@ course.say(
     + ", ".join(f"`{rule}` {np.mean([final_return(r) for r in arm[rule]]):.0f}" for rule in RULES)
     + "; against `none`: "
     + ", ".join(f"`{rule}` *{h2.loc[('value', rule), 'verdict']}* (P(improvement) "
-                f"{h2.loc[('value', rule), 'P(beats baseline)']:.2f}, {h2.loc[('value', rule), 'seeds needed']} seeds needed)"
+                f"{h2.loc[('value', rule), 'P(beats baseline)']:.2f}, these seeds detect |g| {h2.loc[('value', rule), 'detectable |g|']} or more)"
                 for rule in RULES[1:])
     + "."
 )
@@ -398,12 +399,12 @@ course.claim(
 h3_row = h3.loc[("value", "constant")]
 course.say(
     f"""In this run: over updates 1-{CUTOFF}, `grad_gdv` was {h3_row["mean"]:.3f} with dropout and
-{h3_row["baseline: baseline"]:.3f} without, difference {h3_row["difference [95% CI]"]}: *{h3_row["verdict"]}* (the claim
+{h3_row["baseline: baseline"]:.3f} without, difference {h3_row[CI]}: *{h3_row["verdict"]}* (the claim
 is *lower*). Final returns: `off` {h45.iloc[0]["baseline: baseline"]:.0f}, """
     + ", ".join(
-        f"`{k}` {h45.loc[('value', k), 'mean']:.0f} (difference {h45.loc[('value', k), 'difference [95% CI]']}, "
+        f"`{k}` {h45.loc[('value', k), 'mean']:.0f} (difference {h45.loc[('value', k), CI]}, "
         f"P(improvement) {h45.loc[('value', k), 'P(beats baseline)']:.2f}: *{h45.loc[('value', k), 'verdict']}*; "
-        f"{h45.loc[('value', k), 'seeds needed']} seeds per arm for 80% power at this effect)"
+        f"these seeds detect |g| {h45.loc[('value', k), 'detectable |g|']} or more)"
         for k in ("early", "late", "constant")
     )
     + "."
@@ -468,7 +469,7 @@ course.say(
 {multi.loc[("consistent", 4), "first_ratio_dev"]:.3f} over the twenty updates and
 {multi.loc[("consistent", 4), "first_clipfrac"]:.0%} of the first minibatch was clipped. H6: K = 4 ended at
 {h6.loc["final return", "mean"]:.0f} against {h6.loc["final return", "baseline: baseline"]:.0f} for K = 1 (difference
-{h6.loc["final return", "difference [95% CI]"]}): *{h6.loc["final return", "verdict"]}*; its gradient direction
+{h6.loc["final return", CI]}): *{h6.loc["final return", "verdict"]}*; its gradient direction
 variance: *{h6.loc["grad_gdv, mean over updates", "verdict"]}*."""
 )
 
@@ -577,8 +578,8 @@ n_collapsed = {arm_: int(row["collapsed"].split("/")[0]) for arm_, row in ARM_RO
 course.say(
     f"""In this run: with Kimi's penalty in every group, {ARM_ROWS[penalty]["collapsed"]} seeds collapsed and the final
 accuracy was {ARM_ROWS[penalty]["final accuracy"]} against {ARM_ROWS["0/1 reward"]["final accuracy"]} (difference
-{TEST_ROWS[penalty]["difference [95% CI]"]}, Holm p {TEST_ROWS[penalty]["p (Holm)"]:g}: *{TEST_ROWS[penalty]["verdict"]}*).
-GRPO-λ ended at {ARM_ROWS[switch]["final accuracy"]} (difference {TEST_ROWS[switch]["difference [95% CI]"]}:
+{TEST_ROWS[penalty][CI]}, Holm p {TEST_ROWS[penalty]["p (Holm)"]:g}: *{TEST_ROWS[penalty]["verdict"]}*).
+GRPO-λ ended at {ARM_ROWS[switch]["final accuracy"]} (difference {TEST_ROWS[switch][CI]}:
 *{TEST_ROWS[switch]["verdict"]}*), {ARM_ROWS[switch]["collapsed"]} collapsed, with completions of
 {ARM_ROWS[switch]["final length"]} tokens against {ARM_ROWS["0/1 reward"]["final length"]}."""
 )
@@ -733,7 +734,7 @@ rows = [
      "yes" if TEST_ROWS[penalty]["verdict"] == "worse" else "seen, not significant at 5 seeds" if n_collapsed[penalty]
      else "no"),
     ("GRPO-λ's switch prevents the collapse", "Dai et al. 2025", "H8: accuracy not below the 0/1 reward's, no collapse",
-     f"{ARM_ROWS[switch]['final accuracy']}, difference {TEST_ROWS[switch]['difference [95% CI]']}; "
+     f"{ARM_ROWS[switch]['final accuracy']}, difference {TEST_ROWS[switch][CI]}; "
      f"{ARM_ROWS[switch]['collapsed']} collapsed",
      "yes" if n_collapsed[switch] == 0 and TEST_ROWS[switch]["verdict"] != "worse" else "no"),
     ("the noise gives an inverse variance-flatness relation", "Feng & Tu 2021; Zhang et al. 2024",

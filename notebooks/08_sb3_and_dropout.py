@@ -332,8 +332,8 @@ outcomes.round(3)
 
 # %% [markdown]
 # Read the verdict column rather than the eye: with five seeds per group and six comparisons in the report, only a
-# large effect can cross Holm's bar, and "no significant difference" says the seeds cannot tell the groups apart, not
-# that they are equal (the report's `seeds_needed` column says how many seeds would). These verdicts are this run's
+# large effect can cross Holm's bar, and "not significant" says the seeds cannot tell the groups apart, not
+# that they are equal (the report gives the smallest effect these seeds could detect, and the seeds a large one needs). These verdicts are this run's
 # (below, in words); lesson 04 measures how often a 5-seed verdict comes out the other way on other seeds. What the
 # mechanism section showed holds at every seed: the noisy modes spend part of the trust region on noise, the exact
 # modes do not.
@@ -371,7 +371,7 @@ course.say("In this run:\n\n" + "\n".join(f"- {outcome_line(task)}" for task in 
 # 3. In `consistent` mode, where do the masks live between the rollout and the update, and who hands them back?
 # 4. The SB3 arm with dropout off plays exactly the same episodes as plain SB3. Why does that matter for everything
 #    else this lesson measured?
-# 5. The report says "no significant difference" for a group. Does that mean dropout did nothing to it?
+# 5. The report says "not significant" for a group. Does that mean dropout did nothing to it?
 #
 # <details>
 # <summary>Answers</summary>
@@ -389,8 +389,9 @@ course.say("In this run:\n\n" + "\n".join(f"- {outcome_line(task)}" for task in 
 # 4. It shows that the instruments (the dropout layers at p = 0, the buffer and the callbacks, the metrics) change
 #    nothing SB3 computes, so what the other modes measure is dropout's doing, not the instrumentation's.
 # 5. No. It says the five seeds per group cannot tell the two apart at this budget once the test is corrected for the
-#    number of comparisons; the effect may be smaller than the seed-to-seed spread. The report's `seeds_needed`
-#    estimates how many seeds would detect the observed difference. The mechanism (the noisy ratio) is certain.
+#    number of comparisons; the effect may be smaller than what these seeds could detect (the report's detectable
+#    |g|). Only *equivalent*, a test of its own (lesson 04), says the difference is small. The mechanism (the noisy
+#    ratio) is certain.
 #
 # </details>
 
