@@ -401,7 +401,8 @@ shutil.rmtree(OUT)  # the run directories were only needed for their policy.pt
 # What the sweep shows (each point checked below on every run):
 #
 # - **beta 0: the hack.** With nothing holding it to the reference, the policy learns to answer with positive words
-#   only, down to a single one ("great": reward 1), far from the reference in KL.
+#   only, a single one ("great": reward 1) or a string of them, far from the reference in KL: the highest reward and
+#   the largest KL of the sweep.
 # - **beta 0.03 and 0.1: a cheaper hack.** Runs can settle at a reward of about 0.5 with two-word answers such as
 #   "very great": "very" is a word the reference writes often (its sentences go "the movie was very ..."), so this
 #   hack costs less KL than a bare positive word. Some go on to the full hack within the budget.
@@ -409,8 +410,9 @@ shutil.rmtree(OUT)  # the run directories were only needed for their policy.pt
 # - **beta 1**: sentences like the reference's, a little more positive, at a KL of a nat or so.
 #
 # Reward and KL fall together as beta grows: there is no free lunch, only a choice of point on the frontier.
-# Completion length is the cheap tell of a hack here: 2-3 tokens (one or two words and `<eos>`) where the reference
-# writes about 7.5 (the length panel's first update).
+# Completion length is a cheap tell when the hack is one or two words (2-3 tokens with `<eos>`, where the reference
+# writes about 7.5: the length panel's first update); a hack can also be a long string of positive words, which only
+# the KL gives away.
 
 # %%
 final_of = {beta: {col: [last(runs_beta[beta, s], col) for s in SEEDS] for col in ("reward_mean", "kl_ref", "completion_len")}
@@ -426,9 +428,9 @@ means over the seeds of the last 5 updates: """
     + "; ".join(f"beta {beta:g}: reward {m['reward_mean']:.3f}, `kl_ref` {m['kl_ref']:.2f} nats, {m['completion_len']:.1f} tokens"
                 for beta, m in mean_of.items())
     + f""". {sum(r > 0.9 for r in final_of[0.0]["reward_mean"])} of the {len(SEEDS)} seeds of beta 0 ended above 0.9;
-{cheaper} of the {2 * len(SEEDS)} runs of beta 0.03 and 0.1 ended between 0.4 and 0.6. The {len(hacked)} runs that ended
-above 0.9 wrote {min((l for _, l in hacked), default=float("nan")):.1f} to {max((l for _, l in hacked), default=float("nan")):.1f}
-tokens per completion, against {start_len:.1f} at the first update."""
+{cheaper} of the {2 * len(SEEDS)} runs of beta 0.03 and 0.1 ended between 0.4 and 0.6. Of the {len(hacked)} runs that
+ended above 0.9, {sum(l < 4 for _, l in hacked)} wrote fewer than 4 tokens per completion (against {start_len:.1f} at
+the first update) and {sum(l >= 4 for _, l in hacked)} a longer string of positive words."""
 )
 trend = [mean_of[b] for b in (0.0, 0.3, 1.0)]
 course.claim(
@@ -438,10 +440,10 @@ course.claim(
     ", ".join(f"beta {b:g}: {m['reward_mean']:.3f} / {m['kl_ref']:.2f}" for b, m in zip((0, 0.3, 1), trend)),
 )
 course.claim(
-    "beta 0: the hack (the highest reward of the sweep, with completions far shorter than the reference's)",
+    "beta 0: the hack, the highest reward and the largest KL of the sweep",
     mean_of[0.0]["reward_mean"] == max(m["reward_mean"] for m in mean_of.values())
-    and all(length < 0.6 * start_len for _, length in hacked) and len(hacked) > 0,
-    f"beta 0's reward {mean_of[0.0]['reward_mean']:.3f}; hacked runs' lengths {[round(l, 1) for _, l in hacked]}",
+    and mean_of[0.0]["kl_ref"] == max(m["kl_ref"] for m in mean_of.values()),
+    f"beta 0's reward {mean_of[0.0]['reward_mean']:.3f}, KL {mean_of[0.0]['kl_ref']:.2f}",
 )
 course.claim(
     "beta 0.03 and 0.1: runs can settle at a reward of about 0.5 (a cheaper hack)",
