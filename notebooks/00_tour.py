@@ -107,7 +107,7 @@ metrics[["update", "env_steps", "ep_return_mean", "entropy", "approx_kl", "clipf
     [0, 1, 2, len(metrics) // 4, len(metrics) // 2, -1]
 ]
 
-# %%
+# %% mystnb={"image": {"alt": "Three panels against env steps for one PPO run on CartPole. Left: the return (mean of the last 20 episodes), with a dotted line at the solved threshold and a dashed line where the run first reached it. Middle: the policy's entropy in nats, from the dotted line at ln 2 (a uniform choice between the two actions) downwards as the policy grows certain. Right: the learning rate and the clip coefficient, each divided by its first value, falling in a straight line to 0."}}
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
 axes[0].plot(metrics.env_steps, metrics.ep_return_mean, color=OTHER_COLORS[0])
 axes[0].axhline(summary["reward_threshold"], color="grey", ls=":", lw=1)
@@ -150,7 +150,7 @@ course.claim(
 # read at each update; the solved check uses the same mean. Check it yourself: the cell below recomputes
 # `solved_at_steps` from `episodes.csv` and compares it with the summary.
 
-# %%
+# %% mystnb={"image": {"alt": "Scatter of every finished episode's return against the env steps at which it ended (episodes.csv), with a black line for the mean of the last 20 episodes, the number the solved check reads."}}
 episodes = pd.read_csv(run_dir / "episodes.csv")
 rolling = episodes["return"].rolling(20).mean()  # NaN until 20 episodes have finished
 reached = episodes.env_steps[rolling >= summary["reward_threshold"]]
@@ -212,7 +212,7 @@ table = pd.DataFrame(
 ).set_index("seed")
 table
 
-# %%
+# %% mystnb={"image": {"alt": "Learning curves of several seeds of the same settings on CartPole, one line per seed: the return (mean of the last 20 episodes) against env steps, with a dotted line at the solved threshold 475; the seeds climb at different speeds."}}
 fig, ax = plt.subplots(figsize=(7, 3.2))
 for i, (seed, r) in enumerate(results.items()):
     ax.plot(r.metrics.env_steps, r.metrics.ep_return_mean, lw=1.2, color=OTHER_COLORS[i % 7], label=f"seed {seed}")
@@ -271,12 +271,12 @@ course.claim(
 # episodes from the seed set's first seed. The GIFs are cut at 100 frames (2 seconds of CartPole) to keep this
 # notebook small.
 
-# %%
+# %% mystnb={"image": {"alt": "Animation of the first evaluation episode of the policy saved after 10 updates (at most 100 frames): a cart on a track with a pole hinged on top, which the policy lets lean further and further."}}
 early = checkpoint_path(run_dir, EARLY)  # runs/lesson00/seed0/checkpoints/update-000010.pt
 before = evaluate(early, episodes=10, seed=SEEDS[0], gif=RUNS / "early.gif", gif_max_frames=100)
 display(Image(filename=str(RUNS / "early.gif"), embed=True))
 
-# %%
+# %% mystnb={"image": {"alt": "Animation of the first evaluation episode of the trained policy (at most 100 frames): the cart makes small pushes left and right and the pole stays upright."}}
 after = evaluate(run_dir, episodes=10, seed=SEEDS[0], gif=RUNS / "final.gif", gif_max_frames=100)
 display(Image(filename=str(RUNS / "final.gif"), embed=True))
 

@@ -114,7 +114,7 @@ for mode in MODES:
         cfg = base.replace(dropout_mode=mode, seed=seed, out=out, overwrite=True)
         runs[mode, seed] = sandbox.train(cfg, maths=sandbox.Maths(ppo_loss=first[mode, seed]))
 
-# %%
+# %% mystnb={"image": {"alt": "Two panels against env steps, one line per dropout mode (off, rollout-eval, naive, consistent), the mean over seeds. Left: first_ratio_dev, the mean |r - 1| over the first minibatch before any gradient step. Right: first_clipfrac, the fraction of that minibatch already outside the clip band. off and consistent lie at 0 (off hidden under consistent); rollout-eval and naive lie above 0 throughout."}}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
 for mode in MODES:
     m = pd.concat([runs[mode, s].metrics for s in SEEDS]).groupby("update").mean(numeric_only=True)
@@ -174,7 +174,7 @@ course.claim(
 # %% [markdown]
 # The ratios themselves, first minibatch of one update (update 60, 15,360 steps in), all seeds pooled:
 
-# %%
+# %% mystnb={"image": {"alt": "Four histograms, one per dropout mode, of the ratio r of every sample of one update's first minibatch before any gradient step, with dotted lines at the clip band: off and consistent sit at r = 1 (up to float rounding); rollout-eval and naive spread around 1, part of the batch outside the band."}}
 U = min(60, len(runs["off", SEEDS[0]].metrics))
 fig, axes = plt.subplots(1, 4, figsize=(11, 2.8), sharex=True, sharey=True)
 bins = np.linspace(0.41, 1.59, 60)  # bins 0.02 wide, r = 1 in the middle of one (not on an edge)
@@ -210,7 +210,7 @@ course.claim(
 # The mechanism is certain: it shows at every update above. Whether it changes *outcomes* is a question
 # for seeds and intervals.
 
-# %%
+# %% mystnb={"image": {"alt": "Four panels, one per dropout mode (off, rollout-eval, naive, consistent), of PPO on CartPole: the return (mean of the last 20 episodes) against env steps, one line per seed, with a dotted line at the solved threshold 475."}}
 fig, axes = plt.subplots(1, 4, figsize=(12, 3), sharey=True)
 for ax, mode in zip(axes, MODES):
     for seed in SEEDS:
@@ -334,7 +334,7 @@ course.claim(
 # consistent dropout (p = 0.2 during training), each given one update in mode `naive` at every p.
 
 
-# %%
+# %% mystnb={"image": {"alt": "first_ratio_dev of one naive-mode update from a trained policy against the dropout p of that update (0 to 0.5), for policies trained with off, naive and consistent: the median over seeds as a line with markers and the lowest to the highest seed as a band; all three are 0 at p = 0."}}
 def one_update(start: str, p: float, mode: str, seed: int | None = None):
     """One PPO update from the policy of the run directory ``start``, with dropout p in the given mode: the first
     minibatch's ratios, and the update's metrics row."""
@@ -426,7 +426,7 @@ course.claim(
 # yours (press "Run Interact"); without ipywidgets the cell draws just this one, and you can change the call.
 
 
-# %%
+# %% mystnb={"image": {"alt": "Histogram of the ratio r at the first minibatch of one update (values clipped to [0.4, 1.6] for the plot) of a policy trained with consistent dropout and updated in naive mode at p = 0.3, with dotted lines at the clip band; the title gives its first_ratio_dev and first_clipfrac. In Jupyter, sliders redraw it for another p, mode or training mode."}}
 def show(p: float = 0.3, mode: str = "naive", trained_in: str = "consistent"):
     r, row = one_update(f"runs/lesson03/{trained_in}-s{SEEDS[0]}", p, mode)
     fig, ax = plt.subplots(figsize=(6.5, 2.6))
