@@ -115,17 +115,19 @@ def test_every_seed_comes_from_the_seed_set(lesson):
 
 def test_outputs_from_one_machine_and_one_date_stated_in_the_course_map():
     timings = json.loads(TIMINGS.read_text())
-    assert {"machine", "date", "load_average", "total_s"} <= timings.keys(), "run make course-check (all lessons)"
-    stems = {p.stem for p in LESSONS}
-    assert set(timings["lessons"]) == stems, (
-        f"{TIMINGS.name} times {sorted(timings['lessons'])}, the lessons are {sorted(stems)}"
+    course = timings.get("course")
+    assert course, (
+        f"{TIMINGS.name} has no course-wide entry: some lesson lacks a pass of make course-check, or the lessons were "
+        "checked on different machines or dates; run make course-check"
     )
+    stems = {p.stem for p in LESSONS}
+    assert set(timings["lessons"]) == stems, f"{TIMINGS.name} times {sorted(timings['lessons'])}, not {sorted(stems)}"
     for stem, entry in timings["lessons"].items():
-        assert (entry["machine"], entry["date"]) == (timings["machine"], timings["date"]), (
-            f"{stem} was executed on {entry['machine']}, {entry['date']}; the others on {timings['machine']}, "
-            f"{timings['date']}: run make course-check"
+        assert (entry["machine"], entry["date"]) == (course["machine"], course["date"]), (
+            f"{stem} was executed on {entry['machine']}, {entry['date']}; the course on {course['machine']}, "
+            f"{course['date']}: run make course-check"
         )
     readme = (NOTEBOOKS / "README.md").read_text()
-    assert timings["date"] in readme and timings["machine"] in readme, (
+    assert course["date"] in readme and course["machine"] in readme, (
         "the course map does not state the machine and date"
     )

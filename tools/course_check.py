@@ -123,28 +123,57 @@ def rewrite_running_time(lesson: Path, entry: dict) -> bool:
     return True
 
 
-def rewrite_course_map(timings: dict) -> None:
+PASSES = ("full_s", "full_cpu_s", "seed_set_2_s", "seed_set_2_cpu_s", "fast_s", "load", "machine", "date")
+"""What a lesson's entry in timings.json holds once every pass of it succeeded."""
+
+
+def course_wide(timings: dict) -> dict | None:
+    """The course's one machine and date, its load and its times, summed over the lessons' passes: None unless every
+    lesson has every pass, all on the same machine and date."""
+    entries = timings["lessons"]
+    stems = [p.stem for p in lessons([])]
+    if set(entries) != set(stems) or not all(set(PASSES) <= entries[s].keys() for s in stems):
+        return None
+    if len({(e["machine"], e["date"]) for e in entries.values()}) != 1:
+        return None
+    first = entries[stems[0]]
+    full = sum(e["full_s"] for e in entries.values())
+    again = sum(e["seed_set_2_s"] for e in entries.values())
+    fast = sum(e["fast_s"] for e in entries.values())
+    loads = [e["load"] for e in entries.values()]
+    return {
+        "machine": first["machine"],
+        "date": first["date"],
+        "load_range": [min(loads), max(loads)],
+        "full_s": round(full, 1),
+        "seed_set_2_s": round(again, 1),
+        "fast_s": round(fast, 1),
+        "total_s": round(full + again + fast, 1),
+    }
+
+
+def rewrite_course_map(course: dict, timings: dict) -> None:
     """The course map's "full mode" column and its statement of the machine and date, from timings.json."""
     text = README.read_text()
     for stem, entry in timings["lessons"].items():
         row = re.compile(r"^(\| \[[^]]*\]\(" + re.escape(stem) + r"\.ipynb\) \|[^|]*\| )([^|]*)( \|)", re.MULTILINE)
         text = row.sub(lambda m, e=entry: m.group(1) + duration(e["full_s"]) + m.group(3), text)
-    total = sum(e["full_s"] for e in timings["lessons"].values())
-    again = sum(e.get("seed_set_2_s", 0) for e in timings["lessons"].values())
-    load = ", ".join(f"{x:.1f}" for x in timings["load_average"])
+    low, high = course["load_range"]
+    busy = "a busy machine, so the times are long" if high > 1.5 else "a quiet machine"
     block = textwrap.fill(
-        f"Every lesson's committed outputs, and the times above, come from one run of `make course-check` on "
-        f"{timings['date']}, on {timings['machine']} (load average {load} when it started: "
-        f"{'a busy machine, so the times are long' if timings['load_average'][0] > 1.5 else 'a quiet machine'}). "
-        f"Full mode took {duration(total)} for the {len(timings['lessons'])} lessons, and the second seed set "
-        f"(`SANDBOX_SEED_SET=2`, claims checked, outputs not kept) {duration(again)}; the whole check, "
-        f"FAST timing included, {duration(timings['total_s'])}.",
+        f"Every lesson's committed outputs, and the times above, come from `make course-check` on {course['date']}, "
+        f"on {course['machine']} (load average {low:.1f} to {high:.1f} when the lessons started: {busy}). Full mode "
+        f"took {duration(course['full_s'])} for the {len(timings['lessons'])} lessons, the second seed set "
+        f"(`SANDBOX_SEED_SET=2`, claims checked, outputs not kept) {duration(course['seed_set_2_s'])}, and "
+        f"`SANDBOX_FAST=1` {duration(course['fast_s'])}: the whole check {duration(course['total_s'])}.",
         116,
         break_long_words=False,
         break_on_hyphens=False,
     )
     if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), f"{BEGIN}\n{block}\n{END}", text, flags=re.DOTALL)
+        text = re.sub(
+            re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{block}\n{END}", text, flags=re.DOTALL
+        )
     README.write_text(text)
 
 
@@ -157,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from sandbox.bench.common import machine
 
-    start, load = time.perf_counter(), os.getloadavg()
+    start = time.perf_counter()
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {"lessons": {}}
     failed = []
     for lesson in lessons(args.lessons):
@@ -166,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         passes += [] if args.no_fast else [("FAST", {"SANDBOX_FAST": "1", "SANDBOX_SEED_SET": "1"})]
         for name, env in passes:
             print(f"{lesson.stem}, {name}: running ...", flush=True)
+            load = os.getloadavg()[0]
             nb, run = execute(lesson, env, args.timeout)
             counts = tally(run["claims"])
             print(f"{lesson.stem}, {name}: {run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s CPU; claims {counts}")
@@ -174,28 +204,33 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    CONTRADICTED: {c['sentence']!r} (this run: {c['measured']})")
             if run["error"]:
                 print(f"    FAILED: {run['error']}")
+            fields = {
+                "seed set 1": ("full_s", "full_cpu_s", "claims", "load", "machine", "date"),
+                "seed set 2": ("seed_set_2_s", "seed_set_2_cpu_s", "seed_set_2_claims"),
+                "FAST": ("fast_s",),
+            }
             if run["error"] or counts["contradicted"]:
                 failed.append(f"{lesson.stem} ({name})")
-            elif name == "seed set 1":
+                for key in fields.get(name, ()):  # no stale figure stands for a pass that failed
+                    entry.pop(key, None)
+                continue
+            if name == "seed set 1":
                 nbformat.write(nb, lesson)  # the committed outputs: only from a run that contradicted nothing
-                entry.update(full_s=run["wall_s"], full_cpu_s=run["cpu_s"], claims=counts)
+                entry.update(full_s=run["wall_s"], full_cpu_s=run["cpu_s"], claims=counts, load=round(load, 1))
                 entry.update(machine=machine(), date=dt.date.today().isoformat())
-            if name == "seed set 2":
-                entry.update(seed_set_2_s=run["wall_s"], seed_set_2_claims=counts)
-            if name == "FAST":
+            elif name == "seed set 2":
+                entry.update(seed_set_2_s=run["wall_s"], seed_set_2_cpu_s=run["cpu_s"], seed_set_2_claims=counts)
+            elif name == "FAST":
                 entry.update(fast_s=run["wall_s"])
         timings["lessons"][lesson.stem] = entry
         if {"full_s", "fast_s"} <= entry.keys() and not rewrite_running_time(lesson, entry):
             print(f"    note: {lesson.stem} has no generated 'Running time' paragraph; its own was left as it is")
-    if not args.lessons and args.seed_sets == [1, 2] and not args.no_fast and not failed:
-        # the whole course, as make course-check runs it: the one machine and date the course map states
-        timings.update(
-            machine=machine(),
-            date=dt.date.today().isoformat(),
-            load_average=[round(x, 1) for x in load],
-            total_s=round(time.perf_counter() - start, 1),
-        )
-        rewrite_course_map(timings)
+    course = course_wide(timings)
+    if course is not None:  # every lesson checked on one machine and date: the course map says which
+        timings["course"] = course
+        rewrite_course_map(course, timings)
+    else:
+        timings.pop("course", None)
     TIMINGS.write_text(json.dumps(timings, indent=1) + "\n")
     print(
         f"course-check: {duration(time.perf_counter() - start)}; "
