@@ -21,6 +21,7 @@ from typing import Annotated, Callable, Literal, Sequence
 import tyro
 
 from .algos.learner import NonFiniteLossError
+from .analysis.cluster import Backend
 from .config import GROUPS, KINDS, MINATAR_GAMES, PRESETS, RENAMED, Config, ConfigError, applies, preset, validate
 from .runs.rundir import latest_checkpoint
 from .training import check, resume, train
@@ -40,7 +41,8 @@ commands:
           (GRPO vs TRL), sandbox bench sweep (2 workers vs 1), sandbox bench report (a 100-run report); the
           studies: sandbox bench grpo-lambda|flatness|breadth|mechanisms|minatar --out DIR
   grade   grade homework: sandbox grade hw1 my_gae.ipynb (a .py, a notebook or a folder of them)
-          [--format text|json|gradescope] [--hidden DIR] [--workers N] [--timeout S]
+          [--format text|json|gradescope] [--hidden DIR] [--workers N] [--timeout S]; sandbox grade bundle hw1
+          writes a Gradescope autograder
   doctor  is this machine ready for the course? versions against the lock, a short PPO run, a GIF, Jupyter (30 s)
 """
 
@@ -509,6 +511,9 @@ class BenchArgs:
     report_only: bool = False
     """breadth, mechanisms: run nothing; rewrite the report from --out's finals.csv (a committed study re-read with
     the current statistics)."""
+    where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
+    """breadth, mechanisms, minatar: where the runs train, here or on a Ray cluster (docs/guide/cluster.md; on a
+    cluster, --workers is its CPUs, which minatar sizes its populations for)."""
     quiet: bool = False
     """No progress bar."""
 
@@ -563,6 +568,9 @@ def cmd_bench(args: list[str]) -> int:
             raise ConfigError(
                 "games", f"unknown MinAtar game {unknown[0] if unknown else ''!r}; one of: {', '.join(MINATAR_GAMES)}"
             )
+    a.where.check()
+    if a.where != Backend() and a.target not in (*studies, "minatar"):
+        raise ConfigError("backend", f"only for bench breadth, mechanisms and minatar, not {a.target}")
     if a.json:
         parent = Path(a.json).resolve().parent
         if not parent.is_dir():
@@ -584,12 +592,12 @@ def cmd_bench(args: list[str]) -> int:
     elif a.target == "minatar":
         steps = a.max_steps or bench.MINATAR_STEPS
         result = bench.bench_minatar(
-            a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast, replicate=a.replicate
+            a.games, a.seeds, steps, a.workers, a.out, quiet=a.quiet, fast=a.fast, replicate=a.replicate, where=a.where
         )
     elif a.target in studies:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = bench.bench_breadth(
-            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only
+            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only, a.where
         )
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -734,10 +742,8 @@ class SweepArgs:
     """Directory for the run directories (one per grid combination)."""
     workers: int | None = None
     """Runs at a time, one process and one torch thread each (default: the number of CPU cores)."""
-    backend: Literal["local", "ray"] = "local"
-    """local processes, or Ray tasks (the optional ray extra; --address joins a cluster, whose nodes must see DIR)."""
-    address: str | None = None
-    """Ray cluster address (default: start a local Ray instance)."""
+    where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
+    """Where the runs train: here, or on a Ray cluster (docs/guide/cluster.md)."""
     report: bool = True
     """Write the report (sandbox report) when the sweep has finished."""
     population: str = "16"
@@ -767,7 +773,8 @@ def cmd_sweep(args: list[str]) -> int:
     population = population_size(a.population)
     from .analysis.sweep import run_sweep
 
-    counts = run_sweep(a.spec, a.out, a.workers, a.backend, a.address, a.quiet, population)
+    w = a.where
+    counts = run_sweep(a.spec, a.out, a.workers, w.backend, w.address, a.quiet, population, w.ray_token_file)
     if a.report:
         from .analysis.report import write_report
 
@@ -806,135 +813,16 @@ def cmd_report(args: list[str]) -> int:
 # --- sandbox grade -----------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class GradeArgs:
-    """Grade homework submissions (notebooks/homework): PASS / FAIL per test with a hint, "N passed, M failed", exit
-    code 1 on any failure. Each submission runs in its own process (on Linux in its own namespaces, through bwrap),
-    in a fresh working directory, with SANDBOX_FAST=1; every score is computed in the grader's process."""
+def parse_grade(args: list[str]):
+    from .grade.command import parse
 
-    assignment: Annotated[
-        Literal["hw1", "hw2", "hw3", "hw4", "hw5", "hw6"], tyro.conf.Positional, tyro.conf.arg(metavar="HW")
-    ]
-    """hw1 gae, hw2 ppo_loss and value_loss, hw3 kl_k1/k2/k3, hw4 group_advantages and aggregate_loss, hw5
-    dropout_mask, apply_dropout and layer_mask, hw6 dppo_scores and sample_dropout_mask."""
-    submission: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SUBMISSION")]
-    """A .py file, a notebook (.ipynb, executed cell by cell), or a folder of them (graded one by one)."""
-    format: Literal["text", "json", "gradescope"] = "text"
-    """text: the report only. json: also a plain JSON file. gradescope: also Gradescope's results.json."""
-    out: str | None = None
-    """Where the JSON goes: a file for one submission (default results.json for gradescope, grade.json for json), a
-    directory for a folder (default grade-results/: one report per submission, and summary.csv). An existing one is
-    refused unless --overwrite."""
-    hidden: str | None = None
-    """The instructor's hidden cases: a directory holding hwN.json (format: notebooks/homework/README.md). Read by
-    the grader before anything runs; never visible to a submission's process."""
-    workers: int = 1
-    """Submissions graded side by side (each in its own process); at most the machine's cores is useful."""
-    timeout: float = 300.0
-    """Seconds one submission may take in all (its cells and every test); then its process and everything it started
-    is ended and its remaining tests score 0."""
-    cell_timeout: float = 60.0
-    """Seconds a notebook cell (or a .py file) may run before it is stopped; the functions defined before it are
-    graded. Each test has its own limit too (30 s, 60 s for a training run)."""
-    test_timeout: float | None = None
-    """A cap on every test's own time limit in seconds (default: each test's own, 30 s, 60 s for a training run)."""
-    seed: int | None = None
-    """The grading seed the random test cases are drawn from (default: a new one, printed in the instructor's
-    notes; give it again to draw the same cases)."""
-    allow_reference: bool = False
-    """Do not score 0 the functions that use the sandbox's reference implementations (they are still listed for the
-    instructor)."""
-    isolation: Literal["auto", "bwrap", "process"] = "auto"
-    """auto: Linux namespaces through bwrap when they work here, else plain processes (with a note). bwrap: refuse to
-    grade without them. process: plain processes (see the instructor notes for what that allows)."""
-    overwrite: bool = False
-    """Replace an existing --out (a results file, or a previous grading folder)."""
-    quiet: bool = False
-    """Print only the closing line of each report (and no progress bar)."""
-
-
-def parse_grade(args: list[str]) -> GradeArgs:
-    return _parse(GradeArgs, args, "sandbox grade")
+    return parse(args, _parse)
 
 
 def cmd_grade(args: list[str]) -> int:
-    a = parse_grade(args)
-    target = Path(a.submission)
-    if not target.exists():
-        raise ConfigError("submission", f"{a.submission} does not exist")
-    if target.is_file() and target.suffix not in (".py", ".ipynb"):
-        raise ConfigError("submission", f"must be a .py file, a .ipynb notebook or a folder, got {a.submission}")
-    hidden = Path(a.hidden).resolve() if a.hidden is not None else None  # resolved here: it is never relative later
-    if hidden is not None and not hidden.is_dir():
-        raise ConfigError("hidden", f"{a.hidden} is not a directory")
-    for name in ("timeout", "cell_timeout", "test_timeout"):
-        value = getattr(a, name)
-        if value is not None and not value > 0:
-            raise ConfigError(name, f"must be a positive number of seconds, got {value}")
-    if a.workers < 1:
-        raise ConfigError("workers", f"must be at least 1, got {a.workers}")
-    if a.seed is not None and a.seed < 0:
-        raise ConfigError("seed", f"must be 0 or more, got {a.seed}")
-    from .grade import assignment, new_seed
-    from .grade.hidden import hidden_tests
-    from .grade.isolation import Isolation
-    from .grade.submission import Options, clear_previous, grade_file, grade_folder, submissions_in, write_json
+    from .grade.command import run
 
-    if hidden is not None:
-        hidden_tests(assignment(a.assignment), hidden)  # a bad hidden file: one line, before any submission runs
-    try:
-        Isolation.choose(a.isolation)
-    except ValueError as err:
-        raise ConfigError("isolation", str(err)) from None
-    if target.is_file():
-        out = Path(a.out or ("results.json" if a.format == "gradescope" else "grade.json"))
-        if a.format != "text" and out.exists() and not a.overwrite:
-            raise ConfigError("out", f"{out} already exists; choose another --out or pass --overwrite")
-    else:
-        files = submissions_in(target)
-        if not files:
-            raise ConfigError("submission", f"{a.submission} holds no .py or .ipynb file")
-        out = Path(a.out or "grade-results")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            if not a.overwrite:
-                raise ConfigError("out", f"{out} already exists; choose another --out or pass --overwrite")
-            if not (out / "summary.csv").is_file():
-                raise ConfigError("out", f"{out} is not a previous grading (no summary.csv); --overwrite only "
-                                  "replaces those")  # fmt: skip
-            clear_previous(out)
-    seed = new_seed() if a.seed is None else a.seed
-    hidden_paths = tuple(str(p.resolve()) for p in (target if target.is_dir() else target.parent, out)) + (
-        (str(hidden),) if hidden else ()
-    )
-    options = Options(a.assignment, str(hidden) if hidden else None, seed, a.timeout, a.cell_timeout,
-                      a.allow_reference, a.isolation, True, hidden_paths, a.test_timeout)  # fmt: skip
-    if target.is_file():
-        graded = grade_file(target, options)
-        report = graded.report
-        print(report.summary_line() if a.quiet else report.text())
-        if a.format != "text":
-            write_json(report, out, a.format)
-            print(f"wrote {out}")
-        return 0 if report.ok else 1
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(files), desc="grade", unit="submission", disable=a.quiet or not sys.stderr.isatty(),
-               dynamic_ncols=True)  # fmt: skip
-
-    def progress(name: str, report, done: int, total: int) -> None:
-        bar.update(1)
-        if not a.quiet:
-            bar.write(f"{name}: {report.summary_line()}" + ("  [flagged]" if report.flags else ""))
-
-    with bar:
-        outcomes = grade_folder(target, options, out, lambda r, p: write_json(r, p, a.format), a.format,
-                                a.workers, progress)  # fmt: skip
-    passed = sum(g.report.ok for g in outcomes)
-    flagged = sum(bool(g.report.flags) for g in outcomes)
-    print(f"{len(outcomes)} submissions graded, {passed} with every test passed, {flagged} flagged; {out}/ "
-          f"(grading seed {seed})")  # fmt: skip
-    return 0 if passed == len(outcomes) else 1
+    return run(args, _parse)
 
 
 PARSERS = {

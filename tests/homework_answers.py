@@ -618,6 +618,7 @@ WRONG = {
 TEACHES = {
     "bootstrapping from 0 at a truncation": "truncation at the last step bootstraps",
     "cutting the recursion on terminated instead of dones": "every episode end stops the recursion",
+    "never cutting the recursion": "termination: no bootstrap from the terminal state, and the recursion stops",
     "min of the losses instead of max of the negated objectives": "pessimism",
     "an (n, 1) result that would broadcast": "one float32 loss per sample",
     "population std in group advantages": "the sample one (n - 1)",

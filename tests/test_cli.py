@@ -247,7 +247,8 @@ def test_pretrain_command(capsys):
         (["bench", "cartpole", "--seeds", "0", "x"], "--seeds: cannot read '0', 'x' as [int [int ...]] or None"),
         (["sweep"], "missing required arguments: spec, --out"),
         (["pretrain", "--sft-steps", "x", "--bogus"], "missing required arguments: --env"),
-        (["grade", "hw9"], "assignment: invalid choice 'hw9'; one of: hw1, hw2, hw3, hw4, hw5, hw6"),
+        (["grade", "hw9", "x.py"], "HW (an assignment folder): hw9 is neither hw1 ... hw6 nor a folder holding "
+         "assignment.json"),
         (["grade", "hw1", "x", "--timeout", "x"], "--timeout: could not convert string to float: 'x'"),
         (["report", "d", "--", "e"], "unrecognized arguments: e (see --help)"),
     ],

@@ -74,11 +74,27 @@ def test_a_failure_names_the_case_what_was_expected_and_a_hint():
     truncation = next(r for r in report.results if r.name.startswith("truncation at the last step"))
     assert not truncation.passed
     lines = truncation.output.splitlines()
-    assert lines[0].startswith("case: one environment, rewards [1.0, 1.0, 1.0]")
+    assert lines[0].startswith("case: rewards [[1.0], [1.0], [1.0]], values [[1.0], [2.0], [3.0]]")
     assert "advantages at index (0, 0): expected 1.25, got 0.75" in truncation.output
     assert "expected [[1.25], [0.5], [0.0]]" in truncation.output
     assert lines[-1].startswith("hint: a time limit is not the end of the world")
     assert report.text().splitlines()[-1] == f"{report.passed} passed, {report.failed} failed (score 12/25)"
+
+
+def test_a_hint_is_shown_only_with_the_first_failure_of_its_function():
+    """Cutting the recursion on terminated fails "every episode end stops the recursion" first, with the hint that
+    explains it; the random rollouts fail too, for the same mistake, and their hint (about something else) is left
+    out. Never cutting the recursion is caught by the termination case (its next episode's advantage is not 0)."""
+    from homework_answers import gae_cut_on_terminated, gae_never_cut
+
+    report = grade_functions("hw1", {"gae": gae_cut_on_terminated}, integration=False)
+    failed = [r for r in report.results if not r.passed]
+    assert failed[0].name.startswith("every episode end stops the recursion") and "hint: after a truncation" in (
+        failed[0].output)  # fmt: skip
+    assert all("hint:" not in r.output and "(no hint here: `gae` failed" in r.output for r in failed[1:]), failed
+    report = grade_functions("hw1", {"gae": gae_never_cut}, integration=False)
+    first = next(r for r in report.results if not r.passed)
+    assert first.name.startswith("termination: no bootstrap") and "must not add gamma * lambda" in first.output
 
 
 def test_shape_and_dtype_come_before_values():
@@ -115,11 +131,41 @@ def test_check_leaves_out_the_functions_not_given(capsys):
         check("hw2", gae=stub)
 
 
-def test_check_is_skipped_while_the_grader_runs_the_notebook(monkeypatch, capsys):
-    monkeypatch.setenv("SANDBOX_GRADING", "1")
-    report = check("hw1", gae=stub)
-    assert report.results == [] and not report.ok
-    assert "skipped while `sandbox grade` grades this notebook" in capsys.readouterr().out
+def test_what_a_graded_notebook_can_import_of_the_package(tmp_path):
+    """In the submission's process the package is a shim: check prints one line, plots is the real one, every other
+    name is a stand-in that raises (graded as a stub), and no module holds a reference implementation."""
+    import subprocess
+    import sys
+
+    from sandbox.grade.isolation import build_view
+
+    view = build_view(tmp_path / "view")
+    code = """import sys
+import sandbox
+from sandbox.grade import check
+from sandbox.plots import OTHER_COLORS
+from sandbox.maths import gae
+from sandbox.models.mlp import DropoutMLP
+assert not check("hw1", gae=gae).ok and OTHER_COLORS
+for stand_in in (gae, DropoutMLP, sandbox.train):
+    try:
+        stand_in()
+    except NotImplementedError as err:
+        assert "not offered while grading" in str(err)
+    else:
+        raise AssertionError(stand_in)
+assert not any(hasattr(m, "__file__") and "maths" in str(m.__file__) for m in sys.modules.values())
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:0] = [{str(view)!r}]\n{code}"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.stdout.splitlines() == [
+        "check('hw1'): skipped while `sandbox grade` grades this notebook (it runs the checks itself)",
+        "ok",
+    ], done.stderr
+    assert sorted(p.relative_to(view).as_posix() for p in view.rglob("*.py")) == [
+        "sandbox/__init__.py", "sandbox/grade/__init__.py", "sandbox/grade/wire.py", "sandbox/grade/worker.py",
+        "sandbox/plots.py"]  # fmt: skip
 
 
 # --- hidden cases --------------------------------------------------------------------------------------------------
@@ -217,8 +263,11 @@ def fill_in(notebook: Path, out: Path, source: str) -> Path:
     return out
 
 
-def test_grading_a_filled_in_notebook_writes_gradescope_results(tmp_path, capsys):
-    nb = fill_in(HOMEWORK / "hw1_gae.ipynb", tmp_path / "alice.ipynb", GAE_SOURCE)
+def test_an_honest_threaded_notebook_scores_full_with_gradescope_results(tmp_path, capsys):
+    """A correct gae computed by a thread pool, training runs included: nothing in its process decides a score."""
+    from hostile_submissions import FULL
+
+    nb = fill_in(HOMEWORK / "hw1_gae.ipynb", tmp_path / "alice.ipynb", FULL["threads"])
     out = tmp_path / "results.json"
     code = main(["grade", "hw1", str(nb), "--format", "gradescope", "--out", str(out)])
     text = capsys.readouterr().out
@@ -230,14 +279,15 @@ def test_grading_a_filled_in_notebook_writes_gradescope_results(tmp_path, capsys
     assert all(t["status"] == "passed" and t["score"] == t["max_score"] for t in graded)
     instructor = results["tests"][-1]  # what Gradescope shows the instructor only
     assert instructor["visibility"] == "hidden" and instructor["max_score"] == 0
-    assert "grading seed" in instructor["output"] and "similarity to the reference" in instructor["output"]
+    assert "grading seed" in instructor["output"] and "similarity, for review and never a score" in instructor["output"]
+    assert "to the reference 0." in instructor["output"]
 
 
 def test_grading_a_folder_of_submissions(tmp_path, capsys):
     folder = tmp_path / "submissions"
     folder.mkdir()
     shutil.copy(HOMEWORK / "hw1_gae.ipynb", folder / "stub.ipynb")  # the student copy, untouched
-    (folder / "bob.py").write_text(
+    (folder / "bob.py").write_text(  # the reference is no longer there to import: a stand-in, graded as a stub
         "import torch\nfrom sandbox.maths import gae as _ours\n\n"
         "def gae(r, v, nv, term, dones, gamma, lam):\n    return _ours(r, v, nv, dones, dones, gamma, lam)\n"
     )
@@ -251,11 +301,15 @@ def test_grading_a_folder_of_submissions(tmp_path, capsys):
     assert code == 1
     assert "3 submissions graded, 0 with every test passed" in text
     with open(out / "summary.csv") as f:
-        summary = {row["submission"]: row for row in csv.DictReader(f)}
-    assert list(summary) == ["bob.py", "carol.ipynb", "stub.ipynb"]
-    assert [(summary[n]["score"], summary[n]["passed"], summary[n]["failed"]) for n in summary] == [
+        rows = list(csv.DictReader(f))
+    summary = {row["submission"]: row for row in rows}
+    assert sorted(summary) == ["bob.py", "carol.ipynb", "stub.ipynb"]
+    assert [(summary[n]["score"], summary[n]["passed"], summary[n]["failed"]) for n in sorted(summary)] == [
         ("0", "0", "15"), ("13", "10", "5"), ("0", "0", "15")]  # fmt: skip
-    assert "uses sandbox.maths.gae" in summary["bob.py"]["flags"] and not summary["carol.ipynb"]["flags"]
+    assert [r["review rank"] for r in rows] == ["1", "2", "3"]  # ranked by similarity, for review
+    sims = [max(float(r["similarity to the reference"]), float(r["similarity to the closest submission"]))
+            for r in rows]  # fmt: skip
+    assert sims == sorted(sims, reverse=True)
     assert summary["carol.ipynb"]["truncation at the last step bootstraps from V(s_{t+1})"] == "2"
     for name in ("bob", "carol", "stub"):
         assert json.loads((out / name / "results.json").read_text())["tests"]
@@ -265,15 +319,17 @@ def test_grading_a_folder_of_submissions(tmp_path, capsys):
     assert "note: the submission stopped in cell 5 (code cell 2, `def gae(rewards, values, next_values," in carol
     assert "NameError: name 'undefined_name' is not defined" in carol
     assert "0 passed, 15 failed" in (out / "stub.txt").read_text()
-    assert "uses the reference implementation: `gae` uses sandbox.maths.gae" in (out / "bob.txt").read_text()
+    assert "not offered while grading" in (out / "bob.txt").read_text()
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["hw9", "x.py"], "invalid choice 'hw9'; one of: hw1, hw2, hw3, hw4, hw5, hw6"),
-        (["hw1", "no/such/file.py"], "--submission: no/such/file.py does not exist"),
-        (["hw1", "README.md"], "--submission: must be a .py file, a .ipynb notebook or a folder"),
+        (["hw9", "x.py"], "HW (an assignment folder): hw9 is neither hw1 ... hw6 nor a folder holding assignment"),
+        (["hw1", "no/such/file.py"], "SUBMISSION: no/such/file.py does not exist (the file or folder to grade"),
+        (["hw1", "README.md"], "SUBMISSION: must be a .py file, a .ipynb notebook or a folder"),
+        (["hw1", "README.md", "--upload"], "SUBMISSION: must be a .py file"),
+        (["bundle", "hw9"], "HW (an assignment folder): hw9 is neither"),
         (["hw1", "tests", "--hidden", "no/such/dir"], "--hidden: no/such/dir is not a directory"),
         (["hw1", "tests", "--timeout", "0"], "--timeout: must be a positive number of seconds"),
         (["hw1", "tests", "--cell-timeout", "-1"], "--cell-timeout: must be a positive number of seconds"),
@@ -289,6 +345,55 @@ def test_bad_grade_input_is_one_line(capsys, monkeypatch, args, message):
     code = main(["grade", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+TOY = {
+    "title": "a numerically stable softmax",
+    "functions": {"softmax": {"signature": "softmax(x) -> probabilities along the last dim", "args": ["x"]}},
+    "cases": [
+        {"name": "two logits", "function": "softmax", "args": {"x": [[0.0, 1.0]]}},
+        {"name": "large logits do not overflow", "function": "softmax", "args": {"x": [[1000.0, 0.0], [3.0, 3.0]]},
+         "points": 2, "hint": "subtract each row's maximum before exp"},
+    ],
+}  # fmt: skip
+
+
+def test_an_instructors_own_assignment_is_graded_without_editing_the_package(tmp_path, capsys):
+    """The guide's example (notebooks/homework/README.md): a folder with assignment.json (cases as data) and
+    reference.py, which only the grader imports."""
+    toy = tmp_path / "softmax"
+    toy.mkdir()
+    (toy / "assignment.json").write_text(json.dumps(TOY))
+    (toy / "reference.py").write_text("import torch\n\n\ndef softmax(x):\n    return torch.softmax(x, dim=-1)\n")
+    naive = "import torch\n\n\ndef softmax(x):\n    e = x.exp()\n    return e / e.sum(-1, keepdim=True)\n"
+    stable = "import torch\n\n\ndef softmax(x):\n    e = (x - x.max(-1, keepdim=True).values).exp()\n" \
+        "    return e / e.sum(-1, keepdim=True)\n"  # fmt: skip
+    outputs = {}
+    for name, source, code in (("naive", naive, 1), ("stable", stable, 0)):
+        (tmp_path / f"{name}.py").write_text(source)
+        assert main(["grade", str(toy), str(tmp_path / f"{name}.py"), "--seed", "0"]) == code
+        outputs[name] = capsys.readouterr().out
+    assert "1 passed, 1 failed (score 1/3)" in outputs["naive"] and "hint: subtract each row's maximum" in (
+        outputs["naive"])  # fmt: skip
+    assert "2 passed, 0 failed (score 3/3)" in outputs["stable"]
+    (toy / "assignment.json").write_text(json.dumps({**TOY, "cases": [{**TOY["cases"][0], "function": "sofmax"}]}))
+    assert main(["grade", str(toy), str(tmp_path / "stable.py")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "HW: " in err[0] and "unknown function 'sofmax'; softmax has softmax" in err[0], err
+
+
+def test_an_upload_without_a_notebook_still_gets_the_graders_results(tmp_path, capsys):
+    """Gradescope's /autograder/submission with nothing to grade: a results.json of 0 that says why, written by the
+    grader over whatever was at --out (never read)."""
+    (tmp_path / "upload").mkdir()
+    (tmp_path / "upload" / "notes.txt").write_text("I forgot the notebook")
+    out = tmp_path / "results.json"
+    out.write_text('{"score": 25}')
+    code = main(["grade", "hw1", str(tmp_path / "upload"), "--upload", "--format", "gradescope", "--out", str(out),
+                 "--overwrite"])  # fmt: skip
+    results = json.loads(out.read_text())
+    assert code == 1 and results["score"] == 0 and len(results["tests"]) == 16
+    assert "no .ipynb or .py file in the upload" in results["tests"][0]["output"]
 
 
 def test_every_assignment_has_a_student_notebook_pair():

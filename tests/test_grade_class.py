@@ -1,202 +1,142 @@
-"""The grader as a class meets it: submissions that import the shipped answers, rewrite the grader, or compile its
-source under another name; submissions that try to change another's score or read the hidden cases; and a folder
-with an infinite loop, a stubborn loop, a giant output, a syntax error, an empty notebook and a crash, graded to the
-end with two workers. Each submission runs in its own process (in Linux namespaces through bwrap where they work)."""
+"""The grader as a determined class meets it: about forty hostile submissions (tests/hostile_submissions.py: the
+reference sought by every route, the grader's results forged, its last step broken, the limits pushed) each score
+0, the honest ones that use threads, a subprocess or their own files score full, hidden inputs never reach what a
+student sees; loops, giant output and broken files are graded to the end; and the Gradescope bundle passes a harness
+laid out as Gradescope does, with the student's code run as an unprivileged user."""
 
+import csv
+import inspect
 import json
-import site
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
+from homework_answers import advantages_rewritten, aggregate_rewritten
+from hostile_submissions import FULL, GAE, STUB, ZERO
 
 from sandbox.cli import main
 from sandbox.grade import grade_functions
 from sandbox.grade.isolation import bwrap_problem
-from sandbox.grade.submission import Options, grade_file, grade_folder, write_json
+from sandbox.grade.submission import Options, grade_folder, output_names
 
 ROOT = Path(__file__).resolve().parents[1]
 HOMEWORK = ROOT / "notebooks" / "homework"
 needs_bwrap = pytest.mark.skipif(bwrap_problem() is not None, reason=f"no namespaces here: {bwrap_problem()}")
+MARKER = 123.456
+"""A value of the hidden cases' inputs that appears nowhere else: found in what a student sees, it leaked."""
 
-CORRECT = """import torch
+LEAKS_HIDDEN = """import torch
+SEEN = []
 
 
-def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
-    T = rewards.shape[0]
-    out, carry = [], torch.zeros_like(rewards[0])
-    for t in range(T - 1, -1, -1):
-        delta = rewards[t] + gamma * next_values[t] * (1.0 - terminated[t]) - values[t]
-        carry = delta + gamma * gae_lambda * (1.0 - dones[t]) * carry
-        out.insert(0, carry)
-    adv = torch.stack(out)
-    return adv, adv + values
-"""
-STUB = """def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
-    raise NotImplementedError
-"""
-# the three ways of not doing hw1 that scored 25/25 before
-IMPORTS_THE_REFERENCE = "from sandbox.maths import gae\n"
-REWRITES_THE_GRADER = (
-    """import sandbox.grade.core as core
-import sandbox.grade.integration as integration
-
-core.expect_tensor = lambda *args, **kwargs: None
-core.expect_like = lambda *args, **kwargs: None
-integration.run_scenario = lambda *args, **kwargs: None
-"""
-    + STUB
-)
-COMPILES_THE_SOURCE = """import inspect
-
-import torch
-
-import sandbox.maths
-
-source = inspect.getsource(sandbox.maths.gae)
-namespace = {"torch": torch, "Tensor": torch.Tensor}
-exec(compile(source, "my_own_work.py", "exec"), namespace)
-gae = namespace["gae"]
+def gae(*args):
+    SEEN.append(repr(args)[:2000])
+    raise ValueError("every input so far, the last first: " + " | ".join(reversed(SEEN)))
 """
 
 
-def folder_of(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
-    folder = tmp_path / name
-    folder.mkdir()
-    for filename, source in files.items():
-        (folder / filename).write_text(source)
-    return folder
-
-
-def grade(folder: Path, out: Path, **options) -> dict[str, dict]:
-    """Grade ``folder`` for hw1 without the training runs (they are tested elsewhere): each submission's
-    Gradescope results, by file name."""
-    opts = Options("hw1", integration=False, hidden_paths=(str(folder), str(out)), **options)
-    graded = grade_folder(folder, opts, out, lambda r, p: write_json(r, p, "gradescope"), "gradescope", workers=1)
-    return {g.report.submission: g.report for g in graded}
-
-
-def test_the_three_ways_of_not_doing_hw1_score_0_and_say_why(tmp_path):
-    files = {"a_imports.py": IMPORTS_THE_REFERENCE, "b_rewrites.py": REWRITES_THE_GRADER,
-             "c_compiles.py": COMPILES_THE_SOURCE, "d_own_work.py": CORRECT}  # fmt: skip
-    reports = grade(folder_of(tmp_path, "subs", files), tmp_path / "out", seed=3)
-    own = reports["d_own_work.py"]
-    assert own.ok and own.score == own.max_score and not own.flags, own.text()
-    assert reports["a_imports.py"].flags["gae"][0] == "is bound to sandbox.maths.gae"
-    assert any("changes the sandbox package (sandbox.grade.core.expect_tensor" in w for w in
-               reports["b_rewrites.py"].flags["*"])  # fmt: skip
-    assert any("runs a copy of sandbox/maths.py:gae, compiled from the package's source" in w
-               for w in reports["c_compiles.py"].flags["gae"])  # fmt: skip
-    for name in ("a_imports.py", "b_rewrites.py", "c_compiles.py"):
-        report = reports[name]
-        assert report.score == 0, report.text()
-        results = json.loads((tmp_path / "out" / name.removesuffix(".py") / "results.json").read_text())
-        assert (
-            "uses the reference implementation" in results["output"]
-            or "changes the sandbox package" in (results["output"])
-        )
-    assert "0 points: `gae` is bound to sandbox.maths.gae" in reports["a_imports.py"].results[1].output
-    assert "read sandbox/maths.py" not in "; ".join(reports["a_imports.py"].review)
-    summary = (tmp_path / "out" / "summary.csv").read_text()
-    assert "similarity: gae" in summary.splitlines()[0] and "is bound to sandbox.maths.gae" in summary
-
-
-def test_allow_reference_scores_the_reference_and_still_tells_the_instructor(tmp_path):
-    path = tmp_path / "bob.py"
-    path.write_text(IMPORTS_THE_REFERENCE)
-    report = grade_file(path, Options("hw1", integration=False, allow_reference=True, seed=1)).report
-    assert report.ok and not report.flags
-    assert any(r.startswith("(allowed) gae is bound to sandbox.maths.gae") for r in report.review)
-
-
-ATTACKER = (
-    """import os, site, sys
-
-for name in ("sitecustomize.py", "usercustomize.py", "torch.py", "core.py"):
-    for where in (".", "..", os.environ.get("HOME", "."), os.path.dirname(os.path.abspath(__file__))):
-        try:
-            with open(os.path.join(where, name), "w") as f:
-                f.write("import sandbox.grade.core as c\\nc.expect_tensor = lambda *a, **k: None\\n")
-        except OSError:
-            pass
-for where in site.getsitepackages() + [os.path.dirname(os.path.abspath(__file__))]:
-    try:
-        with open(os.path.join(where, "zz_attack.pth"), "w") as f:
-            f.write("import sitecustomize\\n")
-    except OSError:
-        pass
-"""
-    + STUB
-)
-
-
-@needs_bwrap
-def test_no_submission_changes_another_score_in_either_order(tmp_path):
-    before = {p.name for d in site.getsitepackages() for p in Path(d).iterdir()}
-    first = grade(folder_of(tmp_path, "attacker_first", {"a.py": ATTACKER, "b.py": STUB}), tmp_path / "o1", seed=2)
-    second = grade(folder_of(tmp_path, "stub_first", {"a.py": STUB, "b.py": ATTACKER}), tmp_path / "o2", seed=2)
-    stub_alone = grade(folder_of(tmp_path, "alone", {"s.py": STUB}), tmp_path / "o3", seed=2)["s.py"]
-    expected = [(r.name, r.score, r.output) for r in stub_alone.results]
-    for stub in (first["b.py"], second["a.py"]):
-        assert [(r.name, r.score, r.output) for r in stub.results] == expected
-    assert first["a.py"].score == second["b.py"].score == 0
-    for folder in ("attacker_first", "stub_first"):
-        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == ["a.py", "b.py"]  # nothing written there
-    assert {p.name for d in site.getsitepackages() for p in Path(d).iterdir()} == before
-
-
-SNOOPER = """import glob
-import os
-
-found = []
-for pid in os.listdir("/proc"):
-    if pid.isdigit():
-        try:
-            cmd = open(f"/proc/{pid}/cmdline").read()
-        except OSError:
-            continue
-        if "--hidden" in cmd or "hidden_cases" in cmd:
-            found.append("cmdline")
-for path in glob.glob("HIDDEN/*") + glob.glob("FOLDER/*"):
-    found.append(path)
-import socket
-
-try:
-    socket.create_connection(("1.1.1.1", 53), timeout=2).close()
-    found.append("network")
-except OSError:
-    pass
-
-
-def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
-    raise ValueError("found: " + repr(found))
-"""
-
-
-@needs_bwrap
-def test_a_submission_sees_neither_the_grader_nor_the_hidden_cases_nor_the_other_submissions(tmp_path, capsys):
-    hidden = tmp_path / "hidden_cases"
-    hidden.mkdir()
-    (hidden / "hw1.json").write_text((HOMEWORK / "hidden_example" / "hw1.json").read_text())
-    folder = tmp_path / "subs"
-    source = SNOOPER.replace("HIDDEN", str(hidden)).replace("FOLDER", str(folder))
-    folder_of(tmp_path, "subs", {"snoop.py": source, "other.py": STUB})
-    code = main(["grade", "hw1", str(folder), "--hidden", str(hidden), "--out", str(tmp_path / "out"), "--quiet"])
-    assert code == 1
-    report = (tmp_path / "out" / "snoop.txt").read_text()
-    assert "raised ValueError: found: []" in report
-
-
-def notebook(tmp_path: Path, name: str, source: str) -> Path:
+def notebook(path: Path, source: str) -> Path:
     nb = nbformat.read(HOMEWORK / "hw1_gae.ipynb", as_version=4)
     next(c for c in nb.cells if c.cell_type == "code" and "raise NotImplementedError" in c.source).source = source
-    path = tmp_path / name
     nbformat.write(nb, path)
     return path
 
 
-LOOPS_ON_ONE_CASE = CORRECT.replace("    T = rewards.shape[0]\n", "    T = rewards.shape[0]\n    while T == 5:\n"
-                                    "        pass\n")  # fmt: skip
+def hidden_cases(folder: Path) -> Path:
+    folder.mkdir()
+    cases = json.loads((HOMEWORK / "hidden_example" / "hw1.json").read_text())
+    cases["cases"][1]["args"]["rewards"][0][0] = MARKER
+    (folder / "hw1.json").write_text(json.dumps(cases))
+    return folder
+
+
+@needs_bwrap
+def test_every_hostile_submission_scores_0_and_every_honest_one_full(tmp_path):
+    """About 1 min on 2 workers: forty-odd submissions, each a process of its own, without the training runs."""
+    folder, out, hidden = tmp_path / "subs", tmp_path / "out", hidden_cases(tmp_path / "hidden")
+    folder.mkdir()
+    fill = {"{OUT}": str(out), "{HIDDEN}": str(hidden), "{FOLDER}": str(folder), "{REPO}": str(ROOT)}
+    for kind, source in {**ZERO, **FULL, "leaks_hidden": LEAKS_HIDDEN}.items():
+        for key, value in fill.items():
+            source = source.replace(key, value)
+        (folder / f"{kind}.py").write_text(source if "import torch" in source else "import torch\n" + source)
+    notebook(folder / "stack_walk_notebook.ipynb", ZERO["stack_walk"])
+    (folder / "alice").mkdir()
+    (folder / "alice" / "hw1.py").write_text("import torch\n" + STUB)
+    (folder / "alice__hw1.py").write_text("import torch\n" + GAE)
+    options = Options("hw1", str(hidden), seed=5, timeout=60, cell_timeout=20, integration=False, test_timeout=4)
+    graded = {g.report.submission: g for g in grade_folder(folder, options, out, "gradescope", workers=2)}
+    scores = {name: (g.report.score, g.report.max_score) for name, g in graded.items()}
+    for kind in [*ZERO, "stack_walk_notebook", "leaks_hidden"]:
+        name = kind + (".ipynb" if kind.endswith("notebook") else ".py")
+        assert scores[name][0] == 0, (name, graded[name].report.text())
+    for kind in FULL:
+        assert scores[f"{kind}.py"][0] == scores[f"{kind}.py"][1] == 19 + 4, graded[f"{kind}.py"].report.text()
+    for kind in ("read_other_folders", "proc_and_parent", "network", "read_source_from_disk", "homework_answers",
+                 "linecache_codeop", "read_pyc_from_disk", "lessons_and_notebooks"):  # fmt: skip
+        text = graded[f"{kind}.py"].report.text()
+        assert "found: []" in text or "found nothing: []" in text, (kind, text)
+    # the reference is not there to be found: a stand-in, graded as the stub it is
+    assert "not offered while grading" in graded["import.py"].report.results[1].output
+    # nothing forged reaches the grading's output, which only the grader writes
+    assert not (out / "forge").exists()
+    for name in ("forge_results_json", "breaks_the_closing", "forge_reply_frames", "escaped_daemon"):
+        results = json.loads((out / name / "results.json").read_text())
+        assert results["score"] == 0 and len(results["tests"]) == 17, name
+    # the hidden inputs reach only the hidden cases' own outputs
+    for g in graded.values():
+        shown = g.report.to_gradescope()
+        visible = [t["output"] for t in shown["tests"] if t["visibility"] == "visible"] + [shown["output"]]
+        assert str(MARKER) not in "\n".join(visible), g.report.submission
+    leaked = [r.output for r in graded["leaks_hidden.py"].report.results if str(MARKER) in r.output]
+    assert leaked and all(str(MARKER) in o for o in leaked)
+    # alice/hw1.py and alice__hw1.py: two reports
+    names = output_names(folder, [folder / "alice" / "hw1.py", folder / "alice__hw1.py"])
+    assert len(set(names.values())) == 2
+    assert {json.loads((out / n / "results.json").read_text())["score"] for n in names.values()} == {0, 23}
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(graded) and [int(r["review rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    # the reference retyped with other names stands out: no answer written independently comes near it (the stubs
+    # that share their few lines with each other rank high too, by their similarity to one another)
+    by_reference = sorted(rows, key=lambda r: -float(r["similarity to the reference"]))
+    assert by_reference[0]["submission"] == "retyped_reference.py", by_reference[:3]
+    assert float(by_reference[0]["similarity to the reference"]) > 0.6 > 0.4 > float(
+        by_reference[1]["similarity to the reference"])  # fmt: skip
+    ranked = [r["submission"] for r in rows]
+    assert ranked.index("retyped_reference.py") < ranked.index("threads.py")
+
+
+@needs_bwrap
+def test_the_limits_hold_in_the_submissions_process(tmp_path):
+    source = """import os, resource
+import torch
+LIMITS = {n: resource.getrlimit(getattr(resource, n))[0] for n in ("RLIMIT_DATA", "RLIMIT_NPROC", "RLIMIT_CPU",
+          "RLIMIT_FSIZE")}
+
+
+def gae(*args):
+    raise ValueError(f"uid {os.getuid()} limits {LIMITS}")
+"""
+    (tmp_path / "limits.py").write_text(source)
+    options = Options("hw1", seed=1, timeout=30, integration=False, memory_mb=1024)
+    graded = grade_folder(tmp_path, options, tmp_path / "out", "text")[0]
+    text = graded.report.results[1].output
+    assert f"'RLIMIT_DATA': {1024 << 20}" in text and "'RLIMIT_FSIZE': 67108864" in text, text
+    assert "'RLIMIT_CPU': 90" in text and 64 <= int(re.search(r"'RLIMIT_NPROC': (\d+)", text)[1]) < 200, text
+    assert os.geteuid() != 0 or "uid 0 " not in text
+
+
+LOOPS_ON_ONE_CASE = "import torch\n" + GAE.replace(
+    "    out, carry = [], torch.zeros_like(rewards[0])\n",
+    "    out, carry = [], torch.zeros_like(rewards[0])\n    while rewards.shape[0] == 5:\n        pass\n",
+)
 STUBBORN = """def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
     while True:
         try:
@@ -205,47 +145,31 @@ STUBBORN = """def gae(rewards, values, next_values, terminated, dones, gamma, ga
         except BaseException:
             pass
 """
-PRINTS = """for _ in range(50_000):
-    print("x" * 100)
 
 
-def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
-    print("y" * 100_000)
-    raise ValueError("z" * 100_000)
-"""
-CRASHES = """import os
-
-
-def gae(*args):
-    os._exit(3)
-"""
-
-
-def test_a_folder_with_loops_giant_output_and_broken_files_grades_to_the_end(tmp_path, capsys, monkeypatch):
+def test_a_folder_with_loops_and_broken_files_grades_to_the_end(tmp_path, capsys, monkeypatch):
     files = {
         "loop.py": LOOPS_ON_ONE_CASE,
         "stubborn.py": STUBBORN,
-        "prints.py": PRINTS,
-        "crashes.py": CRASHES,
+        "crashes.py": "import os\n\n\ndef gae(*args):\n    os._exit(3)\n",
         "syntax.py": "def gae(rewards values):\n    return 1\n",
         "not_json.ipynb": "{ this is not a notebook",
+        "empty.ipynb": "",
     }
-    folder = folder_of(tmp_path, "subs", files)
-    (folder / "empty.ipynb").write_text("")
-    notebook(folder, "hangs.ipynb", "while True:\n    pass\n")
+    (tmp_path / "subs").mkdir()
+    for name, text in files.items():
+        (tmp_path / "subs" / name).write_text(text)
+    notebook(tmp_path / "subs" / "hangs.ipynb", "while True:\n    pass\n")
     monkeypatch.chdir(tmp_path)
     code = main(["grade", "hw1", "subs", "--format", "gradescope", "--workers", "2", "--test-timeout", "2",
                  "--cell-timeout", "3", "--timeout", "12", "--seed", "7"])  # fmt: skip
     out = tmp_path / "grade-results"
     assert code == 1
-    names = ["crashes", "empty", "hangs", "loop", "not_json", "prints", "stubborn", "syntax"]
+    names = ["crashes", "empty", "hangs", "loop", "not_json", "stubborn", "syntax"]
     for name in names:
         results = json.loads((out / name / "results.json").read_text())
         assert len(results["tests"]) == 16 and results["tests"][-1]["visibility"] == "hidden", name
-    rows = (out / "summary.csv").read_text().splitlines()
-    assert len(rows) == 1 + len(names)
     text = {name: (out / f"{name}.txt").read_text() for name in names}
-    # an infinite loop fails its own test; the others still run and pass
     assert "took longer than 2 s" in text["loop"] and "12 passed, 3 failed" in text["loop"]
     assert "not run: the submission" in text["stubborn"]
     assert "could not be read: an empty file" in text["empty"]
@@ -253,27 +177,17 @@ def test_a_folder_with_loops_giant_output_and_broken_files_grades_to_the_end(tmp
     assert "SyntaxError" in text["syntax"]
     assert "did not stop at its time limit" in text["hangs"] or "ran longer than 3 s" in text["hangs"]
     assert "its process exited with code 3" in text["crashes"]
-    printed = (out / "prints.output.txt").read_text()
-    assert len(printed) < 70_000 and "more bytes of output not kept" in printed
-    assert "more characters]" in text["prints"] and len(text["prints"]) < 100_000
     assert "grading seed 7" in capsys.readouterr().out
 
 
-def test_hidden_cases_keep_their_visibility_and_a_relative_hidden_folder_works(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "hidden").mkdir()
-    cases = json.loads((HOMEWORK / "hidden_example" / "hw1.json").read_text())
-    cases["cases"][0]["visibility"] = "hidden"
-    (tmp_path / "hidden" / "hw1.json").write_text(json.dumps(cases))
-    (tmp_path / "subs").mkdir()
-    (tmp_path / "subs" / "alice.py").write_text(STUB)
-    code = main(["grade", "hw1", "subs", "--format", "gradescope", "--hidden", "hidden", "--quiet"])
-    assert code == 1
-    tests = json.loads((tmp_path / "grade-results" / "alice" / "results.json").read_text())["tests"]
-    hidden = [t for t in tests if t["name"].startswith("hidden: ")]
-    assert [t["visibility"] for t in hidden] == ["hidden"] + [c.get("visibility", "after_due_date")
-                                                             for c in cases["cases"][1:]]  # fmt: skip
-    assert all(t["score"] == 0 and "not implemented" in t["output"] for t in hidden)
+def test_giant_output_is_capped(tmp_path):
+    printed = "import torch\nfor _ in range(50_000):\n    print('x' * 100)\n" + GAE.replace(
+        "    adv = torch.stack(out)\n", "    print('y' * 100_000)\n    adv = torch.stack(out)\n")  # fmt: skip
+    (tmp_path / "prints.py").write_text(printed)
+    graded = grade_folder(tmp_path, Options("hw1", seed=2, integration=False), tmp_path / "out", "text")[0]
+    assert graded.report.score == graded.report.max_score == 19
+    output = (tmp_path / "out" / "prints.output.txt").read_text()
+    assert len(output) < 70_000 and "more bytes of output not kept" in output
 
 
 def test_the_same_seed_draws_the_same_cases_and_another_seed_other_ones():
@@ -293,3 +207,107 @@ def test_an_existing_output_is_not_overwritten_without_overwrite(tmp_path, capsy
     out.write_text("{}")
     code = main(["grade", "hw1", str(tmp_path / "a.py"), "--format", "gradescope", "--out", str(out)])
     assert code == 2 and "--overwrite" in capsys.readouterr().err and out.read_text() == "{}"
+
+
+# --- Gradescope, tried -------------------------------------------------------------------------------------------
+
+STUDENT = "sandbox-test-student"
+SYSTEM_PYTHON = Path("/usr/bin/python3.11")
+
+
+@pytest.fixture(scope="module")
+def test_user():
+    """An unprivileged user for the harness, made here (root only) and removed afterwards."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("the Gradescope harness makes an unprivileged user: it needs root and useradd")
+    made = subprocess.run(["id", "-u", STUDENT], capture_output=True).returncode != 0
+    if made:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", STUDENT], check=True)
+    yield STUDENT
+    if made:
+        subprocess.run(["userdel", STUDENT], check=False)
+
+
+def harness_env(where: Path) -> Path:
+    """A Python environment every user can read, outside root's home: a venv of the system's Python 3.11 whose
+    packages are this checkout's (a .pth file), as Gradescope's /opt/sandbox-env would be after setup.sh."""
+    if not SYSTEM_PYTHON.is_file() or sys.version_info[:2] != (3, 11):
+        pytest.skip(f"the harness needs {SYSTEM_PYTHON} for the same Python as this one (3.11)")
+    env = where / "env"
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(env)], check=True)
+    site = next(env.glob("lib/python3.11/site-packages"))
+    ours = [p for p in sys.path if p.endswith("site-packages")]
+    (site / "ours.pth").write_text("\n".join(ours) + "\n")
+    return env
+
+
+def test_the_gradescope_bundle_passes_its_harness(tmp_path, test_user, capsys):
+    """setup.sh then run_autograder, laid out as Gradescope does under a temporary root, with the student's code run
+    as an unprivileged user in plain processes (Gradescope's containers have no namespaces): an honest upload scores
+    full (training runs and a hidden case included), a hostile one 0, and the results are the grader's. hw4: its
+    training runs are the shortest."""
+    hidden = tmp_path / "hid"
+    hidden.mkdir()
+    case = {"name": "one group", "function": "group_advantages", "args": {"rewards": [[1.0, 2.0, 4.0]],
+            "scale_rewards": "group"}}  # fmt: skip
+    (hidden / "hw4.json").write_text(json.dumps({"cases": [case]}))
+    zipped = tmp_path / "hw4.zip"
+    assert main(["grade", "bundle", "hw4", "--out", str(zipped), "--hidden", str(hidden), "--user", test_user]) == 0
+    env = harness_env(tmp_path)
+    tmp_path.chmod(0o755)
+    results = {}
+    for name, source in (("honest", HONEST_HW4), ("hostile", HOSTILE_UPLOAD)):
+        root = tmp_path / name / "autograder"
+        with zipfile.ZipFile(zipped) as z:
+            z.extractall(root / "source")
+        (root / "submission").mkdir(parents=True)
+        (root / "submission" / "hw4_solution.py").write_text(source.replace("{ROOT}", str(root)))
+        (root.parent).chmod(0o755)
+        run = {**os.environ, "AUTOGRADER": str(root), "SANDBOX_ENV": str(env), "SANDBOX_ISOLATION": "process"}
+        subprocess.run(["bash", str(root / "source" / "setup.sh")], check=True, env=run)
+        done = subprocess.run(["bash", str(root / "source" / "run_autograder")], env=run, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        assert done.returncode in (0, 1), done.stderr[-2000:]
+        results[name] = json.loads((root / "results" / "results.json").read_text())
+    assert results["honest"]["score"] == 40 + 1, results["honest"]
+    hostile = results["hostile"]
+    assert hostile["score"] == 0 and "forged" not in json.dumps(hostile)
+    found = next(t["output"] for t in hostile["tests"] if t["name"].startswith("group_advantages on a hand case"))
+    assert "found: []" in found and "uid 0," not in found, found
+    assert f"limits [{3072 << 20}, " in found and ", 360, 67108864]" in found, found  # as plain processes too
+
+
+HONEST_HW4 = (
+    "import torch\n\n\n"
+    + inspect.getsource(advantages_rewritten).replace("advantages_rewritten", "group_advantages")
+    + "\n\n"
+    + inspect.getsource(aggregate_rewritten).replace("aggregate_rewritten", "aggregate_loss")
+)
+HOSTILE_UPLOAD = """import glob, json, os
+import torch
+FOUND = []
+for pattern in ("{ROOT}/source/*", "{ROOT}/source/repo/sandbox/maths.py", "{ROOT}/source/hidden/*"):
+    for path in glob.glob(pattern):
+        try:
+            open(path).read(10)
+            FOUND.append(path)
+        except OSError:
+            pass
+for path in ("{ROOT}/results/results.json",):
+    try:
+        with open(path, "w") as f:
+            json.dump({"score": 41, "output": "forged"}, f)
+        FOUND.append(path)
+    except OSError:
+        pass
+import resource
+
+LIMITS = [resource.getrlimit(getattr(resource, f"RLIMIT_{n}"))[0] for n in ("DATA", "NPROC", "CPU", "FSIZE")]
+
+
+def group_advantages(*args):
+    raise NotImplementedError(f"found: {FOUND!r}, uid {os.getuid()}, limits {LIMITS}")
+
+
+aggregate_loss = group_advantages
+"""

@@ -378,17 +378,90 @@ def test_key_table_shortens_the_dropout_fields_only():
 
 
 def test_ray_backend_on_a_local_instance(tmp_path):
+    """Each Ray task returns its run directories and this process writes them (sandbox/analysis/cluster.py): whole,
+    with the driver's path in config.json and in policy.pt's config, nothing half-written left behind."""
     pytest.importorskip("ray", reason="the optional 'ray' extra is not installed")
+    import torch
+
     out = tmp_path / "out"
     counts = run_sweep(write_spec(tmp_path, TINY), out, workers=2, backend="ray", quiet=True)
     assert counts == {"total": 4, "skipped": 0, "ran": 4, "failed": 0}
     for summary in out.glob("*/summary.json"):
         assert json.loads(summary.read_text())["status"] == "ok"
+        run = summary.parent
+        assert sorted(p.name for p in run.iterdir()) == [
+            "config.json", "episodes.csv", "metrics.csv", "policy.pt", "summary.json"]  # fmt: skip
+        assert json.loads((run / "config.json").read_text())["out"] == str(run)
+        assert torch.load(run / "policy.pt", weights_only=True)["config"]["out"] == str(run)
+    assert not list(out.glob(".*"))
     import sandbox
 
     for run in expand(*load_spec(write_spec(tmp_path, TINY)), out):  # same numbers as a run in this process
         here = sandbox.train(run.config.replace(out=None))
         assert json.loads((run.dir / "summary.json").read_text())["final_return"] == here.summary["final_return"]
+
+
+def test_a_run_directory_that_comes_back_never_replaces_one_that_is_there(tmp_path):
+    from sandbox.analysis.cluster import land
+
+    files = {
+        "config.json": b"{}\n",
+        "metrics.csv": b"update\n",
+        "checkpoints/update-000001.pt": b"x",
+        "summary.json": b"{}",
+    }
+    land(tmp_path / "a", files)
+    assert (tmp_path / "a" / "checkpoints" / "update-000001.pt").read_bytes() == b"x"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["checkpoints", "config.json", "metrics.csv",
+                                                                   "summary.json"]  # fmt: skip
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "summary.json").write_text("finished")
+    with pytest.raises(OSError, match="appeared while its run trained"):
+        land(tmp_path / "b", files)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert (tmp_path / "b" / "summary.json").read_text() == "finished"
+
+
+def test_a_node_with_other_versions_is_named_in_one_line():
+    from sandbox.analysis.cluster import version_drift, versions
+
+    here = versions()
+    assert version_drift(here, {**here, "node": "n2"}) is None
+    line = version_drift(here, {**here, "torch": "2.0.0", "node": "n2"})
+    assert line == f"node n2 trains with torch 2.0.0 (here {here['torch']}): its runs' numbers may differ"
+
+
+def test_the_cluster_options_are_checked_in_one_line_by_sweep_and_the_studies(tmp_path, capsys):
+    """Without a cluster: what the options allow, and an address where nothing answers, for sweep, bench breadth and
+    bench minatar alike (the cluster itself: tests/test_cluster.py)."""
+    pytest.importorskip("ray", reason="the optional 'ray' extra is not installed")
+    import socket
+
+    from sandbox.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    spec = str(write_spec(tmp_path, TINY))
+    out = ["--out", str(tmp_path / "out")]
+    study = ["--fast", "--quiet", *out]
+    cases = [
+        (["sweep", spec, *out, "--address", closed], "--address: joins a Ray cluster: add --backend ray"),
+        (["sweep", spec, *out, "--backend", "ray", "--ray-token-file", "t"], "--ray-token-file: is the token of the"),
+        (["sweep", spec, *out, "--backend", "ray", "--address", "ray://h:10001"], "--address: ray://h:10001 is a Ray"),
+        (["sweep", spec, *out, "--backend", "ray", "--address", closed, "--ray-token-file", spec + ".no"],
+         f"--ray-token-file: {spec}.no: no such file"),
+        (["bench", "cartpole", "--backend", "ray"], "--backend: only for bench breadth, mechanisms and minatar"),
+        (["sweep", spec, *out, "--backend", "ray", "--address", closed], f"--address: nothing answers at {closed}"),
+        (["bench", "breadth", "--tasks", "CartPole-v1", *study, "--backend", "ray", "--address", closed],
+         f"--address: nothing answers at {closed}"),
+        (["bench", "minatar", "--games", "breakout", *study, "--backend", "ray", "--address", closed],
+         f"--address: nothing answers at {closed}"),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"sandbox {argv[0]}: error: {expected}"), err
 
 
 # --- the demo's plumbing ---------------------------------------------------------------------------------------------

@@ -6,15 +6,16 @@
 # are not the same thing, and what lambda = 0 and lambda = 1 mean.
 #
 # **How it is graded.** Run the *check* cell: it prints PASS or FAIL for each test, with the case that failed, what
-# was expected and a hint, then `N passed, M failed`. The same tests grade your submission:
-# `sandbox grade hw1 hw1_gae.ipynb` (your instructor may add hidden cases). Every test compares your function with
-# the sandbox's own `sandbox.maths.gae` on random inputs drawn fresh at each check (the report gives the seed), plus properties (the lambda limits,
-# independence of the environments), plus a short training run with your function inside the real trainer.
+# was expected and a hint, then `N passed, M failed`. The same tests grade your submission: `sandbox grade hw1
+# my-homework/hw1_gae.ipynb` (your instructor may add hidden cases). Every test compares your function with the
+# sandbox's own `sandbox.maths.gae` on random inputs drawn fresh at each check (the report gives the seed), plus
+# properties (the lambda limits, independence of the environments), plus a short training run with your function
+# inside the real trainer.
 #
 # **Rules.** Keep the signature. Use torch only (no numpy round trips), keep the inputs' dtype (float32), and do not
 # change the input tensors in place: the trainer reuses them.
-# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
-# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
+# Write your own code: the grader runs your notebook where the sandbox's reference implementations are not (there,
+# `sandbox.maths`, `sandbox.dropout` and the rest are stand-ins), so a function that calls them is graded as a stub.
 
 # %%
 import os
@@ -115,6 +116,8 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save this notebook and hand it in; `sandbox grade hw1 hw1_gae.ipynb` runs it from the top in its own process (with
-# `SANDBOX_FAST=1`), then grades the `gae` it defines. A cell that raises stops the run there: the report names it,
-# and only what was defined up to that point is graded.
+# Work in a copy, from the repository's root: `mkdir -p my-homework; cp notebooks/homework/hw1_gae.ipynb
+# my-homework/`, then `source .venv/bin/activate` (or write `.venv/bin/sandbox`). Save the notebook and hand it in;
+# `sandbox grade hw1 my-homework/hw1_gae.ipynb` runs it from the top in its own process (with `SANDBOX_FAST=1`), then
+# grades the `gae` it defines. A cell that raises stops the run there: the report names it, and only what was defined
+# up to that point is graded.

@@ -7,15 +7,15 @@
 # gradient and where it does not, and what value clipping does.
 #
 # **How it is graded.** Run the *check* cell: PASS or FAIL per test, the case that failed, what was expected, a hint,
-# then `N passed, M failed`. `sandbox grade hw2 hw2_clipped_losses.ipynb` runs the same tests (plus your
+# then `N passed, M failed`. `sandbox grade hw2 my-homework/hw2_clipped_losses.ipynb` runs the same tests (plus your
 # instructor's hidden cases, if any): values against `sandbox.maths.ppo_loss` and `sandbox.maths.value_loss` on
 # random and hand cases, properties (pessimism, the gradient where the clip is active), and training runs with your
 # functions inside PPO and GRPO.
 #
 # **Rules.** Keep the signatures. Return one loss *per sample* (the trainer averages or aggregates), in float32,
 # with gradients (no `.item()`, `.numpy()`, `.detach()`), without changing the inputs.
-# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
-# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
+# Write your own code: the grader runs your notebook where the sandbox's reference implementations are not (there,
+# `sandbox.maths`, `sandbox.dropout` and the rest are stand-ins), so a function that calls them is graded as a stub.
 
 # %%
 import os
@@ -135,5 +135,7 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw2 hw2_clipped_losses.ipynb` runs it from the top in its own process
-# and grades the `ppo_loss` and `value_loss` it defines.
+# Work in a copy, from the repository's root: `mkdir -p my-homework; cp notebooks/homework/hw2_clipped_losses.ipynb
+# my-homework/`, then `source .venv/bin/activate` (or write `.venv/bin/sandbox`). Save the notebook and hand it in;
+# `sandbox grade hw2 my-homework/hw2_clipped_losses.ipynb` runs it from the top in its own process and grades the
+# `ppo_loss` and `value_loss` it defines.

@@ -6,13 +6,13 @@
 # which are unbiased, which can be negative, and what each does as a loss.
 #
 # **How it is graded.** Run the *check* cell: PASS or FAIL per test, the case, what was expected, a hint, then
-# `N passed, M failed`. `sandbox grade hw3 hw3_kl_estimators.ipynb` runs the same tests: values against
+# `N passed, M failed`. `sandbox grade hw3 my-homework/hw3_kl_estimators.ipynb` runs the same tests: values against
 # `sandbox.maths.kl_k1/k2/k3`, signs, the value at p = q, the bias measured by Monte Carlo on two fixed distributions,
 # gradients, and PPO runs with each of your estimators in the loss or in the reward.
 #
 # **Rules.** Keep the signatures; elementwise torch operations only; float32 in, float32 out, with gradients.
-# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
-# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
+# Write your own code: the grader runs your notebook where the sandbox's reference implementations are not (there,
+# `sandbox.maths`, `sandbox.dropout` and the rest are stand-ins), so a function that calls them is graded as a stub.
 
 # %%
 import os
@@ -137,5 +137,7 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw3 hw3_kl_estimators.ipynb` runs it from the top in its own process
-# and grades the three functions it defines.
+# Work in a copy, from the repository's root: `mkdir -p my-homework; cp notebooks/homework/hw3_kl_estimators.ipynb
+# my-homework/`, then `source .venv/bin/activate` (or write `.venv/bin/sandbox`). Save the notebook and hand it in;
+# `sandbox grade hw3 my-homework/hw3_kl_estimators.ipynb` runs it from the top in its own process and grades the three
+# functions it defines.

@@ -7,14 +7,14 @@
 # does without a critic, and how the choice of aggregation weighs a long sequence's tokens against a short one's.
 #
 # **How it is graded.** Run the *check* cell: PASS or FAIL per test, the case, what was expected, a hint, then
-# `N passed, M failed`. `sandbox grade hw4 hw4_grpo_advantages.ipynb` runs the same tests: values against
+# `N passed, M failed`. `sandbox grade hw4 my-homework/hw4_grpo_advantages.ipynb` runs the same tests: values against
 # `sandbox.maths.group_advantages` and `sandbox.maths.aggregate_loss` on hand and random cases (unequal lengths,
 # empty sequences, bool and float masks), properties (centring, invariance, each token's weight), and GRPO runs on
 # CartPole with your two functions.
 #
 # **Rules.** Keep the signatures; torch only; float32; the loss must keep its gradient; do not change the inputs.
-# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
-# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
+# Write your own code: the grader runs your notebook where the sandbox's reference implementations are not (there,
+# `sandbox.maths`, `sandbox.dropout` and the rest are stand-ins), so a function that calls them is graded as a stub.
 
 # %%
 import os
@@ -138,5 +138,7 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw4 hw4_grpo_advantages.ipynb` runs it from the top in its own
-# process and grades the two functions it defines.
+# Work in a copy, from the repository's root: `mkdir -p my-homework; cp notebooks/homework/hw4_grpo_advantages.ipynb
+# my-homework/`, then `source .venv/bin/activate` (or write `.venv/bin/sandbox`). Save the notebook and hand it in;
+# `sandbox grade hw4 my-homework/hw4_grpo_advantages.ipynb` runs it from the top in its own process and grades the two
+# functions it defines.

@@ -8,14 +8,15 @@
 # masks the rollout used (consistent dropout, Hausknecht & Wagener 2022), and is noisy if it draws new ones (naive
 # dropout: PyTorch's train mode, TRL's default).
 #
-# **How it is graded.** Run the *check* cell: PASS or FAIL per test, the case, what was expected, a hint, then
-# `N passed, M failed`. `sandbox grade hw5 hw5_consistent_dropout.ipynb` runs the same tests: the masks' values, rate,
-# mean, independence and reproducibility; the application; the replay decision; the real MLP and the tiny GPT with
-# your three functions; and two PPO runs, consistent and naive, whose first-minibatch ratios must be exact and noisy.
+# **How it is graded.** Run the *check* cell: PASS or FAIL per test, the case, what was expected, a hint, then `N
+# passed, M failed`. `sandbox grade hw5 my-homework/hw5_consistent_dropout.ipynb` runs the same tests: the masks'
+# values, rate, mean, independence and reproducibility; the application; the replay decision; the real MLP and the
+# tiny GPT with your three functions; and two PPO runs, consistent and naive, whose first-minibatch ratios must be
+# exact and noisy.
 #
 # **Rules.** Keep the signatures; torch's random generator only (the runs must be reproducible from the seed); float32.
-# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
-# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
+# Write your own code: the grader runs your notebook where the sandbox's reference implementations are not (there,
+# `sandbox.maths`, `sandbox.dropout` and the rest are stand-ins), so a function that calls them is graded as a stub.
 
 # %%
 import os
@@ -47,11 +48,11 @@ FAST = os.environ.get("SANDBOX_FAST") == "1"
 # - else, `fresh` (train mode and p > 0): return `draw(shape, p)`;
 # - else (eval mode, or p = 0): return `None`, no dropout.
 #
-# **Storing** is the trainer's job, and worth reading: in consistent mode `Rollout.collect` in `sandbox/algos/ppo.py` draws
-# each step's masks with `agent.sample_mask` (your `dropout_mask`), acts with them and keeps them in `self.masks[t]`;
-# the update hands the minibatch's stored masks to `agent.evaluate(obs, actions, masks)`, and your `layer_mask`
-# replays them. The tiny GPT does the same with one `SeqMasks` per sequence (`sandbox/models/gpt.py`): the KV-cached
-# sampler and the whole-sequence update index the same tensors.
+# **Storing** is the trainer's job, and worth reading: in consistent mode `Rollout.collect` in `sandbox/algos/ppo.py`
+# draws each step's masks with `agent.sample_mask` (your `dropout_mask`), acts with them and keeps them in
+# `self.masks[t]`; the update hands the minibatch's stored masks to `agent.evaluate(obs, actions, masks)`, and your
+# `layer_mask` replays them. The tiny GPT does the same with one `SeqMasks` per sequence (`sandbox/models/gpt.py`):
+# the KV-cached sampler and the whole-sequence update index the same tensors.
 #
 # **The trap.** "Train mode means fresh masks" is what `nn.Dropout` does, and it is exactly naive dropout: the update
 # then evaluates a different random network from the one that chose the action, and the ratio is noise before any
@@ -82,8 +83,9 @@ def layer_mask(stored, fresh, shape, p, draw):
 # %% [markdown]
 # ## Try it: one network, two forward passes
 #
-# A policy MLP with dropout p = 0.3 and your three functions (`DropoutMLP`, the network the trainers use). The "rollout" forward and the "update" forward of the
-# same inputs, in train mode: with the rollout's masks stored and replayed, and with fresh masks each time.
+# A policy MLP with dropout p = 0.3 and your three functions (`DropoutMLP`, the network the trainers use). The
+# "rollout" forward and the "update" forward of the same inputs, in train mode: with the rollout's masks stored and
+# replayed, and with fresh masks each time.
 
 # %%
 torch.manual_seed(0)
@@ -135,5 +137,7 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw5 hw5_consistent_dropout.ipynb` runs it from the top in its own
-# process and grades the three functions it defines.
+# Work in a copy, from the repository's root: `mkdir -p my-homework; cp
+# notebooks/homework/hw5_consistent_dropout.ipynb my-homework/`, then `source .venv/bin/activate` (or write
+# `.venv/bin/sandbox`). Save the notebook and hand it in; `sandbox grade hw5 my-homework/hw5_consistent_dropout.ipynb`
+# runs it from the top in its own process and grades the three functions it defines.

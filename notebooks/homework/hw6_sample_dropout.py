@@ -15,13 +15,13 @@
 # 2023, arXiv 2302.02299) was read from their public code.
 #
 # **How it is graded.** Run the *check* cell: PASS or FAIL per test, the case, what was expected, a hint, then
-# `N passed, M failed`. `sandbox grade hw6 hw6_sample_dropout.ipynb` runs the same tests: the scores against
+# `N passed, M failed`. `sandbox grade hw6 my-homework/hw6_sample_dropout.ipynb` runs the same tests: the scores against
 # `sandbox.maths.dppo_scores`, the variance identity with your scores, the keep-masks of every rule against
 # `sandbox.maths.sample_dropout_mask` (ties may break either way), the edge cases, and PPO runs with your rule.
 #
 # **Rules.** Keep the signatures; torch only; the mask is bool (True = keep), computed from detached values.
-# Write your own code: a graded function that uses the sandbox's reference implementations (`sandbox.maths`,
-# `sandbox.dropout`, the grader's modules), by import or by copying their source, scores 0 for its tests.
+# Write your own code: the grader runs your notebook where the sandbox's reference implementations are not (there,
+# `sandbox.maths`, `sandbox.dropout` and the rest are stand-ins), so a function that calls them is graded as a stub.
 
 # %%
 import os
@@ -130,5 +130,7 @@ else:
 # %% [markdown]
 # ## Submit
 #
-# Save and hand in this notebook; `sandbox grade hw6 hw6_sample_dropout.ipynb` runs it from the top in its own process
-# and grades the two functions it defines.
+# Work in a copy, from the repository's root: `mkdir -p my-homework; cp notebooks/homework/hw6_sample_dropout.ipynb
+# my-homework/`, then `source .venv/bin/activate` (or write `.venv/bin/sandbox`). Save the notebook and hand it in;
+# `sandbox grade hw6 my-homework/hw6_sample_dropout.ipynb` runs it from the top in its own process and grades the two
+# functions it defines.

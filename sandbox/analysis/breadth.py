@@ -43,6 +43,7 @@ import pandas as pd
 from .. import stats
 from ..config import PRESETS, Config, validate
 from ..dropout_modes import MODE_NAMES, dropout_is_off
+from .cluster import Backend
 from .report import load_runs
 
 MODES = tuple(m for m in MODE_NAMES if not dropout_is_off(m))
@@ -606,15 +607,21 @@ def _record_time(out: Path, tasks: list[str], runs: int, seconds: float, workers
 
 
 def _run(out: Path, kind: str, chosen: dict, seeds: tuple[int, ...], scale: float, workers: int, quiet: bool,
-         machine: str) -> float:  # fmt: skip
-    """Write the sweeps of ``chosen`` tasks into ``out`` and run them (resumable); returns the seconds."""
+         machine: str, where: Backend | None = None) -> float:  # fmt: skip
+    """Write the sweeps of ``chosen`` tasks into ``out`` and run them (resumable), here or on a Ray cluster
+    (``where``: :mod:`sandbox.analysis.cluster`; the runs come back to this machine); returns the seconds."""
     from .sweep import run_sweeps
 
     groups = (lambda task: arms()) if kind == "breadth" else mechanisms
     t0 = time.perf_counter()
     items = sweeps(out, chosen, groups, seeds, scale)
-    counts = run_sweeps([(str(s), str(d)) for s, d in items], workers=workers, quiet=quiet, population=len(seeds))
+    where = where or Backend()
+    counts = run_sweeps([(str(s), str(d)) for s, d in items], workers, where.backend, where.address, quiet,
+                        population=len(seeds), token_file=where.ray_token_file)  # fmt: skip
     seconds = time.perf_counter() - t0
+    if "cluster" in counts:  # the whole cluster trained: its CPUs are the workers
+        c = counts["cluster"]
+        workers, machine = c["cpus"], f"a Ray cluster of {c['nodes']} nodes (driver: {machine or 'this machine'})"
     _record_time(out, list(chosen), counts.get("ran", 0), seconds, workers, machine)
     frame = finals(out)
     frame.to_csv(out / "finals.csv", index=False)
@@ -683,6 +690,7 @@ def run_study(
     quiet: bool = False,
     machine: str = "",
     replicate: bool = False,
+    where: Backend | None = None,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out``: first its
     plan (``plan.md``: the planned contrasts, before any run), then its sweeps (resumable: finished runs are kept, so
@@ -691,7 +699,8 @@ def run_study(
     report covers every task whose runs are in ``out``. ``replicate``: also the same groups on a second, disjoint
     set of seeds (:func:`replication_seeds`) in ``out/replication``, and the replication table. ``fast``: the first
     two seeds (and two more for the replication) and a twentieth of each budget, for checking the plumbing (its
-    numbers mean nothing)."""
+    numbers mean nothing). ``where``: local processes (default), or Ray, on a cluster too
+    (:mod:`sandbox.analysis.cluster`: the runs come back to this machine)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = {n: TASKS[n] for n in (tasks or TASKS)}
@@ -702,10 +711,10 @@ def run_study(
                                                 "fast": fast}, indent=1))  # fmt: skip
     if not (out / "plan.md").exists():  # written once, before the first run, for the whole study (not --tasks)
         (out / "plan.md").write_text(plan(kind, list(TASKS), len(seeds), again))
-    seconds = _run(out, kind, chosen, seeds, scale, workers, quiet, machine)
+    seconds = _run(out, kind, chosen, seeds, scale, workers, quiet, machine, where)
     if replicate:
         (out / "replication").mkdir(exist_ok=True)
-        seconds += _run(out / "replication", kind, chosen, again, scale, workers, quiet, machine)
+        seconds += _run(out / "replication", kind, chosen, again, scale, workers, quiet, machine, where)
     result = write_report(out, kind)
     runs = len(pd.read_csv(out / "finals.csv")) + (
         len(pd.read_csv(out / "replication" / "finals.csv")) if replicate else 0

@@ -12,7 +12,9 @@ table mapping config fields, ``seed`` included, to lists of values; the runs are
     dropout = [0.1, 0.3]
     seed = [0, 1, 2, 3, 4]
 
-Each run writes its own run directory under DIR, named from its grid values. Running the same sweep again skips the
+Each run writes its own run directory under DIR, named from its grid values (with ``backend="ray"``, on a Ray
+instance or a cluster joined by address, each run's directory comes back to this process, which writes it:
+``sandbox/analysis/cluster.py``). Running the same sweep again skips the
 finished runs (a ``summary.json``, written last and atomically, and the same config) and redoes the unfinished ones
 from scratch; a killed worker or Ctrl-C never touches a finished run. Every config is checked before any run starts.
 
@@ -25,6 +27,7 @@ CPU-second, each run still writing its own directory. Configs a population canno
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from ..config import PRESETS, RENAMED, Config, ConfigError, validate, without
 from ..runs.rundir import RUN_FILES
+from .cluster import run_job, staging_dir
 
 SET_BY_SWEEP = ("out", "overwrite", "quiet")  # the outputs a sweep sets for each run itself, not the spec
 
@@ -158,25 +162,6 @@ def _reset_partial(run: Run) -> None:
     shutil.rmtree(d)
 
 
-def _execute(configs: list[dict]) -> list[dict]:
-    """One job in a worker: one run, or several seeds of one config as a population; one torch thread, quiet, each
-    run directory written as by ``sandbox train``."""
-    import torch
-
-    torch.set_num_threads(1)
-    from ..algos.learner import NonFiniteLossError
-    from ..training import train, train_population
-
-    cfgs = [Config.from_dict(c) for c in configs]
-    if len(cfgs) > 1:
-        return [{"out": r.config.out, "status": r.summary["status"]} for r in train_population(cfgs)]
-    try:
-        summary = train(cfgs[0]).summary
-    except NonFiniteLossError:  # a finished outcome: summary.json says so
-        summary = json.loads((Path(cfgs[0].out) / "summary.json").read_text())
-    return [{"out": cfgs[0].out, "status": summary["status"]}]
-
-
 def jobs(todo: list[Run], population: int) -> list[list[Run]]:
     """The runs to do, as jobs: the seeds of one config (every field but the seed equal) in populations of at most
     ``population`` runs where the config allows one, else one run per job. Largest jobs first."""
@@ -245,9 +230,10 @@ def run_sweep(
     address: str | None = None,
     quiet: bool = False,
     population: int = 16,
+    token_file: str | None = None,
 ) -> dict:
     """Run the sweep; returns counts ``{"total", "skipped", "ran", "failed"}``."""
-    return run_sweeps([(spec, out)], workers, backend, address, quiet, population=population)
+    return run_sweeps([(spec, out)], workers, backend, address, quiet, population=population, token_file=token_file)
 
 
 def run_sweeps(
@@ -258,10 +244,18 @@ def run_sweeps(
     quiet: bool = False,
     before=None,
     population: int = 16,
+    token_file: str | None = None,
 ) -> dict:
-    """Several sweeps ``[(spec, out), ...]`` sharing one pool of workers, in order. ``before()``, if given, runs in a
+    """Several sweeps ``[(spec, out), ...]`` sharing one pool of workers, in order; returns the counts
+    ``{"total", "skipped", "ran", "failed"}`` (and ``"cluster"``, ``{"address", "nodes", "cpus"}``, when a cluster
+    trained the runs). ``before()``, if given, runs in a
     background thread of this process while the pool works (the demo prepares a reference model there).
-    ``population``: the most seeds of one config trained together (0 or 1: every run on its own)."""
+    ``population``: the most seeds of one config trained together (0 or 1: every run on its own). ``backend="ray"``:
+    Ray tasks, on a Ray instance started here or on the cluster at ``address`` (``token_file``: its token), each
+    returning its run directories to this process, which writes them (:mod:`sandbox.analysis.cluster`)."""
+    from .cluster import Backend
+
+    Backend(backend, address, token_file).check()
     workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise ConfigError("workers", f"must be a positive integer, got {workers}")
@@ -275,64 +269,79 @@ def run_sweeps(
             f"{different[0]} was finished with a different config; use another --out for a changed "
             "sweep (finished runs are never overwritten)"
         )
-    for spec, out in items:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        if Path(spec).resolve() != (Path(out) / "spec.toml").resolve():
-            shutil.copyfile(spec, Path(out) / "spec.toml")  # what was asked, kept with the results
     todo = [r for r in runs if statuses[r.dir] != "done"]
-    for r in todo:
-        if statuses[r.dir] == "partial":
-            _reset_partial(r)
-    counts = {"total": len(runs), "skipped": len(runs) - len(todo), "ran": 0, "failed": 0}
-    work = jobs(todo, population)
-    if not quiet:
-        names = ", ".join(Path(spec).name for spec, _ in items) if len(items) <= 3 else f"of {len(items)} specs"
-        where = ", ".join(str(out) for _, out in items) if len(items) <= 3 else f"{len(items)} folders"
-        batched = sum(len(j) for j in work if len(j) > 1)
-        how = f"; {batched} of them in {sum(len(j) > 1 for j in work)} populations" if batched else ""
-        print(
-            f"sweep {names}: {len(runs)} runs, {counts['skipped']} already finished, {len(todo)} to run{how}, "
-            f"{workers} jobs at a time ({backend}) -> {where}",
-            flush=True,
-        )
-    helper = None
-    if before is not None:
-        import threading
+    with contextlib.ExitStack() as joined:
+        ray = cluster = None
+        if backend == "ray" and todo:  # joined before anything is written: a wrong address or token leaves no trace
+            from .cluster import session
 
-        helper = threading.Thread(target=before, daemon=True)
-        helper.start()
-    if not todo:
+            ray, cluster = joined.enter_context(session(address, token_file, workers, quiet))
+        for spec, out in items:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            if Path(spec).resolve() != (Path(out) / "spec.toml").resolve():
+                shutil.copyfile(spec, Path(out) / "spec.toml")  # what was asked, kept with the results
+        for r in runs:
+            if statuses[r.dir] == "partial":
+                _reset_partial(r)
+            if staging_dir(r.dir).exists():  # a run directory a driver was writing when it stopped (cluster.land)
+                shutil.rmtree(staging_dir(r.dir))
+        counts = {"total": len(runs), "skipped": len(runs) - len(todo), "ran": 0, "failed": 0}
+        if cluster is not None:
+            counts["cluster"] = cluster
+        work = jobs(todo, population)
+        if not quiet:
+            names = ", ".join(Path(spec).name for spec, _ in items) if len(items) <= 3 else f"of {len(items)} specs"
+            where = ", ".join(str(out) for _, out in items) if len(items) <= 3 else f"{len(items)} folders"
+            batched = sum(len(j) for j in work if len(j) > 1)
+            how = f"; {batched} of them in {sum(len(j) > 1 for j in work)} populations" if batched else ""
+            print(
+                f"sweep {names}: {len(runs)} runs, {counts['skipped']} already finished, {len(todo)} to run{how}, "
+                f"{f'{workers} jobs at a time ({backend})' if address is None else 'on the Ray cluster'} -> {where}",
+                flush=True,
+            )
+        helper = None
+        if before is not None:
+            import threading
+
+            helper = threading.Thread(target=before, daemon=True)
+            helper.start()
+        if not todo:
+            return counts
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(todo), desc="sweep", unit="run", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True
+        )
+        failures: list[str] = []
+
+        def done(job: list[Run], error: str | None) -> None:
+            bar.update(len(job))
+            if error is None:
+                counts["ran"] += len(job)
+            else:
+                counts["failed"] += len(job)
+                failures.append(f"{', '.join(r.name for r in job)}: {error}")
+
+        t0 = time.perf_counter()
+        try:
+            if ray is not None:
+                from .cluster import run_jobs
+
+                run_jobs(ray, work, done)
+            else:
+                _run_local(work, workers, done)
+        finally:
+            bar.close()
+            if helper is not None:
+                helper.join()
+        if not quiet:
+            again = "; run the same command again to redo them (finished runs are kept)"
+            print(
+                f"{counts['ran']} runs finished in {time.perf_counter() - t0:.0f} s"
+                + (f"; {counts['failed']} failed:\n  " + "\n  ".join(failures) + f"\n{again}" if failures else ""),
+                flush=True,
+            )
         return counts
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
-    failures: list[str] = []
-
-    def done(job: list[Run], error: str | None) -> None:
-        bar.update(len(job))
-        if error is None:
-            counts["ran"] += len(job)
-        else:
-            counts["failed"] += len(job)
-            failures.append(f"{', '.join(r.name for r in job)}: {error}")
-
-    t0 = time.perf_counter()
-    try:
-        if backend == "ray":
-            _run_ray(work, workers, address, done)
-        else:
-            _run_local(work, workers, done)
-    finally:
-        bar.close()
-        if helper is not None:
-            helper.join()
-    if not quiet:
-        print(
-            f"{counts['ran']} runs finished in {time.perf_counter() - t0:.0f} s"
-            + (f"; {counts['failed']} failed:\n  " + "\n  ".join(failures) if failures else ""),
-            flush=True,
-        )
-    return counts
 
 
 def _run_local(work: list[list[Run]], workers: int, done) -> None:
@@ -341,7 +350,7 @@ def _run_local(work: list[list[Run]], workers: int, done) -> None:
     ctx = mp.get_context("spawn")  # each worker starts clean: no torch state inherited
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
-        futures = {pool.submit(_execute, [r.config.to_dict() for r in job]): job for job in work}
+        futures = {pool.submit(run_job, [r.config.to_dict() for r in job]): job for job in work}
         for future in as_completed(futures):
             job = futures[future]
             try:
@@ -360,31 +369,3 @@ def _run_local(work: list[list[Run]], workers: int, done) -> None:
             proc.terminate()
         raise
     pool.shutdown(wait=True)
-
-
-def _run_ray(work: list[list[Run]], workers: int, address: str | None, done) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("backend", "ray is not installed: pip install -c requirements.lock -e '.[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=workers, **kwargs)
-    try:
-        remote = ray.remote(num_cpus=1)(_execute)
-        pending = {remote.remote([r.config.to_dict() for r in job]): job for job in work}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(ready[0])
-            try:
-                ray.get(ready[0])
-                done(job, None)
-            except Exception as err:  # noqa: BLE001
-                done(job, f"{type(err).__name__}: {str(err).splitlines()[0]}")
-    finally:
-        if started_here:
-            ray.shutdown()

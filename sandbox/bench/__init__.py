@@ -12,6 +12,9 @@
 - ``sandbox bench minatar``: PPO on MinAtar's games in the dropout modes and with D-PPO's sample dropout, as
   populations, with the usual report (:mod:`.minatar_study`).
 
+- the speed of our numpy vector envs against gymnasium's ``SyncVectorEnv`` (:mod:`.env_speed`;
+  ``bench_env_speed()``, not yet a command).
+
 :mod:`.common` holds what they share: the machine line, one run in a fresh process, medians.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 from .breadth import bench_breadth
 from .cartpole_vs_sb3 import _ours_cartpole, _sb3_cartpole, bench_cartpole
 from .common import machine
+from .env_speed import bench_env_speed
 from .grading import bench_grading
 from .lang_vs_trl import _ours_reverse, bench_lang
 from .minatar_study import STEPS as MINATAR_STEPS
@@ -36,6 +40,7 @@ __all__ = [
     "WORKERS",
     "bench_breadth",
     "bench_cartpole",
+    "bench_env_speed",
     "bench_flatness",
     "bench_grading",
     "bench_grpo_lambda",

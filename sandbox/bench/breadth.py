@@ -3,6 +3,7 @@ tasks, and what decides it (:mod:`sandbox.analysis.breadth` holds the study; thi
 
 from __future__ import annotations
 
+from ..analysis.cluster import Backend
 from .common import machine
 
 
@@ -16,12 +17,14 @@ def bench_breadth(
     quiet: bool = False,
     replicate: bool = False,
     report_only: bool = False,
+    where: Backend | None = None,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out`` and print
     its planned contrasts; returns the figures as plain data (runs, seconds, the comparisons as records).
     ``seeds`` None: the study's seeds per group for 80% power (:func:`sandbox.analysis.breadth.seeds_per_group`).
     ``replicate``: also a second, disjoint seed set and the replication table. ``report_only``: no run, the report
-    rewritten from ``out/finals.csv`` (a committed study re-read with the current statistics)."""
+    rewritten from ``out/finals.csv`` (a committed study re-read with the current statistics). ``where``: local
+    processes (default), or Ray (a cluster too: the runs come back to this machine)."""
     import pandas as pd
 
     from ..analysis import breadth
@@ -37,7 +40,7 @@ def bench_breadth(
             print(f"{kind} study: {m} planned contrasts (one Holm family); {2 if fast else n} seeds per group"
                   f"{' (fast)' if fast else ''}; 80% power for |g| 0.8 at 0.05 / {m} needs {powered}"
                   + (", and the same again on a second set of seeds" if replicate else ""), flush=True)  # fmt: skip
-        result = breadth.run_study(out, kind, workers, seeds, tasks, fast, quiet, machine(), replicate)
+        result = breadth.run_study(out, kind, workers, seeds, tasks, fast, quiet, machine(), replicate, where)
     table = result["comparisons"]
     if not quiet and len(table):
         columns = ["task", "label", "against", "seeds", "mean", "against mean", "g", "diff low", "diff high", "holm p"]

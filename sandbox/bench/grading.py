@@ -13,16 +13,16 @@ from .common import machine
 
 def bench_grading(n: int = 150, workers: int = 2, quiet: bool = False) -> dict:
     """Grade ``n`` made-up hw1 submissions (:mod:`sandbox.grade.classroom`: correct, the usual mistakes, stubs,
-    broken and hostile files, the reference reached three ways) with ``workers`` grading processes, as
+    broken and hostile files, the reference sought three ways) with ``workers`` grading processes, as
     ``sandbox grade hw1 FOLDER --workers N`` does (training runs included, default limits); the wall time, and
     whether every verdict is the one that submission must get."""
     from ..grade.classroom import make_class, verdict
-    from ..grade.submission import Options, grade_folder, write_json
+    from ..grade.submission import Options, grade_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, out = Path(tmp) / "submissions", Path(tmp) / "grades"
         expected = make_class(folder, n)
-        options = Options("hw1", seed=0, hidden_paths=(str(folder), str(out)))
+        options = Options("hw1", seed=0)
         done = [0]
 
         def progress(name, report, i, total):
@@ -31,8 +31,7 @@ def bench_grading(n: int = 150, workers: int = 2, quiet: bool = False) -> dict:
                 print(f"  {i}/{total} {name}: {report.summary_line()}", file=sys.stderr, flush=True)
 
         t0 = time.perf_counter()
-        graded = grade_folder(folder, options, out, lambda r, p: write_json(r, p, "gradescope"), "gradescope",
-                              workers, progress)  # fmt: skip
+        graded = grade_folder(folder, options, out, "gradescope", workers, progress)
         wall = time.perf_counter() - t0
         isolation = graded[0].isolation if graded else "none"
     wrong = [g.report.submission for g in graded if not verdict(g.report, expected[g.report.submission])]

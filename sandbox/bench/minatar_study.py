@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from .. import stats
+from ..analysis.cluster import Backend
 from ..config import MINATAR_GAMES, ConfigError
 from .common import machine
 
@@ -97,10 +98,12 @@ def bench_minatar(
     quiet: bool = False,
     fast: bool = False,
     replicate: bool = False,
+    where: Backend | None = None,
 ) -> dict:
     """Run the bench (module docstring) into ``out`` (default ``bench-minatar-<time>``); print the key table unless
     ``quiet``. Returns the machine, the settings, the wall time and each arm's final IQM and verdict per game (and,
-    with ``replicate``, the replication table's rows)."""
+    with ``replicate``, the replication table's rows). ``where``: local processes (default), or Ray (a cluster too:
+    the runs come back to this machine)."""
     from ..analysis.breadth import replication_seeds
 
     unknown = [g for g in games if g not in MINATAR_GAMES]
@@ -128,19 +131,23 @@ def bench_minatar(
             flush=True,
         )
     t0 = time.perf_counter()
-    counts, table = _run_arms(out_dir, games, seeds, steps, fast, workers, population, quiet)
+    counts, table = _run_arms(out_dir, games, seeds, steps, fast, workers, population, quiet, where)
     train_s = time.perf_counter() - t0
     mechanism_figure(out_dir)
     replicated = None
     if replicate:
         again = list(replication_seeds(seeds))
         beside = out_dir.parent / f"{out_dir.name}-replication"  # not inside: the report reads every run below OUT
-        more, again_table = _run_arms(beside, games, again, steps, fast, workers, population, True)
-        counts = {k: counts[k] + more[k] for k in ("total", "failed")}
+        more, again_table = _run_arms(beside, games, again, steps, fast, workers, population, True, where)
+        counts |= {k: counts[k] + more[k] for k in ("total", "failed")}
         replicated = replication(table, again_table, seeds, again, out_dir)
     wall = time.perf_counter() - t0
+    where_ran = machine()
+    if "cluster" in counts:  # the whole cluster trained: its CPUs are the workers
+        c = counts["cluster"]
+        workers, where_ran = c["cpus"], f"a Ray cluster of {c['nodes']} nodes (driver: {where_ran})"
     result = {
-        "machine": machine(),
+        "machine": where_ran,
         "games": list(games),
         "seeds": seeds,
         "steps": FAST["total_steps"] if fast else steps,
@@ -167,9 +174,9 @@ def bench_minatar(
 
 
 def _run_arms(out_dir: Path, games, seeds: list[int], steps: int, fast: bool, workers: int, population: int,
-              quiet: bool):  # fmt: skip
-    """Write every game's specs for ``seeds`` under ``out_dir``, run them (resumable) and write the report; returns
-    the run counts and the report's table."""
+              quiet: bool, where: Backend | None = None):  # fmt: skip
+    """Write every game's specs for ``seeds`` under ``out_dir``, run them (resumable; here or on a Ray cluster,
+    ``where``) and write the report; returns the run counts and the report's table."""
     from ..analysis.demo import to_toml
     from ..analysis.report import write_report
     from ..analysis.sweep import run_sweeps
@@ -181,7 +188,9 @@ def _run_arms(out_dir: Path, games, seeds: list[int], steps: int, fast: bool, wo
             d.mkdir(parents=True, exist_ok=True)
             (d / "spec.toml").write_text(to_toml(spec))
             items.append((d / "spec.toml", d))
-    counts = run_sweeps(items, workers, quiet=quiet, population=population)
+    where = where or Backend()
+    counts = run_sweeps(items, workers, where.backend, where.address, quiet, population=population,
+                        token_file=where.ray_token_file)  # fmt: skip
     return counts, write_report(out_dir, BASELINE, quiet=quiet)
 
 

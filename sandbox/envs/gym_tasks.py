@@ -18,7 +18,7 @@ import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
 from ..config import ConfigError
-from . import minatar
+from . import classic, minatar
 
 # What --env-params may set, per environment class: the constants the dynamics read at every step. Not what the
 # spaces were built from (Pendulum's max_torque, say), which would leave the action or observation bounds stale.
@@ -26,20 +26,12 @@ _CARTPOLE = ("gravity", "masscart", "masspole", "length", "force_mag", "tau")
 ENV_PARAMS: dict[str, tuple[str, ...]] = {
     "CartPoleEnv": _CARTPOLE,  # length is the pole's half-length (0.5); masspole 0.1, masscart 1.0, force_mag 10
     "CartPoleVectorEnv": _CARTPOLE,
-    "PendulumEnv": ("g", "m", "l", "dt"),  # g 10.0, m 1.0, l 1.0, dt 0.05
-    "AcrobotEnv": (
-        "LINK_LENGTH_1",
-        "LINK_LENGTH_2",
-        "LINK_MASS_1",
-        "LINK_MASS_2",
-        "LINK_COM_POS_1",
-        "LINK_COM_POS_2",
-        "LINK_MOI",
-        "dt",
-    ),
-    "MountainCarEnv": ("force", "gravity"),  # force 0.001, gravity 0.0025
-    "Continuous_MountainCarEnv": ("power",),  # power 0.0015
+    "PendulumEnv": classic.PendulumVectorEnv.PARAMS,  # g 10.0, m 1.0, l 1.0, dt 0.05
+    "AcrobotEnv": classic.AcrobotVectorEnv.PARAMS,  # the links' lengths, masses, centres of mass, inertia; dt 0.2
+    "MountainCarEnv": classic.MountainCarVectorEnv.PARAMS,  # force 0.001, gravity 0.0025
+    "Continuous_MountainCarEnv": classic.MountainCarContinuousVectorEnv.PARAMS,  # power 0.0015
 }
+ENV_PARAMS |= {cls.__name__: cls.PARAMS for cls in classic.CLASSES.values()}  # ours take the same names
 
 
 def gym_id(env_id: str) -> str:
@@ -73,7 +65,7 @@ def apply_env_params(env: gym.Env | gym.vector.VectorEnv, env_id: str, params: d
     for target in targets:
         allowed = ENV_PARAMS.get(type(target).__name__)
         if allowed is None:
-            names = ", ".join(sorted({n.removesuffix("Env").removesuffix("Vector") for n in ENV_PARAMS}))
+            names = ", ".join(sorted(n.removesuffix("Env") for n in ENV_PARAMS if not n.endswith("VectorEnv")))
             raise ConfigError("env_params", f"{env_id} has no documented physical parameters; supported envs: {names}")
         for name, value in params.items():
             if name not in allowed:
@@ -100,17 +92,21 @@ def make_env(env_id: str, env_params: dict[str, float] | None = None, render_mod
 def make_vec_env(
     env_id: str, num_envs: int, seed: int, env_params: dict[str, float] | None = None
 ) -> tuple[gym.vector.VectorEnv, np.ndarray]:
-    """Build ``num_envs`` copies of ``env_id`` through gymnasium's vector API, with ``env_params`` applied, and
+    """Build ``num_envs`` copies of ``env_id`` behind gymnasium's vector API, with ``env_params`` applied, and
     reset them with ``seed``.
 
-    Uses gymnasium's numpy-vectorised implementation where the env registers one (CartPole), else
-    ``SyncVectorEnv`` (one process: for these cheap envs, subprocesses cost more than they save); MinAtar games
-    with channels-first float32 observations (:func:`sandbox.envs.minatar.make_vec`).
+    Acrobot, Pendulum and the two MountainCars: ours, stepped together in numpy and equal to gymnasium's
+    ``SyncVectorEnv`` to the last bit (:mod:`sandbox.envs.classic`). Else gymnasium's numpy-vectorised
+    implementation where the env registers one (CartPole), else ``SyncVectorEnv`` (one process: for these cheap
+    envs, subprocesses cost more than they save); MinAtar games with channels-first float32 observations
+    (:func:`sandbox.envs.minatar.make_vec`).
     Returns ``(envs, first_observations)``. Raises :class:`ConfigError` for unknown ids and unsupported spaces.
     """
     check_env_id(env_id)
     if minatar.is_minatar(env_id):
         envs = minatar.make_vec(env_id, num_envs)
+    elif env_id in classic.CLASSES:
+        envs = classic.CLASSES[env_id](num_envs)
     else:
         spec = gym.spec(env_id)
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
@@ -205,22 +201,28 @@ def action_clipper(space: gym.Space):
 class StepTogether:
     """Step the environments of several population members as if each stepped its own, in one call where possible.
 
-    ``members``: one vector env per member (the same env id and parameters). For gymnasium's numpy-vectorised
-    CartPole the members' environments are stepped as one ``CartPoleVectorEnv`` of all their sub-environments: the
-    dynamics are elementwise, so each column computes exactly what it would alone, and a member's resets draw from
-    the member's own random generator, in the same order as on its own: the answers are equal to the separate
-    steps', to the last bit (tested). Any other env is stepped member by member. The members' own env objects stop
-    being stepped (only closed): the combined env holds the state from then on.
+    ``members``: one vector env per member (the same env id and parameters). Where the members' envs are stepped in
+    numpy (gymnasium's ``CartPoleVectorEnv``; ours for Acrobot, Pendulum and the MountainCars,
+    :mod:`sandbox.envs.classic`), they are stepped as one vector env of all their sub-environments: the dynamics are
+    elementwise, so each column computes exactly what it would alone, and a member's resets draw from the member's
+    own random generators, in the same order as on its own (ours keep one generator per sub-environment, which
+    simply moves into the combined env; CartPole's single generator per member is drawn from here). The answers are
+    equal to the separate steps', to the last bit (tested). Any other env is stepped member by member. The members'
+    own env objects stop being stepped (only closed): the combined env holds the state from then on.
     """
 
     def __init__(self, members: list[gym.vector.VectorEnv], env_id: str, env_params: dict[str, float]):
         self.members = members
-        self.together = all(type(m) is CartPoleVectorEnv for m in members) and len(members) > 1
+        kind = type(members[0])
+        numpy_vectorised = kind is CartPoleVectorEnv or issubclass(kind, classic.ClassicVectorEnv)
+        self.together = numpy_vectorised and len(members) > 1 and all(type(m) is kind for m in members)
         if not self.together:
             return
-        sizes = [m.num_envs for m in members]
-        self.bounds = np.cumsum([0, *sizes])
-        self.env, _ = make_vec_env(env_id, sum(sizes), 0, env_params)  # its own resets are overwritten below
+        self.bounds = np.cumsum([0, *(m.num_envs for m in members)])
+        if kind is not CartPoleVectorEnv:
+            self.env = kind.side_by_side(members)
+            return
+        self.env, _ = make_vec_env(env_id, int(self.bounds[-1]), 0, env_params)  # its own resets are overwritten
         self.env.state = np.concatenate([m.state for m in members], axis=1)
         self.env.steps = np.concatenate([m.steps for m in members])
         self.env.prev_done = np.concatenate([m.prev_done for m in members])
@@ -232,18 +234,25 @@ class StepTogether:
             active = range(len(self.members)) if active is None else active
             return [m.step(a)[:4] if k in active else None for k, (m, a) in enumerate(zip(self.members, actions))]
         env = self.env
+        if isinstance(env, classic.ClassicVectorEnv):
+            obs, rewards, terminated, truncated, _ = env.step(np.concatenate(actions))
+        else:
+            obs, rewards, terminated, truncated = self._step_cartpole(env, np.concatenate(actions))
+        return [
+            (obs[a:b], rewards[a:b], terminated[a:b], truncated[a:b]) for a, b in zip(self.bounds[:-1], self.bounds[1:])
+        ]
+
+    def _step_cartpole(self, env: CartPoleVectorEnv, actions: np.ndarray) -> tuple:
+        """A step of the combined CartPole env, each member's resets drawn again from the member's generator."""
         resetting = env.prev_done.copy()  # the sub-environments this step resets (next-step autoreset)
-        _, rewards, terminated, truncated, _ = env.step(np.concatenate(actions))
+        _, rewards, terminated, truncated, _ = env.step(actions)
         for k, member in enumerate(self.members):  # resets from each member's own generator, as on its own
             block = slice(self.bounds[k], self.bounds[k + 1])
             n = int(resetting[block].sum())
             if n:
                 cols = np.flatnonzero(resetting[block]) + self.bounds[k]
                 env.state[:, cols] = member.np_random.uniform(low=env.low, high=env.high, size=(4, n))
-        obs = env.state.T.astype(np.float32)
-        return [
-            (obs[a:b], rewards[a:b], terminated[a:b], truncated[a:b]) for a, b in zip(self.bounds[:-1], self.bounds[1:])
-        ]
+        return env.state.T.astype(np.float32), rewards, terminated, truncated
 
     def close(self) -> None:
         if self.together:

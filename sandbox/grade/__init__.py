@@ -12,15 +12,14 @@ From the command line (``sandbox grade --help``)::
     sandbox grade hw1 submissions/ --format gradescope           # a folder of submissions: results.json each
 
 Every test compares with the reference functions of :mod:`sandbox.maths` and :mod:`sandbox.dropout` at grading time,
-on inputs drawn from a grading seed (a new one per ``sandbox grade`` run, printed so it can be repeated): no answer
-and no input is stored. ``sandbox grade`` runs each submission in its own process and computes every score in its
-own (:mod:`sandbox.grade.submission`). ``notebooks/homework/README.md`` has the instructor's notes (points, hidden
-cases, what the isolation stops and what it does not).
+on inputs drawn from a grading seed (a new one per ``sandbox grade`` run, printed so it can be repeated), or with a
+hand case's data. ``sandbox grade`` runs each submission in a process of its own that holds none of the package's
+answers, and computes every score in its own (:mod:`sandbox.grade.submission`). ``notebooks/homework/README.md`` has
+the instructor's notes (points, hidden cases, an assignment of your own, Gradescope, what the isolation stops).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 from . import hw1, hw2, hw3, hw4, hw5, hw6
@@ -30,17 +29,17 @@ ASSIGNMENTS: dict[str, Assignment] = {
     a.key: a for a in (hw1.ASSIGNMENT, hw2.ASSIGNMENT, hw3.ASSIGNMENT, hw4.ASSIGNMENT, hw5.ASSIGNMENT, hw6.ASSIGNMENT)
 }
 
-GRADING_ENV = "SANDBOX_GRADING"
-"""Set to 1 while ``sandbox grade`` executes a submission: :func:`check` calls in it print one line and return
-(the grader runs the checks itself, once)."""
-
 __all__ = ["ASSIGNMENTS", "Report", "assignment", "check", "grade_functions"]
 
 
 def assignment(key: str) -> Assignment:
-    if key not in ASSIGNMENTS:
-        raise ValueError(f"unknown assignment {key!r}; one of: {', '.join(ASSIGNMENTS)}")
-    return ASSIGNMENTS[key]
+    """A built-in assignment by key (``hw1`` ... ``hw6``), or an instructor's own from its folder
+    (:mod:`sandbox.grade.custom`). Raises :class:`~sandbox.grade.core.ArgumentError` naming ``HW``."""
+    if key in ASSIGNMENTS:
+        return ASSIGNMENTS[key]
+    from .custom import load_assignment
+
+    return load_assignment(key)
 
 
 def check(key: str, *, quiet: bool = False, seed: int | None = None, **functions: Callable) -> Report:
@@ -49,16 +48,14 @@ def check(key: str, *, quiet: bool = False, seed: int | None = None, **functions
     Pass the functions by name: ``check("hw2", ppo_loss=ppo_loss, value_loss=value_loss)``. Tests of functions you
     do not pass are left out (with a note). A failure prints its case, what was expected and a hint; nothing raises,
     so a notebook runs on. The random cases are drawn from a new seed each time (the report's note gives it;
-    ``seed=N`` draws the same cases again), as the grader does. While ``sandbox grade`` executes your notebook this
-    prints one line and returns an empty report (``report.ok`` is False): the grader runs the tests itself.
+    ``seed=N`` draws the same cases again), as the grader does. While ``sandbox grade`` executes your notebook, the
+    ``check`` it finds prints one line and returns an empty report (``report.ok`` is False): the grader runs the tests
+    itself, in its own process.
     """
     a = assignment(key)
     unknown = sorted(set(functions) - set(a.functions))
     if unknown:
         raise ValueError(f"{key} asks for {', '.join(a.functions)}; there is no {', '.join(unknown)} in it")
-    if os.environ.get(GRADING_ENV) == "1":
-        print(f"check({key!r}): skipped while `sandbox grade` grades this notebook (it runs the checks itself)")
-        return Report(a.key, a.title, [], notes=["skipped: sandbox grade runs the checks itself"])
     seed = new_seed() if seed is None else seed
     report = run_tests(a, functions, only_given=True, seed=seed)
     report.notes.append(f"random cases drawn with seed {seed} (check(..., seed={seed}) draws them again)")
@@ -82,7 +79,7 @@ def grade_functions(
     the instructor's hidden cases from the directory ``hidden`` if given; ``only``: just the tests involving these
     functions; ``integration=False``: without the training runs; ``seed``: the grading seed of the random cases.
     For submissions, ``sandbox grade`` (each in its own process) is the way: this trusts the functions it is given."""
-    from .hidden import hidden_tests
+    from .cases import hidden_tests
 
     a = assignment(key)
     extra = hidden_tests(a, hidden) if hidden else []

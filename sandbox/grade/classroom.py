@@ -1,6 +1,7 @@
 """A class's worth of homework 1 submissions, made up for measuring the grader (``sandbox bench grading``): correct
-answers written in several ways, the usual mistakes, untouched stubs, broken files, hostile ones, and the three ways
-of not doing the homework (importing the reference, rewriting the grader, compiling the reference's source).
+answers written in several ways (one with a thread pool), the usual mistakes, untouched stubs, broken files, hostile
+ones, and the three ways of not doing the homework (importing the reference, rewriting the grader, compiling the
+reference's source), which reach nothing in the submission's process: each is graded as the stub it is.
 
 Each submission comes with the outcome a grader must give it (:class:`Expected`), so a run can check every verdict,
 not only time them. Notebooks are built like the student copy (an import cell, the function's cell, a check cell).
@@ -47,6 +48,22 @@ CORRECT = {
         running = deltas[t] + gamma * gae_lambda * (1 - done[t]) * running
         adv[t] = running
     return adv.float(), (adv + v).float()
+""",
+    "threads": """from concurrent.futures import ThreadPoolExecutor
+
+
+def gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
+    def column(n):
+        out, carry = [], torch.zeros(())
+        for t in range(rewards.shape[0] - 1, -1, -1):
+            delta = rewards[t, n] + gamma * (1 - terminated[t, n]) * next_values[t, n] - values[t, n]
+            carry = delta + gamma * gae_lambda * (1 - dones[t, n]) * carry
+            out.insert(0, carry)
+        return torch.stack(out)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        adv = torch.stack(list(pool.map(column, range(rewards.shape[1]))), dim=1)
+    return adv, adv + values
 """,
     "helper": """def td_error(r, v, nv, term, gamma):
     return r + gamma * (1 - term) * nv - v
@@ -102,13 +119,11 @@ STUB = "def gae(rewards, values, next_values, terminated, dones, gamma, gae_lamb
 
 @dataclasses.dataclass(frozen=True)
 class Expected:
-    """What a grader must say of one submission: ``full`` marks, ``less`` than full, or ``zero``; and whether it is
-    ``flagged`` for the reference."""
+    """What a grader must say of one submission: ``full`` marks, ``less`` than full, or ``zero``."""
 
     kind: str
     label: str
     outcome: str
-    flagged: bool = False
 
 
 def make_class(folder: str | Path, n: int = 150, seed: int = 0) -> dict[str, Expected]:
@@ -126,24 +141,23 @@ def make_class(folder: str | Path, n: int = 150, seed: int = 0) -> dict[str, Exp
         name = f"student{i:03d}"
         if kind == "correct":
             label = rng.choice(sorted(CORRECT))
-            source, how, outcome, flagged = CORRECT[label], rng.choice(["ipynb", "ipynb", "py"]), "full", False
+            source, how, outcome = CORRECT[label], rng.choice(["ipynb", "ipynb", "py"]), "full"
         elif kind == "wrong":
             label = rng.choice(sorted(WRONG))
             old, new = WRONG[label]
-            source, how, outcome, flagged = CORRECT["insert"].replace(old, new), "ipynb", "less", False
+            source, how, outcome = CORRECT["insert"].replace(old, new), "ipynb", "less"
         elif kind == "stub":
-            label, source, how, outcome, flagged = "untouched stub", STUB, "ipynb", "zero", False
+            label, source, how, outcome = "untouched stub", STUB, "ipynb", "zero"
         elif kind == "broken":
             label = rng.choice(sorted(BROKEN))
             how, source = BROKEN[label]
             outcome = {"NameError after the function": "full", "infinite loop in one case": "less",
                        "giant output": "full"}.get(label, "zero")  # fmt: skip
-            flagged = False
         else:
             label = rng.choice(sorted(REFERENCE))
-            source, how, outcome, flagged = REFERENCE[label], "ipynb", "zero", True
+            source, how, outcome = REFERENCE[label], "ipynb", "zero"
         filename = _write(folder, name, how, source)
-        expected[filename] = Expected(kind, label, outcome, flagged)
+        expected[filename] = Expected(kind, label, outcome)
     return expected
 
 
@@ -163,8 +177,6 @@ def _write(folder: Path, name: str, how: str, source: str) -> str:
 
 def verdict(report, expected: Expected) -> bool:
     """Whether ``report`` says what ``expected`` says it must."""
-    if bool(report.flags) != expected.flagged:
-        return False
     if expected.outcome == "full":
         return report.score == report.max_score
     if expected.outcome == "zero":

@@ -29,8 +29,18 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
+from ..config import ConfigError
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 TORCH_DIR = Path(torch.__file__).resolve().parent
+
+
+class ArgumentError(ConfigError):
+    """A bad positional argument of ``sandbox grade`` (``HW``, ``SUBMISSION``): one line that names it."""
+
+    def __init__(self, name: str, message: str):
+        ValueError.__init__(self, f"{name}: {message}")
+        self.field = name
 
 
 class Fail(Exception):
@@ -75,6 +85,8 @@ class Test:
     hint: str = ""
     timeout: float = 30.0
     visibility: str = "visible"
+    prepare: Callable[[], None] | None = None
+    """Run before the test's clock starts (our own training run, which the test compares with)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +115,9 @@ class Assignment:
     """The lesson (notebook number) it pairs with."""
     functions: dict[str, FunctionSpec]
     build: Callable[[], list[Test]]
+    offers: tuple[str, ...] = ("plots",)
+    """The package's modules a submission may import while graded (single files that import nothing of the package;
+    every other name of the package is a stand-in there, :mod:`sandbox.grade.shim`)."""
 
 
 @dataclasses.dataclass
@@ -133,13 +148,11 @@ class Report:
     seconds: float = 0.0
     seed: int | None = None
     """The grading seed the random inputs were drawn from (``sandbox grade --seed`` repeats them)."""
-    flags: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    """Per function, why it counts as using the reference implementation (its tests score 0 unless allowed); ``*``
-    for the whole submission. Shown to the student."""
     review: list[str] = dataclasses.field(default_factory=list)
-    """For the instructor only: what a reviewer should look at (files of the package read, dynamic imports...)."""
+    """For the instructor only: what a reviewer should look at (the closest submissions, how it ran)."""
     similarity: dict[str, float] = dataclasses.field(default_factory=dict)
-    """For the instructor only: per function, how close its code is to the reference's (0 to 1)."""
+    """For the instructor only: how much of its code is found in the reference's, and in the closest other
+    submission's (0 to 1; :mod:`sandbox.grade.similarity`). A review list, never a score."""
 
     @property
     def passed(self) -> int:
@@ -174,7 +187,6 @@ class Report:
             head += f"   [{self.submission}]"
         lines = [head]
         lines += [f"note: {n}" for n in self.notes]
-        lines += [f"flag: {line}" for line in self.flag_lines()]
         for r in self.results:
             status = "PASS" if r.passed else "FAIL"
             points = f"{r.score:g}/{r.max_score:g}"
@@ -184,39 +196,12 @@ class Report:
         lines.append(self.summary_line())
         return "\n".join(lines)
 
-    def apply_flags(self, flags: dict[str, list[str]]) -> None:
-        """Record ``flags`` (per function, why it uses the reference implementation; ``*``: the whole submission)
-        and score 0 every test they concern, with the reason first in its output."""
-        for name, whys in flags.items():
-            found = self.flags.setdefault(name, [])
-            found += [w for w in whys if w not in found]
-        self.flags = {k: v for k, v in self.flags.items() if v}
-        for r in self.results:
-            why = [f"the submission {w}" for w in self.flags.get("*", [])]
-            why += [f"`{f}` {w}" for f in r.functions for w in self.flags.get(f, [])]
-            if why and r.score:
-                r.output = (
-                    f"0 points: {'; '.join(why)}. Graded work is your own code: a function that reaches the sandbox's "
-                    "reference implementations, or a submission that changes the sandbox package, scores 0."
-                ) + (f"\n{r.output}" if r.output else "")
-                r.score = 0.0
-
-    def flag_lines(self) -> list[str]:
-        """The flags as sentences: ``uses the reference implementation: `gae` is bound to sandbox.maths.gae``."""
-        return [
-            f"changes the grader: the submission {why}"
-            if fn == "*"
-            else f"uses the reference implementation: `{fn}` {why}"
-            for fn, whys in self.flags.items()
-            for why in whys
-        ]
-
     def instructor_text(self) -> str:
-        """What only the instructor sees: the grading seed, the similarity to the reference, the review notes."""
+        """What only the instructor sees: the grading seed, the similarity (a review list), the review notes."""
         lines = [f"grading seed: {self.seed}"] if self.seed is not None else []
         if self.similarity:
-            lines.append("similarity to the reference (0 to 1): " + ", ".join(
-                f"{name} {value:.2f}" for name, value in self.similarity.items()))  # fmt: skip
+            lines.append("similarity, for review and never a score (0 to 1): " + ", ".join(
+                f"to the {name} {value:.2f}" for name, value in self.similarity.items()))  # fmt: skip
         lines += [f"review: {r}" for r in self.review]
         return "\n".join(lines)
 
@@ -235,7 +220,6 @@ class Report:
             "failed": self.failed,
             "seconds": round(self.seconds, 2),
             "notes": self.notes,
-            "flags": self.flags,
             "instructor": {"seed": self.seed, "similarity": self.similarity, "review": self.review},
             "tests": [
                 {
@@ -258,13 +242,12 @@ class Report:
         """Gradescope's autograder ``results.json``: a ``tests`` list of name, score, max_score, status, output and
         visibility (each test's own: the instructor's hidden cases stay hidden). What only the instructor should see
         is one more test of 0 points with visibility ``hidden``, which Gradescope never shows to students."""
-        flags = [f"flag: {line}" for line in self.flag_lines()]
         instructor = [{"name": "instructor only: review", "score": 0, "max_score": 0, "status": "passed",
                        "output": self.instructor_text() or "nothing to review", "visibility": "hidden"}]  # fmt: skip
         return {
             "score": self.score,
             "execution_time": round(self.seconds, 1),
-            "output": "\n".join([f"{self.assignment}: {self.title}", *self.notes, *flags, self.summary_line()]),
+            "output": "\n".join([f"{self.assignment}: {self.title}", *self.notes, self.summary_line()]),
             "stdout_visibility": "hidden",
             "tests": [
                 {
@@ -310,6 +293,10 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+VISIBILITY = ("visible", "after_due_date", "after_published", "hidden")
+"""Gradescope's visibilities, from the first shown to the last: hidden cases run in this order, so that nothing a
+submission learns in a case (its inputs) can reach the output of a case shown earlier."""
+
 MAX_OUTPUT = 4000
 """Characters of one test's output kept in the report (a message the student's code raised may be any size)."""
 
@@ -343,7 +330,6 @@ def run_tests(
     notes: list[str] = (),
     seed: int = 0,
     clock: Callable[[float], contextlib.AbstractContextManager] | None = None,
-    flags: dict[str, list[str]] | None = None,
     test_timeout: float | None = None,
 ) -> Report:
     """Run the assignment's tests (then ``extra``, the hidden cases) on ``functions``.
@@ -355,8 +341,10 @@ def run_tests(
 
     ``seed``: the grading seed (random inputs are drawn from it). ``clock(seconds)``: the time limit of one test when
     the functions live in another process (:meth:`sandbox.grade.remote.RemoteFunctions.test`); by default an alarm
-    in this process. ``flags``: per function, why it uses the reference implementation: its tests score 0 (``*``:
-    every test), with the reason as their output. ``test_timeout``: a cap on every test's own time limit.
+    in this process. ``test_timeout``: a cap on every test's own time limit.
+
+    A failure shows its hint only when it is the first failure of its functions: a later test of a function that
+    already failed may fail for that same mistake, and its own hint would describe another one.
     """
     start = time.perf_counter()
     token = _SEED.set(seed)
@@ -374,12 +362,11 @@ def run_tests(
         )
     report = Report(assignment.key, assignment.title, results, submission, notes, time.perf_counter() - start,
                     seed=seed)  # fmt: skip
-    report.apply_flags(flags or {})
     return report
 
 
 def _run(assignment, functions, extra, only_given, only, integration, clock, cap) -> tuple[list, list, list]:
-    tests = [*assignment.build(), *extra]
+    tests = [*assignment.build(), *sorted(extra, key=lambda t: VISIBILITY.index(t.visibility))]
     if only is not None:
         tests = [t for t in tests if set(t.functions) & set(only)]
     if not integration:
@@ -387,7 +374,7 @@ def _run(assignment, functions, extra, only_given, only, integration, clock, cap
     given = {name: fn for name, fn in functions.items() if fn is not None}
     results: list[Result] = []
     left_out: list[str] = []
-    failed_functions: set[str] = set()
+    failed_functions: dict[str, str] = {}  # function -> the first test it failed
     threads = torch.get_num_threads()
     ended: str | None = None
     for test in tests:
@@ -410,11 +397,17 @@ def _run(assignment, functions, extra, only_given, only, integration, clock, cap
             output = ended
         else:
             limit = min(test.timeout, cap) if cap else test.timeout
+            if test.prepare is not None:
+                test.prepare()
             try:
                 with torch.random.fork_rng(devices=[]), (clock or time_limit)(limit):
                     test.run(given)
             except Fail as failure:
-                output = failure.text(test.case or None, test.hint or None)
+                earlier = [f for f in test.functions if f in failed_functions]
+                output = failure.text(test.case or None, None if earlier else test.hint or None)
+                if earlier and test.hint:
+                    output += (f"\n(no hint here: `{earlier[0]}` failed \"{failed_functions[earlier[0]]}\" above; "
+                               "fix that first, this test may fail for the same reason)")  # fmt: skip
             except Timeout:
                 output = (
                     f"took longer than {limit:g} s, the grader's limit for this test: a Python loop over every entry, "
@@ -432,7 +425,7 @@ def _run(assignment, functions, extra, only_given, only, integration, clock, cap
             finally:
                 torch.set_num_threads(threads)
         if output and test.kind != "integration":
-            failed_functions.update(test.functions)
+            failed_functions.update({f: test.name for f in test.functions if f not in failed_functions})
         if len(output) > MAX_OUTPUT:
             output = output[:MAX_OUTPUT] + f"\n[... {len(output) - MAX_OUTPUT:,} more characters not shown]"
         results.append(
@@ -457,9 +450,10 @@ def call(fn: Callable, name: str, *args) -> Any:
     """``fn(*args)``, with any exception turned into a :class:`Fail` that says where in the learner's code."""
     try:
         return fn(*args)
-    except NotImplementedError:
+    except NotImplementedError as err:
+        said = f" ({str(err)[:300]})" if str(err) else ""
         raise Fail(
-            f"`{name}` is not implemented yet: it raises NotImplementedError. Write its body, then check again."
+            f"`{name}` is not implemented yet: it raises NotImplementedError{said}. Write its body, then check again."
         ) from None
     except Fail:
         raise

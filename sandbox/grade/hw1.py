@@ -6,6 +6,7 @@ import torch
 
 from ..config import preset
 from ..maths import gae as reference_gae
+from .cases import case_tests
 from .core import (
     Assignment,
     Fail,
@@ -19,9 +20,8 @@ from .core import (
     expect_tensor,
     generator,
     seed_of,
-    show,
 )
-from .integration import Scenario, learns, run_scenario
+from .integration import Scenario, integration_test, learns
 
 SIGNATURE = "gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda) -> (advantages, returns)"
 ARGS = ("rewards", "values", "next_values", "terminated", "dones", "gamma", "gae_lambda")
@@ -64,30 +64,44 @@ def describe_rollout(args: list, seed: int | None = None) -> str:
     return text + f", {n_term} terminations, {n_trunc} truncations, gamma {gamma}, gae_lambda {lam}"
 
 
-def show_inputs(args: list) -> str:
-    names = ("rewards", "values", "next_values", "terminated", "dones")
-    cols = ", ".join(f"{n} {show(a[:, 0])}" for n, a in zip(names, args[:5]))
-    return f"one environment, {cols}, gamma {args[5]}, gae_lambda {args[6]}"
-
-
-def t(*xs: float) -> torch.Tensor:
-    return torch.tensor(xs, dtype=torch.float32)[:, None]
-
-
 def against_ours(fns, args: list, what: str = "") -> None:
     compare(call(fns["gae"], "gae", *clone(args)), reference_gae(*args), what)
 
 
-# --- the cases -------------------------------------------------------------------------------------------------
+# --- the hand cases, as data (one environment: each list is a (T, 1) column) -----------------------------------------
 
-ONE_STEP = [t(1.0), t(0.5), t(2.0), t(0.0), t(0.0), 0.9, 0.95]
-# terminated at t=1: next_values[1] = 99 stands for whatever sits behind the end and must not count
-TERMINATION = [t(1, 1, 1), t(1, 2, 3), t(2, 99, 4), t(0, 1, 0), t(0, 1, 0), 0.5, 1.0]
-# truncated (time limit) at the last step: the episode goes on beyond the rollout's view, V(s_3) = 4 counts
-TRUNCATION_LAST = [t(1, 1, 1), t(1, 2, 3), t(2, 3, 4), t(0, 0, 0), t(0, 0, 1), 0.5, 1.0]
-# truncated at t=1, with V of that last observation 0 (so bootstrapping does not matter here): a new episode starts
-# at t=2, and its advantage (0.5) must not leak back into t=1 and t=0
-TRUNCATION_CUT = [t(1, 1, 1), t(1, 2, 3), t(2, 0, 5), t(0, 0, 0), t(0, 1, 0), 0.5, 1.0]
+HINT_TRUNCATION = (
+    "a time limit is not the end of the world: a truncated episode still has a future worth V(s_{t+1}), so "
+    "delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - V(s_t) bootstraps through a truncation; only a "
+    "termination removes the future. Use `terminated` in delta, `dones` in the recursion."
+)
+
+
+def _case(name: str, points: int, hint: str, rewards, values, next_values, terminated, dones, gamma, lam) -> dict:
+    column = lambda xs: [[float(x)] for x in xs]  # noqa: E731
+    args = dict(zip(ARGS, [*map(column, (rewards, values, next_values, terminated, dones)), gamma, lam]))
+    return {"name": name, "function": "gae", "points": points, "hint": hint, "args": args}
+
+
+CASES = [
+    _case("one step: A = r + gamma * V(s') - V(s)", 1, "with one step there is nothing to carry back: the advantage is "
+          "the one-step TD error, delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t",
+          [1], [0.5], [2], [0], [0], 0.9, 0.95),
+    # terminated at t=1: next_values[1] = 99 stands for whatever sits behind the end and must not count; the next
+    # episode's advantage (1 at t=2) must not leak back into t=1
+    _case("termination: no bootstrap from the terminal state, and the recursion stops", 2, "at a termination nothing "
+          "follows: delta_t = r_t - V(s_t) (next_values there is meaningless, here 99), and A_t must not add gamma * "
+          "lambda * A_{t+1} from the next episode", [1, 1, 2], [1, 2, 3], [2, 99, 4], [0, 1, 0], [0, 1, 0], 0.5, 1.0),
+    # truncated (time limit) at the last step: the episode goes on beyond the rollout's view, V(s_3) = 4 counts
+    _case("truncation at the last step bootstraps from V(s_{t+1})", 2, HINT_TRUNCATION,
+          [1, 1, 1], [1, 2, 3], [2, 3, 4], [0, 0, 0], [0, 0, 1], 0.5, 1.0),
+    # truncated at t=1, with V of that last observation 0 (so bootstrapping does not matter here): a new episode starts
+    # at t=2, and its advantage (0.5) must not leak back into t=1 and t=0
+    _case("every episode end stops the recursion: dones, not only terminations", 2, "after a truncation the next step "
+          "belongs to a new episode: A_t = delta_t + gamma * lambda * (1 - dones_t) * A_{t+1}. Cutting on "
+          "`terminated` lets the next episode leak into this one", [1, 1, 1], [1, 2, 3], [2, 0, 5], [0, 0, 0],
+          [0, 1, 0], 0.5, 1.0),
+]  # fmt: skip
 
 
 def test_shapes(fns):
@@ -100,10 +114,6 @@ def test_shapes(fns):
         expect_like(g, w, name)  # type, shape, dtype, finite: not values
 
 
-def test_one_step(fns):
-    against_ours(fns, ONE_STEP)
-
-
 def test_no_episode_end(fns):
     for seed, (T, N) in zip((1, 2, 3), ((8, 4), (1, 1), (33, 2))):
         args = rollout(seed, T, N)
@@ -111,18 +121,6 @@ def test_no_episode_end(fns):
             against_ours(fns, args)
         except Fail as f:
             raise Fail(f.problem, case=describe_rollout(args, seed)) from None
-
-
-def test_termination(fns):
-    against_ours(fns, TERMINATION)
-
-
-def test_truncation_bootstraps(fns):
-    against_ours(fns, TRUNCATION_LAST)
-
-
-def test_recursion_stops_at_dones(fns):
-    against_ours(fns, TRUNCATION_CUT)
 
 
 def test_random_with_ends(fns):
@@ -186,7 +184,7 @@ def test_terminal_next_value_ignored(fns):
 def test_inputs_unchanged(fns):
     args = rollout(12, 6, 3, p_term=0.1, p_trunc=0.1)
     before = clone(args)
-    call(fns["gae"], "gae", *args)
+    _pair(call(fns["gae"], "gae", *args), before)  # a well-formed result first: returning anything is no answer
     expect_inputs_unchanged(before, args, list(ARGS), "gae")
 
 
@@ -216,12 +214,6 @@ PENDULUM = Scenario(
     first_update=("explained_var", "value_loss", "policy_loss", "approx_kl", "entropy", "grad_norm"),
 )
 
-HINT_TRUNCATION = (
-    "a time limit is not the end of the world: a truncated episode still has a future worth V(s_{t+1}), so "
-    "delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - V(s_t) bootstraps through a truncation; only a "
-    "termination removes the future. Use `terminated` in delta, `dones` in the recursion."
-)
-
 
 def build() -> list[Test]:
     g = ("gae",)
@@ -229,24 +221,14 @@ def build() -> list[Test]:
         Test("gae returns (advantages, returns): two float32 tensors shaped like rewards", g, test_shapes, 1,
              case="a (5, 3) rollout without episode ends",
              hint="return a tuple of two tensors of shape (T, N); keep the inputs' dtype (float32)"),
-        Test("one step: A = r + gamma * V(s') - V(s)", g, test_one_step, 1, case=show_inputs(ONE_STEP),
-             hint="with one step there is nothing to carry back: the advantage is the one-step TD error, "
-             "delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t"),
+        *case_tests("hw1", {"gae": SPEC}, CASES[:1], "hw1"),
         Test("rollouts without episode ends, against ours", g, test_no_episode_end, 2,
              hint="GAE runs backwards in time: each advantage is its own TD error plus gamma * lambda times the next "
              "step's advantage, A_t = delta_t + gamma * lambda * A_{t+1}, starting from A_T = 0 after the last step"),
-        Test("termination: no bootstrap from the terminal state, and the recursion stops", g, test_termination, 2,
-             case=show_inputs(TERMINATION),
-             hint="at a termination nothing follows: delta_t = r_t - V(s_t) (next_values there is meaningless, "
-             "here 99), and A_t must not add gamma * lambda * A_{t+1} from the next episode"),
-        Test("truncation at the last step bootstraps from V(s_{t+1})", g, test_truncation_bootstraps, 2,
-             case=show_inputs(TRUNCATION_LAST), hint=HINT_TRUNCATION),
-        Test("every episode end stops the recursion: dones, not only terminations", g, test_recursion_stops_at_dones,
-             2, case=show_inputs(TRUNCATION_CUT),
-             hint="after a truncation the next step belongs to a new episode: A_t = delta_t + gamma * lambda * "
-             "(1 - dones_t) * A_{t+1}. Cutting on `terminated` lets the next episode leak into this one"),
+        *case_tests("hw1", {"gae": SPEC}, CASES[1:], "hw1"),
         Test("random rollouts with terminations and truncations, against ours", g, test_random_with_ends, 3,
-             hint=HINT_TRUNCATION),
+             hint="the hand cases above pass, so look at what this case adds: several environments side by side "
+             "(dim 1) and several episode ends of both kinds in one rollout"),
         Test("limit gae_lambda = 0: the one-step TD error", g, test_lambda_zero, 1, kind="property",
              case="a (12, 3) rollout with episode ends, gae_lambda 0",
              hint="with lambda = 0 nothing is carried back: A_t = delta_t"),
@@ -266,10 +248,9 @@ def build() -> list[Test]:
              "error"),
         Test("the inputs are left unchanged", g, test_inputs_unchanged, 1, kind="property",
              case="a (6, 3) rollout with episode ends"),
-        Test(f"integration: {CARTPOLE.description}, through the seam, against ours", g,
-             lambda fns: run_scenario(CARTPOLE, fns, {"gae": SPEC}), 4, kind="integration", timeout=60),
-        Test(f"integration: {PENDULUM.description}, against ours", g,
-             lambda fns: run_scenario(PENDULUM, fns, {"gae": SPEC}), 2, kind="integration", timeout=60),
+        integration_test(f"integration: {CARTPOLE.description}, through the seam, against ours", g, CARTPOLE,
+                         {"gae": SPEC}, 4),
+        integration_test(f"integration: {PENDULUM.description}, against ours", g, PENDULUM, {"gae": SPEC}, 2),
     ]  # fmt: skip
 
 

@@ -8,6 +8,7 @@ import torch
 from ..config import Config, preset
 from ..maths import ppo_loss as reference_ppo_loss
 from ..maths import value_loss as reference_value_loss
+from .cases import case_tests
 from .core import (
     Assignment,
     Fail,
@@ -20,9 +21,8 @@ from .core import (
     expect_tensor,
     generator,
     seed_of,
-    show,
 )
-from .integration import Scenario, learns, run_scenario
+from .integration import Scenario, integration_test, learns
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 
@@ -61,11 +61,7 @@ def value_inputs(seed: int, n: int) -> list[torch.Tensor]:
     return [values, old, returns]
 
 
-def t(*xs: float) -> torch.Tensor:
-    return torch.tensor(xs, dtype=torch.float32)
-
-
-HAND_RATIO, HAND_ADV = t(0.5, 1.0, 1.5, 1.5, 0.5), t(1, 1, 1, -1, -1)
+HAND = {"ratio": [0.5, 1.0, 1.5, 1.5, 0.5], "advantages": [1.0, 1.0, 1.0, -1.0, -1.0]}
 
 
 def ppo(fns, *args):
@@ -98,10 +94,6 @@ def test_ppo_ratio_one(fns):
     expect_tensor(ppo(fns, torch.ones(7), adv, 0.2), -adv, "the loss", **TOL)
 
 
-def test_ppo_hand(fns):
-    _compare(ppo(fns, HAND_RATIO, HAND_ADV, 0.2), reference_ppo_loss(HAND_RATIO, HAND_ADV, 0.2))
-
-
 def test_ppo_random(fns):
     for seed, clip in ((3, 0.2), (4, 0.1), (5, 0.3)):
         ratio, adv = surrogate_inputs(seed, (300,))
@@ -109,10 +101,6 @@ def test_ppo_random(fns):
             _compare(ppo(fns, ratio, adv, clip), reference_ppo_loss(ratio, adv, clip))
         except Fail as f:
             raise Fail(f.problem, case=f"300 random samples (seed {seed_of(seed)}), clip_coef {clip}") from None
-
-
-def test_ppo_asymmetric_hand(fns):
-    _compare(ppo(fns, HAND_RATIO, HAND_ADV, 0.2, 0.28), reference_ppo_loss(HAND_RATIO, HAND_ADV, 0.2, 0.28))
 
 
 def test_ppo_asymmetric_random(fns):
@@ -196,13 +184,6 @@ def test_value_unclipped(fns):
     _compare(vloss(fns, *moved, None), reference_value_loss(*args, None), "the loss with old_values moved by 5")
 
 
-VALUE_HAND = [t(3.0, 0.0, 2.0, 1.0), t(1.0, 1.0, 1.0, 3.0), t(0.0, 2.0, 0.0, 0.0)]
-
-
-def test_value_hand(fns):
-    _compare(vloss(fns, *VALUE_HAND, 0.5), reference_value_loss(*VALUE_HAND, 0.5))
-
-
 def test_value_clipped_random(fns):
     for seed, clip in ((22, 0.2), (23, 0.5), (24, 10.0)):
         args = value_inputs(seed, 200)
@@ -273,9 +254,22 @@ HINT_PPO = (
 )
 
 
+HINT_ASYMMETRIC = "the ratio is clipped to [1 - clip_coef, 1 + clip_coef_high]"
+HINT_VALUE = "0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2): clip around the *old values*, take the max"
+CASES = [  # the hand cases, as data
+    {"name": "ppo_loss on a hand case, clip_coef 0.2", "function": "ppo_loss", "points": 2, "hint": HINT_PPO,
+     "args": {**HAND, "clip_coef": 0.2}},
+    {"name": "asymmetric clip (clip_coef_high, DAPO): a hand case, 0.2 / 0.28", "function": "ppo_loss", "points": 2,
+     "hint": HINT_ASYMMETRIC, "args": {**HAND, "clip_coef": 0.2, "clip_coef_high": 0.28}},
+    {"name": "clipped value loss on a hand case, clip 0.5", "function": "value_loss", "points": 2, "hint": HINT_VALUE,
+     "args": {"values": [3.0, 0.0, 2.0, 1.0], "old_values": [1.0, 1.0, 1.0, 3.0], "returns": [0.0, 2.0, 0.0, 0.0],
+              "clip_coef": 0.5}},
+]  # fmt: skip
+
+
 def build() -> list[Test]:
     p, v, both = ("ppo_loss",), ("value_loss",), ("ppo_loss", "value_loss")
-    hand = f"ratio {show(HAND_RATIO)}, advantages {show(HAND_ADV)}"
+    hand = case_tests("hw2", {"ppo_loss": PPO, "value_loss": VALUE}, CASES, "hw2")
     return [
         Test("ppo_loss returns one float32 loss per sample (not a mean)", p, test_ppo_shape, 1,
              case="256 samples", hint="the trainer aggregates (a mean, a masked mean, a token aggregation): return "
@@ -284,12 +278,11 @@ def build() -> list[Test]:
              1, hint="use elementwise operations only; no indexing by position, no reductions"),
         Test("ppo_loss at ratio = 1 is -A", p, test_ppo_ratio_one, 1, case="ratio 1 everywhere, 7 advantages",
              hint="before any update the policy has not changed: r = 1, clipping does nothing, the loss is -A"),
-        Test("ppo_loss on a hand case, clip_coef 0.2", p, test_ppo_hand, 2, case=hand, hint=HINT_PPO),
+        hand[0],
         Test("ppo_loss on random samples, against ours", p, test_ppo_random, 2, hint=HINT_PPO),
-        Test("asymmetric clip (clip_coef_high, DAPO): a hand case, 0.2 / 0.28", p, test_ppo_asymmetric_hand, 2,
-             case=hand, hint="the ratio is clipped to [1 - clip_coef, 1 + clip_coef_high]"),
+        hand[1],
         Test("asymmetric clip on random samples, against ours", p, test_ppo_asymmetric_random, 1,
-             hint="the ratio is clipped to [1 - clip_coef, 1 + clip_coef_high]"),
+             hint=HINT_ASYMMETRIC),
         Test("clip_coef_high = None means symmetric", p, test_ppo_high_none, 1, case="200 samples, clip_coef 0.2",
              hint="without an upper clip of its own the clip is symmetric: the upper bound uses clip_coef too"),
         Test("pessimism: the loss is max(-r*A, -clip(r)*A), never below either", p, test_ppo_pessimism, 1,
@@ -303,10 +296,7 @@ def build() -> list[Test]:
              hint="return a tensor shaped like values"),
         Test("value_loss without clipping is 0.5 * (V - R)^2 and ignores old_values", v, test_value_unclipped, 1,
              case="100 samples, clip_coef None", hint="with clip_coef None: 0.5 * (values - returns)^2"),
-        Test("clipped value loss on a hand case, clip 0.5", v, test_value_hand, 2,
-             case="values {}, old_values {}, returns {}".format(*(show(x) for x in VALUE_HAND)),
-             hint="0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2): clip around the *old values*, "
-             "take the max"),
+        hand[2],
         Test("clipped value loss on random samples, against ours", v, test_value_clipped_random, 2,
              hint="0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)"),
         Test("value clipping only ever adds loss: never below 0.5 * (V - R)^2", v, test_value_pessimism, 1,
@@ -315,11 +305,10 @@ def build() -> list[Test]:
              case="300 samples, clip 0.2; d(sum of w * loss)/d values",
              hint="where the clipped term is larger and V left the band, the gradient is 0"),
         Test("value_loss leaves its inputs unchanged", v, test_value_inputs_unchanged, 1, kind="property"),
-        Test(f"integration: {PPO_CARTPOLE.description}, against ours", both,
-             lambda fns: run_scenario(PPO_CARTPOLE, fns, {"ppo_loss": PPO, "value_loss": VALUE}), 4,
-             kind="integration", timeout=60),
-        Test(f"integration: {GRPO_CARTPOLE.description}, against ours", p,
-             lambda fns: run_scenario(GRPO_CARTPOLE, fns, {"ppo_loss": PPO}), 2, kind="integration", timeout=60),
+        integration_test(f"integration: {PPO_CARTPOLE.description}, against ours", both, PPO_CARTPOLE,
+                         {"ppo_loss": PPO, "value_loss": VALUE}, 4),
+        integration_test(f"integration: {GRPO_CARTPOLE.description}, against ours", p, GRPO_CARTPOLE,
+                         {"ppo_loss": PPO}, 2),
     ]  # fmt: skip
 
 

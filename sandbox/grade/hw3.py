@@ -22,7 +22,7 @@ from .core import (
     seed_of,
     show,
 )
-from .integration import Scenario, learns, run_scenario
+from .integration import Scenario, integration_test, learns
 
 TOL = dict(rtol=1e-4, atol=2e-6)
 REFERENCE = {"kl_k1": kl_k1, "kl_k2": kl_k2, "kl_k3": kl_k3}
@@ -208,11 +208,8 @@ def build() -> list[Test]:
              hint="k1 is a log-ratio, negative where q > p; k2 is a square; k3 = e^-x - 1 + x >= 0 since e^y >= 1 + y"),
     ]  # fmt: skip
     for s, field in ((K3_LOSS, "kl_k3"), (K2_LOSS, "kl_k2"), (K1_REWARD, "kl_k1")):
-        tests.append(
-            Test(f"integration: {s.description}, against ours", (field,),
-                 lambda fns, s=s, field=field: run_scenario(s, fns, {field: SPECS[field]}), 3, kind="integration",
-                 timeout=60)
-        )  # fmt: skip
+        tests.append(integration_test(f"integration: {s.description}, against ours", (field,), s,
+                                      {field: SPECS[field]}, 3))  # fmt: skip
     return tests
 
 

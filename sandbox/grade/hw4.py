@@ -22,7 +22,7 @@ from .core import (
     seed_of,
     show,
 )
-from .integration import Scenario, learns, run_scenario
+from .integration import Scenario, integration_test, learns
 
 TOL_ADV = dict(rtol=1e-5, atol=1e-5)
 TOL_AGG = dict(rtol=1e-5, atol=1e-6)
@@ -279,31 +279,13 @@ def build() -> list[Test]:
         "the lengths",
     }
     tests = [
-        Test(
-            "group_advantages returns a float32 tensor shaped like rewards",
-            a,
-            test_adv_shape,
-            1,
-            case="5 groups of G=4",
-            hint="one advantage per completion: shape (n_groups, G)",
-        ),
-        Test(
-            "group_advantages on a hand case, every scaling",
-            a,
-            test_adv_hand,
-            2,
-            case=f"rewards {show(HAND_R)}",
-            hint=hint_std,
-        ),
-        Test(
-            "the standard deviation is the sample one (n - 1)",
-            a,
-            test_adv_sample_std,
-            2,
-            case=f"rewards {show(TWO)}: sample std 0.7071, population std 0.5",
-            hint=hint_std,
-        ),
-    ]
+        Test("group_advantages returns a float32 tensor shaped like rewards", a, test_adv_shape, 1,
+             case="5 groups of G=4", hint="one advantage per completion: shape (n_groups, G)"),
+        Test("group_advantages on a hand case, every scaling", a, test_adv_hand, 2, case=f"rewards {show(HAND_R)}",
+             hint=hint_std),
+        Test("the standard deviation is the sample one (n - 1)", a, test_adv_sample_std, 2,
+             case=f"rewards {show(TWO)}: sample std 0.7071, population std 0.5", hint=hint_std),
+    ]  # fmt: skip
     for mode, hint in (
         ("group", hint_std),
         ("batch", "centre within each group, divide by the sample std of *all* the batch's rewards (+ 1e-4)"),
@@ -312,51 +294,22 @@ def build() -> list[Test]:
         tests.append(Test(f"scale_rewards={mode!r} on random groups, against ours", a, test_adv_mode(mode), 2,
                           hint=hint))  # fmt: skip
     tests += [
-        Test(
-            "eps is added to the std: a nearly-equal group",
-            a,
-            test_adv_near_equal,
-            1,
-            case=f"rewards {show(NEAR_EQUAL)} (std 5e-5)",
-            hint="(R - mean) / (std + 1e-4): eps outside the square root, added to the std",
-        ),
-        Test(
-            "a group whose rewards are all equal gets advantage 0 (not NaN)",
-            a,
-            test_adv_equal_groups_zero,
-            1,
-            kind="property",
-            case="three groups of four equal rewards, every scaling",
-            hint="its centred rewards are 0, and 0 / (0 + eps) = 0: the eps is what keeps it finite",
-        ),
-        Test(
-            "each group's advantages sum to 0",
-            a,
-            test_adv_centred,
-            1,
-            kind="property",
-            case="8 groups of G=6, every scaling",
-            hint="each group's mean reward is its own baseline: relative to it, a group's advantages sum to 0",
-        ),
-        Test(
-            "adding a constant to a group's rewards changes nothing",
-            a,
-            test_adv_shift_invariant,
-            1,
-            kind="property",
-            case="6 groups of G=4, group g shifted by 3g; scalings group and none",
-            hint="advantages are relative to the group: centre within the group, not over the batch",
-        ),
+        Test("eps is added to the std: a nearly-equal group", a, test_adv_near_equal, 1,
+             case=f"rewards {show(NEAR_EQUAL)} (std 5e-5)",
+             hint="(R - mean) / (std + 1e-4): eps outside the square root, added to the std"),
+        Test("a group whose rewards are all equal gets advantage 0 (not NaN)", a, test_adv_equal_groups_zero, 1,
+             kind="property", case="three groups of four equal rewards, every scaling",
+             hint="its centred rewards are 0, and 0 / (0 + eps) = 0: the eps is what keeps it finite"),
+        Test("each group's advantages sum to 0", a, test_adv_centred, 1, kind="property",
+             case="8 groups of G=6, every scaling",
+             hint="each group's mean reward is its own baseline: relative to it, a group's advantages sum to 0"),
+        Test("adding a constant to a group's rewards changes nothing", a, test_adv_shift_invariant, 1,
+             kind="property", case="6 groups of G=4, group g shifted by 3g; scalings group and none",
+             hint="advantages are relative to the group: centre within the group, not over the batch"),
         Test("group_advantages leaves its input unchanged", a, test_adv_inputs_unchanged, 1, kind="property"),
-        Test(
-            "aggregate_loss returns a 0-dim float32 scalar with a gradient",
-            g,
-            test_agg_scalar,
-            1,
-            case="4 sequences, grpo",
-            hint="reduce to a scalar tensor, staying in torch",
-        ),
-    ]
+        Test("aggregate_loss returns a 0-dim float32 scalar with a gradient", g, test_agg_scalar, 1,
+             case="4 sequences, grpo", hint="reduce to a scalar tensor, staying in torch"),
+    ]  # fmt: skip
     for mode in AGGS:
         tests.append(Test(f"aggregate_loss {mode} on a hand case of unequal lengths", g, test_agg_hand(mode), 2,
                           case=f"per_token {show(HAND_L)}, mask {show(HAND_M)}", hint=hint_agg[mode]))  # fmt: skip
@@ -379,8 +332,7 @@ def build() -> list[Test]:
     ]  # fmt: skip
     specs = {"group_advantages": ADV, "aggregate_loss": AGG}
     for s in SCENARIOS:
-        tests.append(Test(f"integration: {s.description}, against ours", both,
-                          lambda fns, s=s: run_scenario(s, fns, specs), 2, kind="integration", timeout=60))  # fmt: skip
+        tests.append(integration_test(f"integration: {s.description}, against ours", both, s, specs, 2))
     return tests
 
 

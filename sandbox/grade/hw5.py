@@ -30,7 +30,7 @@ from .core import (
     generator,
     manual_seed,
 )
-from .integration import Recorder, Scenario, learns, run_scenario
+from .integration import Recorder, Scenario, integration_test
 
 FIELDS = ("dropout_mask", "apply_dropout", "layer_mask")
 
@@ -352,7 +352,6 @@ def exact_ratio(yours, ours) -> None:
             hint="the update must replay the masks stored at rollout: layer_mask returns the stored mask whenever "
             "there is one, whatever the mode",
         )
-    learns(45, "every seed 0-7 of ours reaches at least 83 at 8,192 steps")(yours, ours)
 
 
 def noisy_ratio(yours, ours) -> None:
@@ -362,14 +361,14 @@ def noisy_ratio(yours, ours) -> None:
     if not 0.5 * reference <= mean <= 2 * reference:
         raise Fail(
             f"the mean first_ratio_dev of the naive run is {mean:.4f}, ours {reference:.4f} (seeds 0-7 of ours: "
-            "0.061 to 0.080); the grader allows half to twice ours: the masks' rate or scale is off"
+            "0.020 to 0.029 at 2,048 steps); the grader allows half to twice ours: the masks' rate or scale is off"
         )
 
 
 def dropout_scenario(mode: str, meaning) -> Scenario:
     return Scenario(
-        f"PPO on CartPole, {mode} dropout p 0.2 in the policy and the value network, 8,192 steps",
-        preset("cartpole", total_steps=8192, dropout=0.2, dropout_mode=mode, dropout_value=True, seed=0, quiet=True),
+        f"PPO on CartPole, {mode} dropout p 0.2 in the policy and the value network, 2,048 steps",
+        preset("cartpole", total_steps=2048, dropout=0.2, dropout_mode=mode, dropout_value=True, seed=0, quiet=True),
         FIELDS,
         meaning=meaning,
         check_calls=check_calls,
@@ -379,6 +378,12 @@ def dropout_scenario(mode: str, meaning) -> Scenario:
 CONSISTENT = dropout_scenario("consistent", exact_ratio)
 NAIVE = dropout_scenario("naive", noisy_ratio)
 SPECS = {"dropout_mask": MASK, "apply_dropout": APPLY, "layer_mask": CHOICE}
+
+
+RUN_LIMIT = 120
+"""Seconds of a training run: a dropout layer calls the submission's functions at every forward pass, each call a
+round trip to its process (about 10,000 in a run of 2,048 steps, 8 updates: enough for the first ratio, which is
+what the runs check), where the other assignments' runs make a few hundred."""
 
 
 def build() -> list[Test]:
@@ -431,10 +436,10 @@ def build() -> list[Test]:
              test_gpt_replay, 2, kind="property",
              case="TinyGPT (2 layers, d_model 16, p 0.2), 6 prompts, 7 sampled tokens with stored SeqMasks",
              hint="the KV-cached sampler and the whole-sequence update index the same stored masks"),
-        Test(f"integration: {CONSISTENT.description}: the first ratio is exact", FIELDS,
-             lambda fns: run_scenario(CONSISTENT, fns, SPECS), 4, kind="integration", timeout=60),
-        Test(f"integration: {NAIVE.description}: the first ratio is noisy, as ours", FIELDS,
-             lambda fns: run_scenario(NAIVE, fns, SPECS), 2, kind="integration", timeout=60),
+        integration_test(f"integration: {CONSISTENT.description}: the first ratio is exact", FIELDS, CONSISTENT,
+                         SPECS, 4, RUN_LIMIT),
+        integration_test(f"integration: {NAIVE.description}: the first ratio is noisy, as ours", FIELDS, NAIVE,
+                         SPECS, 2, RUN_LIMIT),
     ]  # fmt: skip
 
 

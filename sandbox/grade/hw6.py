@@ -25,7 +25,7 @@ from .core import (
     seed_of,
     show,
 )
-from .integration import Recorder, Scenario, learns, run_scenario
+from .integration import Recorder, Scenario, integration_test, learns
 
 RULES = ("dppo", "sdpo", "outlier")
 
@@ -344,12 +344,8 @@ def build() -> list[Test]:
              case="30 samples whose ratio and advantages require grad",
              hint="the keep-mask is a decision, not part of the loss: it is computed from detached values"),
         Test("sample_dropout_mask leaves its inputs unchanged", k, test_keep_inputs_unchanged, 1, kind="property"),
-        Test(f"integration: {DPPO.description}, against ours", k, lambda fns: run_scenario(DPPO, fns, specs), 2,
-             kind="integration", timeout=60),
-        Test(f"integration: {OUTLIER.description}, against ours", k, lambda fns: run_scenario(OUTLIER, fns, specs), 2,
-             kind="integration", timeout=60),
-        Test(f"integration: {SDPO.description}, against ours", k, lambda fns: run_scenario(SDPO, fns, specs), 2,
-             kind="integration", timeout=60),
+        *(integration_test(f"integration: {s.description}, against ours", k, s, specs, 2)
+          for s in (DPPO, OUTLIER, SDPO)),
     ]  # fmt: skip
 
 

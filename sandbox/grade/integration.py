@@ -27,7 +27,7 @@ from ..algos.learner import NonFiniteLossError
 from ..config import Config
 from ..maths import Maths
 from ..training import train
-from .core import Fail, FunctionSpec, clone, where
+from .core import Fail, FunctionSpec, Test, clone, raised
 
 FIRST_UPDATE_RTOL = 2e-3
 FIRST_UPDATE_ATOL = 2e-4  # times the largest |value| of the column over our run
@@ -65,6 +65,9 @@ class Recorder:
         self.calls: list[tuple[tuple, Any]] = []
         self.count = 0
 
+    def __deepcopy__(self, memo):
+        return self  # a copied network keeps calling the same function (and recording its calls)
+
     def __call__(self, *args):
         out = self.fn(*args)
         self.count += 1
@@ -84,16 +87,20 @@ def reference_metrics(scenario: Scenario) -> pd.DataFrame:
     return _REFERENCE[key]
 
 
+def integration_test(name: str, functions: tuple[str, ...], scenario: Scenario, specs: dict[str, FunctionSpec],
+                     points: float, timeout: float = 60.0) -> Test:  # fmt: skip
+    """The test that trains ``scenario`` with the learner's functions; our run of it is trained before the test's
+    clock starts (``timeout`` is the learner's run alone)."""
+    return Test(name, functions, lambda fns: run_scenario(scenario, fns, specs), points, kind="integration",
+                timeout=timeout, prepare=lambda: reference_metrics(scenario))  # fmt: skip
+
+
 def run_scenario(scenario: Scenario, functions: dict[str, Callable], specs: dict[str, FunctionSpec]) -> None:
     """Train the scenario with the learner's ``functions`` in ``scenario.fields``; raise :class:`Fail` on the first
-    comparison that does not hold. When the functions live in the submission's process, the run happens there and
-    its metrics and recorded calls come back as data; every comparison happens here."""
+    comparison that does not hold. The run happens here, in the grader's process: when the functions live in the
+    submission's process, each call of one crosses to it (:mod:`sandbox.grade.remote`)."""
     ours = reference_metrics(scenario)
-    owner = getattr(functions[scenario.fields[0]], "owner", None)
-    if owner is not None:
-        yours, recorders = _train_remote(scenario, owner)
-    else:
-        yours, recorders = _train_here(scenario, functions)
+    yours, recorders = _train_here(scenario, functions)
     for name, rec in recorders.items():
         if rec.count == 0:
             raise Fail(f"the trainer never called `{name}`: was it passed in?")
@@ -124,42 +131,7 @@ def _train_here(scenario: Scenario, functions: dict[str, Callable]) -> tuple[pd.
     except NotImplementedError:
         raise Fail("the training run called a function that raises NotImplementedError") from None
     except Exception as err:  # noqa: BLE001 - the learner's function, called by the trainer, may raise anything
-        raise Fail(f"the training run raised {type(err).__name__}: {err}{where(err)}") from None
-    return yours, recorders
-
-
-@dataclasses.dataclass
-class Recorded:
-    """A function's calls in a run of the submission's process: the first calls' (inputs, output), and how many."""
-
-    name: str
-    calls: list
-    count: int
-
-
-def _train_remote(scenario: Scenario, owner) -> tuple[pd.DataFrame, dict[str, Recorded]]:
-    body = owner.train(scenario.config.to_dict(), scenario.fields, KEEP)
-    error = body.get("error")
-    if error:
-        if error["type"] == "NonFiniteLossError":
-            raise Fail(f"the training run stopped: {error['message']}; with our functions it runs to the end")
-        if error["type"] == "NotImplementedError":
-            raise Fail("the training run called a function that raises NotImplementedError")
-        line = error.get("where")
-        found = f" (in your code, line {line['line']}: `{line['source']}`)" if line else ""
-        raise Fail(f"the training run raised {error['type']}: {error['message']}{found}")
-    metrics = body.get("metrics")
-    if not isinstance(metrics, dict):
-        raise Fail("the training run sent back no metrics")
-    try:
-        yours = pd.DataFrame({str(k): [float(x) for x in v] for k, v in metrics.items()})
-    except (TypeError, ValueError) as err:
-        raise Fail(f"the training run sent back metrics that are not numbers ({err})") from None
-    recorders = {}
-    for name in scenario.fields:
-        calls = body.get("calls", {}).get(name, [])
-        pairs = [(tuple(c[0]), c[1]) for c in calls if isinstance(c, (tuple, list)) and len(c) == 2]
-        recorders[name] = Recorded(name, pairs, int(body.get("counts", {}).get(name, 0)))
+        raise Fail(f"the training run raised {raised(err)}") from None
     return yours, recorders
 
 

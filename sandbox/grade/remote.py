@@ -5,8 +5,9 @@ were local, with every limit enforced from here.
 and torch's random state to the submission's process, and brings back the output, the random state after the call,
 any input the function changed in place, and, when an output carries a gradient, a handle through which
 ``backward()`` here asks the submission's process for the gradient. A callable handed to the function (hw5's
-``draw``) stays here: the submission calls it back through the channel. So the tests read exactly as they did when
-the functions were local, and nothing the submission does can reach them.
+``draw``) stays here: the submission calls it back through the channel. The training runs of the integration tests
+happen here too, calling the submission's functions one call at a time. So the tests read exactly as they would with
+local functions, and the expected values never leave this process.
 
 Limits, all enforced here:
 
@@ -14,23 +15,24 @@ Limits, all enforced here:
   that still has not answered a few seconds later ends the process (and every process it started); the next test
   starts a fresh one (at most :data:`MAX_RESTARTS` times);
 - the whole submission has a budget (``--timeout``), after which its remaining tests are not run;
-- what it prints is read as it comes and capped (:data:`OUTPUT_CAP`), so a submission printing without end neither
-  blocks nor fills anything.
+- what it sends is capped: each message (:data:`sandbox.grade.wire.MAX_FRAME`), what is read ahead (a full pipe makes
+  it wait) and all of it together (:data:`MAX_RECEIVED`); what it prints is read as it comes and capped
+  (:data:`OUTPUT_CAP`), so a submission printing or sending without end neither blocks nor fills anything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -40,8 +42,12 @@ from .isolation import Isolation
 
 OUTPUT_CAP = 64 * 1024
 """Bytes of a submission's printed output that are kept (the rest is counted and dropped)."""
+QUEUED = 4
+"""Chunks read ahead of the grader on Windows (elsewhere none: a full pipe makes the submission wait)."""
+MAX_RECEIVED = 4 << 30
+"""Bytes a submission's process may send in all (a hw5 training run sends about 50 MB); past them it is ended."""
 START_LIMIT = 120.0
-"""Seconds a submission's process may take to start (import torch and the package) on a busy machine."""
+"""Seconds a submission's process may take to start (import torch) on a busy machine."""
 GRACE = 5.0
 """Seconds past a time limit before the grader ends a process that did not stop by itself."""
 MAX_RESTARTS = 3
@@ -66,24 +72,45 @@ class WorkerDied(Ended):
 
 
 class Process:
-    """One run of a submission's process: the channel (a reader thread fills a queue, so every wait has a deadline)
-    and the capped output."""
+    """One run of a submission's process: the channel, read by the waiting thread itself (``select`` with the
+    deadline on POSIX: no thread between the submission's reply and the grader), and the capped output."""
 
     def __init__(self, isolation: Isolation, workdir: Path):
         self.proc = isolation.start(workdir)
-        self.frames: queue.Queue = queue.Queue()
+        self.buffer = bytearray()
+        self.received = 0
         self.output = bytearray()
         self.output_total = 0
         self.reason: str | None = None
-        threading.Thread(target=self._read, daemon=True).start()
+        self.chunks: queue.Queue | None = None
+        if os.name == "posix":
+            os.set_blocking(self.proc.stdout.fileno(), False)
+        else:  # no select on a Windows pipe: a thread reads, at most QUEUED chunks ahead
+            self.chunks = queue.Queue(maxsize=QUEUED)
+            threading.Thread(target=self._read_chunks, daemon=True).start()
         threading.Thread(target=self._drain, daemon=True).start()
 
-    def _read(self) -> None:
+    def _read_chunks(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := self.proc.stdout.read1(1 << 20):
+                self.chunks.put(chunk)
+        self.chunks.put(b"")
+
+    def _chunk(self, timeout: float) -> bytes | None:
+        """What the submission sent next (``b""``: its end), or None when nothing came within ``timeout``."""
+        if self.chunks is not None:
+            try:
+                return self.chunks.get(timeout=timeout)
+            except queue.Empty:
+                return None
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            return None
         try:
-            while True:
-                self.frames.put(wire.read_frame(self.proc.stdout))
-        except (EOFError, OSError, wire.WireError, ValueError) as err:
-            self.frames.put(err)
+            return os.read(self.proc.stdout.fileno(), 1 << 20)
+        except BlockingIOError:
+            return None
+        except (OSError, ValueError):
+            return b""
 
     def _drain(self) -> None:
         try:
@@ -102,18 +129,28 @@ class Process:
             raise WorkerDied(self.why_dead(f"it stopped reading ({err})")) from None
 
     def receive(self, deadline: float) -> tuple[dict, list[bytes]]:
-        left = deadline - time.monotonic()
-        try:
-            item = self.frames.get(timeout=max(left, 0.0))
-        except queue.Empty:
-            raise Timeout() from None
-        if isinstance(item, Exception):
-            self.frames.put(item)  # every later wait sees the end too
-            if isinstance(item, wire.WireError):
-                self.kill()
-                raise WorkerDied(f"its process sent something that is not a message of the grader ({item})")
-            raise WorkerDied(self.why_dead("its process ended"))
-        return item
+        """The next message, read as it comes; :class:`Timeout` at ``deadline``, :class:`WorkerDied` when the process
+        ended or sent something that is not a message (a frame too large, malformed, or past :data:`MAX_RECEIVED`)."""
+        while True:
+            try:
+                frame = wire.take_frame(self.buffer)
+            except wire.WireError as err:
+                self.kill(f"its process sent something that is not a message of the grader ({err})")
+                raise WorkerDied(self.reason) from None
+            if frame is not None:
+                return frame
+            chunk = self._chunk(max(deadline - time.monotonic(), 0.0))
+            if chunk is None:
+                if time.monotonic() >= deadline:
+                    raise Timeout()
+                continue
+            if not chunk:
+                raise WorkerDied(self.why_dead("its process ended"))
+            self.received += len(chunk)
+            if self.received > MAX_RECEIVED:
+                self.kill(f"its process sent more than {MAX_RECEIVED >> 20:,} MB in all and was ended")
+                raise WorkerDied(self.reason)
+            self.buffer += chunk
 
     def why_dead(self, default: str) -> str:
         if self.reason:
@@ -167,7 +204,7 @@ class Load:
 
 class RemoteFunctions:
     """The submission's functions, seen from the grader: a mapping of names to callables (only the functions the
-    submission defines), a clock per test (:meth:`test`), and :meth:`train` for the integration runs."""
+    submission defines), and a clock per test (:meth:`test`)."""
 
     def __init__(self, isolation: Isolation, load: Load, budget: float):
         self.isolation, self.load_request = isolation, load
@@ -180,7 +217,6 @@ class RemoteFunctions:
         self.loaded = False
         self.notes: list[str] = []
         self.defined: dict[str, str] = {}
-        self.watch: dict = {"uses": {}, "reads": [], "tampering": []}
         self.outputs: list[str] = []
         self.lent = wire.Callables()
         self.until: int | None = None  # after a cell hung: run the cells before it only
@@ -203,8 +239,7 @@ class RemoteFunctions:
         try:
             self._expect("ready", min(time.monotonic() + START_LIMIT, self.budget_end))
             body = {"kind": load.kind, "cells": load.cells, "labels": load.labels, "filename": load.filename,
-                    "functions": list(load.functions), "cell_timeout": load.cell_timeout,
-                    "fingerprints": answer_prints()}  # fmt: skip
+                    "functions": list(load.functions), "cell_timeout": load.cell_timeout}  # fmt: skip
             if self.until is not None:
                 body["until"] = self.until
                 body["until_note"] = f"{load.labels[self.until]} and the cells after it were not run"
@@ -278,25 +313,10 @@ class RemoteFunctions:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def close(self) -> dict:
-        """Collect what the watch saw, then end the process; returns the watch report."""
-        if self.process is not None and self.process.proc.poll() is None:
-            try:
-                self.process.send("watch", None, self.lent)
-                report = self._reply(time.monotonic() + 30)
-                self._merge(report)
-                self.process.send("exit", None, self.lent)
-            except (WorkerDied, Timeout):
-                pass
+    def close(self) -> None:
+        """End the process (and everything it started) and remove its working directory. Nothing is asked of it: a
+        submission's last words decide nothing."""
         self._end(None)
-        return self.watch
-
-    def _merge(self, report: dict) -> None:
-        for name, why in report.get("uses", {}).items():
-            found = self.watch["uses"].setdefault(name, [])
-            found += [w for w in why if w not in found]
-        for key in ("reads", "tampering"):
-            self.watch[key] += [x for x in report.get(key, []) if x not in self.watch[key]]
 
     # -- requests ----------------------------------------------------------------------------------------------
 
@@ -341,6 +361,13 @@ class RemoteFunctions:
         process.send("call", {"name": name, "args": list(args), "rng": torch.get_rng_state(),
                               "timeout": end - now}, self.lent)  # fmt: skip
         body = self._wait(end)
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("rng"), torch.Tensor)
+            or body["rng"].dtype != torch.uint8
+        ):
+            self._end("it answered a call with something that is not a reply of the grader's")
+            raise WorkerDied("its process answered a call with something that is not a reply of the grader's")
         torch.set_rng_state(body["rng"])
         if body.get("timeout"):
             raise Timeout()
@@ -360,17 +387,6 @@ class RemoteFunctions:
         process = self.ensure()
         process.send("grad", {"handle": handle, "grads": grads}, self.lent)
         return self._wait(min(self.test_end or self.budget_end, self.budget_end))["result"]
-
-    def train(self, config: dict, fields: tuple[str, ...], keep: int) -> dict:
-        """Run a training scenario in the submission's process with its functions in ``fields``."""
-        process = self.ensure()
-        end = min(self.test_end or self.budget_end, self.budget_end)
-        process.send("train", {"config": config, "fields": list(fields), "keep": keep,
-                               "timeout": end - time.monotonic()}, self.lent)  # fmt: skip
-        body = self._wait(end)
-        if body.get("timeout"):
-            raise Timeout()
-        return body
 
     @contextlib.contextmanager
     def test(self, seconds: float) -> Iterator[None]:
@@ -401,6 +417,9 @@ class RemoteFunction:
 
     def __call__(self, *args):
         return self.owner.call(self.name, args)
+
+    def __deepcopy__(self, memo):
+        return self  # a network copied during training still calls the submission's function
 
     def __repr__(self) -> str:
         return f"<the submission's {self.name}>"
@@ -455,14 +474,6 @@ def _with_gradient(owner: RemoteFunctions, handle: int, args: tuple, result: Any
     return _rebuild(result, iter(joined))
 
 
-@functools.cache
-def answer_prints() -> dict[str, dict[str, str]]:
-    """The answer files' fingerprints (:func:`sandbox.grade.worker.fingerprints`), computed once per process."""
-    from .worker import fingerprints
-
-    return fingerprints()
-
-
 def make_load(path: Path, functions: tuple[str, ...], cell_timeout: float) -> Load:
     """Read a ``.py`` or ``.ipynb`` submission here (in the grader) into what its process runs. Raises ValueError with
     a one-line reason when the file cannot be read as a notebook or as text."""
@@ -491,9 +502,3 @@ def make_load(path: Path, functions: tuple[str, ...], cell_timeout: float) -> Lo
     except UnicodeDecodeError:
         raise ValueError(f"{path.name} could not be read: not UTF-8 text") from None
     return Load("script", [text], [path.name], path.name, functions, cell_timeout)
-
-
-def run_test_remotely(functions: RemoteFunctions, seconds: float, run: Callable[[], None]) -> None:
-    """Run one test's body with its clock (used by :func:`sandbox.grade.core.run_tests`)."""
-    with functions.test(seconds):
-        run()

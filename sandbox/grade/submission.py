@@ -1,17 +1,18 @@
 """Grading submissions: one ``.py`` file or notebook, or a folder of them, each in its own process.
 
-For each submission the grader (this process) reads the file, reads its source for uses of the shipped answers
-(:mod:`sandbox.grade.reference_use`), starts the submission's process (:mod:`sandbox.grade.isolation`), runs the
-notebook's cells there in order, as "Run all" would (a cell that raises stops the run; the functions defined up to
-that point are graded), and then runs every test here, calling the submission's functions across the boundary
-(:mod:`sandbox.grade.remote`). The process is ended when its submission is done.
+For each submission the grader (this process) reads the file, starts the submission's process in the student's view
+(:mod:`sandbox.grade.isolation`), runs the notebook's cells there in order, as "Run all" would (a cell that raises
+stops the run; the functions defined up to that point are graded), and then runs every test here, calling the
+submission's functions across the boundary (:mod:`sandbox.grade.remote`). The process is ended when its
+submission is done; nothing it sends afterwards, or writes anywhere, is read.
 
-A folder is graded by ``workers`` grading processes side by side (each one submission at a time). Our own training
-runs, which the integration tests compare with, are trained once per grading process, when a first submission
-reaches them. Every submission's
-files are written as soon as it is graded, ``summary.csv`` after each one, and a submission that breaks anything
-(an empty file, a notebook that is not JSON, a crash of its process, or of the grader on it) still gets its
-``results.json``, with what could be graded and why the rest could not.
+A folder is graded by ``workers`` grading processes side by side (each one submission at a time); our own training
+runs, which the integration tests compare with, are trained once per grading process. Each submission's files are
+written as soon as it is graded (atomically, by this process only), ``summary.csv`` after each one, and a
+submission that breaks anything (an empty file, a notebook that is not JSON, a crash of its process, or of the
+grader on it) still gets its ``results.json``, with what could be graded and why the rest could not. Once the folder
+is graded, every submission is compared with the reference and with every other (:mod:`sandbox.grade.similarity`):
+``summary.csv`` is ranked by it, for review.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .core import Report, Result
+from .isolation import Limits
 
 SUFFIXES = (".py", ".ipynb")
 
@@ -39,98 +44,89 @@ class Options:
     seed: int = 0
     timeout: float = 300.0
     cell_timeout: float = 60.0
-    allow_reference: bool = False
     isolation: str = "auto"
     integration: bool = True
-    hidden_paths: tuple[str, ...] = ()
     test_timeout: float | None = None
-    """Paths the submission must not see (the submissions folder, the output folder, the hidden cases)."""
+    user: str | None = None
+    """The unprivileged user the submissions run as when the grader is root (default: a uid no account has)."""
+    memory_mb: int = Limits.memory_mb
 
 
 @dataclasses.dataclass
 class Graded:
-    """One submission's outcome: the report, what it printed (capped), and how isolated it ran."""
+    """One submission's outcome: the report, what it printed (capped), how isolated it ran, and its code."""
 
     report: Report
     output: str
     isolation: str
-    definitions: dict[str, str]
+    code: str = ""
 
 
-def grade_file(path: str | Path, options: Options, isolation=None) -> Graded:
-    """Grade one submission (never raises for anything the submission does: a report always comes back)."""
+def grade_file(path: str | Path, options: Options) -> Graded:
+    """Grade one submission. Never raises: whatever the submission does, or the grader fails on, a report comes back
+    (every test 0 with the reason, when nothing could be graded)."""
+    start = time.perf_counter()
+    try:
+        return _grade(Path(path), options)
+    except BaseException as err:  # noqa: BLE001 - the grader's own failure still ends in a report
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        return Graded(failed(options, Path(path), [f"the grader failed on it ({type(err).__name__}: {err})"],
+                             start), "", "unknown")  # fmt: skip
+
+
+def _grade(path: Path, options: Options) -> Graded:
     from . import assignment
-    from .hidden import hidden_tests
+    from .cases import hidden_tests
+    from .core import run_tests
     from .isolation import Isolation
-    from .reference_use import python_sources, read_source, reference_source, similarity
     from .remote import RemoteFunctions, WorkerDied, make_load
 
-    path = Path(path)
     start = time.perf_counter()
     a = assignment(options.key)
-    owned = isolation is None
-    if owned:
-        isolation, fallback = Isolation.choose(options.isolation, tuple(Path(p) for p in options.hidden_paths))
-    notes: list[str] = []
+    limits = Limits(memory_mb=options.memory_mb, cpu_s=options.timeout + 60)
+    isolation, fallback = Isolation.choose(options.isolation, options.user, limits, a.offers)
     extra = hidden_tests(a, options.hidden) if options.hidden else []
     try:
         load = make_load(path, tuple(a.functions), options.cell_timeout)
     except (ValueError, OSError) as err:
-        return Graded(failed(a, path, [str(err)], start, options.seed, extra), "", isolation.mode, {})
-    reading = read_source(python_sources(load.kind, load.cells, load.labels), a.functions)
+        return Graded(failed(options, path, [str(err)], start), "", isolation.mode)
+    code = "\n\n".join(load.cells)
     remote = RemoteFunctions(isolation, load, options.timeout)
     try:
         try:
             remote.start()
         except WorkerDied as err:
-            return Graded(failed(a, path, [*remote.notes, str(err)], start, options.seed, extra), _outputs(remote),
-                          isolation.mode, reading.definitions)  # fmt: skip
+            return Graded(failed(options, path, [*remote.notes, str(err)], start), "\n".join(remote.outputs),
+                          isolation.mode, code)  # fmt: skip
         functions = remote.mapping()
-        for name, what in remote.defined.items():
-            if what not in ("function", "missing"):
-                notes.append(f"`{name}` is {what}, not a function")
-        from .core import run_tests
-
+        notes = [*remote.notes, *(f"`{n}` is {what}, not a function" for n, what in remote.defined.items()
+                                  if what not in ("function", "missing"))]  # fmt: skip
         report = run_tests(a, {n: functions.get(n) for n in a.functions}, extra=extra, submission=path.name,
-                           notes=[*remote.notes, *notes], seed=options.seed, clock=remote.test,
-                           integration=options.integration, test_timeout=options.test_timeout)  # fmt: skip
+                           notes=notes, seed=options.seed, clock=remote.test, integration=options.integration,
+                           test_timeout=options.test_timeout)  # fmt: skip
     finally:
-        watch = remote.close()
-        if owned:
-            isolation.cleanup()
-    flags = {name: list(why) for name, why in reading.flags.items()}
-    for name, why in watch["uses"].items():
-        flags.setdefault(name, []).extend(w for w in why if w not in flags.get(name, []))
-    if watch["tampering"]:
-        flags.setdefault("*", []).extend(watch["tampering"])
-    review = list(reading.review) + [f"read {f}, a file of the sandbox package" for f in watch["reads"]]
-    if options.allow_reference:
-        review += [f"(allowed) {n if n != '*' else 'the submission'} {w}" for n, ws in flags.items() for w in ws]
-    else:
-        report.apply_flags(flags)
-    report.review = review
-    report.similarity = {
-        name: round(similarity(reading.definitions[name], reference_source(spec.reference)), 3)
-        for name, spec in a.functions.items()
-        if name in reading.definitions
-    }
-    if owned and fallback:
+        remote.close()
+        isolation.cleanup()
+    if fallback:
         report.review.append(fallback)
     report.seconds = time.perf_counter() - start
-    return Graded(report, _outputs(remote), isolation.mode, reading.definitions)
+    return Graded(report, "\n".join(remote.outputs), isolation.mode, code)
 
 
-def _outputs(remote) -> str:
-    return "\n".join(remote.outputs)
+def failed(options: Options, path: Path, notes: list[str], start: float) -> Report:
+    """Every test (the hidden cases too) 0, with the reason (the last note) as each one's output."""
+    from . import assignment
+    from .cases import hidden_tests
 
-
-def failed(a, path: Path, notes: list[str], start: float, seed: int, extra: list = ()) -> Report:
-    """Every test (the hidden cases ``extra`` too) 0, with the reason (the last note) as each one's output."""
-    results = [
-        Result(t.name, t.kind, t.functions, t.points, 0.0, "not graded: " + notes[-1], 0.0, t.visibility)
-        for t in [*a.build(), *extra]
-    ]
-    return Report(a.key, a.title, results, path.name, notes, time.perf_counter() - start, seed=seed)
+    try:
+        a = assignment(options.key)
+        tests = [*a.build(), *(hidden_tests(a, options.hidden) if options.hidden else [])]
+    except Exception:  # noqa: BLE001 - the assignment itself cannot be read: a report without tests still says why
+        return Report(options.key, options.key, [], path.name, notes, time.perf_counter() - start, seed=options.seed)
+    results = [Result(t.name, t.kind, t.functions, t.points, 0.0, "not graded: " + notes[-1], 0.0, t.visibility)
+               for t in tests]  # fmt: skip
+    return Report(a.key, a.title, results, path.name, notes, time.perf_counter() - start, seed=options.seed)
 
 
 def submissions_in(folder: str | Path) -> list[Path]:
@@ -146,22 +142,22 @@ def submissions_in(folder: str | Path) -> list[Path]:
     return sorted(found)
 
 
+def output_names(folder: Path, files: list[Path]) -> dict[Path, str]:
+    """A distinct output name per submission: its path in ``folder`` with ``/`` written ``__`` and no suffix, plus a
+    short hash of the path where two would meet (``alice/hw1.py`` and ``alice__hw1.py``, or ``a.py`` and
+    ``a.ipynb``)."""
+    flat = {p: "__".join(p.relative_to(folder).with_suffix("").parts) for p in files}
+    taken = [name for name in flat.values()]
+    return {p: name if taken.count(name) == 1 else
+            f"{name}-{hashlib.sha256(p.relative_to(folder).as_posix().encode()).hexdigest()[:8]}"
+            for p, name in flat.items()}  # fmt: skip
+
+
 # --- a folder ------------------------------------------------------------------------------------------------------
 
 
-class _Here:
-    """One submission graded in this process, when it is its turn (``workers=1``: no pool of grading processes)."""
-
-    def __init__(self, path: Path, options: Options):
-        self.path, self.options = path, options
-
-    def result(self) -> Graded:
-        return grade_file(self.path, self.options)
-
-
 def _grade_in_pool(path: str, options: Options) -> Graded:
-    """One submission in a grading process of the pool (our training runs are trained once per such process, the
-    first time a submission reaches them)."""
+    """One submission in a grading process of the pool (our training runs are trained once per such process)."""
     import torch
 
     torch.set_num_threads(1)
@@ -172,7 +168,6 @@ def grade_folder(
     folder: Path,
     options: Options,
     out_dir: Path,
-    write: Callable[[Report, Path], None],
     fmt: str,
     workers: int = 1,
     progress: Callable[[str, Report, int, int], None] | None = None,
@@ -181,104 +176,86 @@ def grade_folder(
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    from .isolation import Isolation
-
     files = submissions_in(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _, fallback = Isolation.choose(options.isolation, ())
     outcomes: dict[Path, Graded] = {}
-    names = {p: "__".join(p.relative_to(folder).with_suffix("").parts) for p in files}
+    names = output_names(folder, files)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
     with pool or contextlib.nullcontext():
-        jobs = {(pool.submit(_grade_in_pool, str(p), options) if pool else _Here(p, options)): p for p in files}
+        jobs = {(pool.submit(_grade_in_pool, str(p), options) if pool else p): p for p in files}
         for done, job in enumerate(as_completed(jobs) if pool else jobs, start=1):
             path = jobs[job]
             try:
-                graded = job.result()
-            except Exception as err:  # noqa: BLE001 - the grader itself broke on this one: say so, go on
-                from . import assignment
-                from .hidden import hidden_tests
-
+                graded = job.result() if pool else grade_file(path, options)
+            except Exception as err:  # noqa: BLE001 - a grading process itself broke on this one: say so, go on
                 why = f"the grader failed on it ({type(err).__name__}: {err})"
-                a = assignment(options.key)
-                extra = hidden_tests(a, options.hidden) if options.hidden else []
-                report = failed(a, path, [why], time.perf_counter(), options.seed, extra)
-                graded = Graded(report, "", "unknown", {})
+                graded = Graded(failed(options, path, [why], time.perf_counter()), "", "unknown")
             graded.report.submission = str(path.relative_to(folder))
-            if fallback and fallback not in graded.report.review:
-                graded.report.review.append(fallback)
             outcomes[path] = graded
-            _write_one(graded, out_dir, names[path], write, fmt)
+            write_outcome(graded, out_dir, names[path], fmt)
             write_summary(out_dir, [outcomes[p] for p in files if p in outcomes])
             if progress:
                 progress(str(path.relative_to(folder)), graded.report, done, len(files))
     ordered = [outcomes[p] for p in files]
-    peers(ordered)
+    add_similarity(options.key, ordered)
     for p, graded in zip(files, ordered):
-        _write_one(graded, out_dir, names[p], write, fmt)
+        write_outcome(graded, out_dir, names[p], fmt)
     write_summary(out_dir, ordered)
     return ordered
 
 
-def _write_one(graded: Graded, out_dir: Path, name: str, write: Callable[[Report, Path], None], fmt: str) -> None:
+def add_similarity(key: str, outcomes: list[Graded]) -> None:
+    """Each report's similarity to the reference and to its closest peer, for the instructor's review."""
+    from . import assignment
+    from .similarity import compare, reference_code, template
+
+    a = assignment(key)
+    try:
+        found = compare({g.report.submission: g.code for g in outcomes if g.code}, reference_code(a.functions),
+                        template(a.key))  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - a review aid: its failure must not cost a submission its results
+        for g in outcomes:
+            g.report.review.append(f"similarity not computed ({type(err).__name__}: {err})")
+        return
+    for g in outcomes:
+        s = found.get(g.report.submission)
+        if s is None:
+            continue
+        g.report.similarity = {"reference": s["reference"], "closest peer": s["peer_share"]}
+        if s["peer"]:
+            g.report.review = [r for r in g.report.review if not r.startswith("closest submission:")]
+            g.report.review.append(f"closest submission: {s['peer']} ({s['peer_share']:.2f})")
+
+
+def write_outcome(graded: Graded, out_dir: Path, name: str, fmt: str) -> None:
+    """One submission's files: ``NAME.txt`` (report and the instructor's notes), ``NAME.output.txt`` (what it
+    printed), and ``NAME/results.json`` (gradescope) or ``NAME.json`` (json)."""
     report = graded.report
-    (out_dir / f"{name}.txt").write_text(report.text() + "\n\n" + report.instructor_text() + "\n")
+    write_atomic(out_dir / f"{name}.txt", report.text() + "\n\n" + report.instructor_text() + "\n")
     if graded.output:
-        (out_dir / f"{name}.output.txt").write_text(graded.output)
-    if fmt == "gradescope":
-        write(report, out_dir / name / "results.json")
-    elif fmt == "json":
-        write(report, out_dir / f"{name}.json")
-
-
-def peers(outcomes: list[Graded]) -> None:
-    """For each function, the submission whose definition is closest to this one's (a copy between students stands
-    out as a pair near 1), added to each report's review notes and similarity."""
-    import difflib
-
-    from .reference_use import normalised_tokens
-
-    functions = sorted({name for g in outcomes for name in g.definitions})
-    for name in functions:
-        tokens = [(g, normalised_tokens(g.definitions[name])) for g in outcomes if name in g.definitions]
-        for i, (g, ta) in enumerate(tokens):
-            best, who = 0.0, None
-            for j, (h, tb) in enumerate(tokens):
-                if i == j or not ta or not tb:
-                    continue
-                m = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
-                if m.real_quick_ratio() <= best or m.quick_ratio() <= best:
-                    continue
-                ratio = m.ratio()
-                if ratio > best:
-                    best, who = ratio, h.report.submission
-            if who is not None:
-                g.report.similarity[f"{name} closest peer"] = round(best, 3)
-                note = f"`{name}` is closest to {who}'s ({best:.2f})"
-                g.report.review = [r for r in g.report.review if not r.startswith(f"`{name}` is closest to")]
-                g.report.review.append(note)
+        write_atomic(out_dir / f"{name}.output.txt", graded.output)
+    if fmt in ("gradescope", "json"):
+        write_json(report, out_dir / name / "results.json" if fmt == "gradescope" else out_dir / f"{name}.json", fmt)
 
 
 def write_summary(out_dir: Path, outcomes: list[Graded]) -> None:
-    """``summary.csv``: one row per submission: its score, each test's score, the flags, the similarity, the review
-    notes (written again after every submission, so an interrupted run keeps what it graded)."""
+    """``summary.csv``: one row per submission, ranked for review (the highest similarity to the reference or to
+    another submission first): score, each test's score, the similarities, the closest submission, the review
+    notes. Written again after every submission, so an interrupted run keeps what it graded."""
     tests: list[str] = []
     for g in outcomes:
         tests += [r.name for r in g.report.results if r.name not in tests]
-    sims = sorted({k for g in outcomes for k in g.report.similarity})
-    tmp = out_dir / "summary.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["submission", "score", "max_score", "passed", "failed", "seconds", "isolation", "flags",
-                    *[f"similarity: {k}" for k in sims], "review", *tests])  # fmt: skip
-        for g in outcomes:
-            r = g.report
-            by_name = {x.name: x.score for x in r.results}
-            flags = "; ".join(r.flag_lines())
-            w.writerow([r.submission, f"{r.score:g}", f"{r.max_score:g}", r.passed, r.failed, round(r.seconds, 1),
-                        g.isolation, flags, *[r.similarity.get(k, "") for k in sims], "; ".join(r.review),
-                        *[f"{by_name[t]:g}" if t in by_name else "" for t in tests]])  # fmt: skip
-    tmp.replace(out_dir / "summary.csv")
+    ranked = sorted(outcomes, key=lambda g: -max(g.report.similarity.values(), default=0.0))
+    rows = []
+    for rank, g in enumerate(ranked, start=1):
+        r, by_name = g.report, {x.name: x.score for x in g.report.results}
+        rows.append([rank, r.submission, f"{r.score:g}", f"{r.max_score:g}", r.passed, r.failed, round(r.seconds, 1),
+                     g.isolation, r.similarity.get("reference", ""), r.similarity.get("closest peer", ""),
+                     "; ".join(r.review), *[f"{by_name[t]:g}" if t in by_name else "" for t in tests]])  # fmt: skip
+    head = ["review rank", "submission", "score", "max_score", "passed", "failed", "seconds", "isolation",
+            "similarity to the reference", "similarity to the closest submission", "review", *tests]  # fmt: skip
+    with _atomic(out_dir / "summary.csv", newline="") as f:
+        csv.writer(f).writerows([head, *rows])
 
 
 def dump(report: Report, fmt: str) -> dict[str, Any]:
@@ -286,10 +263,28 @@ def dump(report: Report, fmt: str) -> dict[str, Any]:
 
 
 def write_json(report: Report, path: Path, fmt: str) -> None:
+    """The report in ``fmt`` at ``path``, written by this process only and atomically: whatever was there before
+    (a file a submission left, say) is replaced, never read."""
+    write_atomic(path, json.dumps(dump(report, fmt), indent=2))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    with _atomic(path) as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, **kwargs):
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dump(report, fmt), indent=2))
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", **kwargs) as f:
+            yield f
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def clear_previous(out_dir: Path) -> None:
