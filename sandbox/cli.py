@@ -471,7 +471,8 @@ class BenchArgs:
     """cartpole: our PPO (preset cartpole, dropout off) vs stable-baselines3 PPO, time-to-solve CartPole-v1.
     lang: our GRPO vs TRL's GRPOTrainer on lang:reverse from the same SFT reference, time to mean reward 0.9.
     sweep: a 10-run sweep with 2 workers vs 1. report: the report of a 100-run sweep. population: a 16-seed
-    population vs 16 runs one at a time, seeds per CPU-second and final returns. grpo-lambda, flatness: the two
+    population vs 16 runs one at a time, seeds per CPU-second and final returns; a 16-seed Acrobot population vs
+    one SB3 run; the update's GFLOP/s against plain torch.baddbmm and torch.matmul. grpo-lambda, flatness: the two
     studies of the README (GRPO-lambda's length penalty and switch; the variance-flatness relation), written to
     --out. grading: a class of made-up hw1 submissions (correct, wrong, broken, hostile) graded with --workers
     grading processes; the time, and whether every verdict is the one it must be. breadth: dropout off against the
@@ -489,14 +490,17 @@ class BenchArgs:
     """grpo-lambda, flatness, breadth, mechanisms, minatar: the directory for their tables and figures (breadth,
     mechanisms and minatar: also their runs; the same --out resumes). None: bench-<target>-<time>."""
     tasks: tuple[str, ...] | None = None
-    """breadth, mechanisms: only these of the study's tasks (gymnasium ids, e.g. Acrobot-v1). None: all."""
+    """breadth, mechanisms: only these of the study's tasks (gymnasium ids, e.g. Acrobot-v1), or tasks of your own (any
+    Gymnasium id, module:Env-v0 for an env your module registers; defaults, --max-steps steps, 100000 without; the
+    study then plans only the tasks given). None: all of the study's."""
     fast: bool = False
     """breadth, mechanisms, minatar: a smoke test of the plumbing (breadth and mechanisms: two seeds and a twentieth
     of each budget; minatar: two seeds and two short updates per run, also with SANDBOX_FAST=1). Its numbers mean
     nothing."""
     max_steps: int | None = None
     """Step budget per run (env steps; tokens for lang); a run that does not solve counts as unsolved.
-    None: 100000 for cartpole, 300000 for lang, 400000 for minatar."""
+    None: 100000 for cartpole, 300000 for lang, 400000 for minatar. breadth, mechanisms: the budget of your own
+    tasks (--tasks)."""
     games: tuple[str, ...] = ("breakout", "space_invaders")
     """minatar: the games (asterix, breakout, freeway, seaquest, space_invaders)."""
     json: str | None = None
@@ -533,19 +537,27 @@ def cmd_bench(args: list[str]) -> int:
         raise ConfigError("seeds", "needs at least one seed")
     if a.tasks is not None and a.target not in studies:
         raise ConfigError("tasks", f"only for bench breadth and mechanisms, not {a.target}")
+    custom = []
     if a.tasks is not None:
         from .analysis.breadth import TASKS
+        from .envs.gym_tasks import check_env
 
-        allowed = list(TASKS)
-        for task in a.tasks:
-            if task not in allowed:
+        custom = [t for t in a.tasks if t not in TASKS]
+        for task in custom:  # a task of your own: any Gymnasium id that builds here (module:Env-v0 for yours)
+            try:
+                check_env(task)
+            except ConfigError as err:
                 raise ConfigError(
-                    "tasks", f"{task!r} is not a task of the {a.target} study; one of: {', '.join(allowed)}"
-                )
+                    "tasks",
+                    f"{task!r} is not a task of the {a.target} study ({', '.join(TASKS)}) nor an env that "
+                    f"builds here ({str(err).removeprefix('--env: ')})",
+                ) from None
     if a.max_steps is not None and a.max_steps <= 0:
         raise ConfigError("max_steps", f"must be a positive integer, got {a.max_steps}")
-    if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar"):
-        raise ConfigError("max_steps", f"only for bench cartpole, lang and minatar, not {a.target}")
+    if a.max_steps is not None and a.target not in ("cartpole", "lang", "minatar") and not custom:
+        raise ConfigError(
+            "max_steps", f"only for bench cartpole, lang and minatar, and a study's tasks of your own, not {a.target}"
+        )
     if a.replicate and a.target not in (*studies, "minatar"):
         raise ConfigError("replicate", f"only for bench breadth, mechanisms and minatar, not {a.target}")
     if a.report_only and (a.target not in studies or a.out is None):
@@ -597,7 +609,17 @@ def cmd_bench(args: list[str]) -> int:
     elif a.target in studies:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = bench.bench_breadth(
-            a.target, out, a.seeds, a.tasks, a.workers, a.fast, a.quiet, a.replicate, a.report_only, a.where
+            a.target,
+            out,
+            a.seeds,
+            a.tasks,
+            a.workers,
+            a.fast,
+            a.quiet,
+            a.replicate,
+            a.report_only,
+            a.where,
+            max_steps=a.max_steps,
         )
     else:
         out = a.out or f"bench-{a.target}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -784,7 +806,8 @@ def cmd_sweep(args: list[str]) -> int:
 
 @dataclasses.dataclass
 class ReportArgs:
-    """Statistics and figures of a sweep directory: report.md, report.csv and PNG figures, written into it."""
+    """Statistics and figures of a sweep directory: report.md, report.csv, finals.csv, report.tex (its tables for a
+    paper) and PNG figures, written into it (another baseline: into a folder of its own, see --out)."""
 
     sweep_dir: Annotated[str, tyro.conf.Positional]
     """The sweep's directory (runs are found in it and below it)."""
@@ -792,8 +815,12 @@ class ReportArgs:
     """FIELD=VALUE: each group is compared with the group that has the same config but this value (a permutation
     test of the final means, Holm-corrected over the report; no verdict below 5 seeds per group). Several, comma
     separated, all apply: dropout_mode=off,sample_dropout=none compares sample dropout with plain PPO too."""
+    out: str | None = None
+    """The report's folder. None: the sweep's directory for the default baseline, SWEEP_DIR/report-FIELD_VALUE for any
+    other (a report against another baseline never overwrites this one); a folder holding a report against another
+    baseline is refused."""
     quiet: bool = False
-    """Do not print the key table."""
+    """Do not print the key table (where the report went is still printed)."""
 
 
 def parse_report(args: list[str]) -> ReportArgs:
@@ -806,7 +833,7 @@ def cmd_report(args: list[str]) -> int:
         raise ConfigError("baseline", f"must be FIELD=VALUE, e.g. dropout_mode=off, got {a.baseline!r}")
     from .analysis.report import write_report
 
-    write_report(a.sweep_dir, a.baseline, quiet=a.quiet)
+    write_report(a.sweep_dir, a.baseline, quiet=a.quiet, out=a.out)
     return 0
 
 

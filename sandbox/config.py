@@ -42,6 +42,37 @@ class ConfigError(ValueError):
         super().__init__(f"--{field.replace('_', '-')}: {message}")
 
 
+def import_user_module(name: str, field: str):
+    """Import the module ``name`` that a config names (an env's registering module, a seam's function), or raise
+    :class:`ConfigError` for ``field`` in one line. A module in the working directory is found even when Python was
+    started without it on ``sys.path`` (the ``sandbox`` command's case: only ``python -m`` adds it), as uvicorn and
+    gunicorn do for their ``module:app``; the working directory is appended, so it never shadows an installed
+    package. An error raised inside the module itself is reported with its first line."""
+    import importlib
+    import os
+    import sys
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        top = name.split(".")[0]
+        if err.name != top or os.getcwd() in sys.path:
+            raise ConfigError(field, f"cannot import {name}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - the user's module failed as it ran
+        raise ConfigError(field, f"importing {name} failed: {type(err).__name__}: {_first_line(err)}") from None
+    sys.path.append(os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise ConfigError(field, f"cannot import {name}: {err} (not in {os.getcwd()} nor on sys.path)") from None
+    except Exception as err:  # noqa: BLE001 - the user's module failed as it ran
+        raise ConfigError(field, f"importing {name} failed: {type(err).__name__}: {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    return next(iter(str(err).splitlines()), "")
+
+
 # --- the groups ----------------------------------------------------------------------------------------------------
 
 
@@ -58,6 +89,11 @@ class RunConfig:
     asterix, breakout, freeway, seaquest, space_invaders (PPO with the MinAtar paper's convolutional network), or a
     language task lang:NAME with NAME one of digit, positive, reverse, sort, add, length (run by the tiny transformer
     from its pretrained reference)."""
+    env_module: str | None = None
+    """A module to import before the env is made, one that registers --env with gymnasium (gymnasium.register):
+    --env-module corridor --env Corridor-v0 is --env corridor:Corridor-v0, gymnasium's own form, which config.json
+    records (so sandbox eval and resume import it again). The module must be importable from where sandbox runs (a
+    .py file there, an installed package, or PYTHONPATH). The guide: your own environment."""
     seed: int = dataclasses.field(default=0, metadata={"role": "seed"})
     """Seeds torch, the environments and everything else random."""
     total_steps: int = 100_000
@@ -84,6 +120,12 @@ class RunConfig:
     tensorboard extra). metrics.csv stays the record; this is a view of it."""
     torch_threads: int = dataclasses.field(default=1, metadata={"role": "execution"})
     """Torch intra-op threads. 1 is fastest for these small nets; run seeds in parallel processes instead."""
+    maths: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Functions of the seam (sandbox.Maths) replaced by your own: --maths gae mymod:my_gae (a field of Maths, then
+    module:function; the module imported in every process that trains, so it must be importable from where sandbox
+    runs). config.json records each as module:function#hash (the first 12 hex digits of the SHA-256 of its source),
+    also when it came from Python (sandbox.train(cfg, maths=Maths(gae=my_gae))); a hash that no longer matches the
+    source is refused. A replaced function the run would not call is refused (the guide: the seam)."""
 
     def _validate_run(self) -> None:
         if self.algo not in ALGOS:
@@ -97,6 +139,10 @@ class RunConfig:
             for k, v in self.env_params.items()
         ):
             raise ConfigError("env_params", f"must map parameter names to finite numbers, got {self.env_params!r}")
+        if not isinstance(self.maths, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.maths.items()
+        ):
+            raise ConfigError("maths", f"must map Maths fields to module:function names, got {self.maths!r}")
         if self.env_params and self.env.startswith(LANG_PREFIX):
             raise ConfigError("env_params", "only for Gym envs (the language tasks have no physical parameters)")
         if self.env.startswith(MINATAR_PREFIX):
@@ -338,18 +384,20 @@ class DropoutConfig:
     dropout_policy: bool = True
     """Put dropout in the policy MLP. --no-dropout-policy with --dropout-value: dropout in the value MLP only (noise in
     the critic but not in the policy: PPO on Gym)."""
-    dropout_schedule: Literal["constant", "early", "early-linear", "late"] = "constant"
+    dropout_schedule: Literal["constant", "early", "early-linear", "late", "custom"] = "constant"
     """p over training (Liu et al. 2023): constant; early = p for the first --dropout-cutoff updates, then 0;
-    early-linear = from p down to 0 over the cutoff; late = 0 for the first cutoff updates, then p."""
+    early-linear = from p down to 0 over the cutoff; late = 0 for the first cutoff updates, then p; custom = your own
+    function through the seam (--maths dropout_schedule module:function; it gets the update from 1, the total planned
+    updates and the budget's progress)."""
     dropout_cutoff: int = 0
-    """The schedule's cutoff, in updates (needed by every schedule but constant)."""
+    """The schedule's cutoff, in updates (needed by early, early-linear and late; passed to a custom one)."""
 
     def _validate_dropout(self) -> None:
         _choice(self, "dropout_mode", MODE_NAMES)
         _in_range(self, "dropout", 0.0, 1.0, hi_open=True)
-        _choice(self, "dropout_schedule", ("constant", "early", "early-linear", "late"))
+        _choice(self, "dropout_schedule", ("constant", "early", "early-linear", "late", "custom"))
         _int_at_least(self, "dropout_cutoff", 0, "updates")
-        if self.dropout_schedule != "constant" and self.dropout_cutoff == 0:
+        if self.dropout_schedule not in ("constant", "custom") and self.dropout_cutoff == 0:
             raise ConfigError(
                 "dropout_cutoff", f"--dropout-schedule {self.dropout_schedule} needs a cutoff > 0, in updates"
             )
@@ -700,7 +748,8 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
 
 
 def resolve(cfg: Config) -> Config:
-    """Fill the fields left at None with their algorithm and task family's defaults (``FAMILY_DEFAULTS``)."""
+    """Fill the fields left at None with their algorithm and task family's defaults (``FAMILY_DEFAULTS``), and fold
+    ``env_module`` into ``env`` (gymnasium's ``module:Env-v0``)."""
     if cfg.algo not in ALGOS:
         raise ConfigError("algo", f"unknown algorithm {cfg.algo!r}; one of: {', '.join(ALGOS)}")
     if cfg.algo == "sb3-ppo" and cfg.is_lang:
@@ -708,7 +757,21 @@ def resolve(cfg: Config) -> Config:
             "env", f"sb3-ppo trains on Gymnasium ids, not the language task {cfg.env}; use --algo ppo or grpo"
         )
     defaults = FAMILY_DEFAULTS[(cfg.algo, "lang" if cfg.is_lang else "gym")]
-    return cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+    cfg = cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+    return fold_env_module(cfg)
+
+
+def fold_env_module(cfg: Config) -> Config:
+    """``--env-module M --env ID`` as gymnasium's ``--env M:ID``, the one form ``config.json`` records (gymnasium
+    imports ``M`` before it makes the env, in every process)."""
+    module = cfg.env_module
+    if module is None:
+        return cfg
+    if not (isinstance(module, str) and module and all(p.isidentifier() for p in module.split("."))):
+        raise ConfigError("env_module", f"must be a module name such as corridor or mypackage.envs, got {module!r}")
+    if ":" in cfg.env:
+        raise ConfigError("env_module", f"--env {cfg.env} names its module already (or is not a Gymnasium id)")
+    return cfg.replace(env=f"{module}:{cfg.env}", env_module=None)
 
 
 def validate(cfg: Config) -> Config:

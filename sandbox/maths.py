@@ -323,14 +323,29 @@ def sample_dropout_mask(
     return keep if bool(keep.any()) else torch.ones_like(keep)
 
 
-def dropout_schedule(p: float, update: int, schedule: str = "constant", cutoff: int = 0) -> float:
-    """The dropout probability for ``update`` (counted from 1) under a schedule (Liu et al. 2023, "Dropout
-    Reduces Underfitting"; shapes from their code):
+def dropout_schedule(
+    p: float,
+    update: int,
+    schedule: str = "constant",
+    cutoff: int = 0,
+    total_updates: int | None = None,
+    progress: float = 0.0,
+) -> float:
+    """The dropout probability for ``update`` under a schedule (Liu et al. 2023, "Dropout Reduces Underfitting";
+    shapes from their code):
 
     - ``constant``: p throughout;
     - ``early``: p for the first ``cutoff`` updates, then 0;
     - ``early-linear``: from p at update 1 down linearly to 0 at update ``cutoff + 1``, then 0;
     - ``late``: 0 for the first ``cutoff`` updates, then p.
+
+    What the trainers pass: ``update`` counts from 1 (the first update is 1, as ``metrics.csv``'s ``update`` column;
+    a resumed run goes on counting from its checkpoint); ``total_updates`` is the number of updates the run plans
+    (PPO on Gym and SB3's PPO: ``total_steps // (num_envs * num_steps)``), None where the budget does not fix it
+    (GRPO and the language tasks, whose batches vary in length); ``progress`` is the fraction of the step budget
+    used before this update (0 at the first, below 1 at the last), known for every trainer. The built-in shapes
+    count in updates and use neither; a schedule of your own over the whole run (``--dropout-schedule custom``
+    with ``--maths dropout_schedule module:function``) can. ``p`` is 0 in mode off.
 
     The trainers set it on every dropout layer before each update's rollout, so rollout and update see the same p.
     """
@@ -406,7 +421,16 @@ class Maths:
     sample_dropout_mask: Callable[..., Tensor] = sample_dropout_mask
     """``sample_dropout_mask(surrogate, ratio, advantages, mode, rate, delta, by_sign) -> bool keep-mask``."""
     dropout_schedule: Callable[..., float] = dropout_schedule
-    """``dropout_schedule(p, update, schedule, cutoff) -> p for this update``."""
+    """``dropout_schedule(p, update, schedule, cutoff, total_updates, progress) -> p for this update`` (``update``
+    from 1; ``total_updates`` None where the budget does not fix it). A schedule of your own runs with
+    ``--dropout-schedule custom``."""
+
+    def replaced(self) -> dict[str, Callable]:
+        """The fields that hold a function other than the sandbox's own, by name: what a run records in
+        ``config.json`` (``maths``; :mod:`sandbox.runs.seam`)."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not f.default
+        }
 
     def kl(self, estimator: str) -> Callable[[Tensor], Tensor]:
         """The KL estimator named ``k1``, ``k2`` or ``k3`` (``--kl-estimator``), as this seam holds it."""

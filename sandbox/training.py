@@ -11,7 +11,7 @@ import torch
 
 from .algos.grpo import train_grpo
 from .algos.lang_ppo import train_lang_ppo
-from .algos.population import check_population, train_ppo_population
+from .algos.population import check_population
 from .algos.ppo import train_ppo
 from .config import Config, ConfigError, validate, without
 from .envs.gym_tasks import check_env, episode_limit
@@ -20,6 +20,7 @@ from .maths import Maths
 from .runs.policy_file import VERSION, load
 from .runs.reference import check_ref
 from .runs.rundir import RunLog, RunResult, check_tensorboard, latest_checkpoint
+from .runs.seam import settle
 
 
 def train(config: Config, maths: Maths | None = None) -> RunResult:
@@ -27,10 +28,12 @@ def train(config: Config, maths: Maths | None = None) -> RunResult:
     ``config.out`` is set).
 
     ``maths`` replaces the pure functions the trainer uses (see :class:`sandbox.maths.Maths`); by default the
-    sandbox's own. Raises :class:`sandbox.config.ConfigError` for a bad config and
+    sandbox's own, or those ``config.maths`` names. ``config.json`` names every replaced function with a hash of its
+    source (:mod:`sandbox.runs.seam`). Raises :class:`sandbox.config.ConfigError` for a bad config and
     :class:`sandbox.algos.learner.NonFiniteLossError` when a loss turns NaN or infinite (after writing what it had).
     """
     config = validate(config)  # the resolved config: every None default filled in, as config.json records it
+    config, maths = settle(config, maths)  # the seam's replacements named and hashed in config.json
     check(config)  # before the run directory exists: a refused config leaves nothing behind
     return _run(config, maths, RunLog(config), None)
 
@@ -67,15 +70,16 @@ def train_population(configs: list[Config], maths: Maths | None = None) -> list[
     :class:`~sandbox.config.ConfigError` for configs that cannot share a population (see
     :func:`sandbox.algos.population.check_population`).
     """
-    configs = [validate(c) for c in configs]
     if not configs:
         raise ConfigError("seed", "a population needs at least one run")
+    settled = [settle(validate(c), maths) for c in configs]
+    configs, maths = [c for c, _ in settled], settled[0][1]
     check_population(configs)
     for c in configs:
         check(c)
     torch.set_num_threads(configs[0].torch_threads)
     logs = [RunLog(c) for c in configs]
-    return train_ppo_population(configs, maths or Maths(), logs)
+    return train_ppo(configs, maths, logs)
 
 
 def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool = False) -> RunResult:
@@ -91,6 +95,7 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
         raise ConfigError("resume", f"{run_dir} has finished (summary.json); nothing to resume")
     written = json.loads((run_dir / "config.json").read_text())
     config = validate(Config.from_dict({**written, "out": str(run_dir), "overwrite": False, "quiet": quiet}))
+    config, maths = settle(config, maths)  # the functions config.json names, their sources unchanged since
     last = latest_checkpoint(run_dir)
     if last is None:
         raise ConfigError(
@@ -111,6 +116,10 @@ def resume(run_dir: str | os.PathLike, maths: Maths | None = None, quiet: bool =
     return _run(config, maths, log, blob)
 
 
+def _train_ppo(config: Config, maths: Maths, log: RunLog, resume: dict | None) -> RunResult:
+    return train_ppo([config], maths, [log], resume)[0]  # a population of one
+
+
 def _train_sb3_ppo(config: Config, maths: Maths, log: RunLog, resume: dict | None) -> RunResult:
     from .algos.sb3 import train_sb3_ppo
 
@@ -118,7 +127,7 @@ def _train_sb3_ppo(config: Config, maths: Maths, log: RunLog, resume: dict | Non
 
 
 TRAINERS = {
-    ("ppo", False): train_ppo,
+    ("ppo", False): _train_ppo,
     ("ppo", True): train_lang_ppo,
     ("grpo", False): train_grpo,
     ("grpo", True): train_grpo,
@@ -127,7 +136,7 @@ TRAINERS = {
 """(algo, is a language task) -> the trainer."""
 
 
-def _run(config: Config, maths: Maths | None, log: RunLog, resume: dict | None) -> RunResult:
+def _run(config: Config, maths: Maths, log: RunLog, resume: dict | None) -> RunResult:
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)  # every trainer starts from here: same config and seed, same numbers
-    return TRAINERS[config.algo, config.is_lang](config, maths or Maths(), log, resume)
+    return TRAINERS[config.algo, config.is_lang](config, maths, log, resume)

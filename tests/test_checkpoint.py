@@ -1,5 +1,6 @@
 """Saved policies, checkpoints and resume, evaluation with GIFs, KL to a reference policy, env variants."""
 
+import functools
 import json
 
 import gymnasium as gym
@@ -126,6 +127,7 @@ def _interrupt(fn, at_call: int):
     in the middle of an update."""
     calls = {"n": 0}
 
+    @functools.wraps(fn)  # a Ctrl-C, not another function: the run's record (config.json's maths) names fn
     def wrapped(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == at_call:

@@ -2,6 +2,8 @@
 the four dropout modes (consistent dropout replays the convolution's masks too), populations, the variants, KL to a
 reference, checkpoints and resume, GIFs, and the one-line refusals."""
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,17 +96,20 @@ def test_first_minibatch_ratio_is_not_one_with_dropout_noise(mode):
 
 
 def test_consistent_dropout_stores_the_convolution_s_masks_with_each_transition():
-    from sandbox.algos.rollout import Rollout
+    from sandbox.algos.population import Members, Population
+    from sandbox.algos.run import Run
+    from sandbox.runs.rundir import RunLog
 
     cfg = sandbox.config.validate(small(dropout=0.2, dropout_mode="consistent", dropout_value=True))
-    rollout = Rollout(cfg, Maths())
+    seeds = Population([cfg], Maths())  # a single run's rollout
+    rollout = seeds.rollouts[0]
     assert isinstance(rollout.policy, CNNAgent)
-    steps = list(rollout.collect())
-    assert len(steps) == cfg.num_steps
+    with Members([Run(cfg, RunLog(cfg), Maths(), rollout, budget=cfg.batch_size)]) as members:
+        assert not seeds.collect(members)
+        assert members[0].env_steps == cfg.num_steps * cfg.num_envs
     width = 2 * (1024 + 128)  # actor and critic, each the convolution's units and the hidden layer's
     assert rollout.masks.shape == (cfg.num_steps, cfg.num_envs, width)
     assert set(rollout.masks.unique().tolist()) == {0.0, 1 / 0.8}
-    rollout.close()
 
 
 def test_same_config_and_seed_same_metrics():
@@ -171,6 +176,7 @@ def test_kl_to_a_reference_is_exactly_zero_at_the_start(tmp_path):
 def _interrupt(fn, at_call: int):
     calls = {"n": 0}
 
+    @functools.wraps(fn)  # a Ctrl-C, not another function: the run's record (config.json's maths) names fn
     def wrapped(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == at_call:

@@ -32,13 +32,15 @@ def _close(a, b, rel: float = 1e-4, abs_: float = 1e-5) -> bool:
      ("naive", {"dropout_value": True, "dropout_policy": False}),
      ("rollout-eval", {"dropout_value": True, "dropout_policy": False})],
 )  # fmt: skip
-def test_a_population_of_one_reproduces_the_single_seed_trainer(mode, extra):
+def test_a_population_of_one_is_the_single_seed_trainer_and_a_member_reproduces_it(mode, extra):
     cfg = small(dropout=0.3, dropout_mode=mode, **extra)
     single, member = _numbers(sandbox.train(cfg)), _numbers(sandbox.train_population([cfg])[0])
-    assert single.shape == member.shape
-    # the same random streams and the same maths; the batched products round differently (as another CPU would)
-    assert _close(single, member), (single - member).abs().max()
-    assert single.episodes.tolist() == member.episodes.tolist()
+    assert single.equals(member)  # one trainer: a single run is the population of one, to the last bit
+    two = _numbers(sandbox.train_population([cfg, cfg.replace(seed=1)])[0])
+    # with a second member: the same random streams and the same maths, but the batched products and the padded
+    # minibatches round differently (as another CPU would)
+    assert _close(single, two), (single - two).abs().max()
+    assert single.episodes.tolist() == two.episodes.tolist()
 
 
 def test_members_are_independent_of_each_other():
@@ -150,3 +152,109 @@ def test_cartpole_members_stepped_together_answer_as_if_alone():
         for env, a, answer in zip(alone, actions, got):
             want = env.step(a)[:4]
             assert all(np.array_equal(x, y) for x, y in zip(want, answer))
+
+
+def test_stacked_adam_is_torch_adam_member_by_member():
+    """Every member's row steps as torch.optim.Adam(fused=True) steps it alone, to the last bit; a member left out of
+    a step (stopped by target_kl) keeps its weights and its Adam state."""
+    import gymnasium as gym
+
+    from sandbox.models.mlp import Agent, FlatParams
+    from sandbox.models.stacked import StackedAdam
+
+    torch.manual_seed(0)
+    agents = [Agent(4, gym.spaces.Discrete(2)) for _ in range(3)]
+    alone = [Agent(4, gym.spaces.Discrete(2)) for _ in range(3)]
+    for a, b in zip(alone, agents):
+        a.load_state_dict(b.state_dict())
+    params = FlatParams(agents)
+    stacked = StackedAdam(params, lr=1e-2, eps=1e-5)
+    single = [FlatParams(a) for a in alone]
+    optims = [torch.optim.Adam([p.flat], lr=1e-2, eps=1e-5, fused=True) for p in single]
+    for step in range(4):
+        members = [0, 1, 2] if step != 2 else [0, 2]
+        grads = torch.randn(3, params.flat.shape[1])
+        params.flat.grad.copy_(grads)
+        stacked.step(members)
+        for k in members:
+            single[k].flat.grad.copy_(grads[k : k + 1])
+            optims[k].step()
+    for k in range(3):
+        assert torch.equal(params.flat[k], single[k].flat[0])
+        assert all(torch.equal(p, q) for p, q in zip(agents[k].parameters(), alone[k].parameters()))
+
+
+def test_stacked_layers_are_autograd_s_to_the_last_bit():
+    """The population's fused hidden layer and its linear layer compute tanh(linear) and linear exactly as autograd
+    does, forward and backward (their speed devices change no number)."""
+    from sandbox.models.mlp import _StackedLinear, _StackedTanhLayer, tanh
+
+    def plain(h, w, b):
+        return torch.baddbmm(b.unsqueeze(1), h.reshape(h.shape[0], -1, h.shape[-1]), w.transpose(1, 2))
+
+    torch.manual_seed(0)
+    for w_shape, h_shape in [((3, 64, 4), (3, 32, 4)), ((3, 64, 64), (3, 32, 64)), ((3, 2, 64), (3, 5, 7, 64))]:
+        for fused, reference in ((_StackedTanhLayer.apply, lambda *a: tanh(plain(*a))), (_StackedLinear.apply, plain)):
+            w0, b0, h0 = torch.randn(*w_shape) * 0.3, torch.randn(*w_shape[:-1]), torch.randn(*h_shape)
+            got = []
+            for f in (fused, reference):
+                w, b, h = (t.clone().requires_grad_() for t in (w0, b0, h0))
+                y = f(h, w, b).reshape(3, -1, w_shape[1])
+                (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+                got.append((y.detach(), w.grad, b.grad, h.grad))
+            assert all(torch.equal(x, y) for x, y in zip(*got))
+
+
+def test_the_metrics_of_every_member_at_once_are_each_member_s_own():
+    """members_update_metrics over padded minibatches of three members equals update_metrics of each member's own
+    rows; a member that takes no part in a minibatch, or takes no step after it, is counted as alone."""
+    from sandbox.algos.diagnostics import Seen, Taken, members_update_metrics, update_metrics
+
+    torch.manual_seed(0)
+    K, S, taken, own = 3, 10, [], {k: [] for k in range(3)}
+    for j in range(4):
+        counts = torch.tensor([S, 7, 4 if j < 3 else 0])
+        valid = torch.arange(S)[None] < counts[:, None]
+        seen = Seen(
+            torch.randn(K, S) * 0.1, torch.randn(K, S), torch.rand(K), torch.randn(K), torch.rand(K),
+            keep=torch.rand(K, S) > 0.2, valid=valid,
+        )  # fmt: skip
+        took, stepped, norms = counts > 0, torch.tensor([True, j != 1, j < 2]) & (counts > 0), torch.rand(K)
+        taken.append(Taken(seen, took, stepped, norms))
+        for k in range(K):
+            if took[k]:
+                n = int(counts[k])
+                own[k].append(
+                    Seen(seen.logratio[k, :n], seen.adv[k, :n], seen.entropy[k], seen.policy_loss[k],
+                         seen.value_loss[k], keep=seen.keep[k, :n], grad_norm=norms[k] if stepped[k] else None)
+                )  # fmt: skip
+    together = members_update_metrics(taken, [4, 3, 2], 0.2, 0.3)
+    for k in range(K):
+        alone = update_metrics(own[k], 0.2, [4, 3, 2][k], 0.3)
+        assert together[k].keys() == alone.keys()
+        for name in alone:
+            a, b = together[k][name], alone[name]
+            assert (a != a and b != b) or abs(a - b) <= 1e-6 * max(1.0, abs(b)), (k, name, a, b)
+
+
+def test_bench_population_counts_the_update_s_flops_and_prints_every_section():
+    """The GFLOP/s of a 2-member population's update on the preset (a second), and the report's sections."""
+    from sandbox.bench.population_speed import GFLOPS_CASES, format_population, update_gflops
+
+    case = next(iter(GFLOPS_CASES))
+    g = update_gflops(case, k=2)
+    # actor 4 -> 64 -> 64 -> 2 and critic 4 -> 64 -> 64 -> 1, 256 rows a member: forward, and backward without the
+    # observations' gradient
+    layers = [(4, 64, True), (64, 64, False), (64, 2, False), (4, 64, True), (64, 64, False), (64, 1, False)]
+    assert g["gflop_per_step"] == pytest.approx(sum(2 * 2 * 256 * i * o * (2 if f else 3) for i, o, f in layers) / 1e9)
+    assert 0 < g["update_gflops"] and 0 < g["plain_baddbmm_gflops"] and 0 < g["matmul_gflops"]
+    run = {"cpu_s": 2.0, "wall_s": 2.0, "final_returns": [1.0, 2.0], "solved": [True, False]}
+    setting = {"population": run, "separate": run, "speedup_cpu": 1.0, "speedup_wall": 1.0, "p_value": 1.0}
+    setting["iqm"] = {"population": 1.5, "separate": 1.5}
+    result = {
+        "k": 2, "machine": "m", "settings": {"preset cartpole, 30k steps": setting},
+        "acrobot": {"k": 2, "ratio": 6.0, "target": 5.9, "ours": run | {"seeds": 2}, "sb3": run | {"seeds": 1}},
+        "gflops": [g], "profile": {"update": 0.5},
+    }  # fmt: skip
+    text = format_population(result)
+    assert "population / SB3: 6.00 (target >= 5.9): met" in text and case in text and "update: 50%" in text

@@ -43,14 +43,16 @@ def test_mode_off_sets_p_to_zero_and_other_modes_report_p():
 
 def test_rollout_eval_samples_without_dropout_and_updates_with_it(monkeypatch):
     """The mechanism behind the table: record the train/eval state of the actor at every forward."""
+    from sandbox.models.stacked import StackedAgent
+
     seen = []
-    original = Agent.act
+    original = StackedAgent.act
 
-    def spy(self, obs, mask=None):
-        seen.append(("act", self.actor.training, mask is not None))
-        return original(self, obs, mask)
+    def spy(self, obs, actor_mask, noise):
+        seen.append(("act", self.template.actor.training, actor_mask is not None))
+        return original(self, obs, actor_mask, noise)
 
-    monkeypatch.setattr(Agent, "act", spy)
+    monkeypatch.setattr(StackedAgent, "act", spy)
     sandbox.train(small(dropout=0.3, dropout_mode="rollout-eval", total_steps=256))
     assert seen and all(s == ("act", False, False) for s in seen)
     seen.clear()

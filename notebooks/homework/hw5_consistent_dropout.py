@@ -48,11 +48,11 @@ FAST = os.environ.get("SANDBOX_FAST") == "1"
 # - else, `fresh` (train mode and p > 0): return `draw(shape, p)`;
 # - else (eval mode, or p = 0): return `None`, no dropout.
 #
-# **Storing** is the trainer's job, and worth reading: in consistent mode `Rollout.collect` in `sandbox/algos/ppo.py`
-# draws each step's masks with `agent.sample_mask` (your `dropout_mask`), acts with them and keeps them in
-# `self.masks[t]`; the update hands the minibatch's stored masks to `agent.evaluate(obs, actions, masks)`, and your
-# `layer_mask` replays them. The tiny GPT does the same with one `SeqMasks` per sequence (`sandbox/models/gpt.py`):
-# the KV-cached sampler and the whole-sequence update index the same tensors.
+# **Storing** is the trainer's job, and worth reading: in consistent mode `Population.collect` in
+# `sandbox/algos/population.py` draws each step's masks with `agent.sample_mask` (your `dropout_mask`), acts with them
+# and keeps them in the rollout's `masks[t]`; the update hands the minibatch's stored masks to the networks
+# (`Population.evaluate`), and your `layer_mask` replays them. The tiny GPT does the same with one `SeqMasks` per
+# sequence (`sandbox/models/gpt.py`): the KV-cached sampler and the whole-sequence update index the same tensors.
 #
 # **The trap.** "Train mode means fresh masks" is what `nn.Dropout` does, and it is exactly naive dropout: the update
 # then evaluates a different random network from the one that chose the action, and the ratio is noise before any

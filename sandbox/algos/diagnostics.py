@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -44,9 +44,12 @@ UPDATE_METRICS = (
 
 @dataclass
 class Seen:
-    """What one minibatch saw: one entry per sample (per valid token; a sample per dropout copy with multi-sample
-    dropout) for the log-ratios, the advantages as used in the loss and which samples sample dropout kept; then the
-    minibatch's loss terms, and the gradient norm (None if target_kl stopped the update before this step)."""
+    """What one minibatch saw, for each of K members of a population (one run: K = 1). Per sample ``(K, S)`` (a sample
+    per valid token; a sample per dropout copy with multi-sample dropout; one run may give ``(S,)``): the log-ratios,
+    the advantages as used in the loss, which samples sample dropout kept (None: all), and ``valid``, which samples are
+    each member's own (None: all; a population pads its minibatches). Per member ``(K,)`` (one run: scalars): the
+    minibatch's loss terms, and the gradient norm (one run's, for :func:`update_metrics`: None if ``target_kl``
+    stopped the update before this step)."""
 
     logratio: torch.Tensor
     adv: torch.Tensor
@@ -55,39 +58,78 @@ class Seen:
     value_loss: torch.Tensor | None = None  # None: the algorithm has no value function (GRPO)
     keep: torch.Tensor | None = None  # None: every sample kept
     grad_norm: torch.Tensor | None = None
+    valid: torch.Tensor | None = None  # None: every sample is a member's own
+
+
+class Taken(NamedTuple):
+    """One minibatch of an update, as the update loop saw it: what it ``seen``, which members took part in it (the
+    rest have no rows in it), which of them took a gradient step after it, and their gradient norms before clipping
+    (None: no step)."""
+
+    seen: Seen
+    took_part: torch.Tensor
+    stepped: torch.Tensor
+    grad_norm: torch.Tensor | None
 
 
 @torch.no_grad()
 def update_metrics(
     seen: list[Seen], clip_coef: float, epochs_done: int, clip_coef_high: float | None = None
 ) -> dict[str, float]:
-    """The update's diagnostics with the reference maths: ``first_*`` from the first minibatch (before any
-    gradient step), the rest as means over the minibatches that took a gradient step."""
-    if not seen:
-        return {k: math.nan for k in UPDATE_METRICS} | {"epochs_done": epochs_done}
-    sizes = torch.tensor([len(s.logratio) for s in seen])
-    segment = torch.repeat_interleave(torch.arange(len(seen)), sizes)
+    """The update's diagnostics for one run, from what each of its minibatches saw (its ``grad_norm`` None where no
+    step followed): :func:`members_update_metrics` for a population of one."""
+    one, yes = torch.tensor([True]), torch.tensor([True])
+    taken = [
+        Taken(s, one, yes if s.grad_norm is not None else ~yes, None if s.grad_norm is None else s.grad_norm.reshape(1))
+        for s in seen
+    ]
+    return members_update_metrics(taken, [epochs_done], clip_coef, clip_coef_high)[0]
 
-    def per_minibatch_sum(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(len(seen)).index_add_(0, segment, x.float())
 
-    def per_minibatch_mean(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        if weight is None:
+@torch.no_grad()
+def members_update_metrics(
+    taken: list[Taken], epochs_done: Sequence[int | None], clip_coef: float, clip_coef_high: float | None = None
+) -> dict[int, dict[str, float]]:
+    """The update's diagnostics for every member k with ``epochs_done[k]`` (None: not in this update), with the
+    reference maths, for all members at once: ``first_*`` from the member's first minibatch (before any gradient
+    step), the rest as means over the minibatches after which it took a gradient step."""
+    members = [k for k, e in enumerate(epochs_done) if e is not None]
+    empty = {k: math.nan for k in UPDATE_METRICS}
+    if not taken:
+        return {k: empty | {"epochs_done": epochs_done[k]} for k in members}
+    K = len(epochs_done)
+
+    def samples(x: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:  # (K, S) -> (S, K), as float
+        x = torch.ones_like(like, dtype=torch.bool) if x is None else x
+        return x.reshape(K, -1).T.float()
+
+    per_sample = [(t.seen, t.seen.logratio.reshape(K, -1)) for t in taken]
+    logratio = torch.cat([lr.T for _, lr in per_sample])  # (samples of every minibatch, K)
+    adv = torch.cat([samples(s.adv.expand_as(s.logratio), lr) for s, lr in per_sample])
+    keep = torch.cat([samples(s.keep, lr) for s, lr in per_sample])
+    took = torch.stack([t.took_part for t in taken])  # (minibatches, K)
+    weight = torch.cat([samples(s.valid, lr) * took[j] for j, (s, lr) in enumerate(per_sample)])  # a member's own
+    segment = torch.repeat_interleave(torch.arange(len(taken)), torch.tensor([lr.shape[1] for _, lr in per_sample]))
+
+    def per_minibatch_sum(x: torch.Tensor) -> torch.Tensor:  # (minibatches, K)
+        return torch.zeros(len(taken), K).index_add_(0, segment, x * weight)
+
+    sizes = per_minibatch_sum(torch.ones(()))
+
+    def per_minibatch_mean(x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        if w is None:
             return per_minibatch_sum(x) / sizes
-        return per_minibatch_sum(x * weight) / per_minibatch_sum(weight)  # NaN where the weight is all 0
+        return per_minibatch_sum(x * w) / per_minibatch_sum(w)  # NaN where the weight is all 0
+
+    def per_member(x: list[torch.Tensor | None]) -> torch.Tensor:  # one value per member and minibatch
+        return torch.stack([torch.full((K,), math.nan) if v is None else v.reshape(K).float() for v in x])
 
     high = clip_coef if clip_coef_high is None else clip_coef_high
-    logratio = torch.cat([s.logratio for s in seen])
-    adv = torch.cat([s.adv for s in seen])
-    keep = torch.cat(
-        [s.keep if s.keep is not None else torch.ones_like(s.logratio, dtype=torch.bool) for s in seen]
-    ).float()
     ratio = logratio.exp()
     dev = (ratio - 1).abs()
     x = ratio * adv
     dropped = 1.0 - keep
-    nan = torch.tensor(math.nan)
-    columns = {  # one value per minibatch each
+    columns = {  # one value per minibatch and member each
         "ratio_dev": per_minibatch_mean(dev),  # mean |r - 1|
         "clipfrac": per_minibatch_mean(((ratio > 1 + high) | (ratio < 1 - clip_coef)).float()),
         "approx_kl": per_minibatch_mean(kl_k3(-logratio)),  # k3
@@ -97,26 +139,31 @@ def update_metrics(
         "dropped_frac": per_minibatch_mean(dropped),
         "dropped_frac_pos": per_minibatch_mean(dropped, (adv > 0).float()),
         "dropped_frac_neg": per_minibatch_mean(dropped, (adv < 0).float()),
-        "entropy": torch.tensor([float(s.entropy) for s in seen]),
-        "policy_loss": torch.tensor([float(s.policy_loss) for s in seen]),
-        "value_loss": torch.tensor([float(s.value_loss if s.value_loss is not None else nan) for s in seen]),
+        "entropy": per_member([t.seen.entropy for t in taken]),
+        "policy_loss": per_member([t.seen.policy_loss for t in taken]),
+        "value_loss": per_member([t.seen.value_loss for t in taken]),
     }
-    table = torch.stack(list(columns.values()), dim=1)  # (minibatches, columns)
-    first = dict(zip(columns, table[0].tolist()))
-    stepped = torch.tensor([s.grad_norm is not None for s in seen])
-    if bool(stepped.any()):
-        means = dict(zip(columns, table[stepped].nanmean(0).tolist()))
-        grad_norm = torch.stack([s.grad_norm for s in seen if s.grad_norm is not None]).mean().item()
-    else:
-        means, grad_norm = dict.fromkeys(columns, math.nan), math.nan
-    return {
-        "first_ratio_dev": first["ratio_dev"],
-        "first_clipfrac": first["clipfrac"],
-        "first_approx_kl": first["approx_kl"],
-        **{k: means[k] for k in columns if k != "ratio_dev"},
-        "grad_norm": grad_norm,
-        "epochs_done": epochs_done,
-    }
+    table = torch.stack(list(columns.values()), dim=1)  # (minibatches, columns, K)
+    stepped = torch.stack([t.stepped for t in taken])  # (minibatches, K)
+    means = torch.where(stepped[:, None, :], table, math.nan).nanmean(0).T.tolist()  # (K, columns)
+    first = table[took.float().argmax(0), :, torch.arange(K)].tolist()  # each member's first minibatch: (K, columns)
+    out = {}
+    for k in members:
+        if not bool(took[:, k].any()):
+            out[k] = empty | {"epochs_done": epochs_done[k]}
+            continue
+        norms = [t.grad_norm[k] for t in taken if t.grad_norm is not None and bool(t.stepped[k])]
+        mean = dict(zip(columns, means[k])) if norms else dict.fromkeys(columns, math.nan)
+        f = dict(zip(columns, first[k]))
+        out[k] = {
+            "first_ratio_dev": f["ratio_dev"],
+            "first_clipfrac": f["clipfrac"],
+            "first_approx_kl": f["approx_kl"],
+            **{c: mean[c] for c in columns if c != "ratio_dev"},
+            "grad_norm": torch.stack(norms).mean().item() if norms else math.nan,
+            "epochs_done": epochs_done[k],
+        }
+    return out
 
 
 def gradient_noise(
@@ -198,10 +245,10 @@ class FlatnessProbe:
         return update % self.every == 0 and len(self.trajectory) == self.trajectory.maxlen
 
     def measure(self, held_loss: Callable[[], "MinibatchLoss"]) -> tuple[dict, list[dict]]:  # noqa: F821
-        """``held_loss()``: the trainer's objective on the held batch at the current weights (its ``policy_loss``, and
-        ``seen.adv``, the advantages as the loss uses them). Returns the row's columns (``flat_slope``,
-        ``curv_slope``) and one row per direction for ``flatness.csv``; nothing when the batch has nothing to learn
-        from (every token left out, or every advantage 0)."""
+        """``held_loss()``: the trainer's objective on the held batch at the current weights, for the one network
+        (its ``policy_loss``, and ``seen.adv``, the advantages as the loss uses them). Returns the row's columns
+        (``flat_slope``, ``curv_slope``) and one row per direction for ``flatness.csv``; nothing when the batch has
+        nothing to learn from (every token left out, or every advantage 0)."""
         state = torch.get_rng_state()
         try:
             with dropout_off(self.module):
@@ -212,7 +259,7 @@ class FlatnessProbe:
                 if rise == 0:  # every advantage 0: the loss is flat in every direction, nothing to measure
                     return {}, []
                 trajectory = torch.stack(list(self.trajectory))
-                d = variance_flatness(trajectory, lambda: held_loss().policy_loss, self.params, self.k, rise)
+                d = variance_flatness(trajectory, lambda: held_loss().policy_loss.sum(), self.params, self.k, rise)
         finally:
             torch.set_rng_state(state)
         uncensored = [not c for c in d["censored"]]

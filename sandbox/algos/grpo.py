@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..maths import Maths
+from ..models.mlp import FlatParams
 from ..runs.rundir import RunLog, RunResult
 from .groups import EpisodeGroups, LanguageGroups
 from .learner import Learner, MinibatchLoss
@@ -50,7 +51,7 @@ def train_grpo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = Non
     source = LanguageGroups(cfg, maths) if cfg.is_lang else EpisodeGroups(cfg, maths)
     policy = source.policy
     policy_params = [q for q in policy.parameters() if q.requires_grad]
-    learner, beta = Learner(policy, cfg, policy_params), Beta(cfg, maths)
+    learner, beta = Learner(FlatParams(policy), cfg, policy_params), Beta(cfg, maths)
     components = {"learner": learner, "beta": beta}  # what a checkpoint saves besides the run and the source
     with Run(cfg, log, maths, source, budget=cfg.total_steps, components=components, resume=resume) as run:
         for update in run.updates():

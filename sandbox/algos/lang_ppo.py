@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..config import Config
 from ..maths import Maths, explained_variance
+from ..models.mlp import FlatParams
 from ..runs.rundir import RunLog, RunResult
 from .groups import LanguageGroups
 from .lang_rollout import LangBatch, sequence_logp
@@ -41,7 +42,7 @@ def train_lang_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None =
     source = LanguageGroups(cfg, maths, with_value_head=True)
     policy = source.policy
     policy_params = [q for k, q in policy.named_parameters() if not k.startswith("value_head")]
-    learner, beta = Learner(policy, cfg, policy_params), Beta(cfg, maths)
+    learner, beta = Learner(FlatParams(policy), cfg, policy_params), Beta(cfg, maths)
     components = {"learner": learner, "beta": beta}  # what a checkpoint saves besides the run and the source
     with Run(cfg, log, maths, source, budget=cfg.total_steps, components=components, resume=resume) as run:
         for update in run.updates():

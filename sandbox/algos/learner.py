@@ -1,25 +1,54 @@
-"""The mechanics of an update that every trainer shares: the optimiser, the minibatch loop, the gradient step.
+"""The update every trainer shares, written once: the optimiser, the minibatch loop, early stopping on ``target_kl``,
+the gradient clip, the non-finite guard and the update's diagnostics, for one network or for the K members of a
+population of seeds alike (a single run is the population of one).
 
-A trainer writes its objective as a function of one minibatch, ``minibatch_loss(idx) -> MinibatchLoss``; then
-``learner.optimise(minibatch_loss, ...)`` runs ``epochs`` passes of shuffled minibatches over it, stops early on
-``target_kl``, guards against a non-finite loss, steps Adam, and returns what it measured: the update's metrics
-(:mod:`sandbox.algos.diagnostics`) and, with ``--flatness-every``, the rows of ``flatness.csv``, for the trainer to
-log. The objective stays in the trainer, where the reader is.
+A trainer writes its objective as a function of one minibatch, ``objective(idx) -> MinibatchLoss``; then
+``learner.optimise(objective, n, epochs, run)`` (a population's: :meth:`Learner.optimise_members`, with every member's
+minibatch at once) runs ``epochs`` passes of shuffled minibatches over it, stops early on
+``target_kl``, guards against a non-finite loss, clips the gradient, steps Adam, and returns what it measured: the
+update's metrics (:mod:`sandbox.algos.diagnostics`) and, with ``--flatness-every``, the rows of ``flatness.csv``, for
+the trainer to log. The objective stays in the trainer, where the reader is.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import Config
-from ..maths import kl_k3
 from ..models.mlp import FlatParams
-from .diagnostics import FlatnessProbe, Seen, gradient_noise, update_metrics
+from ..models.stacked import StackedAdam
+from .diagnostics import FlatnessProbe, Seen, Taken, gradient_noise, members_update_metrics
+
+Rows = Tensor | slice
+"""The rows of a batch a minibatch takes: indices, or ``slice(None)`` for all of them, in order."""
+
+
+class Batches(Protocol):
+    """What the update loop needs of the batch it optimises over: each member's number of samples (None: the member
+    takes no part), and the minibatch of given rows of every member, as the objective takes it."""
+
+    sizes: Sequence[int | None]
+
+    def minibatch(self, rows: list[Rows | None]): ...
+
+
+@dataclass
+class OneBatch:
+    """A single run's batch of ``n`` samples (or sequences), as the update loop sees it: a minibatch is its rows."""
+
+    n: int
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.n]
+
+    def minibatch(self, rows: list[Rows | None]) -> Rows:
+        return rows[0]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,115 +57,169 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class MinibatchLoss:
-    """What a trainer's objective returns for one minibatch."""
+    """What an objective returns for one minibatch: for one run, or for each member of a population (``(K,)``)."""
 
     loss: Tensor
-    """The scalar the gradient step minimises."""
+    """What the gradient step minimises: a scalar, or one per member ``(K,)`` (their sum is differentiated)."""
     policy_loss: Tensor
     """The policy term alone, with its gradient (what the gradient-noise diagnostics differentiate)."""
+    approx_kl: Tensor
+    """k3 of the minibatch's log-ratios, the mean per member: what ``target_kl`` reads, before the step."""
     seen: Seen
-    """What the update's metrics are computed from."""
+    """What the minibatch saw, what the update's metrics are computed from."""
     skip: bool = False
     """Nothing to learn from in this minibatch (every token left out): no step, no metrics."""
 
 
 class Learner:
-    """The parameters of ``module`` and their optimiser: Adam (eps ``adam_eps``) over all weights held in one flat
-    tensor (:class:`~sandbox.models.mlp.FlatParams`, one kernel per step), the global gradient-norm clip, and the
-    learning rate the trainer sets before each update from the run's schedule (:meth:`set_lr`). ``policy_params``: the
-    parameters whose gradient noise ``--grad-diag-every`` and whose variance-flatness relation ``--flatness-every``
-    measure (default: all of them)."""
+    """The parameters ``params`` (:class:`~sandbox.models.mlp.FlatParams`: the weights of one network, or of every
+    member of a population, as rows of one tensor) and their optimiser: Adam (eps ``adam_eps``, one fused kernel for
+    every member, :class:`~sandbox.models.stacked.StackedAdam`), the global gradient-norm clip per member, and the
+    learning rate the trainer sets before each update from the run's schedule (:meth:`set_lr`). ``policy_params``:
+    the parameters whose gradient noise ``--grad-diag-every`` and whose variance-flatness relation
+    ``--flatness-every`` measure (default: all of them; one network only). ``generators``: member k shuffles its
+    minibatches with ``generators[k]`` (default: torch's global generator, as a single run always has)."""
 
-    def __init__(self, module: nn.Module, cfg: Config, policy_params: Iterable[Tensor] | None = None):
-        self.cfg = cfg
+    def __init__(
+        self,
+        params: FlatParams,
+        cfg: Config,
+        policy_params: Iterable[Tensor] | None = None,
+        generators: Sequence[torch.Generator | None] | None = None,
+    ):
+        self.cfg, self.params = cfg, params
+        module = params.modules[0]
         self.policy_params = list(module.parameters() if policy_params is None else policy_params)
-        self.params = FlatParams(module)
-        self.optimizer = torch.optim.Adam([self.params.flat], lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
+        self.optimizer = StackedAdam(params, cfg.learning_rate, cfg.adam_eps)
+        self.generators = list(generators) if generators is not None else [None] * len(params.modules)
         self.flatness = FlatnessProbe(cfg, module, self.policy_params) if cfg.flatness_every else None
 
     def set_lr(self, lr: float) -> None:
         """The learning rate of the next steps (the run's schedule anneals it with ``anneal_lr``)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def step(self, loss: Tensor, where: str, seen: Seen) -> Tensor:
-        """One gradient step on ``loss``; returns the gradient norm before clipping. A NaN or infinite loss raises
-        :class:`NonFiniteLossError` instead (``where`` and ``seen``'s loss terms name it), before any weight moves."""
-        if not math.isfinite(loss.item()):
-            terms = {"policy_loss": seen.policy_loss, "value_loss": seen.value_loss, "entropy": seen.entropy}
-            shown = ", ".join(f"{k}={float(v)}" for k, v in terms.items() if v is not None)
-            raise NonFiniteLossError(f"non-finite loss at {where}: {shown}")
-        self.params.zero_grad()
-        loss.backward()
-        grad_norm = self.params.clip_grad_norm_(self.cfg.max_grad_norm)
-        self.optimizer.step()
-        return grad_norm
+        self.optimizer.lr = lr
 
     def optimise(
-        self, minibatch_loss: Callable[[Tensor | slice], MinibatchLoss], n: int, epochs: int, run, unit: str = "epoch"
+        self, objective: Callable[[Rows], MinibatchLoss], n: int, epochs: int, run, unit: str = "epoch"
     ) -> tuple[dict[str, float], list[dict]]:
-        """``epochs`` passes over ``n`` samples (transitions, or sequences), each split at random into
-        ``num_minibatches`` nearly equal minibatches (one minibatch: the whole batch, ``slice(None)``, unshuffled,
-        since a mean does not depend on the order). A minibatch whose loss says ``skip`` is passed over.
+        """The update of one run: :meth:`optimise_members` for a population of one, with ``objective(idx)`` the loss
+        on the samples (or sequences) ``idx`` of the batch of ``n``. Returns the update's metrics and the
+        variance-flatness diagnostic's rows."""
+        stats, flatness, _ = self.optimise_members(objective, OneBatch(n), epochs, [run], unit)
+        return stats[0], flatness[0]
 
-        ``target_kl``: stop the update once a minibatch's approx_kl (k3 of its log-ratios) exceeds it, checked
-        before that minibatch's step. Every ``grad_diag_every`` updates, the gradient noise of the policy loss is
-        measured first, and every ``flatness_every`` updates the variance-flatness relation, both without changing
-        training. ``run`` gives the update number and the clip ranges (for the clip fractions); nothing is written
-        into it. Returns the update's metrics, ``epochs_done`` included (0 when ``n`` is 0: nothing to learn), and the
-        variance-flatness diagnostic's rows for ``flatness.csv`` (none unless it measured in this update).
-        """
-        diagnostics, flatness_rows = self._diagnostics(minibatch_loss, n, run) if n > 0 else ({}, [])
-        stats = self._epochs(minibatch_loss, n, epochs, run, unit) | diagnostics
+    def optimise_members(
+        self, objective: Callable, batch: Batches, epochs: int, runs: Sequence, unit: str = "epoch"
+    ) -> tuple[dict[int, dict[str, float]], dict[int, list[dict]], dict[int, NonFiniteLossError]]:
+        """``epochs`` passes over each member's batch, of ``batch.sizes[k]`` samples (None: member k left the
+        population and takes no part), each split at random into ``num_minibatches`` nearly equal minibatches (one
+        minibatch: the whole batch, ``slice(None)``, unshuffled, since a mean does not depend on the order);
+        minibatch j of every member goes through the objective together, ``objective(batch.minibatch(rows))`` with
+        ``rows[k]`` member k's rows (None: k has none in it). A minibatch whose loss says ``skip`` is passed over.
+
+        Per member, as if it trained alone: ``target_kl`` stops its update once a minibatch's ``approx_kl`` exceeds
+        it, checked before that minibatch's step; a non-finite loss stops it before any weight moves (one run: raises
+        :class:`NonFiniteLossError`; a population: the member is reported in ``failed`` and the others go on); its
+        gradient is clipped to its own norm. Every ``grad_diag_every`` updates the gradient noise of the policy loss
+        is measured first, and every ``flatness_every`` updates the variance-flatness relation, both without
+        changing training (one network only). ``runs[k]`` gives member k's update number and clip ranges (for the
+        clip fractions); nothing is written into it.
+
+        Returns, for every member that took part and did not fail: the update's metrics, ``epochs_done`` included (0
+        when its batch was empty: nothing to learn), and the flatness rows (none unless measured in this update);
+        and ``failed``, each failed member's error."""
+
+        def loss(rows: list[Rows | None]) -> MinibatchLoss:
+            return objective(batch.minibatch(rows))
+
+        diagnostics, flatness_rows = {}, []
+        if len(batch.sizes) == 1 and batch.sizes[0]:
+            diagnostics, flatness_rows = self._diagnostics(loss, batch.sizes[0], runs[0])
+        taken, epochs_done, failed = self._epochs(loss, batch.sizes, epochs, runs, unit)
+        schedule = runs[next(k for k, n in enumerate(batch.sizes) if n is not None)].schedule  # every member's
+        metrics = members_update_metrics(taken, epochs_done, schedule.clip_coef, schedule.clip_coef_high)
+        stats = {k: m | diagnostics for k, m in metrics.items()}
         if self.flatness is not None:
             self.flatness.record()  # the weights after this update: the next windows' trajectory
-        return stats, flatness_rows
+        return stats, {k: flatness_rows for k in stats}, failed
 
-    def _epochs(
-        self, minibatch_loss: Callable[[Tensor | slice], MinibatchLoss], n: int, epochs: int, run, unit: str
-    ) -> dict[str, float]:
-        cfg, clip = self.cfg, (run.schedule.clip_coef, run.schedule.clip_coef_high)
-        seen: list[Seen] = []
-        if n == 0:
-            return update_metrics(seen, clip[0], 0, clip[1])
-        num_minibatches = min(cfg.num_minibatches, n)
+    def _epochs(self, objective, sizes, epochs: int, runs, unit: str):
+        """The minibatch loop: what each minibatch saw (:class:`~sandbox.algos.diagnostics.Taken`), each member's
+        epochs done (None: not in this update), and the members that failed."""
+        cfg, K = self.cfg, len(sizes)
+        parts = {k: min(cfg.num_minibatches, n) for k, n in enumerate(sizes) if n}
+        epochs_done = [None if n is None else epochs if k in parts else 0 for k, n in enumerate(sizes)]
+        stepping, failed, taken = list(parts), {}, []
         for epoch in range(epochs):
-            parts = [slice(None)] if num_minibatches == 1 else torch.tensor_split(torch.randperm(n), num_minibatches)
-            for idx in parts:
-                mb = minibatch_loss(idx)
+            order = {
+                k: [slice(None)]
+                if parts[k] == 1
+                else torch.randperm(sizes[k], generator=self.generators[k]).tensor_split(parts[k])
+                for k in stepping
+            }
+            for j in range(max((len(o) for o in order.values()), default=0)):
+                now = [k for k in stepping if j < len(order[k])]
+                mb = objective([order[k][j] if k in now else None for k in range(K)])
                 if mb.skip:
                     continue
-                seen.append(mb.seen)
-                if cfg.target_kl is not None and kl_k3(-mb.seen.logratio).mean().item() > cfg.target_kl:
-                    return update_metrics(seen, clip[0], epoch, clip[1])  # this minibatch: no step
-                mb.seen.grad_norm = self.step(mb.loss, f"update {run.update_index}, {unit} {epoch + 1}", mb.seen)
-        return update_metrics(seen, clip[0], epochs, clip[1])
+                kl = mb.approx_kl.reshape(-1).tolist() if cfg.target_kl is not None else None
+                loss = mb.loss.detach().reshape(-1).tolist()
+                step = []
+                for k in now:
+                    if kl is not None and kl[k] > cfg.target_kl:
+                        epochs_done[k] = epoch  # this minibatch: no step for k, and no more this update
+                        stepping.remove(k)
+                    elif not math.isfinite(loss[k]):
+                        error = _non_finite(mb.seen, k, f"update {runs[k].update_index}, {unit} {epoch + 1}")
+                        if K == 1:
+                            raise error
+                        failed[k], epochs_done[k] = error, None
+                        stepping.remove(k)
+                    else:
+                        step.append(k)
+                norms = None
+                if step:
+                    self.params.zero_grad()
+                    (mb.loss if len(step) == K else mb.loss[step]).sum().backward()
+                    norms = self.params.clip_grad_norm_(cfg.max_grad_norm)
+                    self.optimizer.step(step)
+                taken.append(Taken(mb.seen, _members(now, K), _members(step, K), norms))
+        return taken, epochs_done, failed
 
-    def _diagnostics(
-        self, minibatch_loss: Callable[[Tensor | slice], MinibatchLoss], n: int, run
-    ) -> tuple[dict[str, float], list[dict]]:
+    def _diagnostics(self, objective, n: int, run) -> tuple[dict[str, float], list[dict]]:
         """The measurements taken before the update's first step (``--grad-diag-every``, ``--flatness-every``): their
         columns of the metrics row, and the flatness diagnostic's rows."""
         cfg, out, rows = self.cfg, {}, []
         if cfg.grad_diag_every and run.update_index % cfg.grad_diag_every == 0:
-            policy_loss = lambda idx: minibatch_loss(idx).policy_loss  # noqa: E731
+            policy_loss = lambda idx: objective([idx]).policy_loss.sum()  # noqa: E731
             out |= gradient_noise(policy_loss, n, max(min(cfg.num_minibatches, n), 4), self.policy_params)
         if self.flatness is not None and self.flatness.due(run.update_index):
             # the whole batch, held; with several minibatches as an index of every sample, so that PPO normalises its
             # advantages as a minibatch step does (one minibatch: the trainer normalised the batch once already)
             whole = slice(None) if cfg.num_minibatches == 1 else torch.arange(n)
-            columns, rows = self.flatness.measure(lambda: minibatch_loss(whole))
+            columns, rows = self.flatness.measure(lambda: objective([whole]))
             out |= columns
         return out, rows
 
     def state_dict(self) -> dict:
         """Adam's state; with ``--flatness-every``, also the weights of the diagnostic's window."""
-        if self.flatness is None:
-            return self.optimizer.state_dict()
-        return {"optimizer": self.optimizer.state_dict(), "flatness": self.flatness.state_dict()}
+        state = {"optimizer": self.optimizer.state_dict()}
+        return state if self.flatness is None else state | {"flatness": self.flatness.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if self.flatness is not None:
             self.flatness.load_state_dict(state["flatness"])
-            state = state["optimizer"]
-        self.optimizer.load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _members(ks: list[int], K: int) -> Tensor:
+    """``(K,)`` bool: True for the members ``ks``."""
+    out = torch.zeros(K, dtype=torch.bool)
+    out[ks] = True
+    return out
+
+
+def _non_finite(seen: Seen, k: int, where: str) -> NonFiniteLossError:
+    """The error of member k's NaN or infinite loss at ``where``, naming the minibatch's loss terms."""
+    terms = {"policy_loss": seen.policy_loss, "value_loss": seen.value_loss, "entropy": seen.entropy}
+    shown = ", ".join(f"{name}={float(v.reshape(-1)[k])}" for name, v in terms.items() if v is not None)
+    return NonFiniteLossError(f"non-finite loss at {where}: {shown}")

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config
-from ..maths import Maths
+from ..maths import Maths, kl_k3
 from .diagnostics import Seen
 from .learner import MinibatchLoss
 
@@ -84,6 +84,69 @@ def _keep(maths: Maths, cfg: Config, r: Tensor, a: Tensor) -> Tensor | None:
     return None if bool(keep.all()) else keep
 
 
+def member_surrogate(
+    maths: Maths, cfg: Config, per_sample: Tensor, ratio: Tensor, adv: Tensor, valid: Tensor | None
+) -> Surrogate:
+    """:func:`keep_aggregate_average` for each member of a population at once (Gym samples): ``per_sample`` and
+    ``ratio`` ``(K, S)`` or ``(copies, K, S)``, ``adv (K, S)``, ``valid (K, S)`` the rows that are each member's own
+    (its first ones; None: every row). Returns the loss per member ``(K,)`` and the keep-mask (None: every sample
+    kept). Without sample dropout one mean per member and copy; with it, each member's step on its own rows (which
+    samples a member keeps is its own business)."""
+    if cfg.sample_dropout == "none":
+        if per_sample.dim() == 2:
+            return Surrogate(member_mean(per_sample, valid), None)
+        return Surrogate(torch.stack([member_mean(copy, valid) for copy in per_sample]).mean(0), None)
+    K, S = adv.shape
+    sizes = [S] * K if valid is None else valid.sum(dim=1).tolist()
+    losses, keep = [], torch.zeros_like(per_sample, dtype=torch.bool)
+    for k, n in enumerate(sizes):
+        if n == 0:  # not in this minibatch (a population's padding only)
+            losses.append(per_sample[..., k, :0].sum())
+            continue
+        member = keep_aggregate_average(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
+        losses.append(member.loss)
+        keep[..., k, :n] = member.keep
+    return Surrogate(torch.stack(losses), keep)
+
+
+def member_mean(x: Tensor, valid: Tensor | None) -> Tensor:
+    """The mean over each member's rows, and over multi-sample dropout's copies in front: ``x (..., K, S)`` ->
+    ``(K,)``. ``valid (K, S)``: the rows that are a member's own (a population pads its minibatches); None: all."""
+    K = x.shape[-2]
+    if valid is None:
+        return x.mean(-1) if x.dim() == 2 else x.movedim(-2, 0).reshape(K, -1).mean(-1)
+    v = valid.to(x.dtype)
+    copies = x.numel() // v.numel()
+    return (x * v).reshape(copies, *v.shape).sum(dim=(0, 2)) / (v.sum(dim=1) * copies).clamp(min=1)
+
+
+def member_normalize(adv: Tensor, valid: Tensor | None) -> Tensor:
+    """``maths.normalize_advantages`` over each member's rows of ``adv (K, S)`` (a member with fewer than 2 is left
+    alone); ``valid`` as in :func:`member_mean`."""
+    if valid is None:
+        if adv.shape[-1] < 2:
+            return adv
+        return (adv - adv.mean(-1, keepdim=True)) / (adv.std(-1, keepdim=True) + 1e-8)
+    v = valid.to(adv.dtype)
+    n = v.sum(dim=1, keepdim=True)
+    mean = (adv * v).sum(dim=1, keepdim=True) / n.clamp(min=1)
+    std = (((adv - mean) * v).square().sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+    return torch.where(n >= 2, (adv - mean) / (std + 1e-8), adv)
+
+
+def members_seen(logratio, adv, entropy, policy_loss, value_loss, keep, valid: Tensor | None) -> Seen:
+    """What one minibatch saw for every member: the per-sample tensors ``(copies, K, S)`` or ``(K, S)`` as ``(K,
+    samples)``, each member's samples its copies' side by side; ``valid (K, S)`` likewise."""
+    K, copies = logratio.shape[-2], logratio.numel() // (logratio.shape[-2] * logratio.shape[-1])
+
+    def per_member(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.expand_as(logratio).movedim(-2, 0).reshape(K, -1)
+
+    if valid is not None and copies > 1:
+        valid = valid.repeat(1, copies)
+    return Seen(per_member(logratio), per_member(adv), entropy, policy_loss, value_loss, per_member(keep), valid=valid)
+
+
 def aggregate(maths: Maths, cfg: Config, per_token: Tensor, mask: Tensor, max_len: int) -> Tensor:
     """``maths.aggregate_loss`` of a per-token term ``(B, n)``, or of each copy of ``(K, B, n)`` then their mean."""
     if per_token.dim() == 2:
@@ -123,7 +186,7 @@ def sequence_loss(
         None if value_loss is None else value_loss.detach(),
         keep=valid_samples(keep, valid),
     )
-    return MinibatchLoss(loss, pg_loss, seen, skip=not bool(valid.any()))
+    return MinibatchLoss(loss, pg_loss, kl_k3(-seen.logratio).mean(), seen, skip=not bool(valid.any()))
 
 
 def valid_samples(t: Tensor, valid: Tensor) -> Tensor:

@@ -1,53 +1,53 @@
-"""A population of seeds: K runs of one PPO config that differ only in their seed, trained together in one process.
+"""The seeds of a PPO run: K runs of one config that differ only in their seed, trained together in one process. A
+single run is the population of one (K = 1): ``sandbox/algos/ppo.py``'s trainer is written once, for K seeds, and
+what it calls here acts for every member at once.
 
 Why: these networks are so small that a CPU spends most of a gradient step in per-operation overhead, not in
 arithmetic. Stacking the K members' weights (``sandbox/models/stacked.py``) turns K forward and backward passes into
 one of batched matrix products, and K rollouts into one batched forward per step; seeds per CPU-second go up several
 times (README, "Populations").
 
-What stays the single-seed trainer's (``sandbox/algos/ppo.py``): every member has its own
-:class:`~sandbox.algos.rollout.Rollout` (environments, buffers, episodes), its own :class:`~sandbox.algos.run.Run` (run
-directory, annealing, dropout schedule, summary), its own beta, and its own random generator, which draws what the
-single-seed trainer draws, in the same order; the step rewards (``step_rewards``) and the logged row
-(``log_update``) are ppo.py's own functions, called member by member, and the objective is ppo.py's
-``objective_terms``, called once for all members with each mean taken over a member's own rows. What is batched: the
-networks' forward and backward passes, Adam (exact per member, with each member's own step count), and GAE (one call
-over every member's envs side by side, exact: its columns do not mix). Gradient clipping,
-advantage normalisation, early stopping on ``target_kl`` and the non-finite guard act per member: a member that
-stops or fails does not hold the others back.
+What stays each member's own: its :class:`~sandbox.algos.rollout.Rollout` (environments, buffers, episodes), its own
+:class:`~sandbox.algos.run.Run` (run directory, annealing, dropout schedule, summary), its own beta, and its own random
+generator, which draws what the member would draw alone, in the same order (a single run: torch's global generator,
+as it always has). What is batched: the networks' forward and backward passes (one network of a single run runs its
+own forward), Adam (exact per member, with each member's own step count), and GAE (one call over every member's envs
+side by side, exact: its columns do not mix). Gradient clipping, advantage normalisation, early stopping on
+``target_kl`` and the non-finite guard act per member (``sandbox/algos/learner.py``): a member that stops or fails
+does not hold the others back.
 
-Numbers: a member's metrics equal its single-seed run's up to float rounding (the batched products sum in another
-order, as on another CPU model), and are independent of the other members: changing one seed changes nothing else.
-Not supported in a population (``sandbox sweep`` runs such configs one seed at a time): ``save_every``,
-``stop_at_threshold``, ``grad_diag_every``, ``flatness_every``; language tasks and GRPO.
+Numbers: a member's metrics equal its single run's up to float rounding (the batched products sum in another order,
+as on another CPU model, and a member's minibatches are padded to a size fixed by the config), and are independent of
+the other members: changing one seed changes nothing else. A population of one computes a single run's numbers bit
+for bit. Not supported with more than one seed (``sandbox sweep`` runs such configs one seed at a time):
+``save_every``, ``stop_at_threshold``, ``grad_diag_every``, ``flatness_every``; language tasks and GRPO.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import math
-from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import Config, ConfigError, without
+from ..dropout import dropout_mask, layer_mask
 from ..envs.gym_tasks import StepTogether
-from ..maths import Maths, kl_k3
-from ..models.mlp import DropoutMLP
-from ..models.stacked import StackedAdam, StackedAgent
-from ..runs.rundir import RunLog, RunResult
-from .diagnostics import Seen, update_metrics
-from .learner import NonFiniteLossError
-from .objective import Beta, keep_aggregate_average
-from .ppo import log_update, objective_terms, step_rewards
+from ..maths import Maths
+from ..models.mlp import DropoutMLP, FlatParams
+from ..models.stacked import StackedAgent
+from .learner import NonFiniteLossError, Rows
 from .rollout import Batch, Rollout
 from .run import Run
 
+SHARED = ("obs_buf", "actions", "logp", "ref_logp", "rewards_np", "terminated_np", "dones_np", "valid", "masks")
+SHARED += ("obs", "prev_done")
+"""The rollouts' buffers, and the observations and episode ends that carry over, held for every member at once."""
+
 UNSUPPORTED = {"save_every": 0, "stop_at_threshold": False, "grad_diag_every": 0, "flatness_every": 0}
-"""Fields a population cannot take, with the only value it accepts."""
+"""Fields a population of several seeds cannot take, with the only value it accepts."""
 
 
 def check_population(cfgs: list[Config]) -> None:
@@ -78,66 +78,256 @@ def keep_freed_memory() -> None:
         pass
 
 
-def train_ppo_population(cfgs: list[Config], maths: Maths, logs: list[RunLog]) -> list[RunResult]:
-    """PPO for every config of ``cfgs`` (one per seed), as one population; each writes its own run directory."""
-    keep_freed_memory()
-    cfg, mode = cfgs[0], cfgs[0].mode
-    rollouts, generators = [], []
-    for c in cfgs:  # each member starts exactly as its single-seed run does, then draws from its own generator
-        torch.manual_seed(c.seed)
-        rollouts.append(Rollout(c, maths))
-        generators.append(torch.Generator().manual_seed(0))
-        generators[-1].set_state(torch.get_rng_state())
-        rollouts[-1].generator = generators[-1]
-    envs = StepTogether([r.envs for r in rollouts], cfg.env, cfg.env_params)
-    agents = StackedAgent([r.policy for r in rollouts])
-    references = StackedAgent([r.reference for r in rollouts])
-    adam = StackedAdam(agents.flat, cfg.learning_rate, cfg.adam_eps, cfg.max_grad_norm)
-    betas = [Beta(c, maths) for c in cfgs]
-    budget = cfg.num_updates * cfg.batch_size
-    runs = [
-        Run(c, log, maths, r, budget=budget, components={"beta": b}, population=len(cfgs))
-        for c, log, r, b in zip(cfgs, logs, rollouts, betas)
-    ]
-    population = _Population(runs, agents)
-    with population, contextlib.closing(envs):
-        for _ in population.updates():
-            adam.lr = runs[population.active[0]].schedule.lr  # this update's, the same in every member's schedule
+class Population:
+    """Where the K members' experience comes from, and their networks: each member's
+    :class:`~sandbox.algos.rollout.Rollout` (built after ``torch.manual_seed(seed)``, as a single run builds it) and
+    random generator (K = 1: None, torch's global one), their environments stepped together
+    (:class:`~sandbox.envs.gym_tasks.StepTogether`), their agents' weights as the rows of ``params`` (what the learner
+    optimises) and as one :class:`~sandbox.models.stacked.StackedAgent` (``agents``), and their frozen references
+    (``references``)."""
 
-            # 1. Rollout: every member acts in one batched forward per step, in the mode's rollout setting.
-            for r in rollouts:
-                r.policy.train(mode.rollout_train)
-            _collect(population, rollouts, agents, references, generators, envs)
+    def __init__(self, cfgs: list[Config], maths: Maths):
+        self.cfg, self.maths = cfgs[0], maths
+        self.rollouts: list[Rollout] = []
+        self.generators: list[torch.Generator | None] = []
+        for c in cfgs:  # each member starts exactly as its single run does, then draws from its own generator
+            torch.manual_seed(c.seed)
+            self.rollouts.append(Rollout(c, maths))
+            if len(cfgs) > 1:
+                generator = torch.Generator().manual_seed(0)
+                generator.set_state(torch.get_rng_state())
+                self.rollouts[-1].generator = generator
+            self.generators.append(self.rollouts[-1].generator)
+        for name in SHARED:  # every member's buffers as views of one array each: a step writes all members at once
+            parts = [getattr(r, name) for r in self.rollouts]
+            if parts[0] is not None:
+                stacked = np.stack(parts) if isinstance(parts[0], np.ndarray) else torch.stack(parts)
+                setattr(self, name, stacked)
+                for r, own in zip(self.rollouts, stacked):
+                    setattr(r, name, own)
+        self.envs = StepTogether([r.envs for r in self.rollouts], self.cfg.env, self.cfg.env_params)
+        self.policies = [r.policy for r in self.rollouts]
+        self.params = FlatParams(self.policies)
+        self.agents = StackedAgent(self.policies, self.params)
+        self.references = StackedAgent([r.reference for r in self.rollouts])
 
-            # 2. Advantages (ppo.py's ppo_batch, GAE over every member's envs at once), from one forward of the critics.
-            values, next_values = _values(rollouts, agents, generators)
-            made = _batches(population.active, rollouts, values, next_values, betas, maths)
+    def __len__(self) -> int:
+        return len(self.rollouts)
 
-            # 3. Update: update_epochs epochs of minibatch steps, all members in one batched forward and backward.
-            for r in rollouts:
-                r.policy.train(mode.update_train)
-            batches = {k: batch for k, (batch, _) in made.items()}
-            stats = _optimise(population, agents, adam, batches, betas, generators)
+    def train(self, mode: bool) -> None:
+        """Every member's networks in train mode (True) or eval mode (False): what their dropout layers do."""
+        for policy in self.policies:
+            policy.train(mode)
 
-            # 4. Log one row per member (ppo.py's log_update); adapt each member's beta.
-            for k in population.active:
-                log_update(runs[k], betas[k], stats[k], batches[k], made[k][1])
-    return [run.result for run in runs]
+    def close(self) -> None:
+        self.envs.close()
+
+    # --- 1. the rollout --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def collect(self, runs: Members) -> bool:
+        """``num_steps`` steps of every active member: masks and noise drawn per member, one batched forward, every
+        member's buffers written at once (the observation, the action and its log-prob, whether the step is valid:
+        False at an autoreset step), the envs stepped together, each member's answers kept and its finished episodes
+        recorded by its run. The log-prob stored for each action comes from the forward pass that chose it; with
+        ``ref_each_step``, the reference's too, from the same batch shape, so that equal networks give equal bits.
+        With consistent dropout each step's masks are kept, and the next step's drawn. True, and no further step
+        taken, as soon as a run should stop (solved, with ``stop_at_threshold``: a single run only)."""
+        rollouts, template, gens = self.rollouts, self.agents.template, self.generators
+        N, K, store = self.cfg.num_envs, len(rollouts), rollouts[0].store_masks
+        for r in rollouts:
+            r.refresh_masks()
+        actors, width = [r.policy.actor for r in rollouts], template.actor.mask_width
+        noise = torch.empty(K, N, template.actor.head.out_features)  # the noise that picks each action, per member
+        obs = torch.from_numpy(self.obs)  # (K, N, *obs_shape): every member's current observations, kept in place
+        for t in range(self.cfg.num_steps):
+            stored = torch.stack([r.next_mask[:, :width] for r in rollouts]) if store else None
+            actor_masks = _masks(actors, stored, [N] * K, N, width, gens)
+            for member, g in zip(noise, gens):  # Exp(1) for the Gumbel-max trick, N(0, 1) for a Gaussian policy
+                _ = member.exponential_(generator=g) if template.discrete else member.normal_(generator=g)
+            actions, logp = self.agents.act(obs, actor_masks, noise)
+            self.obs_buf[:, t], self.actions[:, t], self.logp[:, t] = self.obs, actions, logp
+            if self.cfg.ref_each_step:
+                self.ref_logp[:, t] = self.references.log_prob(obs, actions)
+            if store:
+                for r in rollouts:
+                    r.masks[t] = r.next_mask  # the masks this step acted with
+                    r.next_mask = r.policy.sample_mask(N, r.generator)  # the bootstrap's, if last
+            self.valid[:, t] = ~self.prev_done
+            answers = self.envs.step(list(rollouts[0].clip_action(actions.numpy())), runs.active)
+            for k in runs.active:  # a member that failed keeps its row in the batch, but takes no step of its own
+                self.obs[k], rewards, terminated, truncated = answers[k]
+                dones = terminated | truncated
+                self.rewards_np[k, t], self.terminated_np[k, t], self.dones_np[k, t] = rewards, terminated, dones
+                self.prev_done[k] = dones
+                returns, lengths = rollouts[k].episodes.step(rewards, dones, self.valid[k, t])
+                if runs[k].record_step(N, returns.tolist(), lengths.tolist()):
+                    return True
+        return False
+
+    # --- 2. advantages ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def values(self) -> tuple[Tensor, Tensor]:
+        """``(V(s_t), V(s_{t+1}))`` of every member, ``(K, T, N)``: every state of the rollout in one forward, with
+        the stored masks (consistent dropout); the bootstrap state with the next step's masks."""
+        rollouts, template, gens = self.rollouts, self.agents.template, self.generators
+        T, N, K = self.cfg.num_steps, self.cfg.num_envs, len(rollouts)
+        obs = torch.from_numpy(np.stack([r.obs_buf for r in rollouts])).flatten(1, 2)  # (K, T * N, *obs_shape)
+        last = torch.from_numpy(np.stack([r.obs for r in rollouts]))
+        critics = [r.policy.critic for r in rollouts]
+        replay = rollouts[0].store_masks and template.critic_has_dropout  # consistent dropout: the rollout's masks
+        w, cw = template.actor.mask_width, template.critic.mask_width
+        stored = torch.stack([r.masks.flatten(0, 1)[:, w:] for r in rollouts]) if replay else None
+        masks = _masks(critics, stored, [T * N] * K, T * N, cw, gens)
+        stored = torch.stack([r.next_mask[:, w:] for r in rollouts]) if replay else None
+        boot_masks = _masks(critics, stored, [N] * K, N, cw, gens)
+        values = self.agents.value(obs, masks).view(K, T, N)
+        bootstrap = self.agents.value(last, boot_masks)
+        return values, torch.cat([values[:, 1:], bootstrap[:, None]], dim=1)
+
+    def batches(
+        self, active: list[int], values: Tensor, next_values: Tensor, rewards: list[Tensor]
+    ) -> dict[int, Batch]:
+        """Each active member's valid transitions with their GAE advantages and returns, from its step ``rewards[i]``
+        ``(T, N)`` (the i-th active member's) and its critic's ``values``, ``next_values`` ``(K, T, N)``: one call of
+        ``maths.gae`` on every member's envs side by side, ``(T, K * N)``. GAE's columns do not mix, so each member's
+        advantages are the ones its own call would give, to the last bit, and the loop over T runs once instead of K
+        times."""
+        cfg, N, rollouts = self.cfg, self.cfg.num_envs, self.rollouts
+
+        def side_by_side(tensors) -> Tensor:
+            return torch.cat(list(tensors), dim=1)
+
+        advantages, returns = self.maths.gae(
+            side_by_side(rewards),
+            side_by_side(values[k] for k in active),
+            side_by_side(next_values[k] for k in active),
+            side_by_side(rollouts[k].terminated for k in active),
+            side_by_side(rollouts[k].dones for k in active),
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
+        own = [slice(i * N, (i + 1) * N) for i in range(len(active))]
+        return {
+            k: rollouts[k].batch(values[k], advantages[:, own[i]], returns[:, own[i]]) for i, k in enumerate(active)
+        }
+
+    # --- 3. the update's forward -----------------------------------------------------------------------------------
+
+    def evaluate(self, mb: Minibatch, with_entropy: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logp, entropy, values)`` of every member's rows of ``mb``, with gradients: ``(K, S)``, or
+        ``(copies, K, S)`` for ``logp`` and ``entropy`` with multi-sample dropout. The dropout masks are chosen member
+        by member, actor then critic, as a network's own forward chooses them (:func:`_masks`): consistent dropout's
+        stored ones, gathered with the minibatch, fresh ones for the member's rows (zeros after them), or none."""
+        template, w = self.agents.template, self.agents.template.actor.mask_width
+        stored = mb.masks
+        actors = [policy.actor for policy in self.policies]
+        actor_masks = _masks(
+            actors, None if stored is None else stored[..., :w], mb.counts, mb.width, w, self.generators
+        )
+        critic_masks = None
+        if template.critic_has_dropout:
+            critics, cw = [policy.critic for policy in self.policies], template.critic.mask_width
+            critic_stored = None if stored is None else stored[..., w:]
+            critic_masks = _masks(critics, critic_stored, mb.counts, mb.width, cw, self.generators)
+        return self.agents.evaluate(mb.obs, mb.actions, actor_masks, critic_masks, with_entropy)
 
 
-class _Population:
-    """The members' :class:`Run` objects, entered together and advanced in lockstep; a member that fails (a
-    non-finite loss) leaves early with its own summary, and everyone's weights are written back before any run
-    saves its ``policy.pt``."""
+class Minibatch(Batch):
+    """Minibatch rows of every member, ``(K, S, ...)``: a :class:`~sandbox.algos.rollout.Batch` with a member axis
+    in front, ``valid (K, S)`` the rows that are each member's own (its first ``counts[k]``; None: every row, one
+    member), ``width`` = S, and ``whole``: every member's rows are its whole batch (normalised once already)."""
 
-    def __init__(self, runs: list[Run], agents: StackedAgent):
-        self.runs, self.agents = runs, agents
+    valid: Tensor | None
+    counts: list[int]
+    width: int
+    whole: bool
+
+
+class MembersBatch:
+    """Every member's batch side by side, ``(K, B, ...)``, each member's rows first, zeros after, where B is the
+    config's batch size (so that no member's shapes depend on another's; a single run: its own rows, nothing padded);
+    :meth:`minibatch` cuts minibatch rows of every member out of it, padded to a size fixed by the config."""
+
+    def __init__(self, batches: dict[int, Batch], K: int, cfg: Config):
+        self.sizes = [len(batches[k]) if k in batches else None for k in range(K)]
+        B = cfg.batch_size if K > 1 else len(batches[0])
+        empty = next(iter(batches.values())).select(slice(0, 0))
+        fields = [getattr(empty, f) for f in Batch.FIELDS]
+        self.stacked = Batch(
+            *(
+                None if t is None else _stack([getattr(batches.get(k, empty), f) for k in range(K)], B)
+                for f, t in zip(Batch.FIELDS, fields)
+            )
+        )
+        self.K, self.B = K, B
+        self.width = math.ceil(B / min(cfg.num_minibatches, B)) if K > 1 else None  # rows per padded minibatch
+        self.whole = all(min(cfg.num_minibatches, n) == 1 for n in self.sizes if n)  # one minibatch per member
+        self._cache: dict[tuple, Minibatch] = {}  # whole-batch minibatches are the same every epoch: made once
+
+    @property
+    def advantages(self) -> Tensor:
+        return self.stacked.advantages
+
+    @advantages.setter
+    def advantages(self, value: Tensor) -> None:
+        self.stacked.advantages = value
+
+    @property
+    def valid(self) -> Tensor | None:
+        """``(K, B)``: each member's rows, or None (a single run: every row)."""
+        if self.K == 1:
+            return None
+        return torch.arange(self.B)[None] < torch.tensor([n or 0 for n in self.sizes])[:, None]
+
+    def minibatch(self, rows: list[Rows | None]) -> Minibatch:
+        """The rows ``rows[k]`` of every member ``k`` (None: k takes no part; its rows are all padding)."""
+        counts = [0 if r is None else (self.sizes[k] if isinstance(r, slice) else len(r)) for k, r in enumerate(rows)]
+        if self.K == 1:  # a single run: its rows as they are
+            return _minibatch(self.stacked.rows(rows[0]), None, counts, self.whole)
+        if all(r is None or isinstance(r, slice) for r in rows):  # the whole batch of every member that takes part
+            key = tuple(r is not None for r in rows)
+            if key not in self._cache:
+                valid = torch.arange(self.B)[None] < torch.tensor(counts)[:, None]
+                self._cache[key] = _minibatch(self.stacked, valid, counts, self.whole)
+            return self._cache[key]
+        idx = torch.zeros(self.K, self.width, dtype=torch.long)  # padding rows point at row 0
+        for k, r in enumerate(rows):
+            if r is not None:
+                idx[k, : counts[k]] = torch.arange(counts[k]) if isinstance(r, slice) else r
+        valid = torch.arange(self.width)[None] < torch.tensor(counts)[:, None]
+        return _minibatch(self.stacked.gather(idx), valid, counts, self.whole)
+
+
+def _minibatch(batch: Batch, valid: Tensor | None, counts: list[int], whole: bool) -> Minibatch:
+    mb = Minibatch(*(getattr(batch, f) for f in Batch.FIELDS))
+    mb.valid, mb.counts, mb.width, mb.whole = valid, counts, batch.obs.shape[1], whole
+    return mb
+
+
+class Members:
+    """The members' :class:`Run` objects, entered together and advanced in lockstep (``members[k]``: member k's
+    run). A member that fails (a non-finite loss) leaves early with its own summary; a single run's failure is raised
+    (:class:`~sandbox.algos.learner.NonFiniteLossError`), as it always was."""
+
+    def __init__(self, runs: list[Run]):
+        self.runs = runs
         self.active = list(range(len(runs)))
 
-    def __enter__(self) -> "_Population":
+    def __getitem__(self, k: int) -> Run:
+        return self.runs[k]
+
+    def __enter__(self) -> Members:
         return self
 
+    @property
+    def schedule(self):
+        """This update's schedule (the learning rate, the clip ranges): the same in every member's."""
+        return self.runs[self.active[0]].schedule
+
     def updates(self):
+        """Update numbers, every member's :meth:`Run.updates` advanced together, until every one has finished."""
         steps = [run.updates() for run in self.runs]
         while True:
             got = [next(steps[k], None) for k in self.active]
@@ -146,302 +336,56 @@ class _Population:
             yield got[0]
 
     def fail(self, k: int, error: NonFiniteLossError) -> None:
-        self.agents.write_back(k)
         self.active.remove(k)
         self.runs[k].__exit__(NonFiniteLossError, error, None)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         for k in list(self.active):
-            self.agents.write_back(k)
             self.runs[k].__exit__(exc_type, exc, tb)
         return False
 
 
-def _chosen(nets: list[DropoutMLP], stored: list[Tensor | None], shapes: list[tuple[int, int]], gens: list):
-    """The dropout masks of one forward of every member, each chosen by the member's own network as its single-seed
-    forward chooses it (its :class:`~sandbox.dropout.MaskedDropout`, the seam's ``layer_mask``): its ``stored`` mask,
-    else a fresh one of its shape (train mode, p > 0), drawn from the member's own generator, else none. A list, one
-    per member: all masks, or all None (the members share one mode and one p)."""
-    return [net.dropout.choose(s, shape, g) for net, s, shape, g in zip(nets, stored, shapes, gens)]
+def _masks(
+    nets: list[DropoutMLP], stored: Tensor | None, counts: list[int], rows: int, width: int, gens: list
+) -> Tensor | None:
+    """The dropout masks of one forward of every member's network ``nets[k]``, ``(K, rows, width)`` (zeros after
+    member k's ``counts[k]`` rows), or None (no dropout), each chosen by the member's own network as its single
+    run's forward chooses it (its :class:`~sandbox.dropout.MaskedDropout`, the seam's ``layer_mask``): its stored
+    masks ``stored[k]`` (consistent dropout), else fresh ones for its rows (train mode, p > 0), drawn from its own
+    generator, else none. A member without rows draws nothing, as it would draw nothing alone. The members share one
+    mode and one p: all masks, or none.
+
+    With the sandbox's own ``layer_mask`` and ``dropout_mask`` in the seam (a speed device, the same numbers): the
+    stored masks as they are, or each member's fresh draws made in place into one tensor."""
+    dropout = nets[0].dropout
+    if dropout.maths.layer_mask is layer_mask and dropout.maths.dropout_mask is dropout_mask:
+        if stored is not None or not dropout.fresh:
+            return stored
+        keep = 1.0 - dropout.p  # dropout_mask's draws: Bernoulli(keep), divided by keep
+        out = torch.empty(len(nets), rows, width) if min(counts) == rows else torch.zeros(len(nets), rows, width)
+        for member, n, g in zip(out, counts, gens):
+            if n:
+                member[:n].bernoulli_(keep, generator=g)
+        return out.div_(keep)
+    given = [None] * len(nets) if stored is None else list(stored)
+    chosen = [
+        net.dropout.choose(s, (rows if s is not None else n, width), g)
+        if n or s is not None
+        else (torch.zeros(0, width) if net.dropout.fresh else None)
+        for net, s, n, g in zip(nets, given, counts, gens)
+    ]
+    if chosen[0] is None:
+        return None
+    if stored is not None and all(m is s for m, s in zip(chosen, given)):
+        return stored  # every network replays its stored masks, used as they are (no copy)
+    return _stack(chosen, rows)
 
 
 def _stack(rows: list[Tensor], size: int) -> Tensor:
     """Member rows ``(n_k, ...)`` into ``(K, size, ...)``, each member's rows first, zeros after."""
+    if len(rows) == 1 and len(rows[0]) == size:
+        return rows[0][None]
     out = rows[0].new_zeros((len(rows), size, *rows[0].shape[1:]))
     for k, row in enumerate(rows):
         out[k, : len(row)] = row
     return out
-
-
-@torch.no_grad()
-def _collect(
-    pop: _Population, rollouts: list[Rollout], agents: StackedAgent, refs: StackedAgent, gens: list, envs: StepTogether
-) -> None:
-    """``num_steps`` steps of every member: masks and noise drawn per member, one batched forward, each member's
-    :meth:`~sandbox.algos.rollout.Rollout.store`, the envs stepped together, each member's
-    :meth:`~sandbox.algos.rollout.Rollout.observe`, whose step its run records."""
-    first, template = rollouts[0], agents.template
-    N = first.cfg.num_envs
-    for r in rollouts:
-        r.refresh_masks()
-    actor_width = template.actor.mask_width
-    for t in range(first.cfg.num_steps):
-        obs = torch.from_numpy(np.stack([r.obs for r in rollouts]))  # (K, N, *obs_shape)
-        stored = [r.next_mask[:, :actor_width] if first.store_masks else None for r in rollouts]
-        chosen = _chosen([r.policy.actor for r in rollouts], stored, [(N, actor_width)] * len(rollouts), gens)
-        actor_masks = None if chosen[0] is None else torch.stack(chosen)
-        shape = (N, template.actor.head.out_features)
-        draw = (
-            torch.randn
-            if not template.discrete
-            else lambda *s, generator: torch.empty(s).exponential_(generator=generator)
-        )
-        noise = torch.stack([draw(*shape, generator=g) for g in gens])
-        actions, logp = agents.act(obs, actor_masks, noise)
-        ref_logp = refs.log_prob(obs, actions) if first.cfg.ref_each_step else None
-        env_actions = [
-            r.store(t, actions[k], logp[k], None if ref_logp is None else ref_logp[k]) for k, r in enumerate(rollouts)
-        ]
-        answers = envs.step(env_actions, pop.active)
-        for k in pop.active:  # a member that failed keeps its row in the batch, but takes no step of its own
-            pop.runs[k].record_step(*rollouts[k].observe(t, *answers[k]))
-
-
-def _batches(
-    active: list[int], rollouts: list[Rollout], values: Tensor, next_values: Tensor, betas: list[Beta], maths: Maths
-) -> dict[int, tuple[Batch, Tensor]]:
-    """What :func:`~sandbox.algos.ppo.ppo_batch` gives each active member, with one call of ``maths.gae`` on every
-    member's envs side by side, ``(T, K * N)``: GAE's columns do not mix, so each member's advantages are the ones its
-    own call would give, to the last bit, and the loop over T runs once instead of K times."""
-    cfg, N = rollouts[0].cfg, rollouts[0].cfg.num_envs
-    rewards, log_ratio_ref = zip(*(step_rewards(rollouts[k], betas[k], maths) for k in active))
-
-    def side_by_side(tensors) -> Tensor:
-        return torch.cat(list(tensors), dim=1)
-
-    advantages, returns = maths.gae(
-        side_by_side(rewards),
-        side_by_side(values[k] for k in active),
-        side_by_side(next_values[k] for k in active),
-        side_by_side(rollouts[k].terminated for k in active),
-        side_by_side(rollouts[k].dones for k in active),
-        cfg.gamma,
-        cfg.gae_lambda,
-    )
-    own = [slice(i * N, (i + 1) * N) for i in range(len(active))]
-    return {
-        k: (rollouts[k].batch(values[k], advantages[:, own[i]], returns[:, own[i]]), log_ratio_ref[i])
-        for i, k in enumerate(active)
-    }
-
-
-@torch.no_grad()
-def _values(rollouts: list[Rollout], agents: StackedAgent, gens: list) -> tuple[Tensor, Tensor]:
-    """``(V(s_t), V(s_{t+1}))`` of every member, ``(K, T, N)``: :meth:`~sandbox.algos.rollout.Rollout.values`
-    batched."""
-    first, template = rollouts[0], agents.template
-    T, N = first.cfg.num_steps, first.cfg.num_envs
-    obs = torch.from_numpy(np.stack([r.obs_buf for r in rollouts])).flatten(1, 2)  # (K, T * N, *obs_shape)
-    last = torch.from_numpy(np.stack([r.obs for r in rollouts]))
-    critics, K = [r.policy.critic for r in rollouts], len(rollouts)
-    replay = first.store_masks and template.critic_has_dropout  # consistent dropout: the rollout's critic masks
-    w, cw = template.actor.mask_width, template.critic.mask_width
-    stored = [r.masks.flatten(0, 1)[:, w:] if replay else None for r in rollouts]
-    chosen = _chosen(critics, stored, [(T * N, cw)] * K, gens)
-    boot = _chosen(critics, [r.next_mask[:, w:] if replay else None for r in rollouts], [(N, cw)] * K, gens)
-    masks, boot_masks = (None, None) if chosen[0] is None else (torch.stack(chosen), torch.stack(boot))
-    values = agents.value(obs, masks).view(len(rollouts), T, N)
-    bootstrap = agents.value(last, boot_masks)
-    return values, torch.cat([values[:, 1:], bootstrap[:, None]], dim=1)
-
-
-def _optimise(
-    pop: _Population, agents: StackedAgent, adam: StackedAdam, batches: dict[int, Batch], betas: list[Beta], gens: list
-) -> dict[int, dict[str, float]]:
-    """``update_epochs`` epochs for every active member, all members' minibatch j through the networks together.
-
-    Each member's minibatches come from its own permutation of its own valid transitions (``torch.randperm`` from
-    its generator, as the single-seed trainer draws it); minibatch j of every member is padded to the same number
-    of rows, which depends on the config only, so members never change each other's shapes. The objective is that of
-    ``sandbox/algos/ppo.py`` with every mean taken over a member's own rows (:func:`_member_means`). A member whose
-    approx_kl passes ``target_kl`` stops its epochs there, alone; one whose loss is not finite leaves the population
-    (its run ends with status ``non-finite-loss``). Returns each member's metrics (:func:`update_metrics`)."""
-    runs, maths = pop.runs, pop.runs[0].maths
-    cfg, K, B = runs[pop.active[0]].cfg, len(runs), runs[pop.active[0]].cfg.batch_size
-    empty = next(iter(batches.values())).select(slice(0, 0))
-    stacked = Batch(
-        *(
-            None if getattr(empty, f) is None else _stack([getattr(batches.get(k, empty), f) for k in range(K)], B)
-            for f in Batch.FIELDS
-        )
-    )
-    sizes = torch.tensor([len(batches[k]) if k in batches else 0 for k in range(K)])
-    parts = {k: min(cfg.num_minibatches, int(sizes[k])) for k in pop.active if sizes[k] > 0}
-    whole = torch.arange(B)[None] < sizes[:, None]  # (K, B): each member's valid transitions
-    if cfg.norm_adv and parts and max(parts.values()) == 1:  # one minibatch: the whole batch, normalised once
-        stacked.advantages = _member_normalize(stacked.advantages, whole)
-    width = math.ceil(B / min(cfg.num_minibatches, B))  # rows per padded minibatch
-    log: list[tuple] = []  # per minibatch: what the metrics need, for every member at once
-    epochs_done = {k: cfg.update_epochs if k in parts else 0 for k in pop.active}
-    stepping = list(parts)
-    single = {k: [torch.arange(int(sizes[k]))] for k in parts if parts[k] == 1}  # the whole batch, every epoch
-    normalised = not cfg.norm_adv or max(parts.values(), default=1) == 1
-    padded: dict[tuple, tuple] = {}  # whole-batch minibatches are the same every epoch: gathered once
-    for epoch in range(cfg.update_epochs):
-        order = {
-            k: single.get(k) or torch.randperm(int(sizes[k]), generator=gens[k]).tensor_split(parts[k])
-            for k in stepping
-        }
-        for j in range(max((len(o) for o in order.values()), default=0)):
-            now = [k for k in stepping if j < len(order[k])]
-            rows = [order[k][j] if k in now else torch.zeros(0, dtype=torch.long) for k in range(K)]
-            key = tuple(now) if all(k in single for k in now) else None
-            if key is None or key not in padded:
-                idx, valid = _pad_rows(rows, width)
-                padded[key] = (valid, stacked.gather(idx))
-            valid, mb = padded[key]
-            actor_masks, critic_masks = _update_masks(agents, mb, rows, runs, gens, width)
-            logp, entropy, values = agents.evaluate(mb.obs, mb.actions, actor_masks, critic_masks, cfg.ent_coef > 0)
-            terms = _member_loss(mb, logp, entropy, values, valid, normalised, runs, betas, maths)
-            loss, kl = terms["loss"].detach().tolist(), terms["approx_kl"].tolist()
-            stop = [k for k in now if cfg.target_kl is not None and kl[k] > cfg.target_kl]
-            for k in stop:  # this minibatch: no step for this member, and no more this update
-                epochs_done[k] = epoch
-                stepping.remove(k)
-            step = [k for k in now if k not in stop]
-            for k in [k for k in step if not math.isfinite(loss[k])]:
-                step.remove(k)
-                stepping.remove(k)
-                pop.fail(k, NonFiniteLossError(_non_finite_message(runs[k].update_index, epoch, terms, k)))
-            norms = None
-            if step:
-                agents.flat.grad.zero_()
-                terms["loss"][step].sum().backward()
-                norms = adam.clip_grad_norm_()
-                adam.step(step)
-            log.append((now, step, valid, terms, norms))
-    clip = {k: (runs[k].schedule.clip_coef, runs[k].schedule.clip_coef_high) for k in pop.active}
-    return {k: update_metrics(_seen(log, k), clip[k][0], epochs_done[k], clip[k][1]) for k in pop.active}
-
-
-def _pad_rows(rows: list[Tensor], width: int) -> tuple[Tensor, Tensor]:
-    """Member row indices (ragged) into ``(K, width)`` indices (padding points at row 0) and the valid mask."""
-    idx = torch.zeros(len(rows), width, dtype=torch.long)
-    for k, r in enumerate(rows):
-        idx[k, : len(r)] = r
-    lengths = torch.tensor([len(r) for r in rows])
-    return idx, torch.arange(width)[None] < lengths[:, None]
-
-
-def _update_masks(agents: StackedAgent, mb: Batch, rows: list[Tensor], runs: list[Run], gens: list, width: int):
-    """The update forward's dropout masks of the actor and of the critic, ``(K, width, ...)`` or None, chosen member by
-    member (:func:`_chosen`; actor then critic, as :meth:`sandbox.models.mlp.Agent.evaluate` draws them): consistent
-    dropout's stored ones, gathered with the minibatch (its padding rows included), fresh ones for each member's rows
-    (zeros after them), or none."""
-    template, w = agents.template, agents.template.actor.mask_width
-    actor: list[Tensor | None] = []
-    critic: list[Tensor | None] = []
-    stored_actor: list[Tensor | None] = []  # the stored masks handed to the members' networks
-    stored_critic: list[Tensor | None] = []
-    for k, r in enumerate(rows):
-        agent, stored = runs[k].policy, None if mb.masks is None else mb.masks[k]
-        n = width if stored is not None else len(r)
-        stored_actor.append(None if stored is None else stored[:, :w])
-        stored_critic.append(None if stored is None else stored[:, w:])
-        actor += _chosen([agent.actor], stored_actor[-1:], [(n, w)], [gens[k]])
-        if template.critic_has_dropout:
-            cw = template.critic.mask_width
-            critic += _chosen([agent.critic], stored_critic[-1:], [(n, cw)], [gens[k]])
-    if mb.masks is not None and all(m is s for m, s in zip(actor + critic, stored_actor + stored_critic)):
-        # consistent dropout: every network replays its stored masks, the minibatch's own, used as they are (no copy)
-        return mb.masks[..., :w], (mb.masks[..., w:] if template.critic_has_dropout else None)
-    actor_masks = None if actor[0] is None else _stack(actor, width)  # None: no dropout (e.g. in the critic only)
-    critic_masks = _stack(critic, width) if critic and critic[0] is not None else None
-    return actor_masks, critic_masks
-
-
-def _member_means(x: Tensor, valid: Tensor) -> Tensor:
-    """The mean over each member's valid rows: ``x (..., K, S)``, ``valid (K, S)`` -> ``(K,)`` (copies of
-    multi-sample dropout, in front, are averaged too)."""
-    v = valid.to(x.dtype)
-    copies = x.numel() // v.numel()
-    return (x * v).reshape(copies, *v.shape).sum(dim=(0, 2)) / (v.sum(dim=1) * copies).clamp(min=1)
-
-
-def _member_normalize(adv: Tensor, valid: Tensor) -> Tensor:
-    """``maths.normalize_advantages`` over each member's valid rows (a member with fewer than 2 is left alone)."""
-    v = valid.to(adv.dtype)
-    n = v.sum(dim=1, keepdim=True)
-    mean = (adv * v).sum(dim=1, keepdim=True) / n.clamp(min=1)
-    std = (((adv - mean) * v).square().sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
-    return torch.where(n >= 2, (adv - mean) / (std + 1e-8), adv)
-
-
-def _member_loss(mb, logp, entropy, values, valid, normalised, runs, betas, maths) -> dict[str, Tensor]:
-    """PPO's objective for every member of the padded minibatch ``mb``: :func:`sandbox.algos.ppo.objective_terms`, the
-    single-seed trainer's, with each mean taken over the member's own rows (``valid``). Returns the per-member
-    ``loss`` (K,) with its terms, and what the metrics need."""
-    adv = mb.advantages if normalised else _member_normalize(mb.advantages, valid)
-    beta = torch.tensor([b.in_loss for b in betas])  # one per member (each adapts its own with --kl-target)
-    mean = partial(_member_means, valid=valid)
-    surrogate = partial(_member_surrogate, runs[0].cfg, maths, valid)
-    t = objective_terms(mb, logp, entropy, values, adv, runs[0], beta, betas[0].estimator, mean, surrogate)
-    logratio = t.logratio.detach()
-    return {
-        "loss": t.loss,
-        "policy_loss": t.pg_loss.detach(),
-        "value_loss": t.v_loss.detach(),
-        "entropy": t.entropy.detach(),
-        "approx_kl": _member_means(kl_k3(-logratio), valid),
-        "logratio": logratio,
-        "adv": adv.expand_as(logratio).detach(),
-        "keep": t.keep,
-    }
-
-
-def _member_surrogate(
-    cfg, maths, valid, per_sample: Tensor, ratio: Tensor, adv: Tensor
-) -> tuple[Tensor, Tensor | None]:
-    """The clipped term's reduction per member, ``(K,)``: the mean over each member's rows, or with sample dropout
-    objective.py's step member by member (each member's keep-mask is its own business)."""
-    if cfg.sample_dropout == "none":
-        return _member_means(per_sample, valid), None  # every sample kept
-    pg, keep = [], torch.zeros_like(per_sample, dtype=torch.bool)
-    for k in range(valid.shape[0]):
-        n = int(valid[k].sum())
-        if n == 0:
-            pg.append(per_sample[..., k, :0].sum())
-            continue
-        member = keep_aggregate_average(maths, cfg, per_sample[..., k, :n], ratio[..., k, :n], adv[k, :n])
-        pg.append(member.loss)
-        keep[..., k, :n] = member.keep
-    return torch.stack(pg), keep
-
-
-def _seen(log: list[tuple], k: int) -> list[Seen]:
-    """Member k's :class:`Seen` of every minibatch it took part in, from the update's log."""
-    out = []
-    for now, step, valid, terms, norms in log:
-        if k not in now:
-            continue
-        n = int(valid[k].sum())
-        keep = terms["keep"]
-        out.append(
-            Seen(
-                terms["logratio"][..., k, :n].reshape(-1),
-                terms["adv"][..., k, :n].reshape(-1),
-                terms["entropy"][k],
-                terms["policy_loss"][k],
-                terms["value_loss"][k],
-                keep=None if keep is None else keep[..., k, :n].reshape(-1),
-                grad_norm=norms[k] if k in step else None,
-            )
-        )
-    return out
-
-
-def _non_finite_message(update: int, epoch: int, terms: dict[str, Tensor], k: int) -> str:
-    return (
-        f"non-finite loss at update {update}, epoch {epoch + 1}: policy_loss={float(terms['policy_loss'][k])}, "
-        f"value_loss={float(terms['value_loss'][k])}, entropy={float(terms['entropy'][k])}"
-    )

@@ -2,11 +2,14 @@
 dropout (``sandbox/dropout_modes.py``).
 
 Read ``train_ppo`` from top to bottom: collect a rollout, compute advantages, run the clipped-surrogate update, log
-one row of metrics; the machinery is elsewhere (the rollout in ``rollout.py``, the minibatch loop and ``target_kl`` in
-``learner.py``, annealing and the dropout schedule in ``run.py``). The whole algorithm in one file, without the speed
+one row of metrics. It trains one seed or K seeds of one config together, written once: a single run is the
+population of one, and every tensor of the update has a seed axis in front (``(K, S)``), every mean is taken over
+one seed's own rows. The machinery is elsewhere (the seeds' rollouts and batched networks in ``population.py`` and
+``rollout.py``, the minibatch loop, ``target_kl``, the gradient clip and the non-finite guard in ``learner.py``,
+annealing and the dropout schedule in ``run.py``). The whole algorithm in one file, for one seed and without the speed
 devices, is the reading edition ``sandbox/reading/ppo_dropout.py``, tested against this trainer. The objective,
 minimised over minibatches of the rollout's valid transitions for ``update_epochs`` epochs (each term tagged with the
-``maths`` function that computes it; :func:`objective_terms` computes it, for a population of seeds too)::
+``maths`` function that computes it; :func:`ppo_objective` computes it)::
 
     L(theta) = mean_t[ L_clip_t ] + vf_coef * mean_t[ L_vf_t ] - ent_coef * mean_t[ H_t ] + beta * mean_t[ KL_t ]
 
@@ -26,68 +29,70 @@ initial policy, frozen: ``kl_ref`` measures how far the policy has moved from it
 
 from __future__ import annotations
 
+import contextlib
 import math
-from functools import partial
-from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..config import Config
-from ..maths import Maths, explained_variance, normalize_advantages
-from ..models.mlp import Agent
+from ..maths import Maths, explained_variance, kl_k3
 from ..runs.rundir import RunLog, RunResult
-from .diagnostics import Seen
 from .learner import Learner, MinibatchLoss
-from .objective import Beta, keep_aggregate_average
+from .objective import Beta, member_mean, member_normalize, member_surrogate, members_seen
+from .population import Members, MembersBatch, Minibatch, Population, keep_freed_memory
 from .rollout import Batch, Rollout
 from .run import Run
 
 
-def train_ppo(cfg: Config, maths: Maths, log: RunLog, resume: dict | None = None) -> RunResult:
-    """PPO on ``cfg.env``: the objective of the module docstring, through the ``maths`` seam."""
-    mode = cfg.mode  # the dropout mode: what the rollout and the update do with the dropout layers
-    rollout = Rollout(cfg, maths)  # the vector envs, the actor-critic agent and its frozen reference
-    agent = rollout.policy
-    learner, beta = Learner(agent, cfg, policy_params=agent.actor.parameters()), Beta(cfg, maths)
+def train_ppo(cfgs: list[Config], maths: Maths, logs: list[RunLog], resume: dict | None = None) -> list[RunResult]:
+    """PPO on ``cfg.env`` for every config of ``cfgs``: one run, or a population of seeds of one config trained
+    together (``sandbox/algos/population.py``), each writing its own run directory. The objective of the module
+    docstring, through the ``maths`` seam. ``resume``: a single run's checkpoint to continue from."""
+    cfg, mode = cfgs[0], cfgs[0].mode  # the dropout mode: what the rollout and the update do with the dropout layers
+    if len(cfgs) > 1:
+        keep_freed_memory()
+    seeds = Population(cfgs, maths)  # per seed: the vector envs, the actor-critic agent and its frozen reference
+    learner = Learner(seeds.params, cfg, seeds.policies[0].actor.parameters(), seeds.generators)
+    betas = [Beta(c, maths) for c in cfgs]
     budget = cfg.num_updates * cfg.batch_size
-    components = {"learner": learner, "beta": beta}  # what a checkpoint saves besides the run and the rollout
-    with Run(cfg, log, maths, rollout, budget=budget, components=components, resume=resume) as run:
-        for update in run.updates():
-            learner.set_lr(run.schedule.lr)  # this update's learning rate (annealed with --anneal-lr)
+    saved = [{"learner": learner, "beta": b} for b in betas]  # what a checkpoint saves besides the run and the rollout
+    runs = [
+        Run(c, log, maths, r, budget=budget, components=s, resume=resume, population=len(cfgs))
+        for c, log, r, s in zip(cfgs, logs, seeds.rollouts, saved)
+    ]
+    with Members(runs) as members, contextlib.closing(seeds):
+        for update in members.updates():
+            learner.set_lr(members.schedule.lr)  # this update's learning rate (annealed with --anneal-lr)
 
-            # 1. Rollout: num_steps steps of every env, with the policy in the mode's rollout setting; the run counts
-            #    the steps and the finished episodes as they come.
-            agent.train(mode.rollout_train)
-            if run.record_steps(rollout.collect()):
+            # 1. Rollout: num_steps steps of every env, with the policy in the mode's rollout setting; each run counts
+            #    its steps and finished episodes as they come.
+            seeds.train(mode.rollout_train)
+            if seeds.collect(members):
                 break  # solved, with --stop-at-threshold
 
-            # 2. Advantages (GAE), on the valid transitions of the rollout, flattened: (B, ...).
-            batch, log_ratio_ref = ppo_batch(rollout, *rollout.values(), beta, maths)
+            # 2. Advantages (GAE), on the valid transitions of each seed's rollout, flattened: (B, ...).
+            active = list(members.active)
+            rewards, log_ratio_ref = zip(*(step_rewards(seeds.rollouts[k], betas[k], maths) for k in active))
+            batches = seeds.batches(active, *seeds.values(), list(rewards))
+            batch = MembersBatch(batches, len(seeds), cfg)  # every seed's batch side by side: (K, B, ...)
 
             # 3. Update: update_epochs epochs of minibatch steps on the objective, in the mode's update setting.
-            agent.train(mode.update_train)
-            if cfg.norm_adv and min(cfg.num_minibatches, len(batch)) == 1:  # one minibatch: normalise once
-                batch.advantages = normalize_advantages(batch.advantages)
-            stats, flatness = learner.optimise(
-                partial(ppo_objective, agent, batch, run, beta), len(batch), cfg.update_epochs, run
+            seeds.train(mode.update_train)
+            if cfg.norm_adv and batch.whole:  # one minibatch: normalise once
+                batch.advantages = member_normalize(batch.advantages, batch.valid)
+            stats, flatness, failed = learner.optimise_members(
+                lambda mb: ppo_objective(seeds, mb, members, betas), batch, cfg.update_epochs, members
             )
+            for k, error in failed.items():  # a seed whose loss is not finite leaves alone (its run ends here)
+                members.fail(k, error)
 
-            # 4. Log one row: the update's metrics, and the KL of the behaviour policy to the reference; adapt beta.
-            log_update(run, beta, stats, batch, log_ratio_ref, flatness)
-    return run.result
-
-
-def ppo_batch(rollout: Rollout, values: Tensor, next_values: Tensor, beta: Beta, maths: Maths) -> tuple[Batch, Tensor]:
-    """The rollout's valid transitions with their GAE advantages and returns, and ``log pi_old - log pi_ref`` of every
-    step ``(T, N)``. ``values``, ``next_values``: V(s_t) and V(s_{t+1}) ``(T, N)``, from the critic in the rollout's
-    dropout setting (:meth:`~sandbox.algos.rollout.Rollout.values`)."""
-    cfg = rollout.cfg
-    rewards, log_ratio_ref = step_rewards(rollout, beta, maths)
-    advantages, returns = maths.gae(
-        rewards, values, next_values, rollout.terminated, rollout.dones, cfg.gamma, cfg.gae_lambda
-    )
-    return rollout.batch(values, advantages, returns), log_ratio_ref
+            # 4. Log one row per seed: the update's metrics, and the KL of the behaviour policy to the reference; adapt
+            #    beta.
+            for k, ratio_ref in zip(active, log_ratio_ref):
+                if k in stats:
+                    log_update(members[k], betas[k], stats[k], batches[k], ratio_ref, flatness[k])
+    return [run.result for run in runs]
 
 
 def step_rewards(rollout: Rollout, beta: Beta, maths: Maths) -> tuple[Tensor, Tensor]:
@@ -100,81 +105,32 @@ def step_rewards(rollout: Rollout, beta: Beta, maths: Maths) -> tuple[Tensor, Te
     return rewards, log_ratio_ref
 
 
-def ppo_objective(agent: Agent, batch: Batch, run: Run, beta: Beta, idx: Tensor | slice) -> MinibatchLoss:
-    """The objective on the minibatch ``idx`` of ``batch`` (``slice(None)``: the whole batch, whose advantages the
-    trainer normalised once): the agent's forward pass, then :func:`ppo_loss_terms`."""
-    mb = batch.select(idx)
-    logp, entropy, values = agent.evaluate(mb.obs, mb.actions, mb.masks, with_entropy=run.cfg.ent_coef > 0)
-    return ppo_loss_terms(mb, logp, entropy, values, run, beta, normalised=isinstance(idx, slice))
-
-
-def ppo_loss_terms(
-    mb: Batch, logp: Tensor, entropy: Tensor, values: Tensor, run: Run, beta: Beta, normalised: bool
-) -> MinibatchLoss:
-    """The objective of the module docstring on minibatch ``mb``, given the forward pass's ``logp``, ``entropy``
-    (``(B,)``, or ``(K, B)`` with multi-sample dropout's copies) and ``values`` ``(B,)``: :func:`objective_terms` with
-    plain means, and what the update's metrics see of it."""
+def ppo_objective(seeds: Population, mb: Minibatch, runs: Members, betas: list[Beta]) -> MinibatchLoss:
+    """The objective of the module docstring on the minibatch ``mb`` of every seed, ``(K, S, ...)``: the agents'
+    forward pass, then each term as a mean over each seed's own rows (:func:`~sandbox.algos.objective.member_mean`),
+    one value per seed ``(K,)``. ``mb.whole``: the rows are the whole batch, whose advantages the trainer normalised
+    once."""
+    run = runs[runs.active[0]]
     cfg, maths = run.cfg, run.maths
-    adv = mb.advantages if normalised or not cfg.norm_adv else normalize_advantages(mb.advantages)
-    surrogate = partial(keep_aggregate_average, maths, cfg)  # L_clip: sample dropout, mean, multi-sample average
-    t = objective_terms(mb, logp, entropy, values, adv, run, beta.in_loss, beta.estimator, Tensor.mean, surrogate)
-    seen = Seen(
-        t.logratio.detach().reshape(-1),
-        adv.expand_as(t.logratio).reshape(-1),
-        t.entropy.detach(),
-        t.pg_loss.detach(),
-        t.v_loss.detach(),
-        keep=t.keep.reshape(-1),
-    )
-    return MinibatchLoss(t.loss, t.pg_loss, seen)
-
-
-class Terms(NamedTuple):
-    """The objective on one minibatch and its terms: scalars, or one value per member of a population ``(K,)``."""
-
-    loss: Tensor
-    pg_loss: Tensor
-    v_loss: Tensor
-    entropy: Tensor
-    logratio: Tensor
-    """``logp - logp_old`` per sample (and per dropout copy), as the ratio was taken from it."""
-    keep: Tensor | None
-    """The samples the clipped term kept (sample dropout), as ``surrogate`` returned them."""
-
-
-def objective_terms(
-    mb: Batch,
-    logp: Tensor,
-    entropy: Tensor,
-    values: Tensor,
-    adv: Tensor,
-    run: Run,
-    beta: float | Tensor,
-    estimator: Callable[[Tensor], Tensor],
-    mean: Callable[[Tensor], Tensor],
-    surrogate: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor | None]],
-) -> Terms:
-    """The objective of the module docstring, the one both PPO trainers minimise: the single-seed trainer's
-    (:func:`ppo_loss_terms`) and a population's (``sandbox/algos/population.py``, all members at once). Given the
-    forward pass's ``logp``, ``entropy`` and ``values``, the advantages ``adv`` as the loss uses them (normalised or
-    not), the KL coefficient in the loss ``beta`` (a float, or one per member) and its ``estimator``; and the
-    reductions over the samples: ``mean(x)`` (one seed: ``x.mean()``; a population: each member's mean over its own
-    rows), and ``surrogate(per_sample, ratio, adv) -> (pg_loss, keep)`` for the clipped term (with sample and
-    multi-sample dropout's steps). Terms enter the loss only when their coefficient is above 0."""
-    cfg, maths = run.cfg, run.maths
-    logratio = logp - mb.logp  # (B,), or (K, B): one row per dropout copy with multi-sample dropout
+    logp, entropy, values = seeds.evaluate(mb, with_entropy=cfg.ent_coef > 0)  # (K, S), or (copies, K, S)
+    adv = mb.advantages if mb.whole or not cfg.norm_adv else member_normalize(mb.advantages, mb.valid)
+    logratio = logp - mb.logp
     ratio = logratio.exp()
     low, high = run.schedule.clip_coef, run.schedule.clip_coef_high  # this update's clip range
-    per_sample = maths.ppo_loss(ratio, adv, low, high)  # L_clip, per sample and copy
-    pg_loss, keep = surrogate(per_sample, ratio, adv)
-    v_loss = mean(maths.value_loss(values, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None))
-    ent = mean(entropy)
+    per_sample = maths.ppo_loss(ratio, adv, low, high)  # L_clip, per sample (and dropout copy)
+    pg_loss, keep = member_surrogate(maths, cfg, per_sample, ratio, adv, mb.valid)  # sample dropout, mean, average
+    clip_vloss = cfg.clip_coef if cfg.clip_vloss else None  # never annealed: a value clip of 0 stops the critic
+    v_loss = member_mean(maths.value_loss(values, mb.values, mb.returns, clip_vloss), mb.valid)
+    ent = member_mean(entropy, mb.valid)
     loss = pg_loss + cfg.vf_coef * v_loss
-    if bool(torch.as_tensor(beta).gt(0).any()):  # KL to the reference in the loss, per sample (and dropout copy)
-        loss = loss + beta * mean(estimator(logp - mb.ref_logp))
+    beta = torch.tensor([b.in_loss for b in betas])  # one per seed (each adapts its own with --kl-target)
+    if bool(beta.gt(0).any()):  # KL to the reference in the loss, per sample (and dropout copy)
+        loss = loss + beta * member_mean(betas[0].estimator(logp - mb.ref_logp), mb.valid)
     if cfg.ent_coef > 0:
         loss = loss - cfg.ent_coef * ent
-    return Terms(loss, pg_loss, v_loss, ent, logratio, keep)
+    logratio = logratio.detach()
+    seen = members_seen(logratio, adv, ent.detach(), pg_loss.detach(), v_loss.detach(), keep, mb.valid)
+    return MinibatchLoss(loss, pg_loss, member_mean(kl_k3(-logratio), mb.valid), seen)
 
 
 def log_update(

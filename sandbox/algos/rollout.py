@@ -2,17 +2,14 @@
 reference, and a rollout of ``num_steps`` steps in buffers allocated once (SB3's ``RolloutBuffer`` and
 ``collect_rollouts`` in one small class).
 
-The step is the unit both PPO trainers share: :meth:`Rollout.collect` runs ``num_steps`` of them for one seed;
-a population of seeds (``sandbox/algos/population.py``) acts for all its members in one batched forward, then hands each
-member's actions to its own :meth:`Rollout.store` and the envs' answers to its :meth:`Rollout.observe`. A step reports
-what the run counts (:class:`Step`: the env steps taken, the episodes that ended) to whoever took it; the rollout
-never calls the run.
+One :class:`Rollout` per seed; the seeds of a run (``sandbox/algos/population.py``, one or many) take their steps
+together: one batched forward per step, every seed's buffers written at once (each seed's are views of one array
+with a seed axis in front), and each seed's finished episodes reported to its run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -25,17 +22,6 @@ from ..maths import Maths
 from ..models.spec import agent_class, gym_network, hidden_sizes
 from ..runs.reference import gym_reference
 from ..runs.snapshot import env_state, set_env_state
-
-
-class Step(NamedTuple):
-    """What one vector step of a rollout did, as the run counts it (:meth:`sandbox.algos.run.Run.record_step`)."""
-
-    env_steps: int
-    """Environment steps taken: one per env."""
-    returns: list[float]
-    """Returns of the episodes that ended at this step."""
-    lengths: list[int]
-    """Their lengths."""
 
 
 @dataclass
@@ -60,6 +46,13 @@ class Batch:
         """Rows ``idx (K, S)`` of a population's stacked batch ``(K, B, ...)``: ``(K, S, ...)``."""
         members = torch.arange(idx.shape[0])[:, None]
         return Batch(*(None if t is None else t[members, idx] for t in (getattr(self, f) for f in self.FIELDS)))
+
+    def rows(self, idx: Tensor | slice) -> "Batch":
+        """Rows ``idx`` of every member of a stacked batch ``(K, B, ...)``: ``(K, S, ...)`` (``slice(None)``: all of
+        them, the batch itself)."""
+        if isinstance(idx, slice) and idx == slice(None):
+            return self
+        return Batch(*(None if t is None else t[:, idx] for t in (getattr(self, f) for f in self.FIELDS)))
 
     def select(self, idx: Tensor | slice) -> "Batch":
         return Batch(
@@ -114,7 +107,7 @@ class Rollout:
         self.dones_np, self.valid = np.zeros((T, N), np.float32), np.zeros((T, N), bool)
         self.masks = torch.zeros(T, N, self.policy.mask_width) if self.store_masks else None
         # what carries over between rollouts
-        self.obs, self.prev_done = obs, np.zeros(N, bool)
+        self.obs, self.prev_done = obs.astype(np.float32, copy=False), np.zeros(N, bool)
         self.episodes = EpisodeTracker(N)
         self.next_mask = self.policy.sample_mask(N) if self.store_masks else None  # consistent: the next step's masks
         self.mask_p = self.policy.dropout_p  # the p next_mask was drawn with
@@ -132,64 +125,12 @@ class Rollout:
     def dones(self) -> Tensor:
         return torch.from_numpy(self.dones_np)
 
-    @torch.no_grad()
-    def collect(self) -> Iterator[Step]:
-        """Fill the buffers with ``num_steps`` vector steps, taken one at a time as the caller asks for them, each
-        reported as a :class:`Step` (``run.record_steps(rollout.collect())``: a run solved with ``stop_at_threshold``
-        asks for no more, and the rest of the rollout is never taken). The log-prob stored for each action comes from
-        the forward pass that chose it; with ``ref_each_step``, the reference's too, from the same batch shape, so
-        that equal networks give equal bits."""
-        self.refresh_masks()
-        for t in range(self.cfg.num_steps):
-            obs = torch.from_numpy(self.obs)
-            actions, logp = self.policy.act(obs, self.next_mask)
-            ref_logp = self.reference.log_prob(obs, actions) if self.cfg.ref_each_step else None
-            yield self.record(t, actions, logp, ref_logp)
-
     def refresh_masks(self) -> None:
         """Consistent dropout draws each step's masks one step ahead; a dropout schedule that changed p since then
         means they are drawn again."""
         if self.store_masks and self.mask_p != self.policy.dropout_p:
             self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)
             self.mask_p = self.policy.dropout_p
-
-    def record(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> Step:
-        """Step ``t`` of the rollout, once the policy has chosen ``actions`` (with log-probs ``logp``, and the
-        reference's ``ref_logp``): store them, step the envs, and say what the step did."""
-        env_actions = self.store(t, actions, logp, ref_logp)
-        return self.observe(t, *self.envs.step(env_actions)[:4])
-
-    def store(self, t: int, actions: Tensor, logp: Tensor, ref_logp: Tensor | None) -> np.ndarray:
-        """The first half of :meth:`record`: keep what the policy chose at step ``t``; return the actions as the
-        env takes them (Box actions clipped to the bounds)."""
-        self.obs_buf[t], self.actions[t], self.logp[t] = self.obs, actions, logp
-        if ref_logp is not None:
-            self.ref_logp[t] = ref_logp
-        if self.store_masks:
-            self.masks[t] = self.next_mask  # the masks this step acted with
-            self.next_mask = self.policy.sample_mask(self.cfg.num_envs, self.generator)  # the bootstrap's, if last
-        self.valid[t] = ~self.prev_done
-        return self.clip_action(actions.numpy())
-
-    def observe(self, t: int, obs: np.ndarray, rewards, terminated, truncated) -> Step:
-        """The second half of :meth:`record`: what the envs answered at step ``t``; returns what the step did (its
-        env steps, the episodes that ended)."""
-        self.obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)
-        dones = terminated | truncated
-        self.rewards_np[t], self.terminated_np[t], self.dones_np[t] = rewards, terminated, dones
-        self.prev_done = dones
-        ended_returns, ended_lengths = self.episodes.step(rewards, dones, self.valid[t])
-        return Step(self.cfg.num_envs, ended_returns.tolist(), ended_lengths.tolist())
-
-    @torch.no_grad()
-    def values(self) -> tuple[Tensor, Tensor]:
-        """``(V(s_t), V(s_{t+1}))``, both ``(T, N)``: every state of the rollout in one forward, with the stored
-        masks; the bootstrap state with the next step's masks."""
-        T, N = self.cfg.num_steps, self.cfg.num_envs
-        masks = self.masks.flatten(0, 1) if self.store_masks else None
-        values = self.policy.value(torch.from_numpy(self.obs_buf).flatten(0, 1), masks).view(T, N)
-        bootstrap = self.policy.value(torch.from_numpy(self.obs), self.next_mask)
-        return values, torch.cat([values[1:], bootstrap[None]])
 
     @torch.no_grad()
     def log_ratio_ref(self) -> Tensor:
@@ -231,6 +172,6 @@ class Rollout:
 
     def load_state_dict(self, state: dict) -> None:
         set_env_state(self.envs, state["envs"])
-        self.obs, self.prev_done = state["obs"].numpy(), state["prev_done"].numpy()
+        self.obs[...], self.prev_done[...] = state["obs"].numpy(), state["prev_done"].numpy()  # in place: views
         self.next_mask, self.mask_p = state["next_mask"], state["mask_p"]
         self.episodes.load_state_dict(state["episodes"])

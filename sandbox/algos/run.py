@@ -18,14 +18,14 @@ run goes). However the loop ends, ``policy.pt`` and ``summary.json`` are written
 ``non-finite-loss``; an interrupted run writes no summary: it did not finish).
 
 The rollout and the learner never call the run: the rollout reports each step it took and the episodes that ended
-there, which the trainer hands to :meth:`Run.record_steps`; the learner returns what it measured, which the trainer
+there, which the trainer hands to :meth:`Run.record_step`; the learner returns what it measured, which the trainer
 logs (:meth:`Run.log`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -70,6 +70,9 @@ class Schedule:
         self.cfg, self.maths = cfg, maths
         self.lr, self.clip_coef, self.clip_coef_high = cfg.learning_rate, cfg.clip_coef, cfg.clip_coef_high
         self.dropout_p = cfg.effective_dropout
+        # the updates the run plans where its budget fixes them (a batch of num_envs * num_steps steps per update);
+        # GRPO's and the language tasks' batches vary in length
+        self.total_updates = cfg.num_updates if cfg.kind in ("ppo", "sb3-ppo") else None
 
     def start(self, update_index: int, budget_left: float) -> None:
         """The values of update ``update_index`` (from 1), with ``budget_left`` the fraction of the step budget not yet
@@ -80,7 +83,12 @@ class Schedule:
         high = cfg.clip_coef_high
         self.clip_coef_high = high * budget_left if cfg.anneal_clip and high is not None else high
         self.dropout_p = self.maths.dropout_schedule(
-            cfg.effective_dropout, update_index, cfg.dropout_schedule, cfg.dropout_cutoff
+            cfg.effective_dropout,
+            update_index,
+            cfg.dropout_schedule,
+            cfg.dropout_cutoff,
+            total_updates=self.total_updates,
+            progress=1.0 - budget_left,
         )
 
 
@@ -251,14 +259,6 @@ class Run:
             return False
         self.record_episodes(returns, lengths)
         return self.solved()
-
-    def record_steps(self, steps: Iterable[tuple[int, list[float], list[int]]]) -> bool:
-        """:meth:`record_step` for each step as it comes (a rollout taking its steps as they are asked for); True, and
-        no further step asked for, as soon as the run should stop."""
-        for step in steps:
-            if self.record_step(*step):
-                return True
-        return False
 
     def record_batch(self, rewards: list[float], lengths: list[int]) -> None:
         """A batch of completions (episodes) sampled together: recorded, and their mean is ``final_reward``."""

@@ -110,6 +110,28 @@ TASKS: dict[str, Task] = {
 """The tasks, with the settings and budget of each (tuned or default, and why)."""
 
 
+CUSTOM_STEPS = 100_000
+"""The budget of a task of your own in the studies (``--tasks module:Env-v0``) when ``--max-steps`` does not say."""
+
+
+def task_of(name: str, steps: int | None = None) -> Task:
+    """The study's task ``name`` (:data:`TASKS`), or a task of your own: any Gymnasium id that builds here (gymnasium's
+    ``module:Env-v0`` form for an env your module registers), with the defaults (CleanRL's ``ppo.py``) and ``steps``
+    (:data:`CUSTOM_STEPS` when None). A study with a task of its own plans, and decides as one family, only the tasks
+    it was given."""
+    if name in TASKS:
+        return TASKS[name]
+    why = f"a task of your own: the defaults (CleanRL's ppo.py), {'--max-steps' if steps else 'the default'} budget"
+    return Task(name, {}, steps or CUSTOM_STEPS, why)
+
+
+def study_tasks(chosen: Sequence[str]) -> list[str]:
+    """The tasks a study plans (its Holm family and its seeds for power): every task of :data:`TASKS` for a study of
+    the built-in tasks (``--tasks`` runs some of them now, the plan covers all), the tasks given when one is your
+    own."""
+    return list(chosen) if any(t not in TASKS for t in chosen) else list(TASKS)
+
+
 def arms(rates: tuple[float, ...] = RATES) -> dict[str, dict]:
     """The study's groups on one task, label -> fields: dropout off, then each mode at each rate (in the policy and
     the value network)."""
@@ -636,6 +658,7 @@ def write_report(out: str | Path, kind: str = "breadth", seed: int = 0) -> dict:
     out = Path(out)
     frame = pd.read_csv(out / "finals.csv")
     meta = json.loads((out / "study.json").read_text()) if (out / "study.json").exists() else {}
+    known = {**TASKS, **{n: task_of(n, steps) for n, steps in meta.get("custom", {}).items()}}
     learn, table = learned(frame), comparisons(frame, kind, seed)
     table.to_csv(out / "comparisons.csv", index=False)
     what = "Breadth study" if kind == "breadth" else "Mechanism arms"
@@ -650,15 +673,15 @@ def write_report(out: str | Path, kind: str = "breadth", seed: int = 0) -> dict:
         f"({'FAST mode: a twentieth of each budget, numbers meaningless' if fast else 'full budgets'}). Time: "
         f"{sum(t['minutes'] for t in spent):.1f} minutes in all ({times or 'no runs were needed'})."
     )
-    tasks = [t for t in TASKS if t in set(frame["task"])]
+    tasks = [t for t in known if t in set(frame["task"])]
     if (out / "plan.md").exists():
         plan_text = (out / "plan.md").read_text()
     else:  # a study run before plans were written: the plan as the code states it now, said so
-        plan_text = plan(kind, list(TASKS), seeds).replace(
+        plan_text = plan(kind, study_tasks(list(known)), seeds).replace(
             "written before the runs", "as the code defines it now (this study ran before its plan was written)"
         )
     not_run = missing(frame, kind)
-    text = markdown(learn, table, {n: TASKS[n] for n in tasks}, header, frame) + "\n" + plan_text
+    text = markdown(learn, table, {n: known[n] for n in tasks}, header, frame) + "\n" + plan_text
     if not_run:
         text += f"\nPlanned but not run (their arms are not in finals.csv): {'; '.join(not_run)}.\n"
     result = {"learned": learn, "comparisons": table, "replication": None}
@@ -691,26 +714,31 @@ def run_study(
     machine: str = "",
     replicate: bool = False,
     where: Backend | None = None,
+    max_steps: int | None = None,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out``: first its
     plan (``plan.md``: the planned contrasts, before any run), then its sweeps (resumable: finished runs are kept, so
     an interrupted study goes on where it stopped), then ``finals.csv`` and :func:`write_report`. ``seeds``: None, the
-    study's :func:`seeds_per_group` (0, 1, ...). ``tasks``: a subset of the study's tasks (None: all of them); the
-    report covers every task whose runs are in ``out``. ``replicate``: also the same groups on a second, disjoint
+    study's :func:`seeds_per_group` (0, 1, ...). ``tasks``: a subset of the study's tasks (None: all of them), or
+    tasks of your own (:func:`task_of`: any Gymnasium id, ``max_steps`` steps each); the report covers every task
+    whose runs are in ``out``. ``replicate``: also the same groups on a second, disjoint
     set of seeds (:func:`replication_seeds`) in ``out/replication``, and the replication table. ``fast``: the first
     two seeds (and two more for the replication) and a twentieth of each budget, for checking the plumbing (its
     numbers mean nothing). ``where``: local processes (default), or Ray, on a cluster too
     (:mod:`sandbox.analysis.cluster`: the runs come back to this machine)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = {n: TASKS[n] for n in (tasks or TASKS)}
-    seeds = tuple(range(seeds_per_group(kind))) if seeds is None else tuple(seeds)  # powered for the whole study
+    chosen = {n: task_of(n, max_steps) for n in (tasks or TASKS)}
+    planned = study_tasks(list(chosen))
+    seeds = tuple(range(seeds_per_group(kind, planned))) if seeds is None else tuple(seeds)  # powered for the study
     seeds, scale = (tuple(seeds[:2]), 0.05) if fast else (seeds, 1.0)
     again = replication_seeds(seeds) if replicate else ()
+    before = json.loads((out / "study.json").read_text()) if (out / "study.json").exists() else {}
+    custom = {**before.get("custom", {}), **{n: t.total_steps for n, t in chosen.items() if n not in TASKS}}
     (out / "study.json").write_text(json.dumps({"kind": kind, "seeds": list(seeds), "replication": list(again),
-                                                "fast": fast}, indent=1))  # fmt: skip
+                                                "fast": fast, "custom": custom}, indent=1))  # fmt: skip
     if not (out / "plan.md").exists():  # written once, before the first run, for the whole study (not --tasks)
-        (out / "plan.md").write_text(plan(kind, list(TASKS), len(seeds), again))
+        (out / "plan.md").write_text(plan(kind, planned, len(seeds), again))
     seconds = _run(out, kind, chosen, seeds, scale, workers, quiet, machine, where)
     if replicate:
         (out / "replication").mkdir(exist_ok=True)

@@ -119,8 +119,10 @@ def expand(base: dict, grid: dict, out: str | os.PathLike) -> list[Run]:
         try:
             cfg = Config(**{**(PRESETS[preset] if preset else {}), **fields})
             cfg = validate(cfg)
+            from ..runs.seam import settle
             from ..training import check
 
+            cfg, _ = settle(cfg)  # a seam of the spec (maths = {gae = "mymod:my_gae"}) imported here, and hashed
             check(cfg)
         except ConfigError as err:
             where = ", ".join(f"{k}={v}" for k, v in combo.items())
@@ -182,23 +184,39 @@ def jobs(todo: list[Run], population: int) -> list[list[Run]]:
     return sorted(out, key=len, reverse=True)
 
 
-def train_many(configs: list[Config], workers: int | None = None, population: int = 16) -> list:
+def train_many(configs: list[Config], workers: int | None = None, population: int = 16, maths=None) -> list:
     """``sandbox.train`` on every config, ``workers`` processes at a time (default: the number of cores), the seeds
     of one config as populations where they can be (see :func:`jobs`); the results in the order of ``configs``. For
-    notebooks and scripts that want a study's results in memory rather than a sweep directory."""
+    notebooks and scripts that want a study's results in memory rather than a sweep directory.
+
+    ``maths`` (a :class:`sandbox.Maths`) is the seam every run trains with, recorded in each config's ``maths`` as
+    :func:`sandbox.train` records it. With ``workers`` > 1 the worker processes import its functions by that name, so
+    they must live in a module (a .py file), not in a notebook: a one-line error says so (``workers=1`` runs them
+    here)."""
     import multiprocessing as mp
 
+    from ..runs.seam import load, settle
     from ..training import train_population
 
-    runs = [Run(str(i), validate(c)) for i, c in enumerate(configs)]
+    settled = [settle(validate(c), maths) for c in configs]
+    seams = {str(i): m for i, (_, m) in enumerate(settled)}  # a job's runs share their config, so their seam
+    runs = [Run(str(i), c) for i, (c, _) in enumerate(settled)]
     work = jobs(runs, population)
     workers = workers or os.cpu_count() or 1
     results: dict[str, object] = {}
     if workers == 1:
         for job in work:
-            got = train_population([r.config for r in job]) if len(job) > 1 else [_train_one(job[0].config)]
+            seam, first = seams[job[0].name], job[0].config
+            got = train_population([r.config for r in job], seam) if len(job) > 1 else [_train_one(first, seam)]
             results.update({r.name: res for r, res in zip(job, got)})
     else:
+        for field, name in sorted({kv for c, _ in settled for kv in c.maths.items()}):
+            try:
+                load(field, name)  # what each worker will do: a function of __main__ cannot be found there
+            except ConfigError as err:
+                raise ConfigError(
+                    "maths", f"{str(err).removeprefix('--maths: ')} (or train_many(..., workers=1))"
+                ) from None
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(_train_job, [r.config for r in job]): job for job in work}
             for future in as_completed(futures):
@@ -206,10 +224,10 @@ def train_many(configs: list[Config], workers: int | None = None, population: in
     return [results[str(i)] for i in range(len(configs))]
 
 
-def _train_one(config: Config):
+def _train_one(config: Config, maths=None):
     from ..training import train
 
-    return train(config)
+    return train(config, maths)
 
 
 def _train_job(configs: list[Config]) -> list:

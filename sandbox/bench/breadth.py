@@ -18,19 +18,22 @@ def bench_breadth(
     replicate: bool = False,
     report_only: bool = False,
     where: Backend | None = None,
+    max_steps: int | None = None,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out`` and print
     its planned contrasts; returns the figures as plain data (runs, seconds, the comparisons as records).
     ``seeds`` None: the study's seeds per group for 80% power (:func:`sandbox.analysis.breadth.seeds_per_group`).
     ``replicate``: also a second, disjoint seed set and the replication table. ``report_only``: no run, the report
     rewritten from ``out/finals.csv`` (a committed study re-read with the current statistics). ``where``: local
-    processes (default), or Ray (a cluster too: the runs come back to this machine)."""
+    processes (default), or Ray (a cluster too: the runs come back to this machine). ``max_steps``: the budget of
+    tasks of your own (``--tasks module:Env-v0``)."""
     import pandas as pd
 
     from ..analysis import breadth
 
-    m = breadth.planned_comparisons(kind)  # the whole study's family, whatever --tasks runs now
-    powered = breadth.seeds_per_group(kind)
+    planned = breadth.study_tasks(tasks or list(breadth.TASKS))  # the study's family, whatever --tasks runs now
+    m = breadth.planned_comparisons(kind, planned)
+    powered = breadth.seeds_per_group(kind, planned)
     if report_only:
         result = {**breadth.write_report(out, kind), "runs": len(pd.read_csv(f"{out}/finals.csv")), "seconds": 0.0,
                   "out": str(out)}  # fmt: skip
@@ -40,7 +43,9 @@ def bench_breadth(
             print(f"{kind} study: {m} planned contrasts (one Holm family); {2 if fast else n} seeds per group"
                   f"{' (fast)' if fast else ''}; 80% power for |g| 0.8 at 0.05 / {m} needs {powered}"
                   + (", and the same again on a second set of seeds" if replicate else ""), flush=True)  # fmt: skip
-        result = breadth.run_study(out, kind, workers, seeds, tasks, fast, quiet, machine(), replicate, where)
+        result = breadth.run_study(
+            out, kind, workers, seeds, tasks, fast, quiet, machine(), replicate, where, max_steps=max_steps
+        )
     table = result["comparisons"]
     if not quiet and len(table):
         columns = ["task", "label", "against", "seeds", "mean", "against mean", "g", "diff low", "diff high", "holm p"]

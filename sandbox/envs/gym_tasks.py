@@ -10,6 +10,7 @@ exactly what a truncated episode needs to bootstrap from.
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
-from ..config import ConfigError
+from ..config import LANG_PREFIX, ConfigError, import_user_module
 from . import classic, minatar
 
 # What --env-params may set, per environment class: the constants the dynamics read at every step. Not what the
@@ -34,24 +35,56 @@ ENV_PARAMS: dict[str, tuple[str, ...]] = {
 ENV_PARAMS |= {cls.__name__: cls.PARAMS for cls in classic.CLASSES.values()}  # ours take the same names
 
 
+def split_module(env_id: str) -> tuple[str | None, str]:
+    """Gymnasium's ``module:Env-v0`` form (the module registers the env when imported) as ``(module, "Env-v0")``;
+    ``(None, env_id)`` for a plain id and for the sandbox's own ``minatar:`` and ``lang:`` tasks."""
+    if minatar.is_minatar(env_id) or env_id.startswith(LANG_PREFIX) or ":" not in env_id:
+        return None, env_id
+    module, _, name = env_id.partition(":")
+    return module, name
+
+
 def gym_id(env_id: str) -> str:
-    """The Gymnasium id of an ``--env``: itself, or for a MinAtar game (``minatar:breakout``) the id the ``minatar``
-    package registers (``MinAtar/Breakout-v1``; :mod:`sandbox.envs.minatar`)."""
-    return minatar.gym_id(env_id) if minatar.is_minatar(env_id) else env_id
+    """The id in gymnasium's registry of an ``--env``: itself; for ``module:Env-v0``, ``Env-v0``, once ``module`` is
+    imported (it registers the env; a one-line error if it cannot be imported); for a MinAtar game
+    (``minatar:breakout``) the id the ``minatar`` package registers (``MinAtar/Breakout-v1``;
+    :mod:`sandbox.envs.minatar`)."""
+    if minatar.is_minatar(env_id):
+        return minatar.gym_id(env_id)
+    module, name = split_module(env_id)
+    if module is not None:
+        import_user_module(module, "env")
+    return name
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise :class:`ConfigError` for an id gymnasium does not know, suggesting the closest ones."""
+    """Raise :class:`ConfigError` for an id gymnasium does not know (after importing the module of a
+    ``module:Env-v0``), suggesting the closest ones."""
     if minatar.is_minatar(env_id):
         minatar.gym_id(env_id)  # an unknown game: one line naming the games
         return
     if env_id.startswith("MinAtar/"):
         raise ConfigError("env", f"{env_id}: name MinAtar games as minatar:NAME, e.g. minatar:breakout")
-    if env_id in gym.envs.registry:
+    name = gym_id(env_id)
+    if name in gym.envs.registry:
         return
+    module, _ = split_module(env_id)
+    if module is not None:
+        mine = [k for k, spec in gym.envs.registry.items() if _entry_module(spec.entry_point) == module]
+        found = f"it registers {', '.join(mine)}" if mine else "it registers no env with gymnasium.register"
+        raise ConfigError("env", f"module {module} was imported but {name!r} is not registered: {found}")
     close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
-    hint = f"; did you mean {' or '.join(close)}?" if close else "; see gymnasium.envs.registry for the ids"
+    hint = (
+        f"; did you mean {' or '.join(close)}?"
+        if close
+        else "; see gymnasium.envs.registry for the ids, or name your env's module: --env module:Env-v0"
+    )
     raise ConfigError("env", f"unknown environment id {env_id!r}{hint}")
+
+
+def _entry_module(entry_point) -> str:
+    """The module an env's ``entry_point`` (``"module:Class"`` or the class itself) lives in."""
+    return entry_point.partition(":")[0] if isinstance(entry_point, str) else getattr(entry_point, "__module__", "")
 
 
 def apply_env_params(env: gym.Env | gym.vector.VectorEnv, env_id: str, params: dict[str, float]) -> None:
@@ -84,7 +117,18 @@ def make_env(env_id: str, env_params: dict[str, float] | None = None, render_mod
     if minatar.is_minatar(env_id):
         env = minatar.make(env_id, render_mode)
     else:
-        env = gym.make(env_id, render_mode=render_mode)
+        kwargs = {} if render_mode is None else {"render_mode": render_mode}  # an env of your own may take none
+        try:
+            with warnings.catch_warnings():  # gymnasium warns of a render mode the env lacks: the error below says it
+                warnings.filterwarnings("ignore", message=".*render_mode.*")
+                env = gym.make(gym_id(env_id), **kwargs)
+        except TypeError as err:
+            if render_mode is None or "render_mode" not in str(err):
+                raise
+            raise ConfigError("gif", f"{env_id} does not render (its __init__ takes no render_mode)") from None
+        if render_mode is not None and render_mode not in env.metadata.get("render_modes", ()):
+            env.close()
+            raise ConfigError("gif", f"{env_id} has no {render_mode} rendering (metadata render_modes)")
     apply_env_params(env, env_id, env_params or {})
     return env
 
@@ -108,9 +152,9 @@ def make_vec_env(
     elif env_id in classic.CLASSES:
         envs = classic.CLASSES[env_id](num_envs)
     else:
-        spec = gym.spec(env_id)
+        spec = gym.spec(gym_id(env_id))
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+        envs = gym.make_vec(spec.id, num_envs=num_envs, vectorization_mode=mode)
     check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
     apply_env_params(envs, env_id, env_params or {})
     if envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP) != gym.vector.AutoresetMode.NEXT_STEP:
@@ -124,7 +168,7 @@ def check_env(env_id: str, env_params: dict[str, float] | None = None) -> tuple[
     ``env_params`` (builds one env). Returns its ``(observation_space, action_space)``."""
     check_env_id(env_id)
     try:
-        env = minatar.make(env_id) if minatar.is_minatar(env_id) else gym.make(env_id)
+        env = minatar.make(env_id) if minatar.is_minatar(env_id) else gym.make(gym_id(env_id))
     except gym.error.Error as err:  # e.g. DependencyNotInstalled for Box2D or MuJoCo envs
         raise ConfigError("env", f"{env_id} cannot be built here: {str(err).splitlines()[0]}") from None
     try:

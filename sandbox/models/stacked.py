@@ -1,10 +1,11 @@
 """K agents of one shape as one batched network, and Adam over their stacked weights: what a population of seeds
 (``sandbox/algos/population.py``) trains with.
 
-The weights of member k are row k of one ``(K, P)`` tensor, laid out as :class:`~sandbox.models.mlp.FlatParams` lays out
-one agent's. Each layer is then one batched matrix product over the K members (``torch.baddbmm``, equal to
-``F.linear`` member by member to the last bit), which is where a population saves time on a CPU: the per-operation
-overhead that dominates these small networks is paid once for all members instead of once per member.
+The weights of member k are row k of one ``(K, P)`` tensor, the members' :class:`~sandbox.models.mlp.FlatParams`
+(each member's own parameters are views into its row). Each layer is then one batched matrix product over the K
+members (``torch.baddbmm``), which is where a population saves time on a CPU: the per-operation overhead that
+dominates these small networks is paid once for all members instead of once per member. A population of one (a
+single run) runs its own network instead.
 
 Nothing random happens inside these networks: masks and sampling noise are drawn outside, member by member, from
 each member's own generator, in the order the single-seed trainer draws them. Members are therefore independent:
@@ -22,30 +23,36 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim.adam import adam
 
 from .cnn import DropoutCNN, cnn_forward
-from .mlp import Agent, DropoutMLP, action_logp, action_logp_entropy, mlp_forward, sample_action
+from .mlp import Agent, DropoutMLP, FlatParams, action_logp, action_logp_entropy, mlp_forward, sample_action
 
 
 class StackedAgent:
     """The agents ``agents`` (one shape, different weights) as one network with a population axis in front.
 
-    ``flat`` (K, P) holds every weight (a leaf with gradient); :meth:`write_back` copies row k back into agent k (for
-    saving it). Observations are ``(K, batch, *obs_shape)`` (``obs_dim``, or MinAtar's ``(C, 10, 10)``: their
+    ``params``: the agents' :class:`~sandbox.models.mlp.FlatParams` (their weights as rows of one ``(K, P)`` leaf,
+    with gradient: what the learner optimises); None for frozen agents (the KL references: a copy of their weights,
+    no gradient). Observations are ``(K, batch, *obs_shape)`` (``obs_dim``, or MinAtar's ``(C, 10, 10)``: their
     convolutions as :func:`~sandbox.models.cnn.conv2d` batches them), the actor's and the critic's masks
     ``(K, batch, width)`` or None (no dropout), noise ``(K, batch, action_dim)``.
+
+    One agent (K = 1, a single run) runs its own network (``F.linear``, no batched products): the numbers of a
+    single run, bit for bit, and the parameters its diagnostics differentiate (``--grad-diag-every``,
+    ``--flatness-every``). The masks it is handed are the ones its own forward would have drawn.
     """
 
-    def __init__(self, agents: list[Agent]):
+    def __init__(self, agents: list[Agent], params: FlatParams | None = None):
         self.agents, self.template = agents, agents[0]
         named = list(self.template.named_parameters())
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
         self.sizes = [p.numel() for _, p in named]
-        rows = [torch.cat([p.detach().reshape(-1) for p in a.parameters()]) for a in agents]
-        self.flat = torch.stack(rows).requires_grad_(True)
-        self.flat.grad = torch.zeros_like(self.flat)
+        if params is None:
+            self.flat = torch.stack([torch.cat([p.detach().reshape(-1) for p in a.parameters()]) for a in agents])
+        else:
+            self.flat = params.flat
+        self.one = len(agents) == 1
 
     @property
     def size(self) -> int:
@@ -71,17 +78,26 @@ class StackedAgent:
     @torch.no_grad()
     def act(self, obs: Tensor, actor_mask: Tensor | None, noise: Tensor) -> tuple[Tensor, Tensor]:
         """``(actions, logp)``, each ``(K, batch)``: :meth:`sandbox.models.mlp.Agent.act` for every member at once."""
+        if self.one:
+            agent = self.template
+            out = agent.actor(obs[0], _first(actor_mask))
+            actions, logp = sample_action(out, None if agent.discrete else agent.log_std, noise[0])
+            return actions[None], logp[None]
         w = self.weights()
         return sample_action(self._forward(w, "actor", obs, actor_mask, all_samples=False), self._log_std(w), noise)
 
     @torch.no_grad()
     def log_prob(self, obs: Tensor, actions: Tensor) -> Tensor:
         """``log pi(actions | obs)`` of every member, without dropout: the frozen references' forward."""
+        if self.one:
+            return self.template.log_prob(obs[0], actions[0])[None]
         w = self.weights()
         return action_logp(self._forward(w, "actor", obs, None, all_samples=False), self._log_std(w), actions)
 
     @torch.no_grad()
     def value(self, obs: Tensor, critic_mask: Tensor | None) -> Tensor:
+        if self.one:
+            return self.template.critic(obs[0], _first(critic_mask)).squeeze(-1)[None]
         return self._forward(self.weights(), "critic", obs, critic_mask, False).squeeze(-1)
 
     def evaluate(
@@ -89,52 +105,61 @@ class StackedAgent:
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``(logp, entropy, values)`` with gradients: :meth:`sandbox.models.mlp.Agent.evaluate` for every member;
         ``logp`` and ``entropy`` are ``(K, batch)``, or ``(copies, K, batch)`` with multi-sample dropout."""
+        if self.one:
+            agent = self.template
+            out = agent.actor(obs[0], _first(actor_mask), all_samples=True)
+            logp, entropy = action_logp_entropy(
+                out, None if agent.discrete else agent.log_std, actions[0], with_entropy
+            )
+            values = agent.critic(obs[0], _first(critic_mask)).squeeze(-1)
+            return logp.unsqueeze(-2), entropy.unsqueeze(-2), values[None]
         w = self.weights()
         out = self._forward(w, "actor", obs, actor_mask, all_samples=True)
         logp, entropy = action_logp_entropy(out, self._log_std(w), actions, with_entropy)
         return logp, entropy, self._forward(w, "critic", obs, critic_mask, False).squeeze(-1)
 
-    @torch.no_grad()
-    def write_back(self, k: int) -> None:
-        """Member k's weights into ``agents[k]`` (whose ``state_dict`` then is what ``policy.pt`` holds)."""
-        for p, row in zip(self.agents[k].parameters(), self.flat[k].split(self.sizes)):
-            p.copy_(row.view_as(p))
+
+def _first(mask: Tensor | None) -> Tensor | None:
+    return None if mask is None else mask[0]
 
 
 class StackedAdam:
-    """Adam (PyTorch's fused kernel, eps ``adam_eps``) on every member's row of ``flat``, each row with its own step
-    count, and the global gradient-norm clip per member: member k is updated exactly as a single-seed run's
-    :class:`~sandbox.algos.learner.Learner` updates its one flat tensor. Members that stopped early (``target_kl``) or
+    """Adam (PyTorch's fused kernel, eps ``adam_eps``) on every member's row of a
+    :class:`~sandbox.models.mlp.FlatParams`, each row with its own step count: member k is updated exactly as
+    ``torch.optim.Adam(fused=True)`` would update it alone (tested). Members that stopped early (``target_kl``) or
     failed are left out of a step: their weights and Adam state do not move."""
 
-    def __init__(self, flat: Tensor, lr: float, eps: float, max_grad_norm: float):
-        self.flat, self.lr, self.eps, self.max_grad_norm = flat, lr, eps, max_grad_norm
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
-        self.steps = [torch.tensor(0.0) for _ in range(flat.shape[0])]
-
-    def clip_grad_norm_(self) -> Tensor:
-        """Scale each member's gradient to norm at most ``max_grad_norm``; return the norms before clipping (K,)."""
-        grad = self.flat.grad
-        norms = torch.linalg.vector_norm(grad, dim=1)
-        grad.mul_(torch.clamp(self.max_grad_norm / (norms + 1e-6), max=1.0).unsqueeze(1))
-        return norms
+    def __init__(self, params: FlatParams, lr: float, eps: float):
+        self.flat, self.lr, self.eps = params.flat, lr, eps
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
+        self.steps = [torch.tensor(0.0) for _ in range(self.flat.shape[0])]
+        self._rows: list[list[Tensor]] | None = None
 
     @torch.no_grad()
     def step(self, members: list[int]) -> None:
-        rows = [self.flat[k] for k in members]
-        adam(
-            rows,
-            [self.flat.grad[k] for k in members],
-            [self.exp_avg[k] for k in members],
-            [self.exp_avg_sq[k] for k in members],
-            [],
-            [self.steps[k] for k in members],
-            amsgrad=False,
-            beta1=0.9,
-            beta2=0.999,
-            lr=self.lr,
-            weight_decay=0.0,
-            eps=self.eps,
-            maximize=False,
-            fused=True,
-        )
+        """One Adam step of the rows ``members``: what ``torch.optim.Adam(fused=True).step()`` runs (its step counts
+        incremented, then its fused kernel, ``torch._fused_adam_``), without its per-call Python."""
+        if self._rows is None or self._rows[1][0]._base is not self.flat.grad:  # the rows' views, made once
+            self._rows = [
+                list(t.unbind(0)) for t in (self.flat.detach(), self.flat.grad, self.exp_avg, self.exp_avg_sq)
+            ]
+        rows = [[t[k] for k in members] for t in self._rows] if len(members) < len(self.steps) else self._rows
+        steps = [self.steps[k] for k in members]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(
+            *rows, [], steps, amsgrad=False, lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=self.eps,
+            maximize=False, grad_scale=None, found_inf=None,
+        )  # fmt: skip
+
+    def state_dict(self) -> dict:
+        return {
+            "exp_avg": self.exp_avg.clone(),
+            "exp_avg_sq": self.exp_avg_sq.clone(),
+            "steps": torch.stack(self.steps),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.exp_avg.copy_(state["exp_avg"])
+        self.exp_avg_sq.copy_(state["exp_avg_sq"])
+        for step, saved in zip(self.steps, state["steps"]):
+            step.copy_(saved)

@@ -30,8 +30,8 @@ import torch
 from ..config import Config, ConfigError
 
 FORMAT = "dropout-rl-sandbox"
-VERSION = 2  # 2: checkpoints hold each component's state_dict (sandbox.algos.run); policies are read from version 1 too
-READS = (1, 2)
+VERSION = 3  # 2: checkpoints hold each component's state_dict (sandbox.algos.run); 3: the learner's Adam state is
+READS = (1, 2, 3)  # per member (sandbox.models.stacked.StackedAdam). Policies are read from version 1 on.
 
 
 def blob(

@@ -23,17 +23,20 @@ line style or marker for one other varying setting (beta, ...).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from .figures import _figures
-from .markdown import _markdown
+from .figures import FIGURES, _figures, figure
+from .markdown import _markdown, _tex
 from .panels import _facets, _tasks
-from .runs import RunData, group_runs, load_runs
+from .runs import RunData, group_runs, load, load_runs, metrics_frame, runs_frame
 from .tables import (
+    DEFAULT_BASELINE,
     _parse_baseline,
     _short_group,
     baselines,
@@ -45,11 +48,14 @@ from .tables import (
     iqm,
     iqm_ci,
     key_table,
+    to_latex,
+    to_markdown,
 )
 
 # what the command, the lessons and the tests import from sandbox.analysis.report (the tests also reach a few of its
 # parts)
 __all__ = [
+    "FIGURES",
     "RunData",
     "baselines",
     "check_baseline",
@@ -59,7 +65,14 @@ __all__ = [
     "iqm",
     "iqm_ci",
     "key_table",
+    "figure",
+    "load",
     "load_runs",
+    "metrics_frame",
+    "report_dir",
+    "runs_frame",
+    "to_latex",
+    "to_markdown",
     "write_report",
     "_facets",
     "_parse_baseline",
@@ -68,29 +81,74 @@ __all__ = [
 ]
 
 
+def report_dir(sweep_dir: str | os.PathLike, baseline: str = DEFAULT_BASELINE) -> Path:
+    """Where ``sandbox report`` writes without ``--out``: the sweep's directory for the default baseline, else a
+    folder of the sweep's named after the baseline (``report-beta_0.0``): two baselines, two reports, neither
+    overwritten."""
+    sweep_dir = Path(sweep_dir)
+    if baseline == DEFAULT_BASELINE:
+        return sweep_dir
+    return sweep_dir / ("report-" + re.sub(r"[^A-Za-z0-9.+-]+", "_", baseline).strip("_"))
+
+
+def _claim(out: Path, sweep_dir: Path, baseline: str) -> None:
+    """Refuse, in one line, to write a report into ``out`` over a report against another baseline (or of another
+    sweep), or into a non-empty folder that holds no report."""
+    from ...config import ConfigError
+
+    marker = out / "report.json"
+    if marker.is_file():
+        was = json.loads(marker.read_text())
+        if was.get("baseline") != baseline or Path(was.get("sweep", sweep_dir)).resolve() != sweep_dir.resolve():
+            raise ConfigError(
+                "out",
+                f"{out} holds the report of {was.get('sweep')} against {was.get('baseline')}; choose another --out "
+                f"for the report against {baseline} (or remove it)",
+            )
+    elif out.is_dir() and out.resolve() != sweep_dir.resolve() and any(out.iterdir()):
+        if not (out / "report.md").is_file():
+            raise ConfigError("out", f"{out} is not empty and holds no report; choose another --out")
+
+
 def write_report(
-    sweep_dir: str | os.PathLike, baseline: str = "dropout_mode=off", quiet: bool = False, figures: bool = True
+    sweep_dir: str | os.PathLike,
+    baseline: str = DEFAULT_BASELINE,
+    quiet: bool = False,
+    figures: bool = True,
+    out: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Write report.md, report.csv, finals.csv (one row per run) and the PNG figures into ``sweep_dir``; print the
-    key table."""
+    """Write report.md, report.csv, finals.csv (one row per run), report.tex (its two tables for a paper, booktabs)
+    and the PNG figures into ``out`` (default :func:`report_dir`: the sweep's directory for the default baseline, a
+    folder of its own for any other), with report.json saying which runs and baseline it is of; print the key table
+    (``quiet``: only where the report went). A folder holding a report against another baseline is refused in one
+    line: a report is never overwritten by another one."""
     from ...config import ConfigError
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError("sweep_dir", f"{sweep_dir} is not a directory")
+    out = Path(out) if out is not None else report_dir(sweep_dir, baseline)
     runs = load_runs(sweep_dir)
     if not runs:
         raise ConfigError("sweep_dir", f"{sweep_dir} holds no finished run (no summary.json)")
     groups = group_runs(runs)
     check_baseline(groups, baseline)
+    _claim(out, sweep_dir, baseline)
+    out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # degenerate resamples of tiny groups
         table = group_table(groups, baseline)
-        table.to_csv(sweep_dir / "report.csv", index=False)
-        finals_frame(groups, table).to_csv(sweep_dir / "finals.csv", index=False)
-        pictures = _figures(groups, table, baselines(groups, baseline), sweep_dir) if figures else []
-    (sweep_dir / "report.md").write_text(_markdown(sweep_dir, runs, groups, table, baseline, pictures))
+        table.to_csv(out / "report.csv", index=False)
+        finals_frame(groups, table).to_csv(out / "finals.csv", index=False)
+        pictures = _figures(groups, baselines(groups, baseline), out) if figures else []
+    title = f"Sweep report: {sweep_dir.name}" + ("" if baseline == DEFAULT_BASELINE else f", against {baseline}")
+    (out / "report.md").write_text(_markdown(title, runs, groups, table, baseline, pictures))
+    (out / "report.tex").write_text(_tex(title, groups, table, baseline))
+    (out / "report.json").write_text(
+        json.dumps({"sweep": str(sweep_dir), "baseline": baseline, "runs": len(runs), "groups": len(groups)}, indent=1)
+        + "\n"
+    )
     if not quiet:
-        print(key_table(table))
-        print(f"\nreport: {sweep_dir / 'report.md'}")
+        print(key_table(table) + "\n")
+    print(f"report: {out / 'report.md'}")  # even quiet: where it went
     return table

@@ -26,10 +26,10 @@ from .panels import (
     _Task,
     _tasks,
 )
-from .runs import Group
+from .runs import Group, describe_fixed
 
 
-def _curve_figure(plt, tasks, bases, column: str, title: str, ylabel: str, out: Path, name: str, log_if_wide=False):
+def _curve_figure(plt, tasks, bases, column: str, title: str, ylabel: str, log_if_wide=False):
     """Learning-curve-like figures: per task, one panel per value of p, every group's mean over seeds with the 95% t
     interval of the mean (:func:`sandbox.stats.t_band`); a group of fewer than 3 seeds shows its seeds instead (the
     t interval of 2 values is 12.7 standard errors wide). ``log_if_wide``: log scale when the task's values span more
@@ -75,14 +75,13 @@ def _curve_figure(plt, tasks, bases, column: str, title: str, ylabel: str, out: 
         if few:
             extra.append(Line2D([], [], color="#999999", lw=0.6, label="one seed (groups\nof < 3 seeds)"))
         _legend(legend_ax, task, extra=extra)
-    fig.savefig(out / name)
-    plt.close(fig)
+    return fig
 
 
-def _profile_figure(plt, tasks, bases, out: Path, name: str):
+def _profile_figure(plt, tasks, bases, title: str):
     """Performance profiles: per task and p, the fraction of a group's runs whose final score is above each value."""
     panels = [_facets(t, bases) for t in tasks]
-    fig, layout = _layout(plt, [len(p) for p in panels], "Performance profiles: fraction of runs above each score")
+    fig, layout = _layout(plt, [len(p) for p in panels], title)
     for task, facets, (axes, legend_ax) in zip(tasks, panels, layout):
         every = np.concatenate([g.finals for g in task.groups])
         every = every[np.isfinite(every)]
@@ -100,11 +99,10 @@ def _profile_figure(plt, tasks, bases, out: Path, name: str):
         axes[0].set_ylim(-0.03, 1.03)
         axes[0].set_ylabel("fraction of runs above")
         _legend(legend_ax, task)
-    fig.savefig(out / name)
-    plt.close(fig)
+    return fig
 
 
-def _by_x_figure(plt, tasks, out: Path, name: str, title: str, value, center, ylabel):
+def _by_x_figure(plt, tasks, title: str, value, center, ylabel):
     """Per task one panel: ``value(run)`` of every seed (dots) and ``center(group, values)`` = (mid, low, high)
     (marker and error bar), one line per (mode, style) against the x field (p); categories where nothing varies."""
     from matplotlib.lines import Line2D
@@ -159,14 +157,12 @@ def _by_x_figure(plt, tasks, out: Path, name: str, title: str, value, center, yl
         ax.set_ylabel(ylabel(task), fontsize=9)
         extra = [Line2D([], [], color="#666666", marker="o", ls="", ms=3.5, alpha=0.6, label="one seed")]
         _legend(legend_ax, task, marker=True, extra=extra)
-    fig.savefig(out / name)
-    plt.close(fig)
+    return fig
 
 
-def _reward_kl_figure(plt, tasks, out: Path, name: str):
+def _reward_kl_figure(plt, tasks, title: str):
     from matplotlib.lines import Line2D
 
-    title = "Reward against KL to the reference, seed by seed"
     fig, layout = _layout(plt, [1] * len(tasks), title, height=2.9)
     for task, (axes, legend_ax) in zip(tasks, layout):
         ax = axes[0]
@@ -191,83 +187,145 @@ def _reward_kl_figure(plt, tasks, out: Path, name: str):
                 for i, k in enumerate(kinds)
             ]
         _place_legend(legend_ax, handles, task.name)
-    fig.savefig(out / name)
-    plt.close(fig)
+    return fig
 
 
-def _figures(groups: list[Group], table: pd.DataFrame, bases: dict, out: Path) -> list[tuple[str, str]]:
-    """Draw the report's figures into ``out``; returns (file name, caption) pairs."""
-    import matplotlib
+FIGURES = (
+    "learning_curves",
+    "performance_profile",
+    "final_per_seed",
+    "first_ratio_dev",
+    "surrogate_variance",
+    "reward_kl",
+)
+"""The report's figures by name (``reward_kl`` only for language tasks), each drawn by :func:`figure` too."""
 
-    if "inline" not in matplotlib.get_backend():  # a notebook keeps its inline plots (each figure here is closed)
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _catalogue(plt, groups: list[Group], bases: dict) -> list[tuple[str, str, object]]:
+    """``(name, caption, draw)`` of each of the report's figures for ``groups``; ``draw()`` returns the figure."""
     tasks = _tasks(groups)
     lang = [t for t in tasks if t.is_lang]
-    intervals = {r.group: (r.final_iqm, r.ci_low, r.ci_high) for r in table.itertuples()}
+    intervals = {g.label: _iqm_interval(g) for g in groups}
     score = "{score}"
+    fixed = describe_fixed(groups, limit=120)  # what the legends' labels leave unsaid, under every title
+
+    def titled(title: str) -> str:
+        return f"{title}\n{fixed}" if fixed else title
+
     figures = [
         (
-            "learning_curves.png",
+            "learning_curves",
             "Learning curves: mean over seeds with the 95% t interval of the mean; one row of panels per task, one "
             "panel per dropout p (or other varying setting), dropout off in every panel it is the baseline of.",
-            lambda name: _curve_figure(plt, tasks, bases, "ep_return_mean", "Learning curves", score, out, name),
+            lambda: _curve_figure(plt, tasks, bases, "ep_return_mean", titled("Learning curves"), score),
         ),
         (
-            "performance_profile.png",
+            "performance_profile",
             "Performance profiles: the fraction of a group's runs whose final score is above each value (further "
             "right and higher is better; the whole distribution of the seeds, not one number).",
-            lambda name: _profile_figure(plt, tasks, bases, out, name),
+            lambda: _profile_figure(
+                plt, tasks, bases, titled("Performance profiles: fraction of runs above each score")
+            ),
         ),
         (
-            "final_per_seed.png",
+            "final_per_seed",
             "Final score against dropout p: every seed (dots) and each group's IQM with its 95% Tukey-McLaughlin "
             "interval; dropout off, whose p is inert, as a level with its interval.",
-            lambda name: _by_x_figure(
+            lambda: _by_x_figure(
                 plt,
                 tasks,
-                out,
-                name,
-                "Final score: every seed, and the IQM with its 95% interval",
+                titled("Final score: every seed, and the IQM with its 95% interval"),
                 value=lambda r: r.final,
                 center=lambda g, v: intervals[g.label],
                 ylabel=_Task.score_label,
             ),
         ),
         (
-            "first_ratio_dev.png",
+            "first_ratio_dev",
             "first_ratio_dev against dropout p: the ratio's deviation from 1 before any gradient step (mean |r - 1| "
             "over the first minibatch of each update), every seed (dots) and the mean over seeds (line).",
-            lambda name: _by_x_figure(
+            lambda: _by_x_figure(
                 plt,
                 tasks,
-                out,
-                name,
-                "The ratio's noise before any update: first_ratio_dev",
+                titled("The ratio's noise before any update: first_ratio_dev"),
                 value=lambda r: float(r.metrics["first_ratio_dev"].mean()),
                 center=lambda g, v: (float(np.nanmean(v)), math.nan, math.nan),
                 ylabel=lambda t: "mean |r - 1| before any step",
             ),
         ),
         (
-            "surrogate_variance.png",
+            "surrogate_variance",
             "Surrogate variance Var(r A) over training: mean over seeds with the 95% t interval of the mean.",
-            lambda name: _curve_figure(
-                plt, tasks, bases, "surrogate_var", "Surrogate variance over training", "Var(r A)", out, name, True
+            lambda: _curve_figure(
+                plt, tasks, bases, "surrogate_var", titled("Surrogate variance over training"), "Var(r A)", True
             ),
         ),
     ]
     if lang:
         figures.append(
             (
-                "reward_kl.png",
+                "reward_kl",
                 "Reward against KL to the reference at the end of training, seed by seed (language tasks).",
-                lambda name: _reward_kl_figure(plt, lang, out, name),
+                lambda: _reward_kl_figure(plt, lang, titled("Reward against KL to the reference, seed by seed")),
             )
         )
+    return figures
+
+
+def _iqm_interval(g: Group) -> tuple[float, float, float]:
+    """The group's IQM and its 95% Tukey-McLaughlin interval over its finite finals (the report's numbers)."""
+    ok = g.finals[np.isfinite(g.finals)]
+    low, high, _ = stats.iqm_interval(ok)
+    return (float(stats.iqm(ok)) if len(ok) else math.nan), low, high
+
+
+def _pyplot(headless: bool):
+    import matplotlib
+
+    if headless and "inline" not in matplotlib.get_backend():  # a notebook keeps its inline plots
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figures(groups: list[Group], bases: dict, out: Path) -> list[tuple[str, str]]:
+    """Draw the report's figures into ``out`` as PNG files; returns (file name, caption) pairs."""
+    import matplotlib
+
+    plt = _pyplot(headless=True)
+    drawn = []
     with matplotlib.rc_context():
         use_style()
-        for name, _, draw in figures:
-            draw(name)
-    return [(name, caption) for name, caption, _ in figures]
+        for name, caption, draw in _catalogue(plt, groups, bases):
+            fig = draw()
+            fig.savefig(out / f"{name}.png")
+            plt.close(fig)  # each figure closed: a notebook's inline backend does not show it twice
+            drawn.append((f"{name}.png", caption))
+    return drawn
+
+
+def figure(frame: pd.DataFrame, name: str = "learning_curves", baseline: str = "dropout_mode=off"):
+    """One of the report's figures (:data:`FIGURES`) drawn from a frame of :func:`sandbox.load` (one row per run, or
+    per update with ``metrics=True``), or any part of one: ``figure(runs[runs.dropout_mode != "rollout-eval"])``.
+    The runs it names are read again and grouped as the report groups them (labels by what varies among them), each
+    compared with its ``baseline`` group. Returns the matplotlib figure (shown inline in a notebook)."""
+    import matplotlib
+
+    from ...config import ConfigError
+    from .runs import group_runs, runs_of
+    from .tables import baselines, check_baseline
+
+    if name not in FIGURES:
+        raise ConfigError("figure", f"unknown figure {name!r}; one of: {', '.join(FIGURES)}")
+    groups = group_runs(runs_of(frame))
+    if not groups:
+        raise ConfigError("figure", "the frame holds no run")
+    check_baseline(groups, baseline)
+    plt = _pyplot(headless=False)
+    with matplotlib.rc_context():
+        use_style()
+        drawers = {n: draw for n, _, draw in _catalogue(plt, groups, baselines(groups, baseline))}
+        if name not in drawers:
+            raise ConfigError("figure", f"{name} is for language tasks; these runs have none")
+        return drawers[name]()

@@ -5,13 +5,13 @@ figures with their captions."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ... import stats
-from .tables import _fmt, _interval, _table
+from .runs import describe_fixed
+from .tables import _fmt, _interval, _latex, _table
 
 
 def _how_to_read(table: pd.DataFrame, baseline: str) -> list[str]:
@@ -112,69 +112,125 @@ def _base_runs(table: pd.DataFrame, compared: pd.DataFrame) -> list[int]:
     return [runs.get(b, 0) for b in compared.baseline]
 
 
-def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str, pictures) -> str:
+def _final_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The final-performance table: header and rows (as text), for report.md and report.tex alike."""
+    header = ["group", "runs", "final IQM [95% CI]", "mean [95% t CI]", "seed std", "solved", "median time-to-solve"]
+    rows = [
+        [
+            r.group,
+            str(r.runs),
+            _interval(r.final_iqm, r.ci_low, r.ci_high),
+            _interval(r.final_mean, r.mean_ci_low, r.mean_ci_high),
+            _fmt(r.final_std),
+            f"{r.solved}/{r.runs}",
+            (f"{_fmt(r.median_solve_s, '.1f')} s / " if math.isfinite(r.median_solve_s) else "")
+            + f"{_fmt(r.median_solve_steps, ',.0f')} steps"
+            if r.solved
+            else "-",
+            _fmt(r.collapses, ".0f"),
+        ]
+        for r in table.itertuples()
+    ]
+    return header + ["collapses"], rows
+
+
+def _against_rows(compared: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The against-the-baseline table: header and rows (the verdicts better and worse in bold: ``**word**``)."""
+    header = ["group", "difference [CI at its level]", "Hedges' g [95% CI]", "P(improvement) [95% CI]", "p"]
+    rows = [
+        [
+            r.group,
+            _interval(r.diff, r.diff_level_low, r.diff_level_high),
+            _interval(r.hedges_g, r.g_ci_low, r.g_ci_high, ".2f"),
+            _interval(r.p_improvement, r.poi_ci_low, r.poi_ci_high, ".2f"),
+            _fmt(r.p_value, ".2g") if r.exact else _interval(r.p_value, r.p_low, r.p_high, ".2g"),
+            _fmt(r.p_holm, ".2g")
+            if r.exact or not np.isfinite(r.p_holm_low)
+            else _interval(r.p_holm, r.p_holm_low, r.p_holm_high, ".2g"),
+            _fmt(r.level, ".2g"),
+            _detectable(r.detectable_g),
+            f"**{r.verdict}**" if r.verdict in ("better", "worse") else r.verdict,
+        ]
+        for r in compared.itertuples()
+    ]
+    return header + ["p Holm", "level", "detectable |g|", "verdict"], rows
+
+
+SPREAD_FOLD = 3.0
+"""A group's seed standard deviation this many times its baseline's (or a third of it) is remarked on."""
+
+
+def _spreads(table: pd.DataFrame) -> str:
+    """A note for every compared group whose seeds spread several-fold more or less than its baseline's."""
+    std = dict(zip(table.group, table.final_std))
+    notes = []
+    for r in _compared(table).itertuples():
+        mine, theirs = r.final_std, std.get(r.baseline, math.nan)
+        if not (np.isfinite(mine) and np.isfinite(theirs)) or (mine == 0 and theirs == 0):
+            continue
+        ratio = mine / theirs if theirs > 0 else math.inf
+        if ratio >= SPREAD_FOLD or ratio <= 1 / SPREAD_FOLD:
+            if theirs == 0:
+                how = f"the seeds of {r.baseline} all ended equal"
+            elif mine == 0:
+                how = "its seeds all ended equal"
+            else:
+                how = f"{max(ratio, 1 / ratio):.1f}x " + ("wider" if ratio > 1 else "narrower")
+            notes.append(f"{r.group}: {_fmt(mine)} against {_fmt(theirs)} for {r.baseline} ({how})")
+    if not notes:
+        return ""
+    return (
+        "**Spreads differ several-fold** (the seeds' standard deviation of the final score, group against its "
+        f"baseline; {SPREAD_FOLD:g}x or more): " + "; ".join(notes) + ". The test compares means, under a null in "
+        "which the seeds of the two groups could be exchanged; with spreads this different a verdict can reflect the "
+        "spread as much as the means, and the spread is a result of its own (a mode that makes the seeds agree, or "
+        "one that lets some of them fail): read it in final_per_seed.png."
+    )
+
+
+def _fixed(groups) -> list[str]:
+    text = describe_fixed(groups)
+    if not text:
+        return []
+    return [
+        f"**Fixed settings** (the same in every group, and not what `sandbox train` chooses by default; the group "
+        f"labels name only what varies): {text}.",
+        "",
+    ]
+
+
+def _markdown(title: str, runs, groups, table: pd.DataFrame, baseline: str, pictures) -> str:
     with_kl = bool(np.isfinite(table.kl_ref_first).any())
+    final_header, final_rows = _final_rows(table)
     lines = [
-        f"# Sweep report: {sweep_dir.name}",
+        f"# {title}",
         "",
-        f"{len(runs)} finished runs in {len(groups)} groups (a group = one config, all its seeds).",
+        f"{len(runs)} finished runs in {len(groups)} groups (a group = one config, all its seeds), each compared with "
+        f"its baseline `{baseline}`.",
         "",
+        *_fixed(groups),
         *_how_to_read(table, baseline),
         "## Final performance",
         "",
-        _table(
-            ["group", "runs", "final IQM [95% CI]", "mean [95% t CI]", "seed std", "solved", "median time-to-solve"]
-            + ["collapses"],
-            [
-                [
-                    r.group,
-                    str(r.runs),
-                    _interval(r.final_iqm, r.ci_low, r.ci_high),
-                    _interval(r.final_mean, r.mean_ci_low, r.mean_ci_high),
-                    _fmt(r.final_std),
-                    f"{r.solved}/{r.runs}",
-                    (f"{_fmt(r.median_solve_s, '.1f')} s / " if math.isfinite(r.median_solve_s) else "")
-                    + f"{_fmt(r.median_solve_steps, ',.0f')} steps"
-                    if r.solved
-                    else "-",
-                    _fmt(r.collapses, ".0f"),
-                ]
-                for r in table.itertuples()
-            ],
-        ),
+        _table(final_header, final_rows),
         "",
     ]
     compared = _compared(table)
     if len(compared):
+        against_header, against_rows = _against_rows(compared)
         lines += [
             "## Against the baseline",
             "",
-            _table(
-                ["group", "difference [CI at its level]", "Hedges' g [95% CI]", "P(improvement) [95% CI]", "p"]
-                + ["p Holm", "level", "detectable |g|", "verdict"],
-                [
-                    [
-                        r.group,
-                        _interval(r.diff, r.diff_level_low, r.diff_level_high),
-                        _interval(r.hedges_g, r.g_ci_low, r.g_ci_high, ".2f"),
-                        _interval(r.p_improvement, r.poi_ci_low, r.poi_ci_high, ".2f"),
-                        _fmt(r.p_value, ".2g") if r.exact else _interval(r.p_value, r.p_low, r.p_high, ".2g"),
-                        _fmt(r.p_holm, ".2g")
-                        if r.exact or not np.isfinite(r.p_holm_low)
-                        else _interval(r.p_holm, r.p_holm_low, r.p_holm_high, ".2g"),
-                        _fmt(r.level, ".2g"),
-                        _detectable(r.detectable_g),
-                        f"**{r.verdict}**" if r.verdict in ("better", "worse") else r.verdict,
-                    ]
-                    for r in compared.itertuples()
-                ],
-            ),
+            _table(against_header, against_rows),
             "",
             f"Test: {next((t for t in compared.test if t), 'permutation test, difference of means')} (two-sided), "
             f"Holm's correction over the {_count(_tested(table), 'comparison')} with at least {stats.MIN_SEEDS} seeds "
             "per side.",
             "",
         ]
+        spreads = _spreads(table)
+        if spreads:
+            lines += [spreads, ""]
     lines += [
         "## Mechanism: the ratio before any update",
         "",
@@ -206,3 +262,17 @@ def _markdown(sweep_dir: Path, runs, groups, table: pd.DataFrame, baseline: str,
             for name, caption in pictures
         ]
     return "\n".join(lines)
+
+
+def _tex(title: str, groups, table: pd.DataFrame, baseline: str) -> str:
+    """report.tex: the report's two tables as LaTeX (booktabs), for a paper; the same cells as report.md's."""
+    fixed = describe_fixed(groups)
+    parts = [
+        f"% {title} (sandbox report): its tables for a paper. Needs \\usepackage{{booktabs}}.",
+        _latex(*_final_rows(table), f"Final performance{'. Fixed: ' + fixed if fixed else ''}.", "tab:final"),
+    ]
+    compared = _compared(table)
+    if len(compared):
+        caption = f"Each group against its baseline ({baseline}); Holm over {_count(_tested(table), 'comparison')}."
+        parts.append(_latex(*_against_rows(compared), caption, "tab:against"))
+    return "\n".join(parts)

@@ -186,7 +186,7 @@ def _layout(plt, panels: list[int], title: str, max_cols: int = 4, width: float 
                 ax.tick_params(labelleft=False)
         out.append((mine, axes[r, -1]))
         r += k
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, wrap=True)
     return fig, out
 
 

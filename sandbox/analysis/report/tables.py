@@ -16,7 +16,7 @@ import pandas as pd
 
 from ... import stats
 from ...dropout_modes import dropout_is_off
-from .runs import INERT_WHEN_OFF, Group
+from .runs import INERT_WHEN_OFF, Group, runs_frame
 
 # --- statistics (pure; tests/test_sweep.py and tests/test_stats.py check them on known answers) -------------------
 
@@ -273,14 +273,15 @@ group without one), and its final score (NaN for a run that did not end finite).
 def finals_frame(groups: list[Group], table: pd.DataFrame) -> pd.DataFrame:
     """The per-seed finals of a report (``finals.csv``): what a reader needs to recompute every verdict
     (:func:`compare_finals`) without the runs."""
+    frame = runs_frame(groups)  # what sandbox.load returns: finals.csv is a slice of it
     base = dict(zip(table.group, table.baseline))
-    rows = [
-        {"group": g.label, "baseline": base[g.label], "task": g.task, "dropout_mode": g.mode,
-         "dropout_p": float(g.config.get("dropout") or 0.0), "seed": r.config.get("seed"), "final": r.final}
-        for g in groups
-        for r in g.runs
-    ]  # fmt: skip
-    return pd.DataFrame(rows, columns=list(FINALS_COLUMNS))
+    if not len(frame):
+        return pd.DataFrame(columns=list(FINALS_COLUMNS))
+    return frame.assign(
+        baseline=frame.group.map(base),
+        dropout_mode=frame.get("dropout_mode", pd.Series("off", index=frame.index)).fillna("off"),
+        dropout_p=frame.get("dropout", pd.Series(0.0, index=frame.index)).fillna(0.0).astype(float),
+    )[list(FINALS_COLUMNS)]
 
 
 def compare_finals(finals: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
@@ -320,11 +321,76 @@ def _table(header: list[str], rows: list[list[str]], pad: bool = False) -> str:
     """A markdown table; ``pad`` aligns the columns for a terminal."""
     width = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if pad else [0] * len(header)
 
-    def line(cells) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, width)) + " |"
+    def line(cells) -> str:  # a pipe inside a cell ("detectable |g|") escaped, or markdown splits the cell there
+        return (
+            "| "
+            + " | ".join((str(c) if pad else str(c).replace("|", "\\|")).ljust(w) for c, w in zip(cells, width))
+            + " |"
+        )
 
     rule = "|" + "|".join("-" * (w + 2 if pad else 3) for w in width) + "|"
     return "\n".join([line(header), rule] + [line(r) for r in rows])
+
+
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "∞": r"$\infty$",
+    "±": r"$\pm$",
+}
+
+
+def _tex(cell) -> str:
+    """A cell as LaTeX: its special characters escaped, markdown's ``**bold**`` as ``\\textbf``."""
+    text = str(cell)
+    bold = text.startswith("**") and text.endswith("**") and len(text) > 4
+    text = "".join(_LATEX.get(ch, ch) for ch in (text[2:-2] if bold else text))
+    return rf"\textbf{{{text}}}" if bold else text
+
+
+def _latex(header: list[str], rows: list[list[str]], caption: str | None = None, label: str | None = None) -> str:
+    """A booktabs table (``\\usepackage{booktabs}``): the first column left-aligned, the others right-aligned."""
+    lines = [r"\begin{table}[htbp]", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{_tex(caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(_tex(h) for h in header) + r" \\",
+        r"\midrule",
+        *(" & ".join(_tex(c) for c in row) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _cells(frame: pd.DataFrame, floatfmt: str) -> tuple[list[str], list[list[str]]]:
+    rows = [[_fmt(v, floatfmt) if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(False)]
+    return [str(c) for c in frame.columns], rows
+
+
+def to_markdown(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
+    """A frame (``sandbox.load``'s, report.csv's, any) as a markdown table, floats to ``floatfmt``, NaN as "-": what
+    ``DataFrame.to_markdown`` does without its ``tabulate`` dependency."""
+    return _table(*_cells(frame, floatfmt))
+
+
+def to_latex(frame: pd.DataFrame, caption: str | None = None, label: str | None = None, floatfmt: str = ".3g") -> str:
+    """A frame as a LaTeX booktabs table (``\\usepackage{booktabs}``), floats to ``floatfmt``, NaN as "-", special
+    characters escaped."""
+    return _latex(*_cells(frame, floatfmt), caption, label)
 
 
 def _short_group(r) -> str:
