@@ -42,7 +42,7 @@ from IPython.display import Image, display
 from sandbox import stats
 from sandbox.analysis import course
 from sandbox.analysis.demo import PPO_SPEC, to_toml
-from sandbox.plots import MODE_COLORS, use_style
+from sandbox.plots import MODE_COLORS, legend_below, use_style
 from sandbox.analysis.report import load_runs, write_report
 from sandbox.analysis.sweep import run_sweep
 
@@ -343,7 +343,7 @@ course.claim(
 # of the family must pass), and checks that the permutation test can reach that level at all. Not from the effect you
 # observed: "post-hoc power" computed from it says nothing the p did not.
 
-# %% mystnb={"image": {"alt": "The seeds per group a study needs for 80% power against the effect size |g| it plans for, on a log scale, one line for a single comparison and one for a family of three under Holm's correction: a few hundred seeds at g = 0.3 down to a handful at g = 3, the family's line above the single one."}}
+# %% mystnb={"image": {"alt": "The seeds per group a study needs for 80% power against the effect size |g| it plans for, on a log scale, one line for a single comparison and one for a family of three under Holm's correction: a few hundred seeds at g = 0.3 down to a handful at g = 3, the family's line above the single one; the legend is below."}}
 needed = pd.DataFrame([{"effect size g": g, **{f"{m} comparison{'s' if m > 1 else ''}": stats.seeds_needed(g, comparisons=m)
                                                 for m in (1, 3)}}
                        for g in (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0)]).set_index("effect size g")
@@ -351,7 +351,7 @@ fig, ax = plt.subplots(figsize=(5.5, 3.0))
 for column, color in zip(needed.columns, ("#333333", MODE_COLORS["naive"])):
     ax.plot(needed.index, needed[column], marker="o", color=color, label=column)
 ax.set(xlabel="planned effect size |g|", ylabel="seeds per group (80% power)", yscale="log")
-ax.legend()
+legend_below(fig)
 course.claim(
     "an effect of a full seed-to-seed standard deviation needs about 17 seeds per group for one comparison, more for "
     "a family; half of one needs about 64",

@@ -70,7 +70,7 @@ import sandbox
 from sandbox import maths, stats
 from sandbox.analysis import course
 from sandbox.analysis import studies
-from sandbox.plots import MODE_COLORS, OTHER_COLORS, use_style
+from sandbox.plots import MODE_COLORS, OTHER_COLORS, legend_below, use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
 CI = "difference [CI at the verdict's level]"  # sandbox.stats' tables: the interval the verdict used
@@ -153,7 +153,7 @@ minibatch = pd.DataFrame([{"rule": rule, "dropped": f"{int((~k).sum())} of {len(
               for rule, k in keep.items()]).set_index("rule").round(3)
 minibatch
 
-# %% mystnb={"image": {"alt": "Three scatter panels of one minibatch's samples, the ratio r against x = r times A, one per sample dropout rule (dppo, sdpo, outlier): the samples a rule keeps in grey, those it drops in colour."}}
+# %% mystnb={"image": {"alt": "Three scatter panels of one minibatch's samples, the ratio r against x = r times A, one per sample dropout rule (dppo, sdpo, outlier): the samples a rule keeps in grey, those it drops in colour; the legend is below."}}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), sharex=True, sharey=True)
 for ax, (rule, k) in zip(axes, keep.items()):
     ax.scatter(x[k], r[k], s=6, color="#bbbbbb", label="kept")
@@ -161,7 +161,7 @@ for ax, (rule, k) in zip(axes, keep.items()):
     ax.axvline(0, color="grey", lw=0.5)
     ax.set(title=rule, xlabel="x = r · A")
 axes[0].set_ylabel("ratio r")
-axes[0].legend(loc="upper left")
+legend_below(fig)  # below the panels: inside, it covered the dropped samples
 plt.show()
 
 # %% [markdown]

@@ -55,7 +55,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from sandbox.analysis import breadth
-from sandbox.plots import MODE_COLORS, use_style
+from sandbox.plots import use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
 STUDIES = Path("../docs/studies")  # the committed studies: their finals.csv, report.md and machine
@@ -148,19 +148,8 @@ mechanism = frame[frame["mode"] != "off"].groupby(["task", "label"], sort=False)
 mechanism = mechanism.mean().join(table.set_index(["task", "label"])[["g", "verdict"]])
 mechanism
 
-# %% mystnb={"image": {"alt": "Scatter of each group's effect on the return (Hedges' g against dropout off) against its first_clipfrac (the share of the first minibatch clipped before any step, the mean over the run): colour by dropout mode, marker shape by task, filled where significant after Holm's correction, and a dotted line at g = 0."}}
-fig, ax = plt.subplots(figsize=(7, 4))
-markers = dict(zip(breadth.TASKS, "osD^v"))
-for (task, label), row in mechanism.iterrows():
-    mode = label.split()[0]
-    ax.scatter(row.first_clipfrac, row.g, color=MODE_COLORS[mode], marker=markers[task], s=40,
-               facecolors=MODE_COLORS[mode] if row.verdict in ("better", "worse") else "white")  # fmt: skip
-ax.axhline(0, color="grey", lw=1, ls=":")
-ax.set(xlabel="first_clipfrac: share of the first minibatch clipped before any step (mean over the run)",
-       ylabel="Hedges' g against dropout off", title="Clipped before any step, against the effect on the return")  # fmt: skip
-handles = [plt.Line2D([], [], color="grey", marker=m, ls="", label=t.split("-")[0]) for t, m in markers.items()]
-handles += [plt.Line2D([], [], color=MODE_COLORS[m], marker="o", ls="", label=m) for m in breadth.MODES]
-ax.legend(handles=handles, fontsize=7, ncol=2, loc="lower left", numpoints=1)
+# %% mystnb={"image": {"alt": "Scatter of each group's effect on the return (Hedges' g against dropout off) against its first_clipfrac (the share of the first minibatch clipped before any step, the mean over the run): colour by dropout mode, marker shape by task, filled where better or worse after Holm's correction (grey where borderline, open otherwise), a dotted line at g = 0, and the legend below."}}
+fig = breadth.clipping_scatter(mechanism)
 plt.show()
 
 # %% [markdown]

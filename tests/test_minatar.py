@@ -3,6 +3,7 @@ the four dropout modes (consistent dropout replays the convolution's masks too),
 reference, checkpoints and resume, GIFs, and the one-line refusals."""
 
 import functools
+import re
 
 import numpy as np
 import pandas as pd
@@ -237,6 +238,8 @@ def test_bench_minatar_fast_writes_the_report_and_the_mechanism(tmp_path, capsys
     assert {"report.md", "report.csv", "finals.csv", "learning_curves.png", "mechanism.png", "bench.json"} <= {
         p.name for p in out.iterdir()
     }
+    linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", (out / "report.md").read_text())
+    assert "mechanism.png" in linked and set(linked) == {p.name for p in out.glob("*.png")}  # each it wrote, once
     assert set(pd.read_csv(out / "finals.csv").seed) == {0, 1}  # the replication's runs are not in the report
     assert set(pd.read_csv(tmp_path / "bench-replication" / "finals.csv").seed) == {2, 3}
     replication = pd.read_csv(out / "replication.csv")

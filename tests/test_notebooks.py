@@ -10,7 +10,8 @@
 - every lesson that draws seeds takes them from ``sandbox.analysis.course`` (``SANDBOX_SEED_SET`` moves them all),
   never a literal;
 - the committed outputs come from one machine and one date, which the course map states (``notebooks/README.md``,
-  written by ``make course-check``).
+  written by ``make course-check``);
+- every figure a lesson or a committed study report (``docs/studies/*/report.md``) links is committed.
 """
 
 from __future__ import annotations
@@ -95,6 +96,20 @@ def test_running_time_is_the_one_course_check_measured(lesson):
     assert check.running_time(entry) in first, (
         f"{lesson.name}: its 'Running time' paragraph is not the one {TIMINGS.name} gives: run make course-check"
     )
+
+
+IMAGE_LINK = re.compile(r"!\[[^]]*\]\(([^)\s]+)\)")
+
+
+def test_every_figure_a_lesson_or_a_committed_study_links_exists():
+    """A lesson's markdown and the study reports lesson 09 reads (``docs/studies/*/report.md``, committed copies of
+    what a bench wrote) link only images that are committed: a student reading them sees every figure."""
+    pages = [(p, "\n".join(c.source for c in jupytext.read(p).cells if c.cell_type == "markdown"))
+             for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))]  # fmt: skip
+    pages += [(p, p.read_text()) for p in sorted((ROOT / "docs" / "studies").glob("*/report.md"))]
+    missing = [f"{p.relative_to(ROOT)}: {link}" for p, text in pages for link in IMAGE_LINK.findall(text)
+               if "://" not in link and not (p.parent / link).is_file()]  # fmt: skip
+    assert not missing, f"figures linked but not committed: {missing}"
 
 
 LITERAL_SEED = re.compile(r"\b(seed\s*=\s*\d|manual_seed\(\s*\d|default_rng\(\s*\d)|SEEDS\s*=\s*(\[|list\(range)")

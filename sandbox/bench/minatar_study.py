@@ -15,7 +15,8 @@ workers evenly; each run writes its own run directory under ``OUT/<game>/``. The
 compared with ``off`` on the same game (baseline ``dropout_mode=off,sample_dropout=none``; Holm over the report's 8
 comparisons, no verdict below 5 seeds per arm), ``finals.csv`` (every run's final score, from which
 ``sandbox.analysis.report.compare_finals`` recomputes every verdict), and ``mechanism.png``: ``first_ratio_dev`` and
-``first_clipfrac`` per arm over training. ``replicate``: the same arms on a second, disjoint set of seeds into
+``first_clipfrac`` per arm over training, linked from ``report.md`` (which links every figure the study writes, and
+only those). ``replicate``: the same arms on a second, disjoint set of seeds into
 ``OUT-replication/`` (beside ``OUT``: its report reads every run below it), its own report, and ``replication.md`` /
 ``replication.csv`` in ``OUT``: which verdicts replicated. The specs are written next to the runs (``spec.toml``), so
 ``sandbox sweep`` can rerun or vary them, and a bench stopped half-way continues where it stopped when started again
@@ -133,7 +134,7 @@ def bench_minatar(
     t0 = time.perf_counter()
     counts, table = _run_arms(out_dir, games, seeds, steps, fast, workers, population, quiet, where)
     train_s = time.perf_counter() - t0
-    mechanism_figure(out_dir)
+    link_figure(out_dir, mechanism_figure(out_dir), MECHANISM_CAPTION)
     replicated = None
     if replicate:
         again = list(replication_seeds(seeds))
@@ -191,7 +192,7 @@ def _run_arms(out_dir: Path, games, seeds: list[int], steps: int, fast: bool, wo
     where = where or Backend()
     counts = run_sweeps(items, workers, where.backend, where.address, quiet, population=population,
                         token_file=where.ray_token_file)  # fmt: skip
-    return counts, write_report(out_dir, BASELINE, quiet=quiet)
+    return counts, write_report(out_dir, BASELINE, quiet=quiet, out=out_dir)  # the study's report in OUT itself
 
 
 def replication(first, again, seeds, again_seeds, out_dir: Path):
@@ -221,6 +222,28 @@ def arm_of(config: dict) -> str:
     return "D-PPO" if config.get("sample_dropout") == "dppo" else str(config.get("dropout_mode"))
 
 
+MECHANISM_CAPTION = (
+    "The ratio's noise before any update, per arm: first_ratio_dev (mean |r - 1| over the first minibatch of each "
+    "update) and first_clipfrac (the fraction of it already clipped) over training, mean over seeds, one row of "
+    "panels per game; at 0 (to float precision) for the arms whose ratio is exact: off, consistent and D-PPO."
+)
+"""The caption under ``mechanism.png`` in the study's report.md."""
+
+
+def link_figure(out_dir: Path, path: Path, caption: str) -> None:
+    """Add the figure at ``path`` (a file the study wrote in ``out_dir``) to the figures of ``out_dir/report.md``,
+    the report's last section, with ``caption`` and alt text as the report gives its own: the report then links
+    every figure the study writes, and only those (each a file beside it). Once: a resumed study links it once."""
+    report = out_dir / "report.md"
+    text = report.read_text().rstrip("\n")
+    if f"]({path.name})" in text:
+        return
+    if "\n## Figures\n" not in text:
+        text += "\n\n## Figures"
+    alt = caption.split(":")[0].rstrip(".")
+    report.write_text(f"{text}\n\n![{alt}, for every game of this study]({path.name})\n\n{caption}\n")
+
+
 def mechanism_figure(out_dir: Path, name: str = "mechanism.png") -> Path:
     """Per game, ``first_ratio_dev`` (mean |r - 1| before any gradient step) and ``first_clipfrac`` (the fraction of
     the first minibatch already clipped) over training, mean over each arm's seeds: exactly 0 in modes off and
@@ -234,7 +257,7 @@ def mechanism_figure(out_dir: Path, name: str = "mechanism.png") -> Path:
     from matplotlib.ticker import FuncFormatter
 
     from ..analysis.report import load_runs
-    from ..plots import OTHER_COLORS, mode_color, use_style
+    from ..plots import OTHER_COLORS, legend_below, mode_color, use_style
 
     runs = load_runs(out_dir)
     games = sorted({r.config["env"] for r in runs})
@@ -260,7 +283,7 @@ def mechanism_figure(out_dir: Path, name: str = "mechanism.png") -> Path:
                 ax.set_xlabel("env steps", fontsize=9)
             row[0].set_ylabel("mean |r - 1| before any step", fontsize=9)
             row[1].set_ylabel("fraction clipped before any step", fontsize=9)
-        axes[0][1].legend(fontsize=8)
+        legend_below(fig, ncol=5, fontsize=8)  # below the panels: inside, it covered the lines of the noisy arms
         fig.suptitle("The ratio's noise before any update, per arm (mean over seeds)", fontsize=10.5)
         path = out_dir / name
         fig.savefig(path)
