@@ -94,3 +94,93 @@ def test_say_prints_outside_a_notebook_and_marks_fast_mode(monkeypatch, capsys):
     monkeypatch.setattr(course, "FAST", True)
     course.say("x")
     assert capsys.readouterr().out.startswith("*(FAST mode: tiny runs, so the numbers below mean nothing.)*")
+
+
+# --- tools/course_check.py: what make course-check records -----------------------------------------------------------
+
+
+def _course_check():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "course_check.py"
+    spec = importlib.util.spec_from_file_location("course_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LESSON = """# %% [markdown]
+# # Lesson 00: a lesson
+#
+# **Learning goals.** none.
+#
+# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): not yet.
+
+# %%
+print("hello")
+"""
+
+
+@pytest.fixture
+def course_dir(tmp_path, monkeypatch):
+    """A course of one lesson (``00_x``) in ``tmp_path``, and course_check pointed at it; its ``execute`` replaced by
+    ``results`` (pass name -> what the run gave), so no kernel starts: the whole test takes about a second."""
+    import jupytext
+
+    check = _course_check()
+    (tmp_path / "00_x.py").write_text(LESSON)
+    jupytext.write(jupytext.read(tmp_path / "00_x.py"), tmp_path / "00_x.ipynb")
+    (tmp_path / "README.md").write_text(
+        "| lesson | what | full mode | homework |\n|---|---|---|---|\n| [00 X](00_x.ipynb) | x | old | - |\n\n"
+        f"{check.BEGIN}\nNot yet measured.\n{check.END}\n"
+    )
+    for name, value in (
+        ("NOTEBOOKS", tmp_path),
+        ("TIMINGS", tmp_path / "timings.json"),
+        ("README", tmp_path / "README.md"),
+    ):
+        monkeypatch.setattr(check, name, value)
+    results = {}
+
+    def execute(path, env, timeout):
+        import nbformat
+
+        key = "FAST" if env["SANDBOX_FAST"] == "1" else f"set {env['SANDBOX_SEED_SET']}"
+        nb = nbformat.read(path, as_version=4)
+        nb.cells[1].outputs = [nbformat.v4.new_output("stream", text=f"ran {key}\n")]
+        contradicted = results.get(key) == "contradicted"
+        claims = [{"sentence": "s", "status": "contradicted" if contradicted else "held", "measured": "m"}]
+        return nb, {"wall_s": 60.0, "cpu_s": 100.0, "claims": claims, "error": None}
+
+    monkeypatch.setattr(check, "execute", execute)
+    return check, tmp_path, results
+
+
+def test_course_check_keeps_no_figure_of_a_failed_pass_and_no_course_statement_until_every_pass_held(course_dir):
+    import json
+
+    import jupytext
+
+    check, where, results = course_dir
+    results["set 2"] = "contradicted"
+    assert check.main([]) == 1
+    entry = json.loads((where / "timings.json").read_text())["lessons"]["00_x"]
+    assert {"full_s", "fast_s", "load", "machine", "date"} <= entry.keys() and "seed_set_2_s" not in entry
+    assert "ran set 1" in (where / "00_x.ipynb").read_text()  # seed set 1's outputs are the committed ones
+    first = jupytext.read(where / "00_x.py").cells[0].source
+    assert check.running_time(entry) in first and "not yet" not in first
+    assert "Not yet measured." in (where / "README.md").read_text()  # one pass missing: no course statement
+    results.clear()
+    assert check.main(["00"]) == 0
+    timings = json.loads((where / "timings.json").read_text())
+    course, readme = timings["course"], (where / "README.md").read_text()
+    words = " ".join(readme.split())  # the statement is wrapped: a line break is a space in Markdown
+    assert course["total_s"] == 180.0 and course["machine"] in words and course["date"] in words
+    assert "| [00 X](00_x.ipynb) | x | 60 s |" in readme and "Not yet measured." not in readme
+
+
+def test_course_check_names_an_unknown_lesson_in_one_line(course_dir):
+    check, _, _ = course_dir
+    with pytest.raises(SystemExit, match=r"^course-check: no lesson 42; lessons: 00_x$"):
+        check.main(["42"])
