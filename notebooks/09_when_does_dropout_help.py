@@ -35,10 +35,13 @@
 # **Assumes** lesson 03 (the four modes, `first_ratio_dev`, `first_clipfrac`) and lesson 04 (Hedges' g, permutation
 # tests, Holm's correction, why five seeds are the least for a verdict).
 #
-# **Running time.** About 10 s in full mode and with `SANDBOX_FAST=1` alike (9.1 s and 8.7 s on the project's 2-core
-# Intel Xeon VM with a study running on both cores, 2026-12-04): the lesson trains nothing, it reads the committed
-# studies in `docs/studies/` (`finals.csv` of each: one row per run) and computes every table and figure from them.
-# Re-running the studies themselves: `sandbox bench breadth` (52 min measured) and `sandbox bench mechanisms` (7 min).
+# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 9 s
+# of wall time, 8 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (a check that the notebook works:
+# what it trains is tiny, and its numbers mean nothing). The committed outputs are those of that full run.
+#
+# The lesson trains nothing, so full mode and `SANDBOX_FAST=1` do the same: it reads the committed studies in
+# `docs/studies/` (`finals.csv` of each: one row per run) and computes every table and figure from them. Re-running
+# the studies themselves: `sandbox bench breadth` (52 min measured) and `sandbox bench mechanisms` (7 min).
 #
 # **The code you are reading about.** The study in `sandbox/analysis/breadth.py` (`TASKS`: each task's settings and
 # budget and why; `arms`, `mechanisms`, `learned`, `comparisons`, `forest`), run by `sandbox bench breadth` and

@@ -98,8 +98,8 @@ def running_time(entry: dict) -> str:
     text = (
         f"{RUNNING_TIME} on the machine and the date the [course map](README.md) states): full mode "
         f"{duration(entry['full_s'])} of wall time, {duration(entry['full_cpu_s'])} of CPU time; with "
-        f"`SANDBOX_FAST=1`, what `make test` runs, {duration(entry['fast_s'])} (tiny runs that only check the "
-        "notebook works: their numbers mean nothing). The committed outputs are those of that full run."
+        f"`SANDBOX_FAST=1`, what `make test` runs, {duration(entry['fast_s'])} (a check that the notebook works: "
+        "what it trains is tiny, and its numbers mean nothing). The committed outputs are those of that full run."
     )
     return textwrap.fill(text, 116, break_long_words=False, break_on_hyphens=False)
 
