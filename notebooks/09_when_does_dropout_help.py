@@ -236,7 +236,8 @@ minatar[["game", "arm", "runs", "final_iqm", "ci_low", "ci_high", "first_ratio_d
          "p_holm", "verdict"]].set_index(["game", "arm"])  # fmt: skip
 
 # %% [markdown]
-# The learning curves (the line's colour is the mode; the solid black line is D-PPO, dropout off with sample dropout)
+# The learning curves (the line's colour is the dropout mode, its style the sample dropout: solid with D-PPO's, dashed
+# without; D-PPO runs with dropout off, so it is the one solid black line, and dropout off alone the dashed black one)
 # and the mechanism over training, as the bench drew them:
 #
 # ![MinAtar learning curves per arm, Breakout and Space Invaders](../docs/studies/minatar/learning_curves.png)
