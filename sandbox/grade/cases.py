@@ -1,9 +1,9 @@
-r"""Cases as data: a function's name, its arguments, points and a hint, compared here with the reference on those
-arguments (or with the values the case gives). The built-in hand cases of each assignment, an instructor's hidden
-cases (``--hidden DIR`` reads ``DIR/hwN.json``, kept out of the students' copy) and the cases of an instructor's own
-assignment (:mod:`sandbox.grade.custom`) all have this shape, and all become :class:`~sandbox.grade.core.Test`\ s
-here: adding one touches neither the tests' code nor the process boundary (the submission's process only ever
-evaluates a call on the arguments it is sent).
+r"""Cases as data: a function's name, its arguments, points and a hint; the submission's process evaluates the call,
+the grader compares the result with the reference on those arguments (or with the values the case gives). The
+built-in cases of every assignment, an instructor's hidden cases (``--hidden DIR`` reads ``DIR/hwN.json``, kept out
+of the students' copy) and the cases of an instructor's own assignment (:mod:`sandbox.grade.custom`) all have this
+shape and become :class:`~sandbox.grade.core.Test`\ s here: adding one touches neither the tests' code nor the
+process boundary (the submission's process only ever evaluates a call on the arguments it is sent).
 
 The format (``notebooks/homework/README.md`` has a full example)::
 
@@ -25,6 +25,14 @@ strings and null are passed as they are. Arguments with a default of None in the
 function's tolerance; with it, with the given values (a tuple result is a list, e.g. gae's ``[advantages,
 returns]``). Functions that draw random numbers (``dropout_mask``) or take a function (``layer_mask``) cannot have
 cases as data.
+
+Optional too: ``calls`` instead of ``args``, several calls that must all match (a list of ``{"args": ..., "expected":
+..., "case": ...}``); ``check``: ``values`` (the default), ``like`` (the type, shape, dtype and finiteness of the
+result, not its values), ``unchanged`` (a well-formed result, and every tensor argument as it was before the call) or
+``gradient`` (the gradient of ``sum(weights * result)`` with respect to the argument ``wrt``, against ours;
+``weights`` default to ones); ``case``, the text a failure shows instead of the arguments; ``kind``, ``case`` or
+``property`` (for the report). The built-in cases draw their random arguments from the grading seed when the tests
+are built.
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
-from .core import VISIBILITY, ArgumentError, Assignment, FunctionSpec, Test, call, clone, show
+from .core import VISIBILITY, ArgumentError, Assignment, Fail, FunctionSpec, Test, call, clone, compare_value, show
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bool": torch.bool, "int64": torch.int64}
-FIELDS = {"name", "function", "args", "points", "visibility", "hint", "dtypes", "expected"}
+FIELDS = {"name", "function", "args", "calls", "points", "visibility", "hint", "dtypes", "expected", "check", "case",
+          "kind", "wrt", "weights"}  # fmt: skip
+CHECKS = ("values", "like", "unchanged", "gradient")
 
 
 def hidden_tests(assignment: Assignment, directory: str | Path) -> list[Test]:
@@ -51,26 +61,30 @@ def hidden_tests(assignment: Assignment, directory: str | Path) -> list[Test]:
         raise ConfigError("hidden", f"{directory} is not a directory")
     if not path.is_file():
         raise ConfigError("hidden", f"no hidden cases for {assignment.key}: expected {path}")
-    return case_tests(assignment.key, assignment.functions, read_cases(path, "hidden"), str(path), "hidden")
+    return case_tests(assignment.key, assignment.functions, read_json(path, "hidden")["cases"], str(path), "hidden")
 
 
-def read_cases(path: Path, field: str) -> list:
-    """The ``cases`` list of a JSON file; a one-line :class:`ConfigError` naming ``field`` when it is not one."""
+def read_json(path: Path, field: str, keys: dict[str, type] = {"cases": list}) -> dict:  # noqa: B006 - read only
+    """The JSON object of a file, with a non-empty value of each type ``keys`` names (the hidden cases' ``cases``
+    list; an own assignment's ``functions`` too); a one-line error naming ``field`` when it is not one."""
     try:
         blob = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise _error(field, f"{path} is not valid JSON: {err}") from None
-    cases = blob.get("cases") if isinstance(blob, dict) else None
-    if not isinstance(cases, list) or not cases:
-        raise _error(field, f'{path}: expected {{"cases": [...]}} with at least one case')
-    return cases
+    for key, kind in keys.items():
+        if not isinstance(blob, dict) or not isinstance(blob.get(key), kind) or not blob[key]:
+            shape = "[...]" if kind is list else "{...}"
+            raise _error(field, f'{path}: expected {{"{key}": {shape}}} with at least one {key.removesuffix("s")}')
+    return blob
 
 
 def case_tests(key: str, functions: dict[str, FunctionSpec], cases: list, where: str, kind: str = "case") -> list[Test]:
-    """``cases`` (dicts of the format above) of assignment ``key`` as tests of ``kind``: ``case`` (built in: visible,
-    named as given) or ``hidden`` (``hidden: <name>``, ``after_due_date`` by default). A bad case is a
-    :class:`ConfigError` naming ``--hidden`` for hidden ones, ``HW`` (the assignment) otherwise."""
-    return [_test(key, functions, f"{where}, case {i}", case, kind) for i, case in enumerate(cases, start=1)]
+    """``cases`` of assignment ``key`` as tests; a case that is already a :class:`Test` (a property written as code)
+    is kept as it is, in its place. ``kind``: ``case`` (built in: visible, named as given) or ``hidden`` (``hidden:
+    <name>``, ``after_due_date`` by default). A bad case is a :class:`ConfigError` naming ``--hidden`` for hidden
+    ones, ``HW`` (the assignment) otherwise."""
+    return [c if isinstance(c, Test) else _test(key, functions, f"{where}, case {i}", c, kind)
+            for i, c in enumerate(cases, start=1)]  # fmt: skip
 
 
 def _test(key: str, functions: dict[str, FunctionSpec], where: str, case: Any, kind: str) -> Test:
@@ -80,7 +94,7 @@ def _test(key: str, functions: dict[str, FunctionSpec], where: str, case: Any, k
     unknown = sorted(set(case) - FIELDS)
     if unknown:
         raise _error(field, f"{where}: unknown field {unknown[0]!r}")
-    name, fname = case.get("name"), case.get("function")
+    name, fname, check = case.get("name"), case.get("function"), case.get("check", "values")
     if not isinstance(name, str) or not name:
         raise _error(field, f"{where}: needs a name")
     if fname not in functions:
@@ -95,23 +109,75 @@ def _test(key: str, functions: dict[str, FunctionSpec], where: str, case: Any, k
     visibility = case.get("visibility", "after_due_date" if kind == "hidden" else "visible")
     if visibility not in VISIBILITY:
         raise _error(field, f"{where}: visibility must be one of {', '.join(VISIBILITY)}")
-    args = _args(spec, case.get("args"), case.get("dtypes") or {}, where, field)
-    expected = case.get("expected")
-    if expected is not None:
-        expected = _expected(spec, expected, args, where, field)
+    if check not in CHECKS:
+        raise _error(field, f"{where}: check must be one of {', '.join(CHECKS)}")
+    given = case["calls"] if "calls" in case else [{k: case[k] for k in ("args", "expected", "case") if k in case}]
+    if not isinstance(given, list) or not given or not all(isinstance(c, dict) for c in given):
+        raise _error(field, f"{where}: calls must be a list of objects with args")
+    if check == "gradient" and case.get("wrt") not in spec.args:
+        raise _error(field, f"{where}: wrt must name one of the arguments of {spec.name} ({', '.join(spec.args)})")
+    calls, wrt, weights = [], case.get("wrt"), case.get("weights")
+    weights = _value(weights, None, f"{where}, weights", field) if weights is not None else None
+    for c in given:
+        args = _args(spec, c.get("args"), case.get("dtypes") or {}, where, field)
+        expected = c.get("expected")
+        calls.append((args, None if expected is None else _expected(spec, expected, args, where, field), c.get("case")))
 
     def run(fns):
-        got = call(fns[fname], fname, *clone(args))
-        if expected is not None:
-            spec.compare(got, expected, "")
-        elif spec.check is not None:
-            spec.check(got, list(args), "the result")
-        else:
-            spec.compare(got, spec.reference(*args), "")
+        for args, expected, about in calls:
+            try:
+                evaluate(spec, fns[fname], args, expected, check, wrt, weights)
+            except Fail as f:
+                raise Fail(f.problem, None if kind == "hidden" else about or f.case, f.hint) from None
 
-    shown = "" if kind == "hidden" else ", ".join(f"{n} {show(a)}" for n, a in zip(spec.args, args) if a is not None)
-    return Test(f"hidden: {name}" if kind == "hidden" else name, (fname,), run, float(points), kind=kind, case=shown,
+    shown = case.get("case") or (", ".join(f"{n} {show(a)}" for n, a in zip(spec.args, calls[0][0]) if a is not None)
+                                 if len(calls) == 1 else "")  # fmt: skip
+    return Test(f"hidden: {name}" if kind == "hidden" else name, (fname,), run, float(points),
+                kind=kind if kind == "hidden" else case.get("kind", "case"), case="" if kind == "hidden" else shown,
                 hint=case.get("hint") or "", visibility=visibility)  # fmt: skip
+
+
+def evaluate(spec: FunctionSpec, fn, args: list, expected: Any = None, check: str = "values", wrt: str | None = None,
+             weights: torch.Tensor | None = None) -> None:  # fmt: skip
+    """Call ``fn`` (the submission's) on a copy of ``args`` and compare its result (see the module's ``check``)."""
+    if check == "gradient":
+        i = spec.args.index(wrt)
+        got, want = (_gradient(f, spec.name, args, i, wrt, weights) for f in (fn, spec.reference))
+        return compare_value(got, want, f"d {spec.what.removeprefix('the ')} / d {wrt}", spec.rtol, spec.atol)
+    if check == "unchanged":
+        before = clone(args)
+        got = call(fn, spec.name, *args)
+        spec.compare(got, spec.reference(*before), like=True)
+        for b, a, n in zip(before, args, spec.args):
+            if isinstance(b, torch.Tensor) and not torch.equal(b, a):
+                raise Fail(f"`{spec.name}` changed its input `{n}` in place: the trainer reuses its tensors after the "
+                           "call", hint="work on new tensors (x = x * 2, torch.zeros_like(x)) rather than in place "
+                           "(x *= 2, x[t] = ...)")  # fmt: skip
+        return
+    got = call(fn, spec.name, *clone(args))
+    if expected is not None:
+        spec.compare(got, expected)
+    elif check == "like":
+        spec.compare(got, spec.reference(*args), like=True)
+    elif spec.check is not None:
+        spec.check(got, list(args), "")
+    else:
+        spec.compare(got, spec.reference(*args))
+
+
+def _gradient(fn, name: str, args: list, i: int, wrt: str, weights: torch.Tensor | None) -> torch.Tensor:
+    """The gradient of ``sum(weights * fn(*args))`` with respect to ``args[i]`` (zeros where it does not reach)."""
+    args = clone(args)
+    args[i] = args[i].requires_grad_()
+    out = call(fn, name, *args)
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        raise Fail(f"the result carries no gradient back to `{wrt}`: the trainer differentiates it",
+                   hint="stay in torch: no .item(), .numpy(), .detach() or Python floats on the way")  # fmt: skip
+    weights = torch.ones_like(out.detach()) if weights is None else weights
+    if out.shape != weights.shape:
+        raise Fail(f"the result has shape {tuple(out.shape)}, expected {tuple(weights.shape)}")
+    (out * weights).sum().backward()
+    return args[i].grad if args[i].grad is not None else torch.zeros_like(args[i])
 
 
 def _error(field: str, message: str) -> ConfigError:
@@ -126,16 +192,12 @@ def _args(spec: FunctionSpec, given: Any, dtypes: dict, where: str, field: str) 
     if unknown:
         raise _error(field, f"{where}: {spec.name} has no argument {unknown[0]!r} (it takes "
                           f"{', '.join(spec.args)})")  # fmt: skip
-    defaults = {
-        p.name: p.default
-        for p in inspect.signature(spec.reference).parameters.values()
-        if p.default is not inspect.Parameter.empty
-    }
+    defaults = {p.name: p.default for p in inspect.signature(spec.reference).parameters.values()}
     out = []
     for name in spec.args:
         if name in given:
             out.append(_value(given[name], dtypes.get(name), f"{where}, argument {name}", field))
-        elif name in defaults and defaults[name] is None:
+        elif defaults.get(name, inspect.Parameter.empty) is None:
             out.append(None)
         else:
             raise _error(field, f"{where}: argument {name!r} is missing")

@@ -100,43 +100,39 @@ def run(args: list[str], parser: Callable) -> int:
     return bundle(a) if isinstance(a, BundleArgs) else grade(a)
 
 
-def check_assignment(name: str):
-    from . import assignment
-
-    return assignment(name)
-
-
 def check_hidden(hidden: str | None, a) -> Path | None:
-    if hidden is None:
-        return None
-    path = Path(hidden).resolve()  # resolved here: never relative later
-    if not path.is_dir():
-        raise ConfigError("hidden", f"{hidden} is not a directory")
+    """``--hidden`` resolved (never relative later), once its cases are read: a bad file is one line before any
+    submission runs."""
     from .cases import hidden_tests
 
-    hidden_tests(a, path)  # a bad hidden file: one line, before any submission runs
-    return path
+    if hidden is None:
+        return None
+    hidden_tests(a, hidden)
+    return Path(hidden).resolve()
 
 
 def bundle(a: BundleArgs) -> int:
+    from . import assignment as find
     from .bundle import write_bundle
 
-    assignment = check_assignment(a.assignment)
-    hidden = check_hidden(a.hidden, assignment)
-    out = Path(a.out or f"{assignment.key}-autograder.zip")
+    hw = find(a.assignment)
+    hidden = check_hidden(a.hidden, hw)
+    out = Path(a.out or f"{hw.key}-autograder.zip")
     if out.exists() and not a.overwrite:
         raise ConfigError("out", f"{out} already exists; choose another --out or pass --overwrite")
-    write_bundle(assignment, a.assignment, out, hidden, a.user)
-    print(f"wrote {out}: upload it as the autograder of {assignment.key} (Gradescope, Ubuntu 22.04 base image)")
+    write_bundle(hw, a.assignment, out, hidden, a.user)
+    print(f"wrote {out}: upload it as the autograder of {hw.key} (Gradescope, Ubuntu 22.04 base image)")
     return 0
 
 
 def grade(a: GradeArgs) -> int:
+    from . import assignment as find
+    from . import new_seed
     from .core import Report
     from .isolation import Isolation, Limits
     from .submission import Graded, Options, add_similarity, clear_previous, grade_file, grade_folder, write_json
 
-    assignment = check_assignment(a.assignment)
+    hw = find(a.assignment)
     target = Path(a.submission)
     if not target.exists():
         raise ArgumentError("SUBMISSION", f"{a.submission} does not exist (the file or folder to grade, after HW)")
@@ -144,7 +140,7 @@ def grade(a: GradeArgs) -> int:
         raise ArgumentError("SUBMISSION", f"must be a .py file, a .ipynb notebook or a folder, got {a.submission}")
     if a.upload and not target.is_dir():
         raise ConfigError("upload", f"SUBMISSION must be the folder of one student's upload, got {a.submission}")
-    hidden = check_hidden(a.hidden, assignment)
+    hidden = check_hidden(a.hidden, hw)
     for name in ("timeout", "cell_timeout", "test_timeout"):
         value = getattr(a, name)
         if value is not None and not value > 0:
@@ -174,13 +170,11 @@ def grade(a: GradeArgs) -> int:
                 raise ConfigError("out", f"{out} is not a previous grading (no summary.csv); --overwrite only "
                                   "replaces those")  # fmt: skip
             clear_previous(out)
-    from . import new_seed
-
     seed = new_seed() if a.seed is None else a.seed
     options = Options(a.assignment, str(hidden) if hidden else None, seed, a.timeout, a.cell_timeout, a.isolation,
                       True, a.test_timeout, a.user, a.memory)  # fmt: skip
     if one:
-        path = pick_upload(target, assignment.key) if a.upload else target
+        path = pick_upload(target, hw.key) if a.upload else target
         if path is None:
             from .submission import failed
 

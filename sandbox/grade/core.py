@@ -19,20 +19,15 @@ import contextlib
 import contextvars
 import dataclasses
 import math
-import signal
-import threading
 import time
-import traceback
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from ..config import ConfigError
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-TORCH_DIR = Path(torch.__file__).resolve().parent
+from .worker import Timeout, error_info
+from .worker import alarm as time_limit
 
 
 class ArgumentError(ConfigError):
@@ -58,10 +53,6 @@ class Fail(Exception):
         if self.hint or hint:
             lines.append(f"hint: {self.hint or hint}")
         return "\n".join(lines)
-
-
-class Timeout(BaseException):
-    """The grader's time limit for one test ran out (a BaseException, so that ``except Exception`` cannot hide it)."""
 
 
 class Ended(BaseException):
@@ -91,20 +82,65 @@ class Test:
 
 @dataclasses.dataclass(frozen=True)
 class FunctionSpec:
-    """One function an assignment asks for: its contract, the reference it is compared with, and how two results
-    are compared (used by the instructor's hidden cases and by the checks inside the training run)."""
+    """One function an assignment asks for: its contract, the reference it is compared with, and how two results are
+    compared (by the cases, hidden ones included, and by the checks of every call in a training run)."""
 
     name: str
     signature: str
     reference: Callable
     args: tuple[str, ...]
-    compare: Callable[[Any, Any, str], None]
-    """``compare(got, want, what)`` raises :class:`Fail`."""
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    exact: bool = False
+    """Compared to the last bit (bool masks, a mask chosen rather than computed)."""
+    parts: tuple[str, ...] = ()
+    """The names of a tuple result's values (gae's ``advantages``, ``returns``), each compared on its own."""
+    what: str = "the result"
     deterministic: bool = True
-    """False for functions that draw random numbers: hidden cases cannot compare their values."""
+    """False for functions that draw random numbers: cases cannot compare their values."""
     check: Callable[[Any, list, str], None] | None = None
     """``check(got, args, what)``: compare with the reference on ``args`` where ``compare`` alone is too strict (a
     keep-mask may break a tie the other way); raises :class:`Fail`."""
+
+    def compare(self, got: Any, want: Any, what: str = "", like: bool = False) -> None:
+        """Raise :class:`Fail` unless ``got`` matches ``want`` (our result); ``like``: the type, shape, dtype and
+        finiteness only, not the values."""
+        rtol, atol = (math.inf, math.inf) if like else (self.rtol, self.atol)
+        if not self.parts:
+            return compare_value(got, want, what or self.what, rtol, atol, self.exact and not like)
+        prefix = f"{what}: " if what else ""
+        if not isinstance(got, (tuple, list)) or len(got) != len(self.parts):
+            raise Fail(f"{prefix}expected {len(self.parts)} values ({', '.join(self.parts)}) of "
+                       f"{describe(want[0])[2:]}s; got {describe(got)}")  # fmt: skip
+        for part, g, w in zip(self.parts, got, want):
+            compare_value(g, w, prefix + part, rtol, atol, self.exact and not like)
+
+    def shaped(self, fns: dict[str, Callable], *args, what: str = "") -> Any:
+        """The learner's function on a copy of ``args``, once its result has the type, shape, dtype and finiteness
+        of ours on ``args`` (its values are the caller's to check)."""
+        got = call(fns[self.name], self.name, *clone(args))
+        self.compare(got, self.reference(*args), what, like=True)
+        return got
+
+
+def compare_value(got: Any, want: Any, what: str, rtol: float, atol: float, exact: bool = False) -> None:
+    """Any result against ours: tensors by :func:`expect_tensor`, tuples and lists entry by entry, None by identity,
+    floats within the tolerance, anything else by equality."""
+    if want is None:
+        if got is not None:
+            raise Fail(f"{what}: expected None, got {describe(got)}")
+    elif isinstance(want, Tensor):
+        expect_tensor(got, want, what, rtol=rtol, atol=atol, exact=exact)
+    elif isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            raise Fail(f"{what} should be {describe(want)}, got {describe(got)}")
+        for i, (g, w) in enumerate(zip(got, want)):
+            compare_value(g, w, f"{what}[{i}]", rtol, atol, exact)
+    elif isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        if not (math.isinf(rtol) or math.isclose(got, want, rel_tol=rtol, abs_tol=atol)):
+            raise Fail(f"{what}: expected {want:.6g}, got {got:.6g}")
+    elif got != want:
+        raise Fail(f"{what}: expected {want!r:.80}, got {got!r:.80}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,60 +245,27 @@ class Report:
         """The plain JSON format (for any system that is not Gradescope)."""
         from importlib.metadata import version
 
-        __version__ = version("dropout-rl-sandbox")
-        return {
-            "assignment": self.assignment,
-            "title": self.title,
-            "submission": self.submission,
-            "score": self.score,
-            "max_score": self.max_score,
-            "passed": self.passed,
-            "failed": self.failed,
-            "seconds": round(self.seconds, 2),
-            "notes": self.notes,
-            "instructor": {"seed": self.seed, "similarity": self.similarity, "review": self.review},
-            "tests": [
-                {
-                    "name": r.name,
-                    "kind": r.kind,
-                    "functions": list(r.functions),
-                    "passed": r.passed,
-                    "score": r.score,
-                    "max_score": r.max_score,
-                    "output": r.output,
-                    "seconds": round(r.seconds, 3),
-                    "visibility": r.visibility,
-                }
-                for r in self.results
-            ],
-            "versions": {"sandbox": __version__, "torch": torch.__version__},
-        }
+        tests = [{"name": r.name, "kind": r.kind, "functions": list(r.functions), "passed": r.passed, "score": r.score,
+                  "max_score": r.max_score, "output": r.output, "seconds": round(r.seconds, 3),
+                  "visibility": r.visibility} for r in self.results]  # fmt: skip
+        return {"assignment": self.assignment, "title": self.title, "submission": self.submission, "score": self.score,
+                "max_score": self.max_score, "passed": self.passed, "failed": self.failed,
+                "seconds": round(self.seconds, 2), "notes": self.notes, "tests": tests,
+                "instructor": {"seed": self.seed, "similarity": self.similarity, "review": self.review},
+                "versions": {"sandbox": version("dropout-rl-sandbox"), "torch": torch.__version__}}  # fmt: skip
 
     def to_gradescope(self) -> dict:
         """Gradescope's autograder ``results.json``: a ``tests`` list of name, score, max_score, status, output and
         visibility (each test's own: the instructor's hidden cases stay hidden). What only the instructor should see
         is one more test of 0 points with visibility ``hidden``, which Gradescope never shows to students."""
-        instructor = [{"name": "instructor only: review", "score": 0, "max_score": 0, "status": "passed",
-                       "output": self.instructor_text() or "nothing to review", "visibility": "hidden"}]  # fmt: skip
-        return {
-            "score": self.score,
-            "execution_time": round(self.seconds, 1),
-            "output": "\n".join([f"{self.assignment}: {self.title}", *self.notes, self.summary_line()]),
-            "stdout_visibility": "hidden",
-            "tests": [
-                {
-                    "name": r.name,
-                    "number": f"{i}",
-                    "score": r.score,
-                    "max_score": r.max_score,
-                    "status": "passed" if r.passed else "failed",
-                    "output": r.output if r.output else "passed",
-                    "visibility": r.visibility,
-                }
-                for i, r in enumerate(self.results, start=1)
-            ]
-            + instructor,
-        }
+        tests = [{"name": r.name, "number": f"{i}", "score": r.score, "max_score": r.max_score,
+                  "status": "passed" if r.passed else "failed", "output": r.output or "passed",
+                  "visibility": r.visibility} for i, r in enumerate(self.results, start=1)]  # fmt: skip
+        tests.append({"name": "instructor only: review", "score": 0, "max_score": 0, "status": "passed",
+                      "output": self.instructor_text() or "nothing to review", "visibility": "hidden"})  # fmt: skip
+        return {"score": self.score, "execution_time": round(self.seconds, 1), "stdout_visibility": "hidden",
+                "output": "\n".join([f"{self.assignment}: {self.title}", *self.notes, self.summary_line()]),
+                "tests": tests}  # fmt: skip
 
 
 def _wrap(line: str, width: int) -> list[str]:
@@ -272,25 +275,6 @@ def _wrap(line: str, width: int) -> list[str]:
 
 
 # --- running ---------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`Timeout` after ``seconds`` (Unix, main thread; elsewhere no limit)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum, frame):
-        raise Timeout()
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 VISIBILITY = ("visible", "after_due_date", "after_published", "hidden")
@@ -349,39 +333,28 @@ def run_tests(
     start = time.perf_counter()
     token = _SEED.set(seed)
     try:
-        results, left_out, tests = _run(assignment, functions, extra, only_given, only, integration, clock,
-                                        test_timeout)  # fmt: skip
+        tests = [*assignment.build(), *sorted(extra, key=lambda t: VISIBILITY.index(t.visibility))]
+        tests = [t for t in tests if (only is None or set(t.functions) & set(only)) and
+                 (integration or t.kind != "integration")]  # fmt: skip
+        given = {name: fn for name, fn in functions.items() if fn is not None}
+        left_out = [t for t in tests if only_given and not set(t.functions) <= set(given)]
+        results = _run(assignment, [t for t in tests if t not in left_out], given, clock, test_timeout)
     finally:
         _SEED.reset(token)
     notes = list(notes)
-    given = {name for name, fn in functions.items() if fn is not None}
     if left_out:
-        notes.append(
-            f"{len(left_out)} tests not run: they need functions not passed to check() "
-            f"({', '.join(sorted({f for t in tests if t.name in left_out for f in t.functions} - given))})"
-        )
-    report = Report(assignment.key, assignment.title, results, submission, notes, time.perf_counter() - start,
-                    seed=seed)  # fmt: skip
-    return report
+        notes.append(f"{len(left_out)} tests not run: they need functions not passed to check() "
+                     f"({', '.join(sorted({f for t in left_out for f in t.functions} - set(given)))})")  # fmt: skip
+    return Report(assignment.key, assignment.title, results, submission, notes, time.perf_counter() - start, seed=seed)
 
 
-def _run(assignment, functions, extra, only_given, only, integration, clock, cap) -> tuple[list, list, list]:
-    tests = [*assignment.build(), *sorted(extra, key=lambda t: VISIBILITY.index(t.visibility))]
-    if only is not None:
-        tests = [t for t in tests if set(t.functions) & set(only)]
-    if not integration:
-        tests = [t for t in tests if t.kind != "integration"]
-    given = {name: fn for name, fn in functions.items() if fn is not None}
+def _run(assignment: Assignment, tests: list[Test], given: dict, clock, cap: float | None) -> list[Result]:
     results: list[Result] = []
-    left_out: list[str] = []
     failed_functions: dict[str, str] = {}  # function -> the first test it failed
     threads = torch.get_num_threads()
     ended: str | None = None
     for test in tests:
         missing = [f for f in test.functions if f not in given]
-        if missing and only_given:
-            left_out.append(test.name)
-            continue
         t0 = time.perf_counter()
         output = ""
         if missing:
@@ -389,10 +362,8 @@ def _run(assignment, functions, extra, only_given, only, integration, clock, cap
             wanted = f" (define `{spec.signature}`)" if spec else ""
             output = f"no function named `{missing[0]}` in the submission{wanted}"
         elif test.kind == "integration" and (broken := [f for f in test.functions if f in failed_functions]):
-            output = (
-                f"not run: `{'`, `'.join(broken)}` failed a case or property above; a training run with it would "
-                "say less than that case does. Fix those first."
-            )
+            output = (f"not run: `{'`, `'.join(broken)}` failed a case or property above; a training run with it "
+                      "would say less than that case does. Fix those first.")  # fmt: skip
         elif ended is not None:
             output = ended
         else:
@@ -409,38 +380,24 @@ def _run(assignment, functions, extra, only_given, only, integration, clock, cap
                     output += (f"\n(no hint here: `{earlier[0]}` failed \"{failed_functions[earlier[0]]}\" above; "
                                "fix that first, this test may fail for the same reason)")  # fmt: skip
             except Timeout:
-                output = (
-                    f"took longer than {limit:g} s, the grader's limit for this test: a Python loop over every entry, "
-                    "or a loop that never ends?"
-                )
+                output = (f"took longer than {limit:g} s, the grader's limit for this test: a Python loop over every "
+                          "entry, or a loop that never ends?")  # fmt: skip
             except Ended as end:
                 output = f"the submission's process ended during this test: {end}"
                 if str(end).startswith("not run"):
                     ended = output = str(end)
             except Exception as err:  # noqa: BLE001 - a result so odd that a check itself broke on it
-                output = (
-                    f"the grader could not finish this check on what your function returned ({type(err).__name__}: "
-                    f"{err}): look at the types and shapes it returns"
-                )
+                output = (f"the grader could not finish this check on what your function returned "
+                          f"({type(err).__name__}: {err}): look at the types and shapes it returns")  # fmt: skip
             finally:
                 torch.set_num_threads(threads)
         if output and test.kind != "integration":
             failed_functions.update({f: test.name for f in test.functions if f not in failed_functions})
         if len(output) > MAX_OUTPUT:
             output = output[:MAX_OUTPUT] + f"\n[... {len(output) - MAX_OUTPUT:,} more characters not shown]"
-        results.append(
-            Result(
-                test.name,
-                test.kind,
-                test.functions,
-                test.points,
-                0.0 if output else test.points,
-                output,
-                time.perf_counter() - t0,
-                test.visibility,
-            )
-        )
-    return results, left_out, tests
+        results.append(Result(test.name, test.kind, test.functions, test.points, 0.0 if output else test.points,
+                              output, time.perf_counter() - t0, test.visibility))  # fmt: skip
+    return results
 
 
 # --- calling the learner's function ------------------------------------------------------------------------------
@@ -461,24 +418,13 @@ def call(fn: Callable, name: str, *args) -> Any:
         raise Fail(f"`{name}` raised {raised(err)}") from None
 
 
-def raised(err: Exception) -> str:
-    """``TypeError: message (in your code, line N: ...)``, for an exception of this process or of the
-    submission's (:class:`sandbox.grade.remote.SubmissionError` carries its type, message and line as data)."""
-    type_name = getattr(err, "type_name", type(err).__name__)
-    message = getattr(err, "message", str(err))
-    found = err.where() if callable(getattr(err, "where", None)) else where(err)
-    return f"{type_name}: {message}{found}"
-
-
-def where(err: BaseException) -> str:
-    """`` (your code, line N: ...)``: the last frame of the traceback outside torch and the sandbox package."""
-    frames = traceback.extract_tb(err.__traceback__)
-    own = [f for f in frames if not any(Path(f.filename).resolve().is_relative_to(d) for d in (PACKAGE_DIR, TORCH_DIR))]
-    if not own:
-        return ""
-    f = own[-1]
-    src = f" `{f.line.strip()}`" if f.line else ""
-    return f" (in your code, line {f.lineno}:{src})"
+def raised(err: BaseException) -> str:
+    """``TypeError: message (in your code, line N: `...`)``, for an exception of this process or of the submission's
+    (:class:`sandbox.grade.remote.SubmissionError` carries :func:`~sandbox.grade.worker.error_info`'s data)."""
+    info = getattr(err, "info", None) or error_info(err)
+    at = info["where"]
+    src = f" `{at['source']}`" if at and at.get("source") else ""
+    return f"{info['type']}: {info['message']}" + (f" (in your code, line {at['line']}:{src})" if at else "")
 
 
 # --- describing and comparing values -----------------------------------------------------------------------------
@@ -515,86 +461,46 @@ def _round(v, digits):
     return float(f"{v:.{digits}g}") if math.isfinite(v) else v
 
 
-def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    idx = []
-    for size in reversed(shape):
-        idx.append(flat % size)
-        flat //= size
-    return tuple(reversed(idx))
-
-
-def expect_tensor(
-    got: Any,
-    want: Tensor,
-    what: str = "the result",
-    *,
-    rtol: float = 1e-4,
-    atol: float = 1e-6,
-    exact: bool = False,
-) -> None:
+def expect_tensor(got: Any, want: Tensor, what: str = "the result", *, rtol: float = 1e-4, atol: float = 1e-6,
+                  exact: bool = False) -> None:  # fmt: skip
     """Check ``got`` against the reference ``want``: a tensor, the same shape, the same dtype, finite where ``want``
-    is, then equal within ``|got - want| <= atol + rtol * |want|`` (or exactly, for bool and ``exact``)."""
+    is, then equal within ``|got - want| <= atol + rtol * |want|`` (or exactly, for bool and ``exact``; an infinite
+    tolerance checks everything but the values)."""
     if not isinstance(got, Tensor):
         raise Fail(f"{what} should be {describe(want)}, got {describe(got)}")
     if got.shape != want.shape:
-        extra = ""
-        try:
-            torch.broadcast_shapes(got.shape, want.shape)
-            extra = " (the two shapes broadcast against each other, which would hide the mistake: it is refused)"
-        except RuntimeError:
-            pass
-        raise Fail(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}{extra}")
+        extra = " (the two shapes broadcast against each other, which would hide the mistake: it is refused)"
+        raise Fail(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}{extra * _broadcasts(got, want)}")
     if got.dtype != want.dtype:
-        raise Fail(
-            f"{what} has dtype {str(got.dtype).removeprefix('torch.')}, expected "
-            f"{str(want.dtype).removeprefix('torch.')} (the dtype of the inputs: the trainer keeps float32 throughout)"
-        )
+        why = " (the dtype of the inputs: the trainer keeps float32 throughout)" if want.is_floating_point() else ""
+        raise Fail(f"{what} has dtype {str(got.dtype)[6:]}, expected {str(want.dtype)[6:]}{why}")
     got = got.detach()
-    if got.is_floating_point():
-        nonfinite = torch.isfinite(want) & ~torch.isfinite(got)
-        if bool(nonfinite.any()):
-            i = _index(int(nonfinite.flatten().nonzero()[0]), tuple(want.shape))
-            raise Fail(
-                f"{what} has {int(nonfinite.sum())} NaN or infinite entries, the first at index {i} "
-                f"(expected {float(want[i]):.6g})"
-            )
+    nonfinite = torch.isfinite(want) & ~torch.isfinite(got) if got.is_floating_point() else torch.zeros(0, dtype=bool)
+    if bool(nonfinite.any()):
+        i = tuple(int(k) for k in nonfinite.nonzero()[0])
+        raise Fail(f"{what} has {int(nonfinite.sum())} NaN or infinite entries, the first at index {i} (expected "
+                   f"{float(want[i]):.6g})")  # fmt: skip
     if math.isinf(rtol) or math.isinf(atol):
-        return  # expect_like: everything but the values
-    if got.dtype == torch.bool or exact:
-        bad = got != want
-    else:
-        bad = ~torch.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+        return
+    exact = exact or got.dtype == torch.bool
+    bad = got != want if exact else ~torch.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
     if bool(bad.any()):
-        flat = int(bad.flatten().nonzero()[0])
-        i = _index(flat, tuple(want.shape)) if want.dim() else ()
-        where_ = f" at index {i}" if want.dim() else ""
+        i = tuple(int(k) for k in bad.nonzero()[0]) if want.dim() else ()
         g, w = got[i], want[i]
-        values = (
-            f"expected {bool(w)}, got {bool(g)}"
-            if want.dtype == torch.bool
-            else f"expected {float(w):.6g}, got {float(g):.6g}"
-        )
-        tol = (
-            ""
-            if want.dtype == torch.bool or exact
-            else f"; tolerance |got - expected| <= {atol:g} + {rtol:g} * |expected|"
-        )
+        values = (f"expected {bool(w)}, got {bool(g)}" if want.dtype == torch.bool else
+                  f"expected {float(w):.6g}, got {float(g):.6g}")  # fmt: skip
+        tol = "" if exact else f"; tolerance |got - expected| <= {atol:g} + {rtol:g} * |expected|"
         full = f"\n  expected {show(want)}\n  got      {show(got)}" if 1 < want.numel() <= 16 else ""
-        raise Fail(f"{what}{where_}: {values} ({int(bad.sum())} of {want.numel()} entries differ{tol}){full}")
+        at = f" at index {i}" if want.dim() else ""
+        raise Fail(f"{what}{at}: {values} ({int(bad.sum())} of {want.numel()} entries differ{tol}){full}")
 
 
-def expect_like(got: Any, want: Tensor, what: str = "the result") -> None:
-    """Type, shape, dtype and finiteness of ``got`` against ``want``, not the values (before a property test)."""
-    expect_tensor(got, want, what, rtol=math.inf, atol=math.inf)
-
-
-def expect_inputs_unchanged(before: list, after: list, names: list[str], fn: str) -> None:
-    for b, a, n in zip(before, after, names):
-        if isinstance(b, Tensor) and not torch.equal(b, a):
-            raise Fail(
-                f"`{fn}` changed its input `{n}` in place: the trainer reuses its tensors after the call",
-                hint="work on new tensors (x = x * 2, torch.zeros_like(x)) rather than in place (x *= 2, x[t] = ...)",
-            )
+def _broadcasts(a: Tensor, b: Tensor) -> bool:
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+        return True
+    except RuntimeError:
+        return False
 
 
 def clone(x: Any) -> Any:

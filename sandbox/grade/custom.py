@@ -19,39 +19,12 @@ Each case is compared with ``reference.py``'s function of the same name on the c
 from __future__ import annotations
 
 import importlib.util
-import json
-import math
 from pathlib import Path
-from typing import Any, Callable
 
-import torch
-
-from .cases import case_tests
-from .core import ArgumentError, Assignment, Fail, FunctionSpec, describe, expect_tensor
+from .cases import case_tests, read_json
+from .core import ArgumentError, Assignment, FunctionSpec
 
 FIELD = "HW (an assignment folder)"
-
-
-def compare_values(rtol: float, atol: float) -> Callable[[Any, Any, str], None]:
-    """A comparison for any result: tensors by :func:`~sandbox.grade.core.expect_tensor`, tuples and lists entry by
-    entry, floats within the tolerance, anything else by equality."""
-
-    def compare(got: Any, want: Any, what: str = "") -> None:
-        what = what or "the result"
-        if isinstance(want, torch.Tensor):
-            expect_tensor(got, want, what, rtol=rtol, atol=atol)
-        elif isinstance(want, (tuple, list)):
-            if not isinstance(got, (tuple, list)) or len(got) != len(want):
-                raise Fail(f"{what} should be {describe(want)}, got {describe(got)}")
-            for i, (g, w) in enumerate(zip(got, want)):
-                compare(g, w, f"{what}[{i}]")
-        elif isinstance(want, float) and isinstance(got, (int, float)):
-            if not math.isclose(got, want, rel_tol=rtol, abs_tol=atol):
-                raise Fail(f"{what}: expected {want:.6g}, got {got:.6g}")
-        elif got != want:
-            raise Fail(f"{what}: expected {want!r:.80}, got {got!r:.80}")
-
-    return compare
 
 
 def load_assignment(where: str | Path) -> Assignment:
@@ -59,12 +32,7 @@ def load_assignment(where: str | Path) -> Assignment:
     folder = Path(where)
     if not (folder / "assignment.json").is_file():
         raise ArgumentError(FIELD, f"{where} is neither hw1 ... hw6 nor a folder holding assignment.json")
-    try:
-        spec = json.loads((folder / "assignment.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArgumentError(FIELD, f"{folder / 'assignment.json'} is not valid JSON: {err}") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("functions"), dict) or not spec["functions"]:
-        raise ArgumentError(FIELD, f'{folder / "assignment.json"}: expected {{"functions": {{name: ...}}, ...}}')
+    spec = read_json(folder / "assignment.json", FIELD, {"functions": dict, "cases": list})
     reference = _module(folder / "reference.py")
     functions = {}
     for name, f in spec["functions"].items():
@@ -72,12 +40,9 @@ def load_assignment(where: str | Path) -> Assignment:
         if not callable(fn) or not isinstance(f, dict) or not isinstance(f.get("args"), list):
             raise ArgumentError(FIELD, f"function {name!r}: needs args (a list) and a function of that name in "
                                 "reference.py")  # fmt: skip
-        compare = compare_values(float(f.get("rtol", 1e-5)), float(f.get("atol", 1e-6)))
-        functions[name] = FunctionSpec(name, str(f.get("signature", name)), fn, tuple(f["args"]), compare)
-    key = folder.resolve().name
-    cases = spec.get("cases")
-    if not isinstance(cases, list) or not cases:
-        raise ArgumentError(FIELD, f"{folder / 'assignment.json'}: needs a list of cases")
+        functions[name] = FunctionSpec(name, str(f.get("signature", name)), fn, tuple(f["args"]),
+                                       float(f.get("rtol", 1e-5)), float(f.get("atol", 1e-6)))  # fmt: skip
+    key, cases = folder.resolve().name, spec["cases"]
     case_tests(key, functions, cases, str(folder / "assignment.json"))  # every problem is said now, once
     offers = tuple(spec.get("offers", ("plots",)))
     return Assignment(key, str(spec.get("title", key)), str(spec.get("lesson", "")), functions,

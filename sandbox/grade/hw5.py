@@ -16,49 +16,19 @@ from ..dropout import layer_mask as reference_layer_mask
 from ..maths import Maths
 from ..models.gpt import ModelConfig, TinyGPT, sample
 from ..models.mlp import DropoutMLP
-from .core import (
-    Assignment,
-    Fail,
-    FunctionSpec,
-    Test,
-    call,
-    clone,
-    describe,
-    expect_inputs_unchanged,
-    expect_like,
-    expect_tensor,
-    generator,
-    manual_seed,
-)
+from .cases import case_tests
+from .core import Assignment, Fail, FunctionSpec, Test, call, expect_tensor, generator, manual_seed
 from .integration import Recorder, Scenario, integration_test
 
 FIELDS = ("dropout_mask", "apply_dropout", "layer_mask")
-
-
-def _compare_apply(got, want, what: str = "") -> None:
-    expect_tensor(got, want, what or "the dropped-out activations", rtol=1e-6, atol=1e-7)
-
-
-def _compare_choice(got, want, what: str = "") -> None:
-    what = what or "the mask chosen"
-    if want is None:
-        if got is not None:
-            raise Fail(f"{what}: expected None (no dropout), got {describe(got)}")
-        return
-    expect_tensor(got, want, what, exact=True)
-
-
-MASK = FunctionSpec("dropout_mask", "dropout_mask(shape, p) -> mask of 0 and 1/(1-p)", reference_mask,
-                    ("shape", "p"), lambda got, want, what="": None, deterministic=False)  # fmt: skip
-APPLY = FunctionSpec("apply_dropout", "apply_dropout(x, mask) -> x * mask", reference_apply, ("x", "mask"),
-                     _compare_apply)  # fmt: skip
-CHOICE = FunctionSpec(
-    "layer_mask",
-    "layer_mask(stored, fresh, shape, p, draw) -> the mask one dropout layer uses, or None",
-    reference_layer_mask,
-    ("stored", "fresh", "shape", "p", "draw"),
-    _compare_choice,
-)
+MASK = FunctionSpec("dropout_mask", "dropout_mask(shape, p) -> mask of 0 and 1/(1-p)", reference_mask, ("shape", "p"),
+                    deterministic=False)  # fmt: skip
+APPLY = FunctionSpec("apply_dropout", "apply_dropout(x, mask) -> x * mask", reference_apply, ("x", "mask"), rtol=1e-6,
+                     atol=1e-7, what="the dropped-out activations")  # fmt: skip
+CHOICE = FunctionSpec("layer_mask", "layer_mask(stored, fresh, shape, p, draw) -> the mask one dropout layer uses, or "
+                      "None", reference_layer_mask, ("stored", "fresh", "shape", "p", "draw"), exact=True,
+                      what="the mask chosen")  # fmt: skip
+SPECS = {"dropout_mask": MASK, "apply_dropout": APPLY, "layer_mask": CHOICE}
 
 
 def draw_mask(fns, shape, p):
@@ -67,7 +37,7 @@ def draw_mask(fns, shape, p):
 
 def check_mask(m, shape: tuple[int, ...], p: float, what: str = "the mask") -> None:
     """A float32 tensor of ``shape`` whose entries are 0 or 1 / (1 - p)."""
-    expect_like(m, torch.ones(shape), what)
+    MASK.compare(m, torch.ones(shape), what, like=True)
     kept = 1.0 / (1.0 - p)
     values = torch.unique(m.detach())
     wrong = values[(values != 0) & ~torch.isclose(values, torch.tensor(kept), rtol=1e-6, atol=0.0)]
@@ -141,64 +111,21 @@ def test_mask_seeded(fns):
 # --- apply_dropout -------------------------------------------------------------------------------------------------
 
 
-def apply(fns, x, mask):
-    return call(fns["apply_dropout"], "apply_dropout", x.clone(), mask.clone())
-
-
-def test_apply_values(fns):
-    g = generator(5)
-    x = torch.randn(6, 10, generator=g)
-    mask = (torch.rand(6, 10, generator=g) > 0.3).float() / 0.7
-    _compare_apply(apply(fns, x, mask), reference_apply(x, mask))
-
-
-def test_apply_broadcast(fns):
-    g = generator(6)
-    cases = [
-        ("multi-sample dropout: x (B, 1, W), masks (B, K, W)", torch.randn(4, 1, 8, generator=g),
-         (torch.rand(4, 3, 8, generator=g) > 0.5).float() * 2),
-        ("attention: probabilities (B, H, T, T), mask (B, H, T, T)", torch.rand(2, 2, 5, 5, generator=g),
-         (torch.rand(2, 2, 5, 5, generator=g) > 0.2).float() / 0.8),
-        ("one mask row for the batch: x (B, W), mask (1, W)", torch.randn(5, 7, generator=g),
-         (torch.rand(1, 7, generator=g) > 0.5).float() * 2),
-    ]  # fmt: skip
-    for case, x, mask in cases:
-        try:
-            _compare_apply(apply(fns, x, mask), reference_apply(x, mask))
-        except Fail as f:
-            raise Fail(f.problem, case=case) from None
+def dropped(g: torch.Generator, x_shape: tuple, mask_shape: tuple, p: float, x=torch.randn) -> dict:
+    """The arguments of ``apply_dropout``: activations of ``x_shape`` and an inverted-dropout mask of ``mask_shape``."""
+    x = x(x_shape, generator=g)
+    return {"x": x, "mask": (torch.rand(mask_shape, generator=g) > p).float() / (1 - p)}
 
 
 def test_apply_no_randomness(fns):
-    g = generator(7)
-    x, mask = torch.randn(5, 9, generator=g), (torch.rand(5, 9, generator=g) > 0.4).float() / 0.6
+    args = dropped(generator(7), (5, 9), (5, 9), 0.4)
     state = torch.get_rng_state()
-    first = apply(fns, x, mask)
+    got = call(fns["apply_dropout"], "apply_dropout", *[a.clone() for a in args.values()])
     if not torch.equal(state, torch.get_rng_state()):
         raise Fail("apply_dropout drew random numbers: it must use the mask it is given, and only that",
                    hint="a mask drawn here would be a new one at every forward pass: consistent dropout replays "
                    "the stored mask through this function")  # fmt: skip
-    _compare_apply(first, reference_apply(x, mask))
-
-
-def test_apply_gradient(fns):
-    g = generator(8)
-    x, mask = torch.randn(4, 6, generator=g), (torch.rand(4, 6, generator=g) > 0.5).float() * 2
-    xg = x.clone().requires_grad_()
-    out = call(fns["apply_dropout"], "apply_dropout", xg, mask.clone())
-    if not isinstance(out, torch.Tensor) or not out.requires_grad:
-        raise Fail("the result carries no gradient back to x: the networks train through it")
-    expect_like(out, reference_apply(x, mask), "the result")
-    out.sum().backward()
-    expect_tensor(xg.grad, mask, "d sum(result) / d x (should be the mask)", rtol=1e-6, atol=0.0)
-
-
-def test_apply_inputs_unchanged(fns):
-    g = generator(9)
-    args = [torch.randn(3, 4, generator=g), (torch.rand(3, 4, generator=g) > 0.5).float() * 2]
-    before = clone(args)
-    call(fns["apply_dropout"], "apply_dropout", *args)
-    expect_inputs_unchanged(before, args, ["x", "mask"], "apply_dropout")
+    APPLY.compare(got, reference_apply(*args.values()))
 
 
 # --- layer_mask ----------------------------------------------------------------------------------------------------
@@ -242,7 +169,7 @@ def test_choice_replays(fns):
                 f"with a stored mask and fresh={fresh}, the mask used is the one draw returned {ABOUT_STAND_IN}: "
                 "the stored mask was not replayed"
             )
-        _compare_choice(got, stored, f"with a stored mask and fresh={fresh}: the mask used")
+        CHOICE.compare(got, stored, f"with a stored mask and fresh={fresh}: the mask used")
         if draw.calls:
             raise Fail(
                 f"with a stored mask (fresh={fresh}), draw was called {len(draw.calls)} time(s): the stored mask is "
@@ -253,7 +180,7 @@ def test_choice_replays(fns):
 def test_choice_fresh(fns):
     draw = CountingDraw()
     got = choose(fns, None, True, (3, 5), 0.2, draw)
-    _compare_choice(got, torch.full((3, 5), STAND_IN),
+    CHOICE.compare(got, torch.full((3, 5), STAND_IN),
                     f"with no stored mask and fresh=True, the mask used should be draw's {ABOUT_STAND_IN}")  # fmt: skip
     if draw.calls != [((3, 5), 0.2)]:
         raise Fail(f"draw should be called once, as draw((3, 5), 0.2); it was called {draw.calls}")
@@ -262,7 +189,7 @@ def test_choice_fresh(fns):
 def test_choice_eval(fns):
     draw = CountingDraw()
     got = choose(fns, None, False, (3, 5), 0.2, draw)
-    _compare_choice(got, None, "with no stored mask and fresh=False (eval mode, or p = 0)")
+    CHOICE.compare(got, None, "with no stored mask and fresh=False (eval mode, or p = 0)")
     if draw.calls:
         raise Fail("in eval mode (fresh=False) nothing is drawn; draw was called")
 
@@ -335,11 +262,11 @@ def check_calls(recorders: dict[str, Recorder]) -> None:
         check_mask(out, tuple(shape), p, f"call {i} of `dropout_mask` in the run: the mask")
     for i, ((stored, fresh, shape, p, _), out) in enumerate(recorders["layer_mask"].calls, start=1):
         if stored is not None:
-            _compare_choice(out, stored, f"call {i} of `layer_mask` in the run, with a stored mask: the mask used")
+            CHOICE.compare(out, stored, f"call {i} of `layer_mask` in the run, with a stored mask: the mask used")
         elif not fresh:
-            _compare_choice(out, None, f"call {i} of `layer_mask` in the run, in eval mode")
+            CHOICE.compare(out, None, f"call {i} of `layer_mask` in the run, in eval mode")
     for i, ((x, mask), out) in enumerate(recorders["apply_dropout"].calls, start=1):
-        _compare_apply(out, reference_apply(x, mask), f"call {i} of `apply_dropout` in the run")
+        APPLY.compare(out, reference_apply(x, mask), f"call {i} of `apply_dropout` in the run")
 
 
 def exact_ratio(yours, ours) -> None:
@@ -377,7 +304,6 @@ def dropout_scenario(mode: str, meaning) -> Scenario:
 
 CONSISTENT = dropout_scenario("consistent", exact_ratio)
 NAIVE = dropout_scenario("naive", noisy_ratio)
-SPECS = {"dropout_mask": MASK, "apply_dropout": APPLY, "layer_mask": CHOICE}
 
 
 RUN_LIMIT = 120
@@ -387,12 +313,13 @@ what the runs check), where the other assignments' runs make a few hundred."""
 
 
 def build() -> list[Test]:
-    m, a, c = ("dropout_mask",), ("apply_dropout",), ("layer_mask",)
+    m, c, ap = ("dropout_mask",), ("layer_mask",), {"function": "apply_dropout"}
     hint_mask = (
         "inverted dropout: each entry is kept with probability 1 - p, and the kept ones are scaled by 1 / (1 - p) so "
         "that the layer's output keeps its mean"
     )
-    return [
+    g = generator(6)
+    return case_tests("hw5", SPECS, [
         Test("dropout_mask returns a float32 tensor of the shape asked", m, test_mask_shape, 1,
              case="shapes (3, 5), (2, 4, 6), (7,), p 0.1",
              hint="the mask has exactly the shape asked for: one entry per activation (shape is a tuple)"),
@@ -408,15 +335,23 @@ def build() -> list[Test]:
              kind="property", case="torch.manual_seed(4), then two masks",
              hint="every random number must come from torch's seeded generator (numpy's and Python's are not "
              "reset by torch.manual_seed): the sandbox's runs are reproducible because of it"),
-        Test("apply_dropout returns x * mask", a, test_apply_values, 1, case="x (6, 10), mask (6, 10)",
-             hint="the mask already carries the 1 / (1 - p) scale: applying it is all that is left"),
-        Test("apply_dropout broadcasts as the networks need", a, test_apply_broadcast, 1,
-             hint="the mask may be one row for the batch or K copies: broadcasting lines them up, reshaping "
-             "breaks them"),
-        Test("apply_dropout uses the given mask and draws nothing", a, test_apply_no_randomness, 2, kind="property",
-             case="x (5, 9), mask (5, 9); torch's random state compared before and after"),
-        Test("apply_dropout's gradient with respect to x is the mask", a, test_apply_gradient, 1, kind="property"),
-        Test("apply_dropout leaves its inputs unchanged", a, test_apply_inputs_unchanged, 1, kind="property"),
+        {**ap, "name": "apply_dropout returns x * mask", "args": dropped(generator(5), (6, 10), (6, 10), 0.3),
+         "case": "x (6, 10), mask (6, 10)",
+         "hint": "the mask already carries the 1 / (1 - p) scale: applying it is all that is left"},
+        {**ap, "name": "apply_dropout broadcasts as the networks need", "calls": [
+            {"args": dropped(g, (4, 1, 8), (4, 3, 8), 0.5),
+             "case": "multi-sample dropout: x (B, 1, W), masks (B, K, W)"},
+            {"args": dropped(g, (2, 2, 5, 5), (2, 2, 5, 5), 0.2, torch.rand),
+             "case": "attention: probabilities (B, H, T, T), mask (B, H, T, T)"},
+            {"args": dropped(g, (5, 7), (1, 7), 0.5), "case": "one mask row for the batch: x (B, W), mask (1, W)"}],
+         "hint": "the mask may be one row for the batch or K copies: broadcasting lines them up, reshaping "
+         "breaks them"},
+        Test("apply_dropout uses the given mask and draws nothing", ("apply_dropout",), test_apply_no_randomness, 2,
+             kind="property", case="x (5, 9), mask (5, 9); torch's random state compared before and after"),
+        {**ap, "name": "apply_dropout's gradient with respect to x is the mask", "kind": "property",
+         "check": "gradient", "wrt": "x", "args": dropped(generator(8), (4, 6), (4, 6), 0.5)},
+        {**ap, "name": "apply_dropout leaves its inputs unchanged", "kind": "property", "check": "unchanged",
+         "args": dropped(generator(9), (3, 4), (3, 4), 0.5)},
         Test("layer_mask replays a stored mask, in train mode too, without drawing", c, test_choice_replays, 3,
              case="a stored (4, 6) mask, fresh True and False, p 0.3",
              hint="a stored mask is the network the agent acted with: replaying it, in train mode too, is what "
@@ -426,8 +361,7 @@ def build() -> list[Test]:
              case="stored None, fresh True, shape (3, 5), p 0.2",
              hint="with nothing stored and dropout on, the layer needs a new mask, and draw is how it gets one "
              "(every mask then comes from the seam's dropout_mask)"),
-        Test("layer_mask uses no mask in eval mode", c, test_choice_eval, 1,
-             case="stored None, fresh False",
+        Test("layer_mask uses no mask in eval mode", c, test_choice_eval, 1, case="stored None, fresh False",
              hint="in eval mode there is no dropout at all: no mask, so the layer leaves the activations as they are"),
         Test("the MLP with your three functions: stored masks replay exactly", FIELDS, test_mlp_replay, 2,
              kind="property", case="DropoutMLP(4 -> 16 -> 16 -> 3, p 0.3), 8 inputs, masks from its sample_mask",
@@ -440,7 +374,7 @@ def build() -> list[Test]:
                          SPECS, 4, RUN_LIMIT),
         integration_test(f"integration: {NAIVE.description}: the first ratio is noisy, as ours", FIELDS, NAIVE,
                          SPECS, 2, RUN_LIMIT),
-    ]  # fmt: skip
+    ], "hw5")  # fmt: skip
 
 
 ASSIGNMENT = Assignment("hw5", "consistent dropout (dropout_mask, apply_dropout, layer_mask)", "03", SPECS, build)

@@ -17,7 +17,9 @@ Limits, all enforced here:
 - the whole submission has a budget (``--timeout``), after which its remaining tests are not run;
 - what it sends is capped: each message (:data:`sandbox.grade.wire.MAX_FRAME`), what is read ahead (a full pipe makes
   it wait) and all of it together (:data:`MAX_RECEIVED`); what it prints is read as it comes and capped
-  (:data:`OUTPUT_CAP`), so a submission printing or sending without end neither blocks nor fills anything.
+  (:data:`OUTPUT_CAP`), so a submission printing or sending without end neither blocks nor fills anything;
+- anything on the channel that is not the answer the grader waits for (a frame it did not ask for, a malformed or
+  forged one) ends the process for good: honest code never writes there, so no fresh process is started for it.
 """
 
 from __future__ import annotations
@@ -54,21 +56,22 @@ MAX_RESTARTS = 3
 
 
 class SubmissionError(Exception):
-    """What the submission's function raised, as data: ``type_name``, the message, and where in its code."""
+    """What the submission's function raised, as data: ``info`` (its type, message, and where in its code, in the
+    shape of :func:`sandbox.grade.worker.error_info`), made plain strings here whatever the submission sent."""
 
-    def __init__(self, type_name: str, message: str, where: dict | None):
-        super().__init__(message)
-        self.type_name, self.message, self.where_ = type_name, message, where
-
-    def where(self) -> str:
-        if not self.where_:
-            return ""
-        src = f" `{self.where_['source']}`" if self.where_.get("source") else ""
-        return f" (in your code, line {self.where_['line']}:{src})"
+    def __init__(self, raised: dict):
+        at = raised.get("where")
+        at = {"line": str(at.get("line")), "source": str(at.get("source", ""))} if isinstance(at, dict) else None
+        self.info = {"type": str(raised.get("type")), "message": str(raised.get("message")), "where": at}
+        super().__init__(self.info["message"])
 
 
 class WorkerDied(Ended):
     """The submission's process ended (it exited, crashed, or was ended for running over its time)."""
+
+
+class Tampered(WorkerDied):
+    """The submission's process wrote something on the channel that is not the answer the grader waits for."""
 
 
 class Process:
@@ -77,32 +80,34 @@ class Process:
 
     def __init__(self, isolation: Isolation, workdir: Path):
         self.proc = isolation.start(workdir)
-        self.buffer = bytearray()
-        self.received = 0
-        self.output = bytearray()
-        self.output_total = 0
+        self.buffer, self.output = bytearray(), bytearray()
+        self.received = self.output_total = 0
         self.reason: str | None = None
         self.chunks: queue.Queue | None = None
         if os.name == "posix":
             os.set_blocking(self.proc.stdout.fileno(), False)
         else:  # no select on a Windows pipe: a thread reads, at most QUEUED chunks ahead
             self.chunks = queue.Queue(maxsize=QUEUED)
-            threading.Thread(target=self._read_chunks, daemon=True).start()
-        threading.Thread(target=self._drain, daemon=True).start()
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.chunks.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self._keep), daemon=True).start()
 
-    def _read_chunks(self) -> None:
+    @staticmethod
+    def _pump(stream, sink) -> None:
         with contextlib.suppress(OSError, ValueError):
-            while chunk := self.proc.stdout.read1(1 << 20):
-                self.chunks.put(chunk)
-        self.chunks.put(b"")
+            while chunk := stream.read1(1 << 20):
+                sink(chunk)
+        sink(b"")
+
+    def _keep(self, chunk: bytes) -> None:
+        self.output_total += len(chunk)
+        self.output += chunk[: max(OUTPUT_CAP - len(self.output), 0)]
 
     def _chunk(self, timeout: float) -> bytes | None:
         """What the submission sent next (``b""``: its end), or None when nothing came within ``timeout``."""
         if self.chunks is not None:
-            try:
+            with contextlib.suppress(queue.Empty):
                 return self.chunks.get(timeout=timeout)
-            except queue.Empty:
-                return None
+            return None
         if not select.select([self.proc.stdout], [], [], timeout)[0]:
             return None
         try:
@@ -112,15 +117,6 @@ class Process:
         except (OSError, ValueError):
             return b""
 
-    def _drain(self) -> None:
-        try:
-            while chunk := self.proc.stderr.read1(1 << 16):
-                self.output_total += len(chunk)
-                if len(self.output) < OUTPUT_CAP:
-                    self.output += chunk[: OUTPUT_CAP - len(self.output)]
-        except (OSError, ValueError):
-            pass
-
     def send(self, op: str, body: Any, lent: wire.Callables, ok: bool = True) -> None:
         header, buffers = wire.encode(body, lent)
         try:
@@ -128,17 +124,18 @@ class Process:
         except (OSError, ValueError) as err:
             raise WorkerDied(self.why_dead(f"it stopped reading ({err})")) from None
 
-    def receive(self, deadline: float) -> tuple[dict, list[bytes]]:
-        """The next message, read as it comes; :class:`Timeout` at ``deadline``, :class:`WorkerDied` when the process
-        ended or sent something that is not a message (a frame too large, malformed, or past :data:`MAX_RECEIVED`)."""
+    def receive(self, deadline: float) -> tuple[str, Any, bool]:
+        """The next message (op, body, ok), read as it comes; :class:`Timeout` at ``deadline``, :class:`WorkerDied`
+        when the process ended, :class:`Tampered` when it sent something that is not a message (a frame too large,
+        malformed, or past :data:`MAX_RECEIVED`)."""
         while True:
             try:
                 frame = wire.take_frame(self.buffer)
+                if frame is not None:
+                    message, buffers = frame
+                    return str(message.get("op")), wire.decode(message.get("body"), buffers), message.get("ok", True)
             except wire.WireError as err:
-                self.kill(f"its process sent something that is not a message of the grader ({err})")
-                raise WorkerDied(self.reason) from None
-            if frame is not None:
-                return frame
+                raise self.tampered(f"its process sent something that is not a message of the grader ({err})") from None
             chunk = self._chunk(max(deadline - time.monotonic(), 0.0))
             if chunk is None:
                 if time.monotonic() >= deadline:
@@ -148,9 +145,13 @@ class Process:
                 raise WorkerDied(self.why_dead("its process ended"))
             self.received += len(chunk)
             if self.received > MAX_RECEIVED:
-                self.kill(f"its process sent more than {MAX_RECEIVED >> 20:,} MB in all and was ended")
-                raise WorkerDied(self.reason)
+                raise self.tampered(f"its process sent more than {MAX_RECEIVED >> 20:,} MB in all and was ended")
             self.buffer += chunk
+
+    def tampered(self, reason: str) -> Tampered:
+        """End the process for good: it wrote on the channel what the grader did not ask for."""
+        self.kill(f"not run: {reason}")
+        return Tampered(self.reason)
 
     def why_dead(self, default: str) -> str:
         if self.reason:
@@ -168,13 +169,11 @@ class Process:
         """End the process and everything it started (its process group; with bwrap, its PID namespace)."""
         self.reason = self.reason or reason
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 if os.name == "posix":
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 else:
                     subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.proc.pid)], capture_output=True)
-            except (ProcessLookupError, PermissionError):
-                pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -192,31 +191,29 @@ class Process:
 
 @dataclasses.dataclass
 class Load:
-    """What runs in the submission's process before its functions can be called."""
+    """What runs in the submission's process before its functions can be called (the ``load`` request's body)."""
 
     kind: str  # "notebook" or "script"
     cells: list[str]
     labels: list[str]
     filename: str
-    functions: tuple[str, ...]
+    functions: list[str]
     cell_timeout: float
 
 
 class RemoteFunctions:
     """The submission's functions, seen from the grader: a mapping of names to callables (only the functions the
-    submission defines), and a clock per test (:meth:`test`)."""
+    submission defines, :meth:`mapping`), and a clock per test (:meth:`test`)."""
 
     def __init__(self, isolation: Isolation, load: Load, budget: float):
-        self.isolation, self.load_request = isolation, load
+        self.isolation, self.load, self.budget = isolation, load, budget
         self.budget_end = time.monotonic() + budget
-        self.budget = budget
         self.test_end: float | None = None
         self.process: Process | None = None
         self.workdir: Path | None = None
         self.starts = 0
-        self.loaded = False
         self.notes: list[str] = []
-        self.defined: dict[str, str] = {}
+        self.defined: dict[str, str] | None = None
         self.outputs: list[str] = []
         self.lent = wire.Callables()
         self.until: int | None = None  # after a cell hung: run the cells before it only
@@ -226,85 +223,63 @@ class RemoteFunctions:
 
     def start(self) -> None:
         """Start the process and load the submission (again, after a restart)."""
-        if self.broken:
-            raise WorkerDied(self.broken)
-        if self.starts > MAX_RESTARTS:
+        if self.broken is None and self.starts > MAX_RESTARTS:
             self.broken = "not run: the submission's process ended too many times"
+        if self.broken:
             raise WorkerDied(self.broken)
         self._check_budget()
         self.starts += 1
         self.workdir = self.isolation.workdir()
         self.process = Process(self.isolation, self.workdir)
-        load = self.load_request
+        load, cell = self.load, [None]
         try:
-            self._expect("ready", min(time.monotonic() + START_LIMIT, self.budget_end))
-            body = {"kind": load.kind, "cells": load.cells, "labels": load.labels, "filename": load.filename,
-                    "functions": list(load.functions), "cell_timeout": load.cell_timeout}  # fmt: skip
-            if self.until is not None:
-                body["until"] = self.until
-                body["until_note"] = f"{load.labels[self.until]} and the cells after it were not run"
-            self.process.send("load", body, self.lent)
-            cell: list = [None]
             try:
-                reply = self._reply(time.monotonic() + load.cell_timeout, progress=cell, per_step=load.cell_timeout)
+                if (op := self.process.receive(min(time.monotonic() + START_LIMIT, self.budget_end))[0]) != "ready":
+                    raise self._tampered(f"its process sent {op!r} where the grader expected 'ready'")
+            except Timeout:
+                self.close()
+                self._check_budget()
+                raise WorkerDied(f"its process did not start within {START_LIMIT:g} s") from None
+            self.process.send("load", {**dataclasses.asdict(load), "until": self.until}, self.lent)
+            try:
+                reply = self._reply(time.monotonic() + load.cell_timeout, cell, load.cell_timeout)
             except Timeout:
                 if cell[0] is None:
                     self.broken = "not run: the submission could not be loaded within its time"
                     raise WorkerDied(self.broken) from None
-                self.until = cell[0]
-                self.notes.append(
-                    f"{load.labels[cell[0]]} did not stop at its time limit ({load.cell_timeout:g} s) "
-                    "and was ended with its process; the functions defined before it are graded"
-                )
+                self.until, limit = cell[0], f"{load.cell_timeout:g} s"
+                self.notes.append(f"{load.labels[cell[0]]} did not stop at its time limit ({limit}) and was ended "
+                                  "with its process; the functions defined before it are graded")  # fmt: skip
                 return self.start()
-        except Timeout:
-            self._end(None)
-            self._check_budget()
-            raise WorkerDied(f"its process did not start within {START_LIMIT:g} s") from None
         except WorkerDied as died:
             printed = self.process.text().strip().splitlines() if self.process else []
-            self._end(None)
-            if printed and not self.loaded:
+            self.close()
+            if printed and self.defined is None and not isinstance(died, Tampered):
                 raise WorkerDied(f"{died} (its last words: {printed[-1][:300]})") from None
             raise
-        if not self.loaded:
-            self.notes += [n for n in reply["notes"] if n not in self.notes]
+        if not isinstance(reply, dict) or not isinstance(reply.get("defined"), dict):
+            raise self._tampered("its process answered the load with something that is not a reply of the grader's")
+        if self.defined is None:
+            self.notes += [str(n) for n in reply.get("notes", []) if n not in self.notes]
             self.defined = reply["defined"]
-            self.loaded = True
 
     def _check_budget(self) -> None:
         """Past the submission's budget (``--timeout``): end its process, and every later test is not run."""
         if time.monotonic() >= self.budget_end:
             self.broken = self.broken or f"not run: the submission used all of its {self.budget:g} s (--timeout)"
-            self._end(None)
+            self.close()
             raise WorkerDied(self.broken)
 
-    def _wait(self, deadline: float) -> Any:
-        """:meth:`_reply`, where running into the budget (not the test's own limit) ends the submission."""
-        try:
-            return self._reply(deadline)
-        except Timeout:
-            self._check_budget()
-            raise
+    def _tampered(self, reason: str) -> Tampered:
+        self.broken = str(self.process.tampered(reason))
+        return Tampered(self.broken)
 
-    def _expect(self, op: str, deadline: float) -> dict:
-        message, buffers = self.process.receive(deadline)
-        if message.get("op") != op:
-            raise WorkerDied(f"its process sent {message.get('op')!r} where the grader expected {op!r}")
-        return wire.decode(message.get("body"), buffers)
-
-    def ensure(self) -> Process:
-        """The running process, started (or started again, after it ended) if need be."""
-        if self.process is None or self.process.proc.poll() is not None:
-            self._end(None)
-            self.start()
-        return self.process
-
-    def _end(self, reason: str | None) -> None:
+    def close(self, reason: str | None = None) -> None:
+        """End the process (and everything it started) and remove its working directory. Nothing is asked of it: a
+        submission's last words decide nothing."""
         if self.process is not None:
             self.process.kill(reason)
-            out = self.process.text()
-            if out:
+            if out := self.process.text():
                 self.outputs.append(out)
             self.process = None
         if self.workdir is not None:
@@ -313,80 +288,72 @@ class RemoteFunctions:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def close(self) -> None:
-        """End the process (and everything it started) and remove its working directory. Nothing is asked of it: a
-        submission's last words decide nothing."""
-        self._end(None)
-
     # -- requests ----------------------------------------------------------------------------------------------
 
-    def _reply(self, deadline: float, progress: list | None = None, per_step: float | None = None) -> Any:
+    def _reply(self, deadline: float, progress: list | None = None, per_step: float = 0.0) -> Any:
         """Wait for the reply to the last request, serving callbacks meanwhile; raise :class:`Timeout` at
         ``deadline`` (after ending the process) and :class:`WorkerDied` if it ends. While a notebook loads, each
         cell that starts (``progress``) gets its own ``per_step`` seconds."""
         while True:
             try:
-                message, buffers = self.process.receive(min(deadline + GRACE, self.budget_end + GRACE))
+                op, body, ok = self.process.receive(min(deadline + GRACE, self.budget_end + GRACE))
             except Timeout:
-                self._end("it ran over its time limit and was ended")
+                self.close("it ran over its time limit and was ended")
                 raise
-            op = message.get("op")
-            body = wire.decode(message.get("body"), buffers)
+            except Tampered as tampered:
+                self.broken = str(tampered)
+                raise
             if op == "reply":
-                if not message.get("ok", True):
-                    raise WorkerDied(f"its process refused the request: {body}")
+                if not ok:
+                    raise WorkerDied(f"its process refused the request: {str(body)[:200]}")
                 return body
-            if op == "progress" and progress is not None:
-                progress[0] = body["cell"]
-                deadline = time.monotonic() + per_step
-            elif op == "callback":
-                self._callback(body)
+            if op == "progress" and progress is not None and isinstance(body, dict):
+                progress[0], deadline = body.get("cell"), time.monotonic() + per_step
+            elif op == "callback" and isinstance(body, dict) and body.get("fn") in self.lent.lent:
+                torch.set_rng_state(body["rng"])
+                try:
+                    value, ok = self.lent.lent[body["fn"]](*body["args"]), True
+                except Exception as err:  # noqa: BLE001 - the grader's own stand-in raised: say so to the caller
+                    value, ok = f"{type(err).__name__}: {err}", False
+                reply = {"value": value, "rng": torch.get_rng_state()} if ok else value
+                self.process.send("reply", reply, self.lent, ok=ok)
+            else:
+                raise self._tampered(f"its process sent {op!r}, which the grader did not ask for")
 
-    def _callback(self, body: dict) -> None:
-        fn = self.lent.lent.get(body["fn"])
-        torch.set_rng_state(body["rng"])
+    def _request(self, op: str, body: dict) -> Any:
+        if self.process is None or self.process.proc.poll() is not None:
+            self.close()
+            self.start()
+        self._check_budget()
+        end = min(self.test_end or self.budget_end, self.budget_end)
+        if time.monotonic() >= end:
+            raise Timeout()
+        self.process.send(op, {**body, "timeout": end - time.monotonic(), "rng": torch.get_rng_state()}, self.lent)
         try:
-            value, ok = fn(*body["args"]), True
-        except Exception as err:  # noqa: BLE001 - the grader's own stand-in raised: say so to the caller
-            value, ok = f"{type(err).__name__}: {err}", False
-        self.process.send("reply", {"value": value, "rng": torch.get_rng_state()} if ok else value, self.lent, ok=ok)
+            reply = self._reply(end)
+        except Timeout:
+            self._check_budget()  # the budget, not the test's own limit, ran out: the submission ends
+            raise
+        if not isinstance(reply, dict) or not isinstance(reply.get("rng"), torch.Tensor):
+            raise self._tampered("its process answered with something that is not a reply of the grader's")
+        torch.set_rng_state(reply["rng"])
+        if reply.get("timeout"):
+            raise Timeout()
+        if isinstance(raised := reply.get("raised"), dict):
+            if raised.get("type") == "NotImplementedError":
+                raise NotImplementedError(raised.get("message"))
+            raise SubmissionError(raised)
+        return reply
 
     def call(self, name: str, args: tuple) -> Any:
-        process = self.ensure()
-        self._check_budget()
-        now = time.monotonic()
-        end = min(self.test_end or self.budget_end, self.budget_end)
-        if now >= end:
-            raise Timeout()
-        process.send("call", {"name": name, "args": list(args), "rng": torch.get_rng_state(),
-                              "timeout": end - now}, self.lent)  # fmt: skip
-        body = self._wait(end)
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("rng"), torch.Tensor)
-            or body["rng"].dtype != torch.uint8
-        ):
-            self._end("it answered a call with something that is not a reply of the grader's")
-            raise WorkerDied("its process answered a call with something that is not a reply of the grader's")
-        torch.set_rng_state(body["rng"])
-        if body.get("timeout"):
-            raise Timeout()
-        if "raised" in body:
-            r = body["raised"]
-            if r["type"] == "NotImplementedError":
-                raise NotImplementedError(r["message"])
-            raise SubmissionError(r["type"], r["message"], r.get("where"))
-        for index, value in body.get("mutated", {}).items():
+        reply = self._request("call", {"name": name, "args": list(args)})
+        for index, value in reply.get("mutated", {}).items():
             _write_back(args[int(index)], value)
-        result = body["result"]
-        if body.get("handle") is not None:
-            result = _with_gradient(self, body["handle"], args, result)
-        return result
+        result = reply["result"]
+        return _with_gradient(self, reply["handle"], args, result) if reply.get("handle") is not None else result
 
     def grad(self, handle: int, grads: list) -> list:
-        process = self.ensure()
-        process.send("grad", {"handle": handle, "grads": grads}, self.lent)
-        return self._wait(min(self.test_end or self.budget_end, self.budget_end))["result"]
+        return self._request("grad", {"handle": handle, "grads": grads})["result"]
 
     @contextlib.contextmanager
     def test(self, seconds: float) -> Iterator[None]:
@@ -397,15 +364,10 @@ class RemoteFunctions:
         finally:
             self.test_end = None
 
-    @property
-    def _functions(self) -> dict[str, "RemoteFunction"]:
-        return {name: RemoteFunction(self, name) for name, what in self.defined.items() if what == "function"}
-
     def mapping(self) -> dict[str, "RemoteFunction"]:
-        funcs = self._functions
-        self.lent.names = {id(f): f.name for f in funcs.values()}
-        self._held = funcs  # keep them alive: the names map is by id
-        return funcs
+        self._held = {name: RemoteFunction(self, name) for name, what in self.defined.items() if what == "function"}
+        self.lent.names = {id(f): f.name for f in self._held.values()}  # by id: _held keeps them alive
+        return self._held
 
 
 class RemoteFunction:
@@ -431,18 +393,8 @@ def _write_back(arg: Any, value: Any) -> None:
         with torch.no_grad():
             if arg.shape == value.shape and arg.dtype == value.dtype:
                 arg.copy_(value)
-            else:
-                arg.data = value.to(arg.dtype) if value.is_floating_point() == arg.is_floating_point() else arg.data
-
-
-def _rebuild(value: Any, tensors: Iterator[torch.Tensor]) -> Any:
-    if isinstance(value, torch.Tensor):
-        return next(tensors)
-    if isinstance(value, tuple):
-        return tuple(_rebuild(v, tensors) for v in value)
-    if isinstance(value, list):
-        return [_rebuild(v, tensors) for v in value]
-    return value
+            elif value.is_floating_point() == arg.is_floating_point():
+                arg.data = value.to(arg.dtype)
 
 
 class _RemoteGradient(torch.autograd.Function):
@@ -451,7 +403,7 @@ class _RemoteGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, owner, handle, required, n_inputs, *tensors):
-        ctx.owner, ctx.handle, ctx.required, ctx.n_inputs = owner, handle, required, n_inputs
+        ctx.owner, ctx.handle, ctx.required = owner, handle, required
         outs = [t.clone() for t in tensors[n_inputs:]]
         ctx.mark_non_differentiable(*[o for o, r in zip(outs, required) if not r])
         return tuple(outs)
@@ -459,8 +411,7 @@ class _RemoteGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         wanted = [g.contiguous() if g is not None else None for g, r in zip(grads, ctx.required) if r]
-        got = ctx.owner.grad(ctx.handle, wanted)
-        got = [g if isinstance(g, torch.Tensor) else None for g in got]
+        got = [g if isinstance(g, torch.Tensor) else None for g in ctx.owner.grad(ctx.handle, wanted)]
         return (None, None, None, None, *got, *[None] * len(ctx.required))
 
 
@@ -470,35 +421,34 @@ def _with_gradient(owner: RemoteFunctions, handle: int, args: tuple, result: Any
     required = tuple(bool(t.requires_grad) for t in outs)
     if not inputs or not any(required):
         return result
-    joined = _RemoteGradient.apply(owner, handle, required, len(inputs), *inputs, *[t.detach() for t in outs])
-    return _rebuild(result, iter(joined))
+    joined = iter(_RemoteGradient.apply(owner, handle, required, len(inputs), *inputs, *[t.detach() for t in outs]))
+
+    def rebuild(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return next(joined)
+        return type(value)(map(rebuild, value)) if isinstance(value, (tuple, list)) else value
+
+    return rebuild(result)
 
 
 def make_load(path: Path, functions: tuple[str, ...], cell_timeout: float) -> Load:
     """Read a ``.py`` or ``.ipynb`` submission here (in the grader) into what its process runs. Raises ValueError with
     a one-line reason when the file cannot be read as a notebook or as text."""
-    if path.suffix == ".ipynb":
-        import nbformat
-
+    if path.suffix != ".ipynb":
         try:
-            nb = nbformat.reads(path.read_text(encoding="utf-8", errors="replace"), as_version=4)
-        except Exception as err:  # noqa: BLE001 - empty, not JSON, not a notebook: all one message
-            size = path.stat().st_size
-            what = "an empty file" if size == 0 else f"not a notebook ({type(err).__name__}: {str(err)[:200]})"
-            raise ValueError(f"{path.name} could not be read: {what}") from None
-        cells, labels, code_index = [], [], 0
-        for index, cell in enumerate(nb.cells):
-            if cell.get("cell_type") != "code":
-                continue
-            code_index += 1
-            source = cell.get("source", "")
-            source = "".join(source) if isinstance(source, list) else str(source)
-            first = next((line for line in source.splitlines() if line.strip()), "")
-            cells.append(source)
-            labels.append(f"cell {index + 1} (code cell {code_index}, `{first[:50]}`)")
-        return Load("notebook", cells, labels, path.name, functions, cell_timeout)
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path.name} could not be read: not UTF-8 text") from None
+        return Load("script", [text], [path.name], path.name, list(functions), cell_timeout)
+    import nbformat
+
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path.name} could not be read: not UTF-8 text") from None
-    return Load("script", [text], [path.name], path.name, functions, cell_timeout)
+        nb = nbformat.reads(path.read_text(encoding="utf-8", errors="replace"), as_version=4)
+    except Exception as err:  # noqa: BLE001 - empty, not JSON, not a notebook: all one message
+        what = f"not a notebook ({type(err).__name__}: {str(err)[:200]})" if path.stat().st_size else "an empty file"
+        raise ValueError(f"{path.name} could not be read: {what}") from None
+    code = [(i, "".join(c.get("source", "")) if isinstance(c.get("source"), list) else str(c.get("source", "")))
+            for i, c in enumerate(nb.cells, start=1) if c.get("cell_type") == "code"]  # fmt: skip
+    labels = [f"cell {i} (code cell {n}, `{next((x for x in src.splitlines() if x.strip()), '')[:50]}`)"
+              for n, (i, src) in enumerate(code, start=1)]  # fmt: skip
+    return Load("notebook", [src for _, src in code], labels, path.name, list(functions), cell_timeout)

@@ -1,18 +1,19 @@
 """Grading submissions: one ``.py`` file or notebook, or a folder of them, each in its own process.
 
 For each submission the grader (this process) reads the file, starts the submission's process in the student's view
-(:mod:`sandbox.grade.isolation`), runs the notebook's cells there in order, as "Run all" would (a cell that raises
-stops the run; the functions defined up to that point are graded), and then runs every test here, calling the
-submission's functions across the boundary (:mod:`sandbox.grade.remote`). The process is ended when its
-submission is done; nothing it sends afterwards, or writes anywhere, is read.
+(:mod:`sandbox.grade.isolation`), runs the notebook's cells there in order, as "Run all" would (a cell that raises stops
+the run; the functions defined up to that point are graded), and then runs every test here, calling the submission's
+functions across the boundary (:mod:`sandbox.grade.remote`). The process is ended when its submission is done; nothing
+it sends afterwards, or writes anywhere, is read.
 
-A folder is graded by ``workers`` grading processes side by side (each one submission at a time); our own training
-runs, which the integration tests compare with, are trained once per grading process. Each submission's files are
-written as soon as it is graded (atomically, by this process only), ``summary.csv`` after each one, and a
-submission that breaks anything (an empty file, a notebook that is not JSON, a crash of its process, or of the
-grader on it) still gets its ``results.json``, with what could be graded and why the rest could not. Once the folder
-is graded, every submission is compared with the reference and with every other (:mod:`sandbox.grade.similarity`):
-``summary.csv`` is ranked by it, for review.
+A folder is graded by ``workers`` grading processes side by side (each one submission at a time); our own training runs,
+which the integration tests compare with, are trained once per grading process. A grading process that dies takes no
+submission with it: the ones it was grading are graded again, once, each alone (:func:`_in_pools`). Each submission's
+files are written as soon as it is graded (atomically, by this process only), ``summary.csv`` after each one, and a
+submission that breaks anything (an empty file, a notebook that is not JSON, a crash of its process, or of the grader on
+it) still gets its ``results.json``, with what could be graded and why the rest could not. Once the folder is graded,
+every submission is compared with the reference and with every other (:mod:`sandbox.grade.similarity`): ``summary.csv``
+is ranked by it, for review.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ SUFFIXES = (".py", ".ipynb")
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """How to grade (the command line's options; see ``sandbox grade --help``)."""
+    """How to grade: ``key`` the assignment (``HW``), ``memory_mb`` is ``--memory``, ``integration=False`` leaves
+    the training runs out, and every other field is the option of its name (``sandbox grade --help``)."""
 
     key: str
     hidden: str | None = None
@@ -48,7 +50,6 @@ class Options:
     integration: bool = True
     test_timeout: float | None = None
     user: str | None = None
-    """The unprivileged user the submissions run as when the grader is root (default: a uid no account has)."""
     memory_mb: int = Limits.memory_mb
 
 
@@ -65,14 +66,12 @@ class Graded:
 def grade_file(path: str | Path, options: Options) -> Graded:
     """Grade one submission. Never raises: whatever the submission does, or the grader fails on, a report comes back
     (every test 0 with the reason, when nothing could be graded)."""
-    start = time.perf_counter()
     try:
         return _grade(Path(path), options)
     except BaseException as err:  # noqa: BLE001 - the grader's own failure still ends in a report
         if isinstance(err, KeyboardInterrupt):
             raise
-        return Graded(failed(options, Path(path), [f"the grader failed on it ({type(err).__name__}: {err})"],
-                             start), "", "unknown")  # fmt: skip
+        return _error(options, Path(path), f"the grader failed on it ({type(err).__name__}: {err})")
 
 
 def _grade(path: Path, options: Options) -> Graded:
@@ -172,36 +171,76 @@ def grade_folder(
     workers: int = 1,
     progress: Callable[[str, Report, int, int], None] | None = None,
 ) -> list[Graded]:
-    """Grade every submission of ``folder`` into ``out_dir``; returns the outcomes in the folder's order."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
+    """Grade every submission of ``folder`` into ``out_dir``; returns the outcomes in the folder's order. ``workers``
+    above 1: in that many spawned grading processes, one submission at a time each (:func:`_in_pools`)."""
     files = submissions_in(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes: dict[Path, Graded] = {}
     names = output_names(folder, files)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
-    with pool or contextlib.nullcontext():
-        jobs = {(pool.submit(_grade_in_pool, str(p), options) if pool else p): p for p in files}
-        for done, job in enumerate(as_completed(jobs) if pool else jobs, start=1):
-            path = jobs[job]
-            try:
-                graded = job.result() if pool else grade_file(path, options)
-            except Exception as err:  # noqa: BLE001 - a grading process itself broke on this one: say so, go on
-                why = f"the grader failed on it ({type(err).__name__}: {err})"
-                graded = Graded(failed(options, path, [why], time.perf_counter()), "", "unknown")
-            graded.report.submission = str(path.relative_to(folder))
-            outcomes[path] = graded
-            write_outcome(graded, out_dir, names[path], fmt)
-            write_summary(out_dir, [outcomes[p] for p in files if p in outcomes])
-            if progress:
-                progress(str(path.relative_to(folder)), graded.report, done, len(files))
+
+    def record(path: Path, graded: Graded) -> None:
+        graded.report.submission = str(path.relative_to(folder))
+        outcomes[path] = graded
+        write_outcome(graded, out_dir, names[path], fmt)
+        write_summary(out_dir, [outcomes[p] for p in files if p in outcomes])
+        if progress:
+            progress(str(path.relative_to(folder)), graded.report, len(outcomes), len(files))
+
+    if workers > 1:
+        _in_pools(files, options, workers, _grade_in_pool, record)
+    for path in files if workers == 1 else ():
+        record(path, grade_file(path, options))
     ordered = [outcomes[p] for p in files]
     add_similarity(options.key, ordered)
     for p, graded in zip(files, ordered):
         write_outcome(graded, out_dir, names[p], fmt)
     write_summary(out_dir, ordered)
     return ordered
+
+
+def _in_pools(files: list[Path], options: Options, workers: int, grade: Callable, record: Callable) -> None:
+    """``record(path, grade(str(path), options))`` for every file, ``grade`` (a top-level function) run in a pool of
+    ``workers`` spawned processes, at most ``workers`` files at a time. A grading process that dies (the kernel's
+    OOM killer, a signal: not the submission's process, which only fails its own tests) breaks its pool, and every
+    submission being graded in it is graded once more, alone in a pool of its own, before the others go on in a
+    fresh pool: the one that killed it then dies alone and is reported as an error; the others, graded again, are
+    noted for review. None is lost."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    todo, suspects, retried = list(files), [], set()
+    while todo or suspects:
+        queue = [suspects.pop(0)] if suspects else todo
+        broken, running = False, {}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            while running or (queue and not broken):
+                while queue and not broken and len(running) < workers:
+                    path = queue.pop(0)
+                    running[pool.submit(grade, str(path), options)] = path
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for job in done:
+                    path = running.pop(job)
+                    try:
+                        graded = job.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        if path not in retried:
+                            suspects.append(path)
+                            retried.add(path)
+                            continue
+                        graded = _error(options, path, "its grading process died twice while grading it (the "
+                                        "grader's own process: out of memory?)")  # fmt: skip
+                    except Exception as err:  # noqa: BLE001 - a grading process itself broke on this one: say so
+                        graded = _error(options, path, f"the grader failed on it ({type(err).__name__}: {err})")
+                    if path in retried:
+                        graded.report.review.append("graded a second time, alone: a grading process died while "
+                                                    "grading it")  # fmt: skip
+                    record(path, graded)
+
+
+def _error(options: Options, path: Path, why: str) -> Graded:
+    return Graded(failed(options, path, [why], time.perf_counter()), "", "unknown")
 
 
 def add_similarity(key: str, outcomes: list[Graded]) -> None:

@@ -26,17 +26,8 @@ MAX_FRAME = 64 << 20
 """The largest frame read or written (64 MiB): far above any test's tensors (hw3 sends 800 kB at most)."""
 MAX_DEPTH = 32
 
-_DTYPES = {
-    torch.float32: "float32",
-    torch.float64: "float64",
-    torch.float16: "float16",
-    torch.int64: "int64",
-    torch.int32: "int32",
-    torch.int16: "int16",
-    torch.int8: "int8",
-    torch.uint8: "uint8",
-    torch.bool: "bool",
-}
+_DTYPES = {getattr(torch, n): n for n in ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
+                                          "bool")}  # fmt: skip
 _TORCH = {name: dtype for dtype, name in _DTYPES.items()}
 
 
@@ -196,36 +187,19 @@ def write_frame(stream: IO[bytes], message: dict, buffers: list[bytes] = ()) -> 
 def read_frame(stream: IO[bytes]) -> tuple[dict, list[bytes]]:
     """Read one frame from a blocking stream: ``(message, buffers)``. Raises :class:`EOFError` at the end of the
     stream and :class:`WireError` on anything malformed."""
-    first = _read(stream, 16)
-    head_len, payload_len = _sizes(first)
-    return parse_frame(first + _read(stream, head_len + payload_len))
+    buffer = bytearray(_read(stream, 16))
+    buffer += _read(stream, _size(buffer) - 16)
+    return take_frame(buffer)
 
 
 def take_frame(buffer: bytearray) -> tuple[dict, list[bytes]] | None:
-    """The first whole frame of ``buffer``, removed from it, or None while it is incomplete. Raises
-    :class:`WireError` as soon as its sizes say it is not one."""
-    if len(buffer) < 16:
+    """The first whole frame of ``buffer`` as ``(message, buffers)``, removed from it, or None while it is
+    incomplete. Raises :class:`WireError` as soon as its sizes say it is not one."""
+    if len(buffer) < 16 or len(buffer) < (total := _size(buffer)):
         return None
-    head_len, payload_len = _sizes(bytes(buffer[:16]))
-    total = 16 + head_len + payload_len
-    if len(buffer) < total:
-        return None
-    frame = bytes(buffer[:total])
+    head_len = struct.unpack("<Q", buffer[:8])[0]
+    head, payload = bytes(buffer[16 : 16 + head_len]), bytes(buffer[16 + head_len : total])
     del buffer[:total]
-    return parse_frame(frame)
-
-
-def _sizes(first: bytes) -> tuple[int, int]:
-    head_len, payload_len = struct.unpack("<QQ", first)
-    if head_len + payload_len > MAX_FRAME or payload_len < 8:
-        raise WireError("a frame larger than the limit, or malformed")
-    return head_len, payload_len
-
-
-def parse_frame(frame: bytes) -> tuple[dict, list[bytes]]:
-    """``(message, buffers)`` of one whole frame."""
-    head_len, payload_len = _sizes(frame[:16])
-    head, payload = frame[16 : 16 + head_len], frame[16 + head_len :]
     (meta_len,) = struct.unpack("<Q", payload[:8])
     try:
         message = json.loads(head)
@@ -241,6 +215,14 @@ def parse_frame(frame: bytes) -> tuple[dict, list[bytes]]:
         buffers.append(payload[at : at + size])
         at += size
     return message, buffers
+
+
+def _size(buffer: bytearray) -> int:
+    """The length of the frame that starts ``buffer`` (its first 16 bytes), checked against the limit."""
+    head_len, payload_len = struct.unpack("<QQ", buffer[:16])
+    if head_len + payload_len > MAX_FRAME or payload_len < 8:
+        raise WireError("a frame larger than the limit, or malformed")
+    return 16 + head_len + payload_len
 
 
 def _read(stream: IO[bytes], n: int) -> bytes:

@@ -16,10 +16,12 @@ stdout) to private descriptors, so that what the student prints goes to stderr, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -28,31 +30,29 @@ from typing import Any, Callable
 VIEW_DIR = Path(__file__).resolve().parents[1]
 
 
-class GradingTimeout(BaseException):
-    """The time the grader allowed for this request ran out (a BaseException: ``except Exception`` cannot hide it)."""
+class Timeout(BaseException):
+    """A time limit ran out: a request's here, a test's in the grader (:mod:`sandbox.grade.core` raises this one too).
+    A BaseException, so that ``except Exception`` cannot hide it."""
 
 
-class Alarm:
-    """Raise :class:`GradingTimeout` in the main thread after ``seconds`` (POSIX); elsewhere the grader's own deadline,
-    which ends the whole process, is the only limit."""
-
-    def __init__(self, seconds: float | None):
-        self.seconds = seconds
-
-    def __enter__(self):
-        if self.seconds and hasattr(signal, "setitimer"):
-            signal.signal(signal.SIGALRM, _expired)
-            signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 0.01))
-        return self
-
-    def __exit__(self, *exc):
-        if self.seconds and hasattr(signal, "setitimer"):
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        return False
+@contextlib.contextmanager
+def alarm(seconds: float | None):
+    """Raise :class:`Timeout` after ``seconds`` (POSIX, main thread); elsewhere no limit here: the submission's
+    process then has only the grader's deadline, which ends it."""
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _expired(signum, frame):
-    raise GradingTimeout()
+    raise Timeout()
 
 
 # --- the student's code --------------------------------------------------------------------------------------------
@@ -98,7 +98,9 @@ def make_shell():
 
 
 def error_info(err: BaseException, filename: str | None = None) -> dict:
-    """An exception as data: its type, message (capped) and the last line of the student's code it passed."""
+    """An exception as data: its type, message (capped) and the last line of the student's code it passed (a frame
+    outside the package, the standard library and the third-party packages: the grader uses it too, on a learner's
+    function called in its own process by ``check``)."""
     frames = traceback.extract_tb(err.__traceback__)
     own = [f for f in frames if not f.filename.startswith((str(VIEW_DIR), str(Path(traceback.__file__).parent)))
            and "site-packages" not in f.filename and "<frozen" not in f.filename]  # fmt: skip
@@ -130,14 +132,14 @@ class Submission:
         if notebook:
             self.namespace = (shell := make_shell()).user_ns
         for i, (source, label) in enumerate(zip(cells, labels)):
-            if i >= msg.get("until", len(cells)):
-                notes.append(msg.get("until_note") or f"{label} was not run")
+            if msg.get("until") is not None and i >= msg["until"]:
+                notes.append(f"{label} and the cells after it were not run")
                 stopped = i
                 break
             channel.send("progress", {"cell": i})
             started = time.perf_counter()
             try:
-                with Alarm(msg["cell_timeout"]):
+                with alarm(msg["cell_timeout"]):
                     if notebook:
                         result = shell.run_cell(source, store_history=False, silent=False)
                         err = result.error_in_exec or result.error_before_exec
@@ -160,7 +162,7 @@ class Submission:
 
     @staticmethod
     def _stopped(label: str, err: BaseException, seconds: float, msg: dict) -> str:
-        if isinstance(err, GradingTimeout):
+        if isinstance(err, Timeout):
             return (f"{label} ran longer than {msg['cell_timeout']:g} s and was stopped; the functions defined up to "
                     "that point are graded")  # fmt: skip
         if isinstance(err, SyntaxError):
@@ -178,40 +180,33 @@ class Submission:
             raise KeyError(name)
         return fn
 
-    def call(self, name: str, args: list, timeout: float | None) -> tuple[Any, int | None, dict]:
-        """``fn(*args)`` under the time limit: (result, handle for a gradient, arguments changed in place)."""
+    def call(self, fn: Callable, args: list) -> dict:
+        """``fn(*args)``: the result, a handle for its gradient, and the arguments it changed in place."""
         import torch
 
         from .wire import tensors_in
 
-        fn = self.function(name)
         before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
-        with Alarm(timeout):
-            out = fn(*args)
-        mutated = {}
-        for i, (a, b) in enumerate(zip(args, before)):
-            if b is not None and (a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a.detach(), b)):
-                mutated[str(i)] = a.detach().clone()
+        out = fn(*args)
+        mutated = {str(i): a.detach().clone() for i, (a, b) in enumerate(zip(args, before)) if b is not None and (
+            a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a.detach(), b))}  # fmt: skip
         handle = None
         outs = [t for t in tensors_in(out) if t.requires_grad]
         leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
         if outs and leaves:
-            handle = self.next_handle
-            self.next_handle += 1
+            handle = self.next_handle = self.next_handle + 1
             self.handles[handle] = (leaves, outs)
-            for old in [h for h in self.handles if h < handle - 16]:
-                del self.handles[old]
-        return out, handle, mutated
+            self.handles.pop(handle - 16, None)
+        return {"result": out, "handle": handle, "mutated": mutated}
 
-    def grad(self, handle: int, grads: list) -> list:
+    def grad(self, leaves: list, outs: list, grads: list) -> dict:
         import torch
 
-        leaves, outs = self.handles[handle]
         pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
         if not pairs:
-            return [None] * len(leaves)
-        return list(torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs], retain_graph=True,
-                                        allow_unused=True))  # fmt: skip
+            return {"result": [None] * len(leaves)}
+        return {"result": list(torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs],
+                                                   retain_graph=True, allow_unused=True))}  # fmt: skip
 
 
 # --- the channel ---------------------------------------------------------------------------------------------------
@@ -265,28 +260,31 @@ class Channel:
 
         try:
             if op == "load":
-                self.send("reply", self.submission.load(body, self))
-            elif op == "call":
-                torch.set_rng_state(body["rng"])
-                try:
-                    out, handle, mutated = self.submission.call(body["name"], body["args"], body.get("timeout"))
-                    reply = {"result": out, "handle": handle, "mutated": mutated}
-                except GradingTimeout:
-                    reply = {"timeout": True}
-                except BaseException as err:  # noqa: BLE001 - anything the student's function raises is data
-                    if isinstance(err, (SystemExit, KeyboardInterrupt)):
-                        err = RuntimeError(f"{type(err).__name__}({err})")
-                    reply = {"raised": error_info(err)}
-                try:
-                    self.send("reply", {**reply, "rng": torch.get_rng_state()})
-                except Exception as err:  # noqa: BLE001 - a result that cannot even be encoded: say so, as data
-                    self.send("reply", {"raised": error_info(err), "rng": torch.get_rng_state()})
-            elif op == "grad":
-                self.send("reply", {"result": self.submission.grad(body["handle"], body["grads"])})
+                return self.send("reply", self.submission.load(body, self))
+            if op not in ("call", "grad"):
+                return self.send("reply", f"unknown request {op!r}", ok=False)
+            torch.set_rng_state(body["rng"])
+            if op == "call":
+                fn, args = self.submission.function(body["name"]), body["args"]
+                work = lambda: self.submission.call(fn, args)  # noqa: E731
             else:
-                self.send("reply", f"unknown request {op!r}", ok=False)
+                leaves, outs = self.submission.handles[body["handle"]]
+                work = lambda: self.submission.grad(leaves, outs, body["grads"])  # noqa: E731
+            try:
+                with alarm(body.get("timeout")):
+                    reply = work()
+            except Timeout:
+                reply = {"timeout": True}
+            except BaseException as err:  # noqa: BLE001 - anything the student's function raises is data
+                if isinstance(err, (SystemExit, KeyboardInterrupt)):
+                    err = RuntimeError(f"{type(err).__name__}({err})")
+                reply = {"raised": error_info(err)}
+            try:
+                self.send("reply", {**reply, "rng": torch.get_rng_state()})
+            except Exception as err:  # noqa: BLE001 - a result that cannot even be encoded: say so, as data
+                self.send("reply", {"raised": error_info(err), "rng": torch.get_rng_state()})
         except KeyError as err:
-            self.send("reply", f"no function named {err.args[0]!r}", ok=False)
+            self.send("reply", f"no function, gradient or field {err.args[0]!r}", ok=False)
 
 
 # --- start-up: the user, the limits, the channel -------------------------------------------------------------------

@@ -1,0 +1,392 @@
+"""Sentences that state a study's result hold to the study's committed tables (no training: about a second).
+
+When a study is re-run and its tables committed (`docs/studies/<study>/comparisons.csv`, `report.md`), a sentence
+of the README or of the guide that no longer says what its table says fails here, with the sentence named:
+
+- the README's breadth table: every cell is the verdict of `docs/studies/breadth/comparisons.csv` for its task, mode
+  and rate (*n.s.* for "not significant"; never "="), every comparison has a cell, and the seeds per group, the
+  number of comparisons and the detectable |g| its text states are the csv's;
+- the guide's study page copies the committed reports' tables verbatim (the bench writes the reports; the page shows
+  them), so a re-run's report and the page cannot disagree;
+- each sentence of :data:`CLAIMS` (found by a phrase of it, whitespace aside) rests on the verdicts listed with it:
+  rewrite the sentence and its entry here together;
+- no page says "no significant difference", the statistics' old word ("not significant" is the word, with what the
+  seeds could detect), nor "=" as a verdict.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ROOT / "docs" / "studies"
+README = ROOT / "README.md"
+BREADTH_PAGE = ROOT / "docs" / "guide" / "breadth.md"
+
+CELL_WORDS = {"**better**": "better", "**worse**": "worse", "n.s.": "not significant"}
+CELL_WORDS |= {w: w for w in ("borderline", "equivalent")}
+"""The README table's cells and the verdict each stands for."""
+README_TASKS = {
+    "CartPole": "CartPole-v1",
+    "Acrobot": "Acrobot-v1",
+    "Pendulum": "Pendulum-v1",
+    "MountainCarContinuous": "MountainCarContinuous-v0",
+    "MinAtar Breakout": "minatar:breakout",
+}
+"""The README's row names (the first cell's words before a comma or parenthesis) and the study's task ids."""
+
+CLAIMS = [
+    # (file, a phrase of the sentence, [(study, task, arm, against, the verdict the sentence needs), ...])
+    (
+        "README.md",
+        "naive dropout in the critic alone got the verdict of naive dropout in both networks on both tasks",
+        [
+            ("mechanisms", "Acrobot-v1", "naive p 0.3, critic only", "off", "better"),
+            ("breadth", "Acrobot-v1", "naive p 0.3", "off", "better"),
+            ("mechanisms", "CartPole-v1", "naive p 0.3, critic only", "off", "worse"),
+            ("breadth", "CartPole-v1", "naive p 0.3", "off", "worse"),
+        ],
+    ),
+    (
+        "README.md",
+        "in the policy alone n.s. on both",
+        [
+            ("mechanisms", "Acrobot-v1", "naive p 0.3, policy only", "off", "not significant"),
+            ("mechanisms", "CartPole-v1", "naive p 0.3, policy only", "off", "not significant"),
+        ],
+    ),
+    (
+        "README.md",
+        "consistent dropout, in the critic too, is n.s. on both, and half the learning rate without dropout is worse "
+        "on CartPole too",
+        [
+            ("breadth", "Acrobot-v1", "consistent p 0.3", "off", "not significant"),
+            ("breadth", "CartPole-v1", "consistent p 0.3", "off", "not significant"),
+            ("mechanisms", "CartPole-v1", "off, half the learning rate", "off", "worse"),
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "on Acrobot `rollout-eval` and `naive` are better than dropout off at both rates",
+        [
+            ("breadth", "Acrobot-v1", f"{mode} p {p}", "off", "better")
+            for mode in ("rollout-eval", "naive")
+            for p in (0.1, 0.3)
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "on CartPole at p = 0.3 the same two modes are worse, and `naive` at p = 0.1 too",
+        [
+            ("breadth", "CartPole-v1", "rollout-eval p 0.3", "off", "worse"),
+            ("breadth", "CartPole-v1", "naive p 0.3", "off", "worse"),
+            ("breadth", "CartPole-v1", "naive p 0.1", "off", "worse"),
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "on Pendulum `rollout-eval` is better at p = 0.1 and worse at p = 0.3",
+        [
+            ("breadth", "Pendulum-v1", "rollout-eval p 0.1", "off", "better"),
+            ("breadth", "Pendulum-v1", "rollout-eval p 0.3", "off", "worse"),
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "worse on Pendulum and MountainCarContinuous at both rates and on Breakout at p = 0.3, not significant "
+        "elsewhere",
+        [
+            ("breadth", task, f"consistent p {p}", "off", word)
+            for task, words in {
+                "Pendulum-v1": ("worse", "worse"),
+                "MountainCarContinuous-v0": ("worse", "worse"),
+                "minatar:breakout": ("not significant", "worse"),
+                "CartPole-v1": ("not significant", "not significant"),
+                "Acrobot-v1": ("not significant", "not significant"),
+            }.items()
+            for p, word in zip((0.1, 0.3), words)
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "are worse on Pendulum, MountainCarContinuous and Breakout; `rollout-eval`, which acts without it, is not "
+        "significant on MountainCarContinuous and Breakout",
+        [
+            ("breadth", task, f"{mode} p 0.3", "off", "worse")
+            for task in ("Pendulum-v1", "MountainCarContinuous-v0", "minatar:breakout")
+            for mode in ("naive", "consistent")
+        ]
+        + [
+            ("breadth", task, "rollout-eval p 0.3", "off", "not significant")
+            for task in ("MountainCarContinuous-v0", "minatar:breakout")
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "some rows called not significant have a 95% interval of g that excludes 0 (Acrobot `consistent` p 0.3, "
+        "Breakout `naive` and `consistent` p 0.1)",
+        [
+            ("breadth", "Acrobot-v1", "consistent p 0.3", "off", "not significant"),
+            ("breadth", "minatar:breakout", "naive p 0.1", "off", "not significant"),
+            ("breadth", "minatar:breakout", "consistent p 0.1", "off", "not significant"),
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "Two verdicts sit next to the threshold**: CartPole `naive` p 0.1 is worse at p Holm",
+        [
+            ("breadth", "CartPole-v1", "naive p 0.1", "off", "worse"),
+            ("breadth", "minatar:breakout", "rollout-eval p 0.3", "off", "not significant"),
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "better on Acrobot, worse on CartPole. Naive dropout in the policy alone is not significant on both",
+        [
+            ("mechanisms", "Acrobot-v1", "naive p 0.3, critic only", "off", "better"),
+            ("mechanisms", "CartPole-v1", "naive p 0.3, critic only", "off", "worse"),
+            ("breadth", "Acrobot-v1", "naive p 0.3", "off", "better"),
+            ("breadth", "CartPole-v1", "naive p 0.3", "off", "worse"),
+            ("mechanisms", "Acrobot-v1", "naive p 0.3, policy only", "off", "not significant"),
+            ("mechanisms", "CartPole-v1", "naive p 0.3, policy only", "off", "not significant"),
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "is not significant against dropout off at p = 0.3 on both tasks, where `naive` is better on Acrobot",
+        [
+            ("breadth", "Acrobot-v1", "consistent p 0.3", "off", "not significant"),
+            ("breadth", "CartPole-v1", "consistent p 0.3", "off", "not significant"),
+            ("breadth", "Acrobot-v1", "naive p 0.3", "off", "better"),
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "half the learning rate without dropout is worse than dropout off there as well; on Acrobot it is not "
+        "significant. Half the clip range is better on CartPole and not significant on Acrobot; the network narrowed "
+        "by (1 - p) is not significant on both",
+        [
+            ("mechanisms", "CartPole-v1", "off, half the learning rate", "off", "worse"),
+            ("mechanisms", "Acrobot-v1", "off, half the learning rate", "off", "not significant"),
+            ("mechanisms", "CartPole-v1", "off, half the clip range", "off", "better"),
+            ("mechanisms", "Acrobot-v1", "off, half the clip range", "off", "not significant"),
+            ("mechanisms", "CartPole-v1", "off, hidden layers of 45 = 64 x (1 - p)", "off", "not significant"),
+            ("mechanisms", "Acrobot-v1", "off, hidden layers of 45 = 64 x (1 - p)", "off", "not significant"),
+        ],
+    ),
+    (
+        "docs/guide/breadth.md",
+        "on Acrobot `rollout-eval`, which acts without dropout, is better than dropout off as `naive` is, and "
+        "`consistent`, which acts with dropout, is not significant",
+        [
+            ("breadth", "Acrobot-v1", "rollout-eval p 0.3", "off", "better"),
+            ("breadth", "Acrobot-v1", "naive p 0.3", "off", "better"),
+            ("breadth", "Acrobot-v1", "consistent p 0.3", "off", "not significant"),
+        ],
+    ),
+]
+"""The sentences about the breadth and mechanism studies' verdicts, and the verdicts each needs."""
+
+NUMBERS = [
+    # (file, the sentence's words with {} for each number, study, task, arm, against, the csv columns, their format)
+    (
+        "docs/guide/breadth.md",
+        "CartPole `naive` p 0.1 is worse at p Holm {}",
+        "breadth",
+        "CartPole-v1",
+        "naive p 0.1",
+        "off",
+        ["holm p"],
+        ".2g",
+    ),
+    (
+        "docs/guide/breadth.md",
+        "Breakout `rollout-eval` p 0.3 not significant at {}",
+        "breadth",
+        "minatar:breakout",
+        "rollout-eval p 0.3",
+        "off",
+        ["holm p"],
+        ".2g",
+    ),
+    (
+        "docs/guide/breadth.md",
+        "on Acrobot its g's interval, [{}, {}], just excludes 0",
+        "mechanisms",
+        "Acrobot-v1",
+        "naive p 0.3, policy only",
+        "off",
+        ["g low", "g high"],
+        ".2f",
+    ),
+]
+"""The numbers a sentence copies from a study's comparisons.csv, as the report prints them."""
+
+NOT_RUN = [
+    # (file, a phrase saying the contrasts against naive dropout are not run yet)
+    ("README.md", "the contrasts against naive dropout that would tell these apart are planned, not yet run"),
+    ("docs/guide/breadth.md", 'those contrasts are in the report\'s plan, under "Planned but not run"'),
+]
+"""Sentences that say the mechanism arms were not yet compared with naive dropout: true while comparisons.csv has no
+contrast against it."""
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def _comparisons(study: str) -> pd.DataFrame:
+    return pd.read_csv(STUDIES / study / "comparisons.csv")
+
+
+def _row(study: str, task: str, arm: str, against: str) -> pd.Series:
+    table = _comparisons(study)
+    row = table[(table.task == task) & (table.label == arm) & (table["against"] == against)]
+    assert len(row) == 1, f"docs/studies/{study}/comparisons.csv has no row {task}: {arm} against {against}"
+    return row.iloc[0]
+
+
+def _verdict(study: str, task: str, arm: str, against: str) -> str:
+    return _row(study, task, arm, against).verdict
+
+
+def _tables(text: str) -> list[str]:
+    """The markdown tables of a page, each as its lines (header, rule, rows)."""
+    return re.findall(r"(?m)^(\|.*\|\n\|[-| ]+\|\n(?:\|.*\|\n?)+)", text)
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end > 0 else len(text)]
+
+
+def test_the_readme_breadth_table_says_each_comparisons_verdict():
+    section = _section(README.read_text(), "## Does the sign hold?")
+    table = _comparisons("breadth")
+    [grid] = _tables(section)
+    lines = grid.strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    modes = [re.match(r"([\w-]+) ([\d.]+) / ([\d.]+)$", h).groups() for h in header[1:]]
+    seen = set()
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = re.split(r"[,(]", cells[0])[0].strip()
+        assert name in README_TASKS, f"the README's breadth table has a row {cells[0]!r} this test cannot name"
+        task = README_TASKS[name]
+        for (mode, p_low, p_high), cell in zip(modes, cells[1:]):
+            for p, word in zip((p_low, p_high), cell.split(" / ")):
+                assert word.strip() in CELL_WORDS, (
+                    f"the README's breadth table, {task} {mode} p {p}: {word.strip()!r} is not a verdict "
+                    f"(one of {sorted(CELL_WORDS)}; never '=')"
+                )
+                want = _verdict("breadth", task, f"{mode} p {p}", "off")
+                got = CELL_WORDS[word.strip()]
+                assert got == want, (
+                    f"the README's breadth table, {task} {mode} p {p}: says {got!r}, "
+                    f"docs/studies/breadth/comparisons.csv says {want!r}"
+                )
+                seen.add((task, f"{mode} p {p}"))
+    missing = set(zip(table.task, table.label)) - seen
+    assert not missing, f"comparisons of the breadth study the README's table leaves out: {sorted(missing)}"
+
+    seeds = sorted(set(table.seeds))
+    heading = re.search(r"(\d+) seeds per group", section).group(1)
+    assert seeds == [int(heading)], f"the README says {heading} seeds per group, comparisons.csv has {seeds}"
+    holm = re.search(r"Holm over (\d+) comparisons", section).group(1)
+    assert int(holm) == table.family.iloc[0], (
+        f"the README says Holm over {holm}, the study's family is {table.family[0]}"
+    )
+    detect = re.search(r"detect \|g\| ([\d.]+)", section).group(1)
+    assert detect == f"{table['detectable g'].iloc[0]:.2f}", (
+        f"the README says these seeds detect |g| {detect}, comparisons.csv says {table['detectable g'].iloc[0]:.2f}"
+    )
+
+
+def test_dropout_off_learned_on_every_breadth_task_as_the_readme_says():
+    """ "five tasks where dropout off learns": the report's table of dropout off's rise says *rose* on each."""
+    readme = _flat(README.read_text())
+    assert "five tasks where dropout off learns" in readme
+    report = (STUDIES / "breadth" / "report.md").read_text()
+    [learned] = [t for t in _tables(report) if "rise [" in t.splitlines()[0]]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in learned.strip().splitlines()[2:]]
+    assert len(rows) == 5 and all(r[-1] == "rose" for r in rows), [(r[0], r[-1]) for r in rows]
+
+
+@pytest.mark.parametrize("study, part", [("breadth", 0), ("mechanisms", 1)])
+def test_the_guide_shows_each_reports_tables_as_committed(study, part):
+    """The study page's tables are the committed report's, verbatim: the page before "## The mechanism arms" the
+    breadth report's, after it the mechanism report's. After a re-run, copy them from the new report.md."""
+    page = BREADTH_PAGE.read_text().split("## The mechanism arms")[part]
+    report = (STUDIES / study / "report.md").read_text()
+    for table in _tables(page):
+        head = table.splitlines()[0]
+        assert table.strip() in report, (
+            f"docs/guide/breadth.md's table '{head[:60]}...' is not docs/studies/{study}/report.md's: "
+            "copy it from there"
+        )
+    contrasts = [t for t in _tables(report) if "| verdict |" in t.splitlines()[0] and "| arm |" in t.splitlines()[0]]
+    assert contrasts and all(t.strip() in page for t in contrasts), f"the page lacks {study}'s table of contrasts"
+
+
+@pytest.mark.parametrize("file, phrase, verdicts", CLAIMS, ids=[c[1][:50] for c in CLAIMS])
+def test_each_sentence_about_a_study_says_its_tables_verdicts(file, phrase, verdicts):
+    text = _flat((ROOT / file).read_text())
+    assert _flat(phrase) in text, f"{file} no longer says {phrase!r}: update tests/test_claims.py's CLAIMS with it"
+    for study, task, arm, against, want in verdicts:
+        got = _verdict(study, task, arm, against)
+        assert got == want, (
+            f"{file}: {phrase!r} needs {task} {arm} against {against} {want!r}; "
+            f"docs/studies/{study}/comparisons.csv says {got!r}: rewrite the sentence"
+        )
+
+
+@pytest.mark.parametrize(
+    "file, words, study, task, arm, against, columns, fmt", NUMBERS, ids=[n[1][:40] for n in NUMBERS]
+)
+def test_each_number_a_sentence_copies_is_its_tables(file, words, study, task, arm, against, columns, fmt):
+    row = _row(study, task, arm, against)
+    phrase = words.format(*(format(row[c], fmt) for c in columns))
+    text = _flat((ROOT / file).read_text())
+    assert _flat(phrase) in text, (
+        f"{file} should say {phrase!r} (docs/studies/{study}/comparisons.csv, {task} {arm}: {columns}); "
+        "rewrite the sentence, and its entry in NUMBERS if the words change"
+    )
+
+
+def test_no_breadth_row_is_equivalent_as_the_guide_says():
+    assert "no row is *equivalent*" in _flat(BREADTH_PAGE.read_text())
+    assert "equivalent" not in set(_comparisons("breadth").verdict), "docs/guide/breadth.md says no row is equivalent"
+
+
+@pytest.mark.parametrize("file, phrase", NOT_RUN)
+def test_sentences_saying_the_contrasts_against_naive_are_not_run(file, phrase):
+    assert _flat(phrase) in _flat((ROOT / file).read_text()), f"{file} no longer says {phrase!r}"
+    table = _comparisons("mechanisms")
+    against = table[table["against"] != "off"]
+    assert against.empty, (
+        f"{file} says {phrase!r}, but docs/studies/mechanisms/comparisons.csv now has "
+        f"{len(against)} contrasts against {sorted(set(against['against']))}: say what they show"
+    )
+
+
+def test_no_page_uses_the_old_verdict_words():
+    pages = [README, *(ROOT / "docs").rglob("*.md")]
+    pages = [p for p in pages if not p.match("studies/*/report.md")]  # written by the benches
+    for page in pages:
+        text = _flat(page.read_text())
+        old = "no significant difference" in text.lower()
+        assert not old, (
+            f"{page.relative_to(ROOT)} says 'no significant difference': the verdict is 'not significant', with "
+            "what the seeds could detect (sandbox/stats.py)"
+        )
+        for table in _tables(page.read_text()):
+            for line in table.splitlines()[2:]:
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                assert not any(re.fullmatch(r"=( / =)*|= / .*|.* / =", c) for c in cells), (
+                    f"{page.relative_to(ROOT)}: '=' as a verdict in {line[:80]!r}: write n.s. (not significant)"
+                )
