@@ -96,6 +96,17 @@ def test_say_prints_outside_a_notebook_and_marks_fast_mode(monkeypatch, capsys):
     assert capsys.readouterr().out.startswith("*(FAST mode: tiny runs, so the numbers below mean nothing.)*")
 
 
+def test_a_lesson_that_trains_nothing_checks_every_claim_in_fast_mode(monkeypatch, capsys):
+    monkeypatch.setattr(course, "FAST", True)  # restored after the test: trains_nothing() sets the module's FAST
+    monkeypatch.delenv("SANDBOX_CLAIMS", raising=False)
+    course.trains_nothing()
+    course.say("The committed study: 16 seeds per group.")
+    assert capsys.readouterr().out == "The committed study: 16 seeds per group.\n"
+    with pytest.raises(course.ClaimError, match="naive p 0.3 is worse on CartPole"):
+        course.claim("naive p 0.3 is worse on CartPole", False, "not significant")
+    assert course.CLAIMS[-1].status == "contradicted" and not course.CLAIMS[-1].fast
+
+
 # --- tools/course_check.py: what make course-check records -----------------------------------------------------------
 
 

@@ -18,7 +18,8 @@ outputs) and again on set 2, so a claim that only held for the seeds it was writ
 
 FAST mode (``SANDBOX_FAST=1``, what ``make test`` runs): tiny budgets whose numbers mean nothing. Claims about
 outcomes (``outcome=True``, the default) are skipped, visibly; structural claims (``outcome=False``: the ratio is
-exactly 1 in consistent mode, whatever the budget) are still checked.
+exactly 1 in consistent mode, whatever the budget) are still checked. A lesson that trains nothing and reads
+committed studies calls :func:`trains_nothing`: its numbers are the same in FAST mode, so every claim is checked.
 
 Two variables for whoever runs many lessons (``tools/course_check.py``): ``SANDBOX_CLAIMS=report`` prints a
 contradicted claim and carries on instead of raising, and ``SANDBOX_CLAIMS_LOG=path`` appends one JSON line per
@@ -60,6 +61,16 @@ def seed_set() -> int:
 
 FAST = fast()
 SEED_SET = seed_set()
+
+
+def trains_nothing() -> None:
+    """Declare, at the top of a lesson that trains nothing and reads committed studies (lesson 09), that
+    ``SANDBOX_FAST`` changes none of its numbers: from here on :func:`say` adds no FAST-mode note and :func:`claim`
+    checks outcome claims in FAST mode too. So ``make test`` (FAST mode) fails on a sentence that a newly committed
+    study table contradicts, instead of skipping it. The trap: call it only in such a lesson; in one that trains, it
+    would hold FAST mode's tiny runs to the full runs' sentences."""
+    global FAST
+    FAST = False
 
 
 def seed(i: int) -> int:
