@@ -99,8 +99,8 @@ class FirstRatios:
         self.steps_per_update, self.calls, self.first = steps_per_update, 0, []
 
     def __call__(self, ratio, advantages, clip_coef, clip_coef_high=None):
-        if self.calls % self.steps_per_update == 0:
-            self.first.append(ratio.detach().clone())
+        if self.calls % self.steps_per_update == 0:  # the trainer passes (seeds, samples): one seed here
+            self.first.append(ratio.detach().flatten().clone())
         self.calls += 1
         return maths.ppo_loss(ratio, advantages, clip_coef, clip_coef_high)
 
