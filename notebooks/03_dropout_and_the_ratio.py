@@ -385,8 +385,8 @@ sensitivity_table = stats.comparison_table(sensitivity, baseline="naive")
 sensitivity_table
 
 # %% [markdown]
-# At p = 0 every policy reads 0 (no mask, no noise: checked below), and the noise grows with p for every starting
-# policy. Which policies are the most sensitive to masks is a question of five seeds per starting mode, and the
+# At p = 0 every policy reads 0 (no mask, no noise: checked below), and the noise is larger at the largest p than at
+# the smallest p above 0 for every starting policy (not always step by step: one update, a few seeds). Which policies are the most sensitive to masks is a question of five seeds per starting mode, and the
 # seeds spread widely (the figure's bands): the ordering and the verdicts below are this run's, and a re-run on
 # another seed set can order them otherwise. A reading one can test with more seeds: naive training evaluates every
 # update under fresh masks, so its policy is pushed to give the same probabilities under any mask, while consistent
@@ -413,11 +413,11 @@ course.claim(
     f"largest {grid[grid.p == 0].first_ratio_dev.abs().max():.1e}",
     outcome=False,
 )
+dev_by_p = {s: grid[grid["trained in"] == s].groupby("p").first_ratio_dev.mean() for s in STARTS}  # mean over seeds
 course.claim(
-    "the noise grows with p for every starting policy",
-    all(np.all(np.diff(grid[grid["trained in"] == s].groupby("p").first_ratio_dev.mean().to_numpy()) > 0) for s in STARTS),
-    ", ".join(f"{s}: {np.round(grid[grid['trained in'] == s].groupby('p').first_ratio_dev.mean().to_numpy(), 3).tolist()}"
-              for s in STARTS),
+    "the noise is larger at the largest p than at the smallest p above 0 for every starting policy",
+    all(d.iloc[-1] > d.iloc[1] for d in dev_by_p.values()),
+    ", ".join(f"{s}: {np.round(d.to_numpy(), 3).tolist()}" for s, d in dev_by_p.items()),
 )
 
 # %% [markdown]
