@@ -249,11 +249,13 @@ pd.DataFrame([{"seeds per group": n, "smallest possible p": stats.smallest_p_val
               for n in (3, 5, 10, 16, 32)]).set_index("seeds per group").round(4)
 
 # %% [markdown]
-# In this experiment (CartPole, the preset at 30k steps, p = 0.3 in both networks), with 32 seeds per mode, all three
-# dropout modes end *worse* than dropout off (checked below: with 32 seeds each, this verdict comes out the same on
-# another seed set). Consistent dropout, whose ratio is exact (lesson 03), is hurt too: with p = 0.3 in both networks
-# and this budget, the damage is not only the noisy ratio. That is a result about this task and setting, not about
-# dropout in PPO: on other tasks the sign changes (lesson 09, [When does dropout help?](09_when_does_dropout_help.ipynb)).
+# In this experiment (CartPole, the preset at 30k steps, p = 0.3 in both networks), with 32 seeds per mode, the two
+# modes with a noisy ratio end below dropout off (checked below); this run's verdict words are printed below. Even 32
+# seeds do not settle every verdict: run by `make course-check` on two disjoint seed sets (2026-12-07), all three
+# modes were *worse* on the first, while on the second the noisy modes were *worse* at Holm p 0.048, next to the
+# threshold, and consistent dropout, whose ratio is exact (lesson 03), was *not significant* (Holm p 0.45). Whatever
+# consistent dropout costs here is near what 32 seeds can see. That is a result about this task and setting, not
+# about dropout in PPO: on other tasks the sign changes (lesson 09, [When does dropout help?](09_when_does_dropout_help.ipynb)).
 
 # %%
 course.say(
@@ -264,9 +266,9 @@ course.say(
     + f". These {len(SEEDS)} seeds per group detect |g| {decided[DROPOUT[0]].detectable:.2f} or more."
 )
 course.claim(
-    "with 32 seeds per mode, all three dropout modes end worse than dropout off",
-    all(v.word == "worse" for v in decided.values()),
-    ", ".join(f"{m}: {v.word} (Holm p {v.p_holm:.2g})" for m, v in decided.items()),
+    "with 32 seeds per mode, the two modes with a noisy ratio end below dropout off",
+    all(decided[m].comparison.diff < 0 for m in ("rollout-eval", "naive")),
+    ", ".join(f"{m}: {v.comparison.diff:+.0f}, {v.word} (Holm p {v.p_holm:.2g})" for m, v in decided.items()),
 )
 
 # %% [markdown]
