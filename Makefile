@@ -17,7 +17,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # resolution from pyproject.toml and constraints.txt (`make lock`). Every install uses it: here, environment.yml, CI.
 LOCK   := requirements.lock
 
-.PHONY: setup test test-slow lint demo bench notebooks course-check docs docs-check lock lock-check clean
+.PHONY: setup test check durations test-slow lint demo bench notebooks course-check docs docs-check lock lock-check clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,17 @@ lock-check: setup
 # It leaves out the tests marked slow, which make test-slow runs (CI runs both: .ci/run)
 test: setup lint $(DOCS_STAMP)
 	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 2 -m "not slow" --nbmake tests notebooks
+
+# The fast tier, for every change: lint, then the tests of tests/ that are neither slow nor long (each measured under a
+# second in tests/durations.json; tests/conftest.py marks the others long). Under a minute on 2 cores; no notebooks,
+# no site. make test runs everything it leaves out.
+check: setup lint
+	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 2 -m "not slow and not long" tests
+
+# Measure every test of make test's tests/ again into tests/durations.json, which decides what make check leaves out
+# (as long as make test itself; re-run it when tests were added or became slower).
+durations: setup $(DOCS_STAMP)
+	SANDBOX_FAST=1 SANDBOX_DURATIONS=tests/durations.json $(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 # The tests marked slow: a Ray cluster of two nodes started on this machine (tests/test_cluster.py), about a minute
 # and a half on a quiet machine; it needs ports 27000-27999 free and leaves no Ray process behind

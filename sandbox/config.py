@@ -1,27 +1,33 @@
 """Typed run configuration, by topic. Each field's docstring is its ``--help`` text and its documentation.
 
 A :class:`Config` is one flat dataclass (``cfg.clip_coef``, ``preset("cartpole", dropout=0.2)``, one flat
-``config.json``) assembled from topic groups (:data:`GROUPS`): what to run (:class:`RunConfig`), the update every
+``config.json``) assembled from topic sections (:data:`SECTIONS`): what to run (:class:`RunConfig`), the update every
 trainer shares (:class:`OptimConfig`), PPO's rollout on Gym (:class:`RolloutConfig`), PPO's advantages and critic
-(:class:`PPOConfig`), the Gym MLPs (:class:`NetConfig`), batches of groups (:class:`GroupsConfig`), GRPO's own
-options (:class:`GRPOConfig`), KL, dropout, the dropout family's variants and the language tasks. Each group
-validates its own fields. A group applies to some kinds of run only (:data:`APPLIES`): a field of a group that does
-not apply is refused in one line, never silently ignored, and ``sandbox train --algo grpo --help`` shows only the
-groups that apply.
+(:class:`PPOConfig`), the Gym MLPs (:class:`NetConfig`), batches of GRPO's groups (:class:`GroupsConfig`), GRPO's own
+options (:class:`GRPOConfig`), KL, dropout, the dropout family's variants and the language tasks.
 
-Gym defaults follow CleanRL's ``ppo.py``; ``preset("cartpole")`` gives the rl-baselines3-zoo tuned values. A few
-fields default to None, meaning "the usual value for this algorithm and kind of task" (``FAMILY_DEFAULTS``):
-:func:`resolve` fills them in, and ``config.json`` records the values used. Field names follow the papers and
-CleanRL (``clip_coef``, ``gae_lambda``, ``beta``, ``group_size``). Fields that do not define an experiment say so
-in their metadata (:data:`ROLES`; :func:`without`). What needs an environment or a file (the env id, the language
-task, ``--ref``) is checked by ``sandbox.training.check``.
+One declaration per option. A section says, where it is declared (:func:`section`), which kinds of run its fields
+apply to (:data:`KINDS`: an algorithm on a kind of task); a field says, where it is declared (:func:`option`), what
+differs from its section: the kinds it applies to, its default per kind, why SB3's PPO refuses it, whether a
+population of seeds takes it, its role. Every table is derived from those declarations: :data:`APPLIES`,
+:data:`FIELD_KINDS`, :data:`KIND_DEFAULTS`, :data:`SB3_UNSUPPORTED`, :data:`POPULATION_UNSUPPORTED`; so are
+``sandbox train --help`` (per kind: ``sandbox train --algo grpo --help`` shows only what GRPO on Gym takes), the
+refusals (a field set on a kind of run it does not apply to is refused in one line, never silently ignored) and the
+reference page (docs/reference/config.md).
+
+Each section validates its own fields (its ``_validate_<section>`` method); the checks that read fields of several
+sections are in one place, :func:`_validate_across_sections`. Gym defaults follow CleanRL's ``ppo.py``;
+``preset("cartpole")`` gives the rl-baselines3-zoo tuned values. A few fields default to None, meaning "the usual
+value for this kind of run" (:data:`KIND_DEFAULTS`): :func:`resolve` fills them in, and ``config.json`` records the
+values used. Field names follow the papers and CleanRL (``clip_coef``, ``gae_lambda``, ``beta``, ``group_size``).
+Fields that do not define an experiment say so by their role (:data:`ROLES`; :func:`without`). What needs an
+environment or a file (the env id, the language task, ``--ref``) is checked by ``sandbox.training.check``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from functools import partial
 from typing import Literal
 
 from .dropout_modes import MODE_NAMES, MODES, DropoutModeName
@@ -73,10 +79,65 @@ def _first_line(err: Exception) -> str:
     return next(iter(str(err).splitlines()), "")
 
 
-# --- the groups ----------------------------------------------------------------------------------------------------
+# --- declaring sections and options -----------------------------------------------------------------------------------
+
+KINDS: dict[str, str] = {
+    "ppo": "PPO on Gym tasks",
+    "ppo-lang": "PPO on language tasks",
+    "grpo": "GRPO on Gym tasks",
+    "grpo-lang": "GRPO on language tasks",
+    "sb3-ppo": "SB3's PPO on Gym tasks",
+}
+"""The kinds of run (:attr:`Config.kind`): an algorithm on a kind of task."""
+
+SECTIONS: dict[str, type] = {}
+"""The topic sections, in the order of ``--help`` and of ``config.json`` (each added by its :func:`section`)."""
+TITLES: dict[str, str] = {}
+"""Each section in a few words (its ``--help`` heading is its class docstring)."""
+APPLIES: dict[str, tuple[str, ...]] = {}
+"""The kinds of run each section's fields apply to, unless a field says otherwise (:data:`FIELD_KINDS`)."""
+SECTION_OF: dict[str, str] = {}
+"""Each field's section."""
 
 
-@dataclasses.dataclass
+def section(name: str, title: str, kinds: tuple[str, ...] = tuple(KINDS)):
+    """Declare a topic section of :class:`Config`: a dataclass whose fields apply to ``kinds`` of run (each field
+    may narrow them: :func:`option`). ``title``: the section in a few words."""
+
+    def declare(cls: type) -> type:
+        cls = dataclasses.dataclass(cls)
+        SECTIONS[name], TITLES[name], APPLIES[name] = cls, title, tuple(kinds)
+        SECTION_OF.update({f.name: name for f in dataclasses.fields(cls)})
+        return cls
+
+    return declare
+
+
+def option(
+    default=dataclasses.MISSING,
+    *,
+    factory=dataclasses.MISSING,
+    kinds: tuple[str, ...] | None = None,
+    per_kind: dict[str, object] | None = None,
+    sb3: str | None = None,
+    population: bool = True,
+    role: str | None = None,
+):
+    """A field of :class:`Config`, declared once, with what differs from its section's: ``kinds``, the kinds of run
+    it applies to (default: its section's; set on another kind, anything but its default is refused); ``per_kind``,
+    its default for each kind of run when ``default`` is None (every kind of :data:`KINDS`: :func:`resolve` fills it
+    in); ``sb3``, why SB3's PPO refuses it (``--algo sb3-ppo`` then takes only its default); ``population=False``: a
+    population of several seeds takes only its default; ``role``, for a field that does not define the experiment
+    (:data:`ROLES`). ``factory``: a mutable default's factory (``dict``)."""
+    metadata = {"kinds": kinds, "per_kind": per_kind, "sb3": sb3, "role": role}
+    metadata = {k: v for k, v in metadata.items() if v is not None} | ({} if population else {"population": False})
+    return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
+
+
+# --- the sections -----------------------------------------------------------------------------------------------------
+
+
+@section("run", "what to run")
 class RunConfig:
     """What to run, and where the run writes."""
 
@@ -94,33 +155,38 @@ class RunConfig:
     --env-module corridor --env Corridor-v0 is --env corridor:Corridor-v0, gymnasium's own form, which config.json
     records (so sandbox eval and resume import it again). The module must be importable from where sandbox runs (a
     .py file there, an installed package, or PYTHONPATH). The guide: your own environment."""
-    seed: int = dataclasses.field(default=0, metadata={"role": "seed"})
+    seed: int = option(0, role="seed")
     """Seeds torch, the environments and everything else random."""
     total_steps: int = 100_000
     """Environment steps to train for (all envs together; for language tasks, sampled tokens), rounded down to
     whole batches; also the horizon of the LR and clip annealing."""
-    env_params: dict[str, float] = dataclasses.field(default_factory=dict)
+    env_params: dict[str, float] = option(factory=dict)
     """Physical parameters of the Gym env, set on it after it is built: e.g. --env-params length 1.0 masspole 0.3
     (CartPole: a longer, heavier pole), --env-params g 15 (Pendulum: stronger gravity). Allowed names: see README
     "Env variants" (a wrong name is refused with the list)."""
-    out: str | None = dataclasses.field(default=None, metadata={"role": "output"})
+    out: str | None = option(None, role="output")
     """Run directory. The CLI defaults to runs/<env>-<algo>-<mode>-p<p>-s<seed>-<time>; the Python API writes
     nothing when None."""
-    overwrite: bool = dataclasses.field(default=False, metadata={"role": "output"})
+    overwrite: bool = option(False, role="output")
     """Replace an existing run directory (otherwise an existing --out is refused)."""
-    stop_at_threshold: bool = False
+    stop_at_threshold: bool = option(False, population=False)
     """Stop as soon as the mean of the last 20 episodes reaches the env's reward_threshold."""
-    save_every: int = dataclasses.field(default=0, metadata={"role": "execution"})
+    save_every: int = option(
+        0,
+        role="execution",
+        population=False,
+        sb3="sb3-ppo writes no checkpoints to --resume from (SB3 saves its models with model.save)",
+    )
     """Also save a checkpoint every N updates (RUN_DIR/checkpoints/update-NNNNNN.pt: the policy and what
     sandbox train --resume needs). 0: only the final policy.pt."""
-    quiet: bool = dataclasses.field(default=False, metadata={"role": "output"})
+    quiet: bool = option(False, role="output")
     """No progress bar (it is also off when stderr is not a terminal)."""
-    tensorboard: str | None = dataclasses.field(default=None, metadata={"role": "output"})
+    tensorboard: str | None = option(None, role="output")
     """Also log every metrics row to TensorBoard under DIR/<run directory name> (x-axis: env_steps; needs the
     tensorboard extra). metrics.csv stays the record; this is a view of it."""
-    torch_threads: int = dataclasses.field(default=1, metadata={"role": "execution"})
+    torch_threads: int = option(1, role="execution")
     """Torch intra-op threads. 1 is fastest for these small nets; run seeds in parallel processes instead."""
-    maths: dict[str, str] = dataclasses.field(default_factory=dict)
+    maths: dict[str, str] = option(factory=dict)
     """Functions of the seam (sandbox.Maths) replaced by your own: --maths gae mymod:my_gae (a field of Maths, then
     module:function; the module imported in every process that trains, so it must be importable from where sandbox
     runs). config.json records each as module:function#hash (the first 12 hex digits of the SHA-256 of its source),
@@ -156,33 +222,50 @@ class RunConfig:
                 raise ConfigError("env_params", "only for the classic-control envs (MinAtar games have none)")
 
 
-@dataclasses.dataclass
+GYM_KINDS = ("ppo", "grpo", "sb3-ppo")
+"""The kinds of run on Gym tasks (the others are on language tasks)."""
+
+
+def on_gym_and_lang(gym, lang) -> dict[str, object]:
+    """A per-kind default (:func:`option`) that is ``gym`` on Gym tasks and ``lang`` on language tasks."""
+    return {kind: gym if kind in GYM_KINDS else lang for kind in KINDS}
+
+
+@section("optim", "the update every trainer shares")
 class OptimConfig:
     """The update every trainer shares: learning rate, passes and minibatches, the clipped ratio, entropy, gradient
     clip, early stop."""
 
-    learning_rate: float | None = None
-    """Adam learning rate (typical 1e-4 to 1e-3). None: 2.5e-4 for PPO on Gym, 3e-3 for GRPO on Gym (one step per
-    minibatch of a large batch), 1e-3 on language tasks."""
+    learning_rate: float | None = option(
+        None, per_kind={"ppo": 2.5e-4, "sb3-ppo": 2.5e-4, "grpo": 3e-3, "ppo-lang": 1e-3, "grpo-lang": 1e-3}
+    )
+    """Adam learning rate (typical 1e-4 to 1e-3). None: the kind of run's own (--help with --algo and --env shows
+    it), higher for GRPO on Gym (one step per minibatch of a large batch)."""
     anneal_lr: bool = True
     """Decay the learning rate linearly to 0 over total_steps."""
     adam_eps: float = 1e-5
     """Adam epsilon (PPO implementations use 1e-5, not PyTorch's 1e-8)."""
-    update_epochs: int | None = None
+    update_epochs: int | None = option(
+        None, per_kind={"ppo": 4, "sb3-ppo": 4, "ppo-lang": 4, "grpo": 1, "grpo-lang": 1}
+    )
     """Passes over each batch (PPO's epochs; GRPO's mu in DeepSeekMath, num_iterations in TRL). More passes move the
-    policy further from the one that collected the data. None: 4 for PPO, 1 for GRPO."""
-    num_minibatches: int | None = None
-    """Minibatches per pass; the batch is split into this many nearly equal parts. None: 4 on Gym, 1 on language
-    tasks (one gradient step per batch and pass)."""
+    policy further from the one that collected the data. None: the kind of run's own (more for PPO than GRPO)."""
+    num_minibatches: int | None = option(None, per_kind=on_gym_and_lang(4, 1))
+    """Minibatches per pass; the batch is split into this many nearly equal parts. None: the kind of run's own (on
+    language tasks, one gradient step per batch and pass)."""
     clip_coef: float = 0.2
     """PPO clip range eps: the ratio is clipped to [1 - eps, 1 + eps] (typical 0.1 to 0.3)."""
-    clip_coef_high: float | None = None
+    clip_coef_high: float | None = option(
+        None, sb3="SB3's PPO clips the ratio symmetrically (clip_range); there is no eps_high"
+    )
     """Upper clip range eps_high: the ratio is clipped to [1 - clip_coef, 1 + clip_coef_high] (None = clip_coef,
     symmetric; DAPO uses 0.2 low and 0.28 high). Every trainer; annealed like clip_coef."""
     anneal_clip: bool = False
     """Decay clip_coef (and clip_coef_high) linearly to 0 over total_steps, as rl-zoo3's 'lin_0.2' does."""
-    ent_coef: float | None = None
-    """Entropy bonus coefficient (0 to 0.01 typical). None: 0.01 for PPO on Gym (CleanRL), 0 otherwise."""
+    ent_coef: float | None = option(
+        None, per_kind={"ppo": 0.01, "sb3-ppo": 0.01, "grpo": 0.0, "ppo-lang": 0.0, "grpo-lang": 0.0}
+    )
+    """Entropy bonus coefficient (0 to 0.01 typical). None: the kind of run's own (PPO on Gym: CleanRL's)."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
     target_kl: float | None = None
@@ -202,7 +285,7 @@ class OptimConfig:
             _in_range(self, "target_kl", 0.0, math.inf, lo_open=True, hi_open=True)
 
 
-@dataclasses.dataclass
+@section("rollout", "PPO's rollout on Gym", kinds=("ppo", "sb3-ppo"))
 class RolloutConfig:
     """PPO's rollout on Gym tasks: parallel environments and steps per environment."""
 
@@ -213,26 +296,16 @@ class RolloutConfig:
 
     def _validate_rollout(self) -> None:
         _positive_int(self, "num_envs", "num_steps")
-        if self.algo in ("ppo", "sb3-ppo") and not self.is_lang and isinstance(self.num_minibatches, int):
-            if self.total_steps < self.batch_size:
-                raise ConfigError(
-                    "total_steps",
-                    f"must be at least one batch, num_envs * num_steps = {self.batch_size}, got {self.total_steps}",
-                )
-            if self.num_minibatches > self.batch_size:
-                raise ConfigError(
-                    "num_minibatches",
-                    f"must be at most num_envs * num_steps = {self.batch_size}, got {self.num_minibatches}",
-                )
 
 
-@dataclasses.dataclass
+@section("ppo", "PPO's advantages and critic", kinds=("ppo", "ppo-lang", "sb3-ppo"))
 class PPOConfig:
     """PPO's advantages and critic (on Gym and on language tasks): discount, GAE, advantage normalisation, the value
     loss."""
 
-    gamma: float | None = None
-    """Discount factor (typical 0.98 to 0.999). None: 0.99 on Gym, 1 on language tasks (reward at the end)."""
+    gamma: float | None = option(None, per_kind=on_gym_and_lang(0.99, 1.0))
+    """Discount factor (typical 0.98 to 0.999). None: the kind of run's own (1 on language tasks: the reward comes at
+    the end)."""
     gae_lambda: float = 0.95
     """GAE lambda: 0 = one-step TD, 1 = Monte Carlo (typical 0.8 to 0.95)."""
     norm_adv: bool = True
@@ -252,7 +325,7 @@ class PPOConfig:
 NET_DEFAULT_HIDDEN = (64, 64)
 
 
-@dataclasses.dataclass
+@section("net", "the networks on Gym tasks", kinds=GYM_KINDS)
 class NetConfig:
     """The policy and value networks on Gym tasks: MLPs, or for MinAtar games the MinAtar paper's convolutional
     network, chosen by the env (the language tasks' transformer is the pretrained reference's)."""
@@ -267,18 +340,12 @@ class NetConfig:
     def _validate_net(self) -> None:
         if not self.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in self.hidden_sizes):
             raise ConfigError("hidden_sizes", f"must be one or more positive integers, got {self.hidden_sizes!r}")
-        if self.is_minatar and tuple(self.hidden_sizes) != NET_DEFAULT_HIDDEN:
-            raise ConfigError(
-                "hidden_sizes",
-                "not for MinAtar games: their networks are the MinAtar paper's (a 3x3 convolution of 16 channels, "
-                "then 128 hidden units); leave it out",
-            )
 
 
-@dataclasses.dataclass
+@section("groups", "batches of groups", kinds=("grpo", "grpo-lang", "ppo-lang"))
 class GroupsConfig:
-    """Batches of groups (GRPO, and PPO on language tasks): G completions per prompt (episodes per reset seed on
-    Gym), and how a loss over their tokens is aggregated."""
+    """Batches of GRPO's groups (GRPO, and PPO on language tasks): G completions per prompt (episodes per reset seed
+    on Gym), and how a loss over their tokens is aggregated."""
 
     group_size: int = 8
     """G: completions per prompt (episodes per reset seed on Gym) whose rewards are compared with each other."""
@@ -301,7 +368,7 @@ class GroupsConfig:
             )
 
 
-@dataclasses.dataclass
+@section("grpo", "GRPO's own options", kinds=("grpo", "grpo-lang"))
 class GRPOConfig:
     """GRPO (Shao et al. 2024): how advantages are scaled within groups, which groups count, GRPO-lambda."""
 
@@ -323,18 +390,13 @@ class GRPOConfig:
         _choice(self, "grpo_lambda_rule", ("top", "threshold"))
         if self.grpo_lambda is not None:
             _in_range(self, "grpo_lambda", 0.0, 1.0)
-            if not self.length_penalty > 0:
-                raise ConfigError(
-                    "grpo_lambda",
-                    "switches between the 0/1 reward and --length-penalty's, so it needs --length-penalty > 0",
-                )
 
 
-@dataclasses.dataclass
+@section("kl", "KL to a reference")
 class KLConfig:
     """KL to a frozen reference policy: how much, which estimator, where it enters, which reference."""
 
-    beta: float = 0.0
+    beta: float = option(0.0, sb3="SB3's PPO has no KL term to a reference policy; use --algo ppo")
     """KL coefficient (DeepSeekMath 0.04; TRL's default 0). The reference is --ref if given, else the initial policy
     (Gym) or the task's pretrained model (language tasks); frozen, in eval mode."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
@@ -342,15 +404,17 @@ class KLConfig:
     kl_in: Literal["loss", "reward"] = "loss"
     """Where the KL enters: the loss (GRPO style, differentiable) or the reward (-beta * k1 per token or step,
     detached, before the advantages; Ziegler et al. 2019)."""
-    kl_target: float | None = None
+    kl_target: float | None = option(None, sb3="SB3's PPO has no KL term to a reference policy; use --algo ppo")
     """Adaptive beta (Ziegler et al. 2019): steer the measured kl_ref towards this target (None = fixed beta). Same
     unit as kl_ref: nats per sequence (language tasks, GRPO on Gym: per episode), per step for PPO on Gym."""
     kl_horizon: int = 10_000
     """Horizon of the adaptive beta rule, in samples."""
-    ref: str | None = None
+    ref: str | None = option(
+        None, sb3="SB3's PPO starts from its own initialisation and has no reference policy; use --algo ppo"
+    )
     """The frozen reference policy: a run directory (its policy.pt) or a policy.pt / checkpoint file of a run on the
     same env (or language task). None: the initial policy (Gym) or the task's pretrained model (language tasks)."""
-    init_from_ref: bool = False
+    init_from_ref: bool = option(False, sb3="SB3's PPO starts from its own initialisation; use --algo ppo")
     """Start the policy (and PPO's value network, when the reference has one) from --ref's weights. Needs --ref and
     the same network shape (--hidden-sizes)."""
 
@@ -367,21 +431,21 @@ class KLConfig:
             raise ConfigError("init_from_ref", "needs --ref (the run directory or policy file to start from)")
 
 
-@dataclasses.dataclass
+@section("dropout", "dropout")
 class DropoutConfig:
     """Dropout in the policy, and how rollouts and updates handle it (README: "Dropout: the four handling modes")."""
 
-    dropout: float | None = None
+    dropout: float | None = option(None, per_kind=on_gym_and_lang(0.0, 0.1))
     """Dropout probability p in [0, 1): after every hidden activation of the policy MLP (MinAtar's network: after its
     convolution and its hidden layer), or GPT-2's embedding, attention and residual dropout in the transformer.
-    None: 0 on Gym, 0.1 (GPT-2's) on language tasks."""
+    None: the kind of run's own (on language tasks GPT-2's, 0.1)."""
     dropout_mode: DropoutModeName = "naive"
     """How rollouts and updates treat dropout. off: p = 0 everywhere; rollout-eval: no dropout at rollout, fresh
     masks in the update (what SB3 does); naive: fresh masks at rollout and again in the update (PyTorch's
     default train mode, what TRL does); consistent: the rollout's masks are stored and reused in the update."""
-    dropout_value: bool = False
+    dropout_value: bool = option(False, kinds=("ppo", "sb3-ppo"))
     """Put dropout in the value network too (same p and mode)."""
-    dropout_policy: bool = True
+    dropout_policy: bool = option(True, kinds=("ppo",))
     """Put dropout in the policy MLP. --no-dropout-policy with --dropout-value: dropout in the value MLP only (noise in
     the critic but not in the policy: PPO on Gym)."""
     dropout_schedule: Literal["constant", "early", "early-linear", "late", "custom"] = "constant"
@@ -401,30 +465,28 @@ class DropoutConfig:
             raise ConfigError(
                 "dropout_cutoff", f"--dropout-schedule {self.dropout_schedule} needs a cutoff > 0, in updates"
             )
-        if self.dropout_value and (self.algo not in ("ppo", "sb3-ppo") or self.is_lang):
-            raise ConfigError("dropout_value", "only for PPO on Gym (elsewhere there is no separate value network)")
-        if not self.dropout_policy:
-            if self.algo != "ppo" or self.is_lang:
-                raise ConfigError("dropout_policy", "--no-dropout-policy is only for --algo ppo on Gym tasks")
-            if not self.dropout_value:
-                raise ConfigError(
-                    "dropout_policy",
-                    "--no-dropout-policy needs --dropout-value (else no network has dropout: "
-                    "--dropout-mode off says that)",
-                )
+        if not self.dropout_policy and not self.dropout_value:
+            raise ConfigError(
+                "dropout_policy",
+                "--no-dropout-policy needs --dropout-value (else no network has dropout: --dropout-mode off says that)",
+            )
 
 
-@dataclasses.dataclass
+@section("variants", "the dropout family's variants")
 class VariantsConfig:
     """The dropout family's variants: multi-sample dropout, sample dropout, gradient-noise diagnostics."""
 
-    dropout_samples: int = 1
+    dropout_samples: int = option(
+        1, sb3="multi-sample dropout is a sandbox variant (one mask per layer in the SB3 policy)"
+    )
     """Multi-sample dropout (Inoue 2019): K masks on the last hidden layer, sharing the output head. K = 1 is
     ordinary dropout."""
     multi_sample_average: Literal["loss", "logits"] = "loss"
     """loss: each of the K masks gives its own log-prob and ratio against the same stored logp_old, and the K
     losses are averaged (the paper); logits: the K outputs are averaged into one policy (at rollout too)."""
-    sample_dropout: Literal["none", "dppo", "sdpo", "outlier"] = "none"
+    sample_dropout: Literal["none", "dppo", "sdpo", "outlier"] = option(
+        "none", sb3="sample dropout is a sandbox variant; SB3's train() has no such step"
+    )
     """Drop samples (transitions or tokens) from the clipped surrogate, recomputed every minibatch step: dppo =
     D-PPO's variance rule (a reconstruction, see README), sdpo = keep |r - 1| < delta (Lin et al. 2023), outlier =
     drop the largest |r*A - mean|."""
@@ -434,10 +496,14 @@ class VariantsConfig:
     """delta: SDPO keeps a sample iff |r - 1| < delta."""
     sample_drop_by_sign: bool = False
     """Apply the drop rate within A > 0 and within A <= 0 separately (dppo, outlier)."""
-    grad_diag_every: int = 0
+    grad_diag_every: int = option(
+        0, population=False, sb3="the gradient-noise diagnostics are the sandbox learner's; use --algo ppo"
+    )
     """Every N updates, measure gradient noise (grad_gdv, grad_gde, grad_snr) on the batch's minibatches before
     the update, without changing training (0 = never)."""
-    flatness_every: int = 0
+    flatness_every: int = option(
+        0, population=False, sb3="the variance-flatness diagnostic is the sandbox learner's; use --algo ppo"
+    )
     """Every N updates, the variance-flatness diagnostic (Feng & Tu 2021), without changing training (0 = never):
     PCA of the policy's weights over the last --flatness-window updates; along each leading direction, the weights'
     variance, the loss's flatness (the width within which the policy loss on this update's batch, dropout off, rises
@@ -472,7 +538,7 @@ class VariantsConfig:
             )
 
 
-@dataclasses.dataclass
+@section("lang", "the language tasks", kinds=("ppo-lang", "grpo-lang"))
 class LangConfig:
     """The language tasks: sampling temperature, reward options, the reference's pretraining."""
 
@@ -482,7 +548,7 @@ class LangConfig:
     """lang:reverse and lang:sort: reward 1 for an exact match only (default: fraction of positions right)."""
     partial_credit: bool = False
     """lang:add: reward the fraction of digits right (default: exact match only)."""
-    length_penalty: float = 0.0
+    length_penalty: float = option(0.0, kinds=("grpo-lang",))
     """alpha: ask for shorter correct completions (GRPO, tasks with a 0/1 correctness: lang:reverse or lang:sort
     with --sparse, lang:add). Every group gets the length-penalised reward (--length-penalty-form), or with
     --grpo-lambda the groups its switch picks. 0 = off; the paper's efficiency reward is 1 - alpha * sigmoid(z)."""
@@ -496,78 +562,9 @@ class LangConfig:
     def _validate_lang(self) -> None:
         _in_range(self, "temperature", 0.0, 100.0, lo_open=True)
         _positive_int(self, "sft_steps")
-        if self.sparse and self.env not in SPARSE_TASKS:
-            raise ConfigError("sparse", f"only for lang:reverse and lang:sort, not {self.env}")
-        if self.partial_credit and self.env != "lang:add":
-            raise ConfigError("partial_credit", f"only for lang:add, not {self.env}")
         _choice(self, "length_penalty_form", ("efficiency", "kimi"))
         _in_range(self, "length_penalty", 0.0, math.inf, hi_open=True)
-        if self.length_penalty > 0 and self.algo != "grpo":
-            raise ConfigError("length_penalty", "only for --algo grpo (it compares the completions of a group)")
-        if self.length_penalty > 0 and not self.binary_correctness:
-            raise ConfigError(
-                "length_penalty",
-                "only for a task with a 0/1 correctness: lang:reverse or lang:sort with --sparse, lang:add without "
-                f"--partial-credit; not {self.env}" + (" without --sparse" if self.env in SPARSE_TASKS else ""),
-            )
 
-
-GROUPS: dict[str, type] = {
-    "run": RunConfig,
-    "optim": OptimConfig,
-    "rollout": RolloutConfig,
-    "ppo": PPOConfig,
-    "net": NetConfig,
-    "groups": GroupsConfig,
-    "grpo": GRPOConfig,
-    "kl": KLConfig,
-    "dropout": DropoutConfig,
-    "variants": VariantsConfig,
-    "lang": LangConfig,
-}
-"""The topic groups, in the order of ``--help`` and of ``config.json``."""
-
-KINDS: dict[str, str] = {
-    "ppo": "PPO on Gym tasks",
-    "ppo-lang": "PPO on language tasks",
-    "grpo": "GRPO on Gym tasks",
-    "grpo-lang": "GRPO on language tasks",
-    "sb3-ppo": "SB3's PPO on Gym tasks",
-}
-"""The kinds of run (:attr:`Config.kind`): an algorithm on a kind of task. Which groups apply to each:
-:data:`APPLIES`."""
-
-APPLIES: dict[str, tuple[str, ...]] = {
-    "run": tuple(KINDS),
-    "optim": tuple(KINDS),
-    "rollout": ("ppo", "sb3-ppo"),
-    "ppo": ("ppo", "ppo-lang", "sb3-ppo"),
-    "net": ("ppo", "grpo", "sb3-ppo"),
-    "groups": ("grpo", "grpo-lang", "ppo-lang"),
-    "grpo": ("grpo", "grpo-lang"),
-    "kl": tuple(KINDS),
-    "dropout": tuple(KINDS),
-    "variants": tuple(KINDS),
-    "lang": ("ppo-lang", "grpo-lang"),
-}
-"""The kinds of run each group of fields applies to. A field of a group that does not apply must keep its default:
-:func:`validate` refuses it in one line rather than ignore it (``sandbox train --algo grpo --help`` shows the groups
-that apply)."""
-
-TITLES: dict[str, str] = {
-    "run": "what to run",
-    "optim": "the update every trainer shares",
-    "rollout": "PPO's rollout on Gym",
-    "ppo": "PPO's advantages and critic",
-    "net": "the networks on Gym tasks",
-    "groups": "batches of groups",
-    "grpo": "GRPO's own options",
-    "kl": "KL to a reference",
-    "dropout": "dropout",
-    "variants": "the dropout family's variants",
-    "lang": "the language tasks",
-}
-"""Each group in a few words (its ``--help`` heading is its class docstring)."""
 
 RENAMED: dict[str, str] = {"mu": "update_epochs"}
 """Fields renamed since they were introduced: old name -> new one (GRPO's ``mu`` and PPO's ``update_epochs`` were two
@@ -581,11 +578,9 @@ Each such field says which in its metadata (``role``); every other field defines
 
 
 @dataclasses.dataclass
-class Config(
-    LangConfig, VariantsConfig, DropoutConfig, KLConfig, GRPOConfig, GroupsConfig, NetConfig, PPOConfig, RolloutConfig,
-    OptimConfig, RunConfig,
-):  # fmt: skip
-    """Everything that defines a run: the fields of every group, flat. Same config and seed, same metrics."""
+class Config(*reversed(SECTIONS.values())):  # the sections' fields in SECTIONS' order: a dataclass's fields begin
+    # with its last base's
+    """Everything that defines a run: the fields of every section, flat. Same config and seed, same metrics."""
 
     @property
     def is_lang(self) -> bool:
@@ -665,16 +660,70 @@ class Config(
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
-    def groups(self) -> dict[str, object]:
-        """The config as one object per topic group (what ``sandbox train``'s parser fills in)."""
+    def sections(self) -> dict[str, object]:
+        """The config as one object per topic section (what ``sandbox train``'s parser fills in)."""
         return {
-            name: group(**{f.name: getattr(self, f.name) for f in dataclasses.fields(group)})
-            for name, group in GROUPS.items()
+            name: cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+            for name, cls in SECTIONS.items()
         }
 
     @classmethod
-    def from_groups(cls, groups: dict[str, object]) -> "Config":
-        return cls(**{k: v for g in groups.values() for k, v in dataclasses.asdict(g).items()})
+    def from_sections(cls, sections: dict[str, object]) -> "Config":
+        return cls(**{k: v for part in sections.values() for k, v in dataclasses.asdict(part).items()})
+
+
+# --- the tables, derived from the declarations ------------------------------------------------------------------------
+
+
+def _declared() -> dict[str, dataclasses.Field]:
+    """Every field of :class:`Config` by name, its declaration checked: kinds that exist, a per-kind default for
+    every kind when the default is None, a role of :data:`ROLES`."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for name, f in fields.items():
+        kinds, per_kind = f.metadata.get("kinds", ()), f.metadata.get("per_kind")
+        if not set(kinds) <= set(APPLIES[SECTION_OF[name]]):
+            raise TypeError(f"Config.{name}: kinds {kinds} outside its section's {APPLIES[SECTION_OF[name]]}")
+        if per_kind is not None and (f.default is not None or set(per_kind) != set(KINDS)):
+            raise TypeError(f"Config.{name}: a per-kind default needs the default None and a value for every kind")
+        if f.metadata.get("role", ROLES[0]) not in ROLES:
+            raise TypeError(f"Config.{name}: role {f.metadata['role']!r} is not one of {ROLES}")
+    return fields
+
+
+FIELDS = _declared()
+FIELD_KINDS: dict[str, tuple[str, ...]] = {
+    name: f.metadata.get("kinds", APPLIES[SECTION_OF[name]]) for name, f in FIELDS.items()
+}
+"""The kinds of run each field applies to (its own, else its section's). Set on another kind, anything but its
+default (or the kind's default, :data:`KIND_DEFAULTS`, which a ``config.json`` holds) is refused in one line."""
+KIND_DEFAULTS: dict[str, dict[str, object]] = {
+    kind: {name: f.metadata["per_kind"][kind] for name, f in FIELDS.items() if "per_kind" in f.metadata}
+    for kind in KINDS
+}
+"""kind -> the value of every field left at None (:func:`resolve`)."""
+SB3_UNSUPPORTED: dict[str, tuple[object, str]] = {
+    name: (f.default, f.metadata["sb3"]) for name, f in FIELDS.items() if "sb3" in f.metadata
+}
+"""field -> (the only value sb3-ppo accepts, why): what the SB3 arm refuses rather than ignores
+(``sandbox.algos.sb3`` maps every other field of a Gym config to SB3's hyperparameters)."""
+POPULATION_UNSUPPORTED: dict[str, object] = {
+    name: f.default for name, f in FIELDS.items() if f.metadata.get("population") is False
+}
+"""field -> the only value a population of several seeds accepts (``sandbox.algos.population``)."""
+
+
+def applies(kind: str, name: str | None = None) -> list[str]:
+    """The sections (names of :data:`SECTIONS`) whose fields apply to ``kind``, in order; with ``name``, the fields
+    of that section that do (and that SB3's PPO does not refuse, for ``sb3-ppo``)."""
+    if name is None:
+        return [s for s in SECTIONS if any(kind in FIELD_KINDS[f] for f in _names(SECTIONS[s]))]
+    return [
+        f for f in _names(SECTIONS[name]) if kind in FIELD_KINDS[f] and not (kind == "sb3-ppo" and f in SB3_UNSUPPORTED)
+    ]
+
+
+def _names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 def fields_with_role(*roles: str) -> tuple[str, ...]:
@@ -728,27 +777,8 @@ def preset(name: str, **overrides) -> Config:
     return Config(**{**PRESETS[name], **overrides})
 
 
-FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
-    # (algo, "gym" or "lang") -> the value of every field left at None
-    ("ppo", "gym"): dict(
-        learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0, update_epochs=4
-    ),
-    ("grpo", "gym"): dict(
-        learning_rate=3e-3, gamma=0.99, num_minibatches=4, ent_coef=0.0, dropout=0.0, update_epochs=1
-    ),
-    ("ppo", "lang"): dict(learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1, update_epochs=4),
-    ("grpo", "lang"): dict(
-        learning_rate=1e-3, gamma=1.0, num_minibatches=1, ent_coef=0.0, dropout=0.1, update_epochs=1
-    ),
-    # SB3's PPO from the same config: the same defaults as the sandbox's PPO, mapped to SB3's names (sandbox.algos.sb3)
-    ("sb3-ppo", "gym"): dict(
-        learning_rate=2.5e-4, gamma=0.99, num_minibatches=4, ent_coef=0.01, dropout=0.0, update_epochs=4
-    ),
-}
-
-
 def resolve(cfg: Config) -> Config:
-    """Fill the fields left at None with their algorithm and task family's defaults (``FAMILY_DEFAULTS``), and fold
+    """Fill the fields left at None with their kind of run's defaults (:data:`KIND_DEFAULTS`), and fold
     ``env_module`` into ``env`` (gymnasium's ``module:Env-v0``)."""
     if cfg.algo not in ALGOS:
         raise ConfigError("algo", f"unknown algorithm {cfg.algo!r}; one of: {', '.join(ALGOS)}")
@@ -756,8 +786,7 @@ def resolve(cfg: Config) -> Config:
         raise ConfigError(
             "env", f"sb3-ppo trains on Gymnasium ids, not the language task {cfg.env}; use --algo ppo or grpo"
         )
-    defaults = FAMILY_DEFAULTS[(cfg.algo, "lang" if cfg.is_lang else "gym")]
-    cfg = cfg.replace(**{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+    cfg = cfg.replace(**{k: v for k, v in KIND_DEFAULTS[cfg.kind].items() if getattr(cfg, k) is None})
     return fold_env_module(cfg)
 
 
@@ -775,64 +804,31 @@ def fold_env_module(cfg: Config) -> Config:
 
 
 def validate(cfg: Config) -> Config:
-    """Resolve the None defaults, then check every field, group by group, that can be checked without building the
-    environment; raise :class:`ConfigError` naming the first bad field. Returns the resolved config."""
+    """Resolve the None defaults, then check every field that can be checked without building the environment: what
+    applies to the kind of run, what SB3's PPO refuses, each section's own fields, then what reads several sections;
+    raise :class:`ConfigError` naming the first bad field. Returns the resolved config."""
     cfg = resolve(cfg)
     _validate_applies(cfg)
-    for check in (
-        cfg._validate_run,
-        partial(_validate_sb3, cfg),
-        cfg._validate_dropout,
-        cfg._validate_variants,
-        cfg._validate_optim,
-        cfg._validate_rollout,
-        cfg._validate_ppo,
-        cfg._validate_net,
-        cfg._validate_groups,
-        cfg._validate_grpo,
-        cfg._validate_kl,
-        cfg._validate_lang,
-    ):
-        check()
+    _validate_sb3(cfg)
+    for name in SECTIONS:
+        getattr(cfg, f"_validate_{name}")()
+    _validate_across_sections(cfg)
     return cfg
-
-
-def applies(kind: str) -> list[str]:
-    """The groups of fields (names of :data:`GROUPS`) that apply to ``kind``, in order."""
-    return [name for name in GROUPS if kind in APPLIES[name]]
 
 
 def _validate_applies(cfg: Config) -> None:
     """Refuse, in one line, a field set on a kind of run it does not apply to (it would be ignored). Its default,
     or the value :func:`resolve` gives the kind (a ``config.json`` holds those), is accepted."""
-    family = FAMILY_DEFAULTS.get((cfg.algo, "lang" if cfg.is_lang else "gym"), {})
-    for name, group in GROUPS.items():
-        if cfg.kind in APPLIES[name]:
+    for name, kinds in FIELD_KINDS.items():
+        value, kind_defaults = getattr(cfg, name), KIND_DEFAULTS[cfg.kind]
+        if (
+            cfg.kind in kinds
+            or value == FIELDS[name].default
+            or (name in kind_defaults and value == kind_defaults[name])
+        ):
             continue
-        for f in dataclasses.fields(group):
-            value, default = getattr(cfg, f.name), f.default
-            if value == default or (f.name in family and value == family[f.name]):
-                continue
-            kinds = ", ".join(KINDS[k] for k in APPLIES[name])
-            raise ConfigError(
-                f.name, f"not for {KINDS[cfg.kind]}, which ignores it ({TITLES[name]}: {kinds}); leave it out"
-            )
-
-
-SB3_UNSUPPORTED: dict[str, tuple[object, str]] = {
-    # field -> (the only value sb3-ppo accepts, why): options with no meaning in SB3's PPO are refused, not ignored
-    "clip_coef_high": (None, "SB3's PPO clips the ratio symmetrically (clip_range); there is no eps_high"),
-    "beta": (0.0, "SB3's PPO has no KL term to a reference policy; use --algo ppo"),
-    "kl_target": (None, "SB3's PPO has no KL term to a reference policy; use --algo ppo"),
-    "ref": (None, "SB3's PPO starts from its own initialisation and has no reference policy; use --algo ppo"),
-    "init_from_ref": (False, "SB3's PPO starts from its own initialisation; use --algo ppo"),
-    "dropout_samples": (1, "multi-sample dropout is a sandbox variant (one mask per layer in the SB3 policy)"),
-    "sample_dropout": ("none", "sample dropout is a sandbox variant; SB3's train() has no such step"),
-    "grad_diag_every": (0, "the gradient-noise diagnostics are the sandbox learner's; use --algo ppo"),
-    "flatness_every": (0, "the variance-flatness diagnostic is the sandbox learner's; use --algo ppo"),
-    "save_every": (0, "sb3-ppo writes no checkpoints to --resume from (SB3 saves its models with model.save)"),
-}
-"""What the SB3 arm refuses (``sandbox.algos.sb3`` maps every other field of a Gym config to SB3's hyperparameters)."""
+        only = ", ".join(KINDS[k] for k in kinds)
+        raise ConfigError(name, f"not for {KINDS[cfg.kind]}, which ignores it (only for {only}); leave it out")
 
 
 def _validate_sb3(cfg: Config) -> None:
@@ -841,19 +837,49 @@ def _validate_sb3(cfg: Config) -> None:
     for name, (allowed, why) in SB3_UNSUPPORTED.items():
         if getattr(cfg, name) != allowed:
             raise ConfigError(name, f"not with --algo sb3-ppo: {why}")
-    sizes = (cfg.num_envs, cfg.num_steps, cfg.num_minibatches)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
-        return  # _validate_ppo names the bad one
-    n = cfg.num_envs * cfg.num_steps
-    if n % cfg.num_minibatches:
+
+
+def _validate_across_sections(cfg: Config) -> None:
+    """The checks that read fields of several sections (each section's ``_validate_<section>`` reads its own)."""
+    if cfg.kind in ("ppo", "sb3-ppo") and isinstance(cfg.num_minibatches, int):  # the rollout against the budget
+        if cfg.total_steps < cfg.batch_size:
+            raise ConfigError(
+                "total_steps",
+                f"must be at least one batch, num_envs * num_steps = {cfg.batch_size}, got {cfg.total_steps}",
+            )
+        if cfg.num_minibatches > cfg.batch_size:
+            raise ConfigError(
+                "num_minibatches", f"must be at most num_envs * num_steps = {cfg.batch_size}, got {cfg.num_minibatches}"
+            )
+        if cfg.algo == "sb3-ppo" and cfg.batch_size % cfg.num_minibatches:
+            raise ConfigError(
+                "num_minibatches",
+                f"with --algo sb3-ppo it must divide num_envs * num_steps = {cfg.batch_size} (SB3's minibatches have "
+                f"one fixed size, batch_size = {cfg.batch_size} / num_minibatches), got {cfg.num_minibatches}",
+            )
+    if cfg.is_minatar and tuple(cfg.hidden_sizes) != NET_DEFAULT_HIDDEN:
         raise ConfigError(
-            "num_minibatches",
-            f"with --algo sb3-ppo it must divide num_envs * num_steps = {n} (SB3's minibatches have one fixed "
-            f"size, batch_size = {n} / num_minibatches), got {cfg.num_minibatches}",
+            "hidden_sizes",
+            "not for MinAtar games: their networks are the MinAtar paper's (a 3x3 convolution of 16 channels, then 128 "
+            "hidden units); leave it out",
+        )
+    if cfg.sparse and cfg.env not in SPARSE_TASKS:
+        raise ConfigError("sparse", f"only for lang:reverse and lang:sort, not {cfg.env}")
+    if cfg.partial_credit and cfg.env != "lang:add":
+        raise ConfigError("partial_credit", f"only for lang:add, not {cfg.env}")
+    if cfg.length_penalty > 0 and not cfg.binary_correctness:
+        raise ConfigError(
+            "length_penalty",
+            "only for a task with a 0/1 correctness: lang:reverse or lang:sort with --sparse, lang:add without "
+            f"--partial-credit; not {cfg.env}" + (" without --sparse" if cfg.env in SPARSE_TASKS else ""),
+        )
+    if cfg.grpo_lambda is not None and not cfg.length_penalty > 0:
+        raise ConfigError(
+            "grpo_lambda", "switches between the 0/1 reward and --length-penalty's, so it needs --length-penalty > 0"
         )
 
 
-# --- checks shared by the groups -----------------------------------------------------------------------------------
+# --- checks shared by the sections ------------------------------------------------------------------------------------
 
 
 def _positive_int(cfg, *names: str) -> None:

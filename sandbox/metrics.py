@@ -70,6 +70,12 @@ METRICS: dict[str, str] = {
     "flatness.csv.",
     "curv_slope": "Fitted slope of log variance against log curvature along the same directions (those of positive "
     "curvature only).",
+    # added with the critic-side diagnostic (empty where there is no critic: GRPO)
+    "first_value_dev": "Mean |V_theta(s) - V_old(s)| over the first minibatch of the first epoch of the update, before "
+    "any gradient step: the critic's first_ratio_dev. V_old is the value the rollout computed, so this is 0 up to "
+    "rounding when the update sees the critic that valued the states (dropout off, consistent, or dropout in the "
+    "policy only), dropout noise in the critic otherwise (naive or rollout-eval with dropout in the critic: "
+    "--dropout-value on Gym, the transformer under the value head on language tasks).",
 }
 
 FLATNESS: dict[str, str] = {

@@ -43,7 +43,7 @@ SHARED = re.compile(
 
 @pytest.mark.skipif(importlib.util.find_spec("sphinx") is None, reason="the docs extra is not installed (make docs)")
 def test_the_site_builds_offline_with_warnings_as_errors_and_every_link_resolves(tmp_path):
-    from sandbox.config import GROUPS
+    from sandbox.config import SECTIONS
     from sandbox.metrics import FLATNESS, METRICS
 
     site = tmp_path / "site"
@@ -78,8 +78,8 @@ def test_the_site_builds_offline_with_warnings_as_errors_and_every_link_resolves
     assert broken_links(site) == []
 
     config = (site / "docs" / "reference" / "config.html").read_text()
-    for name in GROUPS:
-        assert f'id="group-{name}"' in config
+    for name in SECTIONS:
+        assert f'id="section-{name}"' in config
     from sandbox.config import Config
 
     for field in Config.__dataclass_fields__:

@@ -110,7 +110,7 @@ def test_no_signal_is_judged_on_the_length_penalised_rewards():
         (["--sparse", "--grpo-lambda", "0.2"], "--grpo-lambda", "--length-penalty > 0"),
         (["--sparse", "--length-penalty", "1", "--grpo-lambda", "1.5"], "--grpo-lambda", "[0, 1]"),
         (["--sparse", "--length-penalty", "1", "--grpo-lambda-rule", "bottom"], "--grpo-lambda-rule", "threshold"),
-        (["--algo", "ppo", "--sparse", "--length-penalty", "1"], "--length-penalty", "--algo grpo"),
+        (["--algo", "ppo", "--sparse", "--length-penalty", "1"], "--length-penalty", "only for GRPO on language tasks"),
     ],
 )
 def test_bad_values_one_line(capsys, tmp_path, args, flag, allowed):

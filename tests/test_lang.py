@@ -185,7 +185,7 @@ def test_ppo_on_the_token_mdp_runs_and_values_tokens():
     r = sandbox.train(lang(algo="ppo", dropout_mode="off", total_steps=800, update_epochs=2))
     m = r.metrics
     assert r.summary["status"] == "ok" and m.value_loss.notna().all() and m.explained_var.notna().all()
-    assert m.first_ratio_dev.iloc[0] == 0.0
+    assert m.first_ratio_dev.iloc[0] == 0.0 and (m.first_value_dev < 1e-6).all()  # the value head, likewise
 
 
 def test_grpo_on_gym_groups_episodes_by_reset_seed():
@@ -194,7 +194,7 @@ def test_grpo_on_gym_groups_episodes_by_reset_seed():
     )
     r = sandbox.train(cfg)
     assert r.summary["status"] == "ok" and (r.metrics.completion_len > 5).all()
-    assert (r.metrics.first_ratio_dev < 1e-6).all()
+    assert (r.metrics.first_ratio_dev < 1e-6).all() and r.metrics.first_value_dev.isna().all()  # no critic
 
 
 def test_same_seed_same_language_metrics(tmp_path):
@@ -283,8 +283,10 @@ def test_clip_fraction_respects_the_upper_clip():
 
     logratio = torch.log(torch.tensor([1.25, 1.25, 0.7, 1.0]))
     seen = [Seen(logratio, torch.ones(4), torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0))]
-    assert update_metrics(seen, 0.2, 1, clip_coef_high=0.28)["first_clipfrac"] == pytest.approx(0.25)  # only 0.7
-    assert update_metrics(seen, 0.2, 1)["first_clipfrac"] == pytest.approx(0.75)
+    assert update_metrics(seen, clip_coef=0.2, epochs_done=1, clip_coef_high=0.28)["first_clipfrac"] == pytest.approx(
+        0.25
+    )  # only 0.7
+    assert update_metrics(seen, clip_coef=0.2, epochs_done=1)["first_clipfrac"] == pytest.approx(0.75)
 
 
 def test_same_numbers_whether_or_not_the_reference_was_cached(tmp_path, monkeypatch):

@@ -228,9 +228,9 @@ def test_the_metrics_of_every_member_at_once_are_each_member_s_own():
                     Seen(seen.logratio[k, :n], seen.adv[k, :n], seen.entropy[k], seen.policy_loss[k],
                          seen.value_loss[k], keep=seen.keep[k, :n], grad_norm=norms[k] if stepped[k] else None)
                 )  # fmt: skip
-    together = members_update_metrics(taken, [4, 3, 2], 0.2, 0.3)
+    together = members_update_metrics(taken, [4, 3, 2], clip_coef=0.2, clip_coef_high=0.3)
     for k in range(K):
-        alone = update_metrics(own[k], 0.2, [4, 3, 2][k], 0.3)
+        alone = update_metrics(own[k], clip_coef=0.2, epochs_done=[4, 3, 2][k], clip_coef_high=0.3)
         assert together[k].keys() == alone.keys()
         for name in alone:
             a, b = together[k][name], alone[name]
@@ -258,3 +258,11 @@ def test_bench_population_counts_the_update_s_flops_and_prints_every_section():
     }  # fmt: skip
     text = format_population(result)
     assert "population / SB3: 6.00 (target >= 5.9): met" in text and case in text and "update: 50%" in text
+
+
+def test_a_member_s_first_value_dev_is_its_single_run_s():
+    """The critic's diagnostic comes from the one update path: a member of two reads its single run's value."""
+    cfg = small(dropout=0.3, dropout_mode="naive", dropout_value=True, dropout_policy=False)
+    single = sandbox.train(cfg).metrics.first_value_dev
+    member = sandbox.train_population([cfg, cfg.replace(seed=1)])[0].metrics.first_value_dev
+    assert (single > 1e-4).all() and _close(single, member), (single.tolist(), member.tolist())

@@ -304,3 +304,15 @@ def test_dropout_in_the_critic_only_leaves_the_ratio_exact_and_changes_the_value
     off = sandbox.train(cfg.replace(dropout_mode="off", dropout_value=False, dropout_policy=True)).metrics
     assert (critic_only.first_ratio_dev < 1e-6).all() and (critic_only.first_clipfrac == 0).all()
     assert critic_only.value_loss.iloc[0] != off.value_loss.iloc[0]
+
+
+@pytest.mark.parametrize("mode", ["off", "consistent", "naive"])
+def test_first_value_dev_is_the_critic_s_noise_before_any_step(mode):
+    """Dropout in the critic only: V_theta(s) of the first minibatch, before any step, is the rollout's V_old(s) up to
+    rounding when the update sees the critic that valued the states (off, consistent), and not with fresh masks."""
+    m = sandbox.train(small(dropout=0.3, dropout_mode=mode, dropout_value=True, dropout_policy=False)).metrics
+    assert (m.first_ratio_dev < 1e-6).all()  # no dropout in the policy: first_ratio_dev cannot see the critic's
+    if mode == "naive":
+        assert (m.first_value_dev > 1e-4).all(), m.first_value_dev.tolist()
+    else:
+        assert (m.first_value_dev < 1e-6).all(), m.first_value_dev.tolist()

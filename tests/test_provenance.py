@@ -270,7 +270,7 @@ def test_the_maths_flag(capsys, tmp_path, seam, monkeypatch):
                  "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
     assert code == 0 and "userseam:my_gae#" in (tmp_path / "run" / "config.json").read_text()
     for args, message in [
-        (["--maths", "gae"], "--maths: Failed to parse key-value pairs"),
+        (["--maths", "gae"], "--maths: cannot read 'gae' as [str str [str str ...]]"),
         (["--maths", "gae", "nosuchmodule:f"], "--maths: cannot import nosuchmodule"),
         (["--maths", "ppo_loss", "userseam:my_gae", "--algo", "sb3-ppo"], "SB3's PPO computes its own"),
     ]:
@@ -282,7 +282,7 @@ def test_the_maths_flag(capsys, tmp_path, seam, monkeypatch):
 # --- no option silently ignored ---------------------------------------------------------------------------------
 
 # Config's own bookkeeping reads every field without using it: validation, serialisation, copying
-_NOT_A_USE = {"validate", "resolve", "to_dict", "from_dict", "replace", "groups", "fields_with_role", "without",
+_NOT_A_USE = {"validate", "resolve", "to_dict", "from_dict", "replace", "sections", "fields_with_role", "without",
               "_validate_applies", "_positive_int", "_int_at_least", "_in_range", "_choice"}  # fmt: skip
 EVERY_VARIANT = C(
     total_steps=256, num_steps=64, dropout=0.1, dropout_value=True, beta=0.1, kl_target=0.01, sample_dropout="sdpo",

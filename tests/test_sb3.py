@@ -97,6 +97,7 @@ def test_first_minibatch_ratio_is_exactly_one_on_the_sb3_arm(mode):
     assert (m.first_ratio_dev < 1e-6).all(), m.first_ratio_dev.tolist()
     assert (m.clip_coef > 0).any() and (m.first_clipfrac[m.clip_coef > 0] == 0).all()
     assert (m.first_approx_kl.abs() < 1e-6).all()
+    assert (m.first_value_dev < 1e-6).all(), m.first_value_dev.tolist()  # the critic, with dropout too, likewise
 
 
 @pytest.mark.parametrize("mode", ["rollout-eval", "naive"])

@@ -97,49 +97,49 @@ RESUME = """
 preset = "cartpole"
 
 [grid]
-total_steps = [512, 12000]
+total_steps = [512, LONG]
 seed = [0]
 """
 
 
+def _ctrl_c_heard() -> None:
+    """In the sweep's process before it starts: Ctrl-C neither ignored nor blocked, whatever the test process
+    inherited (a process started with SIGINT ignored, as a shell's background job is, never hears it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.parametrize("how", ["kill a worker", "ctrl-c"])
 def test_interrupted_sweep_resumes_without_touching_finished_runs(tmp_path, how):
-    spec, out = write_spec(tmp_path, RESUME), tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "sandbox",
-        "sweep",
-        str(spec),
-        "--out",
-        str(out),
-        "--workers",
-        "2",
-        "--quiet",
-        "--no-report",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    long_run = out / "total_steps=12000__seed=0"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (_finished(out) and (long_run / "metrics.csv").exists()):
-        time.sleep(0.05)
-    assert _finished(out) and not (long_run / "summary.json").exists(), "the long run should still be running"
-    if how == "kill a worker":
-        workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
-        assert workers
-        os.kill(workers[0], signal.SIGKILL)  # one worker dies; the sweep must stop cleanly and say so
-    else:
-        proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    for long in (12000, 48000):  # a longer run if the first one finished before the interrupt reached the sweep
+        spec, out = write_spec(tmp_path, RESUME.replace("LONG", str(long)), f"resume{long}.toml"), tmp_path / f"o{long}"
+        cmd = [sys.executable, "-m", "sandbox", "sweep", str(spec), "--out", str(out), "--workers", "2", "--quiet"]
+        proc = subprocess.Popen(
+            cmd + ["--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_heard
+        )
+        long_name = f"total_steps={long}__seed=0"
+        deadline = time.time() + 60
+        while time.time() < deadline and not (_finished(out) and (out / long_name / "metrics.csv").exists()):
+            time.sleep(0.05)
+        assert _finished(out) and long_name not in _finished(out), "the long run should still be running"
+        if how == "kill a worker":
+            workers = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            assert workers
+            os.kill(workers[0], signal.SIGKILL)  # one worker dies; the sweep must stop cleanly and say so
+        else:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        if not (proc.returncode == 0 and long_name in _finished(out)):  # else: it ended before the interrupt landed
+            break
     assert proc.returncode in (2, 130) and "Traceback" not in err, err
     assert ("worker process died" in err) if how == "kill a worker" else ("interrupted" in err)
     before = _finished(out)
-    assert "total_steps=12000__seed=0" not in before
+    assert long_name not in before
 
     counts = run_sweep(spec, out, workers=2, quiet=True)
     assert counts["skipped"] == len(before) and counts["ran"] == 2 - len(before)
     after = _finished(out)
-    assert set(after) == {"total_steps=512__seed=0", "total_steps=12000__seed=0"}
+    assert set(after) == {"total_steps=512__seed=0", long_name}
     assert all(after[name] == before[name] for name in before)  # finished runs untouched, byte for byte
 
 
@@ -576,3 +576,26 @@ def test_train_many_returns_what_train_returns_in_order():
     alone = sandbox.train(cfgs[2]).metrics.drop(columns=list(TIMING_COLUMNS))
     assert many[2].metrics.drop(columns=list(TIMING_COLUMNS)).equals(alone)  # a run on its own: the same numbers
     assert all(r.summary["population"] == 2 for r in many[:2])  # the two seeds of one config: one population
+
+
+def test_the_mechanism_table_has_the_critic_s_first_value_dev_next_to_first_ratio_dev(tmp_path):
+    """first_value_dev, the mean of the runs' column, stands next to first_ratio_dev; a run written before the column
+    existed reads "-" (NaN), and a report of only such runs has no such column."""
+    import pandas as pd
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    for root in (new, old):
+        for seed in range(2):
+            _fake_run(root, "off", "CartPole-v1", "off", 0.1, seed, 10.0 + seed)
+            _fake_run(root, "naive", "CartPole-v1", "naive", 0.1, seed, 20.0 + seed)
+    for seed, dev in ((0, 0.25), (1, 0.35)):  # the new sweep's naive runs have the column: 0.3 over the group
+        path = new / "naive" / f"seed={seed}" / "metrics.csv"
+        pd.read_csv(path).assign(first_value_dev=dev).to_csv(path, index=False)
+    table = write_report(new, quiet=True, figures=False).set_index("group")
+    assert table.loc["dropout_mode=naive", "first_value_dev"] == pytest.approx(0.3)
+    assert np.isnan(table.loc["dropout_mode=off", "first_value_dev"])
+    text = (new / "report.md").read_text()
+    assert "| group | first_ratio_dev | first_value_dev | first_clipfrac |" in text
+    assert "first_value_dev = mean |V - V_old|" in text
+    write_report(old, quiet=True, figures=False)
+    assert "first_value_dev" not in (old / "report.md").read_text()

@@ -347,7 +347,7 @@ def figures_in(notebook: Path) -> int:
 
 
 def run_checks(browser: Browser, origin: str, shots: Path, report: Report) -> None:
-    from sandbox.config import GROUPS
+    from sandbox.config import SECTIONS
     from sandbox.metrics import FLATNESS, METRICS
 
     def page(name: str, path: str, size=DESKTOP) -> None:
@@ -412,13 +412,13 @@ def run_checks(browser: Browser, origin: str, shots: Path, report: Report) -> No
 
     # reference pages generated from the code
     page("reference-config", "/docs/reference/config.html")
-    sections = browser.js("Array.from(document.querySelectorAll('section[id^=group-]')).map(s => s.id)")
+    sections = browser.js("Array.from(document.querySelectorAll('section[id^=section-]')).map(s => s.id)")
     flags = browser.js("Array.from(document.querySelectorAll('dl.sandbox-config dt code')).map(c => c.textContent)")
-    want = [f"group-{g}" for g in GROUPS]
+    want = [f"section-{g}" for g in SECTIONS]
     report.check(
         "reference: config",
         sections == want and "--clip-coef" in flags,
-        f"{len(sections)} groups of {len(GROUPS)}, {len(flags)} fields, with --clip-coef: {'--clip-coef' in flags}",
+        f"{len(sections)} sections of {len(SECTIONS)}, {len(flags)} fields, with --clip-coef: {'--clip-coef' in flags}",
     )
     clean("reference: config")
     page("reference-metrics", "/docs/reference/metrics.html")

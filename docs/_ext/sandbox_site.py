@@ -1,8 +1,10 @@
 """The course site's own Sphinx pieces: reference pages generated from the code, and formulas written as MathML.
 
-- ``{sandbox-config}``: every field of :class:`sandbox.config.Config`, group by group (:data:`sandbox.config.GROUPS`),
-  with its flag, type, default and docstring (read by tyro's own reader, so the text is ``--help``'s), and which kinds
-  of run each group applies to (:data:`sandbox.config.APPLIES`, :data:`sandbox.config.KINDS`).
+- ``{sandbox-config}``: every field of :class:`sandbox.config.Config`, section by section
+  (:data:`sandbox.config.SECTIONS`), with its flag, type, default and docstring (read by tyro's own reader, so the text
+  is ``--help``'s), which kinds of run each section applies to (:data:`sandbox.config.APPLIES`,
+  :data:`sandbox.config.KINDS`), and what each field's declaration adds (:func:`field_notes`: fewer kinds, defaults
+  per kind, what SB3 and populations refuse).
 - ``{sandbox-metrics} metrics`` and ``{sandbox-metrics} flatness``: the columns of ``metrics.csv`` and ``flatness.csv``
   with their meanings, from :mod:`sandbox.metrics`, in the schema's order.
 - the ``mathml`` math renderer: every formula converted to MathML at build time (latex2mathml), which browsers draw
@@ -79,27 +81,47 @@ def _default(field: dataclasses.Field) -> str:
     return repr(value)
 
 
-def field_help(group: type, name: str) -> str:
+def field_help(section: type, name: str) -> str:
     """The field's docstring as ``sandbox train --help`` shows it (tyro's own reader of field docstrings)."""
     from tyro import _docstrings
 
-    return _docstrings.get_field_docstring(group, name, ()) or ""
+    return _docstrings.get_field_docstring(section, name, ()) or ""
+
+
+def field_notes(name: str) -> list[str]:
+    """What the declaration of config field ``name`` says beyond its section's (:func:`sandbox.config.option`), in
+    words: the kinds of run it applies to when they are fewer than its section's, its default per kind of run, what
+    SB3's PPO and a population of seeds refuse."""
+    from sandbox import config
+
+    f, notes = config.FIELDS[name], []
+    if config.FIELD_KINDS[name] != config.APPLIES[config.SECTION_OF[name]]:
+        notes.append("Only for " + ", ".join(config.KINDS[k] for k in config.FIELD_KINDS[name]) + ".")
+    if "per_kind" in f.metadata:
+        values = [f"{config.KINDS[k]} {config.KIND_DEFAULTS[k][name]!r}" for k in config.KINDS]
+        notes.append("None is the kind of run's default: " + ", ".join(values) + ".")
+    if name in config.SB3_UNSUPPORTED:
+        notes.append(f"Not with --algo sb3-ppo: {config.SB3_UNSUPPORTED[name][1]}.")
+    if name in config.POPULATION_UNSUPPORTED:
+        notes.append(f"Not in a population of several seeds (only {config.POPULATION_UNSUPPORTED[name]!r}).")
+    return notes
 
 
 class ConfigDirective(SphinxDirective):
-    """One section per group of :data:`sandbox.config.GROUPS`: where it applies, then every field."""
+    """One section per section of :data:`sandbox.config.SECTIONS`: where it applies, then every field, with what its
+    declaration says (:func:`field_notes`)."""
 
     option_spec = {"heading-level": directives.nonnegative_int}
 
     def run(self) -> list[nodes.Node]:
-        from sandbox.config import APPLIES, GROUPS, KINDS, TITLES
+        from sandbox.config import APPLIES, KINDS, SECTIONS, TITLES
 
-        out: list[nodes.Node] = [self._applies_table(GROUPS, APPLIES, KINDS, TITLES)]
+        out: list[nodes.Node] = [self._applies_table(SECTIONS, APPLIES, KINDS, TITLES)]
         std = self.env.get_domain("std")
-        for name, group in GROUPS.items():
-            section = nodes.section(ids=[f"group-{name}"], names=[f"group-{name}"])
+        for name, cls in SECTIONS.items():
+            section = nodes.section(ids=[f"section-{name}"], names=[f"section-{name}"])
             section += nodes.title(text=f"{TITLES[name][0].upper()}{TITLES[name][1:]} ({name})")
-            section += nodes.paragraph(text=" ".join((group.__doc__ or "").split()))
+            section += nodes.paragraph(text=" ".join((cls.__doc__ or "").split()))
             kinds = [KINDS[k] for k in APPLIES[name]]
             applies = "every kind of run" if len(kinds) == len(KINDS) else ", ".join(kinds)
             para = nodes.paragraph()
@@ -107,10 +129,12 @@ class ConfigDirective(SphinxDirective):
             para += nodes.Text(applies + ".")
             refused = [KINDS[k] for k in KINDS if k not in APPLIES[name]]
             if refused:
-                para += nodes.Text(" A field of this group set for " + ", ".join(refused) + " is refused in one line.")
+                para += nodes.Text(
+                    " A field of this section set for " + ", ".join(refused) + " is refused in one line."
+                )
             section += para
             items = nodes.definition_list(classes=["sandbox-config"])
-            for field in dataclasses.fields(group):
+            for field in dataclasses.fields(cls):
                 term = nodes.term(ids=[f"field-{field.name}"])
                 std.note_object("config-field", field.name, f"field-{field.name}", location=term)
                 term += nodes.literal(text="--" + field.name.replace("_", "-"))
@@ -120,15 +144,17 @@ class ConfigDirective(SphinxDirective):
                 if role:
                     term += nodes.Text(f"  (role: {role})")
                 body = nodes.definition()
-                for paragraph in field_help(group, field.name).split("\n\n"):
+                for paragraph in field_help(cls, field.name).split("\n\n"):
                     body += nodes.paragraph(text=" ".join(paragraph.split()))
+                for note in field_notes(field.name):
+                    body += nodes.paragraph("", "", nodes.emphasis(text=note))
                 items += nodes.definition_list_item("", term, body)
             section += items
             out.append(section)
         return out
 
     @staticmethod
-    def _applies_table(groups, applies, kinds, titles) -> nodes.table:
+    def _applies_table(sections, applies, kinds, titles) -> nodes.table:
         table = nodes.table(classes=["sandbox-applies"])
         tgroup = nodes.tgroup(cols=len(kinds) + 1)
         table += tgroup
@@ -139,8 +165,8 @@ class ConfigDirective(SphinxDirective):
             r = nodes.row()
             for i, text in enumerate(cells):
                 entry = nodes.entry()
-                if link_first and i == 0:  # the group's name, a link to its section below
-                    inner = nodes.reference("", "", nodes.literal(text=text), refid=f"group-{text}", internal=True)
+                if link_first and i == 0:  # the section's name, a link to it below
+                    inner = nodes.reference("", "", nodes.literal(text=text), refid=f"section-{text}", internal=True)
                 else:
                     inner = nodes.Text(text)
                 entry += nodes.paragraph("", "", inner)
@@ -148,10 +174,10 @@ class ConfigDirective(SphinxDirective):
             return r
 
         head = nodes.thead()
-        head += row(["group", *kinds.values()])
+        head += row(["section", *kinds.values()])
         tgroup += head
         body = nodes.tbody()
-        for name in groups:
+        for name in sections:
             body += row([name, *("yes" if k in applies[name] else "-" for k in kinds)], link_first=True)
         tgroup += body
         return table

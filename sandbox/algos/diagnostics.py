@@ -27,6 +27,7 @@ UPDATE_METRICS = (
     "first_ratio_dev",
     "first_clipfrac",
     "first_approx_kl",
+    "first_value_dev",
     "clipfrac",
     "approx_kl",
     "old_approx_kl",
@@ -48,8 +49,9 @@ class Seen:
     per valid token; a sample per dropout copy with multi-sample dropout; one run may give ``(S,)``): the log-ratios,
     the advantages as used in the loss, which samples sample dropout kept (None: all), and ``valid``, which samples are
     each member's own (None: all; a population pads its minibatches). Per member ``(K,)`` (one run: scalars): the
-    minibatch's loss terms, and the gradient norm (one run's, for :func:`update_metrics`: None if ``target_kl``
-    stopped the update before this step)."""
+    minibatch's loss terms, ``value_dev``, the mean |V_theta(s) - V_old(s)| of the critic over the member's samples
+    (None: no critic), and the gradient norm (one run's, for :func:`update_metrics`: None if ``target_kl`` stopped the
+    update before this step)."""
 
     logratio: torch.Tensor
     adv: torch.Tensor
@@ -59,6 +61,7 @@ class Seen:
     keep: torch.Tensor | None = None  # None: every sample kept
     grad_norm: torch.Tensor | None = None
     valid: torch.Tensor | None = None  # None: every sample is a member's own
+    value_dev: torch.Tensor | None = None  # None: the algorithm has no value function (GRPO)
 
 
 class Taken(NamedTuple):
@@ -74,7 +77,7 @@ class Taken(NamedTuple):
 
 @torch.no_grad()
 def update_metrics(
-    seen: list[Seen], clip_coef: float, epochs_done: int, clip_coef_high: float | None = None
+    seen: list[Seen], *, clip_coef: float, epochs_done: int, clip_coef_high: float | None = None
 ) -> dict[str, float]:
     """The update's diagnostics for one run, from what each of its minibatches saw (its ``grad_norm`` None where no
     step followed): :func:`members_update_metrics` for a population of one."""
@@ -83,12 +86,12 @@ def update_metrics(
         Taken(s, one, yes if s.grad_norm is not None else ~yes, None if s.grad_norm is None else s.grad_norm.reshape(1))
         for s in seen
     ]
-    return members_update_metrics(taken, [epochs_done], clip_coef, clip_coef_high)[0]
+    return members_update_metrics(taken, [epochs_done], clip_coef=clip_coef, clip_coef_high=clip_coef_high)[0]
 
 
 @torch.no_grad()
 def members_update_metrics(
-    taken: list[Taken], epochs_done: Sequence[int | None], clip_coef: float, clip_coef_high: float | None = None
+    taken: list[Taken], epochs_done: Sequence[int | None], *, clip_coef: float, clip_coef_high: float | None = None
 ) -> dict[int, dict[str, float]]:
     """The update's diagnostics for every member k with ``epochs_done[k]`` (None: not in this update), with the
     reference maths, for all members at once: ``first_*`` from the member's first minibatch (before any gradient
@@ -142,6 +145,7 @@ def members_update_metrics(
         "entropy": per_member([t.seen.entropy for t in taken]),
         "policy_loss": per_member([t.seen.policy_loss for t in taken]),
         "value_loss": per_member([t.seen.value_loss for t in taken]),
+        "value_dev": per_member([t.seen.value_dev for t in taken]),  # mean |V - V_old|, logged for the first only
     }
     table = torch.stack(list(columns.values()), dim=1)  # (minibatches, columns, K)
     stepped = torch.stack([t.stepped for t in taken])  # (minibatches, K)
@@ -159,7 +163,8 @@ def members_update_metrics(
             "first_ratio_dev": f["ratio_dev"],
             "first_clipfrac": f["clipfrac"],
             "first_approx_kl": f["approx_kl"],
-            **{c: mean[c] for c in columns if c != "ratio_dev"},
+            "first_value_dev": f["value_dev"],
+            **{c: mean[c] for c in columns if c not in ("ratio_dev", "value_dev")},
             "grad_norm": torch.stack(norms).mean().item() if norms else math.nan,
             "epochs_done": epochs_done[k],
         }

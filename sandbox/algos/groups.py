@@ -72,7 +72,7 @@ class LanguageGroups(_Groups):
         )
         self.threshold = self.task.threshold
         self.max_len = self.task.max_new_tokens
-        self.network = gpt_network(cfg, self.policy)
+        self.network_spec = gpt_network(cfg, self.policy)
         self.summary_extra = {"reference_reward": ref_stats["reference_reward"], "reference_path": ref_path}
 
     def sample(self) -> LangBatch:
@@ -149,7 +149,7 @@ class EpisodeGroups(_Groups):
             multi_sample_average=cfg.multi_sample_average,
         )
         self.reference, ref_path = gym_reference(cfg, self.policy)  # --ref, else the initial policy
-        self.network = gym_network(cfg, obs_dim, space, with_critic=False)
+        self.network_spec = gym_network(cfg, obs_dim, space, with_critic=False)
         self.clip_action = action_clipper(space)
         self.store_masks = cfg.mode.store_masks and cfg.effective_dropout > 0
         self.threshold = reward_threshold(cfg.env)

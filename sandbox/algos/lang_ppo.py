@@ -127,7 +127,22 @@ def lang_ppo_objective(
     per_token = maths.ppo_loss(ratio, adv, run.schedule.clip_coef, run.schedule.clip_coef_high)
     pg_loss, keep = keep_aggregate_average(maths, cfg, per_token, ratio, adv, m, max_len)  # sample dropout, agg
     clip_vloss = cfg.clip_coef if cfg.clip_vloss else None  # never annealed: a value clip of 0 stops the critic
-    per_token_vf = maths.value_loss(source.policy.value(hidden), old_values[idx], returns[idx], clip_vloss)
+    values = source.policy.value(hidden)
+    per_token_vf = maths.value_loss(values, old_values[idx], returns[idx], clip_vloss)
     v_loss = maths.aggregate_loss(per_token_vf, m, cfg.loss_agg, max_len)
     log_ratio_ref = logp - b.ref_logp[idx]
-    return sequence_loss(maths, cfg, beta, pg_loss, keep, logratio, adv, log_ratio_ref, entropy, m, max_len, v_loss)
+    return sequence_loss(
+        maths,
+        cfg,
+        beta,
+        pg_loss,
+        keep,
+        logratio,
+        adv,
+        log_ratio_ref,
+        entropy,
+        m,
+        max_len,
+        v_loss,
+        (values, old_values[idx]),
+    )

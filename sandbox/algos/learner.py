@@ -136,7 +136,9 @@ class Learner:
             diagnostics, flatness_rows = self._diagnostics(loss, batch.sizes[0], runs[0])
         taken, epochs_done, failed = self._epochs(loss, batch.sizes, epochs, runs, unit)
         schedule = runs[next(k for k, n in enumerate(batch.sizes) if n is not None)].schedule  # every member's
-        metrics = members_update_metrics(taken, epochs_done, schedule.clip_coef, schedule.clip_coef_high)
+        metrics = members_update_metrics(
+            taken, epochs_done, clip_coef=schedule.clip_coef, clip_coef_high=schedule.clip_coef_high
+        )
         stats = {k: m | diagnostics for k, m in metrics.items()}
         if self.flatness is not None:
             self.flatness.record()  # the weights after this update: the next windows' trajectory

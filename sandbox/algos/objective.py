@@ -134,9 +134,12 @@ def member_normalize(adv: Tensor, valid: Tensor | None) -> Tensor:
     return torch.where(n >= 2, (adv - mean) / (std + 1e-8), adv)
 
 
-def members_seen(logratio, adv, entropy, policy_loss, value_loss, keep, valid: Tensor | None) -> Seen:
+def members_seen(
+    logratio, adv, entropy, policy_loss, value_loss, keep, valid: Tensor | None, value_dev: Tensor | None = None
+) -> Seen:
     """What one minibatch saw for every member: the per-sample tensors ``(copies, K, S)`` or ``(K, S)`` as ``(K,
-    samples)``, each member's samples its copies' side by side; ``valid (K, S)`` likewise."""
+    samples)``, each member's samples its copies' side by side; ``valid (K, S)`` likewise. The per-member terms
+    (``entropy``, the losses, ``value_dev``) are ``(K,)``, passed as they are."""
     K, copies = logratio.shape[-2], logratio.numel() // (logratio.shape[-2] * logratio.shape[-1])
 
     def per_member(t: Tensor | None) -> Tensor | None:
@@ -144,7 +147,16 @@ def members_seen(logratio, adv, entropy, policy_loss, value_loss, keep, valid: T
 
     if valid is not None and copies > 1:
         valid = valid.repeat(1, copies)
-    return Seen(per_member(logratio), per_member(adv), entropy, policy_loss, value_loss, per_member(keep), valid=valid)
+    return Seen(
+        per_member(logratio),
+        per_member(adv),
+        entropy,
+        policy_loss,
+        value_loss,
+        per_member(keep),
+        valid=valid,
+        value_dev=value_dev,
+    )
 
 
 def aggregate(maths: Maths, cfg: Config, per_token: Tensor, mask: Tensor, max_len: int) -> Tensor:
@@ -167,11 +179,13 @@ def sequence_loss(
     mask: Tensor,
     max_len: int | None,
     value_loss: Tensor | None = None,
+    values: tuple[Tensor, Tensor] | None = None,
 ) -> MinibatchLoss:
     """The minibatch loss of a per-token objective, from its clipped term ``pg_loss`` on:
     ``pg_loss [+ vf_coef * value_loss] + beta * agg(k(log_ratio_ref)) - ent_coef * agg(entropy)``, with
     ``agg = maths.aggregate_loss`` over the tokens of ``mask (B, n)``, and what the update's metrics see of it.
-    ``logratio``, ``log_ratio_ref``, ``entropy``: ``(B, n)`` or ``(K, B, n)``; ``adv`` broadcasts to them."""
+    ``logratio``, ``log_ratio_ref``, ``entropy``: ``(B, n)`` or ``(K, B, n)``; ``adv`` broadcasts to them.
+    ``values``: the critic's ``(V, V_old)`` per token, for ``value_dev`` (None: no critic)."""
     loss = pg_loss if value_loss is None else pg_loss + cfg.vf_coef * value_loss
     if beta.in_loss > 0:  # masked before the estimator: k3 of a padding position's log-ratio can overflow
         loss = loss + beta.in_loss * aggregate(maths, cfg, beta.estimator(log_ratio_ref * mask), mask, max_len)
@@ -185,6 +199,7 @@ def sequence_loss(
         pg_loss.detach(),
         None if value_loss is None else value_loss.detach(),
         keep=valid_samples(keep, valid),
+        value_dev=None if values is None else valid_samples((values[0] - values[1]).detach().abs(), valid).mean(),
     )
     return MinibatchLoss(loss, pg_loss, kl_k3(-seen.logratio).mean(), seen, skip=not bool(valid.any()))
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import Config, ConfigError, without
+from ..config import POPULATION_UNSUPPORTED, Config, ConfigError, without
 from ..dropout import dropout_mask, layer_mask
 from ..envs.gym_tasks import StepTogether
 from ..maths import Maths
@@ -46,17 +46,15 @@ SHARED = ("obs_buf", "actions", "logp", "ref_logp", "rewards_np", "terminated_np
 SHARED += ("obs", "prev_done")
 """The rollouts' buffers, and the observations and episode ends that carry over, held for every member at once."""
 
-UNSUPPORTED = {"save_every": 0, "stop_at_threshold": False, "grad_diag_every": 0, "flatness_every": 0}
-"""Fields a population of several seeds cannot take, with the only value it accepts."""
-
 
 def check_population(cfgs: list[Config]) -> None:
     """One-line errors unless ``cfgs`` can train as one population: PPO on a Gym env, the same config but for the
-    seed and where each run writes (:func:`sandbox.config.without`), none of :data:`UNSUPPORTED`."""
+    seed and where each run writes (:func:`sandbox.config.without`), none of the fields declared ``population=False``
+    (:data:`sandbox.config.POPULATION_UNSUPPORTED`) set."""
     first = cfgs[0]
     if first.algo != "ppo" or first.is_lang:
         raise ConfigError("algo", "populations train PPO on Gym envs; run GRPO and language tasks one seed at a time")
-    for name, allowed in UNSUPPORTED.items():
+    for name, allowed in POPULATION_UNSUPPORTED.items():
         if getattr(first, name) != allowed:
             raise ConfigError(name, f"is not supported in a population (only {allowed!r}); train one seed at a time")
     shared = without(first.to_dict(), "seed", "output")

@@ -129,7 +129,8 @@ def ppo_objective(seeds: Population, mb: Minibatch, runs: Members, betas: list[B
     if cfg.ent_coef > 0:
         loss = loss - cfg.ent_coef * ent
     logratio = logratio.detach()
-    seen = members_seen(logratio, adv, ent.detach(), pg_loss.detach(), v_loss.detach(), keep, mb.valid)
+    value_dev = member_mean((values.detach() - mb.values).abs(), mb.valid)  # 0 when the critic is the rollout's
+    seen = members_seen(logratio, adv, ent.detach(), pg_loss.detach(), v_loss.detach(), keep, mb.valid, value_dev)
     return MinibatchLoss(loss, pg_loss, member_mean(kl_k3(-logratio), mb.valid), seen)
 
 

@@ -95,7 +95,7 @@ class Rollout:
             dropout_policy=cfg.dropout_policy,
         )
         self.reference, ref_path = gym_reference(cfg, self.policy)  # --ref (maybe also the start), else a copy
-        self.network = gym_network(cfg, obs_shape, space, with_critic=True)
+        self.network_spec = gym_network(cfg, obs_shape, space, with_critic=True)
         self.threshold, self.summary_extra = reward_threshold(cfg.env), {"reference_path": ref_path}
         self.cfg, self.store_masks = cfg, cfg.mode.store_masks and cfg.effective_dropout > 0
         self.clip_action = action_clipper(space)

@@ -51,7 +51,8 @@ class Source(Protocol):
     """Where a trainer's experience comes from, as far as the run's bookkeeping is concerned."""
 
     policy: nn.Module
-    network: dict
+    network_spec: dict
+    """The networks as plain data (:mod:`sandbox.models.spec`), what a policy file records under ``network``."""
     reference: nn.Module
     threshold: float | None
     summary_extra: dict[str, Any]
@@ -111,8 +112,8 @@ class Checkpoints:
             "ref_digest": digest(self.source.reference),
             "episodes_written": episodes_written,
         }
-        policy, network = self.source.policy, self.source.network
-        b = blob("checkpoint", self.cfg, network, policy, update_index, env_steps, resume)
+        policy, network_spec = self.source.policy, self.source.network_spec
+        b = blob("checkpoint", self.cfg, network_spec, policy, update_index, env_steps, resume)
         self.run_log.save_checkpoint(update_index, b)
 
     def restore(self, checkpoint: dict) -> None:
@@ -187,12 +188,12 @@ class Run:
 
     ``source`` is where the trainer's experience comes from (:class:`sandbox.algos.rollout.Rollout`,
     :class:`sandbox.algos.groups.LanguageGroups`, :class:`sandbox.algos.groups.EpisodeGroups`); the run reads from it
-    the ``policy`` (the module ``policy.pt`` holds, with ``dropout_p`` and ``set_dropout``), its ``network``
-    description, the frozen ``reference``, the reward ``threshold``, ``summary_extra`` for ``summary.json``, and calls
-    its ``close()`` however the run ends; a source with a ``state_dict()`` is saved in checkpoints. ``budget`` is the
-    steps to train for; ``components`` the trainer's other state by name (its learner, beta: saved with their
-    ``state_dict()``, with torch's random state); ``resume`` a checkpoint to continue from; ``population`` the seeds
-    trained together with this one (``sandbox/algos/population.py``).
+    the ``policy`` (the module ``policy.pt`` holds, with ``dropout_p`` and ``set_dropout``), its ``network_spec``
+    (the networks as plain data), the frozen ``reference``, the reward ``threshold``, ``summary_extra`` for
+    ``summary.json``, and calls its ``close()`` however the run ends; a source with a ``state_dict()`` is saved in
+    checkpoints. ``budget`` is the steps to train for; ``components`` the trainer's other state by name (its learner,
+    beta: saved with their ``state_dict()``, with torch's random state); ``resume`` a checkpoint to continue from;
+    ``population`` the seeds trained together with this one (``sandbox/algos/population.py``).
     """
 
     def __init__(
@@ -331,7 +332,7 @@ class Run:
         updates = len(self.run_log.rows)
         if finished:
             self.run_log.save_policy(
-                blob("policy", self.cfg, self.source.network, self.policy, updates, self.env_steps)
+                blob("policy", self.cfg, self.source.network_spec, self.policy, updates, self.env_steps)
             )
         summary = self.summary.report(
             status,

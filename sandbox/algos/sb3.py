@@ -345,7 +345,7 @@ class DropoutPPO(PPO):
         values = torch.as_tensor(self.rollout_buffer.values).flatten()
         returns = torch.as_tensor(self.rollout_buffer.returns).flatten()
         self.last_update = {
-            **update_metrics(seen, clip, epochs_done),
+            **update_metrics(seen, clip_coef=clip, epochs_done=epochs_done),
             "explained_var": explained_variance(values, returns),
             "lr": float(self.policy.optimizer.param_groups[0]["lr"]),
             "clip_coef": clip,
@@ -376,7 +376,8 @@ def minibatch_seen(
         predicted = samples.old_values + (values - samples.old_values).clamp(-clip_range_vf, clip_range_vf)
     value_loss = 0.5 * F.mse_loss(predicted, samples.returns)
     ent = entropy.mean() if entropy is not None else -log_prob.mean()
-    return Seen(logratio, adv, ent, policy_loss, value_loss, grad_norm=grad_norm)
+    value_dev = (values - samples.old_values).abs().mean()  # first_value_dev: 0 when the critic is the rollout's
+    return Seen(logratio, adv, ent, policy_loss, value_loss, grad_norm=grad_norm, value_dev=value_dev)
 
 
 # --- the sandbox config in SB3's names --------------------------------------------------------------------------
@@ -499,7 +500,7 @@ def as_sandbox_state_dict(policy: ActorCriticPolicy) -> dict[str, Tensor] | None
 class SandboxView:
     """The SB3 policy as the sandbox's run bookkeeping sees it (:class:`~sandbox.algos.run.Run`): its dropout p, and its
     weights for ``policy.pt``: in the sandbox's Agent layout when the network is one (``sandbox eval`` reads it),
-    else SB3's own names (``network`` then says ``"sb3"``)."""
+    else SB3's own names (``network_spec`` then says ``"sb3"``)."""
 
     def __init__(self, policy: DropoutActorCriticPolicy):
         self.sb3_policy = policy
@@ -524,10 +525,12 @@ class _Source:
         policy = model.policy
         self.policy = SandboxView(policy)
         if as_sandbox_state_dict(policy) is not None:
-            self.network = gym_network(cfg, policy.observation_space.shape[0], policy.action_space, with_critic=True)
+            self.network_spec = gym_network(
+                cfg, policy.observation_space.shape[0], policy.action_space, with_critic=True
+            )
         else:
-            self.network = {"type": "sb3", "env": cfg.env, "observation": str(policy.observation_space)}
-            self.network["action"] = str(policy.action_space)
+            self.network_spec = {"type": "sb3", "env": cfg.env, "observation": str(policy.observation_space)}
+            self.network_spec["action"] = str(policy.action_space)
         self.reference = frozen_copy(policy)  # kl_ref: the initial policy, as for the sandbox's PPO on Gym
         self.threshold = reward_threshold(cfg.env)
         self.summary_extra = {"reference_path": None}

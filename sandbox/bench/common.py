@@ -11,15 +11,21 @@ import subprocess
 import sys
 
 
-def _run_one(system: str, seed: int, max_steps: int) -> dict:
-    """One run of ``sandbox.bench.WORKERS[system]`` in a fresh interpreter with one thread, so neither system
-    inherits the other's warm caches."""
-    code = f"import json, sandbox.bench as b; print(json.dumps(b.WORKERS[{system!r}]({seed}, {max_steps})))"
+def in_fresh_process(module: str, call: str, what: str) -> dict:
+    """``call`` (an expression on ``module`` imported as ``b``, returning something JSON can write) evaluated in a
+    fresh interpreter with one thread, so no measurement inherits another's warm caches; its result. Raises
+    ``RuntimeError`` naming ``what`` with the end of the child's stderr when it fails."""
+    code = f"import json, {module} as b; print(json.dumps({call}))"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"{system} seed {seed} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_one(system: str, seed: int, max_steps: int) -> dict:
+    """One run of ``sandbox.bench.WORKERS[system]`` in a fresh interpreter with one thread."""
+    return in_fresh_process("sandbox.bench", f"b.WORKERS[{system!r}]({seed}, {max_steps})", f"{system} seed {seed}")
 
 
 def _median(xs: list[float | None]) -> float | None:

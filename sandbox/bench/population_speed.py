@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 
-from .common import machine
+from .common import in_fresh_process, machine
 
 POPULATION_SETTINGS = {
     "preset cartpole, 30k steps": dict(preset="cartpole", total_steps=30_000),
@@ -96,12 +94,7 @@ def bench_acrobot_vs_sb3(k: int = 16, quiet: bool = False) -> dict:
 
 def _fresh(call: str) -> dict:
     """``call`` (a function of this module, as ``b.name(...)``) in a fresh interpreter with one thread; its result."""
-    code = f"import json, sandbox.bench.population_speed as b; print(json.dumps({call}))"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{call} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_fresh_process("sandbox.bench.population_speed", call, call)
 
 
 GFLOPS_CASES = {

@@ -171,8 +171,9 @@ def grade(a: GradeArgs) -> int:
                                   "replaces those")  # fmt: skip
             clear_previous(out)
     seed = new_seed() if a.seed is None else a.seed
-    options = Options(a.assignment, str(hidden) if hidden else None, seed, a.timeout, a.cell_timeout, a.isolation,
-                      True, a.test_timeout, a.user, a.memory)  # fmt: skip
+    options = Options(key=a.assignment, hidden=str(hidden) if hidden else None, seed=seed, timeout=a.timeout,
+                      cell_timeout=a.cell_timeout, isolation=a.isolation, integration=True,
+                      test_timeout=a.test_timeout, user=a.user, memory_mb=a.memory)  # fmt: skip
     if one:
         path = pick_upload(target, hw.key) if a.upload else target
         if path is None:

@@ -15,14 +15,14 @@ phase (``pretrain``), or the engine's cached one (``--ref``, weights only). Per 
     k3_it = exp(-x) - 1 + x, x = log pi_theta(o_it | ...) - log pi_ref(o_it | ...)  (kl_k3: KL to the reference)
     agg   = the token aggregation, grpo, bnpo or dr_grpo                          (aggregate_loss)
 
-It imports nothing from the sandbox; ``tests/test_reading.py`` checks it against the engine (``sandbox.train``,
-``--algo grpo --env lang:reverse``). It computes what the engine computes, op for op, and draws the random numbers in
-the engine's order (the prompts from numpy's generator; each dropout mask and each token's Gumbel-max noise, in the
-order of the sampler's forward passes). From the same reference, settings and seed, the first two updates'
-``policy_loss``, ``approx_kl``, ``clipfrac`` and ``first_ratio_dev`` agree with the engine's to a relative 1e-6 in
-every mode (measured; the test asserts it), and the 12k-token runs measured stayed together to the end. ``pretrain``
-follows the engine's recipe and gives its cached reference bit for bit (on one CPU thread). Not here: other tasks,
-the temperature, sample and multi-sample dropout, length penalties.
+The file reads in that order: the arguments, the task (the engine's vocabulary, prompts, rewards), the tiny GPT-2
+whose dropout masks can be drawn, stored and replayed, sampling, the supervised phase, the maths of the loss, then
+one loop per update with the groups' rewards, the advantages and the clipped update in sight, one row of
+``metrics.csv`` per update under the engine's column names. It imports nothing from the sandbox, and computes what
+the engine computes (``sandbox.train``, ``--algo grpo --env lang:reverse``) op for op, drawing the random numbers in
+the engine's order: ``tests/test_reading.py`` holds its first two updates to the engine's, and says how closely.
+``pretrain`` follows the engine's recipe and gives its cached reference bit for bit. Not here: other tasks, the
+temperature, sample and multi-sample dropout, length penalties.
 """
 
 from __future__ import annotations

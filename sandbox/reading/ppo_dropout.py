@@ -3,25 +3,25 @@
     python sandbox/reading/ppo_dropout.py --env CartPole-v1 --dropout 0.1 --dropout-mode consistent --out runs/r
     python sandbox/reading/ppo_dropout.py --preset cartpole --dropout 0.2 --dropout-mode naive --out runs/n
 
-PPO (Schulman et al. 2017) as CleanRL writes it: the arguments, the vector env, the actor-critic, then one loop per
-update with the rollout, GAE and the clipped update in sight, and one row of ``metrics.csv`` per update under the
-engine's column names (``sandbox/metrics.py``). Dropout follows every hidden activation of the policy (and, with
-``--dropout-value``, of the critic), handled in one of four modes (``MODES``). Before an update's first gradient step
-the policy has not changed, so the ratio r = pi_theta(a|s) / pi_old(a|s) should be exactly 1; ``first_ratio_dev``,
-the mean |r - 1| of the first minibatch, measures what dropout makes of it.
+PPO (Schulman et al. 2017) as CleanRL writes it. Each update collects num_envs * num_steps transitions with the
+current policy pi_old, computes advantages by GAE, then for update_epochs passes over shuffled minibatches minimises::
 
-It imports nothing from the sandbox; ``tests/test_reading.py`` checks it against the engine (``sandbox.train``: the
-same algorithm, made fast). Same settings and seed: it draws the engine's random numbers in the engine's order (torch
-seeded, the envs reset with the seed, the networks initialised, a mask per dropout forward, Gumbel-max noise per
-action, the minibatch permutations), and the first two updates agree (measured in the four modes on the CartPole
-preset, with dropout in the critic too, on Acrobot and on Pendulum's Box actions): ``value_loss``, ``clipfrac`` and
-``entropy`` to a relative 2e-7, ``approx_kl`` and a noisy ``first_ratio_dev`` to 1e-5 (where dropout leaves r = 1
-both read below 1e-8). ``policy_loss``, a mean of terms of size 1 that nearly cancel (values 1e-5 to 1e-2), agrees
-to an absolute 5e-7, a relative 1.2e-3 at worst. Only the last bits differ, by choice: ``torch.tanh`` (the engine's
-is 2 sigmoid(2x) - 1, within 2e-7, several times cheaper on a CPU), torch's ``Categorical`` and ``Normal``, and Adam
-and gradient clipping over the parameter list (the engine's run over one flat copy of all weights). Training
-amplifies last bits: runs part after about 20 updates, and only their statistics agree (final returns over seeds).
-Not here: the KL term to a reference, sample and multi-sample dropout, dropout schedules, checkpoints.
+    L       = -mean[ min(r_t A_t, clip(r_t, 1 - clip_coef, 1 + clip_coef) A_t) ] + vf_coef L_V - ent_coef H[pi_theta]
+    r_t     = pi_theta(a_t | s_t) / pi_old(a_t | s_t)                                             (clipped_surrogate)
+    A_t     = delta_t + gamma gae_lambda A_{t+1},  delta_t = reward_t + gamma V(s_{t+1}) - V(s_t)               (gae)
+    L_V     = 0.5 mean[ max((V - R)^2, (V_old + clip(V - V_old, +-clip_coef) - R)^2) ],  R = A + V_old   (value_loss)
+
+The file reads in that order: the arguments, the vector env, the actor-critic, then one loop per update with the
+rollout, GAE and the clipped update in sight, and one row of ``metrics.csv`` per update under the engine's column
+names (``sandbox/metrics.py``). Dropout follows every hidden activation of the policy (and, with ``--dropout-value``,
+of the critic), handled in one of four modes (``MODES``). Before an update's first gradient step the policy has not
+changed, so r should be exactly 1; ``first_ratio_dev``, the mean |r - 1| of the first minibatch, measures what
+dropout makes of it.
+
+It imports nothing from the sandbox, and draws the engine's random numbers in the engine's order: same settings and
+seed, its first two updates agree with ``sandbox.train``'s (``tests/test_reading.py`` holds them to it, and says how
+closely and why not to the last bit). Not here: the KL term to a reference, sample and multi-sample dropout, dropout
+schedules, checkpoints.
 
 Two traps it avoids:
 - the log-probability stored for an action must come from the forward pass that chose it: with dropout at rollout,

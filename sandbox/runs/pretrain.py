@@ -168,3 +168,28 @@ def _load_or_pretrain(task: Task, pc: PretrainConfig, progress: bool, force: boo
     torch.save({"model_config": dataclasses.asdict(model.cfg), "state_dict": model.state_dict(), "stats": stats}, tmp)
     os.replace(tmp, path)  # atomic: parallel runs may race to write the same entry, never half of it
     return model, {**stats, "cached": str(path), "from_cache": False}
+
+
+def show_reference(task: Task, env: str, steps: int, progress: bool = True, force: bool = False) -> None:
+    """``sandbox pretrain``: the reference of ``task`` (``env``, its ``lang:NAME``) with ``steps`` supervised steps,
+    loaded from the cache or pretrained and cached (:func:`load_reference`), then printed: where it is, its training,
+    its mean reward, and four of its completions (prompts and sampling seeded with 1)."""
+    from ..envs.lang_tasks import completion_tokens, decode
+
+    model, stats = load_reference(task, PretrainConfig(steps=steps), progress=progress, force=force)
+    prompts, infos = task.sample(4, np.random.default_rng(1))
+    torch.manual_seed(1)
+    completions, _ = sample(model, torch.from_numpy(prompts), task.max_new_tokens)
+    how = "loaded from the cache" if stats["from_cache"] else "pretrained and cached"
+    print(f"{env}: reference {how}: {stats['cached']}")
+    print(
+        f"  supervised steps {stats['steps']}, {stats['seconds']:.1f} s of training, "
+        f"final loss {stats['final_loss']:.3f}"
+    )
+    print(
+        f"  reference mean reward {stats['reference_reward']:.3f} (task threshold {task.threshold}), "
+        f"ends with <eos> {stats['reference_eos_rate']:.0%}"
+    )
+    for p, c, info in zip(prompts, completions.numpy(), infos):
+        words = completion_tokens(c)
+        print(f"  {decode(p):<28} -> {decode(words):<20} reward {task.reward(info, words):.2f}")

@@ -201,6 +201,7 @@ def _fixed(groups) -> list[str]:
 
 def _markdown(title: str, runs, groups, table: pd.DataFrame, baseline: str, pictures) -> str:
     with_kl = bool(np.isfinite(table.kl_ref_first).any())
+    with_critic = bool(np.isfinite(table.first_value_dev).any())  # some group has a critic (PPO, not GRPO)
     final_header, final_rows = _final_rows(table)
     lines = [
         f"# {title}",
@@ -235,10 +236,14 @@ def _markdown(title: str, runs, groups, table: pd.DataFrame, baseline: str, pict
         "## Mechanism: the ratio before any update",
         "",
         _table(
-            ["group", "first_ratio_dev", "first_clipfrac", "surrogate_var"]
+            ["group", "first_ratio_dev"]
+            + (["first_value_dev"] if with_critic else [])
+            + ["first_clipfrac", "surrogate_var"]
             + (["kl_ref first update", "kl_ref last update"] if with_kl else []),
             [
-                [r.group, _fmt(r.first_ratio_dev, ".4f"), _fmt(r.first_clipfrac, ".3f"), _fmt(r.surrogate_var)]
+                [r.group, _fmt(r.first_ratio_dev, ".4f")]
+                + ([_fmt(r.first_value_dev, ".4f")] if with_critic else [])
+                + [_fmt(r.first_clipfrac, ".3f"), _fmt(r.surrogate_var)]
                 + ([_fmt(r.kl_ref_first), _fmt(r.kl_ref_last)] if with_kl else [])
                 for r in table.itertuples()
             ],
@@ -248,6 +253,12 @@ def _markdown(title: str, runs, groups, table: pd.DataFrame, baseline: str, pict
         "step: 0 when the update sees the network that acted (dropout off, consistent), dropout noise "
         "otherwise.",
     ]
+    if with_critic:
+        lines += [
+            "first_value_dev = mean |V - V_old| of the critic over the same minibatch, before any gradient step: "
+            "the critic's first_ratio_dev, 0 when the update sees the critic that valued the states (dropout off, "
+            "consistent, dropout in the policy only), dropout noise in the critic otherwise (- : no critic)."
+        ]
     if with_kl:
         lines += [
             "kl_ref = KL of the sampling policy to the frozen reference (--ref, else the initial policy or "

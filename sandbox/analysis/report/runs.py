@@ -190,10 +190,10 @@ def describe_fixed(groups: list[Group], limit: int | None = None) -> str:
     dropout=0.2, dropout_value=True, dropout_policy=False; preset cartpole, total_steps=30000"`` (a preset whose
     values, its env and budget aside, every group shares is named instead of them); "" when there are none.
     ``limit``: at most that many characters (a figure's title), the rest as "..."."""
-    from ...config import GROUPS, PRESETS
+    from ...config import PRESETS, SECTIONS
 
     fixed, with_dropout = fixed_settings(groups)
-    first = [f.name for name in ("dropout", "variants", "kl") for f in dataclasses.fields(GROUPS[name])]
+    first = [f.name for name in ("dropout", "variants", "kl") for f in dataclasses.fields(SECTIONS[name])]
     order = sorted(fixed, key=lambda k: first.index(k) if k in first else len(first))
     shared = [
         (name, {k: v for k, v in values.items() if k not in ("env", "total_steps")}) for name, values in PRESETS.items()

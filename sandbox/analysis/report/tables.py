@@ -188,6 +188,8 @@ def _describe(g: Group) -> dict:
         "surrogate_var": float(m["surrogate_var"].mean()),
         "kl_ref_first": _mean_of(g, lambda m: m["kl_ref"].iloc[0]),
         "kl_ref_last": _mean_of(g, lambda m: m["kl_ref"].iloc[-1]),
+        # added later, so last: NaN without a critic (GRPO) and for runs written before the column existed
+        "first_value_dev": float(m["first_value_dev"].mean()) if "first_value_dev" in m else math.nan,
     }
 
 
