@@ -15,6 +15,7 @@ the times a student reads are the ones measured. Exit code 1 if any claim was co
 
     python tools/course_check.py                  # every lesson, seed sets 1 and 2, FAST timing
     python tools/course_check.py 00 03 --seed-sets 2 --no-fast   # two lessons, set 2 only: nothing written
+    python tools/course_check.py 00 03 & python tools/course_check.py 04 05   # two cores: each merges its lessons
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: run one check at a time
+    fcntl = None
 
 import jupytext
 import nbformat
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {"lessons": {}}
-    failed, checked = [], 0
+    failed, checked, ran = [], 0, {}
     for lesson in lessons(args.lessons):
         entry = dict(timings["lessons"].get(lesson.stem, {}))
         passes = [(f"seed set {k}", {"SANDBOX_FAST": "0", "SANDBOX_SEED_SET": str(k)}) for k in args.seed_sets]
@@ -223,9 +229,26 @@ def main(argv: list[str] | None = None) -> int:
                 entry.update(seed_set_2_s=run["wall_s"], seed_set_2_cpu_s=run["cpu_s"], seed_set_2_claims=counts)
             elif name == "FAST":
                 entry.update(fast_s=run["wall_s"])
-        timings["lessons"][lesson.stem] = entry
+        ran[lesson.stem] = entry
         if {"full_s", "fast_s"} <= entry.keys() and not rewrite_running_time(lesson, entry):
             print(f"    note: {lesson.stem} has no generated 'Running time' paragraph; its own was left as it is")
+    with open(Path(tempfile.gettempdir()) / "sandbox-course-check.lock", "a") as lock:  # two checks may end together
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        write_timings(ran)
+    print(
+        f"course-check: {duration(time.perf_counter() - start)}; "
+        + (f"FAILED: {', '.join(failed)}" if failed else f"every claim held ({checked} checked)")
+    )
+    return 1 if failed else 0
+
+
+def write_timings(ran: dict[str, dict]) -> None:
+    """Merge the entries of the lessons this check ran into timings.json as it is now (another check, of other
+    lessons, may have written it since this one started), then restate the course map if every lesson is in."""
+    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {"lessons": {}}
+    timings["lessons"].update(ran)
+    timings["lessons"] = dict(sorted(timings["lessons"].items()))
     course = course_wide(timings)
     if course is not None:  # every lesson checked on one machine and date: the course map says which
         timings["course"] = course
@@ -233,11 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         timings.pop("course", None)
     TIMINGS.write_text(json.dumps(timings, indent=1) + "\n")
-    print(
-        f"course-check: {duration(time.perf_counter() - start)}; "
-        + (f"FAILED: {', '.join(failed)}" if failed else f"every claim held ({checked} checked)")
-    )
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":
