@@ -92,9 +92,11 @@ notebooks: setup
 # checked and thrown away, SANDBOX_FAST=1 is timed; the times go to notebooks/timings.json, each lesson's "Running
 # time" paragraph and the course map (notebooks/README.md). Run it before any commit that changes a lesson's outputs.
 # See tools/course_check.py (it takes lesson numbers: `.venv/bin/python tools/course_check.py 03 --seed-sets 2`).
+# COURSE_JOBS checks run at once, each on its share of the lessons (a lesson mostly uses one core): 1 on a busy machine.
+COURSE_JOBS ?= 2
 course-check: setup
 	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
-	$(BIN)/python tools/course_check.py
+	$(BIN)/python tools/course_check.py --jobs $(COURSE_JOBS)
 
 # The course website (Sphinx, MyST-NB, sphinx-book-theme; docs/conf.py), offline: the lessons with their committed
 # outputs (never executed here), the homework, the user guide (docs/guide), reference pages generated from the code

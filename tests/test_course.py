@@ -195,3 +195,26 @@ def test_course_check_names_an_unknown_lesson_in_one_line(course_dir):
     check, _, _ = course_dir
     with pytest.raises(SystemExit, match=r"^course-check: no lesson 42; lessons: 00_x$"):
         check.main(["42"])
+
+
+def test_two_checks_of_different_lessons_merge_their_times_and_shares_balance(course_dir):
+    """Two checks sharing a machine (``--jobs 2``, or two commands): each writes only the lessons it ran into
+    timings.json as it stands when it ends, so the second to end keeps the first's; the shares split the lessons
+    longest first by their measured full-mode times."""
+    import json
+
+    check, where, _ = course_dir
+    lesson = (where / "00_x.py").read_text().replace("Lesson 00", "Lesson 01")
+    (where / "01_y.py").write_text(lesson)
+    import jupytext
+
+    jupytext.write(jupytext.read(where / "01_y.py"), where / "01_y.ipynb")
+    other = {"full_s": 1.0, "fast_s": 1.0, "machine": "elsewhere", "date": "1999-01-01"}
+    (where / "timings.json").write_text(json.dumps({"lessons": {"01_y": other}}))
+    assert check.main(["00"]) == 0  # began before the other ended: its entry is kept, not overwritten
+    lessons = json.loads((where / "timings.json").read_text())["lessons"]
+    assert lessons["01_y"] == other and lessons["00_x"]["full_s"] == 60.0
+    assert "course" not in json.loads((where / "timings.json").read_text())  # two machines: no course statement
+    paths = check.lessons([])
+    assert check.shares(paths, 2) == [[paths[0]], [paths[1]]]  # 00 (60 s) and 01 (1 s): one each
+    assert check.shares(paths, 1) == [paths] and check.shares(paths[:1], 4) == [paths[:1]]

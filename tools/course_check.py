@@ -15,7 +15,7 @@ the times a student reads are the ones measured. Exit code 1 if any claim was co
 
     python tools/course_check.py                  # every lesson, seed sets 1 and 2, FAST timing
     python tools/course_check.py 00 03 --seed-sets 2 --no-fast   # two lessons, set 2 only: nothing written
-    python tools/course_check.py 00 03 & python tools/course_check.py 04 05   # two cores: each merges its lessons
+    python tools/course_check.py --jobs 2         # every lesson, on two cores: two checks, each on half the time
 """
 
 from __future__ import annotations
@@ -189,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-sets", nargs="+", type=int, default=[1, 2], help="full-mode seed sets (1 writes)")
     parser.add_argument("--no-fast", action="store_true", help="skip timing SANDBOX_FAST=1")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds a cell may take")
+    parser.add_argument("--jobs", type=int, default=1, help="checks at once, each on its share of the lessons")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    if args.jobs > 1:
+        return in_parallel(lessons(args.lessons), args, argv if argv is not None else sys.argv[1:])
     from sandbox.bench.common import machine
 
     start = time.perf_counter()
@@ -241,6 +246,35 @@ def main(argv: list[str] | None = None) -> int:
         + (f"FAILED: {', '.join(failed)}" if failed else f"every claim held ({checked} checked)")
     )
     return 1 if failed else 0
+
+
+def shares(chosen: list[Path], jobs: int) -> list[list[Path]]:
+    """The lessons split into ``jobs`` shares of about equal time: the longest first, each to the share with the
+    least so far, by the full-mode times in timings.json (a lesson never timed counts as the longest)."""
+    timed = json.loads(TIMINGS.read_text())["lessons"] if TIMINGS.exists() else {}
+    cost = {p: timed.get(p.stem, {}).get("full_s", 1e9) + timed.get(p.stem, {}).get("seed_set_2_s", 0) for p in chosen}
+    parts: list[list[Path]] = [[] for _ in range(min(jobs, len(chosen)))]
+    totals = [0.0] * len(parts)
+    for lesson in sorted(chosen, key=cost.get, reverse=True):
+        i = totals.index(min(totals))
+        parts[i].append(lesson)
+        totals[i] += cost[lesson]
+    return [sorted(part) for part in parts]
+
+
+def in_parallel(chosen: list[Path], args: argparse.Namespace, argv: list[str]) -> int:
+    """Run one check per share of the lessons, each in a process of its own (one lesson at a time each: a lesson's
+    own runs mostly use one core), their output interleaved line by line; 1 if any of them failed."""
+    import subprocess
+
+    options = [a for a in argv if not any(a == p.stem or p.stem.startswith(f"{a}_") for p in lessons([]))]
+    j = options.index("--jobs") if "--jobs" in options else None
+    options = options[:j] + options[j + 2 :] if j is not None else [a for a in options if not a.startswith("--jobs=")]
+    children = [
+        subprocess.Popen([sys.executable, __file__, *[p.stem for p in part], *options])
+        for part in shares(chosen, args.jobs)
+    ]
+    return max(child.wait() for child in children)
 
 
 def write_timings(ran: dict[str, dict]) -> None:
