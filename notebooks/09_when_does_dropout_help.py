@@ -36,8 +36,8 @@
 # **Assumes** lesson 03 (the four modes, `first_ratio_dev`, `first_clipfrac`) and lesson 04 (Hedges' g, permutation
 # tests, Holm's correction, the four words, why five seeds are the least for a verdict).
 #
-# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 9 s
-# of wall time, 8 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (a check that the notebook works:
+# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 6 s
+# of wall time, 5 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 7 s (a check that the notebook works:
 # what it trains is tiny, and its numbers mean nothing). The committed outputs are those of that full run.
 #
 # The lesson trains nothing, so full mode and `SANDBOX_FAST=1` do the same: it reads the committed studies in

@@ -98,6 +98,17 @@ def test_running_time_is_the_one_course_check_measured(lesson):
     )
 
 
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_committed_outputs_come_from_the_code_as_it_is(lesson):
+    """Every commit that changes a lesson's code runs its course-check (the outputs, the claims on two seed sets, the
+    times): a lesson whose code cells differ from those course-check ran fails here, naming the command."""
+    entry = json.loads(TIMINGS.read_text())["lessons"].get(lesson.stem, {}) if TIMINGS.exists() else {}
+    assert entry.get("code_sha256") == _course_check().code_hash(lesson), (
+        f"{lesson.stem}'s code changed since its course-check: run .venv/bin/python tools/course_check.py "
+        f"{lesson.stem[:2]} (or make course-check) and commit what it writes"
+    )
+
+
 IMAGE_LINK = re.compile(r"!\[[^]]*\]\(([^)\s]+)\)")
 
 

@@ -90,6 +90,16 @@ def execute(path: Path, env: dict[str, str], timeout: int) -> tuple[nbformat.Not
     return nb, {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "claims": claims, "error": error}
 
 
+def code_hash(lesson: Path) -> str:
+    """SHA-256 of the lesson's code cells (from its ``.py``), the part that decides its outputs and its claims: the
+    committed outputs stand for the code that made them only while this hash is the one timings.json recorded (a
+    prose edit changes no output and needs no new check; a changed code cell does)."""
+    import hashlib
+
+    cells = jupytext.read(lesson.with_suffix(".py")).cells
+    return hashlib.sha256("\n\n".join(c.source for c in cells if c.cell_type == "code").encode()).hexdigest()
+
+
 def tally(claims: list[dict]) -> dict[str, int]:
     return {s: sum(c["status"] == s for c in claims) for s in ("held", "contradicted", "skipped")}
 
@@ -129,7 +139,17 @@ def rewrite_running_time(lesson: Path, entry: dict) -> bool:
     return True
 
 
-PASSES = ("full_s", "full_cpu_s", "seed_set_2_s", "seed_set_2_cpu_s", "fast_s", "load", "machine", "date")
+PASSES = (
+    "full_s",
+    "full_cpu_s",
+    "seed_set_2_s",
+    "seed_set_2_cpu_s",
+    "fast_s",
+    "load",
+    "machine",
+    "date",
+    "code_sha256",
+)
 """What a lesson's entry in timings.json holds once every pass of it succeeded."""
 
 
@@ -151,6 +171,7 @@ def course_wide(timings: dict) -> dict | None:
         "machine": first["machine"],
         "date": first["date"],
         "load_range": [min(loads), max(loads)],
+        "jobs": max(e.get("jobs", 1) for e in entries.values()),
         "full_s": round(full, 1),
         "seed_set_2_s": round(again, 1),
         "fast_s": round(fast, 1),
@@ -165,10 +186,14 @@ def rewrite_course_map(course: dict, timings: dict) -> None:
         row = re.compile(r"^(\| \[[^]]*\]\(" + re.escape(stem) + r"\.ipynb\) \|[^|]*\| )([^|]*)( \|)", re.MULTILINE)
         text = row.sub(lambda m, e=entry: m.group(1) + duration(e["full_s"]) + m.group(3), text)
     low, high = course["load_range"]
-    busy = "a busy machine, so the times are long" if high > 1.5 else "a quiet machine"
+    jobs = course.get("jobs", 1)
+    own = "no more than the check's own processes make"  # a lesson runs at most two processes at a time
+    busy = "a busy machine, so the times are long" if high > 2 * jobs + 0.5 else own
+    at_once = f"{jobs} checks at once, " if jobs > 1 else ""
     block = textwrap.fill(
         f"Every lesson's committed outputs, and the times above, come from `make course-check` on {course['date']}, "
-        f"on {course['machine']} (load average {low:.1f} to {high:.1f} when the lessons started: {busy}). Full mode "
+        f"on {course['machine']} ({at_once}load average {low:.1f} to {high:.1f} when the lessons started: {busy}). "
+        "Full mode "
         f"took {duration(course['full_s'])} for the {len(timings['lessons'])} lessons, the second seed set "
         f"(`SANDBOX_SEED_SET=2`, claims checked, outputs not kept) {duration(course['seed_set_2_s'])}, and "
         f"`SANDBOX_FAST=1` {duration(course['fast_s'])}: the whole check {duration(course['total_s'])}.",
@@ -229,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "seed set 1":
                 nbformat.write(nb, lesson)  # the committed outputs: only from a run that contradicted nothing
                 entry.update(full_s=run["wall_s"], full_cpu_s=run["cpu_s"], claims=counts, load=round(load, 1))
+                entry.update(code_sha256=code_hash(lesson), jobs=int(os.environ.get("COURSE_CHECK_JOBS", "1")))
                 entry.update(machine=machine(), date=dt.date.today().isoformat())
             elif name == "seed set 2":
                 entry.update(seed_set_2_s=run["wall_s"], seed_set_2_cpu_s=run["cpu_s"], seed_set_2_claims=counts)
@@ -271,7 +297,10 @@ def in_parallel(chosen: list[Path], args: argparse.Namespace, argv: list[str]) -
     j = options.index("--jobs") if "--jobs" in options else None
     options = options[:j] + options[j + 2 :] if j is not None else [a for a in options if not a.startswith("--jobs=")]
     children = [
-        subprocess.Popen([sys.executable, __file__, *[p.stem for p in part], *options])
+        subprocess.Popen(
+            [sys.executable, __file__, *[p.stem for p in part], *options],
+            env={**os.environ, "COURSE_CHECK_JOBS": str(args.jobs)},
+        )
         for part in shares(chosen, args.jobs)
     ]
     return max(child.wait() for child in children)
