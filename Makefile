@@ -17,7 +17,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # resolution from pyproject.toml and constraints.txt (`make lock`). Every install uses it: here, environment.yml, CI.
 LOCK   := requirements.lock
 
-.PHONY: setup test check durations test-slow lint demo bench notebooks docs docs-check lock lock-check clean
+.PHONY: setup test check durations test-slow lint demo bench notebooks course-check docs docs-check lock lock-check clean
 
 setup: $(STAMP)
 
@@ -86,6 +86,17 @@ notebooks: setup
 	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200 $$nb || exit 1; \
 	done
+
+# Every lesson in full mode on this machine, its claims checked (sandbox/analysis/course.py): seed set 1 writes the outputs into
+# the .ipynb (only from a run that contradicted no sentence), seed set 2 (SANDBOX_SEED_SET=2, disjoint seeds) is
+# checked and thrown away, SANDBOX_FAST=1 is timed; the times go to notebooks/timings.json, each lesson's "Running
+# time" paragraph and the course map (notebooks/README.md). Run it before any commit that changes a lesson's outputs.
+# See tools/course_check.py (it takes lesson numbers: `.venv/bin/python tools/course_check.py 03 --seed-sets 2`).
+# COURSE_JOBS checks run at once, each on its share of the lessons (a lesson mostly uses one core): 1 on a busy machine.
+COURSE_JOBS ?= 2
+course-check: setup
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
+	$(BIN)/python tools/course_check.py --jobs $(COURSE_JOBS)
 
 # The course website (Sphinx, MyST-NB, sphinx-book-theme; docs/conf.py), offline: the lessons with their committed
 # outputs (never executed here), the homework, the user guide (docs/guide), reference pages generated from the code

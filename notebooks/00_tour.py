@@ -12,10 +12,15 @@
 # **Assumes.** Python and a little pandas; what an environment, a policy, an episode and a return are. No PPO
 # knowledge: lessons 01 (advantages) and 02 (the clipped surrogate) take it apart, lesson 03 adds dropout.
 #
-# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
-# takes about twice as long; `make notebooks`, 2026-11-29): full mode 57 s of wall time,
-# 57 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 8 s (tiny runs that only check the notebook works:
-# their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 1.7
+# min (105 s) of wall time, 1.6 min (96 s) of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 7 s (a check
+# that the notebook works: what it trains is tiny, and its numbers mean nothing). The committed outputs are those of
+# that full run.
+#
+# **Reading the numbers.** A sentence with a number of a run in it is printed by a cell, from the run you made: run
+# the lesson on your laptop and those sentences change with your numbers. A sentence that must hold on any run is
+# checked by the cell under it (`sandbox.analysis.course.claim`), which stops the lesson, naming the sentence, if your run
+# contradicts it.
 
 # %%
 import json
@@ -29,6 +34,7 @@ from IPython.display import Image, display
 
 import sandbox
 from sandbox import stats
+from sandbox.analysis import course
 from sandbox.runs.evaluate import evaluate
 from sandbox.plots import OTHER_COLORS, use_style
 from sandbox.runs.rundir import checkpoint_path
@@ -36,10 +42,10 @@ from sandbox.runs.rundir import checkpoint_path
 use_style()
 FAST = os.environ.get("SANDBOX_FAST") == "1"
 STEPS = 4_096 if FAST else 100_000  # the preset's budget: 100k environment steps
-SEEDS = [0, 1] if FAST else [0, 1, 2, 3, 4, 5]
+SEEDS = course.seeds(2 if FAST else 6)  # [0, ..., 5]; SANDBOX_SEED_SET=2 shifts them to [1000, ..., 1005]
 EARLY = 5 if FAST else 10  # a checkpoint every EARLY updates: section 4 watches the first one
 RUNS = Path("runs") / "lesson00"  # run directories, next to this notebook (git ignores runs/)
-print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps")
+print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps ({course.seed_names(SEEDS)})")
 
 # %% [markdown]
 # ## 1. One run
@@ -59,7 +65,7 @@ print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps")
 cfg = sandbox.preset(
     "cartpole",
     dropout_mode="off",
-    seed=0,
+    seed=SEEDS[0],
     total_steps=STEPS,
     out=str(RUNS / "seed0"),
     overwrite=True,
@@ -93,7 +99,7 @@ print(json.dumps(summary, indent=1))
 # or `sandbox.metrics.METRICS`). Three groups to know now: *progress* (`env_steps`, `ep_return_mean`, `ep_len_mean`),
 # *what the update did* (`approx_kl`, `clipfrac`, `entropy`, `explained_var`: lessons 01-02), and *the schedule*
 # (`lr`, `clip_coef`). `first_ratio_dev` comes first because it is the sandbox's central measurement: lesson 03. (An
-# `explained_var` below 0, as in some rows below, is not a bug: lesson 01, section 4.)
+# `explained_var` below 0, if a row below shows one, is not a bug: lesson 01, section 4.)
 
 # %%
 metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -122,7 +128,23 @@ plt.show()
 # Left: the dotted line is the threshold, the dashed one `solved_at_steps`. Middle: CartPole has two actions, so a
 # uniform policy has entropy ln 2 = 0.69 nats; the policy becomes more certain as it learns. Right: the preset decays
 # the learning rate and the clip range to 0 by the last update, so late updates barely move the policy.
-#
+
+# %%
+course.claim(
+    "the policy becomes more certain as it learns",
+    metrics.entropy.iloc[-10:].mean() < metrics.entropy.iloc[:10].mean(),
+    f"entropy {metrics.entropy.iloc[:10].mean():.3f} over the first 10 updates, "
+    f"{metrics.entropy.iloc[-10:].mean():.3f} over the last 10",
+)
+straight = 1 - (metrics["update"] - 1) / len(metrics)  # 1 at the first update, 1 / updates at the last
+course.claim(
+    "the preset decays the learning rate and the clip range to 0 by the last update",
+    np.allclose(metrics.lr / metrics.lr.iloc[0], straight) and np.allclose(metrics.clip_coef / 0.2, straight),
+    f"lr / 1e-3 from {metrics.lr.iloc[0] / 1e-3:.3f} to {metrics.lr.iloc[-1] / 1e-3:.3f} over {len(metrics)} updates",
+    outcome=False,
+)
+
+# %% [markdown]
 # ### `episodes.csv`: one row per finished episode
 #
 # `env_steps, wall_s, return, length`. `ep_return_mean` in `metrics.csv` is the rolling mean of the last 20 of these,
@@ -150,15 +172,31 @@ plt.show()
 # Early on, episodes are short and many finish in every rollout; later each one lasts up to 500 steps and they thin
 # out. Once the policy balances the pole, episodes are cut at 500 steps by CartPole's time limit: the episode is
 # *truncated*, not terminated. Lesson 01 shows why PPO must tell the two apart.
-#
+
+# %%
+quarter = max(len(episodes) // 4, 1)
+course.claim(
+    "early on, episodes are short; later each one lasts up to 500 steps",
+    episodes.length.iloc[-quarter:].mean() > episodes.length.iloc[:quarter].mean() and episodes.length.max() <= 500,
+    f"mean length {episodes.length.iloc[:quarter].mean():.0f} over the first quarter of the episodes, "
+    f"{episodes.length.iloc[-quarter:].mean():.0f} over the last; longest {episodes.length.max()}",
+)
+course.claim(
+    "the solved step recomputed from episodes.csv is summary.json's",
+    recomputed == summary["solved_at_steps"],
+    f"{recomputed} and {summary['solved_at_steps']}",
+    outcome=False,
+)
+
+# %% [markdown]
 # ## 3. How much do seeds differ?
 #
 # The seed sets the network's initial weights, the environments' starting states and every random draw. Same code,
-# same settings, different seeds: how different are the runs? Seed 0 is the run above; the others write no run
-# directory (`out` is not set) and return the same `RunResult`.
+# same settings, different seeds: how different are the runs? The first seed is the run above; the others write no
+# run directory (`out` is not set) and return the same `RunResult`.
 
 # %%
-results = {0: result}
+results = {SEEDS[0]: result}
 for seed in SEEDS[1:]:
     results[seed] = sandbox.train(cfg.replace(seed=seed, out=None, save_every=0))
 table = pd.DataFrame(
@@ -213,33 +251,60 @@ print(
 print(f"permutation test p = {c.p_value:.2f}; verdict: {stats.verdict(c, c.p_value, higher_is_better=False)}")
 
 # %% [markdown]
-# Identical settings, yet the two groups' means differ; the test knows that seed-to-seed spread this large makes such
-# a gap unremarkable, and with three seeds per group `verdict` refuses to call it either way. Every later lesson
-# compares settings the same way, and says "too few seeds for a verdict" when that is the honest answer.
-#
+# Identical settings, yet the two groups' means differ (by how much in your run: the lines above); with three seeds
+# per group `verdict` refuses to call it either way, whatever the numbers. Every later lesson compares settings the
+# same way, and says "too few seeds for a verdict" when that is the honest answer.
+
+# %%
+course.claim(
+    "with three seeds per group `verdict` refuses to call it either way",
+    stats.verdict(c, c.p_value).startswith("too few seeds"),
+    f"{c.n_x} against {c.n_y} seeds: {stats.verdict(c, c.p_value)!r}",
+    outcome=False,
+)
+
+# %% [markdown]
 # ## 4. Watch the policy
 #
 # `sandbox.runs.evaluate.evaluate` (the command line's `sandbox eval runs/lesson00/seed0 --gif x.gif`) plays episodes
 # with the saved policy and reports the mean and spread of the return; with `gif=` it also draws the first episode.
-# First the checkpoint after 10 updates (2,560 steps), then the final `policy.pt`. The GIFs are cut at 100 frames
-# (2 seconds of CartPole) to keep this notebook small.
+# First the checkpoint after 10 updates (2,560 steps; 5 in FAST mode), then the final `policy.pt`, each playing 10
+# episodes from the seed set's first seed. The GIFs are cut at 100 frames (2 seconds of CartPole) to keep this
+# notebook small.
 
 # %% mystnb={"image": {"alt": "Animation of the first evaluation episode of the policy saved after 10 updates (at most 100 frames): a cart on a track with a pole hinged on top, which the policy lets lean further and further."}}
 early = checkpoint_path(run_dir, EARLY)  # runs/lesson00/seed0/checkpoints/update-000010.pt
-before = evaluate(early, episodes=10, gif=RUNS / "early.gif", gif_max_frames=100)
+before = evaluate(early, episodes=10, seed=SEEDS[0], gif=RUNS / "early.gif", gif_max_frames=100)
 display(Image(filename=str(RUNS / "early.gif"), embed=True))
 
 # %% mystnb={"image": {"alt": "Animation of the first evaluation episode of the trained policy (at most 100 frames): the cart makes small pushes left and right and the pole stays upright."}}
-after = evaluate(run_dir, episodes=10, gif=RUNS / "final.gif", gif_max_frames=100)
+after = evaluate(run_dir, episodes=10, seed=SEEDS[0], gif=RUNS / "final.gif", gif_max_frames=100)
 display(Image(filename=str(RUNS / "final.gif"), embed=True))
 
 # %% [markdown]
 # After 10 updates the policy lets the pole lean further and further until it passes 12 degrees, where CartPole
-# ends the episode: it *terminates* (after 29 steps in the first episode here; the printed line gives the mean over
-# 10 episodes). The trained policy keeps the pole upright with small pushes left and right, for all 500 steps of
-# every episode: its episodes are *truncated* by the time limit. (`evaluate` runs the network without dropout and
-# samples actions; `deterministic=True` takes the most likely action instead.)
-#
+# ends the episode: it *terminates*. The trained policy keeps the pole upright with small pushes left and right, for
+# all 500 steps of every episode: its episodes are *truncated* by the time limit. (`evaluate` runs the network without
+# dropout and samples actions; `deterministic=True` takes the most likely action instead.)
+
+# %%
+course.say(
+    f"""In this run, the policy after {EARLY} updates kept the pole up for {before["lengths"][0]} steps in its first
+    episode (the one drawn above) and {np.mean(before["lengths"]):.0f} on average over its 10 episodes; the trained
+    policy's episodes lasted {course.span(after["lengths"])} steps."""
+)
+course.claim(
+    "after 10 updates the policy lets the pole fall: its episodes terminate",
+    max(before["lengths"]) < 500,
+    f"episode lengths {before['lengths']}",
+)
+course.claim(
+    "the trained policy keeps the pole upright for all 500 steps of every episode",
+    min(after["lengths"]) == 500,
+    f"episode lengths {after['lengths']}",
+)
+
+# %% [markdown]
 # ## Check yourself
 #
 # 1. Which file tells you whether a run finished, and why is it written last?
@@ -258,7 +323,7 @@ display(Image(filename=str(RUNS / "final.gif"), embed=True))
 # 3. The steps get smaller and smaller: late updates barely change the policy, which also protects a solved policy
 #    from being knocked off by one bad batch. It also means the budget (`total_steps`) changes the schedule: the same
 #    seed with another budget is a different run.
-# 4. You cannot say. Section 3 showed that seeds of the *same* settings spread over a range like this one; with three
+# 4. You cannot say. Section 3 showed that seeds of the *same* settings spread widely; with three
 #    seeds per group `stats.verdict` gives no verdict, and a permutation test of 3 against 3 cannot reach p < 0.1.
 # 5. Truncated: CartPole-v1 stops every episode at 500 steps, but the pole was still up, so the state was not
 #    terminal. Value estimates must treat it as "the future was cut off", not "there was no future" (lesson 01).

@@ -13,10 +13,14 @@
 # **Assumes.** Lesson 00 (a run and its metrics) and lesson 01 (advantages). The policy gradient idea: raise the
 # probability of actions with positive advantage, lower it for negative ones.
 #
-# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
-# takes about twice as long; `make notebooks`, 2026-11-29): full mode 1.7 min (102 s) of
-# wall time, 102 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (tiny runs that only check the
-# notebook works: their numbers mean nothing). The committed outputs are those of a full run.
+# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 3.0
+# min (182 s) of wall time, 3.0 min (180 s) of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 9 s (a check
+# that the notebook works: what it trains is tiny, and its numbers mean nothing). The committed outputs are those of
+# that full run.
+#
+# **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
+# lesson, naming the sentence, if your run contradicts it.
 #
 # **Read along:** first the reading edition, `sandbox/reading/ppo_dropout.py`, PPO in one file: its
 # `clipped_surrogate`, and its update loop (epochs, minibatches, `approx_kl`, `clipfrac`, `target_kl`), both printed
@@ -38,13 +42,15 @@ import torch
 
 import sandbox
 from sandbox import maths, reading, stats
+from sandbox.analysis import course
 from sandbox.plots import OTHER_COLORS, use_style
 
 use_style()
 FAST = os.environ.get("SANDBOX_FAST") == "1"
+CI = "difference [CI at the verdict's level]"  # sandbox.stats' tables: the interval the verdict used
 STEPS = 4_096 if FAST else 60_000
-SEEDS = [0] if FAST else [0, 1, 2, 3, 4]
-print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps per setting")
+SEEDS = course.seeds(1 if FAST else 5)  # [0, ..., 4]; SANDBOX_SEED_SET=2 shifts them to [1000, ..., 1004]
+print(f"FAST={FAST}: {len(SEEDS)} seeds of {STEPS:,} steps per setting ({course.seed_names(SEEDS)})")
 
 # %% [markdown]
 # ## 1. The objective against the ratio
@@ -123,7 +129,7 @@ class RecordingLoss:
 
 base = sandbox.preset("cartpole", dropout_mode="off", total_steps=STEPS, quiet=True)
 recorder = RecordingLoss()
-run0 = sandbox.train(base.replace(seed=0), maths=sandbox.Maths(ppo_loss=recorder))
+run0 = sandbox.train(base.replace(seed=SEEDS[0]), maths=sandbox.Maths(ppo_loss=recorder))
 E = base.update_epochs
 print(f"{len(recorder.calls)} minibatch steps = {len(run0.metrics)} updates x {E} epochs")
 
@@ -179,19 +185,47 @@ print(
 )
 
 # %% [markdown]
-# In update 40 (the clip range is 0.167 by then) every ratio starts at exactly 1: in epoch 1 the policy has not
-# moved. The spread grows epoch by epoch; from epoch 7 some samples are outside the band, 12.5% at epoch 11, then the
-# spread narrows for a few epochs and widens again in the last ones (5% outside at epoch 20). The two curves on the
-# right differ: `clipfrac` counts every sample outside the band, but only those on the clipped side (A > 0 above the
-# band, A < 0 below it: 8.2% at epoch 11) lose their gradient. The other 34% of those outside are on the unclipped
-# side and keep their full gradient, which points back towards the band. (The mean of the per-epoch fractions
-# matches `metrics.csv`'s `clipfrac`, 0.032 for this update, to 3e-8: printed above.)
-#
+# In the update drawn above every ratio starts at 1 (up to float rounding): in epoch 1 the policy has not moved.
+# The spread grows over the epochs, and samples leave the band. The two curves on the right differ: `clipfrac` counts
+# every sample outside the band, but only those on the clipped side (A > 0 above the band, A < 0 below it) lose
+# their gradient. The others outside are on the unclipped side and keep their full gradient, which points back
+# towards the band. The mean of the per-epoch fractions is `metrics.csv`'s `clipfrac` for the update (all three
+# checked below).
+
+# %%
+outside_epochs = [e + 1 for e in range(E) if in_u.outside[e] > 0]
+course.say(
+    f"""In this run's update {U} (clip range {clip_u:.3f}): samples are outside the band from epoch
+{outside_epochs[0] if outside_epochs else "none"} on; the most, {in_u.outside[peak]:.1%}, at epoch {peak + 1}, of which
+{active:.1%} with the clip active and the other {1 - active / in_u.outside[peak] if in_u.outside[peak] else 0:.0%} on the
+unclipped side; {in_u.outside[E - 1]:.1%} outside at epoch {E}. `clipfrac` in `metrics.csv`:
+{run0.metrics.clipfrac.iloc[U - 1]:.3f}."""
+)
+course.claim(
+    "every ratio starts at 1 in epoch 1 (up to float rounding)",
+    max(float(np.abs(recorder.calls[u * E][0] - 1).max()) for u in range(len(run0.metrics))) < 1e-5,
+    f"largest |r - 1| in an epoch 1: {max(float(np.abs(recorder.calls[u * E][0] - 1).max()) for u in range(len(run0.metrics))):.1e}",
+    outcome=False,
+)
+course.claim(
+    "only part of the samples outside the band lose their gradient",
+    bool((steps.active_top + steps.active_bottom <= steps.outside + 1e-6).all()),
+    "clip active <= outside at every minibatch step",
+    outcome=False,
+)
+course.claim(
+    "the mean of the per-epoch fractions is metrics.csv's clipfrac",
+    np.abs(per_update.outside.to_numpy() - run0.metrics.clipfrac.to_numpy()).max() < 1e-6,
+    f"largest difference {np.abs(per_update.outside.to_numpy() - run0.metrics.clipfrac.to_numpy()).max():.1e}",
+    outcome=False,
+)
+
+# %% [markdown]
 # In `metrics.csv`, `clipfrac` is one number per update, the mean over its 20 steps (left, with the fraction whose
 # clip is active, both smoothed over 10 updates). Right: `approx_kl` (section 3), how far each update moved the
-# policy. `clipfrac` stays between about 2% and 12% for the whole run (with a dip near 32k steps), while `approx_kl`
-# falls towards 0 after 30k steps as the learning rate decays: the clip range shrinks with it, so ever smaller moves
-# count as outside the band.
+# policy. `approx_kl` falls towards 0 in the second half of the run as the learning rate decays (checked below),
+# while the clip range shrinks with it, so ever smaller moves count as outside the band and `clipfrac` does not
+# fall with it.
 
 # %% mystnb={"image": {"alt": "Two panels against env steps for seed 0, each a mean of 10 updates. Left: clipfrac (the fraction of samples outside the clip band) and the fraction with the clip active (gradient 0), never above it. Right: approx_kl, how far each update moved the policy."}}
 fig, axes = plt.subplots(1, 2, figsize=(9.5, 3))
@@ -206,6 +240,17 @@ axes[0].legend(loc="upper right")
 axes[1].plot(m.env_steps, m.approx_kl.rolling(10).mean(), color=OTHER_COLORS[2])
 axes[1].set(xlabel="env steps", title="approx_kl: mean of 10 updates")
 plt.show()
+half, last_tenth = len(m) // 2, max(len(m) // 10, 1)
+course.say(
+    f"""In this run, `clipfrac` (mean of 10 updates) stayed between {m.clipfrac.rolling(10).mean().min():.1%} and
+{m.clipfrac.rolling(10).mean().max():.1%}; `approx_kl` averaged {m.approx_kl.iloc[:half].mean():.4f} over the first half
+of the run and {m.approx_kl.iloc[-last_tenth:].mean():.4f} over its last tenth."""
+)
+course.claim(
+    "approx_kl falls towards 0 in the second half of the run as the learning rate decays",
+    m.approx_kl.iloc[-last_tenth:].mean() < 0.5 * m.approx_kl.iloc[:half].mean(),
+    f"{m.approx_kl.iloc[:half].mean():.4f} over the first half, {m.approx_kl.iloc[-last_tenth:].mean():.4f} over the last tenth",
+)
 
 # %% [markdown]
 # ## 3. `approx_kl`: Schulman's k3 estimator
@@ -224,7 +269,7 @@ plt.show()
 # (three actions), 256 samples per batch like one CartPole update, 2,000 batches:
 
 # %% mystnb={"image": {"alt": "Histograms of 2,000 batch estimates (256 samples each) of a known KL divergence by two estimators, with a black vertical line at the true KL: k1 = -log r spreads widely on both sides of it, below 0 too; k3 = (r - 1) - log r is packed tightly around it."}}
-gen = torch.Generator().manual_seed(0)
+gen = torch.Generator().manual_seed(course.seed(0))
 p_old = torch.tensor([0.5, 0.3, 0.2])
 p_new = torch.tensor([0.4, 0.35, 0.25])
 true_kl = float((p_old * (p_old / p_new).log()).sum())
@@ -247,10 +292,18 @@ print(
 )
 
 # %% [markdown]
-# Both estimators centre on the true KL; k3's batches scatter less around it and never go below 0. In a run,
-# `approx_kl` is the mean over an update's minibatch steps, each measured *before* that step's gradient step (the
-# first one reads 0 without dropout: the policy has not moved yet).
-#
+# Both estimators centre on the true KL; k3's batches scatter less around it and never go below 0 (checked below).
+# In a run, `approx_kl` is the mean over an update's minibatch steps, each measured *before* that step's gradient
+# step (the first one reads 0 without dropout: the policy has not moved yet).
+
+# %%
+course.claim(
+    "both estimators centre on the true KL (within 5% of it); k3's batches scatter less and never go below 0",
+    abs(k1.mean() / true_kl - 1) < 0.05 and abs(k3.mean() / true_kl - 1) < 0.05 and k3.std() < k1.std() and k3.min() >= 0,
+    f"means {k1.mean():.4f} and {k3.mean():.4f} against {true_kl:.4f}; std {k1.std():.4f} and {k3.std():.4f}",
+)
+
+# %% [markdown]
 # ## 4. `target_kl`: stop the update when the policy has moved far enough
 #
 # Clipping removes the incentive to move a sample's ratio past the band, but 20 epochs of steps can still carry the
@@ -308,20 +361,66 @@ kl_settings = list(settings)[:3]
 epochs_run = {n: per_seed(n, lambda r: r.metrics.epochs_done.mean()) for n in kl_settings}
 mean_return = {n: per_seed(n, lambda r: r.metrics.ep_return_mean.mean()) for n in kl_settings}
 print("mean epochs per update:", {k: round(float(np.mean(v)), 1) for k, v in epochs_run.items()})
-stats.comparison_table({"mean return over training": mean_return}, baseline="default", quality=["mean return over training"])
+kl_table = stats.comparison_table({"mean return over training": mean_return}, baseline="default", quality=["mean return over training"])
+kl_table
 
 # %% [markdown]
-# `target_kl` 0.001 stopped most updates early (8.7 of 20 epochs on average) and learned worse: mean return over
-# training 132 against 327 without a target, difference -195 [95% CI -237, -152]; no seed of it beat a seed without
-# (P = 0), verdict *worse* (Holm-adjusted p = 0.016). 0.01 cut about two epochs per update (17.6) and also learned
-# worse here: 262 against 327, difference -65 [-116, -14], P(beats baseline) 0.12, Holm-adjusted p = 0.040. With both,
-# `epochs_done` climbs back to 20 before the end of the run (0.01 by about 25k steps, 0.001 after about 45k): the
-# learning rate decays towards 0, and the steps no longer carry the policy past the target.
+# The smaller the target, the earlier the updates stop: 0.001 stops most of them well before their 20 epochs, 0.01
+# cuts a few epochs. With both, `epochs_done` climbs back towards 20 as the run goes on: the learning rate decays
+# towards 0, and the steps no longer carry the policy past the target. With 0.001 the policy learns *worse* (every
+# seed of it far below every seed without a target: a verdict five seeds can carry). All checked below; 0.01's
+# verdict, a smaller effect, is this run's (lesson 04 measures how often a 5-seed verdict comes out otherwise).
 #
 # Two things to remember for lesson 03. The check reads the minibatch's `approx_kl` *before* its step, so an update
 # whose very first minibatch is already above the target stops having done nothing (`epochs_done` 0). Without
-# dropout that cannot happen: the first minibatch has r = 1 exactly and `first_approx_kl` = 0. With dropout noise in
-# the ratio it can.
+# dropout that cannot happen: the first minibatch has r = 1 (up to float rounding) and `first_approx_kl` = 0 (checked
+# below). With dropout noise in the ratio it can.
+
+# %%
+def back_to_full(name):  # the first env step after which every update ran its 20 epochs (smoothed over 10 updates)
+    values = [r.metrics.epochs_done.rolling(10).mean() for r in (runs[name, s] for s in SEEDS)]
+    full = pd.concat(values, axis=1).median(axis=1) >= E - 0.5
+    after = full[::-1].cummin()[::-1]  # True from the point on which it stays True
+    return int(runs[name, SEEDS[0]].metrics.env_steps[after].iloc[0]) if after.any() else None
+
+
+row = {n: kl_table.loc[("mean return over training", n)] for n in kl_settings[1:]}
+course.say(
+    "In this run: "
+    + "; ".join(
+        f"`{n}` ran {np.mean(epochs_run[n]):.1f} of {E} epochs per update on average, mean return over training "
+        f"{row[n]['mean']:.0f} against {row[n]['baseline: default']:.0f} without a target, difference "
+        f"{row[n][CI]}, Holm p {row[n]['p (Holm)']:g}: *{row[n]['verdict']}*; its median seed ran "
+        f"every epoch again from {back_to_full(n) if back_to_full(n) is not None else 'no point of the run'} steps on"
+        for n in kl_settings[1:]
+    )
+    + "."
+)
+first_kl = max(float(runs["default", s].metrics.first_approx_kl.abs().max()) for s in SEEDS)
+course.claim(
+    "without dropout the first minibatch has first_approx_kl = 0 (and no update stops before its first step)",
+    first_kl < 1e-6 and all((runs[n, s].metrics.epochs_done > 0).all() for n in kl_settings for s in SEEDS),
+    f"largest |first_approx_kl| {first_kl:.1e}",
+    outcome=False,
+)
+course.claim(
+    "with target_kl 0.001 the policy learns worse",
+    row["target_kl 0.001"]["verdict"] == "worse",
+    f"{row['target_kl 0.001']['verdict']}, Holm p {row['target_kl 0.001']['p (Holm)']:g}",
+)
+course.claim(
+    "the smaller the target, the earlier the updates stop",
+    np.mean(epochs_run["target_kl 0.001"]) < np.mean(epochs_run["target_kl 0.01"]) < np.mean(epochs_run["default"]),
+    ", ".join(f"{n} {np.mean(v):.1f}" for n, v in epochs_run.items()),
+)
+course.claim(
+    "epochs_done climbs back towards 20 as the run goes on",
+    all(np.mean([runs[n, s].metrics.epochs_done.iloc[-10:].mean() for s in SEEDS])
+        > np.mean([runs[n, s].metrics.epochs_done.iloc[:len(runs[n, s].metrics) // 2].mean() for s in SEEDS])
+        for n in kl_settings[1:]),
+    ", ".join(f"{n}: last 10 updates {np.mean([runs[n, s].metrics.epochs_done.iloc[-10:].mean() for s in SEEDS]):.1f}"
+              for n in kl_settings[1:]),
+)
 #
 # ## 5. Asymmetric clipping: eps_low and eps_high
 #
@@ -372,14 +471,25 @@ asym = {
     "approx_kl, mean over training": {n: per_seed(n, lambda r: r.metrics.approx_kl.mean()) for n in ratio_settings},
     "mean return over training": {n: per_seed(n, lambda r: r.metrics.ep_return_mean.mean()) for n in ratio_settings},
 }
-stats.comparison_table(asym, baseline="default", quality=["mean return over training"])
+asym_table = stats.comparison_table(asym, baseline="default", quality=["mean return over training"])
+asym_table
+
+# %%
+course.say(
+    "In this run, eps_high = 0.28 against the symmetric default (Holm's correction over the three comparisons): "
+    + "; ".join(
+        f"{metric}: {asym_table.loc[(metric, 'eps_high 0.28'), 'mean']:.4g} against "
+        f"{asym_table.loc[(metric, 'eps_high 0.28'), 'baseline: default']:.4g}, Holm p "
+        f"{asym_table.loc[(metric, 'eps_high 0.28'), 'p (Holm)']:g}: *{asym_table.loc[(metric, 'eps_high 0.28'), 'verdict']}*"
+        for metric in asym
+    )
+    + "."
+)
 
 # %% [markdown]
-# With five seeds, eps_high = 0.28 showed no significant difference on CartPole in entropy, in `approx_kl` or in the
-# return (Holm's correction over the three comparisons; `approx_kl`, 36% higher, came closest at p = 0.095, and
-# about 9 seeds per group would be needed to detect a difference that size with 80% power).
-# CartPole has two actions, while DAPO's problem was the rare tokens of a large vocabulary; `--clip-coef-high` works
-# the same way in the GRPO trainer on the language tasks, where that question can be asked.
+# With five seeds these verdicts are this run's: a re-run on other seeds can read otherwise (lesson 04 measures how
+# often). CartPole has two actions, while DAPO's problem was the rare tokens of a large vocabulary;
+# `--clip-coef-high` works the same way in the GRPO trainer on the language tasks, where that question can be asked.
 #
 # ## Check yourself
 #

@@ -29,12 +29,18 @@
 #
 # **Assumes** lesson 05 (GRPO on the language tasks, the reference, `kl_ref`).
 #
-# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
-# takes about twice as long; `make notebooks`, 2026-11-29): full mode 85 s of wall time
-# (two runs at a time), 152 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 11 s (tiny runs that only
-# check the notebook works: their numbers mean nothing). The committed outputs are those of a full run. The first
-# run also pretrains the reference of `lang:positive` (5-15 s, once); FAST mode pretrains it for 100 steps instead
-# of 600 (worse, and cached apart).
+# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 3.8
+# min (226 s) of wall time, 3.7 min (220 s) of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 12 s (a check
+# that the notebook works: what it trains is tiny, and its numbers mean nothing). The committed outputs are those of
+# that full run.
+#
+# The training runs go two at a time. The first run also pretrains the reference of `lang:positive` (5-15 s, once);
+# FAST mode pretrains it for 100 steps instead of 600 (worse, and cached apart). The reference is the same on every
+# seed set, as a downloaded model would be; `SANDBOX_SEED_SET` changes every other seed of the lesson.
+#
+# **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
+# lesson, naming the sentence, if your run contradicts it.
 #
 # **The code you are reading about.** `maths.kl_k1`, `kl_k2`, `kl_k3` and `adaptive_beta` in `sandbox/maths.py`;
 # the KL term's place in the objective in the docstring of `sandbox/algos/grpo.py` and in `sandbox/algos/objective.py`
@@ -56,6 +62,7 @@ import torch
 
 import sandbox
 from sandbox import maths, stats
+from sandbox.analysis import course
 from sandbox.dropout_modes import MODES
 from sandbox.runs.evaluate import evaluate
 from sandbox.runs.pretrain import PretrainConfig, load_reference
@@ -64,7 +71,7 @@ from sandbox.envs.lang_tasks import completion_tokens, decode, make_task
 from sandbox.plots import OTHER_COLORS, use_style
 
 FAST = os.environ.get("SANDBOX_FAST") == "1"
-SEEDS = [0, 1] if FAST else [0, 1, 2, 3, 4]
+SEEDS = course.seeds(2 if FAST else 5)  # [0, ..., 4]; SANDBOX_SEED_SET=2 shifts them to [1000, ..., 1004]
 SFT_STEPS = 100 if FAST else 600  # FAST: a reference pretrained for 100 steps only (worse, and cached apart)
 TOKENS = 2_000 if FAST else 40_000  # sampled tokens per training run
 MC_SAMPLES = 20_000 if FAST else 400_000  # Monte Carlo samples per distribution pair
@@ -90,7 +97,7 @@ def band(ax, runs, column, color, label):
     ax.fill_between(x, ci[:, 0], ci[:, 1], color=color, alpha=0.2, lw=0)
 
 
-print(f"FAST={FAST}: seeds {SEEDS}, {TOKENS:,} tokens per run, {MC_SAMPLES:,} Monte Carlo samples")
+print(f"FAST={FAST}: {course.seed_names(SEEDS)}, {TOKENS:,} tokens per run, {MC_SAMPLES:,} Monte Carlo samples")
 
 # %% [markdown]
 # ## 1. Three estimators of KL, by Monte Carlo
@@ -122,7 +129,7 @@ ESTIMATORS = {"k1": maths.kl_k1, "k2": maths.kl_k2, "k3": maths.kl_k3}
 CHUNKS = 40  # the samples in 40 chunks: a t interval over the chunks' values gives each number an interval
 
 
-def log_ratios(mu, n=MC_SAMPLES, seed=0):
+def log_ratios(mu, n=MC_SAMPLES, *, seed):
     """n samples x ~ p and their log-ratios log p(x) - log q(x), q = N(mu, 1): fresh samples for every mu."""
     torch.manual_seed(seed)
     x = p.sample((n,))
@@ -152,34 +159,75 @@ EXACT_STD = {  # std / KL of one sample, from l ~ N(mu^2 / 2, mu^2) and rho = ex
 }
 rows = []
 for i, mu in enumerate((0.1, 0.5, 1.0, 2.0)):
-    for name, ((bias, bias_ci), (std, std_ci)) in moments(mu, seed=i).items():
+    for name, ((bias, bias_ci), (std, std_ci)) in moments(mu, seed=course.seed(i)).items():
         rows.append({"mu": mu, "KL": mu**2 / 2, "estimator": name,
                      "relative bias [95% CI]": f"{bias:.4f} [{bias_ci.low:.4f}, {bias_ci.high:.4f}]",
                      "exact relative bias": mu**2 / 4 if name == "k2" else 0.0,
                      "relative std [95% CI]": f"{std:.3f} [{std_ci.low:.3f}, {std_ci.high:.3f}]",
                      "exact relative std": EXACT_STD[name](mu)})
-pd.DataFrame(rows).set_index(["mu", "KL", "estimator"])
+moment_table = pd.DataFrame(rows).set_index(["mu", "KL", "estimator"])
+moment_table
 
 # %% [markdown]
-# All 24 intervals but one contain the exact value, and both claims reproduce: at KL 0.005 the relative standard
-# deviations are 20.01, 1.422 and 1.420 (Schulman: 20, 1.42, 1.42) and k2's relative bias is
-# 0.0042 [0.0003, 0.0081] (exact 0.0025; Schulman: 0.002); at KL 0.5 they are 2.00, 1.73 and 1.67 [1.64, 1.71]
-# (Schulman: 2, 1.73, 1.7; exact for k3: 1.70) and k2's relative bias is 0.249 (Schulman and exact: 0.25). k2's
-# bias grows as mu² / 4: at KL 2 it is as large as the KL itself. And k3's low variance is a property of *nearby*
-# distributions: at KL 2 its relative std is 3.2 [2.3, 3.8] (exact 3.5), above k1's 1.0.
+# Both claims reproduce (checked below, to 5%): the relative standard deviations are Schulman's at both distances,
+# and so is k2's relative bias at KL 0.5. k2's bias grows as mu² / 4: at KL 2 it is as large as the KL itself. And
+# k3's low variance is a property of *nearby* distributions: at KL 2 its relative std (exact 3.5) is above k1's
+# (exact 1.0).
 #
-# One interval misses: k1's relative bias at mu = 0.1 is 0.069 [0.004, 0.134] although k1 is exactly unbiased
-# (here k1 - KL = -mu · x, so its error is the sample mean of x, about 2 standard errors below 0 in this draw).
-# Eight intervals of unbiased estimators at 95% miss at least once with probability 1 - 0.95^8 ≈ 0.34: a
-# 95% interval is wrong one time in twenty, and a table of many shows it.
-#
+# Not every interval of the table contains the exact value, and none should be expected to: a 95% interval is wrong
+# one time in twenty, and a table of 24 shows it. Eight intervals of unbiased estimators at 95% miss at least once
+# with probability 1 - 0.95^8 ≈ 0.34. (A miss of k1's bias at small mu is a miss of the sample mean of x itself:
+# there k1 - KL = -mu · x.)
+
+# %%
+def measured(mu, name, column):  # the number before the interval, in the table's text
+    return float(moment_table.loc[(mu, mu**2 / 2, name), column].split()[0])
+
+
+def contains(text, exact):
+    low, high = (float(v) for v in text.split("[")[1].rstrip("]").split(","))
+    return low <= exact <= high
+
+
+hits = [contains(row[col], row[f"exact {col.split(' [')[0]}"]) for _, row in moment_table.iterrows()
+        for col in ("relative bias [95% CI]", "relative std [95% CI]")]
+misses = [f"{name} {col.split(' [')[0].removeprefix('relative ')} at mu = {mu:g}"
+          for (mu, _, name), row in moment_table.iterrows()
+          for col in ("relative bias [95% CI]", "relative std [95% CI]")
+          if not contains(row[col], row[f"exact {col.split(' [')[0]}"])]
+course.say(
+    f"""In this run: at KL 0.005 the relative standard deviations are {measured(0.1, "k1", "relative std [95% CI]"):.2f},
+{measured(0.1, "k2", "relative std [95% CI]"):.3f} and {measured(0.1, "k3", "relative std [95% CI]"):.3f} (Schulman:
+20, 1.42, 1.42) and k2's relative bias is {measured(0.1, "k2", "relative bias [95% CI]"):.4f} (exact 0.0025; Schulman:
+0.002); at KL 0.5 they are {measured(1.0, "k1", "relative std [95% CI]"):.2f},
+{measured(1.0, "k2", "relative std [95% CI]"):.2f} and {measured(1.0, "k3", "relative std [95% CI]"):.2f} (Schulman:
+2, 1.73, 1.7) and k2's relative bias is {measured(1.0, "k2", "relative bias [95% CI]"):.3f} (exact: 0.25). At KL 2, k3's
+relative std is {measured(2.0, "k3", "relative std [95% CI]"):.1f} and k1's {measured(2.0, "k1", "relative std [95% CI]"):.1f}.
+{sum(hits)} of the {len(hits)} intervals contain the exact value{"" if not misses else "; the misses: " + ", ".join(misses)}."""
+)
+schulman = {(0.1, "k1"): 20, (0.1, "k2"): 1.42, (0.1, "k3"): 1.42, (1.0, "k1"): 2, (1.0, "k2"): 1.73, (1.0, "k3"): 1.7}
+off_by = {k: measured(*k, "relative std [95% CI]") / v - 1 for k, v in schulman.items()}
+course.claim(
+    "both of Schulman's claims reproduce: his relative standard deviations at KL 0.005 and 0.5, to 5%",
+    all(abs(d) < 0.05 for d in off_by.values()),
+    "relative errors " + ", ".join(f"{n} at mu {mu:g}: {d:+.1%}" for (mu, n), d in off_by.items()),
+)
+course.claim(
+    "k2's relative bias at KL 0.5 is Schulman's 0.25 (to 0.02), and at KL 2 k3's relative std is above k1's",
+    abs(measured(1.0, "k2", "relative bias [95% CI]") - 0.25) < 0.02
+    and measured(2.0, "k3", "relative std [95% CI]") > measured(2.0, "k1", "relative std [95% CI]"),
+    f"k2's bias {measured(1.0, 'k2', 'relative bias [95% CI]'):.3f}; at KL 2, k3 "
+    f"{measured(2.0, 'k3', 'relative std [95% CI]'):.2f} and k1 {measured(2.0, 'k1', 'relative std [95% CI]'):.2f}",
+)
+
+# %% [markdown]
 # The same measurement over a range of distances, and what one GRPO batch would see: the estimate of KL from the
 # mean of 128 samples (16 prompts x 8 completions), repeated 2,000 times at mu = 0.1 (KL 0.005, the order of a
 # per-token KL early in fine-tuning).
 
 # %% mystnb={"image": {"alt": "Three panels on the KL estimators k1, k2 and k3 between two distributions at known KL. Left: the relative bias against the true KL (log scale): k2's grows with the KL, k1's and k3's stay at 0. Middle: the relative standard deviation of one sample (log-log): k1's falls as the KL grows, k3's stays near 1.4 and then rises, and the two cross near a KL of 0.6. Right: box plots of one batch's estimate from 128 samples at KL = 0.005 (dotted line): k1's box is wide and reaches below 0, k2's and k3's are narrow."}}
 MUS = np.geomspace(0.05, 3.0, 13)
-curves = {mu: moments(mu, seed=10 + i) for i, mu in enumerate(MUS)}
+curves = {mu: moments(mu, seed=course.seed(10 + i)) for i, mu in enumerate(MUS)}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
 for (name, f), color in zip(ESTIMATORS.items(), OTHER_COLORS):
     kls = MUS**2 / 2
@@ -189,7 +237,7 @@ axes[0].set(xscale="log", xlabel="true KL(p || q)", ylabel="(E[k] - KL) / KL", t
 axes[1].set(xscale="log", yscale="log", xlabel="true KL(p || q)", ylabel="std(k) / KL", title="relative std, one sample")
 axes[0].legend()
 reps = min(2000, MC_SAMPLES // 128)
-batch_log_ratio = log_ratios(0.1, reps * 128, seed=99).view(reps, 128)  # reps batches of 128 samples
+batch_log_ratio = log_ratios(0.1, reps * 128, seed=course.seed(99)).view(reps, 128)  # reps batches of 128 samples
 spread = {name: f(batch_log_ratio).mean(1) for name, f in ESTIMATORS.items()}  # one estimate per batch
 boxes = axes[2].boxplot([v.numpy() for v in spread.values()], whis=(2.5, 97.5), showfliers=False)
 for i, color in enumerate(OTHER_COLORS[:3]):  # each box in its estimator's colour
@@ -210,12 +258,29 @@ pd.DataFrame({name: {"mean": float(v.mean()), "std": float(v.std()), "fraction b
 # Left: k2's bias grows with the KL; k1 and k3 stay at 0 (k1's points wobble at small KL, where its relative std
 # is largest). Middle: k1's relative std falls as 2 / mu, k3's stays near 1.42 up to KL ≈ 0.1 and then grows
 # faster; they cross at KL ≈ 0.63 (exact), so for distributions further apart than that, k1 is the less noisy
-# one. Right: what one batch sees at KL 0.005. The k1 estimate from 128 samples had a standard deviation of
-# 0.0088 around 0.005 and was negative in 27.6% of the 2,000 batches; k2 and k3 were never negative, with a
-# standard deviation of 0.0006. That low variance near p = q is the usual argument for k3 in GRPO's loss; and
-# `kl_ref`, which uses k1 because it is unbiased, is summed over whole completions and averaged over the batch
-# before it is read.
-#
+# one. Right: what one batch sees at KL 0.005. The k1 estimate from 128 samples scatters around 0.005 by more than
+# the KL itself and is negative in about a quarter of the batches (its batch mean is close to normal, with standard
+# deviation 0.1 / sqrt(128) ≈ 0.0088: P(below 0) ≈ 0.28); k2 and k3 are never negative, and scatter far less. That
+# low variance near p = q is the usual argument for k3 in GRPO's loss; and `kl_ref`, which uses k1 because it is
+# unbiased, is summed over whole completions and averaged over the batch before it is read.
+
+# %%
+below = {name: float((v < 0).float().mean()) for name, v in spread.items()}
+course.say(
+    f"""In this run: the k1 estimate from 128 samples had a standard deviation of {spread["k1"].std():.4f} and was
+negative in {below["k1"]:.1%} of the {reps:,} batches; k2 and k3 had standard deviations of {spread["k2"].std():.4f}
+and {spread["k3"].std():.4f}."""
+)
+course.claim(
+    "k2 and k3 are never negative", below["k2"] == 0 and below["k3"] == 0, f"{below['k2']}, {below['k3']}", outcome=False
+)
+course.claim(
+    "the k1 estimate is negative in about a quarter of the batches (P ≈ 0.28)",
+    0.22 < below["k1"] < 0.34,
+    f"{below['k1']:.3f} of {reps} batches",
+)
+
+# %% [markdown]
 # ## 2. As a loss: which KL does each estimator's gradient follow?
 #
 # GRPO puts beta · k(log pi_theta - log pi_ref) in the loss, on tokens sampled from pi_old, and differentiates
@@ -225,7 +290,7 @@ pd.DataFrame({name: {"mean": float(v.mean()), "std": float(v.std()), "fraction b
 # with the gradients of the two KLs:
 
 # %%
-torch.manual_seed(1)
+torch.manual_seed(course.seed(1))
 logits = torch.randn(6, requires_grad=True)  # p_theta = softmax(logits): the policy at one position
 log_q = torch.log_softmax(torch.randn(6), 0)  # the reference
 log_p = torch.log_softmax(logits, 0)
@@ -243,10 +308,22 @@ for name, f in ESTIMATORS.items():
     g = grad((weights * f(log_p - log_q)).sum())
     rows.append({"estimator in the loss": name, "|gradient|": g.norm().item(),
                  **{f"max |difference| to ∇{t}": (g - tg).abs().max().item() for t, tg in targets.items()}})
-pd.DataFrame(rows).set_index("estimator in the loss")
+gradients = pd.DataFrame(rows).set_index("estimator in the loss")
+gradients
+
+# %%
+reverse, forward = (f"max |difference| to ∇{t}" for t in targets)
+course.claim(
+    "k1's expected gradient is 0, k2's is the gradient of the reverse KL, k3's of the forward KL (to float rounding)",
+    gradients.loc["k1", "|gradient|"] < 1e-6
+    and gradients.loc["k2", reverse] < 1e-6
+    and gradients.loc["k3", forward] < 1e-6,
+    f"{gradients.loc['k1', '|gradient|']:.1e}, {gradients.loc['k2', reverse]:.1e}, {gradients.loc['k3', forward]:.1e}",
+    outcome=False,
+)
 
 # %% [markdown]
-# To float rounding (3e-8): k1's expected gradient is 0, k2's is the gradient of the reverse KL(p || q), and k3's
+# To float rounding: k1's expected gradient is 0, k2's is the gradient of the reverse KL(p || q), and k3's
 # is the gradient of the *forward* KL(q || p), not of the KL it estimates so well. The algebra:
 # ∇k3 = (1 - q/p) ∇log p, and E_p[(1 - q/p) ∇log p] = -Σ_x q(x) ∇log p(x) = ∇KL(q || p). So GRPO's default KL
 # term (k3), at the first step of each update, pulls like the forward KL: it penalises the policy for giving low
@@ -264,8 +341,8 @@ pd.DataFrame(rows).set_index("estimator in the loss")
 # %%
 task = make_task("positive")
 reference, ref_stats = load_reference(task, PretrainConfig(steps=SFT_STEPS))
-torch.manual_seed(0)
-b = sample_groups(reference, reference, task, np.random.default_rng(0), 1, 6, 1.0, MODES["off"])
+torch.manual_seed(course.seed(0))
+b = sample_groups(reference, reference, task, np.random.default_rng(course.seed(0)), 1, 6, 1.0, MODES["off"])
 print(f"reference: mean reward {ref_stats['reference_reward']:.3f} over 512 samples")
 for c, r in zip(b.completions, b.rewards):
     print(f"  {decode(completion_tokens(c)):<55} reward {r:.2f}")
@@ -278,7 +355,7 @@ for c, r in zip(b.completions, b.rewards):
 BETAS = [0.0, 0.03, 0.1, 0.3, 1.0]
 REWARD_BETAS = [0.01, 0.03, 0.1]  # section 4
 BETA_COLORS = dict(zip(sorted(set(BETAS + REWARD_BETAS)), OTHER_COLORS))  # one colour per value of beta
-configs = {(beta, s): positive(beta=beta, seed=s, out=str(OUT / f"beta{beta}-s{s}") if s == 0 else None)
+configs = {(beta, s): positive(beta=beta, seed=s, out=str(OUT / f"beta{beta}-s{s}") if s == SEEDS[0] else None)
            for beta in BETAS for s in SEEDS}
 runs_beta = dict(zip(configs, sandbox.train_many(list(configs.values()), workers=1 if FAST else 2)))
 print(f"{len(runs_beta)} runs, {sum(r.summary['total_s'] for r in runs_beta.values()):.0f} s of training in all")
@@ -310,51 +387,105 @@ table = pd.DataFrame([{"beta": beta,
 table
 
 # %% [markdown]
-# What each policy writes (seed 0, 4 prompts sampled from its saved `policy.pt` with `sandbox.runs.evaluate.evaluate`):
+# What each policy writes (the first seed, 4 prompts sampled from its saved `policy.pt` with
+# `sandbox.runs.evaluate.evaluate`):
 
 # %%
 for beta in BETAS:
-    result = evaluate(OUT / f"beta{beta}-s0", episodes=200, show=4, quiet=True)
+    result = evaluate(OUT / f"beta{beta}-s{SEEDS[0]}", episodes=200, show=4, seed=SEEDS[0], quiet=True)
     print(f"beta {beta:g}: mean reward {result['mean']:.3f} over 200 completions")
     for _, completion, reward in result["samples"]:
         print(f"    {completion:<55} reward {reward:.2f}")
 shutil.rmtree(OUT)  # the run directories were only needed for their policy.pt
 
 # %% [markdown]
-# Over 5 seeds of 40k tokens each (the reference's reward: 0.085):
+# What the sweep shows (each point checked below on every run):
 #
-# - **beta 0: the hack.** Four seeds ended above 0.9 (1.00, 0.91, 0.92, 0.98); seed 0's policy answers with one
-#   positive word ("great", "happy": reward 1.000 over 200 completions), `kl_ref` 34 [0.5, 68] nats per
-#   completion. One seed (0.50) had not reached it by the end of the budget.
-# - **beta 0.03 and 0.1: a cheaper hack.** Three seeds of beta 0.03 and four of beta 0.1 sit at a reward of about
-#   0.5 (0.46-0.49) with two-word answers, "very great", "very fun": "very" is a word the reference writes often (its
-#   sentences go "the movie was very ..."), so this hack costs less KL (11-15 nats on average) than a bare positive
-#   word. One seed of each (seed 3: 0.98 and 0.91) went on to the full hack, and beta 0.03's seed 1 ended in between
-#   (0.65).
-# - **beta 0.3**: 0.396 [0.383, 0.409] at a KL of 8.0, a mix of "very fun" and fragments of sentences.
-# - **beta 1**: 0.176 [0.150, 0.202] at a KL of 0.67 and 7.3 tokens: sentences like the reference's, a little more
-#   positive.
+# - **beta 0: the hack.** With nothing holding it to the reference, the policy learns to answer with positive words
+#   only, a single one ("great": reward 1) or a string of them, far from the reference in KL: the highest reward and
+#   the largest KL of the sweep.
+# - **beta 0.03 and 0.1: a cheaper hack.** Runs can settle at a reward of about 0.5 with two-word answers such as
+#   "very great": "very" is a word the reference writes often (its sentences go "the movie was very ..."), so this
+#   hack costs less KL than a bare positive word. Some go on to the full hack within the budget.
+# - **beta 0.3**: a mix of such answers and fragments of sentences.
+# - **beta 1**: sentences like the reference's, a little more positive, at a KL of a nat or so.
 #
 # Reward and KL fall together as beta grows: there is no free lunch, only a choice of point on the frontier.
-# Completion length is the cheap tell of a hack here: 2-3 tokens (one or two words and `<eos>`) where the
-# reference writes about 7.5 (the length panel's first update). Against beta 0,
-# the reward is significantly lower from beta 0.1 up and the KL from beta 0.3 up; beta 0.03 differs significantly
-# in neither, because beta 0's seeds are so spread.
-#
-# Each beta against beta 0 (permutation test, Welch's interval of the difference, Holm over the four comparisons
-# of each metric):
+# Completion length is a cheap tell when the hack is one or two words (2-3 tokens with `<eos>`, where the reference
+# writes about 7.5: the length panel's first update); a hack can also be a long string of positive words, which only
+# the KL gives away.
+
+# %%
+final_of = {beta: {col: [last(runs_beta[beta, s], col) for s in SEEDS] for col in ("reward_mean", "kl_ref", "completion_len")}
+            for beta in BETAS}
+mean_of = {beta: {col: float(np.mean(v)) for col, v in cols.items()} for beta, cols in final_of.items()}
+start_len = np.mean([runs_beta[beta, s].metrics.completion_len.iloc[0] for beta in BETAS for s in SEEDS])
+hacked = [(beta, length) for beta in BETAS for r, length in zip(final_of[beta]["reward_mean"], final_of[beta]["completion_len"])
+          if r > 0.9]
+cheaper = sum(0.4 <= r <= 0.6 for beta in (0.03, 0.1) for r in final_of[beta]["reward_mean"])
+course.say(
+    f"""In this run ({len(SEEDS)} seeds of {TOKENS:,} tokens; the reference's reward: {ref_stats["reference_reward"]:.3f}),
+means over the seeds of the last 5 updates: """
+    + "; ".join(f"beta {beta:g}: reward {m['reward_mean']:.3f}, `kl_ref` {m['kl_ref']:.2f} nats, {m['completion_len']:.1f} tokens"
+                for beta, m in mean_of.items())
+    + f""". {sum(r > 0.9 for r in final_of[0.0]["reward_mean"])} of the {len(SEEDS)} seeds of beta 0 ended above 0.9;
+{cheaper} of the {2 * len(SEEDS)} runs of beta 0.03 and 0.1 ended between 0.4 and 0.6. Of the {len(hacked)} runs that
+ended above 0.9, {sum(l < 4 for _, l in hacked)} wrote fewer than 4 tokens per completion (against {start_len:.1f} at
+the first update) and {sum(l >= 4 for _, l in hacked)} a longer string of positive words."""
+)
+trend = [mean_of[b] for b in (0.0, 0.3, 1.0)]
+course.claim(
+    "reward and KL fall together as beta grows (beta 0, 0.3, 1)",
+    trend[0]["reward_mean"] > trend[1]["reward_mean"] > trend[2]["reward_mean"]
+    and trend[0]["kl_ref"] > trend[1]["kl_ref"] > trend[2]["kl_ref"],
+    ", ".join(f"beta {b:g}: {m['reward_mean']:.3f} / {m['kl_ref']:.2f}" for b, m in zip((0, 0.3, 1), trend)),
+)
+course.claim(
+    "beta 0: the hack, the highest reward and the largest KL of the sweep",
+    mean_of[0.0]["reward_mean"] == max(m["reward_mean"] for m in mean_of.values())
+    and mean_of[0.0]["kl_ref"] == max(m["kl_ref"] for m in mean_of.values()),
+    f"beta 0's reward {mean_of[0.0]['reward_mean']:.3f}, KL {mean_of[0.0]['kl_ref']:.2f}",
+)
+course.claim(
+    "beta 0.03 and 0.1: runs can settle at a reward of about 0.5 (a cheaper hack)",
+    cheaper >= 2,
+    f"{cheaper} of {2 * len(SEEDS)} runs between 0.4 and 0.6",
+)
+course.claim(
+    "beta 1: sentences like the reference's, at a KL of a nat or so",
+    mean_of[1.0]["kl_ref"] < 2 and mean_of[1.0]["completion_len"] > 0.8 * start_len,
+    f"kl_ref {mean_of[1.0]['kl_ref']:.2f}, {mean_of[1.0]['completion_len']:.1f} tokens",
+)
+
+# %% [markdown]
+# Each beta against beta 0 (`sandbox.stats.compare_family`: permutation tests, Holm over the four comparisons of
+# each metric, the difference's interval at the level each verdict used). With 5 seeds and beta 0's seeds spread between a full hack and none, these verdicts are this run's:
+# lesson 04 measures how often a 5-seed verdict comes out the other way on other seeds.
 
 # %%
 rows = []
 for column in ("reward_mean", "kl_ref"):
     base = [last(runs_beta[0.0, s], column) for s in SEEDS]
-    comparisons = [stats.compare([last(runs_beta[beta, s], column) for s in SEEDS], base) for beta in BETAS[1:]]
-    for beta, c, p in zip(BETAS[1:], comparisons, stats.holm([c.p_value for c in comparisons])):
-        verdict = stats.verdict(c, p)
+    decided = stats.compare_family([([last(runs_beta[beta, s], column) for s in SEEDS], base) for beta in BETAS[1:]],
+                                   higher_is_better=None)
+    for beta, v in zip(BETAS[1:], decided):
         rows.append({"metric": column, "beta": beta,
-                     "difference to beta 0 [95% CI]": f"{c.diff:.3f} [{c.diff_interval.low:.3f}, {c.diff_interval.high:.3f}]",
-                     "p (Holm)": round(p, 4), "verdict": {"better": "higher", "worse": "lower"}.get(verdict, verdict)})
-pd.DataFrame(rows).set_index(["metric", "beta"])
+                     "difference to beta 0 [CI at the verdict's level]":
+                         f"{v.comparison.diff:.3f} [{v.interval.low:.3f}, {v.interval.high:.3f}]",
+                     "p (Holm)": float(f"{v.p_holm:.2g}"), "verdict": v.word, "detectable |g|": round(v.detectable, 2)})
+against_0 = pd.DataFrame(rows).set_index(["metric", "beta"])
+against_0
+
+# %%
+course.say(
+    "In this run, against beta 0: "
+    + "; ".join(
+        f"{'the reward' if col == 'reward_mean' else 'the KL'}: "
+        + ", ".join(f"beta {b:g} *{against_0.loc[(col, b), 'verdict']}*" for b in BETAS[1:])
+        for col in ("reward_mean", "kl_ref")
+    )
+    + "."
+)
 
 # %% [markdown]
 # ## 4. KL in the loss, or in the reward?
@@ -401,12 +532,27 @@ pd.DataFrame([{"beta (KL in the reward)": beta,
 
 # %% [markdown]
 # The points of both placements fall along one curve: more KL buys more reward, however the KL is paid. Measured
-# in beta, the reward placement is the much stronger one here: a beta of 0.1 in the reward ended where a beta of 1
-# in the loss did (reward 0.179 and 0.176, KL 0.48 and 0.67), and 0.03 in the reward (0.296, KL 3.4) lies between
-# the loss's 0.3 and 1. At 0.01 the reward placement still hacked (0.816, KL 14.8, 2.3 tokens per completion).
-# In these runs neither placement reaches a visibly higher reward at the same KL; with 3 seeds per reward point
-# this is a description, not a test.
-#
+# in beta, the reward placement is the much stronger one: a beta of 0.1 in the reward holds the policy closer to
+# the reference than a beta of 0.3 in the loss (checked below). With 3 seeds per reward point the rest is a
+# description, not a test.
+
+# %%
+reward_of = {beta: {col: float(np.mean([last(runs_reward[beta, s], col) for s in REWARD_SEEDS]))
+                    for col in ("reward_mean", "kl_ref", "completion_len")} for beta in REWARD_BETAS}
+course.say(
+    "In this run, with the KL in the reward: "
+    + "; ".join(f"beta {b:g}: reward {m['reward_mean']:.3f}, KL {m['kl_ref']:.2f}, {m['completion_len']:.1f} tokens"
+                for b, m in reward_of.items())
+    + f" (in the loss, beta 1: reward {mean_of[1.0]['reward_mean']:.3f}, KL {mean_of[1.0]['kl_ref']:.2f}; "
+    f"beta 0.3: {mean_of[0.3]['reward_mean']:.3f}, KL {mean_of[0.3]['kl_ref']:.2f})."
+)
+course.claim(
+    "a beta of 0.1 in the reward holds the policy closer to the reference than a beta of 0.3 in the loss",
+    reward_of[0.1]["kl_ref"] < mean_of[0.3]["kl_ref"],
+    f"KL {reward_of[0.1]['kl_ref']:.2f} against {mean_of[0.3]['kl_ref']:.2f}",
+)
+
+# %% [markdown]
 # ## 5. Adaptive beta
 #
 # Ziegler et al. (2019) pick a target KL instead of a beta, and adjust beta after every update
@@ -444,16 +590,38 @@ print(f"beta: lowest {[round(float(r.metrics.beta.min()), 3) for r in runs_adapt
       f"highest {[round(float(r.metrics.beta.max()), 2) for r in runs_adapt]}")
 
 # %% [markdown]
-# **The claim does not reproduce in this setting.** The controller did not hold the KL near its target during
-# training. First beta *fell*, from 0.1 to 0.024-0.041 (at updates 11-17), because the KL was below the target
-# while the policy had not yet found the hack; then the hack came, and the KL shot up to peaks between 10.6 and
-# 53.6 nats per completion and stayed at 10 or more for about 30 updates or longer, while beta grew by at most
-# 8.5% per update (to 0.9-1.8 at its highest). Over the last 10 updates the KL was 7.95 [-0.55, 16.45]: the
-# interval contains the target 4 only because it is wide; three seeds ended between 2.5 and 5.5 nats and two far
-# above (9.0 and 19.4). A proportional controller with a horizon reacts slowly by design (Ziegler et al. used it
-# over much longer runs); against a hack that appears within a few updates it arrives late, and its early
+# **The claim does not reproduce in this setting** (checked below). The controller does not hold the KL near its
+# target during training. First beta *falls* below its starting 0.1, because the KL is below the target while the
+# policy has not yet found the hack; then the hack comes, and the KL shoots up far above the target, while beta can
+# grow by at most 8.5% per update. A proportional controller with a horizon reacts slowly by design (Ziegler et al.
+# used it over much longer runs); against a hack that appears within a few updates it arrives late, and its early
 # *lowering* of beta opened the door.
-#
+
+# %%
+lowest = [float(r.metrics.beta.min()) for r in runs_adapt]
+growth = max(float((r.metrics.beta.iloc[1:].to_numpy() / r.metrics.beta.iloc[:-1].to_numpy()).max()) for r in runs_adapt)
+course.say(
+    f"""In this run: beta fell to {min(lowest):.3f}-{max(lowest):.3f}, then the KL peaked at {min(peaks):.1f} to
+{max(peaks):.1f} nats per completion (target {TARGET:g}), and beta rose to {min(r.metrics.beta.max() for r in runs_adapt):.2f}-{max(r.metrics.beta.max() for r in runs_adapt):.2f}
+at its highest (its largest step: x{growth:.3f}). Over the last 10 updates the KL was {stats.mean_with_interval(kl_end, 2)}
+(per seed {", ".join(f"{k:.1f}" for k in kl_end)})."""
+)
+course.claim(
+    "first beta falls below its starting 0.1", max(lowest) < 0.1, f"lowest beta per seed {np.round(lowest, 3).tolist()}"
+)
+course.claim(
+    "beta can grow by at most 8.5% per update",
+    growth <= 1 + 0.2 * 128 / HORIZON + 1e-6,
+    f"largest step x{growth:.4f}",
+    outcome=False,
+)
+course.claim(
+    "the KL shoots up far above the target (the controller does not hold it near 4 during training)",
+    np.mean(peaks) > 2 * TARGET,
+    f"peaks {np.round(peaks, 1).tolist()}",
+)
+
+# %% [markdown]
 # ## Check yourself
 #
 # 1. A batch's k1 estimate of KL is negative. Is the code broken? What about a negative k3 estimate?
@@ -473,7 +641,7 @@ print(f"beta: lowest {[round(float(r.metrics.beta.min()), 3) for r in runs_adapt
 #
 # 1. No: k1 = log p(x) - log q(x) is negative for every sample where the reference gives the token more
 #    probability than the policy, and a batch's mean can be negative when the two are close (section 1: at
-#    KL 0.005, 27.6% of the 128-sample estimates were below 0). k3 is ≥ 0 for every sample, so a negative k3
+#    KL 0.005, about a quarter of the 128-sample estimates were below 0). k3 is ≥ 0 for every sample, so a negative k3
 #    *is* a bug (or float rounding at 1e-7).
 # 2. The standard error of a mean of n samples is std / sqrt(n). k1's relative std was about 20 and k3's about
 #    1.42, so k1 needs (20 / 1.42)² ≈ 200 times as many samples: about 20,000.

@@ -34,11 +34,14 @@
 # **Assumptions.** Lessons 02 and 03 (PPO's ratio; the four dropout modes, `first_ratio_dev`). You have trained with
 # `PPO("MlpPolicy", env).learn(n)` in SB3 once. No GPU.
 #
-# **Running time**, measured on an idle 2-core AMD EPYC VM (a busy 2-core laptop
-# takes about twice as long; `make notebooks`, 2026-11-29): full mode 95 s of wall time
-# (its 40-run sweep on 2 worker processes), 172 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 16 s
-# (tiny runs that only check the notebook works: their numbers mean nothing). The committed outputs are those of a
-# full run.
+# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 5.6
+# min (336 s) of wall time, 5.7 min (339 s) of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 28 s (a check
+# that the notebook works: what it trains is tiny, and its numbers mean nothing). The committed outputs are those of
+# that full run.
+#
+# **Reading the numbers.** Sentences with a run's numbers in them are printed by the cells, from your run; a
+# sentence that must hold on any run is checked by the cell under it (`sandbox.analysis.course.claim`), which stops the
+# lesson, naming the sentence, if your run contradicts it.
 
 # %%
 import inspect
@@ -60,6 +63,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 import sandbox
 from sandbox import stats
+from sandbox.analysis import course
 from sandbox.plots import MODE_COLORS, use_style
 from sandbox.analysis.report import key_table, write_report
 from sandbox.algos.sb3 import DropoutPPO
@@ -69,11 +73,11 @@ use_style()
 torch.set_num_threads(1)  # these networks are tiny: one thread is fastest (sandbox.train does the same)
 T0 = time.perf_counter()
 FAST = os.environ.get("SANDBOX_FAST") == "1"
-SEEDS = [0] if FAST else [0, 1, 2, 3, 4]
+SEEDS = course.seeds(1 if FAST else 5)  # [0, ..., 4]; SANDBOX_SEED_SET=2 shifts them to [1000, ..., 1004]
 STEPS = 1_024 if FAST else 30_000  # environment steps per run (8 envs x 32 steps = 256 per update)
 P = 0.1  # dropout probability, in the policy and the value net
 MODES = ["off", "rollout-eval", "naive", "consistent"]
-print(f"FAST={FAST}: seeds {SEEDS}, {STEPS:,} steps per run, p = {P}")
+print(f"FAST={FAST}: {course.seed_names(SEEDS)}, {STEPS:,} steps per run, p = {P}")
 
 # %% [markdown]
 # ## 1. What SB3 does with dropout: two lines of its source
@@ -115,15 +119,23 @@ for method in (OnPolicyAlgorithm.collect_rollouts, PPO.train):
 rows = []
 for mode in MODES:
     model = DropoutPPO("MlpPolicy", "CartPole-v1", dropout_mode=mode, n_steps=256, batch_size=64, n_epochs=4,
-                       policy_kwargs=dict(dropout=0.3), seed=0, device="cpu")
+                       policy_kwargs=dict(dropout=0.3), seed=SEEDS[0], device="cpu")
     model.learn(1_024)
     rows.append({"dropout_mode": mode, **{k: model.last_update[k] for k in
                  ("first_ratio_dev", "first_clipfrac", "first_approx_kl", "epochs_done")}})
-pd.DataFrame(rows).set_index("dropout_mode")
+last_update = pd.DataFrame(rows).set_index("dropout_mode")
+dev = last_update.first_ratio_dev
+course.claim(
+    "the two exact modes read 0 up to float rounding, the two noisy ones clearly above it",
+    max(dev["off"], dev["consistent"]) < 1e-6 and min(dev["rollout-eval"], dev["naive"]) > 1e-4,
+    ", ".join(f"{m} {v:.1e}" for m, v in dev.items()),
+    outcome=False,
+)
+last_update
 
 # %% [markdown]
 # In the last of these four updates (p = 0.3, one seed: a mechanism, not a statistic), the two exact modes read 0 up to
-# float rounding (about 1e-8) and the two noisy ones about 0.01 to 0.02; section 4 measures it over whole runs and
+# float rounding and the two noisy ones clearly above it (checked above); section 4 measures it over whole runs and
 # five seeds.
 #
 # ## 3. Is the instrumented SB3 still SB3?
@@ -137,6 +149,7 @@ pd.DataFrame(rows).set_index("dropout_mode")
 
 # %%
 FAITHFUL_STEPS = 2_048 if FAST else 8_192
+FAITHFUL_SEED = course.seed(7)
 
 
 class Episodes(BaseCallback):
@@ -149,15 +162,16 @@ class Episodes(BaseCallback):
         return True
 
 
-ours = sandbox.train(sandbox.preset("cartpole", algo="sb3-ppo", dropout_mode="off", seed=7,
+ours = sandbox.train(sandbox.preset("cartpole", algo="sb3-ppo", dropout_mode="off", seed=FAITHFUL_SEED,
                                     total_steps=FAITHFUL_STEPS, quiet=True))
-plain = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=7), n_steps=32, batch_size=256,
+plain = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=FAITHFUL_SEED), n_steps=32, batch_size=256,
             gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0, learning_rate=lambda f: f * 1e-3,
-            clip_range=lambda f: f * 0.2, seed=7, device="cpu")
+            clip_range=lambda f: f * 0.2, seed=FAITHFUL_SEED, device="cpu")
 episodes = Episodes()
 plain.learn(FAITHFUL_STEPS, callback=episodes)
 same = ours.episodes["return"].tolist() == episodes.returns
 print(f"{len(episodes.returns)} episodes of plain SB3; the SB3 arm's are identical, one for one: {same}")
+course.claim("the SB3 arm plays the same episodes as a plain SB3 script, one for one", same, outcome=False)
 
 # %% [markdown]
 # ## 4. The study: SB3's PPO and the sandbox's PPO, four modes, one sweep, one report
@@ -245,24 +259,58 @@ print(f"largest mean first_ratio_dev of an exact mode (off, consistent), either 
 print(f"SB3's own behaviour (rollout-eval): {mean_of('sb3-ppo', 'rollout-eval'):.4f}, "
       f"{100 * mean_of('sb3-ppo', 'rollout-eval', 'first_clipfrac'):.1f}% of the first minibatch clipped")
 print(f"naive on SB3: {mean_of('sb3-ppo', 'naive'):.4f}; consistent on SB3: {mean_of('sb3-ppo', 'consistent'):.1e}")
+ordered = {}
 for algo in ("sb3-ppo", "ppo"):
-    order = mean_of(algo, "naive") > mean_of(algo, "rollout-eval") > 1e3 * max(exact, 1e-12)
-    print(f"{algo}: naive > rollout-eval > 1000 x the exact modes: {order}")
+    ordered[algo] = mean_of(algo, "naive") > mean_of(algo, "rollout-eval") > 1e3 * max(exact, 1e-12)
+    print(f"{algo}: naive > rollout-eval > 1000 x the exact modes: {ordered[algo]}")
 
 # %% [markdown]
-# What the figure, the table and the printed lines show (full mode, seeds 0-4, p = 0.1):
+# What the figure, the table and the printed lines show (p = 0.1; each point checked below):
 #
-# - **SB3's own behaviour is noisy.** In `rollout-eval`, SB3's PPO starts its updates with a mean |r − 1| of 0.038
-#   (95% interval over the seeds [0.033, 0.044]) and 18% of the first minibatch already outside the clip range: part
-#   of PPO's trust region is spent on noise before the optimiser has moved. `naive` (dropout on while acting too,
-#   PyTorch's default if you never call `eval()`) is noisier still: 0.049 [0.046, 0.053], 22% clipped.
+# - **SB3's own behaviour is noisy.** In `rollout-eval`, SB3's PPO starts its updates with a mean |r − 1| above 0
+#   and part of the first minibatch already outside the clip range: part of PPO's trust region is spent on noise
+#   before the optimiser has moved. `naive` (dropout on while acting too, PyTorch's default if you never call
+#   `eval()`) is noisier still.
 # - **Consistent dropout fixes it inside SB3.** With the masks stored in SB3's rollout buffer and replayed in SB3's
-#   `train()`, the first-minibatch ratio is 1 again (here exactly: every update of every seed reads 0), as with
+#   `train()`, the first-minibatch ratio is 1 again (up to float rounding, at every update of every seed), as with
 #   dropout off, while the policy keeps its dropout.
-# - **The sandbox's PPO and SB3's PPO show the same mechanism at the same level**: the exact modes at 0, and the
-#   noisy ones with overlapping intervals across the two implementations (rollout-eval 0.038 [0.033, 0.044] on SB3
-#   and 0.039 [0.036, 0.042] on the sandbox, naive 0.049 [0.046, 0.053] and 0.052 [0.049, 0.055]).
-#
+# - **The sandbox's PPO and SB3's PPO show the same mechanism at the same level**: the exact modes at 0, and each
+#   noisy mode within a fifth of the other implementation's level.
+
+# %%
+def interval(algo, mode, col="first_ratio_dev"):
+    return stats.mean_with_interval([runs[algo, mode, s][col].mean() for s in SEEDS], 3)
+
+
+largest_exact = max(float(runs[a, m, s].first_ratio_dev.max()) for a in ("sb3-ppo", "ppo")
+                    for m in ("off", "consistent") for s in SEEDS)
+course.say(
+    f"""In this run ({course.seed_names(SEEDS)}): in `rollout-eval`, SB3's PPO started its updates with a mean |r − 1| of
+{interval("sb3-ppo", "rollout-eval")} (mean over the seeds, 95% interval) and
+{100 * mean_of("sb3-ppo", "rollout-eval", "first_clipfrac"):.0f}% of the first minibatch clipped; `naive`
+{interval("sb3-ppo", "naive")}, {100 * mean_of("sb3-ppo", "naive", "first_clipfrac"):.0f}% clipped. The sandbox's PPO:
+{interval("ppo", "rollout-eval")} and {interval("ppo", "naive")}. The largest `first_ratio_dev` of any update of an
+exact mode, either algorithm: {largest_exact:.1e}."""
+)
+course.claim(
+    "naive is noisier than rollout-eval, and both far above the exact modes, on SB3 and on the sandbox",
+    all(ordered.values()),
+    str(ordered),
+)
+course.claim(
+    "consistent dropout: the first-minibatch ratio is 1 again (up to float rounding), at every update of every seed",
+    largest_exact < 1e-6,
+    f"largest first_ratio_dev {largest_exact:.1e}",
+    outcome=False,
+)
+level = {m: mean_of("sb3-ppo", m) / mean_of("ppo", m) for m in ("rollout-eval", "naive")}
+course.claim(
+    "the sandbox's PPO and SB3's PPO show the same mechanism at the same level (each noisy mode within a fifth)",
+    all(0.8 < v < 1.25 for v in level.values()),
+    ", ".join(f"{m}: SB3 / sandbox = {v:.2f}" for m, v in level.items()),
+)
+
+# %% [markdown]
 # ### Outcomes: the report
 #
 # `write_report` writes `report.md`, `report.csv` and the figures into the sweep directory; here is its key table, task
@@ -283,19 +331,27 @@ outcomes.loc[table.baseline == "(baseline)", "verdict"] = "(baseline)"  # each a
 outcomes.round(3)
 
 # %% [markdown]
-# In this run no dropout group differs significantly from its own algorithm's dropout-off group: every verdict reads
-# "no significant difference" (every Holm-adjusted p is 1), and for rollout-eval the two algorithms do not even agree on
-# the direction. On SB3 every dropout group ended below dropout off on average (mean final return 319, 301 and 370 for
-# rollout-eval, naive and consistent against 403; P(improvement) 0.20 to 0.28), consistent closest to it (final IQM 376
-# against 452; rollout-eval 311, naive 304), a difference between dropout modes that this report does not test. On the
-# sandbox's PPO, rollout-eval ended *above* dropout off on average (mean 401 against 364, P(improvement) 0.64), naive
-# and consistent a little below (354 and 330, P(improvement) 0.48 each); dropout off solved 3 seeds of 5 and the
-# dropout groups 1, 1 and 0, but its mean curve peaked near 25,000 steps and fell back. Read the verdict column rather
-# than the eye: with five seeds per group and six comparisons in the report, only a large effect can cross Holm's bar,
-# and "no significant difference" says the seeds cannot tell the groups apart, not that they are equal (the report's
-# `seeds_needed` column says how many seeds would). What the mechanism section showed holds at every seed: the noisy
-# modes spend part of the trust region on noise, the exact modes do not.
-#
+# Read the verdict column rather than the eye: with five seeds per group and six comparisons in the report, only a
+# large effect can cross Holm's bar, and "not significant" says the seeds cannot tell the groups apart, not
+# that they are equal (the report gives the smallest effect these seeds could detect, and the seeds a large one needs). These verdicts are this run's
+# (below, in words); lesson 04 measures how often a 5-seed verdict comes out the other way on other seeds. What the
+# mechanism section showed holds at every seed: the noisy modes spend part of the trust region on noise, the exact
+# modes do not.
+
+# %%
+def outcome_line(task):
+    rows_ = table[table.task == task].set_index("dropout_mode")
+    off = rows_.loc["off"]
+    return f"{task}: dropout off {off.final_mean:.0f} (mean final return; IQM {off.final_iqm:.0f}, {off.solved} of {off.runs} solved), " + ", ".join(
+        f"{mode} {row.final_mean:.0f} (IQM {row.final_iqm:.0f}, P(improvement) {row.p_improvement:.2f}, Holm p "
+        f"{row.p_holm:.2g}: *{row.verdict}*)"
+        for mode, row in rows_.iterrows() if mode != "off"
+    )
+
+
+course.say("In this run:\n\n" + "\n".join(f"- {outcome_line(task)}" for task in dict.fromkeys(table.task)))
+
+# %% [markdown]
 # ## 5. In your own project
 #
 # - Replace `PPO` by `DropoutPPO` and pass `dropout_mode="consistent"` and `policy_kwargs=dict(dropout=p)` (add
@@ -315,7 +371,7 @@ outcomes.round(3)
 # 3. In `consistent` mode, where do the masks live between the rollout and the update, and who hands them back?
 # 4. The SB3 arm with dropout off plays exactly the same episodes as plain SB3. Why does that matter for everything
 #    else this lesson measured?
-# 5. The report says "no significant difference" for a group. Does that mean dropout did nothing to it?
+# 5. The report says "not significant" for a group. Does that mean dropout did nothing to it?
 #
 # <details>
 # <summary>Answers</summary>
@@ -333,8 +389,9 @@ outcomes.round(3)
 # 4. It shows that the instruments (the dropout layers at p = 0, the buffer and the callbacks, the metrics) change
 #    nothing SB3 computes, so what the other modes measure is dropout's doing, not the instrumentation's.
 # 5. No. It says the five seeds per group cannot tell the two apart at this budget once the test is corrected for the
-#    number of comparisons; the effect may be smaller than the seed-to-seed spread. The report's `seeds_needed`
-#    estimates how many seeds would detect the observed difference. The mechanism (the noisy ratio) is certain.
+#    number of comparisons; the effect may be smaller than what these seeds could detect (the report's detectable
+#    |g|). Only *equivalent*, a test of its own (lesson 04), says the difference is small. The mechanism (the noisy
+#    ratio) is certain.
 #
 # </details>
 
