@@ -97,7 +97,7 @@ def test_learned_is_a_paired_rank_test_one_lucky_first_episode_does_not_hide_fif
     assert learn["p"] == pytest.approx(0.00516, abs=1e-4) and learn["seeds that rose"] == 15 / 16
 
 
-def test_fast_breadth_and_mechanisms_through_the_cli(capsys, tmp_path):
+def test_fast_breadth_through_the_cli(tmp_path):
     out = tmp_path / "breadth"
     args = ["bench", "breadth", "--fast", "--tasks", "CartPole-v1", "--seeds", "0", "1", "--out", str(out), "--quiet"]
     assert main(args) == 0
@@ -114,6 +114,9 @@ def test_fast_breadth_and_mechanisms_through_the_cli(capsys, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.csv")}
     assert main(args) == 0  # the same --out again: every run kept, nothing re-run
     assert {p: p.stat().st_mtime_ns for p in out.rglob("metrics.csv")} == before
+
+
+def test_fast_mechanisms_with_replication_through_the_cli(tmp_path):
     mech = tmp_path / "mech"
     args = ["bench", "mechanisms", "--fast", "--tasks", "MountainCarContinuous-v0", "--out", str(mech), "--quiet"]
     args += ["--replicate"]

@@ -377,6 +377,7 @@ def test_key_table_shortens_the_dropout_fields_only():
 # --- Ray -----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a Ray instance started here: 40-75 s, run by make test-slow (and CI) with the two-node cluster
 def test_ray_backend_on_a_local_instance(tmp_path):
     """Each Ray task returns its run directories and this process writes them (sandbox/analysis/cluster.py): whole,
     with the driver's path in config.json and in policy.pt's config, nothing half-written left behind."""
