@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
     if args.jobs > 1:
-        return in_parallel(lessons(args.lessons), args, argv if argv is not None else sys.argv[1:])
+        return in_parallel(lessons(args.lessons), args)
     from sandbox.bench.common import machine
 
     start = time.perf_counter()
@@ -288,14 +288,12 @@ def shares(chosen: list[Path], jobs: int) -> list[list[Path]]:
     return [sorted(part) for part in parts]
 
 
-def in_parallel(chosen: list[Path], args: argparse.Namespace, argv: list[str]) -> int:
+def in_parallel(chosen: list[Path], args: argparse.Namespace) -> int:
     """Run one check per share of the lessons, each in a process of its own (one lesson at a time each: a lesson's
     own runs mostly use one core), their output interleaved line by line; 1 if any of them failed."""
     import subprocess
 
-    options = [a for a in argv if not any(a == p.stem or p.stem.startswith(f"{a}_") for p in lessons([]))]
-    j = options.index("--jobs") if "--jobs" in options else None
-    options = options[:j] + options[j + 2 :] if j is not None else [a for a in options if not a.startswith("--jobs=")]
+    options = ["--seed-sets", *map(str, args.seed_sets), "--timeout", str(args.timeout)] + ["--no-fast"] * args.no_fast
     children = [
         subprocess.Popen(
             [sys.executable, __file__, *[p.stem for p in part], *options],
