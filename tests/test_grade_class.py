@@ -225,6 +225,19 @@ def test_a_grading_process_that_dies_loses_no_submission(tmp_path):
     assert "graded a second time, alone" in " ".join(dies.review) and len(again) <= 1, again
 
 
+def test_a_process_ended_while_loading_reads_as_one_ended_between_tests(tmp_path):
+    """A flood of frames ends the process for good whether it comes while the submission loads (nothing graded) or
+    between tests: each test's output then reads "not run: its process ..." either way."""
+    from sandbox.grade.submission import failed
+
+    options = Options("hw1", None, seed=5)
+    ended = failed(options, tmp_path / "a.py", ["not run: its process sent something that is not a message"], 0.0)
+    assert all(r.output == "not run: its process sent something that is not a message" for r in ended.results)
+    slow = failed(options, tmp_path / "a.py", ["its process did not start within 30 s"], 0.0)
+    assert all(r.output == "not graded: its process did not start within 30 s" for r in slow.results)
+    assert ended.results and ended.score == slow.score == 0
+
+
 def test_the_same_seed_draws_the_same_cases_and_another_seed_other_ones():
     from homework_answers import gae_cut_on_terminated
 

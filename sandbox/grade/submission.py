@@ -123,8 +123,10 @@ def failed(options: Options, path: Path, notes: list[str], start: float) -> Repo
         tests = [*a.build(), *(hidden_tests(a, options.hidden) if options.hidden else [])]
     except Exception:  # noqa: BLE001 - the assignment itself cannot be read: a report without tests still says why
         return Report(options.key, options.key, [], path.name, notes, time.perf_counter() - start, seed=options.seed)
-    results = [Result(t.name, t.kind, t.functions, t.points, 0.0, "not graded: " + notes[-1], 0.0, t.visibility)
-               for t in tests]  # fmt: skip
+    # a reason that already says "not run" (the process was ended for good, whether while loading or between tests)
+    # reads the same here as on the tests a graded run could not reach
+    reason = notes[-1] if notes[-1].startswith("not run") else "not graded: " + notes[-1]
+    results = [Result(t.name, t.kind, t.functions, t.points, 0.0, reason, 0.0, t.visibility) for t in tests]
     return Report(a.key, a.title, results, path.name, notes, time.perf_counter() - start, seed=options.seed)
 
 
