@@ -370,3 +370,15 @@ def doctor(lock: str | os.PathLike | None = None) -> int:
             return run(checks(path))
     finally:
         torch.set_num_threads(threads)
+
+
+@dataclasses.dataclass
+class DoctorArgs:
+    """Is this machine ready for the course? One line per check, OK or what to do; exit code 1 if any failed."""
+
+    lock: str | None = None
+    """The lock to compare the versions with (default: requirements.lock of the checkout sandbox runs from)."""
+
+
+COMMANDS = {"doctor": (DoctorArgs, lambda a: doctor(a.lock))}
+"""command -> (the dataclass of its arguments, what it does with them: the exit code)."""

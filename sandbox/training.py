@@ -15,7 +15,7 @@ from .algos.population import check_population
 from .algos.ppo import train_ppo
 from .config import Config, ConfigError, validate, without
 from .envs.gym_tasks import check_env, episode_limit
-from .envs.lang_tasks import TASK_NAMES
+from .envs.lang_tasks import check_task
 from .maths import Maths
 from .runs.policy_file import VERSION, load
 from .runs.reference import check_ref
@@ -47,9 +47,7 @@ def check(config: Config) -> None:
 
         spaces = check_sb3_env(config.env, config.env_params)
     elif config.is_lang:
-        if config.task_name not in TASK_NAMES:
-            known = ", ".join(f"lang:{t}" for t in TASK_NAMES)
-            raise ConfigError("env", f"unknown language task {config.task_name!r}; one of: {known}")
+        check_task(config.task_name)
     else:
         spaces = check_env(config.env, config.env_params)
         if config.algo == "grpo" and config.loss_agg == "dr_grpo" and episode_limit(config.env) is None:

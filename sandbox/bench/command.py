@@ -1,5 +1,6 @@
-"""``sandbox bench``: its arguments, their checks, and what it runs (the command line reads them with :func:`parse`,
-then calls :func:`run`, which checks them first). Each target's own module does the work (:mod:`sandbox.bench`).
+"""``sandbox bench``: its arguments, their checks, and what it runs (the command line parses :class:`BenchArgs`,
+then calls :func:`run`, which checks them first; :data:`COMMANDS`). Each target's own module does the work
+(:mod:`sandbox.bench`).
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Literal
 
 import tyro
 
@@ -90,12 +91,6 @@ class BenchArgs:
     cluster, --workers is its CPUs, which minatar sizes its populations for)."""
     quiet: bool = False
     """No progress bar."""
-
-
-def parse(args: list[str], parser: Callable) -> BenchArgs:
-    """The parsed arguments (``parser(cls, args, prog)``: the command line's reader, one-line errors); :func:`run`
-    checks them."""
-    return parser(BenchArgs, args, "sandbox bench")
 
 
 def check(a: BenchArgs) -> BenchArgs:
@@ -217,3 +212,7 @@ def run(a: BenchArgs) -> int:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0
+
+
+COMMANDS = {"bench": (BenchArgs, run)}
+"""command -> (the dataclass of its arguments, what it does with them: the exit code)."""

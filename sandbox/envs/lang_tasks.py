@@ -17,6 +17,8 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from ..config import ConfigError
+
 # --- vocabulary ----------------------------------------------------------------------------------------------------
 SPECIAL = ["<pad>", "<bos>", "<eos>"]
 TAGS = ["digit:", "review:", "reverse:", "sort:", "add:", "write:"]
@@ -236,6 +238,13 @@ class LengthTask(Task):
 
 
 TASK_NAMES = ("digit", "positive", "reverse", "sort", "add", "length")
+
+
+def check_task(name: str) -> None:
+    """A one-line :class:`~sandbox.config.ConfigError` on ``--env`` unless ``name`` (``lang:NAME``'s NAME) is a task."""
+    if name not in TASK_NAMES:
+        known = ", ".join(f"lang:{t}" for t in TASK_NAMES)
+        raise ConfigError("env", f"unknown language task {name!r}; one of: {known}")
 
 
 def make_task(name: str, sparse: bool = False, partial_credit: bool = False) -> Task:

@@ -1,6 +1,6 @@
-"""``sandbox grade``: its arguments, their checks, and what it does (the command line's ``grade`` entry calls
-:func:`run` with its parser). ``sandbox grade bundle HW`` writes the Gradescope autograder
-(:mod:`sandbox.grade.bundle`).
+"""``sandbox grade``: its arguments, their checks, and what it does (the command line parses :class:`GradeArgs`,
+or :class:`BundleArgs` for ``sandbox grade bundle HW``, then calls :func:`grade` or :func:`bundle`, which writes the
+Gradescope autograder with :mod:`sandbox.grade.bundle`; :data:`COMMANDS`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Literal
 
 import tyro
 
@@ -86,18 +86,6 @@ class BundleArgs:
     """The unprivileged user setup.sh makes and the submissions run as."""
     overwrite: bool = False
     """Replace an existing --out."""
-
-
-def parse(args: list[str], parser: Callable) -> GradeArgs | BundleArgs:
-    """The parsed arguments (``parser(cls, args, prog)``: the command line's tyro wrapper, one-line errors)."""
-    if args and args[0] == "bundle":
-        return parser(BundleArgs, args[1:], "sandbox grade bundle")
-    return parser(GradeArgs, args, "sandbox grade")
-
-
-def run(args: list[str], parser: Callable) -> int:
-    a = parse(args, parser)
-    return bundle(a) if isinstance(a, BundleArgs) else grade(a)
 
 
 def check_hidden(hidden: str | None, a) -> Path | None:
@@ -230,3 +218,7 @@ def pick_upload(folder: Path, key: str) -> Path | None:
         if found:
             return found[0]
     return None
+
+
+COMMANDS = {"grade": (GradeArgs, grade), "grade bundle": (BundleArgs, bundle)}
+"""command -> (the dataclass of its arguments, what it does with them: the exit code)."""
