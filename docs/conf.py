@@ -35,6 +35,7 @@ exclude_patterns = [
     "docs/_extra",
     "docs/_static",
     "docs/studies/**/report.md",  # a study's report as written by its bench; the guide's pages show its tables
+    "docs/demo/report.md",  # the demo's report as sandbox demo wrote it; the demo page shows its key table
     "**/.ipynb_checkpoints",
 ]
 

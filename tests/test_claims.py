@@ -307,6 +307,51 @@ def test_the_readme_breadth_table_says_each_comparisons_verdict():
     )
 
 
+DEMO = ROOT / "docs" / "demo"
+DEMO_ROWS = {
+    "PPO CartPole, off": "PPO CartPole-v1: dropout_mode=off",
+    "GRPO lang:reverse, off": "GRPO lang:reverse: dropout_mode=off",
+}
+DEMO_ROWS |= {
+    f"{algo}, {mode}": f"{algo} {task}: dropout_mode={mode}"
+    for algo, task in (("PPO", "CartPole-v1"), ("GRPO", "lang:reverse"))
+    for mode in ("rollout-eval", "naive", "consistent")
+}
+"""The README's demo rows and the groups of docs/demo/report.csv they show."""
+
+
+def _demo_cells(row: pd.Series) -> list[str]:
+    """A row of the README's demo table as docs/demo/report.csv's row gives it: whole numbers (PPO's returns) or
+    three decimals (GRPO's rewards, the ratio's deviation, the clip fraction); the difference's interval at the level
+    its verdict used, as the report's."""
+    num = (lambda x: f"{x:.0f}") if "CartPole" in row.task else (lambda x: f"{x:.3f}")
+    share = lambda x: "0" if x == 0 else f"{x:.3f}"  # noqa: E731 - the first minibatch's ratio and clip fraction
+    cells = [f"{num(row.final_iqm)} [{num(row.ci_low)}, {num(row.ci_high)}]", f"{row.solved}/{row.runs}",
+             share(row.first_ratio_dev), share(row.first_clipfrac)]  # fmt: skip
+    if pd.isna(row.verdict):
+        return [*cells, "-", "-", "-", "baseline"]
+    word = {v: k for k, v in CELL_WORDS.items()}[row.verdict]
+    return [*cells, f"{num(row['diff'])} [{num(row.diff_level_low)}, {num(row.diff_level_high)}]",
+            f"{row.p_improvement:.2f}", f"{row.p_holm:.2g}", word]  # fmt: skip
+
+
+def test_the_demo_table_is_the_committed_demo_report():
+    """The README's (and the demo page's) table of the demo: each cell is docs/demo/report.csv's, which `sandbox
+    demo` wrote with the per-seed finals beside it (docs/demo/finals.csv). After a re-run, copy its report.csv,
+    report.md and finals.csv there and rewrite the table."""
+    report = pd.read_csv(DEMO / "report.csv").set_index("group")
+    finals = pd.read_csv(DEMO / "finals.csv")
+    assert finals.groupby("group").size().to_dict() == report.runs.to_dict(), "finals.csv holds other runs"
+    block = README.read_text().split("<!-- shared block: demo")[1].split("<!-- end of shared block")[0]
+    [table] = _tables(block)
+    lines = table.strip().splitlines()[2:]
+    assert sorted(DEMO_ROWS[line.strip("|").split("|")[0].strip()] for line in lines) == sorted(report.index)
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        want = _demo_cells(report.loc[DEMO_ROWS[cells[0]]])
+        assert cells[1:] == want, f"the README's demo row {cells[0]!r} says {cells[1:]}; docs/demo/report.csv: {want}"
+
+
 def test_dropout_off_learned_on_every_breadth_task_as_the_readme_says():
     """ "five tasks where dropout off learns": the report's table of dropout off's rise says *rose* on each."""
     readme = _flat(README.read_text())
