@@ -114,6 +114,15 @@ def test_fast_breadth_through_the_cli(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.csv")}
     assert main(args) == 0  # the same --out again: every run kept, nothing re-run
     assert {p: p.stat().st_mtime_ns for p in out.rglob("metrics.csv")} == before
+    again = tmp_path / "again"  # another study of the same configs, --reuse: every run copied, none trained
+    assert main([*args[:-3], "--out", str(again), "--reuse", str(out), "--quiet"]) == 0
+    assert pd.read_csv(again / "finals.csv").equals(finals)
+    [timed] = json.loads((again / "timings.json").read_text())
+    assert (
+        timed["runs"] == 0
+        and timed["copied"] == 14
+        and f"14 runs of the same configs copied from {out}" in (again / "report.md").read_text()
+    )
 
 
 def test_fast_mechanisms_with_replication_through_the_cli(tmp_path):
@@ -141,6 +150,8 @@ def test_fast_mechanisms_with_replication_through_the_cli(tmp_path):
         (["bench", "breadth", "--report-only", "--out", "nowhere"], "--report-only"),
         (["bench", "cartpole", "--fast"], "--fast"),
         (["bench", "breadth", "--workers", "0"], "--workers"),
+        (["bench", "cartpole", "--reuse", "x"], "--reuse"),
+        (["bench", "mechanisms", "--reuse", "nowhere"], "--reuse"),
     ],
 )
 def test_bad_study_arguments_are_one_line(capsys, args, field):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sandbox.analysis.report import collapsed, iqm, iqm_ci, write_report
-from sandbox.analysis.sweep import SpecError, expand, load_spec, run_sweep
+from sandbox.analysis.sweep import SpecError, adopt, expand, load_spec, run_sweep
 
 TINY = """
 [base]
@@ -150,6 +150,28 @@ def test_a_changed_sweep_is_refused_not_mixed(tmp_path):
     with pytest.raises(SpecError, match="different config"):
         run_sweep(changed, out, workers=2, quiet=True)
     assert run_sweep(write_spec(tmp_path, TINY), out, workers=2, quiet=True)["skipped"] == 4
+
+
+def test_finished_runs_of_the_same_config_are_copied_in_rather_than_trained(tmp_path):
+    """adopt: another sweep's finished runs of the same config (their output fields aside) are copied into place,
+    config.json rewritten for the new place, and the sweep then skips them; a run of another config is trained."""
+    first = tmp_path / "first"
+    run_sweep(write_spec(tmp_path, TINY), first, workers=2, quiet=True)
+    wider = write_spec(tmp_path, TINY.replace("seed = [0, 1]", "seed = [0, 1, 2]"), "wider.toml")
+    second = tmp_path / "second"
+    runs = expand(*load_spec(wider), second)
+    assert adopt(runs, first) == 4  # seeds 0 and 1 of both groups; seed 2 is nowhere
+    (second / "dropout_mode=off__dropout=0.2__seed=1" / "summary.json").unlink()  # a copy cut short: partial
+    for name in ("dropout_mode=naive__dropout=0.2__seed=0", "dropout_mode=off__dropout=0.2__seed=0"):
+        written = json.loads((second / name / "config.json").read_text())
+        assert written["out"] == str(second / name) and written["seed"] == 0
+        for f in ("metrics.csv", "summary.json", "episodes.csv"):
+            assert (second / name / f).read_bytes() == (first / name / f).read_bytes(), (name, f)
+    counts = run_sweep(wider, second, workers=2, quiet=True)
+    assert counts["skipped"] == 3 and counts["ran"] == 3  # seed 2 twice, and the copy cut short, trained here
+    again = json.loads((second / "dropout_mode=off__dropout=0.2__seed=1" / "summary.json").read_text())
+    assert again["final_return"] == json.loads((first / "dropout_mode=off__dropout=0.2__seed=1" /
+                                                "summary.json").read_text())["final_return"]  # fmt: skip
 
 
 # --- the report --------------------------------------------------------------------------------------------------

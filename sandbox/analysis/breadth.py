@@ -616,27 +616,34 @@ def replication_markdown(table: pd.DataFrame, seeds: Sequence[int], again: Seque
     return "\n".join(lines) + "\n"
 
 
-def _record_time(out: Path, tasks: list[str], runs: int, seconds: float, workers: int, machine: str) -> list[dict]:
+def _record_time(out: Path, tasks: list[str], runs: int, seconds: float, workers: int, machine: str, copied: int = 0,
+                 source: str | Path | None = None) -> list[dict]:  # fmt: skip
     """Add this invocation's time to ``out/timings.json`` (a study resumed or run task by task is timed in parts) and
-    return every part."""
+    return every part; ``copied`` runs were copied from ``source`` (:func:`sweep.adopt`), not trained."""
     path = out / "timings.json"
     timings = json.loads(path.read_text()) if path.exists() else []
     when, where = time.strftime("%Y-%m-%d %H:%M"), machine or "this machine"
     timings.append({"date": when, "tasks": tasks, "runs": runs, "minutes": round(seconds / 60, 1),
-                    "workers": workers, "machine": where})  # fmt: skip
+                    "workers": workers, "machine": where, **({"copied": copied, "from": str(source)} if copied else {})})  # fmt: skip
     path.write_text(json.dumps(timings, indent=1))
     return timings
 
 
 def _run(out: Path, kind: str, chosen: dict, seeds: tuple[int, ...], scale: float, workers: int, quiet: bool,
-         machine: str, where: Backend | None = None) -> float:  # fmt: skip
+         machine: str, where: Backend | None = None, reuse: str | Path | None = None) -> float:  # fmt: skip
     """Write the sweeps of ``chosen`` tasks into ``out`` and run them (resumable), here or on a Ray cluster
-    (``where``: :mod:`sandbox.analysis.cluster`; the runs come back to this machine); returns the seconds."""
-    from .sweep import run_sweeps
+    (``where``: :mod:`sandbox.analysis.cluster`; the runs come back to this machine); returns the seconds. ``reuse``:
+    a folder whose finished runs of the same configs are copied in instead of trained (:func:`sweep.adopt`)."""
+    from .sweep import adopt, expand, load_spec, run_sweeps
 
     groups = (lambda task: arms()) if kind == "breadth" else mechanisms
     t0 = time.perf_counter()
     items = sweeps(out, chosen, groups, seeds, scale)
+    copied = 0
+    if reuse is not None:
+        copied = adopt([r for spec, d in items for r in expand(*load_spec(spec), d)], reuse)
+        if not quiet:
+            print(f"{copied} runs copied from {reuse} (the same configs, finished there)", flush=True)
     where = where or Backend()
     counts = run_sweeps([(str(s), str(d)) for s, d in items], workers, where.backend, where.address, quiet,
                         population=len(seeds), token_file=where.ray_token_file)  # fmt: skip
@@ -644,7 +651,7 @@ def _run(out: Path, kind: str, chosen: dict, seeds: tuple[int, ...], scale: floa
     if "cluster" in counts:  # the whole cluster trained: its CPUs are the workers
         c = counts["cluster"]
         workers, machine = c["cpus"], f"a Ray cluster of {c['nodes']} nodes (driver: {machine or 'this machine'})"
-    _record_time(out, list(chosen), counts.get("ran", 0), seconds, workers, machine)
+    _record_time(out, list(chosen), counts.get("ran", 0), seconds, workers, machine, copied, reuse)
     frame = finals(out)
     frame.to_csv(out / "finals.csv", index=False)
     return seconds
@@ -663,9 +670,11 @@ def write_report(out: str | Path, kind: str = "breadth", seed: int = 0) -> dict:
     table.to_csv(out / "comparisons.csv", index=False)
     what = "Breadth study" if kind == "breadth" else "Mechanism arms"
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else []
-    spent = [t for t in timings if t["runs"] > 0]
+    spent = [t for t in timings if t["runs"] > 0 or t.get("copied")]
     times = "; ".join(f"{t['date']}: {t['runs']} runs of {', '.join(t['tasks'])} in {t['minutes']:.1f} min with "
-                      f"{t['workers']} workers on {t['machine']}" for t in spent)  # fmt: skip
+                      f"{t['workers']} workers on {t['machine']}"
+                      + (f", and {t['copied']} runs of the same configs copied from {t['from']}, where they had "
+                         "finished" if t.get("copied") else "") for t in spent)  # fmt: skip
     seeds = int(frame["seed"].nunique())
     fast = meta.get("fast", False)
     header = (
@@ -715,6 +724,7 @@ def run_study(
     replicate: bool = False,
     where: Backend | None = None,
     max_steps: int | None = None,
+    reuse: str | Path | None = None,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out``: first its
     plan (``plan.md``: the planned contrasts, before any run), then its sweeps (resumable: finished runs are kept, so
@@ -725,7 +735,8 @@ def run_study(
     set of seeds (:func:`replication_seeds`) in ``out/replication``, and the replication table. ``fast``: the first
     two seeds (and two more for the replication) and a twentieth of each budget, for checking the plumbing (its
     numbers mean nothing). ``where``: local processes (default), or Ray, on a cluster too
-    (:mod:`sandbox.analysis.cluster`: the runs come back to this machine)."""
+    (:mod:`sandbox.analysis.cluster`: the runs come back to this machine). ``reuse``: another study's folder, whose
+    finished runs of the same configs are copied in instead of trained (:func:`sandbox.analysis.sweep.adopt`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = {n: task_of(n, max_steps) for n in (tasks or TASKS)}
@@ -739,10 +750,11 @@ def run_study(
                                                 "fast": fast, "custom": custom}, indent=1))  # fmt: skip
     if not (out / "plan.md").exists():  # written once, before the first run, for the whole study (not --tasks)
         (out / "plan.md").write_text(plan(kind, planned, len(seeds), again))
-    seconds = _run(out, kind, chosen, seeds, scale, workers, quiet, machine, where)
+    seconds = _run(out, kind, chosen, seeds, scale, workers, quiet, machine, where, reuse)
     if replicate:
         (out / "replication").mkdir(exist_ok=True)
-        seconds += _run(out / "replication", kind, chosen, again, scale, workers, quiet, machine, where)
+        seconds += _run(out / "replication", kind, chosen, again, scale, workers, quiet, machine, where,
+                        Path(reuse) / "replication" if reuse is not None else None)  # fmt: skip
     result = write_report(out, kind)
     runs = len(pd.read_csv(out / "finals.csv")) + (
         len(pd.read_csv(out / "replication" / "finals.csv")) if replicate else 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -153,6 +154,42 @@ def run_status(run: Run) -> str:
     except (ConfigError, TypeError):
         return "different"
     return "done" if written == run.config.to_dict() else "different"
+
+
+def adopt(runs: list[Run], donors: str | os.PathLike) -> int:
+    """Copy into place, for each run of ``runs`` not started yet, a finished run found under ``donors`` with the same
+    config (its output fields aside: ``out``, ``quiet``, ...), its ``config.json`` rewritten for its new place; returns
+    how many were copied. Same config and seed, same numbers (what the tests hold, a member of a population included),
+    so a study that shares groups with another need not train them twice: the mechanism arms' dropout-off and
+    ``naive`` groups are the breadth study's. The trap: a donor trained by code whose numbers have changed since.
+    Copy between runs of one version, or train one of them again and compare."""
+    from ..runs.rundir import write_json_atomic
+
+    found: dict[str, Path] = {}
+    for summary in sorted(Path(donors).rglob("summary.json")):
+        try:
+            config = Config.from_dict(json.loads((summary.parent / "config.json").read_text())).to_dict()
+        except (OSError, json.JSONDecodeError, ConfigError, TypeError):
+            continue
+        found.setdefault(json.dumps(without(config, "output"), sort_keys=True), summary.parent)
+    copied = 0
+    for run in runs:
+        donor = found.get(json.dumps(without(run.config.to_dict(), "output"), sort_keys=True))
+        if donor is None or run_status(run) != "new":
+            continue
+        # summary.json is copied last, as a run writes it last: an interrupted copy is a partial run, redone
+        shutil.copytree(donor, run.dir, ignore=functools.partial(_not_copied, donor))
+        write_json_atomic(run.dir / "config.json", run.config.to_dict())
+        shutil.copyfile(donor / "summary.json", run.dir / ".summary.json.tmp")
+        os.replace(run.dir / ".summary.json.tmp", run.dir / "summary.json")
+        copied += 1
+    return copied
+
+
+def _not_copied(top: Path, folder: str, names: list[str]) -> list[str]:
+    """What :func:`adopt` leaves out of its first copy of the run directory ``top``: whatever a run does not write,
+    and summary.json (its checkpoints folder is copied whole)."""
+    return [n for n in names if n not in RUN_FILES or n == "summary.json"] if Path(folder) == top else []
 
 
 def _reset_partial(run: Run) -> None:

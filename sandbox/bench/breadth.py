@@ -19,6 +19,7 @@ def bench_breadth(
     report_only: bool = False,
     where: Backend | None = None,
     max_steps: int | None = None,
+    reuse: str | None = None,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out`` and print
     its planned contrasts; returns the figures as plain data (runs, seconds, the comparisons as records).
@@ -26,7 +27,8 @@ def bench_breadth(
     ``replicate``: also a second, disjoint seed set and the replication table. ``report_only``: no run, the report
     rewritten from ``out/finals.csv`` (a committed study re-read with the current statistics). ``where``: local
     processes (default), or Ray (a cluster too: the runs come back to this machine). ``max_steps``: the budget of
-    tasks of your own (``--tasks module:Env-v0``)."""
+    tasks of your own (``--tasks module:Env-v0``). ``reuse``: another study's ``--out``, whose finished runs of the
+    same configs are copied in rather than trained."""
     import pandas as pd
 
     from ..analysis import breadth
@@ -44,7 +46,7 @@ def bench_breadth(
                   f"{' (fast)' if fast else ''}; 80% power for |g| 0.8 at 0.05 / {m} needs {powered}"
                   + (", and the same again on a second set of seeds" if replicate else ""), flush=True)  # fmt: skip
         result = breadth.run_study(
-            out, kind, workers, seeds, tasks, fast, quiet, machine(), replicate, where, max_steps=max_steps
+            out, kind, workers, seeds, tasks, fast, quiet, machine(), replicate, where, max_steps=max_steps, reuse=reuse
         )
     table = result["comparisons"]
     if not quiet and len(table):

@@ -83,6 +83,10 @@ class BenchArgs:
     replicate: bool = False
     """breadth, mechanisms, minatar: also run every group on a second, disjoint set of seeds (as many, after the
     largest) and report, cell by cell, which verdicts replicated."""
+    reuse: str | None = None
+    """breadth, mechanisms: another study's --out, whose finished runs of the same configs (same task, arm, seed and
+    settings) are copied in rather than trained: the mechanism arms share their dropout-off and naive groups with the
+    breadth study. Same config and seed, same numbers, but only under the same version of the sandbox."""
     report_only: bool = False
     """breadth, mechanisms: run nothing; rewrite the report from --out's finals.csv (a committed study re-read with
     the current statistics)."""
@@ -131,6 +135,12 @@ def check(a: BenchArgs) -> BenchArgs:
         raise ConfigError("report_only", "only for bench breadth and mechanisms, with the --out holding finals.csv")
     if a.report_only and not (Path(a.out) / "finals.csv").is_file():
         raise ConfigError("report_only", f"{a.out} holds no finals.csv")
+    if a.reuse is not None and a.target not in STUDIES:
+        raise ConfigError("reuse", f"only for bench breadth and mechanisms, not {a.target}")
+    if a.reuse is not None and a.report_only:
+        raise ConfigError("reuse", "--report-only runs nothing, so there is nothing to copy")
+    if a.reuse is not None and not (Path(a.reuse) / "runs").is_dir():
+        raise ConfigError("reuse", f"{a.reuse} holds no study (no runs folder)")
     if a.workers < 1:
         raise ConfigError("workers", "must be at least 1")
     if a.target == "grading" and a.submissions < 1:
@@ -199,6 +209,7 @@ def run(a: BenchArgs) -> int:
             quiet=a.quiet,
             replicate=a.replicate,
             report_only=a.report_only,
+            reuse=a.reuse,
             where=a.where,
             max_steps=a.max_steps,
         )
