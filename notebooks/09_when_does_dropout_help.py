@@ -37,7 +37,7 @@
 # tests, Holm's correction, the four words, why five seeds are the least for a verdict).
 #
 # **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 6 s
-# of wall time, 5 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 7 s (a check that the notebook works:
+# of wall time, 5 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 8 s (a check that the notebook works:
 # what it trains is tiny, and its numbers mean nothing). The committed outputs are those of that full run.
 #
 # The lesson trains nothing, so full mode and `SANDBOX_FAST=1` do the same: it reads the committed studies in
@@ -537,8 +537,9 @@ course.claim(
 )
 replayed = {t: verdict_of(table, t, "consistent p 0.3") for t in MECH_TASKS}
 course.claim(
-    "consistent, which puts dropout in the critic too, did not get naive's verdict on either task",
-    all(v != effect(t)["verdict"] for t, v in replayed.items()),
+    "consistent, which puts dropout in the critic too, did not get naive's verdict on Acrobot: it was worse where "
+    "naive was better",
+    replayed["Acrobot-v1"] == "worse" and effect("Acrobot-v1")["verdict"] == "better",
     "; ".join(f"{t}: consistent {v}, naive {effect(t)['verdict']}" for t, v in replayed.items()),
 )
 
@@ -560,8 +561,8 @@ course.claim(
 #
 # So, on these two tasks, dropout in the critic is enough to move the return in the direction dropout in both
 # networks did. It does not follow that the critic *decides* the sign: `consistent` also puts dropout in the critic,
-# and did not get `naive`'s verdict on either task; and that the critic accounts for the effect is what the contrast
-# critic only against `naive` tests (whether the committed study has it, the cell above the table says). A reading of
+# and on Acrobot it was *worse* where `naive` was *better*; and that the critic accounts for the effect is what the
+# contrast critic only against `naive` tests (whether the committed study has it, the cell above the table says). A reading of
 # the difference, which these arms do not test: in `rollout-eval` and `naive` the critic is fitted through fresh masks
 # at every minibatch step (ordinary dropout regularisation of a regression), while in `consistent` each sample's
 # critic mask is the one the rollout drew, replayed at every epoch. The contrast `consistent` against `naive` is the
@@ -756,8 +757,8 @@ course.claim(
 #    whether dropout helps or hurts learning to reach the flag, which dropout off did not learn in this budget. The
 #    study's own check (dropout off learned, and how much) is what tells you to read them that way.
 # 4. Because the ratio is not what decides the sign (section 3: a loss needed no clipping, and a gain came with
-#    clipping). Nor does dropout in the critic settle it: `consistent` has dropout in the critic too and did not get
-#    `naive`'s verdict on Acrobot or CartPole. One reading, which these arms do not test: `consistent` replays the
+#    clipping). Nor does dropout in the critic settle it: `consistent` has dropout in the critic too and was *worse*
+#    on Acrobot, where `naive` was *better*. One reading, which these arms do not test: `consistent` replays the
 #    rollout's critic masks at every epoch, so its critic is not regularised the way `rollout-eval`'s and `naive`'s
 #    are by fresh masks. The planned contrast `consistent` against `naive` tests it.
 # 5. "A smaller step" is not one thing. If smaller steps were what hurt, a smaller clip range should hurt too; it
