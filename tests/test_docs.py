@@ -33,6 +33,7 @@ PAGES = sorted(
     for p in DOCS.rglob("*.md")
     if not any(part.startswith("_") for part in p.relative_to(DOCS).parts)
     and not p.match("studies/*/report.md")  # a study's report as its bench wrote it, not a page (docs/conf.py)
+    and not p.match("demo/report.md")  # the demo's, as sandbox demo wrote it
 )
 SHARED = re.compile(
     r"<!-- shared block: (\w+) \(the same text in README.md and on the site; [^)]*\) -->\n"

@@ -623,8 +623,9 @@ def _record_time(out: Path, tasks: list[str], runs: int, seconds: float, workers
     path = out / "timings.json"
     timings = json.loads(path.read_text()) if path.exists() else []
     when, where = time.strftime("%Y-%m-%d %H:%M"), machine or "this machine"
+    copies = {"copied": copied, "from": str(source)} if copied else {}
     timings.append({"date": when, "tasks": tasks, "runs": runs, "minutes": round(seconds / 60, 1),
-                    "workers": workers, "machine": where, **({"copied": copied, "from": str(source)} if copied else {})})  # fmt: skip
+                    "workers": workers, "machine": where, **copies})  # fmt: skip
     path.write_text(json.dumps(timings, indent=1))
     return timings
 
