@@ -673,7 +673,7 @@ def write_report(out: str | Path, kind: str = "breadth", seed: int = 0) -> dict:
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else []
     spent = [t for t in timings if t["runs"] > 0 or t.get("copied")]
     times = "; ".join(f"{t['date']}: {t['runs']} runs of {', '.join(t['tasks'])} in {t['minutes']:.1f} min with "
-                      f"{t['workers']} workers on {t['machine']}"
+                      f"{t['workers']} worker{'s' * (t['workers'] != 1)} on {t['machine']}"
                       + (f", and {t['copied']} runs of the same configs copied from {t['from']}, where they had "
                          "finished" if t.get("copied") else "") for t in spent)  # fmt: skip
     seeds = int(frame["seed"].nunique())
