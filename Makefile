@@ -66,9 +66,10 @@ check: setup lint
 durations: setup $(DOCS_STAMP)
 	SANDBOX_FAST=1 SANDBOX_DURATIONS=tests/durations.json $(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
-# The tests marked slow: a Ray cluster of two nodes started on this machine (tests/test_cluster.py) and a sweep on a
-# local Ray instance (tests/test_sweep.py), two and a half minutes on a quiet machine; the cluster needs ports
-# 27000-27999 free; neither leaves a Ray process behind
+# The tests marked slow: a Ray cluster of two nodes started on this machine (tests/test_cluster.py), a sweep on a
+# local Ray instance (tests/test_sweep.py) and the committed studies re-read with another resampling seed
+# (tests/test_claims.py), under three minutes on a quiet machine; the cluster needs ports 27000-27999 free; neither
+# Ray test leaves a Ray process behind
 test-slow: setup
 	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 0 -m slow tests
 

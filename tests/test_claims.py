@@ -1,5 +1,5 @@
-"""Sentences that state a study's result hold to the study's committed tables (no training: about ten seconds, most of
-it re-reading the two studies with another resampling seed).
+"""Sentences that state a study's result hold to the study's committed tables (no training: about a second; the
+committed studies re-read with another resampling seed, about 12 s, run in make test-slow).
 
 When a study is re-run and its tables committed (`docs/studies/<study>/comparisons.csv`, `report.md`), a sentence
 of the README or of the guide that no longer says what its table says fails here, with the sentence named:
@@ -448,6 +448,7 @@ def test_no_page_uses_the_old_verdict_words():
                 )
 
 
+@pytest.mark.slow  # about 12 s of permutation draws near Holm's thresholds: make test-slow (CI runs it)
 @pytest.mark.parametrize("study", ["breadth", "mechanisms"])
 def test_another_resampling_seed_changes_no_verdict_of_a_committed_study(tmp_path, study):
     """The committed report re-read from its finals.csv with resampling seed 1 (the committed one used 0): the same
