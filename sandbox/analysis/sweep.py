@@ -43,7 +43,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..config import PRESETS, RENAMED, Config, ConfigError, validate, without
-from ..runs.rundir import RUN_FILES
+from ..runs.rundir import RUN_FILES, write_json_atomic
 from .cluster import run_job, staging_dir
 
 SET_BY_SWEEP = ("out", "overwrite", "quiet")  # the outputs a sweep sets for each run itself, not the spec
@@ -163,8 +163,6 @@ def adopt(runs: list[Run], donors: str | os.PathLike) -> int:
     so a study that shares groups with another need not train them twice: the mechanism arms' dropout-off and
     ``naive`` groups are the breadth study's. The trap: a donor trained by code whose numbers have changed since.
     Copy between runs of one version, or train one of them again and compare."""
-    from ..runs.rundir import write_json_atomic
-
     found: dict[str, Path] = {}
     for summary in sorted(Path(donors).rglob("summary.json")):
         try:
