@@ -591,8 +591,8 @@ def replication_table(first: pd.DataFrame, again: pd.DataFrame) -> pd.DataFrame:
     return both
 
 
-def replication_markdown(table: pd.DataFrame, seeds: Sequence[int], again: Sequence[int]) -> str:
-    """The replication section of report.md."""
+def replication_markdown(table: pd.DataFrame, seeds: Sequence[int], again: Sequence[int], time_line: str = "") -> str:
+    """The replication section of report.md; ``time_line``: what the second seeds took (:func:`_time_line`)."""
     counts = table["replicated"].value_counts()
     claims = int(len(table) - counts.get("no claim", 0))
     lines = [
@@ -603,7 +603,7 @@ def replication_markdown(table: pd.DataFrame, seeds: Sequence[int], again: Seque
         "worse or equivalent: the same sign and significance); *no*: a claim the second seeds do not support; "
         "*contradicted*: the opposite word; *no claim*: the first seeds claimed nothing (not significant, borderline). "
         f"Of {claims} claims, {counts.get('yes', 0)} replicated, {counts.get('no', 0)} did not, "
-        f"{counts.get('contradicted', 0)} were contradicted.",
+        f"{counts.get('contradicted', 0)} were contradicted." + (f" {time_line}" if time_line else ""),
         "",
         "| task | arm | against | g first | verdict first | g again | verdict again | same sign | replicated |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -614,6 +614,19 @@ def replication_markdown(table: pd.DataFrame, seeds: Sequence[int], again: Seque
             f"{r['g again']:.2f} | {r['verdict again']} | {'yes' if r['same sign'] else 'no'} | {r['replicated']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _time_line(out: Path) -> str:
+    """The report's sentence "Time: N minutes in all (...)": the parts of ``out/timings.json`` that ran or copied
+    runs, each with its date, runs, tasks, workers and machine (a study resumed or run task by task is timed in
+    parts)."""
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else []
+    spent = [t for t in timings if t["runs"] > 0 or t.get("copied")]
+    times = "; ".join(f"{t['date']}: {t['runs']} runs of {', '.join(t['tasks'])} in {t['minutes']:.1f} min with "
+                      f"{t['workers']} worker{'s' * (t['workers'] != 1)} on {t['machine']}"
+                      + (f", and {t['copied']} runs of the same configs copied from {t['from']}, where they had "
+                         "finished" if t.get("copied") else "") for t in spent)  # fmt: skip
+    return f"Time: {sum(t['minutes'] for t in spent):.1f} minutes in all ({times or 'no runs were needed'})."
 
 
 def _record_time(out: Path, tasks: list[str], runs: int, seconds: float, workers: int, machine: str, copied: int = 0,
@@ -670,18 +683,12 @@ def write_report(out: str | Path, kind: str = "breadth", seed: int = 0) -> dict:
     learn, table = learned(frame), comparisons(frame, kind, seed)
     table.to_csv(out / "comparisons.csv", index=False)
     what = "Breadth study" if kind == "breadth" else "Mechanism arms"
-    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else []
-    spent = [t for t in timings if t["runs"] > 0 or t.get("copied")]
-    times = "; ".join(f"{t['date']}: {t['runs']} runs of {', '.join(t['tasks'])} in {t['minutes']:.1f} min with "
-                      f"{t['workers']} worker{'s' * (t['workers'] != 1)} on {t['machine']}"
-                      + (f", and {t['copied']} runs of the same configs copied from {t['from']}, where they had "
-                         "finished" if t.get("copied") else "") for t in spent)  # fmt: skip
     seeds = int(frame["seed"].nunique())
     fast = meta.get("fast", False)
     header = (
         f"# {what}: planned contrasts\n\n{len(frame)} runs, {seeds} seeds per group "
-        f"({'FAST mode: a twentieth of each budget, numbers meaningless' if fast else 'full budgets'}). Time: "
-        f"{sum(t['minutes'] for t in spent):.1f} minutes in all ({times or 'no runs were needed'})."
+        f"({'FAST mode: a twentieth of each budget, numbers meaningless' if fast else 'full budgets'}). "
+        f"{_time_line(out)}"
     )
     tasks = [t for t in known if t in set(frame["task"])]
     if (out / "plan.md").exists():
@@ -701,7 +708,8 @@ def write_report(out: str | Path, kind: str = "breadth", seed: int = 0) -> dict:
         again = comparisons(again_frame, kind, seed)
         rep = replication_table(table, again)
         rep.to_csv(out / "replication.csv", index=False)
-        text += "\n" + replication_markdown(rep, sorted(frame["seed"].unique()), sorted(again_frame["seed"].unique()))
+        text += "\n" + replication_markdown(rep, sorted(frame["seed"].unique()), sorted(again_frame["seed"].unique()),
+                                           _time_line(out / "replication"))  # fmt: skip
         result["replication"] = rep
     (out / "report.md").write_text(text)
     if len(table):
