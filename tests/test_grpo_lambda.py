@@ -93,8 +93,9 @@ def test_the_trainer_switches_per_group_through_the_seam():
 def test_no_signal_is_judged_on_the_length_penalised_rewards():
     """A group of wrong answers of different lengths has equal 0/1 rewards but not equal Kimi rewards (a wrong answer
     keeps min(0, lam)): it has a signal, so ``zero_std_frac`` does not count it and --drop-equal-groups keeps it. The
-    first update samples the same batch in both runs (same seed, same policy)."""
-    add = dict(env="lang:add", sparse=False, drop_equal_groups=True)  # about 5% right: many all-wrong groups
+    first update samples the same batch in both runs (same seed, same policy). A reference of 100 supervised steps
+    (its own cache entry, 4 s against 15 s for the default 600) gets almost no sum right: every group is all wrong."""
+    add = dict(env="lang:add", sparse=False, drop_equal_groups=True, sft_steps=100)
     plain = sandbox.train(reverse(**add)).metrics.zero_std_frac.iloc[0]
     kimi = reverse(length_penalty=2.5, length_penalty_form="kimi", **add)
     shaped = sandbox.train(kimi).metrics.zero_std_frac.iloc[0]
