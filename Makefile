@@ -51,9 +51,10 @@ lock-check: setup
 	$(BIN)/python tools/lock_check.py --uv $(BIN)/uv --torch-index $(TORCH_INDEX) $(LOCK)
 
 # make test also builds the course website (tests/test_docs.py, warnings as errors), so it installs the docs extra.
-# It leaves out the tests marked slow, which make test-slow runs (CI runs both: .ci/run)
+# It leaves out the tests marked slow, which make test-slow runs (CI runs both: .ci/run). It ends with its 15 longest
+# tests and notebooks (--durations), so every run, CI's too, says where its minutes went.
 test: setup lint $(DOCS_STAMP)
-	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 2 -m "not slow" --nbmake tests notebooks
+	SANDBOX_FAST=1 $(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=15 --nbmake tests notebooks
 
 # The fast tier, for every change: lint, then the tests of tests/ that are neither slow nor long (each measured under a
 # second in tests/durations.json; tests/conftest.py marks the others long). Under a minute on 2 cores; no notebooks,
