@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -624,9 +625,18 @@ def _time_line(out: Path) -> str:
     spent = [t for t in timings if t["runs"] > 0 or t.get("copied")]
     times = "; ".join(f"{t['date']}: {t['runs']} runs of {', '.join(t['tasks'])} in {t['minutes']:.1f} min with "
                       f"{t['workers']} worker{'s' * (t['workers'] != 1)} on {t['machine']}"
-                      + (f", and {t['copied']} runs of the same configs copied from {t['from']}, where they had "
-                         "finished" if t.get("copied") else "") for t in spent)  # fmt: skip
+                      + (f", and {t['copied']} runs of the same configs copied from {_relative(t['from'], out)}, "
+                         "where they had finished" if t.get("copied") else "") for t in spent)  # fmt: skip
     return f"Time: {sum(t['minutes'] for t in spent):.1f} minutes in all ({times or 'no runs were needed'})."
+
+
+def _relative(source: str, out: Path) -> str:
+    """``source`` as seen from the study's folder ``out`` (``../breadth``), which stays true when both studies are
+    copied side by side (docs/studies/), where an absolute path names only the machine they ran on."""
+    try:
+        return os.path.relpath(source, out)
+    except ValueError:  # another drive (Windows)
+        return str(source)
 
 
 def _record_time(out: Path, tasks: list[str], runs: int, seconds: float, workers: int, machine: str, copied: int = 0,
