@@ -36,9 +36,9 @@
 # **Assumes** lesson 03 (the four modes, `first_ratio_dev`, `first_clipfrac`) and lesson 04 (Hedges' g, permutation
 # tests, Holm's correction, the four words, why five seeds are the least for a verdict).
 #
-# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 10
-# s of wall time, 8 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 10 s (a check that the notebook
-# works: what it trains is tiny, and its numbers mean nothing). The committed outputs are those of that full run.
+# **Running time** (`make course-check` on the machine and the date the [course map](README.md) states): full mode 8 s
+# of wall time, 6 s of CPU time; with `SANDBOX_FAST=1`, what `make test` runs, 7 s (a check that the notebook works:
+# what it trains is tiny, and its numbers mean nothing). The committed outputs are those of that full run.
 #
 # The lesson trains nothing, so full mode and `SANDBOX_FAST=1` do the same: it reads the committed studies in
 # `docs/studies/` (`finals.csv`: one row per run; `comparisons.csv`: one row per planned contrast, with its verdict)
@@ -702,7 +702,11 @@ course.say(
     + ".\n\n"
     + (f"Replication on a second set of seeds: of {(rep['replicated'] != 'no claim').sum()} claims, "
        f"{(rep['replicated'] == 'yes').sum()} replicated, {(rep['replicated'] == 'no').sum()} did not, "
-       f"{(rep['replicated'] == 'contradicted').sum()} were contradicted (`replication.csv`)."
+       f"{(rep['replicated'] == 'contradicted').sum()} were contradicted (`replication.csv`). Not replicated: "
+       + (", ".join(f"{r['task']} {r['label']} (*{r['verdict first']}*, g {r['g first']:.2f}, then "
+                    f"*{r['verdict again']}*, g {r['g again']:.2f})"
+                    for _, r in rep[rep["replicated"].isin(["no", "contradicted"])].iterrows()) or "none")
+       + "."
        if rep is not None else
        "The committed study has no replication on a second set of seeds (`sandbox bench breadth --replicate`): "
        "each verdict above is of one seed set.")  # fmt: skip

@@ -57,8 +57,8 @@ CLAIMS = [
     ),
     (
         "docs/guide/breadth.md",
-        "and on Pendulum at p = 0.1; on CartPole every group is worse, and at p = 0.3 every group is worse on every "
-        "task but Acrobot",
+        "and on Pendulum at p = 0.1; on CartPole every group is worse (on the second seeds all but `rollout-eval` p "
+        "0.1), and at p = 0.3 every group is worse on every task but Acrobot",
         [("breadth", "Pendulum-v1", f"{mode} p 0.1", "off", "better") for mode in ("rollout-eval", "naive")]
         + [("breadth", "CartPole-v1", f"{mode} p {p}", "off", "worse") for mode in MODES for p in (0.1, 0.3)]
         + [
@@ -78,7 +78,8 @@ CLAIMS = [
     ),
     (
         "docs/guide/breadth.md",
-        "is never better: worse in 9 of its 10 groups, not significant on Acrobot at p = 0.1",
+        "is never better: worse in 9 of its 10 groups (8 on the second seeds, Breakout p 0.1 not significant there), "
+        "not significant on Acrobot at p = 0.1",
         [
             (
                 "breadth",
@@ -466,6 +467,42 @@ def test_the_largest_p_holm_the_guide_names_is_the_largest_of_the_better_and_wor
     assert told["holm high"].max() < 0.04, "docs/guide/breadth.md says their Monte Carlo bounds are below 0.04"
 
 
+@pytest.mark.parametrize("page", [README, BREADTH_PAGE], ids=lambda p: p.name)
+def test_each_page_states_the_committed_replication(page):
+    """The sentence "on seeds A-B, K of the N better or worse verdicts replicated, C were contradicted (or none), and
+    every g kept its sign" is the breadth study's replication.csv (`sandbox bench breadth --replicate`), its seeds
+    those of replication/finals.csv."""
+    rep = pd.read_csv(STUDIES / "breadth" / "replication.csv")
+    seeds = sorted(set(pd.read_csv(STUDIES / "breadth" / "replication" / "finals.csv")["seed"]))
+    text = _flat(page.read_text())
+    found = re.search(r"seeds (\d+)-(\d+)\D[^.]*?(\d+) of the (\d+) better or worse verdicts replicated, (none|\d+) "
+                      r"(?:was|were) contradicted", text)  # fmt: skip
+    assert found, (
+        f"{page.name} should state the replication: 'seeds A-B ... K of the N better or worse verdicts replicated, C "
+        "were contradicted'"
+    )
+    counts = rep["replicated"].value_counts()
+    stated = [int(found[1]), int(found[2]), int(found[3]), int(found[4]), 0 if found[5] == "none" else int(found[5])]
+    claims = int((rep["replicated"] != "no claim").sum())
+    assert stated == [seeds[0], seeds[-1], counts.get("yes", 0), claims, counts.get("contradicted", 0)], (
+        f"{page.name} says {found[0]!r}; replication.csv: {counts.to_dict()}, seeds {seeds[0]}-{seeds[-1]}"
+    )
+    if "every g kept its sign" in text:
+        assert rep["same sign"].all(), rep[~rep["same sign"]]
+
+
+def test_the_rows_that_did_not_replicate_are_the_ones_the_pages_name():
+    rep = pd.read_csv(STUDIES / "breadth" / "replication.csv")
+    named = {("CartPole-v1", "rollout-eval p 0.1"), ("minatar:breakout", "naive p 0.1"),
+             ("minatar:breakout", "consistent p 0.1")}  # fmt: skip
+    assert set(zip(*rep[rep["replicated"] == "no"][["task", "label"]].values.T)) == named
+    assert (rep[rep["replicated"] == "no"]["verdict again"] == "not significant").all()
+    assert "(CartPole rollout-eval, Breakout naive and consistent p 0.1: n.s. there)" in _flat(README.read_text())
+    again = rep.set_index(["task", "label"])["verdict again"]
+    assert again["MountainCarContinuous-v0", "rollout-eval p 0.1"] == "worse"  # breadth.md: no claim either way
+    assert (rep[rep["label"].str.endswith("p 0.3")]["replicated"] == "yes").all()  # "every p 0.3 verdict replicated"
+
+
 def test_no_breadth_row_is_equivalent_as_the_guide_says():
     assert "no row is *equivalent*" in _flat(BREADTH_PAGE.read_text())
     assert "equivalent" not in set(_comparisons("breadth").verdict), "docs/guide/breadth.md says no row is equivalent"
@@ -497,8 +534,14 @@ def test_another_resampling_seed_changes_no_verdict_of_a_committed_study(tmp_pat
     checked by hand on 2026-12-07; one here keeps the test to a few seconds)."""
     from sandbox.analysis import breadth
 
-    for name in ("finals.csv", "groups.json", "timings.json"):
-        (tmp_path / name).write_bytes((STUDIES / study / name).read_bytes())
+    for name in ("finals.csv", "groups.json", "timings.json", "replication/finals.csv", "replication/timings.json"):
+        if (STUDIES / study / name).exists():  # the replication's, where the study committed one
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            (tmp_path / name).write_bytes((STUDIES / study / name).read_bytes())
     committed = _comparisons(study)
-    again = breadth.write_report(tmp_path, study, seed=1)["comparisons"]
-    assert list(again["verdict"]) == list(committed["verdict"])
+    result = breadth.write_report(tmp_path, study, seed=1)
+    assert list(result["comparisons"]["verdict"]) == list(committed["verdict"])
+    if (STUDIES / study / "replication.csv").exists():  # the second seeds' verdicts, and so what replicated, too
+        replicated = pd.read_csv(STUDIES / study / "replication.csv")
+        assert list(result["replication"]["verdict again"]) == list(replicated["verdict again"])
+        assert list(result["replication"]["replicated"]) == list(replicated["replicated"])
