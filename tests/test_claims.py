@@ -467,19 +467,23 @@ def test_the_largest_p_holm_the_guide_names_is_the_largest_of_the_better_and_wor
     assert told["holm high"].max() < 0.04, "docs/guide/breadth.md says their Monte Carlo bounds are below 0.04"
 
 
-@pytest.mark.parametrize("page", [README, BREADTH_PAGE], ids=lambda p: p.name)
-def test_each_page_states_the_committed_replication(page):
-    """The sentence "on seeds A-B, K of the N better or worse verdicts replicated, C were contradicted (or none), and
-    every g kept its sign" is the breadth study's replication.csv (`sandbox bench breadth --replicate`), its seeds
-    those of replication/finals.csv."""
-    rep = pd.read_csv(STUDIES / "breadth" / "replication.csv")
-    seeds = sorted(set(pd.read_csv(STUDIES / "breadth" / "replication" / "finals.csv")["seed"]))
+REPLICATIONS = [(README, "breadth", "verdicts"), (BREADTH_PAGE, "breadth", "verdicts")]
+"""The pages that state a study's replication, the study, and the words of the sentence before "replicated"."""
+
+
+@pytest.mark.parametrize("page, study, words", REPLICATIONS, ids=lambda v: getattr(v, "name", v))
+def test_each_page_states_the_committed_replication(page, study, words):
+    """The sentence "on seeds A-B, K of the N better or worse WORDS replicated, C were contradicted (or none), every g
+    kept its sign" is the study's replication.csv (`sandbox bench STUDY --replicate`), its seeds those of
+    replication/finals.csv."""
+    rep = pd.read_csv(STUDIES / study / "replication.csv")
+    seeds = sorted(set(pd.read_csv(STUDIES / study / "replication" / "finals.csv")["seed"]))
     text = _flat(page.read_text())
-    found = re.search(r"seeds (\d+)-(\d+)\D[^.]*?(\d+) of the (\d+) better or worse verdicts replicated, (none|\d+) "
-                      r"(?:was|were) contradicted", text)  # fmt: skip
+    found = re.search(rf"seeds (\d+)-(\d+)\D[^.]*?(\d+) of the (\d+) better or worse {words} replicated, (none|\d+) "
+                      r"(?:was|were) contradicted([^.;(]*)", text)  # fmt: skip
     assert found, (
-        f"{page.name} should state the replication: 'seeds A-B ... K of the N better or worse verdicts replicated, C "
-        "were contradicted'"
+        f"{page.name} should state the {study} replication: 'seeds A-B ... K of the N better or worse {words} "
+        "replicated, C were contradicted'"
     )
     counts = rep["replicated"].value_counts()
     stated = [int(found[1]), int(found[2]), int(found[3]), int(found[4]), 0 if found[5] == "none" else int(found[5])]
@@ -487,7 +491,7 @@ def test_each_page_states_the_committed_replication(page):
     assert stated == [seeds[0], seeds[-1], counts.get("yes", 0), claims, counts.get("contradicted", 0)], (
         f"{page.name} says {found[0]!r}; replication.csv: {counts.to_dict()}, seeds {seeds[0]}-{seeds[-1]}"
     )
-    if "every g kept its sign" in text:
+    if "every g kept its sign" in found[6]:
         assert rep["same sign"].all(), rep[~rep["same sign"]]
 
 
