@@ -576,13 +576,14 @@ course.claim(
 #   than `naive`; in the critic alone it was *better* than dropout off.
 # - **A smaller step is not one thing.** On CartPole half the learning rate was *worse* than dropout off, as the noisy
 #   modes were, and *not significant* against `naive`: a candidate for CartPole's loss, not shown to be it. Half the
-#   clip range was *better*. On Acrobot, where the noisy modes gained, both smaller steps ended *below* `naive`, yet
-#   half the clip range was itself *better* than dropout off: a smaller step of these sizes may explain part of the
-#   gain there, not all of it.
+#   clip range was *better* (on seeds 53-105, *not significant*: `docs/studies/mechanisms/replication.csv`). On Acrobot,
+#   where the noisy modes gained, both smaller steps ended *below* `naive`, yet half the clip range was itself *better*
+#   than dropout off: a smaller step of these sizes may explain part of the gain there, not all of it.
 # - **Acting with dropout is not needed for the gain on Acrobot**: `rollout-eval`, which never acts with dropout, was
 #   *better* than dropout off there, and *better* than `naive`.
-# - **Lost capacity costs too.** The narrower network without dropout was *worse* than dropout off on both tasks it
-#   ran on; it does not tell the sign apart (dropout off's narrower network lost on Acrobot, where `naive` gained).
+# - **Lost capacity costs too.** The narrower network without dropout was *worse* than dropout off on both tasks it ran
+#   on (on Acrobot, *not significant* on seeds 53-105); it does not tell the sign apart (dropout off's narrower network
+#   lost on Acrobot, where `naive` gained).
 #
 # So dropout in the critic alone moved the return in the direction dropout in both networks did on three tasks, and on
 # Acrobot the gain needs it. It does not follow that the critic *decides* the sign: on Pendulum and Breakout the critic
