@@ -125,6 +125,20 @@ def test_fast_breadth_through_the_cli(tmp_path):
     assert "14 runs of the same configs copied from ../breadth, where" in (again / "report.md").read_text()
 
 
+def test_the_time_line_names_each_part_and_says_how_a_time_read_afterwards_was_read(tmp_path):
+    part = {"date": "2026-12-07 20:20", "tasks": ["CartPole-v1"], "runs": 3, "minutes": 7.6, "workers": 1,
+            "machine": "M", "copied": 2, "from": str(tmp_path / "breadth")}  # fmt: skip
+    parts = [part, {**part, "runs": 0, "copied": 0}, {**part, "minutes": 2.0, "note": "read from the files' times"}]
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "timings.json").write_text(json.dumps(parts))
+    line = breadth._time_line(tmp_path / "study")
+    assert line.startswith("Time: 9.6 minutes in all (2026-12-07 20:20: 3 runs of CartPole-v1 in 7.6 min with 1 "
+                           "worker on M, and 2 runs of the same configs copied from ../breadth, where they had "
+                           "finished; ")  # the part that neither ran nor copied a run is left out  # fmt: skip
+    assert line.endswith("where they had finished (read from the files' times)).")
+    assert breadth._time_line(tmp_path) == "Time: 0.0 minutes in all (no runs were needed)."
+
+
 def test_fast_mechanisms_with_replication_through_the_cli(tmp_path):
     mech = tmp_path / "mech"
     args = ["bench", "mechanisms", "--fast", "--tasks", "MountainCarContinuous-v0", "--out", str(mech), "--quiet"]

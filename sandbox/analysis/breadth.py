@@ -619,14 +619,15 @@ def replication_markdown(table: pd.DataFrame, seeds: Sequence[int], again: Seque
 
 def _time_line(out: Path) -> str:
     """The report's sentence "Time: N minutes in all (...)": the parts of ``out/timings.json`` that ran or copied
-    runs, each with its date, runs, tasks, workers and machine (a study resumed or run task by task is timed in
-    parts)."""
+    runs, each with its date, runs, tasks, workers and machine, and its ``note`` if it has one (how a time the study
+    could not record was read afterwards); a study resumed or run task by task is timed in parts."""
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else []
     spent = [t for t in timings if t["runs"] > 0 or t.get("copied")]
     times = "; ".join(f"{t['date']}: {t['runs']} runs of {', '.join(t['tasks'])} in {t['minutes']:.1f} min with "
                       f"{t['workers']} worker{'s' * (t['workers'] != 1)} on {t['machine']}"
                       + (f", and {t['copied']} runs of the same configs copied from {_relative(t['from'], out)}, "
-                         "where they had finished" if t.get("copied") else "") for t in spent)  # fmt: skip
+                         "where they had finished" if t.get("copied") else "")
+                      + (f" ({t['note']})" if t.get("note") else "") for t in spent)  # fmt: skip
     return f"Time: {sum(t['minutes'] for t in spent):.1f} minutes in all ({times or 'no runs were needed'})."
 
 
