@@ -559,9 +559,9 @@ def test_another_resampling_seed_changes_no_verdict_of_a_committed_study(tmp_pat
 
 @pytest.mark.parametrize("folder", ["demo", "studies/minatar"])
 def test_another_resampling_seed_changes_no_verdict_of_a_committed_report(folder):
-    """A committed sweep report (``sandbox demo``'s, ``sandbox bench minatar``'s) re-read from its finals.csv with resampling seed 1 (the committed
-    one used 0): the same verdict on every compared group, as a reviewer recomputing it would find. Under a second:
-    the splits are few enough to enumerate, or the p is far from Holm's thresholds."""
+    """A committed sweep report (``sandbox demo``'s, ``sandbox bench minatar``'s) re-read from its finals.csv with
+    resampling seed 1 (the committed one used 0): the same verdict on every compared group, as a reviewer recomputing
+    it would find. Under a second: the splits are few enough to enumerate, or the p is far from Holm's thresholds."""
     from sandbox.analysis.report import compare_finals
 
     report = pd.read_csv(ROOT / "docs" / folder / "report.csv")
