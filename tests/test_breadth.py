@@ -155,6 +155,11 @@ def test_fast_mechanisms_with_replication_through_the_cli(tmp_path):
     before = (mech / "report.md").read_text()
     assert main(["bench", "mechanisms", "--report-only", "--out", str(mech), "--quiet"]) == 0  # from finals.csv
     assert (mech / "report.md").read_text() == before
+    comparisons = pd.read_csv(mech / "comparisons.csv")
+    args = ["bench", "mechanisms", "--report-only", "--out", str(mech), "--quiet", "--resampling-seed", "1"]
+    assert main(args) == 0  # a reviewer's re-read: the same verdicts, and the report says the seed
+    assert pd.read_csv(mech / "comparisons.csv")["verdict"].equals(comparisons["verdict"])
+    assert "Resampling seed 1 (the default is 0)." in (mech / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -165,6 +170,7 @@ def test_fast_mechanisms_with_replication_through_the_cli(tmp_path):
         (["bench", "cartpole", "--replicate"], "--replicate"),
         (["bench", "breadth", "--report-only"], "--report-only"),
         (["bench", "breadth", "--report-only", "--out", "nowhere"], "--report-only"),
+        (["bench", "breadth", "--resampling-seed", "1"], "--resampling-seed"),
         (["bench", "cartpole", "--fast"], "--fast"),
         (["bench", "breadth", "--workers", "0"], "--workers"),
         (["bench", "cartpole", "--reuse", "x"], "--reuse"),

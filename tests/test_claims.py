@@ -540,8 +540,8 @@ def test_no_page_uses_the_old_verdict_words():
 @pytest.mark.parametrize("study", ["breadth", "mechanisms"])
 def test_another_resampling_seed_changes_no_verdict_of_a_committed_study(tmp_path, study):
     """The committed report re-read from its finals.csv with resampling seed 1 (the committed one used 0): the same
-    verdict on every row, as a reviewer re-running `sandbox bench STUDY --report-only` would find (seeds 1 to 3 were
-    checked by hand on 2026-12-07; one here keeps the test to a few seconds)."""
+    verdict on every row, as a reviewer running `sandbox bench STUDY --report-only --resampling-seed 1` would find
+    (seeds 1 to 3 were checked by hand on 2026-12-07; one here keeps the test to a few seconds)."""
     from sandbox.analysis import breadth
 
     for name in ("finals.csv", "groups.json", "timings.json", "replication/finals.csv", "replication/timings.json"):

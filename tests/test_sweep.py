@@ -622,3 +622,30 @@ def test_the_mechanism_table_has_the_critic_s_first_value_dev_next_to_first_rati
     assert "first_value_dev = mean |V - V_old|" in text
     write_report(old, quiet=True, figures=False)
     assert "first_value_dev" not in (old / "report.md").read_text()
+
+
+def test_a_report_re_read_with_another_resampling_seed_keeps_every_verdict(tmp_path, capsys):
+    """``sandbox report DIR --resampling-seed 1``: 16 seeds against 16 are too many splits to enumerate, so the p is
+    drawn; another seed moves a p within its bounds, no verdict, and the title and report.json say the seed. A
+    negative seed is refused in one line."""
+    import pandas as pd
+
+    from sandbox.cli import main
+
+    for seed in range(16):
+        _fake_run(tmp_path, "off", "CartPole-v1", "off", 0.1, seed, float(seed % 7))
+        _fake_run(tmp_path, "naive", "CartPole-v1", "naive", 0.1, seed, float(seed % 7) - 2.5 + 0.1 * seed)
+    assert main(["report", str(tmp_path), "--quiet"]) == 0
+    first = pd.read_csv(tmp_path / "report.csv").set_index("group")
+    assert main(["report", str(tmp_path), "--quiet", "--resampling-seed", "1", "--out", str(tmp_path / "again")]) == 0
+    again = pd.read_csv(tmp_path / "again" / "report.csv").set_index("group")
+    row, other = first.loc["dropout_mode=naive"], again.loc["dropout_mode=naive"]
+    assert not row.exact and row.p_value != other.p_value  # drawn, and drawn otherwise
+    assert row.p_low <= other.p_value <= row.p_high and row.verdict == other.verdict
+    assert (tmp_path / "again" / "report.md").read_text().startswith("# Sweep report: ")
+    assert ", resampling seed 1" in (tmp_path / "again" / "report.md").read_text().splitlines()[0]
+    assert json.loads((tmp_path / "again" / "report.json").read_text())["resampling_seed"] == 1
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--resampling-seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--resampling-seed" in err and "non-negative" in err, err

@@ -699,7 +699,7 @@ def write_report(out: str | Path, kind: str = "breadth", seed: int = 0) -> dict:
     header = (
         f"# {what}: planned contrasts\n\n{len(frame)} runs, {seeds} seeds per group "
         f"({'FAST mode: a twentieth of each budget, numbers meaningless' if fast else 'full budgets'}). "
-        f"{_time_line(out)}"
+        f"{_time_line(out)}" + (f" Resampling seed {seed} (the default is 0)." if seed else "")
     )
     tasks = [t for t in known if t in set(frame["task"])]
     if (out / "plan.md").exists():

@@ -81,14 +81,19 @@ class ReportArgs:
     baseline is refused."""
     quiet: bool = False
     """Do not print the key table (where the report went is still printed)."""
+    resampling_seed: int = 0
+    """The seed of the permutation tests that draw their splits (those too many to enumerate). Another seed must change
+    no verdict, only a drawn p's last digits within its bounds: a reviewer's check of a committed report."""
 
 
 def report(a: ReportArgs) -> int:
     if "=" not in a.baseline:
         raise ConfigError("baseline", f"must be FIELD=VALUE, e.g. dropout_mode=off, got {a.baseline!r}")
+    if a.resampling_seed < 0:
+        raise ConfigError("resampling_seed", f"must be a non-negative integer, got {a.resampling_seed}")
     from .report import write_report
 
-    write_report(a.sweep_dir, a.baseline, quiet=a.quiet, out=a.out)
+    write_report(a.sweep_dir, a.baseline, quiet=a.quiet, out=a.out, seed=a.resampling_seed)
     return 0
 
 

@@ -20,15 +20,16 @@ def bench_breadth(
     where: Backend | None = None,
     max_steps: int | None = None,
     reuse: str | None = None,
+    resampling_seed: int = 0,
 ) -> dict:
     """Run the breadth study (``kind="breadth"``) or the mechanism arms (``"mechanisms"``) into ``out`` and print
-    its planned contrasts; returns the figures as plain data (runs, seconds, the comparisons as records).
-    ``seeds`` None: the study's seeds per group for 80% power (:func:`sandbox.analysis.breadth.seeds_per_group`).
+    its planned contrasts; returns the figures as plain data (runs, seconds, the comparisons as records). ``seeds``
+    None: the study's seeds per group for 80% power (:func:`sandbox.analysis.breadth.seeds_per_group`).
     ``replicate``: also a second, disjoint seed set and the replication table. ``report_only``: no run, the report
-    rewritten from ``out/finals.csv`` (a committed study re-read with the current statistics). ``where``: local
-    processes (default), or Ray (a cluster too: the runs come back to this machine). ``max_steps``: the budget of
-    tasks of your own (``--tasks module:Env-v0``). ``reuse``: another study's ``--out``, whose finished runs of the
-    same configs are copied in rather than trained."""
+    rewritten from ``out/finals.csv`` (a committed study re-read with the current statistics; ``resampling_seed``:
+    the seed of its drawn permutations). ``where``: local processes (default), or Ray (a cluster too: the runs come
+    back to this machine). ``max_steps``: the budget of tasks of your own (``--tasks module:Env-v0``). ``reuse``:
+    another study's ``--out``, whose finished runs of the same configs are copied in rather than trained."""
     import pandas as pd
 
     from ..analysis import breadth
@@ -37,8 +38,8 @@ def bench_breadth(
     m = breadth.planned_comparisons(kind, planned)
     powered = breadth.seeds_per_group(kind, planned)
     if report_only:
-        result = {**breadth.write_report(out, kind), "runs": len(pd.read_csv(f"{out}/finals.csv")), "seconds": 0.0,
-                  "out": str(out)}  # fmt: skip
+        result = {**breadth.write_report(out, kind, resampling_seed), "runs": len(pd.read_csv(f"{out}/finals.csv")),
+                  "seconds": 0.0, "out": str(out)}  # fmt: skip
     else:
         if not quiet:
             n = powered if seeds is None else len(seeds)

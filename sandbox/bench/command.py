@@ -90,6 +90,9 @@ class BenchArgs:
     report_only: bool = False
     """breadth, mechanisms: run nothing; rewrite the report from --out's finals.csv (a committed study re-read with
     the current statistics)."""
+    resampling_seed: int = 0
+    """breadth, mechanisms, with --report-only: the seed of the permutation tests that draw their splits. Another seed
+    must change no verdict (a reviewer's check of a committed study); the report says a seed other than 0."""
     where: Annotated[Backend, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=Backend)
     """breadth, mechanisms, minatar: where the runs train, here or on a Ray cluster (docs/guide/cluster.md; on a
     cluster, --workers is its CPUs, which minatar sizes its populations for)."""
@@ -135,6 +138,10 @@ def check(a: BenchArgs) -> BenchArgs:
         raise ConfigError("report_only", "only for bench breadth and mechanisms, with the --out holding finals.csv")
     if a.report_only and not (Path(a.out) / "finals.csv").is_file():
         raise ConfigError("report_only", f"{a.out} holds no finals.csv")
+    if a.resampling_seed and not a.report_only:
+        raise ConfigError("resampling_seed", "only with --report-only (bench breadth and mechanisms)")
+    if a.resampling_seed < 0:
+        raise ConfigError("resampling_seed", f"must be a non-negative integer, got {a.resampling_seed}")
     if a.reuse is not None and a.target not in STUDIES:
         raise ConfigError("reuse", f"only for bench breadth and mechanisms, not {a.target}")
     if a.reuse is not None and a.report_only:
@@ -209,6 +216,7 @@ def run(a: BenchArgs) -> int:
             quiet=a.quiet,
             replicate=a.replicate,
             report_only=a.report_only,
+            resampling_seed=a.resampling_seed,
             reuse=a.reuse,
             where=a.where,
             max_steps=a.max_steps,

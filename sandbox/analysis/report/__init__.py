@@ -116,12 +116,14 @@ def write_report(
     quiet: bool = False,
     figures: bool = True,
     out: str | os.PathLike | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Write report.md, report.csv, finals.csv (one row per run), report.tex (its two tables for a paper, booktabs)
     and the PNG figures into ``out`` (default :func:`report_dir`: the sweep's directory for the default baseline, a
     folder of its own for any other), with report.json saying which runs and baseline it is of; print the key table
     (``quiet``: only where the report went). A folder holding a report against another baseline is refused in one
-    line: a report is never overwritten by another one."""
+    line: a report is never overwritten by another one. ``seed``: the resampling seed of the permutation tests that
+    draw their splits (a reviewer's check: another seed changes no verdict; the title says a seed other than 0)."""
     from ...config import ConfigError
 
     sweep_dir = Path(sweep_dir)
@@ -137,15 +139,25 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # degenerate resamples of tiny groups
-        table = group_table(groups, baseline)
+        table = group_table(groups, baseline, seed)
         table.to_csv(out / "report.csv", index=False)
         finals_frame(groups, table).to_csv(out / "finals.csv", index=False)
         pictures = _figures(groups, baselines(groups, baseline), out) if figures else []
     title = f"Sweep report: {sweep_dir.name}" + ("" if baseline == DEFAULT_BASELINE else f", against {baseline}")
+    title += f", resampling seed {seed}" if seed else ""
     (out / "report.md").write_text(_markdown(title, runs, groups, table, baseline, pictures))
     (out / "report.tex").write_text(_tex(title, groups, table, baseline))
     (out / "report.json").write_text(
-        json.dumps({"sweep": str(sweep_dir), "baseline": baseline, "runs": len(runs), "groups": len(groups)}, indent=1)
+        json.dumps(
+            {
+                "sweep": str(sweep_dir),
+                "baseline": baseline,
+                "runs": len(runs),
+                "groups": len(groups),
+                "resampling_seed": seed,
+            },
+            indent=1,
+        )
         + "\n"
     )
     if not quiet:

@@ -240,7 +240,7 @@ def _comparison_row(v: stats.Verdict, mw_pvalue: float) -> dict:
     )
 
 
-def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.DataFrame:
+def group_table(groups: list[Group], baseline: str = "dropout_mode=off", seed: int = 0) -> pd.DataFrame:
     """One row per group: the statistics of the report (also written as report.csv).
 
     Every group with a baseline is compared with it, and the comparisons that can get a verdict (``stats.MIN_SEEDS``
@@ -248,10 +248,11 @@ def group_table(groups: list[Group], baseline: str = "dropout_mode=off") -> pd.D
     Monte Carlo error of each p (``p_holm`` and its bounds), the verdict, the level it was tested at (``level``) and
     the difference's interval at that level (``diff_level_low``, ``diff_level_high``). Comparisons with too few seeds
     are not tested, so they do not weaken the others' correction (their ``p_holm`` is Holm's over them alone, for
-    information)."""
+    information). ``seed``: the resampling seed of the drawn permutations (no verdict may change with it; only a p's
+    last digits, within its bounds)."""
     bases = baselines(groups, baseline)
     by_key = {g.key: g for g in groups}
-    compared = _decide({g.key: g.finals for g in groups}, {k: (b.key if b else None) for k, b in bases.items()})
+    compared = _decide({g.key: g.finals for g in groups}, {k: (b.key if b else None) for k, b in bases.items()}, seed)
     rows = []
     for g in groups:
         row = _describe(g)
